@@ -1,0 +1,109 @@
+import { MinigptError, check } from '../errors.js';
+
+export type MlpKind = 'swiglu' | 'gelu';
+export type InitStrategy = 'xavier-uniform' | 'xavier-normal' | 'kaiming-normal' | 'gpt2';
+
+export const MLP_KINDS: readonly MlpKind[] = ['swiglu', 'gelu'];
+export const INIT_STRATEGIES: readonly InitStrategy[] = ['xavier-uniform', 'xavier-normal', 'kaiming-normal', 'gpt2'];
+
+/** The model's shape and numerics. Names are snake_case as in config.json; CLI flags are their kebab-case. */
+export interface ModelConfig {
+  vocab_size: number;
+  d_model: number;
+  n_heads: number;
+  /** Grouped-query attention: key/value heads, dividing n_heads. Equal to n_heads is plain multi-head. */
+  n_kv_heads: number;
+  n_layers: number;
+  /** Longest sequence the model accepts (RoPE tables and buffers are sized for it). */
+  context: number;
+  mlp: MlpKind;
+  /** MLP hidden width: SwiGLU defaults to 8/3·d_model rounded up to a multiple of 32, GELU to 4·d_model. */
+  intermediate_size: number;
+  rms_norm_eps: number;
+  rope_theta: number;
+  tie_embeddings: boolean;
+  /** Dropout on the embedding output and each residual branch, during training only. */
+  dropout: number;
+  init: InitStrategy;
+}
+
+export const DEFAULT_CONFIG: Omit<ModelConfig, 'vocab_size' | 'n_kv_heads' | 'intermediate_size'> = {
+  d_model: 128,
+  n_heads: 8,
+  n_layers: 6,
+  context: 256,
+  mlp: 'swiglu',
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  tie_embeddings: false,
+  dropout: 0,
+  init: 'gpt2',
+};
+
+/** LLaMA's rule: 2/3 of 4·d_model, rounded up to a multiple of 32. d_model 128 -> 352. */
+export function defaultIntermediateSize(dModel: number, mlp: MlpKind): number {
+  if (mlp === 'gelu') return 4 * dModel;
+  return 32 * Math.ceil(Math.floor((8 * dModel) / 3) / 32);
+}
+
+/** Fills defaults and validates; every violation is a MinigptError naming the field in flag form. */
+export function resolveConfig(partial: Partial<ModelConfig> & { vocab_size: number }): ModelConfig {
+  const base = { ...DEFAULT_CONFIG, ...stripUndefined(partial) };
+  const mlp = base.mlp;
+  check(MLP_KINDS.includes(mlp), `--mlp must be one of ${MLP_KINDS.join(', ')} (got ${JSON.stringify(mlp)})`);
+  const config: ModelConfig = {
+    ...base,
+    n_kv_heads: partial.n_kv_heads ?? base.n_heads,
+    intermediate_size: partial.intermediate_size ?? defaultIntermediateSize(base.d_model, mlp),
+  } as ModelConfig;
+  validateConfig(config);
+  return config;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function positiveInt(name: string, v: unknown): void {
+  check(Number.isInteger(v) && (v as number) > 0, `--${name.replace(/_/g, '-')} must be a positive integer (got ${JSON.stringify(v)})`);
+}
+
+export function validateConfig(c: ModelConfig): void {
+  for (const k of ['vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n_layers', 'context', 'intermediate_size'] as const) {
+    positiveInt(k, c[k]);
+  }
+  check(c.d_model % c.n_heads === 0, `--n-heads (${c.n_heads}) must divide --d-model (${c.d_model})`);
+  check((c.d_model / c.n_heads) % 2 === 0, `head size d_model/n_heads = ${c.d_model / c.n_heads} must be even for RoPE`);
+  check(c.n_heads % c.n_kv_heads === 0, `--n-kv-heads (${c.n_kv_heads}) must divide --n-heads (${c.n_heads})`);
+  check(MLP_KINDS.includes(c.mlp), `--mlp must be one of ${MLP_KINDS.join(', ')} (got ${JSON.stringify(c.mlp)})`);
+  check(INIT_STRATEGIES.includes(c.init), `--init must be one of ${INIT_STRATEGIES.join(', ')} (got ${JSON.stringify(c.init)})`);
+  check(typeof c.rms_norm_eps === 'number' && c.rms_norm_eps > 0 && c.rms_norm_eps < 1, `--rms-norm-eps must be in (0, 1) (got ${c.rms_norm_eps})`);
+  check(typeof c.rope_theta === 'number' && c.rope_theta > 1, `--rope-theta must be greater than 1 (got ${c.rope_theta})`);
+  check(typeof c.dropout === 'number' && c.dropout >= 0 && c.dropout < 1, `--dropout must be in [0, 1) (got ${c.dropout})`);
+  check(typeof c.tie_embeddings === 'boolean', `--tie-embeddings must be true or false (got ${JSON.stringify(c.tie_embeddings)})`);
+}
+
+/** Reads a config.json object strictly: unknown or missing fields are errors, not silent defaults. */
+export function configFromJson(json: unknown, source: string): ModelConfig {
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new MinigptError(`${source}: expected a JSON object with the model config`);
+  }
+  const o = json as Record<string, unknown>;
+  const keys: (keyof ModelConfig)[] = [
+    'vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n_layers', 'context', 'mlp', 'intermediate_size',
+    'rms_norm_eps', 'rope_theta', 'tie_embeddings', 'dropout', 'init',
+  ];
+  for (const k of keys) check(k in o, `${source}: missing "${k}"`);
+  const config = Object.fromEntries(keys.map((k) => [k, o[k]])) as unknown as ModelConfig;
+  try {
+    validateConfig(config);
+  } catch (e) {
+    if (e instanceof MinigptError) throw new MinigptError(`${source}: ${e.message}`);
+    throw e;
+  }
+  return config;
+}
+
+export const headDim = (c: ModelConfig): number => c.d_model / c.n_heads;
+/** Width of the fused q|k|v projection output. */
+export const qkvDim = (c: ModelConfig): number => (c.n_heads + 2 * c.n_kv_heads) * headDim(c);

@@ -1,0 +1,296 @@
+/**
+ * The LLaMA-style model, forward and backward, top to bottom, as calls into the kernel seam.
+ *
+ *   tokens -> embed_tokens -> [RMSNorm -> attention (RoPE) -> +residual
+ *                              RMSNorm -> MLP (SwiGLU | GELU) -> +residual] x n_layers
+ *          -> RMSNorm -> lm_head -> logits -> cross-entropy
+ *
+ * All parameters live in one device buffer (layout in params.ts), their gradients in another.
+ * Activations live in buffers allocated once per (B, T) shape and reused every step: a training
+ * step allocates nothing.
+ */
+import type { Backend, IntTensor, Tensor, AttentionShape } from '../backend/types.js';
+import type { ModelConfig } from './config.js';
+import { headDim, qkvDim } from './config.js';
+import { paramLayout, type ParamLayout } from './params.js';
+import { hash32 } from '../backend/reference/index.js';
+
+export interface LayerTensors {
+  qkv: Tensor;
+  o: Tensor;
+  mlpIn: Tensor;
+  down: Tensor;
+  ln1: Tensor;
+  ln2: Tensor;
+}
+
+export interface ParamTensors {
+  /** The whole flat buffer. */
+  all: Tensor;
+  embed: Tensor;
+  lmHead: Tensor;
+  norm: Tensor;
+  layers: LayerTensors[];
+}
+
+/** Per-(B,T) buffers: what the forward keeps for the backward, and the backward's scratch. */
+export interface Activations {
+  B: number;
+  T: number;
+  ids: IntTensor;
+  targets: IntTensor;
+  /** residual[2l] enters layer l, residual[2l+1] is after its attention, residual[2L] is the output. */
+  residual: Tensor[];
+  ln1: Tensor[];
+  ln1Rstd: Tensor[];
+  qkv: Tensor[];
+  att: Tensor[];
+  lse: Tensor[];
+  ln2: Tensor[];
+  ln2Rstd: Tensor[];
+  /** MLP pre-activation: [N, 2F] gate|up for SwiGLU, [N, F] for GELU. */
+  mlpIn: Tensor[];
+  /** MLP activation output [N, F]. */
+  mlpAct: Tensor[];
+  lnf: Tensor;
+  lnfRstd: Tensor;
+  /** [N, V]; overwritten by dlogits in the backward. */
+  logits: Tensor;
+  losses: Tensor;
+  /** Output of o_proj / down_proj before dropout and the residual add. */
+  branch: Tensor;
+  // gradient scratch, reused by every layer
+  dresidual: Tensor;
+  dbranch: Tensor;
+  dln: Tensor;
+  dqkv: Tensor;
+  datt: Tensor;
+  dmlpIn: Tensor;
+  dmlpAct: Tensor;
+}
+
+export interface Model {
+  config: ModelConfig;
+  backend: Backend;
+  layout: ParamLayout;
+  params: ParamTensors;
+  grads: ParamTensors;
+  /** [context, headDim]: cos in the first half of each row, sin in the second. */
+  ropeTable: Tensor;
+  acts: Activations | null;
+}
+
+function paramViews(backend: Backend, all: Tensor, layout: ParamLayout, c: ModelConfig): ParamTensors {
+  const C = c.d_model, V = c.vocab_size, F = c.intermediate_size, hd = headDim(c);
+  const v = (offset: number, size: number): Tensor => backend.view(all, offset, size);
+  const mlpRows = c.mlp === 'swiglu' ? 2 * F : F;
+  return {
+    all,
+    embed: v(layout.embed, V * C),
+    lmHead: v(layout.lmHead, V * C),
+    norm: v(layout.norm, C),
+    layers: layout.layers.map((l) => ({
+      qkv: v(l.qkv, qkvDim(c) * C),
+      o: v(l.o, C * c.n_heads * hd),
+      mlpIn: v(l.mlpIn, mlpRows * C),
+      down: v(l.down, C * F),
+      ln1: v(l.ln1, C),
+      ln2: v(l.ln2, C),
+    })),
+  };
+}
+
+/** cos/sin of pos·theta^(-2i/hd), computed in f64 and stored once. */
+export function ropeTable(c: ModelConfig): Float32Array {
+  const hd = headDim(c), half = hd / 2;
+  const t = new Float32Array(c.context * hd);
+  for (let pos = 0; pos < c.context; pos++) {
+    for (let i = 0; i < half; i++) {
+      const angle = pos * Math.pow(c.rope_theta, (-2 * i) / hd);
+      t[pos * hd + i] = Math.cos(angle);
+      t[pos * hd + half + i] = Math.sin(angle);
+    }
+  }
+  return t;
+}
+
+/** A model with zeroed parameters on `backend`; load or initialise weights with `setWeights`. */
+export function createModel(backend: Backend, config: ModelConfig): Model {
+  const layout = paramLayout(config);
+  const params = paramViews(backend, backend.alloc(layout.size), layout, config);
+  const grads = paramViews(backend, backend.alloc(layout.size), layout, config);
+  const table = backend.alloc(config.context * headDim(config));
+  backend.write(table, ropeTable(config));
+  return { config, backend, layout, params, grads, ropeTable: table, acts: null };
+}
+
+export function setWeights(model: Model, weights: Float32Array): void {
+  if (weights.length !== model.layout.size) throw new Error(`expected ${model.layout.size} weights, got ${weights.length}`);
+  model.backend.write(model.params.all, weights);
+}
+
+export function readWeights(model: Model): Promise<Float32Array> {
+  return model.backend.read(model.params.all);
+}
+
+/** The activation buffers for (B, T), allocated on first use and kept while the shape holds. */
+export function activationsFor(model: Model, B: number, T: number): Activations {
+  if (model.acts && model.acts.B === B && model.acts.T === T) return model.acts;
+  const { backend: be, config: c } = model;
+  if (T > c.context) throw new Error(`sequence length ${T} exceeds the model's context ${c.context}`);
+  const N = B * T, C = c.d_model, L = c.n_layers, V = c.vocab_size, F = c.intermediate_size;
+  const QKV = qkvDim(c), HD = c.n_heads * headDim(c);
+  const mlpInDim = c.mlp === 'swiglu' ? 2 * F : F;
+  const many = (n: number, size: number): Tensor[] => Array.from({ length: n }, () => be.alloc(size));
+  model.acts = {
+    B, T,
+    ids: be.allocInt(N),
+    targets: be.allocInt(N),
+    residual: many(2 * L + 1, N * C),
+    ln1: many(L, N * C),
+    ln1Rstd: many(L, N),
+    qkv: many(L, N * QKV),
+    att: many(L, N * HD),
+    lse: many(L, B * c.n_heads * T),
+    ln2: many(L, N * C),
+    ln2Rstd: many(L, N),
+    mlpIn: many(L, N * mlpInDim),
+    mlpAct: many(L, N * F),
+    lnf: be.alloc(N * C),
+    lnfRstd: be.alloc(N),
+    logits: be.alloc(N * V),
+    losses: be.alloc(N),
+    branch: be.alloc(N * C),
+    dresidual: be.alloc(N * C),
+    dbranch: be.alloc(N * C),
+    dln: be.alloc(N * C),
+    dqkv: be.alloc(N * QKV),
+    datt: be.alloc(N * HD),
+    dmlpIn: be.alloc(N * mlpInDim),
+    dmlpAct: be.alloc(N * F),
+  };
+  return model.acts;
+}
+
+export interface ForwardOptions {
+  /** Dropout is applied only when training and config.dropout > 0. */
+  training?: boolean;
+  /** Seeds this step's dropout masks; the backward must get the same value. */
+  dropoutSeed?: number;
+}
+
+/** Dropout sites: 0 is the embedding, 1 + 2l layer l's attention branch, 2 + 2l its MLP branch. */
+function siteSeed(stepSeed: number, site: number): number {
+  return hash32((stepSeed ^ Math.imul(site + 1, 0x9e3779b9)) >>> 0);
+}
+
+/**
+ * Runs the model on `ids` ([B, T], row-major), leaving logits in acts.logits.
+ * With `targets` it also leaves each position's loss in acts.losses.
+ */
+export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike<number> | null, B: number, T: number, opts: ForwardOptions = {}): Activations {
+  const { backend: be, config: c, params: w } = model;
+  const a = activationsFor(model, B, T);
+  const N = B * T, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
+  const shape: AttentionShape = { B, T, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd };
+  const p = opts.training ? c.dropout : 0;
+  const seed = opts.dropoutSeed ?? 0;
+
+  be.writeInt(a.ids, ids);
+  be.embeddingForward(a.residual[0], a.ids, w.embed, N, C);
+  if (p > 0) be.dropout(a.residual[0], a.residual[0], p, siteSeed(seed, 0));
+
+  for (let l = 0; l < c.n_layers; l++) {
+    const lw = w.layers[l];
+    // attention branch
+    be.rmsnormForward(a.ln1[l], a.ln1Rstd[l], a.residual[2 * l], lw.ln1, N, C, c.rms_norm_eps);
+    be.matmulForward(a.qkv[l], a.ln1[l], lw.qkv, N, C, QKV);
+    be.rope(a.qkv[l], model.ropeTable, B, T, c.n_heads + c.n_kv_heads, hd, QKV, 0, false);
+    be.attentionForward(a.att[l], a.lse[l], a.qkv[l], shape);
+    be.matmulForward(a.branch, a.att[l], lw.o, N, HD, C);
+    if (p > 0) be.dropout(a.branch, a.branch, p, siteSeed(seed, 1 + 2 * l));
+    be.add(a.residual[2 * l + 1], a.residual[2 * l], a.branch);
+    // MLP branch
+    be.rmsnormForward(a.ln2[l], a.ln2Rstd[l], a.residual[2 * l + 1], lw.ln2, N, C, c.rms_norm_eps);
+    if (c.mlp === 'swiglu') {
+      be.matmulForward(a.mlpIn[l], a.ln2[l], lw.mlpIn, N, C, 2 * F);
+      be.swigluForward(a.mlpAct[l], a.mlpIn[l], N, F);
+    } else {
+      be.matmulForward(a.mlpIn[l], a.ln2[l], lw.mlpIn, N, C, F);
+      be.geluForward(a.mlpAct[l], a.mlpIn[l], N * F);
+    }
+    be.matmulForward(a.branch, a.mlpAct[l], lw.down, N, F, C);
+    if (p > 0) be.dropout(a.branch, a.branch, p, siteSeed(seed, 2 + 2 * l));
+    be.add(a.residual[2 * l + 2], a.residual[2 * l + 1], a.branch);
+  }
+
+  be.rmsnormForward(a.lnf, a.lnfRstd, a.residual[2 * c.n_layers], w.norm, N, C, c.rms_norm_eps);
+  be.matmulForward(a.logits, a.lnf, w.lmHead, N, C, c.vocab_size);
+  if (targets) {
+    be.writeInt(a.targets, targets);
+    be.crossEntropyForward(a.losses, a.logits, a.targets, N, c.vocab_size);
+  }
+  return a;
+}
+
+/**
+ * Gradients of (mean loss × lossScale) with respect to every parameter, ADDED to model.grads
+ * (zero them with zeroGrads first; leaving them accumulates micro-batches). Needs the forward
+ * of the same batch just before, with targets; overwrites acts.logits with dlogits.
+ */
+export function backward(model: Model, opts: ForwardOptions & { lossScale?: number } = {}): void {
+  const { backend: be, config: c, params: w, grads: g } = model;
+  const a = model.acts;
+  if (!a) throw new Error('backward called before forward');
+  const { B, T } = a;
+  const N = B * T, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
+  const shape: AttentionShape = { B, T, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd };
+  const p = opts.training ? c.dropout : 0;
+  const seed = opts.dropoutSeed ?? 0;
+  // Dropout is linear with a fixed mask, so its backward is the same mask on the gradient.
+  const throughDropout = (site: number): Tensor => {
+    if (p === 0) return a.dresidual;
+    be.dropout(a.dbranch, a.dresidual, p, siteSeed(seed, site));
+    return a.dbranch;
+  };
+
+  // dlogits = (softmax - onehot) · lossScale / N, in place of the logits.
+  be.crossEntropyBackward(a.losses, a.logits, a.logits, a.targets, N, c.vocab_size, (opts.lossScale ?? 1) / N);
+  be.matmulBackward(a.dln, g.lmHead, a.logits, a.lnf, w.lmHead, N, C, c.vocab_size);
+  be.zero(a.dresidual);
+  be.rmsnormBackward(a.dresidual, g.norm, a.dln, a.residual[2 * c.n_layers], w.norm, a.lnfRstd, N, C);
+
+  for (let l = c.n_layers - 1; l >= 0; l--) {
+    const lw = w.layers[l], lg = g.layers[l];
+    // MLP branch: residual[2l+2] = residual[2l+1] + down(act(mlpIn(ln2(residual[2l+1]))))
+    be.matmulBackward(a.dmlpAct, lg.down, throughDropout(2 + 2 * l), a.mlpAct[l], lw.down, N, F, C);
+    if (c.mlp === 'swiglu') {
+      be.swigluBackward(a.dmlpIn, a.dmlpAct, a.mlpIn[l], N, F);
+      be.matmulBackward(a.dln, lg.mlpIn, a.dmlpIn, a.ln2[l], lw.mlpIn, N, C, 2 * F);
+    } else {
+      be.geluBackward(a.dmlpIn, a.dmlpAct, a.mlpIn[l], N * F);
+      be.matmulBackward(a.dln, lg.mlpIn, a.dmlpIn, a.ln2[l], lw.mlpIn, N, C, F);
+    }
+    be.rmsnormBackward(a.dresidual, lg.ln2, a.dln, a.residual[2 * l + 1], lw.ln2, a.ln2Rstd[l], N, C);
+    // attention branch: residual[2l+1] = residual[2l] + o(attention(rope(qkv(ln1(residual[2l])))))
+    be.matmulBackward(a.datt, lg.o, throughDropout(1 + 2 * l), a.att[l], lw.o, N, HD, C);
+    be.attentionBackward(a.dqkv, a.datt, a.qkv[l], a.att[l], a.lse[l], shape);
+    be.rope(a.dqkv, model.ropeTable, B, T, c.n_heads + c.n_kv_heads, hd, QKV, 0, true);
+    be.matmulBackward(a.dln, lg.qkv, a.dqkv, a.ln1[l], lw.qkv, N, C, QKV);
+    be.rmsnormBackward(a.dresidual, lg.ln1, a.dln, a.residual[2 * l], lw.ln1, a.ln1Rstd[l], N, C);
+  }
+  be.embeddingBackward(g.embed, throughDropout(0), a.ids, N, C);
+}
+
+export function zeroGrads(model: Model): void {
+  model.backend.zero(model.grads.all);
+}
+
+/** Mean loss of the last forward with targets (async: the one read back of a step). */
+export async function meanLoss(model: Model): Promise<number> {
+  if (!model.acts) throw new Error('no forward has run');
+  const losses = await model.backend.read(model.acts.losses);
+  let s = 0;
+  for (let i = 0; i < losses.length; i++) s += losses[i];
+  return s / losses.length;
+}

@@ -1,0 +1,72 @@
+/**
+ * AdamW (decoupled weight decay, as torch.optim.AdamW) over the flat parameter buffer, with
+ * global-norm gradient clipping done on the device. Weight decay applies to matrices only:
+ * the layout puts them in one span [0, decaySize) and the norm weights after it.
+ */
+import type { Backend, Tensor } from '../backend/types.js';
+import type { Model } from '../model/model.js';
+
+export interface AdamWConfig {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Max global gradient norm; 0 or Infinity disables clipping. */
+  gradClip: number;
+}
+
+export const DEFAULT_ADAMW: AdamWConfig = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1.0 };
+
+export interface OptimizerState {
+  config: AdamWConfig;
+  /** First and second moments, laid out like the parameters. */
+  m: Tensor;
+  v: Tensor;
+  /** Optimizer steps taken so far. */
+  step: number;
+  /** Device scalar: sum of squared gradients of the last step. */
+  normSquared: Tensor;
+  /** [params, grads, m, v] views of the decayed span (matrices) and the undecayed one (norms). */
+  spans: { decay: Tensor[]; noDecay: Tensor[] | null };
+}
+
+export function createOptimizer(model: Model, config: Partial<AdamWConfig> = {}): OptimizerState {
+  const be = model.backend;
+  const { size, decaySize } = model.layout;
+  const m = be.alloc(size), v = be.alloc(size);
+  const span = (from: number, to: number): Tensor[] =>
+    [model.params.all, model.grads.all, m, v].map((t) => be.view(t, from, to - from));
+  return {
+    config: { ...DEFAULT_ADAMW, ...config },
+    m,
+    v,
+    step: 0,
+    normSquared: be.alloc(1),
+    spans: { decay: span(0, decaySize), noDecay: size > decaySize ? span(decaySize, size) : null },
+  };
+}
+
+/**
+ * One AdamW update from model.grads. `gradScale` undoes loss scaling / averages accumulated
+ * micro-batches; the clipping threshold applies to the gradient after that scaling.
+ */
+export function optimizerStep(model: Model, opt: OptimizerState, lr: number, gradScale = 1): void {
+  const be: Backend = model.backend;
+  const c = opt.config;
+  opt.step += 1;
+  be.sumSquares(opt.normSquared, [model.grads.all]);
+  const clip = c.gradClip > 0 && Number.isFinite(c.gradClip) ? { normSquared: opt.normSquared, maxNorm: c.gradClip } : undefined;
+  const base = { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, step: opt.step, gradScale, clip };
+  const [p, g, m, v] = opt.spans.decay;
+  be.adamw(p, g, m, v, { ...base, weightDecay: c.weightDecay });
+  if (opt.spans.noDecay) {
+    const [pn, gn, mn, vn] = opt.spans.noDecay;
+    be.adamw(pn, gn, mn, vn, { ...base, weightDecay: 0 });
+  }
+}
+
+/** The global gradient norm of the last optimizer step (after gradScale, before clipping). */
+export async function lastGradNorm(model: Model, opt: OptimizerState, gradScale = 1): Promise<number> {
+  const [s] = await model.backend.read(opt.normSquared);
+  return Math.sqrt(s) * Math.abs(gradScale);
+}

@@ -1,0 +1,67 @@
+/**
+ * A small seeded generator (sfc32) whose whole state is four u32s, so a training run can save
+ * it in a checkpoint and resume bit-exactly. Not for cryptography.
+ */
+export interface Rng {
+  /** Uniform in [0, 1) with 32 bits of randomness. */
+  next(): number;
+  /** Standard normal (Box-Muller; the spare value is kept in the state). */
+  normal(): number;
+  /** Uniform integer in [0, n). */
+  int(n: number): number;
+  /** Everything needed to continue the exact sequence. */
+  state(): RngState;
+}
+
+export interface RngState {
+  s: [number, number, number, number];
+  spare: number | null;
+}
+
+export function createRng(seed: number | RngState): Rng {
+  let a: number, b: number, c: number, d: number;
+  let spare: number | null = null;
+  if (typeof seed === 'number') {
+    // splitmix32 spreads any seed (0 included) over the four words.
+    let x = seed >>> 0;
+    const mix = (): number => {
+      x = (x + 0x9e3779b9) >>> 0;
+      let z = x;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    a = mix(); b = mix(); c = mix(); d = mix();
+  } else {
+    [a, b, c, d] = seed.s;
+    spare = seed.spare;
+  }
+  const u32 = (): number => {
+    const t = (((a + b) >>> 0) + d) >>> 0;
+    d = (d + 1) >>> 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) >>> 0;
+    c = ((c << 21) | (c >>> 11)) >>> 0;
+    c = (c + t) >>> 0;
+    return t;
+  };
+  const next = (): number => u32() / 4294967296;
+  return {
+    next,
+    normal() {
+      if (spare !== null) {
+        const v = spare;
+        spare = null;
+        return v;
+      }
+      let u = 0;
+      while (u === 0) u = next();
+      const r = Math.sqrt(-2 * Math.log(u));
+      const theta = 2 * Math.PI * next();
+      spare = r * Math.sin(theta);
+      return r * Math.cos(theta);
+    },
+    int: (n) => Math.floor(next() * n),
+    state: () => ({ s: [a, b, c, d], spare }),
+  };
+}
