@@ -1,0 +1,177 @@
+/** The whole model: gradients by finite differences, layout, init, and no allocation per step. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { createReferenceBackend, referenceData } from '../src/backend/reference/index.js';
+import { resolveConfig, type ModelConfig, defaultIntermediateSize } from '../src/model/config.js';
+import { createModel, setWeights, forward, backward, zeroGrads, meanLoss } from '../src/model/model.js';
+import { paramLayout, initialWeights } from '../src/model/params.js';
+import { createOptimizer, optimizerStep } from '../src/train/optimizer.js';
+import { createRng } from '../src/util/random.js';
+import { MinigptError } from '../src/errors.js';
+
+const tiny = (over: Partial<ModelConfig> = {}): ModelConfig =>
+  resolveConfig({ vocab_size: 11, d_model: 8, n_heads: 2, n_layers: 2, context: 8, intermediate_size: 12, ...over });
+
+function randomWeights(c: ModelConfig, seed: number): Float32Array {
+  const layout = paramLayout(c), rng = createRng(seed);
+  const w = new Float32Array(layout.size);
+  for (const s of layout.specs) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    for (let i = 0; i < n; i++) w[s.offset + i] = s.kind === 'norm' ? 1 + 0.2 * rng.normal() : 0.4 * rng.normal();
+  }
+  return w;
+}
+
+function wholeModelGradcheck(c: ModelConfig, opts: { training?: boolean; dropoutSeed?: number } = {}): void {
+  const be = createReferenceBackend({ precision: 'f64' });
+  const model = createModel(be, c);
+  setWeights(model, randomWeights(c, 3));
+  const B = 2, T = 6;
+  const rng = createRng(5);
+  const ids = Array.from({ length: B * T }, () => rng.int(c.vocab_size));
+  const targets = Array.from({ length: B * T }, () => rng.int(c.vocab_size));
+  const loss = (): number => {
+    forward(model, ids, targets, B, T, opts);
+    const l = referenceData(model.acts!.losses);
+    let s = 0;
+    for (let i = 0; i < l.length; i++) s += l[i];
+    return s / l.length;
+  };
+  loss();
+  zeroGrads(model);
+  backward(model, opts);
+  const grads = Float64Array.from(referenceData(model.grads.all));
+  const w = referenceData(model.params.all);
+  for (const s of model.layout.specs) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    let scale = 0;
+    for (let i = 0; i < n; i++) scale = Math.max(scale, Math.abs(grads[s.offset + i]));
+    assert.ok(scale > 1e-6, `${s.name} gets no gradient`);
+    for (let k = 0; k < 6; k++) {
+      const i = s.offset + rng.int(n);
+      const orig = w[i];
+      w[i] = orig + 1e-6; const plus = loss();
+      w[i] = orig - 1e-6; const minus = loss();
+      w[i] = orig;
+      const numeric = (plus - minus) / 2e-6;
+      const err = Math.abs(numeric - grads[i]) / scale;
+      assert.ok(err < 1e-6, `${s.name}[${i - s.offset}]: analytic ${grads[i]}, numeric ${numeric}`);
+    }
+  }
+}
+
+test('whole model (SwiGLU, untied): every parameter gradient matches finite differences', () => wholeModelGradcheck(tiny()));
+test('whole model (GELU, tied): every parameter gradient matches finite differences', () =>
+  wholeModelGradcheck(tiny({ mlp: 'gelu', intermediate_size: 16, tie_embeddings: true })));
+test('whole model (GQA, 4 heads over 2 kv heads): every parameter gradient matches finite differences', () =>
+  wholeModelGradcheck(tiny({ d_model: 16, n_heads: 4, n_kv_heads: 2 })));
+test('whole model with dropout 0.3 in training: gradients match finite differences under a fixed mask', () =>
+  wholeModelGradcheck(tiny({ dropout: 0.3 }), { training: true, dropoutSeed: 77 }));
+
+test('dropout is off outside training and changes the loss in training', async () => {
+  const c = tiny({ dropout: 0.5 });
+  const model = createModel(createReferenceBackend(), c);
+  setWeights(model, randomWeights(c, 1));
+  const ids = [1, 2, 3, 4], targets = [2, 3, 4, 5];
+  forward(model, ids, targets, 1, 4);
+  const evalLoss = await meanLoss(model);
+  forward(model, ids, targets, 1, 4);
+  assert.equal(await meanLoss(model), evalLoss);
+  forward(model, ids, targets, 1, 4, { training: true, dropoutSeed: 1 });
+  assert.notEqual(await meanLoss(model), evalLoss);
+});
+
+test('the default config is d_model 128, 8 heads, 6 layers, context 256, SwiGLU 352 wide, RoPE theta 10000', () => {
+  const c = resolveConfig({ vocab_size: 65 });
+  assert.deepEqual(
+    [c.d_model, c.n_heads, c.n_kv_heads, c.n_layers, c.context, c.mlp, c.intermediate_size, c.rope_theta, c.tie_embeddings, c.dropout],
+    [128, 8, 8, 6, 256, 'swiglu', 352, 10000, false, 0],
+  );
+  assert.equal(defaultIntermediateSize(128, 'gelu'), 512);
+  assert.equal(defaultIntermediateSize(384, 'swiglu'), 1024);
+});
+
+test('invalid configs are MinigptErrors naming the flag', () => {
+  const bad: [Partial<ModelConfig>, RegExp][] = [
+    [{ n_layers: 0 }, /--n-layers must be a positive integer/],
+    [{ d_model: 100, n_heads: 8 }, /--n-heads \(8\) must divide --d-model \(100\)/],
+    [{ n_heads: 8, n_kv_heads: 3 }, /--n-kv-heads \(3\) must divide --n-heads/],
+    [{ dropout: 1 }, /--dropout must be in \[0, 1\)/],
+    [{ mlp: 'relu' as never }, /--mlp must be one of swiglu, gelu/],
+    [{ init: 'zeros' as never }, /--init must be one of/],
+  ];
+  for (const [over, msg] of bad) {
+    assert.throws(() => resolveConfig({ vocab_size: 10, ...over }), (e: unknown) => e instanceof MinigptError && msg.test(e.message));
+  }
+});
+
+test('layout: Hugging Face names, matrices before norms, tied models have no lm_head', () => {
+  const untied = paramLayout(tiny()), tied = paramLayout(tiny({ tie_embeddings: true }));
+  const names = untied.specs.map((s) => s.name);
+  assert.equal(names[0], 'model.embed_tokens.weight');
+  assert.ok(names.includes('model.layers.1.self_attn.k_proj.weight'));
+  assert.ok(names.includes('model.layers.0.mlp.gate_proj.weight'));
+  assert.ok(names.includes('lm_head.weight'));
+  assert.ok(!tied.specs.some((s) => s.name === 'lm_head.weight'));
+  assert.equal(tied.lmHead, tied.embed);
+  for (const s of untied.specs) assert.equal(s.kind === 'norm', s.offset >= untied.decaySize, s.name);
+  assert.equal(untied.size - tied.size, 11 * 8);
+});
+
+test('init strategies: norms start at 1 and matrices have the specified standard deviation', () => {
+  const c = resolveConfig({ vocab_size: 64, d_model: 64, n_heads: 4, n_layers: 4, intermediate_size: 128 });
+  const std = (a: Float32Array): number => Math.sqrt(a.reduce((s, v) => s + v * v, 0) / a.length);
+  const tensor = (w: Float32Array, name: string): Float32Array => {
+    const s = paramLayout(c).specs.find((x) => x.name === name)!;
+    return w.subarray(s.offset, s.offset + s.shape.reduce((a, b) => a * b, 1));
+  };
+  const cases: [ModelConfig['init'], string, number][] = [
+    ['gpt2', 'model.layers.0.self_attn.q_proj.weight', 0.02],
+    ['gpt2', 'model.layers.0.self_attn.o_proj.weight', 0.02 / Math.sqrt(8)],
+    ['gpt2', 'model.layers.0.mlp.down_proj.weight', 0.02 / Math.sqrt(8)],
+    ['xavier-normal', 'model.layers.0.mlp.up_proj.weight', Math.sqrt(2 / (64 + 128))],
+    ['xavier-uniform', 'model.layers.0.mlp.up_proj.weight', Math.sqrt(6 / (64 + 128)) / Math.sqrt(3)],
+    ['kaiming-normal', 'model.layers.0.mlp.down_proj.weight', Math.sqrt(2 / 128)],
+  ];
+  for (const [init, name, want] of cases) {
+    const w = initialWeights({ ...c, init }, paramLayout(c), createRng(1));
+    const got = std(tensor(w, name));
+    assert.ok(Math.abs(got / want - 1) < 0.05, `${init} ${name}: std ${got}, want ${want}`);
+    assert.ok(tensor(w, 'model.norm.weight').every((v) => v === 1));
+  }
+  const a = initialWeights(c, paramLayout(c), createRng(9)), b = initialWeights(c, paramLayout(c), createRng(9));
+  assert.deepEqual(a, b);
+});
+
+test('training steps allocate nothing: heap and RSS flat between step 10 and step 200', async () => {
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const c = resolveConfig({ vocab_size: 32, d_model: 32, n_heads: 4, n_layers: 2, context: 16 });
+  const model = createModel(createReferenceBackend(), c);
+  setWeights(model, initialWeights(c, model.layout, createRng(0)));
+  const opt = createOptimizer(model);
+  const rng = createRng(1);
+  const B = 2, T = 16;
+  const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
+  let heap10 = 0, rss10 = 0;
+  for (let step = 1; step <= 200; step++) {
+    for (let i = 0; i < ids.length; i++) { ids[i] = rng.int(32); targets[i] = (ids[i] + 1) % 32; }
+    forward(model, ids, targets, B, T, { training: true });
+    zeroGrads(model);
+    backward(model, { training: true });
+    optimizerStep(model, opt, 1e-3);
+    await meanLoss(model);
+    if (step === 10 || step === 200) {
+      gc();
+      const { heapUsed, rss } = process.memoryUsage();
+      if (step === 10) { heap10 = heapUsed; rss10 = rss; }
+      else {
+        assert.ok(heapUsed - heap10 < 256 * 1024, `heap grew by ${heapUsed - heap10} bytes`);
+        assert.ok(rss - rss10 < 4 * 1024 * 1024, `RSS grew by ${rss - rss10} bytes`);
+      }
+    }
+  }
+  assert.ok((await meanLoss(model)) < Math.log(32) - 1, 'the model learned the next-token rule');
+});
