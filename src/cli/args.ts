@@ -1,0 +1,140 @@
+/**
+ * Flag parsing for every command: node's util.parseArgs plus typed, validated values and
+ * generated --help. Every mistake is a MinigptError that names the flag.
+ */
+import { parseArgs } from 'node:util';
+import { MinigptError } from '../errors.js';
+import { INIT_STRATEGIES, MLP_KINDS, type ModelConfig } from '../model/config.js';
+
+export type FlagType = 'string' | 'int' | 'number' | 'boolean';
+
+export interface FlagSpec {
+  type: FlagType;
+  description: string;
+  /** Placeholder in --help, e.g. DIR, N. */
+  value?: string;
+  choices?: readonly string[];
+  default?: string | number | boolean;
+  /** Lower bounds for numbers: min is inclusive, above is exclusive. */
+  min?: number;
+  above?: number;
+  max?: number;
+  short?: string;
+}
+
+export type FlagSpecs = Record<string, FlagSpec>;
+export type FlagValues = Record<string, string | number | boolean | undefined>;
+
+export interface CommandSpec {
+  name: string;
+  summary: string;
+  usage: string;
+  flags: FlagSpecs;
+  /** Extra help text (examples). */
+  details?: string;
+  run(values: FlagValues, positionals: string[]): Promise<void>;
+  /** Whether the command takes positional arguments. */
+  positionals?: boolean;
+}
+
+function convert(name: string, spec: FlagSpec, raw: string | boolean): string | number | boolean {
+  if (spec.type === 'boolean') return raw;
+  const text = String(raw);
+  if (spec.type === 'string') {
+    if (spec.choices && !spec.choices.includes(text)) {
+      throw new MinigptError(`--${name} must be one of ${spec.choices.join(', ')} (got "${text}")`);
+    }
+    return text;
+  }
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n)) throw new MinigptError(`--${name} must be ${spec.type === "int" ? "an integer" : "a number"} (got "${text}")`);
+  if (spec.type === 'int' && !Number.isInteger(n)) throw new MinigptError(`--${name} must be an integer (got "${text}")`);
+  if (spec.min !== undefined && n < spec.min) throw new MinigptError(`--${name} must be at least ${spec.min} (got ${text})`);
+  if (spec.above !== undefined && n <= spec.above) throw new MinigptError(`--${name} must be greater than ${spec.above} (got ${text})`);
+  if (spec.max !== undefined && n > spec.max) throw new MinigptError(`--${name} must be at most ${spec.max} (got ${text})`);
+  return n;
+}
+
+export function parseFlags(argv: string[], flags: FlagSpecs, allowPositionals = false): { values: FlagValues; positionals: string[] } {
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
+  for (const [name, spec] of Object.entries(flags)) {
+    options[name] = { type: spec.type === 'boolean' ? 'boolean' : 'string', ...(spec.short ? { short: spec.short } : {}) };
+  }
+  options.help = { type: 'boolean', short: 'h' };
+  options.debug = { type: 'boolean' };
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    const msg = (e as Error).message;
+    const unknown = /Unknown option '([^']+)'/.exec(msg);
+    if (unknown) throw new MinigptError(`unknown flag ${unknown[1]} (see --help)`);
+    const missing = /Option '(?:-\w, )?(--[\w-]+)(?: <value>)?' argument missing/.exec(msg);
+    if (missing) throw new MinigptError(`${missing[1]} needs a value`);
+    const boolValue = /Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(msg);
+    if (boolValue) throw new MinigptError(`${boolValue[1]} is a switch and takes no value`);
+    throw new MinigptError(msg.split('\n')[0]);
+  }
+  if (!allowPositionals && parsed.positionals.length > 0) {
+    throw new MinigptError(`unexpected argument "${parsed.positionals[0]}" (flags start with --; see --help)`);
+  }
+  const values: FlagValues = {};
+  for (const [name, spec] of Object.entries(flags)) {
+    const raw = (parsed.values as Record<string, string | boolean | undefined>)[name];
+    values[name] = raw === undefined ? spec.default : convert(name, spec, raw);
+  }
+  values.help = parsed.values.help as boolean | undefined;
+  values.debug = parsed.values.debug as boolean | undefined;
+  return { values, positionals: parsed.positionals };
+}
+
+export function formatHelp(cmd: CommandSpec): string {
+  const lines = [`${cmd.summary}`, '', `Usage: ${cmd.usage}`, '', 'Options:'];
+  const rows: [string, string][] = Object.entries(cmd.flags).map(([name, s]) => {
+    const left = `  ${s.short ? `-${s.short}, ` : ''}--${name}${s.type === 'boolean' ? '' : ` ${s.value ?? (s.type === 'string' ? 'S' : 'N')}`}`;
+    const extra = [s.choices ? `one of ${s.choices.join('|')}` : '', s.default !== undefined && s.type !== 'boolean' ? `default ${s.default}` : '']
+      .filter(Boolean).join('; ');
+    return [left, s.description + (extra ? ` (${extra})` : '')];
+  });
+  rows.push(['  -h, --help', 'show this help'], ['  --debug', 'show stack traces of internal errors']);
+  const width = Math.min(34, Math.max(...rows.map(([l]) => l.length)) + 2);
+  for (const [l, r] of rows) lines.push(l.length >= width ? `${l}\n${' '.repeat(width)}${r}` : l.padEnd(width) + r);
+  if (cmd.details) lines.push('', cmd.details.trimEnd());
+  return lines.join('\n');
+}
+
+/** The model-shape flags every model-building command shares: config names in kebab-case. */
+export const MODEL_FLAGS: FlagSpecs = {
+  'vocab-size': { type: 'int', min: 1, value: 'N', description: 'vocabulary size (default: the tokenizer\'s)' },
+  'd-model': { type: 'int', min: 1, value: 'N', description: 'width of the residual stream', default: 128 },
+  'n-heads': { type: 'int', min: 1, value: 'N', description: 'attention heads', default: 8 },
+  'n-kv-heads': { type: 'int', min: 1, value: 'N', description: 'key/value heads for grouped-query attention (default: n-heads)' },
+  'n-layers': { type: 'int', min: 1, value: 'N', description: 'transformer blocks', default: 6 },
+  context: { type: 'int', min: 1, value: 'N', description: 'longest sequence the model accepts', default: 256 },
+  mlp: { type: 'string', choices: MLP_KINDS, description: 'MLP kind', default: 'swiglu' },
+  'intermediate-size': { type: 'int', min: 1, value: 'N', description: 'MLP hidden width (default: 8/3·d rounded up to 32 for swiglu, 4·d for gelu)' },
+  'rms-norm-eps': { type: 'number', above: 0, value: 'X', description: 'RMSNorm epsilon', default: 1e-5 },
+  'rope-theta': { type: 'number', above: 1, value: 'X', description: 'RoPE base', default: 10000 },
+  'tie-embeddings': { type: 'boolean', description: 'share the embedding and LM-head weights' },
+  dropout: { type: 'number', min: 0, value: 'P', description: 'dropout on embeddings and residual branches while training', default: 0 },
+  init: { type: 'string', choices: INIT_STRATEGIES, description: 'weight init', default: 'gpt2' },
+};
+
+/** Model config fields from parsed model flags (vocab_size left to the caller when absent). */
+export function modelConfigFromFlags(v: FlagValues): Partial<ModelConfig> {
+  return {
+    vocab_size: v['vocab-size'] as number | undefined,
+    d_model: v['d-model'] as number,
+    n_heads: v['n-heads'] as number,
+    n_kv_heads: v['n-kv-heads'] as number | undefined,
+    n_layers: v['n-layers'] as number,
+    context: v.context as number,
+    mlp: v.mlp as ModelConfig['mlp'],
+    intermediate_size: v['intermediate-size'] as number | undefined,
+    rms_norm_eps: v['rms-norm-eps'] as number,
+    rope_theta: v['rope-theta'] as number,
+    tie_embeddings: Boolean(v['tie-embeddings']),
+    dropout: v.dropout as number,
+    init: v.init as ModelConfig['init'],
+  };
+}

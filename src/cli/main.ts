@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+/** The minigpt command line: parses, calls the library, prints. Nothing else lives here. */
+import { MinigptError } from '../errors.js';
+import { formatHelp, parseFlags, type CommandSpec } from './args.js';
+import { initCommand } from './commands/init.js';
+import { evalCommand } from './commands/eval.js';
+
+const COMMANDS: CommandSpec[] = [initCommand, evalCommand];
+
+function mainHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;
+  return [
+    'minigpt: train small LLaMA-style language models in TypeScript.',
+    '',
+    'Usage: minigpt <command> [flags]',
+    '',
+    'Commands:',
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    '',
+    'Run `minigpt <command> --help` for the flags of each command.',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const debug = argv.includes('--debug');
+  const [name, ...rest] = argv;
+  try {
+    if (!name || name === '--help' || name === '-h' || name === 'help') {
+      console.log(mainHelp());
+      return 0;
+    }
+    if (name === '--version') {
+      console.log('minigpt 0.1.0');
+      return 0;
+    }
+    const cmd = COMMANDS.find((c) => c.name === name);
+    if (!cmd) throw new MinigptError(`unknown command "${name}"; commands are ${COMMANDS.map((c) => c.name).join(', ')} (see minigpt --help)`);
+    const { values, positionals } = parseFlags(rest, cmd.flags, cmd.positionals);
+    if (values.help) {
+      console.log(formatHelp(cmd));
+      return 0;
+    }
+    await cmd.run(values, positionals);
+    return 0;
+  } catch (e) {
+    if (e instanceof MinigptError) {
+      process.stderr.write(`minigpt: error: ${e.message}\n`);
+      if (debug) console.error(e.stack);
+      return 1;
+    }
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`minigpt: internal error: ${msg.split('\n')[0]} (this is a bug; rerun with --debug for details)\n`);
+    if (debug) console.error(e);
+    return 2;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,231 @@
+/**
+ * The tokenizer seam (text <-> token ids) and the character-level tokenizer.
+ * A tokenizer travels with its model as TokenizerJson; tokenizerFromJson is the one place
+ * that turns such JSON back into a tokenizer, so new kinds are added in its switch.
+ */
+import { MinigptError, check } from '../errors.js';
+
+export type TokenizerKind = 'char' | 'gpt2' | 'bpe';
+
+/** A tokenizer as plain JSON; `type` says which kind reads the rest. */
+export interface TokenizerJson {
+  type: TokenizerKind;
+  [field: string]: unknown;
+}
+
+/** Ids are positions in `vocab`; with `unk`, the id after the last vocab entry is the unknown token. */
+export interface CharTokenizerJson extends TokenizerJson {
+  type: 'char';
+  /** Each entry exactly one Unicode code point; buildCharTokenizer writes them sorted by code point. */
+  vocab: string[];
+  unk: string | null;
+}
+
+export interface Tokenizer {
+  readonly kind: TokenizerKind;
+  readonly vocabSize: number;
+  encode(text: string): Int32Array;
+  decode(ids: ArrayLike<number>): string;
+  /** Decodes one id, for streaming generated text as it is produced. */
+  decodeToken?(id: number): string;
+  toJSON(): TokenizerJson;
+}
+
+export interface CharTokenizerOptions {
+  /**
+   * A character that stands for every character outside the vocabulary. It gets the last id.
+   * Without it, encoding an unknown character is an error.
+   */
+  unk?: string;
+}
+
+/**
+ * A tokenizer with one token per distinct code point of `text` (so an emoji is one token,
+ * not two UTF-16 halves), ids in code-point order so the same text always gives the same ids.
+ */
+export function buildCharTokenizer(text: string, opts: CharTokenizerOptions = {}): Tokenizer {
+  const unk = opts.unk ?? null;
+  if (unk !== null) checkSingleCodePoint(unk, (m) => `unknown-character token ${JSON.stringify(unk)} ${m}`);
+  const codePoints = new Set<number>();
+  for (const ch of text) codePoints.add(ch.codePointAt(0)!);
+  // The unk character stays out of the sorted vocabulary: it is always the last id.
+  if (unk !== null) codePoints.delete(unk.codePointAt(0)!);
+  check(codePoints.size > 0, 'cannot build a character tokenizer from empty text; give it the training text');
+  const vocab = [...codePoints].sort((a, b) => a - b).map((cp) => String.fromCodePoint(cp));
+  return makeCharTokenizer(vocab, unk);
+}
+
+/** A character tokenizer with the given vocabulary (ids are array positions); validated. */
+export function charTokenizerFromVocab(vocab: readonly string[], unk: string | null = null): Tokenizer {
+  return charTokenizerFromJsonFields(vocab, unk, 'character vocabulary');
+}
+
+/**
+ * Reads a tokenizer written by `toJSON()`. `source` (a file name, "checkpoint.json#tokenizer")
+ * names the JSON in error messages.
+ */
+export function tokenizerFromJson(json: unknown, source: string): Tokenizer {
+  check(
+    typeof json === 'object' && json !== null && !Array.isArray(json),
+    `${source}: tokenizer must be a JSON object with a "type" field, got ${describeJsonValue(json)}`,
+  );
+  const fields = json as Record<string, unknown>;
+  const type = fields['type'];
+  check(
+    typeof type === 'string',
+    `${source}: tokenizer has no "type" string; expected "type": "char", "gpt2" or "bpe"`,
+  );
+  switch (type) {
+    case 'char':
+      return charTokenizerFromJsonFields(fields['vocab'], fields['unk'], source);
+    case 'gpt2':
+    case 'bpe':
+      throw new MinigptError(`${source}: tokenizer type "${type}" is not supported by this version`);
+    default:
+      throw new MinigptError(
+        `${source}: unknown tokenizer type ${JSON.stringify(type)}; expected "char", "gpt2" or "bpe"`,
+      );
+  }
+}
+
+function charTokenizerFromJsonFields(vocab: unknown, unk: unknown, source: string): Tokenizer {
+  check(Array.isArray(vocab), `${source}: char tokenizer "vocab" must be an array of single characters, got ${describeJsonValue(vocab)}`);
+  check(vocab.length > 0, `${source}: char tokenizer "vocab" is empty; it needs at least one character`);
+  const seen = new Map<string, number>();
+  vocab.forEach((entry: unknown, index) => {
+    check(
+      typeof entry === 'string',
+      () => `${source}: char tokenizer vocab[${index}] must be a string, got ${describeJsonValue(entry)}`,
+    );
+    checkSingleCodePoint(entry, (m) => `${source}: char tokenizer vocab[${index}] ${JSON.stringify(entry)} ${m}`);
+    const earlier = seen.get(entry);
+    check(
+      earlier === undefined,
+      () => `${source}: char tokenizer vocab[${index}] ${JSON.stringify(entry)} repeats vocab[${earlier}]; each character may appear once`,
+    );
+    seen.set(entry, index);
+  });
+  // An absent "unk" means none, as null does.
+  check(
+    unk === undefined || unk === null || typeof unk === 'string',
+    () => `${source}: char tokenizer "unk" must be a single character or null, got ${describeJsonValue(unk)}`,
+  );
+  if (typeof unk === 'string') {
+    checkSingleCodePoint(unk, (m) => `${source}: char tokenizer "unk" ${JSON.stringify(unk)} ${m}`);
+    check(
+      !seen.has(unk),
+      () => `${source}: char tokenizer "unk" ${JSON.stringify(unk)} is also vocab[${seen.get(unk)}]; the unknown token must be separate`,
+    );
+  }
+  return makeCharTokenizer(vocab as string[], typeof unk === 'string' ? unk : null);
+}
+
+function checkSingleCodePoint(value: string, describe: (problem: string) => string): void {
+  const chars = [...value];
+  if (chars.length === 1) return;
+  if (chars.length === 0) throw new MinigptError(describe('is empty; it must be exactly one character'));
+  // Code points make look-alikes visible: a decomposed "é" prints like the single character.
+  const codePoints = chars.slice(0, 8).map((ch) => codePointLabel(ch.codePointAt(0)!));
+  const listed = `${codePoints.join(' ')}${chars.length > 8 ? ' ...' : ''}`;
+  throw new MinigptError(describe(`has ${chars.length} characters (${listed}); it must be exactly one`));
+}
+
+function codePointLabel(cp: number): string {
+  return `U+${cp.toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+/** Makes the tokenizer; `vocab` and `unk` are already valid. */
+function makeCharTokenizer(vocab: readonly string[], unk: string | null): Tokenizer {
+  const frozenVocab = Object.freeze([...vocab]);
+  const unkId = unk === null ? -1 : frozenVocab.length;
+  const vocabSize = frozenVocab.length + (unk === null ? 0 : 1);
+  const pieces: readonly string[] = unk === null ? frozenVocab : [...frozenVocab, unk];
+
+  // Dense table for the Basic Multilingual Plane (nearly all text), a Map above it.
+  const bmpIds = new Int32Array(0x10000).fill(-1);
+  const astralIds = new Map<number, number>();
+  pieces.forEach((ch, id) => {
+    const cp = ch.codePointAt(0)!;
+    if (cp < 0x10000) bmpIds[cp] = id;
+    else astralIds.set(cp, id);
+  });
+
+  const encode = (text: string): Int32Array => {
+    const ids = new Int32Array(text.length); // code points <= UTF-16 units
+    let count = 0;
+    for (let i = 0; i < text.length; ) {
+      const cp = text.codePointAt(i)!;
+      let id = cp < 0x10000 ? bmpIds[cp]! : astralIds.get(cp) ?? -1;
+      if (id < 0) {
+        if (unkId < 0) throw unknownCharacterError(text, i, cp, frozenVocab.length);
+        id = unkId;
+      }
+      ids[count++] = id;
+      i += cp > 0xffff ? 2 : 1;
+    }
+    return ids.slice(0, count);
+  };
+
+  const decodeToken = (id: number): string => {
+    check(
+      Number.isInteger(id) && id >= 0 && id < vocabSize,
+      () => `token id ${id} is out of range for this character tokenizer; valid ids are 0 to ${vocabSize - 1}`,
+    );
+    return pieces[id]!;
+  };
+
+  const decode = (ids: ArrayLike<number>): string => {
+    const out: string[] = new Array(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      check(
+        Number.isInteger(id) && id >= 0 && id < vocabSize,
+        () => `token id ${id} at position ${i} is out of range for this character tokenizer; valid ids are 0 to ${vocabSize - 1}`,
+      );
+      out[i] = pieces[id]!;
+    }
+    return out.join('');
+  };
+
+  return {
+    kind: 'char',
+    vocabSize,
+    encode,
+    decode,
+    decodeToken,
+    toJSON: (): CharTokenizerJson => ({ type: 'char', vocab: [...frozenVocab], unk }),
+  };
+}
+
+/** Names the character, its code point and where it is (line:column and code-point index, 1-based/0-based). */
+function unknownCharacterError(text: string, unitIndex: number, cp: number, vocabLength: number): MinigptError {
+  let line = 1;
+  let column = 1;
+  let codePointIndex = 0;
+  for (let i = 0; i < unitIndex; ) {
+    const c = text.codePointAt(i)!;
+    if (c === 0x0a) {
+      line++;
+      column = 1;
+    } else {
+      column++;
+    }
+    codePointIndex++;
+    i += c > 0xffff ? 2 : 1;
+  }
+  const ch = String.fromCodePoint(cp);
+  return new MinigptError(
+    `character ${JSON.stringify(ch)} (${codePointLabel(cp)}) at line ${line}, column ${column} (character ${codePointIndex}) ` +
+      `is not in the tokenizer's vocabulary of ${vocabLength} characters; ` +
+      `build the tokenizer from text that contains it, or with an unknown-character token`,
+  );
+}
+
+function describeJsonValue(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  const shown = JSON.stringify(value);
+  return `${typeof value} ${shown.length > 40 ? `${shown.slice(0, 37)}...` : shown}`;
+}

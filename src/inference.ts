@@ -1,0 +1,57 @@
+/** Loading a checkpoint and running the model on token ids: the library's front door. */
+import { createBackend } from './backend/index.js';
+import type { Backend } from './backend/types.js';
+import { check } from './errors.js';
+import { loadCheckpoint } from './io/checkpoint.js';
+import { createModel, forward, setWeights, type Model } from './model/model.js';
+import type { Tokenizer } from './data/tokenizer.js';
+
+export interface LoadedModel {
+  model: Model;
+  tokenizer: Tokenizer;
+}
+
+/** Loads the checkpoint in `dir` onto a backend (by default the fastest available). */
+export async function loadModel(dir: string, opts: { backend?: Backend | string } = {}): Promise<LoadedModel> {
+  const ckpt = await loadCheckpoint(dir);
+  const backend = typeof opts.backend === 'object' ? opts.backend : await createBackend(opts.backend ?? 'auto');
+  const model = createModel(backend, ckpt.config);
+  setWeights(model, ckpt.weights);
+  return { model, tokenizer: ckpt.tokenizer };
+}
+
+function checkIds(model: Model, ids: ArrayLike<number>): void {
+  const { context, vocab_size } = model.config;
+  check(ids.length > 0, 'no tokens to run the model on');
+  check(ids.length <= context, `${ids.length} tokens is longer than the model's context of ${context}; shorten the input`);
+  for (let i = 0; i < ids.length; i++) {
+    check(Number.isInteger(ids[i]) && ids[i] >= 0 && ids[i] < vocab_size, `token id ${ids[i]} at position ${i} is outside the vocabulary [0, ${vocab_size})`);
+  }
+}
+
+/** Logits [T, V] (row-major) of one sequence of T token ids. */
+export async function computeLogits(model: Model, ids: ArrayLike<number>): Promise<Float32Array> {
+  checkIds(model, ids);
+  const acts = forward(model, ids, null, 1, ids.length);
+  return model.backend.read(acts.logits);
+}
+
+export interface TextScore {
+  ids: number[];
+  /** logprobs[i] = log p(ids[i+1] | ids[0..i]): one fewer than ids. */
+  logprobs: number[];
+  /** Mean negative log-probability. */
+  loss: number;
+}
+
+/** Scores `text` as one sequence: the log-probability of each token given the ones before it. */
+export async function scoreText(loaded: LoadedModel, text: string): Promise<TextScore> {
+  const ids = Array.from(loaded.tokenizer.encode(text));
+  check(ids.length >= 2, `the text is ${ids.length} token${ids.length === 1 ? '' : 's'} long; scoring needs at least 2`);
+  checkIds(loaded.model, ids);
+  const { model } = loaded;
+  forward(model, ids.slice(0, -1), ids.slice(1), 1, ids.length - 1);
+  const losses = await model.backend.read(model.acts!.losses);
+  const logprobs = Array.from(losses, (l) => -l);
+  return { ids, logprobs, loss: -logprobs.reduce((a, b) => a + b, 0) / logprobs.length };
+}

@@ -1,0 +1,137 @@
+/** Checkpoints: exact round trips, atomic replacement, and clear errors for every kind of damage. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, writeFile, readdir, mkdir, rm, truncate } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { saveCheckpoint, loadCheckpoint, namedWeights } from '../src/io/checkpoint.js';
+import { resolveConfig, type ModelConfig } from '../src/model/config.js';
+import { initialWeights, paramLayout } from '../src/model/params.js';
+import { createRng } from '../src/util/random.js';
+import { buildCharTokenizer } from '../src/data/tokenizer.js';
+import { decodeSafetensors } from '../src/io/safetensors.js';
+import { MinigptError } from '../src/errors.js';
+import { roundToBf16, roundToF16 } from '../src/util/half.js';
+
+const config: ModelConfig = resolveConfig({ vocab_size: 12, d_model: 16, n_heads: 4, n_kv_heads: 2, n_layers: 2, context: 16 });
+const tokenizer = buildCharTokenizer('hello world!');
+const weights = initialWeights(config, paramLayout(config), createRng(3));
+const tmp = (): Promise<string> => mkdtemp(join(tmpdir(), 'minigpt-ckpt-'));
+const userError = (re: RegExp) => (e: unknown): boolean => {
+  assert.ok(e instanceof MinigptError, `expected a MinigptError, got ${e}`);
+  assert.match(e.message, re);
+  return true;
+};
+
+test('a checkpoint round-trips config, weights (bit-exact), tokenizer and training state', async () => {
+  const dir = join(await tmp(), 'ck');
+  const m = weights.map((x) => x * 0.5), v = weights.map((x) => x * x);
+  await saveCheckpoint(dir, { config, weights, tokenizer, training: { step: 42, m, v, trainer: { rng: [1, 2, 3, 4] } } });
+  const back = await loadCheckpoint(dir, { training: true });
+  assert.deepEqual(back.config, config);
+  assert.deepEqual(back.weights, weights);
+  assert.equal(back.tokenizer.decode(back.tokenizer.encode('hello')), 'hello');
+  assert.equal(back.training!.step, 42);
+  assert.deepEqual(back.training!.m, m);
+  assert.deepEqual(back.training!.v, v);
+  assert.deepEqual(back.training!.trainer, { rng: [1, 2, 3, 4] });
+  assert.deepEqual((await readdir(dir)).sort(), ['config.json', 'manifest.json', 'model.safetensors', 'optimizer.safetensors', 'tokenizer.minigpt.json', 'trainer_state.json']);
+});
+
+test('model.safetensors uses Hugging Face LLaMA names with [out, in] shapes', async () => {
+  const dir = join(await tmp(), 'ck');
+  await saveCheckpoint(dir, { config, weights, tokenizer });
+  const { tensors, metadata } = decodeSafetensors(await readFile(join(dir, 'model.safetensors')));
+  assert.equal(metadata.format, 'pt');
+  assert.deepEqual(tensors.get('model.layers.1.self_attn.k_proj.weight')!.shape, [8, 16]);
+  assert.deepEqual(tensors.get('model.layers.0.self_attn.o_proj.weight')!.shape, [16, 16]);
+  assert.deepEqual(tensors.get('model.layers.0.mlp.down_proj.weight')!.shape, [16, 64]);
+  assert.deepEqual(tensors.get('lm_head.weight')!.shape, [12, 16]);
+  assert.deepEqual([...tensors.keys()], [...namedWeights(config, weights).keys()]);
+});
+
+test('F16 and BF16 checkpoints store correctly rounded weights', async () => {
+  for (const [dtype, round] of [['F16', roundToF16], ['BF16', roundToBf16]] as const) {
+    const dir = join(await tmp(), 'ck');
+    await saveCheckpoint(dir, { config, weights, tokenizer }, { dtype });
+    const back = await loadCheckpoint(dir);
+    assert.deepEqual(back.weights, round(Float32Array.from(weights)), dtype);
+    const { tensors } = decodeSafetensors(await readFile(join(dir, 'model.safetensors')));
+    assert.equal(tensors.get('model.norm.weight')!.dtype, dtype);
+  }
+});
+
+test('saving over a checkpoint replaces it whole and leaves no temporary directories', async () => {
+  const root = await tmp(), dir = join(root, 'ck');
+  await saveCheckpoint(dir, { config, weights, tokenizer, training: { step: 1, m: weights, v: weights, trainer: {} } });
+  const w2 = weights.map((x) => -x);
+  await saveCheckpoint(dir, { config, weights: w2, tokenizer });
+  const back = await loadCheckpoint(dir);
+  assert.deepEqual(back.weights, w2);
+  assert.deepEqual(await readdir(root), ['ck']);
+  assert.ok(!(await readdir(dir)).includes('optimizer.safetensors'), 'files of the old checkpoint are gone');
+});
+
+test('saving refuses to overwrite a directory that is not a checkpoint', async () => {
+  const dir = await tmp();
+  await writeFile(join(dir, 'my-notes.txt'), 'precious');
+  await assert.rejects(saveCheckpoint(dir, { config, weights, tokenizer }), userError(/is not a minigpt checkpoint; refusing to overwrite/));
+  assert.equal(await readFile(join(dir, 'my-notes.txt'), 'utf8'), 'precious');
+});
+
+async function damaged(damage: (dir: string) => Promise<void>): Promise<string> {
+  const dir = join(await tmp(), 'ck');
+  await saveCheckpoint(dir, { config, weights, tokenizer, training: { step: 3, m: weights, v: weights, trainer: {} } });
+  await damage(dir);
+  return dir;
+}
+
+test('a flipped byte in model.safetensors fails its checksum', async () => {
+  const dir = await damaged(async (d) => {
+    const p = join(d, 'model.safetensors'), b = await readFile(p);
+    b[b.length - 5] ^= 0x40;
+    await writeFile(p, b);
+  });
+  await assert.rejects(loadCheckpoint(dir), userError(/model\.safetensors does not match its checksum/));
+});
+
+test('a truncated model.safetensors without a manifest is reported as truncated', async () => {
+  const dir = await damaged(async (d) => {
+    await rm(join(d, 'manifest.json'));
+    await truncate(join(d, 'model.safetensors'), 1000);
+  });
+  await assert.rejects(loadCheckpoint(dir), userError(/truncated/));
+});
+
+test('missing files, bad JSON, wrong version, wrong shapes and mismatched tokenizers are clear errors', async () => {
+  const cases: [string, (d: string) => Promise<void>, RegExp, boolean?][] = [
+    ['missing tokenizer', (d) => rm(join(d, 'tokenizer.minigpt.json')), /tokenizer\.minigpt\.json is missing/],
+    ['config not JSON', async (d) => { await rm(join(d, 'manifest.json')); await writeFile(join(d, 'config.json'), '{oops'); }, /config\.json is not valid JSON/],
+    ['newer format', async (d) => {
+      await rm(join(d, 'manifest.json'));
+      const c = JSON.parse(await readFile(join(d, 'config.json'), 'utf8'));
+      await writeFile(join(d, 'config.json'), JSON.stringify({ ...c, format_version: 99 }));
+    }, /format_version 99; this minigpt reads version 1/],
+    ['config from another model', async (d) => {
+      await rm(join(d, 'manifest.json'));
+      const c = JSON.parse(await readFile(join(d, 'config.json'), 'utf8'));
+      await writeFile(join(d, 'config.json'), JSON.stringify({ ...c, d_model: 32, n_heads: 4 }));
+    }, /has shape \[12,32\], config\.json says|has shape \[12,16\], config\.json says \[12,32\]/],
+    ['vocabulary smaller than the tokenizer', async (d) => {
+      await rm(join(d, 'manifest.json'));
+      await writeFile(join(d, 'tokenizer.minigpt.json'), JSON.stringify(buildCharTokenizer('abcdefghijklmnopqrstuvwxyz').toJSON()));
+    }, /tokenizer and model do not belong together/],
+    ['no optimizer state', (d) => rm(join(d, 'optimizer.safetensors')), /optimizer\.safetensors is missing|no optimizer state/, true],
+  ];
+  for (const [what, damage, re, training] of cases) {
+    const dir = await damaged(damage);
+    await assert.rejects(loadCheckpoint(dir, { training }), userError(re), what);
+  }
+  await assert.rejects(loadCheckpoint('/nonexistent/ckpt'), userError(/does not exist/));
+  const file = join(await tmp(), 'file');
+  await writeFile(file, 'x');
+  await assert.rejects(loadCheckpoint(file), userError(/is a file; a checkpoint is a directory/));
+  const empty = await tmp();
+  await mkdir(join(empty, 'sub'));
+  await assert.rejects(loadCheckpoint(empty), userError(/not a minigpt checkpoint \(no config\.json\)/));
+});

@@ -1,0 +1,181 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MinigptError } from '../src/errors.js';
+import {
+  buildCharTokenizer,
+  charTokenizerFromVocab,
+  tokenizerFromJson,
+  type CharTokenizerJson,
+} from '../src/data/tokenizer.js';
+
+/** Asserts that `fn` throws a one-line MinigptError whose message matches every pattern. */
+function assertMinigptError(fn: () => unknown, ...patterns: RegExp[]): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof MinigptError, `expected a MinigptError, got ${String(err)}`);
+    for (const pattern of patterns) assert.match(err.message, pattern);
+    assert.ok(!err.message.includes('\n'), 'message is one line');
+    return true;
+  });
+}
+
+// ---- building and encoding ----
+
+test('buildCharTokenizer makes one token per distinct character, in code-point order', () => {
+  const tok = buildCharTokenizer('hello world');
+  assert.equal(tok.kind, 'char');
+  assert.equal(tok.vocabSize, 8);
+  assert.deepEqual((tok.toJSON() as CharTokenizerJson).vocab, [' ', 'd', 'e', 'h', 'l', 'o', 'r', 'w']);
+  assert.deepEqual([...tok.encode('hello')], [3, 2, 4, 4, 5]);
+});
+
+test('buildCharTokenizer gives the same ids whatever order the characters first appear in', () => {
+  assert.deepEqual(buildCharTokenizer('cab').toJSON(), buildCharTokenizer('abcabc').toJSON());
+});
+
+test('a char tokenizer round-trips text with accents, CJK and emoji', () => {
+  const text = 'Héllo, 世界! 😀👍🏽 naïve\n\ttab — ∑ 𝔘';
+  const tok = buildCharTokenizer(text);
+  assert.equal(tok.decode(tok.encode(text)), text);
+});
+
+test('a char tokenizer makes an emoji outside the BMP one token, not two UTF-16 halves', () => {
+  const tok = buildCharTokenizer('a😀b');
+  assert.equal(tok.vocabSize, 3);
+  assert.equal(tok.encode('😀😀').length, 2);
+  assert.deepEqual((tok.toJSON() as CharTokenizerJson).vocab, ['a', 'b', '😀']);
+});
+
+test('decodeToken decodes one id at a time to the same text as decode', () => {
+  const text = '中文 😀 ok';
+  const tok = buildCharTokenizer(text);
+  const ids = tok.encode(text);
+  assert.equal([...ids].map((id) => tok.decodeToken!(id)).join(''), tok.decode(ids));
+});
+
+test('encoding an unknown character names it, its code point, line and column', () => {
+  const tok = buildCharTokenizer('abc\ndef\nghi ');
+  assertMinigptError(
+    () => tok.encode('abc\ndef\ngh é'),
+    /character "é" \(U\+00E9\) at line 3, column 4 \(character 11\)/,
+    /vocabulary of 11 characters/,
+  );
+});
+
+test('encoding an unknown character counts columns in code points, so an emoji before it is one column', () => {
+  const tok = buildCharTokenizer('a😀');
+  assertMinigptError(() => tok.encode('😀😀a!'), /character "!" \(U\+0021\) at line 1, column 4 \(character 3\)/);
+});
+
+test('encoding an unknown invisible character shows it JSON-escaped', () => {
+  const tok = buildCharTokenizer('ab');
+  assertMinigptError(() => tok.encode('a\u0001'), /character "\\u0001" \(U\+0001\) at line 1, column 2/);
+});
+
+test('encoding an unknown emoji names the whole emoji and its full code point', () => {
+  const tok = buildCharTokenizer('ab');
+  assertMinigptError(() => tok.encode('a🦄'), /character "🦄" \(U\+1F984\)/);
+});
+
+test('with an unknown-character token, unknown characters encode to its id, which is the last', () => {
+  const tok = buildCharTokenizer('abc', { unk: '?' });
+  assert.equal(tok.vocabSize, 4);
+  assert.deepEqual([...tok.encode('aéz😀c')], [0, 3, 3, 3, 2]);
+  assert.equal(tok.decode(tok.encode('aéc')), 'a?c');
+});
+
+test('an unknown-character token that appears in the text is still only the last id', () => {
+  const tok = buildCharTokenizer('a?b', { unk: '?' });
+  assert.deepEqual(tok.toJSON(), { type: 'char', vocab: ['a', 'b'], unk: '?' });
+  assert.deepEqual([...tok.encode('?a')], [2, 0]);
+});
+
+test('buildCharTokenizer rejects an unknown-character token that is not one character', () => {
+  assertMinigptError(() => buildCharTokenizer('abc', { unk: '<unk>' }), /unknown-character token "<unk>" has 5 characters \(U\+003C U\+0075 U\+006E U\+006B U\+003E\)/);
+  assertMinigptError(() => buildCharTokenizer('abc', { unk: '' }), /is empty/);
+});
+
+test('buildCharTokenizer rejects empty text', () => {
+  assertMinigptError(() => buildCharTokenizer(''), /empty text/);
+});
+
+test('encoding empty text gives no tokens', () => {
+  assert.equal(buildCharTokenizer('ab').encode('').length, 0);
+});
+
+// ---- decoding ----
+
+test('decoding an id outside the vocabulary is an error naming the id and its position', () => {
+  const tok = buildCharTokenizer('abc');
+  assertMinigptError(() => tok.decode([0, 1, 3]), /token id 3 at position 2 is out of range/, /0 to 2/);
+  assertMinigptError(() => tok.decode([-1]), /token id -1/);
+  assertMinigptError(() => tok.decode([0.5]), /token id 0.5/);
+  assertMinigptError(() => tok.decodeToken!(7), /token id 7 is out of range/);
+});
+
+test('decode accepts any array-like of ids, including Int32Array', () => {
+  const tok = buildCharTokenizer('abc');
+  assert.equal(tok.decode(new Int32Array([2, 1, 0])), 'cba');
+  assert.equal(tok.decode([2, 1, 0]), 'cba');
+});
+
+// ---- JSON ----
+
+test('toJSON then tokenizerFromJson gives a tokenizer that encodes and decodes identically', () => {
+  const text = 'Hello 世界 😀\n';
+  const original = buildCharTokenizer(text, { unk: '\uFFFD' });
+  const restored = tokenizerFromJson(JSON.parse(JSON.stringify(original)), 'tokenizer.json');
+  assert.deepEqual(restored.toJSON(), original.toJSON());
+  assert.equal(restored.vocabSize, original.vocabSize);
+  assert.deepEqual(restored.encode('Hello ünknown'), original.encode('Hello ünknown'));
+  assert.equal(restored.decode(original.encode(text)), text);
+});
+
+test('toJSON of a tokenizer without an unknown-character token has "unk": null', () => {
+  assert.deepEqual(buildCharTokenizer('ba').toJSON(), { type: 'char', vocab: ['a', 'b'], unk: null });
+});
+
+test('charTokenizerFromVocab uses array positions as ids', () => {
+  const tok = charTokenizerFromVocab(['z', 'a', '😀'], '?');
+  assert.deepEqual([...tok.encode('a😀zq')], [1, 2, 0, 3]);
+});
+
+test('charTokenizerFromVocab rejects a repeated character', () => {
+  assertMinigptError(() => charTokenizerFromVocab(['a', 'b', 'a']), /vocab\[2\] "a" repeats vocab\[0\]/);
+});
+
+test('tokenizerFromJson treats a missing "unk" as none', () => {
+  const tok = tokenizerFromJson({ type: 'char', vocab: ['a'] }, 't.json');
+  assert.equal(tok.vocabSize, 1);
+  assertMinigptError(() => tok.encode('b'), /not in the tokenizer's vocabulary/);
+});
+
+const MALFORMED: Array<[description: string, json: unknown, message: RegExp]> = [
+  ['null', null, /^t\.json: tokenizer must be a JSON object with a "type" field, got null/],
+  ['an array', [], /got an array/],
+  ['a string', 'char', /got string "char"/],
+  ['no type', { vocab: ['a'] }, /^t\.json: tokenizer has no "type" string/],
+  ['a numeric type', { type: 3, vocab: ['a'] }, /has no "type" string/],
+  ['an unknown type', { type: 'wordpiece' }, /^t\.json: unknown tokenizer type "wordpiece"; expected "char", "gpt2" or "bpe"/],
+  ['no vocab', { type: 'char' }, /^t\.json: char tokenizer "vocab" must be an array of single characters, got nothing/],
+  ['a string vocab', { type: 'char', vocab: 'abc' }, /"vocab" must be an array of single characters, got string "abc"/],
+  ['an empty vocab', { type: 'char', vocab: [] }, /"vocab" is empty/],
+  ['a non-string entry', { type: 'char', vocab: ['a', 98] }, /vocab\[1\] must be a string, got number 98/],
+  ['a multi-character entry', { type: 'char', vocab: ['a', 'bc'] }, /vocab\[1\] "bc" has 2 characters \(U\+0062 U\+0063\); it must be exactly one/],
+  ['an empty entry', { type: 'char', vocab: ['a', ''] }, /vocab\[1\] "" is empty/],
+  ['a decomposed accent', { type: 'char', vocab: ['e\u0301'] }, /vocab\[0\] "e\u0301" has 2 characters \(U\+0065 U\+0301\)/],
+  ['a duplicate entry', { type: 'char', vocab: ['😀', 'a', '😀'] }, /vocab\[2\] "😀" repeats vocab\[0\]/],
+  ['a numeric unk', { type: 'char', vocab: ['a'], unk: 0 }, /"unk" must be a single character or null, got number 0/],
+  ['a multi-character unk', { type: 'char', vocab: ['a'], unk: '<unk>' }, /"unk" "<unk>" has 5 characters/],
+  ['an unk also in vocab', { type: 'char', vocab: ['a', '?'], unk: '?' }, /"unk" "\?" is also vocab\[1\]/],
+];
+
+for (const [description, json, message] of MALFORMED) {
+  test(`tokenizerFromJson rejects ${description}, naming the source`, () => {
+    assertMinigptError(() => tokenizerFromJson(json, 't.json'), /t\.json: /, message);
+  });
+}
+
+test('tokenizerFromJson says gpt2 and bpe tokenizers are not supported by this version', () => {
+  assertMinigptError(() => tokenizerFromJson({ type: 'gpt2' }, 'ckpt/tokenizer.json'), /^ckpt\/tokenizer\.json: tokenizer type "gpt2" is not supported by this version$/);
+  assertMinigptError(() => tokenizerFromJson({ type: 'bpe', merges: [] }, 'x.json'), /^x\.json: tokenizer type "bpe" is not supported by this version$/);
+});
