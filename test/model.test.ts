@@ -175,3 +175,28 @@ test('training steps allocate nothing: heap and RSS flat between step 10 and ste
   }
   assert.ok((await meanLoss(model)) < Math.log(32) - 1, 'the model learned the next-token rule');
 });
+
+test('KV-cached generation gives the same logits as the full forward, for prefill and token by token', async () => {
+  const { createKvCache, forwardCached } = await import('../src/model/model.js');
+  for (const c of [tiny({ context: 12 }), tiny({ d_model: 16, n_heads: 4, n_kv_heads: 2, mlp: 'gelu', intermediate_size: 20, context: 12 })]) {
+    const be = createReferenceBackend();
+    const model = createModel(be, c);
+    setWeights(model, randomWeights(c, 8));
+    const B = 2, T = 10, rng = createRng(2);
+    const ids = Array.from({ length: B * T }, () => rng.int(c.vocab_size));
+    const full = await be.read(forward(model, ids, null, B, T).logits);
+    const cache = createKvCache(model, B);
+    const V = c.vocab_size, prefill = 4;
+    const rowsOf = (t0: number, n: number): number[] => Array.from({ length: B }, (_, b) => ids.slice(b * T + t0, b * T + t0 + n)).flat();
+    const got = new Float32Array(B * T * V);
+    const place = (logits: Float32Array, t0: number, n: number): void => {
+      for (let b = 0; b < B; b++) got.set(logits.subarray(b * n * V, (b + 1) * n * V), (b * T + t0) * V);
+    };
+    place(await be.read(forwardCached(model, cache, rowsOf(0, prefill), prefill)), 0, prefill);
+    for (let t = prefill; t < T; t++) place(await be.read(forwardCached(model, cache, rowsOf(t, 1), 1)), t, 1);
+    let err = 0;
+    for (let i = 0; i < full.length; i++) err = Math.max(err, Math.abs(full[i] - got[i]));
+    assert.ok(err < 1e-5, `max difference ${err}`);
+    assert.equal(cache.length, T);
+  }
+});

@@ -101,6 +101,14 @@ export interface Backend {
   /** dqkv[B,T,(H+2KVH)*hd] (overwrite) from dout[B,T,H*hd]. */
   attentionBackward(dqkv: Tensor, dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, shape: AttentionShape): void;
 
+  /** Generation with a KV cache. cache[B, context, 2·KVH·hd] holds, per position, the (roped) k
+   * heads then the v heads. Copies the k and v of qkv[B, Tn, (H+2KVH)·hd] to positions
+   * pos0 .. pos0+Tn-1. */
+  kvCacheWrite(cache: Tensor, qkv: Tensor, shape: AttentionShape, context: number, pos0: number): void;
+  /** out[B, Tn, H·hd]: the q heads of qkv (at positions pos0 + t) attend causally over the cache
+   * positions 0 .. pos0+t. shape.T is Tn. */
+  attentionCached(out: Tensor, qkv: Tensor, cache: Tensor, shape: AttentionShape, context: number, pos0: number): void;
+
   /** out[N,F] = silu(gateUp[:, :F]) * gateUp[:, F:]. */
   swigluForward(out: Tensor, gateUp: Tensor, N: number, F: number): void;
   /** dgateUp[N,2F] (overwrite). */

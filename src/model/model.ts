@@ -294,3 +294,71 @@ export async function meanLoss(model: Model): Promise<number> {
   for (let i = 0; i < losses.length; i++) s += losses[i];
   return s / losses.length;
 }
+
+/** Keys and values of every layer for incremental generation, plus the buffers it runs in. */
+export interface KvCache {
+  B: number;
+  /** Positions already in the cache. */
+  length: number;
+  /** Per layer [B, context, 2·KVH·hd]. */
+  layers: Tensor[];
+  // Working buffers sized for B·context rows; a call with Tn new tokens uses the first B·Tn.
+  x: Tensor; ln: Tensor; rstd: Tensor; qkv: Tensor; att: Tensor; mlpIn: Tensor; mlpAct: Tensor; branch: Tensor; logits: Tensor;
+  ids: IntTensor;
+}
+
+export function createKvCache(model: Model, B: number): KvCache {
+  const { backend: be, config: c } = model;
+  const rows = B * c.context, F = c.intermediate_size;
+  return {
+    B, length: 0,
+    layers: Array.from({ length: c.n_layers }, () => be.alloc(rows * 2 * c.n_kv_heads * headDim(c))),
+    x: be.alloc(rows * c.d_model), ln: be.alloc(rows * c.d_model), rstd: be.alloc(rows),
+    qkv: be.alloc(rows * qkvDim(c)), att: be.alloc(rows * c.n_heads * headDim(c)),
+    mlpIn: be.alloc(rows * (c.mlp === 'swiglu' ? 2 * F : F)), mlpAct: be.alloc(rows * F),
+    branch: be.alloc(rows * c.d_model), logits: be.alloc(rows * c.vocab_size), ids: be.allocInt(rows),
+  };
+}
+
+/**
+ * Runs Tn new tokens per sequence (ids [B, Tn]) at positions cache.length.., appending their keys
+ * and values to the cache. Returns the logits [B, Tn, V] (a view valid until the next call).
+ */
+export function forwardCached(model: Model, cache: KvCache, ids: ArrayLike<number>, Tn: number): Tensor {
+  const { backend: be, config: c, params: w } = model;
+  const B = cache.B, N = B * Tn, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
+  const pos0 = cache.length;
+  if (pos0 + Tn > c.context) throw new Error(`generation past the context: ${pos0} + ${Tn} > ${c.context}`);
+  const shape: AttentionShape = { B, T: Tn, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd };
+  const v = (t: Tensor, n: number): Tensor => be.view(t, 0, n);
+  const x = v(cache.x, N * C), ln = v(cache.ln, N * C), rstd = v(cache.rstd, N), qkv = v(cache.qkv, N * QKV), att = v(cache.att, N * HD);
+  const mlpIn = v(cache.mlpIn, N * (c.mlp === 'swiglu' ? 2 * F : F)), mlpAct = v(cache.mlpAct, N * F), branch = v(cache.branch, N * C);
+  const logits = v(cache.logits, N * c.vocab_size);
+
+  be.writeInt(cache.ids, ids);
+  be.embeddingForward(x, cache.ids, w.embed, N, C);
+  for (let l = 0; l < c.n_layers; l++) {
+    const lw = w.layers[l];
+    be.rmsnormForward(ln, rstd, x, lw.ln1, N, C, c.rms_norm_eps);
+    be.matmulForward(qkv, ln, lw.qkv, N, C, QKV);
+    be.rope(qkv, model.ropeTable, B, Tn, c.n_heads + c.n_kv_heads, hd, QKV, pos0, false);
+    be.kvCacheWrite(cache.layers[l], qkv, shape, c.context, pos0);
+    be.attentionCached(att, qkv, cache.layers[l], shape, c.context, pos0);
+    be.matmulForward(branch, att, lw.o, N, HD, C);
+    be.add(x, x, branch);
+    be.rmsnormForward(ln, rstd, x, lw.ln2, N, C, c.rms_norm_eps);
+    if (c.mlp === 'swiglu') {
+      be.matmulForward(mlpIn, ln, lw.mlpIn, N, C, 2 * F);
+      be.swigluForward(mlpAct, mlpIn, N, F);
+    } else {
+      be.matmulForward(mlpIn, ln, lw.mlpIn, N, C, F);
+      be.geluForward(mlpAct, mlpIn, N * F);
+    }
+    be.matmulForward(branch, mlpAct, lw.down, N, F, C);
+    be.add(x, x, branch);
+  }
+  be.rmsnormForward(ln, rstd, x, w.norm, N, C, c.rms_norm_eps);
+  be.matmulForward(logits, ln, w.lmHead, N, C, c.vocab_size);
+  cache.length += Tn;
+  return logits;
+}

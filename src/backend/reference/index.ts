@@ -273,6 +273,55 @@ export function createReferenceBackend(options: ReferenceOptions = {}): Backend 
       }
     },
 
+    kvCacheWrite(cache, qkv, shape, context, pos0) {
+      const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = shape;
+      const kv = d(cache), x = d(qkv);
+      const stride = (H + 2 * KVH) * hd, width = 2 * KVH * hd;
+      for (let b = 0; b < B; b++) {
+        for (let t = 0; t < T; t++) {
+          const src = (b * T + t) * stride + H * hd;
+          kv.set(x.subarray(src, src + width), (b * context + pos0 + t) * width);
+        }
+      }
+    },
+    attentionCached(out, qkv, cache, shape, context, pos0) {
+      const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = shape;
+      const o = d(out), x = d(qkv), kv = d(cache);
+      const stride = (H + 2 * KVH) * hd, width = 2 * KVH * hd;
+      const group = H / KVH;
+      const scale = 1 / Math.sqrt(hd);
+      const s = scratchOf(pos0 + T + hd);
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < H; h++) {
+          const kOff = Math.floor(h / group) * hd, vOff = kOff + KVH * hd;
+          for (let t = 0; t < T; t++) {
+            const q = (b * T + t) * stride + h * hd;
+            const last = pos0 + t;
+            let max = -Infinity;
+            for (let j = 0; j <= last; j++) {
+              const k = (b * context + j) * width + kOff;
+              let dot = 0;
+              for (let i = 0; i < hd; i++) dot += x[q + i] * kv[k + i];
+              s[j] = dot * scale;
+              if (s[j] > max) max = s[j];
+            }
+            let sum = 0;
+            for (let j = 0; j <= last; j++) sum += Math.exp(s[j] - max);
+            const logSum = max + Math.log(sum);
+            const acc = last + 1;
+            s.fill(0, acc, acc + hd);
+            for (let j = 0; j <= last; j++) {
+              const p = Math.exp(s[j] - logSum);
+              const v = (b * context + j) * width + vOff;
+              for (let i = 0; i < hd; i++) s[acc + i] += p * kv[v + i];
+            }
+            const or = (b * T + t) * H * hd + h * hd;
+            for (let i = 0; i < hd; i++) o[or + i] = s[acc + i];
+          }
+        }
+      }
+    },
+
     swigluForward(out, gateUp, N, F) {
       const o = d(out), x = d(gateUp);
       for (let n = 0; n < N; n++) {
