@@ -3,14 +3,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel, computeLogits } from '../src/inference.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+// An empty working directory: no runs/latest to fall back on.
+const EMPTY_CWD = mkdtempSync(join(tmpdir(), 'minigpt-cwd-'));
 const run = (...args: string[]) => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: EMPTY_CWD });
   return { code: r.status, out: r.stdout, err: r.stderr };
 };
 const SMALL = ['--d-model', '16', '--n-heads', '2', '--n-layers', '2', '--context', '32'];
@@ -64,7 +67,7 @@ test('every bad invocation prints one error line, no stack trace, and exits 1', 
     [['init', '--out', dir + '2'], /give exactly one of --data FILE or --chars STRING/],
     [['init', '--out', dir + '2', '--data', '/no/such/file.txt'], /no\/such\/file\.txt/],
     [['init', '--out', dir + '2', '--chars'], /--chars needs a value/],
-    [['eval', '--text', 'ab'], /--ckpt DIR is required/],
+    [['eval', '--text', 'ab'], /no --ckpt given and no previous run found/],
     [['eval', '--ckpt', '/no/such/ckpt', '--text', 'ab'], /does not exist/],
     [['eval', '--ckpt', dir, '--text', 'abz'], /character "z" \(U\+007A\) at line 1, column 3/],
     [['eval', '--ckpt', dir, '--text', 'ab'.repeat(40)], /80 tokens is longer than the model's context of 32/],
@@ -86,4 +89,99 @@ test('--help lists every flag of the command', () => {
     assert.ok(r.out.includes(flag), `init --help mentions ${flag}`);
   }
   assert.match(run('--help').out, /eval/);
+});
+
+const TRAIN_TINY = ['--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '4', '--backend', 'reference', '--sample-every', '0'];
+const CORPUS = Array.from({ length: 200 }, (_, i) => `the ${['cat', 'dog'][i % 2]} sat on the mat.`).join('\n');
+
+test('train -> sample -> eval --data -> plot, from the command line', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  await writeFile(join(root, 'corpus.txt'), CORPUS);
+  const runDir = join(root, 'run');
+  const t = spawnSync(process.execPath, [CLI, 'train', '--data', join(root, 'corpus.txt'), '--steps', '30', '--eval-every', '10', '--out', runDir, ...TRAIN_TINY], { encoding: 'utf8', cwd: root });
+  assert.equal(t.status, 0, t.stderr);
+  assert.match(t.stdout, /done: 30 steps/);
+  assert.match(t.stdout, /best val loss\s+\d\.\d{4}/);
+  assert.match(t.stderr, /step 30\/30 loss \d\.\d{4} lr [\d.e+-]+ [\d.]+k? tok\/s ETA/);
+  const s = spawnSync(process.execPath, [CLI, 'sample', '--prompt', 'the ', '--tokens', '12', '--seed', '3'], { encoding: 'utf8', cwd: root });
+  assert.equal(s.status, 0, s.stderr);
+  assert.equal(s.stdout.length, 'the '.length + 12 + 1, 'uses runs/latest when --ckpt is absent');
+  const e = spawnSync(process.execPath, [CLI, 'eval', '--ckpt', runDir, '--data', join(root, 'corpus.txt'), '--json'], { encoding: 'utf8', cwd: root });
+  assert.equal(e.status, 0, e.stderr);
+  const ev = JSON.parse(e.stdout);
+  assert.ok(ev.val_loss > 0 && ev.val_loss < Math.log(13), `val_loss ${ev.val_loss}`);
+  assert.ok(Math.abs(ev.perplexity - Math.exp(ev.val_loss)) < 1e-9);
+  const all = JSON.parse(run('eval', '--ckpt', runDir, '--data', join(root, 'corpus.txt'), '--all', '--json').out);
+  assert.ok(all.tokens > ev.tokens * 5);
+  const p = run('plot', runDir, runDir, '--out', join(root, 'cmp.svg'));
+  assert.equal(p.code, 0, p.err);
+  const { readFile } = await import('node:fs/promises');
+  assert.match(await readFile(join(root, 'cmp.svg'), 'utf8'), /<svg/);
+});
+
+test('lr-find prints a suggestion and writes its plot', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  await writeFile(join(root, 'corpus.txt'), CORPUS);
+  const r = spawnSync(process.execPath, [CLI, 'lr-find', '--data', join(root, 'corpus.txt'), '--steps', '20', '--json', '--out', join(root, 'lr.svg'), ...TRAIN_TINY.filter((a) => a !== '--sample-every' && a !== '0')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.ok(out.suggestion > 1e-6 && out.suggestion < 1);
+  assert.ok(out.curve.length >= 10);
+});
+
+test('Ctrl-C during training saves a checkpoint and exits cleanly', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  await writeFile(join(root, 'corpus.txt'), CORPUS);
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [CLI, 'train', '--data', join(root, 'corpus.txt'), '--steps', '100000', '--out', join(root, 'run'), ...TRAIN_TINY], { cwd: root });
+  let err = '', out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  await new Promise<void>((resolve) => child.stderr.on('data', (d) => {
+    err += d;
+    if (/step 20\//.test(err)) resolve();
+  }));
+  child.kill('SIGINT');
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.equal(code, 0, err);
+  assert.match(out, /stopped at step \d+ \(interrupted\); checkpoint saved/);
+  const { loadCheckpoint } = await import('../src/io/checkpoint.js');
+  const ckpt = await loadCheckpoint(join(root, 'run', 'checkpoint'), { training: true });
+  assert.ok(ckpt.training!.step >= 20);
+});
+
+test('train rejects bad flags and data with one clear line', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  await writeFile(join(root, 'empty.txt'), '');
+  await writeFile(join(root, 'tiny.txt'), 'ab');
+  await writeFile(join(root, 'bin.dat'), Buffer.from([0, 1, 2, 0, 255]));
+  const cases: [string[], RegExp][] = [
+    [['train', '--data', join(root, 'empty.txt')], /empty/],
+    [['train', '--data', join(root, 'bin.dat')], /binary/],
+    [['train', '--data', join(root, 'missing.txt')], /missing\.txt/],
+    [['train', '--data', join(root, 'tiny.txt'), ...TRAIN_TINY], /fewer than one sequence|too few|fewer than/],
+    [['train', '--lr=-1'], /--lr must be greater than 0/],
+    [['train', '--lr', '-1'], /--lr: a value that starts with "-" must be written as --lr=VALUE/],
+    [['train', '--amp', 'fp8'], /--amp must be one of off, fp16, bf16/],
+    [['train', '--max-time', 'soon'], /--max-time must be a duration/],
+    [['train', '--context', '0'], /--context must be at least 1/],
+    [['train', '--resume', join(root, 'nope')], /does not exist/],
+    [['train', '--config', join(root, 'missing.json')], /cannot read --config/],
+  ];
+  for (const [args, re] of cases) {
+    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: root });
+    assert.equal(r.status, 1, `${args.join(' ')}: exit ${r.status} ${r.stderr}`);
+    assert.match(r.stderr, re, args.join(' '));
+    assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+  }
+});
+
+test('--config FILE supplies flag values and flags override it', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  await writeFile(join(root, 'corpus.txt'), CORPUS);
+  await writeFile(join(root, 'cfg.json'), JSON.stringify({ d_model: 16, 'n-heads': 2, n_layers: 1, context: 16, batch: 4, steps: 7, backend: 'reference', sample_every: 0 }));
+  const r = spawnSync(process.execPath, [CLI, 'train', '--config', join(root, 'cfg.json'), '--data', join(root, 'corpus.txt'), '--steps', '3', '--out', join(root, 'run')], { encoding: 'utf8', cwd: root });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /done: 3 steps/);
+  const { loadCheckpoint } = await import('../src/io/checkpoint.js');
+  assert.equal((await loadCheckpoint(join(root, 'run', 'checkpoint'))).config.d_model, 16);
 });

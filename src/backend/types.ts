@@ -68,6 +68,9 @@ export interface Backend {
   copy(dst: Tensor, src: Tensor): void;
   /** out = a + b (residual connections). out may alias a or b. */
   add(out: Tensor, a: Tensor, b: Tensor): void;
+  /** Rounds every element, in place, to the nearest value of the half format (f16 overflows to
+   * ±inf), emulating storage in that format for mixed precision. */
+  roundHalf(t: Tensor, format: 'f16' | 'bf16'): void;
   /** out[0] = sum(x^2), summed over every tensor in xs (global gradient norm). */
   sumSquares(out: Tensor, xs: readonly Tensor[]): void;
   /** Inverted dropout with a counter-based mask: out = inp * keep(seed, i) / (1 - p). Applied to a

@@ -71,6 +71,8 @@ export function parseFlags(argv: string[], flags: FlagSpecs, allowPositionals = 
     if (unknown) throw new MinigptError(`unknown flag ${unknown[1]} (see --help)`);
     const missing = /Option '(?:-\w, )?(--[\w-]+)(?: <value>)?' argument missing/.exec(msg);
     if (missing) throw new MinigptError(`${missing[1]} needs a value`);
+    const ambiguous = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(msg);
+    if (ambiguous) throw new MinigptError(`${ambiguous[1]}: a value that starts with "-" must be written as ${ambiguous[1]}=VALUE`);
     const boolValue = /Option '(?:-\w, )?(--[\w-]+)' does not take an argument/.exec(msg);
     if (boolValue) throw new MinigptError(`${boolValue[1]} is a switch and takes no value`);
     throw new MinigptError(msg.split('\n')[0]);

@@ -4,8 +4,12 @@ import { MinigptError } from '../errors.js';
 import { formatHelp, parseFlags, type CommandSpec } from './args.js';
 import { initCommand } from './commands/init.js';
 import { evalCommand } from './commands/eval.js';
+import { trainCommand } from './commands/train.js';
+import { sampleCommand } from './commands/sample.js';
+import { lrFindCommand } from './commands/lr-find.js';
+import { plotCommand } from './commands/plot.js';
 
-const COMMANDS: CommandSpec[] = [initCommand, evalCommand];
+const COMMANDS: CommandSpec[] = [trainCommand, sampleCommand, evalCommand, lrFindCommand, plotCommand, initCommand];
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;

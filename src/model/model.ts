@@ -78,6 +78,8 @@ export interface Model {
   /** [context, headDim]: cos in the first half of each row, sin in the second. */
   ropeTable: Tensor;
   acts: Activations | null;
+  /** Mixed precision: the weights rounded to the half format, used by forward and backward. */
+  halfParams: ParamTensors | null;
 }
 
 function paramViews(backend: Backend, all: Tensor, layout: ParamLayout, c: ModelConfig): ParamTensors {
@@ -121,7 +123,7 @@ export function createModel(backend: Backend, config: ModelConfig): Model {
   const grads = paramViews(backend, backend.alloc(layout.size), layout, config);
   const table = backend.alloc(config.context * headDim(config));
   backend.write(table, ropeTable(config));
-  return { config, backend, layout, params, grads, ropeTable: table, acts: null };
+  return { config, backend, layout, params, grads, ropeTable: table, acts: null, halfParams: null };
 }
 
 export function setWeights(model: Model, weights: Float32Array): void {
@@ -177,6 +179,17 @@ export interface ForwardOptions {
   training?: boolean;
   /** Seeds this step's dropout masks; the backward must get the same value. */
   dropoutSeed?: number;
+  /** Mixed precision: weights, activations and gradients rounded to this format. */
+  half?: 'f16' | 'bf16';
+}
+
+/** The FP32 master weights rounded to `format`, refreshed at every forward. */
+function halfWeights(model: Model, format: 'f16' | 'bf16'): ParamTensors {
+  const be = model.backend;
+  model.halfParams ??= paramViews(be, be.alloc(model.layout.size), model.layout, model.config);
+  be.copy(model.halfParams.all, model.params.all);
+  be.roundHalf(model.halfParams.all, format);
+  return model.halfParams;
 }
 
 /** Dropout sites: 0 is the embedding, 1 + 2l layer l's attention branch, 2 + 2l its MLP branch. */
@@ -189,8 +202,11 @@ function siteSeed(stepSeed: number, site: number): number {
  * With `targets` it also leaves each position's loss in acts.losses.
  */
 export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike<number> | null, B: number, T: number, opts: ForwardOptions = {}): Activations {
-  const { backend: be, config: c, params: w } = model;
+  const { backend: be, config: c } = model;
+  const w = opts.half ? halfWeights(model, opts.half) : model.params;
   const a = activationsFor(model, B, T);
+  const half = opts.half;
+  const r = (t: Tensor): void => { if (half) be.roundHalf(t, half); };
   const N = B * T, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
   const shape: AttentionShape = { B, T, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd };
   const p = opts.training ? c.dropout : 0;
@@ -199,33 +215,45 @@ export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike
   be.writeInt(a.ids, ids);
   be.embeddingForward(a.residual[0], a.ids, w.embed, N, C);
   if (p > 0) be.dropout(a.residual[0], a.residual[0], p, siteSeed(seed, 0));
+  r(a.residual[0]);
 
   for (let l = 0; l < c.n_layers; l++) {
     const lw = w.layers[l];
     // attention branch
     be.rmsnormForward(a.ln1[l], a.ln1Rstd[l], a.residual[2 * l], lw.ln1, N, C, c.rms_norm_eps);
+    r(a.ln1[l]);
     be.matmulForward(a.qkv[l], a.ln1[l], lw.qkv, N, C, QKV);
     be.rope(a.qkv[l], model.ropeTable, B, T, c.n_heads + c.n_kv_heads, hd, QKV, 0, false);
+    r(a.qkv[l]);
     be.attentionForward(a.att[l], a.lse[l], a.qkv[l], shape);
+    r(a.att[l]);
     be.matmulForward(a.branch, a.att[l], lw.o, N, HD, C);
     if (p > 0) be.dropout(a.branch, a.branch, p, siteSeed(seed, 1 + 2 * l));
     be.add(a.residual[2 * l + 1], a.residual[2 * l], a.branch);
+    r(a.residual[2 * l + 1]);
     // MLP branch
     be.rmsnormForward(a.ln2[l], a.ln2Rstd[l], a.residual[2 * l + 1], lw.ln2, N, C, c.rms_norm_eps);
+    r(a.ln2[l]);
     if (c.mlp === 'swiglu') {
       be.matmulForward(a.mlpIn[l], a.ln2[l], lw.mlpIn, N, C, 2 * F);
+      r(a.mlpIn[l]);
       be.swigluForward(a.mlpAct[l], a.mlpIn[l], N, F);
     } else {
       be.matmulForward(a.mlpIn[l], a.ln2[l], lw.mlpIn, N, C, F);
+      r(a.mlpIn[l]);
       be.geluForward(a.mlpAct[l], a.mlpIn[l], N * F);
     }
+    r(a.mlpAct[l]);
     be.matmulForward(a.branch, a.mlpAct[l], lw.down, N, F, C);
     if (p > 0) be.dropout(a.branch, a.branch, p, siteSeed(seed, 2 + 2 * l));
     be.add(a.residual[2 * l + 2], a.residual[2 * l + 1], a.branch);
+    r(a.residual[2 * l + 2]);
   }
 
   be.rmsnormForward(a.lnf, a.lnfRstd, a.residual[2 * c.n_layers], w.norm, N, C, c.rms_norm_eps);
+  r(a.lnf);
   be.matmulForward(a.logits, a.lnf, w.lmHead, N, C, c.vocab_size);
+  r(a.logits);
   if (targets) {
     be.writeInt(a.targets, targets);
     be.crossEntropyForward(a.losses, a.logits, a.targets, N, c.vocab_size);
@@ -239,9 +267,14 @@ export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike
  * of the same batch just before, with targets; overwrites acts.logits with dlogits.
  */
 export function backward(model: Model, opts: ForwardOptions & { lossScale?: number } = {}): void {
-  const { backend: be, config: c, params: w, grads: g } = model;
+  const { backend: be, config: c, grads: g } = model;
   const a = model.acts;
   if (!a) throw new Error('backward called before forward');
+  const half = opts.half;
+  if (half && !model.halfParams) throw new Error('backward with half precision needs a forward with it');
+  const w = half ? model.halfParams! : model.params;
+  // Gradients in the half format, as they would be stored; FP16 overflows to inf here.
+  const r = (t: Tensor): void => { if (half) be.roundHalf(t, half); };
   const { B, T } = a;
   const N = B * T, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
   const shape: AttentionShape = { B, T, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd };
@@ -256,30 +289,44 @@ export function backward(model: Model, opts: ForwardOptions & { lossScale?: numb
 
   // dlogits = (softmax - onehot) · lossScale / N, in place of the logits.
   be.crossEntropyBackward(a.losses, a.logits, a.logits, a.targets, N, c.vocab_size, (opts.lossScale ?? 1) / N);
+  r(a.logits);
   be.matmulBackward(a.dln, g.lmHead, a.logits, a.lnf, w.lmHead, N, C, c.vocab_size);
   be.zero(a.dresidual);
+  r(a.dln);
   be.rmsnormBackward(a.dresidual, g.norm, a.dln, a.residual[2 * c.n_layers], w.norm, a.lnfRstd, N, C);
+  r(a.dresidual);
 
   for (let l = c.n_layers - 1; l >= 0; l--) {
     const lw = w.layers[l], lg = g.layers[l];
     // MLP branch: residual[2l+2] = residual[2l+1] + down(act(mlpIn(ln2(residual[2l+1]))))
     be.matmulBackward(a.dmlpAct, lg.down, throughDropout(2 + 2 * l), a.mlpAct[l], lw.down, N, F, C);
     if (c.mlp === 'swiglu') {
+      r(a.dmlpAct);
       be.swigluBackward(a.dmlpIn, a.dmlpAct, a.mlpIn[l], N, F);
+      r(a.dmlpIn);
       be.matmulBackward(a.dln, lg.mlpIn, a.dmlpIn, a.ln2[l], lw.mlpIn, N, C, 2 * F);
     } else {
+      r(a.dmlpAct);
       be.geluBackward(a.dmlpIn, a.dmlpAct, a.mlpIn[l], N * F);
+      r(a.dmlpIn);
       be.matmulBackward(a.dln, lg.mlpIn, a.dmlpIn, a.ln2[l], lw.mlpIn, N, C, F);
     }
+    r(a.dln);
     be.rmsnormBackward(a.dresidual, lg.ln2, a.dln, a.residual[2 * l + 1], lw.ln2, a.ln2Rstd[l], N, C);
+    r(a.dresidual);
     // attention branch: residual[2l+1] = residual[2l] + o(attention(rope(qkv(ln1(residual[2l])))))
     be.matmulBackward(a.datt, lg.o, throughDropout(1 + 2 * l), a.att[l], lw.o, N, HD, C);
+    r(a.datt);
     be.attentionBackward(a.dqkv, a.datt, a.qkv[l], a.att[l], a.lse[l], shape);
+    r(a.dqkv);
     be.rope(a.dqkv, model.ropeTable, B, T, c.n_heads + c.n_kv_heads, hd, QKV, 0, true);
     be.matmulBackward(a.dln, lg.qkv, a.dqkv, a.ln1[l], lw.qkv, N, C, QKV);
+    r(a.dln);
     be.rmsnormBackward(a.dresidual, lg.ln1, a.dln, a.residual[2 * l], lw.ln1, a.ln1Rstd[l], N, C);
+    r(a.dresidual);
   }
   be.embeddingBackward(g.embed, throughDropout(0), a.ids, N, C);
+  r(g.all);
 }
 
 export function zeroGrads(model: Model): void {

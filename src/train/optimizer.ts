@@ -50,11 +50,11 @@ export function createOptimizer(model: Model, config: Partial<AdamWConfig> = {})
  * One AdamW update from model.grads. `gradScale` undoes loss scaling / averages accumulated
  * micro-batches; the clipping threshold applies to the gradient after that scaling.
  */
-export function optimizerStep(model: Model, opt: OptimizerState, lr: number, gradScale = 1): void {
+export function optimizerStep(model: Model, opt: OptimizerState, lr: number, gradScale = 1, computeNorm = true): void {
   const be: Backend = model.backend;
   const c = opt.config;
   opt.step += 1;
-  be.sumSquares(opt.normSquared, [model.grads.all]);
+  if (computeNorm) be.sumSquares(opt.normSquared, [model.grads.all]);
   const clip = c.gradClip > 0 && Number.isFinite(c.gradClip) ? { normSquared: opt.normSquared, maxNorm: c.gradClip } : undefined;
   const base = { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, step: opt.step, gradScale, clip };
   const [p, g, m, v] = opt.spans.decay;
@@ -63,6 +63,20 @@ export function optimizerStep(model: Model, opt: OptimizerState, lr: number, gra
     const [pn, gn, mn, vn] = opt.spans.noDecay;
     be.adamw(pn, gn, mn, vn, { ...base, weightDecay: 0 });
   }
+}
+
+/**
+ * optimizerStep that first reads the gradient norm back and skips the update when it is not
+ * finite (an overflow under loss scaling, or a NaN loss): the weights and moments stay as they
+ * were. Returns the gradient norm (after gradScale).
+ */
+export async function optimizerStepChecked(model: Model, opt: OptimizerState, lr: number, gradScale = 1): Promise<number> {
+  model.backend.sumSquares(opt.normSquared, [model.grads.all]);
+  const [s] = await model.backend.read(opt.normSquared);
+  const norm = Math.sqrt(s) * Math.abs(gradScale);
+  if (!Number.isFinite(norm)) return norm;
+  optimizerStep(model, opt, lr, gradScale, false);
+  return norm;
 }
 
 /** The global gradient norm of the last optimizer step (after gradScale, before clipping). */

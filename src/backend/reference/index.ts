@@ -4,6 +4,7 @@
  * buffer is a Float64Array, which makes finite-difference gradient checks tight.
  * Sums are carried in JS numbers (f64) and rounded once when stored.
  */
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, roundToBf16, roundToF16 } from '../../util/half.js';
 import type { AdamWHyper, AttentionShape, Backend, IntTensor, Tensor } from '../types.js';
 
 type FloatArray = Float32Array | Float64Array;
@@ -77,6 +78,15 @@ export function createReferenceBackend(options: ReferenceOptions = {}): Backend 
     add(out, a, b) {
       const o = d(out), x = d(a), y = d(b);
       for (let i = 0; i < o.length; i++) o[i] = x[i] + y[i];
+    },
+    roundHalf(t, format) {
+      const x = d(t);
+      if (x instanceof Float32Array) {
+        if (format === 'f16') roundToF16(x);
+        else roundToBf16(x);
+        return;
+      }
+      for (let i = 0; i < x.length; i++) x[i] = format === 'f16' ? f16BitsToF32(f32ToF16Bits(x[i])) : bf16BitsToF32(f32ToBf16Bits(x[i]));
     },
     sumSquares(out, xs) {
       let s = 0;

@@ -2,32 +2,44 @@ import { check } from '../../errors.js';
 import type { CommandSpec } from '../args.js';
 import { loadModel, scoreText } from '../../inference.js';
 import { BACKEND_NAMES } from '../../backend/index.js';
+import { evaluateText, findCheckpointDir, latestRun } from '../../train/train.js';
+import { loadText, cleanText } from '../../data/text.js';
 
 export const evalCommand: CommandSpec = {
   name: 'eval',
-  summary: 'score text with a checkpoint: per-token log-probabilities, loss and perplexity',
-  usage: 'minigpt eval --ckpt DIR --text "..." [--json]',
+  summary: 'score text with a checkpoint: per-token log-probabilities, or val loss and perplexity of a data set',
+  usage: 'minigpt eval [--ckpt DIR] (--text "..." | --data PATH [--all]) [--json]',
   flags: {
-    ckpt: { type: 'string', value: 'DIR', description: 'checkpoint directory' },
+    ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory (default: the latest run in ./runs)' },
     text: { type: 'string', value: 'TEXT', description: 'text scored as one sequence (at most the context length)' },
-    json: { type: 'boolean', description: 'print {"ids", "logprobs", "loss"} as JSON' },
+    data: { type: 'string', value: 'PATH', description: 'text file, folder or JSONL: loss on its validation split (the last 10%)' },
+    'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
+    all: { type: 'boolean', description: 'with --data: evaluate all of it, not only the validation split' },
+    batch: { type: 'int', min: 1, value: 'N', description: 'sequences per forward pass with --data', default: 8 },
+    json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss"} for --text, {"val_loss", "perplexity", "tokens"} for --data' },
     backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to run', default: 'auto' },
   },
   details: [
-    'logprobs[i] is log p(ids[i+1] | ids[0..i]), so there is one fewer than ids; loss is their mean negative.',
+    'With --text, logprobs[i] is log p(ids[i+1] | ids[0..i]), so there is one fewer than ids; loss is their mean negative.',
     '',
-    'Example:',
-    '  minigpt eval --ckpt runs/latest --text "To be, or not to be" --json',
+    'Examples:',
+    '  minigpt eval --ckpt runs/latest-run --text "To be, or not to be" --json',
+    '  minigpt eval --ckpt runs/latest-run --data shakespeare.txt',
   ].join('\n'),
   async run(v) {
-    check(typeof v.ckpt === 'string', '--ckpt DIR is required');
-    check(typeof v.text === 'string', '--text is required');
-    const loaded = await loadModel(v.ckpt as string, { backend: v.backend as string });
-    const score = await scoreText(loaded, v.text as string);
-    if (v.json) {
-      console.log(JSON.stringify(score));
-    } else {
-      console.log(`${score.ids.length} tokens: loss ${score.loss.toFixed(4)}, perplexity ${Math.exp(score.loss).toFixed(2)}`);
+    check((v.text === undefined) !== (v.data === undefined), 'give exactly one of --text "..." or --data PATH');
+    const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
+    const loaded = await loadModel(dir, { backend: v.backend as string });
+    if (typeof v.text === 'string') {
+      const score = await scoreText(loaded, v.text);
+      if (v.json) console.log(JSON.stringify(score));
+      else console.log(`${score.ids.length} tokens: loss ${score.loss.toFixed(4)}, perplexity ${Math.exp(score.loss).toFixed(2)}`);
+      return;
     }
+    const text = cleanText(await loadText(v.data as string, { textField: v['text-field'] as string }));
+    const result = await evaluateText(loaded.model, loaded.tokenizer, text, { all: Boolean(v.all), batch: v.batch as number, source: v.data as string });
+    const out = { val_loss: result.loss, perplexity: Math.exp(result.loss), tokens: result.tokens, split: v.all ? 'all' : 'val' };
+    if (v.json) console.log(JSON.stringify(out));
+    else console.log(`${v.all ? 'all' : 'validation split'}: loss ${result.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)} over ${result.tokens.toLocaleString('en-US')} tokens`);
   },
 };

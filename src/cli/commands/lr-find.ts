@@ -1,0 +1,55 @@
+import { writeFile } from 'node:fs/promises';
+import { MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
+import { findLearningRate } from '../../train/lr-find.js';
+import { loadTrainingData, findCheckpointDir } from '../../train/train.js';
+import { renderLineChart } from '../../train/plot.js';
+import { resolveConfig } from '../../model/config.js';
+import { loadCheckpoint } from '../../io/checkpoint.js';
+import { BACKEND_NAMES } from '../../backend/index.js';
+import { progressLine } from '../progress.js';
+
+export const lrFindCommand: CommandSpec = {
+  name: 'lr-find',
+  summary: 'learning-rate range test: sweep the lr exponentially, suggest one, plot the curve',
+  usage: 'minigpt lr-find [--data PATH] [--ckpt DIR] [model flags] [--start 1e-6] [--end 1] [--steps 100]',
+  flags: {
+    data: { type: 'string', value: 'PATH', description: 'training text (default: the embedded English corpus)' },
+    'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
+    tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer (ignored with --ckpt)', default: 'char' },
+    ckpt: { type: 'string', value: 'DIR', description: 'start from this checkpoint\'s weights (read only: it is never modified)' },
+    batch: { type: 'int', min: 1, value: 'N', description: 'sequences per step', default: 16 },
+    start: { type: 'number', above: 0, value: 'LR', description: 'first learning rate', default: 1e-6 },
+    end: { type: 'number', above: 0, value: 'LR', description: 'last learning rate', default: 1 },
+    steps: { type: 'int', min: 10, value: 'N', description: 'steps in the sweep', default: 100 },
+    seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 1337 },
+    out: { type: 'string', value: 'FILE', description: 'SVG plot of loss against lr', default: 'lr-find.svg' },
+    json: { type: 'boolean', description: 'print {"suggestion", "minimum", "curve"} as JSON' },
+    backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to compute', default: 'auto' },
+    ...MODEL_FLAGS,
+  },
+  details: 'The suggestion is where the smoothed loss falls fastest; train with it or a little below.',
+  async run(v) {
+    const ckpt = typeof v.ckpt === 'string' ? await loadCheckpoint(await findCheckpointDir(v.ckpt)) : null;
+    const data = await loadTrainingData({ data: v.data as string | undefined, textField: v['text-field'] as string, tokenizer: v.tokenizer as 'char' }, ckpt?.tokenizer);
+    const config = ckpt?.config ?? resolveConfig({ ...modelConfigFromFlags(v), vocab_size: (v['vocab-size'] as number | undefined) ?? data.tokenizer.vocabSize });
+    const bar = progressLine();
+    const result = await findLearningRate({
+      config, trainTokens: data.trainTokens, weights: ckpt?.weights, batch: v.batch as number,
+      startLr: v.start as number, endLr: v.end as number, steps: v.steps as number, seed: v.seed as number, backend: v.backend as string,
+      onStep: (p, i, n) => { if (!v.json) bar.update(i, n, `lr ${p.lr.toExponential(2)} loss ${p.loss.toFixed(4)} smoothed ${p.smoothed.toFixed(4)}`); },
+    });
+    bar.done();
+    const svg = renderLineChart([
+      { label: 'loss', color: '#9aa', points: result.curve.map((p) => [p.lr, p.loss]) },
+      { label: 'smoothed', color: '#1f77b4', thick: true, points: result.curve.map((p) => [p.lr, p.smoothed]) },
+      { label: `suggested ${result.suggestion.toExponential(1)}`, color: '#d62728', dashed: true, points: [[result.suggestion, Math.min(...result.curve.map((p) => p.smoothed))], [result.suggestion, Math.max(...result.curve.map((p) => p.smoothed))]] },
+    ], { title: 'learning-rate range test', xLabel: 'learning rate', yLabel: 'loss', logX: true });
+    await writeFile(v.out as string, svg);
+    if (v.json) {
+      console.log(JSON.stringify({ suggestion: result.suggestion, minimum: result.minimum, stopped_early: result.stoppedEarly, curve: result.curve }));
+    } else {
+      console.log(`suggested learning rate: ${result.suggestion.toExponential(2)} (steepest descent; lowest loss at ${result.minimum.toExponential(2)})`);
+      console.log(`plot: ${v.out}`);
+    }
+  },
+};

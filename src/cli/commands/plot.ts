@@ -1,0 +1,24 @@
+import { writeFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
+import { check } from '../../errors.js';
+import type { CommandSpec } from '../args.js';
+import { readMetrics, renderLossPlot } from '../../train/plot.js';
+
+export const plotCommand: CommandSpec = {
+  name: 'plot',
+  summary: 'draw the train/val loss of one or more runs into one SVG, to compare them',
+  usage: 'minigpt plot RUN [RUN...] [--out FILE]',
+  positionals: true,
+  flags: {
+    out: { type: 'string', value: 'FILE', description: 'SVG to write', default: 'loss-comparison.svg' },
+    title: { type: 'string', value: 'TEXT', description: 'chart title' },
+  },
+  details: 'Example:\n  minigpt plot runs/run-a runs/run-b --out compare.svg',
+  async run(v, runs) {
+    check(runs.length > 0, 'name at least one run directory (e.g. minigpt plot runs/run-20261127-120000)');
+    const series = [];
+    for (const run of runs) series.push({ name: basename(resolve(run)), records: await readMetrics(join(run, 'metrics.jsonl')) });
+    await writeFile(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
+    console.log(`wrote ${v.out} (${series.map((s) => `${s.name}: ${s.records.length} records`).join(', ')})`);
+  },
+};

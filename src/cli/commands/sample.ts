@@ -1,0 +1,44 @@
+import { check } from '../../errors.js';
+import type { CommandSpec } from '../args.js';
+import { loadModel } from '../../inference.js';
+import { generate } from '../../generate.js';
+import { findCheckpointDir, latestRun } from '../../train/train.js';
+import { BACKEND_NAMES } from '../../backend/index.js';
+
+export const sampleCommand: CommandSpec = {
+  name: 'sample',
+  summary: 'generate text from a checkpoint, streamed as it comes (KV cache)',
+  usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]',
+  flags: {
+    ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory (default: the latest run in ./runs)' },
+    prompt: { type: 'string', value: 'TEXT', description: 'text to continue', default: '' },
+    tokens: { type: 'int', min: 1, value: 'N', description: 'tokens to generate', default: 200 },
+    temperature: { type: 'number', min: 0, value: 'T', description: 'sampling temperature (0: greedy)', default: 0.8 },
+    'top-k': { type: 'int', min: 0, value: 'K', description: 'sample from the K most likely tokens (0: all)', default: 0 },
+    'top-p': { type: 'number', above: 0, max: 1, value: 'P', description: 'nucleus sampling: smallest set with probability P (1: all)', default: 1 },
+    seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 0 },
+    backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to run', default: 'auto' },
+  },
+  details: 'Example:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40',
+  async run(v) {
+    const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
+    const loaded = await loadModel(dir, { backend: v.backend as string });
+    const prompt = v.prompt as string;
+    check(prompt.length === 0 || loaded.tokenizer.encode(prompt).length > 0, 'the prompt encodes to no tokens');
+    const controller = new AbortController();
+    const stop = (): void => controller.abort();
+    process.once('SIGINT', stop);
+    process.stdout.write(prompt);
+    try {
+      for await (const t of generate(loaded, prompt, {
+        maxTokens: v.tokens as number, temperature: v.temperature as number, topK: v['top-k'] as number,
+        topP: v['top-p'] as number, seed: v.seed as number, signal: controller.signal,
+      })) {
+        process.stdout.write(t.text);
+      }
+    } finally {
+      process.off('SIGINT', stop);
+      process.stdout.write('\n');
+    }
+  },
+};

@@ -1,0 +1,162 @@
+import { MinigptError, check } from '../../errors.js';
+import { MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
+import { train, TRAIN_DEFAULTS, recordLatestRun } from '../../train/train.js';
+import { AMP_MODES } from '../../train/amp.js';
+import { BACKEND_NAMES } from '../../backend/index.js';
+import { formatDuration, formatRate, progressLine } from '../progress.js';
+import { readFile } from 'node:fs/promises';
+import { relative } from 'node:path';
+
+/** "90", "90s", "15m", "1.5h" -> seconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(s|m|h)?$/.exec(text.trim());
+  if (!m) throw new MinigptError(`--max-time must be a duration like 90s, 10m or 1h (got "${text}")`);
+  return Number(m[1]) * (m[2] === 'h' ? 3600 : m[2] === 'm' ? 60 : 1);
+}
+
+const TRAIN_FLAGS = {
+  data: { type: 'string', value: 'PATH', description: 'training text: a file, a folder of .txt/.md/.jsonl, or JSONL (default: the embedded English corpus)' },
+  'val-data': { type: 'string', value: 'PATH', description: 'validation text (default: the last 10% of --data)' },
+  'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
+  tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer', default: TRAIN_DEFAULTS.tokenizer },
+  'bpe-vocab': { type: 'int', min: 257, value: 'N', description: 'vocabulary size of a trained BPE tokenizer', default: TRAIN_DEFAULTS.bpeVocab },
+  batch: { type: 'int', min: 1, value: 'N', description: 'sequences per micro-batch', default: TRAIN_DEFAULTS.batch },
+  accum: { type: 'int', min: 1, value: 'N', description: 'micro-batches per optimizer step (gradient accumulation)', default: TRAIN_DEFAULTS.accum },
+  steps: { type: 'int', min: 1, value: 'N', description: `optimizer steps (default ${TRAIN_DEFAULTS.steps}; with --resume, the run's own total)` },
+  'max-time': { type: 'string', value: 'DURATION', description: 'stop after this long (e.g. 10m), whichever comes first' },
+  lr: { type: 'number', above: 0, value: 'X', description: 'peak learning rate', default: TRAIN_DEFAULTS.lr },
+  'min-lr': { type: 'number', min: 0, value: 'X', description: 'learning rate at the end of the cosine decay', default: TRAIN_DEFAULTS.minLr },
+  warmup: { type: 'int', min: 0, value: 'N', description: 'linear warmup steps', default: TRAIN_DEFAULTS.warmup },
+  'weight-decay': { type: 'number', min: 0, value: 'X', description: 'AdamW decoupled weight decay (matrices only)', default: TRAIN_DEFAULTS.weightDecay },
+  'grad-clip': { type: 'number', min: 0, value: 'X', description: 'max global gradient norm (0: off)', default: TRAIN_DEFAULTS.gradClip },
+  amp: { type: 'string', choices: AMP_MODES, description: 'mixed precision', default: TRAIN_DEFAULTS.amp },
+  seed: { type: 'int', min: 0, value: 'S', description: 'random seed (weights, batches, dropout)', default: TRAIN_DEFAULTS.seed },
+  out: { type: 'string', value: 'DIR', description: 'run directory (default: runs/run-DATE-TIME)' },
+  resume: { type: 'string', value: 'DIR', description: 'continue a run (run or checkpoint directory) exactly where it stopped' },
+  'eval-every': { type: 'int', min: 0, value: 'N', description: 'validation loss every N steps (0: only at the end)', default: TRAIN_DEFAULTS.evalEvery },
+  'sample-every': { type: 'int', min: 0, value: 'N', description: 'print a sample every N steps (0: never)', default: TRAIN_DEFAULTS.sampleEvery },
+  'save-every': { type: 'int', min: 0, value: 'N', description: 'checkpoint every N steps (and always at the end)', default: TRAIN_DEFAULTS.saveEvery },
+  backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to compute (auto: the fastest available)', default: 'auto' },
+  config: { type: 'string', value: 'FILE', description: 'JSON file of flag values (kebab or snake case); flags given here override it' },
+  quiet: { type: 'boolean', description: 'no progress bar or samples, only the summary' },
+  ...MODEL_FLAGS,
+} as const satisfies CommandSpec['flags'];
+
+/** Values from --config FILE, for flags the command line did not set. */
+async function withConfigFile(v: FlagValues, argv: string[]): Promise<FlagValues> {
+  if (typeof v.config !== 'string') return v;
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(v.config, 'utf8'));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new MinigptError(code ? `cannot read --config ${v.config} (${code})` : `--config ${v.config} is not valid JSON`);
+  }
+  check(typeof json === 'object' && json !== null && !Array.isArray(json), `--config ${v.config} must hold a JSON object of flag values`);
+  const given = new Set(argv.filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]));
+  const out: FlagValues = { ...v };
+  for (const [rawKey, value] of Object.entries(json as Record<string, unknown>)) {
+    const key = rawKey.replace(/_/g, '-');
+    const spec = (TRAIN_FLAGS as Record<string, { type: string; choices?: readonly string[] }>)[key];
+    check(spec && key !== 'config', `--config ${v.config}: unknown setting "${rawKey}"`);
+    if (given.has(key)) continue;
+    const ok = spec.type === 'boolean' ? typeof value === 'boolean'
+      : spec.type === 'string' ? typeof value === 'string' && (!spec.choices || spec.choices.includes(value))
+      : typeof value === 'number' && Number.isFinite(value) && (spec.type !== 'int' || Number.isInteger(value));
+    check(ok, `--config ${v.config}: "${rawKey}" has the wrong type or value (${JSON.stringify(value)})`);
+    out[key] = value as string | number | boolean;
+  }
+  return out;
+}
+
+export const trainCommand: CommandSpec = {
+  name: 'train',
+  summary: 'train a model (with no flags: the default model on the embedded English corpus)',
+  usage: 'minigpt train [--data PATH] [flags]',
+  flags: TRAIN_FLAGS,
+  details: [
+    'Examples:',
+    '  minigpt train                                   # default model, embedded corpus',
+    '  minigpt train --data shakespeare.txt --n-layers 4 --n-heads 4 --context 64 --batch 12 --steps 2000 --lr 1e-3',
+    '  minigpt train --resume runs/run-20261127-120000 --steps 4000',
+    '',
+    'Ctrl-C saves a checkpoint and exits; --resume continues bit-exactly.',
+  ].join('\n'),
+  async run(flags) {
+    const argv = process.argv.slice(3);
+    const v = await withConfigFile(flags, argv);
+    const maxTime = typeof v['max-time'] === 'string' ? parseDuration(v['max-time']) : undefined;
+    const quiet = Boolean(v.quiet);
+    const bar = progressLine();
+    const controller = new AbortController();
+    let interrupts = 0;
+    const onSigint = (): void => {
+      interrupts++;
+      if (interrupts === 1) {
+        bar.print('interrupted: finishing the step and saving a checkpoint (Ctrl-C again to quit without saving)');
+        controller.abort();
+      } else {
+        process.stderr.write('\nquit without saving the last steps; the previous checkpoint is intact\n');
+        process.exit(130);
+      }
+    };
+    process.on('SIGINT', onSigint);
+    process.on('SIGTERM', onSigint);
+    let lastVal = '';
+    try {
+      const model = modelConfigFromFlags(v);
+      const summary = await train({
+        data: v.data as string | undefined,
+        valData: v['val-data'] as string | undefined,
+        textField: v['text-field'] as string,
+        tokenizer: v.tokenizer as 'char' | 'gpt2' | 'bpe',
+        bpeVocab: v['bpe-vocab'] as number,
+        model,
+        batch: v.batch as number, accum: v.accum as number, steps: v.steps as number | undefined, maxTime,
+        lr: v.lr as number, minLr: Math.min(v['min-lr'] as number, v.lr as number), warmup: v.warmup as number,
+        weightDecay: v['weight-decay'] as number, gradClip: v['grad-clip'] as number,
+        amp: v.amp as 'off' | 'fp16' | 'bf16', seed: v.seed as number,
+        out: v.out as string | undefined, resume: v.resume as string | undefined,
+        evalEvery: v['eval-every'] as number, sampleEvery: v['sample-every'] as number, saveEvery: v['save-every'] as number,
+        backend: v.backend as string,
+        signal: controller.signal,
+        async onStart(s) {
+          await recordLatestRun(s.runDir);
+          const lines = [
+            `run ${relative(process.cwd(), s.runDir) || s.runDir}`,
+            `model: ${s.parameters.toLocaleString('en-US')} parameters (d_model ${s.config.d_model}, ${s.config.n_heads} heads, ${s.config.n_layers} layers, context ${s.config.context}, ${s.config.mlp})`,
+            `data: ${s.dataName}, ${s.tokenizer} tokenizer (${s.vocabSize} tokens): ${s.trainTokens.toLocaleString('en-US')} train / ${s.valTokens.toLocaleString('en-US')} val tokens`,
+            `backend ${s.backend}; ${s.tokensPerStep.toLocaleString('en-US')} tokens per step; steps ${s.startStep} -> ${s.totalSteps}`,
+          ];
+          for (const l of lines) bar.print(l);
+        },
+        onStep(s) {
+          if (quiet) return;
+          bar.update(s.step, s.totalSteps, `loss ${s.loss.toFixed(4)} lr ${s.lr.toExponential(2)} ${formatRate(s.tokensPerSecond)} tok/s ETA ${formatDuration(s.eta)}${lastVal}`);
+        },
+        onEval(e) {
+          lastVal = ` val ${e.valLoss.toFixed(4)}`;
+          if (!quiet) bar.print(`step ${e.step}: val loss ${e.valLoss.toFixed(4)} (best ${e.bestValLoss.toFixed(4)})`);
+        },
+        onSample: quiet ? undefined : (s) => bar.print(`--- sample at step ${s.step} ---\n${s.text}\n---`),
+        onMessage: (m) => bar.print(m),
+      });
+      bar.done();
+      const rel = (p: string): string => relative(process.cwd(), p) || p;
+      console.log([
+        summary.interrupted ? `stopped at step ${summary.steps} (interrupted); checkpoint saved` : `done: ${summary.steps} steps`,
+        `  tokens seen   ${summary.tokensSeen.toLocaleString('en-US')} in ${formatDuration(summary.seconds)} (${formatRate(summary.tokensSeen / Math.max(summary.seconds, 1e-9))} tok/s this session)`,
+        `  final loss    ${summary.finalLoss.toFixed(4)}`,
+        `  best val loss ${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}`,
+        summary.skippedSteps ? `  skipped steps ${summary.skippedSteps} (non-finite gradients)` : '',
+        `  checkpoint    ${rel(summary.checkpoint)}`,
+        `  loss plot     ${rel(summary.runDir)}/loss.svg`,
+        `next: npx minigpt sample --ckpt ${rel(summary.runDir)} --prompt "The "`,
+      ].filter(Boolean).join('\n'));
+    } finally {
+      bar.done();
+      process.off('SIGINT', onSigint);
+      process.off('SIGTERM', onSigint);
+    }
+  },
+};

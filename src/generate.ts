@@ -1,0 +1,112 @@
+/**
+ * Text generation with a KV cache: temperature, top-k and top-p (nucleus) sampling, streamed
+ * token by token as an async iterator.
+ */
+import { check } from './errors.js';
+import { createKvCache, forwardCached } from './model/model.js';
+import type { LoadedModel } from './inference.js';
+import { createRng } from './util/random.js';
+
+export interface SampleOptions {
+  /** Tokens to generate. */
+  maxTokens?: number;
+  /** 0 means greedy (always the most likely token). */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0: all). */
+  topK?: number;
+  /** Keep the smallest set of tokens whose probability reaches p (1: all). */
+  topP?: number;
+  seed?: number;
+  signal?: AbortSignal;
+}
+
+export interface GeneratedToken {
+  id: number;
+  /** The text this token adds (may be '' while a multi-byte character is incomplete). */
+  text: string;
+}
+
+/** Picks a token id from logits[V] with the given sampling rules. `scratch` holds V indices. */
+export function sampleToken(logits: Float32Array, opts: Required<Pick<SampleOptions, 'temperature' | 'topK' | 'topP'>>, u: number, order: Int32Array, probs: Float64Array): number {
+  const V = logits.length;
+  if (opts.temperature === 0) {
+    let best = 0;
+    for (let i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) if (logits[i] > max) max = logits[i];
+  for (let i = 0; i < V; i++) { probs[i] = Math.exp((logits[i] - max) / opts.temperature); order[i] = i; }
+  order.sort((a, b) => probs[b] - probs[a] || a - b);
+  let keep = opts.topK > 0 ? Math.min(opts.topK, V) : V;
+  let total = 0;
+  for (let i = 0; i < keep; i++) total += probs[order[i]];
+  if (opts.topP < 1) {
+    let cum = 0;
+    for (let i = 0; i < keep; i++) {
+      cum += probs[order[i]] / total;
+      if (cum >= opts.topP) { keep = i + 1; break; }
+    }
+    total = 0;
+    for (let i = 0; i < keep; i++) total += probs[order[i]];
+  }
+  let r = u * total;
+  for (let i = 0; i < keep; i++) {
+    r -= probs[order[i]];
+    if (r < 0) return order[i];
+  }
+  return order[keep - 1];
+}
+
+/**
+ * Generates text after `prompt`. When the context fills up, the cache restarts from the last
+ * half-context of tokens, so generation can go on past the context length.
+ */
+export async function* generate(loaded: LoadedModel, prompt: string, opts: SampleOptions = {}): AsyncGenerator<GeneratedToken> {
+  const { model, tokenizer } = loaded;
+  const c = model.config;
+  const temperature = opts.temperature ?? 0.8, topK = opts.topK ?? 0, topP = opts.topP ?? 1, maxTokens = opts.maxTokens ?? 200;
+  check(temperature >= 0 && Number.isFinite(temperature), `temperature must be 0 or more (got ${temperature})`);
+  check(Number.isInteger(topK) && topK >= 0, `top-k must be a whole number, 0 for no limit (got ${topK})`);
+  check(topP > 0 && topP <= 1, `top-p must be in (0, 1] (got ${topP})`);
+  const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt)) : [0];
+  const history = ids.slice(-c.context);
+  const rng = createRng(opts.seed ?? 0);
+  const cache = createKvCache(model, 1);
+  const order = new Int32Array(c.vocab_size), probs = new Float64Array(c.vocab_size);
+  const decoder = streamingDecoder(tokenizer);
+  const sampling = { temperature, topK, topP };
+
+  let pending = history.slice();
+  for (let n = 0; n < maxTokens; n++) {
+    if (opts.signal?.aborted) return;
+    if (cache.length + pending.length > c.context) {
+      cache.length = 0;
+      pending = history.slice(-Math.max(1, Math.floor(c.context / 2)));
+    }
+    const logits = await model.backend.read(forwardCached(model, cache, pending, pending.length));
+    const last = logits.subarray((pending.length - 1) * c.vocab_size, pending.length * c.vocab_size);
+    const id = sampleToken(last, sampling, rng.next(), order, probs);
+    history.push(id);
+    if (history.length > c.context) history.shift();
+    pending = [id];
+    yield { id, text: decoder(id) };
+  }
+}
+
+/** Decodes one token at a time, holding back bytes of a character that is not complete yet. */
+function streamingDecoder(tokenizer: LoadedModel['tokenizer']): (id: number) => string {
+  const ids: number[] = [];
+  let emitted = '';
+  return (id) => {
+    ids.push(id);
+    const text = tokenizer.decode(ids);
+    // A trailing U+FFFD may be an incomplete UTF-8 sequence; wait for the next token.
+    const stable = text.endsWith('\uFFFD') ? text.slice(0, -1) : text;
+    if (!stable.startsWith(emitted)) return '';
+    const piece = stable.slice(emitted.length);
+    emitted = stable;
+    if (ids.length > 64 && !text.endsWith('\uFFFD')) { ids.length = 0; emitted = ''; }
+    return piece;
+  };
+}

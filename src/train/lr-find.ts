@@ -1,0 +1,95 @@
+/**
+ * The learning-rate range test (Smith 2015; fast.ai's lr_find): train a fresh copy of the
+ * model while the learning rate grows exponentially from `startLr` to `endLr`, track an
+ * exponentially smoothed loss, stop once it diverges, and suggest the rate where the smoothed
+ * loss falls fastest. Nothing is saved: no checkpoint is touched.
+ */
+import type { Backend } from '../backend/types.js';
+import { createBackend } from '../backend/index.js';
+import { check } from '../errors.js';
+import type { ModelConfig } from '../model/config.js';
+import { createModel, setWeights, forward, backward, zeroGrads, meanLoss } from '../model/model.js';
+import { initialWeights } from '../model/params.js';
+import { createOptimizer, optimizerStepChecked } from './optimizer.js';
+import { createBatchSampler, memoryTokens } from '../data/batches.js';
+import { createRng } from '../util/random.js';
+
+export interface LrFindOptions {
+  config: ModelConfig;
+  trainTokens: Int32Array;
+  /** Start from these weights (e.g. a checkpoint's) instead of a fresh init. */
+  weights?: Float32Array;
+  batch?: number;
+  startLr?: number;
+  endLr?: number;
+  steps?: number;
+  /** Stop when the smoothed loss exceeds this multiple of the best one. */
+  divergeFactor?: number;
+  smoothing?: number;
+  weightDecay?: number;
+  gradClip?: number;
+  seed?: number;
+  backend?: string | Backend;
+  signal?: AbortSignal;
+  onStep?(point: LrPoint, step: number, steps: number): void;
+}
+
+export interface LrPoint {
+  lr: number;
+  loss: number;
+  smoothed: number;
+}
+
+export interface LrFindResult {
+  curve: LrPoint[];
+  /** Steepest descent of the smoothed loss against log(lr). */
+  suggestion: number;
+  /** The lr with the lowest smoothed loss (a rate well below it is the usual safe pick). */
+  minimum: number;
+  stoppedEarly: boolean;
+}
+
+export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> {
+  const steps = o.steps ?? 100, startLr = o.startLr ?? 1e-6, endLr = o.endLr ?? 1;
+  check(startLr > 0 && endLr > startLr, `the sweep needs 0 < start lr < end lr (got ${startLr} .. ${endLr})`);
+  check(Number.isInteger(steps) && steps >= 10, `the sweep needs at least 10 steps (got ${steps})`);
+  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto');
+  const model = createModel(backend, o.config);
+  setWeights(model, o.weights ?? initialWeights(o.config, model.layout, createRng(o.seed ?? 1337)));
+  const opt = createOptimizer(model, { weightDecay: o.weightDecay ?? 0.1, gradClip: o.gradClip ?? 1 });
+  const B = o.batch ?? 16, T = o.config.context;
+  const sampler = createBatchSampler(memoryTokens(o.trainTokens), B, T, o.seed ?? 1337);
+  const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
+  const beta = o.smoothing ?? 0.9, factor = o.divergeFactor ?? 4;
+  const curve: LrPoint[] = [];
+  let avg = 0, best = Infinity, stoppedEarly = false;
+  for (let i = 0; i < steps; i++) {
+    if (o.signal?.aborted) { stoppedEarly = true; break; }
+    const lr = startLr * Math.pow(endLr / startLr, i / (steps - 1));
+    sampler.next(ids, targets);
+    forward(model, ids, targets, B, T, { training: true });
+    zeroGrads(model);
+    backward(model, { training: true });
+    const loss = await meanLoss(model);
+    if (!Number.isFinite(loss)) { stoppedEarly = true; break; }
+    await optimizerStepChecked(model, opt, lr);
+    avg = beta * avg + (1 - beta) * loss;
+    const smoothed = avg / (1 - Math.pow(beta, i + 1));
+    const point = { lr, loss, smoothed };
+    curve.push(point);
+    o.onStep?.(point, i + 1, steps);
+    best = Math.min(best, smoothed);
+    if (i > 5 && smoothed > factor * best) { stoppedEarly = true; break; }
+  }
+  backend.destroy();
+  check(curve.length >= 3, 'the loss diverged at once; the sweep found no usable learning rate (try a lower start)');
+  // Slope of the smoothed loss against log lr, by central differences over a few points.
+  const k = Math.max(1, Math.floor(curve.length / 20));
+  let steepest = 0, suggestion = curve[0].lr;
+  for (let i = k; i < curve.length - k; i++) {
+    const slope = (curve[i + k].smoothed - curve[i - k].smoothed) / Math.log(curve[i + k].lr / curve[i - k].lr);
+    if (slope < steepest) { steepest = slope; suggestion = curve[i].lr; }
+  }
+  const minimum = curve.reduce((a, b) => (b.smoothed < a.smoothed ? b : a)).lr;
+  return { curve, suggestion, minimum, stoppedEarly };
+}

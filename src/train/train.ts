@@ -1,0 +1,425 @@
+/**
+ * The training loop as a library call: data -> tokenizer -> model -> AdamW steps, with periodic
+ * evaluation, samples and atomic checkpoints, exact resume, and a clean stop on an AbortSignal.
+ *
+ * A run directory holds:
+ *   checkpoint/     the latest training checkpoint (weights, tokenizer, optimizer, trainer state)
+ *   metrics.jsonl   one JSON object per logged step and per evaluation
+ *   loss.svg        train and validation loss, redrawn at every evaluation
+ */
+import { appendFile, mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { MinigptError, check } from '../errors.js';
+import type { Backend } from '../backend/types.js';
+import { createBackend } from '../backend/index.js';
+import { resolveConfig, type ModelConfig } from '../model/config.js';
+import { initialWeights, countParams } from '../model/params.js';
+import { createModel, setWeights, readWeights, forward, backward, zeroGrads, meanLoss, type Model } from '../model/model.js';
+import { createOptimizer, optimizerStepChecked } from './optimizer.js';
+import { learningRate } from './schedule.js';
+import { evaluateLoss } from './evaluate.js';
+import { createAmp, type AmpMode, type AmpState } from './amp.js';
+import { createRng, type RngState } from '../util/random.js';
+import { hash32 } from '../backend/reference/index.js';
+import { loadCheckpoint, saveCheckpoint, isCheckpointDir } from '../io/checkpoint.js';
+import { loadText, cleanText, splitTrainVal } from '../data/text.js';
+import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
+import { buildCharTokenizer, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
+
+// TEMPORARY until the tokenizer module lands its makeTokenizer.
+async function makeTokenizer(kind: TokenizerKind, text: string, _opts: { vocabSize: number }): Promise<Tokenizer> {
+  if (kind === 'char') return buildCharTokenizer(text);
+  throw new MinigptError(`--tokenizer ${kind} is not available yet`);
+}
+import { createBatchSampler, memoryTokens, type TokenStream } from '../data/batches.js';
+import { renderLossPlot, readMetrics } from './plot.js';
+import { generate } from '../generate.js';
+
+export interface TrainOptions {
+  /** Text file, folder or JSONL; the embedded default corpus when absent. */
+  data?: string;
+  /** Separate validation text; otherwise the last 10% of the data. */
+  valData?: string;
+  textField?: string;
+  tokenizer?: TokenizerKind;
+  /** Vocabulary size when training a BPE tokenizer. */
+  bpeVocab?: number;
+  model?: Partial<ModelConfig>;
+  batch?: number;
+  /** Micro-batches per optimizer step (gradient accumulation). */
+  accum?: number;
+  steps?: number;
+  /** Stop after this many seconds (the schedule still spans `steps`). */
+  maxTime?: number;
+  lr?: number;
+  minLr?: number;
+  warmup?: number;
+  weightDecay?: number;
+  gradClip?: number;
+  amp?: AmpMode;
+  /** First loss scale under fp16 (default 2^16); tests use a huge one to force overflows. */
+  ampInitialScale?: number;
+  seed?: number;
+  /** Run directory (created). */
+  out?: string;
+  /** Run or checkpoint directory to continue from, exactly. */
+  resume?: string;
+  evalEvery?: number;
+  /** Validation windows per evaluation. */
+  evalWindows?: number;
+  sampleEvery?: number;
+  sampleTokens?: number;
+  samplePrompt?: string;
+  saveEvery?: number;
+  /** Metrics line every this many steps. */
+  logEvery?: number;
+  backend?: string | Backend;
+  signal?: AbortSignal;
+  onStart?(info: StartInfo): void | Promise<void>;
+  onStep?(info: StepInfo): void;
+  onEval?(info: EvalInfo): void;
+  onSample?(info: { step: number; text: string }): void;
+  onSave?(info: { step: number; path: string }): void;
+  /** Notes for the user (warnings, resumed-from...). */
+  onMessage?(message: string): void;
+}
+
+export interface StartInfo {
+  runDir: string;
+  config: ModelConfig;
+  parameters: number;
+  tokenizer: TokenizerKind;
+  vocabSize: number;
+  trainTokens: number;
+  valTokens: number;
+  dataName: string;
+  backend: string;
+  startStep: number;
+  totalSteps: number;
+  tokensPerStep: number;
+}
+
+export interface StepInfo {
+  step: number;
+  totalSteps: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  tokensPerSecond: number;
+  elapsed: number;
+  /** Seconds left at the current speed (or until --max-time). */
+  eta: number;
+  tokensSeen: number;
+  skipped: boolean;
+  lossScale: number;
+}
+
+export interface EvalInfo {
+  step: number;
+  valLoss: number;
+  bestValLoss: number;
+}
+
+export interface TrainSummary {
+  runDir: string;
+  checkpoint: string;
+  steps: number;
+  tokensSeen: number;
+  seconds: number;
+  finalLoss: number;
+  bestValLoss: number | null;
+  interrupted: boolean;
+  skippedSteps: number;
+}
+
+export const TRAIN_DEFAULTS = {
+  batch: 16,
+  accum: 1,
+  steps: 1000,
+  lr: 3e-3,
+  minLr: 3e-4,
+  warmup: 50,
+  weightDecay: 0.1,
+  gradClip: 1.0,
+  amp: 'off' as AmpMode,
+  seed: 1337,
+  evalEvery: 100,
+  evalWindows: 64,
+  sampleEvery: 250,
+  sampleTokens: 200,
+  saveEvery: 250,
+  logEvery: 10,
+  tokenizer: 'char' as TokenizerKind,
+  bpeVocab: 4096,
+};
+
+/** The state, besides weights and moments, that an exact resume needs. */
+interface TrainerState {
+  total_steps: number;
+  tokens_seen: number;
+  elapsed: number;
+  sampler: RngState;
+  best_val_loss: number | null;
+  amp: { mode: AmpMode; scale: number; clean_steps: number };
+  data: string | null;
+  val_data: string | null;
+  text_field: string | null;
+  options: Record<string, unknown>;
+}
+
+function defaultRunDir(): string {
+  const t = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  return join('runs', `run-${t}`);
+}
+
+/** A run directory or a checkpoint directory -> the checkpoint directory. */
+export async function findCheckpointDir(dir: string): Promise<string> {
+  if (await isCheckpointDir(join(dir, 'checkpoint'))) return join(dir, 'checkpoint');
+  return dir;
+}
+
+/** Records `runDir` as the latest run of this working directory (runs/latest), for the CLI. */
+export async function recordLatestRun(runDir: string): Promise<void> {
+  try {
+    await mkdir('runs', { recursive: true });
+    await writeFile(join('runs', 'latest'), resolve(runDir) + '\n');
+  } catch {
+    // Only a convenience for `sample`/`eval` without --ckpt; never worth failing a run over.
+  }
+}
+
+/** The run most recently started from this working directory (runs/latest). */
+export async function latestRun(): Promise<string> {
+  try {
+    const p = (await readFile(join('runs', 'latest'), 'utf8')).trim();
+    if (p) return p;
+  } catch { /* fall through */ }
+  throw new MinigptError('no --ckpt given and no previous run found in ./runs; train first (npx minigpt train) or pass --ckpt DIR');
+}
+
+async function loadTokens(path: string | undefined, textField: string | undefined, onMessage?: (m: string) => void): Promise<{ text: string; name: string }> {
+  if (!path) return { text: await loadDefaultCorpus(), name: DEFAULT_CORPUS_NAME };
+  const raw = await loadText(path, { textField, onWarning: onMessage });
+  const text = cleanText(raw);
+  check(text.trim().length > 0, `${path} has no text left after cleaning`);
+  return { text, name: basename(path) };
+}
+
+function encodeAll(tokenizer: Tokenizer, text: string, source: string): Int32Array {
+  try {
+    return tokenizer.encode(text);
+  } catch (e) {
+    if (e instanceof MinigptError) throw new MinigptError(`${source}: ${e.message}`);
+    throw e;
+  }
+}
+
+export interface TrainingData {
+  tokenizer: Tokenizer;
+  trainTokens: Int32Array;
+  valTokens: Int32Array;
+  dataName: string;
+}
+
+/**
+ * Loads and cleans the text (the default corpus without `data`), builds the tokenizer (or uses
+ * `tokenizer` given), encodes, and splits off validation (the last 10%, or `valData`).
+ */
+export async function loadTrainingData(
+  o: Pick<TrainOptions, 'data' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage'>,
+  existing?: Tokenizer,
+): Promise<TrainingData> {
+  const { text, name: dataName } = await loadTokens(o.data, o.textField, o.onMessage);
+  const val = o.valData ? (await loadTokens(o.valData, o.textField, o.onMessage)).text : null;
+  const kind = o.tokenizer ?? TRAIN_DEFAULTS.tokenizer;
+  // A character vocabulary must cover the validation text too, or evaluating it fails.
+  const tokenizerText = val !== null && kind === 'char' ? `${text}\n${val}` : text;
+  const tokenizer = existing ?? (await makeTokenizer(kind, tokenizerText, { vocabSize: o.bpeVocab ?? TRAIN_DEFAULTS.bpeVocab }));
+  const source = o.data ?? 'the default corpus';
+  if (val !== null) {
+    return { tokenizer, trainTokens: encodeAll(tokenizer, text, source), valTokens: encodeAll(tokenizer, val, o.valData!), dataName };
+  }
+  const split = splitTrainVal(encodeAll(tokenizer, text, source), 0.1);
+  return { tokenizer, trainTokens: split.train, valTokens: split.val, dataName };
+}
+
+export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
+  const o = { ...TRAIN_DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as typeof TRAIN_DEFAULTS & TrainOptions;
+  check(Number.isInteger(o.batch) && o.batch > 0, `--batch must be a positive integer (got ${o.batch})`);
+  check(Number.isInteger(o.accum) && o.accum > 0, `--accum must be a positive integer (got ${o.accum})`);
+  check(Number.isInteger(o.steps) && o.steps > 0, `--steps must be a positive integer (got ${o.steps})`);
+  check(o.lr > 0, `--lr must be positive (got ${o.lr})`);
+  check(o.minLr >= 0 && o.minLr <= o.lr, `--min-lr must be between 0 and --lr (got ${o.minLr})`);
+
+  // --- resume or start ---
+  const resumeDir = o.resume ? await findCheckpointDir(resolve(o.resume)) : null;
+  const resumed = resumeDir ? await loadCheckpoint(resumeDir, { training: true }) : null;
+  const prior = resumed ? (resumed.training!.trainer as unknown as TrainerState) : null;
+  if (prior) {
+    // A resumed run keeps its own optimisation settings, so it continues exactly; only the
+    // length (--steps, --max-time) and the eval/sample/save cadence may change.
+    const p = prior.options as { batch: number; accum: number; lr: number; min_lr: number; warmup: number; weight_decay: number; grad_clip: number; seed: number };
+    Object.assign(o, { batch: p.batch, accum: p.accum, lr: p.lr, minLr: p.min_lr, warmup: p.warmup, weightDecay: p.weight_decay, gradClip: p.grad_clip, seed: p.seed });
+  }
+  const runDir = resolve(o.out ?? (resumeDir ? dirname(resumeDir) : defaultRunDir()));
+  const ckptDir = join(runDir, 'checkpoint');
+  if (!resumed && (await isCheckpointDir(ckptDir))) {
+    throw new MinigptError(`${runDir} already holds a run; continue it with --resume ${runDir}, or choose another --out`);
+  }
+
+  const dataPath = resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
+  const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
+  const textField = o.textField ?? prior?.text_field ?? undefined;
+  const { tokenizer, trainTokens, valTokens, dataName } = await loadTrainingData({
+    data: dataPath, valData: valPath, textField, tokenizer: o.tokenizer, bpeVocab: o.bpeVocab, onMessage: o.onMessage,
+  }, resumed?.tokenizer);
+
+  const config = resumed
+    ? resumed.config
+    : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize });
+  check(config.vocab_size >= tokenizer.vocabSize, `--vocab-size ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`);
+  const T = config.context, B = o.batch;
+  check(trainTokens.length > T, `the training data has ${trainTokens.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller --context`);
+  check(valTokens.length > T, `the validation data has ${valTokens.length} tokens, fewer than one sequence of ${T + 1}; use more data, --val-data, or a smaller --context`);
+
+  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto');
+  const model = createModel(backend, config);
+  const opt = createOptimizer(model, { weightDecay: o.weightDecay, gradClip: o.gradClip });
+  const amp: AmpState = createAmp(resumed ? prior!.amp.mode : o.amp, prior?.amp ?? (o.ampInitialScale ? { scale: o.ampInitialScale, clean_steps: 0 } : undefined));
+  let step = 0, tokensSeen = 0, elapsedBefore = 0, bestVal: number | null = null;
+  const totalSteps = opts.steps ?? prior?.total_steps ?? o.steps;
+  if (resumed) {
+    setWeights(model, resumed.weights);
+    backend.write(opt.m, resumed.training!.m);
+    backend.write(opt.v, resumed.training!.v);
+    step = opt.step = resumed.training!.step;
+    tokensSeen = prior!.tokens_seen;
+    elapsedBefore = prior!.elapsed;
+    bestVal = prior!.best_val_loss;
+    o.onMessage?.(`resuming ${resumeDir} at step ${step} of ${totalSteps}`);
+  } else {
+    setWeights(model, initialWeights(config, model.layout, createRng(o.seed)));
+  }
+  const sampler = createBatchSampler(memoryTokens(trainTokens), B, T, prior?.sampler ?? hash32(o.seed ^ 0x5eed));
+  const valStream: TokenStream = memoryTokens(valTokens);
+
+  await mkdir(runDir, { recursive: true });
+  const metricsPath = join(runDir, 'metrics.jsonl');
+  const log = (record: Record<string, unknown>): Promise<void> => appendFile(metricsPath, JSON.stringify(record) + '\n');
+  const replot = async (): Promise<void> => {
+    const svg = renderLossPlot([{ name: basename(runDir), records: await readMetrics(metricsPath) }]);
+    await writeFile(join(runDir, 'loss.svg.tmp'), svg);
+    await rename(join(runDir, 'loss.svg.tmp'), join(runDir, 'loss.svg'));
+  };
+
+  const stateOf = (): TrainerState => ({
+    total_steps: totalSteps, tokens_seen: tokensSeen, elapsed: elapsedBefore + (performance.now() - t0) / 1000,
+    sampler: sampler.state(), best_val_loss: bestVal,
+    amp: { mode: amp.mode, scale: amp.scale, clean_steps: amp.cleanSteps },
+    data: dataPath ? resolve(dataPath) : null, val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null,
+    options: { batch: B, accum: o.accum, lr: o.lr, min_lr: o.minLr, warmup: o.warmup, weight_decay: o.weightDecay, grad_clip: o.gradClip, seed: o.seed },
+  });
+  const save = async (): Promise<void> => {
+    const [weights, m, v] = await Promise.all([readWeights(model), backend.read(opt.m), backend.read(opt.v)]);
+    await saveCheckpoint(ckptDir, {
+      config, weights, tokenizer,
+      training: { step, m, v, trainer: stateOf() as unknown as Record<string, unknown> },
+    });
+    o.onSave?.({ step, path: ckptDir });
+  };
+  const evaluate = async (): Promise<number> => {
+    const { loss } = await evaluateLoss(model, valStream, B, T, o.evalWindows);
+    if (bestVal === null || loss < bestVal) bestVal = loss;
+    await log({ step, val_loss: loss });
+    o.onEval?.({ step, valLoss: loss, bestValLoss: bestVal });
+    await replot();
+    return loss;
+  };
+  const sample = async (): Promise<void> => {
+    if (!o.onSample) return;
+    let text = '';
+    for await (const t of generate({ model, tokenizer }, o.samplePrompt ?? '', { maxTokens: o.sampleTokens, temperature: 0.8, seed: step })) text += t.text;
+    o.onSample({ step, text });
+  };
+
+  await o.onStart?.({
+    runDir, config, parameters: countParams(config), tokenizer: tokenizer.kind, vocabSize: tokenizer.vocabSize,
+    trainTokens: trainTokens.length, valTokens: valTokens.length, dataName, backend: backend.name,
+    startStep: step, totalSteps, tokensPerStep: B * T * o.accum,
+  });
+
+  const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
+  const schedule = { lr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps };
+  const t0 = performance.now();
+  const startStep = step;
+  let lastLoss = NaN, skipped = 0, interrupted = false, consecutiveBad = 0;
+  if (!resumed) await log({ step: 0, event: 'start', config, tokenizer: tokenizer.kind, data: dataName });
+
+  while (step < totalSteps) {
+    if (o.signal?.aborted) { interrupted = true; break; }
+    const elapsedNow = (performance.now() - t0) / 1000;
+    if (o.maxTime !== undefined && elapsedNow >= o.maxTime) break;
+
+    const lr = learningRate(schedule, step + 1);
+    zeroGrads(model);
+    let lossSum = 0;
+    for (let micro = 0; micro < o.accum; micro++) {
+      sampler.next(ids, targets);
+      const dropoutSeed = hash32((o.seed + Math.imul(step, 0x9e3779b1) + micro) >>> 0);
+      forward(model, ids, targets, B, T, { training: true, dropoutSeed, half: amp.half });
+      backward(model, { training: true, dropoutSeed, lossScale: amp.scale, half: amp.half });
+      lossSum += await meanLoss(model);
+    }
+    const loss = lossSum / o.accum;
+    const gradScale = 1 / (amp.scale * o.accum);
+    // The gradient norm decides (on the host) whether this step is usable: an overflow under
+    // loss scaling, or a NaN/inf loss, skips the update instead of poisoning the weights.
+    const gradNorm = await optimizerStepChecked(model, opt, lr, gradScale);
+    const ok = Number.isFinite(gradNorm) && Number.isFinite(loss);
+    amp.update(Number.isFinite(gradNorm));
+    if (!ok) {
+      skipped++;
+      consecutiveBad++;
+      o.onMessage?.(`step ${step + 1}: ${Number.isFinite(loss) ? 'gradient overflow' : `loss is ${loss}`}; skipped the update${amp.mode !== 'off' ? `, loss scale now ${amp.scale}` : ''}`);
+      if (consecutiveBad >= 5 && (amp.mode === 'off' || amp.scale < 1)) {
+        await save();
+        throw new MinigptError(`training diverged: ${consecutiveBad} steps in a row had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower --lr (now ${o.lr})`);
+      }
+      continue;
+    }
+    consecutiveBad = 0;
+    step++;
+    tokensSeen += B * T * o.accum;
+    lastLoss = loss;
+    const elapsed = (performance.now() - t0) / 1000;
+    const tokensPerSecond = ((step - startStep) * B * T * o.accum) / Math.max(elapsed, 1e-9);
+    const stepsLeft = totalSteps - step;
+    let eta = (stepsLeft * B * T * o.accum) / Math.max(tokensPerSecond, 1e-9);
+    if (o.maxTime !== undefined) eta = Math.min(eta, Math.max(0, o.maxTime - elapsed));
+    o.onStep?.({ step, totalSteps, loss, lr, gradNorm, tokensPerSecond, elapsed, eta, tokensSeen, skipped: false, lossScale: amp.scale });
+    if (step % o.logEvery === 0 || step === totalSteps) {
+      await log({ step, loss, lr, grad_norm: gradNorm, tokens: tokensSeen, time: elapsedBefore + elapsed, tok_per_s: tokensPerSecond });
+    }
+    if (o.evalEvery > 0 && step % o.evalEvery === 0) await evaluate();
+    if (o.sampleEvery > 0 && step % o.sampleEvery === 0) await sample();
+    if (o.saveEvery > 0 && step % o.saveEvery === 0) await save();
+  }
+
+  if (!interrupted && (o.evalEvery <= 0 || step % o.evalEvery !== 0)) await evaluate();
+  await save();
+  const seconds = (performance.now() - t0) / 1000;
+  return {
+    runDir, checkpoint: ckptDir, steps: step, tokensSeen, seconds, finalLoss: lastLoss,
+    bestValLoss: bestVal, interrupted, skippedSteps: skipped,
+  };
+}
+
+/** The model's mean loss on text (the validation split, or all of it): `minigpt eval --data`. */
+export async function evaluateText(model: Model, tokenizer: Tokenizer, text: string, opts: { all?: boolean; batch?: number; source?: string } = {}): Promise<{ loss: number; tokens: number }> {
+  const tokens = encodeAll(tokenizer, text, opts.source ?? 'data');
+  const stream = memoryTokens(opts.all ? tokens : splitTrainVal(tokens, 0.1).val);
+  const T = Math.min(model.config.context, stream.length - 1);
+  check(T >= 1, `${opts.source ?? 'the data'} has too few tokens to evaluate${opts.all ? '' : ' in its validation split (the last 10%); pass --all to use all of it'}`);
+  return evaluateLoss(model, stream, opts.batch ?? 8, T);
+}
+

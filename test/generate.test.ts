@@ -1,0 +1,60 @@
+/** Sampling rules and streamed generation. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { sampleToken, generate } from '../src/generate.js';
+import { createReferenceBackend } from '../src/backend/reference/index.js';
+import { createModel, setWeights } from '../src/model/model.js';
+import { resolveConfig } from '../src/model/config.js';
+import { initialWeights } from '../src/model/params.js';
+import { createRng } from '../src/util/random.js';
+import { buildCharTokenizer } from '../src/data/tokenizer.js';
+
+const logits = Float32Array.from([1, 3, 2, 0.5, 2.9]);
+const scratch = (): [Int32Array, Float64Array] => [new Int32Array(5), new Float64Array(5)];
+const draw = (opts: { temperature: number; topK: number; topP: number }, n = 4000): number[] => {
+  const counts = [0, 0, 0, 0, 0];
+  const rng = createRng(3);
+  const [o, p] = scratch();
+  for (let i = 0; i < n; i++) counts[sampleToken(logits, opts, rng.next(), o, p)]++;
+  return counts;
+};
+
+test('temperature 0 is greedy', () => {
+  const [o, p] = scratch();
+  assert.equal(sampleToken(logits, { temperature: 0, topK: 0, topP: 1 }, 0.99, o, p), 1);
+});
+
+test('top-k keeps only the k most likely tokens', () => {
+  const counts = draw({ temperature: 1, topK: 2, topP: 1 });
+  assert.deepEqual([counts[0], counts[2], counts[3]], [0, 0, 0]);
+  assert.ok(counts[1] > 1500 && counts[4] > 1500);
+});
+
+test('top-p keeps the smallest set reaching probability p', () => {
+  // softmax: token 1 ≈ 0.40, token 4 ≈ 0.36, token 2 ≈ 0.15: p = 0.5 keeps tokens 1 and 4.
+  const counts = draw({ temperature: 1, topK: 0, topP: 0.5 });
+  assert.deepEqual([counts[0], counts[2], counts[3]], [0, 0, 0]);
+  assert.ok(counts[1] > counts[4]);
+});
+
+test('sampling frequencies follow softmax(logits / temperature)', () => {
+  const n = 20000, counts = draw({ temperature: 2, topK: 0, topP: 1 }, n);
+  const e = Array.from(logits, (x) => Math.exp(x / 2)), z = e.reduce((a, b) => a + b);
+  counts.forEach((c, i) => assert.ok(Math.abs(c / n - e[i] / z) < 0.015, `token ${i}: ${c / n} vs ${e[i] / z}`));
+});
+
+test('generation is reproducible by seed, streams text, and runs past the context length', async () => {
+  const tok = buildCharTokenizer('abcdefgh ');
+  const c = resolveConfig({ vocab_size: tok.vocabSize, d_model: 16, n_heads: 2, n_layers: 1, context: 8 });
+  const model = createModel(createReferenceBackend(), c);
+  setWeights(model, initialWeights({ ...c, init: 'kaiming-normal' }, model.layout, createRng(1)));
+  const run = async (seed: number): Promise<string> => {
+    let s = '';
+    for await (const t of generate({ model, tokenizer: tok }, 'abc', { maxTokens: 20, seed })) s += t.text;
+    return s;
+  };
+  const a = await run(1);
+  assert.equal(a.length, 20);
+  assert.equal(await run(1), a);
+  assert.notEqual(await run(2), a);
+});

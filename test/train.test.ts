@@ -1,0 +1,158 @@
+/** The training loop as a library: learning, exact resume, interruption, mixed precision, divergence. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, writeFile, readFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { train, type TrainOptions } from '../src/train/train.js';
+import { loadCheckpoint } from '../src/io/checkpoint.js';
+import { createAmp, INITIAL_LOSS_SCALE } from '../src/train/amp.js';
+import { learningRate } from '../src/train/schedule.js';
+import { findLearningRate } from '../src/train/lr-find.js';
+import { resolveConfig } from '../src/model/config.js';
+import { MinigptError } from '../src/errors.js';
+
+const CORPUS = Array.from({ length: 300 }, (_, i) => `the ${['cat', 'dog', 'bird'][i % 3]} sat on the ${['mat', 'log', 'hat'][(i * 7) % 3]}.`).join('\n');
+let dataFile = '';
+async function data(): Promise<string> {
+  if (!dataFile) {
+    dataFile = join(await mkdtemp(join(tmpdir(), 'minigpt-train-')), 'corpus.txt');
+    await writeFile(dataFile, CORPUS);
+  }
+  return dataFile;
+}
+const TINY = { d_model: 16, n_heads: 2, n_layers: 1, context: 16 };
+async function opts(over: Partial<TrainOptions> = {}): Promise<TrainOptions> {
+  return {
+    data: await data(), model: TINY, batch: 4, steps: 20, lr: 1e-2, minLr: 1e-3, warmup: 2,
+    evalEvery: 10, sampleEvery: 0, saveEvery: 0, backend: 'reference',
+    out: join(await mkdtemp(join(tmpdir(), 'minigpt-run-')), 'run'), ...over,
+  };
+}
+
+test('the schedule warms up linearly, then decays by cosine to min lr', () => {
+  const s = { lr: 1, minLr: 0.1, warmupSteps: 10, totalSteps: 110 };
+  assert.equal(learningRate(s, 5), 0.5);
+  assert.equal(learningRate(s, 10), 1);
+  assert.ok(Math.abs(learningRate(s, 60) - 0.55) < 1e-12);
+  assert.equal(learningRate(s, 110), 0.1);
+  assert.equal(learningRate(s, 500), 0.1);
+});
+
+test('training lowers the loss and writes metrics.jsonl, loss.svg and a checkpoint', async () => {
+  const o = await opts({ steps: 40 });
+  const losses: number[] = [];
+  const summary = await train({ ...o, onStep: (s) => losses.push(s.loss) });
+  assert.equal(summary.steps, 40);
+  assert.ok(losses.at(-1)! < losses[0] - 1, `loss went from ${losses[0]} to ${losses.at(-1)}`);
+  assert.ok(summary.bestValLoss! < Math.log(20));
+  const files = await readdir(o.out!);
+  for (const f of ['metrics.jsonl', 'loss.svg', 'checkpoint']) assert.ok(files.includes(f), f);
+  const metrics = (await readFile(join(o.out!, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  assert.ok(metrics.some((m) => m.step === 40 && typeof m.val_loss === 'number'));
+  assert.ok(metrics.some((m) => m.step === 20 && typeof m.loss === 'number' && typeof m.tok_per_s === 'number'));
+  assert.match(await readFile(join(o.out!, 'loss.svg'), 'utf8'), /^<svg[^>]*>[\s\S]*<path[\s\S]*<\/svg>\s*$/);
+  const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true });
+  assert.equal(ckpt.training!.step, 40);
+});
+
+test('resume is exact: 10 steps, stop, resume to 20 gives bitwise the weights of 20 straight', async () => {
+  const extra = { model: { ...TINY, dropout: 0.1 }, accum: 2 };
+  const straight = await opts(extra);
+  await train(straight);
+  const split = await opts(extra);
+  const stop = new AbortController();
+  const first = await train({ ...split, signal: stop.signal, onStep: (s) => { if (s.step === 10) stop.abort(); } });
+  assert.equal(first.interrupted, true);
+  assert.equal(first.steps, 10);
+  await train({ resume: split.out, backend: 'reference', evalEvery: 10, sampleEvery: 0, saveEvery: 0 });
+  const a = await loadCheckpoint(join(straight.out!, 'checkpoint'), { training: true });
+  const b = await loadCheckpoint(join(split.out!, 'checkpoint'), { training: true });
+  assert.equal(b.training!.step, 20);
+  assert.deepEqual(b.weights, a.weights);
+  assert.deepEqual(b.training!.m, a.training!.m);
+  assert.deepEqual(b.training!.v, a.training!.v);
+});
+
+test('an aborted run saves a loadable checkpoint at the step it reached', async () => {
+  const o = await opts({ steps: 100 });
+  const stop = new AbortController();
+  const summary = await train({ ...o, signal: stop.signal, onStep: (s) => { if (s.step === 3) stop.abort(); } });
+  assert.equal(summary.interrupted, true);
+  assert.equal((await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true })).training!.step, 3);
+});
+
+test('dynamic loss scaling: starts at 2^16, halves on overflow, doubles after the growth interval', () => {
+  const amp = createAmp('fp16', undefined, 3);
+  assert.equal(amp.scale, INITIAL_LOSS_SCALE);
+  amp.update(false);
+  assert.equal(amp.scale, 32768);
+  amp.update(true); amp.update(true);
+  assert.equal(amp.scale, 32768);
+  amp.update(true);
+  assert.equal(amp.scale, 65536);
+  assert.equal(createAmp('bf16').scale, 1);
+});
+
+test('fp16 training with a forced overflow skips those steps, halving the scale each time, then trains', async () => {
+  const o = await opts({ amp: 'fp16', steps: 4, ampInitialScale: 2 ** 40 });
+  const scales: number[] = [];
+  const messages: string[] = [];
+  const summary = await train({ ...o, onStep: (s) => scales.push(s.lossScale), onMessage: (m) => messages.push(m) });
+  assert.ok(summary.skippedSteps >= 10, `skipped ${summary.skippedSteps}`);
+  assert.equal(messages.filter((m) => /gradient overflow; skipped the update/.test(m)).length, summary.skippedSteps);
+  assert.equal(scales[0], 2 ** (40 - summary.skippedSteps));
+  assert.equal(summary.steps, 4);
+  const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true });
+  assert.equal(ckpt.training!.step, 4);
+  assert.equal((ckpt.training!.trainer.amp as { scale: number }).scale, scales.at(-1));
+});
+
+test('a skipped step leaves weights and optimizer moments untouched', async () => {
+  const { createReferenceBackend } = await import('../src/backend/reference/index.js');
+  const { createModel, setWeights, readWeights } = await import('../src/model/model.js');
+  const { createOptimizer, optimizerStepChecked } = await import('../src/train/optimizer.js');
+  const c = resolveConfig({ vocab_size: 8, ...TINY });
+  const be = createReferenceBackend();
+  const model = createModel(be, c);
+  setWeights(model, new Float32Array(model.layout.size).fill(0.5));
+  const opt = createOptimizer(model);
+  be.write(model.grads.all, new Float32Array(model.layout.size).fill(1));
+  be.write(model.grads.all, [Infinity], 3);
+  const norm = await optimizerStepChecked(model, opt, 0.1);
+  assert.equal(norm, Infinity);
+  assert.ok((await readWeights(model)).every((w) => w === 0.5));
+  assert.ok((await be.read(opt.m)).every((m) => m === 0));
+  assert.equal(opt.step, 0);
+});
+
+test('bf16 training runs without loss scaling and lowers the loss', async () => {
+  const losses: number[] = [];
+  const summary = await train({ ...(await opts({ amp: 'bf16', steps: 30 })), onStep: (s) => { losses.push(s.loss); assert.equal(s.lossScale, 1); } });
+  assert.equal(summary.skippedSteps, 0);
+  assert.ok(losses.at(-1)! < losses[0] - 1);
+});
+
+test('a loss that keeps coming out non-finite stops training with a clear error and the last good checkpoint', async () => {
+  const o = await opts({ lr: 1e30, warmup: 0, minLr: 0, gradClip: 0, steps: 50 });
+  await assert.rejects(train(o), (e: unknown) => e instanceof MinigptError && /training diverged/.test(e.message) && /lower --lr/.test(e.message));
+  const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true });
+  assert.ok(ckpt.weights.every(Number.isFinite));
+});
+
+test('lr-find sweeps exponentially, suggests a rate inside the sweep, and touches no checkpoint', async () => {
+  const o = await opts({ steps: 5 });
+  await train(o);
+  const ckptFile = join(o.out!, 'checkpoint', 'model.safetensors');
+  const before = createHash('sha256').update(await readFile(ckptFile)).digest('hex');
+  const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'));
+  const tokens = ckpt.tokenizer.encode(CORPUS);
+  const result = await findLearningRate({ config: ckpt.config, trainTokens: tokens, weights: ckpt.weights, batch: 4, steps: 40, startLr: 1e-5, endLr: 10, backend: 'reference' });
+  assert.ok(result.curve.length >= 10);
+  const lrs = result.curve.map((p) => p.lr);
+  for (let i = 1; i < lrs.length; i++) assert.ok(Math.abs(lrs[i] / lrs[i - 1] - Math.pow(1e6, 1 / 39)) < 1e-9);
+  assert.ok(result.suggestion >= 1e-5 && result.suggestion <= 10);
+  assert.ok(result.stoppedEarly, 'lr 10 diverges, so the sweep stops early');
+  assert.equal(createHash('sha256').update(await readFile(ckptFile)).digest('hex'), before);
+});
