@@ -11,3 +11,8 @@ export { buildCharTokenizer, tokenizerFromJson, type Tokenizer } from './data/to
 export { loadText, cleanText, splitTrainVal } from './data/text.js';
 export { loadModel, computeLogits, scoreText, type LoadedModel, type TextScore } from './inference.js';
 export { createRng, type Rng } from './util/random.js';
+export { train, loadTrainingData, evaluateText, TRAIN_DEFAULTS, type TrainOptions, type TrainSummary, type StepInfo, type EvalInfo } from './train/train.js';
+export { findLearningRate, type LrFindOptions, type LrFindResult } from './train/lr-find.js';
+export { generate, type SampleOptions, type GeneratedToken } from './generate.js';
+export { renderLossPlot, readMetrics } from './train/plot.js';
+export { createKvCache, forwardCached } from './model/model.js';
