@@ -6,6 +6,7 @@ import { check } from './errors.js';
 import { createKvCache, forwardCached } from './model/model.js';
 import type { LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
+import { createStreamingDecoder } from './data/tokenizer.js';
 
 export interface SampleOptions {
   /** Tokens to generate. */
@@ -69,12 +70,13 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   check(temperature >= 0 && Number.isFinite(temperature), `temperature must be 0 or more (got ${temperature})`);
   check(Number.isInteger(topK) && topK >= 0, `top-k must be a whole number, 0 for no limit (got ${topK})`);
   check(topP > 0 && topP <= 1, `top-p must be in (0, 1] (got ${topP})`);
-  const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt)) : [0];
+  // With no prompt, start from the end-of-text token where the tokenizer has one (a document start).
+  const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt)) : [tokenizer.specialTokens?.['<|endoftext|>'] ?? 0];
   const history = ids.slice(-c.context);
   const rng = createRng(opts.seed ?? 0);
   const cache = createKvCache(model, 1);
   const order = new Int32Array(c.vocab_size), probs = new Float64Array(c.vocab_size);
-  const decoder = streamingDecoder(tokenizer);
+  const decoder = createStreamingDecoder(tokenizer);
   const sampling = { temperature, topK, topP };
 
   let pending = history.slice();
@@ -90,23 +92,6 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
     history.push(id);
     if (history.length > c.context) history.shift();
     pending = [id];
-    yield { id, text: decoder(id) };
+    yield { id, text: decoder.push(id) };
   }
-}
-
-/** Decodes one token at a time, holding back bytes of a character that is not complete yet. */
-function streamingDecoder(tokenizer: LoadedModel['tokenizer']): (id: number) => string {
-  const ids: number[] = [];
-  let emitted = '';
-  return (id) => {
-    ids.push(id);
-    const text = tokenizer.decode(ids);
-    // A trailing U+FFFD may be an incomplete UTF-8 sequence; wait for the next token.
-    const stable = text.endsWith('\uFFFD') ? text.slice(0, -1) : text;
-    if (!stable.startsWith(emitted)) return '';
-    const piece = stable.slice(emitted.length);
-    emitted = stable;
-    if (ids.length > 64 && !text.endsWith('\uFFFD')) { ids.length = 0; emitted = ''; }
-    return piece;
-  };
 }

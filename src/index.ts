@@ -7,7 +7,9 @@ export { createBackend, createReferenceBackend, BACKEND_NAMES, type Backend, typ
 export { createOptimizer, optimizerStep, lastGradNorm, DEFAULT_ADAMW, type AdamWConfig, type OptimizerState } from './train/optimizer.js';
 export { saveCheckpoint, loadCheckpoint, type Checkpoint, type TrainingState } from './io/checkpoint.js';
 export { encodeSafetensors, decodeSafetensors, readSafetensorsFile, writeSafetensorsFile, type NamedTensor } from './io/safetensors.js';
-export { buildCharTokenizer, tokenizerFromJson, type Tokenizer } from './data/tokenizer.js';
+export { buildCharTokenizer, tokenizerFromJson, makeTokenizer, createStreamingDecoder, type Tokenizer, type EncodeOptions } from './data/tokenizer.js';
+export { trainBpe } from './data/bpe.js';
+export { gpt2Tokenizer } from './data/gpt2.js';
 export { loadText, cleanText, splitTrainVal } from './data/text.js';
 export { loadModel, computeLogits, scoreText, type LoadedModel, type TextScore } from './inference.js';
 export { createRng, type Rng } from './util/random.js';

@@ -8,8 +8,10 @@ import { trainCommand } from './commands/train.js';
 import { sampleCommand } from './commands/sample.js';
 import { lrFindCommand } from './commands/lr-find.js';
 import { plotCommand } from './commands/plot.js';
+import { benchCommand } from './commands/bench.js';
+import { tokenizerCommand } from './commands/tokenizer.js';
 
-const COMMANDS: CommandSpec[] = [trainCommand, sampleCommand, evalCommand, lrFindCommand, plotCommand, initCommand];
+const COMMANDS: CommandSpec[] = [trainCommand, sampleCommand, evalCommand, lrFindCommand, plotCommand, tokenizerCommand, benchCommand, initCommand];
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;

@@ -2,8 +2,14 @@
  * The tokenizer seam (text <-> token ids) and the character-level tokenizer.
  * A tokenizer travels with its model as TokenizerJson; tokenizerFromJson is the one place
  * that turns such JSON back into a tokenizer, so new kinds are added in its switch.
+ * The byte-level kinds live in bpe.ts (trained BPE and the shared engine) and gpt2.ts;
+ * makeTokenizer builds any kind for training, createStreamingDecoder streams any kind's output.
  */
 import { MinigptError, check } from '../errors.js';
+import { bpeTokenizerFromJsonFields, trainBpe, type BpeTrainOptions } from './bpe.js';
+import { gpt2Tokenizer, gpt2TokenizerFromJsonFields } from './gpt2.js';
+
+export { END_OF_TEXT } from './bpe.js';
 
 export type TokenizerKind = 'char' | 'gpt2' | 'bpe';
 
@@ -21,13 +27,31 @@ export interface CharTokenizerJson extends TokenizerJson {
   unk: string | null;
 }
 
+export interface EncodeOptions {
+  /**
+   * Special tokens (such as "<|endoftext|>") to encode as their special id where their text
+   * occurs: 'all', or a list of them. By default none is: their text is encoded as ordinary
+   * text, so text from users can never inject a special token. Naming one that the tokenizer
+   * does not have is an error.
+   */
+  allowedSpecial?: 'all' | readonly string[];
+}
+
 export interface Tokenizer {
   readonly kind: TokenizerKind;
   readonly vocabSize: number;
-  encode(text: string): Int32Array;
+  encode(text: string, opts?: EncodeOptions): Int32Array;
   decode(ids: ArrayLike<number>): string;
-  /** Decodes one id, for streaming generated text as it is produced. */
+  /**
+   * Decodes one id, for tokenizers whose every token is whole characters (char). Byte-level
+   * tokenizers (gpt2, bpe) leave it out, as a token may be part of a character: stream with
+   * createStreamingDecoder, which works for every tokenizer.
+   */
   decodeToken?(id: number): string;
+  /** The UTF-8 bytes of one token, for byte-level tokenizers (gpt2, bpe). */
+  tokenBytes?(id: number): Uint8Array;
+  /** Special tokens, text -> id (gpt2 and bpe: "<|endoftext|>"); absent when there are none. */
+  readonly specialTokens?: Readonly<Record<string, number>>;
   toJSON(): TokenizerJson;
 }
 
@@ -79,13 +103,78 @@ export function tokenizerFromJson(json: unknown, source: string): Tokenizer {
     case 'char':
       return charTokenizerFromJsonFields(fields['vocab'], fields['unk'], source);
     case 'gpt2':
+      return gpt2TokenizerFromJsonFields(fields, source);
     case 'bpe':
-      throw new MinigptError(`${source}: tokenizer type "${type}" is not supported by this version`);
+      return bpeTokenizerFromJsonFields(fields, source);
     default:
       throw new MinigptError(
         `${source}: unknown tokenizer type ${JSON.stringify(type)}; expected "char", "gpt2" or "bpe"`,
       );
   }
+}
+
+export interface MakeTokenizerOptions {
+  /** bpe: tokens in all (256 bytes + merges + special tokens); required for bpe. */
+  vocabSize?: number;
+  /** bpe: its special tokens; default ["<|endoftext|>"]. */
+  specialTokens?: readonly string[];
+  /** char: a character standing for every character not in the text. */
+  unk?: string;
+  /** bpe: progress of the training, in merges. */
+  onProgress?: BpeTrainOptions['onProgress'];
+}
+
+/**
+ * The tokenizer for training on `text`: char builds its vocabulary from the text, gpt2 is
+ * fixed (the text is not used), bpe learns `vocabSize` tokens from the text.
+ */
+export function makeTokenizer(kind: TokenizerKind, text: string, opts: MakeTokenizerOptions = {}): Tokenizer {
+  switch (kind) {
+    case 'char':
+      return buildCharTokenizer(text, opts.unk === undefined ? {} : { unk: opts.unk });
+    case 'gpt2':
+      return gpt2Tokenizer();
+    case 'bpe':
+      check(opts.vocabSize !== undefined, 'a BPE tokenizer needs a vocabulary size to learn; give one (e.g. 4096)');
+      return trainBpe(text, {
+        vocabSize: opts.vocabSize,
+        ...(opts.specialTokens ? { specialTokens: opts.specialTokens } : {}),
+        ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+      });
+    default:
+      throw new MinigptError(`unknown tokenizer kind ${JSON.stringify(kind)}; expected "char", "gpt2" or "bpe"`);
+  }
+}
+
+/** Turns ids into text one at a time; see createStreamingDecoder. */
+export interface StreamingDecoder {
+  /** The text that `id` completes: possibly "" while a character's bytes are still arriving. */
+  push(id: number): string;
+  /** Whatever is still held back (an unfinished character becomes U+FFFD); then starts afresh. */
+  flush(): string;
+}
+
+/**
+ * Decodes a stream of ids piece by piece, for printing generated text as it comes. A byte-level
+ * token can end in the middle of a character (an emoji is often 2-4 tokens); those bytes are
+ * held back until the character is complete, so the pieces joined, plus flush(), are exactly
+ * decode(all ids).
+ */
+export function createStreamingDecoder(tokenizer: Tokenizer): StreamingDecoder {
+  if (tokenizer.tokenBytes) {
+    const tokenBytes = tokenizer.tokenBytes.bind(tokenizer);
+    let decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+    return {
+      push: (id) => decoder.decode(tokenBytes(id), { stream: true }),
+      flush: () => {
+        const rest = decoder.decode();
+        decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+        return rest;
+      },
+    };
+  }
+  const decodeOne = tokenizer.decodeToken ? tokenizer.decodeToken.bind(tokenizer) : (id: number) => tokenizer.decode([id]);
+  return { push: decodeOne, flush: () => '' };
 }
 
 function charTokenizerFromJsonFields(vocab: unknown, unk: unknown, source: string): Tokenizer {

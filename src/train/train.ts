@@ -24,13 +24,7 @@ import { hash32 } from '../backend/reference/index.js';
 import { loadCheckpoint, saveCheckpoint, isCheckpointDir } from '../io/checkpoint.js';
 import { loadText, cleanText, splitTrainVal } from '../data/text.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
-import { buildCharTokenizer, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
-
-// TEMPORARY until the tokenizer module lands its makeTokenizer.
-async function makeTokenizer(kind: TokenizerKind, text: string, _opts: { vocabSize: number }): Promise<Tokenizer> {
-  if (kind === 'char') return buildCharTokenizer(text);
-  throw new MinigptError(`--tokenizer ${kind} is not available yet`);
-}
+import { makeTokenizer, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
 import { createBatchSampler, memoryTokens, type TokenStream } from '../data/batches.js';
 import { renderLossPlot, readMetrics } from './plot.js';
 import { generate } from '../generate.js';
@@ -152,6 +146,8 @@ export const TRAIN_DEFAULTS = {
   tokenizer: 'char' as TokenizerKind,
   bpeVocab: 4096,
 };
+
+const FINAL_EVAL_WINDOWS = 4096;
 
 /** The state, besides weights and moments, that an exact resume needs. */
 interface TrainerState {
@@ -327,8 +323,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     });
     o.onSave?.({ step, path: ckptDir });
   };
-  const evaluate = async (): Promise<number> => {
-    const { loss } = await evaluateLoss(model, valStream, B, T, o.evalWindows);
+  const evaluate = async (windows: number = o.evalWindows): Promise<number> => {
+    const { loss } = await evaluateLoss(model, valStream, B, T, windows);
     if (bestVal === null || loss < bestVal) bestVal = loss;
     await log({ step, val_loss: loss });
     o.onEval?.({ step, valLoss: loss, bestValLoss: bestVal });
@@ -405,7 +401,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     if (o.saveEvery > 0 && step % o.saveEvery === 0) await save();
   }
 
-  if (!interrupted && (o.evalEvery <= 0 || step % o.evalEvery !== 0)) await evaluate();
+  // The final validation loss covers the whole validation split (up to FINAL_EVAL_WINDOWS).
+  if (!interrupted) await evaluate(FINAL_EVAL_WINDOWS);
   await save();
   const seconds = (performance.now() - t0) / 1000;
   return {

@@ -1,0 +1,150 @@
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { MinigptError, check } from '../../errors.js';
+import type { CommandSpec, FlagValues } from '../args.js';
+import { cleanText, loadText } from '../../data/text.js';
+import { END_OF_TEXT, tokenizerFromJson, type Tokenizer } from '../../data/tokenizer.js';
+import { trainBpe } from '../../data/bpe.js';
+import { gpt2Tokenizer } from '../../data/gpt2.js';
+
+/** Which flags each subcommand takes; anything else given is a mistake worth naming. */
+const SUBCOMMAND_FLAGS: Record<string, readonly string[]> = {
+  train: ['data', 'vocab', 'out', 'text-field', 'no-eot'],
+  encode: ['tokenizer', 'text', 'file', 'allow-special', 'pieces'],
+  decode: ['tokenizer', 'ids'],
+};
+
+/** The file a checkpoint keeps its tokenizer in (see src/io/checkpoint.ts). */
+const CHECKPOINT_TOKENIZER_FILE = 'tokenizer.minigpt.json';
+
+export const tokenizerCommand: CommandSpec = {
+  name: 'tokenizer',
+  summary: 'train a byte-level BPE tokenizer on your text, or encode/decode with a tokenizer',
+  usage: [
+    'minigpt tokenizer train --data PATH --vocab N --out FILE [--no-eot] [--text-field NAME]',
+    '       minigpt tokenizer encode --tokenizer FILE|DIR|gpt2 (--text STRING | --file PATH) [--allow-special] [--pieces]',
+    '       minigpt tokenizer decode --tokenizer FILE|DIR|gpt2 --ids "ID ID ..."',
+  ].join('\n'),
+  positionals: true,
+  flags: {
+    data: { type: 'string', value: 'PATH', description: 'train: text file, .jsonl file or folder to learn from' },
+    vocab: { type: 'int', min: 256, max: 1 << 21, value: 'N', description: 'train: tokens in all (256 bytes + merges + <|endoftext|>)' },
+    out: { type: 'string', value: 'FILE', description: 'train: where to write the tokenizer JSON' },
+    'text-field': { type: 'string', value: 'NAME', description: 'train: field holding the text in .jsonl files', default: 'text' },
+    'no-eot': { type: 'boolean', description: `train: no ${END_OF_TEXT} special token` },
+    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint folder, or gpt2' },
+    text: { type: 'string', value: 'STRING', description: 'encode: the text' },
+    file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text' },
+    'allow-special': { type: 'boolean', description: `encode: ${END_OF_TEXT} in the text becomes its special token (default: plain text)` },
+    pieces: { type: 'boolean', description: 'encode: print each token with its text, one per line' },
+    ids: { type: 'string', value: 'IDS', description: 'decode: token ids, separated by spaces or commas' },
+  },
+  details: [
+    'The BPE tokenizer splits text as GPT-2 does, then merges bytes; any text can be encoded.',
+    'Its JSON can be given to training; gpt2 is the fixed 50257-token GPT-2 vocabulary.',
+    '',
+    'Examples:',
+    '  minigpt tokenizer train --data shakespeare.txt --vocab 4096 --out shakespeare.tok.json',
+    '  minigpt tokenizer encode --tokenizer shakespeare.tok.json --text "To be, or not to be"',
+    '  minigpt tokenizer encode --tokenizer gpt2 --text "Hello world"      # [15496, 995]',
+    '  minigpt tokenizer decode --tokenizer gpt2 --ids "15496 995"',
+  ].join('\n'),
+  async run(v, positionals) {
+    const sub = positionals[0];
+    const names = Object.keys(SUBCOMMAND_FLAGS);
+    check(sub !== undefined, `say what to do: minigpt tokenizer ${names.join('|')} (see --help)`);
+    const allowed = SUBCOMMAND_FLAGS[sub];
+    check(allowed !== undefined, `unknown tokenizer subcommand "${sub}"; use one of ${names.join(', ')} (see --help)`);
+    check(positionals.length === 1, `unexpected argument "${positionals[1]}" (flags start with --; see --help)`);
+    for (const [name, flag] of Object.entries(tokenizerCommand.flags)) {
+      const given = flag.type === 'boolean' ? v[name] === true : v[name] !== undefined && v[name] !== flag.default;
+      if (given && !allowed.includes(name)) {
+        const owners = names.filter((n) => SUBCOMMAND_FLAGS[n]!.includes(name));
+        throw new MinigptError(`--${name} is for \`minigpt tokenizer ${owners.join('/')}\`, not ${sub}`);
+      }
+    }
+    if (sub === 'train') await train(v);
+    else if (sub === 'encode') await encode(v);
+    else await decode(v);
+  },
+};
+
+async function train(v: FlagValues): Promise<void> {
+  check(typeof v.data === 'string', '--data PATH is required: the text to learn the tokenizer from');
+  check(typeof v.vocab === 'number', '--vocab N is required: how many tokens to learn (e.g. 4096)');
+  check(typeof v.out === 'string', '--out FILE is required: where to write the tokenizer');
+  const out = v.out;
+  const existing = await stat(out).catch(() => null);
+  check(!existing?.isDirectory(), `--out ${out} is a folder; give a file name such as ${join(out, 'tokenizer.json')}`);
+  const text = cleanText(await loadText(v.data, { textField: v['text-field'] as string, onWarning: (m) => console.error(`minigpt: warning: ${m}`) }));
+  const start = performance.now();
+  const tokenizer = trainBpe(text, { vocabSize: v.vocab, specialTokens: v['no-eot'] ? [] : [END_OF_TEXT] });
+  const seconds = (performance.now() - start) / 1000;
+  const tokens = tokenizer.encode(text).length;
+  const bytes = new TextEncoder().encode(text).length;
+  await mkdir(dirname(out), { recursive: true });
+  await writeFile(out, `${JSON.stringify(tokenizer.toJSON(), null, 2)}\n`);
+  const special = Object.keys(tokenizer.specialTokens).length;
+  console.log(
+    `trained a BPE tokenizer of ${tokenizer.vocabSize} tokens (256 bytes, ${tokenizer.vocabSize - 256 - special} merges` +
+      `${special > 0 ? `, ${special} special` : ''}) on ${text.length.toLocaleString('en-US')} characters in ${seconds.toFixed(1)} s; ` +
+      `the text is ${tokens.toLocaleString('en-US')} tokens, ${(bytes / tokens).toFixed(2)} bytes per token; wrote ${out}`,
+  );
+}
+
+async function encode(v: FlagValues): Promise<void> {
+  const tokenizer = await loadTokenizer(v.tokenizer);
+  check((v.text === undefined) !== (v.file === undefined), 'give exactly one of --text STRING or --file PATH: the text to encode');
+  const text = v.text !== undefined ? (v.text as string) : await loadText(v.file as string);
+  const ids = tokenizer.encode(text, v['allow-special'] ? { allowedSpecial: 'all' } : {});
+  if (!v.pieces) {
+    console.log(JSON.stringify(Array.from(ids)));
+    return;
+  }
+  for (const id of ids) console.log(`${id}\t${showToken(tokenizer, id)}`);
+}
+
+async function decode(v: FlagValues): Promise<void> {
+  const tokenizer = await loadTokenizer(v.tokenizer);
+  check(typeof v.ids === 'string', '--ids is required: the token ids to decode, e.g. --ids "15496 995"');
+  const parts = v.ids.replace(/^\s*\[|\]\s*$/g, '').split(/[\s,]+/).filter((p) => p !== '');
+  const ids = parts.map((p) => {
+    check(/^\d+$/.test(p), `--ids: "${p}" is not a token id; give whole numbers separated by spaces or commas`);
+    return Number(p);
+  });
+  console.log(tokenizer.decode(ids));
+}
+
+/** A token's text, quoted; bytes that are not a whole character are shown as \xNN. */
+function showToken(tokenizer: Tokenizer, id: number): string {
+  if (!tokenizer.tokenBytes) return JSON.stringify(tokenizer.decode([id]));
+  const bytes = tokenizer.tokenBytes(id);
+  const strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  try {
+    return JSON.stringify(strict.decode(bytes));
+  } catch {
+    return `"${Array.from(bytes, (b) => (b < 0x80 ? JSON.stringify(String.fromCharCode(b)).slice(1, -1) : `\\x${b.toString(16).padStart(2, '0')}`)).join('')}"`;
+  }
+}
+
+/** `gpt2`, a tokenizer JSON file, or a checkpoint folder. */
+async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
+  check(typeof spec === 'string', '--tokenizer is required: a tokenizer JSON file, a checkpoint folder, or gpt2');
+  if (spec === 'gpt2') return gpt2Tokenizer();
+  const info = await stat(spec).catch(() => null);
+  check(info !== null, `--tokenizer ${spec}: no such file or folder; give a tokenizer JSON file, a checkpoint folder, or gpt2`);
+  const path = info.isDirectory() ? join(spec, CHECKPOINT_TOKENIZER_FILE) : spec;
+  let raw: string;
+  try {
+    raw = await readFile(path, 'utf8');
+  } catch {
+    throw new MinigptError(`${path}: cannot read the tokenizer file; a checkpoint folder holds ${CHECKPOINT_TOKENIZER_FILE}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch (err) {
+    throw new MinigptError(`${path}: not valid JSON (${(err as Error).message}); give a file written by \`minigpt tokenizer train\``);
+  }
+  return tokenizerFromJson(json, path);
+}
