@@ -10,6 +10,7 @@ import { loadCheckpoint } from '../src/io/checkpoint.js';
 import { createAmp, INITIAL_LOSS_SCALE } from '../src/train/amp.js';
 import { learningRate } from '../src/train/schedule.js';
 import { findLearningRate } from '../src/train/lr-find.js';
+import { memoryTokens } from '../src/data/batches.js';
 import { resolveConfig } from '../src/model/config.js';
 import { MinigptError } from '../src/errors.js';
 
@@ -148,11 +149,23 @@ test('lr-find sweeps exponentially, suggests a rate inside the sweep, and touche
   const before = createHash('sha256').update(await readFile(ckptFile)).digest('hex');
   const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'));
   const tokens = ckpt.tokenizer.encode(CORPUS);
-  const result = await findLearningRate({ config: ckpt.config, trainTokens: tokens, weights: ckpt.weights, batch: 4, steps: 40, startLr: 1e-5, endLr: 10, backend: 'reference' });
+  const result = await findLearningRate({ config: ckpt.config, train: memoryTokens(tokens), weights: ckpt.weights, batch: 4, steps: 40, startLr: 1e-5, endLr: 10, backend: 'reference' });
   assert.ok(result.curve.length >= 10);
   const lrs = result.curve.map((p) => p.lr);
   for (let i = 1; i < lrs.length; i++) assert.ok(Math.abs(lrs[i] / lrs[i - 1] - Math.pow(1e6, 1 / 39)) < 1e-9);
   assert.ok(result.suggestion >= 1e-5 && result.suggestion <= 10);
   assert.ok(result.stoppedEarly, 'lr 10 diverges, so the sweep stops early');
   assert.equal(createHash('sha256').update(await readFile(ckptFile)).digest('hex'), before);
+});
+
+test('training reads prepared shards from disk and resumes from them exactly like from text', async () => {
+  const { prepareShards } = await import('../src/data/shards.js');
+  const shardDir = join(await mkdtemp(join(tmpdir(), 'minigpt-shards-')), 'shards');
+  await prepareShards({ data: await data(), out: shardDir, tokenizer: 'char', shardTokens: 1000 });
+  const fromShards = await opts({ data: shardDir, steps: 12 });
+  const fromText = await opts({ steps: 12 });
+  const a = await train(fromShards), b = await train(fromText);
+  assert.equal(a.steps, 12);
+  // Same tokens, same split, same seed: the same run.
+  assert.equal(a.finalLoss, b.finalLoss);
 });

@@ -10,8 +10,9 @@ import { lrFindCommand } from './commands/lr-find.js';
 import { plotCommand } from './commands/plot.js';
 import { benchCommand } from './commands/bench.js';
 import { tokenizerCommand } from './commands/tokenizer.js';
+import { prepareCommand } from './commands/prepare.js';
 
-const COMMANDS: CommandSpec[] = [trainCommand, sampleCommand, evalCommand, lrFindCommand, plotCommand, tokenizerCommand, benchCommand, initCommand];
+const COMMANDS: CommandSpec[] = [trainCommand, sampleCommand, evalCommand, lrFindCommand, plotCommand, tokenizerCommand, prepareCommand, benchCommand, initCommand];
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;

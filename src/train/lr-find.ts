@@ -11,12 +11,13 @@ import type { ModelConfig } from '../model/config.js';
 import { createModel, setWeights, forward, backward, zeroGrads, meanLoss } from '../model/model.js';
 import { initialWeights } from '../model/params.js';
 import { createOptimizer, optimizerStepChecked } from './optimizer.js';
-import { createBatchSampler, memoryTokens } from '../data/batches.js';
+import { createBatchSampler, type TokenStream } from '../data/batches.js';
 import { createRng } from '../util/random.js';
 
 export interface LrFindOptions {
   config: ModelConfig;
-  trainTokens: Int32Array;
+  /** Training tokens (loadTrainingData's `train`). */
+  train: TokenStream;
   /** Start from these weights (e.g. a checkpoint's) instead of a fresh init. */
   weights?: Float32Array;
   batch?: number;
@@ -58,7 +59,7 @@ export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> 
   setWeights(model, o.weights ?? initialWeights(o.config, model.layout, createRng(o.seed ?? 1337)));
   const opt = createOptimizer(model, { weightDecay: o.weightDecay ?? 0.1, gradClip: o.gradClip ?? 1 });
   const B = o.batch ?? 16, T = o.config.context;
-  const sampler = createBatchSampler(memoryTokens(o.trainTokens), B, T, o.seed ?? 1337);
+  const sampler = createBatchSampler(o.train, B, T, o.seed ?? 1337);
   const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
   const beta = o.smoothing ?? 0.9, factor = o.divergeFactor ?? 4;
   const curve: LrPoint[] = [];

@@ -26,6 +26,7 @@ import { loadText, cleanText, splitTrainVal } from '../data/text.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { makeTokenizer, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
 import { createBatchSampler, memoryTokens, type TokenStream } from '../data/batches.js';
+import { isShardDir, openShards } from '../data/shards.js';
 import { renderLossPlot, readMetrics } from './plot.js';
 import { generate } from '../generate.js';
 
@@ -212,19 +213,29 @@ function encodeAll(tokenizer: Tokenizer, text: string, source: string): Int32Arr
 
 export interface TrainingData {
   tokenizer: Tokenizer;
-  trainTokens: Int32Array;
-  valTokens: Int32Array;
+  /** Tokens in memory, or read from prepared shards on demand. */
+  train: TokenStream;
+  val: TokenStream;
   dataName: string;
 }
 
 /**
  * Loads and cleans the text (the default corpus without `data`), builds the tokenizer (or uses
  * `tokenizer` given), encodes, and splits off validation (the last 10%, or `valData`).
+ * A directory written by `minigpt prepare` is read from its shards, never loaded whole.
  */
 export async function loadTrainingData(
   o: Pick<TrainOptions, 'data' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage'>,
   existing?: Tokenizer,
 ): Promise<TrainingData> {
+  if (o.data && (await isShardDir(o.data))) {
+    const shards = await openShards(o.data);
+    if (existing && JSON.stringify(existing.toJSON()) !== JSON.stringify(shards.tokenizer.toJSON())) {
+      throw new MinigptError(`${o.data} was prepared with a different tokenizer than the checkpoint's; prepare the data again with the checkpoint's tokenizer`);
+    }
+    const val = o.valData ? memoryTokens(encodeAll(existing ?? shards.tokenizer, (await loadTokens(o.valData, o.textField, o.onMessage)).text, o.valData)) : shards.val;
+    return { tokenizer: existing ?? shards.tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)` };
+  }
   const { text, name: dataName } = await loadTokens(o.data, o.textField, o.onMessage);
   const val = o.valData ? (await loadTokens(o.valData, o.textField, o.onMessage)).text : null;
   const kind = o.tokenizer ?? TRAIN_DEFAULTS.tokenizer;
@@ -233,10 +244,10 @@ export async function loadTrainingData(
   const tokenizer = existing ?? (await makeTokenizer(kind, tokenizerText, { vocabSize: o.bpeVocab ?? TRAIN_DEFAULTS.bpeVocab }));
   const source = o.data ?? 'the default corpus';
   if (val !== null) {
-    return { tokenizer, trainTokens: encodeAll(tokenizer, text, source), valTokens: encodeAll(tokenizer, val, o.valData!), dataName };
+    return { tokenizer, train: memoryTokens(encodeAll(tokenizer, text, source)), val: memoryTokens(encodeAll(tokenizer, val, o.valData!)), dataName };
   }
   const split = splitTrainVal(encodeAll(tokenizer, text, source), 0.1);
-  return { tokenizer, trainTokens: split.train, valTokens: split.val, dataName };
+  return { tokenizer, train: memoryTokens(split.train), val: memoryTokens(split.val), dataName };
 }
 
 export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
@@ -266,7 +277,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const dataPath = resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
   const textField = o.textField ?? prior?.text_field ?? undefined;
-  const { tokenizer, trainTokens, valTokens, dataName } = await loadTrainingData({
+  const { tokenizer, train: trainStream, val: valStream, dataName } = await loadTrainingData({
     data: dataPath, valData: valPath, textField, tokenizer: o.tokenizer, bpeVocab: o.bpeVocab, onMessage: o.onMessage,
   }, resumed?.tokenizer);
 
@@ -275,8 +286,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize });
   check(config.vocab_size >= tokenizer.vocabSize, `--vocab-size ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`);
   const T = config.context, B = o.batch;
-  check(trainTokens.length > T, `the training data has ${trainTokens.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller --context`);
-  check(valTokens.length > T, `the validation data has ${valTokens.length} tokens, fewer than one sequence of ${T + 1}; use more data, --val-data, or a smaller --context`);
+  check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller --context`);
+  check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, --val-data, or a smaller --context`);
 
   const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto');
   const model = createModel(backend, config);
@@ -296,8 +307,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   } else {
     setWeights(model, initialWeights(config, model.layout, createRng(o.seed)));
   }
-  const sampler = createBatchSampler(memoryTokens(trainTokens), B, T, prior?.sampler ?? hash32(o.seed ^ 0x5eed));
-  const valStream: TokenStream = memoryTokens(valTokens);
+  const sampler = createBatchSampler(trainStream, B, T, prior?.sampler ?? hash32(o.seed ^ 0x5eed));
 
   await mkdir(runDir, { recursive: true });
   const metricsPath = join(runDir, 'metrics.jsonl');
@@ -340,7 +350,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
 
   await o.onStart?.({
     runDir, config, parameters: countParams(config), tokenizer: tokenizer.kind, vocabSize: tokenizer.vocabSize,
-    trainTokens: trainTokens.length, valTokens: valTokens.length, dataName, backend: backend.name,
+    trainTokens: trainStream.length, valTokens: valStream.length, dataName, backend: backend.name,
     startStep: step, totalSteps, tokensPerStep: B * T * o.accum,
   });
 

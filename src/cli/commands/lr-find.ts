@@ -34,7 +34,7 @@ export const lrFindCommand: CommandSpec = {
     const config = ckpt?.config ?? resolveConfig({ ...modelConfigFromFlags(v), vocab_size: (v['vocab-size'] as number | undefined) ?? data.tokenizer.vocabSize });
     const bar = progressLine();
     const result = await findLearningRate({
-      config, trainTokens: data.trainTokens, weights: ckpt?.weights, batch: v.batch as number,
+      config, train: data.train, weights: ckpt?.weights, batch: v.batch as number,
       startLr: v.start as number, endLr: v.end as number, steps: v.steps as number, seed: v.seed as number, backend: v.backend as string,
       onStep: (p, i, n) => { if (!v.json) bar.update(i, n, `lr ${p.lr.toExponential(2)} loss ${p.loss.toFixed(4)} smoothed ${p.smoothed.toFixed(4)}`); },
     });

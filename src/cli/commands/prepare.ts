@@ -1,0 +1,96 @@
+import { check } from '../../errors.js';
+import type { CommandSpec } from '../args.js';
+import { formatDuration, formatRate } from '../progress.js';
+import { DEFAULT_SHARD_TOKENS, prepareShards, type PrepareProgress } from '../../data/shards.js';
+import type { TokenizerKind } from '../../data/tokenizer.js';
+
+const MB = 1024 * 1024;
+const formatMB = (bytes: number): string => `${(bytes / MB).toFixed(1)} MB`;
+const formatCount = (n: number): string => n.toLocaleString('en-US');
+const formatTokenRate = (perSecond: number): string =>
+  perSecond >= 1e6 ? `${(perSecond / 1e6).toFixed(1)}M` : formatRate(perSecond);
+
+export const prepareCommand: CommandSpec = {
+  name: 'prepare',
+  summary: 'tokenize a corpus of any size into binary shards (streamed, bounded memory) for training',
+  usage: 'minigpt prepare --data PATH --tokenizer char|gpt2|bpe [--bpe-vocab N] [--text-field NAME] [--shard-tokens N] [--val-fraction F] --out DIR',
+  flags: {
+    data: { type: 'string', value: 'PATH', description: 'text file, .jsonl file, or folder of them (read in sorted order)' },
+    tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer to build (char, bpe) or use (gpt2)' },
+    'bpe-vocab': { type: 'int', min: 257, max: 1 << 21, value: 'N', description: 'bpe: vocabulary size to learn (from the first 20 MB of the training part)' },
+    'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in .jsonl records', default: 'text' },
+    'shard-tokens': { type: 'int', min: 1, max: 2 ** 31 - 1, value: 'N', description: 'tokens per shard file', default: DEFAULT_SHARD_TOKENS },
+    'val-fraction': { type: 'number', min: 0, value: 'F', description: 'last fraction of the input bytes kept for validation', default: 0.1 },
+    out: { type: 'string', value: 'DIR', description: 'shards folder to write (an existing shards folder is replaced)' },
+  },
+  details: [
+    'Writes train_000000.bin, ..., val_000000.bin (llm.c format: 256-int32 header, then uint16',
+    'tokens, or uint32 for vocabularies over 65536) and meta.json with the tokenizer.',
+    'Text is cleaned as training cleans it, and the shards hold the tokens of the whole text: it is',
+    'read in 1 MB chunks cut where tokenization splits anyway, so memory stays bounded.',
+    '',
+    'Examples:',
+    '  minigpt prepare --data books/ --tokenizer char --out data/books-char',
+    '  minigpt prepare --data web.jsonl --tokenizer bpe --bpe-vocab 8192 --out data/web-bpe',
+  ].join('\n'),
+  async run(v) {
+    check(typeof v.data === 'string', '--data PATH is required: the text to tokenize');
+    check(typeof v.tokenizer === 'string', '--tokenizer char|gpt2|bpe is required');
+    check(typeof v.out === 'string', '--out DIR is required: where to write the shards');
+    const kind = v.tokenizer as TokenizerKind;
+    check(kind === 'bpe' || v['bpe-vocab'] === undefined, '--bpe-vocab is only for --tokenizer bpe');
+    check(kind !== 'bpe' || v['bpe-vocab'] !== undefined, '--tokenizer bpe needs --bpe-vocab N: how many tokens to learn (e.g. 8192)');
+    const valFraction = v['val-fraction'] as number;
+    check(valFraction < 1, `--val-fraction must be less than 1 (got ${valFraction})`);
+
+    const stderr = process.stderr;
+    const tty = Boolean(stderr.isTTY);
+    const started = performance.now();
+    let phaseStarted = started;
+    let lastPhase: PrepareProgress['phase'] | null = null;
+    let lastShown = 0;
+    let shown = false;
+    const onProgress = (p: PrepareProgress): void => {
+      const now = performance.now();
+      if (p.phase !== lastPhase) {
+        lastPhase = p.phase;
+        phaseStarted = now;
+      }
+      if (now - lastShown < (tty ? 200 : 5000)) return;
+      lastShown = now;
+      const seconds = (now - phaseStarted) / 1000;
+      const pct = p.bytesTotal > 0 ? Math.floor((100 * p.bytesRead) / p.bytesTotal) : 100;
+      const what = p.phase === 'scan' ? (kind === 'bpe' ? 'sampling' : 'scanning vocabulary') : 'encoding';
+      let line = `${what}: ${formatMB(p.bytesRead)} / ${formatMB(p.bytesTotal)} (${pct}%)`;
+      if (seconds > 0) line += `, ${formatMB(p.bytesRead / seconds)}/s`;
+      if (p.phase === 'encode') line += `, ${formatCount(p.tokens)} tokens, ${formatTokenRate(p.tokens / Math.max(seconds, 1e-3))} tok/s`;
+      if (tty) {
+        stderr.write(`\r\x1b[2K${line.slice(0, Math.max(20, (stderr.columns ?? 120) - 1))}`);
+        shown = true;
+      } else {
+        stderr.write(line + '\n');
+      }
+    };
+    let summary;
+    try {
+      summary = await prepareShards({
+        data: v.data,
+        out: v.out,
+        tokenizer: kind,
+        ...(v['bpe-vocab'] !== undefined ? { bpeVocab: v['bpe-vocab'] as number } : {}),
+        textField: v['text-field'] as string,
+        shardTokens: v['shard-tokens'] as number,
+        valFraction,
+        onProgress,
+      });
+    } finally {
+      if (shown) stderr.write('\r\x1b[2K');
+    }
+    const shards = summary.train.shards.length + summary.val.shards.length;
+    console.log(
+      `wrote ${summary.out}: ${formatCount(summary.train.tokens)} train + ${formatCount(summary.val.tokens)} val tokens ` +
+        `in ${shards} shard${shards === 1 ? '' : 's'} (${summary.tokenizer} tokenizer, vocabulary ${formatCount(summary.vocabSize)}, ${summary.dtype}) ` +
+        `from ${formatMB(summary.bytes)} in ${formatDuration(summary.seconds)}`,
+    );
+  },
+};

@@ -1,0 +1,1066 @@
+/**
+ * Pre-tokenized binary shards, for corpora of any size with bounded memory.
+ *
+ * `prepareShards` streams a text file, a folder of them or JSONL (the same files, order,
+ * separators and cleaning as `loadText` + `cleanText`) in chunks, cleans and encodes them piece
+ * by piece and writes the tokens to shard files as they fill. `openShards` gives TokenStreams
+ * that read windows straight from the files, so training never holds the corpus in memory.
+ *
+ * A shards directory:
+ *   meta.json          { format: "minigpt-shards", version: 1, tokenizer, vocab_size, dtype,
+ *                        train: { shards, tokens }, val: { shards, tokens }, source, created, ... }
+ *   train_000000.bin   llm.c's format: 256 little-endian int32 (magic 20240520, version, token
+ *   train_000001.bin   count, zeros), then the tokens: version 1 = uint16 (llm.c's own format),
+ *   val_000000.bin     version 2 = uint32 (our extension, for vocabularies above 65536)
+ *
+ * Chunking. Text is cut only where it is "safe": just before a line break (LF, or the CR of
+ * CRLF) that follows a character that is neither whitespace nor a control character. Every
+ * cleaning step is local across such a cut (no CRLF, blank-line run, NFC composition or
+ * lowercasing context spans it) and so is the GPT-2 pre-tokenizer (a pre-token never runs from
+ * such a character into the line break), so the shards hold exactly encode(cleanText(loadText(data))) for the
+ * char, gpt2 and bpe kinds alike. Only a text with no safe cut for 16M characters (e.g. a
+ * 16M-character line) is cut elsewhere, between two non-space characters (ASCII letters or
+ * digits when there are any); only the byte-level kinds can then tokenize a word differently.
+ *
+ * Validation split: the last `valFraction` of the input bytes, from the first safe cut at or
+ * after that byte, is the validation part (in-memory training splits the last 10% of tokens).
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { endianness } from 'node:os';
+import { basename, dirname, extname, join, resolve } from 'node:path';
+import { MinigptError, check } from '../errors.js';
+import type { TokenStream } from './batches.js';
+import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, scanUtf8, type CleanOptions } from './text.js';
+import {
+  charTokenizerFromVocab,
+  makeTokenizer,
+  tokenizerFromJson,
+  type Tokenizer,
+  type TokenizerJson,
+  type TokenizerKind,
+} from './tokenizer.js';
+
+export const SHARDS_FORMAT = 'minigpt-shards';
+export const SHARDS_VERSION = 1;
+/** llm.c's magic number for token files. */
+export const SHARD_MAGIC = 20240520;
+export const SHARD_HEADER_INTS = 256;
+export const SHARD_HEADER_BYTES = SHARD_HEADER_INTS * 4;
+export const DEFAULT_SHARD_TOKENS = 50_000_000;
+export const DEFAULT_READ_CHUNK_BYTES = 1024 * 1024;
+/** The longest stretch of text held while waiting for a safe cut (see the file comment). */
+export const DEFAULT_MAX_PENDING_CHARS = 16 * 1024 * 1024;
+export const DEFAULT_BPE_SAMPLE_BYTES = 20 * 1024 * 1024;
+export const META_FILE = 'meta.json';
+
+export type ShardDType = 'uint16' | 'uint32';
+const DTYPE_VERSION: Record<ShardDType, number> = { uint16: 1, uint32: 2 };
+const DTYPE_BYTES: Record<ShardDType, number> = { uint16: 2, uint32: 4 };
+/** Largest token count a header's int32 can hold. */
+const MAX_SHARD_TOKENS = 2 ** 31 - 1;
+const SHARD_NAME = /^(train|val)_\d{6}\.bin$/;
+
+export interface PrepareProgress {
+  /** 'scan': the first pass (char vocabulary, bpe sample); 'encode': the pass that writes shards. */
+  phase: 'scan' | 'encode';
+  bytesRead: number;
+  bytesTotal: number;
+  tokens: number;
+}
+
+export interface PrepareOptions {
+  /** A text file, a .jsonl file, or a folder of them (see loadText). */
+  data: string;
+  /** The shards directory to write (replaced atomically if it is one already). */
+  out: string;
+  /** A kind to build from the data, or a ready tokenizer (it must round-trip through toJSON). */
+  tokenizer: TokenizerKind | Tokenizer;
+  /** bpe: vocabulary size to learn. */
+  bpeVocab?: number;
+  /** bpe: bytes of (cleaned) training text to learn from; default 20 MB. */
+  bpeSampleBytes?: number;
+  /** Field of each JSONL object that holds the text; default "text". */
+  textField?: string;
+  /** Last fraction of the input bytes that goes to validation; default 0.1. */
+  valFraction?: number;
+  /** Tokens per shard file; default 50M. */
+  shardTokens?: number;
+  /** Token storage; default uint16 when the vocabulary fits, else uint32. */
+  dtype?: ShardDType;
+  clean?: Partial<CleanOptions>;
+  /** Bytes read per chunk; default 1 MB (smaller chunks keep V8's heap smaller; tests make it tiny). */
+  chunkBytes?: number;
+  /** Characters held while no safe cut comes before cutting elsewhere; default 16M (tests make it small). */
+  maxPendingChars?: number;
+  onProgress?(p: PrepareProgress): void;
+}
+
+export interface ShardSplitSummary {
+  shards: string[];
+  tokens: number;
+}
+
+export interface PrepareSummary {
+  out: string;
+  tokenizer: TokenizerKind;
+  vocabSize: number;
+  dtype: ShardDType;
+  train: ShardSplitSummary;
+  val: ShardSplitSummary;
+  /** Input files read, and their bytes. */
+  files: number;
+  bytes: number;
+  seconds: number;
+}
+
+export interface ShardsMeta {
+  format: typeof SHARDS_FORMAT;
+  version: number;
+  tokenizer: TokenizerJson;
+  vocab_size: number;
+  dtype: ShardDType;
+  train: ShardSplitSummary;
+  val: ShardSplitSummary;
+  source: string;
+  created: string;
+  shard_tokens?: number;
+  val_fraction?: number;
+  clean?: CleanOptions;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input files
+
+interface InputFile {
+  path: string;
+  size: number;
+  jsonl: boolean;
+}
+
+async function statOrThrow(path: string) {
+  try {
+    return await stat(path);
+  } catch (err) {
+    throw fileSystemError(path, err);
+  }
+}
+
+function fileSystemError(path: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  switch (code) {
+    case 'ENOENT':
+      return new MinigptError(`${path}: no such file or folder; check the path`);
+    case 'ENOTDIR':
+      return new MinigptError(`${path}: a parent of this path is a file, not a folder; check the path`);
+    case 'EACCES':
+    case 'EPERM':
+      return new MinigptError(`${path}: permission denied; check the permissions of the file and its folders`);
+    case 'EISDIR':
+      return new MinigptError(`${path}: is a folder where a file was expected; check the path`);
+    default:
+      return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
+/** The files loadText would read, in its order, with their sizes. */
+async function listInputs(path: string): Promise<InputFile[]> {
+  const info = await statOrThrow(path);
+  const isJsonl = (p: string) => extname(p).toLowerCase() === '.jsonl';
+  if (info.isFile()) {
+    check(info.size > 0, `${path}: file is empty; point at a file with training text in it`);
+    return [{ path, size: info.size, jsonl: isJsonl(path) }];
+  }
+  check(info.isDirectory(), `${path}: not a regular file or folder; point at a text file or a folder of them`);
+  const textFiles: string[] = [];
+  let otherFileCount = 0;
+  const visit = async (dir: string): Promise<void> => {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      throw fileSystemError(dir, err);
+    }
+    for (const entry of entries) {
+      if (entry.name.startsWith('.')) continue;
+      const p = join(dir, entry.name);
+      let isFile = entry.isFile();
+      if (entry.isSymbolicLink()) isFile = (await stat(p).catch(() => null))?.isFile() ?? false;
+      if (entry.isDirectory()) await visit(p);
+      else if (isFile) {
+        if (TEXT_FILE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) textFiles.push(p);
+        else otherFileCount++;
+      }
+    }
+  };
+  await visit(path);
+  textFiles.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  if (textFiles.length === 0) {
+    const others = otherFileCount > 0 ? ` (it has ${otherFileCount} other files)` : '';
+    throw new MinigptError(
+      `${path}: folder has no text files (${TEXT_FILE_EXTENSIONS.join(', ')}) in it or its subfolders${others}; ` +
+        `point at a text file or a folder that contains some`,
+    );
+  }
+  const files: InputFile[] = [];
+  for (const p of textFiles) files.push({ path: p, size: (await statOrThrow(p)).size, jsonl: isJsonl(p) });
+  check(
+    files.some((f) => f.size > 0),
+    `${path}: all ${files.length} text files in the folder are empty; point at a folder with training text in it`,
+  );
+  return files;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming cleaner: cuts text at safe points, cleans each piece, hands it on
+
+type Part = 'train' | 'val';
+/** Receives cleaned pieces in order; returning false stops the reading. */
+type PieceSink = (text: string, part: Part) => boolean | void;
+
+function isWhitespace(c: number): boolean {
+  return (
+    (c >= 0x09 && c <= 0x0d) || c === 0x20 || c === 0x85 || c === 0xa0 || c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000
+  );
+}
+function isControl(c: number): boolean {
+  return c <= 0x1f || (c >= 0x7f && c <= 0x9f);
+}
+const isSurrogate = (c: number): boolean => c >= 0xd800 && c <= 0xdfff;
+const isAsciiAlnum = (c: number): boolean => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
+const MARK = /\p{M}/u;
+/** Hangul jamo, which NFC composes with the character before them. */
+const isJamo = (c: number): boolean => (c >= 0x1100 && c <= 0x11ff) || (c >= 0xa960 && c <= 0xa97f) || (c >= 0xd7b0 && c <= 0xd7ff);
+
+class StreamCleaner {
+  private pending = '';
+  /** Where validation begins in `pending` (from the first safe cut at or after it); -1 when not yet or already. */
+  private splitAt = -1;
+  /** `pending` before this index has no safe cut (after the split point, when one is set). */
+  private searched = 0;
+  private part: Part = 'train';
+  private emitted = false;
+  stopped = false;
+
+  constructor(
+    private readonly chunkChars: number,
+    private readonly maxPending: number,
+    private readonly clean: CleanOptions,
+    private readonly sink: PieceSink,
+  ) {}
+
+  push(text: string): void {
+    if (this.stopped || text === '') return;
+    this.pending += text;
+    if (this.pending.length >= this.chunkChars) this.drain(false);
+  }
+
+  /** Everything pushed from now on (from the next safe cut) is validation text. */
+  markSplit(): void {
+    if (this.part === 'train' && this.splitAt < 0) {
+      this.splitAt = this.pending.length;
+      this.searched = this.splitAt;
+    }
+  }
+
+  finish(): void {
+    this.drain(true);
+  }
+
+  /**
+   * The safe cut at the newline at `nl`: just before it (or before its CR), when the character
+   * before that is neither whitespace nor a control character; -1 when there is none.
+   */
+  private cutAtNewline(s: string, nl: number): number {
+    let p = nl;
+    if (p > 0 && s.charCodeAt(p - 1) === 0x0d) p--;
+    if (p <= 0) return -1;
+    const x = s.charCodeAt(p - 1);
+    return isWhitespace(x) || isControl(x) ? -1 : p;
+  }
+
+  private lastSafeCut(s: string, stopAt: number): number {
+    for (let nl = s.lastIndexOf('\n'); nl >= Math.max(1, stopAt); nl = s.lastIndexOf('\n', nl - 1)) {
+      const cut = this.cutAtNewline(s, nl);
+      if (cut > 0) return cut;
+    }
+    return -1;
+  }
+
+  private firstSafeCut(s: string, from: number): number {
+    for (let nl = s.indexOf('\n', from); nl >= 0; nl = s.indexOf('\n', nl + 1)) {
+      const cut = this.cutAtNewline(s, nl);
+      if (cut > 0 && cut >= this.splitAt) return cut;
+    }
+    return -1;
+  }
+
+  /**
+   * A cut between two characters that cleaning leaves alone, searched from `from` toward `to`:
+   * two ASCII letters or digits if there are any, else two non-space, non-control characters.
+   */
+  private relaxedCut(s: string, from: number, to: number): number {
+    const step = to >= from ? 1 : -1;
+    const inRange = (p: number) => (step > 0 ? p <= to : p >= to);
+    const ok = (p: number, strict: boolean): boolean => {
+      if (p <= 0 || p >= s.length) return false;
+      const x = s.charCodeAt(p - 1);
+      const y = s.charCodeAt(p);
+      if (strict) return isAsciiAlnum(x) && isAsciiAlnum(y);
+      return (
+        !isWhitespace(x) && !isControl(x) && !(x >= 0xd800 && x <= 0xdbff) &&
+        !isWhitespace(y) && !isControl(y) && !isSurrogate(y) && !isJamo(y) && !MARK.test(String.fromCharCode(y))
+      );
+    };
+    for (const strict of [true, false]) {
+      for (let p = from, n = 0; inRange(p) && n < 1 << 22; p += step, n++) if (ok(p, strict)) return p;
+    }
+    // Only whitespace and controls: cut anywhere not inside CRLF or a surrogate pair.
+    let p = Math.min(Math.max(from, 1), s.length - 1);
+    while (p > 1 && (s.charCodeAt(p - 1) === 0x0d || (s.charCodeAt(p) >= 0xdc00 && s.charCodeAt(p) <= 0xdfff))) p--;
+    return p;
+  }
+
+  private emit(text: string, part: Part): void {
+    if (this.stopped || text === '') return;
+    const cleaned = cleanText(text, this.clean);
+    if (cleaned !== '' && this.sink(cleaned, part) === false) this.stopped = true;
+  }
+
+  private cutAndEmit(cut: number, part: Part): void {
+    const head = this.pending.slice(0, cut);
+    this.pending = this.pending.slice(cut);
+    this.searched = 0;
+    this.emitted = true;
+    this.emit(head, part);
+  }
+
+  private drain(final: boolean): void {
+    const maxPending = this.maxPending;
+    if (this.splitAt >= 0) {
+      let cut = this.firstSafeCut(this.pending, this.searched);
+      if (cut < 0 && (final || this.pending.length - this.splitAt >= maxPending)) {
+        // No safe cut after the split point: the last one before it, else any cut near it.
+        cut = this.lastSafeCut(this.pending.slice(0, this.splitAt + 1), 0);
+        // The start of `pending` is a cut too, once something has been emitted.
+        if (cut <= 0 && this.emitted) cut = 0;
+        if (cut < 0) {
+          cut = this.splitAt >= this.pending.length ? this.pending.length : this.relaxedCut(this.pending, this.splitAt, this.pending.length - 1);
+        }
+      }
+      if (cut < 0) {
+        this.searched = Math.max(this.splitAt, this.pending.length - 1);
+        // Bound memory while waiting: emit what lies safely before the split point.
+        if (this.splitAt >= this.chunkChars) {
+          const early = this.lastSafeCut(this.pending.slice(0, this.splitAt + 1), 0);
+          if (early > 0) {
+            const splitAt = this.splitAt - early;
+            this.cutAndEmit(early, 'train');
+            this.splitAt = splitAt;
+            this.searched = splitAt;
+          }
+        }
+        return;
+      }
+      this.cutAndEmit(cut, 'train');
+      this.splitAt = -1;
+      this.part = 'val';
+    }
+    if (final) {
+      this.emit(this.pending, this.part);
+      this.pending = '';
+      return;
+    }
+    if (this.pending.length < this.chunkChars) return;
+    let cut = this.lastSafeCut(this.pending, this.searched);
+    if (cut <= 0 && this.pending.length >= maxPending) cut = this.relaxedCut(this.pending, this.pending.length - 1, 1);
+    if (cut > 0) this.cutAndEmit(cut, this.part);
+    else this.searched = this.pending.length;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming reader: bytes -> strict UTF-8 -> (JSONL records) -> cleaner
+
+const DOCUMENT_SEPARATOR = '\n\n';
+const BINARY_SNIFF_BYTES = 8192;
+
+interface StreamOptions {
+  textField: string;
+  clean: CleanOptions;
+  chunkBytes: number;
+  maxPendingChars: number;
+  /** Global input byte at which validation starts; Infinity for none. */
+  splitByte: number;
+  onBytes?: (bytesRead: number) => void;
+}
+
+class JsonlReader {
+  private carry = '';
+  private lineNo = 0;
+  documents = 0;
+  constructor(
+    private readonly path: string,
+    private readonly textField: string,
+    private readonly out: (document: string, first: boolean) => void,
+  ) {}
+
+  text(s: string): void {
+    const nl = s.lastIndexOf('\n');
+    if (nl < 0) {
+      this.carry += s;
+      return;
+    }
+    const lines = (this.carry + s.slice(0, nl)).split('\n');
+    this.carry = s.slice(nl + 1);
+    for (const line of lines) this.line(line);
+  }
+
+  end(): void {
+    this.line(this.carry);
+    this.carry = '';
+    check(this.documents > 0, `${this.path}: JSONL file has no records, only blank lines; point at a file with training text in it`);
+  }
+
+  private line(raw: string): void {
+    this.lineNo++;
+    const line = raw.trim();
+    if (line === '') return;
+    const where = `${this.path}:${this.lineNo}`;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (err) {
+      throw new MinigptError(
+        `${where}: line is not valid JSON (${(err as Error).message}); each line of a .jsonl file must be one JSON object`,
+      );
+    }
+    check(
+      typeof value === 'object' && value !== null && !Array.isArray(value),
+      () => `${where}: expected a JSON object, got ${describeJson(value)}; each line of a .jsonl file must be one JSON object`,
+    );
+    const record = value as Record<string, unknown>;
+    check(
+      Object.hasOwn(record, this.textField),
+      () => {
+        const keys = Object.keys(record);
+        const has = keys.length === 0 ? 'no fields' : `fields ${keys.slice(0, 8).map((k) => JSON.stringify(k)).join(', ')}${keys.length > 8 ? ', ...' : ''}`;
+        return `${where}: object has no "${this.textField}" field (it has ${has}); pass --text-field NAME to choose the field that holds the text`;
+      },
+    );
+    const document = record[this.textField];
+    check(typeof document === 'string', () => `${where}: field "${this.textField}" is ${describeJson(document)}, expected a string`);
+    this.out(document, this.documents === 0);
+    this.documents++;
+  }
+}
+
+function describeJson(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'object') return 'an object';
+  return `a ${typeof value}`;
+}
+
+/** Streams the cleaned text of `files` (joined as loadText joins them) into `sink`. */
+async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: PieceSink): Promise<void> {
+  const chunkChars = Math.max(64, opts.chunkBytes);
+  const cleaner = new StreamCleaner(chunkChars, Math.max(2 * chunkChars, opts.maxPendingChars), opts.clean, sink);
+  const buffer = new Uint8Array(opts.chunkBytes);
+  let globalOffset = 0;
+  let firstFile = true;
+  if (opts.splitByte <= 0) cleaner.markSplit();
+  for (const file of files) {
+    if (cleaner.stopped) break;
+    if (file.size === 0) continue; // loadText skips empty files (no separator either)
+    if (!firstFile) cleaner.push(DOCUMENT_SEPARATOR);
+    firstFile = false;
+    const jsonl = file.jsonl
+      ? new JsonlReader(file.path, opts.textField, (doc, first) => {
+          if (!first) cleaner.push(DOCUMENT_SEPARATOR);
+          cleaner.push(doc);
+        })
+      : null;
+    const handle = (text: string) => (jsonl ? jsonl.text(text) : cleaner.push(text));
+    const decoder = new TextDecoder('utf-8', { fatal: true });
+    // The last few bytes decoded, from a character start, to locate an error that began in them.
+    let tail = new Uint8Array(0);
+    const decode = (bytes: Uint8Array, at: number, last = false): string => {
+      let text: string;
+      try {
+        text = last ? decoder.decode() : decoder.decode(bytes, { stream: true });
+      } catch {
+        const joined = new Uint8Array(tail.length + bytes.length);
+        joined.set(tail);
+        joined.set(bytes, tail.length);
+        const first = scanUtf8(joined).firstOffset;
+        const offset = at - tail.length + Math.max(0, first);
+        throw new MinigptError(
+          `${file.path}: invalid UTF-8 at byte ${offset}${last ? ' (the file ends inside a character)' : ''}; ` +
+            `re-encode the file as UTF-8`,
+        );
+      }
+      const joined = new Uint8Array(Math.min(4, tail.length + bytes.length));
+      const fromBytes = Math.min(joined.length, bytes.length);
+      joined.set(tail.subarray(tail.length - (joined.length - fromBytes)));
+      joined.set(bytes.subarray(bytes.length - fromBytes), joined.length - fromBytes);
+      let startAt = 0;
+      while (startAt < joined.length && (joined[startAt]! & 0xc0) === 0x80) startAt++;
+      tail = joined.subarray(startAt);
+      return text;
+    };
+
+    let fh;
+    try {
+      fh = await open(file.path, 'r');
+    } catch (err) {
+      throw fileSystemError(file.path, err);
+    }
+    try {
+      let pos = 0;
+      for (;;) {
+        const { bytesRead } = await fh.read(buffer, 0, buffer.length, pos);
+        if (bytesRead === 0) break;
+        const chunk = buffer.subarray(0, bytesRead);
+        if (pos === 0) {
+          const utf16 = (chunk[0] === 0xff && chunk[1] === 0xfe) || (chunk[0] === 0xfe && chunk[1] === 0xff);
+          check(!utf16, `${file.path}: file is UTF-16 encoded; re-encode it as UTF-8`);
+        }
+        if (pos < BINARY_SNIFF_BYTES) {
+          const nul = chunk.subarray(0, BINARY_SNIFF_BYTES - pos).indexOf(0);
+          check(nul < 0, () => `${file.path}: looks like a binary file (NUL byte at offset ${pos + nul}); point at a UTF-8 text file instead`);
+        }
+        const start = globalOffset + pos;
+        if (opts.splitByte > start && opts.splitByte <= start + bytesRead) {
+          const k = opts.splitByte - start;
+          handle(decode(chunk.subarray(0, k), pos));
+          cleaner.markSplit();
+          handle(decode(chunk.subarray(k), pos + k));
+        } else {
+          handle(decode(chunk, pos));
+        }
+        pos += bytesRead;
+        opts.onBytes?.(globalOffset + pos);
+        if (cleaner.stopped) break;
+      }
+      if (!cleaner.stopped) {
+        handle(decode(new Uint8Array(0), pos, true));
+        jsonl?.end();
+      }
+      globalOffset += Math.max(pos, file.size);
+    } finally {
+      await fh.close();
+    }
+  }
+  cleaner.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shard files
+
+function assertLittleEndian(): void {
+  check(endianness() === 'LE', 'token shards are little-endian and this machine is big-endian; it is not supported');
+}
+
+class ShardWriter {
+  readonly names: string[] = [];
+  tokens = 0;
+  private fd = -1;
+  private count = 0;
+  private staged = 0;
+  private position = 0;
+  private readonly stage: Uint16Array | Uint32Array;
+
+  constructor(
+    private readonly dir: string,
+    private readonly prefix: Part,
+    private readonly dtype: ShardDType,
+    private readonly shardTokens: number,
+  ) {
+    const n = Math.min(1 << 20, shardTokens);
+    this.stage = dtype === 'uint16' ? new Uint16Array(n) : new Uint32Array(n);
+  }
+
+  write(ids: Int32Array): void {
+    let i = 0;
+    while (i < ids.length) {
+      if (this.fd < 0) this.openNext();
+      const n = Math.min(ids.length - i, this.shardTokens - this.count, this.stage.length - this.staged);
+      this.stage.set(ids.subarray(i, i + n), this.staged);
+      this.staged += n;
+      this.count += n;
+      this.tokens += n;
+      i += n;
+      if (this.staged === this.stage.length) this.flushStage();
+      if (this.count === this.shardTokens) this.closeShard();
+    }
+  }
+
+  finish(): void {
+    if (this.fd >= 0) this.closeShard();
+  }
+
+  /** Closes an open file after a failure (the temporary directory is removed anyway). */
+  abort(): void {
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
+
+  private openNext(): void {
+    const name = `${this.prefix}_${String(this.names.length).padStart(6, '0')}.bin`;
+    this.names.push(name);
+    this.fd = openSync(join(this.dir, name), 'w');
+    this.count = 0;
+    this.staged = 0;
+    // The header stays zero (an invalid magic) until the shard is complete.
+    writeSync(this.fd, new Uint8Array(SHARD_HEADER_BYTES), 0, SHARD_HEADER_BYTES, 0);
+    this.position = SHARD_HEADER_BYTES;
+  }
+
+  private flushStage(): void {
+    if (this.staged === 0) return;
+    const bytes = new Uint8Array(this.stage.buffer, 0, this.staged * this.stage.BYTES_PER_ELEMENT);
+    let done = 0;
+    while (done < bytes.length) done += writeSync(this.fd, bytes, done, bytes.length - done, this.position + done);
+    this.position += bytes.length;
+    this.staged = 0;
+  }
+
+  private closeShard(): void {
+    this.flushStage();
+    const header = new Int32Array(SHARD_HEADER_INTS);
+    header[0] = SHARD_MAGIC;
+    header[1] = DTYPE_VERSION[this.dtype];
+    header[2] = this.count;
+    writeSync(this.fd, new Uint8Array(header.buffer), 0, SHARD_HEADER_BYTES, 0);
+    fsyncSync(this.fd);
+    closeSync(this.fd);
+    this.fd = -1;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => null)) !== null;
+}
+
+async function syncDir(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** True when `dir` holds shards written by prepareShards (its meta.json says so). */
+export async function isShardDir(dir: string): Promise<boolean> {
+  try {
+    const json = JSON.parse(await readFile(join(dir, META_FILE), 'utf8'));
+    return json?.format === SHARDS_FORMAT;
+  } catch {
+    return false;
+  }
+}
+
+function ioError(e: unknown, what: string): Error {
+  if (e instanceof MinigptError) return e;
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied'
+    : code === 'ENOSPC' ? 'the disk is full'
+    : code === 'EROFS' ? 'the file system is read-only'
+    : code === 'ENOTDIR' ? 'a path component is not a directory'
+    : null;
+  return why === null ? (e instanceof Error ? e : new Error(String(e))) : new MinigptError(`cannot ${what}: ${why}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// prepareShards
+
+/** Streams `opts.data` into a shards directory at `opts.out`; see the file comment. */
+export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummary> {
+  assertLittleEndian();
+  const started = performance.now();
+  const valFraction = opts.valFraction ?? 0.1;
+  check(
+    Number.isFinite(valFraction) && valFraction >= 0 && valFraction < 1,
+    `validation fraction ${valFraction} is out of range; use a number from 0 (no validation) up to but not including 1`,
+  );
+  const shardTokens = opts.shardTokens ?? DEFAULT_SHARD_TOKENS;
+  check(
+    Number.isInteger(shardTokens) && shardTokens >= 1 && shardTokens <= MAX_SHARD_TOKENS,
+    `tokens per shard ${shardTokens} is out of range; use a whole number from 1 to ${MAX_SHARD_TOKENS}`,
+  );
+  const chunkBytes = opts.chunkBytes ?? DEFAULT_READ_CHUNK_BYTES;
+  check(Number.isInteger(chunkBytes) && chunkBytes >= 16, `read chunk size ${chunkBytes} must be a whole number of at least 16 bytes`);
+  const clean: CleanOptions = { ...DEFAULT_CLEAN, ...opts.clean };
+  const out = resolve(opts.out);
+
+  // Refuse before any work, not after an hour of it.
+  const existing = await stat(out).catch(() => null);
+  if (existing) {
+    const entries = existing.isDirectory() ? await readdir(out) : ['(a file)'];
+    check(
+      existing.isDirectory() && (entries.length === 0 || (await isShardDir(out))),
+      `${out} exists and is not a minigpt shards folder; refusing to overwrite it (choose another output directory)`,
+    );
+  }
+
+  const files = await listInputs(opts.data);
+  const bytesTotal = files.reduce((s, f) => s + f.size, 0);
+  const splitByte = valFraction > 0 ? Math.floor(bytesTotal * (1 - valFraction)) : Infinity;
+  const base: Omit<StreamOptions, 'splitByte' | 'onBytes'> = {
+    textField: opts.textField ?? 'text',
+    clean,
+    chunkBytes,
+    maxPendingChars: opts.maxPendingChars ?? DEFAULT_MAX_PENDING_CHARS,
+  };
+  const progress = (phase: PrepareProgress['phase'], tokens: () => number) => (bytesRead: number) =>
+    opts.onProgress?.({ phase, bytesRead, bytesTotal, tokens: tokens() });
+  const noText = `${opts.data}: contains no text, only whitespace; point at a file with training text in it`;
+
+  // The tokenizer: given, fixed, or learned in a first pass.
+  let tokenizer: Tokenizer;
+  if (typeof opts.tokenizer === 'object') {
+    tokenizer = opts.tokenizer;
+  } else if (opts.tokenizer === 'char') {
+    const seen = new Uint8Array(0x110000);
+    let any = false;
+    await streamCorpus(files, { ...base, splitByte: Infinity, onBytes: progress('scan', () => 0) }, (text) => {
+      for (let i = 0; i < text.length; i++) {
+        let c = text.charCodeAt(i);
+        if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+          const d = text.charCodeAt(i + 1);
+          if (d >= 0xdc00 && d <= 0xdfff) {
+            c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+            i++;
+          }
+        }
+        seen[c] = 1;
+      }
+      if (!any && text.trim() !== '') any = true;
+    });
+    check(any, noText);
+    const vocab: string[] = [];
+    for (let cp = 0; cp < seen.length; cp++) if (seen[cp]) vocab.push(String.fromCodePoint(cp));
+    tokenizer = charTokenizerFromVocab(vocab);
+  } else if (opts.tokenizer === 'gpt2') {
+    tokenizer = makeTokenizer('gpt2', '');
+  } else if (opts.tokenizer === 'bpe') {
+    check(opts.bpeVocab !== undefined, 'a BPE tokenizer needs a vocabulary size to learn; give one (e.g. --bpe-vocab 4096)');
+    const limit = opts.bpeSampleBytes ?? DEFAULT_BPE_SAMPLE_BYTES;
+    const pieces: string[] = [];
+    let size = 0;
+    await streamCorpus(files, { ...base, splitByte, onBytes: progress('scan', () => 0) }, (text, part) => {
+      if (part === 'val') return false;
+      pieces.push(text);
+      size += text.length;
+      return size < limit;
+    });
+    const sample = pieces.join('');
+    check(sample.trim() !== '', noText);
+    tokenizer = makeTokenizer('bpe', sample, { vocabSize: opts.bpeVocab });
+  } else {
+    throw new MinigptError(`unknown tokenizer kind ${JSON.stringify(opts.tokenizer)}; expected "char", "gpt2" or "bpe"`);
+  }
+
+  const dtype: ShardDType = opts.dtype ?? (tokenizer.vocabSize <= 65536 ? 'uint16' : 'uint32');
+  check(
+    dtype === 'uint32' || tokenizer.vocabSize <= 65536,
+    `a vocabulary of ${tokenizer.vocabSize} tokens does not fit uint16 shards; use uint32`,
+  );
+  const tokenizerJson = tokenizer.toJSON();
+
+  const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const old = join(dirname(out), `.${basename(out)}.old-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const writers = {
+    train: new ShardWriter(tmp, 'train', dtype, shardTokens),
+    val: new ShardWriter(tmp, 'val', dtype, shardTokens),
+  };
+  let meta: ShardsMeta;
+  try {
+    await mkdir(tmp, { recursive: true });
+    let any = false;
+    const tokens = () => writers.train.tokens + writers.val.tokens;
+    await streamCorpus(files, { ...base, splitByte, onBytes: progress('encode', tokens) }, (text, part) => {
+      if (!any && text.trim() !== '') any = true;
+      writers[part].write(tokenizer.encode(text));
+    });
+    check(any, noText);
+    opts.onProgress?.({ phase: 'encode', bytesRead: bytesTotal, bytesTotal, tokens: tokens() });
+    writers.train.finish();
+    writers.val.finish();
+    check(writers.train.tokens > 0, `${opts.data}: no training tokens are left after the validation split; use a smaller validation fraction`);
+    meta = {
+      format: SHARDS_FORMAT,
+      version: SHARDS_VERSION,
+      tokenizer: tokenizerJson,
+      vocab_size: tokenizer.vocabSize,
+      dtype,
+      train: { shards: writers.train.names, tokens: writers.train.tokens },
+      val: { shards: writers.val.names, tokens: writers.val.tokens },
+      source: opts.data,
+      created: new Date().toISOString(),
+      shard_tokens: shardTokens,
+      val_fraction: valFraction,
+      clean,
+    };
+    const fh = await open(join(tmp, META_FILE), 'w');
+    try {
+      await fh.writeFile(JSON.stringify(meta, null, 2) + '\n');
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await syncDir(tmp);
+    await mkdir(dirname(out), { recursive: true });
+    if (await exists(out)) await rename(out, old);
+    await rename(tmp, out);
+    await syncDir(dirname(out));
+  } catch (e) {
+    writers.train.abort();
+    writers.val.abort();
+    await rm(tmp, { recursive: true, force: true }).catch(() => {});
+    if (!(await exists(out)) && (await exists(old))) await rename(old, out).catch(() => {});
+    throw ioError(e, `write shards to ${out}`);
+  }
+  await rm(old, { recursive: true, force: true });
+  return {
+    out,
+    tokenizer: tokenizer.kind,
+    vocabSize: tokenizer.vocabSize,
+    dtype,
+    train: meta.train,
+    val: meta.val,
+    files: files.filter((f) => f.size > 0).length,
+    bytes: bytesTotal,
+    seconds: (performance.now() - started) / 1000,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// openShards
+
+export interface OpenedShards {
+  meta: ShardsMeta;
+  tokenizer: Tokenizer;
+  train: TokenStream;
+  val: TokenStream;
+  /** Closes the shard files; the streams cannot be read afterwards. */
+  close(): void;
+}
+
+interface ShardFile {
+  path: string;
+  fd: number;
+  count: number;
+}
+
+const REPREPARE = 're-run minigpt prepare to rebuild it';
+
+/** Opens a shards directory, validating meta.json and every shard header (see the file comment). */
+export async function openShards(dir: string): Promise<OpenedShards> {
+  assertLittleEndian();
+  const metaPath = join(dir, META_FILE);
+  let raw: string;
+  try {
+    raw = await readFile(metaPath, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      const info = await stat(dir).catch(() => null);
+      check(info !== null, `${dir}: no such shards folder; check the path, or create it with minigpt prepare`);
+      throw new MinigptError(`${dir}: not a minigpt shards folder (it has no ${META_FILE}); create one with minigpt prepare`);
+    }
+    throw fileSystemError(metaPath, err);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch (err) {
+    throw new MinigptError(`${metaPath}: not valid JSON (${(err as Error).message}); the shards folder is damaged, ${REPREPARE}`);
+  }
+  const meta = validateMeta(json, metaPath);
+  const tokenizer = tokenizerFromJson(meta.tokenizer, `${metaPath}#tokenizer`);
+  check(
+    tokenizer.vocabSize === meta.vocab_size,
+    `${metaPath}: vocab_size is ${meta.vocab_size} but the tokenizer has ${tokenizer.vocabSize} tokens; ${REPREPARE}`,
+  );
+
+  const opened: ShardFile[] = [];
+  try {
+    const train = openSplit(dir, meta, 'train', opened);
+    const val = openSplit(dir, meta, 'val', opened);
+    return {
+      meta,
+      tokenizer,
+      train,
+      val,
+      close: () => {
+        for (const f of opened.splice(0)) closeSync(f.fd);
+      },
+    };
+  } catch (e) {
+    for (const f of opened) closeSync(f.fd);
+    throw e;
+  }
+}
+
+function validateMeta(json: unknown, metaPath: string): ShardsMeta {
+  const bad = (what: string) => new MinigptError(`${metaPath}: ${what}; the shards folder is damaged, ${REPREPARE}`);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw bad(`expected a JSON object, got ${describeJson(json)}`);
+  const m = json as Record<string, unknown>;
+  check(
+    m.format === SHARDS_FORMAT,
+    `${metaPath}: not a minigpt shards meta file (format is ${JSON.stringify(m.format)}, expected "${SHARDS_FORMAT}"); ${REPREPARE}`,
+  );
+  check(
+    m.version === SHARDS_VERSION,
+    `${metaPath}: shards format version ${JSON.stringify(m.version)} is not one this minigpt reads (it reads ${SHARDS_VERSION}); ` +
+      `upgrade minigpt, or ${REPREPARE}`,
+  );
+  if (typeof m.tokenizer !== 'object' || m.tokenizer === null) throw bad('"tokenizer" is missing');
+  if (!Number.isInteger(m.vocab_size) || (m.vocab_size as number) < 1) throw bad(`"vocab_size" must be a positive integer, got ${JSON.stringify(m.vocab_size)}`);
+  if (m.dtype !== 'uint16' && m.dtype !== 'uint32') throw bad(`"dtype" must be "uint16" or "uint32", got ${JSON.stringify(m.dtype)}`);
+  if (m.dtype === 'uint16' && (m.vocab_size as number) > 65536) throw bad(`vocab_size ${m.vocab_size} does not fit "dtype": "uint16"`);
+  for (const part of ['train', 'val'] as const) {
+    const s = m[part] as Record<string, unknown> | undefined;
+    if (typeof s !== 'object' || s === null) throw bad(`"${part}" is missing`);
+    if (!Array.isArray(s.shards)) throw bad(`"${part}.shards" must be a list of file names`);
+    for (const name of s.shards) {
+      if (typeof name !== 'string' || !SHARD_NAME.test(name) || !name.startsWith(`${part}_`)) {
+        throw bad(`"${part}.shards" has ${JSON.stringify(name)}, expected names like ${part}_000000.bin`);
+      }
+    }
+    if (!Number.isSafeInteger(s.tokens) || (s.tokens as number) < 0) throw bad(`"${part}.tokens" must be a whole number, got ${JSON.stringify(s.tokens)}`);
+  }
+  check((m.train as ShardSplitSummary).shards.length > 0, `${metaPath}: has no training shards; ${REPREPARE}`);
+  return m as unknown as ShardsMeta;
+}
+
+const SAMPLE_TOKENS = 4096;
+
+function openSplit(dir: string, meta: ShardsMeta, part: Part, opened: ShardFile[]): TokenStream {
+  const width = DTYPE_BYTES[meta.dtype];
+  const version = DTYPE_VERSION[meta.dtype];
+  const files: ShardFile[] = [];
+  for (const name of meta[part].shards) {
+    const path = join(dir, name);
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new MinigptError(`${path}: shard file is missing (listed in ${META_FILE}); the shards folder is incomplete, ${REPREPARE}`);
+      }
+      throw fileSystemError(path, err);
+    }
+    const file: ShardFile = { path, fd, count: 0 };
+    opened.push(file);
+    const size = fstatSync(fd).size;
+    check(
+      size >= SHARD_HEADER_BYTES,
+      `${path}: shard file is truncated (${size} bytes, shorter than its ${SHARD_HEADER_BYTES}-byte header); ${REPREPARE}`,
+    );
+    const header = new Int32Array(SHARD_HEADER_INTS);
+    readFully(file, new Uint8Array(header.buffer), 0);
+    check(header[0] === SHARD_MAGIC, `${path}: not a token shard (magic number ${header[0]}, expected ${SHARD_MAGIC}); the file is damaged or incomplete, ${REPREPARE}`);
+    check(
+      header[1] === 1 || header[1] === 2,
+      `${path}: unknown shard version ${header[1]} (1 = uint16 tokens, 2 = uint32 tokens); upgrade minigpt, or ${REPREPARE}`,
+    );
+    check(
+      header[1] === version,
+      `${path}: shard version ${header[1]} holds ${header[1] === 1 ? 'uint16' : 'uint32'} tokens but ${META_FILE} says ${meta.dtype}; ${REPREPARE}`,
+    );
+    const count = header[2]!;
+    check(count > 0, `${path}: shard header says ${count} tokens; the file is damaged, ${REPREPARE}`);
+    const expected = SHARD_HEADER_BYTES + count * width;
+    check(
+      size === expected,
+      `${path}: shard has ${size} bytes but its header says ${count} tokens (${expected} bytes); ` +
+        `the file is ${size < expected ? 'truncated' : 'damaged'}, ${REPREPARE}`,
+    );
+    file.count = count;
+    files.push(file);
+  }
+  const total = files.reduce((s, f) => s + f.count, 0);
+  check(
+    total === meta[part].tokens,
+    `${join(dir, META_FILE)}: says ${meta[part].tokens} ${part} tokens but the shards hold ${total}; ${REPREPARE}`,
+  );
+  const stream = shardStream(files, meta.dtype, part);
+  // Sampled check: the start, middle and end of every shard hold ids the tokenizer knows.
+  const window = new Int32Array(SAMPLE_TOKENS);
+  let base = 0;
+  for (const f of files) {
+    const starts = new Set([0, Math.max(0, Math.floor(f.count / 2) - SAMPLE_TOKENS / 2), Math.max(0, f.count - SAMPLE_TOKENS)]);
+    for (const s of starts) {
+      const w = window.subarray(0, Math.min(SAMPLE_TOKENS, f.count - s));
+      stream.read(base + s, w);
+      for (let i = 0; i < w.length; i++) {
+        const id = w[i]!;
+        check(
+          id >= 0 && id < meta.vocab_size,
+          () => `${f.path}: token ${s + i} is ${id >>> 0}, outside the vocabulary of ${meta.vocab_size}; the file is damaged or from another tokenizer, ${REPREPARE}`,
+        );
+      }
+    }
+    base += f.count;
+  }
+  return stream;
+}
+
+function readFully(file: ShardFile, into: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < into.length) {
+    const n = readSync(file.fd, into, done, into.length - done, position + done);
+    check(n > 0, `${file.path}: shard file ended early (was it changed or truncated while in use?); ${REPREPARE}`);
+    done += n;
+  }
+}
+
+/** A TokenStream over the concatenation of `files`, read with positioned reads. */
+function shardStream(files: ShardFile[], dtype: ShardDType, part: Part): TokenStream {
+  const width = DTYPE_BYTES[dtype];
+  const starts: number[] = [];
+  let length = 0;
+  for (const f of files) {
+    starts.push(length);
+    length += f.count;
+  }
+  let scratch = new ArrayBuffer(64 * 1024);
+  const locate = (offset: number): number => {
+    let lo = 0;
+    let hi = files.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (starts[mid]! <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return lo;
+  };
+  return {
+    length,
+    read(offset: number, out: Int32Array): void {
+      if (!Number.isInteger(offset) || offset < 0 || offset + out.length > length) {
+        throw new RangeError(`cannot read ${part} tokens [${offset}, ${offset + out.length}): the stream has ${length}`);
+      }
+      let done = 0;
+      let i = out.length > 0 ? locate(offset) : 0;
+      while (done < out.length) {
+        const f = files[i]!;
+        const within = offset + done - starts[i]!;
+        const n = Math.min(out.length - done, f.count - within);
+        if (n > 0) {
+          if (scratch.byteLength < n * width) scratch = new ArrayBuffer(n * width);
+          readFully(f, new Uint8Array(scratch, 0, n * width), SHARD_HEADER_BYTES + within * width);
+          out.set(width === 2 ? new Uint16Array(scratch, 0, n) : new Int32Array(scratch, 0, n), done);
+          done += n;
+        }
+        i++;
+      }
+    },
+  };
+}

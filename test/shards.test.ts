@@ -1,0 +1,405 @@
+/** Token shards: streamed prepare, shard-backed TokenStreams, strict validation on open. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, open, readFile, readdir, rm, truncate, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MinigptError } from '../src/errors.js';
+import { cleanText, loadText } from '../src/data/text.js';
+import { buildCharTokenizer, type Tokenizer } from '../src/data/tokenizer.js';
+import type { TokenStream } from '../src/data/batches.js';
+import {
+  SHARD_HEADER_BYTES,
+  SHARD_MAGIC,
+  isShardDir,
+  openShards,
+  prepareShards,
+  type PrepareOptions,
+  type PrepareProgress,
+} from '../src/data/shards.js';
+import { prepareCommand } from '../src/cli/commands/prepare.js';
+
+async function withTempDir<T>(body: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-shards-'));
+  try {
+    return await body(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function assertMinigptError(promise: Promise<unknown>, ...patterns: RegExp[]): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof MinigptError, `expected a MinigptError, got ${String(err)}`);
+    for (const pattern of patterns) assert.match(err.message, pattern);
+    assert.ok(!err.message.includes('\n'), 'message is one line');
+    return true;
+  });
+}
+
+const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** A seeded generator (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Text with everything cleaning and chunking must get right across cuts: CRLF and lone CR,
+ * runs of blank lines (some holding spaces), indented lines, trailing spaces, control
+ * characters, decomposed accents (NFC), emoji (4-byte UTF-8, surrogate pairs), CJK, tabs.
+ */
+function generateCorpus(seed: number, lines: number): string {
+  const r = rng(seed);
+  const words = ['the', 'quick', 'brown', 'fox', 'jumps', 'über', 'cafe\u0301', 'naïve', '中文', '😀', 'Σίσυφος', "don't", '42', '3.14', '—', 'x\u0007y', 'tab\there'];
+  const out: string[] = [];
+  for (let i = 0; i < lines; i++) {
+    const n = 1 + Math.floor(r() * 12);
+    let line = Array.from({ length: n }, () => words[Math.floor(r() * words.length)]).join(' ');
+    const k = r();
+    if (k < 0.1) line = '    ' + line;
+    else if (k < 0.15) line += '  ';
+    else if (k < 0.2) line = '';
+    else if (k < 0.23) line = ' \t ';
+    const eol = r() < 0.15 ? '\r\n' : r() < 0.03 ? '\r' : '\n';
+    out.push(line + eol);
+    if (r() < 0.05) out.push('\n\n\n');
+  }
+  return out.join('');
+}
+
+function readAll(stream: TokenStream): Int32Array {
+  const out = new Int32Array(stream.length);
+  stream.read(0, out);
+  return out;
+}
+
+function concat(a: Int32Array, b: Int32Array): Int32Array {
+  const out = new Int32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** Every window of `size` (at every `step`) and every shard boundary window matches `expected`. */
+function checkWindows(stream: TokenStream, expected: Int32Array, size: number, step: number): void {
+  assert.equal(stream.length, expected.length);
+  const w = new Int32Array(size);
+  for (let offset = 0; offset + size <= stream.length; offset += step) {
+    stream.read(offset, w);
+    for (let i = 0; i < size; i++) {
+      if (w[i] !== expected[offset + i]) assert.fail(`window at ${offset}: token ${i} is ${w[i]}, expected ${expected[offset + i]}`);
+    }
+  }
+}
+
+/** prepare + open, then the shards must equal tokenizer.encode(cleanText(loadText(data))). */
+async function roundTrip(dir: string, data: string, opts: Partial<PrepareOptions> & Pick<PrepareOptions, 'tokenizer'>) {
+  const out = join(dir, 'shards');
+  const summary = await prepareShards({ data, out, shardTokens: 3000, chunkBytes: 257, ...opts });
+  const opened = await openShards(out);
+  const cleaned = cleanText(await loadText(data, opts.textField ? { textField: opts.textField } : {}), opts.clean ?? {});
+  const expected = opened.tokenizer.encode(cleaned);
+  const all = concat(readAll(opened.train), readAll(opened.val));
+  assert.equal(all.length, expected.length, 'token count equals the in-memory encoding');
+  assert.deepEqual(all, expected, 'train + val tokens equal the in-memory encoding');
+  return { summary, opened, expected, cleaned, out };
+}
+
+test('char shards hold exactly the in-memory encoding of the cleaned text, across several shards', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'corpus.txt');
+    const text = generateCorpus(1, 2500);
+    await writeFile(file, text);
+    const progress: PrepareProgress[] = [];
+    const { summary, opened, expected, cleaned, out } = await roundTrip(dir, file, {
+      tokenizer: 'char',
+      onProgress: (p) => progress.push(p),
+    });
+    // The vocabulary is the one buildCharTokenizer makes from the whole cleaned text.
+    assert.deepEqual(opened.tokenizer.toJSON(), buildCharTokenizer(cleaned).toJSON());
+    assert.ok(summary.train.shards.length >= 3, `several train shards (${summary.train.shards.length})`);
+    assert.deepEqual(summary.train.shards.slice(0, 2), ['train_000000.bin', 'train_000001.bin']);
+    assert.equal(summary.val.shards[0], 'val_000000.bin');
+    assert.equal(summary.dtype, 'uint16');
+    assert.equal(opened.meta.dtype, 'uint16');
+    assert.equal(opened.meta.format, 'minigpt-shards');
+    assert.equal(opened.meta.vocab_size, opened.tokenizer.vocabSize);
+    assert.equal(opened.train.length, summary.train.tokens);
+    assert.equal(opened.val.length, summary.val.tokens);
+    // Validation is about the last 10% (cut at a line boundary).
+    const valShare = opened.val.length / expected.length;
+    assert.ok(valShare > 0.07 && valShare < 0.13, `val share ${valShare}`);
+    // Every window, including those spanning shard boundaries and the train/val seam.
+    checkWindows(opened.train, expected.subarray(0, opened.train.length), 50, 7);
+    checkWindows(opened.val, expected.subarray(opened.train.length), 50, 3);
+    const span = new Int32Array(3000 * 2 + 10); // covers one shard whole and parts of two others
+    opened.train.read(2995, span);
+    assert.deepEqual(span, expected.subarray(2995, 2995 + span.length));
+    for (let b = 3000; b < opened.train.length; b += 3000) {
+      const w = new Int32Array(2);
+      opened.train.read(b - 1, w);
+      assert.deepEqual(w, expected.subarray(b - 1, b + 1));
+    }
+    assert.throws(() => opened.train.read(opened.train.length - 1, new Int32Array(2)), RangeError);
+    // Shard files are llm.c's format: header then uint16 tokens.
+    const bytes = await readFile(join(out, 'train_000000.bin'));
+    const header = new Int32Array(bytes.buffer, bytes.byteOffset, 256);
+    assert.deepEqual([header[0], header[1], header[2]], [SHARD_MAGIC, 1, 3000]);
+    assert.equal(bytes.length, SHARD_HEADER_BYTES + 3000 * 2);
+    // Progress: two passes (vocabulary scan, encode), ending at the total.
+    const last = progress.at(-1)!;
+    assert.equal(last.phase, 'encode');
+    assert.equal(last.bytesRead, last.bytesTotal);
+    assert.equal(last.tokens, expected.length);
+    assert.ok(progress.some((p) => p.phase === 'scan'));
+    assert.ok(await isShardDir(out));
+    assert.ok(!(await isShardDir(dir)));
+    opened.close();
+  });
+});
+
+test('a line far longer than the chunk size (no line boundary to cut at) still round-trips for char', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'long.txt');
+    const r = rng(7);
+    const long = Array.from({ length: 3000 }, () => (r() < 0.2 ? ' ' : 'abcdé😀'[Math.floor(r() * 6)])).join('');
+    await writeFile(file, `start\n${long}\n\n\n${long.toUpperCase()}\nend\n`);
+    await roundTrip(dir, file, { tokenizer: 'char', chunkBytes: 64, maxPendingChars: 256 });
+  });
+});
+
+test('uint32 shards (forced) round-trip and are marked version 2', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'corpus.txt');
+    await writeFile(file, generateCorpus(2, 800));
+    const { out, summary } = await roundTrip(dir, file, { tokenizer: 'char', dtype: 'uint32' });
+    assert.equal(summary.dtype, 'uint32');
+    const bytes = await readFile(join(out, 'train_000000.bin'));
+    const header = new Int32Array(bytes.buffer, bytes.byteOffset, 256);
+    assert.deepEqual([header[0], header[1], header[2]], [SHARD_MAGIC, 2, 3000]);
+    assert.equal(bytes.length, SHARD_HEADER_BYTES + 3000 * 4);
+  });
+});
+
+test('a big-vocabulary tokenizer gets uint32 shards automatically', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'corpus.txt');
+    await writeFile(file, 'abc\nabd\n');
+    // Ids above 65535: a char tokenizer over 70000 code points.
+    const vocab = Array.from({ length: 70000 }, (_, i) => String.fromCodePoint(i < 0xd800 ? i : i + 0x800));
+    const big: Tokenizer = buildCharTokenizer(vocab.join(''));
+    const out = join(dir, 'big');
+    const summary = await prepareShards({ data: file, out, tokenizer: big, valFraction: 0 });
+    assert.equal(summary.dtype, 'uint32');
+    const opened = await openShards(out);
+    assert.deepEqual(readAll(opened.train), big.encode('abc\nabd\n'));
+    assert.equal(opened.val.length, 0);
+    opened.close();
+  });
+});
+
+test('folder input: recursive, sorted, same files and separators as loadText', async () => {
+  await withTempDir(async (dir) => {
+    const data = join(dir, 'data');
+    await mkdir(join(data, 'b', 'deeper'), { recursive: true });
+    await mkdir(join(data, 'a'));
+    await writeFile(join(data, 'b', 'deeper', 'z.txt'), generateCorpus(3, 300));
+    await writeFile(join(data, 'a', 'one.md'), generateCorpus(4, 200) + '\n\n\n');
+    await writeFile(join(data, 'a', 'empty.txt'), '');
+    await writeFile(join(data, 'c.text'), '\n\ntrailing file\n');
+    await writeFile(join(data, 'image.png'), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0]));
+    await writeFile(join(data, '.hidden.txt'), 'never read');
+    await writeFile(join(data, 'docs.jsonl'), '{"text": "json one"}\n{"text": "json\\n\\n\\ntwo"}\n');
+    const { cleaned } = await roundTrip(dir, data, { tokenizer: 'char' });
+    assert.ok(!cleaned.includes('never read'));
+  });
+});
+
+test('JSONL input: records joined with a blank line, --text-field, CRLF and blank lines', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'docs.jsonl');
+    const r = rng(5);
+    const lines: string[] = [];
+    for (let i = 0; i < 400; i++) {
+      if (r() < 0.1) lines.push('');
+      lines.push(JSON.stringify({ id: i, body: generateCorpus(100 + i, 1 + Math.floor(r() * 5)) }));
+    }
+    await writeFile(file, lines.join(r() < 0.5 ? '\r\n' : '\n'));
+    const { opened } = await roundTrip(dir, file, { tokenizer: 'char', textField: 'body', chunkBytes: 100 });
+    assert.ok(opened.val.length > 0);
+    await assertMinigptError(
+      prepareShards({ data: file, out: join(dir, 'x'), tokenizer: 'char' }),
+      new RegExp(`^${escapeRegExp(file)}:1: object has no "text" field`),
+    );
+  });
+});
+
+test('bpe (trained on a sample) and gpt2 shards equal encoding the whole cleaned text', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'corpus.txt');
+    await writeFile(file, generateCorpus(6, 1500));
+    // Cuts fall before a newline that follows a non-blank character, where GPT-2's pre-tokenizer
+    // splits anyway, so byte-level tokenization is exact too, not just character tokenization.
+    const bpe = await roundTrip(dir, file, { tokenizer: 'bpe', bpeVocab: 320, bpeSampleBytes: 20_000, chunkBytes: 300 });
+    assert.equal(bpe.opened.tokenizer.kind, 'bpe');
+    assert.equal(bpe.opened.tokenizer.vocabSize, 320);
+    await rm(bpe.out, { recursive: true });
+    const gpt2 = await roundTrip(dir, file, { tokenizer: 'gpt2', chunkBytes: 300 });
+    assert.equal(gpt2.summary.dtype, 'uint16');
+    assert.equal(gpt2.opened.meta.vocab_size, 50257);
+  });
+});
+
+test('invalid UTF-8 is an error naming the file and the byte offset, even mid-stream', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'bad.txt');
+    const good = Buffer.from('héllo wörld 😀\n'.repeat(100));
+    await writeFile(file, Buffer.concat([good, Buffer.from([0x61, 0xff, 0x62]), good]));
+    await assertMinigptError(
+      prepareShards({ data: file, out: join(dir, 'out'), tokenizer: 'char', chunkBytes: 64 }),
+      new RegExp(`^${escapeRegExp(file)}: invalid UTF-8 at byte ${good.length + 1};`),
+    );
+    // A file that ends inside a character.
+    await writeFile(file, Buffer.concat([good, Buffer.from([0xf0, 0x9f])]));
+    await assertMinigptError(
+      prepareShards({ data: file, out: join(dir, 'out'), tokenizer: 'char', chunkBytes: 64 }),
+      new RegExp(`invalid UTF-8 at byte ${good.length} \\(the file ends inside a character\\)`),
+    );
+    assert.deepEqual(await readdir(dir), ['bad.txt'], 'no output or temporary folder is left behind');
+  });
+});
+
+async function preparedDir(dir: string): Promise<string> {
+  const file = join(dir, 'corpus.txt');
+  await writeFile(file, generateCorpus(9, 600));
+  const out = join(dir, 'shards');
+  await prepareShards({ data: file, out, tokenizer: 'char', shardTokens: 2000 });
+  return out;
+}
+
+test('openShards rejects truncated, damaged and missing shards, naming the file', async () => {
+  await withTempDir(async (dir) => {
+    const out = await preparedDir(dir);
+    const shard = join(out, 'train_000001.bin');
+    const original = await readFile(shard);
+
+    await truncate(shard, original.length - 3);
+    await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: `), /truncated/, /re-run minigpt prepare/);
+
+    await writeFile(shard, original.subarray(0, 100));
+    await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: `), /truncated/);
+
+    const badMagic = Buffer.from(original);
+    badMagic.writeInt32LE(12345, 0);
+    await writeFile(shard, badMagic);
+    await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: not a token shard \\(magic number 12345`));
+
+    const badVersion = Buffer.from(original);
+    badVersion.writeInt32LE(7, 4);
+    await writeFile(shard, badVersion);
+    await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: unknown shard version 7`));
+
+    const badToken = Buffer.from(original);
+    badToken.writeUInt16LE(65535, SHARD_HEADER_BYTES + 2 * 5);
+    await writeFile(shard, badToken);
+    await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: token 5 is 65535, outside the vocabulary`));
+
+    await unlink(shard);
+    await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: shard file is missing`), /re-run minigpt prepare/);
+
+    await writeFile(shard, original);
+    (await openShards(out)).close();
+  });
+});
+
+test('openShards rejects a malformed or unknown meta.json, naming it', async () => {
+  await withTempDir(async (dir) => {
+    const out = await preparedDir(dir);
+    const metaPath = join(out, 'meta.json');
+    const meta = JSON.parse(await readFile(metaPath, 'utf8'));
+    const m = new RegExp(`^${escapeRegExp(metaPath)}: `);
+    const cases: [string, RegExp][] = [
+      ['{ "format": ', /not valid JSON/],
+      ['[]', /expected a JSON object, got an array/],
+      [JSON.stringify({ ...meta, version: 2 }), /shards format version 2 is not one this minigpt reads/],
+      [JSON.stringify({ ...meta, format: 'other' }), /not a minigpt shards meta file/],
+      [JSON.stringify({ ...meta, dtype: 'int8' }), /"dtype" must be "uint16" or "uint32"/],
+      [JSON.stringify({ ...meta, train: { ...meta.train, tokens: meta.train.tokens + 1 } }), /says \d+ train tokens but the shards hold/],
+      [JSON.stringify({ ...meta, train: { ...meta.train, shards: ['../../etc/passwd'] } }), /expected names like train_000000\.bin/],
+      [JSON.stringify({ ...meta, vocab_size: 3 }), /vocab_size is 3 but the tokenizer has/],
+    ];
+    for (const [text, pattern] of cases) {
+      await writeFile(metaPath, text);
+      await assertMinigptError(openShards(out), m, pattern);
+    }
+    await writeFile(metaPath, JSON.stringify({ ...meta, tokenizer: { type: 'nope' } }));
+    await assertMinigptError(openShards(out), /meta\.json#tokenizer: unknown tokenizer type "nope"/);
+    await unlink(metaPath);
+    await assertMinigptError(openShards(out), /not a minigpt shards folder \(it has no meta\.json\)/);
+  });
+});
+
+test('prepare refuses to overwrite a folder that is not a shards folder, and replaces a shards folder', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'corpus.txt');
+    await writeFile(file, 'one two three\nfour five\n');
+    const notShards = join(dir, 'mine');
+    await mkdir(notShards);
+    await writeFile(join(notShards, 'notes.txt'), 'keep me');
+    await assertMinigptError(prepareShards({ data: file, out: notShards, tokenizer: 'char' }), /is not a minigpt shards folder; refusing to overwrite it/);
+    assert.equal(await readFile(join(notShards, 'notes.txt'), 'utf8'), 'keep me');
+    await assertMinigptError(prepareShards({ data: file, out: file, tokenizer: 'char' }), /refusing to overwrite/);
+
+    const out = join(dir, 'shards');
+    await prepareShards({ data: file, out, tokenizer: 'char' });
+    await writeFile(file, 'completely different\n');
+    await prepareShards({ data: file, out, tokenizer: 'char', valFraction: 0 });
+    const opened = await openShards(out);
+    assert.equal(opened.tokenizer.decode(readAll(opened.train)), 'completely different\n');
+    opened.close();
+    assert.deepEqual((await readdir(dir)).sort(), ['corpus.txt', 'mine', 'shards'], 'no temporary folders left');
+  });
+});
+
+test('prepare errors: whitespace-only corpus, bpe without a size, empty training part', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'blank.txt');
+    await writeFile(file, ' \n\n\t\n');
+    await assertMinigptError(prepareShards({ data: file, out: join(dir, 'o'), tokenizer: 'char' }), /contains no text, only whitespace/);
+    await writeFile(file, 'some text\n');
+    await assertMinigptError(prepareShards({ data: file, out: join(dir, 'o'), tokenizer: 'bpe' }), /needs a vocabulary size/);
+    await assertMinigptError(prepareShards({ data: join(dir, 'nope.txt'), out: join(dir, 'o'), tokenizer: 'char' }), /no such file or folder/);
+  });
+});
+
+test('the prepare command writes shards and prints a summary', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'corpus.txt');
+    await writeFile(file, generateCorpus(11, 300));
+    const out = join(dir, 'shards');
+    const logged: string[] = [];
+    const log = console.log;
+    console.log = (line: string) => logged.push(line);
+    const fh = await open(join(dir, 'stderr.txt'), 'w');
+    try {
+      await prepareCommand.run(
+        { data: file, tokenizer: 'char', out, 'text-field': 'text', 'shard-tokens': 1000, 'val-fraction': 0.1 },
+        [],
+      );
+    } finally {
+      console.log = log;
+      await fh.close();
+    }
+    assert.match(logged.join('\n'), /^wrote .*shards: [\d,]+ train \+ [\d,]+ val tokens in \d+ shards \(char tokenizer/);
+    assert.ok(await isShardDir(out));
+    await assertMinigptError(prepareCommand.run({ data: file, tokenizer: 'bpe', out, 'val-fraction': 0.1 }, []), /needs --bpe-vocab/);
+  });
+});
