@@ -143,6 +143,42 @@ function ioError(e: unknown, what: string): MinigptError {
   return new MinigptError(`cannot ${what}: ${why}`);
 }
 
+/**
+ * A save killed between its two renames leaves no `dir` but a `.dir.old-*` sibling holding
+ * the previous checkpoint: put it back. Leftover `.dir.tmp-*` siblings are unfinished saves
+ * and are removed (only when no process that could own them is still running).
+ */
+export async function recoverInterruptedSave(dir: string): Promise<void> {
+  const parent = dirname(dir), base = basename(dir);
+  let siblings: string[];
+  try {
+    siblings = await readdir(parent);
+  } catch {
+    return;
+  }
+  const alive = (name: string): boolean => {
+    const pid = Number(/-(\d+)-[0-9a-f]+$/.exec(name)?.[1]);
+    if (!pid || pid === process.pid) return pid === process.pid;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const old = siblings.filter((n) => n.startsWith(`.${base}.old-`) && !alive(n));
+  if (!(await exists(dir)) && old.length > 0) {
+    const stats = await Promise.all(old.map(async (n) => ({ n, t: (await stat(join(parent, n))).mtimeMs })));
+    stats.sort((a, b) => b.t - a.t);
+    if (await isCheckpointDir(join(parent, stats[0].n))) await rename(join(parent, stats[0].n), dir);
+  }
+  for (const n of siblings) {
+    if ((n.startsWith(`.${base}.tmp-`) || n.startsWith(`.${base}.old-`)) && !alive(n) && (await exists(join(parent, n)))) {
+      if (await exists(dir)) await rm(join(parent, n), { recursive: true, force: true });
+    }
+  }
+}
+
 export interface SaveOptions {
   /** Storage type of model.safetensors (the optimizer state is always F32). */
   dtype?: WeightDType;
@@ -151,6 +187,7 @@ export interface SaveOptions {
 /** Writes `ckpt` to `dir` atomically (see the file comment). */
 export async function saveCheckpoint(dir: string, ckpt: Checkpoint, opts: SaveOptions = {}): Promise<void> {
   dir = resolve(dir);
+  await recoverInterruptedSave(dir);
   if (await exists(dir)) {
     const isDir = (await stat(dir)).isDirectory();
     const entries = isDir ? await readdir(dir) : ['(a file)'];
@@ -220,6 +257,7 @@ function parseJson(bytes: Uint8Array, source: string): unknown {
  */
 export async function loadCheckpoint(dir: string, opts: { training?: boolean } = {}): Promise<Checkpoint> {
   dir = resolve(dir);
+  await recoverInterruptedSave(dir).catch(() => {});
   let info;
   try {
     info = await stat(dir);

@@ -21,7 +21,7 @@ import { evaluateLoss } from './evaluate.js';
 import { createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
-import { loadCheckpoint, saveCheckpoint, isCheckpointDir } from '../io/checkpoint.js';
+import { loadCheckpoint, saveCheckpoint, isCheckpointDir, recoverInterruptedSave } from '../io/checkpoint.js';
 import { loadText, cleanText, splitTrainVal } from '../data/text.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { makeTokenizer, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
@@ -171,6 +171,7 @@ function defaultRunDir(): string {
 
 /** A run directory or a checkpoint directory -> the checkpoint directory. */
 export async function findCheckpointDir(dir: string): Promise<string> {
+  await recoverInterruptedSave(join(dir, 'checkpoint')).catch(() => {});
   if (await isCheckpointDir(join(dir, 'checkpoint'))) return join(dir, 'checkpoint');
   return dir;
 }
