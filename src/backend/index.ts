@@ -1,17 +1,26 @@
 /** Backend selection by name. `auto` picks the fastest backend this machine has. */
 import { MinigptError } from '../errors.js';
 import { createReferenceBackend } from './reference/index.js';
+import { createCpuBackend, cpuBackendSupported, type CpuOptions } from './cpu/index.js';
 import type { Backend } from './types.js';
 
 export type { Backend, Tensor, IntTensor, AttentionShape, AdamWHyper } from './types.js';
 export { createReferenceBackend } from './reference/index.js';
+export { createCpuBackend, cpuBackendSupported, type CpuOptions } from './cpu/index.js';
 
-export const BACKEND_NAMES = ['auto', 'reference'] as const;
+export const BACKEND_NAMES = ['auto', 'cpu', 'reference'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 
-export async function createBackend(name: string = 'auto'): Promise<Backend> {
+/** Options passed to the backend that gets picked (the reference backend has none). */
+export type BackendOptions = CpuOptions;
+
+export async function createBackend(name: string = 'auto', options: BackendOptions = {}): Promise<Backend> {
   switch (name) {
     case 'auto':
+      // cpu needs WebAssembly SIMD and SharedArrayBuffer (threads); the reference runs anywhere.
+      return cpuBackendSupported() ? createCpuBackend(options) : createReferenceBackend();
+    case 'cpu':
+      return createCpuBackend(options);
     case 'reference':
       return createReferenceBackend();
     default:

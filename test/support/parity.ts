@@ -64,11 +64,11 @@ function assertClose(what: string, got: ArrayLike<number>, want: ArrayLike<numbe
   assert.ok(err <= tol, `${what}: relative error ${err.toExponential(2)} > ${tol}`);
 }
 
-/** Registers one test per fixture for `backendName`. */
-export function paritySuite(backendName: string, makeBackend: () => Backend, tol: number): void {
+/** Registers one test per fixture for `backendName`. The factory may be async. */
+export function paritySuite(backendName: string, makeBackend: () => Backend | Promise<Backend>, tol: number): void {
   for (const fx of loadFixtures()) {
     test(`${backendName} matches PyTorch on ${fx.name}: logits, loss, gradients, AdamW step (within ${tol})`, async () => {
-      const be = makeBackend();
+      const be = await makeBackend();
       const model = createModel(be, fx.config);
       const weights = new Float32Array(model.layout.size);
       for (const s of model.layout.specs) weights.set(fixtureTensor(fx, `weights.${s.name}`), s.offset);

@@ -1,0 +1,120 @@
+"""PyTorch baseline for `minigpt bench`: the same LLaMA-style model, configs and step (fp32,
+AdamW, SDPA attention), timed the same way. Dev-only; run through bench/compare-torch.mjs.
+
+  .venv/bin/python bench/torch_train.py --config seed [--compile] [--threads 2] [--steps 10]
+prints one JSON line: {"config", "tokens_per_second", "ms_per_step", ...}.
+"""
+import argparse, json, math, time, resource
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CONFIGS = {  # must match BENCH_CONFIGS in src/bench.ts
+    "seed": dict(vocab=65, d=128, heads=8, layers=6, ctx=256, batch=16),
+    "nanogpt-cpu": dict(vocab=65, d=128, heads=4, layers=4, ctx=64, batch=12),
+    "medium": dict(vocab=65, d=384, heads=6, layers=6, ctx=256, batch=8),
+    "bpe": dict(vocab=50257, d=128, heads=8, layers=6, ctx=256, batch=8),
+    "gpt2-small": dict(vocab=50257, d=768, heads=12, layers=12, ctx=1024, batch=4),
+}
+
+
+def swiglu_hidden(d):
+    return 32 * math.ceil((8 * d // 3) / 32)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class Block(nn.Module):
+    def __init__(self, d, heads, hidden):
+        super().__init__()
+        self.heads, self.hd = heads, d // heads
+        self.ln1, self.ln2 = nn.RMSNorm(d, eps=1e-5), nn.RMSNorm(d, eps=1e-5)
+        self.qkv = nn.Linear(d, 3 * d, bias=False)  # q|k|v fused, like minigpt's layout
+        self.o = nn.Linear(d, d, bias=False)
+        self.gate_up = nn.Linear(d, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, d, bias=False)
+
+    def forward(self, x, cos, sin):
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.heads, self.hd).permute(2, 0, 3, 1, 4)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o(a.transpose(1, 2).reshape(B, T, C))
+        g, u = self.gate_up(self.ln2(x)).chunk(2, dim=-1)
+        return x + self.down(F.silu(g) * u)
+
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        d, hd = c["d"], c["d"] // c["heads"]
+        self.embed = nn.Embedding(c["vocab"], d)
+        self.blocks = nn.ModuleList(Block(d, c["heads"], swiglu_hidden(d)) for _ in range(c["layers"]))
+        self.norm = nn.RMSNorm(d, eps=1e-5)
+        self.lm_head = nn.Linear(d, c["vocab"], bias=False)
+        inv = 10000.0 ** (-torch.arange(0, hd, 2).float() / hd)
+        ang = torch.outer(torch.arange(c["ctx"]).float(), inv)
+        self.register_buffer("cos", torch.cat((ang, ang), -1).cos(), persistent=False)
+        self.register_buffer("sin", torch.cat((ang, ang), -1).sin(), persistent=False)
+        for p in self.parameters():
+            if p.dim() == 2:
+                nn.init.normal_(p, std=0.02)
+
+    def forward(self, idx, targets):
+        T = idx.shape[1]
+        x = self.embed(idx)
+        cos, sin = self.cos[:T], self.sin[:T]
+        for b in self.blocks:
+            x = b(x, cos, sin)
+        logits = self.lm_head(self.norm(x))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="seed", choices=CONFIGS)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--compile", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    c = CONFIGS[a.config]
+    model = Model(c)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
+    fwd = torch.compile(model) if a.compile else model
+    B, T = c["batch"], c["ctx"]
+
+    def step():
+        idx = torch.randint(0, c["vocab"], (B, T))
+        tgt = torch.randint(0, c["vocab"], (B, T))
+        loss = fwd(idx, tgt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss.item()
+
+    for _ in range(a.warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(a.steps):
+        step()
+    dt = time.perf_counter() - t0
+    config = torch.__config__.show()
+    blas = "MKL" if "MKL" in config else ("OpenBLAS" if "OpenBLAS" in config or "openblas" in config else "unknown")
+    print(json.dumps({
+        "config": a.config, "compiled": a.compile, "tokens_per_second": a.steps * B * T / dt, "ms_per_step": 1000 * dt / a.steps,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__, "blas": blas,
+        "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters()),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+/**
+ * Training and sampling throughput on fixed configs, measured the same way for every backend
+ * (and mirrored by bench/torch_train.py for PyTorch, so the two compare as a ratio).
+ */
+import type { Backend } from './backend/types.js';
+import { createBackend } from './backend/index.js';
+import { MinigptError } from './errors.js';
+import { resolveConfig, type ModelConfig, headDim } from './model/config.js';
+import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, createKvCache, forwardCached } from './model/model.js';
+import { initialWeights, paramLayout } from './model/params.js';
+import { createOptimizer, optimizerStep } from './train/optimizer.js';
+import { createRng } from './util/random.js';
+
+export interface BenchConfig {
+  name: string;
+  model: Partial<ModelConfig> & { vocab_size: number };
+  batch: number;
+}
+
+/** The configs of BENCHMARKS.md; bench/torch_train.py defines the same. */
+export const BENCH_CONFIGS: Record<string, BenchConfig> = {
+  seed: { name: 'seed', model: { vocab_size: 65, d_model: 128, n_heads: 8, n_layers: 6, context: 256 }, batch: 16 },
+  'nanogpt-cpu': { name: 'nanogpt-cpu', model: { vocab_size: 65, d_model: 128, n_heads: 4, n_layers: 4, context: 64 }, batch: 12 },
+  medium: { name: 'medium', model: { vocab_size: 65, d_model: 384, n_heads: 6, n_layers: 6, context: 256 }, batch: 8 },
+  bpe: { name: 'bpe', model: { vocab_size: 50257, d_model: 128, n_heads: 8, n_layers: 6, context: 256 }, batch: 8 },
+  'gpt2-small': { name: 'gpt2-small', model: { vocab_size: 50257, d_model: 768, n_heads: 12, n_layers: 12, context: 1024 }, batch: 4 },
+};
+
+export interface BenchResult {
+  config: string;
+  backend: string;
+  parameters: number;
+  tokensPerStep: number;
+  steps: number;
+  msPerStep: number;
+  tokensPerSecond: number;
+  /** Model FLOPs (nanoGPT's 6N + 12·L·C·T per token) per second. */
+  gflops: number;
+  peakRssMb: number;
+  sampleTokensPerSecond: number;
+  amp: string;
+}
+
+/** Training FLOPs per token: 6 per matmul weight (forward + two backward), plus attention. */
+export function flopsPerToken(c: ModelConfig): number {
+  const matmulParams = paramLayout(c).specs
+    .filter((s) => s.kind === 'matrix' && s.name !== 'model.embed_tokens.weight')
+    .reduce((n, s) => n + s.shape[0] * s.shape[1], 0) + (c.tie_embeddings ? c.vocab_size * c.d_model : 0);
+  return 6 * matmulParams + 12 * c.n_layers * c.n_heads * headDim(c) * c.context;
+}
+
+export interface BenchOptions {
+  config: string;
+  backend?: string | Backend;
+  threads?: number;
+  /** Timed steps after the warm-up ones. */
+  steps?: number;
+  warmup?: number;
+  sampleTokens?: number;
+  amp?: 'off' | 'fp16' | 'bf16';
+}
+
+export async function runBench(o: BenchOptions): Promise<BenchResult> {
+  const bc = BENCH_CONFIGS[o.config];
+  if (!bc) throw new MinigptError(`unknown bench config "${o.config}"; choose one of ${Object.keys(BENCH_CONFIGS).join(', ')}`);
+  const c = resolveConfig(bc.model);
+  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', o.threads ? { threads: o.threads } : {});
+  const model = createModel(backend, c);
+  setWeights(model, initialWeights(c, model.layout, createRng(0)));
+  const opt = createOptimizer(model);
+  const B = bc.batch, T = c.context;
+  const rng = createRng(1);
+  const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
+  const half = o.amp === 'fp16' ? 'f16' : o.amp === 'bf16' ? 'bf16' : undefined;
+  const step = async (): Promise<void> => {
+    for (let i = 0; i < ids.length; i++) { ids[i] = rng.int(c.vocab_size); targets[i] = rng.int(c.vocab_size); }
+    forward(model, ids, targets, B, T, { training: true, half });
+    zeroGrads(model);
+    backward(model, { training: true, half });
+    optimizerStep(model, opt, 1e-4);
+    await meanLoss(model);
+  };
+  for (let i = 0; i < (o.warmup ?? 2); i++) await step();
+  const steps = o.steps ?? 10;
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) await step();
+  const seconds = (performance.now() - t0) / 1000;
+
+  // Sampling: one sequence, a 16-token prompt, then one token at a time through the KV cache.
+  const sampleTokens = Math.min(o.sampleTokens ?? 128, c.context - 16);
+  const cache = createKvCache(model, 1);
+  await backend.read(forwardCached(model, cache, Array.from({ length: 16 }, (_, i) => i % c.vocab_size), 16));
+  const s0 = performance.now();
+  for (let i = 0; i < sampleTokens; i++) await backend.read(forwardCached(model, cache, [i % c.vocab_size], 1));
+  const sampleSeconds = (performance.now() - s0) / 1000;
+
+  const tokensPerSecond = (steps * B * T) / seconds;
+  backend.destroy();
+  return {
+    config: bc.name, backend: backend.name, parameters: paramLayout(c).size, tokensPerStep: B * T, steps,
+    msPerStep: (seconds * 1000) / steps, tokensPerSecond, gflops: (tokensPerSecond * flopsPerToken(c)) / 1e9,
+    peakRssMb: process.resourceUsage().maxRSS / 1024, sampleTokensPerSecond: sampleTokens / sampleSeconds, amp: o.amp ?? 'off',
+  };
+}

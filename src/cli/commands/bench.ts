@@ -1,0 +1,37 @@
+import type { CommandSpec } from '../args.js';
+import { BENCH_CONFIGS, runBench } from '../../bench.js';
+import { BACKEND_NAMES } from '../../backend/index.js';
+import { AMP_MODES } from '../../train/amp.js';
+import { formatRate } from '../progress.js';
+
+export const benchCommand: CommandSpec = {
+  name: 'bench',
+  summary: 'measure training tokens/s, ms/step, GFLOP/s, peak RSS and sampling tokens/s',
+  usage: 'minigpt bench [--config seed|nanogpt-cpu|medium|bpe|gpt2-small] [--backend B] [--threads N] [--json]',
+  flags: {
+    config: { type: 'string', choices: Object.keys(BENCH_CONFIGS), description: 'model and batch to measure', default: 'seed' },
+    backend: { type: 'string', choices: BACKEND_NAMES, description: 'backend to measure', default: 'auto' },
+    threads: { type: 'int', min: 1, value: 'N', description: 'worker threads for the cpu backend (default: all cores)' },
+    steps: { type: 'int', min: 1, value: 'N', description: 'timed training steps (after 2 warm-up steps)', default: 10 },
+    amp: { type: 'string', choices: AMP_MODES, description: 'mixed precision mode to measure', default: 'off' },
+    json: { type: 'boolean', description: 'print the result as JSON' },
+  },
+  details: [
+    'Configs: seed = d128 h8 l6 ctx256 b16 vocab 65; nanogpt-cpu = d128 h4 l4 ctx64 b12;',
+    'medium = d384 h6 l6 ctx256 b8; bpe = d128 h8 l6 ctx256 b8 vocab 50257; gpt2-small = d768 h12 l12 ctx1024 b4.',
+    'bench/compare-torch.mjs runs the same configs in PyTorch and prints the ratios.',
+  ].join('\n'),
+  async run(v) {
+    const r = await runBench({ config: v.config as string, backend: v.backend as string, threads: v.threads as number | undefined, steps: v.steps as number, amp: v.amp as 'off' });
+    if (v.json) {
+      console.log(JSON.stringify(r));
+      return;
+    }
+    console.log([
+      `${r.config} on ${r.backend}${r.amp !== 'off' ? ` (amp ${r.amp})` : ''}: ${r.parameters.toLocaleString('en-US')} parameters, ${r.tokensPerStep} tokens/step`,
+      `  training   ${formatRate(r.tokensPerSecond)} tok/s, ${r.msPerStep.toFixed(1)} ms/step, ${r.gflops.toFixed(1)} GFLOP/s`,
+      `  sampling   ${r.sampleTokensPerSecond.toFixed(1)} tok/s (KV cache, batch 1)`,
+      `  peak RSS   ${r.peakRssMb.toFixed(0)} MB`,
+    ].join('\n'));
+  },
+};

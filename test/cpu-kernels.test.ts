@@ -1,0 +1,204 @@
+/**
+ * Every kernel of the cpu backend against the reference backend on the same random inputs:
+ * awkward sizes (not multiples of 4 or 8, N = 1), shapes big enough to cross the blocking (64-row
+ * blocks, 128-token chunks, 32-row dweight units, 32-query attention blocks) and the thread split,
+ * inputs that are views at odd offsets, and outputs that start as junk, so an overwrite that
+ * accumulates (or the reverse) shows.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createReferenceBackend } from '../src/backend/reference/index.js';
+import { createCpuBackend, type CpuBackend } from '../src/backend/cpu/index.js';
+import type { AttentionShape, Backend, Tensor } from '../src/backend/types.js';
+import { createRng, type Rng } from '../src/util/random.js';
+import { relativeError } from './support/parity.js';
+
+const TOL = 1e-5;
+
+// One single-threaded plain-SIMD backend, one with 3 threads (an uneven split) and relaxed SIMD
+// when the runtime has it, and one with the row-at-a-time attention fallback.
+const cpus: CpuBackend[] = [
+  await createCpuBackend({ threads: 1, relaxedSimd: false }),
+  await createCpuBackend({ threads: 3 }),
+  await createCpuBackend({ threads: 2, attention: 'rows' }),
+];
+after(() => cpus.forEach((be) => be.destroy()));
+
+/** Inputs a case draws from its rng, in the same order on every backend. */
+interface Maker {
+  be: Backend;
+  /** Random normal values, as a view at offset 3 of a larger tensor (an unaligned pointer). */
+  rand(size: number, std?: number): Tensor;
+  ints(size: number, below: number): ReturnType<Backend['allocInt']>;
+}
+
+function maker(be: Backend, rng: Rng): Maker {
+  return {
+    be,
+    rand(size, std = 1) {
+      const t = be.view(be.alloc(size + 5), 3, size);
+      be.write(t, Float32Array.from({ length: size }, () => std * rng.normal()));
+      return t;
+    },
+    ints(size, below) {
+      const t = be.allocInt(size);
+      be.writeInt(t, Int32Array.from({ length: size }, () => rng.int(below)));
+      return t;
+    },
+  };
+}
+
+/** Runs `kernel` on the reference and on each cpu backend from the same seed; compares every output. */
+async function same(what: string, kernel: (m: Maker) => Tensor[], tol = TOL): Promise<void> {
+  const ref = createReferenceBackend();
+  const want = await Promise.all(kernel(maker(ref, createRng(7))).map((t) => ref.read(t)));
+  for (const be of cpus) {
+    const got = await Promise.all(kernel(maker(be, createRng(7))).map((t) => be.read(t)));
+    got.forEach((g, i) => {
+      const err = relativeError(g, want[i]);
+      assert.ok(err <= tol, `${what}, output ${i}, ${be.threads} thread(s) ${be.variant}${be.attention === 'rows' ? ' rows attention' : ''}: relative error ${err.toExponential(2)} > ${tol}`);
+    });
+  }
+}
+
+const MATMUL_SHAPES: [number, number, number][] = [
+  [1, 1, 1], [1, 16, 8], [3, 5, 7], [4, 8, 8], [7, 13, 65], [37, 19, 9], [65, 130, 70], [301, 33, 17], [530, 128, 384],
+];
+
+test('matmulForward matches the reference (awkward and blocked shapes, threads)', async () => {
+  for (const [N, C, OC] of MATMUL_SHAPES) {
+    await same(`matmulForward N=${N} C=${C} OC=${OC}`, ({ be, rand }) => {
+      const inp = rand(N * C), w = rand(OC * C), out = rand(N * OC); // out starts as junk: overwrite
+      be.matmulForward(out, inp, w, N, C, OC);
+      return [out];
+    });
+  }
+});
+
+test('matmulBackward matches the reference: dinp overwrites, dweight accumulates, null dinp', async () => {
+  for (const [N, C, OC] of MATMUL_SHAPES) {
+    await same(`matmulBackward N=${N} C=${C} OC=${OC}`, ({ be, rand }) => {
+      const inp = rand(N * C), w = rand(OC * C), dout = rand(N * OC);
+      const dinp = rand(N * C), dw = rand(OC * C);
+      be.matmulBackward(dinp, dw, dout, inp, w, N, C, OC);
+      be.matmulBackward(null, dw, dout, inp, w, N, C, OC); // accumulates a second time
+      return [dinp, dw];
+    });
+  }
+});
+
+test('elementwise kernels, reductions and the optimizer match the reference', async () => {
+  await same('zero/copy/add (aliased)', ({ be, rand }) => {
+    const a = rand(37), b = rand(37), c = rand(37), z = rand(5);
+    be.zero(z);
+    be.copy(c, a);
+    be.add(a, a, b);
+    return [a, c, z];
+  });
+  await same('sumSquares', ({ be, rand }) => {
+    const out = rand(1);
+    be.sumSquares(out, [rand(1), rand(1001), rand(13)]);
+    return [out];
+  });
+  await same('dropout', ({ be, rand }) => {
+    const x = rand(333), y = rand(333);
+    be.dropout(y, x, 0.3, 42);
+    be.dropout(x, x, 0.1, 7);
+    return [x, y];
+  });
+  for (const clip of [false, true]) {
+    await same(`adamw clip=${clip}`, ({ be, rand }) => {
+      const p = rand(101), g = rand(101), m = rand(101, 0.1), v = rand(101, 0.1), ns = rand(1);
+      be.zero(v); // v must stay non-negative
+      be.sumSquares(ns, [g]);
+      be.adamw(p, g, m, v, { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 3, gradScale: 0.5, clip: clip ? { normSquared: ns, maxNorm: 0.5 } : undefined });
+      return [p, m, v];
+    });
+  }
+});
+
+test('embedding, rmsnorm, swiglu, gelu and cross-entropy match the reference', async () => {
+  for (const [N, C] of [[1, 1], [5, 7], [67, 130]]) {
+    await same(`embedding N=${N} C=${C}`, ({ be, rand, ints }) => {
+      const table = rand(11 * C), ids = ints(N, 11), out = rand(N * C), dtable = rand(11 * C), dout = rand(N * C);
+      be.embeddingForward(out, ids, table, N, C);
+      be.embeddingBackward(dtable, dout, ids, N, C);
+      return [out, dtable];
+    });
+    await same(`rmsnorm N=${N} C=${C}`, ({ be, rand }) => {
+      const x = rand(N * C), w = rand(C), out = rand(N * C), rstd = rand(N);
+      be.rmsnormForward(out, rstd, x, w, N, C, 1e-5);
+      const dout = rand(N * C), dinp = rand(N * C), dw = rand(C); // both accumulate
+      be.rmsnormBackward(dinp, dw, dout, x, w, rstd, N, C);
+      return [out, rstd, dinp, dw];
+    });
+    await same(`swiglu N=${N} F=${C}`, ({ be, rand }) => {
+      const gu = rand(N * 2 * C), out = rand(N * C), dout = rand(N * C), dgu = rand(N * 2 * C);
+      be.swigluForward(out, gu, N, C);
+      be.swigluBackward(dgu, dout, gu, N, C);
+      return [out, dgu];
+    });
+    await same(`gelu size=${N * C}`, ({ be, rand }) => {
+      const x = rand(N * C), out = rand(N * C), dout = rand(N * C), dx = rand(N * C);
+      be.geluForward(out, x, N * C);
+      be.geluBackward(dx, dout, x, N * C);
+      return [out, dx];
+    });
+    await same(`crossEntropy N=${N} V=${C + 1}`, ({ be, rand, ints }) => {
+      const V = C + 1;
+      const logits = rand(N * V, 3), targets = ints(N, V), losses = rand(N), losses2 = rand(N), dlogits = rand(N * V);
+      be.crossEntropyForward(losses, logits, targets, N, V);
+      be.crossEntropyBackward(losses2, dlogits, logits, targets, N, V, 0.25);
+      be.crossEntropyBackward(losses2, logits, logits, targets, N, V, 0.25); // dlogits aliases logits
+      return [losses, losses2, dlogits, logits];
+    });
+  }
+});
+
+const ATTENTION_SHAPES: AttentionShape[] = [
+  { B: 1, T: 1, nHeads: 1, nKvHeads: 1, headDim: 2 },
+  { B: 2, T: 7, nHeads: 3, nKvHeads: 3, headDim: 6 },
+  { B: 3, T: 33, nHeads: 4, nKvHeads: 2, headDim: 16 }, // GQA
+  { B: 2, T: 20, nHeads: 4, nKvHeads: 1, headDim: 10 }, // MQA
+  { B: 2, T: 70, nHeads: 2, nKvHeads: 2, headDim: 32 },
+  { B: 1, T: 97, nHeads: 2, nKvHeads: 1, headDim: 12 }, // several query blocks, a ragged last one
+];
+
+test('rope and attention (forward, backward, KV cache) match the reference', async () => {
+  for (const s of ATTENTION_SHAPES) {
+    const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = s;
+    const QKV = (H + 2 * KVH) * hd, context = T + 3;
+    await same(`rope ${JSON.stringify(s)}`, ({ be, rand }) => {
+      const x = rand(B * T * QKV), table = rand(context * hd);
+      be.rope(x, table, B, T, H + KVH, hd, QKV, 2, false);
+      const y = rand(B * T * QKV);
+      be.rope(y, table, B, T, H + KVH, hd, QKV, 0, true);
+      return [x, y];
+    });
+    await same(`attention ${JSON.stringify(s)}`, ({ be, rand }) => {
+      const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T);
+      be.attentionForward(out, lse, qkv, s);
+      const dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV); // dqkv starts as junk: overwrite
+      be.attentionBackward(dqkv, dout, qkv, out, lse, s);
+      return [out, lse, dqkv];
+    });
+    await same(`kv cache ${JSON.stringify(s)}`, ({ be, rand }) => {
+      const cache = rand(B * context * 2 * KVH * hd), out = rand(B * T * H * hd);
+      const first = rand(B * 2 * QKV), rest = rand(B * T * QKV);
+      const s2 = { ...s, T: 2 };
+      be.kvCacheWrite(cache, first, s2, context, 0);
+      be.kvCacheWrite(cache, rest, s, context, 2);
+      be.attentionCached(out, rest, cache, s, context, 2);
+      return [cache, out];
+    });
+  }
+});
+
+test('wasm kernels refuse tensors of another backend and tensors too small for the shape', () => {
+  const be = cpus[0];
+  const other = cpus[1];
+  const a = be.alloc(12), w = be.alloc(6), out = be.alloc(4);
+  assert.throws(() => be.matmulForward(out, other.alloc(12), w, 2, 6, 1), TypeError);
+  assert.throws(() => be.matmulForward(out, createReferenceBackend().alloc(12), w, 2, 6, 1), TypeError);
+  assert.throws(() => be.matmulForward(out, a, w, 2, 6, 3), RangeError);
+});
