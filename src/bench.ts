@@ -64,7 +64,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const bc = BENCH_CONFIGS[o.config];
   if (!bc) throw new MinigptError(`unknown bench config "${o.config}"; choose one of ${Object.keys(BENCH_CONFIGS).join(', ')}`);
   const c = resolveConfig(bc.model);
-  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', o.threads ? { threads: o.threads } : {});
+  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
   const model = createModel(backend, c);
   setWeights(model, initialWeights(c, model.layout, createRng(0)));
   const opt = createOptimizer(model);

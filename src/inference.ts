@@ -12,9 +12,9 @@ export interface LoadedModel {
 }
 
 /** Loads the checkpoint in `dir` onto a backend (by default the fastest available). */
-export async function loadModel(dir: string, opts: { backend?: Backend | string } = {}): Promise<LoadedModel> {
+export async function loadModel(dir: string, opts: { backend?: Backend | string; threads?: number } = {}): Promise<LoadedModel> {
   const ckpt = await loadCheckpoint(dir);
-  const backend = typeof opts.backend === 'object' ? opts.backend : await createBackend(opts.backend ?? 'auto');
+  const backend = typeof opts.backend === 'object' ? opts.backend : await createBackend(opts.backend ?? 'auto', { threads: opts.threads });
   const model = createModel(backend, ckpt.config);
   setWeights(model, ckpt.weights);
   return { model, tokenizer: ckpt.tokenizer };

@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { MinigptError } from '../errors.js';
 import { INIT_STRATEGIES, MLP_KINDS, type ModelConfig } from '../model/config.js';
+import { BACKEND_NAMES } from '../backend/index.js';
 
 export type FlagType = 'string' | 'int' | 'number' | 'boolean';
 
@@ -104,6 +105,12 @@ export function formatHelp(cmd: CommandSpec): string {
   if (cmd.details) lines.push('', cmd.details.trimEnd());
   return lines.join('\n');
 }
+
+/** Where to compute: shared by every command that runs a model. */
+export const BACKEND_FLAGS: FlagSpecs = {
+  backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to compute (auto: the fastest available)', default: 'auto' },
+  threads: { type: 'int', min: 1, value: 'N', description: 'threads for the cpu backend (default: all cores)' },
+};
 
 /** The model-shape flags every model-building command shares: config names in kebab-case. */
 export const MODEL_FLAGS: FlagSpecs = {

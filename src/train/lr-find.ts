@@ -31,6 +31,8 @@ export interface LrFindOptions {
   gradClip?: number;
   seed?: number;
   backend?: string | Backend;
+  /** Threads for the cpu backend. */
+  threads?: number;
   signal?: AbortSignal;
   onStep?(point: LrPoint, step: number, steps: number): void;
 }
@@ -54,7 +56,7 @@ export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> 
   const steps = o.steps ?? 100, startLr = o.startLr ?? 1e-6, endLr = o.endLr ?? 1;
   check(startLr > 0 && endLr > startLr, `the sweep needs 0 < start lr < end lr (got ${startLr} .. ${endLr})`);
   check(Number.isInteger(steps) && steps >= 10, `the sweep needs at least 10 steps (got ${steps})`);
-  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto');
+  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
   const model = createModel(backend, o.config);
   setWeights(model, o.weights ?? initialWeights(o.config, model.layout, createRng(o.seed ?? 1337)));
   const opt = createOptimizer(model, { weightDecay: o.weightDecay ?? 0.1, gradClip: o.gradClip ?? 1 });

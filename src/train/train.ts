@@ -69,6 +69,8 @@ export interface TrainOptions {
   /** Metrics line every this many steps. */
   logEvery?: number;
   backend?: string | Backend;
+  /** Threads for the cpu backend (default: all cores). */
+  threads?: number;
   signal?: AbortSignal;
   onStart?(info: StartInfo): void | Promise<void>;
   onStep?(info: StepInfo): void;
@@ -130,7 +132,7 @@ export interface TrainSummary {
 export const TRAIN_DEFAULTS = {
   batch: 16,
   accum: 1,
-  steps: 1000,
+  steps: 600,
   lr: 3e-3,
   minLr: 3e-4,
   warmup: 50,
@@ -290,7 +292,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller --context`);
   check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, --val-data, or a smaller --context`);
 
-  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto');
+  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
   const model = createModel(backend, config);
   const opt = createOptimizer(model, { weightDecay: o.weightDecay, gradClip: o.gradClip });
   const amp: AmpState = createAmp(resumed ? prior!.amp.mode : o.amp, prior?.amp ?? (o.ampInitialScale ? { scale: o.ampInitialScale, clean_steps: 0 } : undefined));

@@ -1,6 +1,5 @@
-import type { CommandSpec } from '../args.js';
+import { BACKEND_FLAGS, type CommandSpec } from '../args.js';
 import { BENCH_CONFIGS, runBench } from '../../bench.js';
-import { BACKEND_NAMES } from '../../backend/index.js';
 import { AMP_MODES } from '../../train/amp.js';
 import { formatRate } from '../progress.js';
 
@@ -10,8 +9,7 @@ export const benchCommand: CommandSpec = {
   usage: 'minigpt bench [--config seed|nanogpt-cpu|medium|bpe|gpt2-small] [--backend B] [--threads N] [--json]',
   flags: {
     config: { type: 'string', choices: Object.keys(BENCH_CONFIGS), description: 'model and batch to measure', default: 'seed' },
-    backend: { type: 'string', choices: BACKEND_NAMES, description: 'backend to measure', default: 'auto' },
-    threads: { type: 'int', min: 1, value: 'N', description: 'worker threads for the cpu backend (default: all cores)' },
+    ...BACKEND_FLAGS,
     steps: { type: 'int', min: 1, value: 'N', description: 'timed training steps (after 2 warm-up steps)', default: 10 },
     amp: { type: 'string', choices: AMP_MODES, description: 'mixed precision mode to measure', default: 'off' },
     json: { type: 'boolean', description: 'print the result as JSON' },

@@ -1,7 +1,6 @@
 import { check } from '../../errors.js';
-import type { CommandSpec } from '../args.js';
+import { BACKEND_FLAGS, type CommandSpec } from '../args.js';
 import { loadModel, scoreText } from '../../inference.js';
-import { BACKEND_NAMES } from '../../backend/index.js';
 import { evaluateText, findCheckpointDir, latestRun } from '../../train/train.js';
 import { loadText, cleanText } from '../../data/text.js';
 
@@ -17,7 +16,7 @@ export const evalCommand: CommandSpec = {
     all: { type: 'boolean', description: 'with --data: evaluate all of it, not only the validation split' },
     batch: { type: 'int', min: 1, value: 'N', description: 'sequences per forward pass with --data', default: 8 },
     json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss"} for --text, {"val_loss", "perplexity", "tokens"} for --data' },
-    backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to run', default: 'auto' },
+    ...BACKEND_FLAGS,
   },
   details: [
     'With --text, logprobs[i] is log p(ids[i+1] | ids[0..i]), so there is one fewer than ids; loss is their mean negative.',
@@ -29,7 +28,7 @@ export const evalCommand: CommandSpec = {
   async run(v) {
     check((v.text === undefined) !== (v.data === undefined), 'give exactly one of --text "..." or --data PATH');
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
-    const loaded = await loadModel(dir, { backend: v.backend as string });
+    const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined });
     if (typeof v.text === 'string') {
       const score = await scoreText(loaded, v.text);
       if (v.json) console.log(JSON.stringify(score));

@@ -1,11 +1,10 @@
 import { writeFile } from 'node:fs/promises';
-import { MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
+import { BACKEND_FLAGS, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { findLearningRate } from '../../train/lr-find.js';
 import { loadTrainingData, findCheckpointDir } from '../../train/train.js';
 import { renderLineChart } from '../../train/plot.js';
 import { resolveConfig } from '../../model/config.js';
 import { loadCheckpoint } from '../../io/checkpoint.js';
-import { BACKEND_NAMES } from '../../backend/index.js';
 import { progressLine } from '../progress.js';
 
 export const lrFindCommand: CommandSpec = {
@@ -24,7 +23,7 @@ export const lrFindCommand: CommandSpec = {
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 1337 },
     out: { type: 'string', value: 'FILE', description: 'SVG plot of loss against lr', default: 'lr-find.svg' },
     json: { type: 'boolean', description: 'print {"suggestion", "minimum", "curve"} as JSON' },
-    backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to compute', default: 'auto' },
+    ...BACKEND_FLAGS,
     ...MODEL_FLAGS,
   },
   details: 'The suggestion is where the smoothed loss falls fastest; train with it or a little below.',
@@ -35,7 +34,7 @@ export const lrFindCommand: CommandSpec = {
     const bar = progressLine();
     const result = await findLearningRate({
       config, train: data.train, weights: ckpt?.weights, batch: v.batch as number,
-      startLr: v.start as number, endLr: v.end as number, steps: v.steps as number, seed: v.seed as number, backend: v.backend as string,
+      startLr: v.start as number, endLr: v.end as number, steps: v.steps as number, seed: v.seed as number, backend: v.backend as string, threads: v.threads as number | undefined,
       onStep: (p, i, n) => { if (!v.json) bar.update(i, n, `lr ${p.lr.toExponential(2)} loss ${p.loss.toFixed(4)} smoothed ${p.smoothed.toFixed(4)}`); },
     });
     bar.done();

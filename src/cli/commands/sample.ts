@@ -1,9 +1,8 @@
 import { check } from '../../errors.js';
-import type { CommandSpec } from '../args.js';
+import { BACKEND_FLAGS, type CommandSpec } from '../args.js';
 import { loadModel } from '../../inference.js';
 import { generate } from '../../generate.js';
 import { findCheckpointDir, latestRun } from '../../train/train.js';
-import { BACKEND_NAMES } from '../../backend/index.js';
 
 export const sampleCommand: CommandSpec = {
   name: 'sample',
@@ -17,12 +16,12 @@ export const sampleCommand: CommandSpec = {
     'top-k': { type: 'int', min: 0, value: 'K', description: 'sample from the K most likely tokens (0: all)', default: 0 },
     'top-p': { type: 'number', above: 0, max: 1, value: 'P', description: 'nucleus sampling: smallest set with probability P (1: all)', default: 1 },
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 0 },
-    backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to run', default: 'auto' },
+    ...BACKEND_FLAGS,
   },
   details: 'Example:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40',
   async run(v) {
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
-    const loaded = await loadModel(dir, { backend: v.backend as string });
+    const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined });
     const prompt = v.prompt as string;
     check(prompt.length === 0 || loaded.tokenizer.encode(prompt).length > 0, 'the prompt encodes to no tokens');
     const controller = new AbortController();

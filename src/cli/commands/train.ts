@@ -1,8 +1,7 @@
 import { MinigptError, check } from '../../errors.js';
-import { MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
+import { BACKEND_FLAGS, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
 import { train, TRAIN_DEFAULTS, recordLatestRun } from '../../train/train.js';
 import { AMP_MODES } from '../../train/amp.js';
-import { BACKEND_NAMES } from '../../backend/index.js';
 import { formatDuration, formatRate, progressLine } from '../progress.js';
 import { readFile } from 'node:fs/promises';
 import { relative } from 'node:path';
@@ -36,7 +35,7 @@ const TRAIN_FLAGS = {
   'eval-every': { type: 'int', min: 0, value: 'N', description: 'validation loss every N steps (0: only at the end)', default: TRAIN_DEFAULTS.evalEvery },
   'sample-every': { type: 'int', min: 0, value: 'N', description: 'print a sample every N steps (0: never)', default: TRAIN_DEFAULTS.sampleEvery },
   'save-every': { type: 'int', min: 0, value: 'N', description: 'checkpoint every N steps (and always at the end)', default: TRAIN_DEFAULTS.saveEvery },
-  backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to compute (auto: the fastest available)', default: 'auto' },
+  ...BACKEND_FLAGS,
   config: { type: 'string', value: 'FILE', description: 'JSON file of flag values (kebab or snake case); flags given here override it' },
   quiet: { type: 'boolean', description: 'no progress bar or samples, only the summary' },
   ...MODEL_FLAGS,
@@ -118,7 +117,7 @@ export const trainCommand: CommandSpec = {
         amp: v.amp as 'off' | 'fp16' | 'bf16', seed: v.seed as number,
         out: v.out as string | undefined, resume: v.resume as string | undefined,
         evalEvery: v['eval-every'] as number, sampleEvery: v['sample-every'] as number, saveEvery: v['save-every'] as number,
-        backend: v.backend as string,
+        backend: v.backend as string, threads: v.threads as number | undefined,
         signal: controller.signal,
         async onStart(s) {
           await recordLatestRun(s.runDir);

@@ -1,0 +1,42 @@
+import { check } from '../../errors.js';
+import type { CommandSpec } from '../args.js';
+import { loadCheckpoint, type WeightDType } from '../../io/checkpoint.js';
+import { exportHf } from '../../io/hf.js';
+import { exportGguf } from '../../io/gguf.js';
+import { findCheckpointDir, latestRun } from '../../train/train.js';
+
+export const exportCommand: CommandSpec = {
+  name: 'export',
+  summary: 'export a checkpoint for other tools: a Hugging Face transformers directory or a llama.cpp GGUF file',
+  usage: 'minigpt export [--ckpt DIR] --format hf|gguf --out PATH [--dtype F32|F16|BF16]',
+  flags: {
+    ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory (default: the latest run in ./runs)' },
+    format: { type: 'string', choices: ['hf', 'gguf'], description: 'hf: a transformers model directory; gguf: one llama.cpp file', default: 'hf' },
+    out: { type: 'string', value: 'PATH', description: 'directory (hf) or file (gguf) to write' },
+    dtype: { type: 'string', choices: ['F32', 'F16', 'BF16'], description: 'weight storage type (gguf: F32 or F16; norms stay F32)', default: 'F32' },
+    force: { type: 'boolean', description: 'replace --out if it exists' },
+  },
+  details: [
+    'hf: config.json (LlamaForCausalLM; ArceeForCausalLM for --mlp gelu), model.safetensors, generation_config.json,',
+    '    tokenizer.json, tokenizer_config.json, special_tokens_map.json: AutoModelForCausalLM and AutoTokenizer load it.',
+    'gguf: GGUF v3, llama architecture, tokenizer.ggml.model "gpt2"; llama.cpp and node-llama-cpp load it.',
+    '',
+    'Examples:',
+    '  minigpt export --ckpt runs/latest-run --format hf --out my-model-hf',
+    '  minigpt export --ckpt runs/latest-run --format gguf --dtype F16 --out my-model.gguf',
+  ].join('\n'),
+  async run(v) {
+    check(typeof v.out === 'string', 'give --out PATH (where to write the export)');
+    const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
+    const ckpt = await loadCheckpoint(dir);
+    const dtype = (v.dtype ?? 'F32') as WeightDType;
+    const format = v.format ?? 'hf';
+    if (format === 'gguf') {
+      check(dtype !== 'BF16', '--dtype BF16 is not written to GGUF here; use F32 or F16');
+      await exportGguf(ckpt, v.out, { dtype, overwrite: Boolean(v.force) });
+    } else {
+      await exportHf(ckpt, v.out, { dtype, overwrite: Boolean(v.force) });
+    }
+    console.log(`exported ${dir} -> ${v.out} (${format}, ${dtype})`);
+  },
+};

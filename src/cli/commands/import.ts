@@ -1,0 +1,31 @@
+import { check } from '../../errors.js';
+import type { CommandSpec } from '../args.js';
+import { saveCheckpoint } from '../../io/checkpoint.js';
+import { readHfModel } from '../../io/hf.js';
+
+export const importCommand: CommandSpec = {
+  name: 'import',
+  summary: 'read a Hugging Face LLaMA model directory (safetensors) into a minigpt checkpoint',
+  usage: 'minigpt import --from HF_DIR --out DIR',
+  flags: {
+    from: { type: 'string', value: 'HF_DIR', description: 'Hugging Face model directory: config.json, tokenizer.json, model.safetensors (or shards + index)' },
+    out: { type: 'string', value: 'DIR', description: 'checkpoint directory to write' },
+  },
+  details: [
+    'Reads LlamaForCausalLM (and ArceeForCausalLM with a GELU MLP) in F32, F16 or BF16, single-file or sharded.',
+    'The tokenizer comes from tokenizer.json: GPT-2\'s vocabulary becomes "gpt2", a minigpt-style byte-level BPE "bpe",',
+    'minigpt\'s character export "char". Biases, rope scaling, other architectures and tokenizers are refused.',
+    '',
+    'Examples:',
+    '  minigpt import --from ddp-out/final --out runs/imported',
+    '  minigpt sample --ckpt runs/imported --prompt "Once upon a time"',
+  ].join('\n'),
+  async run(v) {
+    check(typeof v.from === 'string', 'give --from HF_DIR (the Hugging Face model directory to read)');
+    check(typeof v.out === 'string', 'give --out DIR (the checkpoint directory to write)');
+    const { checkpoint, dtype } = await readHfModel(v.from);
+    await saveCheckpoint(v.out, checkpoint, { dtype });
+    const c = checkpoint.config;
+    console.log(`imported ${v.from} -> ${v.out}: ${c.n_layers} layers, d_model ${c.d_model}, ${c.n_heads} heads (${c.n_kv_heads} kv), vocab ${c.vocab_size}, ${checkpoint.tokenizer.kind} tokenizer, ${dtype} weights`);
+  },
+};
