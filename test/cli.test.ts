@@ -166,6 +166,7 @@ test('train rejects bad flags and data with one clear line', async () => {
     [['train', '--context', '0'], /--context must be at least 1/],
     [['train', '--resume', join(root, 'nope')], /does not exist/],
     [['train', '--config', join(root, 'missing.json')], /cannot read --config/],
+    [['train', '--clean', 'nfc,shouting'], /--clean: unknown step "shouting"/],
   ];
   for (const [args, re] of cases) {
     const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: root });

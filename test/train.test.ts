@@ -169,3 +169,14 @@ test('training reads prepared shards from disk and resumes from them exactly lik
   // Same tokens, same split, same seed: the same run.
   assert.equal(a.finalLoss, b.finalLoss);
 });
+
+test('cleaning steps are switchable: lowercase on gives a vocabulary without capitals', async () => {
+  const { loadTrainingData } = await import('../src/train/train.js');
+  const file = join(await mkdtemp(join(tmpdir(), 'minigpt-clean-')), 'c.txt');
+  await writeFile(file, 'Hello World\r\n\n\n\nBye\u0007 Now\n');
+  const lower = await loadTrainingData({ data: file, clean: { lowercase: true } });
+  const asIs = await loadTrainingData({ data: file, clean: { nfc: false, newlines: false, controlChars: false, collapseBlankLines: false, lowercase: false } });
+  const vocab = (d: { tokenizer: { toJSON(): unknown } }): string[] => (d.tokenizer.toJSON() as { vocab: string[] }).vocab;
+  assert.ok(!vocab(lower).some((ch) => /[A-Z\r\u0007]/.test(ch)));
+  assert.ok(vocab(asIs).includes('H') && vocab(asIs).includes('\r') && vocab(asIs).includes('\u0007'));
+});

@@ -106,6 +106,24 @@ export function formatHelp(cmd: CommandSpec): string {
   return lines.join('\n');
 }
 
+const CLEAN_STEPS = { nfc: 'nfc', newlines: 'newlines', 'control-chars': 'controlChars', 'blank-lines': 'collapseBlankLines', lowercase: 'lowercase' } as const;
+
+/** Text flags shared by commands that read training text. */
+export const TEXT_FLAGS: FlagSpecs = {
+  'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
+  clean: { type: 'string', value: 'STEPS', description: `cleaning steps to apply, comma-separated from ${Object.keys(CLEAN_STEPS).join(',')}, or none`, default: 'nfc,newlines,control-chars,blank-lines' },
+  'invalid-utf8': { type: 'string', choices: ['error', 'replace'], description: 'invalid UTF-8 in the data: stop with an error, or replace it and warn', default: 'error' },
+};
+
+/** --clean "nfc,lowercase" -> CleanOptions with exactly those steps on. */
+export function cleanOptionsFromFlag(value: string): Record<(typeof CLEAN_STEPS)[keyof typeof CLEAN_STEPS], boolean> {
+  const on = value.trim() === 'none' ? [] : value.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const step of on) {
+    if (!(step in CLEAN_STEPS)) throw new MinigptError(`--clean: unknown step "${step}"; choose from ${Object.keys(CLEAN_STEPS).join(', ')}, or none`);
+  }
+  return Object.fromEntries(Object.entries(CLEAN_STEPS).map(([flag, key]) => [key, on.includes(flag)])) as Record<(typeof CLEAN_STEPS)[keyof typeof CLEAN_STEPS], boolean>;
+}
+
 /** Where to compute: shared by every command that runs a model. */
 export const BACKEND_FLAGS: FlagSpecs = {
   backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to compute (auto: the fastest available)', default: 'auto' },

@@ -22,7 +22,7 @@ import { createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { loadCheckpoint, saveCheckpoint, isCheckpointDir, recoverInterruptedSave } from '../io/checkpoint.js';
-import { loadText, cleanText, splitTrainVal } from '../data/text.js';
+import { loadText, cleanText, splitTrainVal, type CleanOptions } from '../data/text.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { makeTokenizer, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
 import { createBatchSampler, memoryTokens, type TokenStream } from '../data/batches.js';
@@ -36,6 +36,10 @@ export interface TrainOptions {
   /** Separate validation text; otherwise the last 10% of the data. */
   valData?: string;
   textField?: string;
+  /** Cleaning steps (all on but lowercase by default). */
+  clean?: Partial<CleanOptions>;
+  /** Invalid UTF-8 in the data: an error (default) or replaced with U+FFFD and a warning. */
+  invalidUtf8?: 'error' | 'replace';
   tokenizer?: TokenizerKind;
   /** Vocabulary size when training a BPE tokenizer. */
   bpeVocab?: number;
@@ -197,10 +201,17 @@ export async function latestRun(): Promise<string> {
   throw new MinigptError('no --ckpt given and no previous run found in ./runs; train first (npx minigpt train) or pass --ckpt DIR');
 }
 
-async function loadTokens(path: string | undefined, textField: string | undefined, onMessage?: (m: string) => void): Promise<{ text: string; name: string }> {
+interface TextOptions {
+  textField?: string;
+  clean?: Partial<CleanOptions>;
+  invalidUtf8?: 'error' | 'replace';
+  onMessage?: (m: string) => void;
+}
+
+async function loadTokens(path: string | undefined, o: TextOptions): Promise<{ text: string; name: string }> {
   if (!path) return { text: await loadDefaultCorpus(), name: DEFAULT_CORPUS_NAME };
-  const raw = await loadText(path, { textField, onWarning: onMessage });
-  const text = cleanText(raw);
+  const raw = await loadText(path, { textField: o.textField, invalidUtf8: o.invalidUtf8, onWarning: o.onMessage });
+  const text = cleanText(raw, o.clean);
   check(text.trim().length > 0, `${path} has no text left after cleaning`);
   return { text, name: basename(path) };
 }
@@ -228,7 +239,7 @@ export interface TrainingData {
  * A directory written by `minigpt prepare` is read from its shards, never loaded whole.
  */
 export async function loadTrainingData(
-  o: Pick<TrainOptions, 'data' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage'>,
+  o: Pick<TrainOptions, 'data' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage' | 'clean' | 'invalidUtf8'>,
   existing?: Tokenizer,
 ): Promise<TrainingData> {
   if (o.data && (await isShardDir(o.data))) {
@@ -236,11 +247,11 @@ export async function loadTrainingData(
     if (existing && JSON.stringify(existing.toJSON()) !== JSON.stringify(shards.tokenizer.toJSON())) {
       throw new MinigptError(`${o.data} was prepared with a different tokenizer than the checkpoint's; prepare the data again with the checkpoint's tokenizer`);
     }
-    const val = o.valData ? memoryTokens(encodeAll(existing ?? shards.tokenizer, (await loadTokens(o.valData, o.textField, o.onMessage)).text, o.valData)) : shards.val;
+    const val = o.valData ? memoryTokens(encodeAll(existing ?? shards.tokenizer, (await loadTokens(o.valData, o)).text, o.valData)) : shards.val;
     return { tokenizer: existing ?? shards.tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)` };
   }
-  const { text, name: dataName } = await loadTokens(o.data, o.textField, o.onMessage);
-  const val = o.valData ? (await loadTokens(o.valData, o.textField, o.onMessage)).text : null;
+  const { text, name: dataName } = await loadTokens(o.data, o);
+  const val = o.valData ? (await loadTokens(o.valData, o)).text : null;
   const kind = o.tokenizer ?? TRAIN_DEFAULTS.tokenizer;
   // A character vocabulary must cover the validation text too, or evaluating it fails.
   const tokenizerText = val !== null && kind === 'char' ? `${text}\n${val}` : text;
@@ -282,6 +293,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const textField = o.textField ?? prior?.text_field ?? undefined;
   const { tokenizer, train: trainStream, val: valStream, dataName } = await loadTrainingData({
     data: dataPath, valData: valPath, textField, tokenizer: o.tokenizer, bpeVocab: o.bpeVocab, onMessage: o.onMessage,
+    clean: o.clean, invalidUtf8: o.invalidUtf8,
   }, resumed?.tokenizer);
 
   const config = resumed

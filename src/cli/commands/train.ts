@@ -1,5 +1,5 @@
 import { MinigptError, check } from '../../errors.js';
-import { BACKEND_FLAGS, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
+import { BACKEND_FLAGS, TEXT_FLAGS, cleanOptionsFromFlag, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
 import { train, TRAIN_DEFAULTS, recordLatestRun } from '../../train/train.js';
 import { AMP_MODES } from '../../train/amp.js';
 import { formatDuration, formatRate, progressLine } from '../progress.js';
@@ -16,7 +16,7 @@ export function parseDuration(text: string): number {
 const TRAIN_FLAGS = {
   data: { type: 'string', value: 'PATH', description: 'training text: a file, a folder of .txt/.md/.jsonl, or JSONL (default: the embedded English corpus)' },
   'val-data': { type: 'string', value: 'PATH', description: 'validation text (default: the last 10% of --data)' },
-  'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
+  ...TEXT_FLAGS,
   tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer', default: TRAIN_DEFAULTS.tokenizer },
   'bpe-vocab': { type: 'int', min: 257, value: 'N', description: 'vocabulary size of a trained BPE tokenizer', default: TRAIN_DEFAULTS.bpeVocab },
   batch: { type: 'int', min: 1, value: 'N', description: 'sequences per micro-batch', default: TRAIN_DEFAULTS.batch },
@@ -108,6 +108,8 @@ export const trainCommand: CommandSpec = {
         data: v.data as string | undefined,
         valData: v['val-data'] as string | undefined,
         textField: v['text-field'] as string,
+        clean: cleanOptionsFromFlag(v.clean as string),
+        invalidUtf8: v['invalid-utf8'] as 'error' | 'replace',
         tokenizer: v.tokenizer as 'char' | 'gpt2' | 'bpe',
         bpeVocab: v['bpe-vocab'] as number,
         model,
