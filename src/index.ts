@@ -18,3 +18,6 @@ export { findLearningRate, type LrFindOptions, type LrFindResult } from './train
 export { generate, type SampleOptions, type GeneratedToken } from './generate.js';
 export { renderLossPlot, readMetrics } from './train/plot.js';
 export { createKvCache, forwardCached } from './model/model.js';
+export { prepareShards, openShards, isShardDir, type PrepareOptions, type PrepareSummary } from './data/shards.js';
+export { exportHf, readHfModel, type HfExportOptions } from './io/hf.js';
+export { exportGguf, type GgufExportOptions } from './io/gguf.js';

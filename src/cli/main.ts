@@ -11,8 +11,10 @@ import { plotCommand } from './commands/plot.js';
 import { benchCommand } from './commands/bench.js';
 import { tokenizerCommand } from './commands/tokenizer.js';
 import { prepareCommand } from './commands/prepare.js';
+import { exportCommand } from './commands/export.js';
+import { importCommand } from './commands/import.js';
 
-const COMMANDS: CommandSpec[] = [trainCommand, sampleCommand, evalCommand, lrFindCommand, plotCommand, tokenizerCommand, prepareCommand, benchCommand, initCommand];
+const COMMANDS: CommandSpec[] = [trainCommand, sampleCommand, evalCommand, lrFindCommand, plotCommand, tokenizerCommand, prepareCommand, exportCommand, importCommand, benchCommand, initCommand];
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;

@@ -1,0 +1,618 @@
+/**
+ * Hugging Face interop: a minigpt checkpoint <-> a transformers model directory.
+ *
+ * Export writes what `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained`
+ * load unchanged:
+ *   config.json              LlamaForCausalLM (SwiGLU models) or ArceeForCausalLM (GELU-MLP
+ *                            models: Arcee is LLaMA with a non-gated up/down MLP and a
+ *                            configurable activation, here "gelu_pytorch_tanh")
+ *   model.safetensors        the same Hugging Face names as our checkpoint, metadata {"format":"pt"}
+ *   generation_config.json
+ *   tokenizer.json           HF `tokenizers` format (see hfTokenizerFiles)
+ *   tokenizer_config.json    PreTrainedTokenizerFast, no BOS added
+ *   special_tokens_map.json
+ *
+ * Import reads a LLaMA (or Arcee) checkpoint, single-file or sharded safetensors in F32, F16 or
+ * BF16, and a tokenizer.json that one of our tokenizer kinds represents exactly. Everything
+ * else (biases, rope scaling, other architectures and tokenizers) is a MinigptError saying so.
+ *
+ * export -> import -> export is byte-stable: every file is a function of the checkpoint, and
+ * the fields of our config that HF has no name for (init, dropout) travel in config.json under
+ * "minigpt".
+ */
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { MinigptError, check } from '../errors.js';
+import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
+import { paramLayout } from '../model/params.js';
+import { charTokenizerFromVocab, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
+import { GPT2_VOCAB_SIZE, gpt2Tokenizer } from '../data/gpt2.js';
+import { GPT2_SPLIT_PATTERN, type ByteLevelTokenizer } from '../data/bpe.js';
+import { flatWeights, namedWeights, type Checkpoint, type WeightDType } from './checkpoint.js';
+import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js';
+
+// ---------------------------------------------------------------------------------------------
+// Byte-level unicode (GPT-2's bytes_to_unicode)
+
+let byteToCharTable: string[] | null = null;
+let charToByteTable: Map<string, number> | null = null;
+
+/** GPT-2's printable stand-in for each byte: the character byte-level BPE vocabularies use. */
+export function byteToUnicode(): readonly string[] {
+  if (byteToCharTable) return byteToCharTable;
+  const table: string[] = new Array(256);
+  const direct = (b: number): boolean => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  let n = 0;
+  for (let b = 0; b < 256; b++) table[b] = String.fromCharCode(direct(b) ? b : 256 + n++);
+  byteToCharTable = table;
+  charToByteTable = new Map(table.map((c, b) => [c, b]));
+  return table;
+}
+
+/** Token bytes -> the byte-level string naming them in tokenizer.json / GGUF. */
+export function bytesToByteLevel(bytes: Uint8Array): string {
+  const table = byteToUnicode();
+  let s = '';
+  for (const b of bytes) s += table[b];
+  return s;
+}
+
+/** The inverse of bytesToByteLevel, or null when `s` holds a character that stands for no byte. */
+export function byteLevelToBytes(s: string): Uint8Array | null {
+  byteToUnicode();
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) {
+    const b = charToByteTable!.get(s[i]!);
+    if (b === undefined) return null;
+    out[i] = b;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer <-> tokenizer.json
+
+/** What a tokenizer looks like as a byte-level BPE: ordinary tokens, merges in rank order, specials. */
+export interface ByteLevelVocab {
+  /** Byte-level string of each ordinary token, by id. */
+  tokens: string[];
+  /** Merges in priority order, as [left, right] byte-level strings. */
+  merges: [string, string][];
+  /** Special tokens (text, id), ids after the ordinary ones. */
+  special: [string, number][];
+}
+
+let gpt2VocabCache: ByteLevelVocab | null = null;
+
+/**
+ * The byte-level BPE form of a gpt2 or bpe tokenizer.
+ *
+ * gpt2: tiktoken has ranks, not merges. Like transformers' TikTokenConverter, every split of a
+ * token into two tokens is a merge, ordered by the rank of the token it makes: that is exactly
+ * tiktoken's rule (merge the adjacent pair whose joined bytes have the lowest rank), and with
+ * `ignore_merges` (whole pre-token looked up first) the HF tokenizer gives tiktoken's ids.
+ * bpe: its own merges, in order; merge i makes id 256 + i.
+ */
+export function byteLevelVocab(tokenizer: Tokenizer): ByteLevelVocab {
+  check(tokenizer.kind === 'gpt2' || tokenizer.kind === 'bpe', `a ${tokenizer.kind} tokenizer is not byte-level BPE`);
+  if (tokenizer.kind === 'gpt2' && gpt2VocabCache) return gpt2VocabCache;
+  const bl = tokenizer as ByteLevelTokenizer;
+  const special = Object.entries(bl.specialTokens).sort((a, b) => a[1] - b[1]);
+  const ordinary = bl.vocabSize - special.length;
+  const tokens: string[] = new Array(ordinary);
+  for (let id = 0; id < ordinary; id++) tokens[id] = bytesToByteLevel(bl.tokenBytes(id));
+  const idOf = new Map<string, number>();
+  tokens.forEach((t, id) => {
+    const other = idOf.get(t);
+    check(other === undefined, () => `tokens ${other} and ${id} of this tokenizer have the same bytes; a tokenizer.json vocabulary cannot hold both`);
+    idOf.set(t, id);
+  });
+  let merges: [string, string][];
+  if (tokenizer.kind === 'gpt2') {
+    const found: [number, number, number][] = [];
+    for (let id = 0; id < ordinary; id++) {
+      const t = tokens[id]!;
+      for (let k = 1; k < t.length; k++) {
+        const l = idOf.get(t.slice(0, k)), r = idOf.get(t.slice(k));
+        if (l !== undefined && r !== undefined) found.push([id, l, r]);
+      }
+    }
+    found.sort((a, b) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2]);
+    merges = found.map(([, l, r]) => [tokens[l]!, tokens[r]!]);
+  } else {
+    const json = tokenizer.toJSON() as unknown as { merges: string[] };
+    merges = json.merges.map((m) => {
+      const [a, b] = m.split(' ').map(Number) as [number, number];
+      return [tokens[a]!, tokens[b]!];
+    });
+  }
+  const vocab = { tokens, merges, special };
+  if (tokenizer.kind === 'gpt2') gpt2VocabCache = vocab;
+  return vocab;
+}
+
+/** JSON with the entries of `pairs` in the given order (a JS object would hoist integer-like keys). */
+function orderedObject(pairs: [string, unknown][], indent: string): string {
+  if (pairs.length === 0) return '{}';
+  return `{\n${pairs.map(([k, v]) => `${indent}  ${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(',\n')}\n${indent}}`;
+}
+
+function addedToken(id: number, content: string): Record<string, unknown> {
+  return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
+}
+
+/** Where the special tokens of a tokenizer go in config.json and the tokenizer configs. */
+export interface HfSpecialTokens {
+  bos?: [string, number];
+  eos?: [string, number];
+  unk?: string;
+}
+
+export function hfSpecialTokens(tokenizer: Tokenizer): HfSpecialTokens {
+  const specials = tokenizer.specialTokens ?? {};
+  const eot = specials['<|endoftext|>'];
+  const out: HfSpecialTokens = {};
+  if (eot !== undefined) {
+    out.bos = ['<|endoftext|>', eot];
+    out.eos = ['<|endoftext|>', eot];
+  }
+  if (tokenizer.kind === 'char') {
+    const unk = (tokenizer.toJSON() as unknown as { unk: string | null }).unk;
+    if (unk !== null) out.unk = unk;
+  }
+  return out;
+}
+
+/**
+ * tokenizer.json (HF `tokenizers`) for our tokenizer, as text.
+ *
+ * Byte-level kinds: the GPT-2 pre-token regex (spelled with \p{White_Space} as tiktoken's Rust
+ * regex means it) as a Split, then ByteLevel without its own regex; a BPE model over byte-level
+ * strings; ByteLevel decoder. Special tokens are added tokens (HF always recognises their text,
+ * as our encode does with allowedSpecial: 'all').
+ * char: a Split that isolates every code point, a WordLevel model over the characters (the unk
+ * character, if any, is its unk_token; otherwise an unknown character is an error, as here) and
+ * a Fuse decoder, so ids are exactly ours.
+ */
+export function hfTokenizerJson(tokenizer: Tokenizer): string {
+  const head = (added: Record<string, unknown>[]): string[] => [
+    `  "version": "1.0",`,
+    `  "truncation": null,`,
+    `  "padding": null,`,
+    `  "added_tokens": ${JSON.stringify(added)},`,
+    `  "normalizer": null,`,
+  ];
+  if (tokenizer.kind === 'char') {
+    const { vocab, unk } = tokenizer.toJSON() as unknown as { vocab: string[]; unk: string | null };
+    const pieces = unk === null ? vocab : [...vocab, unk];
+    return [
+      '{',
+      ...head([]),
+      `  "pre_tokenizer": ${JSON.stringify({ type: 'Split', pattern: { Regex: String.raw`[\s\S]` }, behavior: 'Isolated', invert: false })},`,
+      `  "post_processor": null,`,
+      `  "decoder": ${JSON.stringify({ type: 'Fuse' })},`,
+      `  "model": {`,
+      `    "type": "WordLevel",`,
+      `    "vocab": ${orderedObject(pieces.map((p, i) => [p, i]), '    ')},`,
+      // Without an unk character, the unk token is text no split can produce: unknown characters fail.
+      `    "unk_token": ${JSON.stringify(unk ?? '<unk>')}`,
+      `  }`,
+      '}',
+    ].join('\n') + '\n';
+  }
+  const v = byteLevelVocab(tokenizer);
+  const pre = {
+    type: 'Sequence',
+    pretokenizers: [
+      { type: 'Split', pattern: { Regex: GPT2_SPLIT_PATTERN }, behavior: 'Isolated', invert: false },
+      { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+    ],
+  };
+  return [
+    '{',
+    ...head(v.special.map(([text, id]) => addedToken(id, text))),
+    `  "pre_tokenizer": ${JSON.stringify(pre)},`,
+    `  "post_processor": ${JSON.stringify({ type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false })},`,
+    `  "decoder": ${JSON.stringify({ type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false })},`,
+    `  "model": {`,
+    `    "type": "BPE",`,
+    `    "dropout": null,`,
+    `    "unk_token": null,`,
+    `    "continuing_subword_prefix": null,`,
+    `    "end_of_word_suffix": null,`,
+    `    "fuse_unk": false,`,
+    `    "byte_fallback": false,`,
+    `    "ignore_merges": ${tokenizer.kind === 'gpt2'},`,
+    `    "vocab": ${orderedObject(v.tokens.map((t, i) => [t, i]), '    ')},`,
+    `    "merges": [\n${v.merges.map((m) => `      ${JSON.stringify(m)}`).join(',\n')}\n    ]`,
+    `  }`,
+    '}',
+  ].join('\n') + '\n';
+}
+
+/** tokenizer_config.json and special_tokens_map.json for our tokenizer. */
+export function hfTokenizerConfigs(tokenizer: Tokenizer, context: number): { config: Record<string, unknown>; specialMap: Record<string, unknown> } {
+  const s = hfSpecialTokens(tokenizer);
+  const specialMap: Record<string, unknown> = {};
+  if (s.bos) specialMap.bos_token = s.bos[0];
+  if (s.eos) specialMap.eos_token = s.eos[0];
+  if (s.unk) specialMap.unk_token = s.unk;
+  const addedDecoder: Record<string, unknown> = {};
+  for (const [text, id] of Object.entries(tokenizer.specialTokens ?? {})) addedDecoder[String(id)] = addedToken(id, text);
+  const config: Record<string, unknown> = {
+    tokenizer_class: 'PreTrainedTokenizerFast',
+    add_bos_token: false,
+    add_eos_token: false,
+    add_prefix_space: false,
+    clean_up_tokenization_spaces: false,
+    model_max_length: context,
+    ...specialMap,
+    minigpt_tokenizer: tokenizer.kind,
+  };
+  if (Object.keys(addedDecoder).length > 0) config.added_tokens_decoder = addedDecoder;
+  return { config, specialMap };
+}
+
+type Json = Record<string, unknown>;
+
+function isObject(x: unknown): x is Json {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+function preTokenizerIsOurs(pre: unknown): 'split-bytelevel' | 'bytelevel' | null {
+  if (!isObject(pre)) return null;
+  if (pre.type === 'ByteLevel' && pre.use_regex !== false && pre.add_prefix_space !== true) return 'bytelevel';
+  if (pre.type !== 'Sequence' || !Array.isArray(pre.pretokenizers) || pre.pretokenizers.length !== 2) return null;
+  const [split, bl] = pre.pretokenizers as unknown[];
+  if (!isObject(split) || !isObject(bl)) return null;
+  const pattern = split.pattern as Json | undefined;
+  const gpt2Regex = pattern?.Regex === GPT2_SPLIT_PATTERN || pattern?.Regex === String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`;
+  if (split.type === 'Split' && gpt2Regex && split.behavior === 'Isolated' && !split.invert && bl.type === 'ByteLevel' && bl.use_regex === false && bl.add_prefix_space !== true) {
+    return 'split-bytelevel';
+  }
+  return null;
+}
+
+/**
+ * The tokenizer a tokenizer.json stands for, when one of ours represents it exactly: our char
+ * export (WordLevel over single characters, split per character), GPT-2's vocabulary (-> gpt2),
+ * or a byte-level BPE laid out like our trained ones (bytes 0-255 in order, merge i -> 256 + i,
+ * special tokens after; -> bpe). Anything else is a MinigptError naming what differs.
+ */
+export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
+  check(isObject(json) && isObject(json.model), `${source} is not a Hugging Face tokenizer.json (no "model" object)`);
+  const model = json.model as Json;
+  check(json.normalizer === null || json.normalizer === undefined, `${source} has a normalizer (${(json.normalizer as Json)?.type}); minigpt's tokenizers do not normalize text, so it cannot be imported exactly`);
+  const added = Array.isArray(json.added_tokens) ? (json.added_tokens as Json[]) : [];
+
+  if (model.type === 'WordLevel') {
+    const pre = json.pre_tokenizer as Json | null;
+    check(
+      isObject(pre) && pre.type === 'Split' && isObject(pre.pattern) && ['[\\s\\S]', '(?s:.)', '.'].includes(pre.pattern.Regex as string) && pre.behavior === 'Isolated',
+      `${source}: a WordLevel tokenizer is imported only as minigpt's character tokenizer (a Split pre-tokenizer isolating every character); this one splits differently`,
+    );
+    const vocab = Object.entries(model.vocab as Record<string, number>).sort((a, b) => a[1] - b[1]);
+    // transformers' save_pretrained lists the unk character as an added token; any added token
+    // must be one of the vocabulary's characters under its own id.
+    const extra = added.filter((t) => (model.vocab as Record<string, number>)[t.content as string] !== t.id);
+    check(extra.length === 0, `${source}: the character tokenizer has added tokens (${extra.map((t) => JSON.stringify(t.content)).join(', ')}); minigpt's character tokenizer has no special tokens`);
+    vocab.forEach(([piece, id], i) => {
+      check(id === i, `${source}: character vocabulary ids must be 0..${vocab.length - 1} without gaps (found ${id} at position ${i})`);
+      check([...piece].length === 1, `${source}: vocabulary entry ${JSON.stringify(piece)} is not one character`);
+    });
+    const unkToken = model.unk_token as string | undefined;
+    const last = vocab[vocab.length - 1]?.[0];
+    const hasUnk = unkToken !== undefined && unkToken === last;
+    const pieces = vocab.map(([p]) => p);
+    return hasUnk ? charTokenizerFromVocab(pieces.slice(0, -1), last!) : charTokenizerFromVocab(pieces);
+  }
+
+  check(model.type === 'BPE', `${source}: tokenizer model ${JSON.stringify(model.type)} is not supported; minigpt imports byte-level BPE (GPT-2 style) and its own character tokenizer`);
+  check(preTokenizerIsOurs(json.pre_tokenizer) !== null,
+    `${source}: the pre-tokenizer is not GPT-2's byte-level one (${JSON.stringify(json.pre_tokenizer).slice(0, 120)}); minigpt's byte-level tokenizers split text with the GPT-2 regex, so this tokenizer cannot be reproduced exactly`);
+  check(!model.byte_fallback && !model.continuing_subword_prefix && !model.end_of_word_suffix && model.dropout == null,
+    `${source}: BPE options (byte_fallback, continuing_subword_prefix, end_of_word_suffix or dropout) that minigpt's byte-level BPE does not have`);
+  const vocabEntries = Object.entries(model.vocab as Record<string, number>).sort((a, b) => a[1] - b[1]);
+  const special = new Map<number, string>();
+  for (const t of added) {
+    check(t.special === true, `${source}: added token ${JSON.stringify(t.content)} is not special; minigpt's byte-level tokenizers only have special added tokens`);
+    special.set(t.id as number, t.content as string);
+  }
+  const ordinary = vocabEntries.filter(([, id]) => !special.has(id));
+  const tokenBytes: Uint8Array[] = [];
+  ordinary.forEach(([piece, id], i) => {
+    check(id === i, `${source}: vocabulary ids must be 0..${ordinary.length - 1} for ordinary tokens, special tokens after (found id ${id} at position ${i})`);
+    const bytes = byteLevelToBytes(piece);
+    check(bytes !== null, `${source}: vocabulary entry ${JSON.stringify(piece)} is not a byte-level string; only byte-level BPE is supported`);
+    tokenBytes.push(bytes);
+  });
+  const specialSorted = [...special].sort((a, b) => a[0] - b[0]);
+  specialSorted.forEach(([id], i) => check(id === ordinary.length + i, `${source}: special token ids must follow the ordinary tokens (id ${id})`));
+
+  // GPT-2's vocabulary?
+  if (ordinary.length === GPT2_VOCAB_SIZE - 1 && specialSorted.length === 1 && specialSorted[0]![1] === '<|endoftext|>') {
+    const gpt2 = gpt2Tokenizer();
+    let same = true;
+    for (let id = 0; id < ordinary.length && same; id++) {
+      const a = gpt2.tokenBytes(id), b = tokenBytes[id]!;
+      same = a.length === b.length && a.every((x, i) => x === b[i]);
+    }
+    if (same) return gpt2;
+  }
+  // Laid out like our trained BPE?
+  for (let b = 0; b < 256; b++) {
+    const t = tokenBytes[b];
+    check(t && t.length === 1 && t[0] === b,
+      `${source}: this byte-level BPE is neither GPT-2's vocabulary nor laid out like minigpt's trained BPE (ids 0-255 the bytes in order, then one token per merge), so it cannot be imported exactly`);
+  }
+  const idOf = new Map(ordinary.map(([piece, id]) => [piece, id]));
+  const mergesRaw = model.merges as unknown[];
+  check(Array.isArray(mergesRaw) && mergesRaw.length === ordinary.length - 256,
+    `${source}: a minigpt-style BPE has one merge per token above 255 (${ordinary.length - 256}), this one has ${Array.isArray(mergesRaw) ? mergesRaw.length : 'no'} merges`);
+  const merges = mergesRaw.map((m, i) => {
+    const [l, r] = (typeof m === 'string' ? m.split(' ') : (m as string[])) as [string, string];
+    const a = idOf.get(l), b = idOf.get(r), made = idOf.get(l + r);
+    check(a !== undefined && b !== undefined && made === 256 + i,
+      `${source}: merge ${i} (${JSON.stringify(m)}) does not make token ${256 + i}; the merges are not in minigpt's order (merge i makes id 256 + i)`);
+    return `${a} ${b}`;
+  });
+  return tokenizerFromJson(
+    { type: 'bpe', pretokenizer: 'gpt2', merges, special: Object.fromEntries(specialSorted.map(([id, text]) => [text, id])) },
+    source,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+const TORCH_DTYPE: Record<WeightDType, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/** config.json of the HF export. */
+export function hfConfig(config: ModelConfig, tokenizer: Tokenizer, dtype: WeightDType = 'F32'): Json {
+  const s = hfSpecialTokens(tokenizer);
+  const llama = config.mlp === 'swiglu';
+  return {
+    architectures: [llama ? 'LlamaForCausalLM' : 'ArceeForCausalLM'],
+    model_type: llama ? 'llama' : 'arcee',
+    attention_bias: false,
+    attention_dropout: 0.0,
+    bos_token_id: s.bos ? s.bos[1] : null,
+    eos_token_id: s.eos ? s.eos[1] : null,
+    pad_token_id: null,
+    head_dim: headDim(config),
+    hidden_act: llama ? 'silu' : 'gelu_pytorch_tanh',
+    hidden_size: config.d_model,
+    initializer_range: 0.02,
+    intermediate_size: config.intermediate_size,
+    max_position_embeddings: config.context,
+    mlp_bias: false,
+    num_attention_heads: config.n_heads,
+    num_hidden_layers: config.n_layers,
+    num_key_value_heads: config.n_kv_heads,
+    pretraining_tp: 1,
+    rms_norm_eps: config.rms_norm_eps,
+    rope_scaling: null,
+    rope_theta: config.rope_theta,
+    tie_word_embeddings: config.tie_embeddings,
+    torch_dtype: TORCH_DTYPE[dtype],
+    use_cache: true,
+    vocab_size: config.vocab_size,
+    minigpt: { init: config.init, dropout: config.dropout },
+  };
+}
+
+function num(o: Json, key: string, source: string): number {
+  const v = o[key];
+  check(typeof v === 'number' && Number.isFinite(v), `${source}: "${key}" is missing or not a number`);
+  return v;
+}
+
+/** Our ModelConfig from a transformers config.json, or a MinigptError saying what we cannot run. */
+export function configFromHf(json: unknown, source: string): ModelConfig {
+  check(isObject(json), `${source} is not a JSON object`);
+  const arch = Array.isArray(json.architectures) ? (json.architectures as string[]).join(', ') : '';
+  const type = json.model_type;
+  check(type === 'llama' || type === 'arcee',
+    `${source}: model_type ${JSON.stringify(type)}${arch ? ` (${arch})` : ''} is not supported; minigpt imports LLaMA-architecture models (model_type "llama", or "arcee" for a non-gated MLP)`);
+  const act = json.hidden_act ?? 'silu';
+  if (type === 'llama') check(act === 'silu', `${source}: hidden_act ${JSON.stringify(act)}; minigpt's SwiGLU MLP uses silu`);
+  else check(act === 'gelu_pytorch_tanh' || act === 'gelu_new', `${source}: Arcee hidden_act ${JSON.stringify(act)}; minigpt's non-gated MLP is GELU (tanh), "gelu_pytorch_tanh"`);
+  check(!json.attention_bias, `${source}: attention_bias is true; minigpt's models have no biases`);
+  check(!json.mlp_bias, `${source}: mlp_bias is true; minigpt's models have no biases`);
+  check(json.pretraining_tp === undefined || json.pretraining_tp === 1, `${source}: pretraining_tp ${json.pretraining_tp} is not supported (only 1)`);
+  let ropeTheta = json.rope_theta as number | undefined;
+  for (const key of ['rope_scaling', 'rope_parameters']) {
+    const rs = json[key];
+    if (rs === null || rs === undefined) continue;
+    check(isObject(rs), `${source}: "${key}" is not an object`);
+    const kind = rs.rope_type ?? rs.type ?? 'default';
+    check(kind === 'default', `${source}: rope scaling ${JSON.stringify(kind)} is not supported; minigpt implements plain RoPE (rope_type "default")`);
+    if (typeof rs.rope_theta === 'number') ropeTheta = rs.rope_theta;
+  }
+  check(typeof ropeTheta === 'number', `${source}: no rope_theta`);
+  const C = num(json, 'hidden_size', source), H = num(json, 'num_attention_heads', source);
+  if (json.head_dim !== undefined && json.head_dim !== null) {
+    check(json.head_dim === C / H, `${source}: head_dim ${json.head_dim} differs from hidden_size / num_attention_heads = ${C / H}; minigpt needs them equal`);
+  }
+  const extra = isObject(json.minigpt) ? json.minigpt : {};
+  const init = INIT_STRATEGIES.includes(extra.init as InitStrategy) ? (extra.init as InitStrategy) : 'gpt2';
+  const dropout = typeof extra.dropout === 'number' ? extra.dropout : 0;
+  try {
+    return resolveConfig({
+      vocab_size: num(json, 'vocab_size', source),
+      d_model: C,
+      n_heads: H,
+      n_kv_heads: (json.num_key_value_heads as number | undefined) ?? H,
+      n_layers: num(json, 'num_hidden_layers', source),
+      context: num(json, 'max_position_embeddings', source),
+      mlp: type === 'llama' ? 'swiglu' : 'gelu',
+      intermediate_size: num(json, 'intermediate_size', source),
+      rms_norm_eps: num(json, 'rms_norm_eps', source),
+      rope_theta: ropeTheta,
+      tie_embeddings: Boolean(json.tie_word_embeddings),
+      dropout,
+      init,
+    });
+  } catch (e) {
+    if (e instanceof MinigptError) throw new MinigptError(`${source}: ${e.message}`);
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Export
+
+export interface HfExportOptions {
+  /** Storage type of model.safetensors (default F32). */
+  dtype?: WeightDType;
+}
+
+/** The files of the HF export, name -> bytes (what exportHf writes). */
+export function hfExportFiles(ckpt: Checkpoint, opts: HfExportOptions = {}): Map<string, Uint8Array> {
+  const dtype = opts.dtype ?? 'F32';
+  const { config, tokenizer } = ckpt;
+  check(tokenizer.vocabSize <= config.vocab_size, `the tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocab_size ${config.vocab_size}`);
+  const text = (s: string): Uint8Array => new TextEncoder().encode(s);
+  const json = (o: unknown): Uint8Array => text(JSON.stringify(o, null, 2) + '\n');
+  const files = new Map<string, Uint8Array>();
+  const cfg = hfConfig(config, tokenizer, dtype);
+  files.set('config.json', json(cfg));
+  const gen: Json = { _from_model_config: true, do_sample: true, temperature: 1.0, max_length: config.context };
+  if (cfg.bos_token_id !== null) gen.bos_token_id = cfg.bos_token_id;
+  if (cfg.eos_token_id !== null) gen.eos_token_id = cfg.eos_token_id;
+  files.set('generation_config.json', json(gen));
+  files.set('model.safetensors', encodeSafetensors(namedWeights(config, ckpt.weights, dtype), { format: 'pt' }));
+  files.set('tokenizer.json', text(hfTokenizerJson(tokenizer)));
+  const { config: tokConfig, specialMap } = hfTokenizerConfigs(tokenizer, config.context);
+  files.set('tokenizer_config.json', json(tokConfig));
+  files.set('special_tokens_map.json', json(specialMap));
+  return files;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes `files` as directory `dir`, atomically (temporary sibling, then rename); refuses to replace a non-empty directory unless `overwrite`. */
+export async function writeDirAtomic(dir: string, files: Map<string, Uint8Array>, opts: { overwrite?: boolean } = {}): Promise<void> {
+  dir = resolve(dir);
+  if (await exists(dir)) {
+    const info = await stat(dir);
+    check(info.isDirectory(), `${dir} exists and is a file; choose another output directory`);
+    check(opts.overwrite || (await readdir(dir)).length === 0, `${dir} exists and is not empty; refusing to overwrite it (choose another output directory or pass --force)`);
+  }
+  const tmp = join(dirname(dir), `.${basename(dir)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    await mkdir(tmp, { recursive: true });
+    for (const [name, bytes] of files) await writeFile(join(tmp, name), bytes);
+    if (await exists(dir)) await rm(dir, { recursive: true, force: true });
+    await rename(tmp, dir);
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => {});
+    if (e instanceof MinigptError) throw e;
+    throw new MinigptError(`cannot write ${dir}: ${(e as Error).message}`);
+  }
+}
+
+/** Writes the HF export of `ckpt` to `outDir` (see the file comment). */
+export async function exportHf(ckpt: Checkpoint, outDir: string, opts: HfExportOptions & { overwrite?: boolean } = {}): Promise<void> {
+  await writeDirAtomic(outDir, hfExportFiles(ckpt, opts), opts);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import
+
+async function readJsonFile(path: string, what: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new MinigptError(`${path} is missing; ${what}`);
+    throw new MinigptError(`cannot read ${path}: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new MinigptError(`${path} is not valid JSON`);
+  }
+}
+
+/** All tensors of an HF model directory: model.safetensors, or the shards model.safetensors.index.json lists. */
+export async function readHfTensors(dir: string): Promise<Map<string, NamedTensor>> {
+  const index = join(dir, 'model.safetensors.index.json');
+  const single = join(dir, 'model.safetensors');
+  let files: string[];
+  if (await exists(index)) {
+    const json = (await readJsonFile(index, '')) as Json;
+    check(isObject(json.weight_map), `${index} has no "weight_map"`);
+    files = [...new Set(Object.values(json.weight_map as Record<string, string>))].sort();
+  } else if (await exists(single)) {
+    files = ['model.safetensors'];
+  } else {
+    const bin = (await readdir(dir)).find((f) => f.endsWith('.bin') || f.endsWith('.pt') || f.endsWith('.pth'));
+    throw new MinigptError(
+      bin
+        ? `${dir} holds PyTorch pickles (${bin}), not safetensors; convert with model.save_pretrained(dir, safe_serialization=True) first`
+        : `${dir} has neither model.safetensors nor model.safetensors.index.json`,
+    );
+  }
+  const out = new Map<string, NamedTensor>();
+  for (const f of files) {
+    const path = join(dir, f);
+    let bytes: Uint8Array;
+    try {
+      bytes = await readFile(path);
+    } catch (e) {
+      throw new MinigptError(`cannot read ${path}: ${(e as Error).message}`);
+    }
+    for (const [name, t] of decodeSafetensors(bytes, path).tensors) {
+      check(!out.has(name), `${name} appears in more than one shard of ${dir}`);
+      out.set(name, t);
+    }
+  }
+  return out;
+}
+
+export interface HfImportResult {
+  checkpoint: Checkpoint;
+  /** The weight dtype found in the files (the one all tensors share, else F32). */
+  dtype: WeightDType;
+}
+
+/** Reads an HF LLaMA model directory as a minigpt checkpoint (in memory). */
+export async function readHfModel(dir: string): Promise<HfImportResult> {
+  dir = resolve(dir);
+  check(await exists(dir), `${dir} does not exist`);
+  const configPath = join(dir, 'config.json');
+  const config = configFromHf(await readJsonFile(configPath, 'a Hugging Face model directory has config.json'), configPath);
+  const tokPath = join(dir, 'tokenizer.json');
+  check(await exists(tokPath), `${tokPath} is missing; minigpt imports the tokenizer from tokenizer.json (a fast tokenizer); sentencepiece-only models are not supported`);
+  const tokenizer = tokenizerFromHfJson(await readJsonFile(tokPath, ''), tokPath);
+  check(tokenizer.vocabSize <= config.vocab_size, `${tokPath} has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocab_size}`);
+
+  const raw = await readHfTensors(dir);
+  const tensors = new Map<string, NamedTensor>();
+  const dtypes = new Set<string>();
+  for (const [name, t] of raw) {
+    if (name.endsWith('.rotary_emb.inv_freq')) continue; // old transformers saved this buffer; it is recomputed
+    check(!name.endsWith('.bias'), `${dir}: tensor ${name} is a bias; minigpt's models have no biases`);
+    if (name === 'lm_head.weight' && config.tie_embeddings) {
+      const e = raw.get('model.embed_tokens.weight');
+      const same = e && e.data.length === t.data.length && e.data.every((x, i) => x === t.data[i]);
+      check(same, `${dir}: tie_word_embeddings is true but lm_head.weight differs from model.embed_tokens.weight`);
+      continue;
+    }
+    dtypes.add(t.dtype);
+    tensors.set(name, t);
+  }
+  const weights = flatWeights(config, tensors, dir);
+  const dtype = dtypes.size === 1 ? ([...dtypes][0] as WeightDType) : 'F32';
+  check(paramLayout(config).size === weights.length, 'internal: layout size');
+  return { checkpoint: { config, weights, tokenizer }, dtype: dtype === ('I32' as WeightDType) ? 'F32' : dtype };
+}

@@ -1,0 +1,168 @@
+/**
+ * GGUF export: structure always; with the Python venv, llama.cpp's `gguf` reader reads the
+ * metadata and tensors back equal (q/k permuted as convert_hf_to_gguf.py does, computed there);
+ * with node-llama-cpp installed, llama.cpp itself loads the file, tokenizes like us and its raw
+ * logits for every prompt position match ours (1e-3).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { encodeGguf, exportGguf, ggufFromCheckpoint, permuteForGgufRope, GGUF_MAGIC } from '../src/io/gguf.js';
+import { exportHf } from '../src/io/hf.js';
+import type { Checkpoint } from '../src/io/checkpoint.js';
+import { resolveConfig, type ModelConfig } from '../src/model/config.js';
+import { initialWeights, paramLayout } from '../src/model/params.js';
+import { createRng } from '../src/util/random.js';
+import { buildCharTokenizer, makeTokenizer, type Tokenizer } from '../src/data/tokenizer.js';
+import { gpt2Tokenizer } from '../src/data/gpt2.js';
+import { createBackend } from '../src/backend/index.js';
+import { createModel, setWeights } from '../src/model/model.js';
+import { computeLogits } from '../src/inference.js';
+import { MinigptError } from '../src/errors.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const tmp = (): Promise<string> => mkdtemp(join(tmpdir(), 'minigpt-gguf-'));
+
+function findPython(modules: string[]): { python?: string; skip?: string } {
+  const python = process.env.MINIGPT_PYTHON ?? join(ROOT, '.venv', 'bin', 'python');
+  if (!existsSync(python)) return { skip: `no Python venv at ${python} (run scripts/setup-venv.sh or set MINIGPT_PYTHON)` };
+  const r = spawnSync(python, ['-c', modules.map((m) => `import ${m}`).join('; ')], { encoding: 'utf8' });
+  if (r.status !== 0) return { skip: `${python} lacks ${modules.join(', ')}: ${(r.stderr || '').trim().split('\n').pop()}` };
+  return { python };
+}
+
+const TEXT = 'Hello, world! naïve café — 日本語 😀 it\'s 42\n\n  spaces\ttab';
+
+function checkpoint(tokenizer: Tokenizer, extra: Partial<ModelConfig> = {}, seed = 7): Checkpoint {
+  const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 32, n_heads: 4, n_kv_heads: 2, n_layers: 2, context: 64, ...extra });
+  const layout = paramLayout(config);
+  const weights = initialWeights(config, layout, createRng(seed));
+  for (const s of layout.specs) if (s.kind === 'norm') for (let i = 0; i < s.shape[0]!; i++) weights[s.offset + i] = 1 + 0.1 * Math.cos(i + s.offset);
+  return { config, weights, tokenizer };
+}
+
+const charTok = (): Tokenizer => buildCharTokenizer(TEXT + 'abcdefghijklmnopqrstuvwxyz');
+const bpeTok = (): Tokenizer => makeTokenizer('bpe', (TEXT + ' the quick brown fox jumps over the lazy dog ').repeat(4), { vocabSize: 320 });
+
+test('GGUF header, alignment and the q/k permutation', () => {
+  const ckpt = checkpoint(charTok());
+  const bytes = encodeGguf(ggufFromCheckpoint(ckpt));
+  const view = new DataView(bytes.buffer, bytes.byteOffset);
+  assert.equal(view.getUint32(0, true), GGUF_MAGIC);
+  assert.equal(view.getUint32(4, true), 3);
+  assert.equal(Number(view.getBigUint64(8, true)), 2 + 9 * 2 + 1); // embd, 9 per block, output_norm, output
+  assert.equal(bytes.length % 32, 0);
+  // One head of 4 rows: rotate-half rows [a0 a1 | b0 b1] become adjacent pairs [a0 b0 a1 b1].
+  const w = Float32Array.from([0, 0, 1, 1, 2, 2, 3, 3]);
+  assert.deepEqual(Array.from(permuteForGgufRope(w, 4, 2, 1)), [0, 0, 2, 2, 1, 1, 3, 3]);
+  assert.throws(() => ggufFromCheckpoint(checkpoint(charTok(), { mlp: 'gelu' })), (e: unknown) => e instanceof MinigptError && /GELU-MLP model cannot be exported to GGUF/.test(e.message));
+});
+
+const py = findPython(['gguf', 'numpy', 'safetensors']);
+
+test('llama.cpp\'s gguf reader reads metadata and tensors back equal', { skip: py.skip }, async () => {
+  const root = await tmp();
+  for (const [kind, ckpt, dtype] of [
+    ['char', checkpoint(charTok(), { vocab_size: 64 + 10 }), 'F32'],
+    ['bpe', checkpoint(bpeTok(), { tie_embeddings: true }), 'F16'],
+  ] as const) {
+    const hf = join(root, `${kind}-hf`), file = join(root, `${kind}.gguf`), out = join(root, `${kind}.json`);
+    await exportHf(ckpt, hf);
+    await exportGguf(ckpt, file, { dtype });
+    execFileSync(py.python!, [join(ROOT, 'scripts', 'gguf_check.py'), file, hf, out], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const r = JSON.parse(await readFile(out, 'utf8'));
+    assert.deepEqual(r.mismatches, [], kind);
+    const c = ckpt.config, md = r.metadata;
+    assert.equal(md['general.architecture'], 'llama');
+    assert.equal(md['llama.context_length'], c.context);
+    assert.equal(md['llama.embedding_length'], c.d_model);
+    assert.equal(md['llama.block_count'], c.n_layers);
+    assert.equal(md['llama.feed_forward_length'], c.intermediate_size);
+    assert.equal(md['llama.attention.head_count'], c.n_heads);
+    assert.equal(md['llama.attention.head_count_kv'], c.n_kv_heads);
+    assert.equal(md['llama.rope.dimension_count'], c.d_model / c.n_heads);
+    assert.equal(Math.fround(md['llama.attention.layer_norm_rms_epsilon']), Math.fround(c.rms_norm_eps));
+    assert.equal(md['llama.rope.freq_base'], c.rope_theta);
+    assert.equal(md['tokenizer.ggml.model'], 'gpt2');
+    assert.equal(md['tokenizer.ggml.tokens'].length, c.vocab_size);
+    assert.equal(md['tokenizer.ggml.token_type'].length, c.vocab_size);
+    assert.equal(r.tensors['token_embd.weight'].type, dtype);
+    assert.equal(r.tensors['output_norm.weight'].type, 'F32');
+    assert.deepEqual(r.tensors['token_embd.weight'].ne, [c.d_model, c.vocab_size]);
+    assert.equal('output.weight' in r.tensors, !c.tie_embeddings);
+  }
+});
+
+/** node-llama-cpp, when installed (npm devDependency). */
+function nodeLlamaCpp(): string | undefined {
+  const entry = join(ROOT, 'node_modules', 'node-llama-cpp', 'dist', 'index.js');
+  return existsSync(entry) ? entry : undefined;
+}
+
+const RUNNER = (entry: string): string => `
+import { getLlama, LlamaLogLevel } from ${JSON.stringify(entry)};
+import { readFileSync, writeFileSync } from 'node:fs';
+const [req, out] = process.argv.slice(2);
+const jobs = JSON.parse(readFileSync(req, 'utf8'));
+const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+const results = [];
+for (const job of jobs) {
+  const model = await llama.loadModel({ modelPath: job.gguf, gpuLayers: 0 });
+  const tokens = job.texts.map((t) => Array.from(model.tokenize(t, false)));
+  const context = await model.createContext({ contextSize: job.contextSize, batchSize: job.contextSize, sequences: 1 });
+  const seq = context.getSequence();
+  const res = await seq.controlledEvaluate(job.ids.map((t) => [t, { generateNext: { logits: true } }]));
+  const logits = res.map((r) => { const row = new Array(job.vocab).fill(null); for (const [k, v] of r.next.logits) row[k] = v; return row; });
+  results.push({ tokens, logits, nVocab: model.tokens.length ?? null });
+  await context.dispose();
+  await model.dispose();
+}
+writeFileSync(out, JSON.stringify(results));
+await llama.dispose();
+process.exit(0);
+`;
+
+const llamaEntry = nodeLlamaCpp();
+
+test('node-llama-cpp (llama.cpp) loads the GGUF: our token ids, our logits (1e-3)', { skip: llamaEntry ? undefined : 'node-llama-cpp is not installed (npm install: it is a devDependency)' }, async () => {
+  const root = await tmp();
+  const backend = await createBackend('reference');
+  const cases: [string, Checkpoint, 'F32' | 'F16'][] = [
+    ['char', checkpoint(charTok()), 'F32'],
+    ['bpe', checkpoint(bpeTok(), { tie_embeddings: true, rope_theta: 500 }), 'F32'],
+    ['gpt2', checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1 }), 'F32'],
+  ];
+  const jobs = [];
+  for (const [kind, ckpt, dtype] of cases) {
+    const gguf = join(root, `${kind}.gguf`);
+    await exportGguf(ckpt, gguf, { dtype });
+    const texts = [TEXT, 'the lazy dog'];
+    const ids = Array.from(ckpt.tokenizer.encode(TEXT)).slice(0, 24);
+    jobs.push({ gguf, texts, ids, vocab: ckpt.config.vocab_size, contextSize: ckpt.config.context });
+  }
+  const script = join(root, 'llama-runner.mjs');
+  await writeFile(script, RUNNER(llamaEntry!));
+  await writeFile(join(root, 'req.json'), JSON.stringify(jobs));
+  execFileSync(process.execPath, [script, join(root, 'req.json'), join(root, 'out.json')], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
+  const outs = JSON.parse(await readFile(join(root, 'out.json'), 'utf8'));
+  for (const [k, [kind, ckpt]] of cases.entries()) {
+    const job = jobs[k]!, out = outs[k];
+    job.texts.forEach((t, i) => assert.deepEqual(out.tokens[i], Array.from(ckpt.tokenizer.encode(t)), `${kind}: llama.cpp tokens for ${JSON.stringify(t)}`));
+    const m = createModel(backend, ckpt.config);
+    setWeights(m, ckpt.weights);
+    const mine = await computeLogits(m, job.ids);
+    const V = ckpt.config.vocab_size;
+    let worst = 0;
+    for (let t = 0; t < job.ids.length; t++) {
+      const row = out.logits[t] as (number | null)[];
+      for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(mine[t * V + v]! - (row[v] ?? NaN)));
+    }
+    console.log(`# ${kind}: llama.cpp tokens equal; max |logit diff| over ${job.ids.length} positions x ${V} = ${worst.toExponential(2)}`);
+    assert.ok(worst < 1e-3, `${kind}: llama.cpp logits differ from ours by ${worst}`);
+  }
+});

@@ -1,0 +1,203 @@
+/**
+ * Hugging Face export/import: byte-stable round trips and clear errors always; with the Python
+ * venv (.venv/bin/python or $MINIGPT_PYTHON with torch + transformers), transformers itself loads
+ * the export and must give our token ids and our logits (1e-4), and what transformers then saves
+ * itself (bf16, sharded, tokenizer.json re-serialised) must import back exactly.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { exportHf, hfExportFiles, readHfModel } from '../src/io/hf.js';
+import { encodeSafetensors } from '../src/io/safetensors.js';
+import { namedWeights, type Checkpoint } from '../src/io/checkpoint.js';
+import { resolveConfig, type ModelConfig } from '../src/model/config.js';
+import { initialWeights, paramLayout } from '../src/model/params.js';
+import { createRng } from '../src/util/random.js';
+import { buildCharTokenizer, makeTokenizer, type Tokenizer } from '../src/data/tokenizer.js';
+import { gpt2Tokenizer } from '../src/data/gpt2.js';
+import { createBackend } from '../src/backend/index.js';
+import { createModel, setWeights } from '../src/model/model.js';
+import { computeLogits } from '../src/inference.js';
+import { MinigptError } from '../src/errors.js';
+import { roundToBf16 } from '../src/util/half.js';
+import { importCommand } from '../src/cli/commands/import.js';
+import { exportCommand } from '../src/cli/commands/export.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const tmp = (): Promise<string> => mkdtemp(join(tmpdir(), 'minigpt-hf-'));
+
+/** The Python with `modules`, or a reason to skip. */
+function findPython(modules: string[]): { python?: string; skip?: string } {
+  const python = process.env.MINIGPT_PYTHON ?? join(ROOT, '.venv', 'bin', 'python');
+  if (!existsSync(python)) return { skip: `no Python venv at ${python} (run scripts/setup-venv.sh or set MINIGPT_PYTHON)` };
+  const r = spawnSync(python, ['-c', modules.map((m) => `import ${m}`).join('; ')], { encoding: 'utf8' });
+  if (r.status !== 0) return { skip: `${python} lacks ${modules.join(', ')}: ${(r.stderr || '').trim().split('\n').pop()}` };
+  return { python };
+}
+
+export const TEXTS = [
+  'Hello, world! It\'s 3.14159 and "quotes" aren\'t a problem.',
+  'naïve café résumé — Größe Ünïcödé 日本語のテキスト 😀👍🏽 emoji',
+  '  leading spaces\n\n\ttabs\tand   runs of  spaces  \n',
+  'nbsp\u00a0and\u3000ideographic space\u2028line sep, NEL\u0085 here',
+  "I'll we've they're she'd I'm it's DON'T 123456789 x=1+2*3",
+];
+
+function model(vocab: number, extra: Partial<ModelConfig> = {}): ModelConfig {
+  return resolveConfig({ vocab_size: vocab, d_model: 32, n_heads: 4, n_kv_heads: 2, n_layers: 2, context: 64, ...extra });
+}
+
+function checkpoint(tokenizer: Tokenizer, extra: Partial<ModelConfig> = {}, seed = 1): Checkpoint {
+  const config = model(extra.vocab_size ?? tokenizer.vocabSize, extra);
+  const weights = initialWeights(config, paramLayout(config), createRng(seed));
+  // Norm weights away from 1 so a wrong norm mapping would show.
+  const layout = paramLayout(config);
+  for (const s of layout.specs) if (s.kind === 'norm') for (let i = 0; i < s.shape[0]!; i++) weights[s.offset + i] = 1 + 0.1 * Math.sin(i + s.offset);
+  return { config, weights, tokenizer };
+}
+
+const charTok = (): Tokenizer => buildCharTokenizer(TEXTS.join(''), { unk: '\u2400' });
+const bpeTok = (): Tokenizer => makeTokenizer('bpe', TEXTS.join(' ').repeat(3) + ' the quick brown fox jumps over the lazy dog', { vocabSize: 400 });
+
+async function roundTrip(ckpt: Checkpoint, dtype: 'F32' | 'F16' | 'BF16'): Promise<void> {
+  const dir = await tmp();
+  const a = join(dir, 'hf-a'), b = join(dir, 'hf-b'), ours = join(dir, 'ours');
+  await exportHf(ckpt, a, { dtype });
+  await importCommand.run({ from: a, out: ours }, []);
+  await exportCommand.run({ ckpt: ours, format: 'hf', out: b, dtype }, []);
+  const files = (await readdir(a)).sort();
+  assert.deepEqual(files, ['config.json', 'generation_config.json', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json']);
+  assert.deepEqual((await readdir(b)).sort(), files);
+  for (const f of files) assert.ok((await readFile(join(a, f))).equals(await readFile(join(b, f))), `${f} differs after export -> import -> export (${ckpt.tokenizer.kind}, ${dtype})`);
+}
+
+test('export -> import -> export is byte-stable (char, gpt2, bpe; F32, F16, BF16; tied, GELU)', async () => {
+  await roundTrip(checkpoint(charTok()), 'F32');
+  await roundTrip(checkpoint(charTok(), { tie_embeddings: true, vocab_size: 120 }), 'BF16');
+  await roundTrip(checkpoint(bpeTok(), { mlp: 'gelu' }), 'F16');
+  await roundTrip(checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1 }), 'F32');
+});
+
+test('import gives back the checkpoint: config, weights and tokenizer', async () => {
+  const ckpt = checkpoint(bpeTok(), { rope_theta: 5000, rms_norm_eps: 1e-6, init: 'xavier-normal' });
+  const dir = join(await tmp(), 'hf');
+  await exportHf(ckpt, dir);
+  const back = (await readHfModel(dir)).checkpoint;
+  assert.deepEqual(back.config, ckpt.config);
+  assert.deepEqual(back.weights, ckpt.weights);
+  assert.deepEqual(back.tokenizer.toJSON(), ckpt.tokenizer.toJSON());
+  const cfg = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+  assert.equal(cfg.model_type, 'llama');
+  assert.deepEqual(cfg.architectures, ['LlamaForCausalLM']);
+  assert.equal(cfg.num_key_value_heads, 2);
+  assert.equal(cfg.eos_token_id, ckpt.tokenizer.specialTokens!['<|endoftext|>']);
+});
+
+test('sharded safetensors with model.safetensors.index.json import like one file', async () => {
+  const ckpt = checkpoint(charTok());
+  const dir = join(await tmp(), 'hf');
+  await exportHf(ckpt, dir, { dtype: 'BF16' });
+  const named = [...namedWeights(ckpt.config, ckpt.weights, 'BF16')];
+  const half = Math.floor(named.length / 2);
+  const shards = [named.slice(0, half), named.slice(half)];
+  const weightMap: Record<string, string> = {};
+  for (const [i, part] of shards.entries()) {
+    const file = `model-0000${i + 1}-of-00002.safetensors`;
+    await writeFile(join(dir, file), encodeSafetensors(new Map(part), { format: 'pt' }));
+    for (const [name] of part) weightMap[name] = file;
+  }
+  const { rm } = await import('node:fs/promises');
+  await rm(join(dir, 'model.safetensors'));
+  await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  const { checkpoint: back, dtype } = await readHfModel(dir);
+  assert.equal(dtype, 'BF16');
+  const direct = (await readHfModel(dir)).checkpoint;
+  assert.deepEqual(back.weights, direct.weights);
+  assert.equal(back.weights.length, ckpt.weights.length);
+});
+
+test('import refuses what minigpt cannot run, with one-line reasons', async () => {
+  const ckpt = checkpoint(charTok());
+  const src = join(await tmp(), 'hf');
+  await exportHf(ckpt, src);
+  const cfg = JSON.parse(await readFile(join(src, 'config.json'), 'utf8'));
+  const tokJson = await readFile(join(src, 'tokenizer.json'), 'utf8');
+  const cases: [string, (c: Record<string, unknown>) => void, RegExp, string?][] = [
+    ['rope scaling', (c) => (c.rope_scaling = { rope_type: 'yarn', factor: 4 }), /rope scaling "yarn" is not supported/],
+    ['bias', (c) => (c.attention_bias = true), /attention_bias is true/],
+    ['arch', (c) => { c.model_type = 'gpt2'; c.architectures = ['GPT2LMHeadModel']; }, /model_type "gpt2" \(GPT2LMHeadModel\) is not supported/],
+    ['act', (c) => (c.hidden_act = 'gelu'), /hidden_act "gelu"/],
+    ['tokenizer', () => {}, /tokenizer model "Unigram" is not supported/, JSON.stringify({ model: { type: 'Unigram', vocab: [] }, normalizer: null })],
+  ];
+  for (const [name, edit, re, tok] of cases) {
+    const dir = join(await tmp(), name);
+    const c = structuredClone(cfg);
+    edit(c);
+    const files = hfExportFiles(ckpt);
+    files.set('config.json', new TextEncoder().encode(JSON.stringify(c)));
+    files.set('tokenizer.json', new TextEncoder().encode(tok ?? tokJson));
+    const { writeDirAtomic } = await import('../src/io/hf.js');
+    await writeDirAtomic(dir, files);
+    await assert.rejects(readHfModel(dir), (e: unknown) => e instanceof MinigptError && re.test(e.message) && !e.message.includes('\n'), name);
+  }
+});
+
+const py = findPython(['torch', 'transformers']);
+
+test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCausalLM our logits (1e-4)', { skip: py.skip }, async () => {
+  const backend = await createBackend('reference');
+  const kinds: [string, Checkpoint][] = [
+    ['char', checkpoint(charTok())],
+    ['gpt2', checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 2, tie_embeddings: true })],
+    ['bpe', checkpoint(bpeTok(), { rope_theta: 500 })],
+    ['bpe-gelu (Arcee)', checkpoint(bpeTok(), { mlp: 'gelu' }, 5)],
+  ];
+  const jobs: { dir: string; texts: string[]; ids: number[][]; decode: number[][]; resave: string }[] = [];
+  const root = await tmp();
+  for (const [kind, ckpt] of kinds) {
+    const dir = join(root, kind.replace(/\W/g, '_'));
+    await exportHf(ckpt, dir);
+    const tok = ckpt.tokenizer;
+    const texts = kind === 'char' ? [...TEXTS, 'unknown \u2713 char'] : [...TEXTS, 'special <|endoftext|> token'];
+    const ours = texts.map((t) => Array.from(tok.encode(t, tok.specialTokens ? { allowedSpecial: 'all' } : {})));
+    const ids = ours.slice(0, 3).map((x) => x.slice(0, ckpt.config.context));
+    jobs.push({ dir, texts, ids, decode: ours, resave: `${dir}-resaved` });
+  }
+  await writeFile(join(root, 'req.json'), JSON.stringify(jobs));
+  execFileSync(py.python!, [join(ROOT, 'scripts', 'hf_check.py'), join(root, 'req.json'), join(root, 'out.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const outs = JSON.parse(await readFile(join(root, 'out.json'), 'utf8'));
+  for (const [k, [kind, ckpt]] of kinds.entries()) {
+    const { texts, ids, decode: ours } = jobs[k]!;
+    const out = outs[k];
+    const tok = ckpt.tokenizer;
+    assert.equal(out.model_class, ckpt.config.mlp === 'swiglu' ? 'LlamaForCausalLM' : 'ArceeForCausalLM');
+    for (let i = 0; i < texts.length; i++) assert.deepEqual(out.encodings[i], ours[i], `${kind}: HF ids for ${JSON.stringify(texts[i])}`);
+    for (let i = 0; i < texts.length; i++) assert.equal(out.decoded[i], tok.decode(ours[i]!), `${kind}: HF decode`);
+    const m = createModel(backend, ckpt.config);
+    setWeights(m, ckpt.weights);
+    let worst = 0;
+    for (let s = 0; s < ids.length; s++) {
+      const mine = await computeLogits(m, ids[s]!);
+      const theirs = out.logits[s] as number[];
+      assert.equal(theirs.length, mine.length);
+      for (let i = 0; i < mine.length; i++) worst = Math.max(worst, Math.abs(mine[i]! - theirs[i]!));
+    }
+    console.log(`# ${kind}: transformers ${out.model_class}/${out.tokenizer_class}: ids equal on ${texts.length} texts; max |logit diff| ${worst.toExponential(2)}`);
+    assert.ok(worst < 1e-4, `${kind}: max logit difference ${worst}`);
+
+    // What transformers itself wrote (bf16, sharded, tokenizer re-serialised) imports back.
+    const resaved = jobs[k]!.resave;
+    assert.ok((await readdir(resaved)).includes('model.safetensors.index.json'), `${kind}: transformers did not shard`);
+    const back = await readHfModel(resaved);
+    assert.equal(back.dtype, 'BF16');
+    assert.deepEqual(back.checkpoint.config, ckpt.config);
+    assert.deepEqual(back.checkpoint.tokenizer.toJSON(), ckpt.tokenizer.toJSON());
+    const bf16 = roundToBf16(ckpt.weights, new Float32Array(ckpt.weights.length));
+    assert.ok(back.checkpoint.weights.every((x, i) => x === bf16[i]), `${kind}: weights after transformers' bf16 save`);
+  }
+});
