@@ -25,14 +25,14 @@
  * Validation split: the last `valFraction` of the input bytes, from the first safe cut at or
  * after that byte, is the validation part (in-memory training splits the last 10% of tokens).
  */
-import { randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
+import { commitDir, ioError, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
-import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, scanUtf8, type CleanOptions } from './text.js';
+import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, scanUtf8, statOrThrow, fileSystemError, type CleanOptions } from './text.js';
 import {
   charTokenizerFromVocab,
   makeTokenizer,
@@ -137,31 +137,6 @@ interface InputFile {
   path: string;
   size: number;
   jsonl: boolean;
-}
-
-async function statOrThrow(path: string) {
-  try {
-    return await stat(path);
-  } catch (err) {
-    throw fileSystemError(path, err);
-  }
-}
-
-function fileSystemError(path: string, err: unknown): Error {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  switch (code) {
-    case 'ENOENT':
-      return new MinigptError(`${path}: no such file or folder; check the path`);
-    case 'ENOTDIR':
-      return new MinigptError(`${path}: a parent of this path is a file, not a folder; check the path`);
-    case 'EACCES':
-    case 'EPERM':
-      return new MinigptError(`${path}: permission denied; check the permissions of the file and its folders`);
-    case 'EISDIR':
-      return new MinigptError(`${path}: is a folder where a file was expected; check the path`);
-    default:
-      return err instanceof Error ? err : new Error(String(err));
-  }
 }
 
 /** The files loadText would read, in its order, with their sizes. */
@@ -641,19 +616,6 @@ class ShardWriter {
   }
 }
 
-async function exists(path: string): Promise<boolean> {
-  return (await stat(path).catch(() => null)) !== null;
-}
-
-async function syncDir(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 /** True when `dir` holds shards written by prepareShards (its meta.json says so). */
 export async function isShardDir(dir: string): Promise<boolean> {
   try {
@@ -662,17 +624,6 @@ export async function isShardDir(dir: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function ioError(e: unknown, what: string): Error {
-  if (e instanceof MinigptError) return e;
-  const code = (e as NodeJS.ErrnoException)?.code;
-  const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied'
-    : code === 'ENOSPC' ? 'the disk is full'
-    : code === 'EROFS' ? 'the file system is read-only'
-    : code === 'ENOTDIR' ? 'a path component is not a directory'
-    : null;
-  return why === null ? (e instanceof Error ? e : new Error(String(e))) : new MinigptError(`cannot ${what}: ${why}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -772,8 +723,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
   );
   const tokenizerJson = tokenizer.toJSON();
 
-  const tmp = join(dirname(out), `.${basename(out)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  const old = join(dirname(out), `.${basename(out)}.old-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tmp = siblingPath(out, 'tmp');
   const writers = {
     train: new ShardWriter(tmp, 'train', dtype, shardTokens),
     val: new ShardWriter(tmp, 'val', dtype, shardTokens),
@@ -806,26 +756,15 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
       val_fraction: valFraction,
       clean,
     };
-    const fh = await open(join(tmp, META_FILE), 'w');
-    try {
-      await fh.writeFile(JSON.stringify(meta, null, 2) + '\n');
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await syncDir(tmp);
+    await writeFileSynced(join(tmp, META_FILE), JSON.stringify(meta, null, 2) + '\n');
     await mkdir(dirname(out), { recursive: true });
-    if (await exists(out)) await rename(out, old);
-    await rename(tmp, out);
-    await syncDir(dirname(out));
+    await commitDir(tmp, out);
   } catch (e) {
     writers.train.abort();
     writers.val.abort();
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
-    if (!(await exists(out)) && (await exists(old))) await rename(old, out).catch(() => {});
     throw ioError(e, `write shards to ${out}`);
   }
-  await rm(old, { recursive: true, force: true });
   return {
     out,
     tokenizer: tokenizer.kind,

@@ -277,7 +277,8 @@ function describeKeys(record: Record<string, unknown>): string {
   return `fields ${shown.join(', ')}${keys.length > 8 ? ', ...' : ''}`;
 }
 
-async function statOrThrow(path: string) {
+/** stat, with the errors a user can fix (missing path, permissions...) as MinigptErrors. */
+export async function statOrThrow(path: string) {
   try {
     return await stat(path);
   } catch (err) {
@@ -285,7 +286,7 @@ async function statOrThrow(path: string) {
   }
 }
 
-function fileSystemError(path: string, err: unknown): Error {
+export function fileSystemError(path: string, err: unknown): Error {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   switch (code) {
     case 'ENOENT':

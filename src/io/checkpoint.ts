@@ -11,8 +11,9 @@
  * then replaces the old checkpoint by rename, so a crash leaves either the old checkpoint or
  * the new one, never a mix. A directory that is not a minigpt checkpoint is never overwritten.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { commitDir, exists, ioError, siblingPath, writeFileSynced } from '../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import { configFromJson, type ModelConfig } from '../model/config.js';
@@ -95,34 +96,6 @@ function configJson(config: ModelConfig): Record<string, unknown> {
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
-async function writeFileSynced(path: string, bytes: Uint8Array): Promise<void> {
-  const fh = await open(path, 'w');
-  try {
-    await fh.writeFile(bytes);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function syncDir(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** True when `dir` holds a minigpt checkpoint (its config.json says so). */
 export async function isCheckpointDir(dir: string): Promise<boolean> {
   try {
@@ -131,16 +104,6 @@ export async function isCheckpointDir(dir: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function ioError(e: unknown, what: string): MinigptError {
-  const code = (e as NodeJS.ErrnoException)?.code;
-  const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied'
-    : code === 'ENOSPC' ? 'the disk is full'
-    : code === 'EROFS' ? 'the file system is read-only'
-    : code === 'ENOTDIR' ? 'a path component is not a directory'
-    : (e as Error)?.message ?? String(e);
-  return new MinigptError(`cannot ${what}: ${why}`);
 }
 
 /**
@@ -211,21 +174,15 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint, opts: SaveOp
   }
   files.set(FILES.manifest, text({ sha256: Object.fromEntries([...files].map(([name, bytes]) => [name, sha256(bytes)])) }));
 
-  const tmp = join(dirname(dir), `.${basename(dir)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  const old = join(dirname(dir), `.${basename(dir)}.old-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tmp = siblingPath(dir, 'tmp');
   try {
     await mkdir(tmp, { recursive: true });
     for (const [name, bytes] of files) await writeFileSynced(join(tmp, name), bytes);
-    await syncDir(tmp);
-    if (await exists(dir)) await rename(dir, old);
-    await rename(tmp, dir);
-    await syncDir(dirname(dir));
+    await commitDir(tmp, dir);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
-    if (!(await exists(dir)) && (await exists(old))) await rename(old, dir).catch(() => {});
     throw ioError(e, `write checkpoint ${dir}`);
   }
-  await rm(old, { recursive: true, force: true });
 }
 
 async function readChecked(dir: string, name: string, manifest: Record<string, string> | null): Promise<Uint8Array> {

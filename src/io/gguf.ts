@@ -31,6 +31,7 @@ import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { MinigptError, check } from '../errors.js';
+import { exists } from '../util/fs.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import type { Tokenizer } from '../data/tokenizer.js';
@@ -315,15 +316,6 @@ export function ggufFromCheckpoint(ckpt: Checkpoint, opts: GgufExportOptions = {
   // Tied embeddings: no output.weight; llama.cpp then uses token_embd for the LM head.
   if (!c.tie_embeddings) tensors.push(tensor('lm_head.weight', 'output.weight'));
   return { metadata, tensors };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Writes the GGUF file of `ckpt` to `path` (temporary sibling, then rename). */

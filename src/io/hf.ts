@@ -20,10 +20,10 @@
  * the fields of our config that HF has no name for (init, dropout) travel in config.json under
  * "minigpt".
  */
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
+import { commitDir, exists, siblingPath, writeFileSynced } from '../util/fs.js';
 import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { charTokenizerFromVocab, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
@@ -490,15 +490,6 @@ export function hfExportFiles(ckpt: Checkpoint, opts: HfExportOptions = {}): Map
   return files;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Writes `files` as directory `dir`, atomically (temporary sibling, then rename); refuses to replace a non-empty directory unless `overwrite`. */
 export async function writeDirAtomic(dir: string, files: Map<string, Uint8Array>, opts: { overwrite?: boolean } = {}): Promise<void> {
   dir = resolve(dir);
@@ -507,12 +498,11 @@ export async function writeDirAtomic(dir: string, files: Map<string, Uint8Array>
     check(info.isDirectory(), `${dir} exists and is a file; choose another output directory`);
     check(opts.overwrite || (await readdir(dir)).length === 0, `${dir} exists and is not empty; refusing to overwrite it (choose another output directory or pass --force)`);
   }
-  const tmp = join(dirname(dir), `.${basename(dir)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tmp = siblingPath(dir, 'tmp');
   try {
     await mkdir(tmp, { recursive: true });
-    for (const [name, bytes] of files) await writeFile(join(tmp, name), bytes);
-    if (await exists(dir)) await rm(dir, { recursive: true, force: true });
-    await rename(tmp, dir);
+    for (const [name, bytes] of files) await writeFileSynced(join(tmp, name), bytes);
+    await commitDir(tmp, dir);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
     if (e instanceof MinigptError) throw e;

@@ -1,4 +1,3 @@
-import { readFile } from 'node:fs/promises';
 import { MinigptError, check } from '../../errors.js';
 import { MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { resolveConfig } from '../../model/config.js';
