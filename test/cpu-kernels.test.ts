@@ -1,7 +1,8 @@
 /**
  * Every kernel of the cpu backend against the reference backend on the same random inputs:
  * awkward sizes (not multiples of 4 or 8, N = 1), shapes big enough to cross the blocking (64-row
- * blocks, 128-token chunks, 32-row dweight units, 32-query attention blocks) and the thread split,
+ * blocks, 128-token chunks, 32-row dweight units, 16-query attention blocks, 512-channel chunks
+ * past BIG_OC) and the thread split,
  * inputs that are views at odd offsets, and outputs that start as junk, so an overwrite that
  * accumulates (or the reverse) shows.
  */
@@ -16,11 +17,14 @@ import { relativeError } from './support/parity.js';
 const TOL = 1e-5;
 
 // One single-threaded plain-SIMD backend, one with 3 threads (an uneven split) and relaxed SIMD
-// when the runtime has it, and one with the row-at-a-time attention fallback.
+// when the runtime has it, and one with the row-at-a-time attention fallback. The threaded ones
+// run every kernel on every thread (parallelMinNs: 0; by default these small shapes would run on
+// the calling thread alone), and a third threaded one keeps the default, size-based choice.
 const cpus: CpuBackend[] = [
   await createCpuBackend({ threads: 1, relaxedSimd: false }),
-  await createCpuBackend({ threads: 3 }),
-  await createCpuBackend({ threads: 2, attention: 'rows' }),
+  await createCpuBackend({ threads: 3, parallelMinNs: 0 }),
+  await createCpuBackend({ threads: 2, attention: 'rows', parallelMinNs: 0 }),
+  await createCpuBackend({ threads: 2 }),
 ];
 after(() => cpus.forEach((be) => be.destroy()));
 
@@ -62,7 +66,8 @@ async function same(what: string, kernel: (m: Maker) => Tensor[], tol = TOL): Pr
 }
 
 const MATMUL_SHAPES: [number, number, number][] = [
-  [1, 1, 1], [1, 16, 8], [3, 5, 7], [4, 8, 8], [7, 13, 65], [37, 19, 9], [65, 130, 70], [301, 33, 17], [530, 128, 384],
+  [1, 1, 1], [1, 16, 8], [3, 5, 7], [4, 8, 8], [5, 12, 22], [7, 13, 65], [37, 19, 9], [65, 130, 70], [301, 33, 17], [530, 128, 384],
+  [130, 20, 2500], // OC past BIG_OC: dinp reduces over OC in chunks
 ];
 
 test('matmulForward matches the reference (awkward and blocked shapes, threads)', async () => {
@@ -194,6 +199,25 @@ test('rope and attention (forward, backward, KV cache) match the reference', asy
   }
 });
 
+test('results are bit-repeatable for a given thread count (dynamic scheduling included)', async () => {
+  const be = cpus[1];
+  const run = async (): Promise<Float32Array[]> => {
+    const { rand, ints } = maker(be, createRng(11));
+    const s: AttentionShape = { B: 2, T: 45, nHeads: 4, nKvHeads: 2, headDim: 16 };
+    const N = s.B * s.T, QKV = (s.nHeads + 2 * s.nKvHeads) * s.headDim, HD = s.nHeads * s.headDim;
+    const qkv = rand(N * QKV), att = rand(N * HD), lse = rand(s.B * s.nHeads * s.T), datt = rand(N * HD), dqkv = rand(N * QKV);
+    be.attentionForward(att, lse, qkv, s);
+    be.attentionBackward(dqkv, datt, qkv, att, lse, s);
+    const w = rand(2500 * 24), logits = rand(N * 2500), dinp = rand(N * 24), dw = rand(2500 * 24), losses = rand(N);
+    be.matmulForward(logits, rand(N * 24), w, N, 24, 2500);
+    be.crossEntropyBackward(losses, logits, logits, ints(N, 2500), N, 2500, 0.5);
+    be.matmulBackward(dinp, dw, logits, rand(N * 24), w, N, 24, 2500);
+    return Promise.all([att, lse, dqkv, logits, dinp, dw, losses].map((t) => be.read(t)));
+  };
+  const a = await run(), b = await run();
+  a.forEach((x, i) => assert.deepEqual(x, b[i], `output ${i} differs between two identical runs`));
+});
+
 test('wasm kernels refuse tensors of another backend and tensors too small for the shape', () => {
   const be = cpus[0];
   const other = cpus[1];
@@ -201,4 +225,11 @@ test('wasm kernels refuse tensors of another backend and tensors too small for t
   assert.throws(() => be.matmulForward(out, other.alloc(12), w, 2, 6, 1), TypeError);
   assert.throws(() => be.matmulForward(out, createReferenceBackend().alloc(12), w, 2, 6, 1), TypeError);
   assert.throws(() => be.matmulForward(out, a, w, 2, 6, 3), RangeError);
+  // the gather kernels check token ids against the table (wasm would read any memory)
+  const ids = be.allocInt(2);
+  be.writeInt(ids, [0, 3]);
+  assert.throws(() => be.embeddingForward(be.alloc(4), ids, be.alloc(6), 2, 2), RangeError);
+  assert.throws(() => be.embeddingForward(be.alloc(4), ids, other.alloc(8), 2, 2), TypeError);
+  const cache = be.alloc(2 * 4 * 2), qkv = be.alloc(3 * 2);
+  assert.throws(() => be.kvCacheWrite(cache, qkv, { B: 1, T: 1, nHeads: 1, nKvHeads: 1, headDim: 2 }, 4, 4), RangeError);
 });

@@ -376,11 +376,22 @@ export function forwardCached(model: Model, cache: KvCache, ids: ArrayLike<numbe
   const B = cache.B, N = B * Tn, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
   const pos0 = cache.length;
   if (pos0 + Tn > c.context) throw new Error(`generation past the context: ${pos0} + ${Tn} > ${c.context}`);
-  const shape: AttentionShape = { B, T: Tn, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd };
-  const v = (t: Tensor, n: number): Tensor => be.view(t, 0, n);
-  const x = v(cache.x, N * C), ln = v(cache.ln, N * C), rstd = v(cache.rstd, N), qkv = v(cache.qkv, N * QKV), att = v(cache.att, N * HD);
-  const mlpIn = v(cache.mlpIn, N * (c.mlp === 'swiglu' ? 2 * F : F)), mlpAct = v(cache.mlpAct, N * F), branch = v(cache.branch, N * C);
-  const logits = v(cache.logits, N * c.vocab_size);
+  // The views of the working buffers and the attention shape for this Tn, made once per Tn and
+  // kept on the cache (generation calls this once per token with Tn = 1).
+  type Views = { x: Tensor; ln: Tensor; rstd: Tensor; qkv: Tensor; att: Tensor; mlpIn: Tensor; mlpAct: Tensor; branch: Tensor; logits: Tensor; shape: AttentionShape };
+  const memo = ((cache as KvCache & { viewsByTn?: Map<number, Views> }).viewsByTn ??= new Map<number, Views>());
+  let views = memo.get(Tn);
+  if (!views) {
+    const v = (t: Tensor, n: number): Tensor => be.view(t, 0, n);
+    views = {
+      x: v(cache.x, N * C), ln: v(cache.ln, N * C), rstd: v(cache.rstd, N), qkv: v(cache.qkv, N * QKV), att: v(cache.att, N * HD),
+      mlpIn: v(cache.mlpIn, N * (c.mlp === 'swiglu' ? 2 * F : F)), mlpAct: v(cache.mlpAct, N * F), branch: v(cache.branch, N * C),
+      logits: v(cache.logits, N * c.vocab_size),
+      shape: { B, T: Tn, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd },
+    };
+    memo.set(Tn, views);
+  }
+  const { x, ln, rstd, qkv, att, mlpIn, mlpAct, branch, logits, shape } = views;
 
   be.writeInt(cache.ids, ids);
   be.embeddingForward(x, cache.ids, w.embed, N, C);

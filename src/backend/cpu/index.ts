@@ -31,6 +31,11 @@ export interface CpuOptions {
    * query row at a time; the simpler fallback, kept for tests and comparisons).
    */
   attention?: 'blocked' | 'rows';
+  /**
+   * A kernel whose estimated single-thread time (ns) is below this runs on the calling thread
+   * alone (default 30000; 0: every kernel on every thread). For benchmarks and tests.
+   */
+  parallelMinNs?: number;
 }
 
 /** A cpu tensor: a view of the shared memory plus its byte offset there, and whose memory it is. */
@@ -59,6 +64,16 @@ const MAX_PAGES = 65536;
 const HEAP_BASE = PAGE;
 const ALIGN = 64;
 
+/**
+ * A kernel runs on every thread only when it is worth waking the workers: when its estimated
+ * single-thread time, in ns, is at least this. (A call on all threads costs a few µs when the
+ * workers are spinning and tens of µs when they sleep; generation's one-row kernels cost less.)
+ * Which way a kernel runs depends only on its shape, so results stay bit-repeatable.
+ */
+const PARALLEL_MIN_NS = 30000;
+/** Rough single-thread costs: ns per element of a streaming elementwise kernel, per multiply-add. */
+const NS_PER_ELEMENT = 0.5, NS_PER_MAC = 0.1;
+
 const f32 = (t: Tensor): CpuTensor => t as CpuTensor;
 const i32 = (t: IntTensor): CpuIntTensor => t as CpuIntTensor;
 
@@ -71,6 +86,9 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
   const wasm = pool.kernels;
   const ref = createReferenceBackend();
   const attentionSuffix = options.attention === 'rows' ? 'Rows' : '';
+  const minNs = options.parallelMinNs ?? PARALLEL_MIN_NS;
+  const byElements = (n: number): boolean => threads > 1 && n * NS_PER_ELEMENT >= minNs;
+  const byMacs = (n: number): boolean => threads > 1 && n * NS_PER_MAC >= minNs;
 
   // --- memory: a bump allocator (the model allocates once per shape and never frees) ---
   let top = HEAP_BASE;
@@ -147,7 +165,7 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
     copy: (dst, src) => void f32(dst).data.set(f32(src).data),
     add(out, a, b) {
       need('add out', out, out.size); need('add a', a, out.size); need('add b', b, out.size);
-      pool.run('add', [f32(out).ptr, f32(a).ptr, f32(b).ptr, out.size]);
+      pool.run('add', [f32(out).ptr, f32(a).ptr, f32(b).ptr, out.size], byElements(out.size));
     },
     sumSquares(out, xs) {
       // each thread leaves an f64 partial in its scratch; summed here in f64 like the reference
@@ -155,8 +173,8 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       let total = 0;
       for (const x of xs) {
         need('sumSquares x', x, x.size);
-        pool.run('sumSquares', [f32(x).ptr, x.size, scratch, scratchBytes]);
-        for (let t = 0; t < threads; t++) total += new Float64Array(memory.buffer, scratch + t * scratchBytes, 1)[0];
+        const used = pool.run('sumSquares', [f32(x).ptr, x.size, scratch, scratchBytes], byElements(x.size));
+        for (let t = 0; t < used; t++) total += new Float64Array(memory.buffer, scratch + t * scratchBytes, 1)[0];
       }
       f32(out).data[0] = total;
     },
@@ -165,7 +183,7 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       need('matmulForward out', out, N * OC); need('matmulForward inp', inp, N * C); need('matmulForward weight', weight, OC * C);
       if (N === 0 || OC === 0) return;
       scratchFor(wasm.matmulScratchBytes(C, OC) as number);
-      pool.run('matmulForward', [f32(out).ptr, f32(inp).ptr, f32(weight).ptr, N, C, OC, scratch, scratchBytes]);
+      pool.run('matmulForward', [f32(out).ptr, f32(inp).ptr, f32(weight).ptr, N, C, OC, scratch, scratchBytes], byMacs(N * C * OC));
     },
     matmulBackward(dinp, dweight, dout, inp, weight, N, C, OC) {
       need('matmulBackward dweight', dweight, OC * C); need('matmulBackward dout', dout, N * OC);
@@ -173,15 +191,15 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       scratchFor(wasm.matmulScratchBytes(C, OC) as number);
       if (dinp) {
         need('matmulBackward dinp', dinp, N * C);
-        pool.run('matmulBackwardInput', [f32(dinp).ptr, f32(dout).ptr, f32(weight).ptr, N, C, OC, scratch, scratchBytes]);
+        pool.run('matmulBackwardInput', [f32(dinp).ptr, f32(dout).ptr, f32(weight).ptr, N, C, OC, scratch, scratchBytes], byMacs(N * C * OC));
       }
-      pool.run('matmulBackwardWeight', [f32(dweight).ptr, f32(dout).ptr, f32(inp).ptr, N, C, OC, scratch, scratchBytes]);
+      pool.run('matmulBackwardWeight', [f32(dweight).ptr, f32(dout).ptr, f32(inp).ptr, N, C, OC, scratch, scratchBytes], byMacs(N * C * OC));
     },
 
     rmsnormForward(out, rstd, inp, weight, N, C, eps) {
       need('rmsnormForward out', out, N * C); need('rmsnormForward rstd', rstd, N);
       need('rmsnormForward inp', inp, N * C); need('rmsnormForward weight', weight, C);
-      pool.run('rmsnormForward', [f32(out).ptr, f32(rstd).ptr, f32(inp).ptr, f32(weight).ptr, N, C, eps]);
+      pool.run('rmsnormForward', [f32(out).ptr, f32(rstd).ptr, f32(inp).ptr, f32(weight).ptr, N, C, eps], byElements(2 * N * C));
     },
     rmsnormBackward(dinp, dweight, dout, inp, weight, rstd, N, C) {
       need('rmsnormBackward dinp', dinp, N * C); need('rmsnormBackward dweight', dweight, C);
@@ -189,34 +207,34 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       need('rmsnormBackward weight', weight, C); need('rmsnormBackward rstd', rstd, N);
       // each thread sums its rows' dweight into its scratch; then one pass adds them all
       scratchFor(C * 4);
-      pool.run('rmsnormBackward', [f32(dinp).ptr, f32(dout).ptr, f32(inp).ptr, f32(weight).ptr, f32(rstd).ptr, N, C, scratch, scratchBytes]);
-      wasm.reduceScratch(f32(dweight).ptr, scratch, scratchBytes, C, threads);
+      const used = pool.run('rmsnormBackward', [f32(dinp).ptr, f32(dout).ptr, f32(inp).ptr, f32(weight).ptr, f32(rstd).ptr, N, C, scratch, scratchBytes], byElements(4 * N * C));
+      wasm.reduceScratch(f32(dweight).ptr, scratch, scratchBytes, C, used);
     },
     rope(x, cosSin, B, T, nHeads, headDim, rowStride, pos0, inverse) {
       need('rope x', x, B * T * rowStride); need('rope cosSin', cosSin, (pos0 + T) * headDim);
-      pool.run('rope', [f32(x).ptr, f32(cosSin).ptr, B, T, nHeads, headDim, rowStride, pos0, inverse ? 1 : 0]);
+      pool.run('rope', [f32(x).ptr, f32(cosSin).ptr, B, T, nHeads, headDim, rowStride, pos0, inverse ? 1 : 0], byElements(2 * B * T * nHeads * headDim));
     },
 
     swigluForward(out, gateUp, N, F) {
       need('swigluForward out', out, N * F); need('swigluForward gateUp', gateUp, N * 2 * F);
-      pool.run('swigluForward', [f32(out).ptr, f32(gateUp).ptr, N, F]);
+      pool.run('swigluForward', [f32(out).ptr, f32(gateUp).ptr, N, F], byElements(4 * N * F));
     },
     swigluBackward(dgateUp, dout, gateUp, N, F) {
       need('swigluBackward dgateUp', dgateUp, N * 2 * F); need('swigluBackward dout', dout, N * F);
       need('swigluBackward gateUp', gateUp, N * 2 * F);
-      pool.run('swigluBackward', [f32(dgateUp).ptr, f32(dout).ptr, f32(gateUp).ptr, N, F]);
+      pool.run('swigluBackward', [f32(dgateUp).ptr, f32(dout).ptr, f32(gateUp).ptr, N, F], byElements(6 * N * F));
     },
 
     crossEntropyForward(losses, logits, targets, N, V) {
       need('crossEntropyForward losses', losses, N); need('crossEntropyForward logits', logits, N * V);
       need('crossEntropyForward targets', targets, N);
-      pool.run('crossEntropyForward', [f32(losses).ptr, f32(logits).ptr, i32(targets).ptr, N, V]);
+      pool.run('crossEntropyForward', [f32(losses).ptr, f32(logits).ptr, i32(targets).ptr, N, V], byElements(3 * N * V));
     },
     crossEntropyBackward(losses, dlogits, logits, targets, N, V, gradScale) {
       need('crossEntropyBackward losses', losses, N); need('crossEntropyBackward dlogits', dlogits, N * V);
       need('crossEntropyBackward logits', logits, N * V);
       need('crossEntropyBackward targets', targets, N);
-      pool.run('crossEntropyBackward', [f32(losses).ptr, f32(dlogits).ptr, f32(logits).ptr, i32(targets).ptr, N, V, gradScale]);
+      pool.run('crossEntropyBackward', [f32(losses).ptr, f32(dlogits).ptr, f32(logits).ptr, i32(targets).ptr, N, V, gradScale], byElements(4 * N * V));
     },
 
     adamw(params, grads, m, v, hyper: AdamWHyper) {
@@ -230,16 +248,16 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
         scale *= Math.min(1, hyper.clip.maxNorm / (norm + 1e-6));
       }
       const bc1 = 1 - Math.pow(beta1, step), bc2 = 1 - Math.pow(beta2, step);
-      pool.run('adamw', [f32(params).ptr, f32(grads).ptr, f32(m).ptr, f32(v).ptr, n, lr, beta1, beta2, eps, 1 - lr * weightDecay, bc1, bc2, scale]);
+      pool.run('adamw', [f32(params).ptr, f32(grads).ptr, f32(m).ptr, f32(v).ptr, n, lr, beta1, beta2, eps, 1 - lr * weightDecay, bc1, bc2, scale], byElements(4 * n));
     },
 
     geluForward(out, inp, size) {
       need('geluForward out', out, size); need('geluForward inp', inp, size);
-      pool.run('geluForward', [f32(out).ptr, f32(inp).ptr, size]);
+      pool.run('geluForward', [f32(out).ptr, f32(inp).ptr, size], byElements(4 * size));
     },
     geluBackward(dinp, dout, inp, size) {
       need('geluBackward dinp', dinp, size); need('geluBackward dout', dout, size); need('geluBackward inp', inp, size);
-      pool.run('geluBackward', [f32(dinp).ptr, f32(dout).ptr, f32(inp).ptr, size]);
+      pool.run('geluBackward', [f32(dinp).ptr, f32(dout).ptr, f32(inp).ptr, size], byElements(6 * size));
     },
 
     attentionForward(out, lse, qkv, shape) {
@@ -247,7 +265,7 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       need('attentionForward out', out, B * T * H * hd); need('attentionForward lse', lse, B * H * T);
       need('attentionForward qkv', qkv, B * T * (H + 2 * KVH) * hd);
       scratchFor(wasm.attentionScratchBytes(T, hd) as number);
-      pool.run(`attentionForward${attentionSuffix}`, [f32(out).ptr, f32(lse).ptr, f32(qkv).ptr, B, T, H, KVH, hd, scratch, scratchBytes]);
+      pool.run(`attentionForward${attentionSuffix}`, [f32(out).ptr, f32(lse).ptr, f32(qkv).ptr, B, T, H, KVH, hd, scratch, scratchBytes], byMacs(B * H * T * T * hd));
     },
     attentionBackward(dqkv, dout, qkv, out, lse, shape) {
       const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = shape;
@@ -255,7 +273,36 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       need('attentionBackward qkv', qkv, B * T * (H + 2 * KVH) * hd); need('attentionBackward out', out, B * T * H * hd);
       need('attentionBackward lse', lse, B * H * T);
       scratchFor(wasm.attentionScratchBytes(T, hd) as number);
-      pool.run(`attentionBackward${attentionSuffix}`, [f32(dqkv).ptr, f32(dout).ptr, f32(qkv).ptr, f32(out).ptr, f32(lse).ptr, B, T, H, KVH, hd, scratch, scratchBytes]);
+      pool.run(`attentionBackward${attentionSuffix}`, [f32(dqkv).ptr, f32(dout).ptr, f32(qkv).ptr, f32(out).ptr, f32(lse).ptr, B, T, H, KVH, hd, scratch, scratchBytes], byMacs(2 * B * H * T * T * hd));
+    },
+
+    embeddingForward(out, ids, table, N, C) {
+      need('embeddingForward out', out, N * C); need('embeddingForward ids', ids, N); need('embeddingForward table', table, C);
+      const id = i32(ids).data, V = table.size / C;
+      for (let n = 0; n < N; n++) if (!(id[n] >= 0 && id[n] < V)) throw new RangeError(`embeddingForward: token id ${id[n]} outside the table of ${V} rows`);
+      pool.run('embeddingForward', [f32(out).ptr, i32(ids).ptr, f32(table).ptr, N, C], byElements(2 * N * C));
+    },
+    embeddingBackward(dtable, dout, ids, N, C) {
+      need('embeddingBackward dout', dout, N * C); need('embeddingBackward ids', ids, N); need('embeddingBackward dtable', dtable, C);
+      const id = i32(ids).data, V = dtable.size / C;
+      for (let n = 0; n < N; n++) if (!(id[n] >= 0 && id[n] < V)) throw new RangeError(`embeddingBackward: token id ${id[n]} outside the table of ${V} rows`);
+      pool.run('embeddingBackward', [f32(dtable).ptr, f32(dout).ptr, i32(ids).ptr, N, C], byElements(3 * N * C));
+    },
+
+    kvCacheWrite(cache, qkv, shape, context, pos0) {
+      const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = shape;
+      need('kvCacheWrite qkv', qkv, B * T * (H + 2 * KVH) * hd);
+      need('kvCacheWrite cache', cache, B * context * 2 * KVH * hd);
+      if (pos0 < 0 || pos0 + T > context) throw new RangeError(`kvCacheWrite: positions ${pos0}..${pos0 + T} outside the context ${context}`);
+      pool.run('kvCacheWrite', [f32(cache).ptr, f32(qkv).ptr, B, T, H, KVH, hd, context, pos0], byElements(4 * B * T * KVH * hd));
+    },
+    attentionCached(out, qkv, cache, shape, context, pos0) {
+      const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = shape;
+      need('attentionCached out', out, B * T * H * hd); need('attentionCached qkv', qkv, B * T * (H + 2 * KVH) * hd);
+      need('attentionCached cache', cache, B * context * 2 * KVH * hd);
+      if (pos0 < 0 || pos0 + T > context) throw new RangeError(`attentionCached: positions ${pos0}..${pos0 + T} outside the context ${context}`);
+      scratchFor(wasm.attentionCachedScratchBytes(context, hd) as number);
+      pool.run('attentionCached', [f32(out).ptr, f32(qkv).ptr, f32(cache).ptr, B, T, H, KVH, hd, context, pos0, scratch, scratchBytes], byMacs(2 * B * H * T * (pos0 + T) * hd));
     },
   };
   return backend;

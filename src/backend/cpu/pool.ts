@@ -32,8 +32,12 @@ export interface ThreadPool {
   readonly nThreads: number;
   /** The main thread's instance of the kernels. */
   readonly kernels: KernelExports;
-  /** Runs kernel `name`(...args, tid, nThreads) on every thread and returns when all are done. */
-  run(name: string, args: readonly number[]): void;
+  /**
+   * Runs kernel `name`(...args, tid, nThreads) on every thread and returns when all are done;
+   * with `parallel` false (work too small to pay for waking the workers) only on the calling
+   * thread, as (…, 0, 1). Returns the thread count the kernel ran with.
+   */
+  run(name: string, args: readonly number[], parallel?: boolean): number;
   destroy(): void;
 }
 
@@ -80,15 +84,15 @@ export async function createThreadPool(module: WasmModule, memory: WasmMemory, n
   return {
     nThreads,
     kernels,
-    run(name, callArgs) {
+    run(name, callArgs, parallel = true) {
       if (destroyed) throw new Error('cpu backend used after destroy()');
       const fn = kernels[name];
       const index = kernelIndex.get(name);
       if (index === undefined) throw new Error(`no wasm kernel ${name}`);
-      if (nWorkers === 0) {
+      if (nWorkers === 0 || !parallel) {
         workCounter[0] = 0;
         fn(...callArgs, 0, 1);
-        return;
+        return 1;
       }
       if (callArgs.length > MAX_ARGS) throw new Error(`kernel ${name}: too many arguments`);
       workCounter[0] = 0;
@@ -110,6 +114,7 @@ export async function createThreadPool(module: WasmModule, memory: WasmMemory, n
         }
       }
       if (ctl[CTL.failed]) throw new Error(`cpu backend: kernel ${name} failed in a worker`);
+      return nThreads;
     },
     destroy() {
       if (destroyed) return;

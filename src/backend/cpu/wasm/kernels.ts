@@ -124,6 +124,49 @@ function tile4x8(pa: usize, pb: usize, ldB: usize, K: i32, out: usize, ldOut: us
   if (rows > 3) { storeLanes(out + 3 * ldOut, c30, lo, accumulate); storeLanes(out + 3 * ldOut + 16, c31, hi, accumulate); }
 }
 
+/**
+ * tile4x8 with A's rows of 4 `ldA` bytes apart instead of packed (16): attention reads P^T and
+ * dS^T, [key][query] row-major, in place as A (four queries per k).
+ */
+function tileA(pa: usize, ldA: usize, pb: usize, ldB: usize, K: i32, out: usize, ldOut: usize, rows: i32, cols: i32, accumulate: bool): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  for (let k = 0; k < K; k++) {
+    const b0 = v128.load(pb), b1 = v128.load(pb, 16);
+    let x = v128.load32_splat(pa);
+    c00 = fma(x, b0, c00); c01 = fma(x, b1, c01);
+    x = v128.load32_splat(pa, 4);
+    c10 = fma(x, b0, c10); c11 = fma(x, b1, c11);
+    x = v128.load32_splat(pa, 8);
+    c20 = fma(x, b0, c20); c21 = fma(x, b1, c21);
+    x = v128.load32_splat(pa, 12);
+    c30 = fma(x, b0, c30); c31 = fma(x, b1, c31);
+    pa += ldA;
+    pb += ldB;
+  }
+  if (rows == MR && cols == NR) {
+    const o1 = out + ldOut, o2 = out + 2 * ldOut, o3 = out + 3 * ldOut;
+    if (accumulate) {
+      c00 = f32x4.add(c00, v128.load(out)); c01 = f32x4.add(c01, v128.load(out, 16));
+      c10 = f32x4.add(c10, v128.load(o1)); c11 = f32x4.add(c11, v128.load(o1, 16));
+      c20 = f32x4.add(c20, v128.load(o2)); c21 = f32x4.add(c21, v128.load(o2, 16));
+      c30 = f32x4.add(c30, v128.load(o3)); c31 = f32x4.add(c31, v128.load(o3, 16));
+    }
+    v128.store(out, c00); v128.store(out, c01, 16);
+    v128.store(o1, c10); v128.store(o1, c11, 16);
+    v128.store(o2, c20); v128.store(o2, c21, 16);
+    v128.store(o3, c30); v128.store(o3, c31, 16);
+    return;
+  }
+  const lo = min(cols, 4), hi = cols - 4;
+  storeLanes(out, c00, lo, accumulate); storeLanes(out + 16, c01, hi, accumulate);
+  if (rows > 1) { storeLanes(out + ldOut, c10, lo, accumulate); storeLanes(out + ldOut + 16, c11, hi, accumulate); }
+  if (rows > 2) { storeLanes(out + 2 * ldOut, c20, lo, accumulate); storeLanes(out + 2 * ldOut + 16, c21, hi, accumulate); }
+  if (rows > 3) { storeLanes(out + 3 * ldOut, c30, lo, accumulate); storeLanes(out + 3 * ldOut + 16, c31, hi, accumulate); }
+}
+
 /** dst[k*8 + j] = src[k*rs + j*cs] for k < K, j < cols, and 0 for cols <= j < 8 (strides in bytes). */
 function packPanel(dst: usize, src: usize, rs: usize, cs: usize, K: i32, cols: i32): void {
   if (cols == NR && cs == 4) {
@@ -218,6 +261,27 @@ export function matmulForward(out: usize, inp: usize, weight: usize, N: i32, C: 
     matmulForwardSmallN(out, inp, weight, N, C, OC, tid, nThreads);
     return;
   }
+  if (OC > BIG_OC) {
+    // Units are (chunk of KB output channels, block of MC rows), chunk-major; a thread packs a
+    // chunk's panels when it first takes one of its units (the counter only grows), so the
+    // scratch holds one chunk, not all of weight^T (an lm_head over a big vocabulary).
+    const rowBlocks = (N + MC - 1) / MC, chunks = (OC + KB - 1) / KB;
+    const panels = scratch + <usize>tid * scratchBytes;
+    const packedA = panels + <usize>(KB * C) * 4;
+    let packed = -1;
+    for (let u = nextUnit(); u < rowBlocks * chunks; u = nextUnit()) {
+      const ch = u / rowBlocks, rb = u % rowBlocks;
+      const o0 = ch * KB, nc = min(KB, OC - o0);
+      if (ch != packed) {
+        for (let p = 0; p < (nc + NR - 1) / NR; p++) {
+          packPanel(panels + <usize>(p * C * NR) * 4, weight + <usize>(o0 + p * NR) * C * 4, 4, <usize>C * 4, C, min(NR, nc - p * NR));
+        }
+        packed = ch;
+      }
+      gemm(out + <usize>o0 * 4, <usize>OC * 4, inp, <usize>C * 4, 4, panels, <usize>C * NR * 4, packedA, C, nc, rb * MC, min(N, (rb + 1) * MC), false);
+    }
+    return;
+  }
   const units = (N + MC - 1) / MC;
   if (!workLeft(units)) return;
   const panels = scratch + <usize>tid * scratchBytes;
@@ -232,8 +296,36 @@ export function matmulForward(out: usize, inp: usize, weight: usize, N: i32, C: 
   }
 }
 
-/** dinp[N,C] = dout[N,OC] @ weight[OC,C] (overwrite). Threads take blocks of MC rows. */
+/** Above this many output channels, matmulBackwardInput reduces over OC in chunks of KB. */
+const BIG_OC: i32 = 2048;
+/** Output channels per chunk of matmulBackwardInput's reduction when OC > BIG_OC: the packed panels (C x KB) and A block (MC x KB) stay in L2. */
+const KB: i32 = 512;
+
+/**
+ * dinp[N,C] = dout[N,OC] @ weight[OC,C] (overwrite). Threads take blocks of MC rows. With a large
+ * OC (an lm_head over a big vocabulary) the reduction over OC runs in chunks of KB, each thread
+ * packing each chunk of weight once for its own row blocks (a fixed split: every dinp element sums
+ * its chunks in the same order whatever the thread count).
+ */
 export function matmulBackwardInput(dinp: usize, dout: usize, weight: usize, N: i32, C: i32, OC: i32, scratch: usize, scratchBytes: usize, tid: i32, nThreads: i32): void {
+  if (OC > BIG_OC) {
+    const units = (N + MC - 1) / MC;
+    const u0 = shareStart(units, tid, nThreads), u1 = shareStart(units, tid + 1, nThreads);
+    if (u0 >= u1) return;
+    const panels = scratch + <usize>tid * scratchBytes;
+    const nPanels = (C + NR - 1) / NR;
+    const packedA = panels + <usize>(nPanels * NR * KB) * 4;
+    for (let k0 = 0; k0 < OC; k0 += KB) {
+      const kc = min(KB, OC - k0);
+      for (let p = 0; p < nPanels; p++) {
+        packPanel(panels + <usize>(p * kc * NR) * 4, weight + (<usize>k0 * C + p * NR) * 4, <usize>C * 4, 4, kc, min(NR, C - p * NR));
+      }
+      for (let u = u0; u < u1; u++) {
+        gemm(dinp, <usize>C * 4, dout + <usize>k0 * 4, <usize>OC * 4, 4, panels, <usize>kc * NR * 4, packedA, kc, C, u * MC, min(N, (u + 1) * MC), k0 > 0);
+      }
+    }
+    return;
+  }
   const units = (N + MC - 1) / MC;
   if (!workLeft(units)) return;
   const panels = scratch + <usize>tid * scratchBytes;
@@ -297,21 +389,73 @@ const SMALL_N: i32 = 8;
 
 /**
  * out[N,OC] = inp[N,C] @ weight[OC,C]^T for small N (generation: one row per sequence): each
- * output is a dot product over C, with no packing. Threads split the output channels.
+ * output is a dot product over C, with no packing. Threads split the output channels at
+ * multiples of 4. When C % 4 == 0, four weight rows go at once (four accumulators, transposed
+ * and added at the end: the same sum order as dot(), so the result never depends on the split).
  */
 function matmulForwardSmallN(out: usize, inp: usize, weight: usize, N: i32, C: i32, OC: i32, tid: i32, nThreads: i32): void {
-  const o0 = shareStart(OC, tid, nThreads), o1 = shareStart(OC, tid + 1, nThreads);
-  for (let oc = o0; oc < o1; oc++) {
-    const w = weight + <usize>oc * C * 4;
-    for (let n = 0; n < N; n++) store<f32>(out + (<usize>n * OC + oc) * 4, dot(inp + <usize>n * C * 4, w, C));
+  const o0 = rangeStart(OC, tid, nThreads), o1 = rangeStart(OC, tid + 1, nThreads);
+  const cB = <usize>C * 4;
+  let oc = o0;
+  if ((C & 3) == 0) {
+    // eight rows: eight independent FMA chains (four leave the loop waiting on FMA latency)
+    for (; oc + 8 <= o1; oc += 8) {
+      const w0 = weight + <usize>oc * cB, w1 = w0 + cB, w2 = w1 + cB, w3 = w2 + cB;
+      const w4 = w3 + cB, w5 = w4 + cB, w6 = w5 + cB, w7 = w6 + cB;
+      for (let n = 0; n < N; n++) {
+        const x = inp + <usize>n * cB;
+        let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+        let a4 = f32x4.splat(0), a5 = f32x4.splat(0), a6 = f32x4.splat(0), a7 = f32x4.splat(0);
+        for (let i: usize = 0; i < cB; i += 16) {
+          const xi = v128.load(x + i);
+          a0 = fma(xi, v128.load(w0 + i), a0);
+          a1 = fma(xi, v128.load(w1 + i), a1);
+          a2 = fma(xi, v128.load(w2 + i), a2);
+          a3 = fma(xi, v128.load(w3 + i), a3);
+          a4 = fma(xi, v128.load(w4 + i), a4);
+          a5 = fma(xi, v128.load(w5 + i), a5);
+          a6 = fma(xi, v128.load(w6 + i), a6);
+          a7 = fma(xi, v128.load(w7 + i), a7);
+        }
+        const o = out + (<usize>n * OC + oc) * 4;
+        const t0 = f32x4.add(i32x4.shuffle(a0, a1, 0, 4, 1, 5), i32x4.shuffle(a0, a1, 2, 6, 3, 7));
+        const t1 = f32x4.add(i32x4.shuffle(a2, a3, 0, 4, 1, 5), i32x4.shuffle(a2, a3, 2, 6, 3, 7));
+        v128.store(o, f32x4.add(i32x4.shuffle(t0, t1, 0, 1, 4, 5), i32x4.shuffle(t0, t1, 2, 3, 6, 7)));
+        const t2 = f32x4.add(i32x4.shuffle(a4, a5, 0, 4, 1, 5), i32x4.shuffle(a4, a5, 2, 6, 3, 7));
+        const t3 = f32x4.add(i32x4.shuffle(a6, a7, 0, 4, 1, 5), i32x4.shuffle(a6, a7, 2, 6, 3, 7));
+        v128.store(o, f32x4.add(i32x4.shuffle(t2, t3, 0, 1, 4, 5), i32x4.shuffle(t2, t3, 2, 3, 6, 7)), 16);
+      }
+    }
+    for (; oc + 4 <= o1; oc += 4) {
+      const w0 = weight + <usize>oc * cB, w1 = w0 + cB, w2 = w1 + cB, w3 = w2 + cB;
+      for (let n = 0; n < N; n++) {
+        const x = inp + <usize>n * cB;
+        let a0 = f32x4.splat(0), a1 = f32x4.splat(0), a2 = f32x4.splat(0), a3 = f32x4.splat(0);
+        for (let i: usize = 0; i < cB; i += 16) {
+          const xi = v128.load(x + i);
+          a0 = fma(xi, v128.load(w0 + i), a0);
+          a1 = fma(xi, v128.load(w1 + i), a1);
+          a2 = fma(xi, v128.load(w2 + i), a2);
+          a3 = fma(xi, v128.load(w3 + i), a3);
+        }
+        const t0 = f32x4.add(i32x4.shuffle(a0, a1, 0, 4, 1, 5), i32x4.shuffle(a0, a1, 2, 6, 3, 7));
+        const t1 = f32x4.add(i32x4.shuffle(a2, a3, 0, 4, 1, 5), i32x4.shuffle(a2, a3, 2, 6, 3, 7));
+        const o = out + (<usize>n * OC + oc) * 4;
+        storeLanes(o, f32x4.add(i32x4.shuffle(t0, t1, 0, 1, 4, 5), i32x4.shuffle(t0, t1, 2, 3, 6, 7)), 4, false);
+      }
+    }
+  }
+  for (; oc < o1; oc++) {
+    const w = weight + <usize>oc * cB;
+    for (let n = 0; n < N; n++) store<f32>(out + (<usize>n * OC + oc) * 4, dot(inp + <usize>n * cB, w, C));
   }
 }
 
 /** Scratch bytes per thread that the matmul kernels need for these sizes. */
 export function matmulScratchBytes(C: i32, OC: i32): usize {
   const cPanels = <usize>((C + NR - 1) / NR) * NR, ocPanels = <usize>((OC + NR - 1) / NR) * NR;
-  const fwd = ocPanels * C + <usize>MC * C;
-  const bwdInput = cPanels * OC + <usize>MC * OC;
+  const fwd = (OC > BIG_OC ? <usize>KB : ocPanels) * C + <usize>MC * C;
+  const bwdInput = (cPanels + <usize>MC) * <usize>(OC > BIG_OC ? KB : OC);
   const bwdWeight = <usize>NR * KC + <usize>OCB * KC;
   return max(max(fwd, bwdInput), bwdWeight) * 4;
 }
@@ -732,13 +876,15 @@ export function rope(x: usize, cosSin: usize, B: i32, T: i32, nHeads: i32, hd: i
 }
 
 // ---------------------------------------------------------------------------------------------
-// attention, blocked: per (batch, head), blocks of QB queries as small matmuls on the tile4x8
-// micro-kernel (S = Q K^T, O = P V; backward dP = dO V^T, dQ = dS K, dK += dS^T Q, dV += P^T dO).
-// Each query block only meets keys up to its last query (causal), so S is [QB, t1] and the
-// masked corner of the last key panel is the only wasted work.
+// attention, blocked: per (batch, head), blocks of QB queries as small matmuls on the 4x8 tile,
+// in a transposed layout: S^T = K Q^T is [key][query], so the softmax runs down its columns four
+// queries per vector, and P^T (dS^T) is read in place as the A operand of O = P V (dQ = dS K) by
+// tileA; backward dP^T = V dO^T the same way, dK += dS^T Q and dV += P^T dO through gemm. Each
+// query block only meets keys up to its last query (causal), so S^T is [t1, QB] and the masked
+// triangle of the diagonal block is the only wasted work.
 
-/** Queries per block. */
-const QB: i32 = 32;
+/** Queries per block (16 measured faster than 32 and 64 on seed and nanogpt-cpu shapes). */
+const QB: i32 = 16;
 
 // @ts-ignore: decorator
 @inline function roundUp8(n: i32): i32 { return (n + 7) & ~7; }
@@ -750,6 +896,7 @@ const QB: i32 = 32;
 // Globals belong to one instance, i.e. to one thread. (No objects: the stub runtime never frees.)
 let scratchS: usize = 0, scratchDp: usize = 0, scratchKT: usize = 0, scratchKP: usize = 0, scratchVT: usize = 0;
 let scratchVP: usize = 0, scratchQP: usize = 0, scratchGP: usize = 0, scratchA: usize = 0;
+let scratchGB: usize = 0, scratchStat: usize = 0;
 
 /** Lays the buffers out from `base`; returns the end. */
 function attentionScratchLayout(base: usize, T: i32, hd: i32): usize {
@@ -764,6 +911,8 @@ function attentionScratchLayout(base: usize, T: i32, hd: i32): usize {
   scratchQP = at; at += hd8 * q * 4;
   scratchGP = at; at += hd8 * q * 4;
   scratchA = at; at += <usize>MC * <usize>max(max(<i32>SW, hd), QB) * 4;
+  scratchGB = at; at += hd8 * q * 4;
+  scratchStat = at; at += 2 * q * 4;
   return at;
 }
 
@@ -773,79 +922,99 @@ export function attentionScratchBytes(T: i32, hd: i32): usize {
 }
 
 /**
- * Row of S (raw q·k, valid up to count) becomes p = exp(s·scale - m) with m its max·scale, and
- * zero from count to width; returns Σp (so lse = m + log Σp, and p / Σp is the softmax). *m gets m.
+ * S^T[key j][query c] for keys [0, t1) and the block's queries (QB columns, ldS = QB*4 bytes):
+ * K packed as groups of 4 keys ([hd][4], at kA), Q^T as panels of 8 queries ([hd][8], at qP).
+ * Full 4x8 tiles only (S^T has room for every row and column they touch); groups wholly after
+ * the last query of a panel are skipped.
  */
-function expScoresRow(s: usize, count: i32, width: i32, scale: f32, mOut: usize): f32 {
-  const sc = f32x4.splat(scale);
-  const full = count & ~3;
-  let vmax = f32x4.splat(-Infinity);
-  for (let j = 0; j < full; j += 4) vmax = f32x4.pmax(vmax, v128.load(s + <usize>j * 4));
-  let m = max(max(f32x4.extract_lane(vmax, 0), f32x4.extract_lane(vmax, 1)), max(f32x4.extract_lane(vmax, 2), f32x4.extract_lane(vmax, 3)));
-  for (let j = full; j < count; j++) m = max(m, load<f32>(s + <usize>j * 4));
-  m *= scale; // scale > 0
-  store<f32>(mOut, m);
-  const vm = f32x4.neg(f32x4.splat(m));
-  let sum = f32x4.splat(0);
-  for (let j = 0; j < full; j += 4) {
-    const p = expVec(fma(v128.load(s + <usize>j * 4), sc, vm));
-    v128.store(s + <usize>j * 4, p);
-    sum = f32x4.add(sum, p);
+function scoresT(sT: usize, kA: usize, qP: usize, hd: i32, t0: i32, t1: i32, rows: i32): void {
+  const ldS = <usize>QB * 4, gB = <usize>hd * 16, pB = <usize>hd * 32;
+  const panels = (rows + NR - 1) / NR;
+  for (let g = 0; g < (t1 + 3) / 4; g++) {
+    for (let p = 0; p < panels; p++) {
+      if (4 * g > t0 + 8 * p + 7) continue;
+      tileA(kA + <usize>g * gB, 16, qP + <usize>p * pB, 32, hd, sT + <usize>(4 * g) * ldS + <usize>p * 32, ldS, MR, NR, false);
+    }
   }
-  let ssum = hsum(sum);
-  for (let j = full; j < count; j++) {
-    const p = Mathf.exp(load<f32>(s + <usize>j * 4) * scale - m);
-    store<f32>(s + <usize>j * 4, p);
-    ssum += p;
-  }
-  for (let j = count; j < width; j++) store<f32>(s + <usize>j * 4, 0);
-  return ssum;
 }
 
-/** Row of S (raw q·k, valid up to count) becomes p = exp(s·scale - lse), zero from count to width. */
-function probsRow(s: usize, count: i32, width: i32, scale: f32, lse: f32): void {
-  const sc = f32x4.splat(scale), vl = f32x4.neg(f32x4.splat(lse));
-  const full = count & ~3;
-  for (let j = 0; j < full; j += 4) v128.store(s + <usize>j * 4, expVec(fma(v128.load(s + <usize>j * 4), sc, vl)));
-  for (let j = full; j < count; j++) store<f32>(s + <usize>j * 4, Mathf.exp(load<f32>(s + <usize>j * 4) * scale - lse));
-  for (let j = count; j < width; j++) store<f32>(s + <usize>j * 4, 0);
+/** Keys [0, this) that column c (queries t0+4c .. t0+4c+3) of a block ending at t1 sees. */
+// @ts-ignore: decorator
+@inline function keysOf(t0: i32, t1: i32, c: i32): i32 { return min(t1, t0 + 4 * c + 4); }
+
+/** Lane r (0..3) of v. */
+// @ts-ignore: decorator
+@inline function lane(v: v128, r: i32): f32 {
+  return r == 0 ? f32x4.extract_lane(v, 0) : r == 1 ? f32x4.extract_lane(v, 1) : r == 2 ? f32x4.extract_lane(v, 2) : f32x4.extract_lane(v, 3);
 }
 
-/** out[B,T,H*hd], lse[B,H,T] from qkv[B,T,(H+2KVH)*hd]; threads take (b, h) pairs one at a time. */
+/** (t, t+1, t+2, t+3). */
+// @ts-ignore: decorator
+@inline function iota4(t: i32): v128 { return i32x4.add(i32x4.splat(t), v128(0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0)); }
+
+/**
+ * out[B,T,H*hd], lse[B,H,T] from qkv[B,T,(H+2KVH)*hd]; threads take (b, h) pairs one at a time.
+ * Per block of QB queries: S^T = K Q^T ([key][query]), then the causal softmax down each column
+ * (four queries per vector: no horizontal sums), P^T left in place and read as A by O = P V.
+ */
 export function attentionForward(out: usize, lse: usize, qkv: usize, B: i32, T: i32, H: i32, KVH: i32, hd: i32, scratch: usize, scratchBytes: usize, tid: i32, nThreads: i32): void {
   const units = B * H;
   const stride = <usize>(H + 2 * KVH) * hd * 4, outStride = <usize>H * hd * 4, hdB = <usize>hd * 4;
   const scale = <f32>(1 / Math.sqrt(<f64>hd));
   const group = H / KVH;
   attentionScratchLayout(scratch + <usize>tid * scratchBytes, T, hd);
-  const SW = scoreWidth(T), ldS = <usize>SW * 4;
+  const ldS = <usize>QB * 4, vc = f32x4.splat(scale), ninf = f32x4.splat(-Infinity), zero = f32x4.splat(0);
   for (let u = nextUnit(); u < units; u = nextUnit()) {
     const b = u / H, h = u % H;
     const base = qkv + <usize>b * T * stride;
     const kBase = base + <usize>(H + h / group) * hdB, vBase = kBase + <usize>KVH * hdB;
-    packPanels(scratchKT, kBase, 4, stride, hd, T); // K^T: [i][key]
+    for (let g = 0; g < (T + 3) / 4; g++) packRows4(scratchKT + <usize>g * hdB * 4, kBase + <usize>(4 * g) * stride, stride, 4, hd, min(MR, T - 4 * g)); // K: groups [hd][4]
     packPanels(scratchVP, vBase, stride, 4, T, hd); // V: [key][i]
+    const lrow = lse + <usize>(b * H + h) * T * 4;
     for (let t0 = 0; t0 < T; t0 += QB) {
       const t1 = min(T, t0 + QB), rows = t1 - t0;
       const q = base + <usize>t0 * stride + <usize>h * hdB;
-      gemm(scratchS, ldS, q, stride, 4, scratchKT, <usize>hd * NR * 4, scratchA, hd, t1, 0, rows, false);
-      // P unnormalised (one exp per score), O = P V, then each row of O divided by its Σp
-      const width = roundUp8(t1);
-      for (let r = 0; r < rows; r++) {
-        const t = t0 + r;
-        const l = lse + (<usize>(b * H + h) * T + t) * 4;
-        const sum = expScoresRow(scratchS + <usize>r * ldS, t + 1, width, scale, l);
-        store<f32>(l, load<f32>(l) + Mathf.log(sum));
-        store<f32>(scratchDp + <usize>r * 4, 1 / sum);
-      }
+      packPanels(scratchQP, q, 4, stride, hd, rows); // Q^T: [i][query]
+      scoresT(scratchS, scratchKT, scratchQP, hd, t0, t1, rows);
       const o = out + <usize>(b * T + t0) * outStride + <usize>h * hdB;
-      gemm(o, outStride, scratchS, ldS, 4, scratchVP, <usize>T * NR * 4, scratchA, t1, hd, 0, rows, false);
-      for (let r = 0; r < rows; r++) {
-        const orow = o + <usize>r * outStride, inv = load<f32>(scratchDp + <usize>r * 4);
-        const vi = f32x4.splat(inv);
-        let i = 0;
-        for (; i + 4 <= hd; i += 4) v128.store(orow + <usize>i * 4, f32x4.mul(v128.load(orow + <usize>i * 4), vi));
-        for (; i < hd; i++) store<f32>(orow + <usize>i * 4, load<f32>(orow + <usize>i * 4) * inv);
+      for (let c = 0; c < (rows + 3) / 4; c++) {
+        const col = scratchS + <usize>c * 16, kEnd = keysOf(t0, t1, c);
+        const qi = iota4(t0 + 4 * c);
+        // each query's max score (keys after the query masked out)
+        let vmax = ninf;
+        let j = 0;
+        for (; j < t0; j++) vmax = f32x4.pmax(vmax, v128.load(col + <usize>j * ldS));
+        for (; j < kEnd; j++) vmax = f32x4.pmax(vmax, v128.bitselect(v128.load(col + <usize>j * ldS), ninf, i32x4.le_s(i32x4.splat(j), qi)));
+        const vm = f32x4.neg(f32x4.mul(vmax, vc));
+        let sum = zero;
+        j = 0;
+        for (; j < t0; j++) {
+          const a = col + <usize>j * ldS;
+          const pv = expVec(fma(v128.load(a), vc, vm));
+          v128.store(a, pv);
+          sum = f32x4.add(sum, pv);
+        }
+        for (; j < kEnd; j++) {
+          const a = col + <usize>j * ldS;
+          const pv = v128.bitselect(expVec(fma(v128.load(a), vc, vm)), zero, i32x4.le_s(i32x4.splat(j), qi));
+          v128.store(a, pv);
+          sum = f32x4.add(sum, pv);
+        }
+        // lse = m + log Σp; O rows = (P V) / Σp
+        const n = min(4, rows - 4 * c);
+        const orow = o + <usize>(4 * c) * outStride;
+        for (let p = 0; p < (hd + NR - 1) / NR; p++) {
+          tileA(col, ldS, scratchVP + <usize>p * T * NR * 4, NR * 4, kEnd, orow + <usize>(p * NR) * 4, outStride, n, min(NR, hd - p * NR), false);
+        }
+        for (let r = 0; r < n; r++) {
+          const sumR = lane(sum, r);
+          store<f32>(lrow + <usize>(t0 + 4 * c + r) * 4, Mathf.log(sumR) - lane(vm, r));
+          const inv: f32 = 1 / sumR;
+          const rr = orow + <usize>r * outStride, vi = f32x4.splat(inv);
+          let i = 0;
+          for (; i + 4 <= hd; i += 4) v128.store(rr + <usize>i * 4, f32x4.mul(v128.load(rr + <usize>i * 4), vi));
+          for (; i < hd; i++) store<f32>(rr + <usize>i * 4, load<f32>(rr + <usize>i * 4) * inv);
+        }
       }
     }
   }
@@ -853,7 +1022,10 @@ export function attentionForward(out: usize, lse: usize, qkv: usize, B: i32, T: 
 
 /**
  * dqkv[B,T,(H+2KVH)*hd] (overwrite) from dout[B,T,H*hd]. Threads take (b, kv head) pairs one at
- * a time, so all the dk, dv a kv head's query heads add into belong to one thread.
+ * a time, so all the dk, dv a kv head's query heads add into belong to one thread. Per block of
+ * QB queries, in the forward's transposed layout: S^T = K Q^T and dP^T = V dO^T ([key][query]),
+ * then down each column P = exp(S·scale - lse) and dS = P (dP - dO·O) scale (four queries per
+ * vector); dQ = dS K reads dS^T in place; dK += dS^T Q, dV += P^T dO.
  */
 export function attentionBackward(dqkv: usize, dout: usize, qkv: usize, out: usize, lse: usize, B: i32, T: i32, H: i32, KVH: i32, hd: i32, scratch: usize, scratchBytes: usize, tid: i32, nThreads: i32): void {
   const units = B * KVH;
@@ -861,8 +1033,8 @@ export function attentionBackward(dqkv: usize, dout: usize, qkv: usize, out: usi
   const scale = <f32>(1 / Math.sqrt(<f64>hd));
   const group = H / KVH;
   attentionScratchLayout(scratch + <usize>tid * scratchBytes, T, hd);
-  const SW = scoreWidth(T), ldS = <usize>SW * 4;
-  const kTStride = <usize>hd * NR * 4, rowsStride = <usize>T * NR * 4;
+  const ldS = <usize>QB * 4, vc = f32x4.splat(scale), zero = f32x4.splat(0);
+  const statD = scratchStat, statL = scratchStat + <usize>QB * 4;
   for (let u = nextUnit(); u < units; u = nextUnit()) {
     const b = u / KVH, kvh = u % KVH;
     const base = qkv + <usize>b * T * stride, dbase = dqkv + <usize>b * T * stride;
@@ -871,35 +1043,61 @@ export function attentionBackward(dqkv: usize, dout: usize, qkv: usize, out: usi
       memory.fill(dbase + <usize>t * stride + kOff, 0, hdB);
       memory.fill(dbase + <usize>t * stride + vOff, 0, hdB);
     }
-    packPanels(scratchKT, base + kOff, 4, stride, hd, T); // K^T: [i][key]
+    for (let g = 0; g < (T + 3) / 4; g++) {
+      const rows4 = min(MR, T - 4 * g), src = base + <usize>(4 * g) * stride;
+      packRows4(scratchKT + <usize>g * hdB * 4, src + kOff, stride, 4, hd, rows4); // K: groups [hd][4]
+      packRows4(scratchVT + <usize>g * hdB * 4, src + vOff, stride, 4, hd, rows4); // V: groups [hd][4]
+    }
     packPanels(scratchKP, base + kOff, stride, 4, T, hd); // K: [key][i]
-    packPanels(scratchVT, base + vOff, 4, stride, hd, T); // V^T: [i][key]
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+      const lrow = lse + <usize>(b * H + h) * T * 4;
       for (let t0 = 0; t0 < T; t0 += QB) {
-        const t1 = min(T, t0 + QB), rows = t1 - t0, width = roundUp8(t1);
+        const t1 = min(T, t0 + QB), rows = t1 - t0;
         const q = base + <usize>t0 * stride + <usize>h * hdB;
         const g = dout + <usize>(b * T + t0) * outStride + <usize>h * hdB;
         const o = out + <usize>(b * T + t0) * outStride + <usize>h * hdB;
-        // P = exp(Q K^T scale - lse), dP = dO V^T
-        gemm(scratchS, ldS, q, stride, 4, scratchKT, kTStride, scratchA, hd, t1, 0, rows, false);
-        gemm(scratchDp, ldS, g, outStride, 4, scratchVT, kTStride, scratchA, hd, t1, 0, rows, false);
-        for (let r = 0; r < rows; r++) {
-          const t = t0 + r, count = t + 1;
-          const pr = scratchS + <usize>r * ldS, dr = scratchDp + <usize>r * ldS;
-          probsRow(pr, count, width, scale, load<f32>(lse + (<usize>(b * H + h) * T + t) * 4));
-          // dS = P (dP - dO·O) scale, zero past the diagonal (P is)
-          const D = f32x4.splat(dot(g + <usize>r * outStride, o + <usize>r * outStride, hd)), vs = f32x4.splat(scale);
-          for (let j = 0; j < width; j += 4) {
-            const jo = <usize>j * 4;
-            v128.store(dr + jo, f32x4.mul(f32x4.mul(v128.load(pr + jo), f32x4.sub(v128.load(dr + jo), D)), vs));
+        packPanels(scratchQP, q, 4, stride, hd, rows); // Q^T: [i][query]
+        packPanels(scratchGP, g, 4, outStride, hd, rows); // dO^T: [i][query]
+        scoresT(scratchS, scratchKT, scratchQP, hd, t0, t1, rows);
+        scoresT(scratchDp, scratchVT, scratchGP, hd, t0, t1, rows);
+        for (let r = 0; r < QB; r++) {
+          const live = r < rows;
+          store<f32>(statD + <usize>r * 4, live ? dot(g + <usize>r * outStride, o + <usize>r * outStride, hd) : 0);
+          store<f32>(statL + <usize>r * 4, live ? load<f32>(lrow + <usize>(t0 + r) * 4) : 0);
+        }
+        const dq = dbase + <usize>t0 * stride + <usize>h * hdB;
+        for (let c = 0; c < (rows + 3) / 4; c++) {
+          const colS = scratchS + <usize>c * 16, colD = scratchDp + <usize>c * 16, kEnd = keysOf(t0, t1, c);
+          const qi = iota4(t0 + 4 * c);
+          const vl = f32x4.neg(v128.load(statL + <usize>c * 16)), vD = v128.load(statD + <usize>c * 16);
+          let j = 0;
+          for (; j < t0; j++) {
+            const a = colS + <usize>j * ldS, d = colD + <usize>j * ldS;
+            const p = expVec(fma(v128.load(a), vc, vl));
+            v128.store(a, p);
+            v128.store(d, f32x4.mul(f32x4.mul(p, f32x4.sub(v128.load(d), vD)), vc));
+          }
+          for (; j < kEnd; j++) {
+            const a = colS + <usize>j * ldS, d = colD + <usize>j * ldS;
+            const p = v128.bitselect(expVec(fma(v128.load(a), vc, vl)), zero, i32x4.le_s(i32x4.splat(j), qi));
+            v128.store(a, p);
+            v128.store(d, f32x4.mul(f32x4.mul(p, f32x4.sub(v128.load(d), vD)), vc));
+          }
+          for (; j < t1; j++) {
+            v128.store(colS + <usize>j * ldS, zero);
+            v128.store(colD + <usize>j * ldS, zero);
+          }
+          // dQ rows of these four queries = dS K (overwrite)
+          const n = min(4, rows - 4 * c);
+          for (let p = 0; p < (hd + NR - 1) / NR; p++) {
+            tileA(colD, ldS, scratchKP + <usize>p * T * NR * 4, NR * 4, kEnd, dq + <usize>(4 * c) * stride + <usize>(p * NR) * 4, stride, n, min(NR, hd - p * NR), false);
           }
         }
-        // dQ = dS K (overwrite), dK += dS^T Q, dV += P^T dO
-        gemm(dbase + <usize>t0 * stride + <usize>h * hdB, stride, scratchDp, ldS, 4, scratchKP, rowsStride, scratchA, t1, hd, 0, rows, false);
-        packPanels(scratchQP, q, stride, 4, rows, hd);
-        gemm(dbase + kOff, stride, scratchDp, 4, ldS, scratchQP, <usize>rows * NR * 4, scratchA, rows, hd, 0, t1, true);
-        packPanels(scratchGP, g, outStride, 4, rows, hd);
-        gemm(dbase + vOff, stride, scratchS, 4, ldS, scratchGP, <usize>rows * NR * 4, scratchA, rows, hd, 0, t1, true);
+        // dK[0:t1] += dS^T Q, dV[0:t1] += P^T dO (A = dS^T / P^T rows, B = Q / dO as panels [query][i])
+        packPanels(scratchVP, q, stride, 4, rows, hd);
+        gemm(dbase + kOff, stride, scratchDp, ldS, 4, scratchVP, <usize>rows * NR * 4, scratchA, rows, hd, 0, t1, true);
+        packPanels(scratchGB, g, outStride, 4, rows, hd);
+        gemm(dbase + vOff, stride, scratchS, ldS, 4, scratchGB, <usize>rows * NR * 4, scratchA, rows, hd, 0, t1, true);
       }
     }
   }
@@ -949,20 +1147,54 @@ export function sumSquares(x: usize, n: i32, scratch: usize, scratchBytes: usize
 /** The max of the row that logSumExpRow saw last (a global: one per instance, i.e. per thread). */
 let rowMax: f32 = 0;
 
+/** max z[0:V], four vectors at a time (pmax: NaNs may be skipped, but then they poison the exp sum). */
+function rowMaxOf(z: usize, V: i32): f32 {
+  const ninf = f32x4.splat(-Infinity);
+  let m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+  let v = 0;
+  for (; v + 16 <= V; v += 16) {
+    const p = z + <usize>v * 4;
+    m0 = f32x4.pmax(m0, v128.load(p)); m1 = f32x4.pmax(m1, v128.load(p, 16));
+    m2 = f32x4.pmax(m2, v128.load(p, 32)); m3 = f32x4.pmax(m3, v128.load(p, 48));
+  }
+  for (; v + 4 <= V; v += 4) m0 = f32x4.pmax(m0, v128.load(z + <usize>v * 4));
+  const mv = f32x4.pmax(f32x4.pmax(m0, m1), f32x4.pmax(m2, m3));
+  let m = max(max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)), max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)));
+  for (; v < V; v++) m = max(m, load<f32>(z + <usize>v * 4));
+  return m;
+}
+
 /**
  * log Σ_v exp(z[v] - m) over one row of V logits, m = max z (left in rowMax). Kept apart from m
  * so that a loss lse - z[y] = (m - z[y]) + this does not cancel in f32 when it is small.
+ * With `e` non-zero, also stores exp(z[v] - m) at e[v] (e may be z).
  */
-function logSumExpRow(z: usize, V: i32): f32 {
-  let m: f32 = -Infinity;
-  for (let v = 0; v < V; v++) m = max(m, load<f32>(z + <usize>v * 4));
+function logSumExpRow(z: usize, V: i32, e: usize): f32 {
+  const m = rowMaxOf(z, V);
   rowMax = m;
   const vm = f32x4.splat(m);
-  let sum = f32x4.splat(0);
+  let s0 = f32x4.splat(0), s1 = f32x4.splat(0);
   let v = 0;
-  for (; v + 4 <= V; v += 4) sum = f32x4.add(sum, expVec(f32x4.sub(v128.load(z + <usize>v * 4), vm)));
-  let s = hsum(sum);
-  for (; v < V; v++) s += Mathf.exp(load<f32>(z + <usize>v * 4) - m);
+  if (e) {
+    for (; v + 8 <= V; v += 8) {
+      const o = <usize>v * 4;
+      const a = expVec(f32x4.sub(v128.load(z + o), vm)), b = expVec(f32x4.sub(v128.load(z + o, 16), vm));
+      v128.store(e + o, a); v128.store(e + o, b, 16);
+      s0 = f32x4.add(s0, a); s1 = f32x4.add(s1, b);
+    }
+  } else {
+    for (; v + 8 <= V; v += 8) {
+      const o = <usize>v * 4;
+      s0 = f32x4.add(s0, expVec(f32x4.sub(v128.load(z + o), vm)));
+      s1 = f32x4.add(s1, expVec(f32x4.sub(v128.load(z + o, 16), vm)));
+    }
+  }
+  let s = hsum(f32x4.add(s0, s1));
+  for (; v < V; v++) {
+    const x = Mathf.exp(load<f32>(z + <usize>v * 4) - m);
+    if (e) store<f32>(e + <usize>v * 4, x);
+    s += x;
+  }
   return Mathf.log(s);
 }
 
@@ -972,24 +1204,33 @@ export function crossEntropyForward(losses: usize, logits: usize, targets: usize
   for (let n = n0; n < n1; n++) {
     const z = logits + <usize>n * V * 4;
     const y = load<i32>(targets + <usize>n * 4);
-    const logS = logSumExpRow(z, V);
+    const logS = logSumExpRow(z, V, 0);
     store<f32>(losses + <usize>n * 4, (rowMax - load<f32>(z + <usize>y * 4)) + logS);
   }
 }
 
-/** The same losses and dlogits[n] = (softmax(logits[n]) - onehot) * gradScale; dlogits may alias logits. */
+/**
+ * The same losses and dlogits[n] = (softmax(logits[n]) - onehot) * gradScale; dlogits may alias
+ * logits. One exp per logit: exp(z - m) goes to dlogits with the sum, then one multiply by
+ * gradScale / Σ.
+ */
 export function crossEntropyBackward(losses: usize, dlogits: usize, logits: usize, targets: usize, N: i32, V: i32, gradScale: f32, tid: i32, nThreads: i32): void {
   const n0 = shareStart(N, tid, nThreads), n1 = shareStart(N, tid + 1, nThreads);
   for (let n = n0; n < n1; n++) {
     const z = logits + <usize>n * V * 4, dz = dlogits + <usize>n * V * 4;
     const y = load<i32>(targets + <usize>n * 4);
-    const logS = logSumExpRow(z, V), m = rowMax;
-    store<f32>(losses + <usize>n * 4, (m - load<f32>(z + <usize>y * 4)) + logS);
-    // p = exp((z - m) - logS)
-    const vm = f32x4.splat(m), vl = f32x4.splat(logS), vg = f32x4.splat(gradScale);
+    const zy = load<f32>(z + <usize>y * 4); // before dz (maybe z) is overwritten
+    const logS = logSumExpRow(z, V, dz), m = rowMax;
+    store<f32>(losses + <usize>n * 4, (m - zy) + logS);
+    const k = <f32>(<f64>gradScale / Math.exp(<f64>logS));
+    const vk = f32x4.splat(k);
     let v = 0;
-    for (; v + 4 <= V; v += 4) v128.store(dz + <usize>v * 4, f32x4.mul(expVec(f32x4.sub(f32x4.sub(v128.load(z + <usize>v * 4), vm), vl)), vg));
-    for (; v < V; v++) store<f32>(dz + <usize>v * 4, Mathf.exp((load<f32>(z + <usize>v * 4) - m) - logS) * gradScale);
+    for (; v + 8 <= V; v += 8) {
+      const o = <usize>v * 4;
+      v128.store(dz + o, f32x4.mul(v128.load(dz + o), vk));
+      v128.store(dz + o, f32x4.mul(v128.load(dz + o, 16), vk), 16);
+    }
+    for (; v < V; v++) store<f32>(dz + <usize>v * 4, load<f32>(dz + <usize>v * 4) * k);
     store<f32>(dz + <usize>y * 4, load<f32>(dz + <usize>y * 4) - gradScale);
   }
 }
@@ -1074,5 +1315,80 @@ export function geluBackward(dinp: usize, dout: usize, inp: usize, n: i32, tid: 
     const t = Mathf.tanh(GELU_K * (x + GELU_C * x * x * x));
     const grad: f32 = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_K * (1 + 3 * GELU_C * x * x);
     store<f32>(dinp + <usize>i * 4, load<f32>(dout + <usize>i * 4) * grad);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// embedding and generation (KV cache)
+
+/** out[N,C] = table[ids[n], :]; threads split the rows. */
+export function embeddingForward(out: usize, ids: usize, table: usize, N: i32, C: i32, tid: i32, nThreads: i32): void {
+  const n0 = shareStart(N, tid, nThreads), n1 = shareStart(N, tid + 1, nThreads);
+  const cB = <usize>C * 4;
+  for (let n = n0; n < n1; n++) memory.copy(out + <usize>n * cB, table + <usize>load<i32>(ids + <usize>n * 4) * cB, cB);
+}
+
+/**
+ * dtable[ids[n], :] += dout[n, :], in n order for every element (as the reference does, so a
+ * repeated id sums the same way); threads split the columns, at multiples of 4.
+ */
+export function embeddingBackward(dtable: usize, dout: usize, ids: usize, N: i32, C: i32, tid: i32, nThreads: i32): void {
+  const c0 = rangeStart(C, tid, nThreads), c1 = rangeStart(C, tid + 1, nThreads);
+  const cB = <usize>C * 4;
+  for (let n = 0; n < N; n++) {
+    const d = dtable + <usize>load<i32>(ids + <usize>n * 4) * cB, g = dout + <usize>n * cB;
+    let c = c0;
+    for (; c + 4 <= c1; c += 4) {
+      const o = <usize>c * 4;
+      v128.store(d + o, f32x4.add(v128.load(d + o), v128.load(g + o)));
+    }
+    for (; c < c1; c++) {
+      const o = <usize>c * 4;
+      store<f32>(d + o, load<f32>(d + o) + load<f32>(g + o));
+    }
+  }
+}
+
+/** cache[B, context, 2·KVH·hd] rows pos0.. = the k|v heads of qkv[B, Tn, (H+2KVH)·hd]; threads split the rows. */
+export function kvCacheWrite(cache: usize, qkv: usize, B: i32, Tn: i32, H: i32, KVH: i32, hd: i32, context: i32, pos0: i32, tid: i32, nThreads: i32): void {
+  const rows = B * Tn;
+  const r0 = shareStart(rows, tid, nThreads), r1 = shareStart(rows, tid + 1, nThreads);
+  const stride = <usize>(H + 2 * KVH) * hd * 4, width = <usize>2 * KVH * hd * 4;
+  for (let r = r0; r < r1; r++) {
+    const b = r / Tn, t = r % Tn;
+    memory.copy(cache + <usize>(b * context + pos0 + t) * width, qkv + <usize>r * stride + <usize>H * hd * 4, width);
+  }
+}
+
+/** Scratch bytes per thread for attentionCached. */
+export function attentionCachedScratchBytes(context: i32, hd: i32): usize {
+  return <usize>(((context + 8) & ~3) + hd + 8) * 4;
+}
+
+/**
+ * out[B, Tn, H·hd]: query head h of row (b, t) attends over cache positions 0 .. pos0+t of its kv
+ * head. Units are (b, h, t) rows, taken one at a time from the work counter.
+ */
+export function attentionCached(out: usize, qkv: usize, cache: usize, B: i32, Tn: i32, H: i32, KVH: i32, hd: i32, context: i32, pos0: i32, scratch: usize, scratchBytes: usize, tid: i32, nThreads: i32): void {
+  const units = B * H * Tn;
+  const stride = <usize>(H + 2 * KVH) * hd * 4, outStride = <usize>H * hd * 4, hdB = <usize>hd * 4;
+  const width = <usize>2 * KVH * hd * 4;
+  const scale = <f32>(1 / Math.sqrt(<f64>hd));
+  const group = H / KVH;
+  const s = scratch + <usize>tid * scratchBytes;
+  const acc = s + <usize>((context + 8) & ~3) * 4;
+  for (let u = nextUnit(); u < units; u = nextUnit()) {
+    const t = u % Tn, bh = u / Tn, h = bh % H, b = bh / H;
+    const q = qkv + <usize>(b * Tn + t) * stride + <usize>h * hdB;
+    const kBase = cache + <usize>b * context * width + <usize>(h / group) * hdB, vBase = kBase + <usize>KVH * hdB;
+    const count = pos0 + t + 1;
+    const m = scoresRow(s, q, kBase, width, count, hd, scale);
+    const sum = expRow(s, count, m);
+    weightedRowSum(acc, s, vBase, width, count, hd);
+    const o = out + <usize>(b * Tn + t) * outStride + <usize>h * hdB;
+    const inv = f32x4.splat(1 / sum);
+    let i = 0;
+    for (; i + 4 <= hd; i += 4) v128.store(o + <usize>i * 4, f32x4.mul(v128.load(acc + <usize>i * 4), inv));
+    for (; i < hd; i++) store<f32>(o + <usize>i * 4, load<f32>(acc + <usize>i * 4) / sum);
   }
 }
