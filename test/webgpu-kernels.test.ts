@@ -1,0 +1,226 @@
+/**
+ * Every kernel of the webgpu backend against the reference backend on the same small random
+ * inputs: awkward sizes, N = 1, grouped-query attention, inputs that are views at odd offsets
+ * (not aligned to the 256-byte storage offset alignment), outputs that start as junk (so an
+ * overwrite that accumulates, or the reverse, shows) and aliased outputs.
+ *
+ * Skips when no WebGPU adapter can be had (on Linux, scripts/setup-webgpu.sh installs
+ * SwiftShader). Shapes stay tiny: SwiftShader runs the shaders on the CPU.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createReferenceBackend } from '../src/backend/reference/index.js';
+import { createWebGpuBackend, probeGpu, type WebGpuBackend } from '../src/backend/webgpu/index.js';
+import type { AttentionShape, Backend, Tensor } from '../src/backend/types.js';
+import { createRng, type Rng } from '../src/util/random.js';
+import { relativeError } from './support/parity.js';
+
+const TOL = 1e-5;
+
+const probe = await probeGpu();
+const skip = probe.adapter ? false : `no WebGPU adapter: ${probe.reason}`;
+const gpu: WebGpuBackend | null = probe.adapter ? await createWebGpuBackend() : null;
+// The other matmul variant than the adapter's default, so both are checked on any adapter.
+const gpu2: WebGpuBackend | null = gpu ? await createWebGpuBackend({ matmul: gpu.matmul === 'tiled' ? 'simple' : 'tiled' }) : null;
+after(() => {
+  gpu?.destroy();
+  gpu2?.destroy();
+});
+
+interface Maker {
+  be: Backend;
+  /** Random normal values, as a view at offset 3 of a larger tensor (a misaligned view). */
+  rand(size: number, std?: number): Tensor;
+  ints(size: number, below: number): ReturnType<Backend['allocInt']>;
+}
+
+function maker(be: Backend, rng: Rng): Maker {
+  return {
+    be,
+    rand(size, std = 1) {
+      const t = be.view(be.alloc(size + 5), 3, size);
+      be.write(t, Float32Array.from({ length: size }, () => std * rng.normal()));
+      return t;
+    },
+    ints(size, below) {
+      const t = be.allocInt(size);
+      be.writeInt(t, Int32Array.from({ length: size }, () => rng.int(below)));
+      return t;
+    },
+  };
+}
+
+/** Runs `kernel` on the reference and on the webgpu backend from the same seed; compares every output. */
+async function same(what: string, kernel: (m: Maker) => Tensor[], tol = TOL, backends = [gpu!]): Promise<void> {
+  const ref = createReferenceBackend();
+  const want = await Promise.all(kernel(maker(ref, createRng(7))).map((t) => ref.read(t)));
+  for (const be of backends) {
+    const got = await Promise.all(kernel(maker(be, createRng(7))).map((t) => be.read(t)));
+    got.forEach((g, i) => {
+      const err = relativeError(g, want[i]);
+      assert.ok(err <= tol, `${what} (${be.matmul} matmul), output ${i}: relative error ${err.toExponential(2)} > ${tol}`);
+    });
+  }
+}
+
+const MATMUL_SHAPES: [number, number, number][] = [[1, 1, 1], [3, 5, 7], [4, 8, 8], [7, 13, 65], [37, 19, 9], [65, 70, 33]];
+
+test('webgpu matmulForward matches the reference', { skip }, async () => {
+  for (const [N, C, OC] of MATMUL_SHAPES) {
+    await same(`matmulForward N=${N} C=${C} OC=${OC}`, ({ be, rand }) => {
+      const inp = rand(N * C), w = rand(OC * C), out = rand(N * OC); // out starts as junk: overwrite
+      be.matmulForward(out, inp, w, N, C, OC);
+      return [out];
+    }, TOL, [gpu!, gpu2!]);
+  }
+});
+
+test('webgpu matmulBackward matches the reference: dinp overwrites, dweight accumulates, null dinp', { skip }, async () => {
+  for (const [N, C, OC] of MATMUL_SHAPES) {
+    await same(`matmulBackward N=${N} C=${C} OC=${OC}`, ({ be, rand }) => {
+      const inp = rand(N * C), w = rand(OC * C), dout = rand(N * OC);
+      const dinp = rand(N * C), dw = rand(OC * C);
+      be.matmulBackward(dinp, dw, dout, inp, w, N, C, OC);
+      be.matmulBackward(null, dw, dout, inp, w, N, C, OC); // accumulates a second time
+      return [dinp, dw];
+    }, TOL, [gpu!, gpu2!]);
+  }
+});
+
+test('webgpu elementwise kernels, reductions, roundHalf and the optimizer match the reference', { skip }, async () => {
+  await same('zero/copy/add (aliased)', ({ be, rand }) => {
+    const a = rand(37), b = rand(37), c = rand(37), z = rand(5);
+    be.zero(z);
+    be.copy(c, a);
+    be.add(a, a, b);
+    return [a, c, z];
+  });
+  await same('views of one buffer, written and read in one kernel', ({ be }) => {
+    const all = be.alloc(200);
+    be.write(all, Float32Array.from({ length: 200 }, (_, i) => Math.sin(i)));
+    const a = be.view(all, 1, 50), b = be.view(all, 67, 50), out = be.view(all, 130, 50);
+    be.add(out, a, b);
+    return [all];
+  });
+  await same('sumSquares', ({ be, rand }) => {
+    const out = rand(1);
+    be.sumSquares(out, [rand(1), rand(1001), rand(13)]);
+    return [out];
+  });
+  await same('dropout', ({ be, rand }) => {
+    const x = rand(333), y = rand(333);
+    be.dropout(y, x, 0.3, 42);
+    be.dropout(x, x, 0.1, 7);
+    return [x, y];
+  });
+  await same('roundHalf f16 / bf16 of random values', ({ be, rand }) => {
+    const a = rand(200, 10), b = rand(200, 1e-5), e = rand(200, 100);
+    be.roundHalf(a, 'f16');
+    be.roundHalf(b, 'f16');
+    be.roundHalf(e, 'bf16');
+    return [a, b, e];
+  }, 0);
+  // Exact, bit for bit (signed zeros, subnormals, ties, overflow to infinity, NaN).
+  const special = [0, -0, 1, -1, 65504, 65519, 65520, 1e6, -1e6, 1e-8, -3e-6, 6.1e-5, 2 ** -25, 2 ** -24, 3 * 2 ** -26, 1 + 2 ** -11,
+    1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 3.4e38, -3.4e38, 1e-40, Infinity, -Infinity, NaN];
+  for (const format of ['f16', 'bf16'] as const) {
+    const ref = createReferenceBackend(), be = gpu!;
+    const r = ref.alloc(special.length), g = be.alloc(special.length);
+    ref.write(r, special);
+    be.write(g, special);
+    ref.roundHalf(r, format);
+    be.roundHalf(g, format);
+    const want = await ref.read(r), got = await be.read(g);
+    want.forEach((w, i) => assert.ok(Object.is(w, got[i]), `roundHalf ${format} of ${special[i]}: got ${got[i]}, want ${w}`));
+  }
+  for (const clip of [false, true]) {
+    await same(`adamw clip=${clip}`, ({ be, rand }) => {
+      const p = rand(101), g = rand(101), m = rand(101, 0.1), v = rand(101, 0.1), ns = rand(1);
+      be.zero(v); // v must stay non-negative
+      be.sumSquares(ns, [g]);
+      be.adamw(p, g, m, v, { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 3, gradScale: 0.5, clip: clip ? { normSquared: ns, maxNorm: 0.5 } : undefined });
+      return [p, m, v];
+    });
+  }
+});
+
+test('webgpu embedding, rmsnorm, swiglu, gelu and cross-entropy match the reference', { skip }, async () => {
+  for (const [N, C] of [[1, 1], [5, 7], [67, 130]]) {
+    await same(`embedding N=${N} C=${C}`, ({ be, rand, ints }) => {
+      const table = rand(11 * C), ids = ints(N, 11), out = rand(N * C), dtable = rand(11 * C), dout = rand(N * C);
+      be.embeddingForward(out, ids, table, N, C);
+      be.embeddingBackward(dtable, dout, ids, N, C);
+      return [out, dtable];
+    });
+    await same(`rmsnorm N=${N} C=${C}`, ({ be, rand }) => {
+      const x = rand(N * C), w = rand(C), out = rand(N * C), rstd = rand(N);
+      be.rmsnormForward(out, rstd, x, w, N, C, 1e-5);
+      const dout = rand(N * C), dinp = rand(N * C), dw = rand(C); // both accumulate
+      be.rmsnormBackward(dinp, dw, dout, x, w, rstd, N, C);
+      return [out, rstd, dinp, dw];
+    });
+    await same(`swiglu N=${N} F=${C}`, ({ be, rand }) => {
+      const gu = rand(N * 2 * C), out = rand(N * C), dout = rand(N * C), dgu = rand(N * 2 * C);
+      be.swigluForward(out, gu, N, C);
+      be.swigluBackward(dgu, dout, gu, N, C);
+      return [out, dgu];
+    });
+    await same(`gelu size=${N * C}`, ({ be, rand }) => {
+      const x = rand(N * C, 3), out = rand(N * C), dout = rand(N * C), dx = rand(N * C);
+      be.geluForward(out, x, N * C);
+      be.geluBackward(dx, dout, x, N * C);
+      return [out, dx];
+    });
+    await same(`crossEntropy N=${N} V=${C + 1}`, ({ be, rand, ints }) => {
+      const V = C + 1;
+      const logits = rand(N * V, 3), targets = ints(N, V), losses = rand(N), losses2 = rand(N), dlogits = rand(N * V);
+      be.crossEntropyForward(losses, logits, targets, N, V);
+      be.crossEntropyBackward(losses2, dlogits, logits, targets, N, V, 0.25);
+      be.crossEntropyBackward(losses2, logits, logits, targets, N, V, 0.25); // dlogits aliases logits
+      return [losses, losses2, dlogits, logits];
+    });
+  }
+});
+
+const ATTENTION_SHAPES: AttentionShape[] = [
+  { B: 1, T: 1, nHeads: 1, nKvHeads: 1, headDim: 2 },
+  { B: 2, T: 7, nHeads: 3, nKvHeads: 3, headDim: 6 },
+  { B: 3, T: 17, nHeads: 4, nKvHeads: 2, headDim: 16 }, // GQA
+  { B: 2, T: 20, nHeads: 4, nKvHeads: 1, headDim: 10 }, // MQA
+];
+
+test('webgpu rope and attention (forward, backward, KV cache) match the reference', { skip }, async () => {
+  for (const s of ATTENTION_SHAPES) {
+    const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = s;
+    const QKV = (H + 2 * KVH) * hd, context = T + 3;
+    await same(`rope ${JSON.stringify(s)}`, ({ be, rand }) => {
+      const x = rand(B * T * QKV), table = rand(context * hd);
+      be.rope(x, table, B, T, H + KVH, hd, QKV, 2, false);
+      const y = rand(B * T * QKV);
+      be.rope(y, table, B, T, H + KVH, hd, QKV, 0, true);
+      return [x, y];
+    });
+    await same(`attention ${JSON.stringify(s)}`, ({ be, rand }) => {
+      const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T);
+      be.attentionForward(out, lse, qkv, s);
+      const dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV); // dqkv starts as junk: overwrite
+      be.attentionBackward(dqkv, dout, qkv, out, lse, s);
+      return [out, lse, dqkv];
+    });
+    await same(`kv cache ${JSON.stringify(s)}`, ({ be, rand }) => {
+      const cache = rand(B * context * 2 * KVH * hd), out = rand(B * T * H * hd);
+      const first = rand(B * 2 * QKV), rest = rand(B * T * QKV);
+      const s2 = { ...s, T: 2 };
+      be.kvCacheWrite(cache, first, s2, context, 0);
+      be.kvCacheWrite(cache, rest, s, context, 2);
+      be.attentionCached(out, rest, cache, s, context, 2);
+      return [cache, out];
+    });
+  }
+});
+
+test('webgpu refuses tensors of another backend', { skip }, () => {
+  const be = gpu!;
+  const w = be.alloc(6), out = be.alloc(4);
+  assert.throws(() => be.matmulForward(out, createReferenceBackend().alloc(12), w, 2, 6, 1), TypeError);
+});
