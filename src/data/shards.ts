@@ -32,7 +32,7 @@ import { dirname, extname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import { commitDir, ioError, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
-import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, scanUtf8, statOrThrow, fileSystemError, type CleanOptions } from './text.js';
+import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, fileSystemError, findTextFiles, scanUtf8, statOrThrow, type CleanOptions } from './text.js';
 import {
   charTokenizerFromVocab,
   makeTokenizer,
@@ -148,29 +148,8 @@ async function listInputs(path: string): Promise<InputFile[]> {
     return [{ path, size: info.size, jsonl: isJsonl(path) }];
   }
   check(info.isDirectory(), `${path}: not a regular file or folder; point at a text file or a folder of them`);
-  const textFiles: string[] = [];
-  let otherFileCount = 0;
-  const visit = async (dir: string): Promise<void> => {
-    let entries;
-    try {
-      entries = await readdir(dir, { withFileTypes: true });
-    } catch (err) {
-      throw fileSystemError(dir, err);
-    }
-    for (const entry of entries) {
-      if (entry.name.startsWith('.')) continue;
-      const p = join(dir, entry.name);
-      let isFile = entry.isFile();
-      if (entry.isSymbolicLink()) isFile = (await stat(p).catch(() => null))?.isFile() ?? false;
-      if (entry.isDirectory()) await visit(p);
-      else if (isFile) {
-        if (TEXT_FILE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) textFiles.push(p);
-        else otherFileCount++;
-      }
-    }
-  };
-  await visit(path);
-  textFiles.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  // The same files, in the same order, as loadText reads: so shards hold the same tokens.
+  const { textFiles, otherFileCount } = await findTextFiles(path);
   if (textFiles.length === 0) {
     const others = otherFileCount > 0 ? ` (it has ${otherFileCount} other files)` : '';
     throw new MinigptError(

@@ -93,7 +93,7 @@ async function loadFolder(folder: string, opts: LoadTextOptions, replaced: Repla
 }
 
 /** Text files under `folder`, sorted by path. Hidden entries (".git", ".DS_Store") are skipped. */
-async function findTextFiles(folder: string): Promise<{ textFiles: string[]; otherFileCount: number }> {
+export async function findTextFiles(folder: string): Promise<{ textFiles: string[]; otherFileCount: number }> {
   const textFiles: string[] = [];
   let otherFileCount = 0;
   const visit = async (dir: string): Promise<void> => {
