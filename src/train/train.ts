@@ -7,7 +7,7 @@
  *   metrics.jsonl   one JSON object per logged step and per evaluation
  *   loss.svg        train and validation loss, redrawn at every evaluation
  */
-import { appendFile, mkdir, readFile, writeFile, rename } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readdir, writeFile, rename } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import type { Backend } from '../backend/types.js';
@@ -175,6 +175,17 @@ function defaultRunDir(): string {
   return join('runs', `run-${t}`);
 }
 
+/** True when `dir` does not exist, is empty, or already looks like a run (so writing a run there loses nothing). */
+async function isRunDirOrAbsent(dir: string): Promise<boolean> {
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT';
+  }
+  return entries.length === 0 || entries.includes('metrics.jsonl') || entries.includes('checkpoint');
+}
+
 /** A run directory or a checkpoint directory -> the checkpoint directory. */
 export async function findCheckpointDir(dir: string): Promise<string> {
   await recoverInterruptedSave(join(dir, 'checkpoint')).catch(() => {});
@@ -286,6 +297,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const ckptDir = join(runDir, 'checkpoint');
   if (!resumed && (await isCheckpointDir(ckptDir))) {
     throw new MinigptError(`${runDir} already holds a run; continue it with --resume ${runDir}, or choose another --out`);
+  }
+  if (!resumed && !(await isRunDirOrAbsent(runDir))) {
+    throw new MinigptError(`${runDir} exists and is not a minigpt run; choose another --out (nothing of yours is written there)`);
   }
 
   const dataPath = resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
