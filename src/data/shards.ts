@@ -32,7 +32,7 @@ import { dirname, extname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import { commitDir, ioError, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
-import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, fileSystemError, findTextFiles, scanUtf8, statOrThrow, type CleanOptions } from './text.js';
+import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, describeJsonValue, fileSystemError, findTextFiles, jsonlRecordText, scanUtf8, statOrThrow, type CleanOptions } from './text.js';
 import {
   charTokenizerFromVocab,
   makeTokenizer,
@@ -382,40 +382,10 @@ class JsonlReader {
     this.lineNo++;
     const line = raw.trim();
     if (line === '') return;
-    const where = `${this.path}:${this.lineNo}`;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (err) {
-      throw new MinigptError(
-        `${where}: line is not valid JSON (${(err as Error).message}); each line of a .jsonl file must be one JSON object`,
-      );
-    }
-    check(
-      typeof value === 'object' && value !== null && !Array.isArray(value),
-      () => `${where}: expected a JSON object, got ${describeJson(value)}; each line of a .jsonl file must be one JSON object`,
-    );
-    const record = value as Record<string, unknown>;
-    check(
-      Object.hasOwn(record, this.textField),
-      () => {
-        const keys = Object.keys(record);
-        const has = keys.length === 0 ? 'no fields' : `fields ${keys.slice(0, 8).map((k) => JSON.stringify(k)).join(', ')}${keys.length > 8 ? ', ...' : ''}`;
-        return `${where}: object has no "${this.textField}" field (it has ${has}); pass --text-field NAME to choose the field that holds the text`;
-      },
-    );
-    const document = record[this.textField];
-    check(typeof document === 'string', () => `${where}: field "${this.textField}" is ${describeJson(document)}, expected a string`);
+    const document = jsonlRecordText(line, `${this.path}:${this.lineNo}`, this.textField);
     this.out(document, this.documents === 0);
     this.documents++;
   }
-}
-
-function describeJson(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'an array';
-  if (typeof value === 'object') return 'an object';
-  return `a ${typeof value}`;
 }
 
 /** Streams the cleaned text of `files` (joined as loadText joins them) into `sink`. */
@@ -827,7 +797,7 @@ export async function openShards(dir: string): Promise<OpenedShards> {
 
 function validateMeta(json: unknown, metaPath: string): ShardsMeta {
   const bad = (what: string) => new MinigptError(`${metaPath}: ${what}; the shards folder is damaged, ${REPREPARE}`);
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw bad(`expected a JSON object, got ${describeJson(json)}`);
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw bad(`expected a JSON object, got ${describeJsonValue(json)}`);
   const m = json as Record<string, unknown>;
   check(
     m.format === SHARDS_FORMAT,

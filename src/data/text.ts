@@ -232,38 +232,46 @@ function jsonlDocuments(path: string, text: string, textField: string): string {
   for (let index = 0; index < lines.length; index++) {
     const line = lines[index]!.trim(); // trim also drops the "\r" of CRLF files
     if (line === '') continue;
-    const where = `${path}:${index + 1}`;
-    let value: unknown;
-    try {
-      value = JSON.parse(line);
-    } catch (err) {
-      throw new MinigptError(
-        `${where}: line is not valid JSON (${(err as Error).message}); each line of a .jsonl file must be one JSON object`,
-      );
-    }
-    check(
-      typeof value === 'object' && value !== null && !Array.isArray(value),
-      () => `${where}: expected a JSON object, got ${describeJsonValue(value)}; each line of a .jsonl file must be one JSON object`,
-    );
-    const record = value as Record<string, unknown>;
-    check(
-      Object.hasOwn(record, textField),
-      () =>
-        `${where}: object has no "${textField}" field (it has ${describeKeys(record)}); ` +
-        `pass --text-field NAME to choose the field that holds the text`,
-    );
-    const document = record[textField];
-    check(
-      typeof document === 'string',
-      () => `${where}: field "${textField}" is ${describeJsonValue(document)}, expected a string`,
-    );
-    documents.push(document);
+    documents.push(jsonlRecordText(line, `${path}:${index + 1}`, textField));
   }
   check(documents.length > 0, `${path}: JSONL file has no records, only blank lines; point at a file with training text in it`);
   return documents.join(DOCUMENT_SEPARATOR);
 }
 
-function describeJsonValue(value: unknown): string {
+/**
+ * The text field of one non-blank JSONL line; `where` ("file:line") starts every error.
+ * Shared by loadText and the streaming `prepare`, so both accept and reject the same lines.
+ */
+export function jsonlRecordText(line: string, where: string, textField: string): string {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch (err) {
+    throw new MinigptError(
+      `${where}: line is not valid JSON (${(err as Error).message}); each line of a .jsonl file must be one JSON object`,
+    );
+  }
+  check(
+    typeof value === 'object' && value !== null && !Array.isArray(value),
+    () => `${where}: expected a JSON object, got ${describeJsonValue(value)}; each line of a .jsonl file must be one JSON object`,
+  );
+  const record = value as Record<string, unknown>;
+  check(
+    Object.hasOwn(record, textField),
+    () =>
+      `${where}: object has no "${textField}" field (it has ${describeKeys(record)}); ` +
+      `pass --text-field NAME to choose the field that holds the text`,
+  );
+  const document = record[textField];
+  check(
+    typeof document === 'string',
+    () => `${where}: field "${textField}" is ${describeJsonValue(document)}, expected a string`,
+  );
+  return document;
+}
+
+/** "null", "an array", "an object", "a number"...: what a JSON value is, for error messages. */
+export function describeJsonValue(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'object') return 'an object';
