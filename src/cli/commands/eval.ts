@@ -22,8 +22,8 @@ export const evalCommand: CommandSpec = {
     'With --text, logprobs[i] is log p(ids[i+1] | ids[0..i]), so there is one fewer than ids; loss is their mean negative.',
     '',
     'Examples:',
-    '  minigpt eval --ckpt runs/latest-run --text "To be, or not to be" --json',
-    '  minigpt eval --ckpt runs/latest-run --data shakespeare.txt',
+    '  minigpt eval --ckpt runs/run-20261127-120000 --text "To be, or not to be" --json',
+    '  minigpt eval --ckpt runs/run-20261127-120000 --data shakespeare.txt',
   ].join('\n'),
   async run(v) {
     check((v.text === undefined) !== (v.data === undefined), 'give exactly one of --text "..." or --data PATH');
