@@ -1,8 +1,9 @@
 """PyTorch baseline for `minigpt bench`: the same LLaMA-style model, configs and step (fp32,
 AdamW, SDPA attention), timed the same way. Dev-only; run through bench/compare-torch.mjs.
 
-  .venv/bin/python bench/torch_train.py --config seed [--compile] [--threads 2] [--steps 10]
-prints one JSON line: {"config", "tokens_per_second", "ms_per_step", ...}.
+  .venv/bin/python bench/torch_train.py --config seed [--compile] [--threads 2] [--steps 10] [--device cuda]
+On CUDA the matmuls run in plain fp32 (TF32 off, PyTorch's default), the same arithmetic as the
+webgpu backend, unless --tf32 is given. Prints one JSON line: {"config", "tokens_per_second", "ms_per_step", ...}.
 """
 import argparse, json, math, time, resource
 import torch
@@ -80,11 +81,17 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 tensor-core matmuls")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = a.tf32
+        torch.backends.cudnn.allow_tf32 = a.tf32
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     c = CONFIGS[a.config]
-    model = Model(c)
+    model = Model(c).to(dev)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
@@ -92,8 +99,8 @@ def main():
     B, T = c["batch"], c["ctx"]
 
     def step():
-        idx = torch.randint(0, c["vocab"], (B, T))
-        tgt = torch.randint(0, c["vocab"], (B, T))
+        idx = torch.randint(0, c["vocab"], (B, T), device=dev)
+        tgt = torch.randint(0, c["vocab"], (B, T), device=dev)
         loss = fwd(idx, tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,7 +116,11 @@ def main():
     dt = time.perf_counter() - t0
     config = torch.__config__.show()
     blas = "MKL" if "MKL" in config else ("OpenBLAS" if "OpenBLAS" in config or "openblas" in config else "unknown")
+    extra = {}
+    if dev.type == "cuda":
+        extra = {"device_name": torch.cuda.get_device_name(dev), "peak_gpu_mb": torch.cuda.max_memory_allocated(dev) / 2**20, "tf32": a.tf32}
     print(json.dumps({
+        **extra, "device": dev.type,
         "config": a.config, "compiled": a.compile, "tokens_per_second": a.steps * B * T / dt, "ms_per_step": 1000 * dt / a.steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__, "blas": blas,
         "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters()),

@@ -29,6 +29,8 @@ export const BENCH_CONFIGS: Record<string, BenchConfig> = {
 export interface BenchResult {
   config: string;
   backend: string;
+  /** What the backend runs on: the GPU adapter for webgpu (empty when the backend does not say). */
+  device: string;
   parameters: number;
   tokensPerStep: number;
   steps: number;
@@ -95,9 +97,10 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const sampleSeconds = (performance.now() - s0) / 1000;
 
   const tokensPerSecond = (steps * B * T) / seconds;
+  const device = (backend as { adapterInfo?: string }).adapterInfo ?? '';
   backend.destroy();
   return {
-    config: bc.name, backend: backend.name, parameters: paramLayout(c).size, tokensPerStep: B * T, steps,
+    config: bc.name, backend: backend.name, device, parameters: paramLayout(c).size, tokensPerStep: B * T, steps,
     msPerStep: (seconds * 1000) / steps, tokensPerSecond, gflops: (tokensPerSecond * flopsPerToken(c)) / 1e9,
     peakRssMb: process.resourceUsage().maxRSS / 1024, sampleTokensPerSecond: sampleTokens / sampleSeconds, amp: o.amp ?? 'off',
   };

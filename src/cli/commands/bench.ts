@@ -26,7 +26,7 @@ export const benchCommand: CommandSpec = {
       return;
     }
     console.log([
-      `${r.config} on ${r.backend}${r.amp !== 'off' ? ` (amp ${r.amp})` : ''}: ${r.parameters.toLocaleString('en-US')} parameters, ${r.tokensPerStep} tokens/step`,
+      `${r.config} on ${r.backend}${r.device ? ` (${r.device})` : ''}${r.amp !== 'off' ? ` (amp ${r.amp})` : ''}: ${r.parameters.toLocaleString('en-US')} parameters, ${r.tokensPerStep} tokens/step`,
       `  training   ${formatRate(r.tokensPerSecond)} tok/s, ${r.msPerStep.toFixed(1)} ms/step, ${r.gflops.toFixed(1)} GFLOP/s`,
       `  sampling   ${r.sampleTokensPerSecond.toFixed(1)} tok/s (KV cache, batch 1)`,
       `  peak RSS   ${r.peakRssMb.toFixed(0)} MB`,
