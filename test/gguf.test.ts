@@ -129,11 +129,13 @@ process.exit(0);
 
 const llamaEntry = nodeLlamaCpp();
 
-test('node-llama-cpp (llama.cpp) loads the GGUF: our token ids, our logits (1e-3)', { skip: llamaEntry ? undefined : 'node-llama-cpp is not installed (npm install: it is a devDependency)' }, async () => {
+test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our token ids, our logits (1e-3)', { skip: llamaEntry ? undefined : 'node-llama-cpp is not installed (npm install: it is a devDependency)' }, async () => {
   const root = await tmp();
   const backend = await createBackend('reference');
   const cases: [string, Checkpoint, 'F32' | 'F16'][] = [
     ['char', checkpoint(charTok()), 'F32'],
+    // Five tokens: llama.cpp's default BOS/EOS ids for a gpt2-style vocabulary (11) do not exist.
+    ['char-tiny', checkpoint(buildCharTokenizer('ab c\n')), 'F32'],
     ['bpe', checkpoint(bpeTok(), { tie_embeddings: true, rope_theta: 500 }), 'F32'],
     ['gpt2', checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1 }), 'F32'],
   ];
@@ -141,8 +143,8 @@ test('node-llama-cpp (llama.cpp) loads the GGUF: our token ids, our logits (1e-3
   for (const [kind, ckpt, dtype] of cases) {
     const gguf = join(root, `${kind}.gguf`);
     await exportGguf(ckpt, gguf, { dtype });
-    const texts = [TEXT, 'the lazy dog'];
-    const ids = Array.from(ckpt.tokenizer.encode(TEXT)).slice(0, 24);
+    const texts = kind === 'char-tiny' ? ['ab c', 'c\nba  b'] : [TEXT, 'the lazy dog'];
+    const ids = Array.from(ckpt.tokenizer.encode(texts[0]!)).slice(0, 24);
     jobs.push({ gguf, texts, ids, vocab: ckpt.config.vocab_size, contextSize: ckpt.config.context });
   }
   const script = join(root, 'llama-runner.mjs');
