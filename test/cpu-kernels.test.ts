@@ -233,3 +233,34 @@ test('wasm kernels refuse tensors of another backend and tensors too small for t
   const cache = be.alloc(2 * 4 * 2), qkv = be.alloc(3 * 2);
   assert.throws(() => be.kvCacheWrite(cache, qkv, { B: 1, T: 1, nHeads: 1, nKvHeads: 1, headDim: 2 }, 4, 4), RangeError);
 });
+
+test('roundHalf (f16 and bf16) is bit-exact with the reference on edge values and every exponent', async () => {
+  const bits = new Uint32Array(4099);
+  const special = [0, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0xffbfffff, 0x7fa5a5a5, 0x00000001, 0x807fffff,
+    0x33000000, 0x33000001, 0x32ffffff, 0x38800000, 0x387fffff, 0x387fe000, 0x387ff000, 0x477fe000, 0x477ff000, 0x477fefff,
+    0x477fffff, 0x7f7fffff, 0x7f7f8000, 0x7f7f7fff, 0x3f801000, 0x3f803000, 0x3f808000, 0x3f818000, 0x3f800fff];
+  special.forEach((b, i) => { bits[i] = b; });
+  const rng = createRng(11);
+  // Random sign, every exponent, random mantissa; some mantissas with the rounding bits at a tie.
+  for (let i = special.length; i < bits.length; i++) {
+    const m = rng.int(1 << 23);
+    const tie = i % 3 === 0 ? (m & ~0x1fff) | 0x1000 : i % 3 === 1 ? (m & ~0xffff) | 0x8000 : m;
+    bits[i] = ((rng.int(2) << 31) | (rng.int(256) << 23) | tie) >>> 0;
+  }
+  const ref = createReferenceBackend();
+  for (const format of ['f16', 'bf16'] as const) {
+    const r = ref.alloc(bits.length);
+    ref.write(r, new Float32Array(bits.buffer));
+    ref.roundHalf(r, format);
+    const want = new Uint32Array((await ref.read(r)).buffer);
+    for (const be of cpus) {
+      const t = be.view(be.alloc(bits.length + 1), 1, bits.length);
+      be.write(t, new Float32Array(bits.buffer));
+      be.roundHalf(t, format);
+      const got = new Uint32Array((await be.read(t)).buffer);
+      for (let i = 0; i < bits.length; i++) {
+        if (got[i] !== want[i]) assert.fail(`${format} threads=${be.threads}: input 0x${bits[i]!.toString(16)} gave 0x${got[i]!.toString(16)}, reference 0x${want[i]!.toString(16)}`);
+      }
+    }
+  }
+});

@@ -163,6 +163,9 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
 
     zero: (t) => void f32(t).data.fill(0),
     copy: (dst, src) => void f32(dst).data.set(f32(src).data),
+    roundHalf(t, format) {
+      pool.run(format === 'f16' ? 'roundF16' : 'roundBf16', [f32(t).ptr, t.size], byElements(t.size));
+    },
     add(out, a, b) {
       need('add out', out, out.size); need('add a', a, out.size); need('add b', b, out.size);
       pool.run('add', [f32(out).ptr, f32(a).ptr, f32(b).ptr, out.size], byElements(out.size));

@@ -1123,6 +1123,62 @@ export function add(out: usize, a: usize, b: usize, n: i32, tid: i32, nThreads: 
   for (; i < i1; i++) store<f32>(out + <usize>i * 4, load<f32>(a + <usize>i * 4) + load<f32>(b + <usize>i * 4));
 }
 
+/**
+ * Rounds x[0:n] in place to the nearest f16 value (kept as f32), ties to even, as the reference
+ * (src/util/half.ts) does: normal range by rounding the f32 bits at mantissa bit 13; the subnormal
+ * range (|x| < 2^-14) to a multiple of 2^-24 by (|x| + 0.5) - 0.5, whose sum has exactly that ulp;
+ * |x| >= 65520 to ±Inf; NaN quiet with its top 10 payload bits; signs (and -0) kept.
+ */
+export function roundF16(x: usize, n: i32, tid: i32, nThreads: i32): void {
+  const i0 = rangeStart(n, tid, nThreads), i1 = rangeStart(n, tid + 1, nThreads);
+  const absMask = i32x4.splat(0x7fffffff), one = i32x4.splat(1), bias = i32x4.splat(0xfff), keep = i32x4.splat(~0x1fff);
+  const half = f32x4.splat(0.5), minNormal = i32x4.splat(0x38800000), overflow = i32x4.splat(0x477ff000);
+  const inf = i32x4.splat(0x7f800000), quiet = i32x4.splat(0x7fc00000), payload = i32x4.splat(0x007fe000);
+  let i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const p = x + <usize>i * 4;
+    const v = v128.load(p);
+    const a = v128.and(v, absMask);
+    const normal = v128.and(i32x4.add(i32x4.add(a, bias), v128.and(i32x4.shr_u(a, 13), one)), keep);
+    const sub = f32x4.sub(f32x4.add(a, half), half);
+    let r = v128.bitselect(sub, normal, i32x4.lt_s(a, minNormal));
+    r = v128.bitselect(inf, r, i32x4.ge_s(a, overflow));
+    r = v128.bitselect(v128.or(quiet, v128.and(a, payload)), r, i32x4.gt_s(a, inf));
+    v128.store(p, v128.or(r, v128.andnot(v, absMask)));
+  }
+  for (; i < i1; i++) {
+    const p = x + <usize>i * 4;
+    const v = load<u32>(p);
+    const a = v & 0x7fffffff;
+    let r: u32;
+    if (a > 0x7f800000) r = 0x7fc00000 | (a & 0x007fe000);
+    else if (a >= 0x477ff000) r = 0x7f800000;
+    else if (a < 0x38800000) r = reinterpret<u32>((reinterpret<f32>(a) + 0.5) - 0.5);
+    else r = (a + 0xfff + ((a >> 13) & 1)) & ~0x1fff;
+    store<u32>(p, r | (v & 0x80000000));
+  }
+}
+
+/** Rounds x[0:n] in place to the nearest bf16 value (kept as f32), ties to even; NaN quiet with its top payload bits. */
+export function roundBf16(x: usize, n: i32, tid: i32, nThreads: i32): void {
+  const i0 = rangeStart(n, tid, nThreads), i1 = rangeStart(n, tid + 1, nThreads);
+  const absMask = i32x4.splat(0x7fffffff), one = i32x4.splat(1), bias = i32x4.splat(0x7fff), keep = i32x4.splat(0xffff0000);
+  const inf = i32x4.splat(0x7f800000), quiet = i32x4.splat(0x00400000);
+  let i = i0;
+  for (; i + 4 <= i1; i += 4) {
+    const p = x + <usize>i * 4;
+    const v = v128.load(p);
+    const rounded = v128.and(i32x4.add(i32x4.add(v, bias), v128.and(i32x4.shr_u(v, 16), one)), keep);
+    const nan = v128.and(v128.or(v, quiet), keep);
+    v128.store(p, v128.bitselect(nan, rounded, i32x4.gt_s(v128.and(v, absMask), inf)));
+  }
+  for (; i < i1; i++) {
+    const p = x + <usize>i * 4;
+    const v = load<u32>(p);
+    store<u32>(p, (v & 0x7fffffff) > 0x7f800000 ? (v | 0x00400000) & 0xffff0000 : (v + 0x7fff + ((v >> 16) & 1)) & 0xffff0000);
+  }
+}
+
 /** This thread's Σ x[i]^2 over its range, in f64 (the global gradient norm wants it exact), to
  * scratch as one f64; the caller adds the threads' partials. */
 export function sumSquares(x: usize, n: i32, scratch: usize, scratchBytes: usize, tid: i32, nThreads: i32): void {
