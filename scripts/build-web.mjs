@@ -1,13 +1,21 @@
 #!/usr/bin/env node
 /**
- * Builds the browser page into dist/web/: index.html, bundle.js (web/main.ts and the library,
- * bundled by esbuild) and corpus.txt (the default corpus, as `minigpt train` loads it).
+ * Builds the browser page into dist/web/, bundled by esbuild:
+ *   index.html
+ *   bundle.js            the page (web/main.ts): renders what the training worker posts
+ *   train-worker.js      the training run (web/train-worker.ts and the library), a module Web Worker
+ *   worker.js            the cpu backend's thread (src/backend/cpu/worker.ts); the pool starts it
+ *                        as new URL('./worker.js', import.meta.url), which from train-worker.js is
+ *                        this file, as in Node it is dist/src/backend/cpu/worker.js
+ *   kernels-*.wasm       the cpu backend's kernels (dist/wasm/), fetched from beside the bundle
+ *   corpus.txt           the default corpus, as `minigpt train` loads it
  *
  *   npm run build:web        # tsc first (the corpus is read through dist/src), then this
  *   node scripts/serve-web.mjs   # serve it at http://127.0.0.1:8080/
  *
- * Node's built-in modules (node:fs, node:worker_threads...) are imported by library modules the
- * page never calls (checkpoints, the cpu backend's threads). They are replaced by stubs with the
+ * Node's built-in modules (node:fs...) are imported by library modules the page never calls
+ * (checkpoints, file loading). The cpu and webgpu backends import theirs lazily, only in Node,
+ * with non-literal specifiers the bundler leaves alone. Static imports are replaced by stubs with the
  * same export names that throw when called, so the bundle loads in a browser and a call that
  * would need Node says so instead of failing on an unresolvable import.
  */
@@ -15,13 +23,15 @@ import { build } from 'esbuild';
 import { builtinModules } from 'node:module';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const WEB_OUT = join(ROOT, 'dist', 'web');
 
 const IDENT = /^[A-Za-z_$][\w$]*$/;
+/** The cpu backend's kernels (npm run build:wasm), copied beside the bundles. */
+export const WASM_FILES = ['kernels-simd.wasm', 'kernels-relaxed.wasm'];
 
 /** An ES module with the export names of Node's module `name`, each a function that throws. */
 async function nodeStub(name) {
@@ -51,10 +61,16 @@ const nodeBuiltinsStubbed = {
 export async function buildWeb({ out = WEB_OUT, minify = true } = {}) {
   const corpusModule = join(ROOT, 'dist', 'src', 'data', 'corpus.js');
   if (!existsSync(corpusModule)) throw new Error(`${corpusModule} is missing; run "npm run build" (tsc) first`);
+  const wasm = WASM_FILES.map((f) => join(ROOT, 'dist', 'wasm', f));
+  for (const f of wasm) if (!existsSync(f)) throw new Error(`${f} is missing; run "npm run build:wasm" first`);
   await mkdir(out, { recursive: true });
   const result = await build({
-    entryPoints: [join(ROOT, 'web', 'main.ts')],
-    outfile: join(out, 'bundle.js'),
+    entryPoints: {
+      bundle: join(ROOT, 'web', 'main.ts'),
+      'train-worker': join(ROOT, 'web', 'train-worker.ts'),
+      worker: join(ROOT, 'src', 'backend', 'cpu', 'worker.ts'),
+    },
+    outdir: out,
     bundle: true,
     format: 'esm',
     platform: 'browser',
@@ -66,12 +82,15 @@ export async function buildWeb({ out = WEB_OUT, minify = true } = {}) {
     metafile: true,
   });
   await copyFile(join(ROOT, 'web', 'index.html'), join(out, 'index.html'));
+  for (const [i, f] of wasm.entries()) await copyFile(f, join(out, WASM_FILES[i]));
   const { loadDefaultCorpus } = await import(pathToFileURL(corpusModule).href);
   await writeFile(join(out, 'corpus.txt'), await loadDefaultCorpus());
-  return { out, bytes: result.metafile.outputs[Object.keys(result.metafile.outputs).find((k) => k.endsWith('bundle.js'))].bytes };
+  const bytes = Object.fromEntries(Object.entries(result.metafile.outputs).filter(([k]) => k.endsWith('.js')).map(([k, v]) => [basename(k), v.bytes]));
+  return { out, bytes };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const { out, bytes } = await buildWeb();
-  console.log(`built ${out} (bundle.js ${(bytes / 1024).toFixed(0)} KiB, index.html, corpus.txt)`);
+  const sizes = Object.entries(bytes).map(([k, v]) => `${k} ${(v / 1024).toFixed(0)} KiB`).join(', ');
+  console.log(`built ${out} (${sizes}, ${WASM_FILES.join(', ')}, index.html, corpus.txt)`);
 }

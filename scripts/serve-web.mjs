@@ -5,7 +5,10 @@
  *   node scripts/serve-web.mjs [--port 8080] [DIR]
  *
  * It listens on 127.0.0.1 only: a page on localhost is a secure context, which WebGPU requires.
- * test/browser.test.ts uses serveDir() on a random port.
+ * Every response carries ISOLATION_HEADERS (COOP same-origin, COEP require-corp), which make the
+ * page cross-origin isolated: only then does a browser give it SharedArrayBuffer and shared
+ * WebAssembly memory, which the cpu backend's threads need. Any static host serving the page must
+ * send the same two headers. test/browser.test.ts uses serveDir() on a random port.
  */
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -19,6 +22,13 @@ const TYPES = {
   '.txt': 'text/plain; charset=utf-8',
   '.svg': 'image/svg+xml',
   '.json': 'application/json; charset=utf-8',
+  '.wasm': 'application/wasm',
+};
+
+/** Cross-origin isolation: SharedArrayBuffer (the cpu backend's shared memory) needs both. */
+export const ISOLATION_HEADERS = {
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-embedder-policy': 'require-corp',
 };
 
 /** Serves `dir` on 127.0.0.1:`port` (0: a free port). Resolves with the server and its base URL. */
@@ -28,14 +38,14 @@ export async function serveDir(dir, port = 0) {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     const file = normalize(join(root, path.endsWith('/') ? `${path}index.html` : path));
     if (file !== root && !file.startsWith(root + sep)) {
-      res.writeHead(403).end('forbidden');
+      res.writeHead(403, ISOLATION_HEADERS).end('forbidden');
       return;
     }
     try {
       const body = await readFile(file);
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' }).end(body);
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store', ...ISOLATION_HEADERS }).end(body);
     } catch {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${path}`);
+      res.writeHead(404, { 'content-type': 'text/plain', ...ISOLATION_HEADERS }).end(`not found: ${path}`);
     }
   });
   await new Promise((ok, fail) => {

@@ -1,7 +1,9 @@
 /**
  * The browser page (web/, bundled into dist/web by scripts/build-web.mjs) trains a tiny model in
- * headless Chromium: once on the backend the page picks (WebGPU where Chromium offers an adapter,
- * SwiftShader on a machine without a GPU), once forced to the reference backend. Needs the system
+ * headless Chromium, in the page's training worker: once on the backend the page picks (WebGPU
+ * where Chromium offers an adapter, SwiftShader on a machine without a GPU), once forced to the
+ * reference backend, once forced to the cpu backend (wasm SIMD on nested Web Workers over shared
+ * memory, which needs the server's cross-origin isolation headers). Needs the system
  * `chromium` (scripts/setup-webgpu.sh installs it) and playwright-core (a devDependency; it drives
  * that chromium, never a downloaded browser); skipped with a message when either is missing.
  */
@@ -68,8 +70,11 @@ const chromium = await loadPlaywright();
 const skip = !chromiumPath ? 'no chromium found (run scripts/setup-webgpu.sh, or set CHROMIUM_PATH)'
   : !chromium ? 'playwright-core is not installed (npm install)' : false;
 
+/** What scripts/build-web.mjs writes: the page, its two workers, the cpu kernels and the corpus. */
+const BUILT = ['index.html', 'bundle.js', 'train-worker.js', 'worker.js', 'kernels-simd.wasm', 'kernels-relaxed.wasm', 'corpus.txt'];
+
 async function ensureBuilt(): Promise<void> {
-  if (existsSync(join(WEB, 'bundle.js')) && existsSync(join(WEB, 'corpus.txt')) && existsSync(join(WEB, 'index.html'))) return;
+  if (BUILT.every((f) => existsSync(join(WEB, f)))) return;
   const { buildWeb } = (await import(pathToFileURL(join(ROOT, 'scripts', 'build-web.mjs')).href)) as { buildWeb(): Promise<unknown> };
   await buildWeb();
 }
@@ -98,10 +103,13 @@ after(async () => {
   server.close();
 });
 
-/** Opens the page with `query`, does `before` (clicks...), and waits for the run to end; returns its state and any errors the page logged. */
-async function trainInPage(query: string, before?: (page: Page) => Promise<void>): Promise<{ state: PageState; errors: string[] }> {
+/**
+ * Opens the page with `query`, does `before` (clicks...), and waits for the run to end; returns its
+ * state, any errors the page logged, and whether the page was cross-origin isolated.
+ */
+async function trainInPage(query: string, before?: (page: Page) => Promise<void>, inBrowser?: Browser): Promise<{ state: PageState; errors: string[]; isolated: boolean }> {
   const { browser, url } = await open();
-  const page = await browser.newPage();
+  const page = await (inBrowser ?? browser).newPage();
   const errors: string[] = [];
   // An exception outside the page's own handling (a module that fails to load) ends the wait at once.
   const crashed = new Promise<never>((_, reject) => page.on('pageerror', (e) => reject(new Error(`the page threw: ${e.message}`))));
@@ -114,7 +122,7 @@ async function trainInPage(query: string, before?: (page: Page) => Promise<void>
       const now = await page.evaluate<PageState | undefined>('window.minigpt');
       throw new Error(`${e.message}\nstate: ${JSON.stringify(now)}`);
     });
-    return { state: await page.evaluate<PageState>('window.minigpt'), errors };
+    return { state: await page.evaluate<PageState>('window.minigpt'), errors, isolated: await page.evaluate<boolean>('window.crossOriginIsolated') };
   } finally {
     await page.close();
   }
@@ -134,6 +142,23 @@ function checkRun(state: PageState, errors: string[]): void {
 
 let referenceLosses: number[] | null = null;
 
+/**
+ * Same seed, data and model as the reference run: each step's loss must be the reference's up to
+ * f32 rounding. The kernels sum in other orders (SIMD lanes, tiles, per-thread partials; fused
+ * multiply-add on relaxed SIMD): ~1e-6 relative per op, which eight steps of AdamW carry to
+ * ~1e-5 on a loss of ~4; 1e-3 still catches a wrong kernel or a wrong step (those move it by >1e-2).
+ */
+function checkMatchesReference(name: string, losses: number[]): number {
+  assert.ok(referenceLosses, 'no reference run to compare with');
+  let worst = 0;
+  for (const [i, l] of losses.entries()) {
+    const d = Math.abs(l - referenceLosses[i]);
+    worst = Math.max(worst, d);
+    assert.ok(d < 1e-3, `step ${i + 1}: ${name} loss ${l}, reference ${referenceLosses[i]}`);
+  }
+  return worst;
+}
+
 test('browser page: trains a tiny model on the reference backend (the fallback without WebGPU)', { skip, timeout: 60_000 }, async (t) => {
   const { state, errors } = await trainInPage(`${TINY}&backend=reference`);
   t.diagnostic(`backend ${state.backend}: loss ${state.losses[0]?.toFixed(3)} -> ${state.losses.at(-1)?.toFixed(3)}, ${state.tokensPerSecond.toFixed(0)} tokens/s`);
@@ -142,15 +167,44 @@ test('browser page: trains a tiny model on the reference backend (the fallback w
   referenceLosses = state.losses;
 });
 
-test('browser page: trains a tiny model on the backend it picks (WebGPU when Chromium has an adapter)', { skip, timeout: 60_000 }, async (t) => {
+test('browser page: trains a tiny model on the cpu backend (wasm SIMD on Web Workers, cross-origin isolated)', { skip, timeout: 60_000 }, async (t) => {
+  // Two threads whatever the machine: the training worker plus one nested kernel worker.
+  const { state, errors, isolated } = await trainInPage(`${TINY}&backend=cpu&threads=2`);
+  assert.equal(isolated, true, 'the server did not make the page cross-origin isolated');
+  checkRun(state, errors);
+  assert.equal(state.backend, 'cpu');
+  assert.match(state.adapter, /^2 threads, (relaxed )?SIMD$/);
+  const worst = checkMatchesReference('cpu', state.losses);
+  t.diagnostic(`backend cpu (${state.adapter}): loss ${state.losses[0].toFixed(3)} -> ${state.losses.at(-1)!.toFixed(3)}, ${state.tokensPerSecond.toFixed(0)} tokens/s, max |loss - reference| ${worst.toExponential(1)}`);
+});
+
+test('browser page: trains a tiny model on the backend it picks (WebGPU when Chromium has an adapter, else cpu)', { skip, timeout: 60_000 }, async (t) => {
   const { state, errors } = await trainInPage(TINY);
   t.diagnostic(`backend ${state.backend}${state.adapter ? ` (${state.adapter})` : ''}: loss ${state.losses[0]?.toFixed(3)} -> ${state.losses.at(-1)?.toFixed(3)}, ${state.tokensPerSecond.toFixed(0)} tokens/s`);
   checkRun(state, errors);
-  if (state.backend === 'webgpu' && referenceLosses) {
-    // Same seed, data and model: WebGPU's losses are the reference backend's up to f32 rounding.
-    for (const [i, l] of state.losses.entries()) {
-      assert.ok(Math.abs(l - referenceLosses[i]) < 1e-3, `step ${i + 1}: webgpu loss ${l}, reference ${referenceLosses[i]}`);
+  // The page is cross-origin isolated, so it never falls back to the reference backend here.
+  assert.notEqual(state.backend, 'reference');
+  if (referenceLosses) checkMatchesReference(state.backend, state.losses);
+});
+
+test('browser page: without WebGPU the page picks the cpu backend', { skip, timeout: 60_000 }, async (t) => {
+  await open();
+  // A second Chromium without --enable-unsafe-webgpu: on Linux that has no WebGPU adapter.
+  const browser = await chromium!.launch({ executablePath: chromiumPath!, headless: true, args: [] });
+  try {
+    const probe = await browser.newPage();
+    const hasAdapter = await probe.evaluate<boolean>('navigator.gpu ? navigator.gpu.requestAdapter().then((a) => a !== null) : false');
+    await probe.close();
+    if (hasAdapter) {
+      t.skip('this Chromium offers WebGPU without --enable-unsafe-webgpu');
+      return;
     }
+    const { state, errors } = await trainInPage(TINY, undefined, browser);
+    checkRun(state, errors);
+    assert.equal(state.backend, 'cpu');
+    checkMatchesReference('cpu', state.losses);
+  } finally {
+    await browser.close();
   }
 });
 

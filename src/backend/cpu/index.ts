@@ -10,16 +10,16 @@
  * Kernels run at once, on the calling thread plus the worker pool (pool.ts), and return when
  * done, so `read` and `sync` have nothing to wait for.
  */
-import { availableParallelism } from 'node:os';
 import type { AdamWHyper, Backend, IntTensor, Tensor } from '../types.js';
 import { createReferenceBackend } from '../reference/index.js';
 import { compileKernels, cpuBackendSupported, createSharedMemory, relaxedSimdSupported, type WasmVariant } from './wasm-module.js';
 import { createThreadPool, type ThreadPool } from './pool.js';
+import { hardwareThreads } from './runtime.js';
 
 export { cpuBackendSupported } from './wasm-module.js';
 
 export interface CpuOptions {
-  /** Threads, the calling one included (default: os.availableParallelism()). */
+  /** Threads, the calling one included (default: os.availableParallelism() in Node, navigator.hardwareConcurrency in a browser). */
   threads?: number;
   /**
    * Use the relaxed-SIMD build (fused multiply-add) where the runtime allows it (default true).
@@ -78,11 +78,11 @@ const f32 = (t: Tensor): CpuTensor => t as CpuTensor;
 const i32 = (t: IntTensor): CpuIntTensor => t as CpuIntTensor;
 
 export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBackend> {
-  if (!cpuBackendSupported()) throw new Error('cpu backend: this runtime lacks WebAssembly SIMD or SharedArrayBuffer');
-  const threads = Math.max(1, Math.floor(options.threads ?? availableParallelism()));
-  const variant: WasmVariant = (options.relaxedSimd ?? true) && relaxedSimdSupported(true) ? 'relaxed' : 'simd';
+  if (!cpuBackendSupported()) throw new Error('cpu backend: this runtime lacks WebAssembly SIMD or SharedArrayBuffer (a page must be cross-origin isolated: COOP same-origin, COEP require-corp)');
+  const threads = Math.max(1, Math.floor(options.threads ?? (await hardwareThreads())));
+  const variant: WasmVariant = (options.relaxedSimd ?? true) && (await relaxedSimdSupported(true)) ? 'relaxed' : 'simd';
   const memory = createSharedMemory(256, MAX_PAGES);
-  const pool: ThreadPool = await createThreadPool(compileKernels(variant), memory, threads);
+  const pool: ThreadPool = await createThreadPool(await compileKernels(variant), memory, threads);
   const wasm = pool.kernels;
   const ref = createReferenceBackend();
   const attentionSuffix = options.attention === 'rows' ? 'Rows' : '';

@@ -5,9 +5,13 @@
  * share 0 itself, then waits for the workers. Sync is one control block of Int32s: a generation
  * counter the workers watch (spin briefly, then Atomics.wait) and a done counter the main thread
  * watches the same way, so a kernel call costs a few microseconds when the workers are awake.
+ *
+ * The same code runs in Node (worker_threads) and in a browser (module Web Workers); runtime.ts
+ * is the seam that starts a worker and hands it its data. The calling thread blocks in
+ * Atomics.wait, so in a browser it must be a worker itself, not the page's main thread.
  */
-import { Worker } from 'node:worker_threads';
 import { instantiateKernels, type KernelExports, type WasmMemory, type WasmModule } from './wasm-module.js';
+import { canBlock, spawnWorker, warn, type ThreadHandle } from './runtime.js';
 
 /** Control block layout (Int32 indices); the Float64 arguments start at byte ARGS_BYTE. */
 export const CTL = { generation: 0, done: 1, kernel: 2, nArgs: 3, nThreads: 4, failed: 5 } as const;
@@ -41,8 +45,18 @@ export interface ThreadPool {
   destroy(): void;
 }
 
+/**
+ * The worker script: worker.js beside this module. In Node that is dist/src/backend/cpu/worker.js;
+ * the web build emits src/backend/cpu/worker.ts as its own bundle, worker.js, beside the bundle
+ * this module is part of, so the same relative URL finds it.
+ */
+export const workerUrl = (): URL => new URL('./worker.js', import.meta.url);
+
 export async function createThreadPool(module: WasmModule, memory: WasmMemory, nThreads: number): Promise<ThreadPool> {
-  const kernels = instantiateKernels(module, memory);
+  if (nThreads > 1 && !canBlock()) {
+    throw new Error('cpu backend: this thread may not block in Atomics.wait (a page\'s main thread); create the backend in a Web Worker, or with threads: 1');
+  }
+  const kernels = await instantiateKernels(module, memory);
   const kernelNames = Object.keys(kernels).filter((k) => typeof kernels[k] === 'function');
   const kernelIndex = new Map(kernelNames.map((k, i) => [k, i]));
   const control = new SharedArrayBuffer(ARGS_BYTE + 8 * MAX_ARGS);
@@ -52,31 +66,18 @@ export async function createThreadPool(module: WasmModule, memory: WasmMemory, n
   // The kernels' shared work counter (WORK_COUNTER in kernels.ts): zeroed before every call.
   const workCounter = new Int32Array(memory.buffer, WORK_COUNTER_BYTE, 1);
 
-  const workers: Worker[] = [];
-  try {
-    await Promise.all(
-      Array.from({ length: nThreads - 1 }, (_, i) => {
-        const data: WorkerData = { module, memory, control, kernelNames, tid: i + 1 };
-        const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: data });
-        workers.push(w);
-        return new Promise<void>((resolve, reject) => {
-          w.once('message', () => resolve());
-          w.once('error', reject);
-          w.once('exit', (code) => reject(new Error(`cpu backend worker exited (${code}) before it started`)));
-        });
-      }),
-    );
-  } catch (e) {
-    for (const w of workers) void w.terminate();
-    throw e;
-  }
-  // Workers must never keep the process alive; a worker error means a bug in a kernel.
-  for (const w of workers) {
-    w.removeAllListeners('exit');
-    w.on('error', (e) => {
-      process.emitWarning(`cpu backend worker failed: ${e.message}`);
-    });
-    w.unref();
+  // A worker error after it started means a bug in a kernel: say so, never keep the process alive.
+  const onFailure = (message: string): void => warn(`cpu backend worker failed: ${message}`);
+  const starting = Array.from({ length: nThreads - 1 }, (_, i) => {
+    const data: WorkerData = { module, memory, control, kernelNames, tid: i + 1 };
+    return spawnWorker(workerUrl(), data, onFailure);
+  });
+  const started = await Promise.allSettled(starting);
+  const workers: ThreadHandle[] = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    for (const w of workers) w.terminate();
+    throw failed.reason;
   }
 
   let destroyed = false;
@@ -122,7 +123,7 @@ export async function createThreadPool(module: WasmModule, memory: WasmMemory, n
       ctl[CTL.kernel] = EXIT;
       Atomics.add(ctl, CTL.generation, 1);
       Atomics.notify(ctl, CTL.generation);
-      for (const w of workers) void w.terminate();
+      for (const w of workers) w.terminate();
     },
   };
 }

@@ -1,9 +1,9 @@
 /**
  * Loading the kernels' WebAssembly: which build this runtime can run (relaxed SIMD with fused
  * multiply-add, or plain 128-bit SIMD), and the shared memory every thread instantiates on.
+ * The same in Node and a browser, except where the bytes come from (runtime.ts: fs or fetch).
  */
-import { readFileSync } from 'node:fs';
-import { setFlagsFromString } from 'node:v8';
+import { isNode, readBytes, setV8Flag, sharedMemoryAllowed } from './runtime.js';
 
 /**
  * The slice of the WebAssembly JS API we use, typed here because the project's lib (ES2022,
@@ -16,8 +16,8 @@ export interface WasmMemory {
 }
 interface WasmApi {
   validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => WasmModule;
-  Instance: new (module: WasmModule, imports: object) => { exports: object };
+  compile(bytes: Uint8Array): Promise<WasmModule>;
+  instantiate(module: WasmModule, imports: object): Promise<{ exports: object }>;
   Memory: new (desc: { initial: number; maximum: number; shared: boolean }) => WasmMemory;
 }
 export const wasmApi = (): WasmApi | undefined => (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
@@ -43,48 +43,57 @@ const RELAXED_PROBE = new Uint8Array([
   253, 133, 2, 11,
 ]);
 
-/** Whether this runtime has WebAssembly 128-bit SIMD and shared memory (what the cpu backend needs). */
+/**
+ * Whether this runtime has WebAssembly 128-bit SIMD and shared memory (what the cpu backend
+ * needs); in a browser shared memory also needs a cross-origin isolated page.
+ */
 export function cpuBackendSupported(): boolean {
   const api = wasmApi();
-  return api !== undefined && typeof SharedArrayBuffer === 'function' && api.validate(SIMD_PROBE);
+  return api !== undefined && sharedMemoryAllowed() && api.validate(SIMD_PROBE);
 }
 
 /**
  * Whether relaxed SIMD validates. Node 20's V8 has it behind --experimental-wasm-relaxed-simd;
- * with `enableFlag` we turn that flag on at run time (it only widens what wasm validation
- * accepts) and ask again. Newer Node ships it on.
+ * with `enableFlag` we turn that flag on at run time in Node (it only widens what wasm
+ * validation accepts) and ask again. Newer Node and Chrome ship it on; a browser is only asked.
  */
-export function relaxedSimdSupported(enableFlag: boolean): boolean {
+export async function relaxedSimdSupported(enableFlag: boolean): Promise<boolean> {
   if (WA().validate(RELAXED_PROBE)) return true;
-  if (!enableFlag) return false;
-  try {
-    setFlagsFromString('--experimental-wasm-relaxed-simd');
-  } catch {
-    return false;
-  }
-  return WA().validate(RELAXED_PROBE);
+  if (!enableFlag || !isNode()) return false;
+  return (await setV8Flag('--experimental-wasm-relaxed-simd')) && WA().validate(RELAXED_PROBE);
 }
 
-/** dist/wasm/kernels-<variant>.wasm, relative to this module (dist/src/backend/cpu/). */
-export function wasmUrl(variant: WasmVariant): URL {
-  return new URL(`../../../wasm/kernels-${variant}.wasm`, import.meta.url);
+/**
+ * Where kernels-<variant>.wasm may be, in order: in Node dist/wasm/, relative to this module
+ * (dist/src/backend/cpu/); in a browser first next to the script (the web build copies the .wasm
+ * files beside its bundles), then that same dist/wasm/ (this module served unbundled).
+ */
+export function wasmUrls(variant: WasmVariant): URL[] {
+  const inDist = new URL(`../../../wasm/kernels-${variant}.wasm`, import.meta.url);
+  return isNode() ? [inDist] : [new URL(`kernels-${variant}.wasm`, import.meta.url), inDist];
 }
 
 export function createSharedMemory(initialPages: number, maximumPages: number): WasmMemory {
   return new (WA().Memory)({ initial: initialPages, maximum: maximumPages, shared: true });
 }
 
-export function compileKernels(variant: WasmVariant): WasmModule {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(wasmUrl(variant));
-  } catch (e) {
-    throw new Error(`cpu backend: cannot read ${wasmUrl(variant).pathname} (run "npm run build:wasm"): ${(e as Error).message}`);
+/** Loads and compiles the kernels (asynchronously: a page's thread may not compile big modules synchronously). */
+export async function compileKernels(variant: WasmVariant): Promise<WasmModule> {
+  const errors: string[] = [];
+  for (const url of wasmUrls(variant)) {
+    let bytes: Uint8Array;
+    try {
+      bytes = await readBytes(url);
+    } catch (e) {
+      errors.push(`${url.protocol === 'file:' ? url.pathname : url.href}: ${(e as Error).message}`);
+      continue;
+    }
+    return WA().compile(bytes);
   }
-  return new (WA().Module)(bytes);
+  throw new Error(`cpu backend: cannot load kernels-${variant}.wasm (run "npm run build:wasm"${isNode() ? '' : ', and copy dist/wasm/*.wasm next to the bundle'}): ${errors.join('; ')}`);
 }
 
-export function instantiateKernels(module: WasmModule, memory: WasmMemory): KernelExports {
-  const instance = new (WA().Instance)(module, { env: { memory } });
+export async function instantiateKernels(module: WasmModule, memory: WasmMemory): Promise<KernelExports> {
+  const instance = await WA().instantiate(module, { env: { memory } });
   return instance.exports as unknown as KernelExports;
 }

@@ -1,20 +1,22 @@
 /**
  * A cpu backend worker: instantiates the kernels on the shared memory, says it is ready, then
  * loops forever on the pool's control block (see pool.ts): wait for a new generation, run its
- * share of that kernel, count itself done.
+ * share of that kernel, count itself done. A worker_threads worker in Node, a module Web Worker
+ * in a browser (runtime.ts hands it its data either way).
  */
-import { parentPort, workerData } from 'node:worker_threads';
 import { instantiateKernels } from './wasm-module.js';
 import { ARGS_BYTE, CTL, EXIT, MAX_ARGS, SPINS, type WorkerData } from './pool.js';
+import { receiveWorkerData } from './runtime.js';
 
-const { module, memory, control, kernelNames, tid } = workerData as WorkerData;
-const kernels = instantiateKernels(module, memory);
+const { data, ready } = await receiveWorkerData<WorkerData>();
+const { module, memory, control, kernelNames, tid } = data;
+const kernels = await instantiateKernels(module, memory);
 const fns = kernelNames.map((k) => kernels[k]);
 const ctl = new Int32Array(control, 0, ARGS_BYTE / 4);
 const args = new Float64Array(control, ARGS_BYTE, MAX_ARGS);
 const nThreads = ctl[CTL.nThreads];
 let seen = Atomics.load(ctl, CTL.generation);
-parentPort!.postMessage('ready');
+ready();
 
 const callArgs: number[] = [];
 for (;;) {
