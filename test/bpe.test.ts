@@ -107,6 +107,30 @@ test('at the largest vocabulary the text allows, every pre-token of it encodes a
   assert.deepEqual(tok.decode(tok.encode(TEXT)), TEXT);
 });
 
+test('a megabyte pre-token (no whitespace at all) trains in seconds and still round-trips', () => {
+  // Before pieces and per-site updates, each merge rewrote the whole word: minutes for this.
+  const rng = createRng(4);
+  const word = Array.from({ length: 1_000_000 }, () => String.fromCharCode(97 + rng.int(26))).join('');
+  const start = performance.now();
+  const tok = trainBpe(word, { vocabSize: 600 });
+  const seconds = (performance.now() - start) / 1000;
+  assert.ok(seconds < 15, `took ${seconds.toFixed(1)} s`);
+  assert.equal(tok.vocabSize, 600);
+  const sample = word.slice(0, 20_000);
+  const ids = tok.encode(sample);
+  assert.ok(ids.length < 0.85 * sample.length, `${ids.length} tokens for ${sample.length} letters`);
+  assert.equal(tok.decode(ids), sample);
+});
+
+test('learning from a long pre-token in pieces gives the merges of those pieces', () => {
+  // The pieces are counted as words of their own: the same merges as the pieces on separate lines.
+  const rng = createRng(5);
+  const pieces = Array.from({ length: 40 }, () => Array.from({ length: 64 }, () => 'abcd'[rng.int(4)]).join(''));
+  const whole = trainBpe(pieces.join(''), { vocabSize: 320, specialTokens: [] });
+  const apart = trainBpe(pieces.join('\n'), { vocabSize: 320, specialTokens: [] });
+  assert.deepEqual(whole.toJSON().merges, apart.toJSON().merges);
+});
+
 /** Random strings from a mix of scripts, emoji, whitespace, and (with `broken`) lone surrogates. */
 function randomText(seed: number, count: number, broken: boolean): string[] {
   const rng = createRng(seed);

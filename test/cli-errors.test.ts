@@ -1,11 +1,16 @@
-/** Every command meets bad input with one clear line on stderr, exit 1, and no stack trace. */
-import { test } from 'node:test';
+/**
+ * Every command meets bad input with one clear line on stderr, exit 1, and no stack trace: bad
+ * flags and files, non-UTF-8 and huge-line text, mismatched tokenizers, read-only and full disks.
+ */
+import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, readdirSync, rmSync, cpSync, statSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRng } from '../src/util/random.js';
+import { loadCheckpoint } from '../src/io/checkpoint.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 const root = mkdtempSync(join(tmpdir(), 'minigpt-errors-'));
@@ -35,6 +40,7 @@ const cases: [string[], RegExp][] = [
   [['prepare', '--data', join(root, 'binary.bin'), '--tokenizer', 'char', '--out', join(root, 'shards')], /binary/],
   [['prepare', '--data', join(root, 'ok.txt'), '--tokenizer', 'char', '--out', join(root, 'notackpt')], /refus/],
   [['prepare', '--data', join(root, 'ok.txt'), '--out', join(root, 'shards3')], /--tokenizer char\|gpt2\|bpe is required/],
+  [['prepare', '--data', join(root, 'ok.txt'), '--tokenizer', 'chr', '--out', join(root, 'shards4')], /--tokenizer chr: no such file or folder/],
   [['prepare', '--data', join(root, 'empty.txt'), '--tokenizer', 'char', '--out', join(root, 'shards2')], /empty/],
   [['tokenizer', 'train', '--data', join(root, 'empty.txt'), '--vocab', '300', '--out', join(root, 't.json')], /empty/],
   [['tokenizer', 'frobnicate'], /frobnicate/],
@@ -48,13 +54,265 @@ const cases: [string[], RegExp][] = [
   [['lr-find', '--start', '1', '--end', '0.1', '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '8', '--data', join(root, 'ok.txt'), '--backend', 'reference'], /start lr < end lr/],
 ];
 
-for (const [args, re] of cases) {
-  test(`minigpt ${args.map((a) => a.replace(root, '$TMP')).join(' ')}: one clear line, exit 1`, () => {
-    const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: root, timeout: 60_000 });
-    assert.equal(r.status, 1, `exit ${r.status}; stderr: ${r.stderr}`);
-    const lines = r.stderr.split('\n').filter((l) => l.trim() && !/XDG_RUNTIME_DIR/.test(l));
-    assert.equal(lines.length, 1, `one line: ${r.stderr}`);
-    assert.match(lines[0], /^minigpt: error: /);
-    assert.match(lines[0], re);
-  });
+const mounts: string[] = [];
+after(() => {
+  for (const m of mounts) spawnSync('umount', ['-l', m]);
+});
+
+const run = (args: string[], opts: { timeout?: number } = {}) =>
+  spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: root, timeout: opts.timeout ?? 60_000, maxBuffer: 64 << 20 });
+
+/**
+ * Exit 1, and exactly one line on stderr: `minigpt: error: ...` matching `re` (so no stack trace).
+ * With `progress`, lines a run printed before it failed (its start summary) may come first.
+ */
+function assertOneLine(r: ReturnType<typeof run>, re: RegExp, progress = false): void {
+  assert.equal(r.status, 1, `exit ${r.status}; stderr: ${r.stderr}`);
+  let lines = r.stderr.split('\n').filter((l) => l.trim() && !/XDG_RUNTIME_DIR/.test(l));
+  if (progress) {
+    assert.ok(lines.every((l) => !/^\s+at /.test(l)), `no stack trace: ${r.stderr}`);
+    lines = lines.slice(-1);
+  }
+  assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+  assert.match(lines[0]!, /^minigpt: error: /);
+  assert.match(lines[0]!, re);
 }
+
+function matrix(list: [string[], RegExp][]): void {
+  for (const [args, re] of list) {
+    test(`minigpt ${args.map((a) => a.replaceAll(root, '$TMP')).join(' ')}: one clear line, exit 1`, () => assertOneLine(run(args), re));
+  }
+}
+matrix(cases);
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures: a tiny checkpoint whose char tokenizer knows a-z, space and newline (28 tokens).
+
+const TINY = ['--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '8', '--batch', '2', '--backend', 'reference', '--eval-every', '0', '--sample-every', '0', '--quiet'];
+const ABC = 'abcdefghijklmnopqrstuvwxyz the cat sat\n';
+writeFileSync(join(root, 'abc.txt'), ABC.repeat(50));
+const ck = join(root, 'ck');
+const made = run(['train', '--data', join(root, 'abc.txt'), '--out', ck, '--steps', '2', ...TINY]);
+if (made.status !== 0) throw new Error(`cannot train the fixture checkpoint: ${made.stderr}`);
+
+// ---------------------------------------------------------------------------------------------
+// Non-UTF-8 text in every command that reads text: UTF-16 (either byte order) and Latin-1.
+
+writeFileSync(join(root, 'utf16le.txt'), Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from('hello world\n'.repeat(20), 'utf16le')]));
+writeFileSync(join(root, 'utf16be.txt'), Buffer.concat([Buffer.from([0xfe, 0xff]), Buffer.from('hello world\n'.repeat(20), 'utf16le').swap16()]));
+writeFileSync(join(root, 'latin1-long.txt'), Buffer.from('caf\xe9 na\xefve \xe0 la cr\xe8me br\xfbl\xe9e\n'.repeat(40), 'latin1'));
+
+/** Each command that reads a text file: its arguments up to the file, and whether it takes --invalid-utf8. */
+const TEXT_READERS: [string[], boolean][] = [
+  [['train', ...TINY, '--steps', '1', '--out', join(root, 'never-run'), '--data'], true],
+  [['prepare', '--tokenizer', 'char', '--out', join(root, 'never-shards'), '--data'], false],
+  [['eval', '--ckpt', ck, '--backend', 'reference', '--data'], true],
+  [['tokenizer', 'train', '--vocab', '260', '--out', join(root, 'never.json'), '--data'], true],
+  [['tokenizer', 'encode', '--tokenizer', ck, '--file'], true],
+];
+matrix(TEXT_READERS.flatMap(([args, replace]): [string[], RegExp][] => [
+  [[...args, join(root, 'latin1.txt')], replace ? /latin1\.txt: invalid UTF-8 at byte 3 .*--invalid-utf8 replace/ : /latin1\.txt: invalid UTF-8 at byte 3; re-encode the file as UTF-8/],
+  [[...args, join(root, 'utf16le.txt')], /utf16le\.txt: file is UTF-16 encoded; re-encode it as UTF-8/],
+  [[...args, join(root, 'utf16be.txt')], /utf16be\.txt: file is UTF-16 encoded; re-encode it as UTF-8/],
+]));
+
+test('every command whose error suggests --invalid-utf8 replace takes the flag, and warns about what it replaced', () => {
+  for (const [args, replace] of TEXT_READERS) {
+    if (!replace) continue;
+    const r = run([...args, join(root, 'latin1-long.txt'), '--invalid-utf8', 'replace']);
+    assert.doesNotMatch(r.stderr, /unknown flag|is for `minigpt/, `${args[0]}: ${r.stderr}`);
+    assert.match(r.stderr, /latin1-long\.txt: replaced 240 invalid UTF-8 sequences with U\+FFFD/, `${args[0]} ${args[1]}: ${r.stderr}`);
+    // The char checkpoint has no token for U+FFFD: that is the one error left, and it is clear.
+    if (r.status !== 0) assertOneLine({ ...r, stderr: r.stderr.split('\n').filter((l) => !/replaced 240/.test(l)).join('\n') }, /"\uFFFD" \(U\+FFFD\)/);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Huge lines are valid text: every command handles them correctly in bounded time.
+
+const rng = createRng(3);
+const WORDS = ['the', 'cat', 'sat', 'on', 'a', 'mat', 'and', 'dog'];
+const hugeLine = Array.from({ length: 400_000 }, () => WORDS[rng.int(WORDS.length)]).join(' '); // ~1.5 MB, no newline
+const noSpace = Array.from({ length: 1_000_000 }, () => String.fromCharCode(97 + rng.int(26))).join(''); // 1 MB, one pre-token
+writeFileSync(join(root, 'huge-line.txt'), hugeLine);
+writeFileSync(join(root, 'no-space.txt'), noSpace);
+
+test('train on a multi-megabyte line with no newline: every character becomes a token', () => {
+  const r = run(['train', '--data', join(root, 'huge-line.txt'), '--out', join(root, 'huge-run'), '--steps', '1', ...TINY]);
+  assert.equal(r.status, 0, r.stderr);
+  const m = /char tokenizer \((\d+) tokens\): ([\d,]+) train \/ ([\d,]+) val tokens/.exec(r.stderr + r.stdout);
+  assert.ok(m, r.stderr + r.stdout);
+  assert.equal(Number(m[1]), new Set(hugeLine).size);
+  assert.equal(Number(m[2]!.replaceAll(',', '')) + Number(m[3]!.replaceAll(',', '')), hugeLine.length);
+});
+
+test('prepare a 1 MB text with no whitespace at all: char shards hold every character, bpe shards compress it', () => {
+  const meta = (dir: string) => JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
+  let r = run(['prepare', '--data', join(root, 'no-space.txt'), '--tokenizer', 'char', '--out', join(root, 'ns-char')]);
+  assert.equal(r.status, 0, r.stderr);
+  let m = meta(join(root, 'ns-char'));
+  assert.equal(m.train.tokens + m.val.tokens, noSpace.length);
+  r = run(['prepare', '--data', join(root, 'no-space.txt'), '--tokenizer', 'bpe', '--bpe-vocab', '400', '--out', join(root, 'ns-bpe')], { timeout: 40_000 });
+  assert.equal(r.status, 0, `exit ${r.status} ${r.signal ?? ''}: ${r.stderr}`);
+  m = meta(join(root, 'ns-bpe'));
+  assert.equal(m.vocab_size, 400);
+  assert.ok(m.train.tokens + m.val.tokens < 0.85 * noSpace.length, `${m.train.tokens + m.val.tokens} tokens`);
+});
+
+test('tokenizer train on a 1 MB word learns its merges in bounded time (each merge does not rewrite the whole word)', () => {
+  const out = join(root, 'ns-tok.json');
+  const r = run(['tokenizer', 'train', '--data', join(root, 'no-space.txt'), '--vocab', '600', '--out', out], { timeout: 40_000 });
+  assert.equal(r.status, 0, `exit ${r.status} ${r.signal ?? ''}: ${r.stderr}`);
+  assert.equal(JSON.parse(readFileSync(out, 'utf8')).merges.length, 600 - 257);
+});
+
+test('eval and tokenizer encode read a multi-megabyte line whole', () => {
+  let r = run(['eval', '--ckpt', ck, '--backend', 'reference', '--data', join(root, 'huge-line.txt'), '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(JSON.parse(r.stdout).tokens > 0);
+  r = run(['tokenizer', 'encode', '--tokenizer', ck, '--file', join(root, 'huge-line.txt')]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).length, hugeLine.length);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizer and model vocabularies that do not match.
+
+/** A copy of the fixture checkpoint, changed by `edit(checkpointDir)`. */
+function editedCheckpoint(name: string, edit: (dir: string) => void): string {
+  const dir = join(root, name);
+  cpSync(ck, dir, { recursive: true });
+  edit(join(dir, 'checkpoint'));
+  return dir;
+}
+const editJson = (path: string, edit: (j: Record<string, unknown>) => void): void => {
+  const j = JSON.parse(readFileSync(path, 'utf8'));
+  edit(j);
+  writeFileSync(path, JSON.stringify(j));
+};
+const biggerTokenizer = (dir: string) => editJson(join(dir, 'tokenizer.minigpt.json'), (j) => (j.vocab as string[]).push('Æ', 'Ø', 'Å'));
+const tokNoManifest = editedCheckpoint('ck-tok', (d) => (biggerTokenizer(d), rmSync(join(d, 'manifest.json'))));
+const tokManifest = editedCheckpoint('ck-tok-manifest', biggerTokenizer);
+const vocabEdited = editedCheckpoint('ck-vocab', (d) => {
+  editJson(join(d, 'config.json'), (j) => (j.vocab_size = (j.vocab_size as number) + 8));
+  rmSync(join(d, 'manifest.json'));
+});
+const resumable = editedCheckpoint('ck-resume', () => {});
+
+// Shards from another char vocabulary, and shards of the checkpoint's own tokenizer with a damaged
+// token where opening does not look (token 5000) and where it does (token 10).
+const shardsOther = join(root, 'sh-other');
+const shardsOwn = join(root, 'sh-own');
+writeFileSync(join(root, 'abc20k.txt'), ABC.repeat(500));
+for (const [args, what] of [[['--data', join(root, 'ok.txt'), '--tokenizer', 'char', '--out', shardsOther], 'other'], [['--data', join(root, 'abc20k.txt'), '--tokenizer', ck, '--out', shardsOwn], 'own']] as const) {
+  const r = run(['prepare', ...args]);
+  if (r.status !== 0) throw new Error(`cannot prepare the ${what} shards: ${r.stderr}`);
+}
+const damagedShards = (name: string, token: number): string => {
+  const dir = join(root, name);
+  cpSync(shardsOwn, dir, { recursive: true });
+  const file = join(dir, 'train_000000.bin');
+  const bytes = readFileSync(file);
+  bytes.writeUInt16LE(60000, 1024 + 2 * token);
+  writeFileSync(file, bytes);
+  return dir;
+};
+const damagedMiddle = damagedShards('sh-bad-5000', 5000);
+const damagedStart = damagedShards('sh-bad-10', 10);
+
+matrix([
+  [['sample', '--ckpt', ck, '--prompt', 'Æble', '--backend', 'reference'], /--prompt: character "Æ" \(U\+00C6\) at line 1, column 1 .*leave it out of the prompt/],
+  [['eval', '--ckpt', ck, '--text', 'smørrebrød', '--backend', 'reference'], /--text: character "ø" \(U\+00F8\) at line 1, column 3 .*leave it out/],
+  [['sample', '--ckpt', tokNoManifest, '--backend', 'reference'], /tokenizer\.minigpt\.json has 31 tokens but the model's vocab_size is 28; .*put back the tokenizer\.minigpt\.json saved with this model/],
+  [['sample', '--ckpt', tokManifest, '--backend', 'reference'], /tokenizer\.minigpt\.json does not match its checksum in manifest\.json/],
+  [['eval', '--ckpt', vocabEdited, '--text', 'abc', '--backend', 'reference'], /has shape \[28,16\], config\.json says \[36,16\]; config\.json and the weights are from different models/],
+  [['train', '--resume', resumable, '--tokenizer', 'bpe'], /--tokenizer bpe conflicts with the run being resumed: a resumed run keeps its char tokenizer of 28 tokens/],
+  [['train', '--resume', resumable, '--data', shardsOther], /sh-other was prepared with a char tokenizer of \d+ tokens, not the checkpoint's char tokenizer of 28 tokens; prepare the data again/],
+  [['eval', '--ckpt', ck, '--data', shardsOther, '--backend', 'reference'], /sh-other was prepared with a char tokenizer of \d+ tokens, not the checkpoint's/],
+  [['eval', '--ckpt', ck, '--data', damagedMiddle, '--all', '--backend', 'reference'], /train_000000\.bin: token 5000 is 60000, outside the vocabulary of 28/],
+  [['train', '--data', damagedStart, '--out', join(root, 'never-run2'), '--steps', '1', ...TINY], /train_000000\.bin: token 10 is 60000, outside the vocabulary of 28/],
+]);
+
+test('eval on shards prepared with the checkpoint\'s own tokenizer gives the same loss as on the text', () => {
+  const onShards = run(['eval', '--ckpt', ck, '--data', shardsOwn, '--all', '--json', '--backend', 'reference']);
+  const onText = run(['eval', '--ckpt', ck, '--data', join(root, 'abc20k.txt'), '--all', '--json', '--backend', 'reference']);
+  assert.equal(onShards.status, 0, onShards.stderr);
+  assert.equal(onText.status, 0, onText.stderr);
+  const a = JSON.parse(onShards.stdout), b = JSON.parse(onText.stdout);
+  assert.ok(Math.abs(a.val_loss - b.val_loss) < 0.01, `${a.val_loss} vs ${b.val_loss}`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Read-only and full output locations. A tmpfs mounted for the test works for root too (where
+// mounting is permitted); otherwise a chmod-ed folder (not root) or /sys (root), checked first.
+
+/** Mounts a tmpfs with `options` at a new folder; null where mounting is not permitted. */
+function mountTmpfs(options: string): string | null {
+  const dir = mkdtempSync(join(root, 'mnt-'));
+  const r = spawnSync('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', dir], { encoding: 'utf8' });
+  if (r.status !== 0) return null;
+  mounts.push(dir);
+  return dir;
+}
+
+function readOnlyDir(): { dir: string | null; ours: boolean } {
+  const mounted = mountTmpfs('ro,size=1m');
+  if (mounted) return { dir: mounted, ours: true };
+  if (process.getuid?.() !== 0) {
+    const dir = mkdtempSync(join(root, 'ro-'));
+    chmodSync(dir, 0o555);
+    return { dir, ours: true };
+  }
+  try {
+    mkdirSync('/sys/minigpt-probe');
+    rmSync('/sys/minigpt-probe', { recursive: true });
+  } catch (e) {
+    if (['EROFS', 'EACCES', 'EPERM'].includes((e as NodeJS.ErrnoException).code!)) return { dir: '/sys', ours: false };
+  }
+  return { dir: null, ours: false };
+}
+
+const ro = readOnlyDir();
+const writers = (dir: string): string[][] => [
+  ['train', '--data', join(root, 'abc.txt'), '--out', join(dir, 'run'), '--steps', '1', ...TINY],
+  ['prepare', '--data', join(root, 'abc20k.txt'), '--tokenizer', 'char', '--out', join(dir, 'shards')],
+  ['export', '--ckpt', ck, '--out', join(dir, 'hf')],
+  ['export', '--ckpt', ck, '--format', 'gguf', '--out', join(dir, 'model.gguf')],
+  ['tokenizer', 'train', '--data', join(root, 'abc.txt'), '--vocab', '260', '--out', join(dir, 'tok.json')],
+  ['plot', ck, '--out', join(dir, 'loss.svg')],
+];
+
+test('every command that writes meets a read-only location with one clear line, and leaves nothing behind', { skip: ro.dir === null ? 'no read-only location here: cannot mount a tmpfs, and /sys is writable' : false }, () => {
+  for (const args of writers(ro.dir!)) {
+    assertOneLine(run(args), /the file system is read-only|permission denied/);
+    if (ro.ours) assert.deepEqual(readdirSync(ro.dir!), [], args.join(' '));
+  }
+});
+
+const full = mountTmpfs('size=16k');
+test('every command that writes meets a full disk with one clear line, and leaves nothing behind', { skip: full === null ? 'cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)' : false }, () => {
+  // Small outputs fit in 16 KB: only those that do not are checked.
+  for (const args of writers(full!).slice(1, 4)) {
+    assertOneLine(run(args), /the disk is full; free some space, or write somewhere else/);
+    assert.deepEqual(readdirSync(full!), [], args.join(' '));
+  }
+});
+
+test('tokenizer train --out /dev/full: one clear line', { skip: statSync('/dev/full', { throwIfNoEntry: false }) ? false : 'no /dev/full' }, () => {
+  assertOneLine(run(['tokenizer', 'train', '--data', join(root, 'abc.txt'), '--vocab', '260', '--out', '/dev/full']), /cannot write \/dev\/full: the disk is full/);
+});
+
+test('a checkpoint save that fails on a full disk keeps the previous checkpoint and says so', async (t) => {
+  const flags = ['--data', join(root, 'abc.txt'), '--d-model', '32', '--n-heads', '2', '--n-layers', '1', '--context', '8', '--batch', '2', '--backend', 'reference', '--eval-every', '0', '--sample-every', '0', '--quiet', '--save-every', '1'];
+  // Room for one checkpoint and a half: the first save fits, the second (beside the first) does not.
+  const probe = join(root, 'size-probe');
+  assert.equal(run(['train', ...flags, '--out', probe, '--steps', '1']).status, 0);
+  const size = readdirSync(join(probe, 'checkpoint')).reduce((s, f) => s + statSync(join(probe, 'checkpoint', f)).size, 0);
+  const disk = mountTmpfs(`size=${Math.ceil((1.5 * size + 65536) / 4096) * 4096}`);
+  if (disk === null) return t.skip('cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)');
+  const runDir = join(disk, 'run');
+  assertOneLine(run(['train', ...flags, '--out', runDir, '--steps', '5']), /cannot write checkpoint .*: the disk is full; .*the previous checkpoint in .* is intact \(resume from it with --resume /, true);
+  const kept = await loadCheckpoint(join(runDir, 'checkpoint'), { training: true });
+  assert.equal(kept.training!.step, 1);
+  assert.deepEqual(readdirSync(runDir).sort(), ['checkpoint', 'metrics.jsonl']);
+});

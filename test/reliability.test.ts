@@ -13,6 +13,7 @@ import { createRng } from '../src/util/random.js';
 import { resolveConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { buildCharTokenizer } from '../src/data/tokenizer.js';
+import { caseSeed, createFuzzContext, mutate, runFuzzCase, FUZZ_TARGETS } from './support/fuzz.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 const CORPUS = Array.from({ length: 200 }, (_, i) => `the ${['cat', 'dog'][i % 2]} sat on the mat.`).join('\n');
@@ -58,16 +59,6 @@ test('a save interrupted between its two renames is recovered on the next load',
   assert.deepEqual((await readdir(root)).sort(), ['checkpoint']);
 });
 
-function mutate(bytes: Uint8Array, rng: ReturnType<typeof createRng>): Uint8Array {
-  const b = Uint8Array.from(bytes);
-  switch (rng.int(4)) {
-    case 0: return b.subarray(0, rng.int(b.length));
-    case 1: for (let k = 0; k < 1 + rng.int(4); k++) b[rng.int(b.length)] = rng.int(256); return b;
-    case 2: { const i = rng.int(b.length); return Uint8Array.from([...b.subarray(0, i), ...Array.from({ length: rng.int(20) }, () => rng.int(256)), ...b.subarray(i)]); }
-    default: { const i = rng.int(b.length), j = rng.int(b.length); b.copyWithin(i, j, Math.min(b.length, j + 1 + rng.int(16))); return b; }
-  }
-}
-
 test('fuzzed tokenizer JSON (2000 mutations of char, bpe and gpt2 files) gives a tokenizer or a MinigptError, nothing else', async () => {
   const { trainBpe } = await import('../src/data/bpe.js');
   const sources = [
@@ -112,5 +103,19 @@ test('fuzzed checkpoints (300 mutated files) load or fail with a MinigptError, n
     } catch (e) {
       assert.ok(e instanceof MinigptError, `mutation ${i} of ${victim}: ${(e as Error).stack}`);
     }
+  }
+});
+
+test('fuzzed loaders (1500 random and mutated cases over safetensors, checkpoint, shards, tokenizer) load or fail with a MinigptError', async () => {
+  const ctx = await createFuzzContext(await mkdtemp(join(tmpdir(), 'minigpt-fuzz-all-')));
+  const counts: Record<string, number> = {};
+  for (let i = 0; i < 1500; i++) {
+    const target = FUZZ_TARGETS[i % FUZZ_TARGETS.length]!;
+    const outcome = await runFuzzCase(target, caseSeed(17, i), ctx).catch((e: Error) => assert.fail(`case ${i} (${target}, seed 17; replay with node scripts/fuzz.mjs --seed 17 --case ${i}): ${e.stack}`));
+    counts[`${target} ${outcome}`] = (counts[`${target} ${outcome}`] ?? 0) + 1;
+  }
+  // Both outcomes happen for every target, or the mutations are too weak (or too strong) to test anything.
+  for (const target of FUZZ_TARGETS) {
+    assert.ok(counts[`${target} rejected`]! > 0 && counts[`${target} loaded`]! > 0, JSON.stringify(counts));
   }
 });

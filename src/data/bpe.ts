@@ -514,15 +514,35 @@ function countWords(text: string, specials: readonly string[]): Map<string, numb
       ? [wellFormed]
       : wellFormed.split(new RegExp([...specials].sort((a, b) => b.length - a.length).map(escapeRegExp).join('|'), 'u'));
   const re = new RegExp(GPT2_SPLIT_PATTERN, 'gu');
+  const add = (w: string): void => void counts.set(w, (counts.get(w) ?? 0) + 1);
   for (const segment of segments) {
     re.lastIndex = 0;
     for (let m = re.exec(segment); m !== null; m = re.exec(segment)) {
       const w = m[0];
-      counts.set(w, (counts.get(w) ?? 0) + 1);
+      if (w.length <= MAX_TRAINING_WORD) {
+        add(w);
+        continue;
+      }
+      // A huge pre-token (a line with no spaces, a base64 blob) is counted as pieces, never split
+      // inside a surrogate pair: otherwise every merge would rewrite all of it.
+      for (let i = 0; i < w.length; ) {
+        let end = Math.min(w.length, i + MAX_TRAINING_WORD);
+        const c = w.charCodeAt(end - 1);
+        if (end < w.length && c >= 0xd800 && c <= 0xdbff) end--;
+        add(w.slice(i, end));
+        i = end;
+      }
     }
   }
   return counts;
 }
+
+/**
+ * Pre-tokens longer than this (UTF-16 units) are learned from as pieces of this length. Natural
+ * text has almost none; without the limit, a multi-megabyte pre-token makes each merge cost
+ * its whole length, so training would take hours instead of seconds.
+ */
+const MAX_TRAINING_WORD = 64;
 
 /** The merges as a flat list [a0, b0, a1, b1, ...]; merge i makes id 256 + i. */
 function learnMerges(
@@ -595,22 +615,26 @@ function learnMerges(
       if (stamp[w] === m) continue;
       stamp[w] = m;
       const word = words[w]!;
-      let holds = false;
-      for (let i = 0; i + 1 < word.length; i++) {
-        if (word[i] === a && word[i + 1] === b) {
-          holds = true;
-          break;
-        }
-      }
-      if (!holds) continue; // the pair left this word in an earlier merge
       const f = freqs[w]!;
-      for (let i = 0; i + 1 < word.length; i++) {
-        const k = word[i]! * V + word[i + 1]!;
-        delta.set(k, (delta.get(k) ?? 0) - f);
-      }
+      // Only pairs touching a merge site change: old pairs (k, k+1) that touch a merged position
+      // go, new pairs that touch a new token come. `lastOld`/`lastNew` stop adjacent sites from
+      // counting a shared pair twice. So a merge costs a scan of the word plus work per site,
+      // not per pair of the word.
       const merged: number[] = [];
+      const sites: number[] = [];
+      let lastOld = -1;
+      const dropOld = (k: number): void => {
+        if (k < 0 || k + 1 >= word.length || k <= lastOld) return;
+        lastOld = k;
+        const key2 = word[k]! * V + word[k + 1]!;
+        delta.set(key2, (delta.get(key2) ?? 0) - f);
+      };
       for (let i = 0; i < word.length; ) {
         if (i + 1 < word.length && word[i] === a && word[i + 1] === b) {
+          dropOld(i - 1);
+          dropOld(i);
+          dropOld(i + 1);
+          sites.push(merged.length);
           merged.push(id);
           i += 2;
         } else {
@@ -618,17 +642,23 @@ function learnMerges(
           i++;
         }
       }
+      if (sites.length === 0) continue; // the pair left this word in an earlier merge
       words[w] = merged;
-      for (let i = 0; i + 1 < merged.length; i++) {
-        const x = merged[i]!, y = merged[i + 1]!;
+      let lastNew = -1;
+      const addNew = (j: number): void => {
+        if (j < 0 || j + 1 >= merged.length || j <= lastNew) return;
+        lastNew = j;
+        const x = merged[j]!, y = merged[j + 1]!;
         const k = x * V + y;
         delta.set(k, (delta.get(k) ?? 0) + f);
-        // Only pairs with the new token are new to this word; the word is already listed under the rest.
-        if (x === id || y === id) {
-          const l = pairWords.get(k);
-          if (l === undefined) pairWords.set(k, [w]);
-          else if (l[l.length - 1] !== w) l.push(w);
-        }
+        // Pairs with the new token are new to this word; it is already listed under the rest.
+        const l = pairWords.get(k);
+        if (l === undefined) pairWords.set(k, [w]);
+        else if (l[l.length - 1] !== w) l.push(w);
+      };
+      for (const j of sites) {
+        addNew(j - 1);
+        addNew(j);
       }
     }
     for (const [k, d] of delta) {

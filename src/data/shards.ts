@@ -26,11 +26,11 @@
  * after that byte, is the validation part (in-memory training splits the last 10% of tokens).
  */
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
-import { mkdir, open, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { dirname, extname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
-import { commitDir, ioError, siblingPath, writeFileSynced } from '../util/fs.js';
+import { commitDir, ioError, makeDirs, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
 import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, describeJsonValue, fileSystemError, findTextFiles, jsonlRecordText, scanUtf8, statOrThrow, type CleanOptions } from './text.js';
 import {
@@ -679,7 +679,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
   };
   let meta: ShardsMeta;
   try {
-    await mkdir(tmp, { recursive: true });
+    await makeDirs(tmp);
     let any = false;
     const tokens = () => writers.train.tokens + writers.val.tokens;
     await streamCorpus(files, { ...base, splitByte, onBytes: progress('encode', tokens) }, (text, part) => {
@@ -706,7 +706,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
       clean,
     };
     await writeFileSynced(join(tmp, META_FILE), JSON.stringify(meta, null, 2) + '\n');
-    await mkdir(dirname(out), { recursive: true });
+    await makeDirs(dirname(out));
     await commitDir(tmp, out);
   } catch (e) {
     writers.train.abort();
@@ -878,23 +878,14 @@ function openSplit(dir: string, meta: ShardsMeta, part: Part, opened: ShardFile[
     total === meta[part].tokens,
     `${join(dir, META_FILE)}: says ${meta[part].tokens} ${part} tokens but the shards hold ${total}; ${REPREPARE}`,
   );
-  const stream = shardStream(files, meta.dtype, part);
-  // Sampled check: the start, middle and end of every shard hold ids the tokenizer knows.
+  const stream = shardStream(files, meta.dtype, part, meta.vocab_size);
+  // Opening reads the start, middle and end of every shard, so most damage shows at once;
+  // the stream checks every id it reads, so the rest shows before a model sees it.
   const window = new Int32Array(SAMPLE_TOKENS);
   let base = 0;
   for (const f of files) {
     const starts = new Set([0, Math.max(0, Math.floor(f.count / 2) - SAMPLE_TOKENS / 2), Math.max(0, f.count - SAMPLE_TOKENS)]);
-    for (const s of starts) {
-      const w = window.subarray(0, Math.min(SAMPLE_TOKENS, f.count - s));
-      stream.read(base + s, w);
-      for (let i = 0; i < w.length; i++) {
-        const id = w[i]!;
-        check(
-          id >= 0 && id < meta.vocab_size,
-          () => `${f.path}: token ${s + i} is ${id >>> 0}, outside the vocabulary of ${meta.vocab_size}; the file is damaged or from another tokenizer, ${REPREPARE}`,
-        );
-      }
-    }
+    for (const s of starts) stream.read(base + s, window.subarray(0, Math.min(SAMPLE_TOKENS, f.count - s)));
     base += f.count;
   }
   return stream;
@@ -910,7 +901,7 @@ function readFully(file: ShardFile, into: Uint8Array, position: number): void {
 }
 
 /** A TokenStream over the concatenation of `files`, read with positioned reads. */
-function shardStream(files: ShardFile[], dtype: ShardDType, part: Part): TokenStream {
+function shardStream(files: ShardFile[], dtype: ShardDType, part: Part, vocabSize: number): TokenStream {
   const width = DTYPE_BYTES[dtype];
   const starts: number[] = [];
   let length = 0;
@@ -944,7 +935,16 @@ function shardStream(files: ShardFile[], dtype: ShardDType, part: Part): TokenSt
         if (n > 0) {
           if (scratch.byteLength < n * width) scratch = new ArrayBuffer(n * width);
           readFully(f, new Uint8Array(scratch, 0, n * width), SHARD_HEADER_BYTES + within * width);
-          out.set(width === 2 ? new Uint16Array(scratch, 0, n) : new Int32Array(scratch, 0, n), done);
+          const read = out.subarray(done, done + n);
+          read.set(width === 2 ? new Uint16Array(scratch, 0, n) : new Int32Array(scratch, 0, n));
+          // An id the model has no row for must never reach it.
+          for (let k = 0; k < n; k++) {
+            const id = read[k]!;
+            check(
+              id >= 0 && id < vocabSize,
+              () => `${f.path}: token ${within + k} is ${id >>> 0}, outside the vocabulary of ${vocabSize}; the file is damaged or from another tokenizer, ${REPREPARE}`,
+            );
+          }
           done += n;
         }
         i++;

@@ -303,11 +303,42 @@ function unknownCharacterError(text: string, unitIndex: number, cp: number, voca
     i += c > 0xffff ? 2 : 1;
   }
   const ch = String.fromCodePoint(cp);
-  return new MinigptError(
+  return new UnknownCharacterError(
     `character ${JSON.stringify(ch)} (${codePointLabel(cp)}) at line ${line}, column ${column} (character ${codePointIndex}) ` +
-      `is not in the tokenizer's vocabulary of ${vocabLength} characters; ` +
-      `build the tokenizer from text that contains it, or with an unknown-character token`,
+      `is not in the tokenizer's vocabulary of ${vocabLength} characters`,
+    'build the tokenizer from text that contains it, or with an unknown-character token',
   );
+}
+
+/** True when two tokenizers encode every text alike (their JSON is the same). */
+export function sameTokenizer(a: Tokenizer, b: Tokenizer): boolean {
+  return a === b || JSON.stringify(a.toJSON()) === JSON.stringify(b.toJSON());
+}
+
+/** "char tokenizer of 65 tokens": which tokenizer, for messages about two that differ. */
+export function describeTokenizer(t: Tokenizer): string {
+  return `${t.kind} tokenizer of ${t.vocabSize} tokens`;
+}
+
+/** A character tokenizer met a character it has no token for. `problem` is the message without its advice. */
+export class UnknownCharacterError extends MinigptError {
+  constructor(readonly problem: string, advice: string) {
+    super(`${problem}; ${advice}`);
+  }
+}
+
+/**
+ * Encodes text the user gave to a fixed tokenizer (a checkpoint's): a character it cannot encode
+ * is reported as `what: <the character and where>; advice`, since rebuilding the tokenizer is
+ * not the fix there.
+ */
+export function encodeUserText(tokenizer: Tokenizer, text: string, what: string, advice: string): Int32Array {
+  try {
+    return tokenizer.encode(text);
+  } catch (e) {
+    if (e instanceof UnknownCharacterError) throw new MinigptError(`${what}: ${e.problem}; ${advice}`);
+    throw e;
+  }
 }
 
 function describeJsonValue(value: unknown): string {

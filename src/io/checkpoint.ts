@@ -12,8 +12,8 @@
  * the new one, never a mix. A directory that is not a minigpt checkpoint is never overwritten.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
-import { commitDir, exists, ioError, siblingPath, writeFileSynced } from '../util/fs.js';
+import { readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { commitDir, exists, ioError, makeDirs, siblingPath, writeFileSynced } from '../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import { configFromJson, type ModelConfig } from '../model/config.js';
@@ -67,8 +67,13 @@ export function namedWeights(config: ModelConfig, weights: Float32Array, dtype: 
 
 /** Gathers Hugging Face named tensors into the flat buffer, strictly: every name, every shape. */
 export function flatWeights(config: ModelConfig, tensors: Map<string, NamedTensor>, source: string): Float32Array {
+  // A damaged config.json can ask for any size: check it against the tensors (whose size the
+  // file bounds) before looping over its layers or allocating for it.
+  check(
+    config.n_layers <= tensors.size,
+    `${source}: config.json says ${config.n_layers} layers but there are only ${tensors.size} tensors; config.json and the weights are from different models (was config.json edited?)`,
+  );
   const layout = paramLayout(config);
-  const weights = new Float32Array(layout.size);
   const expected = new Set(layout.specs.map((s) => s.name));
   for (const name of tensors.keys()) {
     check(expected.has(name), `${source}: unexpected tensor "${name}" for this config (is config.json from another model?)`);
@@ -79,9 +84,13 @@ export function flatWeights(config: ModelConfig, tensors: Map<string, NamedTenso
     check(t.dtype !== 'I32', `${source}: tensor "${s.name}" is I32; weights must be F32, F16 or BF16`);
     check(
       t.shape.length === s.shape.length && t.shape.every((d, i) => d === s.shape[i]),
-      `${source}: tensor "${s.name}" has shape [${t.shape}], config.json says [${s.shape}]`,
+      `${source}: tensor "${s.name}" has shape [${t.shape}], config.json says [${s.shape}]; config.json and the weights are from different models (was config.json edited?)`,
     );
-    const data = t.data as Float32Array;
+  }
+  // Every tensor matched its shape, so the buffer is no larger than the file's data.
+  const weights = new Float32Array(layout.size);
+  for (const s of layout.specs) {
+    const data = tensors.get(s.name)!.data as Float32Array;
     for (let i = 0; i < data.length; i++) {
       if (!Number.isFinite(data[i])) throw new MinigptError(`${source}: tensor "${s.name}" contains ${data[i]} at index ${i}; the checkpoint is corrupt`);
     }
@@ -176,7 +185,7 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint, opts: SaveOp
 
   const tmp = siblingPath(dir, 'tmp');
   try {
-    await mkdir(tmp, { recursive: true });
+    await makeDirs(tmp);
     for (const [name, bytes] of files) await writeFileSynced(join(tmp, name), bytes);
     await commitDir(tmp, dir);
   } catch (e) {
@@ -247,7 +256,7 @@ export async function loadCheckpoint(dir: string, opts: { training?: boolean } =
   const tokenizer = tokenizerFromJson(parseJson(await readChecked(dir, FILES.tokenizer, manifest), tokSource), tokSource);
   check(
     tokenizer.vocabSize <= config.vocab_size,
-    `${tokSource} has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}; tokenizer and model do not belong together`,
+    `${tokSource} has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}; tokenizer and model do not belong together: put back the tokenizer.minigpt.json saved with this model`,
   );
 
   const ckpt: Checkpoint = { config, weights, tokenizer };

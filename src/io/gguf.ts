@@ -27,11 +27,10 @@
  * GELU-MLP models cannot be written: llama.cpp's llama architecture is SwiGLU only and none of
  * its architectures has RMSNorm + RoPE + a non-gated GELU MLP.
  */
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
-import { exists } from '../util/fs.js';
+import { exists, writeFileAtomic } from '../util/fs.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import type { Tokenizer } from '../data/tokenizer.js';
@@ -326,13 +325,9 @@ export async function exportGguf(ckpt: Checkpoint, path: string, opts: GgufExpor
     check((await stat(path)).isFile(), `${path} exists and is a directory; give a file name for the GGUF`);
     check(opts.overwrite, `${path} exists; refusing to overwrite it (choose another name or pass --force)`);
   }
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
-    await mkdir(dirname(path), { recursive: true });
-    await writeFile(tmp, bytes);
-    await rename(tmp, path);
+    await writeFileAtomic(path, bytes);
   } catch (e) {
-    await rm(tmp, { force: true }).catch(() => {});
-    throw new MinigptError(`cannot write ${path}: ${(e as Error).message}`);
+    throw e instanceof MinigptError ? e : new MinigptError(`cannot write ${path}: ${(e as Error).message}`);
   }
 }

@@ -20,10 +20,10 @@
  * the fields of our config that HF has no name for (init, dropout) travel in config.json under
  * "minigpt".
  */
-import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
-import { commitDir, exists, siblingPath, writeFileSynced } from '../util/fs.js';
+import { commitDir, exists, ioError, makeDirs, siblingPath, writeFileSynced } from '../util/fs.js';
 import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { charTokenizerFromVocab, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
@@ -500,13 +500,13 @@ export async function writeDirAtomic(dir: string, files: Map<string, Uint8Array>
   }
   const tmp = siblingPath(dir, 'tmp');
   try {
-    await mkdir(tmp, { recursive: true });
+    await makeDirs(tmp);
     for (const [name, bytes] of files) await writeFileSynced(join(tmp, name), bytes);
     await commitDir(tmp, dir);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
-    if (e instanceof MinigptError) throw e;
-    throw new MinigptError(`cannot write ${dir}: ${(e as Error).message}`);
+    const err = ioError(e, `write ${dir}`);
+    throw err instanceof MinigptError ? err : new MinigptError(`cannot write ${dir}: ${err.message}`);
   }
 }
 

@@ -7,7 +7,7 @@
  *   metrics.jsonl   one JSON object per logged step and per evaluation
  *   loss.svg        train and validation loss, redrawn at every evaluation
  */
-import { appendFile, mkdir, readFile, readdir, writeFile, rename } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import type { Backend } from '../backend/types.js';
@@ -22,9 +22,10 @@ import { createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { loadCheckpoint, saveCheckpoint, isCheckpointDir, recoverInterruptedSave } from '../io/checkpoint.js';
+import { ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
 import { loadText, cleanText, splitTrainVal, type CleanOptions } from '../data/text.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
-import { makeTokenizer, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
+import { describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
 import { createBatchSampler, memoryTokens, type TokenStream } from '../data/batches.js';
 import { isShardDir, openShards } from '../data/shards.js';
 import { renderLossPlot, readMetrics } from './plot.js';
@@ -255,9 +256,7 @@ export async function loadTrainingData(
 ): Promise<TrainingData> {
   if (o.data && (await isShardDir(o.data))) {
     const shards = await openShards(o.data);
-    if (existing && JSON.stringify(existing.toJSON()) !== JSON.stringify(shards.tokenizer.toJSON())) {
-      throw new MinigptError(`${o.data} was prepared with a different tokenizer than the checkpoint's; prepare the data again with the checkpoint's tokenizer`);
-    }
+    if (existing) checkShardsTokenizer(existing, shards.tokenizer, o.data);
     const val = o.valData ? memoryTokens(encodeAll(existing ?? shards.tokenizer, (await loadTokens(o.valData, o)).text, o.valData)) : shards.val;
     return { tokenizer: existing ?? shards.tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)` };
   }
@@ -287,6 +286,13 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const resumeDir = o.resume ? await findCheckpointDir(resolve(o.resume)) : null;
   const resumed = resumeDir ? await loadCheckpoint(resumeDir, { training: true }) : null;
   const prior = resumed ? (resumed.training!.trainer as unknown as TrainerState) : null;
+  if (resumed) {
+    // The tokenizer is part of the model: a resumed run cannot change it.
+    const t = resumed.tokenizer;
+    const keep = `a resumed run keeps its ${describeTokenizer(t)}; drop the flag, or start a new run with another --out`;
+    check(opts.tokenizer === undefined || opts.tokenizer === t.kind, () => `--tokenizer ${opts.tokenizer} conflicts with the run being resumed: ${keep}`);
+    check(opts.bpeVocab === undefined || t.kind !== 'bpe' || opts.bpeVocab === t.vocabSize, () => `--bpe-vocab ${opts.bpeVocab} conflicts with the run being resumed: ${keep}`);
+  }
   if (prior) {
     // A resumed run keeps its own optimisation settings, so it continues exactly; only the
     // length (--steps, --max-time) and the eval/sample/save cadence may change.
@@ -338,13 +344,13 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   }
   const sampler = createBatchSampler(trainStream, B, T, prior?.sampler ?? hash32(o.seed ^ 0x5eed));
 
-  await mkdir(runDir, { recursive: true });
+  await makeDirs(runDir).catch((e) => { throw ioError(e, `create the run directory ${runDir}`); });
   const metricsPath = join(runDir, 'metrics.jsonl');
-  const log = (record: Record<string, unknown>): Promise<void> => appendFile(metricsPath, JSON.stringify(record) + '\n');
+  const log = (record: Record<string, unknown>): Promise<void> =>
+    appendFile(metricsPath, JSON.stringify(record) + '\n').catch((e) => { throw ioError(e, `write ${metricsPath}`); });
   const replot = async (): Promise<void> => {
     const svg = renderLossPlot([{ name: basename(runDir), records: await readMetrics(metricsPath) }]);
-    await writeFile(join(runDir, 'loss.svg.tmp'), svg);
-    await rename(join(runDir, 'loss.svg.tmp'), join(runDir, 'loss.svg'));
+    await writeFileAtomic(join(runDir, 'loss.svg'), svg);
   };
 
   const stateOf = (): TrainerState => ({
@@ -356,10 +362,17 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   });
   const save = async (): Promise<void> => {
     const [weights, m, v] = await Promise.all([readWeights(model), backend.read(opt.m), backend.read(opt.v)]);
-    await saveCheckpoint(ckptDir, {
-      config, weights, tokenizer,
-      training: { step, m, v, trainer: stateOf() as unknown as Record<string, unknown> },
-    });
+    const previous = await isCheckpointDir(ckptDir);
+    try {
+      await saveCheckpoint(ckptDir, {
+        config, weights, tokenizer,
+        training: { step, m, v, trainer: stateOf() as unknown as Record<string, unknown> },
+      });
+    } catch (e) {
+      // A failed save leaves the last good checkpoint (saves are atomic); say so.
+      if (e instanceof MinigptError && previous) throw new MinigptError(`${e.message}; the previous checkpoint in ${ckptDir} is intact (resume from it with --resume ${runDir})`);
+      throw e;
+    }
     o.onSave?.({ step, path: ckptDir });
   };
   const evaluate = async (windows: number = o.evalWindows): Promise<number> => {
@@ -450,12 +463,43 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   };
 }
 
+/** Shards must hold the checkpoint's token ids: the same tokenizer, or their ids mean other things. */
+function checkShardsTokenizer(checkpoint: Tokenizer, shards: Tokenizer, dir: string): void {
+  check(
+    sameTokenizer(checkpoint, shards),
+    () => `${dir} was prepared with a ${describeTokenizer(shards)}, not the checkpoint's ${describeTokenizer(checkpoint)}; ` +
+      `prepare the data again with the checkpoint's tokenizer (minigpt prepare --tokenizer CHECKPOINT_DIR ...)`,
+  );
+}
+
 /** The model's mean loss on text (the validation split, or all of it): `minigpt eval --data`. */
 export async function evaluateText(model: Model, tokenizer: Tokenizer, text: string, opts: { all?: boolean; batch?: number; source?: string } = {}): Promise<{ loss: number; tokens: number }> {
-  const tokens = encodeAll(tokenizer, text, opts.source ?? 'data');
+  const tokens = encodeUserText(tokenizer, text, opts.source ?? 'data', "the checkpoint's tokenizer has no token for it; remove such characters from the text");
   const stream = memoryTokens(opts.all ? tokens : splitTrainVal(tokens, 0.1).val);
   const T = Math.min(model.config.context, stream.length - 1);
   check(T >= 1, `${opts.source ?? 'the data'} has too few tokens to evaluate${opts.all ? '' : ' in its validation split (the last 10%); pass --all to use all of it'}`);
   return evaluateLoss(model, stream, opts.batch ?? 8, T);
 }
 
+
+/**
+ * The model's mean loss on a shards directory written by `minigpt prepare` (its validation
+ * shards, or all of them): `minigpt eval --data SHARDS`. The shards must use the checkpoint's tokenizer.
+ */
+export async function evaluateShards(model: Model, tokenizer: Tokenizer, dir: string, opts: { all?: boolean; batch?: number } = {}): Promise<{ loss: number; tokens: number }> {
+  const shards = await openShards(dir);
+  try {
+    checkShardsTokenizer(tokenizer, shards.tokenizer, dir);
+    let sum = 0, count = 0;
+    for (const stream of opts.all ? [shards.train, shards.val] : [shards.val]) {
+      if (stream.length < 2) continue;
+      const r = await evaluateLoss(model, stream, opts.batch ?? 8, Math.min(model.config.context, stream.length - 1));
+      sum += r.loss * r.tokens;
+      count += r.tokens;
+    }
+    check(count > 0, `${dir} has too few validation tokens to evaluate; pass --all to use the training shards too`);
+    return { loss: sum / count, tokens: count };
+  } finally {
+    shards.close();
+  }
+}

@@ -3,8 +3,8 @@
  * user can fix become MinigptErrors, and directories are replaced atomically.
  */
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError } from '../errors.js';
 
 export async function exists(path: string): Promise<boolean> {
@@ -41,12 +41,57 @@ export async function writeFileSynced(path: string, bytes: Uint8Array | string):
 export function ioError(e: unknown, what: string): Error {
   if (e instanceof MinigptError) return e;
   const code = (e as NodeJS.ErrnoException)?.code;
-  const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied'
-    : code === 'ENOSPC' ? 'the disk is full'
-    : code === 'EROFS' ? 'the file system is read-only'
-    : code === 'ENOTDIR' ? 'a path component is not a directory'
+  const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied; check the permissions of the folder, or write somewhere else'
+    : code === 'ENOSPC' || code === 'EDQUOT' ? 'the disk is full; free some space, or write somewhere else'
+    : code === 'EROFS' ? 'the file system is read-only; write somewhere else'
+    : code === 'ENOTDIR' ? 'a path component is a file, not a folder; check the path'
+    : code === 'EISDIR' ? 'it is a folder; give a file name'
     : null;
   return why === null ? (e instanceof Error ? e : new Error(String(e))) : new MinigptError(`cannot ${what}: ${why}`);
+}
+
+/**
+ * mkdir -p. Node reports a recursive mkdir on a read-only file system as ENOENT; this finds the
+ * first missing folder and creates it alone, so the error says why (EROFS, EACCES...).
+ */
+export async function makeDirs(path: string): Promise<void> {
+  try {
+    await mkdir(path, { recursive: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    let first = resolve(path);
+    while (dirname(first) !== first && !(await exists(dirname(first)))) first = dirname(first);
+    await mkdir(first);
+    throw e;
+  }
+}
+
+/**
+ * Writes a file so that it is whole or absent: a temporary sibling, fsynced, then renamed over
+ * `path`; a failure (full disk...) leaves the old file untouched and removes the temporary one.
+ * Its folder is created. Something that is not a regular file (/dev/stdout) is written directly.
+ * Errors a user can fix are MinigptErrors (see ioError).
+ */
+export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
+  const info = await stat(path).catch(() => null);
+  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  try {
+    if (info && !info.isFile()) {
+      const fh = await open(path, 'w');
+      try {
+        await fh.writeFile(bytes);
+      } finally {
+        await fh.close();
+      }
+      return;
+    }
+    await makeDirs(dirname(path));
+    await writeFileSynced(tmp, bytes);
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => {});
+    throw ioError(e, `write ${path}`);
+  }
 }
 
 /** `.NAME.tmp-PID-RANDOM` / `.NAME.old-PID-RANDOM` beside `dir`: where atomic replacement stages. */

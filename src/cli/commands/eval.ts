@@ -1,7 +1,9 @@
 import { check } from '../../errors.js';
-import { BACKEND_FLAGS, type CommandSpec } from '../args.js';
+import { BACKEND_FLAGS, TEXT_FLAGS, type CommandSpec } from '../args.js';
+import { encodeUserText } from '../../data/tokenizer.js';
+import { isShardDir } from '../../data/shards.js';
 import { loadModel, scoreText } from '../../inference.js';
-import { evaluateText, findCheckpointDir, latestRun } from '../../train/train.js';
+import { evaluateShards, evaluateText, findCheckpointDir, latestRun } from '../../train/train.js';
 import { loadText, cleanText } from '../../data/text.js';
 
 export const evalCommand: CommandSpec = {
@@ -11,8 +13,9 @@ export const evalCommand: CommandSpec = {
   flags: {
     ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory (default: the latest run in ./runs)' },
     text: { type: 'string', value: 'TEXT', description: 'text scored as one sequence (at most the context length)' },
-    data: { type: 'string', value: 'PATH', description: 'text file, folder or JSONL: loss on its validation split (the last 10%)' },
-    'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
+    data: { type: 'string', value: 'PATH', description: 'text file, folder, JSONL or `minigpt prepare` shards: loss on its validation split (the last 10%; the val shards)' },
+    'text-field': TEXT_FLAGS['text-field']!,
+    'invalid-utf8': TEXT_FLAGS['invalid-utf8']!,
     all: { type: 'boolean', description: 'with --data: evaluate all of it, not only the validation split' },
     batch: { type: 'int', min: 1, value: 'N', description: 'sequences per forward pass with --data', default: 8 },
     json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss"} for --text, {"val_loss", "perplexity", "tokens"} for --data' },
@@ -30,13 +33,20 @@ export const evalCommand: CommandSpec = {
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined });
     if (typeof v.text === 'string') {
+      encodeUserText(loaded.tokenizer, v.text, '--text', "the checkpoint's tokenizer has no token for it; leave it out");
       const score = await scoreText(loaded, v.text);
       if (v.json) console.log(JSON.stringify(score));
       else console.log(`${score.ids.length} tokens: loss ${score.loss.toFixed(4)}, perplexity ${Math.exp(score.loss).toFixed(2)}`);
       return;
     }
-    const text = cleanText(await loadText(v.data as string, { textField: v['text-field'] as string }));
-    const result = await evaluateText(loaded.model, loaded.tokenizer, text, { all: Boolean(v.all), batch: v.batch as number, source: v.data as string });
+    const data = v.data as string;
+    const opts = { all: Boolean(v.all), batch: v.batch as number };
+    const result = (await isShardDir(data))
+      ? await evaluateShards(loaded.model, loaded.tokenizer, data, opts)
+      : await evaluateText(loaded.model, loaded.tokenizer, cleanText(await loadText(data, {
+        textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace',
+        onWarning: (m) => console.error(`minigpt: warning: ${m}`),
+      })), { ...opts, source: data });
     const out = { val_loss: result.loss, perplexity: Math.exp(result.loss), tokens: result.tokens, split: v.all ? 'all' : 'val' };
     if (v.json) console.log(JSON.stringify(out));
     else console.log(`${v.all ? 'all' : 'validation split'}: loss ${result.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)} over ${result.tokens.toLocaleString('en-US')} tokens`);

@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../../util/fs.js';
 import { BACKEND_FLAGS, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { findLearningRate } from '../../train/lr-find.js';
 import { loadTrainingData, findCheckpointDir } from '../../train/train.js';
@@ -43,7 +43,7 @@ export const lrFindCommand: CommandSpec = {
       { label: 'smoothed', color: '#1f77b4', thick: true, points: result.curve.map((p) => [p.lr, p.smoothed]) },
       { label: `suggested ${result.suggestion.toExponential(1)}`, color: '#d62728', dashed: true, points: [[result.suggestion, Math.min(...result.curve.map((p) => p.smoothed))], [result.suggestion, Math.max(...result.curve.map((p) => p.smoothed))]] },
     ], { title: 'learning-rate range test', xLabel: 'learning rate', yLabel: 'loss', logX: true });
-    await writeFile(v.out as string, svg);
+    await writeFileAtomic(v.out as string, svg);
     if (v.json) {
       console.log(JSON.stringify({ suggestion: result.suggestion, minimum: result.minimum, stopped_early: result.stoppedEarly, curve: result.curve }));
     } else {

@@ -1,4 +1,4 @@
-import { writeFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../../util/fs.js';
 import { basename, join, resolve } from 'node:path';
 import { check } from '../../errors.js';
 import type { CommandSpec } from '../args.js';
@@ -18,7 +18,7 @@ export const plotCommand: CommandSpec = {
     check(runs.length > 0, 'name at least one run directory (e.g. minigpt plot runs/run-20261127-120000)');
     const series = [];
     for (const run of runs) series.push({ name: basename(resolve(run)), records: await readMetrics(join(run, 'metrics.jsonl')) });
-    await writeFile(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
+    await writeFileAtomic(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
     console.log(`wrote ${v.out} (${series.map((s) => `${s.name}: ${s.records.length} records`).join(', ')})`);
   },
 };

@@ -2,7 +2,8 @@ import { check } from '../../errors.js';
 import type { CommandSpec } from '../args.js';
 import { formatDuration, formatRate } from '../progress.js';
 import { DEFAULT_SHARD_TOKENS, prepareShards, type PrepareProgress } from '../../data/shards.js';
-import type { TokenizerKind } from '../../data/tokenizer.js';
+import type { Tokenizer, TokenizerKind } from '../../data/tokenizer.js';
+import { loadTokenizer } from './tokenizer.js';
 
 const MB = 1024 * 1024;
 const formatMB = (bytes: number): string => `${(bytes / MB).toFixed(1)} MB`;
@@ -13,10 +14,10 @@ const formatTokenRate = (perSecond: number): string =>
 export const prepareCommand: CommandSpec = {
   name: 'prepare',
   summary: 'tokenize a corpus of any size into binary shards (streamed, bounded memory) for training',
-  usage: 'minigpt prepare --data PATH --tokenizer char|gpt2|bpe [--bpe-vocab N] [--text-field NAME] [--shard-tokens N] [--val-fraction F] --out DIR',
+  usage: 'minigpt prepare --data PATH --tokenizer char|gpt2|bpe|FILE|DIR [--bpe-vocab N] [--text-field NAME] [--shard-tokens N] [--val-fraction F] --out DIR',
   flags: {
     data: { type: 'string', value: 'PATH', description: 'text file, .jsonl file, or folder of them (read in sorted order)' },
-    tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer to build (char, bpe) or use (gpt2)' },
+    tokenizer: { type: 'string', value: 'KIND|FILE|DIR', description: 'tokenizer to build (char, bpe) or use (gpt2, a tokenizer JSON file, or a checkpoint or run folder: its tokenizer, so the shards fit that model)' },
     'bpe-vocab': { type: 'int', min: 257, max: 1 << 21, value: 'N', description: 'bpe: vocabulary size to learn (from the first 20 MB of the training part)' },
     'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in .jsonl records', default: 'text' },
     'shard-tokens': { type: 'int', min: 1, max: 2 ** 31 - 1, value: 'N', description: 'tokens per shard file', default: DEFAULT_SHARD_TOKENS },
@@ -35,11 +36,13 @@ export const prepareCommand: CommandSpec = {
   ].join('\n'),
   async run(v) {
     check(typeof v.data === 'string', '--data PATH is required: the text to tokenize');
-    check(typeof v.tokenizer === 'string', '--tokenizer char|gpt2|bpe is required');
+    check(typeof v.tokenizer === 'string', '--tokenizer char|gpt2|bpe is required (or a tokenizer file, or a checkpoint folder)');
     check(typeof v.out === 'string', '--out DIR is required: where to write the shards');
-    const kind = v.tokenizer as TokenizerKind;
-    check(kind === 'bpe' || v['bpe-vocab'] === undefined, '--bpe-vocab is only for --tokenizer bpe');
-    check(kind !== 'bpe' || v['bpe-vocab'] !== undefined, '--tokenizer bpe needs --bpe-vocab N: how many tokens to learn (e.g. 8192)');
+    const named = ['char', 'gpt2', 'bpe'].includes(v.tokenizer);
+    const tokenizer: TokenizerKind | Tokenizer = named ? (v.tokenizer as TokenizerKind) : await loadTokenizer(v.tokenizer);
+    const kind: TokenizerKind = typeof tokenizer === 'string' ? tokenizer : tokenizer.kind;
+    check(v.tokenizer === 'bpe' || v['bpe-vocab'] === undefined, '--bpe-vocab is only for --tokenizer bpe');
+    check(v.tokenizer !== 'bpe' || v['bpe-vocab'] !== undefined, '--tokenizer bpe needs --bpe-vocab N: how many tokens to learn (e.g. 8192)');
     const valFraction = v['val-fraction'] as number;
     check(valFraction < 1, `--val-fraction must be less than 1 (got ${valFraction})`);
 
@@ -76,7 +79,7 @@ export const prepareCommand: CommandSpec = {
       summary = await prepareShards({
         data: v.data,
         out: v.out,
-        tokenizer: kind,
+        tokenizer,
         ...(v['bpe-vocab'] !== undefined ? { bpeVocab: v['bpe-vocab'] as number } : {}),
         textField: v['text-field'] as string,
         shardTokens: v['shard-tokens'] as number,

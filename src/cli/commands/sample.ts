@@ -1,4 +1,5 @@
 import { check } from '../../errors.js';
+import { encodeUserText } from '../../data/tokenizer.js';
 import { BACKEND_FLAGS, type CommandSpec } from '../args.js';
 import { loadModel } from '../../inference.js';
 import { generate } from '../../generate.js';
@@ -23,7 +24,8 @@ export const sampleCommand: CommandSpec = {
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined });
     const prompt = v.prompt as string;
-    check(prompt.length === 0 || loaded.tokenizer.encode(prompt).length > 0, 'the prompt encodes to no tokens');
+    const ids = encodeUserText(loaded.tokenizer, prompt, '--prompt', 'the model knows only the characters it was trained on; leave it out of the prompt');
+    check(prompt.length === 0 || ids.length > 0, 'the prompt encodes to no tokens');
     const controller = new AbortController();
     const stop = (): void => controller.abort();
     process.once('SIGINT', stop);

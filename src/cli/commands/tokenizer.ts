@@ -1,16 +1,18 @@
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../../util/fs.js';
 import { MinigptError, check } from '../../errors.js';
-import type { CommandSpec, FlagValues } from '../args.js';
+import { TEXT_FLAGS, type CommandSpec, type FlagValues } from '../args.js';
 import { cleanText, loadText } from '../../data/text.js';
 import { END_OF_TEXT, tokenizerFromJson, type Tokenizer } from '../../data/tokenizer.js';
 import { trainBpe } from '../../data/bpe.js';
 import { gpt2Tokenizer } from '../../data/gpt2.js';
+import { findCheckpointDir } from '../../train/train.js';
 
 /** Which flags each subcommand takes; anything else given is a mistake worth naming. */
 const SUBCOMMAND_FLAGS: Record<string, readonly string[]> = {
-  train: ['data', 'vocab', 'out', 'text-field', 'no-eot'],
-  encode: ['tokenizer', 'text', 'file', 'allow-special', 'pieces'],
+  train: ['data', 'vocab', 'out', 'text-field', 'no-eot', 'invalid-utf8'],
+  encode: ['tokenizer', 'text', 'file', 'allow-special', 'pieces', 'invalid-utf8'],
   decode: ['tokenizer', 'ids'],
 };
 
@@ -32,7 +34,8 @@ export const tokenizerCommand: CommandSpec = {
     out: { type: 'string', value: 'FILE', description: 'train: where to write the tokenizer JSON' },
     'text-field': { type: 'string', value: 'NAME', description: 'train: field holding the text in .jsonl files', default: 'text' },
     'no-eot': { type: 'boolean', description: `train: no ${END_OF_TEXT} special token` },
-    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint folder, or gpt2' },
+    'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: 'train/encode: invalid UTF-8 in the file: stop with an error, or replace it and warn' },
+    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint or run folder, or gpt2' },
     text: { type: 'string', value: 'STRING', description: 'encode: the text' },
     file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text' },
     'allow-special': { type: 'boolean', description: `encode: ${END_OF_TEXT} in the text becomes its special token (default: plain text)` },
@@ -76,14 +79,13 @@ async function train(v: FlagValues): Promise<void> {
   const out = v.out;
   const existing = await stat(out).catch(() => null);
   check(!existing?.isDirectory(), `--out ${out} is a folder; give a file name such as ${join(out, 'tokenizer.json')}`);
-  const text = cleanText(await loadText(v.data, { textField: v['text-field'] as string, onWarning: (m) => console.error(`minigpt: warning: ${m}`) }));
+  const text = cleanText(await loadText(v.data, { textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace', onWarning: warn }));
   const start = performance.now();
   const tokenizer = trainBpe(text, { vocabSize: v.vocab, specialTokens: v['no-eot'] ? [] : [END_OF_TEXT] });
   const seconds = (performance.now() - start) / 1000;
   const tokens = tokenizer.encode(text).length;
   const bytes = new TextEncoder().encode(text).length;
-  await mkdir(dirname(out), { recursive: true });
-  await writeFile(out, `${JSON.stringify(tokenizer.toJSON(), null, 2)}\n`);
+  await writeFileAtomic(out, `${JSON.stringify(tokenizer.toJSON(), null, 2)}\n`);
   const special = Object.keys(tokenizer.specialTokens).length;
   console.log(
     `trained a BPE tokenizer of ${tokenizer.vocabSize} tokens (256 bytes, ${tokenizer.vocabSize - 256 - special} merges` +
@@ -95,7 +97,7 @@ async function train(v: FlagValues): Promise<void> {
 async function encode(v: FlagValues): Promise<void> {
   const tokenizer = await loadTokenizer(v.tokenizer);
   check((v.text === undefined) !== (v.file === undefined), 'give exactly one of --text STRING or --file PATH: the text to encode');
-  const text = v.text !== undefined ? (v.text as string) : await loadText(v.file as string);
+  const text = v.text !== undefined ? (v.text as string) : await loadText(v.file as string, { invalidUtf8: v['invalid-utf8'] as 'error' | 'replace', onWarning: warn });
   const ids = tokenizer.encode(text, v['allow-special'] ? { allowedSpecial: 'all' } : {});
   if (!v.pieces) {
     console.log(JSON.stringify(Array.from(ids)));
@@ -127,13 +129,15 @@ function showToken(tokenizer: Tokenizer, id: number): string {
   }
 }
 
-/** `gpt2`, a tokenizer JSON file, or a checkpoint folder. */
-async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
+const warn = (m: string): void => console.error(`minigpt: warning: ${m}`);
+
+/** `gpt2`, a tokenizer JSON file, or a checkpoint or run folder. */
+export async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
   check(typeof spec === 'string', '--tokenizer is required: a tokenizer JSON file, a checkpoint folder, or gpt2');
   if (spec === 'gpt2') return gpt2Tokenizer();
   const info = await stat(spec).catch(() => null);
   check(info !== null, `--tokenizer ${spec}: no such file or folder; give a tokenizer JSON file, a checkpoint folder, or gpt2`);
-  const path = info.isDirectory() ? join(spec, CHECKPOINT_TOKENIZER_FILE) : spec;
+  const path = info.isDirectory() ? join(await findCheckpointDir(spec), CHECKPOINT_TOKENIZER_FILE) : spec;
   let raw: string;
   try {
     raw = await readFile(path, 'utf8');
