@@ -8,14 +8,24 @@
  * - One pipeline per (kernel, pattern of shared buffers), created on first use; bind groups are
  *   cached per (pipeline, buffers). Scalars go to a uniform ring bound with a dynamic offset.
  * - Dispatches are recorded into one compute pass and submitted in batches: before a host write,
- *   a read, a sync, or when the uniform ring is full. `read` copies into a staging buffer and maps
- *   it (the only readback); `sync` awaits queue completion.
+ *   a read, a sync, or every SUBMIT_EVERY dispatches (so the GPU overlaps the encoding). `read` copies into a pooled staging buffer
+ *   and maps it (the only readback); `sync` awaits queue completion. A training step creates no
+ *   GPU objects once every shape has been seen.
+ * - Two kernel sets (`kernels` option). `tiled` (hardware GPUs, tiled.ts): register-tiled matmul
+ *   (128x128 or 64x64 output tiles, split-K through a scratch buffer when the output has few
+ *   tiles, a GEMV for N <= 4), one workgroup per row for rmsnorm and cross-entropy, flash-style
+ *   attention. `simple` (software adapters such as SwiftShader, where barriers and large shaders
+ *   are slow): one invocation per output element or row (kernels.ts). Both share the two-stage
+ *   sumSquares and rmsnorm weight gradient and the bucketed embedding backward.
+ * - One scratch buffer (grown on first use of a larger shape) holds split-K partials, reduction
+ *   partials and attention's row sums; kernels run in order, so uses never overlap.
  */
 import { MinigptError } from '../../errors.js';
 import { hash32 } from '../reference/index.js';
 import type { AdamWHyper, AttentionShape, Backend, IntTensor, Tensor } from '../types.js';
 import { hardwareGpuPossible, probeGpu, requestAdapter } from './gpu.js';
-import { KERNELS, MAX_HEAD_DIM, TILE, WORKGROUP, shaderSource, type KernelName, type KernelSpec } from './kernels.js';
+import { KERNELS, WORKGROUP, shaderSource, type KernelName, type KernelSpec } from './kernels.js';
+import { ATT_ROWS, MM_CONFIGS, attHd, mmName, type MmTile } from './tiled.js';
 
 export { probeGpu, type GpuProbe } from './gpu.js';
 
@@ -27,6 +37,9 @@ const STAGE_COMPUTE = 0x4;
 /** Bytes of scalars per dispatch (the uniform offset alignment). */
 const PARAM_BYTES = 256;
 const RING_SLOTS = 2048;
+/** Dispatches per submission: the GPU starts on a step's first kernels while later ones are still
+ * being encoded (queue order makes reusing the uniform ring's slots after a submit safe). */
+const SUBMIT_EVERY = 128;
 
 interface Storage {
   readonly id: number;
@@ -40,12 +53,24 @@ interface GpuTensor extends Tensor {
 }
 
 export interface WebGpuOptions {
-  /** Matmul kernels: 16x16 tiles in workgroup memory, or one invocation per output element
-   * (default: simple on a software adapter, where workgroup barriers are slow; tiled otherwise). */
+  /**
+   * Kernel set. `tiled`: workgroup-cooperative kernels for GPUs (register-tiled matmul, one
+   * workgroup per row for rmsnorm and cross-entropy, flash-style attention; see tiled.ts).
+   * `simple`: one invocation per output element or row, which is faster on a software adapter
+   * such as SwiftShader, where workgroup barriers and large shaders are costly. Default: simple
+   * on a software adapter, tiled otherwise.
+   */
+  kernels?: 'tiled' | 'simple';
+  /** Matmul kernels only (default: as `kernels`). */
   matmul?: 'tiled' | 'simple';
+  /** Tests and benchmarks: force the tiled matmul's output tile (default: by problem size). */
+  matmulTile?: MmTile;
+  /** Tests and benchmarks: force the number of K splits of the tiled matmul (default: by problem size). */
+  splitK?: number;
 }
 
 export interface WebGpuBackend extends Backend {
+  readonly kernels: 'tiled' | 'simple';
   readonly matmul: 'tiled' | 'simple';
   /** The adapter, in words (vendor, architecture, description). */
   readonly adapterInfo: string;
@@ -152,11 +177,14 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     return g;
   };
 
-  /** Enqueues kernel `name` over `n` invocations (one workgroup for reductions). */
-  function run(name: KernelName, floats: Tensor[], ints: IntTensor[], n: number, params: number[], grid?: [number, number]): void {
-    const spec: KernelSpec = KERNELS[name];
-    if (!spec.reduce && n === 0) return;
-    if (grid && (grid[0] > 65535 || grid[1] > 65535)) throw new MinigptError(`webgpu backend: ${name} grid ${grid} too large`);
+  /** Enqueues kernel `name` over `n` invocations, or over the workgroup `grid` (workgroup kernels). */
+  function run(name: KernelName, floats: Tensor[], ints: IntTensor[], n: number, params: number[], grid?: [number, number, number?]): void {
+    const spec: KernelSpec | undefined = KERNELS[name];
+    if (!spec) throw new Error(`webgpu backend: no kernel ${name}`);
+    if (n === 0) return;
+    if (spec.workgroup && !grid) throw new Error(`webgpu backend: ${name} needs a grid`);
+    if (grid && (grid[0] > 65535 || grid[1] > 65535 || (grid[2] ?? 1) > 65535)) throw new MinigptError(`webgpu backend: ${name} grid ${grid} too large`);
+    if (grid && (grid[0] === 0 || grid[1] === 0 || grid[2] === 0)) return;
     const fs = floats.map((t, k) => asT(t, `${name} argument ${spec.tensors[k]}`));
     const is = ints.map((t, k) => asT(t, `${name} argument ${spec.ints![k]}`));
     const slotIds: number[] = [];
@@ -177,7 +205,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       bindGroups.set(bgKey, bg);
     }
 
-    if (ringUsed === RING_SLOTS) flush();
+    if (ringUsed >= Math.min(RING_SLOTS, SUBMIT_EVERY)) flush();
     const base = (ringUsed * PARAM_BYTES) / 4;
     let w = base;
     ringU32[w++] = n;
@@ -192,14 +220,31 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     if (!pass) pass = getEncoder().beginComputePass();
     pass.setPipeline(pipe.pipeline);
     pass.setBindGroup(0, bg, [slot * PARAM_BYTES]);
-    if (grid) pass.dispatchWorkgroups(grid[0], grid[1]);
-    else if (spec.reduce) pass.dispatchWorkgroups(1);
+    if (grid) pass.dispatchWorkgroups(grid[0], grid[1], grid[2] ?? 1);
     else {
       const groups = Math.ceil(n / WORKGROUP);
       if (groups <= 65535) pass.dispatchWorkgroups(groups);
       else pass.dispatchWorkgroups(65535, Math.ceil(groups / 65535));
     }
   }
+
+  /** Staging buffers for `read`, pooled by power-of-two size (a read per step allocates nothing). */
+  const stagingPool = new Map<number, GPUBuffer[]>();
+  const acquireStaging = (bytes: number): GPUBuffer => {
+    let size = 256;
+    while (size < bytes) size *= 2;
+    const free = stagingPool.get(size);
+    return free?.pop() ?? device.createBuffer({ size, usage: USAGE.MAP_READ | USAGE.COPY_DST });
+  };
+  const releaseStaging = (b: GPUBuffer, ok: boolean): void => {
+    const list = stagingPool.get(b.size) ?? [];
+    if (!ok || list.length >= 4 || b.size > 1 << 26) {
+      b.destroy();
+      return;
+    }
+    list.push(b);
+    stagingPool.set(b.size, list);
+  };
 
   const checkError = (): void => {
     if (deviceError !== null) {
@@ -209,21 +254,76 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     }
   };
 
-  const attention = (s: AttentionShape): number[] => {
-    if (s.headDim > MAX_HEAD_DIM) throw new MinigptError(`webgpu backend: headDim ${s.headDim} > ${MAX_HEAD_DIM} is not supported yet`);
-    return [s.T, s.nHeads, s.nKvHeads, s.headDim];
+  /** The tiled attention kernels' padded head size (16, 32, 64, 128 or 256) for this shape. */
+  const attention = (s: AttentionShape): { HD: number; p: number[] } => {
+    const HD = attHd(s.headDim);
+    if (!HD) throw new MinigptError(`webgpu backend: headDim ${s.headDim} > 256 is not supported`);
+    return { HD, p: [s.T, s.nHeads, s.nKvHeads, s.headDim] };
   };
 
-  /** out[M,NC] (= or +=) A[M,K] @ B[K,NC], strides as in kernels.ts matmulTiled. */
+  /**
+   * One scratch buffer for split-K partial sums, column and global reduction partials and the
+   * attention backward's row sums. Kernels run in call order, so uses never overlap; it grows
+   * (doubling) when a call needs more, which happens only on the first calls of a new shape.
+   */
+  let scratchT: GpuTensor | null = null;
+  const scratch = (elements: number): GpuTensor => {
+    if (!scratchT || scratchT.size < elements) {
+      const size = Math.max(elements, scratchT ? scratchT.size * 2 : 1 << 16);
+      if (scratchT) {
+        flush(); // recorded work still uses the old buffer; destroy() waits for submitted work
+        const old = scratchT.storage.buffer;
+        storages.delete(old);
+        old.destroy();
+        for (const k of [...bindGroups.keys()]) if (k.split('|').slice(2).join(',').split(',').includes(String(scratchT.storage.id))) bindGroups.delete(k);
+      }
+      scratchT = { size, storage: newStorage(size), offset: 0, owner } as GpuTensor;
+    }
+    return scratchT;
+  };
+  const scratchView = (offset: number, size: number): GpuTensor => ({ size, storage: scratchT!.storage, offset, owner }) as GpuTensor;
+  /** A grid of `rows` workgroups, 2D past 65535 (kernels take row = wid.x + wid.y * nwg.x). */
+  const rowsGrid = (rows: number): [number, number] => (rows <= 65535 ? [rows, 1] : [65535, Math.ceil(rows / 65535)]);
+
+  /** Scratch floats a split-K matmul may use (128 MiB). */
+  const SPLIT_MAX = 1 << 25;
+  /**
+   * out[M,NC] (= or +=) A[M,K] @ B[K,NC] with A(m,k) = a[m*sam + k*sak], B(k,n) = b[k*sbk + n*sbn]:
+   * the register-tiled kernel (tiled.ts), split over K into the scratch buffer when the output has
+   * too few tiles to fill the GPU (weight gradients of small layers: K is the token count).
+   */
   const tiled = (out: Tensor, a: Tensor, b: Tensor, M: number, NC: number, K: number, sam: number, sak: number, sbk: number, sbn: number, accum: boolean): void => {
-    run('matmulTiled', [out, a, b], [], M * NC, [M, NC, K, sam, sak, sbk, sbn, accum ? 1 : 0], [Math.ceil(NC / TILE), Math.ceil(M / TILE)]);
+    if (M === 0 || NC === 0) return;
+    const tiles = (t: MmTile): number => Math.ceil(M / MM_CONFIGS[t].BM) * Math.ceil(NC / MM_CONFIGS[t].BN);
+    const tile: MmTile = options.matmulTile ?? (tiles(128) >= 256 ? 128 : 64);
+    const { BM, BN, BK } = MM_CONFIGS[tile];
+    let splits = 1;
+    if (options.splitK !== undefined) splits = Math.max(1, Math.min(options.splitK, Math.ceil(K / BK)));
+    else if (tiles(tile) < 256 && K >= 1024) splits = Math.max(1, Math.min(Math.ceil(512 / tiles(tile)), Math.floor(K / 512), Math.floor(SPLIT_MAX / (M * NC))));
+    let kchunk = Math.max(K, 1);
+    if (splits > 1) {
+      kchunk = Math.ceil(K / splits / BK) * BK;
+      splits = Math.ceil(K / kchunk);
+    }
+    const name = mmName(tile);
+    const grid: [number, number, number] = [Math.ceil(NC / BN), Math.ceil(M / BM), splits];
+    if (splits === 1) {
+      run(name, [out, a, b], [], M * NC, [M, NC, K, sam, sak, sbk, sbn, accum ? 1 : 0, kchunk], grid);
+    } else {
+      const part = scratch(splits * M * NC);
+      run(name, [part, a, b], [], M * NC, [M, NC, K, sam, sak, sbk, sbn, 0, kchunk], grid);
+      run('splitReduce', [out, part], [], M * NC, [splits, accum ? 1 : 0]);
+    }
   };
 
-  const matmul = options.matmul ?? (probe.software ? 'simple' : 'tiled');
+  const kernels = options.kernels ?? (probe.software ? 'simple' : 'tiled');
+  const matmul = options.matmul ?? kernels;
   const useTiles = matmul === 'tiled';
+  const fast = kernels === 'tiled';
 
   const backend: WebGpuBackend = {
     name: 'webgpu',
+    kernels,
     matmul,
     adapterInfo: probe.reason,
     software: probe.software,
@@ -262,7 +362,8 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
         return new Float32Array(0);
       }
       const bytes = t.size * 4;
-      const staging = device.createBuffer({ size: Math.ceil(bytes / 4) * 4, usage: USAGE.MAP_READ | USAGE.COPY_DST });
+      const staging = acquireStaging(bytes);
+      let ok = false;
       if (pass) {
         pass.end();
         pass = null;
@@ -270,12 +371,14 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       getEncoder().copyBufferToBuffer(g.storage.buffer, g.offset * 4, staging, 0, bytes);
       flush();
       try {
-        await staging.mapAsync(MAP_READ);
+        await staging.mapAsync(MAP_READ, 0, bytes);
+        const data = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
+        ok = true;
         checkError();
-        return new Float32Array(staging.getMappedRange().slice(0));
+        return data;
       } finally {
         if (staging.mapState === 'mapped') staging.unmap();
-        staging.destroy();
+        releaseStaging(staging, ok);
       }
     },
     async sync() {
@@ -287,6 +390,8 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       flush();
       for (const b of storages) b.destroy();
       storages.clear();
+      for (const list of stagingPool.values()) for (const b of list) b.destroy();
+      stagingPool.clear();
       bindGroups.clear();
       ring.destroy();
       device.destroy();
@@ -301,7 +406,18 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     roundHalf: (t, format) => run(format === 'f16' ? 'roundF16' : 'roundBf16', [t], [], t.size, []),
     sumSquares(out, xs) {
       if (xs.length === 0) return run('zero', [backend.view(out, 0, 1)], [], 1, []);
-      xs.forEach((x, k) => run('sumSquares', [out, x], [], 1, [x.size, k > 0 ? 1 : 0]));
+      // Stage 1: up to 1024 workgroups per tensor, each a partial sum; stage 2: one workgroup adds them.
+      const groups = xs.map((x) => Math.max(1, Math.min(1024, Math.ceil(x.size / 4096))));
+      const total = groups.reduce((a, g) => a + g, 0);
+      scratch(total);
+      let off = 0;
+      xs.forEach((x, k) => {
+        const part = scratchView(off, groups[k]);
+        if (x.size === 0) run('zero', [part], [], 1, []);
+        else run('sumSquaresPartial', [part, x], [], 1, [x.size], [groups[k], 1]);
+        off += groups[k];
+      });
+      run('sumSquaresFinal', [backend.view(out, 0, 1), scratchView(0, total)], [], 1, [total], [1, 1]);
     },
     dropout(out, inp, p, seed) {
       const thr = Math.ceil(p * 4294967296);
@@ -310,10 +426,16 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     },
 
     embeddingForward: (out, ids, table, N, C) => run('embeddingForward', [out, table], [ids], N * C, [C]),
-    embeddingBackward: (dtable, dout, ids, N, C) => run('embeddingBackward', [dtable, dout], [ids], C, [N, C]),
+    embeddingBackward(dtable, dout, ids, N, C) {
+      // Buckets of table rows (see kernels.ts): about 32K invocations on a GPU, one per column on a software adapter.
+      const NB = fast ? Math.max(1, Math.min(256, Math.ceil(32768 / C), N)) : 1;
+      run('embeddingBackward', [dtable, dout], [ids], C * NB, [N, C, NB]);
+    },
 
     matmulForward(out, inp, weight, N, C, OC) {
-      if (useTiles) tiled(out, inp, weight, N, OC, C, C, 1, 1, C, false);
+      if (useTiles && N <= 4 && options.matmulTile === undefined) {
+        if (N > 0 && OC > 0) run('gemvSmall', [out, inp, weight], [], N * OC, [N, OC, C], rowsGrid(Math.ceil(OC / 8)));
+      } else if (useTiles) tiled(out, inp, weight, N, OC, C, C, 1, 1, C, false);
       else run('matmulForward', [out, inp, weight], [], N * OC, [C, OC]);
     },
     matmulBackward(dinp, dweight, dout, inp, weight, N, C, OC) {
@@ -326,28 +448,52 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       }
     },
 
-    rmsnormForward: (out, rstd, inp, weight, N, C, eps) => run('rmsnormForward', [out, rstd, inp, weight], [], N, [C, eps]),
+    rmsnormForward(out, rstd, inp, weight, N, C, eps) {
+      if (fast) run('rmsnormForwardRow', [out, rstd, inp, weight], [], N, [C, eps], rowsGrid(N));
+      else run('rmsnormForward', [out, rstd, inp, weight], [], N, [C, eps]);
+    },
     rmsnormBackward(dinp, dweight, dout, inp, weight, rstd, N, C) {
-      run('rmsnormBackwardInput', [dinp, dout, inp, weight, rstd], [], N, [C]);
-      run('rmsnormBackwardWeight', [dweight, dout, inp, rstd], [], C, [N, C]);
+      if (N === 0 || C === 0) return;
+      if (fast) run('rmsnormBackwardInputRow', [dinp, dout, inp, weight, rstd], [], N, [C], rowsGrid(N));
+      else run('rmsnormBackwardInput', [dinp, dout, inp, weight, rstd], [], N, [C]);
+      // dweight: partial column sums over chunks of rows (about 32K invocations), then their sum.
+      let chunks = Math.min(N, Math.max(1, Math.ceil(32768 / C)));
+      const rows = Math.ceil(N / chunks);
+      chunks = Math.ceil(N / rows);
+      const part = scratch(chunks * C);
+      run('rmsnormWeightPartial', [part, dout, inp, rstd], [], chunks * C, [N, C, rows]);
+      run('splitReduce', [dweight, part], [], C, [chunks, 1]);
     },
 
     rope: (x, cosSin, B, T, nHeads, headDim, rowStride, pos0, inverse) =>
       run('rope', [x, cosSin], [], B * T * nHeads * (headDim >> 1), [T, nHeads, headDim, rowStride, pos0, inverse ? -1 : 1]),
 
     attentionForward(out, lse, qkv, s) {
-      run('attentionForward', [out, lse, qkv], [], s.B * s.nHeads * s.T, [...attention(s), 1 / Math.sqrt(s.headDim)]);
+      const { HD, p } = attention(s);
+      if (!fast) return run('attentionForward', [out, lse, qkv], [], s.B * s.nHeads * s.T, [...p, 1 / Math.sqrt(s.headDim)]);
+      run(`attForward${HD}`, [out, lse, qkv], [], s.B * s.nHeads * s.T, [...p, 1 / Math.sqrt(s.headDim)], [Math.ceil(s.T / ATT_ROWS), s.B * s.nHeads]);
     },
     attentionBackward(dqkv, dout, qkv, out, lse, s) {
-      const p = [...attention(s), 1 / Math.sqrt(s.headDim)];
-      run('attentionBackwardQ', [dqkv, dout, qkv, out, lse], [], s.B * s.nHeads * s.T, p);
-      run('attentionBackwardKV', [dqkv, dout, qkv, out, lse], [], s.B * s.nKvHeads * s.T, p);
+      const { HD, p } = attention(s);
+      const rows = s.B * s.nHeads * s.T;
+      if (rows === 0) return;
+      if (!fast) {
+        const params = [...p, 1 / Math.sqrt(s.headDim)];
+        run('attentionBackwardQ', [dqkv, dout, qkv, out, lse], [], rows, params);
+        run('attentionBackwardKV', [dqkv, dout, qkv, out, lse], [], s.B * s.nKvHeads * s.T, params);
+        return;
+      }
+      const drow = scratch(rows) && scratchView(0, rows); // D = rowsum(dout * out), written by the dq kernel
+      const params = [...p, 1 / Math.sqrt(s.headDim)];
+      run(`attBackwardQ${HD}`, [dqkv, drow, dout, qkv, out, lse], [], rows, params, [Math.ceil(s.T / ATT_ROWS), s.B * s.nHeads]);
+      run(`attBackwardKV${HD}`, [dqkv, drow, dout, qkv, lse], [], rows, params, [Math.ceil(s.T / ATT_ROWS), s.B * s.nKvHeads]);
     },
     kvCacheWrite(cache, qkv, s, context, pos0) {
-      run('kvCacheWrite', [cache, qkv], [], s.B * s.T * 2 * s.nKvHeads * s.headDim, [...attention(s), context, pos0]);
+      run('kvCacheWrite', [cache, qkv], [], s.B * s.T * 2 * s.nKvHeads * s.headDim, [...attention(s).p, context, pos0]);
     },
     attentionCached(out, qkv, cache, s, context, pos0) {
-      run('attentionCached', [out, qkv, cache], [], s.B * s.nHeads * s.T, [...attention(s), context, pos0, 1 / Math.sqrt(s.headDim)]);
+      if (!fast) return run('attentionCached', [out, qkv, cache], [], s.B * s.nHeads * s.T, [...attention(s).p, context, pos0, 1 / Math.sqrt(s.headDim)]);
+      run('attCachedWg', [out, qkv, cache], [], s.B * s.nHeads * s.T, [...attention(s).p, context, pos0, 1 / Math.sqrt(s.headDim)], [s.T, s.B * s.nHeads]);
     },
 
     swigluForward: (out, gateUp, N, F) => run('swigluForward', [out, gateUp], [], N * F, [F]),
@@ -355,9 +501,14 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     geluForward: (out, inp, size) => run('geluForward', [out, inp], [], size, []),
     geluBackward: (dinp, dout, inp, size) => run('geluBackward', [dinp, dout, inp], [], size, []),
 
-    crossEntropyForward: (losses, logits, targets, N, V) => run('crossEntropyForward', [losses, logits], [targets], N, [V]),
-    crossEntropyBackward: (losses, dlogits, logits, targets, N, V, gradScale) =>
-      run('crossEntropyBackward', [losses, dlogits, logits], [targets], N, [V, gradScale]),
+    crossEntropyForward(losses, logits, targets, N, V) {
+      if (fast) run('crossEntropyForwardRow', [losses, logits], [targets], N, [V], rowsGrid(N));
+      else run('crossEntropyForward', [losses, logits], [targets], N, [V]);
+    },
+    crossEntropyBackward(losses, dlogits, logits, targets, N, V, gradScale) {
+      if (fast) run('crossEntropyBackwardRow', [losses, dlogits, logits], [targets], N, [V, gradScale], rowsGrid(N));
+      else run('crossEntropyBackward', [losses, dlogits, logits], [targets], N, [V, gradScale]);
+    },
 
     adamw(params, grads, m, v, h: AdamWHyper) {
       const common = [h.lr, h.beta1, 1 - h.beta1, h.beta2, 1 - h.beta2, h.eps, 1 - h.lr * h.weightDecay,

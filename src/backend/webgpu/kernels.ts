@@ -4,9 +4,11 @@
  * bodies and become `slot[P.o_name + index]`, where `slot` is one storage binding per distinct
  * GPUBuffer (views of one buffer share a binding, which WebGPU needs when one of them is written)
  * and `P.o_name` the view's element offset, passed as a uniform (views need no alignment).
- * Every kernel but the reductions runs one invocation per index `i` below `P.n_`.
+ * Every kernel without `workgroup` runs one invocation per index `i` below `P.n_`.
  * Index expressions use only `+` and `*` at top level (the rewrite prefixes `P.o_name + `).
  */
+
+import { generatedKernels } from './tiled.js';
 
 export interface KernelSpec {
   /** Float tensors, in argument order. */
@@ -16,17 +18,16 @@ export interface KernelSpec {
   /** Scalars, u32 unless suffixed `:f32`. */
   params: string[];
   body: string;
-  /** One workgroup of 256 invocations (`lid`), no `i`: for reductions. */
-  reduce?: boolean;
-  /** 16x16 workgroups over a 2D grid (`wid`, `lid` vec3s), dispatched by the caller: for tiled kernels. */
-  grid?: boolean;
+  /**
+   * Workgroups of `size` invocations dispatched over a grid given by the caller, with `wid`
+   * (workgroup_id), `nwg` (num_workgroups) and `lid` (local_invocation_index, u32) in scope and
+   * `decls` (workgroup arrays) declared before `main`.
+   */
+  workgroup?: { size: number; decls?: string };
 }
 
-/** Tile edge of the tiled matmul. */
-export const TILE = 16;
-
-/** Largest headDim of the attention kernels (private per-invocation accumulators). */
-export const MAX_HEAD_DIM = 256;
+/** Largest headDim of the simple attention kernels (private per-invocation accumulators). */
+const MAX_HEAD_DIM = 256;
 
 export const HELPERS = /* wgsl */ `
 fn hash32(x0: u32) -> u32 {
@@ -90,7 +91,7 @@ const ATT_INDEX = /* wgsl */ `
   let stride = (P.H + 2u * P.KVH) * P.hd; let group = P.H / P.KVH;
 `;
 
-export const KERNELS = {
+export const KERNELS: Record<string, KernelSpec> = {
   zero: { tensors: ['x'], params: [], body: 'x[i] = 0.0;' },
   copy: { tensors: ['dst', 'src'], params: [], body: 'dst[i] = src[i];' },
   add: { tensors: ['out', 'a', 'b'], params: [], body: 'out[i] = a[i] + b[i];' },
@@ -104,55 +105,22 @@ export const KERNELS = {
   if (P.never == 0u && hv >= P.thr) { r = inp[i] * P.scale; }
   out[i] = r;`,
   },
-  sumSquares: {
-    tensors: ['out', 'x'], params: ['len', 'accum'], reduce: true,
-    body: `
-  var s = 0.0;
-  for (var k = lid; k < P.len; k += 256u) { let v = x[k]; s += v * v; }
-  wsum[lid] = s;
-  workgroupBarrier();
-  for (var w = 128u; w > 0u; w >>= 1u) {
-    if (lid < w) { wsum[lid] += wsum[lid + w]; }
-    workgroupBarrier();
-  }
-  if (lid == 0u) {
-    var base = 0.0;
-    if (P.accum != 0u) { base = out[0u]; }
-    out[0u] = base + wsum[0];
-  }`,
-  },
   embeddingForward: {
     tensors: ['out', 'table'], ints: ['ids'], params: ['C'],
     body: 'let n = i / P.C; let c = i % P.C; out[i] = table[u32(ids[n]) * P.C + c];',
   },
-  embeddingBackward: {
-    tensors: ['dtable', 'dout'], ints: ['ids'], params: ['N', 'C'],
-    body: 'for (var n = 0u; n < P.N; n++) { let r = u32(ids[n]); dtable[r * P.C + i] += dout[n * P.C + i]; }',
-  },
   /**
-   * Tiled out[M,NC] (=, or += when accum) = A[M,K] @ B[K,NC] with A(m,k) = a[m*sam + k*sak] and
-   * B(k,n) = b[k*sbk + n*sbn]: all three matmul shapes are this with different strides.
+   * Invocation (c, bucket) adds, in token order, the rows of dout whose id falls in its bucket
+   * (id % NB): every table row has one writer (no races, deterministic), and NB buckets give
+   * C*NB invocations instead of C. The ids are read by all and stay in cache.
    */
-  matmulTiled: {
-    tensors: ['out', 'a', 'b'], params: ['M', 'NC', 'K', 'sam', 'sak', 'sbk', 'sbn', 'accum'], grid: true,
+  embeddingBackward: {
+    tensors: ['dtable', 'dout'], ints: ['ids'], params: ['N', 'C', 'NB'],
     body: `
-  let row = wid.y * 16u + lid.y; let col = wid.x * 16u + lid.x;
-  var s = 0.0;
-  for (var k0 = 0u; k0 < P.K; k0 += 16u) {
-    let ka = k0 + lid.x;
-    var av = 0.0;
-    if (row < P.M && ka < P.K) { av = a[row * P.sam + ka * P.sak]; }
-    tileA[lid.y][lid.x] = av;
-    let kb = k0 + lid.y;
-    var bv = 0.0;
-    if (kb < P.K && col < P.NC) { bv = b[kb * P.sbk + col * P.sbn]; }
-    tileB[lid.y][lid.x] = bv;
-    workgroupBarrier();
-    for (var kk = 0u; kk < 16u; kk++) { s += tileA[lid.y][kk] * tileB[kk][lid.x]; }
-    workgroupBarrier();
-  }
-  if (row < P.M && col < P.NC) {
-    if (P.accum != 0u) { out[row * P.NC + col] += s; } else { out[row * P.NC + col] = s; }
+  let c = i % P.C; let bk = i / P.C;
+  for (var n = 0u; n < P.N; n++) {
+    let r = u32(ids[n]);
+    if (r % P.NB == bk) { dtable[r * P.C + c] += dout[n * P.C + c]; }
   }`,
   },
   /** One invocation per output element: faster than the tiled kernel on SwiftShader (barriers are costly there). */
@@ -199,13 +167,6 @@ export const KERNELS = {
   for (var c = 0u; c < P.C; c++) { dot += w[c] * dout[r + c] * inp[r + c]; }
   let k = s * s * s * dot / f32(P.C);
   for (var c = 0u; c < P.C; c++) { dinp[r + c] += s * w[c] * dout[r + c] - k * inp[r + c]; }`,
-  },
-  rmsnormBackwardWeight: {
-    tensors: ['dw', 'dout', 'inp', 'rstd'], params: ['N', 'C'],
-    body: `
-  var s = 0.0;
-  for (var n = 0u; n < P.N; n++) { s += dout[n * P.C + i] * inp[n * P.C + i] * rstd[n]; }
-  dw[i] += s;`,
   },
   rope: {
     tensors: ['x', 'cs'], params: ['T', 'nH', 'hd', 'stride', 'pos0', 'sign:f32'],
@@ -407,9 +368,10 @@ export const KERNELS = {
   m[i] = mi; v[i] = vi;
   p[i] = p[i] * P.decay - (P.lr * (mi / P.bc1)) / (sqrt(vi / P.bc2) + P.eps);`,
   },
-} satisfies Record<string, KernelSpec>;
+  ...generatedKernels(),
+};
 
-export type KernelName = keyof typeof KERNELS;
+export type KernelName = string;
 
 export const WORKGROUP = 64;
 
@@ -428,14 +390,9 @@ export function shaderSource(spec: KernelSpec, slotOf: number[]): string {
   let body = spec.body;
   spec.tensors.forEach((t, k) => { body = body.replace(new RegExp(`\\b${t}\\[`, 'g'), `fb${slotOf[k]}[P.o_${t} + `); });
   ints.forEach((t, k) => { body = body.replace(new RegExp(`\\b${t}\\[`, 'g'), `ib${k}[P.o_${t} + `); });
-  const main = spec.grid
-    ? `var<workgroup> tileA: array<array<f32, 16>, 16>;
-var<workgroup> tileB: array<array<f32, 16>, 16>;
-@compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {${body}
-}`
-    : spec.reduce
-    ? `var<workgroup> wsum: array<f32, 256>;
-@compute @workgroup_size(256) fn main(@builtin(local_invocation_index) lid: u32) {${body}
+  const main = spec.workgroup
+    ? `${spec.workgroup.decls ?? ''}
+@compute @workgroup_size(${spec.workgroup.size}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {${body}
 }`
     : `@compute @workgroup_size(${WORKGROUP}) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = gid.x + gid.y * nwg.x * ${WORKGROUP}u;

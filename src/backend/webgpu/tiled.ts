@@ -1,0 +1,472 @@
+/**
+ * The workgroup-cooperative kernels of the webgpu backend (see kernels.ts for the conventions:
+ * tensors are written `name[index]`, scalars are `P.name`; these use the `workgroup` mode, so
+ * `wid`, `nwg` and `lid` are in scope and the caller dispatches the grid).
+ *
+ * - Register-tiled matmul: out[M,NC] (=, or +=) A[M,K] @ B[K,NC] with generic strides, one
+ *   workgroup of 256 invocations per BMxBN output tile (128x128 with 8x8 per invocation, or 64x64
+ *   with 4x4), K staged through workgroup memory BK at a time with the next tile's global loads
+ *   issued before the current tile's arithmetic; optional split-K over wid.z into a scratch buffer.
+ * - Row reductions (rmsnorm, cross-entropy): one workgroup of 256 per row, tree reductions in
+ *   workgroup memory; column and global reductions in two stages through a scratch buffer.
+ * - Attention: flash-style, one workgroup of 64 invocations per (batch, head, 64 queries), K/V
+ *   tiles in workgroup memory, online softmax, causal tiles skipped.
+ */
+import type { KernelSpec } from './kernels.js';
+
+/** Register-tiled matmul configurations: output tile BMxBN, TMxTN per invocation, K step BK. */
+export const MM_CONFIGS = {
+  128: { BM: 128, BN: 128, TM: 8, TN: 8, BK: 8 },
+  64: { BM: 64, BN: 64, TM: 4, TN: 4, BK: 16 },
+} as const;
+export type MmTile = keyof typeof MM_CONFIGS;
+
+/** Name of the matmul kernel with output tile `tile`. */
+export const mmName = (tile: MmTile): string => `mm${tile}`;
+
+/**
+ * out[z*M*NC + m*NC + n] (=, or += when accum) sum over k in [z*kchunk, min(K, (z+1)*kchunk)) of
+ * A(m,k) B(k,n), A(m,k) = a[m*sam + k*sak], B(k,n) = b[k*sbk + n*sbn]. Grid: (ceil(NC/BN),
+ * ceil(M/BM), splits). aK (uniform): A is contiguous along k, so consecutive invocations load
+ * consecutive k (else consecutive m); bK likewise for B. The load coordinates are fixed per
+ * invocation, computed once. Workgroup tiles are k-major (As[k][m], Bs[k][n]) arrays of vec4,
+ * rows padded by 4 floats so stores along k do not conflict; invocation (tx, ty) owns the rows
+ * 64g + 4ty .. 64g + 4ty + 3 and the columns 64g + 4tx .. 64g + 4tx + 3 (g < TM/4), so each K
+ * step reads TM/4 + TN/4 vec4s from workgroup memory for TM*TN fmas.
+ */
+function matmulKernel(tile: MmTile): KernelSpec {
+  const { BM, BN, TM, TN, BK } = MM_CONFIGS[tile];
+  const TX = BN / TN, TY = BM / TM; // 16 x 16
+  if (TX * TY !== 256) throw new Error('matmul tile needs 256 invocations');
+  const AS = BM + 4, BS = BN + 4, AS4 = AS / 4, BS4 = BS / 4;
+  const LA = (BM * BK) / 256, LB = (BN * BK) / 256;
+  const coords: string[] = [];
+  for (let r = 0; r < LA; r++) {
+    const e = `${r * 256}u + lid`;
+    coords.push(`let akk${r} = select((${e}) / ${BM}u, (${e}) % ${BK}u, aK); let amm${r} = select((${e}) % ${BM}u, (${e}) / ${BK}u, aK);`);
+  }
+  for (let r = 0; r < LB; r++) {
+    const e = `${r * 256}u + lid`;
+    coords.push(`let bkk${r} = select((${e}) / ${BN}u, (${e}) % ${BK}u, bK); let bnn${r} = select((${e}) % ${BN}u, (${e}) / ${BK}u, bK);`);
+  }
+  const loads = (): string[] => {
+    const out: string[] = [];
+    for (let r = 0; r < LA; r++) {
+      out.push(`{ let gr = m0 + amm${r}; let gk = k0 + akk${r}; var v = 0.0; if (gr < P.M && gk < kEnd) { v = a[gr * P.sam + gk * P.sak]; } ra${r} = v; }`);
+    }
+    for (let r = 0; r < LB; r++) {
+      out.push(`{ let gc = n0 + bnn${r}; let gk = k0 + bkk${r}; var v = 0.0; if (gc < P.NC && gk < kEnd) { v = b[gk * P.sbk + gc * P.sbn]; } rb${r} = v; }`);
+    }
+    return out;
+  };
+  const stores: string[] = [];
+  for (let r = 0; r < LA; r++) stores.push(`As[akk${r} * ${AS4}u + amm${r} / 4u][amm${r} % 4u] = ra${r};`);
+  for (let r = 0; r < LB; r++) stores.push(`Bs[bkk${r} * ${BS4}u + bnn${r} / 4u][bnn${r} % 4u] = rb${r};`);
+  const acc: string[] = [];
+  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) acc.push(`var c${i}_${j} = 0.0;`);
+  const inner: string[] = [];
+  const comp = 'xyzw';
+  for (let g = 0; g < TM / 4; g++) inner.push(`let a${g} = As[kk * ${AS4}u + ty + ${g * TY}u];`);
+  for (let g = 0; g < TN / 4; g++) inner.push(`let b${g} = Bs[kk * ${BS4}u + tx + ${g * TX}u];`);
+  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) inner.push(`c${i}_${j} = fma(a${i >> 2}.${comp[i & 3]}, b${j >> 2}.${comp[j & 3]}, c${i}_${j});`);
+  const store: string[] = [];
+  for (let i = 0; i < TM; i++) {
+    store.push(`{ let gr = m0 + ty * 4u + ${(i >> 2) * TY * 4 + (i & 3)}u; if (gr < P.M) {`);
+    for (let j = 0; j < TN; j++) {
+      store.push(`  { let gc = n0 + tx * 4u + ${(j >> 2) * TX * 4 + (j & 3)}u; if (gc < P.NC) { let o = zoff + gr * P.NC + gc;
+    if (P.accum != 0u) { out[o] += c${i}_${j}; } else { out[o] = c${i}_${j}; } } }`);
+    }
+    store.push('} }');
+  }
+  return {
+    tensors: ['out', 'a', 'b'],
+    params: ['M', 'NC', 'K', 'sam', 'sak', 'sbk', 'sbn', 'accum', 'kchunk'],
+    workgroup: { size: 256, decls: `var<workgroup> As: array<vec4<f32>, ${AS4 * BK}>;\nvar<workgroup> Bs: array<vec4<f32>, ${BS4 * BK}>;` },
+    body: `
+  let tx = lid % ${TX}u; let ty = lid / ${TX}u;
+  let m0 = wid.y * ${BM}u; let n0 = wid.x * ${BN}u;
+  let kBegin = wid.z * P.kchunk; let kEnd = min(P.K, kBegin + P.kchunk);
+  let zoff = wid.z * P.M * P.NC;
+  let aK = P.sak == 1u; let bK = P.sbk == 1u;
+  ${coords.join('\n  ')}
+  ${acc.join(' ')}
+  ${Array.from({ length: LA }, (_, r) => `var ra${r} = 0.0;`).join(' ')}
+  ${Array.from({ length: LB }, (_, r) => `var rb${r} = 0.0;`).join(' ')}
+  var k0 = kBegin;
+  ${loads().join('\n  ')}
+  loop {
+    if (k0 >= kEnd) { break; }
+    ${stores.join(' ')}
+    workgroupBarrier();
+    k0 += ${BK}u;
+    ${loads().join('\n    ')}
+    for (var kk = 0u; kk < ${BK}u; kk++) {
+      ${inner.join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  ${store.join('\n  ')}`,
+  };
+}
+
+/** Tree reduction of workgroup array `arr` (256 entries) into arr[0] with `op` ('+' or 'max'); every invocation must reach it. */
+const tree = (arr: string, op: '+' | 'max'): string => `
+  workgroupBarrier();
+  for (var w = 128u; w > 0u; w >>= 1u) {
+    if (lid < w) { ${op === '+' ? `${arr}[lid] += ${arr}[lid + w];` : `${arr}[lid] = max(${arr}[lid], ${arr}[lid + w]);`} }
+    workgroupBarrier();
+  }`;
+
+/** The row of a one-workgroup-per-row kernel (a 2D grid past 65535 rows); returns when past the last (uniform). */
+const ROW = `
+  let row = wid.x + wid.y * nwg.x;
+  if (row >= P.n_) { return; }`;
+
+const RED = 'var<workgroup> red: array<f32, 256>;';
+
+/** Cross-entropy of one row per workgroup: online (max, argmax, sum of exp over the rest) per invocation, then merged. */
+function crossEntropyKernel(backward: boolean): KernelSpec {
+  return {
+    tensors: backward ? ['losses', 'dlogits', 'logits'] : ['losses', 'logits'], ints: ['targets'],
+    params: backward ? ['V', 'scale:f32'] : ['V'],
+    workgroup: { size: 256, decls: 'var<workgroup> rm: array<f32, 256>;\nvar<workgroup> ra: array<u32, 256>;\nvar<workgroup> rs: array<f32, 256>;' },
+    body: `${ROW}
+  let r = row * P.V;
+  let y = u32(targets[row]);
+  let zy = logits[r + y];
+  // Per invocation: m its max, am the first index of it, s = sum over its other elements of exp(z - m).
+  var m = -3.4e38; var am = 0xffffffffu; var s = 0.0;
+  for (var v = lid; v < P.V; v += 256u) {
+    let z = logits[r + v];
+    if (z > m) { s = (s + 1.0) * exp(m - z); m = z; am = v; } else { s += exp(z - m); }
+  }
+  if (am == 0xffffffffu) { s = 0.0; }
+  rm[lid] = m; ra[lid] = am; rs[lid] = s;
+  workgroupBarrier();
+  for (var w = 128u; w > 0u; w >>= 1u) {
+    if (lid < w && ra[lid + w] != 0xffffffffu) {
+      let m1 = rm[lid]; let m2 = rm[lid + w]; let a1 = ra[lid]; let a2 = ra[lid + w];
+      let s1 = rs[lid]; let s2 = rs[lid + w];
+      if (a1 == 0xffffffffu) { rm[lid] = m2; ra[lid] = a2; rs[lid] = s2; }
+      else if (m2 > m1 || (m2 == m1 && a2 < a1)) { rm[lid] = m2; ra[lid] = a2; rs[lid] = s2 + (s1 + 1.0) * exp(m1 - m2); }
+      else { rs[lid] = s1 + (s2 + 1.0) * exp(m2 - m1); }
+    }
+    workgroupBarrier();
+  }
+  let mx = rm[0]; let amx = ra[0]; let st = rs[0];
+  // log-sum-exp = mx + log1p(sum over v != argmax): precise when the loss is small.
+  let l1 = log1p_(st);
+  if (lid == 0u) { losses[row] = l1 + (mx - zy); }${backward ? `
+  storageBarrier();
+  let lse = mx + l1;
+  // 1 - p[y] without cancellation when y is the argmax: s / (1 + s).
+  var gy = exp(zy - lse) - 1.0;
+  if (y == amx) { gy = -st / (1.0 + st); }
+  for (var v = lid; v < P.V; v += 256u) {
+    var g = exp(logits[r + v] - lse);
+    if (v == y) { g = gy; }
+    dlogits[r + v] = g * P.scale;
+  }` : ''}`,
+  };
+}
+
+/** Attention tiles: headDim padded to HD; BC keys (or queries) per workgroup-memory tile (8 KiB for K and V). */
+export const ATT_HDS = [16, 32, 64, 128, 256] as const;
+export const ATT_ROWS = 64;
+export const attHd = (hd: number): number => ATT_HDS.find((h) => hd <= h) ?? 0;
+const attBc = (HD: number): number => 1024 / HD;
+
+const ATT_HEAD = `
+  let bh = wid.y; let h = bh % P.H; let b = bh / P.H;
+  let stride = (P.H + 2u * P.KVH) * P.hd; let group = P.H / P.KVH; let kvh = h / group;`;
+
+/** `n` copies of f(i), joined: loops over private arrays are unrolled in the source so every index is a constant (registers, not local memory). */
+const unroll = (n: number, f: (i: number) => string, sep = '\n    '): string => Array.from({ length: n }, (_, i) => f(i)).join(sep);
+/** vec4 of t[base + 4*d4 .. +3], zero past hd, times `mul`. */
+const load4 = (t: string, base: string, d4: number, mul = ''): string =>
+  `vec4<f32>(${[0, 1, 2, 3].map((c) => `select(0.0, ${t}[min(${base} + ${d4 * 4 + c}u, ${base} + P.hd - 1u)]${mul}, ${d4 * 4 + c}u < P.hd)`).join(', ')})`;
+/** Stores vec4 expression v to t[base + 4*d4 ...] below hd. */
+const store4 = (t: string, base: string, d4: number, v: string): string =>
+  `{ let v = ${v}; ${[0, 1, 2, 3].map((c) => `if (${d4 * 4 + c}u < P.hd) { ${t}[${base} + ${d4 * 4 + c}u] = v.${'xyzw'[c]}; }`).join(' ')} }`;
+/** Cooperative load of rows r0 .. r0+R-1 (R*HD floats, zero padded) into workgroup vec4 arrays. */
+const stage = (R: number, HD: number, threads: number, row: string, assigns: string): string => `
+    for (var e = lid; e < ${R * HD}u; e += ${threads}u) {
+      let rr = e / ${HD}u; let d = e % ${HD}u; ${row}
+      ${assigns}
+    }`;
+
+function attentionForwardKernel(HD: number): KernelSpec {
+  const BC = attBc(HD), H4 = HD / 4;
+  return {
+    tensors: ['out', 'lse', 'qkv'], params: ['T', 'H', 'KVH', 'hd', 'scale:f32'],
+    workgroup: { size: ATT_ROWS, decls: `var<workgroup> Ks: array<vec4<f32>, ${BC * H4}>;\nvar<workgroup> Vs: array<vec4<f32>, ${BC * H4}>;` },
+    body: `${ATT_HEAD}
+  let t = wid.x * ${ATT_ROWS}u + lid; let tq = min(t, P.T - 1u);
+  let qb = (b * P.T + tq) * stride + h * P.hd;
+  var pq: array<vec4<f32>, ${H4}>; var acc: array<vec4<f32>, ${H4}>;
+  ${unroll(H4, (i) => `pq[${i}] = ${load4('qkv', 'qb', i, ' * P.scale')}; acc[${i}] = vec4<f32>(0.0);`, '\n  ')}
+  var m = -3.0e38; var l = 0.0;
+  let kEnd = min(P.T, wid.x * ${ATT_ROWS}u + ${ATT_ROWS}u);
+  let kOff = (P.H + kvh) * P.hd; let vOff = kOff + P.KVH * P.hd;
+  for (var j0 = 0u; j0 < kEnd; j0 += ${BC}u) {${stage(BC, HD, ATT_ROWS, 'let j = j0 + rr; var kv = 0.0; var vv = 0.0; if (j < P.T && d < P.hd) { let base = (b * P.T + j) * stride; kv = qkv[base + kOff + d]; vv = qkv[base + vOff + d]; }',
+    'Ks[e / 4u][e % 4u] = kv; Vs[e / 4u][e % 4u] = vv;')}
+    workgroupBarrier();
+    var sc: array<f32, ${BC}>;
+    var mt = m;
+    for (var jj = 0u; jj < ${BC}u; jj++) {
+      var s4 = vec4<f32>(0.0);
+      ${unroll(H4, (i) => `s4 = fma(pq[${i}], Ks[jj * ${H4}u + ${i}u], s4);`, '\n      ')}
+      let sv = (s4.x + s4.y) + (s4.z + s4.w);
+      sc[jj] = sv;
+      if (j0 + jj <= t) { mt = max(mt, sv); }
+    }
+    let corr = exp(m - mt);
+    l *= corr;
+    ${unroll(H4, (i) => `acc[${i}] *= corr;`, ' ')}
+    for (var jj = 0u; jj < ${BC}u; jj++) {
+      var p = 0.0;
+      if (j0 + jj <= t) { p = exp(sc[jj] - mt); }
+      l += p;
+      let pv = vec4<f32>(p);
+      ${unroll(H4, (i) => `acc[${i}] = fma(pv, Vs[jj * ${H4}u + ${i}u], acc[${i}]);`, '\n      ')}
+    }
+    m = mt;
+    workgroupBarrier();
+  }
+  if (t < P.T) {
+    lse[bh * P.T + t] = m + log(l);
+    let ob = (b * P.T + t) * P.H * P.hd + h * P.hd;
+    let inv = 1.0 / l;
+    ${unroll(H4, (i) => store4('out', 'ob', i, `acc[${i}] * inv`))}
+  }`,
+  };
+}
+
+/** dq per query row (one invocation each, K/V tiles shared); also writes D = rowsum(dout * out) to `drow` for the KV kernel. */
+function attentionBackwardQKernel(HD: number): KernelSpec {
+  const BC = attBc(HD), H4 = HD / 4;
+  return {
+    tensors: ['dqkv', 'drow', 'dout', 'qkv', 'out', 'lse'], params: ['T', 'H', 'KVH', 'hd', 'scale:f32'],
+    workgroup: { size: ATT_ROWS, decls: `var<workgroup> Ks: array<vec4<f32>, ${BC * H4}>;\nvar<workgroup> Vs: array<vec4<f32>, ${BC * H4}>;` },
+    body: `${ATT_HEAD}
+  let t = wid.x * ${ATT_ROWS}u + lid; let tq = min(t, P.T - 1u);
+  let qb = (b * P.T + tq) * stride + h * P.hd;
+  let ob = (b * P.T + tq) * P.H * P.hd + h * P.hd;
+  var pq: array<vec4<f32>, ${H4}>; var po: array<vec4<f32>, ${H4}>; var dq: array<vec4<f32>, ${H4}>;
+  var D4 = vec4<f32>(0.0);
+  ${unroll(H4, (i) => `pq[${i}] = ${load4('qkv', 'qb', i, ' * P.scale')}; po[${i}] = ${load4('dout', 'ob', i)}; D4 = fma(po[${i}], ${load4('out', 'ob', i)}, D4); dq[${i}] = vec4<f32>(0.0);`, '\n  ')}
+  let D = (D4.x + D4.y) + (D4.z + D4.w);
+  let L = lse[bh * P.T + tq];
+  let kEnd = min(P.T, wid.x * ${ATT_ROWS}u + ${ATT_ROWS}u);
+  let kOff = (P.H + kvh) * P.hd; let vOff = kOff + P.KVH * P.hd;
+  for (var j0 = 0u; j0 < kEnd; j0 += ${BC}u) {${stage(BC, HD, ATT_ROWS, 'let j = j0 + rr; var kv = 0.0; var vv = 0.0; if (j < P.T && d < P.hd) { let base = (b * P.T + j) * stride; kv = qkv[base + kOff + d]; vv = qkv[base + vOff + d]; }',
+    'Ks[e / 4u][e % 4u] = kv; Vs[e / 4u][e % 4u] = vv;')}
+    workgroupBarrier();
+    for (var jj = 0u; jj < ${BC}u; jj++) {
+      if (j0 + jj <= t) {
+        var s4 = vec4<f32>(0.0); var p4 = vec4<f32>(0.0);
+        ${unroll(H4, (i) => `s4 = fma(pq[${i}], Ks[jj * ${H4}u + ${i}u], s4); p4 = fma(po[${i}], Vs[jj * ${H4}u + ${i}u], p4);`, '\n        ')}
+        let p = exp((s4.x + s4.y) + (s4.z + s4.w) - L);
+        let ds = vec4<f32>(p * ((p4.x + p4.y) + (p4.z + p4.w) - D) * P.scale);
+        ${unroll(H4, (i) => `dq[${i}] = fma(ds, Ks[jj * ${H4}u + ${i}u], dq[${i}]);`, '\n        ')}
+      }
+    }
+    workgroupBarrier();
+  }
+  if (t < P.T) {
+    drow[bh * P.T + t] = D;
+    ${unroll(H4, (i) => store4('dqkv', 'qb', i, `dq[${i}]`))}
+  }`,
+  };
+}
+
+/** dk, dv per key row (one invocation each), over the group's query heads, Q/dout tiles shared. */
+function attentionBackwardKVKernel(HD: number): KernelSpec {
+  const BQ = attBc(HD), H4 = HD / 4;
+  return {
+    tensors: ['dqkv', 'drow', 'dout', 'qkv', 'lse'], params: ['T', 'H', 'KVH', 'hd', 'scale:f32'],
+    workgroup: {
+      size: ATT_ROWS,
+      decls: `var<workgroup> Qs: array<vec4<f32>, ${BQ * H4}>;\nvar<workgroup> Gs: array<vec4<f32>, ${BQ * H4}>;\nvar<workgroup> Ls: array<f32, ${BQ}>;\nvar<workgroup> Ds: array<f32, ${BQ}>;`,
+    },
+    body: `
+  let bk = wid.y; let kvh = bk % P.KVH; let b = bk / P.KVH;
+  let stride = (P.H + 2u * P.KVH) * P.hd; let group = P.H / P.KVH;
+  let j = wid.x * ${ATT_ROWS}u + lid; let jq = min(j, P.T - 1u);
+  let kb = (b * P.T + jq) * stride + (P.H + kvh) * P.hd; let vb = kb + P.KVH * P.hd;
+  var pk: array<vec4<f32>, ${H4}>; var pv: array<vec4<f32>, ${H4}>; var dk: array<vec4<f32>, ${H4}>; var dv: array<vec4<f32>, ${H4}>;
+  ${unroll(H4, (i) => `pk[${i}] = ${load4('qkv', 'kb', i)}; pv[${i}] = ${load4('qkv', 'vb', i)}; dk[${i}] = vec4<f32>(0.0); dv[${i}] = vec4<f32>(0.0);`, '\n  ')}
+  let tBegin = wid.x * ${ATT_ROWS}u;
+  for (var g = 0u; g < group; g++) {
+    let h = kvh * group + g; let bh = b * P.H + h;
+    for (var t0 = tBegin; t0 < P.T; t0 += ${BQ}u) {${stage(BQ, HD, ATT_ROWS, 'let t = t0 + rr; var qv = 0.0; var gv = 0.0; if (t < P.T && d < P.hd) { qv = qkv[(b * P.T + t) * stride + h * P.hd + d] * P.scale; gv = dout[(b * P.T + t) * P.H * P.hd + h * P.hd + d]; }',
+    'Qs[e / 4u][e % 4u] = qv; Gs[e / 4u][e % 4u] = gv;')}
+      if (lid < ${BQ}u) {
+        let t = t0 + lid;
+        var lv = 3.0e38; var dv0 = 0.0;
+        if (t < P.T) { lv = lse[bh * P.T + t]; dv0 = drow[bh * P.T + t]; }
+        Ls[lid] = lv; Ds[lid] = dv0;
+      }
+      workgroupBarrier();
+      for (var tt = 0u; tt < ${BQ}u; tt++) {
+        if (t0 + tt >= j && t0 + tt < P.T) {
+          var s4 = vec4<f32>(0.0); var p4 = vec4<f32>(0.0);
+          ${unroll(H4, (i) => `s4 = fma(pk[${i}], Qs[tt * ${H4}u + ${i}u], s4); p4 = fma(pv[${i}], Gs[tt * ${H4}u + ${i}u], p4);`, '\n          ')}
+          let p = exp((s4.x + s4.y) + (s4.z + s4.w) - Ls[tt]);
+          let ds = vec4<f32>(p * ((p4.x + p4.y) + (p4.z + p4.w) - Ds[tt]));
+          let pp = vec4<f32>(p);
+          ${unroll(H4, (i) => `dv[${i}] = fma(pp, Gs[tt * ${H4}u + ${i}u], dv[${i}]); dk[${i}] = fma(ds, Qs[tt * ${H4}u + ${i}u], dk[${i}]);`, '\n          ')}
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+  if (j < P.T) {
+    ${unroll(H4, (i) => store4('dqkv', 'kb', i, `dk[${i}]`))}
+    ${unroll(H4, (i) => store4('dqkv', 'vb', i, `dv[${i}]`))}
+  }`,
+  };
+}
+
+export function generatedKernels(): Record<string, KernelSpec> {
+  const k: Record<string, KernelSpec> = {};
+  for (const tile of [64, 128] as const) k[mmName(tile)] = matmulKernel(tile);
+  /** out[i] (= or +=) sum over z < splits of part[z*MN + i]. */
+  k.splitReduce = {
+    tensors: ['out', 'part'], params: ['splits', 'accum'],
+    body: `
+  var s = 0.0;
+  for (var z = 0u; z < P.splits; z++) { s += part[z * P.n_ + i]; }
+  if (P.accum != 0u) { out[i] += s; } else { out[i] = s; }`,
+  };
+  /**
+   * out[M,NC] = a[M,K] @ w[NC,K]^T for M <= 4 (sampling): 8 outputs per workgroup, 32 invocations
+   * each striding along K (coalesced rows of w), then a tree over the 32.
+   */
+  k.gemvSmall = {
+    tensors: ['out', 'a', 'w'], params: ['M', 'NC', 'K'],
+    workgroup: { size: 256, decls: 'var<workgroup> red4: array<vec4<f32>, 256>;' },
+    body: `
+  let g = lid / 32u; let lane = lid % 32u;
+  let n = (wid.x + wid.y * nwg.x) * 8u + g;
+  var s = vec4<f32>(0.0);
+  if (n < P.NC) {
+    let wb = n * P.K;
+    for (var k = lane; k < P.K; k += 32u) {
+      let wv = w[wb + k];
+      s.x = fma(a[k], wv, s.x);
+      if (P.M > 1u) { s.y = fma(a[P.K + k], wv, s.y); }
+      if (P.M > 2u) { s.z = fma(a[2u * P.K + k], wv, s.z); }
+      if (P.M > 3u) { s.w = fma(a[3u * P.K + k], wv, s.w); }
+    }
+  }
+  red4[lid] = s;
+  workgroupBarrier();
+  for (var w2 = 16u; w2 > 0u; w2 >>= 1u) {
+    if (lane < w2) { red4[lid] += red4[lid + w2]; }
+    workgroupBarrier();
+  }
+  if (lane == 0u && n < P.NC) {
+    let r = red4[lid];
+    for (var m = 0u; m < P.M; m++) { out[m * P.NC + n] = r[m]; }
+  }`,
+  };
+  k.rmsnormForwardRow = {
+    tensors: ['out', 'rstd', 'inp', 'w'], params: ['C', 'eps:f32'], workgroup: { size: 256, decls: RED },
+    body: `${ROW}
+  let r = row * P.C;
+  var ss = 0.0;
+  for (var c = lid; c < P.C; c += 256u) { let v = inp[r + c]; ss += v * v; }
+  red[lid] = ss;${tree('red', '+')}
+  let s = 1.0 / sqrt(red[0] / f32(P.C) + P.eps);
+  if (lid == 0u) { rstd[row] = s; }
+  for (var c = lid; c < P.C; c += 256u) { out[r + c] = inp[r + c] * s * w[c]; }`,
+  };
+  k.rmsnormBackwardInputRow = {
+    tensors: ['dinp', 'dout', 'inp', 'w', 'rstd'], params: ['C'], workgroup: { size: 256, decls: RED },
+    body: `${ROW}
+  let r = row * P.C;
+  let s = rstd[row];
+  var dot = 0.0;
+  for (var c = lid; c < P.C; c += 256u) { dot += w[c] * dout[r + c] * inp[r + c]; }
+  red[lid] = dot;${tree('red', '+')}
+  let k = s * s * s * red[0] / f32(P.C);
+  for (var c = lid; c < P.C; c += 256u) { dinp[r + c] += s * w[c] * dout[r + c] - k * inp[r + c]; }`,
+  };
+  /** part[ch*C + c] = sum over rows [ch*rows, ...) of dout*inp*rstd (i over C*chunks). */
+  k.rmsnormWeightPartial = {
+    tensors: ['part', 'dout', 'inp', 'rstd'], params: ['N', 'C', 'rows'],
+    body: `
+  let c = i % P.C; let ch = i / P.C;
+  let n1 = min(P.N, (ch + 1u) * P.rows);
+  var s = 0.0;
+  for (var n = ch * P.rows; n < n1; n++) { s += dout[n * P.C + c] * inp[n * P.C + c] * rstd[n]; }
+  part[i] = s;`,
+  };
+  k.sumSquaresPartial = {
+    tensors: ['part', 'x'], params: ['len'], workgroup: { size: 256, decls: RED },
+    body: `
+  var s = 0.0;
+  for (var k = wid.x * 256u + lid; k < P.len; k += nwg.x * 256u) { let v = x[k]; s = fma(v, v, s); }
+  red[lid] = s;${tree('red', '+')}
+  if (lid == 0u) { part[wid.x] = red[0]; }`,
+  };
+  k.sumSquaresFinal = {
+    tensors: ['out', 'part'], params: ['len'], workgroup: { size: 256, decls: RED },
+    body: `
+  var s = 0.0;
+  for (var k = lid; k < P.len; k += 256u) { s += part[k]; }
+  red[lid] = s;${tree('red', '+')}
+  if (lid == 0u) { out[0u] = red[0]; }`,
+  };
+  k.crossEntropyForwardRow = crossEntropyKernel(false);
+  k.crossEntropyBackwardRow = crossEntropyKernel(true);
+  for (const HD of ATT_HDS) {
+    k[`attForward${HD}`] = attentionForwardKernel(HD);
+    k[`attBackwardQ${HD}`] = attentionBackwardQKernel(HD);
+    k[`attBackwardKV${HD}`] = attentionBackwardKVKernel(HD);
+  }
+  /** One workgroup per query (grid T x B*H): keys 256 at a time, one per invocation; then invocation d accumulates output dim d. */
+  k.attCachedWg = {
+    tensors: ['out', 'qkv', 'cache'], params: ['T', 'H', 'KVH', 'hd', 'context', 'pos0', 'scale:f32'],
+    workgroup: { size: 256, decls: `${RED}\nvar<workgroup> qs: array<f32, 256>;\nvar<workgroup> ps: array<f32, 256>;` },
+    body: `${ATT_HEAD}
+  let t = wid.x;
+  let width = 2u * P.KVH * P.hd;
+  let kOff = kvh * P.hd; let vOff = kOff + P.KVH * P.hd;
+  var qv = 0.0;
+  if (lid < P.hd) { qv = qkv[(b * P.T + t) * stride + h * P.hd + lid] * P.scale; }
+  qs[lid] = qv;
+  workgroupBarrier();
+  let nkeys = P.pos0 + t + 1u;
+  var m = -3.0e38; var l = 0.0; var acc = 0.0;
+  for (var j0 = 0u; j0 < nkeys; j0 += 256u) {
+    let j = j0 + lid;
+    var s = -3.0e38;
+    if (j < nkeys) {
+      let kb = (b * P.context + j) * width + kOff;
+      var dot = 0.0;
+      for (var d = 0u; d < P.hd; d++) { dot = fma(qs[d], cache[kb + d], dot); }
+      s = dot;
+    }
+    red[lid] = s;${tree('red', 'max')}
+    let mt = max(m, red[0]);
+    workgroupBarrier();
+    var p = 0.0;
+    if (j < nkeys) { p = exp(s - mt); }
+    ps[lid] = p; red[lid] = p;${tree('red', '+')}
+    let corr = exp(m - mt);
+    l = l * corr + red[0];
+    if (lid < P.hd) {
+      var a = acc * corr;
+      let cnt = min(256u, nkeys - j0);
+      for (var jj = 0u; jj < cnt; jj++) { a = fma(ps[jj], cache[(b * P.context + j0 + jj) * width + vOff + lid], a); }
+      acc = a;
+    }
+    m = mt;
+    workgroupBarrier();
+  }
+  if (lid < P.hd) { out[(b * P.T + t) * P.H * P.hd + h * P.hd + lid] = acc / l; }`,
+  };
+  return k;
+}
