@@ -37,6 +37,8 @@ const cases: [string[], RegExp][] = [
   [['train', '--data', join(root, 'ok.txt'), '--out', join(root, 'notackpt', '..', 'notackpt'), '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '8', '--steps', '1', '--backend', 'reference'], /notackpt exists and is not a minigpt run; choose another --out/],
   [['train', '--tokenizer', 'bpe', '--bpe-vocab', '100'], /--bpe-vocab must be at least 257/],
   [['train', '--n-heads', '3'], /--n-heads \(3\) must divide --d-model \(128\)/],
+  [['init', '--out', join(root, 'huge1'), '--chars', 'abc', '--d-model', '100000000'], /--d-model must be at most 16777216 \(got 100000000\)/],
+  [['init', '--out', join(root, 'huge2'), '--chars', 'abc', '--d-model', '65536', '--n-layers', '100'], /about 5\.15e\+12 parameters, more than the 2147483648 this toolkit can hold; use smaller/],
   [['prepare', '--data', join(root, 'binary.bin'), '--tokenizer', 'char', '--out', join(root, 'shards')], /binary/],
   [['prepare', '--data', join(root, 'ok.txt'), '--tokenizer', 'char', '--out', join(root, 'notackpt')], /refus/],
   [['prepare', '--data', join(root, 'ok.txt'), '--out', join(root, 'shards3')], /--tokenizer char\|gpt2\|bpe is required/],
@@ -227,11 +229,19 @@ matrix([
   [['sample', '--ckpt', tokManifest, '--backend', 'reference'], /tokenizer\.minigpt\.json does not match its checksum in manifest\.json/],
   [['eval', '--ckpt', vocabEdited, '--text', 'abc', '--backend', 'reference'], /has shape \[28,16\], config\.json says \[36,16\]; config\.json and the weights are from different models/],
   [['train', '--resume', resumable, '--tokenizer', 'bpe'], /--tokenizer bpe conflicts with the run being resumed: a resumed run keeps its char tokenizer of 28 tokens/],
+  [['train', '--resume', resumable, '--lr', '0.5'], /--lr 0\.5 \(the run has 0\.003\): a resumed run keeps its model and training settings so that it continues exactly; drop the flag/],
+  [['train', '--resume', resumable, '--d-model', '64', '--n-layers', '3'], /--d-model 64 \(the run has 16\), --n-layers 3 \(the run has 1\): .*drop those flags, or start a new run/],
   [['train', '--resume', resumable, '--data', shardsOther], /sh-other was prepared with a char tokenizer of \d+ tokens, not the checkpoint's char tokenizer of 28 tokens; prepare the data again/],
   [['eval', '--ckpt', ck, '--data', shardsOther, '--backend', 'reference'], /sh-other was prepared with a char tokenizer of \d+ tokens, not the checkpoint's/],
   [['eval', '--ckpt', ck, '--data', damagedMiddle, '--all', '--backend', 'reference'], /train_000000\.bin: token 5000 is 60000, outside the vocabulary of 28/],
   [['train', '--data', damagedStart, '--out', join(root, 'never-run2'), '--steps', '1', ...TINY], /train_000000\.bin: token 10 is 60000, outside the vocabulary of 28/],
 ]);
+
+test('train --resume accepts settings equal to the run\'s own (the flags it was made with)', () => {
+  const dir = editedCheckpoint('ck-resume-same', () => {});
+  const r = run(['train', '--resume', dir, '--steps', '3', ...TINY]);
+  assert.equal(r.status, 0, r.stderr);
+});
 
 test('eval on shards prepared with the checkpoint\'s own tokenizer gives the same loss as on the text', () => {
   const onShards = run(['eval', '--ckpt', ck, '--data', shardsOwn, '--all', '--json', '--backend', 'reference']);

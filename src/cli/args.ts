@@ -160,7 +160,7 @@ export function modelConfigFromFlags(v: FlagValues): Partial<ModelConfig> {
     intermediate_size: v['intermediate-size'] as number | undefined,
     rms_norm_eps: v['rms-norm-eps'] as number,
     rope_theta: v['rope-theta'] as number,
-    tie_embeddings: Boolean(v['tie-embeddings']),
+    tie_embeddings: v['tie-embeddings'] === undefined ? undefined : Boolean(v['tie-embeddings']),
     dropout: v.dropout as number,
     init: v.init as ModelConfig['init'],
   };

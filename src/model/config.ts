@@ -64,14 +64,24 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+/** Largest size a config field may have; past it no backend here could hold the tensors anyway. */
+const MAX_DIM = 1 << 24;
+/** Largest parameter count (f32: 8 GiB; the cpu backend's wasm memory holds 4 GiB in all). */
+const MAX_PARAMS = 2 ** 31;
+
 function positiveInt(name: string, v: unknown): void {
   check(Number.isInteger(v) && (v as number) > 0, `--${name.replace(/_/g, '-')} must be a positive integer (got ${JSON.stringify(v)})`);
+  check((v as number) <= MAX_DIM, `--${name.replace(/_/g, '-')} must be at most ${MAX_DIM} (got ${JSON.stringify(v)})`);
 }
 
 export function validateConfig(c: ModelConfig): void {
   for (const k of ['vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n_layers', 'context', 'intermediate_size'] as const) {
     positiveInt(k, c[k]);
   }
+  const hd = c.d_model / c.n_heads;
+  const perLayer = c.d_model * (c.n_heads + 2 * c.n_kv_heads) * hd + c.d_model * c.d_model + (c.mlp === 'swiglu' ? 3 : 2) * c.d_model * c.intermediate_size;
+  const params = c.vocab_size * c.d_model * (c.tie_embeddings ? 1 : 2) + c.n_layers * perLayer;
+  check(params <= MAX_PARAMS, `this config has about ${params.toExponential(2)} parameters, more than the ${MAX_PARAMS} this toolkit can hold; use smaller --d-model, --n-layers or --vocab-size`);
   check(c.d_model % c.n_heads === 0, `--n-heads (${c.n_heads}) must divide --d-model (${c.d_model})`);
   check((c.d_model / c.n_heads) % 2 === 0, `head size d_model/n_heads = ${c.d_model / c.n_heads} must be even for RoPE`);
   check(c.n_heads % c.n_kv_heads === 0, `--n-kv-heads (${c.n_kv_heads}) must divide --n-heads (${c.n_heads})`);

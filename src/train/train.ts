@@ -294,9 +294,20 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     check(opts.bpeVocab === undefined || t.kind !== 'bpe' || opts.bpeVocab === t.vocabSize, () => `--bpe-vocab ${opts.bpeVocab} conflicts with the run being resumed: ${keep}`);
   }
   if (prior) {
-    // A resumed run keeps its own optimisation settings, so it continues exactly; only the
-    // length (--steps, --max-time) and the eval/sample/save cadence may change.
+    // A resumed run keeps its own model and optimisation settings, so it continues exactly; only
+    // the length (--steps, --max-time) and the eval/sample/save cadence may change. A setting
+    // given with a different value is an error rather than silently ignored.
     const p = prior.options as { batch: number; accum: number; lr: number; min_lr: number; warmup: number; weight_decay: number; grad_clip: number; seed: number };
+    const conflicts: string[] = [];
+    const flag = (name: string): string => `--${name.replace(/_/g, '-').replace(/[A-Z]/g, (ch) => `-${ch.toLowerCase()}`)}`;
+    for (const [k, want] of Object.entries(opts.model ?? {})) {
+      const have = (resumed!.config as unknown as Record<string, unknown>)[k];
+      if (want !== undefined && want !== have) conflicts.push(`${flag(k)} ${want} (the run has ${have})`);
+    }
+    const runOptions: [keyof TrainOptions, unknown][] = [['batch', p.batch], ['accum', p.accum], ['lr', p.lr], ['minLr', p.min_lr], ['warmup', p.warmup],
+      ['weightDecay', p.weight_decay], ['gradClip', p.grad_clip], ['seed', p.seed], ['amp', prior.amp.mode]];
+    for (const [k, have] of runOptions) if (opts[k] !== undefined && opts[k] !== have) conflicts.push(`${flag(k)} ${String(opts[k])} (the run has ${have})`);
+    check(conflicts.length === 0, () => `${conflicts.join(', ')}: a resumed run keeps its model and training settings so that it continues exactly; drop ${conflicts.length > 1 ? 'those flags' : 'the flag'}, or start a new run with another --out`);
     Object.assign(o, { batch: p.batch, accum: p.accum, lr: p.lr, minLr: p.min_lr, warmup: p.warmup, weightDecay: p.weight_decay, gradClip: p.grad_clip, seed: p.seed });
   }
   const runDir = resolve(o.out ?? (resumeDir ? dirname(resumeDir) : defaultRunDir()));

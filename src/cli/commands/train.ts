@@ -42,9 +42,16 @@ const TRAIN_FLAGS = {
   ...MODEL_FLAGS,
 } as const satisfies CommandSpec['flags'];
 
-/** Values from --config FILE, for flags the command line did not set. */
-async function withConfigFile(v: FlagValues, argv: string[]): Promise<FlagValues> {
-  if (typeof v.config !== 'string') return v;
+/** Settings a resumed run keeps: its model shape and its optimisation (see train()). */
+const RESUME_FIXED = [...Object.keys(MODEL_FLAGS), 'batch', 'accum', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip', 'seed', 'amp'];
+
+/** Flags set on the command line. */
+const flagsOnCommandLine = (argv: string[]): Set<string> => new Set(argv.filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]!));
+
+/** Values from --config FILE, for flags the command line did not set; `set`: the flags given either way. */
+async function withConfigFile(v: FlagValues, argv: string[]): Promise<{ values: FlagValues; set: Set<string> }> {
+  const given = flagsOnCommandLine(argv);
+  if (typeof v.config !== 'string') return { values: v, set: given };
   let json: unknown;
   try {
     json = JSON.parse(await readFile(v.config, 'utf8'));
@@ -53,8 +60,8 @@ async function withConfigFile(v: FlagValues, argv: string[]): Promise<FlagValues
     throw new MinigptError(code ? `cannot read --config ${v.config} (${code})` : `--config ${v.config} is not valid JSON`);
   }
   check(typeof json === 'object' && json !== null && !Array.isArray(json), `--config ${v.config} must hold a JSON object of flag values`);
-  const given = new Set(argv.filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]));
   const out: FlagValues = { ...v };
+  const set = new Set(given);
   for (const [rawKey, value] of Object.entries(json as Record<string, unknown>)) {
     const key = rawKey.replace(/_/g, '-');
     const spec = (TRAIN_FLAGS as Record<string, { type: string; choices?: readonly string[] }>)[key];
@@ -65,8 +72,9 @@ async function withConfigFile(v: FlagValues, argv: string[]): Promise<FlagValues
       : typeof value === 'number' && Number.isFinite(value) && (spec.type !== 'int' || Number.isInteger(value));
     check(ok, `--config ${v.config}: "${rawKey}" has the wrong type or value (${JSON.stringify(value)})`);
     out[key] = value as string | number | boolean;
+    set.add(key);
   }
-  return out;
+  return { values: out, set };
 }
 
 export const trainCommand: CommandSpec = {
@@ -80,11 +88,12 @@ export const trainCommand: CommandSpec = {
     '  minigpt train --data shakespeare.txt --n-layers 4 --n-heads 4 --context 64 --batch 12 --steps 2000 --lr 1e-3',
     '  minigpt train --resume runs/run-20261127-120000 --steps 4000',
     '',
-    'Ctrl-C saves a checkpoint and exits; --resume continues bit-exactly.',
+    'Ctrl-C saves a checkpoint and exits; --resume continues bit-exactly, keeping the run\'s model and',
+    'training settings (a flag that differs from them is an error; --steps, --max-time and the cadences may change).',
   ].join('\n'),
   async run(flags) {
     const argv = process.argv.slice(3);
-    const v = await withConfigFile(flags, argv);
+    const { values: v, set } = await withConfigFile(flags, argv);
     const maxTime = typeof v['max-time'] === 'string' ? parseDuration(v['max-time']) : undefined;
     const quiet = Boolean(v.quiet);
     const bar = progressLine();
@@ -104,6 +113,11 @@ export const trainCommand: CommandSpec = {
     process.on('SIGTERM', onSigint);
     let lastVal = '';
     try {
+      // Resuming: pass only the settings given on the command line (or in --config), so that
+      // train() can refuse one that differs from the run's instead of taking a default for it.
+      if (typeof v.resume === 'string') {
+        for (const k of RESUME_FIXED) if (!set.has(k)) v[k] = undefined;
+      }
       const model = modelConfigFromFlags(v);
       const summary = await train({
         data: v.data as string | undefined,
@@ -115,7 +129,7 @@ export const trainCommand: CommandSpec = {
         bpeVocab: v['bpe-vocab'] as number | undefined,
         model,
         batch: v.batch as number, accum: v.accum as number, steps: v.steps as number | undefined, maxTime,
-        lr: v.lr as number, minLr: Math.min(v['min-lr'] as number, v.lr as number), warmup: v.warmup as number,
+        lr: v.lr as number | undefined, minLr: v['min-lr'] === undefined ? undefined : Math.min(v['min-lr'] as number, (v.lr as number | undefined) ?? Infinity), warmup: v.warmup as number,
         weightDecay: v['weight-decay'] as number, gradClip: v['grad-clip'] as number,
         amp: v.amp as 'off' | 'fp16' | 'bf16', seed: v.seed as number,
         out: v.out as string | undefined, resume: v.resume as string | undefined,
