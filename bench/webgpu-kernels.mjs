@@ -1,6 +1,7 @@
 // Per-kernel timings of the webgpu backend (run `npx tsc -p .` first):
 //   node bench/webgpu-kernels.mjs [--config gpt2-small|seed|medium|bpe|nanogpt-cpu] [--reps N] [--batch B]
-//                                 [--kernels tiled|simple] [--tile 64|128] [--split K] [--only matmul,attention,...] [--json]
+//                                 [--kernels tiled|simple] [--tile 64|128] [--split K] [--attention rows|blocked[,...]]
+//                                 [--attention-tile I] [--only matmul,attention,...] [--json]
 // For each kernel at the config's training sizes (N = batch x context tokens): the matmul of every
 // weight (forward, grad-weight alone, grad-input + grad-weight) with achieved GFLOP/s, attention forward and backward
 // (causal FLOPs), cross-entropy, rmsnorm, AdamW and sumSquares over all parameters with GB/s.
@@ -9,6 +10,9 @@
 // --reps, reps is chosen so that each measurement takes about 100 ms (3 to 200 calls).
 // --batch overrides the config's batch (e.g. `--config seed --batch 1 --reps 1` on SwiftShader);
 // --tile and --split force the tiled matmul's output tile and K splits (default: by problem size).
+// --attention picks the tiled set's attention kernels (default: the backend's, rows); a comma list (rows,blocked)
+// times each in the attention section of one run. --attention-tile forces the blocked kernels' tile
+// candidate (index into ATT_FWD_TILES / ATT_BWD_TILES of src/backend/webgpu/tiled.ts).
 // Sections: matmul, attention, sample (attention over the KV cache), crossentropy, rmsnorm, optimizer.
 import { createWebGpuBackend } from '../dist/src/backend/webgpu/index.js';
 import { BENCH_CONFIGS } from '../dist/src/bench.js';
@@ -36,13 +40,24 @@ const C = c.d_model, H = c.n_heads, KVH = c.n_kv_heads, hd = headDim(c), F = c.i
 const P = paramLayout(c).size;
 
 const tile = opt('tile', undefined), split = opt('split', undefined);
-const be = await createWebGpuBackend({
+const attentions = opt('attention', undefined)?.split(',') ?? [undefined];
+const attTile = opt('attention-tile', undefined);
+for (const a of attentions) {
+  if (a !== undefined && a !== 'rows' && a !== 'blocked') {
+    console.error(`--attention takes rows, blocked or a comma list of them, not ${a}`);
+    process.exit(2);
+  }
+}
+const options = (attention) => ({
   ...(kernels ? { kernels } : {}),
   ...(tile ? { matmulTile: Number(tile) } : {}),
   ...(split ? { splitK: Number(split) } : {}),
+  ...(attention ? { attention } : {}),
+  ...(attTile !== undefined ? { attentionTile: Number(attTile) } : {}),
 });
+let be = await createWebGpuBackend(options(attentions[0]));
 const log = (...a) => { if (!json) console.log(...a); };
-log(`adapter: ${be.adapterInfo}${be.software ? ' (software)' : ''}; kernels: ${be.kernels}, matmul: ${be.matmul}${tile ? `, tile ${tile}` : ''}${split ? `, split-K ${split}` : ''}`);
+log(`adapter: ${be.adapterInfo}${be.software ? ' (software)' : ''}; kernels: ${be.kernels}, matmul: ${be.matmul}, attention: ${attentions.map((a) => a ?? be.attention).join(',')}${tile ? `, tile ${tile}` : ''}${split ? `, split-K ${split}` : ''}`);
 log(`config ${configName}: d${C} h${H} kv${KVH} hd${hd} l${c.n_layers} ctx${T} batch ${B} (N=${N} tokens), vocab ${V}, mlp ${c.mlp} F=${F}, ${(P / 1e6).toFixed(1)}M params`);
 
 /** A tensor of n floats filled with a repeating random pattern (written once, then doubled on the device). */
@@ -109,13 +124,20 @@ if (want('matmul')) {
 }
 
 if (want('attention')) {
-  const s = { B, T, nHeads: H, nKvHeads: KVH, headDim: hd };
-  const QKV = (H + 2 * KVH) * hd;
-  const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T), dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV);
-  const flops = 2 * B * H * T * T * hd; // causal: half of 2 matmuls of 2·T·T·hd
-  const shape = `B${B} T${T} H${H}/${KVH} hd${hd}`;
-  report('attention', 'attention fwd', shape, await timeIt(() => be.attentionForward(out, lse, qkv, s)), flops);
-  report('attention', 'attention bwd', shape, await timeIt(() => be.attentionBackward(dqkv, dout, qkv, out, lse, s)), 2.5 * flops);
+  const main = be;
+  for (const a of attentions) {
+    if (a !== attentions[0]) be = await createWebGpuBackend(options(a));
+    const s = { B, T, nHeads: H, nKvHeads: KVH, headDim: hd };
+    const QKV = (H + 2 * KVH) * hd;
+    const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T), dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV);
+    const flops = 2 * B * H * T * T * hd; // causal: half of 2 matmuls of 2·T·T·hd
+    const shape = `B${B} T${T} H${H}/${KVH} hd${hd}`;
+    const tag = attentions.length > 1 ? ` ${be.attention}` : '';
+    report('attention', `attention fwd${tag}`, shape, await timeIt(() => be.attentionForward(out, lse, qkv, s)), flops);
+    report('attention', `attention bwd${tag}`, shape, await timeIt(() => be.attentionBackward(dqkv, dout, qkv, out, lse, s)), 2.5 * flops);
+    if (be !== main) be.destroy();
+  }
+  be = main;
 }
 
 if (want('sample')) {
@@ -150,7 +172,7 @@ if (want('optimizer')) {
 
 const total = (performance.now() - t00) / 1000;
 if (json) {
-  console.log(JSON.stringify({ adapter: be.adapterInfo, software: be.software, kernels: be.kernels, matmul: be.matmul, config: configName, B, T, N, seconds: total, rows }, null, 1));
+  console.log(JSON.stringify({ adapter: be.adapterInfo, software: be.software, kernels: be.kernels, matmul: be.matmul, attention: be.attention, config: configName, B, T, N, seconds: total, rows }, null, 1));
 } else {
   log(`\n${rows.length} measurements in ${total.toFixed(1)} s`);
 }

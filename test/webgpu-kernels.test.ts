@@ -23,15 +23,21 @@ const EXP_TOL = 1e-4;
 const probe = await probeGpu();
 const skip = probe.adapter ? false : `no WebGPU adapter: ${probe.reason}`;
 const gpu: WebGpuBackend | null = probe.adapter ? await createWebGpuBackend() : null;
-// The other kernel set than the adapter's default, so both are checked on any adapter.
-const gpu2: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: gpu.kernels === 'tiled' ? 'simple' : 'tiled' }) : null;
-// The tiled matmul with the other tile size (128x128) and split-K forced, for the matmul tests.
-const gpu3: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: 'tiled', matmulTile: 128, splitK: 3 }) : null;
+// The other kernel set than the adapter's default, so both are checked on any adapter (the tiled
+// one with its blocked attention kernels).
+const gpu2: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: gpu.kernels === 'tiled' ? 'simple' : 'tiled', attention: 'blocked' }) : null;
+// The tiled matmul with the other tile size (128x128) and split-K forced, for the matmul tests;
+// also the tiled set's row attention kernels (its default).
+const gpu3: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: 'tiled', matmulTile: 128, splitK: 3, attention: 'rows' }) : null;
+// The blocked attention with its first tile candidates forced (64-query forward blocks).
+const gpu4: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: 'tiled', attention: 'blocked', attentionTile: 0 }) : null;
 after(() => {
   gpu?.destroy();
   gpu2?.destroy();
   gpu3?.destroy();
+  gpu4?.destroy();
 });
+const tiledSet = (): WebGpuBackend => (gpu!.kernels === 'tiled' ? gpu! : gpu2!);
 
 interface Maker {
   be: Backend;
@@ -64,7 +70,7 @@ async function same(what: string, kernel: (m: Maker) => Tensor[], tol = TOL, bac
     const got = await Promise.all(kernel(maker(be, createRng(7))).map((t) => be.read(t)));
     got.forEach((g, i) => {
       const err = relativeError(g, want[i]);
-      assert.ok(err <= tol, `${what} (${be.kernels} kernels, ${be.matmul} matmul${be === gpu3 ? ', 128 tiles, split-K' : ''}), output ${i}: relative error ${err.toExponential(2)} > ${tol}`);
+      assert.ok(err <= tol, `${what} (${be.kernels} kernels, ${be.matmul} matmul, ${be.attention} attention${be === gpu3 ? ', 128 tiles, split-K' : ''}${be === gpu4 ? ', first attention tiles' : ''}), output ${i}: relative error ${err.toExponential(2)} > ${tol}`);
     });
   }
 }
@@ -239,6 +245,35 @@ test('webgpu rope and attention (forward, backward, KV cache) match the referenc
       be.attentionCached(out, rest, cache, s, context, 2);
       return [cache, out];
     });
+  }
+});
+
+// Blocked attention (tiled.ts) at block edges: T = 130 makes partial query and key blocks of
+// 32 and 64 and several blocks per row, with GQA (the dK/dV kernel sums a group's heads) and
+// B*H > 1, head sizes 16, 32 and 64; the first tile candidates (64-query forward blocks; on an
+// adapter with 32 KiB of workgroup memory such as SwiftShader, the head-64 ones fall back to the
+// second candidates, which the default tiled backend runs); also the tiled set's row kernels.
+test('webgpu blocked and row attention kernels at block edges match the reference', { skip }, async () => {
+  assert.equal(tiledSet().attention, 'blocked');
+  assert.equal(gpu3!.attention, 'rows');
+  const shapes: [AttentionShape, WebGpuBackend[]][] = [
+    [{ B: 2, T: 130, nHeads: 4, nKvHeads: 2, headDim: 16 }, [tiledSet(), gpu4!]],
+    [{ B: 1, T: 65, nHeads: 3, nKvHeads: 1, headDim: 12 }, [tiledSet(), gpu4!]], // MQA, one past a block of 64
+    [{ B: 2, T: 70, nHeads: 2, nKvHeads: 2, headDim: 32 }, [tiledSet(), gpu4!]],
+    [{ B: 1, T: 130, nHeads: 4, nKvHeads: 1, headDim: 64 }, [tiledSet()]],
+    [{ B: 1, T: 40, nHeads: 2, nKvHeads: 1, headDim: 100 }, [tiledSet()]], // head size padded to 128
+    [{ B: 2, T: 20, nHeads: 4, nKvHeads: 2, headDim: 16 }, [gpu3!]],
+  ];
+  for (const [s, backends] of shapes) {
+    const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = s;
+    const QKV = (H + 2 * KVH) * hd;
+    await same(`attention ${JSON.stringify(s)}`, ({ be, rand }) => {
+      const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T);
+      be.attentionForward(out, lse, qkv, s);
+      const dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV);
+      be.attentionBackward(dqkv, dout, qkv, out, lse, s);
+      return [out, lse, dqkv];
+    }, TOL, backends);
   }
 });
 

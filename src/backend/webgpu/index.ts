@@ -14,7 +14,8 @@
  * - Two kernel sets (`kernels` option). `tiled` (hardware GPUs, tiled.ts): register-tiled matmul
  *   (128x128 or 64x64 output tiles, split-K through a scratch buffer when the output has few
  *   tiles, a GEMV for N <= 4), one workgroup per row for rmsnorm and cross-entropy, flash-style
- *   attention. `simple` (software adapters such as SwiftShader, where barriers and large shaders
+ *   attention (`attention` option: one invocation per query row by default, or blocked
+ *   FlashAttention-2 kernels, which were slower on an H200: see BENCHMARKS.md). `simple` (software adapters such as SwiftShader, where barriers and large shaders
  *   are slow): one invocation per output element or row (kernels.ts). Both share the two-stage
  *   sumSquares and rmsnorm weight gradient and the bucketed embedding backward.
  * - One scratch buffer (grown on first use of a larger shape) holds split-K partials, reduction
@@ -25,7 +26,7 @@ import { hash32 } from '../reference/index.js';
 import type { AdamWHyper, AttentionShape, Backend, IntTensor, Tensor } from '../types.js';
 import { hardwareGpuPossible, probeGpu, requestAdapter } from './gpu.js';
 import { KERNELS, WORKGROUP, shaderSource, type KernelName, type KernelSpec } from './kernels.js';
-import { ATT_ROWS, MM_CONFIGS, attHd, mmName, type MmTile } from './tiled.js';
+import { ATT_BWD_TILES, ATT_FWD_TILES, ATT_ROWS, MM_CONFIGS, attBlockedBytes, attFwdName, attHd, attKVName, attQName, mmName, type AttTile, type MmTile } from './tiled.js';
 
 export { probeGpu, type GpuProbe } from './gpu.js';
 
@@ -67,11 +68,24 @@ export interface WebGpuOptions {
   matmulTile?: MmTile;
   /** Tests and benchmarks: force the number of K splits of the tiled matmul (default: by problem size). */
   splitK?: number;
+  /**
+   * Attention kernels of the tiled set (ignored with `kernels: 'simple'`). `rows` (default): one
+   * invocation per query row, K/V tiles shared in workgroup memory, online softmax. `blocked`:
+   * FlashAttention-2 style, register-tiled Q K^T and P V products per (query block, head) and a
+   * split backward (dK/dV per key block, dQ per query block); head sizes up to 128, larger ones
+   * (or a device with too little workgroup memory) use `rows`. Measured on an NVIDIA H200 at
+   * B4 T1024 H12 hd64, `rows` took 1.04 / 3.08 ms (forward / backward), `blocked` 1.80 / 5.37 ms.
+   */
+  attention?: 'rows' | 'blocked';
+  /** Tests and benchmarks: force the blocked attention's tile (index into the candidates of tiled.ts; default: the first that fits, the forward's smaller one when few workgroups). */
+  attentionTile?: number;
 }
 
 export interface WebGpuBackend extends Backend {
   readonly kernels: 'tiled' | 'simple';
   readonly matmul: 'tiled' | 'simple';
+  /** Attention kernels in use: `simple` with the simple set, else the `attention` option. */
+  readonly attention: 'simple' | 'rows' | 'blocked';
   /** The adapter, in words (vendor, architecture, description). */
   readonly adapterInfo: string;
   /** True for a software / CPU adapter such as SwiftShader. */
@@ -100,6 +114,8 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
       maxBufferSize: lim.maxBufferSize,
       maxStorageBuffersPerShaderStage: Math.min(lim.maxStorageBuffersPerShaderStage, 8),
+      // The blocked attention kernels use up to ~45 KiB (smaller tiles, or the row kernels, when less).
+      maxComputeWorkgroupStorageSize: lim.maxComputeWorkgroupStorageSize,
     },
   });
   let deviceError: string | null = null;
@@ -320,11 +336,26 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
   const matmul = options.matmul ?? kernels;
   const useTiles = matmul === 'tiled';
   const fast = kernels === 'tiled';
+  const attentionKind = !fast ? 'simple' : (options.attention ?? 'rows');
+  const wgBytes = device.limits.maxComputeWorkgroupStorageSize;
+  /** The blocked attention tile for this kind of kernel (null: use the row kernels). */
+  const attTile = (kind: 'fwd' | 'kv' | 'q', HD: number, s: AttentionShape): AttTile | null => {
+    if (attentionKind !== 'blocked') return null;
+    const list = (kind === 'fwd' ? ATT_FWD_TILES : ATT_BWD_TILES)[HD];
+    if (!list) return null;
+    const fits = list.filter((t) => attBlockedBytes(kind, HD, t) <= wgBytes);
+    if (options.attentionTile !== undefined) return fits.includes(list[options.attentionTile]) ? list[options.attentionTile] : fits[fits.length - 1] ?? null;
+    if (fits.length === 0) return null;
+    // Forward with few workgroups (small B*H or T): the smaller query block doubles them.
+    if (kind === 'fwd' && fits.length > 1 && s.B * s.nHeads * Math.ceil(s.T / (4 * fits[0].TY)) < 512) return fits[1];
+    return fits[0];
+  };
 
   const backend: WebGpuBackend = {
     name: 'webgpu',
     kernels,
     matmul,
+    attention: attentionKind,
     adapterInfo: probe.reason,
     software: probe.software,
 
@@ -471,6 +502,8 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     attentionForward(out, lse, qkv, s) {
       const { HD, p } = attention(s);
       if (!fast) return run('attentionForward', [out, lse, qkv], [], s.B * s.nHeads * s.T, [...p, 1 / Math.sqrt(s.headDim)]);
+      const t = attTile('fwd', HD, s);
+      if (t) return run(attFwdName(HD, t), [out, lse, qkv], [], s.B * s.nHeads * s.T, [...p, 1 / Math.sqrt(s.headDim)], [Math.ceil(s.T / (4 * t.TY)), s.B * s.nHeads]);
       run(`attForward${HD}`, [out, lse, qkv], [], s.B * s.nHeads * s.T, [...p, 1 / Math.sqrt(s.headDim)], [Math.ceil(s.T / ATT_ROWS), s.B * s.nHeads]);
     },
     attentionBackward(dqkv, dout, qkv, out, lse, s) {
@@ -483,8 +516,15 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
         run('attentionBackwardKV', [dqkv, dout, qkv, out, lse], [], s.B * s.nKvHeads * s.T, params);
         return;
       }
-      const drow = scratch(rows) && scratchView(0, rows); // D = rowsum(dout * out), written by the dq kernel
+      const drow = scratch(rows) && scratchView(0, rows); // D = rowsum(dout * out): attRowDot (blocked) or the rows dq kernel
       const params = [...p, 1 / Math.sqrt(s.headDim)];
+      const tkv = attTile('kv', HD, s), tq = attTile('q', HD, s);
+      if (tkv && tq) {
+        run('attRowDot', [drow, dout, out], [], rows, [s.T, s.nHeads, s.headDim]);
+        run(attQName(HD, tq), [dqkv, drow, dout, qkv, lse], [], rows, params, [Math.ceil(s.T / (4 * tq.TY)), s.B * s.nHeads]);
+        run(attKVName(HD, tkv), [dqkv, drow, dout, qkv, lse], [], rows, params, [Math.ceil(s.T / (4 * tkv.TY)), s.B * s.nKvHeads]);
+        return;
+      }
       run(`attBackwardQ${HD}`, [dqkv, drow, dout, qkv, out, lse], [], rows, params, [Math.ceil(s.T / ATT_ROWS), s.B * s.nHeads]);
       run(`attBackwardKV${HD}`, [dqkv, drow, dout, qkv, lse], [], rows, params, [Math.ceil(s.T / ATT_ROWS), s.B * s.nKvHeads]);
     },

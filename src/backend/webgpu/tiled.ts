@@ -9,8 +9,34 @@
  *   issued before the current tile's arithmetic; optional split-K over wid.z into a scratch buffer.
  * - Row reductions (rmsnorm, cross-entropy): one workgroup of 256 per row, tree reductions in
  *   workgroup memory; column and global reductions in two stages through a scratch buffer.
- * - Attention: flash-style, one workgroup of 64 invocations per (batch, head, 64 queries), K/V
- *   tiles in workgroup memory, online softmax, causal tiles skipped.
+ * - Attention, `rows` (WebGpuOptions.attention): flash-style, one workgroup of 64 invocations
+ *   per (batch, head, 64 queries), one invocation per query row, K/V tiles in workgroup memory,
+ *   online softmax, causal tiles skipped; the backward as a dQ kernel (per query row, also writing
+ *   D = rowsum(dO * O)) and a dK/dV kernel (per key row, over the group's query heads).
+ * - Attention, `blocked` (the default; FlashAttention-2 style, head sizes padded to 16, 32, 64 or
+ *   128): every product is a register-tiled small matmul over workgroup tiles, invocation
+ *   (tx, ty) owning 4 rows (ty + TY*i) by SC columns (tx + TX*c) of a score tile, or 4 rows by
+ *   HD/TX columns of an output tile (vec4s 4*(tx + TX*g) when HD/TX >= 4). Tiles (AttTile
+ *   TYxTXxSC, picked per head size from ATT_FWD_TILES / ATT_BWD_TILES as the first that fits the
+ *   device's workgroup memory):
+ *   . attBlkF (forward): one workgroup per (R = 4*TY queries, batch*head), longest causal ranges
+ *     dispatched first; Q*scale resident; per block of C = TX*SC keys up to the diagonal: K, V
+ *     staged (coalesced rows), S = Q K^T, causal mask, row max across the TX invocations of a
+ *     row (workgroup array), online softmax (O rescaled in registers), P over the K tile, O += P V;
+ *     4 barriers per key block; lse = m + log(l) per row as the rows kernel. 16x8x4 (128
+ *     invocations, 64 queries x 32 keys, 37 KiB at head 64) or 8x16x2 (32 x 32, 28 KiB), the
+ *     latter also when the first gives under 512 workgroups (small batch*heads or T).
+ *   . attRowDot: D = rowsum(dO * O), one invocation per row.
+ *   . attBlkQ (dQ): one workgroup per (R queries, batch*head); Q*scale and dO resident, lse and D
+ *     in registers; per key block up to the diagonal: S = Q K^T, dP = dO V^T, dS = P (dP - D)
+ *     to workgroup memory, dQ += dS K; 3 barriers per key block.
+ *   . attBlkKV (dK, dV): one workgroup per (R keys, batch*kv head); K, V resident, dK, dV in
+ *     registers; for each query head of the group (GQA/MQA sum) and each block of C queries from
+ *     the first key on: S^T = K Q^T, dP^T = V dO^T, P^T = exp(S^T - lse), dS^T = P^T (dP^T - D),
+ *     dV += P^T dO, dK += dS^T Q; 3 barriers per query block. 8x16x2 (32 x 32, 44 KiB at head
+ *     64) or 8x16x1 (32 keys x 16 queries, 31 KiB).
+ *   Shared tiles are row-major with rows padded by one vec4, so the distinct rows a warp reads
+ *   fall in distinct banks; global loads are consecutive along the head dimension.
  */
 import type { KernelSpec } from './kernels.js';
 
@@ -328,6 +354,305 @@ function attentionBackwardKVKernel(HD: number): KernelSpec {
   };
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Blocked attention (FlashAttention-2 style). See the header. Every product is a register-tiled
+// small matmul over workgroup tiles: invocation (tx, ty) = (lid % TX, lid / TX) owns the 4 rows
+// ty + TY*i (i < 4) of the result, interleaved so the 8-16 distinct rows read by a warp fall in
+// distinct banks. Q, K, V, dO tiles are stored row-major [row][d] as vec4, rows padded by 4
+// floats (stride HD/4 + 1 vec4s: consecutive rows start in different banks).
+// - `dd` products (reduction over d, S = Q K^T, dP = dO V^T): columns tx + TX*c (c < SC); per 4
+//   d, 4 + SC vec4 loads for 16*SC fmas.
+// - `dn` products (reduction over keys or queries, O += P V, dK += dS^T Q, ...): A is a score tile
+//   stored [row][k] (stride K/4 + 1 vec4s), B a natural [k][d] tile; the columns are the vec4s
+//   tx + TX*g (g < HD/(4 TX)) when HD/TX >= 4, else the scalars tx + TX*c.
+// ---------------------------------------------------------------------------------------------
+
+/** A blocked-attention tile: TY*TX invocations; result tiles of 4*TY rows by TX*SC columns. */
+export interface AttTile { TY: number; TX: number; SC: number }
+export const attTileName = (t: AttTile): string => `${t.TY}x${t.TX}x${t.SC}`;
+/** Head sizes of the blocked kernels (headDim padded up to one of these). */
+export const ATT_BLOCKED_HDS = [16, 32, 64, 128] as const;
+/** Tile candidates, best first: the backend takes the first that fits the device's workgroup memory. */
+export const ATT_FWD_TILES: Record<number, AttTile[]> = {
+  16: [{ TY: 16, TX: 8, SC: 4 }, { TY: 8, TX: 16, SC: 2 }],
+  32: [{ TY: 16, TX: 8, SC: 4 }, { TY: 8, TX: 16, SC: 2 }],
+  64: [{ TY: 16, TX: 8, SC: 4 }, { TY: 8, TX: 16, SC: 2 }],
+  128: [{ TY: 8, TX: 16, SC: 1 }, { TY: 4, TX: 16, SC: 1 }],
+};
+export const ATT_BWD_TILES: Record<number, AttTile[]> = {
+  16: [{ TY: 8, TX: 16, SC: 2 }, { TY: 8, TX: 16, SC: 1 }],
+  32: [{ TY: 8, TX: 16, SC: 2 }, { TY: 8, TX: 16, SC: 1 }],
+  64: [{ TY: 8, TX: 16, SC: 2 }, { TY: 8, TX: 16, SC: 1 }],
+  128: [{ TY: 4, TX: 16, SC: 1 }],
+};
+/** Workgroup memory (bytes) of each blocked kernel. */
+export function attBlockedBytes(kind: 'fwd' | 'kv' | 'q', HD: number, t: AttTile): number {
+  const R = 4 * t.TY, C = t.TX * t.SC, row = HD + 4;
+  if (kind === 'fwd') return 4 * (R * row + Math.max(C * row, R * (C + 4)) + C * row + t.TX * R);
+  if (kind === 'kv') return 4 * (2 * R * row + 2 * C * row + 2 * R * (C + 4) + 2 * C);
+  return 4 * (2 * R * row + 2 * C * row + R * (C + 4));
+}
+export const attFwdName = (HD: number, t: AttTile): string => `attBlkF${HD}_${attTileName(t)}`;
+export const attKVName = (HD: number, t: AttTile): string => `attBlkKV${HD}_${attTileName(t)}`;
+export const attQName = (HD: number, t: AttTile): string => `attBlkQ${HD}_${attTileName(t)}`;
+
+const I4 = [0, 1, 2, 3];
+const rng = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/** Accumulators `name` of a dd product: scalars name_i_c. */
+const ddDecl = (name: string, SC: number): string => I4.map((i) => rng(SC).map((c) => `var ${name}${i}_${c} = 0.0;`).join(' ')).join(' ');
+/** acc_i_c += dot(A[row i], B[col c]) over HD, for each (acc, A, B). */
+function dd(pairs: { acc: string; A: string; B: string }[], t: AttTile, HD: number): string {
+  const S4 = HD / 4 + 1;
+  const lines: string[] = [];
+  for (const { acc, A, B } of pairs) {
+    for (const i of I4) lines.push(`let ${A}a${i} = ${A}[(ty + ${i * t.TY}u) * ${S4}u + k4];`);
+    for (const c of rng(t.SC)) lines.push(`let ${B}b${c} = ${B}[(tx + ${c * t.TX}u) * ${S4}u + k4];`);
+    for (const i of I4) for (const c of rng(t.SC)) lines.push(`${acc}${i}_${c} += dot(${A}a${i}, ${B}b${c});`);
+  }
+  return `for (var k4 = 0u; k4 < ${HD / 4}u; k4++) {\n      ${lines.join('\n      ')}\n    }`;
+}
+/** Column count of a dn product per invocation, and whether it is held as vec4s. */
+const dnShape = (t: AttTile, HD: number): { OC: number; vec: boolean; n: number } => {
+  const OC = HD / t.TX;
+  return OC >= 4 ? { OC, vec: true, n: OC / 4 } : { OC, vec: false, n: OC };
+};
+const dnDecl = (name: string, t: AttTile, HD: number): string => {
+  const { vec, n } = dnShape(t, HD);
+  return I4.map((i) => rng(n).map((g) => `var ${name}${i}_${g} = ${vec ? 'vec4<f32>(0.0)' : '0.0'};`).join(' ')).join(' ');
+};
+/** Column (in 0..HD) of element e of dn accumulator g (e < 4 for vec4s, else 0): vec4 groups tx + TX*g, or the OC < 4 contiguous scalars tx*OC + g. */
+const dnCol = (t: AttTile, HD: number, g: number, e: number): string =>
+  dnShape(t, HD).vec ? `(4u * (tx + ${g * t.TX}u) + ${e}u)` : `(tx * ${HD / t.TX}u + ${g}u)`;
+/** The OC < 4 scalars of vec4 `v` an invocation owns (components (tx*OC) % 4 ..), by selects (no dynamic indexing). */
+const dnPick = (OC: number, v: string): string[] => {
+  if (OC === 2) return [`select(${v}.x, ${v}.z, (tx & 1u) == 1u)`, `select(${v}.y, ${v}.w, (tx & 1u) == 1u)`];
+  return [`select(select(${v}.x, ${v}.y, (tx & 1u) == 1u), select(${v}.z, ${v}.w, (tx & 1u) == 1u), (tx & 2u) == 2u)`];
+};
+/** acc_i_g += sum over k < K of A[row i][k] * B[k][cols g], for each (acc, A, B); A rows stride K/4+1 vec4s. */
+function dn(pairs: { acc: string; A: string; B: string }[], t: AttTile, HD: number, K: number): string {
+  const SA4 = K / 4 + 1, SB4 = HD / 4 + 1;
+  const { vec, n } = dnShape(t, HD);
+  const lines: string[] = [];
+  for (const { acc, A, B } of pairs) {
+    for (const i of I4) lines.push(`let ${A}a${i} = ${A}[(ty + ${i * t.TY}u) * ${SA4}u + k4];`);
+    for (const e of I4) {
+      if (vec) {
+        for (const g of rng(n)) {
+          lines.push(`{ let bv = ${B}[(k4 * 4u + ${e}u) * ${SB4}u + tx + ${g * t.TX}u];`);
+          for (const i of I4) lines.push(`  ${acc}${i}_${g} = fma(vec4<f32>(${A}a${i}.${'xyzw'[e]}), bv, ${acc}${i}_${g});`);
+          lines.push('}');
+        }
+      } else {
+        lines.push(`{ let bw = ${B}[(k4 * 4u + ${e}u) * ${SB4}u + tx / ${4 / n}u];`);
+        dnPick(n, 'bw').forEach((bv, g) => { lines.push(`  let bs${g} = ${bv};`); for (const i of I4) lines.push(`  ${acc}${i}_${g} = fma(${A}a${i}.${'xyzw'[e]}, bs${g}, ${acc}${i}_${g});`); });
+        lines.push('}');
+      }
+    }
+  }
+  return `for (var k4 = 0u; k4 < ${K / 4}u; k4++) {\n      ${lines.join('\n      ')}\n    }`;
+}
+/** Stores (or `op`s) dn accumulator `name` times `mul` (per row i) to t[base(i) + col] for rows where ok(i), cols below hd. */
+function dnStore(name: string, t: AttTile, HD: number, ok: (i: number) => string, base: (i: number) => string, mul: (i: number) => string): string {
+  const { vec, n } = dnShape(t, HD);
+  const out: string[] = [];
+  for (const i of I4) {
+    out.push(`if (${ok(i)}) { let ob = ${base(i)}; let mu = ${mul(i)};`);
+    for (const g of rng(n)) {
+      if (vec) for (const e of I4) out.push(`  { let cc = ${dnCol(t, HD, g, e)}; if (cc < P.hd) { DST[ob + cc] = ${name}${i}_${g}.${'xyzw'[e]} * mu; } }`);
+      else out.push(`  { let cc = ${dnCol(t, HD, g, 0)}; if (cc < P.hd) { DST[ob + cc] = ${name}${i}_${g} * mu; } }`);
+    }
+    out.push('}');
+  }
+  return out.join('\n  ');
+}
+/** Cooperative load of `rows` rows (row r -> global element base(r) + d, zero when !ok(r) or d >= hd) into natural tiles. */
+function loadRows(NT: number, rows: number, HD: number, row: string, targets: { arr: string; src: string }[]): string {
+  const S4 = HD / 4 + 1;
+  return `for (var e = lid; e < ${rows * HD}u; e += ${NT}u) {
+      let rr = e / ${HD}u; let d = e % ${HD}u; ${row}
+      ${targets.map(({ arr, src }) => `{ var v = 0.0; if (ok && d < P.hd) { v = ${src}; } ${arr}[rr * ${S4}u + d / 4u][d % 4u] = v; }`).join('\n      ')}
+    }`;
+}
+const natDecl = (name: string, rows: number, HD: number): string => `var<workgroup> ${name}: array<vec4<f32>, ${rows * (HD / 4 + 1)}>;`;
+const scoreDecl = (name: string, rows: number, cols: number): string => `var<workgroup> ${name}: array<vec4<f32>, ${rows * (cols / 4 + 1)}>;`;
+/** Scalar element (row, col) of a score tile with `cols` columns. */
+const scoreAt = (name: string, cols: number, row: string, col: string): string => `${name}[(${row}) * ${cols / 4 + 1}u + (${col}) / 4u][(${col}) % 4u]`;
+
+/**
+ * Forward: one workgroup per (query block of R = 4*TY rows, b*h), blocks in reverse order (the
+ * longest causal ranges first). Q (times scale) stays in workgroup memory; per key block of C =
+ * TX*SC keys: K and V staged, S = Q K^T (dd), causal mask, row max over the TX invocations of a
+ * row through `Ms`, P = exp(S - m) written over the K tile, O (registers) rescaled, O += P V (dn);
+ * 4 barriers per key block. lse = m + log(l) with l summed over the row's invocations at the end.
+ */
+function attBlockedForward(HD: number, t: AttTile): KernelSpec {
+  const R = 4 * t.TY, C = t.TX * t.SC, NT = t.TX * t.TY;
+  const kpLen = Math.max(C * (HD / 4 + 1), R * (C / 4 + 1));
+  const rows = (i: number): string => `(ty + ${i * t.TY}u)`;
+  const col = (c: number): string => `(tx + ${c * t.TX}u)`;
+  const body: string[] = [];
+  for (const i of I4) for (const c of rng(t.SC)) body.push(`let ok${i}_${c} = j0 + ${col(c)} <= q0 + ${rows(i)} && j0 + ${col(c)} < P.T;`);
+  const maskMax = I4.map((i) => `{ var mx = m${i}; ${rng(t.SC).map((c) => `if (ok${i}_${c}) { mx = max(mx, s${i}_${c}); }`).join(' ')} Ms[tx * ${R}u + ${rows(i)}] = mx; }`);
+  const soft = I4.map((i) => `{ var mn = m${i}; for (var x = 0u; x < ${t.TX}u; x++) { mn = max(mn, Ms[x * ${R}u + ${rows(i)}]); }
+    let corr = exp(m${i} - mn); m${i} = mn; l${i} *= corr;
+    ${rng(dnShape(t, HD).n).map((g) => `o${i}_${g} *= corr;`).join(' ')}
+    ${rng(t.SC).map((c) => `{ let p = select(0.0, exp(s${i}_${c} - mn), ok${i}_${c}); l${i} += p; ${scoreAt('KP', C, rows(i), col(c))} = p; }`).join('\n    ')} }`);
+  return {
+    tensors: ['out', 'lse', 'qkv'], params: ['T', 'H', 'KVH', 'hd', 'scale:f32'],
+    workgroup: {
+      size: NT,
+      decls: [natDecl('Qs', R, HD), `var<workgroup> KP: array<vec4<f32>, ${kpLen}>;`, natDecl('Vs', C, HD), `var<workgroup> Ms: array<f32, ${t.TX * R}>;`].join('\n'),
+    },
+    body: `${ATT_HEAD}
+  let tx = lid % ${t.TX}u; let ty = lid / ${t.TX}u;
+  let q0 = (nwg.x - 1u - wid.x) * ${R}u;
+  let kOff = (P.H + kvh) * P.hd; let vOff = kOff + P.KVH * P.hd;
+  ${loadRows(NT, R, HD, `let tq = q0 + rr; let ok = tq < P.T; let gb = (b * P.T + min(tq, P.T - 1u)) * stride + h * P.hd + d;`, [{ arr: 'Qs', src: 'qkv[gb] * P.scale' }])}
+  ${I4.map((i) => `var m${i} = -3.0e38; var l${i} = 0.0;`).join(' ')}
+  ${dnDecl('o', t, HD)}
+  let kEnd = min(P.T, q0 + ${R}u);
+  for (var j0 = 0u; j0 < kEnd; j0 += ${C}u) {
+    ${loadRows(NT, C, HD, `let j = j0 + rr; let ok = j < P.T; let gb = (b * P.T + min(j, P.T - 1u)) * stride + d;`, [{ arr: 'KP', src: 'qkv[gb + kOff]' }, { arr: 'Vs', src: 'qkv[gb + vOff]' }])}
+    workgroupBarrier();
+    ${ddDecl('s', t.SC)}
+    ${dd([{ acc: 's', A: 'Qs', B: 'KP' }], t, HD)}
+    ${body.join(' ')}
+    ${maskMax.join('\n    ')}
+    workgroupBarrier();
+    ${soft.join('\n    ')}
+    workgroupBarrier();
+    ${dn([{ acc: 'o', A: 'KP', B: 'Vs' }], t, HD, C)}
+    workgroupBarrier();
+  }
+  ${I4.map((i) => `Ms[tx * ${R}u + ${rows(i)}] = l${i};`).join(' ')}
+  workgroupBarrier();
+  ${I4.map((i) => `var L${i} = 0.0; for (var x = 0u; x < ${t.TX}u; x++) { L${i} += Ms[x * ${R}u + ${rows(i)}]; }`).join('\n  ')}
+  ${I4.map((i) => `if (tx == 0u && q0 + ${rows(i)} < P.T) { lse[bh * P.T + q0 + ${rows(i)}] = m${i} + log(L${i}); }`).join('\n  ')}
+  ${dnStore('o', t, HD, (i) => `q0 + ${rows(i)} < P.T`, (i) => `(b * P.T + q0 + ${rows(i)}) * P.H * P.hd + h * P.hd`, (i) => `1.0 / L${i}`).replace(/DST\[/g, 'out[')}`,
+  };
+}
+
+/**
+ * Backward dK, dV: one workgroup per (key block of R = 4*TY keys, b*kvh); K, V stay in workgroup
+ * memory, dK and dV in registers. For each query head of the group and each block of C = TX*SC
+ * queries from the key block's first key on: Q (times scale) and dO staged with their lse and D,
+ * S^T = K Q^T and dP^T = V dO^T (dd), P^T = exp(S^T - lse), dS^T = P^T (dP^T - D), both written
+ * to workgroup memory, then dV += P^T dO and dK += dS^T Q (dn). 3 barriers per query block.
+ */
+function attBlockedBackwardKV(HD: number, t: AttTile): KernelSpec {
+  const R = 4 * t.TY, C = t.TX * t.SC, NT = t.TX * t.TY;
+  const rows = (i: number): string => `(ty + ${i * t.TY}u)`;
+  const col = (c: number): string => `(tx + ${c * t.TX}u)`;
+  const ps: string[] = [];
+  for (const i of I4) for (const c of rng(t.SC)) {
+    ps.push(`{ let q = q0 + ${col(c)}; let ok = q >= j0 + ${rows(i)} && q < P.T;
+      let p = select(0.0, exp(s${i}_${c} - Ls[${col(c)}]), ok);
+      ${scoreAt('Ps', C, rows(i), col(c))} = p; ${scoreAt('Ss', C, rows(i), col(c))} = p * (g${i}_${c} - Ds[${col(c)}]); }`);
+  }
+  return {
+    tensors: ['dqkv', 'drow', 'dout', 'qkv', 'lse'], params: ['T', 'H', 'KVH', 'hd', 'scale:f32'],
+    workgroup: {
+      size: NT,
+      decls: [natDecl('Ks', R, HD), natDecl('Vs', R, HD), natDecl('Qs', C, HD), natDecl('Gs', C, HD), scoreDecl('Ps', R, C), scoreDecl('Ss', R, C),
+        `var<workgroup> Ls: array<f32, ${C}>;`, `var<workgroup> Ds: array<f32, ${C}>;`].join('\n'),
+    },
+    body: `
+  let bk = wid.y; let kvh = bk % P.KVH; let b = bk / P.KVH;
+  let stride = (P.H + 2u * P.KVH) * P.hd; let group = P.H / P.KVH;
+  let tx = lid % ${t.TX}u; let ty = lid / ${t.TX}u;
+  let j0 = wid.x * ${R}u;
+  let kOff = (P.H + kvh) * P.hd; let vOff = kOff + P.KVH * P.hd;
+  ${loadRows(NT, R, HD, `let j = j0 + rr; let ok = j < P.T; let gb = (b * P.T + min(j, P.T - 1u)) * stride + d;`, [{ arr: 'Ks', src: 'qkv[gb + kOff]' }, { arr: 'Vs', src: 'qkv[gb + vOff]' }])}
+  ${dnDecl('dk', t, HD)}
+  ${dnDecl('dv', t, HD)}
+  for (var hg = 0u; hg < group; hg++) {
+    let h = kvh * group + hg; let bh = b * P.H + h;
+    for (var q0 = j0; q0 < P.T; q0 += ${C}u) {
+    ${loadRows(NT, C, HD, `let tq = q0 + rr; let ok = tq < P.T; let tc = min(tq, P.T - 1u);`, [{ arr: 'Qs', src: 'qkv[(b * P.T + tc) * stride + h * P.hd + d] * P.scale' }, { arr: 'Gs', src: 'dout[(b * P.T + tc) * P.H * P.hd + h * P.hd + d]' }])}
+    if (lid < ${C}u) {
+      let tq = q0 + lid; var lv = 3.0e38; var dv0 = 0.0;
+      if (tq < P.T) { lv = lse[bh * P.T + tq]; dv0 = drow[bh * P.T + tq]; }
+      Ls[lid] = lv; Ds[lid] = dv0;
+    }
+    workgroupBarrier();
+    ${ddDecl('s', t.SC)} ${ddDecl('g', t.SC)}
+    ${dd([{ acc: 's', A: 'Ks', B: 'Qs' }, { acc: 'g', A: 'Vs', B: 'Gs' }], t, HD)}
+    ${ps.join('\n    ')}
+    workgroupBarrier();
+    ${dn([{ acc: 'dv', A: 'Ps', B: 'Gs' }, { acc: 'dk', A: 'Ss', B: 'Qs' }], t, HD, C)}
+    workgroupBarrier();
+    }
+  }
+  ${dnStore('dk', t, HD, (i) => `j0 + ${rows(i)} < P.T`, (i) => `(b * P.T + j0 + ${rows(i)}) * stride + kOff`, () => '1.0').replace(/DST\[/g, 'dqkv[')}
+  ${dnStore('dv', t, HD, (i) => `j0 + ${rows(i)} < P.T`, (i) => `(b * P.T + j0 + ${rows(i)}) * stride + vOff`, () => '1.0').replace(/DST\[/g, 'dqkv[')}`,
+  };
+}
+
+/**
+ * Backward dQ: one workgroup per (query block of R = 4*TY queries, b*h), reverse order; Q (times
+ * scale) and dO in workgroup memory, lse and D per row in registers, dQ in registers. Per key block
+ * of C = TX*SC keys up to the diagonal: K, V staged, S = Q K^T and dP = dO V^T (dd), dS = P (dP -
+ * D) to workgroup memory, dQ += dS K (dn); times scale at the store. 3 barriers per key block.
+ */
+function attBlockedBackwardQ(HD: number, t: AttTile): KernelSpec {
+  const R = 4 * t.TY, C = t.TX * t.SC, NT = t.TX * t.TY;
+  const rows = (i: number): string => `(ty + ${i * t.TY}u)`;
+  const col = (c: number): string => `(tx + ${c * t.TX}u)`;
+  const ps: string[] = [];
+  for (const i of I4) for (const c of rng(t.SC)) {
+    ps.push(`{ let j = j0 + ${col(c)}; let ok = j <= q0 + ${rows(i)} && j < P.T;
+      let p = select(0.0, exp(s${i}_${c} - L${i}), ok);
+      ${scoreAt('Ss', C, rows(i), col(c))} = p * (g${i}_${c} - D${i}); }`);
+  }
+  return {
+    tensors: ['dqkv', 'drow', 'dout', 'qkv', 'lse'], params: ['T', 'H', 'KVH', 'hd', 'scale:f32'],
+    workgroup: { size: NT, decls: [natDecl('Qs', R, HD), natDecl('Gs', R, HD), natDecl('Ks', C, HD), natDecl('Vs', C, HD), scoreDecl('Ss', R, C)].join('\n') },
+    body: `${ATT_HEAD}
+  let tx = lid % ${t.TX}u; let ty = lid / ${t.TX}u;
+  let q0 = (nwg.x - 1u - wid.x) * ${R}u;
+  let kOff = (P.H + kvh) * P.hd; let vOff = kOff + P.KVH * P.hd;
+  ${loadRows(NT, R, HD, `let tq = q0 + rr; let ok = tq < P.T; let tc = min(tq, P.T - 1u);`, [{ arr: 'Qs', src: 'qkv[(b * P.T + tc) * stride + h * P.hd + d] * P.scale' }, { arr: 'Gs', src: 'dout[(b * P.T + tc) * P.H * P.hd + h * P.hd + d]' }])}
+  ${I4.map((i) => `var L${i} = 3.0e38; var D${i} = 0.0; if (q0 + ${rows(i)} < P.T) { L${i} = lse[bh * P.T + q0 + ${rows(i)}]; D${i} = drow[bh * P.T + q0 + ${rows(i)}]; }`).join('\n  ')}
+  ${dnDecl('dq', t, HD)}
+  let kEnd = min(P.T, q0 + ${R}u);
+  for (var j0 = 0u; j0 < kEnd; j0 += ${C}u) {
+    ${loadRows(NT, C, HD, `let j = j0 + rr; let ok = j < P.T; let gb = (b * P.T + min(j, P.T - 1u)) * stride + d;`, [{ arr: 'Ks', src: 'qkv[gb + kOff]' }, { arr: 'Vs', src: 'qkv[gb + vOff]' }])}
+    workgroupBarrier();
+    ${ddDecl('s', t.SC)} ${ddDecl('g', t.SC)}
+    ${dd([{ acc: 's', A: 'Qs', B: 'Ks' }, { acc: 'g', A: 'Gs', B: 'Vs' }], t, HD)}
+    ${ps.join('\n    ')}
+    workgroupBarrier();
+    ${dn([{ acc: 'dq', A: 'Ss', B: 'Ks' }], t, HD, C)}
+    workgroupBarrier();
+  }
+  ${dnStore('dq', t, HD, (i) => `q0 + ${rows(i)} < P.T`, (i) => `(b * P.T + q0 + ${rows(i)}) * stride + h * P.hd`, () => 'P.scale').replace(/DST\[/g, 'dqkv[')}`,
+  };
+}
+
+/** D = rowsum(dout * out) per (b, h, t), one invocation each (lanes along t: i = bh*T + t), into drow[bh*T + t]. */
+const attRowDot: KernelSpec = {
+  tensors: ['drow', 'dout', 'out'], params: ['T', 'H', 'hd'],
+  body: `
+  let t = i % P.T; let bh = i / P.T; let h = bh % P.H; let b = bh / P.H;
+  let ob = (b * P.T + t) * P.H * P.hd + h * P.hd;
+  var s = 0.0;
+  for (var d = 0u; d < P.hd; d++) { s = fma(dout[ob + d], out[ob + d], s); }
+  drow[i] = s;`,
+};
+
+function blockedKernels(k: Record<string, KernelSpec>): void {
+  for (const HD of ATT_BLOCKED_HDS) {
+    for (const t of ATT_FWD_TILES[HD]) k[attFwdName(HD, t)] = attBlockedForward(HD, t);
+    for (const t of ATT_BWD_TILES[HD]) {
+      k[attKVName(HD, t)] = attBlockedBackwardKV(HD, t);
+      k[attQName(HD, t)] = attBlockedBackwardQ(HD, t);
+    }
+  }
+  k.attRowDot = attRowDot;
+}
+
 export function generatedKernels(): Record<string, KernelSpec> {
   const k: Record<string, KernelSpec> = {};
   for (const tile of [64, 128] as const) k[mmName(tile)] = matmulKernel(tile);
@@ -426,6 +751,7 @@ export function generatedKernels(): Record<string, KernelSpec> {
     k[`attBackwardQ${HD}`] = attentionBackwardQKernel(HD);
     k[`attBackwardKV${HD}`] = attentionBackwardKVKernel(HD);
   }
+  blockedKernels(k);
   /** One workgroup per query (grid T x B*H): keys 256 at a time, one per invocation; then invocation d accumulates output dim d. */
   k.attCachedWg = {
     tensors: ['out', 'qkv', 'cache'], params: ['T', 'H', 'KVH', 'hd', 'context', 'pos0', 'scale:f32'],
