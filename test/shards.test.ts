@@ -105,7 +105,7 @@ async function roundTrip(dir: string, data: string, opts: Partial<PrepareOptions
   const out = join(dir, 'shards');
   const summary = await prepareShards({ data, out, shardTokens: 3000, chunkBytes: 257, ...opts });
   const opened = await openShards(out);
-  const cleaned = cleanText(await loadText(data, opts.textField ? { textField: opts.textField } : {}), opts.clean ?? {});
+  const cleaned = cleanText(await loadText(data, { ...(opts.textField ? { textField: opts.textField } : {}), ...(opts.invalidUtf8 ? { invalidUtf8: opts.invalidUtf8 } : {}) }), opts.clean ?? {});
   const expected = opened.tokenizer.encode(cleaned);
   const all = concat(readAll(opened.train), readAll(opened.val));
   assert.equal(all.length, expected.length, 'token count equals the in-memory encoding');
@@ -274,6 +274,26 @@ test('invalid UTF-8 is an error naming the file and the byte offset, even mid-st
       new RegExp(`invalid UTF-8 at byte ${good.length} \\(the file ends inside a character\\)`),
     );
     assert.deepEqual(await readdir(dir), ['bad.txt'], 'no output or temporary folder is left behind');
+  });
+});
+
+test('invalid UTF-8 replaced (--invalid-utf8 replace): the same text and count as loadText, whatever the chunk size', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'mixed.txt');
+    // Latin-1 bytes, a literal U+FFFD (EF BF BD: not a replacement), overlong and surrogate
+    // sequences, a lone continuation byte, a 4-byte character cut short, multi-byte characters
+    // that chunks of 16-23 bytes split at every offset.
+    const line = Buffer.concat([Buffer.from('héllo wörld 😀 '), Buffer.from([0xe9, 0x20, 0xef, 0xbf, 0xbd, 0x20, 0xc0, 0xaf, 0x20, 0xed, 0xa0, 0x80, 0x20, 0x80, 0x20, 0xf0, 0x9f, 0x98, 0x0a])]);
+    await writeFile(file, Buffer.concat(Array.from({ length: 30 }, () => line)));
+    const fromLoadText: string[] = [];
+    await loadText(file, { invalidUtf8: 'replace', onWarning: (m) => fromLoadText.push(m) });
+    for (const chunkBytes of [16, 17, 19, 23, 64]) {
+      const warnings: string[] = [];
+      await roundTrip(join(dir, `c${chunkBytes}`), file, { tokenizer: 'char', chunkBytes, invalidUtf8: 'replace', onWarning: (m) => warnings.push(m) });
+      assert.deepEqual(warnings, fromLoadText, `chunkBytes ${chunkBytes}: the warning (count and first offset) equals loadText's`);
+    }
+    // Per line: é 1, C0 AF 2, ED A0 80 3, 80 1, F0 9F 98 1 (the literal U+FFFD is not one); 30 lines.
+    assert.match(fromLoadText[0]!, /replaced 240 invalid UTF-8 sequences with U\+FFFD \(first at byte 19\)/);
   });
 });
 

@@ -32,7 +32,7 @@ import { dirname, extname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import { commitDir, ioError, makeDirs, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
-import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, describeJsonValue, fileSystemError, findTextFiles, jsonlRecordText, scanUtf8, statOrThrow, type CleanOptions } from './text.js';
+import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
 import {
   charTokenizerFromVocab,
   makeTokenizer,
@@ -90,6 +90,10 @@ export interface PrepareOptions {
   /** Token storage; default uint16 when the vocabulary fits, else uint32. */
   dtype?: ShardDType;
   clean?: Partial<CleanOptions>;
+  /** Invalid UTF-8: an error (default), or replaced with U+FFFD and reported once through onWarning. */
+  invalidUtf8?: 'error' | 'replace';
+  /** Receives non-fatal problems (replaced bytes). */
+  onWarning?(message: string): void;
   /** Bytes read per chunk; default 1 MB (smaller chunks keep V8's heap smaller; tests make it tiny). */
   chunkBytes?: number;
   /** Characters held while no safe cut comes before cutting elsewhere; default 16M (tests make it small). */
@@ -348,6 +352,9 @@ interface StreamOptions {
   maxPendingChars: number;
   /** Global input byte at which validation starts; Infinity for none. */
   splitByte: number;
+  /** 'replace': invalid UTF-8 becomes U+FFFD, recorded per file in `replaced`; else an error. */
+  invalidUtf8: 'error' | 'replace';
+  replaced?: ReplacedBytes[];
   onBytes?: (bytesRead: number) => void;
 }
 
@@ -408,23 +415,46 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
         })
       : null;
     const handle = (text: string) => (jsonl ? jsonl.text(text) : cleaner.push(text));
-    const decoder = new TextDecoder('utf-8', { fatal: true });
+    const replace = opts.invalidUtf8 === 'replace';
+    const decoder = new TextDecoder('utf-8', { fatal: !replace });
     // The last few bytes decoded, from a character start, to locate an error that began in them.
     let tail = new Uint8Array(0);
+    const firstBadByte = (bytes: Uint8Array, at: number): number => {
+      const joined = new Uint8Array(tail.length + bytes.length);
+      joined.set(tail);
+      joined.set(bytes, tail.length);
+      return at - tail.length + Math.max(0, scanUtf8(joined).firstOffset);
+    };
+    // Replace mode: replacements = U+FFFD out - U+FFFD in (the bytes EF BF BD, which always decode
+    // to one: EF never continues a character), counted with the last two bytes carried over.
+    let replacedHere: ReplacedBytes | null = null;
+    let carry = [0, 0];
     const decode = (bytes: Uint8Array, at: number, last = false): string => {
       let text: string;
       try {
         text = last ? decoder.decode() : decoder.decode(bytes, { stream: true });
       } catch {
-        const joined = new Uint8Array(tail.length + bytes.length);
-        joined.set(tail);
-        joined.set(bytes, tail.length);
-        const first = scanUtf8(joined).firstOffset;
-        const offset = at - tail.length + Math.max(0, first);
         throw new MinigptError(
-          `${file.path}: invalid UTF-8 at byte ${offset}${last ? ' (the file ends inside a character)' : ''}; ` +
-            `re-encode the file as UTF-8`,
+          `${file.path}: invalid UTF-8 at byte ${firstBadByte(bytes, at)}${last ? ' (the file ends inside a character)' : ''}; ` +
+            `re-encode the file as UTF-8 or pass --invalid-utf8 replace`,
         );
+      }
+      if (replace) {
+        let out = 0, literal = 0;
+        for (let i = text.indexOf('\uFFFD'); i >= 0; i = text.indexOf('\uFFFD', i + 1)) out++;
+        for (let i = 0; i < bytes.length; i++) {
+          const b = bytes[i]!;
+          if (b === 0xbd && carry[1] === 0xbf && carry[0] === 0xef) literal++;
+          carry = [carry[1]!, b];
+        }
+        const count = out - literal;
+        if (count > 0) {
+          if (!replacedHere) {
+            replacedHere = { file: file.path, count: 0, firstOffset: last ? at : firstBadByte(bytes, at) };
+            opts.replaced?.push(replacedHere);
+          }
+          replacedHere.count += count;
+        }
       }
       const joined = new Uint8Array(Math.min(4, tail.length + bytes.length));
       const fromBytes = Math.min(joined.length, bytes.length);
@@ -615,6 +645,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     clean,
     chunkBytes,
     maxPendingChars: opts.maxPendingChars ?? DEFAULT_MAX_PENDING_CHARS,
+    invalidUtf8: opts.invalidUtf8 ?? 'error',
   };
   const progress = (phase: PrepareProgress['phase'], tokens: () => number) => (bytesRead: number) =>
     opts.onProgress?.({ phase, bytesRead, bytesTotal, tokens: tokens() });
@@ -682,10 +713,13 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     await makeDirs(tmp);
     let any = false;
     const tokens = () => writers.train.tokens + writers.val.tokens;
-    await streamCorpus(files, { ...base, splitByte, onBytes: progress('encode', tokens) }, (text, part) => {
+    // The encode pass reads every byte once, so it is the one that reports replaced bytes.
+    const replaced: ReplacedBytes[] = [];
+    await streamCorpus(files, { ...base, splitByte, onBytes: progress('encode', tokens), replaced }, (text, part) => {
       if (!any && text.trim() !== '') any = true;
       writers[part].write(tokenizer.encode(text));
     });
+    if (replaced.length > 0) opts.onWarning?.(describeReplacements(replaced));
     check(any, noText);
     opts.onProgress?.({ phase: 'encode', bytesRead: bytesTotal, bytesTotal, tokens: tokens() });
     writers.train.finish();

@@ -51,13 +51,14 @@ export async function loadText(path: string, opts: LoadTextOptions = {}): Promis
   return text;
 }
 
-interface ReplacedBytes {
+/** Invalid UTF-8 replaced with U+FFFD in one file (for the one warning `describeReplacements` makes). */
+export interface ReplacedBytes {
   file: string;
   count: number;
   firstOffset: number;
 }
 
-function describeReplacements(replaced: ReplacedBytes[]): string {
+export function describeReplacements(replaced: ReplacedBytes[]): string {
   const total = replaced.reduce((sum, r) => sum + r.count, 0);
   const sequences = total === 1 ? 'sequence' : 'sequences';
   const first = replaced[0]!;
