@@ -265,13 +265,13 @@ test('invalid UTF-8 is an error naming the file and the byte offset, even mid-st
     await writeFile(file, Buffer.concat([good, Buffer.from([0x61, 0xff, 0x62]), good]));
     await assertMinigptError(
       prepareShards({ data: file, out: join(dir, 'out'), tokenizer: 'char', chunkBytes: 64 }),
-      new RegExp(`^${escapeRegExp(file)}: invalid UTF-8 at byte ${good.length + 1};`),
+      new RegExp(`^${escapeRegExp(file)}: invalid UTF-8 at byte ${good.length + 1} \\(line 101\\);`),
     );
     // A file that ends inside a character.
     await writeFile(file, Buffer.concat([good, Buffer.from([0xf0, 0x9f])]));
     await assertMinigptError(
       prepareShards({ data: file, out: join(dir, 'out'), tokenizer: 'char', chunkBytes: 64 }),
-      new RegExp(`invalid UTF-8 at byte ${good.length} \\(the file ends inside a character\\)`),
+      new RegExp(`invalid UTF-8 at byte ${good.length} \\(line 101, the file ends inside a character\\)`),
     );
     assert.deepEqual(await readdir(dir), ['bad.txt'], 'no output or temporary folder is left behind');
   });

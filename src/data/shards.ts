@@ -429,16 +429,21 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
     // to one: EF never continues a character), counted with the last two bytes carried over.
     let replacedHere: ReplacedBytes | null = null;
     let carry = [0, 0];
+    let linesBefore = 0; // newlines in the bytes decoded so far, for the error's line number
     const decode = (bytes: Uint8Array, at: number, last = false): string => {
       let text: string;
       try {
         text = last ? decoder.decode() : decoder.decode(bytes, { stream: true });
       } catch {
+        const offset = firstBadByte(bytes, at);
+        let line = linesBefore + 1;
+        for (let i = 0; i < Math.min(bytes.length, offset - at); i++) if (bytes[i] === 0x0a) line++;
         throw new MinigptError(
-          `${file.path}: invalid UTF-8 at byte ${firstBadByte(bytes, at)}${last ? ' (the file ends inside a character)' : ''}; ` +
+          `${file.path}: invalid UTF-8 at byte ${offset} (line ${line}${last ? ', the file ends inside a character' : ''}); ` +
             `re-encode the file as UTF-8 or pass --invalid-utf8 replace`,
         );
       }
+      for (let i = 0; i < bytes.length; i++) if (bytes[i] === 0x0a) linesBefore++;
       if (replace) {
         let out = 0, literal = 0;
         for (let i = text.indexOf('\uFFFD'); i >= 0; i = text.indexOf('\uFFFD', i + 1)) out++;
