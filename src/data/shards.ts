@@ -395,6 +395,25 @@ class JsonlReader {
   }
 }
 
+/** The 1-based line of byte `offset` in the file at `path`, read again from its start (for an error message only). */
+function lineOfByte(path: string, offset: number): number {
+  const fd = openSync(path, 'r');
+  try {
+    const buffer = new Uint8Array(1 << 20);
+    let line = 1;
+    for (let pos = 0; pos < offset; ) {
+      const n = readSync(fd, buffer, 0, Math.min(buffer.length, offset - pos), pos);
+      if (n === 0) break;
+      const read = buffer.subarray(0, n);
+      for (let i = read.indexOf(0x0a); i >= 0; i = read.indexOf(0x0a, i + 1)) line++;
+      pos += n;
+    }
+    return line;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /** Streams the cleaned text of `files` (joined as loadText joins them) into `sink`. */
 async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: PieceSink): Promise<void> {
   const chunkChars = Math.max(64, opts.chunkBytes);
@@ -428,30 +447,27 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
     // Replace mode: replacements = U+FFFD out - U+FFFD in (the bytes EF BF BD, which always decode
     // to one: EF never continues a character), counted with the last two bytes carried over.
     let replacedHere: ReplacedBytes | null = null;
-    let carry = [0, 0];
-    let linesBefore = 0; // newlines in the bytes decoded so far, for the error's line number
+    let before2 = 0, before1 = 0; // the two bytes before this chunk
     const decode = (bytes: Uint8Array, at: number, last = false): string => {
       let text: string;
       try {
         text = last ? decoder.decode() : decoder.decode(bytes, { stream: true });
       } catch {
         const offset = firstBadByte(bytes, at);
-        let line = linesBefore + 1;
-        for (let i = 0; i < Math.min(bytes.length, offset - at); i++) if (bytes[i] === 0x0a) line++;
         throw new MinigptError(
-          `${file.path}: invalid UTF-8 at byte ${offset} (line ${line}${last ? ', the file ends inside a character' : ''}); ` +
+          `${file.path}: invalid UTF-8 at byte ${offset} (line ${lineOfByte(file.path, offset)}${last ? ', the file ends inside a character' : ''}); ` +
             `re-encode the file as UTF-8 or pass --invalid-utf8 replace`,
         );
       }
-      for (let i = 0; i < bytes.length; i++) if (bytes[i] === 0x0a) linesBefore++;
       if (replace) {
         let out = 0, literal = 0;
         for (let i = text.indexOf('\uFFFD'); i >= 0; i = text.indexOf('\uFFFD', i + 1)) out++;
-        for (let i = 0; i < bytes.length; i++) {
-          const b = bytes[i]!;
-          if (b === 0xbd && carry[1] === 0xbf && carry[0] === 0xef) literal++;
-          carry = [carry[1]!, b];
+        for (let i = bytes.indexOf(0xbd); i >= 0; i = bytes.indexOf(0xbd, i + 1)) {
+          const b1 = i >= 1 ? bytes[i - 1]! : before1, b2 = i >= 2 ? bytes[i - 2]! : i === 1 ? before1 : before2;
+          if (b1 === 0xbf && b2 === 0xef) literal++;
         }
+        if (bytes.length >= 2) [before2, before1] = [bytes[bytes.length - 2]!, bytes[bytes.length - 1]!];
+        else if (bytes.length === 1) [before2, before1] = [before1, bytes[0]!];
         const count = out - literal;
         if (count > 0) {
           if (!replacedHere) {
