@@ -13,7 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile, readdir, rename, rm, stat } from 'node:fs/promises';
-import { commitDir, exists, ioError, makeDirs, siblingPath, writeFileSynced } from '../util/fs.js';
+import { exists, ioError, writeDirFiles } from '../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import { configFromJson, type ModelConfig } from '../model/config.js';
@@ -183,15 +183,7 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint, opts: SaveOp
   }
   files.set(FILES.manifest, text({ sha256: Object.fromEntries([...files].map(([name, bytes]) => [name, sha256(bytes)])) }));
 
-  const tmp = siblingPath(dir, 'tmp');
-  try {
-    await makeDirs(tmp);
-    for (const [name, bytes] of files) await writeFileSynced(join(tmp, name), bytes);
-    await commitDir(tmp, dir);
-  } catch (e) {
-    await rm(tmp, { recursive: true, force: true }).catch(() => {});
-    throw ioError(e, `write checkpoint ${dir}`);
-  }
+  await writeDirFiles(dir, files, `checkpoint ${dir}`);
 }
 
 async function readChecked(dir: string, name: string, manifest: Record<string, string> | null): Promise<Uint8Array> {

@@ -20,10 +20,10 @@
  * the fields of our config that HF has no name for (init, dropout) travel in config.json under
  * "minigpt".
  */
-import { readFile, readdir, rm, stat } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
-import { commitDir, exists, ioError, makeDirs, siblingPath, writeFileSynced } from '../util/fs.js';
+import { exists, writeDirFiles } from '../util/fs.js';
 import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { charTokenizerFromVocab, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
@@ -498,15 +498,10 @@ export async function writeDirAtomic(dir: string, files: Map<string, Uint8Array>
     check(info.isDirectory(), `${dir} exists and is a file; choose another output directory`);
     check(opts.overwrite || (await readdir(dir)).length === 0, `${dir} exists and is not empty; refusing to overwrite it (choose another output directory or pass --force)`);
   }
-  const tmp = siblingPath(dir, 'tmp');
   try {
-    await makeDirs(tmp);
-    for (const [name, bytes] of files) await writeFileSynced(join(tmp, name), bytes);
-    await commitDir(tmp, dir);
+    await writeDirFiles(dir, files, dir);
   } catch (e) {
-    await rm(tmp, { recursive: true, force: true }).catch(() => {});
-    const err = ioError(e, `write ${dir}`);
-    throw err instanceof MinigptError ? err : new MinigptError(`cannot write ${dir}: ${err.message}`);
+    throw e instanceof MinigptError ? e : new MinigptError(`cannot write ${dir}: ${(e as Error).message}`);
   }
 }
 

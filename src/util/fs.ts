@@ -119,3 +119,20 @@ export async function commitDir(tmp: string, dir: string): Promise<void> {
   }
   await rm(old, { recursive: true, force: true });
 }
+
+/**
+ * Writes `files` (name -> bytes, each fsynced) into a fresh siblingPath of `dir`, then commits it
+ * as `dir` (commitDir). On failure the temporary folder is removed and the error goes through
+ * ioError(e, `write ${what}`).
+ */
+export async function writeDirFiles(dir: string, files: Map<string, Uint8Array>, what: string): Promise<void> {
+  const tmp = siblingPath(dir, 'tmp');
+  try {
+    await makeDirs(tmp);
+    for (const [name, bytes] of files) await writeFileSynced(join(tmp, name), bytes);
+    await commitDir(tmp, dir);
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true }).catch(() => {});
+    throw ioError(e, `write ${what}`);
+  }
+}
