@@ -371,6 +371,17 @@ function attentionBackwardKVKernel(HD: number): KernelSpec {
 /** A blocked-attention tile: TY*TX invocations; result tiles of 4*TY rows by TX*SC columns. */
 export interface AttTile { TY: number; TX: number; SC: number }
 export const attTileName = (t: AttTile): string => `${t.TY}x${t.TX}x${t.SC}`;
+/**
+ * A tile's shape: R = 4*TY result rows, C = TX*SC result columns, NT invocations; and the WGSL
+ * index of an invocation's i-th row (rows ty, ty + TY, ...) and c-th column (tx, tx + TX, ...).
+ */
+function tileGeometry(t: AttTile): { R: number; C: number; NT: number; rows(i: number): string; col(c: number): string } {
+  return {
+    R: 4 * t.TY, C: t.TX * t.SC, NT: t.TX * t.TY,
+    rows: (i) => `(ty + ${i * t.TY}u)`,
+    col: (c) => `(tx + ${c * t.TX}u)`,
+  };
+}
 /** Head sizes of the blocked kernels (headDim padded up to one of these). */
 export const ATT_BLOCKED_HDS = [16, 32, 64, 128] as const;
 /** Tile candidates, best first: the backend takes the first that fits the device's workgroup memory. */
@@ -388,7 +399,7 @@ export const ATT_BWD_TILES: Record<number, AttTile[]> = {
 };
 /** Workgroup memory (bytes) of each blocked kernel. */
 export function attBlockedBytes(kind: 'fwd' | 'kv' | 'q', HD: number, t: AttTile): number {
-  const R = 4 * t.TY, C = t.TX * t.SC, row = HD + 4;
+  const { R, C } = tileGeometry(t), row = HD + 4;
   if (kind === 'fwd') return 4 * (R * row + Math.max(C * row, R * (C + 4)) + C * row + t.TX * R);
   if (kind === 'kv') return 4 * (2 * R * row + 2 * C * row + 2 * R * (C + 4) + 2 * C);
   return 4 * (2 * R * row + 2 * C * row + R * (C + 4));
@@ -488,10 +499,8 @@ const scoreAt = (name: string, cols: number, row: string, col: string): string =
  * 4 barriers per key block. lse = m + log(l) with l summed over the row's invocations at the end.
  */
 function attBlockedForward(HD: number, t: AttTile): KernelSpec {
-  const R = 4 * t.TY, C = t.TX * t.SC, NT = t.TX * t.TY;
+  const { R, C, NT, rows, col } = tileGeometry(t);
   const kpLen = Math.max(C * (HD / 4 + 1), R * (C / 4 + 1));
-  const rows = (i: number): string => `(ty + ${i * t.TY}u)`;
-  const col = (c: number): string => `(tx + ${c * t.TX}u)`;
   const body: string[] = [];
   for (const i of I4) for (const c of rng(t.SC)) body.push(`let ok${i}_${c} = j0 + ${col(c)} <= q0 + ${rows(i)} && j0 + ${col(c)} < P.T;`);
   const maskMax = I4.map((i) => `{ var mx = m${i}; ${rng(t.SC).map((c) => `if (ok${i}_${c}) { mx = max(mx, s${i}_${c}); }`).join(' ')} Ms[tx * ${R}u + ${rows(i)}] = mx; }`);
@@ -542,9 +551,7 @@ function attBlockedForward(HD: number, t: AttTile): KernelSpec {
  * to workgroup memory, then dV += P^T dO and dK += dS^T Q (dn). 3 barriers per query block.
  */
 function attBlockedBackwardKV(HD: number, t: AttTile): KernelSpec {
-  const R = 4 * t.TY, C = t.TX * t.SC, NT = t.TX * t.TY;
-  const rows = (i: number): string => `(ty + ${i * t.TY}u)`;
-  const col = (c: number): string => `(tx + ${c * t.TX}u)`;
+  const { R, C, NT, rows, col } = tileGeometry(t);
   const ps: string[] = [];
   for (const i of I4) for (const c of rng(t.SC)) {
     ps.push(`{ let q = q0 + ${col(c)}; let ok = q >= j0 + ${rows(i)} && q < P.T;
@@ -597,9 +604,7 @@ function attBlockedBackwardKV(HD: number, t: AttTile): KernelSpec {
  * D) to workgroup memory, dQ += dS K (dn); times scale at the store. 3 barriers per key block.
  */
 function attBlockedBackwardQ(HD: number, t: AttTile): KernelSpec {
-  const R = 4 * t.TY, C = t.TX * t.SC, NT = t.TX * t.TY;
-  const rows = (i: number): string => `(ty + ${i * t.TY}u)`;
-  const col = (c: number): string => `(tx + ${c * t.TX}u)`;
+  const { R, C, NT, rows, col } = tileGeometry(t);
   const ps: string[] = [];
   for (const i of I4) for (const c of rng(t.SC)) {
     ps.push(`{ let j = j0 + ${col(c)}; let ok = j <= q0 + ${rows(i)} && j < P.T;
