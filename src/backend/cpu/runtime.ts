@@ -2,17 +2,12 @@
  * The cpu backend's Node/browser seam: everything that differs between Node (worker_threads,
  * fs, os, v8) and a browser (Web Workers, fetch, navigator). The pool, the worker loop and the
  * kernels are the same code in both. Node's modules are imported lazily with non-literal
- * specifiers (as webgpu/gpu.ts does), so a browser bundle never loads them.
+ * specifiers (util/runtime.ts, as webgpu/gpu.ts does), so a browser bundle never loads them.
  */
 
-export function isNode(): boolean {
-  return typeof process !== 'undefined' && Boolean(process.versions?.node);
-}
+import { importLazily as nodeModule, isNode } from '../../util/runtime.js';
 
-/** A Node built-in module, imported only when called (never by a browser bundle). */
-function nodeModule<T>(name: string): Promise<T> {
-  return import(name) as Promise<T>;
-}
+export { isNode };
 
 /** The browser globals we use, typed here because the project's lib has no DOM. */
 interface WebWorker {

@@ -6,6 +6,7 @@
  * SwiftShader's Vulkan driver: when VK_ICD_FILENAMES is unset and that driver is installed, it is
  * used (scripts/setup-webgpu.sh installs it).
  */
+import { importLazily, isNode } from '../../util/runtime.js';
 
 /** Where Debian's chromium package installs SwiftShader's Vulkan ICD. */
 export const SWIFTSHADER_ICDS = ['/usr/lib/chromium/vk_swiftshader_icd.json'];
@@ -23,8 +24,7 @@ let existsSync: (path: string) => boolean = () => false;
 let readdirSync: (path: string) => string[] = () => [];
 
 async function loadFs(): Promise<void> {
-  const fsName = 'node:fs';
-  const fs = (await import(fsName)) as typeof import('node:fs');
+  const fs = await importLazily<typeof import('node:fs')>('node:fs');
   existsSync = fs.existsSync;
   readdirSync = (p) => fs.readdirSync(p);
 }
@@ -37,10 +37,6 @@ function linuxGpuNodeExists(): boolean {
   } catch {
     return false;
   }
-}
-
-function isNode(): boolean {
-  return typeof process !== 'undefined' && Boolean(process.versions?.node);
 }
 
 /**
@@ -75,8 +71,7 @@ async function loadGpu(): Promise<GPU | null> {
     if (icd) process.env[linuxGpuNodeExists() ? 'VK_ADD_DRIVER_FILES' : 'VK_ICD_FILENAMES'] = icd;
   }
   try {
-    const specifier = 'webgpu';
-    const mod = (await import(specifier)) as { create(flags: string[]): GPU };
+    const mod = await importLazily<{ create(flags: string[]): GPU }>('webgpu');
     // No zero-initialisation of workgroup memory: every kernel writes its workgroup arrays before
     // reading them (keep it so), and on SwiftShader the zeroing code makes a shader with ~30 KiB of
     // workgroup arrays compile 10x slower (16 s instead of 1 s for the blocked attention).
