@@ -111,15 +111,24 @@ test('elementwise kernels, reductions and the optimizer match the reference', as
     be.dropout(x, x, 0.1, 7);
     return [x, y];
   });
-  for (const clip of [false, true]) {
+  // clip: none, clipping at 0.5, the norm without clipping, and norms that skip the update
+  for (const clip of [null, 0.5, Infinity, 'inf', 'nan'] as const) {
     await same(`adamw clip=${clip}`, ({ be, rand }) => {
       const p = rand(101), g = rand(101), m = rand(101, 0.1), v = rand(101, 0.1), ns = rand(1);
       be.zero(v); // v must stay non-negative
       be.sumSquares(ns, [g]);
-      be.adamw(p, g, m, v, { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 3, gradScale: 0.5, clip: clip ? { normSquared: ns, maxNorm: 0.5 } : undefined });
+      if (typeof clip === 'string') be.write(ns, [clip === 'inf' ? Infinity : NaN]);
+      const maxNorm = typeof clip === 'number' ? clip : 1;
+      be.adamw(p, g, m, v, { lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 3, gradScale: 0.5, clip: clip === null ? undefined : { normSquared: ns, maxNorm } });
       return [p, m, v];
     });
   }
+  await same('accumulateSum', ({ be, rand }) => {
+    const out = rand(1);
+    be.accumulateSum(out, rand(1001), 0.25);
+    be.accumulateSum(out, rand(5000), -1);
+    return [out];
+  });
 });
 
 test('embedding, rmsnorm, swiglu, gelu and cross-entropy match the reference', async () => {

@@ -279,6 +279,33 @@ test('adamw: first step moves each weight by lr·sign(g) plus decoupled decay; c
   assert.ok(Math.abs(mv[1] - 0.1 * -4 / (5 + 1e-6)) < 1e-12);
 });
 
+test('adamw skips the update (weights and moments untouched) when the gradient norm is not finite', () => {
+  for (const bad of [Infinity, NaN]) {
+    const be = f64Backend();
+    const p = be.alloc(2), g = be.alloc(2), m = be.alloc(2), v = be.alloc(2), nsq = be.alloc(1);
+    be.write(p, [1, -2]); be.write(g, [3, -4]); be.write(m, [0.5, 0.25]); be.write(v, [1, 2]);
+    be.write(nsq, [bad]);
+    for (const maxNorm of [1, Infinity]) {
+      be.adamw(p, g, m, v, { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-8, weightDecay: 0.1, step: 2, gradScale: 1, clip: { normSquared: nsq, maxNorm } });
+    }
+    assert.deepEqual([...values(p), ...values(m), ...values(v)], [1, -2, 0.5, 0.25, 1, 2]);
+  }
+});
+
+test('accumulateSum adds scale · sum(x) to out[0]', () => {
+  const be = f64Backend();
+  const x = be.alloc(3), out = be.alloc(1);
+  be.write(x, [1, 2, 4]);
+  be.write(out, [10]);
+  be.accumulateSum(out, x, 0.5);
+  assert.equal(values(out)[0], 13.5);
+  be.accumulateSum(out, x, 0);
+  assert.equal(values(out)[0], 13.5);
+  be.write(x, [1, Infinity, 0]);
+  be.accumulateSum(out, x, 0);
+  assert.ok(Number.isNaN(values(out)[0]), '0 · inf poisons the sum, as optimizerStep relies on');
+});
+
 test('the f32 reference rounds every stored value to f32', () => {
   const be = createReferenceBackend();
   const t = be.alloc(1);

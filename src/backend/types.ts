@@ -40,7 +40,10 @@ export interface AdamWHyper {
   step: number;
   /** Multiplies gradients before use (1/lossScale under mixed precision, 1/accumSteps, ...). */
   gradScale: number;
-  /** Global-norm clipping: the device scalar holding sum(grad^2) (before gradScale) and the max norm. */
+  /** The device scalar holding sum(grad^2) (before gradScale), and the global-norm clipping
+   * threshold (0 or Infinity: no clipping). When this is given and the norm is not finite (an overflow
+   * under loss scaling, a NaN loss), the update is skipped on the device: params, m and v stay as
+   * they were, so the host needs no read back to decide. */
   clip?: { normSquared: Tensor; maxNorm: number };
 }
 
@@ -71,6 +74,8 @@ export interface Backend {
   /** Rounds every element, in place, to the nearest value of the half format (f16 overflows to
    * ±inf), emulating storage in that format for mixed precision. */
   roundHalf(t: Tensor, format: 'f16' | 'bf16'): void;
+  /** out[0] += scale * sum(x) (a step's mean loss, kept on the device until it is read). */
+  accumulateSum(out: Tensor, x: Tensor, scale: number): void;
   /** out[0] = sum(x^2), summed over every tensor in xs (global gradient norm). */
   sumSquares(out: Tensor, xs: readonly Tensor[]): void;
   /** Inverted dropout with a counter-based mask: out = inp * keep(seed, i) / (1 - p). Applied to a

@@ -170,6 +170,13 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       need('add out', out, out.size); need('add a', a, out.size); need('add b', b, out.size);
       pool.run('add', [f32(out).ptr, f32(a).ptr, f32(b).ptr, out.size], byElements(out.size));
     },
+    accumulateSum(out, x, scale) {
+      need('accumulateSum x', x, x.size);
+      const v = f32(x).data;
+      let s = 0;
+      for (let i = 0; i < v.length; i++) s += v[i];
+      f32(out).data[0] += scale * s;
+    },
     sumSquares(out, xs) {
       // each thread leaves an f64 partial in its scratch; summed here in f64 like the reference
       scratchFor(8);
@@ -248,7 +255,8 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       if (hyper.clip) {
         // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), only ever shrinking.
         const norm = Math.sqrt(f32(hyper.clip.normSquared).data[0]) * Math.abs(hyper.gradScale);
-        scale *= Math.min(1, hyper.clip.maxNorm / (norm + 1e-6));
+        if (!Number.isFinite(norm)) return;
+        if (hyper.clip.maxNorm > 0 && Number.isFinite(hyper.clip.maxNorm)) scale *= Math.min(1, hyper.clip.maxNorm / (norm + 1e-6));
       }
       const bc1 = 1 - Math.pow(beta1, step), bc2 = 1 - Math.pow(beta2, step);
       pool.run('adamw', [f32(params).ptr, f32(grads).ptr, f32(m).ptr, f32(v).ptr, n, lr, beta1, beta2, eps, 1 - lr * weightDecay, bc1, bc2, scale], byElements(4 * n));

@@ -88,6 +88,12 @@ export function createReferenceBackend(options: ReferenceOptions = {}): Backend 
       }
       for (let i = 0; i < x.length; i++) x[i] = format === 'f16' ? f16BitsToF32(f32ToF16Bits(x[i])) : bf16BitsToF32(f32ToBf16Bits(x[i]));
     },
+    accumulateSum(out, x, scale) {
+      const v = d(x);
+      let s = 0;
+      for (let i = 0; i < v.length; i++) s += v[i];
+      d(out)[0] += scale * s;
+    },
     sumSquares(out, xs) {
       let s = 0;
       for (const t of xs) {
@@ -385,7 +391,8 @@ export function createReferenceBackend(options: ReferenceOptions = {}): Backend 
       if (hyper.clip) {
         // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), only ever shrinking.
         const norm = Math.sqrt(d(hyper.clip.normSquared)[0]) * Math.abs(hyper.gradScale);
-        scale *= Math.min(1, hyper.clip.maxNorm / (norm + 1e-6));
+        if (!Number.isFinite(norm)) return;
+        if (hyper.clip.maxNorm > 0 && Number.isFinite(hyper.clip.maxNorm)) scale *= Math.min(1, hyper.clip.maxNorm / (norm + 1e-6));
       }
       const bc1 = 1 - Math.pow(beta1, step), bc2 = 1 - Math.pow(beta2, step);
       const decay = 1 - lr * weightDecay;

@@ -435,6 +435,13 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     },
     add: (out, a, b) => run('add', [out, a, b], [], out.size, []),
     roundHalf: (t, format) => run(format === 'f16' ? 'roundF16' : 'roundBf16', [t], [], t.size, []),
+    accumulateSum(out, x, scale) {
+      if (x.size === 0) return;
+      const groups = Math.max(1, Math.min(1024, Math.ceil(x.size / 4096)));
+      scratch(groups);
+      run('sumPartial', [scratchView(0, groups), x], [], 1, [x.size], [groups, 1]);
+      run('accumulateSumFinal', [backend.view(out, 0, 1), scratchView(0, groups)], [], 1, [groups, scale], [1, 1]);
+    },
     sumSquares(out, xs) {
       if (xs.length === 0) return run('zero', [backend.view(out, 0, 1)], [], 1, []);
       // Stage 1: up to 1024 workgroups per tensor, each a partial sum; stage 2: one workgroup adds them.
@@ -553,7 +560,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     adamw(params, grads, m, v, h: AdamWHyper) {
       const common = [h.lr, h.beta1, 1 - h.beta1, h.beta2, 1 - h.beta2, h.eps, 1 - h.lr * h.weightDecay,
         1 - Math.pow(h.beta1, h.step), 1 - Math.pow(h.beta2, h.step), h.gradScale];
-      if (h.clip) run('adamwClip', [params, grads, m, v, h.clip.normSquared], [], params.size, [...common, Math.abs(h.gradScale), h.clip.maxNorm]);
+      if (h.clip) run('adamwClip', [params, grads, m, v, h.clip.normSquared], [], params.size, [...common, Math.abs(h.gradScale), h.clip.maxNorm > 0 && Number.isFinite(h.clip.maxNorm) ? h.clip.maxNorm : 0]);
       else run('adamw', [params, grads, m, v], [], params.size, common);
     },
   };

@@ -361,7 +361,11 @@ export const KERNELS: Record<string, KernelSpec> = {
     tensors: ['p', 'g', 'm', 'v', 'ns'], params: ['lr:f32', 'b1:f32', 'om1:f32', 'b2:f32', 'om2:f32', 'eps:f32', 'decay:f32', 'bc1:f32', 'bc2:f32', 'scale:f32', 'absScale:f32', 'maxNorm:f32'],
     body: `
   let norm = sqrt(ns[0u]) * P.absScale;
-  let sc = P.scale * min(1.0, P.maxNorm / (norm + 1e-6));
+  // A non-finite norm (overflow, NaN loss) skips the update; tested on the bits, which no
+  // compiler's float assumptions can fold away.
+  if ((bitcast<u32>(norm) & 0x7f800000u) == 0x7f800000u) { return; }
+  var sc = P.scale;
+  if (P.maxNorm > 0.0) { sc = sc * min(1.0, P.maxNorm / (norm + 1e-6)); }
   let gi = g[i] * sc;
   let mi = P.b1 * m[i] + P.om1 * gi;
   let vi = P.b2 * v[i] + P.om2 * gi * gi;

@@ -741,6 +741,23 @@ export function generatedKernels(): Record<string, KernelSpec> {
   red[lid] = s;${tree('red', '+')}
   if (lid == 0u) { part[wid.x] = red[0]; }`,
   };
+  k.sumPartial = {
+    tensors: ['part', 'x'], params: ['len'], workgroup: { size: 256, decls: RED },
+    body: `
+  var s = 0.0;
+  for (var k = wid.x * 256u + lid; k < P.len; k += nwg.x * 256u) { s += x[k]; }
+  red[lid] = s;${tree('red', '+')}
+  if (lid == 0u) { part[wid.x] = red[0]; }`,
+  };
+  /** out[0] += scale * (sum of the partials). */
+  k.accumulateSumFinal = {
+    tensors: ['out', 'part'], params: ['len', 'scale:f32'], workgroup: { size: 256, decls: RED },
+    body: `
+  var s = 0.0;
+  for (var k = lid; k < P.len; k += 256u) { s += part[k]; }
+  red[lid] = s;${tree('red', '+')}
+  if (lid == 0u) { out[0u] += P.scale * red[0]; }`,
+  };
   k.sumSquaresFinal = {
     tensors: ['out', 'part'], params: ['len'], workgroup: { size: 256, decls: RED },
     body: `
