@@ -4,7 +4,7 @@ export { resolveConfig, DEFAULT_CONFIG, type ModelConfig, type MlpKind, type Ini
 export { paramLayout, initialWeights, countParams, type ParamLayout, type ParamSpec } from './model/params.js';
 export { createModel, setWeights, readWeights, forward, backward, zeroGrads, meanLoss, type Model } from './model/model.js';
 export { createBackend, createReferenceBackend, webgpuAvailable, BACKEND_NAMES, type Backend, type Tensor, type IntTensor, type WebGpuBackend } from './backend/index.js';
-export { createOptimizer, optimizerStep, optimizerStepChecked, lastGradNorm, DEFAULT_ADAMW, type AdamWConfig, type OptimizerState } from './train/optimizer.js';
+export { createOptimizer, optimizerStep, optimizerStepChecked, undoSkippedStep, lastGradNorm, DEFAULT_ADAMW, type AdamWConfig, type OptimizerState } from './train/optimizer.js';
 export { saveCheckpoint, loadCheckpoint, type Checkpoint, type TrainingState } from './io/checkpoint.js';
 export { encodeSafetensors, decodeSafetensors, readSafetensorsFile, writeSafetensorsFile, type NamedTensor } from './io/safetensors.js';
 export { buildCharTokenizer, tokenizerFromJson, makeTokenizer, createStreamingDecoder, type Tokenizer, type EncodeOptions } from './data/tokenizer.js';

@@ -76,6 +76,51 @@ test('resume is exact: 10 steps, stop, resume to 20 gives bitwise the weights of
   assert.deepEqual(b.training!.v, a.training!.v);
 });
 
+test('reading the loss back every 7 steps trains bitwise like reading every step', async () => {
+  const extra = { model: { ...TINY, dropout: 0.1 }, accum: 2, steps: 23, saveEvery: 5, sampleEvery: 0, evalEvery: 10 };
+  const runs = [];
+  for (const syncEvery of [1, 7]) {
+    const o = await opts({ ...extra, syncEvery });
+    const steps: { step: number; loss: number; gradNorm: number; lr: number }[] = [];
+    const evals: number[] = [];
+    await train({ ...o, onStep: (s) => steps.push({ step: s.step, loss: s.loss, gradNorm: s.gradNorm, lr: s.lr }), onEval: (e) => evals.push(e.step, e.valLoss) });
+    runs.push({ steps, evals, ckpt: await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true }) });
+  }
+  const [a, b] = runs;
+  assert.equal(a.steps.length, 23);
+  assert.deepEqual(b.steps, a.steps);
+  assert.deepEqual(b.evals, a.evals, 'evaluations at the same steps, on the same weights');
+  assert.deepEqual(b.ckpt.weights, a.ckpt.weights);
+  assert.deepEqual(b.ckpt.training!.m, a.ckpt.training!.m);
+  assert.equal(b.ckpt.training!.step, 23);
+});
+
+test('the loop reads the device once per window of --sync-every steps', async () => {
+  const { createReferenceBackend } = await import('../src/backend/reference/index.js');
+  const reads: number[] = [];
+  for (const syncEvery of [1, 5]) {
+    const be = createReferenceBackend();
+    let n = 0;
+    const read = be.read.bind(be);
+    be.read = (t) => { n++; return read(t); };
+    await train({ ...(await opts({ steps: 10, evalEvery: 0, syncEvery })), backend: be });
+    reads.push(n);
+  }
+  // The final evaluation and checkpoint read the same in both runs; the steps read 10 times, then twice.
+  assert.equal(reads[0] - reads[1], 10 - 2);
+});
+
+test('with --sync-every, a skipped step inside a window is taken back: the run ends at its step count', async () => {
+  // lr 1e30: the first update blows the weights up, every later loss is NaN and skipped on the device.
+  const o = await opts({ lr: 1e30, warmup: 0, minLr: 0, gradClip: 0, steps: 50, syncEvery: 4 });
+  const messages: string[] = [];
+  await assert.rejects(train({ ...o, onMessage: (m) => messages.push(m) }), (e: unknown) => e instanceof MinigptError && /training diverged: 7 steps in a row/.test(e.message));
+  assert.equal(messages.filter((m) => /^step 2: loss is NaN; skipped the update$/.test(m)).length, 7);
+  const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true });
+  assert.equal(ckpt.training!.step, 1);
+  assert.ok(ckpt.weights.every(Number.isFinite));
+});
+
 test('an aborted run saves a loadable checkpoint at the step it reached', async () => {
   const o = await opts({ steps: 100 });
   const stop = new AbortController();

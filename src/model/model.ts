@@ -342,6 +342,12 @@ export async function meanLoss(model: Model): Promise<number> {
   return s / losses.length;
 }
 
+/** out[0] += weight · (mean loss of the last forward with targets), on the device: no read back. */
+export function accumulateMeanLoss(model: Model, out: Tensor, weight = 1): void {
+  if (!model.acts) throw new Error('no forward has run');
+  model.backend.accumulateSum(out, model.acts.losses, weight / model.acts.losses.size);
+}
+
 /** Keys and values of every layer for incremental generation, plus the buffers it runs in. */
 export interface KvCache {
   B: number;

@@ -48,14 +48,21 @@ export function createOptimizer(model: Model, config: Partial<AdamWConfig> = {})
 
 /**
  * One AdamW update from model.grads. `gradScale` undoes loss scaling / averages accumulated
- * micro-batches; the clipping threshold applies to the gradient after that scaling.
+ * micro-batches; the clipping threshold applies to the gradient after that scaling. The device
+ * skips the update when the gradient norm is not finite (an overflow under loss scaling, a NaN
+ * loss): weights and moments stay as they were, with no read back. Given `loss` (a device
+ * scalar), a non-finite loss skips the update too. `opt.step` counts the update
+ * either way; a caller that learns of the skip (from the norm) takes it back with `undoSkippedStep`.
  */
-export function optimizerStep(model: Model, opt: OptimizerState, lr: number, gradScale = 1, computeNorm = true): void {
+export function optimizerStep(model: Model, opt: OptimizerState, lr: number, gradScale = 1, loss?: Tensor): void {
   const be: Backend = model.backend;
   const c = opt.config;
   opt.step += 1;
-  if (computeNorm) be.sumSquares(opt.normSquared, [model.grads.all]);
-  const clip = c.gradClip > 0 && Number.isFinite(c.gradClip) ? { normSquared: opt.normSquared, maxNorm: c.gradClip } : undefined;
+  be.sumSquares(opt.normSquared, [model.grads.all]);
+  // norm² + 0·loss: unchanged for a finite loss, NaN for a NaN or infinite one, so the device
+  // skips a step whose loss is not finite even when its gradients are.
+  if (loss) be.accumulateSum(opt.normSquared, loss, 0);
+  const clip = { normSquared: opt.normSquared, maxNorm: c.gradClip > 0 && Number.isFinite(c.gradClip) ? c.gradClip : Infinity };
   const base = { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, step: opt.step, gradScale, clip };
   const [p, g, m, v] = opt.spans.decay;
   be.adamw(p, g, m, v, { ...base, weightDecay: c.weightDecay });
@@ -65,17 +72,20 @@ export function optimizerStep(model: Model, opt: OptimizerState, lr: number, gra
   }
 }
 
+/** Takes back the step count of an update the device skipped (its gradient norm was not finite). */
+export function undoSkippedStep(opt: OptimizerState): void {
+  opt.step -= 1;
+}
+
 /**
- * optimizerStep that first reads the gradient norm back and skips the update when it is not
- * finite (an overflow under loss scaling, or a NaN loss): the weights and moments stay as they
- * were. Returns the gradient norm (after gradScale).
+ * optimizerStep, then the gradient norm read back: when it is not finite the device skipped the
+ * update (the weights and moments stay as they were) and the step does not count. Returns the
+ * gradient norm (after gradScale).
  */
 export async function optimizerStepChecked(model: Model, opt: OptimizerState, lr: number, gradScale = 1): Promise<number> {
-  model.backend.sumSquares(opt.normSquared, [model.grads.all]);
-  const [s] = await model.backend.read(opt.normSquared);
-  const norm = Math.sqrt(s) * Math.abs(gradScale);
-  if (!Number.isFinite(norm)) return norm;
-  optimizerStep(model, opt, lr, gradScale, false);
+  optimizerStep(model, opt, lr, gradScale);
+  const norm = await lastGradNorm(model, opt, gradScale);
+  if (!Number.isFinite(norm)) undoSkippedStep(opt);
   return norm;
 }
 

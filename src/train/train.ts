@@ -14,8 +14,8 @@ import type { Backend } from '../backend/types.js';
 import { createBackend } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
 import { initialWeights, countParams } from '../model/params.js';
-import { createModel, setWeights, readWeights, forward, backward, zeroGrads, meanLoss, type Model } from '../model/model.js';
-import { createOptimizer, optimizerStepChecked } from './optimizer.js';
+import { createModel, setWeights, readWeights, forward, backward, zeroGrads, accumulateMeanLoss, type Model } from '../model/model.js';
+import { createOptimizer, optimizerStep, undoSkippedStep } from './optimizer.js';
 import { learningRate } from './schedule.js';
 import { evaluateLoss } from './evaluate.js';
 import { createAmp, type AmpMode, type AmpState } from './amp.js';
@@ -73,6 +73,9 @@ export interface TrainOptions {
   saveEvery?: number;
   /** Metrics line every this many steps. */
   logEvery?: number;
+  /** Read the loss back every this many steps (default 1): fewer waits on a GPU. The device skips
+   * non-finite steps either way; under fp16 loss scaling every step is read. */
+  syncEvery?: number;
   backend?: string | Backend;
   /** Threads for the cpu backend (default: all cores). */
   threads?: number;
@@ -151,6 +154,7 @@ export const TRAIN_DEFAULTS = {
   sampleTokens: 200,
   saveEvery: 250,
   logEvery: 10,
+  syncEvery: 1,
   tokenizer: 'char' as TokenizerKind,
   bpeVocab: 4096,
 };
@@ -411,57 +415,87 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const schedule = { lr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps };
   const t0 = performance.now();
   const startStep = step;
-  let lastLoss = NaN, skipped = 0, interrupted = false, consecutiveBad = 0;
+  let lastLoss = NaN, skipped = 0, interrupted = false, consecutiveBad = 0, checkedStep = step;
   if (!resumed) await log({ step: 0, event: 'start', config, tokenizer: tokenizer.kind, data: dataName });
+
+  // Steps run in windows of up to `syncEvery` between read backs. Each step leaves its mean loss
+  // and squared gradient norm in `stepStats` on the device, and the device itself skips an update
+  // whose norm is not finite, so nothing waits on the host mid-window. A window ends early where
+  // the host has work to do on the weights (eval, sample, save, the last step): there the host's
+  // step count and the device's weights agree again. Under fp16 the loss scale must react to an
+  // overflow before the next step, so every step is read back.
+  const syncEvery = amp.mode === 'fp16' ? 1 : Math.max(1, Math.floor(Math.min(o.syncEvery, totalSteps - step, 1000)));
+  const stepStats = backend.alloc(2 * syncEvery);
+  const lossSlot = Array.from({ length: syncEvery }, (_, k) => backend.view(stepStats, 2 * k, 1));
+  const normSlot = Array.from({ length: syncEvery }, (_, k) => backend.view(stepStats, 2 * k + 1, 1));
+  const every = (n: number, s: number) => n > 0 && s % n === 0;
+  const hostWork = (s: number) => s >= totalSteps || every(o.evalEvery, s) || every(o.sampleEvery, s) || every(o.saveEvery, s);
+  const outOfTime = () => o.maxTime !== undefined && (performance.now() - t0) / 1000 >= o.maxTime;
 
   while (step < totalSteps) {
     if (o.signal?.aborted) { interrupted = true; break; }
-    const elapsedNow = (performance.now() - t0) / 1000;
-    if (o.maxTime !== undefined && elapsedNow >= o.maxTime) break;
+    if (outOfTime()) break;
 
-    const lr = learningRate(schedule, step + 1);
-    zeroGrads(model);
-    let lossSum = 0;
-    for (let micro = 0; micro < o.accum; micro++) {
-      sampler.next(ids, targets);
-      const dropoutSeed = hash32((o.seed + Math.imul(step, 0x9e3779b1) + micro) >>> 0);
-      forward(model, ids, targets, B, T, { training: true, dropoutSeed, half: amp.half });
-      backward(model, { training: true, dropoutSeed, lossScale: amp.scale, half: amp.half });
-      lossSum += await meanLoss(model);
-    }
-    const loss = lossSum / o.accum;
+    const lrs: number[] = [];
     const gradScale = 1 / (amp.scale * o.accum);
-    // The gradient norm decides (on the host) whether this step is usable: an overflow under
-    // loss scaling, or a NaN/inf loss, skips the update instead of poisoning the weights.
-    const gradNorm = await optimizerStepChecked(model, opt, lr, gradScale);
-    const ok = Number.isFinite(gradNorm) && Number.isFinite(loss);
-    amp.update(Number.isFinite(gradNorm));
-    if (!ok) {
-      skipped++;
-      consecutiveBad++;
-      o.onMessage?.(`step ${step + 1}: ${Number.isFinite(loss) ? 'gradient overflow' : `loss is ${loss}`}; skipped the update${amp.mode !== 'off' ? `, loss scale now ${amp.scale}` : ''}`);
-      if (consecutiveBad >= 5 && (amp.mode === 'off' || amp.scale < 1)) {
-        await save();
-        throw new MinigptError(`training diverged: ${consecutiveBad} steps in a row had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower --lr (now ${o.lr})`);
+    backend.zero(stepStats);
+    for (let planned = step + 1; ; planned++) {
+      const k = lrs.length;
+      const lr = learningRate(schedule, planned);
+      zeroGrads(model);
+      for (let micro = 0; micro < o.accum; micro++) {
+        sampler.next(ids, targets);
+        // Seeds follow the attempt, as if the window's earlier steps had all been taken.
+        const dropoutSeed = hash32((o.seed + Math.imul(planned - 1, 0x9e3779b1) + micro) >>> 0);
+        forward(model, ids, targets, B, T, { training: true, dropoutSeed, half: amp.half });
+        backward(model, { training: true, dropoutSeed, lossScale: amp.scale, half: amp.half });
+        accumulateMeanLoss(model, lossSlot[k], 1 / o.accum);
       }
-      continue;
+      optimizerStep(model, opt, lr, gradScale, lossSlot[k]);
+      backend.copy(normSlot[k], opt.normSquared);
+      lrs.push(lr);
+      if (lrs.length >= syncEvery || hostWork(planned) || o.signal?.aborted || outOfTime()) break;
     }
-    consecutiveBad = 0;
-    step++;
-    tokensSeen += B * T * o.accum;
-    lastLoss = loss;
-    const elapsed = (performance.now() - t0) / 1000;
-    const tokensPerSecond = ((step - startStep) * B * T * o.accum) / Math.max(elapsed, 1e-9);
-    const stepsLeft = totalSteps - step;
-    let eta = (stepsLeft * B * T * o.accum) / Math.max(tokensPerSecond, 1e-9);
-    if (o.maxTime !== undefined) eta = Math.min(eta, Math.max(0, o.maxTime - elapsed));
-    o.onStep?.({ step, totalSteps, loss, lr, gradNorm, tokensPerSecond, elapsed, eta, tokensSeen, skipped: false, lossScale: amp.scale });
-    if (step % o.logEvery === 0 || step === totalSteps) {
-      await log({ step, loss, lr, grad_norm: gradNorm, tokens: tokensSeen, time: elapsedBefore + elapsed, tok_per_s: tokensPerSecond });
+
+    const stats = await backend.read(backend.view(stepStats, 0, 2 * lrs.length));
+    for (let k = 0; k < lrs.length; k++) {
+      const loss = stats[2 * k], lr = lrs[k];
+      const gradNorm = Math.sqrt(stats[2 * k + 1]) * Math.abs(gradScale);
+      // A NaN/inf loss makes the norm NaN too (see optimizerStep).
+      amp.update(Number.isFinite(gradNorm));
+      // An overflow under loss scaling, or a NaN/inf loss: the device skipped this update instead
+      // of poisoning the weights.
+      if (!Number.isFinite(gradNorm)) {
+        undoSkippedStep(opt);
+        skipped++;
+        consecutiveBad++;
+        o.onMessage?.(`step ${step + 1}: ${Number.isFinite(loss) ? 'gradient overflow' : `loss is ${loss}`}; skipped the update${amp.mode !== 'off' ? `, loss scale now ${amp.scale}` : ''}`);
+        continue;
+      }
+      consecutiveBad = 0;
+      step++;
+      tokensSeen += B * T * o.accum;
+      lastLoss = loss;
+      const elapsed = (performance.now() - t0) / 1000;
+      const tokensPerSecond = ((step - startStep) * B * T * o.accum) / Math.max(elapsed, 1e-9);
+      const stepsLeft = totalSteps - step;
+      let eta = (stepsLeft * B * T * o.accum) / Math.max(tokensPerSecond, 1e-9);
+      if (o.maxTime !== undefined) eta = Math.min(eta, Math.max(0, o.maxTime - elapsed));
+      o.onStep?.({ step, totalSteps, loss, lr, gradNorm, tokensPerSecond, elapsed, eta, tokensSeen, skipped: false, lossScale: amp.scale });
+      if (step % o.logEvery === 0 || step === totalSteps) {
+        await log({ step, loss, lr, grad_norm: gradNorm, tokens: tokensSeen, time: elapsedBefore + elapsed, tok_per_s: tokensPerSecond });
+      }
     }
-    if (o.evalEvery > 0 && step % o.evalEvery === 0) await evaluate();
-    if (o.sampleEvery > 0 && step % o.sampleEvery === 0) await sample();
-    if (o.saveEvery > 0 && step % o.saveEvery === 0) await save();
+    if (consecutiveBad >= 5 && (amp.mode === 'off' || amp.scale < 1)) {
+      await save();
+      throw new MinigptError(`training diverged: ${consecutiveBad} steps in a row had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower --lr (now ${o.lr})`);
+    }
+    // Here the weights are those of `step`.
+    if (step === checkedStep) continue;
+    checkedStep = step;
+    if (every(o.evalEvery, step)) await evaluate();
+    if (every(o.sampleEvery, step)) await sample();
+    if (every(o.saveEvery, step)) await save();
   }
 
   // The final validation loss covers the whole validation split (up to FINAL_EVAL_WINDOWS).

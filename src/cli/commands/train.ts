@@ -36,6 +36,7 @@ const TRAIN_FLAGS = {
   'eval-every': { type: 'int', min: 0, value: 'N', description: 'validation loss every N steps (0: only at the end)', default: TRAIN_DEFAULTS.evalEvery },
   'sample-every': { type: 'int', min: 0, value: 'N', description: 'print a sample every N steps (0: never)', default: TRAIN_DEFAULTS.sampleEvery },
   'save-every': { type: 'int', min: 0, value: 'N', description: 'checkpoint every N steps (and always at the end)', default: TRAIN_DEFAULTS.saveEvery },
+  'sync-every': { type: 'int', min: 1, max: 1000, value: 'N', description: 'read the loss back every N steps: fewer GPU stalls, progress updates in batches (fp16 reads every step)', default: TRAIN_DEFAULTS.syncEvery },
   ...BACKEND_FLAGS,
   config: { type: 'string', value: 'FILE', description: 'JSON file of flag values (kebab or snake case); flags given here override it' },
   quiet: { type: 'boolean', description: 'no progress bar or samples, only the summary' },
@@ -134,6 +135,7 @@ export const trainCommand: CommandSpec = {
         amp: v.amp as 'off' | 'fp16' | 'bf16', seed: v.seed as number,
         out: v.out as string | undefined, resume: v.resume as string | undefined,
         evalEvery: v['eval-every'] as number, sampleEvery: v['sample-every'] as number, saveEvery: v['save-every'] as number,
+        syncEvery: v['sync-every'] as number,
         backend: v.backend as string, threads: v.threads as number | undefined,
         signal: controller.signal,
         async onStart(s) {
