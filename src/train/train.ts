@@ -87,6 +87,9 @@ export interface TrainOptions {
   onSave?(info: { step: number; path: string }): void;
   /** Notes for the user (warnings, resumed-from...). */
   onMessage?(message: string): void;
+  /** Something the user should know went wrong but was handled (a skipped step, replaced bytes);
+   * onMessage gets these when this is not given. */
+  onWarning?(message: string): void;
 }
 
 export interface StartInfo {
@@ -327,7 +330,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
   const textField = o.textField ?? prior?.text_field ?? undefined;
   const { tokenizer, train: trainStream, val: valStream, dataName } = await loadTrainingData({
-    data: dataPath, valData: valPath, textField, tokenizer: o.tokenizer, bpeVocab: o.bpeVocab, onMessage: o.onMessage,
+    data: dataPath, valData: valPath, textField, tokenizer: o.tokenizer, bpeVocab: o.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
     clean: o.clean, invalidUtf8: o.invalidUtf8,
   }, resumed?.tokenizer);
 
@@ -469,7 +472,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
         undoSkippedStep(opt);
         skipped++;
         consecutiveBad++;
-        o.onMessage?.(`step ${step + 1}: ${Number.isFinite(loss) ? 'gradient overflow' : `loss is ${loss}`}; skipped the update${amp.mode !== 'off' ? `, loss scale now ${amp.scale}` : ''}`);
+        (o.onWarning ?? o.onMessage)?.(`step ${step + 1}: ${Number.isFinite(loss) ? 'gradient overflow' : `loss is ${loss}`}; skipped the update${amp.mode !== 'off' ? `, loss scale now ${amp.scale}` : ''}`);
         continue;
       }
       consecutiveBad = 0;

@@ -158,6 +158,7 @@ export const trainCommand: CommandSpec = {
         },
         onSample: quiet ? undefined : (s) => bar.print(`--- sample at step ${s.step} ---\n${s.text}\n---`),
         onMessage: (m) => bar.print(m),
+        onWarning: (m) => bar.print(`minigpt: warning: ${m}`),
       });
       bar.done();
       const rel = (p: string): string => relative(process.cwd(), p) || p;
