@@ -208,6 +208,17 @@ test('browser page: without WebGPU the page picks the cpu backend', { skip, time
   }
 });
 
+test('browser page: Stop ends the run after its current step and still shows a sample', { skip, timeout: 60_000 }, async () => {
+  const { state, errors } = await trainInPage('steps=100000&batch=4&context=32&d_model=32&n_heads=2&n_layers=1&sample_tokens=12&sample_every=0&backend=reference', async (page) => {
+    await page.waitForFunction('(window.minigpt?.losses.length ?? 0) >= 2', null, { timeout: 30_000 });
+    await page.click('#stop');
+  });
+  assert.deepEqual(errors, []);
+  assert.equal(state.state, 'stopped');
+  assert.ok(state.losses.length >= 2 && state.losses.length < 100000, `${state.losses.length} steps`);
+  assert.ok(state.sample.trim().length > 0, 'the sample is empty after a stop');
+});
+
 test('browser page: a bad query parameter is reported on the page, not thrown away', { skip, timeout: 60_000 }, async () => {
   const { state } = await trainInPage('steps=abc');
   assert.equal(state.state, 'error');

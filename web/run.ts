@@ -157,9 +157,10 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     const sampler = createBatchSampler(memoryTokens(train), B, T, o.seed);
     const schedule = { lr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps: o.steps };
     const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
-    const sample = async (step: number): Promise<void> => {
+    /** Samples along the way end early on a stop; the last one (`final`) always runs, so a stopped run shows what it learned. */
+    const sample = async (step: number, final = false): Promise<void> => {
       let out = '';
-      for await (const t of generate({ model, tokenizer }, '', { maxTokens: o.sampleTokens, temperature: 0.8, seed: step, signal: hooks.signal })) out += t.text;
+      for await (const t of generate({ model, tokenizer }, '', { maxTokens: o.sampleTokens, temperature: 0.8, seed: step, signal: final ? undefined : hooks.signal })) out += t.text;
       s.sample = out;
       update();
     };
@@ -188,7 +189,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
       // Let this thread take messages (a stop) between steps: the cpu and reference backends compute synchronously.
       await new Promise((r) => setTimeout(r, 0));
     }
-    await sample(s.losses.length);
+    await sample(s.losses.length, true);
     if (s.state === 'training') s.state = 'done';
   } catch (e) {
     s.state = 'error';
