@@ -83,6 +83,7 @@ def main():
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 tensor-core matmuls")
+    ap.add_argument("--sync-every", type=int, default=1, help="loss.item() every N steps (1: every step)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     if dev.type == "cuda":
@@ -98,7 +99,11 @@ def main():
     fwd = torch.compile(model) if a.compile else model
     B, T = c["batch"], c["ctx"]
 
-    def step():
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def step(i):
         idx = torch.randint(0, c["vocab"], (B, T), device=dev)
         tgt = torch.randint(0, c["vocab"], (B, T), device=dev)
         loss = fwd(idx, tgt)
@@ -106,13 +111,16 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        return loss.item()
+        if (i + 1) % a.sync_every == 0:
+            loss.item()
 
-    for _ in range(a.warmup):
-        step()
+    for i in range(a.warmup):
+        step(i)
+    sync()
     t0 = time.perf_counter()
-    for _ in range(a.steps):
-        step()
+    for i in range(a.steps):
+        step(i)
+    sync()
     dt = time.perf_counter() - t0
     config = torch.__config__.show()
     blas = "MKL" if "MKL" in config else ("OpenBLAS" if "OpenBLAS" in config or "openblas" in config else "unknown")
@@ -123,7 +131,7 @@ def main():
         **extra, "device": dev.type,
         "config": a.config, "compiled": a.compile, "tokens_per_second": a.steps * B * T / dt, "ms_per_step": 1000 * dt / a.steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__, "blas": blas,
-        "threads": torch.get_num_threads(), "parameters": sum(p.numel() for p in model.parameters()),
+        "threads": torch.get_num_threads(), "sync_every": a.sync_every, "parameters": sum(p.numel() for p in model.parameters()),
     }))
 
 

@@ -41,6 +41,7 @@ export interface BenchResult {
   peakRssMb: number;
   sampleTokensPerSecond: number;
   amp: string;
+  syncEvery: number;
 }
 
 /** Training FLOPs per token: 6 per matmul weight (forward + two backward), plus attention. */
@@ -60,6 +61,8 @@ export interface BenchOptions {
   warmup?: number;
   sampleTokens?: number;
   amp?: 'off' | 'fp16' | 'bf16';
+  /** Read the loss back every this many steps (default 1, as a training loop that prints every loss). */
+  syncEvery?: number;
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
@@ -74,18 +77,21 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const rng = createRng(1);
   const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
   const half = o.amp === 'fp16' ? 'f16' : o.amp === 'bf16' ? 'bf16' : undefined;
-  const step = async (): Promise<void> => {
+  const syncEvery = Math.max(1, o.syncEvery ?? 1);
+  const step = async (i: number): Promise<void> => {
     for (let i = 0; i < ids.length; i++) { ids[i] = rng.int(c.vocab_size); targets[i] = rng.int(c.vocab_size); }
     forward(model, ids, targets, B, T, { training: true, half });
     zeroGrads(model);
     backward(model, { training: true, half });
     optimizerStep(model, opt, 1e-4);
-    await meanLoss(model);
+    if ((i + 1) % syncEvery === 0) await meanLoss(model);
   };
-  for (let i = 0; i < (o.warmup ?? 2); i++) await step();
+  for (let i = 0; i < (o.warmup ?? 2); i++) await step(i);
+  await backend.sync();
   const steps = o.steps ?? 10;
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await step();
+  for (let i = 0; i < steps; i++) await step(i);
+  await backend.sync();
   const seconds = (performance.now() - t0) / 1000;
 
   // Sampling: one sequence, a 16-token prompt, then one token at a time through the KV cache.
@@ -103,5 +109,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     config: bc.name, backend: backend.name, device, parameters: paramLayout(c).size, tokensPerStep: B * T, steps,
     msPerStep: (seconds * 1000) / steps, tokensPerSecond, gflops: (tokensPerSecond * flopsPerToken(c)) / 1e9,
     peakRssMb: process.resourceUsage().maxRSS / 1024, sampleTokensPerSecond: sampleTokens / sampleSeconds, amp: o.amp ?? 'off',
+    syncEvery,
   };
 }
