@@ -10,9 +10,9 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReferenceBackend } from '../src/backend/reference/index.js';
 import { createCpuBackend, type CpuBackend } from '../src/backend/cpu/index.js';
-import type { AttentionShape, Backend, Tensor } from '../src/backend/types.js';
-import { createRng, type Rng } from '../src/util/random.js';
-import { relativeError } from './support/parity.js';
+import type { AttentionShape, Tensor } from '../src/backend/types.js';
+import { createRng } from '../src/util/random.js';
+import { maker, sameAsReference, type Maker } from './support/kernel-compare.js';
 
 const TOL = 1e-5;
 
@@ -28,42 +28,9 @@ const cpus: CpuBackend[] = [
 ];
 after(() => cpus.forEach((be) => be.destroy()));
 
-/** Inputs a case draws from its rng, in the same order on every backend. */
-interface Maker {
-  be: Backend;
-  /** Random normal values, as a view at offset 3 of a larger tensor (an unaligned pointer). */
-  rand(size: number, std?: number): Tensor;
-  ints(size: number, below: number): ReturnType<Backend['allocInt']>;
-}
-
-function maker(be: Backend, rng: Rng): Maker {
-  return {
-    be,
-    rand(size, std = 1) {
-      const t = be.view(be.alloc(size + 5), 3, size);
-      be.write(t, Float32Array.from({ length: size }, () => std * rng.normal()));
-      return t;
-    },
-    ints(size, below) {
-      const t = be.allocInt(size);
-      be.writeInt(t, Int32Array.from({ length: size }, () => rng.int(below)));
-      return t;
-    },
-  };
-}
-
 /** Runs `kernel` on the reference and on each cpu backend from the same seed; compares every output. */
-async function same(what: string, kernel: (m: Maker) => Tensor[], tol = TOL): Promise<void> {
-  const ref = createReferenceBackend();
-  const want = await Promise.all(kernel(maker(ref, createRng(7))).map((t) => ref.read(t)));
-  for (const be of cpus) {
-    const got = await Promise.all(kernel(maker(be, createRng(7))).map((t) => be.read(t)));
-    got.forEach((g, i) => {
-      const err = relativeError(g, want[i]);
-      assert.ok(err <= tol, `${what}, output ${i}, ${be.threads} thread(s) ${be.variant}${be.attention === 'rows' ? ' rows attention' : ''}: relative error ${err.toExponential(2)} > ${tol}`);
-    });
-  }
-}
+const same = (what: string, kernel: (m: Maker) => Tensor[], tol = TOL): Promise<void> =>
+  sameAsReference(what, kernel, tol, cpus, (be) => `${be.threads} thread(s) ${be.variant}${be.attention === 'rows' ? ' rows attention' : ''}`);
 
 const MATMUL_SHAPES: [number, number, number][] = [
   [1, 1, 1], [1, 16, 8], [3, 5, 7], [4, 8, 8], [5, 12, 22], [7, 13, 65], [37, 19, 9], [65, 130, 70], [301, 33, 17], [530, 128, 384],

@@ -11,9 +11,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReferenceBackend } from '../src/backend/reference/index.js';
 import { createWebGpuBackend, probeGpu, type WebGpuBackend } from '../src/backend/webgpu/index.js';
-import type { AttentionShape, Backend, Tensor } from '../src/backend/types.js';
-import { createRng, type Rng } from '../src/util/random.js';
-import { relativeError } from './support/parity.js';
+import type { AttentionShape, Tensor } from '../src/backend/types.js';
+import { sameAsReference, type Maker } from './support/kernel-compare.js';
 
 const TOL = 1e-5;
 /** Kernels whose result goes through exp/log: WGSL allows exp 3 + 2|x| ULP and log 3 ULP (or 2^-21
@@ -39,41 +38,10 @@ after(() => {
 });
 const tiledSet = (): WebGpuBackend => (gpu!.kernels === 'tiled' ? gpu! : gpu2!);
 
-interface Maker {
-  be: Backend;
-  /** Random normal values, as a view at offset 3 of a larger tensor (a misaligned view). */
-  rand(size: number, std?: number): Tensor;
-  ints(size: number, below: number): ReturnType<Backend['allocInt']>;
-}
-
-function maker(be: Backend, rng: Rng): Maker {
-  return {
-    be,
-    rand(size, std = 1) {
-      const t = be.view(be.alloc(size + 5), 3, size);
-      be.write(t, Float32Array.from({ length: size }, () => std * rng.normal()));
-      return t;
-    },
-    ints(size, below) {
-      const t = be.allocInt(size);
-      be.writeInt(t, Int32Array.from({ length: size }, () => rng.int(below)));
-      return t;
-    },
-  };
-}
-
-/** Runs `kernel` on the reference and on the webgpu backend from the same seed; compares every output. */
-async function same(what: string, kernel: (m: Maker) => Tensor[], tol = TOL, backends = [gpu!, gpu2!]): Promise<void> {
-  const ref = createReferenceBackend();
-  const want = await Promise.all(kernel(maker(ref, createRng(7))).map((t) => ref.read(t)));
-  for (const be of backends) {
-    const got = await Promise.all(kernel(maker(be, createRng(7))).map((t) => be.read(t)));
-    got.forEach((g, i) => {
-      const err = relativeError(g, want[i]);
-      assert.ok(err <= tol, `${what} (${be.kernels} kernels, ${be.matmul} matmul, ${be.attention} attention${be === gpu3 ? ', 128 tiles, split-K' : ''}${be === gpu4 ? ', first attention tiles' : ''}), output ${i}: relative error ${err.toExponential(2)} > ${tol}`);
-    });
-  }
-}
+/** Runs `kernel` on the reference and on the webgpu backends from the same seed; compares every output. */
+const same = (what: string, kernel: (m: Maker) => Tensor[], tol = TOL, backends = [gpu!, gpu2!]): Promise<void> =>
+  sameAsReference(what, kernel, tol, backends, (be) =>
+    `${be.kernels} kernels, ${be.matmul} matmul, ${be.attention} attention${be === gpu3 ? ', 128 tiles, split-K' : ''}${be === gpu4 ? ', first attention tiles' : ''}`);
 
 // [N, C, OC]: edges of the 64- and 128-wide tiles and of the K steps (8, 16); 1030 tokens make the
 // weight gradient split over K by default (few output tiles, K >= 1024).
