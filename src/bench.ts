@@ -104,7 +104,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
 
   const tokensPerSecond = (steps * B * T) / seconds;
   const device = (backend as { adapterInfo?: string }).adapterInfo ?? '';
-  backend.destroy();
+  if (typeof o.backend !== 'object') backend.destroy();
   return {
     config: bc.name, backend: backend.name, device, parameters: paramLayout(c).size, tokensPerStep: B * T, steps,
     msPerStep: (seconds * 1000) / steps, tokensPerSecond, gflops: (tokensPerSecond * flopsPerToken(c)) / 1e9,

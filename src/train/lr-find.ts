@@ -84,7 +84,7 @@ export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> 
     best = Math.min(best, smoothed);
     if (i > 5 && smoothed > factor * best) { stoppedEarly = true; break; }
   }
-  backend.destroy();
+  if (typeof o.backend !== 'object') backend.destroy();
   check(curve.length >= 3, 'the loss diverged at once; the sweep found no usable learning rate (try a lower start)');
   // Slope of the smoothed loss against log lr, by central differences over a few points.
   const k = Math.max(1, Math.floor(curve.length / 20));

@@ -343,172 +343,177 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, --val-data, or a smaller --context`);
 
   const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
-  const model = createModel(backend, config);
-  const opt = createOptimizer(model, { weightDecay: o.weightDecay, gradClip: o.gradClip });
-  const amp: AmpState = createAmp(resumed ? prior!.amp.mode : o.amp, prior?.amp ?? (o.ampInitialScale ? { scale: o.ampInitialScale, clean_steps: 0 } : undefined));
-  let step = 0, tokensSeen = 0, elapsedBefore = 0, bestVal: number | null = null;
-  const totalSteps = opts.steps ?? prior?.total_steps ?? o.steps;
-  if (resumed) {
-    setWeights(model, resumed.weights);
-    backend.write(opt.m, resumed.training!.m);
-    backend.write(opt.v, resumed.training!.v);
-    step = opt.step = resumed.training!.step;
-    tokensSeen = prior!.tokens_seen;
-    elapsedBefore = prior!.elapsed;
-    bestVal = prior!.best_val_loss;
-    o.onMessage?.(`resuming ${resumeDir} at step ${step} of ${totalSteps}`);
-  } else {
-    setWeights(model, initialWeights(config, model.layout, createRng(o.seed)));
+  // A backend made here is released here; one passed in stays the caller's.
+  try {
+    const model = createModel(backend, config);
+    const opt = createOptimizer(model, { weightDecay: o.weightDecay, gradClip: o.gradClip });
+    const amp: AmpState = createAmp(resumed ? prior!.amp.mode : o.amp, prior?.amp ?? (o.ampInitialScale ? { scale: o.ampInitialScale, clean_steps: 0 } : undefined));
+    let step = 0, tokensSeen = 0, elapsedBefore = 0, bestVal: number | null = null;
+    const totalSteps = opts.steps ?? prior?.total_steps ?? o.steps;
+    if (resumed) {
+      setWeights(model, resumed.weights);
+      backend.write(opt.m, resumed.training!.m);
+      backend.write(opt.v, resumed.training!.v);
+      step = opt.step = resumed.training!.step;
+      tokensSeen = prior!.tokens_seen;
+      elapsedBefore = prior!.elapsed;
+      bestVal = prior!.best_val_loss;
+      o.onMessage?.(`resuming ${resumeDir} at step ${step} of ${totalSteps}`);
+    } else {
+      setWeights(model, initialWeights(config, model.layout, createRng(o.seed)));
+    }
+    const sampler = createBatchSampler(trainStream, B, T, prior?.sampler ?? hash32(o.seed ^ 0x5eed));
+
+    await makeDirs(runDir).catch((e) => { throw ioError(e, `create the run directory ${runDir}`); });
+    const metricsPath = join(runDir, 'metrics.jsonl');
+    const log = (record: Record<string, unknown>): Promise<void> =>
+      appendFile(metricsPath, JSON.stringify(record) + '\n').catch((e) => { throw ioError(e, `write ${metricsPath}`); });
+    const replot = async (): Promise<void> => {
+      const svg = renderLossPlot([{ name: basename(runDir), records: await readMetrics(metricsPath) }]);
+      await writeFileAtomic(join(runDir, 'loss.svg'), svg);
+    };
+
+    const stateOf = (): TrainerState => ({
+      total_steps: totalSteps, tokens_seen: tokensSeen, elapsed: elapsedBefore + (performance.now() - t0) / 1000,
+      sampler: sampler.state(), best_val_loss: bestVal,
+      amp: { mode: amp.mode, scale: amp.scale, clean_steps: amp.cleanSteps },
+      data: dataPath ? resolve(dataPath) : null, val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null,
+      options: { batch: B, accum: o.accum, lr: o.lr, min_lr: o.minLr, warmup: o.warmup, weight_decay: o.weightDecay, grad_clip: o.gradClip, seed: o.seed },
+    });
+    const save = async (): Promise<void> => {
+      const [weights, m, v] = await Promise.all([readWeights(model), backend.read(opt.m), backend.read(opt.v)]);
+      const previous = await isCheckpointDir(ckptDir);
+      try {
+        await saveCheckpoint(ckptDir, {
+          config, weights, tokenizer,
+          training: { step, m, v, trainer: stateOf() as unknown as Record<string, unknown> },
+        });
+      } catch (e) {
+        // A failed save leaves the last good checkpoint (saves are atomic); say so.
+        if (e instanceof MinigptError && previous) throw new MinigptError(`${e.message}; the previous checkpoint in ${ckptDir} is intact (resume from it with --resume ${runDir})`);
+        throw e;
+      }
+      o.onSave?.({ step, path: ckptDir });
+    };
+    const evaluate = async (windows: number = o.evalWindows): Promise<number> => {
+      const { loss } = await evaluateLoss(model, valStream, B, T, windows);
+      if (bestVal === null || loss < bestVal) bestVal = loss;
+      await log({ step, val_loss: loss });
+      o.onEval?.({ step, valLoss: loss, bestValLoss: bestVal });
+      await replot();
+      return loss;
+    };
+    const sample = async (): Promise<void> => {
+      if (!o.onSample) return;
+      let text = '';
+      for await (const t of generate({ model, tokenizer }, o.samplePrompt ?? '', { maxTokens: o.sampleTokens, temperature: 0.8, seed: step })) text += t.text;
+      o.onSample({ step, text });
+    };
+
+    await o.onStart?.({
+      runDir, config, parameters: countParams(config), tokenizer: tokenizer.kind, vocabSize: tokenizer.vocabSize,
+      trainTokens: trainStream.length, valTokens: valStream.length, dataName, backend: backend.name,
+      startStep: step, totalSteps, tokensPerStep: B * T * o.accum,
+    });
+
+    const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
+    const schedule = { lr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps };
+    const t0 = performance.now();
+    const startStep = step;
+    let lastLoss = NaN, skipped = 0, interrupted = false, consecutiveBad = 0, checkedStep = step;
+    if (!resumed) await log({ step: 0, event: 'start', config, tokenizer: tokenizer.kind, data: dataName });
+
+    // Steps run in windows of up to `syncEvery` between read backs. Each step leaves its mean loss
+    // and squared gradient norm in `stepStats` on the device, and the device itself skips an update
+    // whose norm is not finite, so nothing waits on the host mid-window. A window ends early where
+    // the host has work to do on the weights (eval, sample, save, the last step): there the host's
+    // step count and the device's weights agree again. Under fp16 the loss scale must react to an
+    // overflow before the next step, so every step is read back.
+    const syncEvery = amp.mode === 'fp16' ? 1 : Math.max(1, Math.floor(Math.min(o.syncEvery, totalSteps - step, 1000)));
+    const stepStats = backend.alloc(2 * syncEvery);
+    const lossSlot = Array.from({ length: syncEvery }, (_, k) => backend.view(stepStats, 2 * k, 1));
+    const normSlot = Array.from({ length: syncEvery }, (_, k) => backend.view(stepStats, 2 * k + 1, 1));
+    const every = (n: number, s: number) => n > 0 && s % n === 0;
+    const hostWork = (s: number) => s >= totalSteps || every(o.evalEvery, s) || every(o.sampleEvery, s) || every(o.saveEvery, s);
+    const outOfTime = () => o.maxTime !== undefined && (performance.now() - t0) / 1000 >= o.maxTime;
+
+    while (step < totalSteps) {
+      if (o.signal?.aborted) { interrupted = true; break; }
+      if (outOfTime()) break;
+
+      const lrs: number[] = [];
+      const gradScale = 1 / (amp.scale * o.accum);
+      backend.zero(stepStats);
+      for (let planned = step + 1; ; planned++) {
+        const k = lrs.length;
+        const lr = learningRate(schedule, planned);
+        zeroGrads(model);
+        for (let micro = 0; micro < o.accum; micro++) {
+          sampler.next(ids, targets);
+          // Seeds follow the attempt, as if the window's earlier steps had all been taken.
+          const dropoutSeed = hash32((o.seed + Math.imul(planned - 1, 0x9e3779b1) + micro) >>> 0);
+          forward(model, ids, targets, B, T, { training: true, dropoutSeed, half: amp.half });
+          backward(model, { training: true, dropoutSeed, lossScale: amp.scale, half: amp.half });
+          accumulateMeanLoss(model, lossSlot[k], 1 / o.accum);
+        }
+        optimizerStep(model, opt, lr, gradScale, lossSlot[k]);
+        backend.copy(normSlot[k], opt.normSquared);
+        lrs.push(lr);
+        if (lrs.length >= syncEvery || hostWork(planned) || o.signal?.aborted || outOfTime()) break;
+      }
+
+      const stats = await backend.read(backend.view(stepStats, 0, 2 * lrs.length));
+      for (let k = 0; k < lrs.length; k++) {
+        const loss = stats[2 * k], lr = lrs[k];
+        const gradNorm = Math.sqrt(stats[2 * k + 1]) * Math.abs(gradScale);
+        // A NaN/inf loss makes the norm NaN too (see optimizerStep).
+        amp.update(Number.isFinite(gradNorm));
+        // An overflow under loss scaling, or a NaN/inf loss: the device skipped this update instead
+        // of poisoning the weights.
+        if (!Number.isFinite(gradNorm)) {
+          undoSkippedStep(opt);
+          skipped++;
+          consecutiveBad++;
+          (o.onWarning ?? o.onMessage)?.(`step ${step + 1}: ${Number.isFinite(loss) ? 'gradient overflow' : `loss is ${loss}`}; skipped the update${amp.mode !== 'off' ? `, loss scale now ${amp.scale}` : ''}`);
+          continue;
+        }
+        consecutiveBad = 0;
+        step++;
+        tokensSeen += B * T * o.accum;
+        lastLoss = loss;
+        const elapsed = (performance.now() - t0) / 1000;
+        const tokensPerSecond = ((step - startStep) * B * T * o.accum) / Math.max(elapsed, 1e-9);
+        const stepsLeft = totalSteps - step;
+        let eta = (stepsLeft * B * T * o.accum) / Math.max(tokensPerSecond, 1e-9);
+        if (o.maxTime !== undefined) eta = Math.min(eta, Math.max(0, o.maxTime - elapsed));
+        o.onStep?.({ step, totalSteps, loss, lr, gradNorm, tokensPerSecond, elapsed, eta, tokensSeen, skipped: false, lossScale: amp.scale });
+        if (step % o.logEvery === 0 || step === totalSteps) {
+          await log({ step, loss, lr, grad_norm: gradNorm, tokens: tokensSeen, time: elapsedBefore + elapsed, tok_per_s: tokensPerSecond });
+        }
+      }
+      if (consecutiveBad >= 5 && (amp.mode === 'off' || amp.scale < 1)) {
+        await save();
+        throw new MinigptError(`training diverged: ${consecutiveBad} steps in a row had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower --lr (now ${o.lr})`);
+      }
+      // Here the weights are those of `step`.
+      if (step === checkedStep) continue;
+      checkedStep = step;
+      if (every(o.evalEvery, step)) await evaluate();
+      if (every(o.sampleEvery, step)) await sample();
+      if (every(o.saveEvery, step)) await save();
+    }
+
+    // The final validation loss covers the whole validation split (up to FINAL_EVAL_WINDOWS).
+    if (!interrupted) await evaluate(FINAL_EVAL_WINDOWS);
+    await save();
+    const seconds = (performance.now() - t0) / 1000;
+    return {
+      runDir, checkpoint: ckptDir, steps: step, tokensSeen, seconds, finalLoss: lastLoss,
+      bestValLoss: bestVal, interrupted, skippedSteps: skipped,
+    };
+  } finally {
+    if (typeof o.backend !== 'object') backend.destroy();
   }
-  const sampler = createBatchSampler(trainStream, B, T, prior?.sampler ?? hash32(o.seed ^ 0x5eed));
-
-  await makeDirs(runDir).catch((e) => { throw ioError(e, `create the run directory ${runDir}`); });
-  const metricsPath = join(runDir, 'metrics.jsonl');
-  const log = (record: Record<string, unknown>): Promise<void> =>
-    appendFile(metricsPath, JSON.stringify(record) + '\n').catch((e) => { throw ioError(e, `write ${metricsPath}`); });
-  const replot = async (): Promise<void> => {
-    const svg = renderLossPlot([{ name: basename(runDir), records: await readMetrics(metricsPath) }]);
-    await writeFileAtomic(join(runDir, 'loss.svg'), svg);
-  };
-
-  const stateOf = (): TrainerState => ({
-    total_steps: totalSteps, tokens_seen: tokensSeen, elapsed: elapsedBefore + (performance.now() - t0) / 1000,
-    sampler: sampler.state(), best_val_loss: bestVal,
-    amp: { mode: amp.mode, scale: amp.scale, clean_steps: amp.cleanSteps },
-    data: dataPath ? resolve(dataPath) : null, val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null,
-    options: { batch: B, accum: o.accum, lr: o.lr, min_lr: o.minLr, warmup: o.warmup, weight_decay: o.weightDecay, grad_clip: o.gradClip, seed: o.seed },
-  });
-  const save = async (): Promise<void> => {
-    const [weights, m, v] = await Promise.all([readWeights(model), backend.read(opt.m), backend.read(opt.v)]);
-    const previous = await isCheckpointDir(ckptDir);
-    try {
-      await saveCheckpoint(ckptDir, {
-        config, weights, tokenizer,
-        training: { step, m, v, trainer: stateOf() as unknown as Record<string, unknown> },
-      });
-    } catch (e) {
-      // A failed save leaves the last good checkpoint (saves are atomic); say so.
-      if (e instanceof MinigptError && previous) throw new MinigptError(`${e.message}; the previous checkpoint in ${ckptDir} is intact (resume from it with --resume ${runDir})`);
-      throw e;
-    }
-    o.onSave?.({ step, path: ckptDir });
-  };
-  const evaluate = async (windows: number = o.evalWindows): Promise<number> => {
-    const { loss } = await evaluateLoss(model, valStream, B, T, windows);
-    if (bestVal === null || loss < bestVal) bestVal = loss;
-    await log({ step, val_loss: loss });
-    o.onEval?.({ step, valLoss: loss, bestValLoss: bestVal });
-    await replot();
-    return loss;
-  };
-  const sample = async (): Promise<void> => {
-    if (!o.onSample) return;
-    let text = '';
-    for await (const t of generate({ model, tokenizer }, o.samplePrompt ?? '', { maxTokens: o.sampleTokens, temperature: 0.8, seed: step })) text += t.text;
-    o.onSample({ step, text });
-  };
-
-  await o.onStart?.({
-    runDir, config, parameters: countParams(config), tokenizer: tokenizer.kind, vocabSize: tokenizer.vocabSize,
-    trainTokens: trainStream.length, valTokens: valStream.length, dataName, backend: backend.name,
-    startStep: step, totalSteps, tokensPerStep: B * T * o.accum,
-  });
-
-  const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
-  const schedule = { lr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps };
-  const t0 = performance.now();
-  const startStep = step;
-  let lastLoss = NaN, skipped = 0, interrupted = false, consecutiveBad = 0, checkedStep = step;
-  if (!resumed) await log({ step: 0, event: 'start', config, tokenizer: tokenizer.kind, data: dataName });
-
-  // Steps run in windows of up to `syncEvery` between read backs. Each step leaves its mean loss
-  // and squared gradient norm in `stepStats` on the device, and the device itself skips an update
-  // whose norm is not finite, so nothing waits on the host mid-window. A window ends early where
-  // the host has work to do on the weights (eval, sample, save, the last step): there the host's
-  // step count and the device's weights agree again. Under fp16 the loss scale must react to an
-  // overflow before the next step, so every step is read back.
-  const syncEvery = amp.mode === 'fp16' ? 1 : Math.max(1, Math.floor(Math.min(o.syncEvery, totalSteps - step, 1000)));
-  const stepStats = backend.alloc(2 * syncEvery);
-  const lossSlot = Array.from({ length: syncEvery }, (_, k) => backend.view(stepStats, 2 * k, 1));
-  const normSlot = Array.from({ length: syncEvery }, (_, k) => backend.view(stepStats, 2 * k + 1, 1));
-  const every = (n: number, s: number) => n > 0 && s % n === 0;
-  const hostWork = (s: number) => s >= totalSteps || every(o.evalEvery, s) || every(o.sampleEvery, s) || every(o.saveEvery, s);
-  const outOfTime = () => o.maxTime !== undefined && (performance.now() - t0) / 1000 >= o.maxTime;
-
-  while (step < totalSteps) {
-    if (o.signal?.aborted) { interrupted = true; break; }
-    if (outOfTime()) break;
-
-    const lrs: number[] = [];
-    const gradScale = 1 / (amp.scale * o.accum);
-    backend.zero(stepStats);
-    for (let planned = step + 1; ; planned++) {
-      const k = lrs.length;
-      const lr = learningRate(schedule, planned);
-      zeroGrads(model);
-      for (let micro = 0; micro < o.accum; micro++) {
-        sampler.next(ids, targets);
-        // Seeds follow the attempt, as if the window's earlier steps had all been taken.
-        const dropoutSeed = hash32((o.seed + Math.imul(planned - 1, 0x9e3779b1) + micro) >>> 0);
-        forward(model, ids, targets, B, T, { training: true, dropoutSeed, half: amp.half });
-        backward(model, { training: true, dropoutSeed, lossScale: amp.scale, half: amp.half });
-        accumulateMeanLoss(model, lossSlot[k], 1 / o.accum);
-      }
-      optimizerStep(model, opt, lr, gradScale, lossSlot[k]);
-      backend.copy(normSlot[k], opt.normSquared);
-      lrs.push(lr);
-      if (lrs.length >= syncEvery || hostWork(planned) || o.signal?.aborted || outOfTime()) break;
-    }
-
-    const stats = await backend.read(backend.view(stepStats, 0, 2 * lrs.length));
-    for (let k = 0; k < lrs.length; k++) {
-      const loss = stats[2 * k], lr = lrs[k];
-      const gradNorm = Math.sqrt(stats[2 * k + 1]) * Math.abs(gradScale);
-      // A NaN/inf loss makes the norm NaN too (see optimizerStep).
-      amp.update(Number.isFinite(gradNorm));
-      // An overflow under loss scaling, or a NaN/inf loss: the device skipped this update instead
-      // of poisoning the weights.
-      if (!Number.isFinite(gradNorm)) {
-        undoSkippedStep(opt);
-        skipped++;
-        consecutiveBad++;
-        (o.onWarning ?? o.onMessage)?.(`step ${step + 1}: ${Number.isFinite(loss) ? 'gradient overflow' : `loss is ${loss}`}; skipped the update${amp.mode !== 'off' ? `, loss scale now ${amp.scale}` : ''}`);
-        continue;
-      }
-      consecutiveBad = 0;
-      step++;
-      tokensSeen += B * T * o.accum;
-      lastLoss = loss;
-      const elapsed = (performance.now() - t0) / 1000;
-      const tokensPerSecond = ((step - startStep) * B * T * o.accum) / Math.max(elapsed, 1e-9);
-      const stepsLeft = totalSteps - step;
-      let eta = (stepsLeft * B * T * o.accum) / Math.max(tokensPerSecond, 1e-9);
-      if (o.maxTime !== undefined) eta = Math.min(eta, Math.max(0, o.maxTime - elapsed));
-      o.onStep?.({ step, totalSteps, loss, lr, gradNorm, tokensPerSecond, elapsed, eta, tokensSeen, skipped: false, lossScale: amp.scale });
-      if (step % o.logEvery === 0 || step === totalSteps) {
-        await log({ step, loss, lr, grad_norm: gradNorm, tokens: tokensSeen, time: elapsedBefore + elapsed, tok_per_s: tokensPerSecond });
-      }
-    }
-    if (consecutiveBad >= 5 && (amp.mode === 'off' || amp.scale < 1)) {
-      await save();
-      throw new MinigptError(`training diverged: ${consecutiveBad} steps in a row had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower --lr (now ${o.lr})`);
-    }
-    // Here the weights are those of `step`.
-    if (step === checkedStep) continue;
-    checkedStep = step;
-    if (every(o.evalEvery, step)) await evaluate();
-    if (every(o.sampleEvery, step)) await sample();
-    if (every(o.saveEvery, step)) await save();
-  }
-
-  // The final validation loss covers the whole validation split (up to FINAL_EVAL_WINDOWS).
-  if (!interrupted) await evaluate(FINAL_EVAL_WINDOWS);
-  await save();
-  const seconds = (performance.now() - t0) / 1000;
-  return {
-    runDir, checkpoint: ckptDir, steps: step, tokensSeen, seconds, finalLoss: lastLoss,
-    bestValLoss: bestVal, interrupted, skippedSteps: skipped,
-  };
 }
 
 /** Shards must hold the checkpoint's token ids: the same tokenizer, or their ids mean other things. */
