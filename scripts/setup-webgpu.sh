@@ -24,7 +24,7 @@ find_icd() {
 }
 
 has_loader() {
-  ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1 '
+  ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1 ' >/dev/null
 }
 
 icd=$(find_icd || true)
@@ -46,4 +46,24 @@ if [ -z "$icd" ]; then
   echo "setup-webgpu: chromium is installed but vk_swiftshader_icd.json was not found" >&2
   exit 1
 fi
+
+# A second software adapter, with shader-f16 (SwiftShader has none): Mesa 25's lavapipe, from
+# bookworm-backports on Debian 12 (Debian 12's own Mesa 22.3 lavapipe is rejected by Dawn). Only
+# test/webgpu-f16.test.ts uses it, by VK_ICD_FILENAMES; SwiftShader stays the default. Optional:
+# without it that test skips.
+lvp=/usr/share/vulkan/icd.d/lvp_icd.json
+mesa_ok() { dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null | grep '^2[4-9]\.' >/dev/null; }
+if command -v apt-get >/dev/null 2>&1 && ! mesa_ok && grep -qs 'VERSION_CODENAME=bookworm' /etc/os-release; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup-webgpu: installing Mesa's lavapipe from bookworm-backports (an adapter with shader-f16)..." >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if [ ! -f /etc/apt/sources.list.d/minigpt-backports.list ] && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/minigpt-backports.list >/dev/null
+  fi
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports mesa-vulkan-drivers; } >&2 \
+    || echo "setup-webgpu: lavapipe not installed; the f16 storage tests will skip" >&2
+fi
+[ -f "$lvp" ] && mesa_ok && echo "setup-webgpu: lavapipe with shader-f16 at $lvp" >&2
+
 echo "export VK_ICD_FILENAMES=$icd"

@@ -53,6 +53,11 @@ export interface Backend {
   // --- memory ---
   /** A zero-filled float tensor of `size` elements. */
   alloc(size: number): Tensor;
+  /** True where the device stores f16 natively (webgpu with shader-f16): then allocHalf works. */
+  readonly halfStorage?: boolean;
+  /** A tensor stored as f16: kernels load it as f32 and round what they store to f16 (nearest
+   * even, overflow to ±inf, exactly as roundHalf('f16')); write and read convert. */
+  allocHalf?(size: number): Tensor;
   allocInt(size: number): IntTensor;
   /** A view of `size` elements starting at `offset`, sharing storage with `t`. */
   view(t: Tensor, offset: number, size: number): Tensor;

@@ -67,6 +67,9 @@ export interface Activations {
   datt: Tensor;
   dmlpIn: Tensor;
   dmlpAct: Tensor;
+  /** The tensors stored as f16 (mixed precision on a device with f16 storage): what the forward
+   * and backward would round to f16 anyway, so their roundHalf is skipped. Empty otherwise. */
+  halfStored: Set<Tensor>;
 }
 
 export interface Model {
@@ -135,10 +138,23 @@ export function readWeights(model: Model): Promise<Float32Array> {
   return model.backend.read(model.params.all);
 }
 
-/** The activation buffers for (B, T), allocated on first use and kept while the shape holds. */
-export function activationsFor(model: Model, B: number, T: number): Activations {
+/**
+ * The activation buffers for (B, T), allocated on first use and kept while the shape holds. With
+ * `halfStorage` (fp16 mixed precision on a backend that stores f16), the activations and
+ * activation gradients that mixed precision rounds to f16 are allocated as f16: half the memory
+ * and bandwidth; norms' rstd, attention's lse, the losses and the pre-residual branch stay f32.
+ */
+export function activationsFor(model: Model, B: number, T: number, halfStorage = false): Activations {
   if (model.acts && model.acts.B === B && model.acts.T === T) return model.acts;
   const { backend: be, config: c } = model;
+  const halfStored = new Set<Tensor>();
+  const h = (size: number): Tensor => {
+    if (!halfStorage || !be.allocHalf) return be.alloc(size);
+    const t = be.allocHalf(size);
+    halfStored.add(t);
+    return t;
+  };
+  const manyHalf = (n: number, size: number): Tensor[] => Array.from({ length: n }, () => h(size));
   if (T > c.context) throw new Error(`sequence length ${T} exceeds the model's context ${c.context}`);
   const N = B * T, C = c.d_model, L = c.n_layers, V = c.vocab_size, F = c.intermediate_size;
   const QKV = qkvDim(c), HD = c.n_heads * headDim(c);
@@ -148,28 +164,29 @@ export function activationsFor(model: Model, B: number, T: number): Activations 
     B, T,
     ids: be.allocInt(N),
     targets: be.allocInt(N),
-    residual: many(2 * L + 1, N * C),
-    ln1: many(L, N * C),
+    residual: manyHalf(2 * L + 1, N * C),
+    ln1: manyHalf(L, N * C),
     ln1Rstd: many(L, N),
-    qkv: many(L, N * QKV),
-    att: many(L, N * HD),
+    qkv: manyHalf(L, N * QKV),
+    att: manyHalf(L, N * HD),
     lse: many(L, B * c.n_heads * T),
-    ln2: many(L, N * C),
+    ln2: manyHalf(L, N * C),
     ln2Rstd: many(L, N),
-    mlpIn: many(L, N * mlpInDim),
-    mlpAct: many(L, N * F),
-    lnf: be.alloc(N * C),
+    mlpIn: manyHalf(L, N * mlpInDim),
+    mlpAct: manyHalf(L, N * F),
+    lnf: h(N * C),
     lnfRstd: be.alloc(N),
-    logits: be.alloc(N * V),
+    logits: h(N * V),
     losses: be.alloc(N),
     branch: be.alloc(N * C),
-    dresidual: be.alloc(N * C),
+    dresidual: h(N * C),
     dbranch: be.alloc(N * C),
-    dln: be.alloc(N * C),
-    dqkv: be.alloc(N * QKV),
-    datt: be.alloc(N * HD),
-    dmlpIn: be.alloc(N * mlpInDim),
-    dmlpAct: be.alloc(N * F),
+    dln: h(N * C),
+    dqkv: h(N * QKV),
+    datt: h(N * HD),
+    dmlpIn: h(N * mlpInDim),
+    dmlpAct: h(N * F),
+    halfStored,
   };
   return model.acts;
 }
@@ -204,9 +221,9 @@ function siteSeed(stepSeed: number, site: number): number {
 export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike<number> | null, B: number, T: number, opts: ForwardOptions = {}): Activations {
   const { backend: be, config: c } = model;
   const w = opts.half ? halfWeights(model, opts.half) : model.params;
-  const a = activationsFor(model, B, T);
+  const a = activationsFor(model, B, T, opts.half === 'f16' && be.halfStorage === true);
   const half = opts.half;
-  const r = (t: Tensor): void => { if (half) be.roundHalf(t, half); };
+  const r = (t: Tensor): void => { if (half && !a.halfStored.has(t)) be.roundHalf(t, half); };
   const N = B * T, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
   const shape: AttentionShape = { B, T, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd };
   const p = opts.training ? c.dropout : 0;
@@ -274,7 +291,7 @@ export function backward(model: Model, opts: ForwardOptions & { lossScale?: numb
   if (half && !model.halfParams) throw new Error('backward with half precision needs a forward with it');
   const w = half ? model.halfParams! : model.params;
   // Gradients in the half format, as they would be stored; FP16 overflows to inf here.
-  const r = (t: Tensor): void => { if (half) be.roundHalf(t, half); };
+  const r = (t: Tensor): void => { if (half && !a.halfStored.has(t)) be.roundHalf(t, half); };
   const { B, T } = a;
   const N = B * T, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
   const shape: AttentionShape = { B, T, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd };

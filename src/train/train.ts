@@ -348,6 +348,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const model = createModel(backend, config);
     const opt = createOptimizer(model, { weightDecay: o.weightDecay, gradClip: o.gradClip });
     const amp: AmpState = createAmp(resumed ? prior!.amp.mode : o.amp, prior?.amp ?? (o.ampInitialScale ? { scale: o.ampInitialScale, clean_steps: 0 } : undefined));
+    if (amp.mode === 'fp16' && backend.halfStorage) o.onMessage?.('fp16: activations and their gradients are stored as f16 on this device');
     let step = 0, tokensSeen = 0, elapsedBefore = 0, bestVal: number | null = null;
     const totalSteps = opts.steps ?? prior?.total_steps ?? o.steps;
     if (resumed) {

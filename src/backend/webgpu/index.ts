@@ -45,6 +45,8 @@ const SUBMIT_EVERY = 128;
 interface Storage {
   readonly id: number;
   readonly buffer: GPUBuffer;
+  /** Elements are f16 (allocHalf), else 32-bit. */
+  readonly half: boolean;
 }
 interface GpuTensor extends Tensor {
   readonly storage: Storage;
@@ -90,6 +92,14 @@ export interface WebGpuBackend extends Backend {
   readonly adapterInfo: string;
   /** True for a software / CPU adapter such as SwiftShader. */
   readonly software: boolean;
+  /** The adapter has `shader-f16`, so allocHalf gives f16 storage. */
+  readonly halfStorage: boolean;
+  /**
+   * A tensor stored as f16 (half the memory and bandwidth); kernels load it into f32 and round what
+   * they store (round to nearest even, overflow to ±inf), write/read convert. Throws without
+   * `halfStorage`.
+   */
+  allocHalf(size: number): Tensor;
 }
 
 /** Whether a WebGPU adapter can be had here (any kind, software included). */
@@ -109,7 +119,9 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
   const adapter = probe.adapter ? await requestAdapter() : null;
   if (!adapter) throw new MinigptError(`webgpu backend: no WebGPU adapter: ${probe.reason}`);
   const lim = adapter.limits;
+  const halfStorage = adapter.features.has('shader-f16');
   const device = await adapter.requestDevice({
+    requiredFeatures: halfStorage ? ['shader-f16'] : [],
     requiredLimits: {
       maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize,
       maxBufferSize: lim.maxBufferSize,
@@ -128,14 +140,14 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
 
   const storages = new Set<GPUBuffer>();
   let nextId = 1;
-  const newStorage = (elements: number): Storage => {
-    const bytes = Math.max(16, Math.ceil((elements * 4) / 16) * 16);
+  const newStorage = (elements: number, half = false): Storage => {
+    const bytes = Math.max(16, Math.ceil((elements * (half ? 2 : 4)) / 16) * 16);
     if (bytes > lim.maxStorageBufferBindingSize) {
       throw new MinigptError(`webgpu backend: a tensor of ${elements} floats exceeds this adapter's largest storage binding (${lim.maxStorageBufferBindingSize} bytes)`);
     }
     const buffer = device.createBuffer({ size: bytes, usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST });
     storages.add(buffer);
-    return { id: nextId++, buffer };
+    return { id: nextId++, buffer, half };
   };
 
   const ring = device.createBuffer({ size: PARAM_BYTES * RING_SLOTS, usage: USAGE.UNIFORM | USAGE.COPY_DST });
@@ -166,7 +178,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
   const pipes = new Map<string, Pipe>();
   const bindGroups = new Map<string, GPUBindGroup>();
 
-  function pipeFor(name: KernelName, spec: KernelSpec, slotOf: number[], key: string): Pipe {
+  function pipeFor(name: KernelName, spec: KernelSpec, slotOf: number[], halfSlots: boolean[], key: string): Pipe {
     let p = pipes.get(key);
     if (p) return p;
     const nSlots = slotOf.length === 0 ? 0 : Math.max(...slotOf) + 1;
@@ -176,7 +188,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     ];
     for (let b = 1; b <= nBindings; b++) entries.push({ binding: b, visibility: STAGE_COMPUTE, buffer: { type: 'storage' } });
     const layout = device.createBindGroupLayout({ entries, label: name });
-    const module = device.createShaderModule({ code: shaderSource(spec, slotOf), label: name });
+    const module = device.createShaderModule({ code: shaderSource(spec, slotOf, halfSlots), label: name });
     const pipeline = device.createComputePipeline({
       label: name,
       layout: device.createPipelineLayout({ bindGroupLayouts: [layout] }),
@@ -209,8 +221,9 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       if (s < 0) s = slotIds.push(t.storage.id) - 1;
       return s;
     });
-    const key = `${name}|${slotOf.join(',')}`;
-    const pipe = pipeFor(name, spec, slotOf, key);
+    const halfSlots = slotIds.map((id) => fs.find((t) => t.storage.id === id)!.storage.half);
+    const key = `${name}|${slotOf.join(',')}${halfSlots.includes(true) ? `|h${halfSlots.map(Number).join('')}` : ''}`;
+    const pipe = pipeFor(name, spec, slotOf, halfSlots, key);
     const bgKey = `${key}|${slotIds.join(',')}|${is.map((t) => t.storage.id).join(',')}`;
     let bg = bindGroups.get(bgKey);
     if (!bg) {
@@ -297,7 +310,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     }
     return scratchT;
   };
-  const scratchView = (offset: number, size: number): GpuTensor => ({ size, storage: scratchT!.storage, offset, owner }) as GpuTensor;
+  const scratchView = (offset: number, size: number, base: GpuTensor = scratchT!): GpuTensor => ({ size, storage: base.storage, offset, owner }) as GpuTensor;
   /** A grid of `rows` workgroups, 2D past 65535 (kernels take row = wid.x + wid.y * nwg.x). */
   const rowsGrid = (rows: number): [number, number] => (rows <= 65535 ? [rows, 1] : [65535, Math.ceil(rows / 65535)]);
 
@@ -358,9 +371,14 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     attention: attentionKind,
     adapterInfo: probe.reason,
     software: probe.software,
+    halfStorage,
 
     alloc(size) {
       return { size, storage: newStorage(size), offset: 0, owner } as GpuTensor;
+    },
+    allocHalf(size) {
+      if (!halfStorage) throw new MinigptError('webgpu backend: this adapter has no shader-f16, so no f16 storage');
+      return { size, storage: newStorage(size, true), offset: 0, owner } as GpuTensor;
     },
     allocInt(size) {
       return { size, storage: newStorage(size), offset: 0, owner } as GpuTensor;
@@ -376,6 +394,13 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       if (data.length === 0) return;
       flush();
       const arr = data instanceof Float32Array ? data : Float32Array.from(data);
+      if (g.storage.half) {
+        // f32 into the scratch buffer, then a copy kernel rounds it into the f16 tensor (any offset).
+        const tmp = scratchView(0, arr.length, scratch(arr.length));
+        queue.writeBuffer(tmp.storage.buffer, 0, arr.buffer, arr.byteOffset, arr.byteLength);
+        run('copy', [backend.view(g, offset, arr.length), tmp], [], arr.length, []);
+        return;
+      }
       queue.writeBuffer(g.storage.buffer, (g.offset + offset) * 4, arr.buffer, arr.byteOffset, arr.byteLength);
     },
     writeInt(t, data, offset = 0) {
@@ -387,7 +412,13 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       queue.writeBuffer(g.storage.buffer, (g.offset + offset) * 4, arr.buffer, arr.byteOffset, arr.byteLength);
     },
     async read(t) {
-      const g = asT(t, 'read source');
+      let g = asT(t, 'read source');
+      if (g.storage.half && t.size > 0) {
+        // widened to f32 in the scratch buffer by a copy kernel, and read from there
+        const tmp = scratchView(0, t.size, scratch(t.size));
+        run('copy', [tmp, g], [], t.size, []);
+        g = tmp;
+      }
       if (t.size === 0) {
         flush();
         return new Float32Array(0);

@@ -379,20 +379,95 @@ export type KernelName = string;
 
 export const WORKGROUP = 64;
 
+/** Stores into f16 storage: WGSL leaves f16(v) of an out-of-range v indeterminate, so an overflow
+ * goes to ±inf here explicitly (as IEEE round-to-nearest-even does from 65520 on), which is how
+ * dynamic loss scaling sees it. */
+const HALF_HELPERS = /* wgsl */ `
+fn to_f16(v: f32) -> f16 {
+  if (abs(v) >= 65520.0) {
+    // ±inf from its bits (a constant inf would be a shader-creation error)
+    let bits = select(0x7c00u, 0xfc00u, v < 0.0);
+    return bitcast<vec2<f16>>(bits | (bits << 16u)).x;
+  }
+  return f16(v);
+}
+`;
+
+/** Index of the `]` closing the `[` at `open`, and of the `;` ending the statement from `from`. */
+function closing(text: string, open: number): number {
+  let depth = 0;
+  for (let i = open; i < text.length; i++) {
+    if (text[i] === '[' || text[i] === '(') depth++;
+    else if (text[i] === ']' || text[i] === ')') if (--depth === 0) return i;
+  }
+  throw new Error(`unbalanced brackets in kernel body: ${text.slice(open, open + 40)}`);
+}
+function statementEnd(text: string, from: number): number {
+  let depth = 0;
+  for (let i = from; i < text.length; i++) {
+    const c = text[i];
+    if (c === '[' || c === '(') depth++;
+    else if (c === ']' || c === ')') depth--;
+    else if (c === ';' && depth === 0) return i;
+  }
+  throw new Error(`no end of statement in kernel body: ${text.slice(from, from + 40)}`);
+}
+
+/**
+ * Rewrites the accesses to f16 tensors (`half`: tensor name -> slot) so the body keeps computing
+ * in f32: a read `x[e]` becomes `f32(fbS[P.o_x + e])`, a store `x[e] = v;` becomes
+ * `fbS[P.o_x + e] = to_f16(v);` and `x[e] += v;` (or -=, *=) a load, the f32 operation and a store.
+ */
+function rewriteHalfAccesses(body: string, half: Map<string, number>): string {
+  if (half.size === 0) return body;
+  const pattern = new RegExp(`\\b(${[...half.keys()].join('|')})\\[`, 'g');
+  let out = '';
+  let at = 0;
+  for (;;) {
+    pattern.lastIndex = at;
+    const m = pattern.exec(body);
+    if (!m) return out + body.slice(at);
+    const name = m[1];
+    const open = m.index + name.length;
+    const close = closing(body, open);
+    const index = rewriteHalfAccesses(body.slice(open + 1, close), half);
+    const ref = `fb${half.get(name)}[P.o_${name} + ${index}]`;
+    out += body.slice(at, m.index);
+    const op = /^\s*([-+*/]?)=(?!=)/.exec(body.slice(close + 1));
+    if (op) {
+      const rhsStart = close + 1 + op[0].length;
+      const end = statementEnd(body, rhsStart);
+      const rhs = rewriteHalfAccesses(body.slice(rhsStart, end), half);
+      out += op[1] ? `${ref} = to_f16(f32(${ref}) ${op[1]} (${rhs}))` : `${ref} = to_f16(${rhs})`;
+      at = end;
+    } else {
+      out += `f32(${ref})`;
+      at = close + 1;
+    }
+  }
+}
+
 /**
  * WGSL for `spec` when its float tensors live in the buffer slots `slotOf` (tensor index -> slot,
  * slots numbered from 0 in first-use order; int tensors always get their own slots after them).
+ * Slots whose `halfSlots` entry is true hold f16 (the adapter's shader-f16): their tensors are
+ * loaded into f32 and stored rounded, so the body computes in f32 either way.
  */
-export function shaderSource(spec: KernelSpec, slotOf: number[]): string {
+export function shaderSource(spec: KernelSpec, slotOf: number[], halfSlots: readonly boolean[] = []): string {
   const ints = spec.ints ?? [];
   const nSlots = slotOf.length === 0 ? 0 : Math.max(...slotOf) + 1;
   const fields = ['n_: u32', ...spec.tensors.map((t) => `o_${t}: u32`), ...ints.map((t) => `o_${t}: u32`),
     ...spec.params.map((p) => { const [name, type = 'u32'] = p.split(':'); return `${name}: ${type}`; })];
   const decls: string[] = [`struct Params { ${fields.join(', ')} }`, '@group(0) @binding(0) var<uniform> P: Params;'];
-  for (let s = 0; s < nSlots; s++) decls.push(`@group(0) @binding(${s + 1}) var<storage, read_write> fb${s}: array<f32>;`);
+  for (let s = 0; s < nSlots; s++) decls.push(`@group(0) @binding(${s + 1}) var<storage, read_write> fb${s}: array<${halfSlots[s] ? 'f16' : 'f32'}>;`);
   ints.forEach((_, k) => decls.push(`@group(0) @binding(${nSlots + 1 + k}) var<storage, read_write> ib${k}: array<i32>;`));
   let body = spec.body;
-  spec.tensors.forEach((t, k) => { body = body.replace(new RegExp(`\\b${t}\\[`, 'g'), `fb${slotOf[k]}[P.o_${t} + `); });
+  const half = new Map<string, number>();
+  spec.tensors.forEach((t, k) => {
+    if (halfSlots[slotOf[k]]) half.set(t, slotOf[k]);
+    else body = body.replace(new RegExp(`\\b${t}\\[`, 'g'), `fb${slotOf[k]}[P.o_${t} + `);
+  });
+  body = rewriteHalfAccesses(body, half);
   ints.forEach((t, k) => { body = body.replace(new RegExp(`\\b${t}\\[`, 'g'), `ib${k}[P.o_${t} + `); });
   const main = spec.workgroup
     ? `${spec.workgroup.decls ?? ''}
@@ -402,5 +477,6 @@ export function shaderSource(spec: KernelSpec, slotOf: number[]): string {
   let i = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
   if (i >= P.n_) { return; }${body}
 }`;
-  return `${HELPERS}\n${decls.join('\n')}\n${main}\n`;
+  const f16 = half.size > 0 ? `enable f16;\n${HALF_HELPERS}` : '';
+  return `${f16}${HELPERS}\n${decls.join('\n')}\n${main}\n`;
 }
