@@ -200,6 +200,7 @@ test('fp16 mixed precision with f16 activations trains as the reference emulates
   // Every activation and activation gradient that fp16 rounds is f16 storage on the GPU.
   assert.equal(got.model.acts!.halfStored.size, 8 * config.n_layers + 9);
   assert.equal(want.model.acts!.halfStored.size, 0);
+  assert.equal(got.model.halfParamsStored, true, 'the f16 weight copy is f16 storage');
   // The same values up to where rounding happens (a store rounds before a kernel's second pass
   // reads it, where the emulation rounds after): 1.2e-5 / 2.5e-5 apart on lavapipe.
   const rel = (x: number[], y: number[]): string => Math.max(...x.map((v, i) => Math.abs(v - y[i]) / Math.abs(y[i]))).toExponential(1);

@@ -83,6 +83,8 @@ export interface Model {
   acts: Activations | null;
   /** Mixed precision: the weights rounded to the half format, used by forward and backward. */
   halfParams: ParamTensors | null;
+  /** halfParams is f16 storage (fp16 on a backend with halfStorage), not f32 holding f16 values. */
+  halfParamsStored: boolean;
 }
 
 function paramViews(backend: Backend, all: Tensor, layout: ParamLayout, c: ModelConfig): ParamTensors {
@@ -126,7 +128,7 @@ export function createModel(backend: Backend, config: ModelConfig): Model {
   const grads = paramViews(backend, backend.alloc(layout.size), layout, config);
   const table = backend.alloc(config.context * headDim(config));
   backend.write(table, ropeTable(config));
-  return { config, backend, layout, params, grads, ropeTable: table, acts: null, halfParams: null };
+  return { config, backend, layout, params, grads, ropeTable: table, acts: null, halfParams: null, halfParamsStored: false };
 }
 
 export function setWeights(model: Model, weights: Float32Array): void {
@@ -203,9 +205,14 @@ export interface ForwardOptions {
 /** The FP32 master weights rounded to `format`, refreshed at every forward. */
 function halfWeights(model: Model, format: 'f16' | 'bf16'): ParamTensors {
   const be = model.backend;
-  model.halfParams ??= paramViews(be, be.alloc(model.layout.size), model.layout, model.config);
+  // f16 storage rounds on the copy itself; bf16 (or no f16 storage) is rounded in f32 buffers.
+  const stored = format === 'f16' && be.halfStorage === true && be.allocHalf !== undefined;
+  if (!model.halfParams || model.halfParamsStored !== stored) {
+    model.halfParams = paramViews(be, stored ? be.allocHalf!(model.layout.size) : be.alloc(model.layout.size), model.layout, model.config);
+    model.halfParamsStored = stored;
+  }
   be.copy(model.halfParams.all, model.params.all);
-  be.roundHalf(model.halfParams.all, format);
+  if (!stored) be.roundHalf(model.halfParams.all, format);
   return model.halfParams;
 }
 
