@@ -143,6 +143,7 @@ const ATTENTION_SHAPES: AttentionShape[] = [
   { B: 2, T: 20, nHeads: 4, nKvHeads: 1, headDim: 10 }, // MQA
   { B: 2, T: 70, nHeads: 2, nKvHeads: 2, headDim: 32 },
   { B: 1, T: 97, nHeads: 2, nKvHeads: 1, headDim: 12 }, // several query blocks, a ragged last one
+  { B: 2, T: 50, nHeads: 4, nKvHeads: 2, headDim: 20 }, // a full and a partial 8-column panel of the head, several blocks
 ];
 
 test('rope and attention (forward, backward, KV cache) match the reference', async () => {

@@ -78,6 +78,30 @@ const MC: i32 = 64;
  * KC rows of inp that one panel reads stay in L1. */
 const KC: i32 = 128;
 
+/** Stores (or adds, with `accumulate`) a 4x8 tile's accumulators to out (rows ldOut bytes apart), clipped to rows x cols. */
+@inline function storeTile4x8(out: usize, ldOut: usize, rows: i32, cols: i32, accumulate: bool,
+  c00: v128, c01: v128, c10: v128, c11: v128, c20: v128, c21: v128, c30: v128, c31: v128): void {
+  if (rows == MR && cols == NR) {
+    const o1 = out + ldOut, o2 = out + 2 * ldOut, o3 = out + 3 * ldOut;
+    if (accumulate) {
+      c00 = f32x4.add(c00, v128.load(out)); c01 = f32x4.add(c01, v128.load(out, 16));
+      c10 = f32x4.add(c10, v128.load(o1)); c11 = f32x4.add(c11, v128.load(o1, 16));
+      c20 = f32x4.add(c20, v128.load(o2)); c21 = f32x4.add(c21, v128.load(o2, 16));
+      c30 = f32x4.add(c30, v128.load(o3)); c31 = f32x4.add(c31, v128.load(o3, 16));
+    }
+    v128.store(out, c00); v128.store(out, c01, 16);
+    v128.store(o1, c10); v128.store(o1, c11, 16);
+    v128.store(o2, c20); v128.store(o2, c21, 16);
+    v128.store(o3, c30); v128.store(o3, c31, 16);
+    return;
+  }
+  const lo = min(cols, 4), hi = cols - 4;
+  storeLanes(out, c00, lo, accumulate); storeLanes(out + 16, c01, hi, accumulate);
+  if (rows > 1) { storeLanes(out + ldOut, c10, lo, accumulate); storeLanes(out + ldOut + 16, c11, hi, accumulate); }
+  if (rows > 2) { storeLanes(out + 2 * ldOut, c20, lo, accumulate); storeLanes(out + 2 * ldOut + 16, c21, hi, accumulate); }
+  if (rows > 3) { storeLanes(out + 3 * ldOut, c30, lo, accumulate); storeLanes(out + 3 * ldOut + 16, c31, hi, accumulate); }
+}
+
 /**
  * out[r, 0:cols] (= or +=) sum_k A[r, k] * B[k, 0:8] for r < rows (<= 4), cols <= 8, with A
  * packed as [K][4] (pa) and B rows of 8 floats ldB bytes apart (pb: a packed panel, ldB = 32, or
@@ -103,25 +127,7 @@ function tile4x8(pa: usize, pb: usize, ldB: usize, K: i32, out: usize, ldOut: us
     pa += 16;
     pb += ldB;
   }
-  if (rows == MR && cols == NR) {
-    const o1 = out + ldOut, o2 = out + 2 * ldOut, o3 = out + 3 * ldOut;
-    if (accumulate) {
-      c00 = f32x4.add(c00, v128.load(out)); c01 = f32x4.add(c01, v128.load(out, 16));
-      c10 = f32x4.add(c10, v128.load(o1)); c11 = f32x4.add(c11, v128.load(o1, 16));
-      c20 = f32x4.add(c20, v128.load(o2)); c21 = f32x4.add(c21, v128.load(o2, 16));
-      c30 = f32x4.add(c30, v128.load(o3)); c31 = f32x4.add(c31, v128.load(o3, 16));
-    }
-    v128.store(out, c00); v128.store(out, c01, 16);
-    v128.store(o1, c10); v128.store(o1, c11, 16);
-    v128.store(o2, c20); v128.store(o2, c21, 16);
-    v128.store(o3, c30); v128.store(o3, c31, 16);
-    return;
-  }
-  const lo = min(cols, 4), hi = cols - 4;
-  storeLanes(out, c00, lo, accumulate); storeLanes(out + 16, c01, hi, accumulate);
-  if (rows > 1) { storeLanes(out + ldOut, c10, lo, accumulate); storeLanes(out + ldOut + 16, c11, hi, accumulate); }
-  if (rows > 2) { storeLanes(out + 2 * ldOut, c20, lo, accumulate); storeLanes(out + 2 * ldOut + 16, c21, hi, accumulate); }
-  if (rows > 3) { storeLanes(out + 3 * ldOut, c30, lo, accumulate); storeLanes(out + 3 * ldOut + 16, c31, hi, accumulate); }
+  storeTile4x8(out, ldOut, rows, cols, accumulate, c00, c01, c10, c11, c20, c21, c30, c31);
 }
 
 /**
@@ -146,25 +152,34 @@ function tileA(pa: usize, ldA: usize, pb: usize, ldB: usize, K: i32, out: usize,
     pa += ldA;
     pb += ldB;
   }
-  if (rows == MR && cols == NR) {
-    const o1 = out + ldOut, o2 = out + 2 * ldOut, o3 = out + 3 * ldOut;
-    if (accumulate) {
-      c00 = f32x4.add(c00, v128.load(out)); c01 = f32x4.add(c01, v128.load(out, 16));
-      c10 = f32x4.add(c10, v128.load(o1)); c11 = f32x4.add(c11, v128.load(o1, 16));
-      c20 = f32x4.add(c20, v128.load(o2)); c21 = f32x4.add(c21, v128.load(o2, 16));
-      c30 = f32x4.add(c30, v128.load(o3)); c31 = f32x4.add(c31, v128.load(o3, 16));
-    }
-    v128.store(out, c00); v128.store(out, c01, 16);
-    v128.store(o1, c10); v128.store(o1, c11, 16);
-    v128.store(o2, c20); v128.store(o2, c21, 16);
-    v128.store(o3, c30); v128.store(o3, c31, 16);
-    return;
+  storeTile4x8(out, ldOut, rows, cols, accumulate, c00, c01, c10, c11, c20, c21, c30, c31);
+}
+
+/**
+ * tile4x8 with A read in place from a [row][k] matrix whose rows are QB floats apart (attention's
+ * P^T and dS^T, [key][query]): A[r, k] at pa + r*QB*4 + k*4, so its four broadcasts have constant
+ * offsets too. dK += dS^T Q and dV += P^T dO take their A from there without packing.
+ */
+function tileRowsQB(pa: usize, pb: usize, ldB: usize, K: i32, out: usize, ldOut: usize, rows: i32, cols: i32, accumulate: bool): void {
+  let c00 = f32x4.splat(0), c01 = f32x4.splat(0);
+  let c10 = f32x4.splat(0), c11 = f32x4.splat(0);
+  let c20 = f32x4.splat(0), c21 = f32x4.splat(0);
+  let c30 = f32x4.splat(0), c31 = f32x4.splat(0);
+  const end = pa + <usize>K * 4;
+  while (pa < end) {
+    const b0 = v128.load(pb), b1 = v128.load(pb, 16);
+    let x = v128.load32_splat(pa);
+    c00 = fma(x, b0, c00); c01 = fma(x, b1, c01);
+    x = v128.load32_splat(pa, QB * 4);
+    c10 = fma(x, b0, c10); c11 = fma(x, b1, c11);
+    x = v128.load32_splat(pa, 2 * QB * 4);
+    c20 = fma(x, b0, c20); c21 = fma(x, b1, c21);
+    x = v128.load32_splat(pa, 3 * QB * 4);
+    c30 = fma(x, b0, c30); c31 = fma(x, b1, c31);
+    pa += 4;
+    pb += ldB;
   }
-  const lo = min(cols, 4), hi = cols - 4;
-  storeLanes(out, c00, lo, accumulate); storeLanes(out + 16, c01, hi, accumulate);
-  if (rows > 1) { storeLanes(out + ldOut, c10, lo, accumulate); storeLanes(out + ldOut + 16, c11, hi, accumulate); }
-  if (rows > 2) { storeLanes(out + 2 * ldOut, c20, lo, accumulate); storeLanes(out + 2 * ldOut + 16, c21, hi, accumulate); }
-  if (rows > 3) { storeLanes(out + 3 * ldOut, c30, lo, accumulate); storeLanes(out + 3 * ldOut + 16, c31, hi, accumulate); }
+  storeTile4x8(out, ldOut, rows, cols, accumulate, c00, c01, c10, c11, c20, c21, c30, c31);
 }
 
 /** dst[k*8 + j] = src[k*rs + j*cs] for k < K, j < cols, and 0 for cols <= j < 8 (strides in bytes). */
@@ -177,7 +192,30 @@ function packPanel(dst: usize, src: usize, rs: usize, cs: usize, K: i32, cols: i
     }
     return;
   }
-  for (let k = 0; k < K; k++) {
+  let k0 = 0;
+  if (cols == NR && rs == 4) {
+    // a transpose (Q^T, dO^T, weight^T): 4x4 blocks of the eight source rows
+    const s0 = src, s1 = src + cs, s2 = src + 2 * cs, s3 = src + 3 * cs;
+    const s4 = src + 4 * cs, s5 = src + 5 * cs, s6 = src + 6 * cs, s7 = src + 7 * cs;
+    for (; k0 + 4 <= K; k0 += 4) {
+      const o = <usize>k0 * 4, d = dst + <usize>k0 * 32;
+      let r0 = v128.load(s0 + o), r1 = v128.load(s1 + o), r2 = v128.load(s2 + o), r3 = v128.load(s3 + o);
+      let t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5), t1 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
+      let t2 = i32x4.shuffle(r0, r1, 2, 6, 3, 7), t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+      v128.store(d, i32x4.shuffle(t0, t1, 0, 1, 4, 5));
+      v128.store(d, i32x4.shuffle(t0, t1, 2, 3, 6, 7), 32);
+      v128.store(d, i32x4.shuffle(t2, t3, 0, 1, 4, 5), 64);
+      v128.store(d, i32x4.shuffle(t2, t3, 2, 3, 6, 7), 96);
+      r0 = v128.load(s4 + o); r1 = v128.load(s5 + o); r2 = v128.load(s6 + o); r3 = v128.load(s7 + o);
+      t0 = i32x4.shuffle(r0, r1, 0, 4, 1, 5); t1 = i32x4.shuffle(r2, r3, 0, 4, 1, 5);
+      t2 = i32x4.shuffle(r0, r1, 2, 6, 3, 7); t3 = i32x4.shuffle(r2, r3, 2, 6, 3, 7);
+      v128.store(d, i32x4.shuffle(t0, t1, 0, 1, 4, 5), 16);
+      v128.store(d, i32x4.shuffle(t0, t1, 2, 3, 6, 7), 48);
+      v128.store(d, i32x4.shuffle(t2, t3, 0, 1, 4, 5), 80);
+      v128.store(d, i32x4.shuffle(t2, t3, 2, 3, 6, 7), 112);
+    }
+  }
+  for (let k = k0; k < K; k++) {
     const s = src + <usize>k * rs, d = dst + <usize>(k * NR) * 4;
     let j = 0;
     for (; j < cols; j++) store<f32>(d + 4 * j, load<f32>(s + <usize>j * cs));
@@ -663,6 +701,14 @@ export function attentionForwardRows(out: usize, lse: usize, qkv: usize, B: i32,
   }
 }
 
+/** x[0:n] = 0. */
+// @ts-ignore: decorator
+@inline function zeroRow(x: usize, n: i32): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) v128.store(x + <usize>i * 4, f32x4.splat(0));
+  for (; i < n; i++) store<f32>(x + <usize>i * 4, 0);
+}
+
 /**
  * dqkv[B,T,(H+2KVH)*hd] (overwrite) from dout[B,T,H*hd]. Threads split the (b, kv head) pairs,
  * so the dk, dv that a kv head's query heads all add into belong to one thread. Per row t of
@@ -879,7 +925,8 @@ export function rope(x: usize, cosSin: usize, B: i32, T: i32, nHeads: i32, hd: i
 // attention, blocked: per (batch, head), blocks of QB queries as small matmuls on the 4x8 tile,
 // in a transposed layout: S^T = K Q^T is [key][query], so the softmax runs down its columns four
 // queries per vector, and P^T (dS^T) is read in place as the A operand of O = P V (dQ = dS K) by
-// tileA; backward dP^T = V dO^T the same way, dK += dS^T Q and dV += P^T dO through gemm. Each
+// tileA; backward dP^T = V dO^T the same way, and dK += dS^T Q, dV += P^T dO by tileRowsQB, which
+// reads dS^T / P^T in place as A and the rows of Q / dO in place as B (nothing packed). Each
 // query block only meets keys up to its last query (causal), so S^T is [t1, QB] and the masked
 // triangle of the diagonal block is the only wasted work.
 
@@ -895,7 +942,7 @@ const QB: i32 = 16;
 // Where each buffer of the blocked attention kernels starts in this thread's scratch (bytes).
 // Globals belong to one instance, i.e. to one thread. (No objects: the stub runtime never frees.)
 let scratchS: usize = 0, scratchDp: usize = 0, scratchKT: usize = 0, scratchKP: usize = 0, scratchVT: usize = 0;
-let scratchVP: usize = 0, scratchQP: usize = 0, scratchGP: usize = 0, scratchA: usize = 0;
+let scratchVP: usize = 0, scratchQP: usize = 0, scratchGP: usize = 0;
 let scratchGB: usize = 0, scratchStat: usize = 0;
 
 /** Lays the buffers out from `base`; returns the end. */
@@ -910,7 +957,6 @@ function attentionScratchLayout(base: usize, T: i32, hd: i32): usize {
   scratchVP = at; at += hd8 * <usize>T * 4;
   scratchQP = at; at += hd8 * q * 4;
   scratchGP = at; at += hd8 * q * 4;
-  scratchA = at; at += <usize>MC * <usize>max(max(<i32>SW, hd), QB) * 4;
   scratchGB = at; at += hd8 * q * 4;
   scratchStat = at; at += 2 * q * 4;
   return at;
@@ -1040,8 +1086,8 @@ export function attentionBackward(dqkv: usize, dout: usize, qkv: usize, out: usi
     const base = qkv + <usize>b * T * stride, dbase = dqkv + <usize>b * T * stride;
     const kOff = <usize>(H + kvh) * hdB, vOff = kOff + <usize>KVH * hdB;
     for (let t = 0; t < T; t++) {
-      memory.fill(dbase + <usize>t * stride + kOff, 0, hdB);
-      memory.fill(dbase + <usize>t * stride + vOff, 0, hdB);
+      zeroRow(dbase + <usize>t * stride + kOff, hd);
+      zeroRow(dbase + <usize>t * stride + vOff, hd);
     }
     for (let g = 0; g < (T + 3) / 4; g++) {
       const rows4 = min(MR, T - 4 * g), src = base + <usize>(4 * g) * stride;
@@ -1093,11 +1139,25 @@ export function attentionBackward(dqkv: usize, dout: usize, qkv: usize, out: usi
             tileA(colD, ldS, scratchKP + <usize>p * T * NR * 4, NR * 4, kEnd, dq + <usize>(4 * c) * stride + <usize>(p * NR) * 4, stride, n, min(NR, hd - p * NR), false);
           }
         }
-        // dK[0:t1] += dS^T Q, dV[0:t1] += P^T dO (A = dS^T / P^T rows, B = Q / dO as panels [query][i])
-        packPanels(scratchVP, q, stride, 4, rows, hd);
-        gemm(dbase + kOff, stride, scratchDp, ldS, 4, scratchVP, <usize>rows * NR * 4, scratchA, rows, hd, 0, t1, true);
-        packPanels(scratchGB, g, outStride, 4, rows, hd);
-        gemm(dbase + vOff, stride, scratchS, ldS, 4, scratchGB, <usize>rows * NR * 4, scratchA, rows, hd, 0, t1, true);
+        // dK[0:t1] += dS^T Q, dV[0:t1] += P^T dO: A = dS^T / P^T read in place (rows QB floats
+        // apart), B = the rows of Q / dO in place, 8 columns at a time (a zero-padded copy
+        // [query][8] only for a last panel of fewer than 8 columns)
+        for (let p = 0; p < (hd + NR - 1) / NR; p++) {
+          const cols = min(NR, hd - p * NR);
+          let bq = q + <usize>(p * NR) * 4, ldQ = stride, bg = g + <usize>(p * NR) * 4, ldG = outStride;
+          if (cols < NR) {
+            packPanel(scratchVP, bq, stride, 4, rows, cols);
+            packPanel(scratchGB, bg, outStride, 4, rows, cols);
+            bq = scratchVP; ldQ = NR * 4; bg = scratchGB; ldG = NR * 4;
+          }
+          const dk = dbase + kOff + <usize>(p * NR) * 4, dv = dbase + vOff + <usize>(p * NR) * 4;
+          for (let j = 0; j < t1; j += MR) {
+            // keys j.. meet only queries >= j (the rest of their row is masked, zeros): start there
+            const n = min(MR, t1 - j), q0 = max(0, j - t0);
+            tileRowsQB(scratchDp + <usize>j * ldS + <usize>q0 * 4, bq + <usize>q0 * ldQ, ldQ, rows - q0, dk + <usize>j * stride, stride, n, cols, true);
+            tileRowsQB(scratchS + <usize>j * ldS + <usize>q0 * 4, bg + <usize>q0 * ldG, ldG, rows - q0, dv + <usize>j * stride, stride, n, cols, true);
+          }
+        }
       }
     }
   }
