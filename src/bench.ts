@@ -41,6 +41,8 @@ export interface BenchResult {
   peakRssMb: number;
   sampleTokensPerSecond: number;
   amp: string;
+  /** fp16 ran on f16 storage (a backend with halfStorage), not emulated in f32. */
+  f16Storage: boolean;
   syncEvery: number;
 }
 
@@ -109,6 +111,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     config: bc.name, backend: backend.name, device, parameters: paramLayout(c).size, tokensPerStep: B * T, steps,
     msPerStep: (seconds * 1000) / steps, tokensPerSecond, gflops: (tokensPerSecond * flopsPerToken(c)) / 1e9,
     peakRssMb: process.resourceUsage().maxRSS / 1024, sampleTokensPerSecond: sampleTokens / sampleSeconds, amp: o.amp ?? 'off',
-    syncEvery,
+    syncEvery, f16Storage: o.amp === 'fp16' && model.acts !== null && model.acts.halfStored.size > 0,
   };
 }

@@ -27,7 +27,7 @@ export const benchCommand: CommandSpec = {
       return;
     }
     console.log([
-      `${r.config} on ${r.backend}${r.device ? ` (${r.device})` : ''}${r.amp !== 'off' ? ` (amp ${r.amp})` : ''}${r.syncEvery > 1 ? ` (loss read every ${r.syncEvery} steps)` : ''}: ${r.parameters.toLocaleString('en-US')} parameters, ${r.tokensPerStep} tokens/step`,
+      `${r.config} on ${r.backend}${r.device ? ` (${r.device})` : ''}${r.amp !== 'off' ? ` (amp ${r.amp}${r.f16Storage ? ', f16 storage' : ''})` : ''}${r.syncEvery > 1 ? ` (loss read every ${r.syncEvery} steps)` : ''}: ${r.parameters.toLocaleString('en-US')} parameters, ${r.tokensPerStep} tokens/step`,
       `  training   ${formatRate(r.tokensPerSecond)} tok/s, ${r.msPerStep.toFixed(1)} ms/step, ${r.gflops.toFixed(1)} GFLOP/s`,
       `  sampling   ${r.sampleTokensPerSecond.toFixed(1)} tok/s (KV cache, batch 1)`,
       `  peak RSS   ${r.peakRssMb.toFixed(0)} MB`,
