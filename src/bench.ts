@@ -80,13 +80,13 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
   const half = o.amp === 'fp16' ? 'f16' : o.amp === 'bf16' ? 'bf16' : undefined;
   const syncEvery = Math.max(1, o.syncEvery ?? 1);
-  const step = async (i: number): Promise<void> => {
+  const step = async (n: number): Promise<void> => {
     for (let i = 0; i < ids.length; i++) { ids[i] = rng.int(c.vocab_size); targets[i] = rng.int(c.vocab_size); }
     forward(model, ids, targets, B, T, { training: true, half });
     zeroGrads(model);
     backward(model, { training: true, half });
     optimizerStep(model, opt, 1e-4);
-    if ((i + 1) % syncEvery === 0) await meanLoss(model);
+    if ((n + 1) % syncEvery === 0) await meanLoss(model);
   };
   for (let i = 0; i < (o.warmup ?? 2); i++) await step(i);
   await backend.sync();

@@ -140,19 +140,25 @@ export function readWeights(model: Model): Promise<Float32Array> {
   return model.backend.read(model.params.all);
 }
 
+/** The backend's allocator of f16 tensors where it stores f16 natively, else null. */
+function f16Alloc(be: Backend): ((size: number) => Tensor) | null {
+  return be.halfStorage && be.allocHalf ? (size) => be.allocHalf!(size) : null;
+}
+
 /**
  * The activation buffers for (B, T), allocated on first use and kept while the shape holds. With
- * `halfStorage` (fp16 mixed precision on a backend that stores f16), the activations and
- * activation gradients that mixed precision rounds to f16 are allocated as f16: half the memory
- * and bandwidth; norms' rstd, attention's lse, the losses and the pre-residual branch stay f32.
+ * `f16` (fp16 mixed precision) on a backend that stores f16, the activations and activation
+ * gradients that mixed precision rounds to f16 are allocated as f16: half the memory and
+ * bandwidth; norms' rstd, attention's lse, the losses and the pre-residual branch stay f32.
  */
-export function activationsFor(model: Model, B: number, T: number, halfStorage = false): Activations {
+export function activationsFor(model: Model, B: number, T: number, f16 = false): Activations {
   if (model.acts && model.acts.B === B && model.acts.T === T) return model.acts;
   const { backend: be, config: c } = model;
   const halfStored = new Set<Tensor>();
+  const allocF16 = f16 ? f16Alloc(be) : null;
   const h = (size: number): Tensor => {
-    if (!halfStorage || !be.allocHalf) return be.alloc(size);
-    const t = be.allocHalf(size);
+    if (!allocF16) return be.alloc(size);
+    const t = allocF16(size);
     halfStored.add(t);
     return t;
   };
@@ -206,9 +212,10 @@ export interface ForwardOptions {
 function halfWeights(model: Model, format: 'f16' | 'bf16'): ParamTensors {
   const be = model.backend;
   // f16 storage rounds on the copy itself; bf16 (or no f16 storage) is rounded in f32 buffers.
-  const stored = format === 'f16' && be.halfStorage === true && be.allocHalf !== undefined;
+  const allocF16 = format === 'f16' ? f16Alloc(be) : null;
+  const stored = allocF16 !== null;
   if (!model.halfParams || model.halfParamsStored !== stored) {
-    model.halfParams = paramViews(be, stored ? be.allocHalf!(model.layout.size) : be.alloc(model.layout.size), model.layout, model.config);
+    model.halfParams = paramViews(be, allocF16 ? allocF16(model.layout.size) : be.alloc(model.layout.size), model.layout, model.config);
     model.halfParamsStored = stored;
   }
   be.copy(model.halfParams.all, model.params.all);
@@ -228,7 +235,7 @@ function siteSeed(stepSeed: number, site: number): number {
 export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike<number> | null, B: number, T: number, opts: ForwardOptions = {}): Activations {
   const { backend: be, config: c } = model;
   const w = opts.half ? halfWeights(model, opts.half) : model.params;
-  const a = activationsFor(model, B, T, opts.half === 'f16' && be.halfStorage === true);
+  const a = activationsFor(model, B, T, opts.half === 'f16');
   const half = opts.half;
   const r = (t: Tensor): void => { if (half && !a.halfStored.has(t)) be.roundHalf(t, half); };
   const N = B * T, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;

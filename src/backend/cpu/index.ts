@@ -11,7 +11,7 @@
  * done, so `read` and `sync` have nothing to wait for.
  */
 import type { AdamWHyper, Backend, IntTensor, Tensor } from '../types.js';
-import { createReferenceBackend } from '../reference/index.js';
+import { adamwGradScale, createReferenceBackend } from '../reference/index.js';
 import { compileKernels, cpuBackendSupported, createSharedMemory, relaxedSimdSupported, type WasmVariant } from './wasm-module.js';
 import { createThreadPool, type ThreadPool } from './pool.js';
 import { hardwareThreads } from './runtime.js';
@@ -251,13 +251,8 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       const n = params.size;
       need('adamw params', params, n); need('adamw grads', grads, n); need('adamw m', m, n); need('adamw v', v, n);
       const { lr, beta1, beta2, eps, weightDecay, step } = hyper;
-      let scale = hyper.gradScale;
-      if (hyper.clip) {
-        // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), only ever shrinking.
-        const norm = Math.sqrt(f32(hyper.clip.normSquared).data[0]) * Math.abs(hyper.gradScale);
-        if (!Number.isFinite(norm)) return;
-        if (hyper.clip.maxNorm > 0 && Number.isFinite(hyper.clip.maxNorm)) scale *= Math.min(1, hyper.clip.maxNorm / (norm + 1e-6));
-      }
+      const scale = adamwGradScale(hyper, hyper.clip && f32(hyper.clip.normSquared).data[0]);
+      if (scale === null) return;
       const bc1 = 1 - Math.pow(beta1, step), bc2 = 1 - Math.pow(beta2, step);
       pool.run('adamw', [f32(params).ptr, f32(grads).ptr, f32(m).ptr, f32(v).ptr, n, lr, beta1, beta2, eps, 1 - lr * weightDecay, bc1, bc2, scale], byElements(4 * n));
     },

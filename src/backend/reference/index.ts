@@ -43,6 +43,20 @@ export function dropoutKeeps(seed: number, i: number, p: number): boolean {
   return hash32((i ^ hash32(seed >>> 0)) >>> 0) >= p * 4294967296;
 }
 
+/**
+ * The multiplier AdamW applies to the gradients, worked out on the host from the squared norm
+ * (the value in hyper.clip.normSquared): gradScale times the clipping coefficient
+ * (torch.nn.utils.clip_grad_norm_: max_norm / (norm + 1e-6), only ever shrinking; none for
+ * maxNorm 0 or Infinity), or null when the norm is not finite and the update is skipped.
+ */
+export function adamwGradScale(hyper: AdamWHyper, normSquared: number | undefined): number | null {
+  if (!hyper.clip || normSquared === undefined) return hyper.gradScale;
+  const norm = Math.sqrt(normSquared) * Math.abs(hyper.gradScale);
+  if (!Number.isFinite(norm)) return null;
+  const { maxNorm } = hyper.clip;
+  return maxNorm > 0 && Number.isFinite(maxNorm) ? hyper.gradScale * Math.min(1, maxNorm / (norm + 1e-6)) : hyper.gradScale;
+}
+
 export function createReferenceBackend(options: ReferenceOptions = {}): Backend {
   const f64 = options.precision === 'f64';
   const make = (n: number): FloatArray => (f64 ? new Float64Array(n) : new Float32Array(n));
@@ -387,13 +401,8 @@ export function createReferenceBackend(options: ReferenceOptions = {}): Backend 
     adamw(params, grads, m, v, hyper: AdamWHyper) {
       const p = d(params), g = d(grads), mm = d(m), vv = d(v);
       const { lr, beta1, beta2, eps, weightDecay, step } = hyper;
-      let scale = hyper.gradScale;
-      if (hyper.clip) {
-        // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), only ever shrinking.
-        const norm = Math.sqrt(d(hyper.clip.normSquared)[0]) * Math.abs(hyper.gradScale);
-        if (!Number.isFinite(norm)) return;
-        if (hyper.clip.maxNorm > 0 && Number.isFinite(hyper.clip.maxNorm)) scale *= Math.min(1, hyper.clip.maxNorm / (norm + 1e-6));
-      }
+      const scale = adamwGradScale(hyper, hyper.clip && d(hyper.clip.normSquared)[0]);
+      if (scale === null) return;
       const bc1 = 1 - Math.pow(beta1, step), bc2 = 1 - Math.pow(beta2, step);
       const decay = 1 - lr * weightDecay;
       for (let i = 0; i < p.length; i++) {

@@ -215,20 +215,22 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     if (grid && (grid[0] === 0 || grid[1] === 0 || grid[2] === 0)) return;
     const fs = floats.map((t, k) => asT(t, `${name} argument ${spec.tensors[k]}`));
     const is = ints.map((t, k) => asT(t, `${name} argument ${spec.ints![k]}`));
-    const slotIds: number[] = [];
+    // One binding slot per distinct storage buffer, in first-use order.
+    const slots: Storage[] = [];
     const slotOf = fs.map((t) => {
-      let s = slotIds.indexOf(t.storage.id);
-      if (s < 0) s = slotIds.push(t.storage.id) - 1;
+      let s = slots.indexOf(t.storage);
+      if (s < 0) s = slots.push(t.storage) - 1;
       return s;
     });
-    const halfSlots = slotIds.map((id) => fs.find((t) => t.storage.id === id)!.storage.half);
-    const key = `${name}|${slotOf.join(',')}${halfSlots.includes(true) ? `|h${halfSlots.map(Number).join('')}` : ''}`;
+    const halfSlots = slots.map((s) => s.half);
+    // f16 slots mark the slot part of the key (the scratch invalidation below reads fields 2.. as ids)
+    const key = `${name}|${slotOf.join(',')}${halfSlots.includes(true) ? `h${halfSlots.map(Number).join('')}` : ''}`;
     const pipe = pipeFor(name, spec, slotOf, halfSlots, key);
-    const bgKey = `${key}|${slotIds.join(',')}|${is.map((t) => t.storage.id).join(',')}`;
+    const bgKey = `${key}|${slots.map((s) => s.id).join(',')}|${is.map((t) => t.storage.id).join(',')}`;
     let bg = bindGroups.get(bgKey);
     if (!bg) {
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: ring, offset: 0, size: PARAM_BYTES } }];
-      const buffers = slotIds.map((id) => fs.find((t) => t.storage.id === id)!.storage.buffer).concat(is.map((t) => t.storage.buffer));
+      const buffers = slots.map((s) => s.buffer).concat(is.map((t) => t.storage.buffer));
       buffers.forEach((buffer, k) => entries.push({ binding: k + 1, resource: { buffer } }));
       bg = device.createBindGroup({ layout: pipe.layout, entries });
       bindGroups.set(bgKey, bg);
@@ -310,7 +312,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     }
     return scratchT;
   };
-  const scratchView = (offset: number, size: number, base: GpuTensor = scratchT!): GpuTensor => ({ size, storage: base.storage, offset, owner }) as GpuTensor;
+  const scratchView = (offset: number, size: number): GpuTensor => ({ size, storage: scratchT!.storage, offset, owner }) as GpuTensor;
   /** A grid of `rows` workgroups, 2D past 65535 (kernels take row = wid.x + wid.y * nwg.x). */
   const rowsGrid = (rows: number): [number, number] => (rows <= 65535 ? [rows, 1] : [65535, Math.ceil(rows / 65535)]);
 
@@ -396,7 +398,8 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       const arr = data instanceof Float32Array ? data : Float32Array.from(data);
       if (g.storage.half) {
         // f32 into the scratch buffer, then a copy kernel rounds it into the f16 tensor (any offset).
-        const tmp = scratchView(0, arr.length, scratch(arr.length));
+        scratch(arr.length);
+        const tmp = scratchView(0, arr.length);
         queue.writeBuffer(tmp.storage.buffer, 0, arr.buffer, arr.byteOffset, arr.byteLength);
         run('copy', [backend.view(g, offset, arr.length), tmp], [], arr.length, []);
         return;
@@ -415,7 +418,8 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       let g = asT(t, 'read source');
       if (g.storage.half && t.size > 0) {
         // widened to f32 in the scratch buffer by a copy kernel, and read from there
-        const tmp = scratchView(0, t.size, scratch(t.size));
+        scratch(t.size);
+        const tmp = scratchView(0, t.size);
         run('copy', [tmp, g], [], t.size, []);
         g = tmp;
       }

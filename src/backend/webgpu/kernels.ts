@@ -393,7 +393,7 @@ fn to_f16(v: f32) -> f16 {
 }
 `;
 
-/** Index of the `]` closing the `[` at `open`, and of the `;` ending the statement from `from`. */
+/** Index of the `]` closing the `[` at `open`. */
 function closing(text: string, open: number): number {
   let depth = 0;
   for (let i = open; i < text.length; i++) {
@@ -402,6 +402,7 @@ function closing(text: string, open: number): number {
   }
   throw new Error(`unbalanced brackets in kernel body: ${text.slice(open, open + 40)}`);
 }
+/** Index of the `;` ending the statement that continues at `from`. */
 function statementEnd(text: string, from: number): number {
   let depth = 0;
   for (let i = from; i < text.length; i++) {
