@@ -11,6 +11,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReferenceBackend } from '../src/backend/reference/index.js';
 import { createWebGpuBackend, probeGpu, type WebGpuBackend } from '../src/backend/webgpu/index.js';
+import { ATT_SPLIT_TILES, attRowsBytes } from '../src/backend/webgpu/tiled.js';
 import type { AttentionShape, Tensor } from '../src/backend/types.js';
 import { sameAsReference, type Maker } from './support/kernel-compare.js';
 
@@ -30,7 +31,15 @@ const gpu2: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: gp
 const gpu3: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: 'tiled', matmulTile: 128, splitK: 3, attention: 'rows' }) : null;
 // The blocked attention with its first tile candidates forced (64-query forward blocks).
 const gpu4: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: 'tiled', attention: 'blocked', attentionTile: 0 }) : null;
+// The split row kernels (each row over 4 invocations): the default pick (16-row blocks on the small
+// shapes here), and 64- and 32-row blocks forced.
+const gpu5: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: 'tiled', attention: 'split' }) : null;
+const gpu6: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: 'tiled', attention: 'split', attentionTile: 0 }) : null;
+const gpu7: WebGpuBackend | null = gpu ? await createWebGpuBackend({ kernels: 'tiled', attention: 'split', attentionTile: 1 }) : null;
 after(() => {
+  gpu5?.destroy();
+  gpu6?.destroy();
+  gpu7?.destroy();
   gpu?.destroy();
   gpu2?.destroy();
   gpu3?.destroy();
@@ -41,7 +50,7 @@ const tiledSet = (): WebGpuBackend => (gpu!.kernels === 'tiled' ? gpu! : gpu2!);
 /** Runs `kernel` on the reference and on the webgpu backends from the same seed; compares every output. */
 const same = (what: string, kernel: (m: Maker) => Tensor[], tol = TOL, backends = [gpu!, gpu2!]): Promise<void> =>
   sameAsReference(what, kernel, tol, backends, (be) =>
-    `${be.kernels} kernels, ${be.matmul} matmul, ${be.attention} attention${be === gpu3 ? ', 128 tiles, split-K' : ''}${be === gpu4 ? ', first attention tiles' : ''}`);
+    `${be.kernels} kernels, ${be.matmul} matmul, ${be.attention} attention${be === gpu3 ? ', 128 tiles, split-K' : ''}${be === gpu4 ? ', first attention tiles' : ''}${be === gpu6 || be === gpu7 ? `, split tile ${be === gpu6 ? 0 : 1}` : ''}`);
 
 // [N, C, OC]: edges of the 64- and 128-wide tiles and of the K steps (8, 16); 1030 tokens make the
 // weight gradient split over K by default (few output tiles, K >= 1024).
@@ -195,6 +204,19 @@ const ATTENTION_SHAPES: AttentionShape[] = [
   { B: 1, T: 33, nHeads: 2, nKvHeads: 1, headDim: 64 }, // several key tiles of 16
 ];
 
+/** Attention forward then backward (out, lse, dqkv) on `backends` against the reference. */
+const sameAttention = (s: AttentionShape, backends: WebGpuBackend[]): Promise<void> => {
+  const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = s;
+  const QKV = (H + 2 * KVH) * hd;
+  return same(`attention ${JSON.stringify(s)}`, ({ be, rand }) => {
+    const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T);
+    be.attentionForward(out, lse, qkv, s);
+    const dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV); // dqkv starts as junk: overwrite
+    be.attentionBackward(dqkv, dout, qkv, out, lse, s);
+    return [out, lse, dqkv];
+  }, TOL, backends);
+};
+
 test('webgpu rope and attention (forward, backward, KV cache) match the reference', { skip }, async () => {
   for (const s of ATTENTION_SHAPES) {
     const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = s;
@@ -206,13 +228,7 @@ test('webgpu rope and attention (forward, backward, KV cache) match the referenc
       be.rope(y, table, B, T, H + KVH, hd, QKV, 0, true);
       return [x, y];
     });
-    await same(`attention ${JSON.stringify(s)}`, ({ be, rand }) => {
-      const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T);
-      be.attentionForward(out, lse, qkv, s);
-      const dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV); // dqkv starts as junk: overwrite
-      be.attentionBackward(dqkv, dout, qkv, out, lse, s);
-      return [out, lse, dqkv];
-    });
+    await sameAttention(s, [gpu!, gpu2!]);
     await same(`kv cache ${JSON.stringify(s)}`, ({ be, rand }) => {
       const cache = rand(B * context * 2 * KVH * hd), out = rand(B * T * H * hd);
       const first = rand(B * 2 * QKV), rest = rand(B * T * QKV);
@@ -241,17 +257,26 @@ test('webgpu blocked and row attention kernels at block edges match the referenc
     [{ B: 1, T: 40, nHeads: 2, nKvHeads: 1, headDim: 100 }, [tiledSet()]], // head size padded to 128
     [{ B: 2, T: 20, nHeads: 4, nKvHeads: 2, headDim: 16 }, [gpu3!]],
   ];
-  for (const [s, backends] of shapes) {
-    const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = s;
-    const QKV = (H + 2 * KVH) * hd;
-    await same(`attention ${JSON.stringify(s)}`, ({ be, rand }) => {
-      const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T);
-      be.attentionForward(out, lse, qkv, s);
-      const dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV);
-      be.attentionBackward(dqkv, dout, qkv, out, lse, s);
-      return [out, lse, dqkv];
-    }, TOL, backends);
-  }
+  for (const [s, backends] of shapes) await sameAttention(s, backends);
+});
+
+// Split row kernels: S = 4 invocations per row take every 4th key (query for dK/dV) and merge in
+// workgroup memory. T = 130 gives partial blocks of 16, 32 and 64 rows, T = 3 rows whose slices
+// see no unmasked key, GQA/MQA sums over a group's heads, head sizes 16 (12 padded), 32, 64, 128.
+test('webgpu split row attention kernels match the reference', { skip }, async () => {
+  assert.equal(gpu5!.attention, 'split');
+  // The adapters tested on (SwiftShader, lavapipe) have 32 KiB of workgroup memory: the split
+  // kernels, not the row fallback, run at every head size below (64-row blocks fall back at 128).
+  for (const hd of [16, 32, 64, 128]) assert.ok(attRowsBytes(hd, ATT_SPLIT_TILES[1]) <= 32768, `split tile 1 at head ${hd} fits 32 KiB`);
+  // 64-row blocks (tile 0) fit 32 KiB only at heads 16 and 32; elsewhere it would repeat the default.
+  const shapes: [AttentionShape, WebGpuBackend[]][] = [
+    [{ B: 2, T: 130, nHeads: 4, nKvHeads: 2, headDim: 16 }, [gpu5!, gpu6!, gpu7!]],
+    [{ B: 1, T: 65, nHeads: 3, nKvHeads: 1, headDim: 12 }, [gpu5!]],
+    [{ B: 1, T: 3, nHeads: 2, nKvHeads: 2, headDim: 32 }, [gpu6!]],
+    [{ B: 1, T: 130, nHeads: 2, nKvHeads: 1, headDim: 64 }, [gpu5!, gpu7!]],
+    [{ B: 1, T: 40, nHeads: 2, nKvHeads: 1, headDim: 100 }, [gpu7!]],
+  ];
+  for (const [s, backends] of shapes) await sameAttention(s, backends);
 });
 
 test('webgpu attention over a long KV cache (more keys than a workgroup)', { skip }, async () => {

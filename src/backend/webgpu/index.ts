@@ -14,8 +14,9 @@
  * - Two kernel sets (`kernels` option). `tiled` (hardware GPUs, tiled.ts): register-tiled matmul
  *   (128x128 or 64x64 output tiles, split-K through a scratch buffer when the output has few
  *   tiles, a GEMV for N <= 4), one workgroup per row for rmsnorm and cross-entropy, flash-style
- *   attention (`attention` option: one invocation per query row by default, or blocked
- *   FlashAttention-2 kernels, which were slower on an H200: see BENCHMARKS.md). `simple` (software adapters such as SwiftShader, where barriers and large shaders
+ *   attention (`attention` option: one invocation per query row by default; `split`, each row
+ *   over 4 invocations, not yet timed on a GPU; or blocked FlashAttention-2 kernels, which were
+ *   slower on an H200: see BENCHMARKS.md). `simple` (software adapters such as SwiftShader, where barriers and large shaders
  *   are slow): one invocation per output element or row (kernels.ts). Both share the two-stage
  *   sumSquares and rmsnorm weight gradient and the bucketed embedding backward.
  * - One scratch buffer (grown on first use of a larger shape) holds split-K partials, reduction
@@ -26,7 +27,10 @@ import { hash32 } from '../reference/index.js';
 import type { AdamWHyper, AttentionShape, Backend, IntTensor, Tensor } from '../types.js';
 import { hardwareGpuPossible, probeGpu, requestAdapter } from './gpu.js';
 import { KERNELS, WORKGROUP, shaderSource, type KernelName, type KernelSpec } from './kernels.js';
-import { ATT_BWD_TILES, ATT_FWD_TILES, ATT_ROWS, MM_CONFIGS, attBlockedBytes, attFwdName, attHd, attKVName, attQName, mmName, type AttTile, type MmTile } from './tiled.js';
+import {
+  ATT_BWD_TILES, ATT_FWD_TILES, ATT_SPLIT_TILES, MM_CONFIGS, ROWS_TILE, attBlockedBytes, attFwdName, attHd, attKVName, attQName, attRowsBytes, attRowsFwdName, attRowsKVName, attRowsQName, mmName,
+  type AttTile, type MmTile, type RowsTile,
+} from './tiled.js';
 
 export { probeGpu, type GpuProbe } from './gpu.js';
 
@@ -77,9 +81,12 @@ export interface WebGpuOptions {
    * split backward (dK/dV per key block, dQ per query block); head sizes up to 128, larger ones
    * (or a device with too little workgroup memory) use `rows`. Measured on an NVIDIA H200 at
    * B4 T1024 H12 hd64, `rows` took 1.04 / 3.08 ms (forward / backward), `blocked` 1.80 / 5.37 ms.
+   * `split`: the row kernels with each row split over 4 invocations (every 4th key, or query for
+   * dK/dV), merged in workgroup memory: 4x the invocations and a quarter of the serial loop per
+   * invocation, for shapes with few (batch, head, 64-row) blocks; `rows` where it does not fit.
    */
-  attention?: 'rows' | 'blocked';
-  /** Tests and benchmarks: force the blocked attention's tile (index into the candidates of tiled.ts; default: the first that fits, the forward's smaller one when few workgroups). */
+  attention?: 'rows' | 'split' | 'blocked';
+  /** Tests and benchmarks: force the blocked or split attention's tile (index into the candidates of tiled.ts; default: the first that fits, a smaller one when few workgroups). */
   attentionTile?: number;
 }
 
@@ -87,7 +94,7 @@ export interface WebGpuBackend extends Backend {
   readonly kernels: 'tiled' | 'simple';
   readonly matmul: 'tiled' | 'simple';
   /** Attention kernels in use: `simple` with the simple set, else the `attention` option. */
-  readonly attention: 'simple' | 'rows' | 'blocked';
+  readonly attention: 'simple' | 'rows' | 'split' | 'blocked';
   /** The adapter, in words (vendor, architecture, description). */
   readonly adapterInfo: string;
   /** True for a software / CPU adapter such as SwiftShader. */
@@ -365,6 +372,15 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     if (kind === 'fwd' && fits.length > 1 && s.B * s.nHeads * Math.ceil(s.T / (4 * fits[0].TY)) < 512) return fits[1];
     return fits[0];
   };
+  /** The row kernels' tile: ROWS_TILE, or with `split` the first candidate that fits, a smaller query block while it gives under 1024 workgroups. */
+  const rowsTile = (HD: number, s: AttentionShape): RowsTile => {
+    if (attentionKind !== 'split') return ROWS_TILE;
+    const fits = ATT_SPLIT_TILES.filter((t) => attRowsBytes(HD, t) <= wgBytes);
+    if (options.attentionTile !== undefined) return fits.includes(ATT_SPLIT_TILES[options.attentionTile]) ? ATT_SPLIT_TILES[options.attentionTile] : fits[fits.length - 1] ?? ROWS_TILE;
+    if (fits.length === 0) return ROWS_TILE;
+    const blocks = (t: RowsTile): number => s.B * Math.max(s.nHeads, s.nKvHeads) * Math.ceil(s.T / t.Q);
+    return fits.find((t) => blocks(t) >= 1024) ?? fits[fits.length - 1];
+  };
 
   const backend: WebGpuBackend = {
     name: 'webgpu',
@@ -546,7 +562,8 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       if (!fast) return run('attentionForward', [out, lse, qkv], [], s.B * s.nHeads * s.T, [...p, 1 / Math.sqrt(s.headDim)]);
       const t = attTile('fwd', HD, s);
       if (t) return run(attFwdName(HD, t), [out, lse, qkv], [], s.B * s.nHeads * s.T, [...p, 1 / Math.sqrt(s.headDim)], [Math.ceil(s.T / (4 * t.TY)), s.B * s.nHeads]);
-      run(`attForward${HD}`, [out, lse, qkv], [], s.B * s.nHeads * s.T, [...p, 1 / Math.sqrt(s.headDim)], [Math.ceil(s.T / ATT_ROWS), s.B * s.nHeads]);
+      const rt = rowsTile(HD, s);
+      run(attRowsFwdName(HD, rt), [out, lse, qkv], [], s.B * s.nHeads * s.T, [...p, 1 / Math.sqrt(s.headDim)], [Math.ceil(s.T / rt.Q), s.B * s.nHeads]);
     },
     attentionBackward(dqkv, dout, qkv, out, lse, s) {
       const { HD, p } = attention(s);
@@ -567,8 +584,9 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
         run(attKVName(HD, tkv), [dqkv, drow, dout, qkv, lse], [], rows, params, [Math.ceil(s.T / (4 * tkv.TY)), s.B * s.nKvHeads]);
         return;
       }
-      run(`attBackwardQ${HD}`, [dqkv, drow, dout, qkv, out, lse], [], rows, params, [Math.ceil(s.T / ATT_ROWS), s.B * s.nHeads]);
-      run(`attBackwardKV${HD}`, [dqkv, drow, dout, qkv, lse], [], rows, params, [Math.ceil(s.T / ATT_ROWS), s.B * s.nKvHeads]);
+      const rt = rowsTile(HD, s);
+      run(attRowsQName(HD, rt), [dqkv, drow, dout, qkv, out, lse], [], rows, params, [Math.ceil(s.T / rt.Q), s.B * s.nHeads]);
+      run(attRowsKVName(HD, rt), [dqkv, drow, dout, qkv, lse], [], rows, params, [Math.ceil(s.T / rt.Q), s.B * s.nKvHeads]);
     },
     kvCacheWrite(cache, qkv, s, context, pos0) {
       run('kvCacheWrite', [cache, qkv], [], s.B * s.T * 2 * s.nKvHeads * s.headDim, [...attention(s).p, context, pos0]);

@@ -13,7 +13,13 @@
  *   per (batch, head, 64 queries), one invocation per query row, K/V tiles in workgroup memory,
  *   online softmax, causal tiles skipped; the backward as a dQ kernel (per query row, also writing
  *   D = rowsum(dO * O)) and a dK/dV kernel (per key row, over the group's query heads).
- * - Attention, `blocked` (the default; FlashAttention-2 style, head sizes padded to 16, 32, 64 or
+ * - Attention, `split`: the same three kernels with each row split over S = 4 invocations
+ *   (RowsTile Q x S: Q rows per workgroup, Q*S invocations) that take every S-th staged key (query
+ *   for dK/dV), KT of them per tile; staged rows padded by one vec4; at the end the slices merge
+ *   through workgroup memory (forward: common max, rescaled l and O; gradients: sums), one slice
+ *   after another. More invocations in flight and a quarter of each serial loop, for shapes whose
+ *   (batch, head, 64-row) blocks are too few to fill a GPU (medium: 192 of them).
+ * - Attention, `blocked` (FlashAttention-2 style, head sizes padded to 16, 32, 64 or
  *   128): every product is a register-tiled small matmul over workgroup tiles, invocation
  *   (tx, ty) owning 4 rows (ty + TY*i) by SC columns (tx + TX*c) of a score tile, or 4 rows by
  *   HD/TX columns of an output tile (vec4s 4*(tx + TX*g) when HD/TX >= 4). Tiles (AttTile
@@ -196,6 +202,9 @@ function crossEntropyKernel(backward: boolean): KernelSpec {
   };
 }
 
+const I4 = [0, 1, 2, 3];
+const rng = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
 /** Attention tiles: headDim padded to HD; BC keys (or queries) per workgroup-memory tile (8 KiB for K and V). */
 export const ATT_HDS = [16, 32, 64, 128, 256] as const;
 export const ATT_ROWS = 64;
@@ -221,61 +230,141 @@ const stage = (R: number, HD: number, threads: number, row: string, assigns: str
       ${assigns}
     }`;
 
-function attentionForwardKernel(HD: number): KernelSpec {
-  const BC = attBc(HD), H4 = HD / 4;
+/**
+ * A row-attention tile: Q query rows (key rows for dK/dV) per workgroup, each row split over S
+ * invocations. S = 1 is the `rows` kernel set (one invocation per row, Q = ATT_ROWS); S > 1 the
+ * `split` set: the S invocations of a row take every S-th key of each staged tile (every S-th
+ * query for dK/dV), so a workgroup has Q*S invocations and each a 1/S share of the serial loop,
+ * and they merge at the end through workgroup memory (online-softmax rescale for the forward, a
+ * sum for the gradients), slice by slice.
+ */
+export interface RowsTile { Q: number; S: number }
+export const ROWS_TILE: RowsTile = { Q: ATT_ROWS, S: 1 };
+/** Split tile candidates, best first (see index.ts for the pick). */
+export const ATT_SPLIT_TILES: RowsTile[] = [{ Q: 64, S: 4 }, { Q: 32, S: 4 }, { Q: 16, S: 4 }];
+export const rowsTileName = (t: RowsTile): string => `${t.Q}x${t.S}`;
+/** Keys (queries for dK/dV) one invocation takes from each staged tile. */
+const rowsKt = (HD: number, t: RowsTile): number => (t.S === 1 ? attBc(HD) : Math.min(16, Math.max(2, 512 / HD)));
+/** Staged rows' pitch in vec4s: padded by one vec4 when S > 1, so the S rows a warp reads at once fall in distinct banks. */
+const rowsPitch = (HD: number, t: RowsTile): number => HD / 4 + (t.S > 1 ? 1 : 0);
+/** Rows of the first staged array (it is also the merge buffer of the split kernels, one row per query or key). */
+const rowsFirst = (HD: number, t: RowsTile): number => Math.max(rowsKt(HD, t) * t.S, t.S > 1 ? t.Q : 0);
+/** Upper bound of a row-attention kernel's workgroup memory (bytes): two staged tiles (the first also the merge buffer) and two float arrays. */
+export function attRowsBytes(HD: number, t: RowsTile): number {
+  const BC = rowsKt(HD, t) * t.S;
+  return 16 * rowsPitch(HD, t) * (rowsFirst(HD, t) + BC) + 8 * Math.max(BC, t.Q * t.S);
+}
+const rowsName = (base: string, HD: number, t: RowsTile): string =>
+  t.S === 1 && t.Q === ATT_ROWS ? `${base}${HD}` : `${base}${HD}_${rowsTileName(t)}`;
+export const attRowsFwdName = (HD: number, t: RowsTile): string => rowsName('attForward', HD, t);
+export const attRowsQName = (HD: number, t: RowsTile): string => rowsName('attBackwardQ', HD, t);
+export const attRowsKVName = (HD: number, t: RowsTile): string => rowsName('attBackwardKV', HD, t);
+
+/** The invocation's row `v` (query or key index), and with S > 1 its row in the workgroup `qi` and slice `sl`. */
+const rowsIds = (t: RowsTile, v: string): string =>
+  t.S > 1 ? `let qi = lid / ${t.S}u; let sl = lid % ${t.S}u; let ${v} = wid.x * ${t.Q}u + qi;` : `let ${v} = wid.x * ${t.Q}u + lid;`;
+/** Staged row of the u-th key (query) the invocation takes from a tile. */
+const rowsJ = (t: RowsTile): string => (t.S > 1 ? `u * ${t.S}u + sl` : 'u');
+/** Index into a staged array for the element e = rr*HD + d being staged. */
+const rowsStageAt = (HD: number, t: RowsTile): string => (t.S > 1 ? `rr * ${rowsPitch(HD, t)}u + d / 4u` : 'e / 4u');
+/**
+ * Split kernels: sums each (private vec4 array acc, times `scale`) over the S invocations of a row
+ * into workgroup array buf (row qi at qi*KP), one slice after another, S barriers.
+ */
+function sliceSum(t: RowsTile, HD: number, pairs: { acc: string; buf: string }[], scale = ''): string {
+  const KP = rowsPitch(HD, t);
+  const lines = pairs.flatMap(({ acc, buf }) =>
+    rng(HD / 4).map((i) => `${buf}[qi * ${KP}u + ${i}u] = select(${buf}[qi * ${KP}u + ${i}u], vec4<f32>(0.0), k == 0u) + ${acc}[${i}]${scale};`));
+  return `
+  for (var k = 0u; k < ${t.S}u; k++) {
+    if (sl == k) {
+      ${lines.join('\n      ')}
+    }
+    workgroupBarrier();
+  }`;
+}
+/** Stores a row's HD/4 vec4s (row `i` given by `value(i)`) to t[base ...]; split kernels share them out over the slices. */
+const rowsStore = (t: RowsTile, HD: number, dst: string, base: string, value: (i: number) => string): string =>
+  rng(HD / 4).map((i) => (t.S > 1 ? `if (sl == ${i % t.S}u) ${store4(dst, base, i, value(i))}` : store4(dst, base, i, value(i)))).join('\n    ');
+
+function attentionForwardKernel(HD: number, tile: RowsTile = ROWS_TILE): KernelSpec {
+  const H4 = HD / 4, KP = rowsPitch(HD, tile), KT = rowsKt(HD, tile), BC = KT * tile.S, NT = tile.Q * tile.S, split = tile.S > 1;
+  const at = rowsStageAt(HD, tile);
   return {
     tensors: ['out', 'lse', 'qkv'], params: ['T', 'H', 'KVH', 'hd', 'scale:f32'],
-    workgroup: { size: ATT_ROWS, decls: `var<workgroup> Ks: array<vec4<f32>, ${BC * H4}>;\nvar<workgroup> Vs: array<vec4<f32>, ${BC * H4}>;` },
+    workgroup: {
+      size: NT,
+      decls: `var<workgroup> Ks: array<vec4<f32>, ${rowsFirst(HD, tile) * KP}>;\nvar<workgroup> Vs: array<vec4<f32>, ${BC * KP}>;${split ? `\nvar<workgroup> Ms: array<f32, ${NT}>;\nvar<workgroup> Ls: array<f32, ${NT}>;` : ''}`,
+    },
     body: `${ATT_HEAD}
-  let t = wid.x * ${ATT_ROWS}u + lid; let tq = min(t, P.T - 1u);
+  ${rowsIds(tile, 't')} let tq = min(t, P.T - 1u);
   let qb = (b * P.T + tq) * stride + h * P.hd;
   var pq: array<vec4<f32>, ${H4}>; var acc: array<vec4<f32>, ${H4}>;
   ${unroll(H4, (i) => `pq[${i}] = ${load4('qkv', 'qb', i, ' * P.scale')}; acc[${i}] = vec4<f32>(0.0);`, '\n  ')}
   var m = -3.0e38; var l = 0.0;
-  let kEnd = min(P.T, wid.x * ${ATT_ROWS}u + ${ATT_ROWS}u);
+  let kEnd = min(P.T, wid.x * ${tile.Q}u + ${tile.Q}u);
   let kOff = (P.H + kvh) * P.hd; let vOff = kOff + P.KVH * P.hd;
-  for (var j0 = 0u; j0 < kEnd; j0 += ${BC}u) {${stage(BC, HD, ATT_ROWS, 'let j = j0 + rr; var kv = 0.0; var vv = 0.0; if (j < P.T && d < P.hd) { let base = (b * P.T + j) * stride; kv = qkv[base + kOff + d]; vv = qkv[base + vOff + d]; }',
-    'Ks[e / 4u][e % 4u] = kv; Vs[e / 4u][e % 4u] = vv;')}
+  for (var j0 = 0u; j0 < kEnd; j0 += ${BC}u) {${stage(BC, HD, NT, 'let j = j0 + rr; var kv = 0.0; var vv = 0.0; if (j < P.T && d < P.hd) { let base = (b * P.T + j) * stride; kv = qkv[base + kOff + d]; vv = qkv[base + vOff + d]; }',
+    `Ks[${at}][e % 4u] = kv; Vs[${at}][e % 4u] = vv;`)}
     workgroupBarrier();
-    var sc: array<f32, ${BC}>;
+    var sc: array<f32, ${KT}>;
     var mt = m;
-    for (var jj = 0u; jj < ${BC}u; jj++) {
+    for (var u = 0u; u < ${KT}u; u++) {
+      let jj = ${rowsJ(tile)};
       var s4 = vec4<f32>(0.0);
-      ${unroll(H4, (i) => `s4 = fma(pq[${i}], Ks[jj * ${H4}u + ${i}u], s4);`, '\n      ')}
+      ${unroll(H4, (i) => `s4 = fma(pq[${i}], Ks[jj * ${KP}u + ${i}u], s4);`, '\n      ')}
       let sv = (s4.x + s4.y) + (s4.z + s4.w);
-      sc[jj] = sv;
+      sc[u] = sv;
       if (j0 + jj <= t) { mt = max(mt, sv); }
     }
     let corr = exp(m - mt);
     l *= corr;
     ${unroll(H4, (i) => `acc[${i}] *= corr;`, ' ')}
-    for (var jj = 0u; jj < ${BC}u; jj++) {
+    for (var u = 0u; u < ${KT}u; u++) {
+      let jj = ${rowsJ(tile)};
       var p = 0.0;
-      if (j0 + jj <= t) { p = exp(sc[jj] - mt); }
+      if (j0 + jj <= t) { p = exp(sc[u] - mt); }
       l += p;
       let pv = vec4<f32>(p);
-      ${unroll(H4, (i) => `acc[${i}] = fma(pv, Vs[jj * ${H4}u + ${i}u], acc[${i}]);`, '\n      ')}
+      ${unroll(H4, (i) => `acc[${i}] = fma(pv, Vs[jj * ${KP}u + ${i}u], acc[${i}]);`, '\n      ')}
     }
     m = mt;
     workgroupBarrier();
-  }
+  }${split ? `
+  // Merge the slices of a row: common max, each slice's l and acc rescaled to it, summed (slice 0
+  // always holds key 0, so the max is finite; a slice with no unmasked key adds exp(-3e38 - max) * 0).
+  Ms[lid] = m;
+  workgroupBarrier();
+  var mx = Ms[qi * ${tile.S}u];
+  ${unroll(tile.S - 1, (k) => `mx = max(mx, Ms[qi * ${tile.S}u + ${k + 1}u]);`, ' ')}
+  let f = exp(m - mx);
+  Ls[lid] = l * f;${sliceSum(tile, HD, [{ acc: 'acc', buf: 'Ks' }], ' * f')}
+  var lt = 0.0;
+  ${unroll(tile.S, (k) => `lt += Ls[qi * ${tile.S}u + ${k}u];`, ' ')}
+  if (t < P.T) {
+    if (sl == 0u) { lse[bh * P.T + t] = mx + log(lt); }
+    let ob = (b * P.T + t) * P.H * P.hd + h * P.hd;
+    let inv = 1.0 / lt;
+    ${rowsStore(tile, HD, 'out', 'ob', (i) => `Ks[qi * ${KP}u + ${i}u] * inv`)}
+  }` : `
   if (t < P.T) {
     lse[bh * P.T + t] = m + log(l);
     let ob = (b * P.T + t) * P.H * P.hd + h * P.hd;
     let inv = 1.0 / l;
-    ${unroll(H4, (i) => store4('out', 'ob', i, `acc[${i}] * inv`))}
-  }`,
+    ${rowsStore(tile, HD, 'out', 'ob', (i) => `acc[${i}] * inv`)}
+  }`}`,
   };
 }
 
-/** dq per query row (one invocation each, K/V tiles shared); also writes D = rowsum(dout * out) to `drow` for the KV kernel. */
-function attentionBackwardQKernel(HD: number): KernelSpec {
-  const BC = attBc(HD), H4 = HD / 4;
+/** dq per query row (row-attention tile, K/V tiles shared); also writes D = rowsum(dout * out) to `drow` for the KV kernel. */
+function attentionBackwardQKernel(HD: number, tile: RowsTile = ROWS_TILE): KernelSpec {
+  const H4 = HD / 4, KP = rowsPitch(HD, tile), KT = rowsKt(HD, tile), BC = KT * tile.S, NT = tile.Q * tile.S, split = tile.S > 1;
+  const at = rowsStageAt(HD, tile);
   return {
     tensors: ['dqkv', 'drow', 'dout', 'qkv', 'out', 'lse'], params: ['T', 'H', 'KVH', 'hd', 'scale:f32'],
-    workgroup: { size: ATT_ROWS, decls: `var<workgroup> Ks: array<vec4<f32>, ${BC * H4}>;\nvar<workgroup> Vs: array<vec4<f32>, ${BC * H4}>;` },
+    workgroup: { size: NT, decls: `var<workgroup> Ks: array<vec4<f32>, ${rowsFirst(HD, tile) * KP}>;\nvar<workgroup> Vs: array<vec4<f32>, ${BC * KP}>;` },
     body: `${ATT_HEAD}
-  let t = wid.x * ${ATT_ROWS}u + lid; let tq = min(t, P.T - 1u);
+  ${rowsIds(tile, 't')} let tq = min(t, P.T - 1u);
   let qb = (b * P.T + tq) * stride + h * P.hd;
   let ob = (b * P.T + tq) * P.H * P.hd + h * P.hd;
   var pq: array<vec4<f32>, ${H4}>; var po: array<vec4<f32>, ${H4}>; var dq: array<vec4<f32>, ${H4}>;
@@ -283,50 +372,53 @@ function attentionBackwardQKernel(HD: number): KernelSpec {
   ${unroll(H4, (i) => `pq[${i}] = ${load4('qkv', 'qb', i, ' * P.scale')}; po[${i}] = ${load4('dout', 'ob', i)}; D4 = fma(po[${i}], ${load4('out', 'ob', i)}, D4); dq[${i}] = vec4<f32>(0.0);`, '\n  ')}
   let D = (D4.x + D4.y) + (D4.z + D4.w);
   let L = lse[bh * P.T + tq];
-  let kEnd = min(P.T, wid.x * ${ATT_ROWS}u + ${ATT_ROWS}u);
+  let kEnd = min(P.T, wid.x * ${tile.Q}u + ${tile.Q}u);
   let kOff = (P.H + kvh) * P.hd; let vOff = kOff + P.KVH * P.hd;
-  for (var j0 = 0u; j0 < kEnd; j0 += ${BC}u) {${stage(BC, HD, ATT_ROWS, 'let j = j0 + rr; var kv = 0.0; var vv = 0.0; if (j < P.T && d < P.hd) { let base = (b * P.T + j) * stride; kv = qkv[base + kOff + d]; vv = qkv[base + vOff + d]; }',
-    'Ks[e / 4u][e % 4u] = kv; Vs[e / 4u][e % 4u] = vv;')}
+  for (var j0 = 0u; j0 < kEnd; j0 += ${BC}u) {${stage(BC, HD, NT, 'let j = j0 + rr; var kv = 0.0; var vv = 0.0; if (j < P.T && d < P.hd) { let base = (b * P.T + j) * stride; kv = qkv[base + kOff + d]; vv = qkv[base + vOff + d]; }',
+    `Ks[${at}][e % 4u] = kv; Vs[${at}][e % 4u] = vv;`)}
     workgroupBarrier();
-    for (var jj = 0u; jj < ${BC}u; jj++) {
+    for (var u = 0u; u < ${KT}u; u++) {
+      let jj = ${rowsJ(tile)};
       if (j0 + jj <= t) {
         var s4 = vec4<f32>(0.0); var p4 = vec4<f32>(0.0);
-        ${unroll(H4, (i) => `s4 = fma(pq[${i}], Ks[jj * ${H4}u + ${i}u], s4); p4 = fma(po[${i}], Vs[jj * ${H4}u + ${i}u], p4);`, '\n        ')}
+        ${unroll(H4, (i) => `s4 = fma(pq[${i}], Ks[jj * ${KP}u + ${i}u], s4); p4 = fma(po[${i}], Vs[jj * ${KP}u + ${i}u], p4);`, '\n        ')}
         let p = exp((s4.x + s4.y) + (s4.z + s4.w) - L);
         let ds = vec4<f32>(p * ((p4.x + p4.y) + (p4.z + p4.w) - D) * P.scale);
-        ${unroll(H4, (i) => `dq[${i}] = fma(ds, Ks[jj * ${H4}u + ${i}u], dq[${i}]);`, '\n        ')}
+        ${unroll(H4, (i) => `dq[${i}] = fma(ds, Ks[jj * ${KP}u + ${i}u], dq[${i}]);`, '\n        ')}
       }
     }
     workgroupBarrier();
-  }
+  }${split ? sliceSum(tile, HD, [{ acc: 'dq', buf: 'Ks' }]) : ''}
   if (t < P.T) {
-    drow[bh * P.T + t] = D;
-    ${unroll(H4, (i) => store4('dqkv', 'qb', i, `dq[${i}]`))}
+    ${split ? 'if (sl == 0u) { drow[bh * P.T + t] = D; }' : 'drow[bh * P.T + t] = D;'}
+    ${rowsStore(tile, HD, 'dqkv', 'qb', (i) => (split ? `Ks[qi * ${KP}u + ${i}u]` : `dq[${i}]`))}
   }`,
   };
 }
 
-/** dk, dv per key row (one invocation each), over the group's query heads, Q/dout tiles shared. */
-function attentionBackwardKVKernel(HD: number): KernelSpec {
-  const BQ = attBc(HD), H4 = HD / 4;
+/** dk, dv per key row (row-attention tile: S invocations per key split the queries), over the group's query heads, Q/dout tiles shared. */
+function attentionBackwardKVKernel(HD: number, tile: RowsTile = ROWS_TILE): KernelSpec {
+  const H4 = HD / 4, KP = rowsPitch(HD, tile), KT = rowsKt(HD, tile), BQ = KT * tile.S, NT = tile.Q * tile.S, split = tile.S > 1;
+  if (NT < BQ) throw new Error(`attention tile ${rowsTileName(tile)}: ${NT} invocations cannot load ${BQ} row statistics`);
+  const at = rowsStageAt(HD, tile), first = rowsFirst(HD, tile);
   return {
     tensors: ['dqkv', 'drow', 'dout', 'qkv', 'lse'], params: ['T', 'H', 'KVH', 'hd', 'scale:f32'],
     workgroup: {
-      size: ATT_ROWS,
-      decls: `var<workgroup> Qs: array<vec4<f32>, ${BQ * H4}>;\nvar<workgroup> Gs: array<vec4<f32>, ${BQ * H4}>;\nvar<workgroup> Ls: array<f32, ${BQ}>;\nvar<workgroup> Ds: array<f32, ${BQ}>;`,
+      size: NT,
+      decls: `var<workgroup> Qs: array<vec4<f32>, ${first * KP}>;\nvar<workgroup> Gs: array<vec4<f32>, ${BQ * KP}>;\nvar<workgroup> Ls: array<f32, ${BQ}>;\nvar<workgroup> Ds: array<f32, ${BQ}>;`,
     },
     body: `
   let bk = wid.y; let kvh = bk % P.KVH; let b = bk / P.KVH;
   let stride = (P.H + 2u * P.KVH) * P.hd; let group = P.H / P.KVH;
-  let j = wid.x * ${ATT_ROWS}u + lid; let jq = min(j, P.T - 1u);
+  ${rowsIds(tile, 'j')} let jq = min(j, P.T - 1u);
   let kb = (b * P.T + jq) * stride + (P.H + kvh) * P.hd; let vb = kb + P.KVH * P.hd;
   var pk: array<vec4<f32>, ${H4}>; var pv: array<vec4<f32>, ${H4}>; var dk: array<vec4<f32>, ${H4}>; var dv: array<vec4<f32>, ${H4}>;
   ${unroll(H4, (i) => `pk[${i}] = ${load4('qkv', 'kb', i)}; pv[${i}] = ${load4('qkv', 'vb', i)}; dk[${i}] = vec4<f32>(0.0); dv[${i}] = vec4<f32>(0.0);`, '\n  ')}
-  let tBegin = wid.x * ${ATT_ROWS}u;
+  let tBegin = wid.x * ${tile.Q}u;
   for (var g = 0u; g < group; g++) {
     let h = kvh * group + g; let bh = b * P.H + h;
-    for (var t0 = tBegin; t0 < P.T; t0 += ${BQ}u) {${stage(BQ, HD, ATT_ROWS, 'let t = t0 + rr; var qv = 0.0; var gv = 0.0; if (t < P.T && d < P.hd) { qv = qkv[(b * P.T + t) * stride + h * P.hd + d] * P.scale; gv = dout[(b * P.T + t) * P.H * P.hd + h * P.hd + d]; }',
-    'Qs[e / 4u][e % 4u] = qv; Gs[e / 4u][e % 4u] = gv;')}
+    for (var t0 = tBegin; t0 < P.T; t0 += ${BQ}u) {${stage(BQ, HD, NT, 'let t = t0 + rr; var qv = 0.0; var gv = 0.0; if (t < P.T && d < P.hd) { qv = qkv[(b * P.T + t) * stride + h * P.hd + d] * P.scale; gv = dout[(b * P.T + t) * P.H * P.hd + h * P.hd + d]; }',
+    `Qs[${at}][e % 4u] = qv; Gs[${at}][e % 4u] = gv;`)}
       if (lid < ${BQ}u) {
         let t = t0 + lid;
         var lv = 3.0e38; var dv0 = 0.0;
@@ -334,23 +426,31 @@ function attentionBackwardKVKernel(HD: number): KernelSpec {
         Ls[lid] = lv; Ds[lid] = dv0;
       }
       workgroupBarrier();
-      for (var tt = 0u; tt < ${BQ}u; tt++) {
+      for (var u = 0u; u < ${KT}u; u++) {
+        let tt = ${rowsJ(tile)};
         if (t0 + tt >= j && t0 + tt < P.T) {
           var s4 = vec4<f32>(0.0); var p4 = vec4<f32>(0.0);
-          ${unroll(H4, (i) => `s4 = fma(pk[${i}], Qs[tt * ${H4}u + ${i}u], s4); p4 = fma(pv[${i}], Gs[tt * ${H4}u + ${i}u], p4);`, '\n          ')}
+          ${unroll(H4, (i) => `s4 = fma(pk[${i}], Qs[tt * ${KP}u + ${i}u], s4); p4 = fma(pv[${i}], Gs[tt * ${KP}u + ${i}u], p4);`, '\n          ')}
           let p = exp((s4.x + s4.y) + (s4.z + s4.w) - Ls[tt]);
           let ds = vec4<f32>(p * ((p4.x + p4.y) + (p4.z + p4.w) - Ds[tt]));
           let pp = vec4<f32>(p);
-          ${unroll(H4, (i) => `dv[${i}] = fma(pp, Gs[tt * ${H4}u + ${i}u], dv[${i}]); dk[${i}] = fma(ds, Qs[tt * ${H4}u + ${i}u], dk[${i}]);`, '\n          ')}
+          ${unroll(H4, (i) => `dv[${i}] = fma(pp, Gs[tt * ${KP}u + ${i}u], dv[${i}]); dk[${i}] = fma(ds, Qs[tt * ${KP}u + ${i}u], dk[${i}]);`, '\n          ')}
         }
       }
       workgroupBarrier();
     }
-  }
+  }${split ? `${sliceSum(tile, HD, [{ acc: 'dk', buf: 'Qs' }])}
   if (j < P.T) {
-    ${unroll(H4, (i) => store4('dqkv', 'kb', i, `dk[${i}]`))}
-    ${unroll(H4, (i) => store4('dqkv', 'vb', i, `dv[${i}]`))}
-  }`,
+    ${rowsStore(tile, HD, 'dqkv', 'kb', (i) => `Qs[qi * ${KP}u + ${i}u]`)}
+  }
+  workgroupBarrier();${sliceSum(tile, HD, [{ acc: 'dv', buf: 'Qs' }])}
+  if (j < P.T) {
+    ${rowsStore(tile, HD, 'dqkv', 'vb', (i) => `Qs[qi * ${KP}u + ${i}u]`)}
+  }` : `
+  if (j < P.T) {
+    ${rowsStore(tile, HD, 'dqkv', 'kb', (i) => `dk[${i}]`)}
+    ${rowsStore(tile, HD, 'dqkv', 'vb', (i) => `dv[${i}]`)}
+  }`}`,
   };
 }
 
@@ -408,8 +508,6 @@ export const attFwdName = (HD: number, t: AttTile): string => `attBlkF${HD}_${at
 export const attKVName = (HD: number, t: AttTile): string => `attBlkKV${HD}_${attTileName(t)}`;
 export const attQName = (HD: number, t: AttTile): string => `attBlkQ${HD}_${attTileName(t)}`;
 
-const I4 = [0, 1, 2, 3];
-const rng = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
 /** Accumulators `name` of a dd product: scalars name_i_c. */
 const ddDecl = (name: string, SC: number): string => I4.map((i) => rng(SC).map((c) => `var ${name}${i}_${c} = 0.0;`).join(' ')).join(' ');
@@ -769,9 +867,11 @@ export function generatedKernels(): Record<string, KernelSpec> {
   k.crossEntropyForwardRow = crossEntropyKernel(false);
   k.crossEntropyBackwardRow = crossEntropyKernel(true);
   for (const HD of ATT_HDS) {
-    k[`attForward${HD}`] = attentionForwardKernel(HD);
-    k[`attBackwardQ${HD}`] = attentionBackwardQKernel(HD);
-    k[`attBackwardKV${HD}`] = attentionBackwardKVKernel(HD);
+    for (const t of [ROWS_TILE, ...ATT_SPLIT_TILES]) {
+      k[attRowsFwdName(HD, t)] = attentionForwardKernel(HD, t);
+      k[attRowsQName(HD, t)] = attentionBackwardQKernel(HD, t);
+      k[attRowsKVName(HD, t)] = attentionBackwardKVKernel(HD, t);
+    }
   }
   blockedKernels(k);
   /** One workgroup per query (grid T x B*H): keys 256 at a time, one per invocation; then invocation d accumulates output dim d. */
