@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // minigpt against PyTorch on the same machine, back to back, as ratios.
 //   node bench/compare-torch.mjs [--configs seed,nanogpt-cpu,medium,bpe] [--threads 2] [--no-compile] [--backend auto]
-//     [--torch-device cpu|cuda] [--tf32] [--sync-every N]
+//     [--torch-device cpu|cuda] [--tf32] [--sync-every N] [--attention rows|split|blocked]
 // --sync-every N: both sides read the loss back every N steps instead of every step (what
 // `minigpt train --sync-every N` does); on a GPU that lets the queue run ahead of the host.
+// --attention: the webgpu backend's attention kernels (minigpt bench --attention).
 // On a GPU machine: --backend webgpu --torch-device cuda compares the webgpu backend with PyTorch on CUDA
 // (plain fp32 matmuls unless --tf32, since WebGPU has no TF32 tensor cores).
 // PyTorch comes from the dev venv (.venv, see DEVELOPERS.md) or $PYTHON.
@@ -24,6 +25,7 @@ const { values: a } = parseArgs({
     'torch-device': { type: 'string', default: 'cpu' },
     tf32: { type: 'boolean', default: false },
     'sync-every': { type: 'string', default: '1' },
+    attention: { type: 'string' },
   },
 });
 const python = process.env.PYTHON ?? join(root, '.venv', 'bin', 'python');
@@ -41,7 +43,7 @@ const rows = [];
 for (const config of a.configs.split(',')) {
   const eager = json(python, ['bench/torch_train.py', '--config', config, '--threads', a.threads, '--steps', a.steps, ...torchArgs]);
   const compiled = a['no-compile'] ? null : json(python, ['bench/torch_train.py', '--config', config, '--threads', a.threads, '--steps', a.steps, '--compile', ...torchArgs]);
-  const ours = json(process.execPath, ['dist/src/cli/main.js', 'bench', '--config', config, '--backend', a.backend, '--threads', a.threads, '--steps', a.steps, '--sync-every', a['sync-every'], '--json']);
+  const ours = json(process.execPath, ['dist/src/cli/main.js', 'bench', '--config', config, '--backend', a.backend, '--threads', a.threads, '--steps', a.steps, '--sync-every', a['sync-every'], ...(a.attention ? ['--attention', a.attention] : []), '--json']);
   if (rows.length === 0) console.log(`torch ${eager.torch} (${eager.device === 'cuda' ? `${eager.device_name}, tf32 ${eager.tf32}` : `${eager.blas}, ${eager.threads} threads`}); minigpt backend ${ours.backend}, ${a.threads} threads; node ${process.version}`);
   rows.push({ config, ours, eager, compiled });
   const f = (x) => (x / 1000).toFixed(2) + 'k';

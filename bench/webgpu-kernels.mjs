@@ -1,6 +1,6 @@
 // Per-kernel timings of the webgpu backend (run `npx tsc -p .` first):
 //   node bench/webgpu-kernels.mjs [--config gpt2-small|seed|medium|bpe|nanogpt-cpu] [--reps N] [--batch B]
-//                                 [--kernels tiled|simple] [--tile 64|128] [--split K] [--attention rows|blocked[,...]]
+//                                 [--kernels tiled|simple] [--tile 64|128] [--split K] [--attention rows|split|blocked[:I][,...]]
 //                                 [--attention-tile I] [--only matmul,attention,...] [--json]
 // For each kernel at the config's training sizes (N = batch x context tokens): the matmul of every
 // weight (forward, grad-weight alone, grad-input + grad-weight) with achieved GFLOP/s, attention forward and backward
@@ -10,9 +10,11 @@
 // --reps, reps is chosen so that each measurement takes about 100 ms (3 to 200 calls).
 // --batch overrides the config's batch (e.g. `--config seed --batch 1 --reps 1` on SwiftShader);
 // --tile and --split force the tiled matmul's output tile and K splits (default: by problem size).
-// --attention picks the tiled set's attention kernels (default: the backend's, rows); a comma list (rows,blocked)
-// times each in the attention section of one run. --attention-tile forces the blocked kernels' tile
-// candidate (index into ATT_FWD_TILES / ATT_BWD_TILES of src/backend/webgpu/tiled.ts).
+// --attention picks the tiled set's attention kernels (default: the backend's, rows); a comma list
+// (rows,split,blocked) times each in the attention section of one run; NAME:I forces that entry's tile
+// candidate (index into ATT_SPLIT_TILES, or ATT_FWD_TILES / ATT_BWD_TILES of
+// src/backend/webgpu/tiled.ts), --attention-tile I every entry's. A split or blocked kernel that does not
+// fit the device's workgroup memory falls back (split: to a smaller tile, then to rows).
 // Sections: matmul, attention, sample (attention over the KV cache), crossentropy, rmsnorm, optimizer.
 import { createWebGpuBackend } from '../dist/src/backend/webgpu/index.js';
 import { BENCH_CONFIGS } from '../dist/src/bench.js';
@@ -43,18 +45,22 @@ const tile = opt('tile', undefined), split = opt('split', undefined);
 const attentions = opt('attention', undefined)?.split(',') ?? [undefined];
 const attTile = opt('attention-tile', undefined);
 for (const a of attentions) {
-  if (a !== undefined && a !== 'rows' && a !== 'blocked') {
-    console.error(`--attention takes rows, blocked or a comma list of them, not ${a}`);
+  if (a !== undefined && !/^(rows|split(:\d+)?|blocked(:\d+)?)$/.test(a)) {
+    console.error(`--attention takes rows, split[:I], blocked[:I] or a comma list of them, not ${a}`);
     process.exit(2);
   }
 }
-const options = (attention) => ({
-  ...(kernels ? { kernels } : {}),
-  ...(tile ? { matmulTile: Number(tile) } : {}),
-  ...(split ? { splitK: Number(split) } : {}),
-  ...(attention ? { attention } : {}),
-  ...(attTile !== undefined ? { attentionTile: Number(attTile) } : {}),
-});
+const options = (entry) => {
+  const [attention, entryTile] = entry?.split(':') ?? [];
+  const t = entryTile ?? attTile;
+  return {
+    ...(kernels ? { kernels } : {}),
+    ...(tile ? { matmulTile: Number(tile) } : {}),
+    ...(split ? { splitK: Number(split) } : {}),
+    ...(attention ? { attention } : {}),
+    ...(t !== undefined ? { attentionTile: Number(t) } : {}),
+  };
+};
 let be = await createWebGpuBackend(options(attentions[0]));
 const log = (...a) => { if (!json) console.log(...a); };
 log(`adapter: ${be.adapterInfo}${be.software ? ' (software)' : ''}; kernels: ${be.kernels}, matmul: ${be.matmul}, attention: ${attentions.map((a) => a ?? be.attention).join(',')}${tile ? `, tile ${tile}` : ''}${split ? `, split-K ${split}` : ''}`);
@@ -132,7 +138,7 @@ if (want('attention')) {
     const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T), dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV);
     const flops = 2 * B * H * T * T * hd; // causal: half of 2 matmuls of 2·T·T·hd
     const shape = `B${B} T${T} H${H}/${KVH} hd${hd}`;
-    const tag = attentions.length > 1 ? ` ${be.attention}` : '';
+    const tag = attentions.length > 1 ? ` ${a ?? be.attention}` : '';
     report('attention', `attention fwd${tag}`, shape, await timeIt(() => be.attentionForward(out, lse, qkv, s)), flops);
     report('attention', `attention bwd${tag}`, shape, await timeIt(() => be.attentionBackward(dqkv, dout, qkv, out, lse, s)), 2.5 * flops);
     if (be !== main) be.destroy();

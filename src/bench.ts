@@ -44,6 +44,8 @@ export interface BenchResult {
   /** fp16 ran on f16 storage (a backend with halfStorage), not emulated in f32. */
   f16Storage: boolean;
   syncEvery: number;
+  /** The webgpu backend's attention kernels (rows, split, blocked or simple); empty on other backends. */
+  attention: string;
 }
 
 /** Training FLOPs per token: 6 per matmul weight (forward + two backward), plus attention. */
@@ -65,13 +67,20 @@ export interface BenchOptions {
   amp?: 'off' | 'fp16' | 'bf16';
   /** Read the loss back every this many steps (default 1, as a training loop that prints every loss). */
   syncEvery?: number;
+  /** webgpu only: the attention kernels to measure (default: the backend's, rows). */
+  attention?: 'rows' | 'split' | 'blocked';
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const bc = BENCH_CONFIGS[o.config];
   if (!bc) throw new MinigptError(`unknown bench config "${o.config}"; choose one of ${Object.keys(BENCH_CONFIGS).join(', ')}`);
   const c = resolveConfig(bc.model);
-  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
+  const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads, webgpu: o.attention ? { kernels: 'tiled', attention: o.attention } : undefined });
+  const attention = backend.name === 'webgpu' ? ((backend as { attention?: string }).attention ?? '') : '';
+  if (o.attention && attention !== o.attention) {
+    if (typeof o.backend !== 'object') backend.destroy();
+    throw new MinigptError(`--attention ${o.attention} measures the webgpu backend's attention kernels, not the ${backend.name} backend's`);
+  }
   const model = createModel(backend, c);
   setWeights(model, initialWeights(c, model.layout, createRng(0)));
   const opt = createOptimizer(model);
@@ -111,6 +120,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     config: bc.name, backend: backend.name, device, parameters: paramLayout(c).size, tokensPerStep: B * T, steps,
     msPerStep: (seconds * 1000) / steps, tokensPerSecond, gflops: (tokensPerSecond * flopsPerToken(c)) / 1e9,
     peakRssMb: process.resourceUsage().maxRSS / 1024, sampleTokensPerSecond: sampleTokens / sampleSeconds, amp: o.amp ?? 'off',
-    syncEvery, f16Storage: o.amp === 'fp16' && model.acts !== null && model.acts.halfStored.size > 0,
+    syncEvery, attention, f16Storage: o.amp === 'fp16' && model.acts !== null && model.acts.halfStored.size > 0,
   };
 }

@@ -53,6 +53,7 @@ const cases: [string[], RegExp][] = [
   [['plot'], /at least one run directory/],
   [['plot', join(root, 'notackpt')], /metrics\.jsonl/],
   [['bench', '--config', 'huge'], /--config must be one of/],
+  [['bench', '--backend', 'reference', '--attention', 'split'], /--attention split measures the webgpu backend's attention kernels, not the reference backend's/],
   [['lr-find', '--start', '1', '--end', '0.1', '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '8', '--data', join(root, 'ok.txt'), '--backend', 'reference'], /start lr < end lr/],
 ];
 

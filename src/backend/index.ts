@@ -2,7 +2,7 @@
 import { MinigptError } from '../errors.js';
 import { createReferenceBackend } from './reference/index.js';
 import { createCpuBackend, cpuBackendSupported, type CpuOptions } from './cpu/index.js';
-import { createWebGpuBackend, webgpuHardwareAvailable } from './webgpu/index.js';
+import { createWebGpuBackend, webgpuHardwareAvailable, type WebGpuOptions } from './webgpu/index.js';
 import type { Backend } from './types.js';
 
 export type { Backend, Tensor, IntTensor, AttentionShape, AdamWHyper } from './types.js';
@@ -14,19 +14,19 @@ export const BACKEND_NAMES = ['auto', 'cpu', 'webgpu', 'reference'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 
 /** Options passed to the backend that gets picked (the reference backend has none). */
-export type BackendOptions = CpuOptions;
+export type BackendOptions = CpuOptions & { webgpu?: WebGpuOptions };
 
 export async function createBackend(name: string = 'auto', options: BackendOptions = {}): Promise<Backend> {
   switch (name) {
     case 'auto':
       // webgpu only on a hardware adapter: a software one (SwiftShader) is slower than cpu.
-      if (await webgpuHardwareAvailable()) return createWebGpuBackend();
+      if (await webgpuHardwareAvailable()) return createWebGpuBackend(options.webgpu);
       // cpu needs WebAssembly SIMD and SharedArrayBuffer (threads); the reference runs anywhere.
       return cpuBackendSupported() ? createCpuBackend(options) : createReferenceBackend();
     case 'cpu':
       return createCpuBackend(options);
     case 'webgpu':
-      return createWebGpuBackend();
+      return createWebGpuBackend(options.webgpu);
     case 'reference':
       return createReferenceBackend();
     default:

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The WebGPU measurements BENCHMARKS.md still lacks, as one script for a lent GPU machine (a few
+# minutes on an H200; every part has its own time limit and a failed part does not stop the rest):
+#   here:  npm run build && scripts/pack-gpu-bench.sh PACK
+#   there: bash PACK/run.sh bash bench/gpu-pending.sh      # from a copy of the repository
+# Writes each part's output to ${OUT:-.}/gpu-pending/NAME.txt and prints its tail.
+#  1. the adapter: name, features (shader-f16? subgroups? subgroup matrices with unsafe APIs?), limits
+#  2. attention kernels at gpt2-small and medium sizes: rows, split (each tile), blocked
+#  3. training against PyTorch eager on CUDA: default (rows), --attention split, --sync-every 10
+#  4. --amp fp16 (f16 storage where the adapter has shader-f16) against fp32
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-.}/gpu-pending
+mkdir -p "$out"
+part() {
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name: $*"
+  timeout "$limit" "$@" > "$out/$name.txt" 2>&1
+  echo "   (exit $?)"
+  grep -v 'artificially reduced' "$out/$name.txt" | tail -n 14
+}
+cat > "$out/adapter.mjs" <<'EOF'
+import { create } from 'webgpu';
+for (const flags of [[], ['enable-dawn-features=allow_unsafe_apis']]) {
+  const a = await create(flags).requestAdapter();
+  if (!a) { console.log('no adapter', flags); continue; }
+  console.log(flags.join(' ') || 'default', '|', a.info.vendor, a.info.architecture, a.info.description);
+  console.log('  features:', [...a.features].sort().join(' '));
+  console.log('  workgroup storage', a.limits.maxComputeWorkgroupStorageSize, 'invocations', a.limits.maxComputeInvocationsPerWorkgroup);
+}
+EOF
+cp "$out/adapter.mjs" ./gpu-pending-adapter.mjs
+part adapter 60 node gpu-pending-adapter.mjs
+rm -f gpu-pending-adapter.mjs
+part attention-gpt2-small 120 node bench/webgpu-kernels.mjs --config gpt2-small --only attention --attention rows,split:0,split:1,split:2,blocked
+part attention-medium 90 node bench/webgpu-kernels.mjs --config medium --only attention --attention rows,split:0,split:1,split:2,blocked
+cmp=(node bench/compare-torch.mjs --backend webgpu --torch-device cuda --no-compile --steps 10)
+part train-rows 240 "${cmp[@]}" --configs seed,medium,gpt2-small
+part train-split 240 "${cmp[@]}" --configs medium,gpt2-small --attention split
+part train-sync10 180 "${cmp[@]}" --configs seed,medium --sync-every 10
+part amp-fp16 120 node dist/src/cli/main.js bench --backend webgpu --config gpt2-small --amp fp16
