@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { createReferenceBackend } from '../src/backend/reference/index.js';
 import { createWebGpuBackend, probeGpu, type WebGpuBackend } from '../src/backend/webgpu/index.js';
 import { ATT_SPLIT_TILES, attRowsBytes } from '../src/backend/webgpu/tiled.js';
+import { MinigptError } from '../src/errors.js';
 import type { AttentionShape, Tensor } from '../src/backend/types.js';
 import { sameAsReference, type Maker } from './support/kernel-compare.js';
 
@@ -294,4 +295,16 @@ test('webgpu refuses tensors of another backend', { skip }, () => {
   const be = gpu!;
   const w = be.alloc(6), out = be.alloc(4);
   assert.throws(() => be.matmulForward(out, createReferenceBackend().alloc(12), w, 2, 6, 1), TypeError);
+});
+
+// A lost device (driver reset, GPU process crash) and a destroyed one end the same way: reads and
+// syncs reject with a one-line MinigptError instead of an empty DOMException.
+test('webgpu read and sync after the device is gone reject with a clear error', { skip }, async () => {
+  const be = await createWebGpuBackend();
+  const t = be.alloc(16);
+  be.write(t, new Float32Array(16).fill(1));
+  assert.deepEqual([...(await be.read(t))], new Array(16).fill(1));
+  be.destroy();
+  await assert.rejects(be.read(t), (e: Error) => e instanceof MinigptError && /webgpu backend: this webgpu backend was destroyed/.test(e.message));
+  await assert.rejects(be.sync(), (e: Error) => e instanceof MinigptError && /destroyed/.test(e.message));
 });

@@ -142,6 +142,14 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     deviceError ??= e.error.message;
   };
   device.onuncapturederror = onError;
+  /** Set when the device is gone: destroyed by destroy(), or lost (a driver reset, a GPU process crash, a kernel the OS killed for running too long). */
+  let lost: string | null = null;
+  void device.lost.then((info) => {
+    lost = info.reason === 'destroyed' ? 'this webgpu backend was destroyed' : `the GPU device was lost${info.message ? `: ${info.message}` : ''}`;
+  });
+  const checkLost = (): void => {
+    if (lost !== null) throw new MinigptError(`webgpu backend: ${lost}`);
+  };
   const queue = device.queue;
   const owner = {};
 
@@ -453,7 +461,13 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       getEncoder().copyBufferToBuffer(g.storage.buffer, g.offset * 4, staging, 0, bytes);
       flush();
       try {
-        await staging.mapAsync(MAP_READ, 0, bytes);
+        try {
+          await staging.mapAsync(MAP_READ, 0, bytes);
+        } catch (e) {
+          await Promise.resolve(); // device.lost's callback runs first
+          checkLost();
+          throw e;
+        }
         const data = new Float32Array(staging.getMappedRange(0, bytes).slice(0));
         ok = true;
         checkError();
@@ -466,6 +480,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     async sync() {
       flush();
       await queue.onSubmittedWorkDone();
+      checkLost();
       checkError();
     },
     destroy() {
