@@ -1,9 +1,11 @@
 /** Loading a checkpoint and running the model on token ids: the library's front door. */
-import { createBackend } from './backend/index.js';
+import { cpuBackendSupported, createBackend } from './backend/index.js';
 import type { Backend } from './backend/types.js';
 import { check } from './errors.js';
 import { loadCheckpoint } from './io/checkpoint.js';
 import { createModel, forward, setWeights, type Model } from './model/model.js';
+import { paramLayout } from './model/params.js';
+import type { ModelConfig } from './model/config.js';
 import type { Tokenizer } from './data/tokenizer.js';
 
 export interface LoadedModel {
@@ -11,10 +13,27 @@ export interface LoadedModel {
   tokenizer: Tokenizer;
 }
 
-/** Loads the checkpoint in `dir` onto a backend (by default the fastest available). */
-export async function loadModel(dir: string, opts: { backend?: Backend | string; threads?: number } = {}): Promise<LoadedModel> {
+/**
+ * Sampling (batch 1, one token at a time) is latency-bound on a GPU: every token waits for a
+ * readback, 216-758 tokens/s on an H200 (BENCHMARKS.md), while the cpu backend reads a small
+ * model's weights faster (2.3-5.7k tokens/s for the default model on 2 cores, 450 for 14M
+ * parameters). So `auto` samples models up to this many parameters on the cpu backend.
+ */
+export const SAMPLE_ON_CPU_MAX_PARAMS = 8_000_000;
+
+/** The backend name to sample `config` with: `auto` becomes `cpu` for a model small enough (see SAMPLE_ON_CPU_MAX_PARAMS). */
+export function samplingBackendName(name: string, config: ModelConfig): string {
+  return name === 'auto' && paramLayout(config).size <= SAMPLE_ON_CPU_MAX_PARAMS && cpuBackendSupported() ? 'cpu' : name;
+}
+
+/**
+ * Loads the checkpoint in `dir` onto a backend (by default the fastest available; with
+ * `forSampling`, the fastest for batch-1 sampling: the cpu backend for a small model).
+ */
+export async function loadModel(dir: string, opts: { backend?: Backend | string; threads?: number; forSampling?: boolean } = {}): Promise<LoadedModel> {
   const ckpt = await loadCheckpoint(dir);
-  const backend = typeof opts.backend === 'object' ? opts.backend : await createBackend(opts.backend ?? 'auto', { threads: opts.threads });
+  const name = opts.backend ?? 'auto';
+  const backend = typeof name === 'object' ? name : await createBackend(opts.forSampling ? samplingBackendName(name, ckpt.config) : name, { threads: opts.threads });
   const model = createModel(backend, ckpt.config);
   setWeights(model, ckpt.weights);
   return { model, tokenizer: ckpt.tokenizer };

@@ -8,6 +8,9 @@ import { resolveConfig } from '../src/model/config.js';
 import { initialWeights } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
 import { buildCharTokenizer } from '../src/data/tokenizer.js';
+import { SAMPLE_ON_CPU_MAX_PARAMS, samplingBackendName } from '../src/inference.js';
+import { cpuBackendSupported } from '../src/backend/index.js';
+import { paramLayout } from '../src/model/params.js';
 
 const logits = Float32Array.from([1, 3, 2, 0.5, 2.9]);
 const scratch = (): [Int32Array, Float64Array] => [new Int32Array(5), new Float64Array(5)];
@@ -57,4 +60,13 @@ test('generation is reproducible by seed, streams text, and runs past the contex
   assert.equal(a.length, 20);
   assert.equal(await run(1), a);
   assert.notEqual(await run(2), a);
+});
+
+test('auto samples a small model on the cpu backend (batch 1 is latency-bound on a GPU) and leaves big ones and explicit choices alone', () => {
+  const small = resolveConfig({ vocab_size: 65 }), big = resolveConfig({ vocab_size: 50257, d_model: 768, n_heads: 12, n_layers: 12, context: 1024 });
+  assert.ok(paramLayout(small).size <= SAMPLE_ON_CPU_MAX_PARAMS && paramLayout(big).size > SAMPLE_ON_CPU_MAX_PARAMS);
+  assert.equal(samplingBackendName('auto', small), cpuBackendSupported() ? 'cpu' : 'auto');
+  assert.equal(samplingBackendName('auto', big), 'auto');
+  assert.equal(samplingBackendName('webgpu', small), 'webgpu');
+  assert.equal(samplingBackendName('reference', small), 'reference');
 });

@@ -1,7 +1,7 @@
 import { check } from '../../errors.js';
 import { encodeUserText } from '../../data/tokenizer.js';
 import { BACKEND_FLAGS, type CommandSpec } from '../args.js';
-import { loadModel } from '../../inference.js';
+import { SAMPLE_ON_CPU_MAX_PARAMS, loadModel } from '../../inference.js';
 import { generate } from '../../generate.js';
 import { findCheckpointDir, latestRun } from '../../train/train.js';
 
@@ -19,10 +19,10 @@ export const sampleCommand: CommandSpec = {
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 0 },
     ...BACKEND_FLAGS,
   },
-  details: 'Example:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40',
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nExample:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40`,
   async run(v) {
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
-    const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined });
+    const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined, forSampling: true });
     const prompt = v.prompt as string;
     const ids = encodeUserText(loaded.tokenizer, prompt, '--prompt', 'the model knows only the characters it was trained on; leave it out of the prompt');
     check(prompt.length === 0 || ids.length > 0, 'the prompt encodes to no tokens');
