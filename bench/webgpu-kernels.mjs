@@ -54,7 +54,8 @@ const options = (entry) => {
   const [attention, entryTile] = entry?.split(':') ?? [];
   const t = entryTile ?? attTile;
   return {
-    ...(kernels ? { kernels } : {}),
+    // Choosing attention kernels means the tiled set (a software adapter defaults to the simple one).
+    ...(kernels ? { kernels } : attention ? { kernels: 'tiled' } : {}),
     ...(tile ? { matmulTile: Number(tile) } : {}),
     ...(split ? { splitK: Number(split) } : {}),
     ...(attention ? { attention } : {}),
