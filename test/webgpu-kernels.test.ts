@@ -13,6 +13,7 @@ import { createReferenceBackend } from '../src/backend/reference/index.js';
 import { createWebGpuBackend, probeGpu, type WebGpuBackend } from '../src/backend/webgpu/index.js';
 import { ATT_SPLIT_TILES, attRowsBytes } from '../src/backend/webgpu/tiled.js';
 import { MinigptError } from '../src/errors.js';
+import { createRng } from '../src/util/random.js';
 import type { AttentionShape, Tensor } from '../src/backend/types.js';
 import { sameAsReference, type Maker } from './support/kernel-compare.js';
 
@@ -307,4 +308,29 @@ test('webgpu read and sync after the device is gone reject with a clear error', 
   be.destroy();
   await assert.rejects(be.read(t), (e: Error) => e instanceof MinigptError && /webgpu backend: this webgpu backend was destroyed/.test(e.message));
   await assert.rejects(be.sync(), (e: Error) => e instanceof MinigptError && /destroyed/.test(e.message));
+});
+
+// The scratch buffer (split-K partials) grows by replacing its storage: a kernel called before the
+// growth on the same tensors gets the same result after it, through the new buffer.
+test('webgpu calls made before the scratch buffer grows still work after', { skip }, async () => {
+  const be = await createWebGpuBackend({ kernels: 'tiled', matmulTile: 64, splitK: 3 });
+  try {
+    const rng = createRng(5);
+    const tensor = (size: number): Tensor => {
+      const t = be.alloc(size);
+      be.write(t, Float32Array.from({ length: size }, () => rng.normal()));
+      return t;
+    };
+    const C = 64, small = { inp: tensor(8 * C), w: tensor(8 * C), out: be.alloc(64) };
+    be.matmulForward(small.out, small.inp, small.w, 8, C, 8); // 3 x 64 partials: the first scratch buffer
+    const before = await be.read(small.out);
+    const big = be.alloc(200 * 200);
+    be.matmulForward(big, tensor(200 * C), tensor(200 * C), 200, C, 200); // 3 x 40000 partials: a bigger one
+    await be.read(big);
+    be.zero(small.out);
+    be.matmulForward(small.out, small.inp, small.w, 8, C, 8);
+    assert.deepEqual(await be.read(small.out), before);
+  } finally {
+    be.destroy();
+  }
 });

@@ -191,7 +191,22 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     layout: GPUBindGroupLayout;
   }
   const pipes = new Map<string, Pipe>();
-  const bindGroups = new Map<string, GPUBindGroup>();
+  /**
+   * A kernel's pipeline and bind group for one sequence of storage buffers (its float then int
+   * arguments'). A model calls each kernel with a handful of such sequences (one per layer), so
+   * `run` finds its call by comparing buffers, starting after the last one found (layers come
+   * in order): no key strings to build and hash per dispatch.
+   */
+  interface Call {
+    floats: Storage[];
+    ints: Storage[];
+    pipe: Pipe;
+    bg: GPUBindGroup;
+  }
+  const calls = new Map<string, { list: Call[]; last: number }>();
+  /** Which params of a kernel are f32 (else u32), by kernel name. */
+  const f32Params = new Map<string, boolean[]>();
+  const dynamicOffset = new Uint32Array(1);
 
   function pipeFor(name: KernelName, spec: KernelSpec, slotOf: number[], halfSlots: boolean[], key: string): Pipe {
     let p = pipes.get(key);
@@ -220,16 +235,19 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     return g;
   };
 
-  /** Enqueues kernel `name` over `n` invocations, or over the workgroup `grid` (workgroup kernels). */
-  function run(name: KernelName, floats: Tensor[], ints: IntTensor[], n: number, params: number[], grid?: [number, number, number?]): void {
-    const spec: KernelSpec | undefined = KERNELS[name];
-    if (!spec) throw new Error(`webgpu backend: no kernel ${name}`);
-    if (n === 0) return;
-    if (spec.workgroup && !grid) throw new Error(`webgpu backend: ${name} needs a grid`);
-    if (grid && (grid[0] > 65535 || grid[1] > 65535 || (grid[2] ?? 1) > 65535)) throw new MinigptError(`webgpu backend: ${name} grid ${grid} too large`);
-    if (grid && (grid[0] === 0 || grid[1] === 0 || grid[2] === 0)) return;
-    const fs = floats.map((t, k) => asT(t, `${name} argument ${spec.tensors[k]}`));
-    const is = ints.map((t, k) => asT(t, `${name} argument ${spec.ints![k]}`));
+  /** The pipeline and bind group for kernel `name` on these tensors' storage buffers (made on first use). */
+  function callFor(name: KernelName, spec: KernelSpec, fs: GpuTensor[], is: GpuTensor[]): Call {
+    let cache = calls.get(name);
+    if (!cache) calls.set(name, (cache = { list: [], last: 0 }));
+    const { list } = cache;
+    search: for (let j = 0; j < list.length; j++) {
+      const i = (cache.last + 1 + j) % list.length;
+      const c = list[i];
+      for (let k = 0; k < fs.length; k++) if (c.floats[k] !== fs[k].storage) continue search;
+      for (let k = 0; k < is.length; k++) if (c.ints[k] !== is[k].storage) continue search;
+      cache.last = i;
+      return c;
+    }
     // One binding slot per distinct storage buffer, in first-use order.
     const slots: Storage[] = [];
     const slotOf = fs.map((t) => {
@@ -238,34 +256,45 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       return s;
     });
     const halfSlots = slots.map((s) => s.half);
-    // f16 slots mark the slot part of the key (the scratch invalidation below reads fields 2.. as ids)
-    const key = `${name}|${slotOf.join(',')}${halfSlots.includes(true) ? `h${halfSlots.map(Number).join('')}` : ''}`;
-    const pipe = pipeFor(name, spec, slotOf, halfSlots, key);
-    const bgKey = `${key}|${slots.map((s) => s.id).join(',')}|${is.map((t) => t.storage.id).join(',')}`;
-    let bg = bindGroups.get(bgKey);
-    if (!bg) {
-      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: ring, offset: 0, size: PARAM_BYTES } }];
-      const buffers = slots.map((s) => s.buffer).concat(is.map((t) => t.storage.buffer));
-      buffers.forEach((buffer, k) => entries.push({ binding: k + 1, resource: { buffer } }));
-      bg = device.createBindGroup({ layout: pipe.layout, entries });
-      bindGroups.set(bgKey, bg);
-    }
+    const pipe = pipeFor(name, spec, slotOf, halfSlots, `${name}|${slotOf.join(',')}|${halfSlots.map(Number).join('')}`);
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: ring, offset: 0, size: PARAM_BYTES } }];
+    const buffers = slots.map((s) => s.buffer).concat(is.map((t) => t.storage.buffer));
+    buffers.forEach((buffer, k) => entries.push({ binding: k + 1, resource: { buffer } }));
+    const c: Call = { floats: fs.map((t) => t.storage), ints: is.map((t) => t.storage), pipe, bg: device.createBindGroup({ layout: pipe.layout, entries }) };
+    cache.last = list.push(c) - 1;
+    return c;
+  }
 
+  /** Enqueues kernel `name` over `n` invocations, or over the workgroup `grid` (workgroup kernels). */
+  function run(name: KernelName, floats: Tensor[], ints: IntTensor[], n: number, params: number[], grid?: [number, number, number?]): void {
+    const spec: KernelSpec | undefined = KERNELS[name];
+    if (!spec) throw new Error(`webgpu backend: no kernel ${name}`);
+    if (n === 0) return;
+    if (spec.workgroup && !grid) throw new Error(`webgpu backend: ${name} needs a grid`);
+    if (grid && (grid[0] > 65535 || grid[1] > 65535 || (grid[2] ?? 1) > 65535)) throw new MinigptError(`webgpu backend: ${name} grid ${grid} too large`);
+    if (grid && (grid[0] === 0 || grid[1] === 0 || grid[2] === 0)) return;
+    const fs = floats as GpuTensor[], is = ints as GpuTensor[];
+    for (let k = 0; k < fs.length; k++) if (fs[k].owner !== owner) asT(fs[k], `${name} argument ${spec.tensors[k]}`);
+    for (let k = 0; k < is.length; k++) if (is[k].owner !== owner) asT(is[k], `${name} argument ${spec.ints![k]}`);
+    const call = callFor(name, spec, fs, is);
     if (ringUsed >= Math.min(RING_SLOTS, SUBMIT_EVERY)) flush();
     const base = (ringUsed * PARAM_BYTES) / 4;
     let w = base;
     ringU32[w++] = n;
     for (const t of fs) ringU32[w++] = t.offset;
     for (const t of is) ringU32[w++] = t.offset;
-    spec.params.forEach((p, k) => {
-      if (p.endsWith(':f32')) ringF32[w++] = params[k];
+    let isF32 = f32Params.get(name);
+    if (!isF32) f32Params.set(name, (isF32 = spec.params.map((p) => p.endsWith(':f32'))));
+    for (let k = 0; k < isF32.length; k++) {
+      if (isF32[k]) ringF32[w++] = params[k];
       else ringU32[w++] = params[k] >>> 0;
-    });
+    }
     const slot = ringUsed++;
 
     if (!pass) pass = getEncoder().beginComputePass();
-    pass.setPipeline(pipe.pipeline);
-    pass.setBindGroup(0, bg, [slot * PARAM_BYTES]);
+    pass.setPipeline(call.pipe.pipeline);
+    dynamicOffset[0] = slot * PARAM_BYTES;
+    pass.setBindGroup(0, call.bg, dynamicOffset, 0, 1);
     if (grid) pass.dispatchWorkgroups(grid[0], grid[1], grid[2] ?? 1);
     else {
       const groups = Math.ceil(n / WORKGROUP);
@@ -321,7 +350,12 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
         const old = scratchT.storage.buffer;
         storages.delete(old);
         old.destroy();
-        for (const k of [...bindGroups.keys()]) if (k.split('|').slice(2).join(',').split(',').includes(String(scratchT.storage.id))) bindGroups.delete(k);
+        // Calls on the old buffer can never match again (a new Storage replaces it): drop them.
+        const gone = scratchT.storage;
+        for (const c of calls.values()) {
+          c.list = c.list.filter((call) => !call.floats.includes(gone) && !call.ints.includes(gone));
+          c.last = 0;
+        }
       }
       scratchT = { size, storage: newStorage(size), offset: 0, owner } as GpuTensor;
     }
@@ -489,7 +523,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       storages.clear();
       for (const list of stagingPool.values()) for (const b of list) b.destroy();
       stagingPool.clear();
-      bindGroups.clear();
+      calls.clear();
       ring.destroy();
       device.destroy();
     },
