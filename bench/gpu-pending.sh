@@ -6,8 +6,9 @@
 # Writes each part's output to ${OUT:-.}/gpu-pending/NAME.txt and prints its tail.
 #  1. the adapter: name, features (shader-f16? subgroups? subgroup matrices with unsafe APIs?), limits
 #  2. attention kernels at gpt2-small, medium and seed sizes: rows, split (each tile), blocked
-#  3. training against PyTorch eager on CUDA: default (rows), --attention split, --sync-every 10
-#  4. --amp fp16 (f16 storage where the adapter has shader-f16) against fp32
+#  3. training against PyTorch eager on CUDA with the defaults (attention auto: tuned per shape),
+#     then minigpt alone with --attention rows and split, and against PyTorch with --sync-every 10
+#  4. --amp fp16 (f16 storage where the adapter has shader-f16)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.}/gpu-pending
@@ -37,7 +38,11 @@ part attention-gpt2-small 120 node bench/webgpu-kernels.mjs --config gpt2-small 
 part attention-medium 90 node bench/webgpu-kernels.mjs --config medium --only attention --attention rows,split:0,split:1,split:2,blocked
 part attention-seed 90 node bench/webgpu-kernels.mjs --config seed --only attention --attention rows,split:0,split:1,split:2,blocked
 cmp=(node bench/compare-torch.mjs --backend webgpu --torch-device cuda --no-compile --steps 10)
-part train-rows 240 "${cmp[@]}" --configs seed,medium,gpt2-small
-part train-split 240 "${cmp[@]}" --configs seed,medium,gpt2-small --attention split
+part train-auto 240 "${cmp[@]}" --configs seed,medium,gpt2-small
+for a in rows split; do
+  for c in medium gpt2-small; do
+    part "train-$a-$c" 60 node dist/src/cli/main.js bench --backend webgpu --config "$c" --attention "$a"
+  done
+done
 part train-sync10 180 "${cmp[@]}" --configs seed,medium --sync-every 10
-part amp-fp16 120 node dist/src/cli/main.js bench --backend webgpu --config gpt2-small --amp fp16
+part amp-fp16 60 node dist/src/cli/main.js bench --backend webgpu --config gpt2-small --amp fp16

@@ -6,7 +6,8 @@ import type { Backend } from './backend/types.js';
 import { createBackend } from './backend/index.js';
 import { MinigptError } from './errors.js';
 import { resolveConfig, type ModelConfig, headDim } from './model/config.js';
-import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, createKvCache, forwardCached } from './model/model.js';
+import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, createKvCache, forwardCached, tuneKernels, attentionShape } from './model/model.js';
+import type { WebGpuBackend } from './backend/webgpu/index.js';
 import { initialWeights, paramLayout } from './model/params.js';
 import { createOptimizer, optimizerStep } from './train/optimizer.js';
 import { createRng } from './util/random.js';
@@ -44,7 +45,7 @@ export interface BenchResult {
   /** fp16 ran on f16 storage (a backend with halfStorage), not emulated in f32. */
   f16Storage: boolean;
   syncEvery: number;
-  /** The webgpu backend's attention kernels (rows, split, blocked or simple); empty on other backends. */
+  /** The webgpu backend's attention kernels for this config, in words (`auto: split 32x4`, `rows`, ...); empty on other backends. */
   attention: string;
 }
 
@@ -67,8 +68,8 @@ export interface BenchOptions {
   amp?: 'off' | 'fp16' | 'bf16';
   /** Read the loss back every this many steps (default 1, as a training loop that prints every loss). */
   syncEvery?: number;
-  /** webgpu only: the attention kernels to measure (default: the backend's, rows). */
-  attention?: 'rows' | 'split' | 'blocked';
+  /** webgpu only: the attention kernels to measure (default: the backend's, auto). */
+  attention?: 'auto' | 'rows' | 'split' | 'blocked';
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchResult> {
@@ -85,6 +86,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   setWeights(model, initialWeights(c, model.layout, createRng(0)));
   const opt = createOptimizer(model);
   const B = bc.batch, T = c.context;
+  await tuneKernels(model, B, T);
+  const kernels = backend.name === 'webgpu' ? (backend as WebGpuBackend).attentionKernels(attentionShape(c, B, T)) : '';
   const rng = createRng(1);
   const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
   const half = o.amp === 'fp16' ? 'f16' : o.amp === 'bf16' ? 'bf16' : undefined;
@@ -120,6 +123,6 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     config: bc.name, backend: backend.name, device, parameters: paramLayout(c).size, tokensPerStep: B * T, steps,
     msPerStep: (seconds * 1000) / steps, tokensPerSecond, gflops: (tokensPerSecond * flopsPerToken(c)) / 1e9,
     peakRssMb: process.resourceUsage().maxRSS / 1024, sampleTokensPerSecond: sampleTokens / sampleSeconds, amp: o.amp ?? 'off',
-    syncEvery, attention, f16Storage: o.amp === 'fp16' && model.acts !== null && model.acts.halfStored.size > 0,
+    syncEvery, attention: kernels, f16Storage: o.amp === 'fp16' && model.acts !== null && model.acts.halfStored.size > 0,
   };
 }

@@ -2,7 +2,7 @@
 export { MinigptError } from './errors.js';
 export { resolveConfig, DEFAULT_CONFIG, type ModelConfig, type MlpKind, type InitStrategy } from './model/config.js';
 export { paramLayout, initialWeights, countParams, type ParamLayout, type ParamSpec } from './model/params.js';
-export { createModel, setWeights, readWeights, forward, backward, zeroGrads, meanLoss, type Model } from './model/model.js';
+export { createModel, setWeights, readWeights, forward, backward, zeroGrads, meanLoss, tuneKernels, type Model } from './model/model.js';
 export { createBackend, createReferenceBackend, webgpuAvailable, BACKEND_NAMES, type Backend, type Tensor, type IntTensor, type WebGpuBackend } from './backend/index.js';
 export { createOptimizer, optimizerStep, optimizerStepChecked, undoSkippedStep, lastGradNorm, DEFAULT_ADAMW, type AdamWConfig, type OptimizerState } from './train/optimizer.js';
 export { saveCheckpoint, loadCheckpoint, type Checkpoint, type TrainingState } from './io/checkpoint.js';

@@ -20,7 +20,7 @@
 import {
   MinigptError, TRAIN_DEFAULTS, buildCharTokenizer, cleanText, countParams, createBackend, createBatchSampler,
   createModel, createOptimizer, createRng, backward, forward, generate, initialWeights, learningRate, meanLoss, memoryTokens,
-  optimizerStepChecked, resolveConfig, setWeights, splitTrainVal, webgpuAvailable, zeroGrads,
+  optimizerStepChecked, resolveConfig, setWeights, splitTrainVal, tuneKernels, webgpuAvailable, zeroGrads,
   type Backend, type ModelConfig, type WebGpuBackend,
 } from '../src/index.js';
 import { cpuBackendSupported, type CpuBackend } from '../src/backend/cpu/index.js';
@@ -153,6 +153,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     s.adapter = backendDetails(backend);
     const model = createModel(backend, config);
     setWeights(model, initialWeights(config, model.layout, createRng(o.seed)));
+    await tuneKernels(model, B, T);
     const opt = createOptimizer(model, { weightDecay: TRAIN_DEFAULTS.weightDecay, gradClip: TRAIN_DEFAULTS.gradClip });
     const sampler = createBatchSampler(memoryTokens(train), B, T, o.seed);
     const schedule = { lr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps: o.steps };

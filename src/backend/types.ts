@@ -113,6 +113,12 @@ export interface Backend {
   attentionForward(out: Tensor, lse: Tensor, qkv: Tensor, shape: AttentionShape): void;
   /** dqkv[B,T,(H+2KVH)*hd] (overwrite) from dout[B,T,H*hd]. */
   attentionBackward(dqkv: Tensor, dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, shape: AttentionShape): void;
+  /**
+   * Optional: where a backend has several kernels for the same work, time them on these shapes and
+   * keep the fastest for each (webgpu: the attention kernels). Results agree to float rounding
+   * whichever is kept. Called before training; a shape never tuned uses the default kernels.
+   */
+  tune?(work: { attention?: AttentionShape[] }): Promise<void>;
 
   /** Generation with a KV cache. cache[B, context, 2·KVH·hd] holds, per position, the (roped) k
    * heads then the v heads. Copies the k and v of qkv[B, Tn, (H+2KVH)·hd] to positions

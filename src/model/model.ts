@@ -223,6 +223,16 @@ function halfWeights(model: Model, format: 'f16' | 'bf16'): ParamTensors {
   return model.halfParams;
 }
 
+/** The attention shape of a batch of B sequences of T tokens. */
+export function attentionShape(c: ModelConfig, B: number, T: number): AttentionShape {
+  return { B, T, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: headDim(c) };
+}
+
+/** Lets the backend pick its fastest kernels for training batches of [B, T] (Backend.tune; a no-op on most backends). */
+export async function tuneKernels(model: Model, B: number, T: number): Promise<void> {
+  await model.backend.tune?.({ attention: [attentionShape(model.config, B, T)] });
+}
+
 /** Dropout sites: 0 is the embedding, 1 + 2l layer l's attention branch, 2 + 2l its MLP branch. */
 function siteSeed(stepSeed: number, site: number): number {
   return hash32((stepSeed ^ Math.imul(site + 1, 0x9e3779b9)) >>> 0);
@@ -239,7 +249,7 @@ export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike
   const half = opts.half;
   const r = (t: Tensor): void => { if (half && !a.halfStored.has(t)) be.roundHalf(t, half); };
   const N = B * T, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
-  const shape: AttentionShape = { B, T, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd };
+  const shape = attentionShape(c, B, T);
   const p = opts.training ? c.dropout : 0;
   const seed = opts.dropoutSeed ?? 0;
 

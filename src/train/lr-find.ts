@@ -8,7 +8,7 @@ import type { Backend } from '../backend/types.js';
 import { createBackend } from '../backend/index.js';
 import { check } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
-import { createModel, setWeights, forward, backward, zeroGrads, meanLoss } from '../model/model.js';
+import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, tuneKernels } from '../model/model.js';
 import { initialWeights } from '../model/params.js';
 import { createOptimizer, optimizerStepChecked } from './optimizer.js';
 import { createBatchSampler, type TokenStream } from '../data/batches.js';
@@ -61,6 +61,7 @@ export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> 
   setWeights(model, o.weights ?? initialWeights(o.config, model.layout, createRng(o.seed ?? 1337)));
   const opt = createOptimizer(model, { weightDecay: o.weightDecay ?? 0.1, gradClip: o.gradClip ?? 1 });
   const B = o.batch ?? 16, T = o.config.context;
+  await tuneKernels(model, B, T);
   const sampler = createBatchSampler(o.train, B, T, o.seed ?? 1337);
   const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
   const beta = o.smoothing ?? 0.9, factor = o.divergeFactor ?? 4;

@@ -14,7 +14,7 @@ import type { Backend } from '../backend/types.js';
 import { createBackend } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
 import { initialWeights, countParams } from '../model/params.js';
-import { createModel, setWeights, readWeights, forward, backward, zeroGrads, accumulateMeanLoss, type Model } from '../model/model.js';
+import { createModel, setWeights, readWeights, forward, backward, zeroGrads, accumulateMeanLoss, tuneKernels, type Model } from '../model/model.js';
 import { createOptimizer, optimizerStep, undoSkippedStep } from './optimizer.js';
 import { learningRate } from './schedule.js';
 import { evaluateLoss } from './evaluate.js';
@@ -346,6 +346,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   // A backend made here is released here; one passed in stays the caller's.
   try {
     const model = createModel(backend, config);
+    await tuneKernels(model, B, T);
     const opt = createOptimizer(model, { weightDecay: o.weightDecay, gradClip: o.gradClip });
     const amp: AmpState = createAmp(resumed ? prior!.amp.mode : o.amp, prior?.amp ?? (o.ampInitialScale ? { scale: o.ampInitialScale, clean_steps: 0 } : undefined));
     if (amp.mode === 'fp16' && backend.halfStorage) o.onMessage?.('fp16: activations and their gradients are stored as f16 on this device');

@@ -14,9 +14,9 @@
  * - Two kernel sets (`kernels` option). `tiled` (hardware GPUs, tiled.ts): register-tiled matmul
  *   (128x128 or 64x64 output tiles, split-K through a scratch buffer when the output has few
  *   tiles, a GEMV for N <= 4), one workgroup per row for rmsnorm and cross-entropy, flash-style
- *   attention (`attention` option: one invocation per query row by default; `split`, each row
- *   over 4 invocations, not yet timed on a GPU; or blocked FlashAttention-2 kernels, which were
- *   slower on an H200: see BENCHMARKS.md). `simple` (software adapters such as SwiftShader, where barriers and large shaders
+ *   attention (`attention` option: `auto` by default, one invocation per query row, or per shape
+ *   given to `tune` whichever of that and `split` (each row over 4 invocations) timed faster;
+ *   or blocked FlashAttention-2 kernels, which were slower on an H200: see BENCHMARKS.md). `simple` (software adapters such as SwiftShader, where barriers and large shaders
  *   are slow): one invocation per output element or row (kernels.ts). Both share the two-stage
  *   sumSquares and rmsnorm weight gradient and the bucketed embedding backward.
  * - One scratch buffer (grown on first use of a larger shape) holds split-K partials, reduction
@@ -28,7 +28,7 @@ import type { AdamWHyper, AttentionShape, Backend, IntTensor, Tensor } from '../
 import { hardwareGpuPossible, probeGpu, requestAdapter } from './gpu.js';
 import { KERNELS, WORKGROUP, shaderSource, type KernelName, type KernelSpec } from './kernels.js';
 import {
-  ATT_BWD_TILES, ATT_FWD_TILES, ATT_SPLIT_TILES, MM_CONFIGS, ROWS_TILE, attBlockedBytes, attFwdName, attHd, attKVName, attQName, attRowsBytes, attRowsFwdName, attRowsKVName, attRowsQName, mmName,
+  ATT_BWD_TILES, ATT_FWD_TILES, ATT_SPLIT_TILES, MM_CONFIGS, ROWS_TILE, attBlockedBytes, attFwdName, attHd, attKVName, attQName, attRowsBytes, attRowsFwdName, attRowsKVName, attRowsQName, attTileName, mmName, rowsTileName,
   type AttTile, type MmTile, type RowsTile,
 } from './tiled.js';
 
@@ -84,8 +84,10 @@ export interface WebGpuOptions {
    * `split`: the row kernels with each row split over 4 invocations (every 4th key, or query for
    * dK/dV), merged in workgroup memory: 4x the invocations and a quarter of the serial loop per
    * invocation, for shapes with few (batch, head, 64-row) blocks; `rows` where it does not fit.
+   * `auto` (default): `rows`, and for each shape passed to `tune`, whichever of `rows` and
+   * `split` ran faster there.
    */
-  attention?: 'rows' | 'split' | 'blocked';
+  attention?: 'auto' | 'rows' | 'split' | 'blocked';
   /** Tests and benchmarks: force the blocked or split attention's tile (index into the candidates of tiled.ts; default: the first that fits, a smaller one when few workgroups). */
   attentionTile?: number;
 }
@@ -94,7 +96,11 @@ export interface WebGpuBackend extends Backend {
   readonly kernels: 'tiled' | 'simple';
   readonly matmul: 'tiled' | 'simple';
   /** Attention kernels in use: `simple` with the simple set, else the `attention` option. */
-  readonly attention: 'simple' | 'rows' | 'split' | 'blocked';
+  readonly attention: 'simple' | 'auto' | 'rows' | 'split' | 'blocked';
+  /** The attention kernels a shape runs on, in words: `rows`, `split 32x4` (rows x invocations per row), `blocked 16x8x4`, `simple`. */
+  attentionKernels(s: AttentionShape): string;
+  /** Times `rows` against `split` on each attention shape and keeps the faster (with `attention: 'auto'`; else nothing to do). */
+  tune(work: { attention?: AttentionShape[] }): Promise<void>;
   /** The adapter, in words (vendor, architecture, description). */
   readonly adapterInfo: string;
   /** True for a software / CPU adapter such as SwiftShader. */
@@ -336,6 +342,17 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     return { HD, p: [s.T, s.nHeads, s.nKvHeads, s.headDim] };
   };
 
+  /** Destroys a storage buffer and forgets the calls that bound it (pending work is flushed first). */
+  const dropStorage = (st: Storage): void => {
+    flush(); // recorded work may still use the buffer; destroy() waits for submitted work
+    storages.delete(st.buffer);
+    st.buffer.destroy();
+    for (const c of calls.values()) {
+      c.list = c.list.filter((call) => !call.floats.includes(st) && !call.ints.includes(st));
+      c.last = 0;
+    }
+  };
+
   /**
    * One scratch buffer for split-K partial sums, column and global reduction partials and the
    * attention backward's row sums. Kernels run in call order, so uses never overlap; it grows
@@ -345,18 +362,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
   const scratch = (elements: number): GpuTensor => {
     if (!scratchT || scratchT.size < elements) {
       const size = Math.max(elements, scratchT ? scratchT.size * 2 : 1 << 16);
-      if (scratchT) {
-        flush(); // recorded work still uses the old buffer; destroy() waits for submitted work
-        const old = scratchT.storage.buffer;
-        storages.delete(old);
-        old.destroy();
-        // Calls on the old buffer can never match again (a new Storage replaces it): drop them.
-        const gone = scratchT.storage;
-        for (const c of calls.values()) {
-          c.list = c.list.filter((call) => !call.floats.includes(gone) && !call.ints.includes(gone));
-          c.last = 0;
-        }
-      }
+      if (scratchT) dropStorage(scratchT.storage);
       scratchT = { size, storage: newStorage(size), offset: 0, owner } as GpuTensor;
     }
     return scratchT;
@@ -400,7 +406,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
   const matmul = options.matmul ?? kernels;
   const useTiles = matmul === 'tiled';
   const fast = kernels === 'tiled';
-  const attentionKind = !fast ? 'simple' : (options.attention ?? 'rows');
+  const attentionKind = !fast ? 'simple' : (options.attention ?? 'auto');
   const wgBytes = device.limits.maxComputeWorkgroupStorageSize;
   /** The blocked attention tile for this kind of kernel (null: use the row kernels). */
   const attTile = (kind: 'fwd' | 'kv' | 'q', HD: number, s: AttentionShape): AttTile | null => {
@@ -414,9 +420,15 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     if (kind === 'fwd' && fits.length > 1 && s.B * s.nHeads * Math.ceil(s.T / (4 * fits[0].TY)) < 512) return fits[1];
     return fits[0];
   };
+  const shapeKey = (s: AttentionShape): string => `${s.B},${s.T},${s.nHeads},${s.nKvHeads},${s.headDim}`;
+  /** With `auto`: the row tile `tune` measured fastest for a shape. */
+  const tuned = new Map<string, RowsTile>();
   /** The row kernels' tile: ROWS_TILE, or with `split` the first candidate that fits, a smaller query block while it gives under 1024 workgroups. */
   const rowsTile = (HD: number, s: AttentionShape): RowsTile => {
-    if (attentionKind !== 'split') return ROWS_TILE;
+    if (attentionKind === 'auto') return tuned.get(shapeKey(s)) ?? ROWS_TILE;
+    return attentionKind === 'split' ? splitTile(HD, s) : ROWS_TILE;
+  };
+  const splitTile = (HD: number, s: AttentionShape): RowsTile => {
     const fits = ATT_SPLIT_TILES.filter((t) => attRowsBytes(HD, t) <= wgBytes);
     if (options.attentionTile !== undefined) return fits.includes(ATT_SPLIT_TILES[options.attentionTile]) ? ATT_SPLIT_TILES[options.attentionTile] : fits[fits.length - 1] ?? ROWS_TILE;
     if (fits.length === 0) return ROWS_TILE;
@@ -429,6 +441,59 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     kernels,
     matmul,
     attention: attentionKind,
+
+    attentionKernels(s) {
+      if (!fast) return 'simple';
+      const HD = attHd(s.headDim);
+      if (!HD) return 'none (head size over 256)';
+      const tf = attTile('fwd', HD, s), tkv = attTile('kv', HD, s), tq = attTile('q', HD, s);
+      if (tf || (tkv && tq)) return `blocked ${tf ? attTileName(tf) : 'rows'} / ${tkv && tq ? `${attTileName(tq)}, ${attTileName(tkv)}` : 'rows'}`;
+      const rt = rowsTile(HD, s);
+      return `${attentionKind === 'auto' ? 'auto: ' : ''}${rt.S === 1 ? 'rows' : `split ${rowsTileName(rt)}`}`;
+    },
+
+    async tune(work) {
+      if (attentionKind !== 'auto') return;
+      for (const s of work.attention ?? []) {
+        const HD = attHd(s.headDim), key = shapeKey(s);
+        if (!HD || tuned.has(key) || s.B * s.T === 0) continue;
+        const split = splitTile(HD, s);
+        if (split.S === 1) {
+          tuned.set(key, ROWS_TILE);
+          continue;
+        }
+        const rows = s.B * s.T, QKV = (s.nHeads + 2 * s.nKvHeads) * s.headDim, HDIM = s.nHeads * s.headDim;
+        const temp = [rows * QKV, rows * HDIM, s.B * s.nHeads * s.T, rows * HDIM, rows * QKV].map((n) => ({ size: n, storage: newStorage(n), offset: 0, owner }) as GpuTensor);
+        const [qkv, out, lse, dout, dqkv] = temp;
+        /** ms per forward + backward: the best of 3 timings of 4 back to back, after one that compiles. */
+        const time = async (t: RowsTile): Promise<number> => {
+          tuned.set(key, t);
+          const step = (): void => {
+            backend.attentionForward(out, lse, qkv, s);
+            backend.attentionBackward(dqkv, dout, qkv, out, lse, s);
+          };
+          step();
+          await backend.sync();
+          let best = Infinity;
+          for (let trial = 0; trial < 3; trial++) {
+            const t0 = performance.now();
+            for (let r = 0; r < 4; r++) step();
+            await backend.sync();
+            best = Math.min(best, (performance.now() - t0) / 4);
+          }
+          return best;
+        };
+        try {
+          const msRows = await time(ROWS_TILE), msSplit = await time(split);
+          tuned.set(key, msSplit < msRows ? split : ROWS_TILE);
+        } catch (e) {
+          tuned.delete(key);
+          throw e;
+        } finally {
+          for (const t of temp) dropStorage(t.storage);
+        }
+      }
+    },
     adapterInfo: probe.reason,
     software: probe.software,
     halfStorage,

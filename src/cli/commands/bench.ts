@@ -13,7 +13,7 @@ export const benchCommand: CommandSpec = {
     steps: { type: 'int', min: 1, value: 'N', description: 'timed training steps (after 2 warm-up steps)', default: 10 },
     amp: { type: 'string', choices: AMP_MODES, description: 'mixed precision mode to measure', default: 'off' },
     'sync-every': { type: 'int', min: 1, value: 'N', description: 'read the loss back every N steps (as train --sync-every)', default: 1 },
-    attention: { type: 'string', choices: ['rows', 'split', 'blocked'], description: "webgpu attention kernels to measure, with the tiled kernel set (default: the backend's, rows)" },
+    attention: { type: 'string', choices: ['auto', 'rows', 'split', 'blocked'], description: "webgpu attention kernels to measure, with the tiled kernel set (default: the backend's, auto: rows or split, whichever is faster on the config's shape)" },
     json: { type: 'boolean', description: 'print the result as JSON' },
   },
   details: [
@@ -28,7 +28,7 @@ export const benchCommand: CommandSpec = {
       return;
     }
     console.log([
-      `${r.config} on ${r.backend}${r.device ? ` (${r.device})` : ''}${r.amp !== 'off' ? ` (amp ${r.amp}${r.f16Storage ? ', f16 storage' : ''})` : ''}${r.syncEvery > 1 ? ` (loss read every ${r.syncEvery} steps)` : ''}${r.attention && r.attention !== 'rows' ? ` (${r.attention} attention)` : ''}: ${r.parameters.toLocaleString('en-US')} parameters, ${r.tokensPerStep} tokens/step`,
+      `${r.config} on ${r.backend}${r.device ? ` (${r.device})` : ''}${r.amp !== 'off' ? ` (amp ${r.amp}${r.f16Storage ? ', f16 storage' : ''})` : ''}${r.syncEvery > 1 ? ` (loss read every ${r.syncEvery} steps)` : ''}${r.attention ? ` (attention: ${r.attention})` : ''}: ${r.parameters.toLocaleString('en-US')} parameters, ${r.tokensPerStep} tokens/step`,
       `  training   ${formatRate(r.tokensPerSecond)} tok/s, ${r.msPerStep.toFixed(1)} ms/step, ${r.gflops.toFixed(1)} GFLOP/s`,
       `  sampling   ${r.sampleTokensPerSecond.toFixed(1)} tok/s (KV cache, batch 1)`,
       `  peak RSS   ${r.peakRssMb.toFixed(0)} MB`,
