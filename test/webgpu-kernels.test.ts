@@ -281,16 +281,17 @@ test('webgpu split row attention kernels match the reference', { skip }, async (
   for (const [s, backends] of shapes) await sameAttention(s, backends);
 });
 
-// attention: 'auto' (the tiled set's default) runs the row kernels until `tune` has timed rows
-// against split on a shape; then that shape runs the faster, and still matches the reference.
-test('webgpu auto attention: tune times rows against split per shape and keeps the faster', { skip }, async () => {
+// attention: 'auto' (the tiled set's default) runs the row kernels until `tune` has timed the
+// rows, split and blocked kernels on a shape; then that shape runs the fastest, and still
+// matches the reference.
+test('webgpu auto attention: tune times rows, split and blocked per shape and keeps the fastest', { skip }, async () => {
   const be = await createWebGpuBackend({ kernels: 'tiled' });
   try {
     assert.equal(be.attention, 'auto');
     const s: AttentionShape = { B: 1, T: 70, nHeads: 2, nKvHeads: 1, headDim: 16 }, other = { ...s, T: 20 };
     assert.equal(be.attentionKernels(s), 'auto: rows');
     await be.tune({ attention: [s] });
-    assert.match(be.attentionKernels(s), /^auto: (rows|split \d+x4)$/);
+    assert.match(be.attentionKernels(s), /^auto: (rows|split \d+x4|blocked \d+x\d+x\d+ \/ \d+x\d+x\d+, \d+x\d+x\d+)$/);
     assert.equal(be.attentionKernels(other), 'auto: rows', 'a shape not tuned keeps the row kernels');
     await sameAttention(s, [be]);
     const rows = await createWebGpuBackend({ kernels: 'tiled', attention: 'rows' });

@@ -14,9 +14,9 @@
  * - Two kernel sets (`kernels` option). `tiled` (hardware GPUs, tiled.ts): register-tiled matmul
  *   (128x128 or 64x64 output tiles, split-K through a scratch buffer when the output has few
  *   tiles, a GEMV for N <= 4), one workgroup per row for rmsnorm and cross-entropy, flash-style
- *   attention (`attention` option: `auto` by default, one invocation per query row, or per shape
- *   given to `tune` whichever of that and `split` (each row over 4 invocations) timed faster;
- *   or blocked FlashAttention-2 kernels, which were slower on an H200: see BENCHMARKS.md). `simple` (software adapters such as SwiftShader, where barriers and large shaders
+ *   attention (`attention` option: `auto` by default: one invocation per query row (`rows`), or
+ *   per shape given to `tune` whichever of `rows`, `split` (each row over 4 invocations) and
+ *   `blocked` (FlashAttention-2 style; slower on an H200, see BENCHMARKS.md) timed fastest). `simple` (software adapters such as SwiftShader, where barriers and large shaders
  *   are slow): one invocation per output element or row (kernels.ts). Both share the two-stage
  *   sumSquares and rmsnorm weight gradient and the bucketed embedding backward.
  * - One scratch buffer (grown on first use of a larger shape) holds split-K partials, reduction
@@ -84,8 +84,8 @@ export interface WebGpuOptions {
    * `split`: the row kernels with each row split over 4 invocations (every 4th key, or query for
    * dK/dV), merged in workgroup memory: 4x the invocations and a quarter of the serial loop per
    * invocation, for shapes with few (batch, head, 64-row) blocks; `rows` where it does not fit.
-   * `auto` (default): `rows`, and for each shape passed to `tune`, whichever of `rows` and
-   * `split` ran faster there.
+   * `auto` (default): `rows`, and for each shape passed to `tune`, whichever of `rows`, `split`
+   * and `blocked` ran fastest there.
    */
   attention?: 'auto' | 'rows' | 'split' | 'blocked';
   /** Tests and benchmarks: force the blocked or split attention's tile (index into the candidates of tiled.ts; default: the first that fits, a smaller one when few workgroups). */
@@ -99,7 +99,7 @@ export interface WebGpuBackend extends Backend {
   readonly attention: 'simple' | 'auto' | 'rows' | 'split' | 'blocked';
   /** The attention kernels a shape runs on, in words: `rows`, `split 32x4` (rows x invocations per row), `blocked 16x8x4`, `simple`. */
   attentionKernels(s: AttentionShape): string;
-  /** Times `rows` against `split` on each attention shape and keeps the faster (with `attention: 'auto'`; else nothing to do). */
+  /** Times the rows, split and blocked kernels on each attention shape and keeps the fastest (with `attention: 'auto'`; else nothing to do). */
   tune(work: { attention?: AttentionShape[] }): Promise<void>;
   /** The adapter, in words (vendor, architecture, description). */
   readonly adapterInfo: string;
@@ -408,9 +408,16 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
   const fast = kernels === 'tiled';
   const attentionKind = !fast ? 'simple' : (options.attention ?? 'auto');
   const wgBytes = device.limits.maxComputeWorkgroupStorageSize;
+  const shapeKey = (s: AttentionShape): string => `${s.B},${s.T},${s.nHeads},${s.nKvHeads},${s.headDim}`;
+  /** With `auto`: the kernels `tune` measured fastest for a shape. */
+  const tuned = new Map<string, 'rows' | 'split' | 'blocked'>();
+  /** The attention kernels a shape runs on (`auto` resolved; `simple` with the simple set). */
+  const kindFor = (s: AttentionShape): 'simple' | 'rows' | 'split' | 'blocked' =>
+    attentionKind === 'auto' ? (tuned.get(shapeKey(s)) ?? 'rows') : attentionKind;
   /** The blocked attention tile for this kind of kernel (null: use the row kernels). */
-  const attTile = (kind: 'fwd' | 'kv' | 'q', HD: number, s: AttentionShape): AttTile | null => {
-    if (attentionKind !== 'blocked') return null;
+  const attTile = (kind: 'fwd' | 'kv' | 'q', HD: number, s: AttentionShape): AttTile | null =>
+    kindFor(s) === 'blocked' ? blockedTile(kind, HD, s) : null;
+  const blockedTile = (kind: 'fwd' | 'kv' | 'q', HD: number, s: AttentionShape): AttTile | null => {
     const list = (kind === 'fwd' ? ATT_FWD_TILES : ATT_BWD_TILES)[HD];
     if (!list) return null;
     const fits = list.filter((t) => attBlockedBytes(kind, HD, t) <= wgBytes);
@@ -420,14 +427,8 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     if (kind === 'fwd' && fits.length > 1 && s.B * s.nHeads * Math.ceil(s.T / (4 * fits[0].TY)) < 512) return fits[1];
     return fits[0];
   };
-  const shapeKey = (s: AttentionShape): string => `${s.B},${s.T},${s.nHeads},${s.nKvHeads},${s.headDim}`;
-  /** With `auto`: the row tile `tune` measured fastest for a shape. */
-  const tuned = new Map<string, RowsTile>();
   /** The row kernels' tile: ROWS_TILE, or with `split` the first candidate that fits, a smaller query block while it gives under 1024 workgroups. */
-  const rowsTile = (HD: number, s: AttentionShape): RowsTile => {
-    if (attentionKind === 'auto') return tuned.get(shapeKey(s)) ?? ROWS_TILE;
-    return attentionKind === 'split' ? splitTile(HD, s) : ROWS_TILE;
-  };
+  const rowsTile = (HD: number, s: AttentionShape): RowsTile => (kindFor(s) === 'split' ? splitTile(HD, s) : ROWS_TILE);
   const splitTile = (HD: number, s: AttentionShape): RowsTile => {
     const fits = ATT_SPLIT_TILES.filter((t) => attRowsBytes(HD, t) <= wgBytes);
     if (options.attentionTile !== undefined) return fits.includes(ATT_SPLIT_TILES[options.attentionTile]) ? ATT_SPLIT_TILES[options.attentionTile] : fits[fits.length - 1] ?? ROWS_TILE;
@@ -446,10 +447,10 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       if (!fast) return 'simple';
       const HD = attHd(s.headDim);
       if (!HD) return 'none (head size over 256)';
-      const tf = attTile('fwd', HD, s), tkv = attTile('kv', HD, s), tq = attTile('q', HD, s);
-      if (tf || (tkv && tq)) return `blocked ${tf ? attTileName(tf) : 'rows'} / ${tkv && tq ? `${attTileName(tq)}, ${attTileName(tkv)}` : 'rows'}`;
-      const rt = rowsTile(HD, s);
-      return `${attentionKind === 'auto' ? 'auto: ' : ''}${rt.S === 1 ? 'rows' : `split ${rowsTileName(rt)}`}`;
+      const tf = attTile('fwd', HD, s), tkv = attTile('kv', HD, s), tq = attTile('q', HD, s), rt = rowsTile(HD, s);
+      const what = tf || (tkv && tq) ? `blocked ${tf ? attTileName(tf) : 'rows'} / ${tkv && tq ? `${attTileName(tq)}, ${attTileName(tkv)}` : 'rows'}`
+        : rt.S === 1 ? 'rows' : `split ${rowsTileName(rt)}`;
+      return `${attentionKind === 'auto' ? 'auto: ' : ''}${what}`;
     },
 
     async tune(work) {
@@ -457,17 +458,19 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       for (const s of work.attention ?? []) {
         const HD = attHd(s.headDim), key = shapeKey(s);
         if (!HD || tuned.has(key) || s.B * s.T === 0) continue;
-        const split = splitTile(HD, s);
-        if (split.S === 1) {
-          tuned.set(key, ROWS_TILE);
+        const candidates: ('rows' | 'split' | 'blocked')[] = ['rows'];
+        if (splitTile(HD, s).S > 1) candidates.push('split');
+        if (blockedTile('fwd', HD, s) && blockedTile('kv', HD, s) && blockedTile('q', HD, s)) candidates.push('blocked');
+        if (candidates.length === 1) {
+          tuned.set(key, 'rows');
           continue;
         }
         const rows = s.B * s.T, QKV = (s.nHeads + 2 * s.nKvHeads) * s.headDim, HDIM = s.nHeads * s.headDim;
         const temp = [rows * QKV, rows * HDIM, s.B * s.nHeads * s.T, rows * HDIM, rows * QKV].map((n) => ({ size: n, storage: newStorage(n), offset: 0, owner }) as GpuTensor);
         const [qkv, out, lse, dout, dqkv] = temp;
         /** ms per forward + backward: the best of 3 timings of 4 back to back, after one that compiles. */
-        const time = async (t: RowsTile): Promise<number> => {
-          tuned.set(key, t);
+        const time = async (kind: 'rows' | 'split' | 'blocked'): Promise<number> => {
+          tuned.set(key, kind);
           const step = (): void => {
             backend.attentionForward(out, lse, qkv, s);
             backend.attentionBackward(dqkv, dout, qkv, out, lse, s);
@@ -484,8 +487,12 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
           return best;
         };
         try {
-          const msRows = await time(ROWS_TILE), msSplit = await time(split);
-          tuned.set(key, msSplit < msRows ? split : ROWS_TILE);
+          let best: 'rows' | 'split' | 'blocked' = 'rows', bestMs = Infinity;
+          for (const kind of candidates) {
+            const ms = await time(kind);
+            if (ms < bestMs) [best, bestMs] = [kind, ms];
+          }
+          tuned.set(key, best);
         } catch (e) {
           tuned.delete(key);
           throw e;

@@ -13,7 +13,7 @@ export const benchCommand: CommandSpec = {
     steps: { type: 'int', min: 1, value: 'N', description: 'timed training steps (after 2 warm-up steps)', default: 10 },
     amp: { type: 'string', choices: AMP_MODES, description: 'mixed precision mode to measure', default: 'off' },
     'sync-every': { type: 'int', min: 1, value: 'N', description: 'read the loss back every N steps (as train --sync-every)', default: 1 },
-    attention: { type: 'string', choices: ['auto', 'rows', 'split', 'blocked'], description: "webgpu attention kernels to measure, with the tiled kernel set (default: the backend's, auto: rows or split, whichever is faster on the config's shape)" },
+    attention: { type: 'string', choices: ['auto', 'rows', 'split', 'blocked'], description: "webgpu attention kernels to measure, with the tiled kernel set (default: the backend's, auto: the fastest of rows, split and blocked on the config's shape)" },
     json: { type: 'boolean', description: 'print the result as JSON' },
   },
   details: [
