@@ -294,6 +294,11 @@ test('webgpu auto attention: tune times rows, split and blocked per shape and ke
     assert.match(be.attentionKernels(s), /^auto: (rows|split \d+x4|blocked \d+x\d+x\d+ \/ \d+x\d+x\d+, \d+x\d+x\d+)$/);
     assert.equal(be.attentionKernels(other), 'auto: rows', 'a shape not tuned keeps the row kernels');
     await sameAttention(s, [be]);
+    // A shape whose scratch tensors this adapter cannot hold: tuning gives up quietly, rows stay.
+    const huge: AttentionShape = { B: 1, T: 1 << 20, nHeads: 64, nKvHeads: 64, headDim: 64 };
+    await be.tune({ attention: [huge] });
+    assert.equal(be.attentionKernels(huge), 'auto: rows');
+    assert.deepEqual([...(await be.read(be.alloc(2)))], [0, 0], 'the device is still usable');
     const rows = await createWebGpuBackend({ kernels: 'tiled', attention: 'rows' });
     await rows.tune({ attention: [s] });
     assert.equal(rows.attentionKernels(s), 'rows', 'tune leaves an explicit choice alone');

@@ -466,10 +466,33 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
           continue;
         }
         const rows = s.B * s.T, QKV = (s.nHeads + 2 * s.nKvHeads) * s.headDim, HDIM = s.nHeads * s.headDim;
-        const temp = [rows * QKV, rows * HDIM, s.B * s.nHeads * s.T, rows * HDIM, rows * QKV].map((n) => ({ size: n, storage: newStorage(n), offset: 0, owner }) as GpuTensor);
+        // Tuning must never break a run: errors (no memory for the scratch tensors, a kernel this
+        // driver rejects) are caught in error scopes and rule that candidate, or the tuning, out.
+        const scopes = ['validation', 'internal', 'out-of-memory'] as const;
+        const scoped = async (work: () => Promise<number>): Promise<number> => {
+          for (const f of scopes) device.pushErrorScope(f);
+          let ms = Infinity;
+          try {
+            ms = await work();
+          } catch {
+            ms = Infinity;
+          }
+          for (let i = 0; i < scopes.length; i++) if (await device.popErrorScope()) ms = Infinity;
+          return ms;
+        };
+        const temp: GpuTensor[] = [];
+        const made = await scoped(async () => {
+          for (const n of [rows * QKV, rows * HDIM, s.B * s.nHeads * s.T, rows * HDIM, rows * QKV]) temp.push({ size: n, storage: newStorage(n), offset: 0, owner } as GpuTensor);
+          return 0;
+        });
+        if (made === Infinity) {
+          for (const t of temp) dropStorage(t.storage);
+          tuned.set(key, 'rows');
+          continue;
+        }
         const [qkv, out, lse, dout, dqkv] = temp;
         /** ms per forward + backward: the best of 3 timings of 4 back to back, after one that compiles. */
-        const time = async (kind: 'rows' | 'split' | 'blocked'): Promise<number> => {
+        const time = (kind: 'rows' | 'split' | 'blocked'): Promise<number> => scoped(async () => {
           tuned.set(key, kind);
           const step = (): void => {
             backend.attentionForward(out, lse, qkv, s);
@@ -485,7 +508,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
             best = Math.min(best, (performance.now() - t0) / 4);
           }
           return best;
-        };
+        });
         try {
           let best: 'rows' | 'split' | 'blocked' = 'rows', bestMs = Infinity;
           for (const kind of candidates) {
@@ -493,9 +516,6 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
             if (ms < bestMs) [best, bestMs] = [kind, ms];
           }
           tuned.set(key, best);
-        } catch (e) {
-          tuned.delete(key);
-          throw e;
         } finally {
           for (const t of temp) dropStorage(t.storage);
         }
