@@ -318,7 +318,7 @@ export function backward(model: Model, opts: ForwardOptions & { lossScale?: numb
   const r = (t: Tensor): void => { if (half && !a.halfStored.has(t)) be.roundHalf(t, half); };
   const { B, T } = a;
   const N = B * T, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
-  const shape: AttentionShape = { B, T, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd };
+  const shape = attentionShape(c, B, T);
   const p = opts.training ? c.dropout : 0;
   const seed = opts.dropoutSeed ?? 0;
   // Dropout is linear with a fixed mask, so its backward is the same mask on the gradient.
@@ -434,7 +434,7 @@ export function forwardCached(model: Model, cache: KvCache, ids: ArrayLike<numbe
       x: v(cache.x, N * C), ln: v(cache.ln, N * C), rstd: v(cache.rstd, N), qkv: v(cache.qkv, N * QKV), att: v(cache.att, N * HD),
       mlpIn: v(cache.mlpIn, N * (c.mlp === 'swiglu' ? 2 * F : F)), mlpAct: v(cache.mlpAct, N * F), branch: v(cache.branch, N * C),
       logits: v(cache.logits, N * c.vocab_size),
-      shape: { B, T: Tn, nHeads: c.n_heads, nKvHeads: c.n_kv_heads, headDim: hd },
+      shape: attentionShape(c, B, Tn),
     };
     memo.set(Tn, views);
   }

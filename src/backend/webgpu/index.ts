@@ -47,7 +47,6 @@ const RING_SLOTS = 2048;
 const SUBMIT_EVERY = 128;
 
 interface Storage {
-  readonly id: number;
   readonly buffer: GPUBuffer;
   /** Elements are f16 (allocHalf), else 32-bit. */
   readonly half: boolean;
@@ -160,7 +159,6 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
   const owner = {};
 
   const storages = new Set<GPUBuffer>();
-  let nextId = 1;
   const newStorage = (elements: number, half = false): Storage => {
     const bytes = Math.max(16, Math.ceil((elements * (half ? 2 : 4)) / 16) * 16);
     if (bytes > lim.maxStorageBufferBindingSize) {
@@ -168,7 +166,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
     }
     const buffer = device.createBuffer({ size: bytes, usage: USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST });
     storages.add(buffer);
-    return { id: nextId++, buffer, half };
+    return { buffer, half };
   };
 
   const ring = device.createBuffer({ size: PARAM_BYTES * RING_SLOTS, usage: USAGE.UNIFORM | USAGE.COPY_DST });

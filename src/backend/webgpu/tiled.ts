@@ -287,6 +287,11 @@ function sliceSum(t: RowsTile, HD: number, pairs: { acc: string; buf: string }[]
 const rowsStore = (t: RowsTile, HD: number, dst: string, base: string, value: (i: number) => string): string =>
   rng(HD / 4).map((i) => (t.S > 1 ? `if (sl == ${i % t.S}u) ${store4(dst, base, i, value(i))}` : store4(dst, base, i, value(i)))).join('\n    ');
 
+/** Cooperative load of keys j0 .. j0+BC-1 of this (batch, kv head) into Ks and Vs (forward and dQ kernels). */
+const stageKV = (BC: number, HD: number, NT: number, at: string): string =>
+  stage(BC, HD, NT, 'let j = j0 + rr; var kv = 0.0; var vv = 0.0; if (j < P.T && d < P.hd) { let base = (b * P.T + j) * stride; kv = qkv[base + kOff + d]; vv = qkv[base + vOff + d]; }',
+    `Ks[${at}][e % 4u] = kv; Vs[${at}][e % 4u] = vv;`);
+
 function attentionForwardKernel(HD: number, tile: RowsTile = ROWS_TILE): KernelSpec {
   const H4 = HD / 4, KP = rowsPitch(HD, tile), KT = rowsKt(HD, tile), BC = KT * tile.S, NT = tile.Q * tile.S, split = tile.S > 1;
   const at = rowsStageAt(HD, tile);
@@ -304,8 +309,7 @@ function attentionForwardKernel(HD: number, tile: RowsTile = ROWS_TILE): KernelS
   var m = -3.0e38; var l = 0.0;
   let kEnd = min(P.T, wid.x * ${tile.Q}u + ${tile.Q}u);
   let kOff = (P.H + kvh) * P.hd; let vOff = kOff + P.KVH * P.hd;
-  for (var j0 = 0u; j0 < kEnd; j0 += ${BC}u) {${stage(BC, HD, NT, 'let j = j0 + rr; var kv = 0.0; var vv = 0.0; if (j < P.T && d < P.hd) { let base = (b * P.T + j) * stride; kv = qkv[base + kOff + d]; vv = qkv[base + vOff + d]; }',
-    `Ks[${at}][e % 4u] = kv; Vs[${at}][e % 4u] = vv;`)}
+  for (var j0 = 0u; j0 < kEnd; j0 += ${BC}u) {${stageKV(BC, HD, NT, at)}
     workgroupBarrier();
     var sc: array<f32, ${KT}>;
     var mt = m;
@@ -374,8 +378,7 @@ function attentionBackwardQKernel(HD: number, tile: RowsTile = ROWS_TILE): Kerne
   let L = lse[bh * P.T + tq];
   let kEnd = min(P.T, wid.x * ${tile.Q}u + ${tile.Q}u);
   let kOff = (P.H + kvh) * P.hd; let vOff = kOff + P.KVH * P.hd;
-  for (var j0 = 0u; j0 < kEnd; j0 += ${BC}u) {${stage(BC, HD, NT, 'let j = j0 + rr; var kv = 0.0; var vv = 0.0; if (j < P.T && d < P.hd) { let base = (b * P.T + j) * stride; kv = qkv[base + kOff + d]; vv = qkv[base + vOff + d]; }',
-    `Ks[${at}][e % 4u] = kv; Vs[${at}][e % 4u] = vv;`)}
+  for (var j0 = 0u; j0 < kEnd; j0 += ${BC}u) {${stageKV(BC, HD, NT, at)}
     workgroupBarrier();
     for (var u = 0u; u < ${KT}u; u++) {
       let jj = ${rowsJ(tile)};
@@ -507,7 +510,6 @@ export function attBlockedBytes(kind: 'fwd' | 'kv' | 'q', HD: number, t: AttTile
 export const attFwdName = (HD: number, t: AttTile): string => `attBlkF${HD}_${attTileName(t)}`;
 export const attKVName = (HD: number, t: AttTile): string => `attBlkKV${HD}_${attTileName(t)}`;
 export const attQName = (HD: number, t: AttTile): string => `attBlkQ${HD}_${attTileName(t)}`;
-
 
 /** Accumulators `name` of a dd product: scalars name_i_c. */
 const ddDecl = (name: string, SC: number): string => I4.map((i) => rng(SC).map((c) => `var ${name}${i}_${c} = 0.0;`).join(' ')).join(' ');
@@ -831,39 +833,29 @@ export function generatedKernels(): Record<string, KernelSpec> {
   for (var n = ch * P.rows; n < n1; n++) { s += dout[n * P.C + c] * inp[n * P.C + c] * rstd[n]; }
   part[i] = s;`,
   };
-  k.sumSquaresPartial = {
+  /** part[wid.x] = this workgroup's share of the sum over x of `term` (of v = x[k]). */
+  const partialSum = (term: string): KernelSpec => ({
     tensors: ['part', 'x'], params: ['len'], workgroup: { size: 256, decls: RED },
     body: `
   var s = 0.0;
-  for (var k = wid.x * 256u + lid; k < P.len; k += nwg.x * 256u) { let v = x[k]; s = fma(v, v, s); }
+  for (var k = wid.x * 256u + lid; k < P.len; k += nwg.x * 256u) { ${term} }
   red[lid] = s;${tree('red', '+')}
   if (lid == 0u) { part[wid.x] = red[0]; }`,
-  };
-  k.sumPartial = {
-    tensors: ['part', 'x'], params: ['len'], workgroup: { size: 256, decls: RED },
+  });
+  /** One workgroup adds the partials and `store`s their sum `red[0]` into out[0]. */
+  const finalSum = (params: string[], store: string): KernelSpec => ({
+    tensors: ['out', 'part'], params: ['len', ...params], workgroup: { size: 256, decls: RED },
     body: `
   var s = 0.0;
-  for (var k = wid.x * 256u + lid; k < P.len; k += nwg.x * 256u) { s += x[k]; }
+  for (var k = lid; k < P.len; k += 256u) { s += part[k]; }
   red[lid] = s;${tree('red', '+')}
-  if (lid == 0u) { part[wid.x] = red[0]; }`,
-  };
+  if (lid == 0u) { ${store} }`,
+  });
+  k.sumSquaresPartial = partialSum('let v = x[k]; s = fma(v, v, s);');
+  k.sumPartial = partialSum('s += x[k];');
   /** out[0] += scale * (sum of the partials). */
-  k.accumulateSumFinal = {
-    tensors: ['out', 'part'], params: ['len', 'scale:f32'], workgroup: { size: 256, decls: RED },
-    body: `
-  var s = 0.0;
-  for (var k = lid; k < P.len; k += 256u) { s += part[k]; }
-  red[lid] = s;${tree('red', '+')}
-  if (lid == 0u) { out[0u] += P.scale * red[0]; }`,
-  };
-  k.sumSquaresFinal = {
-    tensors: ['out', 'part'], params: ['len'], workgroup: { size: 256, decls: RED },
-    body: `
-  var s = 0.0;
-  for (var k = lid; k < P.len; k += 256u) { s += part[k]; }
-  red[lid] = s;${tree('red', '+')}
-  if (lid == 0u) { out[0u] = red[0]; }`,
-  };
+  k.accumulateSumFinal = finalSum(['scale:f32'], 'out[0u] += P.scale * red[0];');
+  k.sumSquaresFinal = finalSum([], 'out[0u] = red[0];');
   k.crossEntropyForwardRow = crossEntropyKernel(false);
   k.crossEntropyBackwardRow = crossEntropyKernel(true);
   for (const HD of ATT_HDS) {
