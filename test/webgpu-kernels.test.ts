@@ -15,7 +15,7 @@ import { ATT_SPLIT_TILES, attRowsBytes } from '../src/backend/webgpu/tiled.js';
 import { MinigptError } from '../src/errors.js';
 import { createRng } from '../src/util/random.js';
 import type { AttentionShape, Tensor } from '../src/backend/types.js';
-import { sameAsReference, type Maker } from './support/kernel-compare.js';
+import { attentionCase, sameAsReference, type Maker } from './support/kernel-compare.js';
 
 const TOL = 1e-5;
 /** Kernels whose result goes through exp/log: WGSL allows exp 3 + 2|x| ULP and log 3 ULP (or 2^-21
@@ -207,17 +207,8 @@ const ATTENTION_SHAPES: AttentionShape[] = [
 ];
 
 /** Attention forward then backward (out, lse, dqkv) on `backends` against the reference. */
-const sameAttention = (s: AttentionShape, backends: WebGpuBackend[]): Promise<void> => {
-  const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = s;
-  const QKV = (H + 2 * KVH) * hd;
-  return same(`attention ${JSON.stringify(s)}`, ({ be, rand }) => {
-    const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T);
-    be.attentionForward(out, lse, qkv, s);
-    const dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV); // dqkv starts as junk: overwrite
-    be.attentionBackward(dqkv, dout, qkv, out, lse, s);
-    return [out, lse, dqkv];
-  }, TOL, backends);
-};
+const sameAttention = (s: AttentionShape, backends: WebGpuBackend[]): Promise<void> =>
+  same(`attention ${JSON.stringify(s)}`, attentionCase(s), TOL, backends);
 
 test('webgpu rope and attention (forward, backward, KV cache) match the reference', { skip }, async () => {
   for (const s of ATTENTION_SHAPES) {

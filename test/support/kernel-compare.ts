@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createReferenceBackend } from '../../src/backend/reference/index.js';
-import type { Backend, Tensor } from '../../src/backend/types.js';
+import type { AttentionShape, Backend, Tensor } from '../../src/backend/types.js';
 import { createRng, type Rng } from '../../src/util/random.js';
 import { relativeError } from './parity.js';
 
@@ -49,4 +49,17 @@ export async function sameAsReference<B extends Backend>(
       assert.ok(err <= tol, `${what} (${describe(be)}), output ${i}: relative error ${err.toExponential(2)} > ${tol}`);
     });
   }
+}
+
+/** The attention case both backends' tests run: forward then backward on shape `s` (out, lse, dqkv). */
+export function attentionCase(s: AttentionShape): (m: Maker) => Tensor[] {
+  const { B, T, nHeads: H, nKvHeads: KVH, headDim: hd } = s;
+  const QKV = (H + 2 * KVH) * hd;
+  return ({ be, rand }) => {
+    const qkv = rand(B * T * QKV), out = rand(B * T * H * hd), lse = rand(B * H * T);
+    be.attentionForward(out, lse, qkv, s);
+    const dout = rand(B * T * H * hd), dqkv = rand(B * T * QKV); // dqkv starts as junk: overwrite
+    be.attentionBackward(dqkv, dout, qkv, out, lse, s);
+    return [out, lse, dqkv];
+  };
 }
