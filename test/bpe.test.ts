@@ -274,7 +274,7 @@ test('`minigpt tokenizer` trains, encodes and decodes', async (t) => {
   const lines: string[] = [];
   t.mock.method(console, 'log', (...args: unknown[]) => lines.push(args.join(' ')));
   t.mock.method(console, 'error', () => {});
-  const cli = (argv: string[]): Promise<void> => {
+  const cli = (argv: string[]): Promise<number | void> => {
     const { values, positionals } = parseFlags(argv, tokenizerCommand.flags, tokenizerCommand.positionals);
     return tokenizerCommand.run(values, positionals);
   };

@@ -33,7 +33,8 @@ export interface CommandSpec {
   flags: FlagSpecs;
   /** Extra help text (examples). */
   details?: string;
-  run(values: FlagValues, positionals: string[]): Promise<void>;
+  /** Resolves to the process exit code (130: stopped by Ctrl-C), or to nothing for 0. */
+  run(values: FlagValues, positionals: string[]): Promise<number | void>;
   /** Whether the command takes positional arguments. */
   positionals?: boolean;
 }
@@ -91,13 +92,21 @@ export function parseFlags(argv: string[], flags: FlagSpecs, allowPositionals = 
   return { values, positionals: parsed.positionals };
 }
 
+/** "default: X" for --help, or '' where there is nothing worth showing (switches, empty strings). */
+function formatDefault(s: FlagSpec): string {
+  if (s.default === undefined || s.type === 'boolean' || s.default === '') return '';
+  const text = String(s.default);
+  return `default: ${/\s|^$/.test(text) ? JSON.stringify(text) : text}`;
+}
+
 export function formatHelp(cmd: CommandSpec): string {
   const lines = [`${cmd.summary}`, '', `Usage: ${cmd.usage}`, '', 'Options:'];
   const rows: [string, string][] = Object.entries(cmd.flags).map(([name, s]) => {
     const left = `  ${s.short ? `-${s.short}, ` : ''}--${name}${s.type === 'boolean' ? '' : ` ${s.value ?? (s.type === 'string' ? 'S' : 'N')}`}`;
-    const extra = [s.choices ? `one of ${s.choices.join('|')}` : '', s.default !== undefined && s.type !== 'boolean' ? `default ${s.default}` : '']
-      .filter(Boolean).join('; ');
-    return [left, s.description + (extra ? ` (${extra})` : '')];
+    const extra = [s.choices ? `one of ${s.choices.join('|')}` : '', formatDefault(s)].filter(Boolean).join('; ');
+    // One parenthesis, not two: "temperature (0: greedy; default: 0.8)".
+    const description = !extra ? s.description : s.description.endsWith(')') ? `${s.description.slice(0, -1)}; ${extra})` : `${s.description} (${extra})`;
+    return [left, description];
   });
   rows.push(['  -h, --help', 'show this help'], ['  --debug', 'show stack traces of internal errors']);
   const width = Math.min(34, Math.max(...rows.map(([l]) => l.length)) + 2);

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 /** The minigpt command line: parses, calls the library, prints. Nothing else lives here. */
+import { readFileSync } from 'node:fs';
 import { MinigptError } from '../errors.js';
+import { installOutputGuards } from './output.js';
 import { formatHelp, parseFlags, type CommandSpec } from './args.js';
 import { initCommand } from './commands/init.js';
 import { evalCommand } from './commands/eval.js';
@@ -26,31 +28,54 @@ function mainHelp(): string {
     'Commands:',
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
     '',
-    'Run `minigpt <command> --help` for the flags of each command.',
+    'Run `minigpt <command> --help` or `minigpt help <command>` for the flags of each command,',
+    'and `minigpt --version` for the version.',
   ].join('\n');
+}
+
+/** The version in package.json, found from this file (dist/src/cli/main.js or src/cli/main.ts). */
+function version(): string {
+  for (const rel of ['../../../package.json', '../../package.json']) {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(rel, import.meta.url), 'utf8')) as { name?: unknown; version?: unknown };
+      if (pkg.name === 'minigpt' && typeof pkg.version === 'string') return pkg.version;
+    } catch {
+      // Not there: try the next place.
+    }
+  }
+  return 'unknown';
 }
 
 export async function main(argv: string[]): Promise<number> {
   const debug = argv.includes('--debug');
   const [name, ...rest] = argv;
   try {
+    const find = (n: string): CommandSpec => {
+      const cmd = COMMANDS.find((c) => c.name === n);
+      if (!cmd) throw new MinigptError(`unknown command "${n}"; commands are ${COMMANDS.map((c) => c.name).join(', ')} (see minigpt --help)`);
+      return cmd;
+    };
+    if (name === 'help' && rest.length > 0 && !rest[0]!.startsWith('-')) {
+      // `minigpt help train` is `minigpt train --help`.
+      console.log(formatHelp(find(rest[0]!)));
+      return 0;
+    }
     if (!name || name === '--help' || name === '-h' || name === 'help') {
       console.log(mainHelp());
       return 0;
     }
-    if (name === '--version') {
-      console.log('minigpt 0.1.0');
+    if (name === '--version' || name === '-v' || name === '-V' || name === 'version') {
+      console.log(`minigpt ${version()}`);
       return 0;
     }
-    const cmd = COMMANDS.find((c) => c.name === name);
-    if (!cmd) throw new MinigptError(`unknown command "${name}"; commands are ${COMMANDS.map((c) => c.name).join(', ')} (see minigpt --help)`);
+    const cmd = find(name);
     const { values, positionals } = parseFlags(rest, cmd.flags, cmd.positionals);
     if (values.help) {
       console.log(formatHelp(cmd));
       return 0;
     }
-    await cmd.run(values, positionals);
-    return 0;
+    const code = await cmd.run(values, positionals);
+    return typeof code === 'number' ? code : 0;
   } catch (e) {
     if (e instanceof MinigptError) {
       process.stderr.write(`minigpt: error: ${e.message}\n`);
@@ -64,6 +89,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+installOutputGuards();
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });

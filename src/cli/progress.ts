@@ -18,6 +18,16 @@ export interface ProgressLine {
   done(): void;
 }
 
+/** Below this many columns a reported width is taken as unknown (0 under `script`, say). */
+const MIN_COLUMNS = 40;
+const DEFAULT_COLUMNS = 120;
+
+/** The terminal's width, or 120 where it reports none or an implausibly narrow one. */
+export function terminalWidth(stream: { columns?: number }): number {
+  const c = stream.columns;
+  return typeof c === 'number' && Number.isFinite(c) && c >= MIN_COLUMNS ? Math.floor(c) : DEFAULT_COLUMNS;
+}
+
 export function progressLine(stream: NodeJS.WriteStream = process.stderr, plainEvery = 10): ProgressLine {
   const tty = Boolean(stream.isTTY);
   let shown = false;
@@ -31,12 +41,15 @@ export function progressLine(stream: NodeJS.WriteStream = process.stderr, plainE
         if (step % plainEvery === 0 || step === total) stream.write(`step ${step}/${total} ${fields}\n`);
         return;
       }
-      const width = 24;
-      const filled = Math.round((step / total) * width);
-      const bar = '█'.repeat(filled) + '░'.repeat(width - filled);
+      const numbers = `${step}/${total} ${fields}`;
+      const room = terminalWidth(stream) - 1;
+      // The numbers come first; the bar gets what room is left (up to 24 cells), or none.
+      const width = Math.min(24, room - numbers.length - 1);
+      const fraction = total > 0 ? Math.min(1, Math.max(0, step / total)) : 0;
+      const filled = Math.round(fraction * width);
+      const line = width >= 8 ? `${'█'.repeat(filled)}${'░'.repeat(width - filled)} ${numbers}` : numbers.slice(0, room);
       clear();
-      const line = `${bar} ${step}/${total} ${fields}`;
-      stream.write(line.slice(0, Math.max(20, (stream.columns ?? 120) - 1)));
+      stream.write(line);
       shown = true;
     },
     print(line) {

@@ -4,6 +4,10 @@ import { BACKEND_FLAGS, type CommandSpec } from '../args.js';
 import { SAMPLE_ON_CPU_MAX_PARAMS, loadModel } from '../../inference.js';
 import { generate } from '../../generate.js';
 import { findCheckpointDir, latestRun } from '../../train/train.js';
+import { onOutputClosed } from '../output.js';
+
+/** Longest stretch of generation without a turn of the event loop (for Ctrl-C and closed pipes). */
+const YIELD_MS = 25;
 
 export const sampleCommand: CommandSpec = {
   name: 'sample',
@@ -27,19 +31,37 @@ export const sampleCommand: CommandSpec = {
     const ids = encodeUserText(loaded.tokenizer, prompt, '--prompt', 'the model knows only the characters it was trained on; leave it out of the prompt');
     check(prompt.length === 0 || ids.length > 0, 'the prompt encodes to no tokens');
     const controller = new AbortController();
-    const stop = (): void => controller.abort();
-    process.once('SIGINT', stop);
+    // Ctrl-C stops generation after the current token (exit 130); a second one exits at once.
+    let interrupted = false;
+    const onSigint = (): void => {
+      if (interrupted) process.exit(130);
+      interrupted = true;
+      controller.abort();
+    };
+    process.on('SIGINT', onSigint);
+    // A reader that went away (`| head`) stops generation too, quietly (exit 0).
+    const offClosed = onOutputClosed(() => controller.abort());
     process.stdout.write(prompt);
     try {
+      // The model runs on promises that resolve without the event loop, so signals and pipe
+      // errors would wait until the end: give the loop a turn every YIELD_MS of generation.
+      let lastYield = performance.now();
       for await (const t of generate(loaded, prompt, {
         maxTokens: v.tokens as number, temperature: v.temperature as number, topK: v['top-k'] as number,
         topP: v['top-p'] as number, seed: v.seed as number, signal: controller.signal,
       })) {
         process.stdout.write(t.text);
+        if (performance.now() - lastYield >= YIELD_MS) {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          lastYield = performance.now();
+          if (controller.signal.aborted) break;
+        }
       }
     } finally {
-      process.off('SIGINT', stop);
+      offClosed();
+      process.off('SIGINT', onSigint);
       process.stdout.write('\n');
     }
+    return interrupted ? 130 : 0;
   },
 };
