@@ -3,7 +3,7 @@
  * user can fix become MinigptErrors, and directories are replaced atomically.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError } from '../errors.js';
 
@@ -135,4 +135,51 @@ export async function writeDirFiles(dir: string, files: Map<string, Uint8Array>,
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
     throw ioError(e, `write ${what}`);
   }
+}
+
+/** Whether `path` is a folder with something in it. */
+export async function isNonEmptyDir(path: string): Promise<boolean> {
+  const info = await stat(path).catch(() => null);
+  return info !== null && info.isDirectory() && (await readdir(path)).length > 0;
+}
+
+/** The first `n` bytes of a file (fewer if it is shorter). */
+export async function readHead(path: string, n: number): Promise<Uint8Array> {
+  const fh = await open(path, 'r');
+  try {
+    const buf = new Uint8Array(n);
+    const { bytesRead } = await fh.read(buf, 0, n, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Whether the file starts like an SVG (`<svg` or `<?xml`, after an optional BOM and whitespace); reads only its first bytes. */
+export async function looksLikeSvg(path: string): Promise<boolean> {
+  try {
+    const head = new TextDecoder().decode(await readHead(path, 256)).replace(/^\uFEFF/, '').trimStart();
+    return head.startsWith('<svg') || head.startsWith('<?xml');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Before writing the output file `path` (given as `flag`, e.g. "--out"): refuses, with a
+ * MinigptError, to replace an existing regular file unless `force` or `isOurs(path)` says it is
+ * one of ours of the same kind (`what`, e.g. "minigpt plot"). An empty file is replaced; a
+ * folder is refused; a missing file or a non-regular one (/dev/stdout) is fine.
+ * Nothing a user made is replaced by accident.
+ */
+export async function checkOutputFile(
+  path: string,
+  opts: { flag?: string; what: string; force?: boolean; isOurs: (path: string) => Promise<boolean> },
+): Promise<void> {
+  const info = await stat(path).catch(() => null);
+  if (info === null) return;
+  if (info.isDirectory()) throw new MinigptError(`${opts.flag ?? '--out'} ${path} is a folder; give a file name`);
+  if (!info.isFile() || info.size === 0 || opts.force) return;
+  if (await opts.isOurs(path)) return;
+  throw new MinigptError(`${path} exists and is not a ${opts.what}; pass --force to replace it, or choose another ${opts.flag ?? '--out'}`);
 }

@@ -8,10 +8,10 @@ import { findCheckpointDir, latestRun } from '../../train/train.js';
 export const exportCommand: CommandSpec = {
   name: 'export',
   summary: 'export a checkpoint for other tools: a Hugging Face transformers directory or a llama.cpp GGUF file',
-  usage: 'minigpt export [--ckpt DIR] --format hf|gguf --out PATH [--dtype F32|F16|BF16]',
+  usage: 'minigpt export [--ckpt DIR] --out PATH [--format hf|gguf] [--dtype F32|F16|BF16] [--force]',
   flags: {
     ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory (default: the latest run in ./runs)' },
-    format: { type: 'string', choices: ['hf', 'gguf'], description: 'hf: a transformers model directory; gguf: one llama.cpp file', default: 'hf' },
+    format: { type: 'string', choices: ['hf', 'gguf'], description: 'hf: a transformers model directory; gguf: one llama.cpp file (default: gguf when --out ends in .gguf, else hf)' },
     out: { type: 'string', value: 'PATH', description: 'directory (hf) or file (gguf) to write' },
     dtype: { type: 'string', choices: ['F32', 'F16', 'BF16'], description: 'weight storage type (gguf: F32 or F16; norms stay F32)', default: 'F32' },
     force: { type: 'boolean', description: 'replace --out if it exists' },
@@ -27,10 +27,12 @@ export const exportCommand: CommandSpec = {
   ].join('\n'),
   async run(v) {
     check(typeof v.out === 'string', 'give --out PATH (where to write the export)');
+    const dtype = (v.dtype ?? 'F32') as WeightDType;
+    const ggufName = /\.gguf$/i.test(v.out);
+    check(!(v.format === 'hf' && ggufName), `--format hf writes a folder, but --out ${v.out} names a .gguf file; use --format gguf (or leave --format out), or another --out`);
+    const format = v.format ?? (ggufName ? 'gguf' : 'hf');
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const ckpt = await loadCheckpoint(dir);
-    const dtype = (v.dtype ?? 'F32') as WeightDType;
-    const format = v.format ?? 'hf';
     if (format === 'gguf') {
       check(dtype !== 'BF16', '--dtype BF16 is not written to GGUF here; use F32 or F16');
       await exportGguf(ckpt, v.out, { dtype, overwrite: Boolean(v.force) });

@@ -1,4 +1,6 @@
+import { stat } from 'node:fs/promises';
 import { check } from '../../errors.js';
+import { checkCheckpointOut } from './init.js';
 import type { CommandSpec } from '../args.js';
 import { saveCheckpoint } from '../../io/checkpoint.js';
 import { readHfModel } from '../../io/hf.js';
@@ -6,10 +8,11 @@ import { readHfModel } from '../../io/hf.js';
 export const importCommand: CommandSpec = {
   name: 'import',
   summary: 'read a Hugging Face LLaMA model directory (safetensors) into a minigpt checkpoint',
-  usage: 'minigpt import --from HF_DIR --out DIR',
+  usage: 'minigpt import --from HF_DIR --out DIR [--force]',
   flags: {
     from: { type: 'string', value: 'HF_DIR', description: 'Hugging Face model directory: config.json, tokenizer.json, model.safetensors (or shards + index)' },
     out: { type: 'string', value: 'DIR', description: 'checkpoint directory to write' },
+    force: { type: 'boolean', description: 'replace --out if it already holds a checkpoint (its weights and training state are lost)' },
   },
   details: [
     'Reads LlamaForCausalLM (and ArceeForCausalLM with a GELU MLP) in F32, F16 or BF16, single-file or sharded.',
@@ -23,6 +26,11 @@ export const importCommand: CommandSpec = {
   async run(v) {
     check(typeof v.from === 'string', 'give --from HF_DIR (the Hugging Face model directory to read)');
     check(typeof v.out === 'string', 'give --out DIR (the checkpoint directory to write)');
+    const from = await stat(v.from).catch(() => null);
+    const want = 'a Hugging Face model directory (config.json + *.safetensors)';
+    check(from !== null, `--from ${v.from} does not exist; --from must be ${want}`);
+    check(from.isDirectory(), `--from ${v.from} is a file; --from must be ${want}`);
+    await checkCheckpointOut(v.out, Boolean(v.force));
     const { checkpoint, dtype } = await readHfModel(v.from);
     await saveCheckpoint(v.out, checkpoint, { dtype });
     const c = checkpoint.config;

@@ -1,4 +1,5 @@
-import { writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, looksLikeSvg, writeFileAtomic } from '../../util/fs.js';
+import { MinigptError } from '../../errors.js';
 import { BACKEND_FLAGS, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { findLearningRate } from '../../train/lr-find.js';
 import { loadTrainingData, findCheckpointDir } from '../../train/train.js';
@@ -7,27 +8,43 @@ import { resolveConfig } from '../../model/config.js';
 import { loadCheckpoint } from '../../io/checkpoint.js';
 import { progressLine } from '../progress.js';
 
+/** The --flags named on this process's command line (`--name` or `--name=value`). */
+const flagsOnCommandLine = (): Set<string> => {
+  const argv = process.argv.slice(2);
+  const end = argv.indexOf('--');
+  return new Set((end < 0 ? argv : argv.slice(0, end)).filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]!));
+};
+
 export const lrFindCommand: CommandSpec = {
   name: 'lr-find',
   summary: 'learning-rate range test: sweep the lr exponentially, suggest one, plot the curve',
-  usage: 'minigpt lr-find [--data PATH] [--ckpt DIR] [model flags] [--start 1e-6] [--end 1] [--steps 100]',
+  usage: 'minigpt lr-find [--data PATH] (--ckpt DIR | [model flags]) [--start 1e-6] [--end 1] [--steps 100] [--out FILE]',
   flags: {
     data: { type: 'string', value: 'PATH', description: 'training text (default: the embedded English corpus)' },
     'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
     tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer (ignored with --ckpt)', default: 'char' },
-    ckpt: { type: 'string', value: 'DIR', description: 'start from this checkpoint\'s weights (read only: it is never modified)' },
+    ckpt: { type: 'string', value: 'DIR', description: 'start from this checkpoint\'s weights and shape (read only: it is never modified; model flags conflict with it)' },
     batch: { type: 'int', min: 1, value: 'N', description: 'sequences per step', default: 16 },
     start: { type: 'number', above: 0, value: 'LR', description: 'first learning rate', default: 1e-6 },
     end: { type: 'number', above: 0, value: 'LR', description: 'last learning rate', default: 1 },
     steps: { type: 'int', min: 10, value: 'N', description: 'steps in the sweep', default: 100 },
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 1337 },
     out: { type: 'string', value: 'FILE', description: 'SVG plot of loss against lr', default: 'lr-find.svg' },
+    force: { type: 'boolean', description: 'replace --out even if it is not an SVG (an existing SVG is replaced anyway)' },
     json: { type: 'boolean', description: 'print {"suggestion", "minimum", "curve"} as JSON' },
     ...BACKEND_FLAGS,
     ...MODEL_FLAGS,
   },
   details: 'The suggestion is where the smoothed loss falls fastest; train with it or a little below.',
   async run(v) {
+    if (typeof v.ckpt === 'string') {
+      const given = flagsOnCommandLine();
+      for (const [name, spec] of Object.entries(MODEL_FLAGS)) {
+        const set = given.has(name) || (spec.type === 'boolean' ? v[name] === true : v[name] !== undefined && v[name] !== spec.default);
+        if (set) throw new MinigptError(`--${name} conflicts with --ckpt (the checkpoint fixes the model shape); drop --${name}`);
+      }
+    }
+    await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: looksLikeSvg });
     const ckpt = typeof v.ckpt === 'string' ? await loadCheckpoint(await findCheckpointDir(v.ckpt)) : null;
     const data = await loadTrainingData({ data: v.data as string | undefined, textField: v['text-field'] as string, tokenizer: v.tokenizer as 'char' }, ckpt?.tokenizer);
     const config = ckpt?.config ?? resolveConfig({ ...modelConfigFromFlags(v), vocab_size: (v['vocab-size'] as number | undefined) ?? data.tokenizer.vocabSize });

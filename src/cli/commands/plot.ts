@@ -1,4 +1,4 @@
-import { writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, looksLikeSvg, writeFileAtomic } from '../../util/fs.js';
 import { basename, join, resolve } from 'node:path';
 import { check } from '../../errors.js';
 import type { CommandSpec } from '../args.js';
@@ -7,15 +7,17 @@ import { readMetrics, renderLossPlot } from '../../train/plot.js';
 export const plotCommand: CommandSpec = {
   name: 'plot',
   summary: 'draw the train/val loss of one or more runs into one SVG, to compare them',
-  usage: 'minigpt plot RUN [RUN...] [--out FILE]',
+  usage: 'minigpt plot RUN [RUN...] [--out FILE] [--force]',
   positionals: true,
   flags: {
     out: { type: 'string', value: 'FILE', description: 'SVG to write', default: 'loss-comparison.svg' },
     title: { type: 'string', value: 'TEXT', description: 'chart title' },
+    force: { type: 'boolean', description: 'replace --out even if it is not an SVG (an existing SVG is replaced anyway)' },
   },
   details: 'Example:\n  minigpt plot runs/run-a runs/run-b --out compare.svg',
   async run(v, runs) {
     check(runs.length > 0, 'name at least one run directory (e.g. minigpt plot runs/run-20261127-120000)');
+    await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: looksLikeSvg });
     const series = [];
     for (const run of runs) series.push({ name: basename(resolve(run)), records: await readMetrics(join(run, 'metrics.jsonl')) });
     await writeFileAtomic(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));

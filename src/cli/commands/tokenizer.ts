@@ -1,6 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError, check } from '../../errors.js';
 import { TEXT_FLAGS, type CommandSpec, type FlagValues } from '../args.js';
 import { cleanText, loadText } from '../../data/text.js';
@@ -11,7 +11,7 @@ import { findCheckpointDir } from '../../train/train.js';
 
 /** Which flags each subcommand takes; anything else given is a mistake worth naming. */
 const SUBCOMMAND_FLAGS: Record<string, readonly string[]> = {
-  train: ['data', 'vocab', 'out', 'text-field', 'no-eot', 'invalid-utf8'],
+  train: ['data', 'vocab', 'out', 'force', 'text-field', 'no-eot', 'invalid-utf8'],
   encode: ['tokenizer', 'text', 'file', 'allow-special', 'pieces', 'invalid-utf8'],
   decode: ['tokenizer', 'ids'],
 };
@@ -23,7 +23,7 @@ export const tokenizerCommand: CommandSpec = {
   name: 'tokenizer',
   summary: 'train a byte-level BPE tokenizer on your text, or encode/decode with a tokenizer',
   usage: [
-    'minigpt tokenizer train --data PATH --vocab N --out FILE [--no-eot] [--text-field NAME]',
+    'minigpt tokenizer train --data PATH --vocab N --out FILE [--force] [--no-eot] [--text-field NAME]',
     '       minigpt tokenizer encode --tokenizer FILE|DIR|gpt2 (--text STRING | --file PATH) [--allow-special] [--pieces]',
     '       minigpt tokenizer decode --tokenizer FILE|DIR|gpt2 --ids "ID ID ..."',
   ].join('\n'),
@@ -32,6 +32,7 @@ export const tokenizerCommand: CommandSpec = {
     data: { type: 'string', value: 'PATH', description: 'train: text file, .jsonl file or folder to learn from' },
     vocab: { type: 'int', min: 256, max: 1 << 21, value: 'N', description: 'train: tokens in all (256 bytes + merges + <|endoftext|>)' },
     out: { type: 'string', value: 'FILE', description: 'train: where to write the tokenizer JSON' },
+    force: { type: 'boolean', description: 'train: replace --out even if it is not a tokenizer file (an existing tokenizer is replaced anyway)' },
     'text-field': { type: 'string', value: 'NAME', description: 'train: field holding the text in .jsonl files', default: 'text' },
     'no-eot': { type: 'boolean', description: `train: no ${END_OF_TEXT} special token` },
     'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: 'train/encode: invalid UTF-8 in the file: stop with an error, or replace it and warn' },
@@ -79,6 +80,7 @@ async function train(v: FlagValues): Promise<void> {
   const out = v.out;
   const existing = await stat(out).catch(() => null);
   check(!existing?.isDirectory(), `--out ${out} is a folder; give a file name such as ${join(out, 'tokenizer.json')}`);
+  await checkOutputFile(out, { what: 'minigpt tokenizer file', force: Boolean(v.force), isOurs: isTokenizerFile });
   const text = cleanText(await loadText(v.data, { textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace', onWarning: warn }));
   const start = performance.now();
   const tokenizer = trainBpe(text, { vocabSize: v.vocab, specialTokens: v['no-eot'] ? [] : [END_OF_TEXT] });
@@ -126,6 +128,28 @@ function showToken(tokenizer: Tokenizer, id: number): string {
     return JSON.stringify(strict.decode(bytes));
   } catch {
     return `"${Array.from(bytes, (b) => (b < 0x80 ? JSON.stringify(String.fromCharCode(b)).slice(1, -1) : `\\x${b.toString(16).padStart(2, '0')}`)).join('')}"`;
+  }
+}
+
+/**
+ * Whether `path` holds one of our tokenizer files: JSON the tokenizer loader accepts, or at
+ * least an object shaped like what `tokenizer train` writes ("type": "bpe" and a "merges" list).
+ */
+async function isTokenizerFile(path: string): Promise<boolean> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch {
+    return false;
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) return false;
+  const fields = json as Record<string, unknown>;
+  if (fields['type'] === 'bpe' && Array.isArray(fields['merges'])) return true;
+  try {
+    tokenizerFromJson(json, path);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -1,0 +1,160 @@
+/**
+ * Nothing a user made is ever lost: commands that write --out refuse to replace a checkpoint or
+ * a file that is not one of theirs unless --force is given (one clear line, exit 1, the file
+ * untouched byte for byte), and flags that would be silently ignored are errors.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+const root = mkdtempSync(join(tmpdir(), 'minigpt-guards-'));
+
+const run = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: root, timeout: 60_000 });
+
+/** Exit 1 and exactly one line on stderr, `minigpt: error: ...` matching `re`. */
+function assertRefused(r: ReturnType<typeof run>, re: RegExp): void {
+  assert.equal(r.status, 1, `exit ${r.status}; stderr: ${r.stderr}`);
+  const lines = r.stderr.split('\n').filter((l) => l.trim() && !/XDG_RUNTIME_DIR/.test(l));
+  assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+  assert.match(lines[0]!, /^minigpt: error: /);
+  assert.match(lines[0]!, re);
+}
+
+function assertOk(r: ReturnType<typeof run>): void {
+  assert.equal(r.status, 0, `exit ${r.status}; stderr: ${r.stderr}`);
+}
+
+/** Every file under `dir` (relative path -> bytes), to compare before and after. */
+function snapshot(dir: string, prefix = ''): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const name of readdirSync(dir).sort()) {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) for (const [k, b] of snapshot(path, `${prefix}${name}/`)) out.set(k, b);
+    else out.set(prefix + name, readFileSync(path));
+  }
+  return out;
+}
+
+// A trained run (1 step): its checkpoint has weights, optimizer state and trainer state.
+const MODEL = ['--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '8'];
+const TINY = [...MODEL, '--batch', '2', '--backend', 'reference'];
+writeFileSync(join(root, 'abc.txt'), 'abcdefghijklmnopqrstuvwxyz the cat sat\n'.repeat(50));
+const trained = join(root, 'trained');
+const made = run(['train', '--data', join(root, 'abc.txt'), '--out', trained, '--steps', '1', ...TINY, '--eval-every', '0', '--sample-every', '0', '--quiet']);
+if (made.status !== 0) throw new Error(`cannot train the fixture run: ${made.stderr}`);
+const ckpt = join(trained, 'checkpoint');
+const USER_TEXT = 'my notes, not a minigpt file\n';
+
+test('init refuses to replace a trained checkpoint without --force, and replaces it with --force', () => {
+  const before = snapshot(ckpt);
+  assert.ok(before.has('optimizer.safetensors') && before.has('trainer_state.json'));
+  assertRefused(run(['init', '--out', ckpt, '--chars', 'abc', ...MODEL]), /exists and is not empty.*--force/);
+  assert.deepEqual(snapshot(ckpt), before);
+
+  const copy = join(root, 'init-force');
+  assertOk(run(['init', '--out', copy, '--chars', 'abc', ...MODEL]));
+  assertOk(run(['init', '--out', copy, '--chars', 'abcd', ...MODEL, '--force']));
+  assert.match(readFileSync(join(copy, 'tokenizer.minigpt.json'), 'utf8'), /"d"/);
+  // A file where the checkpoint would go stays refused, even with --force.
+  writeFileSync(join(root, 'notes-init.txt'), USER_TEXT);
+  assertRefused(run(['init', '--out', join(root, 'notes-init.txt'), '--chars', 'abc', ...MODEL, '--force']), /notes-init\.txt/);
+  assert.equal(readFileSync(join(root, 'notes-init.txt'), 'utf8'), USER_TEXT);
+  assert.match(run(['init', '--help']).stdout, /--force/);
+});
+
+test('import refuses to replace a trained checkpoint without --force, and replaces it with --force', () => {
+  const hf = join(root, 'hf');
+  assertOk(run(['export', '--ckpt', trained, '--out', hf]));
+  const before = snapshot(ckpt);
+  assertRefused(run(['import', '--from', hf, '--out', ckpt]), /exists and is not empty.*--force/);
+  assert.deepEqual(snapshot(ckpt), before);
+
+  const target = join(root, 'import-force');
+  assertOk(run(['init', '--out', target, '--chars', 'xyz', ...MODEL]));
+  assertOk(run(['import', '--from', hf, '--out', target, '--force']));
+  assert.match(readFileSync(join(target, 'tokenizer.minigpt.json'), 'utf8'), /"q"/);
+  assert.match(run(['import', '--help']).stdout, /--force/);
+});
+
+test('import --from a file or a missing folder: one line saying it must be a Hugging Face model directory', () => {
+  writeFileSync(join(root, 'small.txt'), 'hello\n');
+  const out = join(root, 'never-imported');
+  assertRefused(run(['import', '--from', join(root, 'small.txt'), '--out', out]), /--from .*small\.txt is a file; --from must be a Hugging Face model directory \(config\.json \+ \*\.safetensors\)/);
+  assertRefused(run(['import', '--from', join(root, 'no-such-dir'), '--out', out]), /no-such-dir does not exist; --from must be a Hugging Face model directory/);
+});
+
+test('plot refuses to replace a file that is not an SVG; replaces an SVG, or anything with --force', () => {
+  const keep = join(root, 'keep.txt');
+  writeFileSync(keep, USER_TEXT);
+  assertRefused(run(['plot', trained, '--out', keep]), /keep\.txt exists and is not a minigpt plot.*--force/);
+  assert.equal(readFileSync(keep, 'utf8'), USER_TEXT);
+
+  const svg = join(root, 'old.svg');
+  writeFileSync(svg, '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>\n');
+  assertOk(run(['plot', trained, '--out', svg]));
+  assert.match(readFileSync(svg, 'utf8'), /^<svg[\s\S]*<path /);
+
+  assertOk(run(['plot', trained, '--out', keep, '--force']));
+  assert.match(readFileSync(keep, 'utf8'), /^<svg/);
+});
+
+test('tokenizer train refuses to replace a file that is not a tokenizer; replaces a tokenizer, or anything with --force', () => {
+  const data = join(root, 'words.txt');
+  writeFileSync(data, 'the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n'.repeat(20));
+  const train = (out: string, ...extra: string[]) => run(['tokenizer', 'train', '--data', data, '--vocab', '270', '--out', out, ...extra]);
+  const keep = join(root, 'keep2.txt');
+  writeFileSync(keep, USER_TEXT);
+  assertRefused(train(keep), /keep2\.txt exists and is not a minigpt tokenizer.*--force/);
+  assert.equal(readFileSync(keep, 'utf8'), USER_TEXT);
+  const other = join(root, 'other.json');
+  writeFileSync(other, '{"name": "my settings"}\n');
+  assertRefused(train(other), /other\.json exists and is not a minigpt tokenizer/);
+  assert.equal(readFileSync(other, 'utf8'), '{"name": "my settings"}\n');
+
+  const tok = join(root, 'tok.json');
+  assertOk(train(tok));
+  assertOk(train(tok, '--no-eot'));
+  assert.equal(JSON.parse(readFileSync(tok, 'utf8')).type, 'bpe');
+  assertOk(train(keep, '--force'));
+  assert.equal(JSON.parse(readFileSync(keep, 'utf8')).type, 'bpe');
+});
+
+test('lr-find refuses to replace a file that is not an SVG; replaces an earlier lr-find plot, or anything with --force', () => {
+  const lr = (out: string, ...extra: string[]) => run(['lr-find', '--data', join(root, 'abc.txt'), '--steps', '10', ...TINY, '--out', out, ...extra]);
+  const keep = join(root, 'keep3.txt');
+  writeFileSync(keep, USER_TEXT);
+  assertRefused(lr(keep), /keep3\.txt exists and is not a minigpt plot.*--force/);
+  assert.equal(readFileSync(keep, 'utf8'), USER_TEXT);
+
+  const svg = join(root, 'lr.svg');
+  assertOk(lr(svg));
+  assertOk(lr(svg));
+  assertOk(lr(keep, '--force'));
+  assert.match(readFileSync(keep, 'utf8'), /^<svg/);
+});
+
+test('lr-find --ckpt with a model-shape flag is an error, not silently ignored', () => {
+  const out = join(root, 'never-lr.svg');
+  for (const flags of [['--d-model', '64'], ['--n-layers', '6'], ['--tie-embeddings'], ['--vocab-size=300']]) {
+    const name = flags[0]!.split('=')[0]!;
+    assertRefused(run(['lr-find', '--ckpt', trained, ...flags, '--steps', '10', '--out', out]), new RegExp(`${name} conflicts with --ckpt \\(the checkpoint fixes the model shape\\)`));
+  }
+  assert.throws(() => statSync(out));
+});
+
+test('export picks the format from --out: x.gguf is a GGUF file; --format hf with a .gguf name is an error', () => {
+  const gguf = join(root, 'model.gguf');
+  assertOk(run(['export', '--ckpt', trained, '--out', gguf]));
+  assert.ok(statSync(gguf).isFile());
+  assert.equal(readFileSync(gguf).subarray(0, 4).toString('latin1'), 'GGUF');
+
+  const named = join(root, 'named.gguf');
+  assertRefused(run(['export', '--ckpt', trained, '--format', 'hf', '--out', named]), /--format hf .*\.gguf/);
+  assert.throws(() => statSync(named));
+  assert.match(run(['export', '--help']).stdout, /\.gguf/);
+});
