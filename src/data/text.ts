@@ -40,14 +40,14 @@ export async function loadText(path: string, opts: LoadTextOptions = {}): Promis
     text = await loadFolder(path, opts, replaced);
   } else if (info.isFile()) {
     const fileText = await loadFile(path, opts, replaced);
-    check(fileText !== null, `${path}: file is empty; point at a file with training text in it`);
+    check(fileText !== null, `${path}: file is empty; point at a file with text in it`);
     text = fileText;
   } else {
     throw new MinigptError(`${path}: not a regular file or folder; point at a text file or a folder of them`);
   }
 
   if (replaced.length > 0) opts.onWarning?.(describeReplacements(replaced));
-  check(text.trim() !== '', `${path}: contains no text, only whitespace; point at a file with training text in it`);
+  check(text.trim() !== '', `${path}: contains no text, only whitespace; point at a file with text in it`);
   return text;
 }
 
@@ -88,7 +88,7 @@ async function loadFolder(folder: string, opts: LoadTextOptions, replaced: Repla
   }
   check(
     texts.length > 0,
-    `${folder}: all ${textFiles.length} text files in the folder are empty; point at a folder with training text in it`,
+    `${folder}: all ${textFiles.length} text files in the folder are empty; point at a folder with text in it`,
   );
   return texts.join(DOCUMENT_SEPARATOR);
 }
@@ -235,7 +235,7 @@ function jsonlDocuments(path: string, text: string, textField: string): string {
     if (line === '') continue;
     documents.push(jsonlRecordText(line, `${path}:${index + 1}`, textField));
   }
-  check(documents.length > 0, `${path}: JSONL file has no records, only blank lines; point at a file with training text in it`);
+  check(documents.length > 0, `${path}: JSONL file has no records, only blank lines; point at a file with text in it`);
   return documents.join(DOCUMENT_SEPARATOR);
 }
 

@@ -115,6 +115,19 @@ export async function isCheckpointDir(dir: string): Promise<boolean> {
   }
 }
 
+/** True when `dir` holds a checkpoint written by training (with optimizer state to resume from). */
+export async function isTrainingCheckpoint(dir: string): Promise<boolean> {
+  return (await isCheckpointDir(dir)) && (await exists(join(dir, FILES.optimizer)));
+}
+
+/** What a config.json that is not ours is, for an error message. */
+function foreignConfigHint(json: Record<string, unknown> | null, dir: string): string {
+  if (json && (typeof json.model_type === 'string' || Array.isArray(json.architectures))) {
+    return `; it looks like a Hugging Face model directory: convert it with minigpt import --from ${dir} --out DIR`;
+  }
+  return '';
+}
+
 /**
  * A save killed between its two renames leaves no `dir` but a `.dir.old-*` sibling holding
  * the previous checkpoint: put it back. Leftover `.dir.tmp-*` siblings are unfinished saves
@@ -233,7 +246,7 @@ export async function loadCheckpoint(dir: string, opts: { training?: boolean } =
   }
   const configSource = join(dir, FILES.config);
   const configRaw = parseJson(await readChecked(dir, FILES.config, manifest), configSource) as Record<string, unknown>;
-  check(configRaw?.format === CHECKPOINT_FORMAT, `${configSource} is not a minigpt checkpoint config (format is ${JSON.stringify(configRaw?.format)})`);
+  check(configRaw?.format === CHECKPOINT_FORMAT, () => `${configSource} is not a minigpt checkpoint config (format is ${JSON.stringify(configRaw?.format)})${foreignConfigHint(configRaw, dir)}`);
   check(
     configRaw.format_version === CHECKPOINT_VERSION,
     `${configSource} has format_version ${JSON.stringify(configRaw.format_version)}; this minigpt reads version ${CHECKPOINT_VERSION}`,

@@ -7,7 +7,7 @@
  *   metrics.jsonl   one JSON object per logged step and per evaluation
  *   loss.svg        train and validation loss, redrawn at every evaluation
  */
-import { appendFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import type { Backend } from '../backend/types.js';
@@ -21,8 +21,8 @@ import { evaluateLoss } from './evaluate.js';
 import { createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
-import { loadCheckpoint, saveCheckpoint, isCheckpointDir, recoverInterruptedSave } from '../io/checkpoint.js';
-import { ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
+import { loadCheckpoint, saveCheckpoint, isCheckpointDir, isTrainingCheckpoint, recoverInterruptedSave } from '../io/checkpoint.js';
+import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
 import { loadText, cleanText, splitTrainVal, type CleanOptions } from '../data/text.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
@@ -64,6 +64,12 @@ export interface TrainOptions {
   out?: string;
   /** Run or checkpoint directory to continue from, exactly. */
   resume?: string;
+  /**
+   * Fine-tune: start a new run from this checkpoint's weights (any minigpt checkpoint: one from
+   * `train`, `init` or `import`), with its model config and tokenizer, a fresh optimizer and
+   * schedule. Model-shape options that differ from the checkpoint's are an error (dropout may change).
+   */
+  initFrom?: string;
   evalEvery?: number;
   /** Validation windows per evaluation. */
   evalWindows?: number;
@@ -126,6 +132,10 @@ export interface EvalInfo {
   step: number;
   valLoss: number;
   bestValLoss: number;
+  /** Validation tokens scored. */
+  tokens: number;
+  /** The evaluation at the end of the run, over the whole validation split (up to 4096 windows). */
+  final: boolean;
 }
 
 export interface TrainSummary {
@@ -194,10 +204,16 @@ async function isRunDirOrAbsent(dir: string): Promise<boolean> {
   return entries.length === 0 || entries.includes('metrics.jsonl') || entries.includes('checkpoint');
 }
 
-/** A run directory or a checkpoint directory -> the checkpoint directory. */
+/**
+ * A run directory or a checkpoint directory -> the checkpoint directory. A run directory's
+ * `checkpoint/` is taken even when broken, so that loading it says what is wrong with it.
+ */
 export async function findCheckpointDir(dir: string): Promise<string> {
   await recoverInterruptedSave(join(dir, 'checkpoint')).catch(() => {});
-  if (await isCheckpointDir(join(dir, 'checkpoint'))) return join(dir, 'checkpoint');
+  if (await exists(join(dir, 'checkpoint', 'config.json'))) return join(dir, 'checkpoint');
+  if (!(await exists(join(dir, 'config.json'))) && (await exists(join(dir, 'metrics.jsonl')))) {
+    throw new MinigptError(`the run ${dir} has no checkpoint yet (it stopped before its first save)`);
+  }
   return dir;
 }
 
@@ -211,12 +227,25 @@ export async function recordLatestRun(runDir: string): Promise<void> {
   }
 }
 
-/** The run most recently started from this working directory (runs/latest). */
+/**
+ * The run most recently started from this working directory (runs/latest); when that one has no
+ * checkpoint (it stopped before its first save), the run in ./runs with the newest checkpoint.
+ */
 export async function latestRun(): Promise<string> {
+  let latest = '';
   try {
-    const p = (await readFile(join('runs', 'latest'), 'utf8')).trim();
-    if (p) return p;
-  } catch { /* fall through */ }
+    latest = (await readFile(join('runs', 'latest'), 'utf8')).trim();
+  } catch { /* none recorded */ }
+  if (latest && (await isCheckpointDir(join(latest, 'checkpoint')))) return latest;
+  let newest: { dir: string; time: number } | null = null;
+  for (const name of await readdir('runs').catch(() => [] as string[])) {
+    const dir = resolve('runs', name);
+    if (!(await isCheckpointDir(join(dir, 'checkpoint')))) continue;
+    const time = (await stat(join(dir, 'checkpoint', 'config.json'))).mtimeMs;
+    if (!newest || time > newest.time) newest = { dir, time };
+  }
+  if (newest) return newest.dir;
+  if (latest) throw new MinigptError(`no --ckpt given and the latest run, ${latest}, has no checkpoint yet (it stopped before its first save); pass --ckpt DIR`);
   throw new MinigptError('no --ckpt given and no previous run found in ./runs; train first (npx minigpt train) or pass --ckpt DIR');
 }
 
@@ -264,6 +293,9 @@ export async function loadTrainingData(
   if (o.data && (await isShardDir(o.data))) {
     const shards = await openShards(o.data);
     if (existing) checkShardsTokenizer(existing, shards.tokenizer, o.data);
+    const made = `${o.data} was prepared with a ${describeTokenizer(shards.tokenizer)}, which training on it keeps; drop the flag, or prepare the data again with another --tokenizer`;
+    if (!existing && o.tokenizer !== undefined && o.tokenizer !== shards.tokenizer.kind) { shards.close(); throw new MinigptError(`--tokenizer ${o.tokenizer} conflicts with the shards: ${made}`); }
+    if (!existing && o.bpeVocab !== undefined && !(shards.tokenizer.kind === 'bpe' && shards.tokenizer.vocabSize === o.bpeVocab)) { shards.close(); throw new MinigptError(`--bpe-vocab ${o.bpeVocab} conflicts with the shards: ${made}`); }
     const val = o.valData ? memoryTokens(encodeAll(existing ?? shards.tokenizer, (await loadTokens(o.valData, o)).text, o.valData)) : shards.val;
     return { tokenizer: existing ?? shards.tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)` };
   }
@@ -289,16 +321,34 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   check(o.lr > 0, `--lr must be positive (got ${o.lr})`);
   check(o.minLr >= 0 && o.minLr <= o.lr, `--min-lr must be between 0 and --lr (got ${o.minLr})`);
 
-  // --- resume or start ---
+  // --- resume, fine-tune or start ---
+  check(!(o.resume && o.initFrom), '--resume and --init-from exclude each other: --resume continues a run exactly, --init-from starts a new run from a checkpoint\'s weights');
   const resumeDir = o.resume ? await findCheckpointDir(resolve(o.resume)) : null;
+  if (resumeDir && (await isCheckpointDir(resumeDir)) && !(await isTrainingCheckpoint(resumeDir))) {
+    throw new MinigptError(`${resumeDir} has no optimizer state (it was written by init or import, not by a training run), so there is no run to resume; fine-tune it with --init-from ${o.resume} instead`);
+  }
   const resumed = resumeDir ? await loadCheckpoint(resumeDir, { training: true }) : null;
   const prior = resumed ? (resumed.training!.trainer as unknown as TrainerState) : null;
-  if (resumed) {
-    // The tokenizer is part of the model: a resumed run cannot change it.
-    const t = resumed.tokenizer;
-    const keep = `a resumed run keeps its ${describeTokenizer(t)}; drop the flag, or start a new run with another --out`;
-    check(opts.tokenizer === undefined || opts.tokenizer === t.kind, () => `--tokenizer ${opts.tokenizer} conflicts with the run being resumed: ${keep}`);
-    check(opts.bpeVocab === undefined || t.kind !== 'bpe' || opts.bpeVocab === t.vocabSize, () => `--bpe-vocab ${opts.bpeVocab} conflicts with the run being resumed: ${keep}`);
+  const initDir = o.initFrom ? await findCheckpointDir(resolve(o.initFrom)) : null;
+  const initial = initDir ? await loadCheckpoint(initDir) : null;
+  const base = resumed ?? initial;
+  if (base) {
+    // The tokenizer is part of the model: a resumed or fine-tuned run cannot change it.
+    const t = base.tokenizer;
+    const what = resumed ? 'the run being resumed' : `--init-from ${o.initFrom}`;
+    const keep = `${resumed ? 'a resumed run' : 'a fine-tuned model'} keeps its ${describeTokenizer(t)}; drop the flag${resumed ? ', or start a new run with another --out' : ''}`;
+    check(opts.tokenizer === undefined || opts.tokenizer === t.kind, () => `--tokenizer ${opts.tokenizer} conflicts with ${what}: ${keep}`);
+    check(opts.bpeVocab === undefined || t.kind !== 'bpe' || opts.bpeVocab === t.vocabSize, () => `--bpe-vocab ${opts.bpeVocab} conflicts with ${what}: ${keep}`);
+  }
+  const flag = (name: string): string => `--${name.replace(/_/g, '-').replace(/[A-Z]/g, (ch) => `-${ch.toLowerCase()}`)}`;
+  if (initial) {
+    // The checkpoint fixes the architecture; dropout is a training setting and may change.
+    const conflicts: string[] = [];
+    for (const [k, want] of Object.entries(opts.model ?? {})) {
+      const have = (initial.config as unknown as Record<string, unknown>)[k];
+      if (k !== 'dropout' && want !== undefined && want !== have) conflicts.push(`${flag(k)} ${want} (the checkpoint has ${have})`);
+    }
+    check(conflicts.length === 0, () => `${conflicts.join(', ')}: --init-from ${o.initFrom} fixes the model's shape; drop ${conflicts.length > 1 ? 'those flags' : 'the flag'}`);
   }
   if (prior) {
     // A resumed run keeps its own model and optimisation settings, so it continues exactly; only
@@ -306,7 +356,6 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // given with a different value is an error rather than silently ignored.
     const p = prior.options as { batch: number; accum: number; lr: number; min_lr: number; warmup: number; weight_decay: number; grad_clip: number; seed: number };
     const conflicts: string[] = [];
-    const flag = (name: string): string => `--${name.replace(/_/g, '-').replace(/[A-Z]/g, (ch) => `-${ch.toLowerCase()}`)}`;
     for (const [k, want] of Object.entries(opts.model ?? {})) {
       const have = (resumed!.config as unknown as Record<string, unknown>)[k];
       if (want !== undefined && want !== have) conflicts.push(`${flag(k)} ${want} (the run has ${have})`);
@@ -316,6 +365,11 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     for (const [k, have] of runOptions) if (opts[k] !== undefined && opts[k] !== have) conflicts.push(`${flag(k)} ${String(opts[k])} (the run has ${have})`);
     check(conflicts.length === 0, () => `${conflicts.join(', ')}: a resumed run keeps its model and training settings so that it continues exactly; drop ${conflicts.length > 1 ? 'those flags' : 'the flag'}, or start a new run with another --out`);
     Object.assign(o, { batch: p.batch, accum: p.accum, lr: p.lr, minLr: p.min_lr, warmup: p.warmup, weightDecay: p.weight_decay, gradClip: p.grad_clip, seed: p.seed });
+    const total = opts.steps ?? prior.total_steps;
+    check(resumed!.training!.step < total, () => `${dirname(resumeDir!)} has already trained its ${total} steps; pass a larger --steps to train it further`);
+  } else if (opts.warmup === undefined) {
+    // A short run reaches its peak learning rate within its first tenth.
+    o.warmup = Math.min(TRAIN_DEFAULTS.warmup, Math.floor(o.steps / 10));
   }
   const runDir = resolve(o.out ?? (resumeDir ? dirname(resumeDir) : defaultRunDir()));
   const ckptDir = join(runDir, 'checkpoint');
@@ -330,13 +384,15 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
   const textField = o.textField ?? prior?.text_field ?? undefined;
   const { tokenizer, train: trainStream, val: valStream, dataName } = await loadTrainingData({
-    data: dataPath, valData: valPath, textField, tokenizer: o.tokenizer, bpeVocab: o.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
+    data: dataPath, valData: valPath, textField, tokenizer: opts.tokenizer, bpeVocab: opts.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
     clean: o.clean, invalidUtf8: o.invalidUtf8,
-  }, resumed?.tokenizer);
+  }, base?.tokenizer);
 
   const config = resumed
     ? resumed.config
-    : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize });
+    : initial
+      ? { ...initial.config, dropout: opts.model?.dropout ?? initial.config.dropout }
+      : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize });
   check(config.vocab_size >= tokenizer.vocabSize, `--vocab-size ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`);
   const T = config.context, B = o.batch;
   check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller --context`);
@@ -345,6 +401,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
   // A backend made here is released here; one passed in stays the caller's.
   try {
+    const gpu = backend as { software?: boolean; adapterInfo?: string };
+    if (gpu.software) (o.onWarning ?? o.onMessage)?.(`the WebGPU adapter is a software renderer (${gpu.adapterInfo}) that runs on the CPU: expect training far slower than --backend cpu`);
     const model = createModel(backend, config);
     await tuneKernels(model, B, T);
     const opt = createOptimizer(model, { weightDecay: o.weightDecay, gradClip: o.gradClip });
@@ -361,6 +419,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       elapsedBefore = prior!.elapsed;
       bestVal = prior!.best_val_loss;
       o.onMessage?.(`resuming ${resumeDir} at step ${step} of ${totalSteps}`);
+    } else if (initial) {
+      setWeights(model, initial.weights);
+      o.onMessage?.(`fine-tuning from ${initDir}`);
     } else {
       setWeights(model, initialWeights(config, model.layout, createRng(o.seed)));
     }
@@ -397,11 +458,11 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       }
       o.onSave?.({ step, path: ckptDir });
     };
-    const evaluate = async (windows: number = o.evalWindows): Promise<number> => {
-      const { loss } = await evaluateLoss(model, valStream, B, T, windows);
+    const evaluate = async (final = false): Promise<number> => {
+      const { loss, tokens } = await evaluateLoss(model, valStream, B, T, final ? FINAL_EVAL_WINDOWS : o.evalWindows);
       if (bestVal === null || loss < bestVal) bestVal = loss;
-      await log({ step, val_loss: loss });
-      o.onEval?.({ step, valLoss: loss, bestValLoss: bestVal });
+      await log({ step, val_loss: loss, ...(final ? { final: true } : {}) });
+      o.onEval?.({ step, valLoss: loss, bestValLoss: bestVal, tokens, final });
       await replot();
       return loss;
     };
@@ -423,7 +484,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const t0 = performance.now();
     const startStep = step;
     let lastLoss = NaN, skipped = 0, interrupted = false, consecutiveBad = 0, checkedStep = step;
-    if (!resumed) await log({ step: 0, event: 'start', config, tokenizer: tokenizer.kind, data: dataName });
+    if (!resumed) await log({ step: 0, event: 'start', config, tokenizer: tokenizer.kind, data: dataName, ...(initDir ? { init_from: initDir } : {}) });
 
     // Steps run in windows of up to `syncEvery` between read backs. Each step leaves its mean loss
     // and squared gradient norm in `stepStats` on the device, and the device itself skips an update
@@ -506,7 +567,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     }
 
     // The final validation loss covers the whole validation split (up to FINAL_EVAL_WINDOWS).
-    if (!interrupted) await evaluate(FINAL_EVAL_WINDOWS);
+    if (!interrupted) await evaluate(true);
     await save();
     const seconds = (performance.now() - t0) / 1000;
     return {

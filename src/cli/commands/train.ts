@@ -4,13 +4,31 @@ import { train, TRAIN_DEFAULTS, recordLatestRun } from '../../train/train.js';
 import { AMP_MODES } from '../../train/amp.js';
 import { formatDuration, formatRate, progressLine } from '../progress.js';
 import { readFile } from 'node:fs/promises';
-import { relative } from 'node:path';
+import { join, relative } from 'node:path';
+import { exists } from '../../util/fs.js';
+import { onOutputClosed } from '../output.js';
 
-/** "90", "90s", "15m", "1.5h" -> seconds. */
+const plural = (n: number, word: string): string => `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
+
+/** "90", "90s", "15m", "1.5h", "1h30m" -> seconds (more than zero). */
 export function parseDuration(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(s|m|h)?$/.exec(text.trim());
-  if (!m) throw new MinigptError(`--max-time must be a duration like 90s, 10m or 1h (got "${text}")`);
-  return Number(m[1]) * (m[2] === 'h' ? 3600 : m[2] === 'm' ? 60 : 1);
+  const t = text.trim().toLowerCase();
+  const bad = (): never => { throw new MinigptError(`--max-time must be a duration like 90s, 10m, 1h or 1h30m (got "${text}")`); };
+  if (/^\d+(?:\.\d+)?$/.test(t)) return positive(Number(t));
+  if (!/^(?:\d+(?:\.\d+)?[hms])+$/.test(t)) bad();
+  let seconds = 0, last = Infinity;
+  for (const [, n, unit] of t.matchAll(/(\d+(?:\.\d+)?)([hms])/g)) {
+    const size = unit === 'h' ? 3600 : unit === 'm' ? 60 : 1;
+    if (size >= last) bad(); // units in order, each once: 1h30m, not 30m1h or 1m1m
+    last = size;
+    seconds += Number(n) * size;
+  }
+  return positive(seconds);
+
+  function positive(s: number): number {
+    check(s > 0, `--max-time must be more than zero (got "${text}")`);
+    return s;
+  }
 }
 
 const TRAIN_FLAGS = {
@@ -26,13 +44,14 @@ const TRAIN_FLAGS = {
   'max-time': { type: 'string', value: 'DURATION', description: 'stop after this long (e.g. 10m), whichever comes first' },
   lr: { type: 'number', above: 0, value: 'X', description: 'peak learning rate', default: TRAIN_DEFAULTS.lr },
   'min-lr': { type: 'number', min: 0, value: 'X', description: 'learning rate at the end of the cosine decay', default: TRAIN_DEFAULTS.minLr },
-  warmup: { type: 'int', min: 0, value: 'N', description: 'linear warmup steps', default: TRAIN_DEFAULTS.warmup },
+  warmup: { type: 'int', min: 0, value: 'N', description: `linear warmup steps (default ${TRAIN_DEFAULTS.warmup}, or a tenth of --steps when that is fewer)` },
   'weight-decay': { type: 'number', min: 0, value: 'X', description: 'AdamW decoupled weight decay (matrices only)', default: TRAIN_DEFAULTS.weightDecay },
   'grad-clip': { type: 'number', min: 0, value: 'X', description: 'max global gradient norm (0: off)', default: TRAIN_DEFAULTS.gradClip },
   amp: { type: 'string', choices: AMP_MODES, description: 'mixed precision', default: TRAIN_DEFAULTS.amp },
   seed: { type: 'int', min: 0, value: 'S', description: 'random seed (weights, batches, dropout)', default: TRAIN_DEFAULTS.seed },
   out: { type: 'string', value: 'DIR', description: 'run directory (default: runs/run-DATE-TIME)' },
   resume: { type: 'string', value: 'DIR', description: 'continue a run (run or checkpoint directory) exactly where it stopped' },
+  'init-from': { type: 'string', value: 'DIR', description: "fine-tune: a new run starting from a checkpoint's weights, model and tokenizer (from train, init or import)" },
   'eval-every': { type: 'int', min: 0, value: 'N', description: 'validation loss every N steps (0: only at the end)', default: TRAIN_DEFAULTS.evalEvery },
   'sample-every': { type: 'int', min: 0, value: 'N', description: 'print a sample every N steps (0: never)', default: TRAIN_DEFAULTS.sampleEvery },
   'save-every': { type: 'int', min: 0, value: 'N', description: 'checkpoint every N steps (and always at the end)', default: TRAIN_DEFAULTS.saveEvery },
@@ -58,7 +77,7 @@ async function withConfigFile(v: FlagValues, argv: string[]): Promise<{ values: 
     json = JSON.parse(await readFile(v.config, 'utf8'));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new MinigptError(code ? `cannot read --config ${v.config} (${code})` : `--config ${v.config} is not valid JSON`);
+    throw new MinigptError(code === 'ENOENT' ? `--config ${v.config} does not exist` : code ? `cannot read --config ${v.config} (${code})` : `--config ${v.config} is not valid JSON`);
   }
   check(typeof json === 'object' && json !== null && !Array.isArray(json), `--config ${v.config} must hold a JSON object of flag values`);
   const out: FlagValues = { ...v };
@@ -88,9 +107,12 @@ export const trainCommand: CommandSpec = {
     '  minigpt train                                   # default model, embedded corpus',
     '  minigpt train --data shakespeare.txt --n-layers 4 --n-heads 4 --context 64 --batch 12 --steps 2000 --lr 1e-3',
     '  minigpt train --resume runs/run-20261127-120000 --steps 4000',
+    '  minigpt import --from ./SmolLM-135M --out smol && minigpt train --init-from smol --data notes.txt --steps 200 --lr 1e-4',
     '',
     'Ctrl-C saves a checkpoint and exits; --resume continues bit-exactly, keeping the run\'s model and',
     'training settings (a flag that differs from them is an error; --steps, --max-time and the cadences may change).',
+    '--init-from starts a new run (new --out, fresh optimizer and schedule) from any checkpoint\'s weights;',
+    'the model shape and tokenizer come from the checkpoint (--dropout may change). Exit status 130 after an interrupt.',
   ].join('\n'),
   async run(flags) {
     const argv = process.argv.slice(3);
@@ -112,12 +134,18 @@ export const trainCommand: CommandSpec = {
     };
     process.on('SIGINT', onSigint);
     process.on('SIGTERM', onSigint);
+    // Output closed under us (`minigpt train | head`): stop as Ctrl-C does, saving the run.
+    const offClosed = onOutputClosed(() => controller.abort());
     let lastVal = '';
     try {
       // Resuming: pass only the settings given on the command line (or in --config), so that
       // train() can refuse one that differs from the run's instead of taking a default for it.
       if (typeof v.resume === 'string') {
         for (const k of RESUME_FIXED) if (!set.has(k)) v[k] = undefined;
+      }
+      // Fine-tuning: the checkpoint gives the model shape; only shape flags given are checked against it.
+      if (typeof v['init-from'] === 'string') {
+        for (const k of Object.keys(MODEL_FLAGS)) if (!set.has(k)) v[k] = undefined;
       }
       const model = modelConfigFromFlags(v);
       const summary = await train({
@@ -133,7 +161,7 @@ export const trainCommand: CommandSpec = {
         lr: v.lr as number | undefined, minLr: v['min-lr'] === undefined ? undefined : Math.min(v['min-lr'] as number, (v.lr as number | undefined) ?? Infinity), warmup: v.warmup as number,
         weightDecay: v['weight-decay'] as number, gradClip: v['grad-clip'] as number,
         amp: v.amp as 'off' | 'fp16' | 'bf16', seed: v.seed as number,
-        out: v.out as string | undefined, resume: v.resume as string | undefined,
+        out: v.out as string | undefined, resume: v.resume as string | undefined, initFrom: v['init-from'] as string | undefined,
         evalEvery: v['eval-every'] as number, sampleEvery: v['sample-every'] as number, saveEvery: v['save-every'] as number,
         syncEvery: v['sync-every'] as number,
         backend: v.backend as string, threads: v.threads as number | undefined,
@@ -142,11 +170,11 @@ export const trainCommand: CommandSpec = {
           await recordLatestRun(s.runDir);
           const lines = [
             `run ${relative(process.cwd(), s.runDir) || s.runDir}`,
-            `model: ${s.parameters.toLocaleString('en-US')} parameters (d_model ${s.config.d_model}, ${s.config.n_heads} heads, ${s.config.n_layers} layers, context ${s.config.context}, ${s.config.mlp})`,
+            `model: ${s.parameters.toLocaleString('en-US')} parameters (d_model ${s.config.d_model}, ${plural(s.config.n_heads, 'head')}, ${plural(s.config.n_layers, 'layer')}, context ${s.config.context}, ${s.config.mlp})`,
             `data: ${s.dataName}, ${s.tokenizer} tokenizer (${s.vocabSize} tokens): ${s.trainTokens.toLocaleString('en-US')} train / ${s.valTokens.toLocaleString('en-US')} val tokens`,
             `backend ${s.backend}; ${s.tokensPerStep.toLocaleString('en-US')} tokens per step; steps ${s.startStep} -> ${s.totalSteps}`,
           ];
-          for (const l of lines) bar.print(l);
+          if (!quiet) for (const l of lines) bar.print(l);
         },
         onStep(s) {
           if (quiet) return;
@@ -154,26 +182,31 @@ export const trainCommand: CommandSpec = {
         },
         onEval(e) {
           lastVal = ` val ${e.valLoss.toFixed(4)}`;
-          if (!quiet) bar.print(`step ${e.step}: val loss ${e.valLoss.toFixed(4)} (best ${e.bestValLoss.toFixed(4)})`);
+          if (!quiet) bar.print(e.final
+            ? `step ${e.step}: final val loss ${e.valLoss.toFixed(4)} over the validation split (${e.tokens.toLocaleString('en-US')} tokens)`
+            : `step ${e.step}: val loss ${e.valLoss.toFixed(4)} (best ${e.bestValLoss.toFixed(4)})`);
         },
         onSample: quiet ? undefined : (s) => bar.print(`--- sample at step ${s.step} ---\n${s.text}\n---`),
-        onMessage: (m) => bar.print(m),
+        onMessage: (m) => { if (!quiet) bar.print(m); },
         onWarning: (m) => bar.print(`minigpt: warning: ${m}`),
       });
       bar.done();
       const rel = (p: string): string => relative(process.cwd(), p) || p;
+      const plot = join(summary.runDir, 'loss.svg');
       console.log([
-        summary.interrupted ? `stopped at step ${summary.steps} (interrupted); checkpoint saved` : `done: ${summary.steps} steps`,
+        summary.interrupted ? `stopped at step ${summary.steps} (interrupted); checkpoint saved` : `done: ${plural(summary.steps, 'step')}`,
         `  tokens seen   ${summary.tokensSeen.toLocaleString('en-US')} in ${formatDuration(summary.seconds)} (${formatRate(summary.tokensSeen / Math.max(summary.seconds, 1e-9))} tok/s this session)`,
-        `  final loss    ${summary.finalLoss.toFixed(4)}`,
+        Number.isFinite(summary.finalLoss) ? `  final loss    ${summary.finalLoss.toFixed(4)}` : '',
         `  best val loss ${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}`,
         summary.skippedSteps ? `  skipped steps ${summary.skippedSteps} (non-finite gradients)` : '',
         `  checkpoint    ${rel(summary.checkpoint)}`,
-        `  loss plot     ${rel(summary.runDir)}/loss.svg`,
+        (await exists(plot)) ? `  loss plot     ${rel(plot)}` : '',
         `next: npx minigpt sample --ckpt ${rel(summary.runDir)} --prompt "The "`,
       ].filter(Boolean).join('\n'));
+      return summary.interrupted && interrupts > 0 ? 130 : 0;
     } finally {
       bar.done();
+      offClosed();
       process.off('SIGINT', onSigint);
       process.off('SIGTERM', onSigint);
     }

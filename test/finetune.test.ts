@@ -1,0 +1,155 @@
+/** Fine-tuning from a checkpoint (--init-from), finished runs, short-run warmup, and finding the run a command means. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, writeFile, readFile, mkdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { train, latestRun, findCheckpointDir, type TrainOptions } from '../src/train/train.js';
+import { loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint.js';
+import { parseDuration } from '../src/cli/commands/train.js';
+import { MinigptError } from '../src/errors.js';
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+const CORPUS = Array.from({ length: 300 }, (_, i) => `the ${['cat', 'dog', 'bird'][i % 3]} sat on the ${['mat', 'log', 'hat'][(i * 7) % 3]}.`).join('\n');
+const TINY = { d_model: 16, n_heads: 2, n_layers: 1, context: 16 };
+
+async function setup(): Promise<{ root: string; data: string; base: (over?: Partial<TrainOptions>) => TrainOptions }> {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-ft-'));
+  const data = join(root, 'corpus.txt');
+  await writeFile(data, CORPUS);
+  const base = (over: Partial<TrainOptions> = {}): TrainOptions => ({
+    data, model: TINY, batch: 4, steps: 10, lr: 1e-2, minLr: 1e-3, warmup: 2,
+    evalEvery: 0, sampleEvery: 0, saveEvery: 0, evalWindows: 4, backend: 'reference', ...over,
+  });
+  return { root, data, base };
+}
+
+test('--init-from starts a new run from the weights, config and tokenizer of a checkpoint without optimizer state', async () => {
+  const { root, data, base } = await setup();
+  const first = await train(base({ out: join(root, 'a'), steps: 30 }));
+  // A weights-only checkpoint, as init and import write.
+  const src = await loadCheckpoint(first.checkpoint);
+  await saveCheckpoint(join(root, 'weights'), { config: src.config, weights: src.weights, tokenizer: src.tokenizer });
+
+  // --resume refuses it and points at --init-from.
+  await assert.rejects(train(base({ resume: join(root, 'weights') })), (e: unknown) => e instanceof MinigptError && /--init-from/.test(e.message));
+
+  let firstLoss = NaN;
+  const messages: string[] = [];
+  const tuned = await train({
+    data, batch: 4, steps: 5, lr: 1e-3, warmup: 0, evalEvery: 0, sampleEvery: 0, saveEvery: 0, evalWindows: 4, backend: 'reference',
+    initFrom: join(root, 'weights'), out: join(root, 'tuned'),
+    onStep: (s) => { if (s.step === 1) firstLoss = s.loss; }, onMessage: (m) => messages.push(m),
+  });
+  // Starting from trained weights, the first loss is already far below a fresh model's ln(vocab).
+  const fresh = await train(base({ out: join(root, 'fresh'), steps: 1, warmup: 0 }));
+  assert.ok(firstLoss < fresh.finalLoss - 0.5, `fine-tune starts at ${firstLoss}, a fresh model at ${fresh.finalLoss}`);
+  assert.ok(messages.some((m) => m.includes('fine-tuning from')));
+  const out = await loadCheckpoint(tuned.checkpoint, { training: true });
+  assert.deepEqual({ ...out.config }, { ...src.config });
+  assert.equal(out.training!.step, 5);
+  assert.deepEqual(out.tokenizer.encode('the cat'), src.tokenizer.encode('the cat'));
+  const metrics = (await readFile(join(root, 'tuned', 'metrics.jsonl'), 'utf8')).split('\n')[0];
+  assert.match(metrics, /"init_from"/);
+  // The fine-tuned run is an ordinary run: it resumes.
+  const more = await train({ resume: join(root, 'tuned'), steps: 7, backend: 'reference', evalEvery: 0, sampleEvery: 0, saveEvery: 0, evalWindows: 4 });
+  assert.equal(more.steps, 7);
+});
+
+test('--init-from refuses a different model shape, tokenizer, or --resume beside it', async () => {
+  const { root, base } = await setup();
+  const first = await train(base({ out: join(root, 'a'), steps: 2 }));
+  const tune = (over: Partial<TrainOptions>) => train({ ...base({ out: join(root, `t${Math.random()}`), model: undefined }), initFrom: first.runDir, ...over });
+  await assert.rejects(tune({ model: { d_model: 32 } }), /--d-model 32 \(the checkpoint has 16\).*fixes the model's shape/);
+  await assert.rejects(tune({ tokenizer: 'gpt2' }), /--tokenizer gpt2 conflicts with --init-from/);
+  await assert.rejects(tune({ resume: first.runDir }), /--resume and --init-from exclude each other/);
+  // Dropout is a training setting: it may change.
+  const ok = await tune({ model: { dropout: 0.1 }, steps: 1 });
+  assert.equal((await loadCheckpoint(ok.checkpoint)).config.dropout, 0.1);
+});
+
+test('resuming a run that has done its steps is a clear error, not a second final evaluation', async () => {
+  const { root, base } = await setup();
+  const first = await train(base({ out: join(root, 'a'), steps: 3 }));
+  await assert.rejects(train({ resume: first.runDir, backend: 'reference' }), /has already trained its 3 steps; pass a larger --steps/);
+});
+
+test('without --warmup a short run warms up over a tenth of its steps', async () => {
+  const { root, base } = await setup();
+  const lrs: number[] = [];
+  await train({ ...base({ out: join(root, 'a'), steps: 20, lr: 1e-2, minLr: 1e-2 }), warmup: undefined, onStep: (s) => lrs.push(s.lr) });
+  assert.equal(lrs[0], 5e-3); // step 1 of a 2-step warmup
+  assert.equal(lrs[1], 1e-2); // the peak lr, reached at step 2 (a 50-step warmup would be at 4e-4)
+  const state = JSON.parse(await readFile(join(root, 'a', 'checkpoint', 'trainer_state.json'), 'utf8'));
+  assert.equal(state.options.warmup, 2);
+});
+
+test('the final evaluation says it is the final one', async () => {
+  const { root, base } = await setup();
+  const evals: { final: boolean; tokens: number }[] = [];
+  await train(base({ out: join(root, 'a'), steps: 4, evalEvery: 2, onEval: (e) => evals.push({ final: e.final, tokens: e.tokens }) }));
+  assert.deepEqual(evals.map((e) => e.final), [false, false, true]);
+  assert.ok(evals[2].tokens >= evals[0].tokens && evals[0].tokens > 0);
+});
+
+test('the latest run without a checkpoint falls back to the newest run that has one; a broken run checkpoint is named as broken', async () => {
+  const { root, base } = await setup();
+  const cwd = process.cwd();
+  process.chdir(root);
+  try {
+    const good = await train(base({ out: join(root, 'runs', 'good'), steps: 1 }));
+    await mkdir(join(root, 'runs', 'died'), { recursive: true });
+    await writeFile(join(root, 'runs', 'died', 'metrics.jsonl'), '{"step":0}\n');
+    await writeFile(join(root, 'runs', 'latest'), join(root, 'runs', 'died') + '\n');
+    assert.equal(await latestRun(), good.runDir);
+    await assert.rejects(findCheckpointDir(join(root, 'runs', 'died')), /has no checkpoint yet/);
+    await rm(join(root, 'runs', 'good'), { recursive: true });
+    await assert.rejects(latestRun(), /the latest run, .*died, has no checkpoint yet/);
+  } finally {
+    process.chdir(cwd);
+  }
+  // A broken config.json in a run's checkpoint: the error is about that file, not "no config.json".
+  const r = await train(base({ out: join(root, 'b'), steps: 1 }));
+  await writeFile(join(r.checkpoint, 'config.json'), '{ broken');
+  assert.equal(await findCheckpointDir(r.runDir), r.checkpoint);
+  await assert.rejects(loadCheckpoint(await findCheckpointDir(r.runDir)), (e: unknown) => e instanceof MinigptError && !/no config\.json/.test(e.message));
+});
+
+test('a Hugging Face directory given as a checkpoint says to import it', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-hfdir-'));
+  await writeFile(join(root, 'config.json'), JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'] }));
+  await assert.rejects(loadCheckpoint(root), /looks like a Hugging Face model directory: convert it with minigpt import/);
+});
+
+test('--max-time takes compound durations and refuses zero', () => {
+  assert.equal(parseDuration('1h30m'), 5400);
+  assert.equal(parseDuration('2m30s'), 150);
+  assert.equal(parseDuration('90'), 90);
+  assert.equal(parseDuration('1.5h'), 5400);
+  assert.throws(() => parseDuration('0'), /more than zero/);
+  assert.throws(() => parseDuration('0m'), /more than zero/);
+  assert.throws(() => parseDuration('30m1h'), /duration like/);
+  assert.throws(() => parseDuration('soon'), /duration like/);
+});
+
+test('train --init-from on the command line fine-tunes; --tokenizer with shards that differ is refused', async () => {
+  const { root, data } = await setup();
+  const tiny = ['--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '4', '--backend', 'reference', '--eval-every', '0', '--sample-every', '0'];
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: root });
+  let r = run('init', '--out', join(root, 'init'), '--data', data, '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16');
+  assert.equal(r.status, 0, r.stderr);
+  r = run('train', '--init-from', join(root, 'init'), '--data', data, '--steps', '2', '--batch', '4', '--backend', 'reference', '--eval-every', '0', '--sample-every', '0', '--out', join(root, 'ft'));
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /done: 2 steps/);
+  r = run('train', '--init-from', join(root, 'init'), '--data', data, '--steps', '2', '--n-layers', '3', '--out', join(root, 'ft2'));
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, /--n-layers 3 \(the checkpoint has 1\)/);
+  r = run('prepare', '--data', data, '--tokenizer', 'char', '--out', join(root, 'shards'));
+  assert.equal(r.status, 0, r.stderr);
+  r = run('train', '--data', join(root, 'shards'), '--tokenizer', 'gpt2', '--steps', '2', ...tiny, '--out', join(root, 'sh'));
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /--tokenizer gpt2 conflicts with the shards/);
+});
