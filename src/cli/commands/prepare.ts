@@ -6,7 +6,8 @@ import type { Tokenizer, TokenizerKind } from '../../data/tokenizer.js';
 import { loadTokenizer } from './tokenizer.js';
 
 const MB = 1024 * 1024;
-const formatMB = (bytes: number): string => `${(bytes / MB).toFixed(1)} MB`;
+const formatMB = (bytes: number): string =>
+  bytes >= MB / 10 ? `${(bytes / MB).toFixed(1)} MB` : bytes >= 1024 ? `${(bytes / 1024).toFixed(1)} KB` : `${bytes} bytes`;
 const formatCount = (n: number): string => n.toLocaleString('en-US');
 const formatTokenRate = (perSecond: number): string =>
   perSecond >= 1e6 ? `${(perSecond / 1e6).toFixed(1)}M` : formatRate(perSecond);
