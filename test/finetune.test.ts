@@ -153,3 +153,13 @@ test('train --init-from on the command line fine-tunes; --tokenizer with shards 
   assert.equal(r.status, 1);
   assert.match(r.stderr, /--tokenizer gpt2 conflicts with the shards/);
 });
+
+test('without minLr the cosine decay ends at a tenth of lr, for any lr; a run folder loads as its checkpoint', async () => {
+  const { root, base } = await setup();
+  const lrs: number[] = [];
+  const r = await train({ ...base({ out: join(root, 'a'), steps: 10, lr: 1e-4, warmup: 0 }), minLr: undefined, onStep: (s) => lrs.push(s.lr) });
+  assert.ok(Math.abs(lrs.at(-1)! - 1e-5) < 1e-12, `last lr ${lrs.at(-1)}`);
+  assert.ok(lrs[4] < 1e-4 && lrs[4] > 1e-5);
+  // loadCheckpoint takes the run folder the CLI takes.
+  assert.equal((await loadCheckpoint(r.runDir)).config.d_model, 16);
+});

@@ -70,7 +70,7 @@ const BACKENDS: readonly PageBackend[] = ['auto', 'webgpu', 'cpu', 'reference'];
 /** The run the query string asks for: the CLI's defaults (TRAIN_DEFAULTS, DEFAULT_CONFIG) unless overridden. */
 export function parseQuery(search: string): PageOptions {
   const o: PageOptions = {
-    backend: 'auto', steps: TRAIN_DEFAULTS.steps, batch: TRAIN_DEFAULTS.batch, lr: TRAIN_DEFAULTS.lr, minLr: TRAIN_DEFAULTS.minLr,
+    backend: 'auto', steps: TRAIN_DEFAULTS.steps, batch: TRAIN_DEFAULTS.batch, lr: TRAIN_DEFAULTS.lr, minLr: TRAIN_DEFAULTS.lr / 10,
     warmup: TRAIN_DEFAULTS.warmup, seed: TRAIN_DEFAULTS.seed, sampleTokens: TRAIN_DEFAULTS.sampleTokens,
     sampleEvery: TRAIN_DEFAULTS.sampleEvery, threads: 0, model: {},
   };
@@ -91,7 +91,10 @@ export function parseQuery(search: string): PageOptions {
     }
   }
   // A short run keeps the default schedule's shape: warmup is at most a tenth of the steps.
-  if (!new URLSearchParams(search).has('warmup')) o.warmup = Math.min(o.warmup, Math.floor(o.steps / 10));
+  const given = new URLSearchParams(search);
+  if (!given.has('warmup')) o.warmup = Math.min(o.warmup, Math.floor(o.steps / 10));
+  // As in train(): the decay ends at a tenth of the peak unless min_lr says otherwise.
+  if (!given.has('min_lr') && !given.has('min-lr')) o.minLr = o.lr / 10;
   return o;
 }
 

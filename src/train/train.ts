@@ -52,6 +52,7 @@ export interface TrainOptions {
   /** Stop after this many seconds (the schedule still spans `steps`). */
   maxTime?: number;
   lr?: number;
+  /** Learning rate at the end of the cosine decay (default: lr / 10). */
   minLr?: number;
   warmup?: number;
   weightDecay?: number;
@@ -155,7 +156,6 @@ export const TRAIN_DEFAULTS = {
   accum: 1,
   steps: 600,
   lr: 3e-3,
-  minLr: 3e-4,
   warmup: 50,
   weightDecay: 0.1,
   gradClip: 1.0,
@@ -319,7 +319,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   check(Number.isInteger(o.accum) && o.accum > 0, `--accum must be a positive integer (got ${o.accum})`);
   check(Number.isInteger(o.steps) && o.steps > 0, `--steps must be a positive integer (got ${o.steps})`);
   check(o.lr > 0, `--lr must be positive (got ${o.lr})`);
-  check(o.minLr >= 0 && o.minLr <= o.lr, `--min-lr must be between 0 and --lr (got ${o.minLr})`);
+  o.minLr ??= o.lr / 10;
+  check(o.minLr >= 0 && o.minLr <= o.lr, `--min-lr must be between 0 and --lr (got ${o.minLr}, lr ${o.lr})`);
 
   // --- resume, fine-tune or start ---
   check(!(o.resume && o.initFrom), '--resume and --init-from exclude each other: --resume continues a run exactly, --init-from starts a new run from a checkpoint\'s weights');
@@ -381,12 +382,16 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   }
 
   const dataPath = resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
+
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
   const textField = o.textField ?? prior?.text_field ?? undefined;
   const { tokenizer, train: trainStream, val: valStream, dataName } = await loadTrainingData({
     data: dataPath, valData: valPath, textField, tokenizer: opts.tokenizer, bpeVocab: opts.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
     clean: o.clean, invalidUtf8: o.invalidUtf8,
   }, base?.tokenizer);
+  if (prior && o.data !== undefined && resolve(o.data) !== prior.data) {
+    o.onMessage?.(`continuing on ${o.data} (the run trained on ${prior.data ?? 'the default corpus'} until now)`);
+  }
 
   const config = resumed
     ? resumed.config
