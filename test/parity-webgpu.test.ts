@@ -1,6 +1,7 @@
 import { test, after } from 'node:test';
 import { paritySuite } from './support/parity.js';
-import { createWebGpuBackend, probeGpu } from '../src/backend/webgpu/index.js';
+import { createWebGpuBackend } from '../src/backend/webgpu/index.js';
+import { probeGpu } from '../src/backend/webgpu/gpu.js';
 import type { Backend } from '../src/backend/types.js';
 
 // Skips when no WebGPU adapter can be had (on Linux, scripts/setup-webgpu.sh installs SwiftShader).

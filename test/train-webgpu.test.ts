@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { train, type TrainOptions } from '../src/train/train.js';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
 import { MinigptError } from '../src/errors.js';
-import { createWebGpuBackend, probeGpu } from '../src/backend/webgpu/index.js';
+import { createWebGpuBackend } from '../src/backend/webgpu/index.js';
+import { probeGpu } from '../src/backend/webgpu/gpu.js';
 
 const probe = await probeGpu();
 if (probe.adapter) {

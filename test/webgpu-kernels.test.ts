@@ -10,7 +10,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReferenceBackend } from '../src/backend/reference/index.js';
-import { createWebGpuBackend, probeGpu, type WebGpuBackend } from '../src/backend/webgpu/index.js';
+import { createWebGpuBackend, type WebGpuBackend } from '../src/backend/webgpu/index.js';
+import { probeGpu } from '../src/backend/webgpu/gpu.js';
 import { ATT_SPLIT_TILES, attRowsBytes } from '../src/backend/webgpu/tiled.js';
 import { MinigptError } from '../src/errors.js';
 import { createRng } from '../src/util/random.js';

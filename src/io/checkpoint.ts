@@ -223,11 +223,14 @@ function parseJson(bytes: Uint8Array, source: string): unknown {
 }
 
 /**
- * Loads a checkpoint directory, verifying checksums, config, every tensor's name and shape.
- * Training state is loaded only when asked for (it is twice the size of the weights).
+ * Loads a checkpoint directory (or a run directory: its `checkpoint/`), verifying checksums,
+ * config, every tensor's name and shape. Training state is loaded only when asked for (it is
+ * twice the size of the weights).
  */
 export async function loadCheckpoint(dir: string, opts: { training?: boolean } = {}): Promise<Checkpoint> {
   dir = resolve(dir);
+  await recoverInterruptedSave(join(dir, 'checkpoint')).catch(() => {});
+  if (!(await exists(join(dir, FILES.config))) && (await exists(join(dir, 'checkpoint', FILES.config)))) dir = join(dir, 'checkpoint');
   await recoverInterruptedSave(dir).catch(() => {});
   let info;
   try {

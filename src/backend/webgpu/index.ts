@@ -32,7 +32,6 @@ import {
   type AttTile, type MmTile, type RowsTile,
 } from './tiled.js';
 
-export { probeGpu, type GpuProbe } from './gpu.js';
 
 // Numeric GPUBufferUsage / GPUMapMode / GPUShaderStage flags (the globals are absent in Node).
 const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 };
