@@ -60,8 +60,10 @@ export function sampleToken(logits: Float32Array, opts: Required<Pick<SampleOpti
 }
 
 /**
- * Generates text after `prompt`. When the context fills up, the cache restarts from the last
- * half-context of tokens, so generation can go on past the context length.
+ * Generates text after `prompt`. A prompt longer than the context is conditioned on its last
+ * `context` tokens. When the context fills up, the cache restarts from the last half-context of
+ * tokens, so generation can go on past the context length (each restart costs one forward pass
+ * over half a context instead of one token, where a sliding window would recompute every step).
  */
 export async function* generate(loaded: LoadedModel, prompt: string, opts: SampleOptions = {}): AsyncGenerator<GeneratedToken> {
   const { model, tokenizer } = loaded;
@@ -70,6 +72,8 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   check(temperature >= 0 && Number.isFinite(temperature), `temperature must be 0 or more (got ${temperature})`);
   check(Number.isInteger(topK) && topK >= 0, `top-k must be a whole number, 0 for no limit (got ${topK})`);
   check(topP > 0 && topP <= 1, `top-p must be in (0, 1] (got ${topP})`);
+  check(Number.isInteger(maxTokens) && maxTokens >= 0, `maxTokens must be a whole number, 0 or more (got ${maxTokens})`);
+  check(opts.seed === undefined || (Number.isInteger(opts.seed) && opts.seed >= 0), `seed must be a whole number, 0 or more (got ${opts.seed})`);
   // With no prompt, start from the end-of-text token where the tokenizer has one (a document start).
   const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt)) : [tokenizer.specialTokens?.['<|endoftext|>'] ?? 0];
   const history = ids.slice(-c.context);

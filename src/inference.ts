@@ -63,14 +63,28 @@ export interface TextScore {
   loss: number;
 }
 
-/** Scores `text` as one sequence: the log-probability of each token given the ones before it. */
+/**
+ * Scores `text`: the log-probability of each token given the ones before it. Text longer than the
+ * context is scored in windows of `context` tokens that overlap by half: each token after the
+ * first window is scored once, seeing at least half a context of the tokens before it.
+ */
 export async function scoreText(loaded: LoadedModel, text: string): Promise<TextScore> {
   const ids = Array.from(loaded.tokenizer.encode(text));
   check(ids.length >= 2, `the text is ${ids.length} token${ids.length === 1 ? '' : 's'} long; scoring needs at least 2`);
-  checkIds(loaded.model, ids);
   const { model } = loaded;
-  forward(model, ids.slice(0, -1), ids.slice(1), 1, ids.length - 1);
-  const losses = await model.backend.read(model.acts!.losses);
-  const logprobs = Array.from(losses, (l) => -l);
+  const C = model.config.context, targets = ids.length - 1;
+  for (let i = 0; i < ids.length; i++) {
+    check(Number.isInteger(ids[i]) && ids[i] >= 0 && ids[i] < model.config.vocab_size, `token id ${ids[i]} at position ${i} is outside the vocabulary [0, ${model.config.vocab_size})`);
+  }
+  const logprobs = new Array<number>(targets);
+  // Window inputs [start, end) predict targets start+1 .. end; logprobs[p] belongs to target p+1.
+  for (let start = 0, scored = 0; scored < targets;) {
+    const end = Math.min(start + C, targets);
+    forward(model, ids.slice(start, end), ids.slice(start + 1, end + 1), 1, end - start);
+    const losses = await model.backend.read(model.acts!.losses);
+    for (let p = scored; p < end; p++) logprobs[p] = -losses[p - start];
+    scored = end;
+    start = Math.max(0, Math.min(end - Math.floor(C / 2), targets - C));
+  }
   return { ids, logprobs, loss: -logprobs.reduce((a, b) => a + b, 0) / logprobs.length };
 }

@@ -70,7 +70,6 @@ test('every bad invocation prints one error line, no stack trace, and exits 1', 
     [['eval', '--text', 'ab'], /no --ckpt given and no previous run found/],
     [['eval', '--ckpt', '/no/such/ckpt', '--text', 'ab'], /does not exist/],
     [['eval', '--ckpt', dir, '--text', 'abz'], /character "z" \(U\+007A\) at line 1, column 3/],
-    [['eval', '--ckpt', dir, '--text', 'ab'.repeat(40)], /80 tokens is longer than the model's context of 32/],
     [['eval', '--ckpt', dir, '--text', 'a'], /at least 2/],
   ];
   for (const [args, re] of cases) {

@@ -8,7 +8,7 @@ import { resolveConfig } from '../src/model/config.js';
 import { initialWeights } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
 import { buildCharTokenizer } from '../src/data/tokenizer.js';
-import { SAMPLE_ON_CPU_MAX_PARAMS, samplingBackendName } from '../src/inference.js';
+import { SAMPLE_ON_CPU_MAX_PARAMS, samplingBackendName, scoreText, computeLogits } from '../src/inference.js';
 import { cpuBackendSupported } from '../src/backend/index.js';
 import { paramLayout } from '../src/model/params.js';
 
@@ -69,4 +69,42 @@ test('auto samples a small model on the cpu backend (batch 1 is latency-bound on
   assert.equal(samplingBackendName('auto', big), 'auto');
   assert.equal(samplingBackendName('webgpu', small), 'webgpu');
   assert.equal(samplingBackendName('reference', small), 'reference');
+});
+
+test('generate checks maxTokens and seed', async () => {
+  const tok = buildCharTokenizer('ab');
+  const c = resolveConfig({ vocab_size: tok.vocabSize, d_model: 8, n_heads: 2, n_layers: 1, context: 8 });
+  const model = createModel(createReferenceBackend(), c);
+  setWeights(model, initialWeights(c, model.layout, createRng(1)));
+  const drain = async (opts: object) => { for await (const _ of generate({ model, tokenizer: tok }, 'a', opts)) { /* consume */ } };
+  await assert.rejects(drain({ maxTokens: -5 }), /maxTokens must be a whole number/);
+  await assert.rejects(drain({ maxTokens: 2.5 }), /maxTokens must be a whole number/);
+  await assert.rejects(drain({ seed: 'abc' }), /seed must be a whole number/);
+});
+
+test('scoreText scores text longer than the context in windows overlapping by half', async () => {
+  const tok = buildCharTokenizer('abcdefgh ');
+  const c = resolveConfig({ vocab_size: tok.vocabSize, d_model: 16, n_heads: 2, n_layers: 1, context: 8 });
+  const model = createModel(createReferenceBackend(), c);
+  setWeights(model, initialWeights({ ...c, init: 'kaiming-normal' }, model.layout, createRng(1)));
+  const text = 'abcdefgh abcdefgh hgfedcba ab'; // 29 tokens, 28 predictions
+  const ids = Array.from(tok.encode(text));
+  const { logprobs, loss } = await scoreText({ model, tokenizer: tok }, text);
+  assert.equal(logprobs.length, ids.length - 1);
+  assert.ok(Math.abs(loss + logprobs.reduce((a, b) => a + b) / logprobs.length) < 1e-12);
+  // log p(ids[p+1] | window) from full logits over the window that scores target p+1.
+  const expected = async (start: number, p: number): Promise<number> => {
+    const win = ids.slice(start, start + 8);
+    const l = await computeLogits(model, win);
+    const row = Array.from(l.subarray((p - start) * tok.vocabSize, (p - start + 1) * tok.vocabSize));
+    const m = Math.max(...row);
+    return row[ids[p + 1]] - m - Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0));
+  };
+  // Windows start at 0, 4, 8, ..., the last at 28 - 8 = 20: target p+1 is scored in the first window covering p with p >= scored.
+  const starts = [0, 4, 8, 12, 16, 20];
+  for (let p = 0; p < logprobs.length; p++) {
+    const start = p < 8 ? 0 : starts.filter((s) => s + 4 <= p && p < s + 8).at(-1) ?? starts.filter((s) => p < s + 8).at(-1)!;
+    assert.ok(Math.abs(logprobs[p] - (await expected(start, p))) < 1e-5, `target ${p + 1}`);
+    if (p >= 8) assert.ok(p - start >= 4, `target ${p + 1} sees at least half a context`);
+  }
 });

@@ -12,17 +12,19 @@ export const evalCommand: CommandSpec = {
   usage: 'minigpt eval [--ckpt DIR] (--text "..." | --data PATH [--all]) [--json]',
   flags: {
     ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory (default: the latest run in ./runs)' },
-    text: { type: 'string', value: 'TEXT', description: 'text scored as one sequence (at most the context length)' },
+    text: { type: 'string', value: 'TEXT', description: 'text to score token by token (longer than the context: in windows overlapping by half)' },
     data: { type: 'string', value: 'PATH', description: 'text file, folder, JSONL or `minigpt prepare` shards: loss on its validation split (the last 10%; the val shards)' },
     'text-field': TEXT_FLAGS['text-field']!,
     'invalid-utf8': TEXT_FLAGS['invalid-utf8']!,
     all: { type: 'boolean', description: 'with --data: evaluate all of it, not only the validation split' },
     batch: { type: 'int', min: 1, value: 'N', description: 'sequences per forward pass with --data', default: 8 },
-    json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss"} for --text, {"val_loss", "perplexity", "tokens"} for --data' },
+    json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss"} for --text, {"val_loss", "perplexity", "tokens", "split": "val"|"all"} for --data' },
     ...BACKEND_FLAGS,
   },
   details: [
     'With --text, logprobs[i] is log p(ids[i+1] | ids[0..i]), so there is one fewer than ids; loss is their mean negative.',
+    'A text longer than the context is scored in windows of the context length overlapping by half, so each',
+    'token sees at least half a context before it.',
     '',
     'Examples:',
     '  minigpt eval --ckpt runs/run-20261127-120000 --text "To be, or not to be" --json',
@@ -47,6 +49,7 @@ export const evalCommand: CommandSpec = {
         textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace',
         onWarning: (m) => console.error(`minigpt: warning: ${m}`),
       })), { ...opts, source: data });
+    if (result.tokens < 100) console.error(`minigpt: note: only ${result.tokens} tokens were scored; a loss over so few is noisy${v.all ? '' : ' (pass --all to use all of the data)'}`);
     const out = { val_loss: result.loss, perplexity: Math.exp(result.loss), tokens: result.tokens, split: v.all ? 'all' : 'val' };
     if (v.json) console.log(JSON.stringify(out));
     else console.log(`${v.all ? 'all' : 'validation split'}: loss ${result.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)} over ${result.tokens.toLocaleString('en-US')} tokens`);

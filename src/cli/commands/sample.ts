@@ -23,13 +23,15 @@ export const sampleCommand: CommandSpec = {
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 0 },
     ...BACKEND_FLAGS,
   },
-  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nExample:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40`,
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\nExample:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40`,
   async run(v) {
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined, forSampling: true });
     const prompt = v.prompt as string;
     const ids = encodeUserText(loaded.tokenizer, prompt, '--prompt', 'the model knows only the characters it was trained on; leave it out of the prompt');
     check(prompt.length === 0 || ids.length > 0, 'the prompt encodes to no tokens');
+    const context = loaded.model.config.context;
+    if (ids.length > context) process.stderr.write(`minigpt: note: the prompt has ${ids.length} tokens; the model sees only its last ${context} (its context)\n`);
     const controller = new AbortController();
     // Ctrl-C stops generation after the current token (exit 130); a second one exits at once.
     let interrupted = false;
