@@ -218,17 +218,18 @@ def main():
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
-        if step % args.log_every == 0 or step == args.steps - 1:
+        # Logged steps count the updates done, from 1, as minigpt's metrics.jsonl does.
+        if (step + 1) % args.log_every == 0 or step == 0 or step == args.steps - 1:
             mean = mean_over_ranks(loss.item())
             dt = time.time() - t0
-            log({"step": step, "loss": mean, "lr": lr, "tokens_per_s": (step + 1) * args.batch * seq_len * world / max(dt, 1e-9)})
+            log({"step": step + 1, "loss": mean, "lr": lr, "tokens_per_s": (step + 1) * args.batch * seq_len * world / max(dt, 1e-9)})
         if args.eval_every and (step + 1) % args.eval_every == 0 and step != args.steps - 1:
             v = evaluate()
             if v is not None:
-                log({"step": step, "val_loss": v})
+                log({"step": step + 1, "val_loss": v})
     v = evaluate()
     if v is not None:
-        log({"step": args.steps - 1, "val_loss": v})
+        log({"step": args.steps, "val_loss": v})
 
     # Gather the full weights (a collective with FSDP), leave the process group, then rank 0
     # saves: no collective waits on the (slow) save, so no rank can time out behind it.

@@ -478,7 +478,8 @@ export function hfExportFiles(ckpt: Checkpoint, opts: HfExportOptions = {}): Map
   const files = new Map<string, Uint8Array>();
   const cfg = hfConfig(config, tokenizer, dtype);
   files.set('config.json', json(cfg));
-  const gen: Json = { _from_model_config: true, do_sample: true, temperature: 1.0, max_length: config.context };
+  // No max_length: with one set, every generate(max_new_tokens=...) in transformers warns that both are.
+  const gen: Json = { _from_model_config: true, do_sample: true, temperature: 1.0 };
   if (cfg.bos_token_id !== null) gen.bos_token_id = cfg.bos_token_id;
   if (cfg.eos_token_id !== null) gen.eos_token_id = cfg.eos_token_id;
   files.set('generation_config.json', json(gen));
