@@ -7,6 +7,8 @@
 // --attention: the webgpu backend's attention kernels (minigpt bench --attention).
 // On a GPU machine: --backend webgpu --torch-device cuda compares the webgpu backend with PyTorch on CUDA
 // (plain fp32 matmuls unless --tf32, since WebGPU has no TF32 tensor cores).
+// Sampling (batch 1, KV cache, each token's logits read back; median of 5 rounds) is compared too,
+// against the same model's KV-cache decode loop in PyTorch eager.
 // PyTorch comes from the dev venv (.venv, see DEVELOPERS.md) or $PYTHON.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -50,6 +52,7 @@ for (const config of a.configs.split(',')) {
   console.log(
     `${config.padEnd(12)} minigpt ${f(ours.tokensPerSecond)} tok/s (${ours.gflops.toFixed(1)} GFLOP/s, ${ours.peakRssMb.toFixed(0)} MB) | ` +
       `torch eager ${f(eager.tokens_per_second)} (${eager.peak_rss_mb.toFixed(0)} MB) -> ${(ours.tokensPerSecond / eager.tokens_per_second).toFixed(2)}x` +
-      (compiled ? ` | torch.compile ${f(compiled.tokens_per_second)} -> ${(ours.tokensPerSecond / compiled.tokens_per_second).toFixed(2)}x` : ''),
+      (compiled ? ` | torch.compile ${f(compiled.tokens_per_second)} -> ${(ours.tokensPerSecond / compiled.tokens_per_second).toFixed(2)}x` : '') +
+      (eager.sample_tokens_per_second ? ` | sampling ${f(ours.sampleTokensPerSecond)} vs torch eager ${f(eager.sample_tokens_per_second)} -> ${(ours.sampleTokensPerSecond / eager.sample_tokens_per_second).toFixed(2)}x` : ''),
   );
 }

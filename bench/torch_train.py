@@ -1,9 +1,12 @@
 """PyTorch baseline for `minigpt bench`: the same LLaMA-style model, configs and step (fp32,
 AdamW, SDPA attention), timed the same way. Dev-only; run through bench/compare-torch.mjs.
 
-  .venv/bin/python bench/torch_train.py --config seed [--compile] [--threads 2] [--steps 10] [--device cuda]
+  .venv/bin/python bench/torch_train.py --config seed [--compile] [--threads 2] [--steps 10] [--device cuda] [--sample-tokens 128]
 On CUDA the matmuls run in plain fp32 (TF32 off, PyTorch's default), the same arithmetic as the
 webgpu backend, unless --tf32 is given. Prints one JSON line: {"config", "tokens_per_second", "ms_per_step", ...}.
+Sampling is timed as `minigpt bench` times it: batch 1, a 16-token prompt, then one token at a time
+through a KV cache (preallocated, SDPA over the filled part), logits of each new token; the median
+of 5 rounds ("sample_tokens_per_second").
 """
 import argparse, json, math, time, resource
 import torch
@@ -47,6 +50,19 @@ class Block(nn.Module):
         g, u = self.gate_up(self.ln2(x)).chunk(2, dim=-1)
         return x + self.down(F.silu(g) * u)
 
+    def decode(self, x, cos, sin, cache, pos):
+        """x: [1, T, C] new tokens at positions pos.. pos+T-1; cache: (k, v) of [1, heads, ctx, hd]."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.heads, self.hd).permute(2, 0, 3, 1, 4)
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        cache[0][:, :, pos:pos + T] = k
+        cache[1][:, :, pos:pos + T] = v
+        keys, values = cache[0][:, :, :pos + T], cache[1][:, :, :pos + T]
+        a = F.scaled_dot_product_attention(q, keys, values, is_causal=T > 1)
+        x = x + self.o(a.transpose(1, 2).reshape(B, T, C))
+        g, u = self.gate_up(self.ln2(x)).chunk(2, dim=-1)
+        return x + self.down(F.silu(g) * u)
+
 
 class Model(nn.Module):
     def __init__(self, c):
@@ -73,6 +89,33 @@ class Model(nn.Module):
         logits = self.lm_head(self.norm(x))
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
+    def decode(self, idx, caches, pos):
+        """Logits of the last of the new tokens idx [1, T] at positions pos.., filling the KV caches."""
+        T = idx.shape[1]
+        x = self.embed(idx)
+        cos, sin = self.cos[pos:pos + T], self.sin[pos:pos + T]
+        for b, cache in zip(self.blocks, caches):
+            x = b.decode(x, cos, sin, cache, pos)
+        return self.lm_head(self.norm(x[:, -1]))
+
+
+def sample_tokens_per_second(model, c, dev, tokens, rounds=5):
+    """Median over rounds of tokens/s for one-token KV-cache steps after a 16-token prompt (as src/bench.ts)."""
+    hd = c["d"] // c["heads"]
+    rates = []
+    with torch.inference_mode():
+        for _ in range(rounds):
+            caches = [(torch.zeros(1, c["heads"], c["ctx"], hd, device=dev), torch.zeros(1, c["heads"], c["ctx"], hd, device=dev)) for _ in model.blocks]
+            prompt = torch.arange(16, device=dev).remainder(c["vocab"]).view(1, 16)
+            model.decode(prompt, caches, 0).cpu()
+            t0 = time.perf_counter()
+            for i in range(tokens):
+                tok = torch.tensor([[i % c["vocab"]]], device=dev)
+                model.decode(tok, caches, 16 + i).cpu()  # the logits reach the host, as minigpt reads them
+            rates.append(tokens / (time.perf_counter() - t0))
+    rates.sort()
+    return rates[len(rates) // 2]
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -84,6 +127,7 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--tf32", action="store_true", help="CUDA: allow TF32 tensor-core matmuls")
     ap.add_argument("--sync-every", type=int, default=1, help="loss.item() every N steps (1: every step)")
+    ap.add_argument("--sample-tokens", type=int, default=128, help="tokens per sampling round (capped at context - 16; 0: skip)")
     a = ap.parse_args()
     dev = torch.device(a.device)
     if dev.type == "cuda":
@@ -122,6 +166,8 @@ def main():
         step(i)
     sync()
     dt = time.perf_counter() - t0
+    sample_tokens = min(a.sample_tokens, c["ctx"] - 16)
+    sample_rate = sample_tokens_per_second(model, c, dev, sample_tokens) if sample_tokens > 0 else None
     config = torch.__config__.show()
     blas = "MKL" if "MKL" in config else ("OpenBLAS" if "OpenBLAS" in config or "openblas" in config else "unknown")
     extra = {}
@@ -132,6 +178,7 @@ def main():
         "config": a.config, "compiled": a.compile, "tokens_per_second": a.steps * B * T / dt, "ms_per_step": 1000 * dt / a.steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__, "blas": blas,
         "threads": torch.get_num_threads(), "sync_every": a.sync_every, "parameters": sum(p.numel() for p in model.parameters()),
+        "sample_tokens_per_second": sample_rate,
     }))
 
 
