@@ -16,8 +16,8 @@ export interface LoadedModel {
 /**
  * Sampling (batch 1, one token at a time) is latency-bound on a GPU: every token waits for a
  * readback, 216-758 tokens/s on an H200 (BENCHMARKS.md), while the cpu backend reads a small
- * model's weights faster (2.3-5.7k tokens/s for the default model on 2 cores, 450 for 14M
- * parameters). So `auto` samples models up to this many parameters on the cpu backend.
+ * model's weights faster (5.9k tokens/s for the default model on 2 cores, 810 for the 14M
+ * parameters of the bpe config; BENCHMARKS.md). So `auto` samples models up to this many parameters on the cpu backend.
  */
 export const SAMPLE_ON_CPU_MAX_PARAMS = 8_000_000;
 
