@@ -1,7 +1,8 @@
 /**
  * The browser page (web/, bundled into dist/web by scripts/build-web.mjs) trains a tiny model in
- * headless Chromium, in the page's training worker: once on the backend the page picks (WebGPU
- * where Chromium offers an adapter, SwiftShader on a machine without a GPU), once forced to the
+ * headless Chromium, in the page's training worker: once on the backend the page picks (WebGPU on
+ * a hardware adapter; on a machine without a GPU Chromium's only adapter is SwiftShader, a software
+ * one, so the cpu backend), once forced to WebGPU (SwiftShader there), once forced to the
  * reference backend, once forced to the cpu backend (wasm SIMD on nested Web Workers over shared
  * memory, which needs the server's cross-origin isolation headers). Needs the system
  * `chromium` (scripts/setup-webgpu.sh installs it) and playwright-core (a devDependency; it drives
@@ -46,6 +47,7 @@ interface PageState {
   dataName: string;
   backend: string;
   adapter: string;
+  backendNote: string;
   losses: number[];
   tokensPerSecond: number;
   sample: string;
@@ -103,11 +105,52 @@ after(async () => {
   server.close();
 });
 
+/** What the page shows, read from the DOM once the run has ended. */
+interface Shown {
+  backend: string;
+  /** The line saying why `auto` did not take the fastest kind of backend ('' when hidden). */
+  note: string;
+  model: string;
+  /** The loss chart's step-axis tick labels, and its legend. */
+  xTicks: string[];
+  legend: string[];
+}
+
+const SHOWN = `(() => {
+  const text = (sel) => document.querySelector(sel)?.textContent ?? '';
+  const all = (sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent);
+  return {
+    backend: text('#backend'), note: document.querySelector('#backend-note')?.hidden ? '' : text('#backend-note'), model: text('#model'),
+    xTicks: all('#plot svg .x-tick'), legend: all('#plot svg .legend'),
+  };
+})()`;
+
+/** This Chromium's WebGPU adapter, as the page's worker sees it (null: none), and whether it is a software one. */
+const ADAPTER = `(async () => {
+  const a = navigator.gpu ? await navigator.gpu.requestAdapter({ powerPreference: 'high-performance' }) : null;
+  if (!a) return null;
+  const i = a.info ?? {};
+  const text = [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' ');
+  return { text, software: Boolean(i.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe|warp|software|cpu/i.test(text) };
+})()`;
+
+/** Asks `browser` for its WebGPU adapter from the page itself (navigator.gpu needs a secure context, which about:blank is not). */
+async function probeAdapter(browser: Browser): Promise<{ text: string; software: boolean } | null> {
+  const { url } = await open();
+  const probe = await browser.newPage();
+  try {
+    await probe.goto(`${url}?autostart=0`);
+    return await probe.evaluate<{ text: string; software: boolean } | null>(ADAPTER);
+  } finally {
+    await probe.close();
+  }
+}
+
 /**
  * Opens the page with `query`, does `before` (clicks...), and waits for the run to end; returns its
- * state, any errors the page logged, and whether the page was cross-origin isolated.
+ * state, what the page shows, any errors the page logged, and whether the page was cross-origin isolated.
  */
-async function trainInPage(query: string, before?: (page: Page) => Promise<void>, inBrowser?: Browser): Promise<{ state: PageState; errors: string[]; isolated: boolean }> {
+async function trainInPage(query: string, before?: (page: Page) => Promise<void>, inBrowser?: Browser): Promise<{ state: PageState; shown: Shown; errors: string[]; isolated: boolean }> {
   const { browser, url } = await open();
   const page = await (inBrowser ?? browser).newPage();
   const errors: string[] = [];
@@ -122,10 +165,23 @@ async function trainInPage(query: string, before?: (page: Page) => Promise<void>
       const now = await page.evaluate<PageState | undefined>('window.minigpt');
       throw new Error(`${e.message}\nstate: ${JSON.stringify(now)}`);
     });
-    return { state: await page.evaluate<PageState>('window.minigpt'), errors, isolated: await page.evaluate<boolean>('window.crossOriginIsolated') };
+    // The chart redraws at most every 250 ms while training, and once more when the run ends.
+    return {
+      state: await page.evaluate<PageState>('window.minigpt'), shown: await page.evaluate<Shown>(SHOWN), errors,
+      isolated: await page.evaluate<boolean>('window.crossOriginIsolated'),
+    };
   } finally {
     await page.close();
   }
+}
+
+/** The model line pluralizes (TINY has 2 heads, 1 layer) and the chart's step axis has whole-step ticks and only drawn lines in its legend. */
+function checkShown(shown: Shown): void {
+  assert.match(shown.model, /\b2 heads, 1 layer, /, `model line: ${shown.model}`);
+  assert.match(shown.model, new RegExp(`\\b${STEPS} steps\\b`), `model line: ${shown.model}`);
+  assert.ok(shown.xTicks.length >= 2, `step ticks: ${JSON.stringify(shown.xTicks)}`);
+  for (const t of shown.xTicks) assert.match(t, /^\d+$/, `step tick "${t}" is not a whole step`);
+  assert.deepEqual(shown.legend, ['train'], 'the legend lists a line the chart does not draw');
 }
 
 function checkRun(state: PageState, errors: string[]): void {
@@ -160,10 +216,12 @@ function checkMatchesReference(name: string, losses: number[]): number {
 }
 
 test('browser page: trains a tiny model on the reference backend (the fallback without WebGPU)', { skip, timeout: 60_000 }, async (t) => {
-  const { state, errors } = await trainInPage(`${TINY}&backend=reference`);
+  const { state, shown, errors } = await trainInPage(`${TINY}&backend=reference`);
   t.diagnostic(`backend ${state.backend}: loss ${state.losses[0]?.toFixed(3)} -> ${state.losses.at(-1)?.toFixed(3)}, ${state.tokensPerSecond.toFixed(0)} tokens/s`);
   checkRun(state, errors);
   assert.equal(state.backend, 'reference');
+  checkShown(shown);
+  assert.equal(shown.note, '', 'a forced backend needs no explanation');
   referenceLosses = state.losses;
 });
 
@@ -178,13 +236,46 @@ test('browser page: trains a tiny model on the cpu backend (wasm SIMD on Web Wor
   t.diagnostic(`backend cpu (${state.adapter}): loss ${state.losses[0].toFixed(3)} -> ${state.losses.at(-1)!.toFixed(3)}, ${state.tokensPerSecond.toFixed(0)} tokens/s, max |loss - reference| ${worst.toExponential(1)}`);
 });
 
-test('browser page: trains a tiny model on the backend it picks (WebGPU when Chromium has an adapter, else cpu)', { skip, timeout: 60_000 }, async (t) => {
-  const { state, errors } = await trainInPage(TINY);
-  t.diagnostic(`backend ${state.backend}${state.adapter ? ` (${state.adapter})` : ''}: loss ${state.losses[0]?.toFixed(3)} -> ${state.losses.at(-1)?.toFixed(3)}, ${state.tokensPerSecond.toFixed(0)} tokens/s`);
+test('browser page: trains a tiny model on the backend it picks (WebGPU on a hardware adapter, else cpu; says why when it passes over a software adapter)', { skip, timeout: 60_000 }, async (t) => {
+  const adapter = await probeAdapter((await open()).browser);
+  const { state, shown, errors, isolated } = await trainInPage(TINY);
+  t.diagnostic(`adapter ${adapter ? `${adapter.text}${adapter.software ? ' (software)' : ''}` : 'none'}; backend ${state.backend}${state.adapter ? ` (${state.adapter})` : ''}: loss ${state.losses[0]?.toFixed(3)} -> ${state.losses.at(-1)?.toFixed(3)}, ${state.tokensPerSecond.toFixed(0)} tokens/s; note: ${shown.note || '-'}`);
   checkRun(state, errors);
   // The page is cross-origin isolated, so it never falls back to the reference backend here.
+  assert.equal(isolated, true);
   assert.notEqual(state.backend, 'reference');
+  if (adapter && !adapter.software) {
+    assert.equal(state.backend, 'webgpu', 'a hardware adapter should win');
+    assert.equal(shown.note, '');
+  } else {
+    // SwiftShader (a machine without a GPU): the cpu backend is ~30x faster, and the page says why it took it.
+    assert.equal(state.backend, 'cpu', `auto took ${state.backend} over the cpu backend`);
+    if (adapter) {
+      assert.match(shown.note, /software/, `the page does not say why it passed over WebGPU: ${JSON.stringify(shown.note)}`);
+      assert.equal(shown.note, state.backendNote);
+      assert.equal(shown.note.split('\n').length, 1, 'the note is one line');
+    }
+  }
+  assert.match(shown.backend, new RegExp(`^${state.backend} \\(`), `the page shows no adapter: ${shown.backend}`);
+  checkShown(shown);
   if (referenceLosses) checkMatchesReference(state.backend, state.losses);
+});
+
+test('browser page: ?backend=webgpu trains on WebGPU even on a software adapter', { skip, timeout: 60_000 }, async (t) => {
+  const adapter = await probeAdapter((await open()).browser);
+  if (!adapter) {
+    t.skip('this Chromium offers no WebGPU adapter');
+    return;
+  }
+  const { state, shown, errors } = await trainInPage(`${TINY}&backend=webgpu`);
+  t.diagnostic(`backend ${state.backend} (${state.adapter}): loss ${state.losses[0]?.toFixed(3)} -> ${state.losses.at(-1)?.toFixed(3)}, ${state.tokensPerSecond.toFixed(0)} tokens/s`);
+  checkRun(state, errors);
+  assert.equal(state.backend, 'webgpu');
+  assert.equal(state.adapter.endsWith(', software'), adapter.software, `adapter shown as "${state.adapter}"`);
+  assert.ok(shown.backend.startsWith('webgpu ('), `the page shows no adapter: ${shown.backend}`);
+  assert.equal(shown.note, '');
+  checkShown(shown);
+  if (referenceLosses) checkMatchesReference('webgpu', state.losses);
 });
 
 test('browser page: without WebGPU the page picks the cpu backend', { skip, timeout: 60_000 }, async (t) => {
@@ -192,20 +283,31 @@ test('browser page: without WebGPU the page picks the cpu backend', { skip, time
   // A second Chromium without --enable-unsafe-webgpu: on Linux that has no WebGPU adapter.
   const browser = await chromium!.launch({ executablePath: chromiumPath!, headless: true, args: [] });
   try {
-    const probe = await browser.newPage();
-    const hasAdapter = await probe.evaluate<boolean>('navigator.gpu ? navigator.gpu.requestAdapter().then((a) => a !== null) : false');
-    await probe.close();
-    if (hasAdapter) {
+    if (await probeAdapter(browser)) {
       t.skip('this Chromium offers WebGPU without --enable-unsafe-webgpu');
       return;
     }
-    const { state, errors } = await trainInPage(TINY, undefined, browser);
+    const { state, shown, errors } = await trainInPage(TINY, undefined, browser);
     checkRun(state, errors);
     assert.equal(state.backend, 'cpu');
+    assert.equal(shown.note, '', 'no adapter was passed over');
     checkMatchesReference('cpu', state.losses);
   } finally {
     await browser.close();
   }
+});
+
+test('browser page: the loss chart marks whole steps, and the model line counts in the singular too', { skip, timeout: 60_000 }, async () => {
+  // 20 steps: a generic chart puts ticks at 2.5, 7.5...
+  const { state, shown, errors } = await trainInPage(`${TINY.replace(`steps=${STEPS}`, 'steps=20')}&backend=reference&sample_tokens=4`);
+  assert.deepEqual(errors, []);
+  assert.equal(state.state, 'done', state.error);
+  assert.deepEqual(shown.xTicks, ['5', '10', '15', '20']);
+  assert.deepEqual(shown.legend, ['train']);
+  const one = await trainInPage('steps=1&batch=1&context=8&d_model=16&n_heads=1&n_layers=1&sample_tokens=4&backend=reference');
+  assert.equal(one.state.state, 'done', one.state.error);
+  assert.match(one.shown.model, /\b1 head, 1 layer, .*\b1 step, /, one.shown.model);
+  for (const t of one.shown.xTicks) assert.match(t, /^\d+$/, `step tick "${t}"`);
 });
 
 test('browser page: Stop ends the run after its current step and still shows a sample', { skip, timeout: 60_000 }, async () => {

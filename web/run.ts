@@ -7,9 +7,10 @@
  * optimizer, schedule, batch sampler and sampler as `minigpt train`); `train()` itself writes run
  * directories and checkpoints, so this runs the step loop the way src/bench.ts does.
  *
- * Backend: webgpu when navigator.gpu gives an adapter (a software one included), else cpu (wasm
- * SIMD kernels on Web Workers over shared memory) when the runtime has WebAssembly SIMD,
- * SharedArrayBuffer and cross-origin isolation, else the plain-TS reference backend.
+ * Backend (`auto`): webgpu when navigator.gpu gives a hardware adapter; else cpu (wasm SIMD kernels
+ * on Web Workers over shared memory) when the runtime has WebAssembly SIMD, SharedArrayBuffer and
+ * cross-origin isolation; else webgpu on a software adapter (SwiftShader, llvmpipe, WARP: ~30x
+ * slower than the cpu backend, but faster than plain TS); else the plain-TS reference backend.
  * `?backend=cpu|webgpu|reference` forces one; `?threads=N` sets the cpu backend's threads
  * (default navigator.hardwareConcurrency).
  *
@@ -20,10 +21,11 @@
 import {
   MinigptError, TRAIN_DEFAULTS, buildCharTokenizer, cleanText, countParams, createBackend, createBatchSampler,
   createModel, createOptimizer, createRng, backward, forward, generate, initialWeights, learningRate, meanLoss, memoryTokens,
-  optimizerStepChecked, resolveConfig, setWeights, splitTrainVal, tuneKernels, webgpuAvailable, zeroGrads,
+  optimizerStepChecked, resolveConfig, setWeights, splitTrainVal, tuneKernels, zeroGrads,
   type Backend, type ModelConfig, type WebGpuBackend,
 } from '../src/index.js';
 import { cpuBackendSupported, type CpuBackend } from '../src/backend/cpu/index.js';
+import { probeGpu } from '../src/backend/webgpu/gpu.js';
 
 export type PageBackend = 'auto' | 'webgpu' | 'cpu' | 'reference';
 
@@ -47,8 +49,10 @@ export interface PageOptions {
 export interface PageState {
   state: 'loading' | 'training' | 'done' | 'stopped' | 'error';
   backend: string;
-  /** The WebGPU adapter, or the cpu backend's threads and SIMD build. */
+  /** The WebGPU adapter (", software" after a software one), or the cpu backend's threads and SIMD build. */
   adapter: string;
+  /** Why `auto` did not take the fastest kind of backend (a software WebGPU adapter, no cross-origin isolation...); else empty. */
+  backendNote: string;
   config: ModelConfig | null;
   parameters: number;
   dataName: string;
@@ -98,20 +102,37 @@ export function parseQuery(search: string): PageOptions {
   return o;
 }
 
+const CPU_NEEDS = 'the cpu backend needs WebAssembly SIMD, SharedArrayBuffer and a cross-origin isolated page (COOP same-origin, COEP require-corp)';
+
 /**
- * webgpu when an adapter exists (software ones too: in a page it beats plain TS), else cpu when
- * this runtime has wasm SIMD and shared memory (a cross-origin isolated page; cpuBackendSupported
- * checks all three), else the reference backend. Call it in a worker: the cpu backend blocks.
+ * The backend for `want`, and for `auto` why it is not the fastest kind (empty when it is):
+ * webgpu on a hardware adapter; else cpu when this runtime has wasm SIMD and shared memory (a
+ * cross-origin isolated page; cpuBackendSupported checks all three); else webgpu on a software
+ * adapter (much slower than cpu, but it beats plain TS); else the reference backend. The adapter
+ * is requested once (probeGpu caches it); createBackend('webgpu') takes its device from a fresh
+ * one. Call it in a worker: the cpu backend blocks.
  */
-export async function pickBackend(want: PageBackend, threads = 0): Promise<Backend> {
-  if (want === 'webgpu' || (want === 'auto' && (await webgpuAvailable()))) return createBackend('webgpu');
-  if (want === 'cpu' || (want === 'auto' && cpuBackendSupported())) return createBackend('cpu', threads > 0 ? { threads } : {});
-  return createBackend('reference');
+export async function pickBackend(want: PageBackend, threads = 0): Promise<{ backend: Backend; note: string }> {
+  const cpuOptions = threads > 0 ? { threads } : {};
+  if (want !== 'auto') return { backend: await createBackend(want, want === 'cpu' ? cpuOptions : {}), note: '' };
+  const gpu = await probeGpu();
+  if (gpu.adapter && !gpu.software) return { backend: await createBackend('webgpu'), note: '' };
+  if (cpuBackendSupported()) {
+    const note = gpu.adapter
+      ? `cpu, not WebGPU: the only adapter here (${gpu.reason}) is a software one, slower than cpu (?backend=webgpu forces it)`
+      : '';
+    return { backend: await createBackend('cpu', cpuOptions), note };
+  }
+  if (gpu.adapter) return { backend: await createBackend('webgpu'), note: `WebGPU on a software adapter (${gpu.reason}): ${CPU_NEEDS}` };
+  return { backend: await createBackend('reference'), note: `plain-TS reference backend (slow): no WebGPU adapter, and ${CPU_NEEDS}` };
 }
 
 /** What the page shows as the backend's details. */
 function backendDetails(backend: Backend): string {
-  if (backend.name === 'webgpu') return (backend as Partial<WebGpuBackend>).adapterInfo ?? '';
+  if (backend.name === 'webgpu') {
+    const gpu = backend as Partial<WebGpuBackend>;
+    return `${gpu.adapterInfo ?? ''}${gpu.software ? ', software' : ''}`;
+  }
   if (backend.name === 'cpu') {
     const cpu = backend as CpuBackend;
     return `${cpu.threads} thread${cpu.threads === 1 ? '' : 's'}, ${cpu.variant === 'relaxed' ? 'relaxed SIMD' : 'SIMD'}`;
@@ -121,7 +142,7 @@ function backendDetails(backend: Backend): string {
 
 export function emptyState(dataName: string, error = ''): PageState {
   return {
-    state: error ? 'error' : 'loading', backend: '', adapter: '', config: null, parameters: 0, dataName,
+    state: error ? 'error' : 'loading', backend: '', adapter: '', backendNote: '', config: null, parameters: 0, dataName,
     losses: [], tokensPerSecond: 0, sample: '', error,
   };
 }
@@ -151,8 +172,10 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     s.parameters = countParams(config);
     update();
 
-    backend = await pickBackend(o.backend, o.threads);
+    const picked = await pickBackend(o.backend, o.threads);
+    backend = picked.backend;
     s.backend = backend.name;
+    s.backendNote = picked.note;
     s.adapter = backendDetails(backend);
     const model = createModel(backend, config);
     setWeights(model, initialWeights(config, model.layout, createRng(o.seed)));
