@@ -30,7 +30,7 @@ const cases: [string[], RegExp][] = [
   [['sample', '--ckpt', join(root, 'notackpt'), '--temperature', 'hot'], /--temperature must be a number/],
   [['sample', '--top-p', '1.5'], /--top-p must be at most 1/],
   [['eval', '--ckpt', join(root, 'notackpt'), '--data', join(root, 'ok.txt')], /not a minigpt checkpoint/],
-  [['eval', '--text', 'a', '--data', 'b'], /exactly one of --text/],
+  [['eval', '--text', 'a', '--data', 'b'], /give one of --text "..." or --data PATH, not both/],
   [['train', '--data', join(root, 'latin1.txt')], /invalid UTF-8 at byte 3/],
   [['train', '--data', join(root, 'bad.jsonl')], /bad\.jsonl:2: line is not valid JSON/],
   [['train', '--data', join(root, 'nofiles')], /no text files/],

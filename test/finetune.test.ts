@@ -73,7 +73,8 @@ test('--init-from refuses a different model shape, tokenizer, or --resume beside
 test('resuming a run that has done its steps is a clear error, not a second final evaluation', async () => {
   const { root, base } = await setup();
   const first = await train(base({ out: join(root, 'a'), steps: 3 }));
-  await assert.rejects(train({ resume: first.runDir, backend: 'reference' }), /has already trained its 3 steps; pass a larger --steps/);
+  await assert.rejects(train({ resume: first.runDir, backend: 'reference' }), /is at step 3, the end of its 3 steps; pass a larger --steps/);
+  await assert.rejects(train({ resume: first.runDir, backend: 'reference', steps: 2 }), /is at step 3, not before --steps 2; pass a larger --steps/);
 });
 
 test('without --warmup a short run warms up over a tenth of its steps', async () => {
@@ -143,6 +144,21 @@ test('train --init-from on the command line fine-tunes; --tokenizer with shards 
   r = run('train', '--init-from', join(root, 'init'), '--data', data, '--steps', '2', '--batch', '4', '--backend', 'reference', '--eval-every', '0', '--sample-every', '0', '--out', join(root, 'ft'));
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /done: 2 steps/);
+  // eval with no data scores the run's own validation split, as its final evaluation did.
+  const finalVal = (await readFile(join(root, 'ft', 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l)).find((m) => m.final).val_loss;
+  r = run('eval', '--ckpt', join(root, 'ft'), '--backend', 'reference', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(Math.abs(JSON.parse(r.stdout).val_loss - finalVal) < 1e-5, `${r.stdout} vs ${finalVal}`);
+  r = run('eval', '--ckpt', join(root, 'init'), '--backend', 'reference');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /records no training data .*give --text/);
+  // runs/latest (a file naming the latest run) is taken wherever a run is.
+  await mkdir(join(root, 'runs'), { recursive: true });
+  await writeFile(join(root, 'runs', 'latest'), join(root, 'ft') + '\n');
+  r = run('plot', join(root, 'runs', 'latest'), '--out', join(root, 'p.svg'));
+  assert.equal(r.status, 0, r.stderr);
+  r = run('eval', '--ckpt', join(root, 'runs', 'latest'), '--text', 'the cat', '--backend', 'reference');
+  assert.equal(r.status, 0, r.stderr);
   r = run('train', '--init-from', join(root, 'init'), '--data', data, '--steps', '2', '--n-layers', '3', '--out', join(root, 'ft2'));
   assert.equal(r.status, 1);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
@@ -152,6 +168,22 @@ test('train --init-from on the command line fine-tunes; --tokenizer with shards 
   r = run('train', '--data', join(root, 'shards'), '--tokenizer', 'gpt2', '--steps', '2', ...tiny, '--out', join(root, 'sh'));
   assert.equal(r.status, 1);
   assert.match(r.stderr, /--tokenizer gpt2 conflicts with the shards/);
+  // A tokenizer file from `tokenizer train` trains as it is, and lands in the checkpoint.
+  r = run('tokenizer', 'train', '--data', data, '--vocab', '270', '--out', join(root, 'tok.json'));
+  assert.equal(r.status, 0, r.stderr);
+  r = run('train', '--data', data, '--tokenizer', join(root, 'tok.json'), '--steps', '2', ...tiny, '--out', join(root, 'tokrun'));
+  assert.equal(r.status, 0, r.stderr);
+  const { tokenizerFromJson } = await import('../src/data/tokenizer.js');
+  const fileTok = tokenizerFromJson(JSON.parse(await readFile(join(root, 'tok.json'), 'utf8')), 'tok.json');
+  const saved = (await loadCheckpoint(join(root, 'tokrun', 'checkpoint'))).tokenizer;
+  assert.equal(saved.vocabSize, fileTok.vocabSize);
+  assert.deepEqual(Array.from(saved.encode('the bird sat')), Array.from(fileTok.encode('the bird sat')));
+  r = run('train', '--data', join(root, 'shards'), '--tokenizer', join(root, 'tok.json'), '--steps', '2', ...tiny, '--out', join(root, 'sh2'));
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /not the given bpe tokenizer/);
+  r = run('train', '--data', data, '--tokenizer', join(root, 'nope.json'), '--steps', '2', ...tiny, '--out', join(root, 'sh3'));
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /no such file or folder/);
 });
 
 test('without minLr the cosine decay ends at a tenth of lr, for any lr; a run folder loads as its checkpoint', async () => {

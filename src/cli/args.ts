@@ -174,3 +174,12 @@ export function modelConfigFromFlags(v: FlagValues): Partial<ModelConfig> {
     init: v.init as ModelConfig['init'],
   };
 }
+
+/**
+ * The long flags written on a command line (`--name` or `--name=value`, up to a `--`), e.g. to
+ * tell a flag the user gave from a default. `argv`: the arguments after the command name.
+ */
+export function flagsOnCommandLine(argv: string[] = process.argv.slice(3)): Set<string> {
+  const end = argv.indexOf('--');
+  return new Set((end < 0 ? argv : argv.slice(0, end)).filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]!));
+}

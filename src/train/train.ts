@@ -41,7 +41,8 @@ export interface TrainOptions {
   clean?: Partial<CleanOptions>;
   /** Invalid UTF-8 in the data: an error (default) or replaced with U+FFFD and a warning. */
   invalidUtf8?: 'error' | 'replace';
-  tokenizer?: TokenizerKind;
+  /** A kind to build from the data (char, gpt2, or a BPE trained on it), or a tokenizer to use as it is (e.g. one from `minigpt tokenizer train`). */
+  tokenizer?: TokenizerKind | Tokenizer;
   /** Vocabulary size when training a BPE tokenizer. */
   bpeVocab?: number;
   model?: Partial<ModelConfig>;
@@ -209,12 +210,28 @@ async function isRunDirOrAbsent(dir: string): Promise<boolean> {
  * `checkpoint/` is taken even when broken, so that loading it says what is wrong with it.
  */
 export async function findCheckpointDir(dir: string): Promise<string> {
+  dir = await followLatest(dir);
   await recoverInterruptedSave(join(dir, 'checkpoint')).catch(() => {});
   if (await exists(join(dir, 'checkpoint', 'config.json'))) return join(dir, 'checkpoint');
   if (!(await exists(join(dir, 'config.json'))) && (await exists(join(dir, 'metrics.jsonl')))) {
     throw new MinigptError(`the run ${dir} has no checkpoint yet (it stopped before its first save)`);
   }
   return dir;
+}
+
+/**
+ * `runs/latest` (the file recordLatestRun writes) -> the run it names, so that it can be given
+ * wherever a run directory is asked for; any other path unchanged.
+ */
+export async function followLatest(path: string): Promise<string> {
+  if (basename(path) !== 'latest') return path;
+  try {
+    if (!(await stat(path)).isFile()) return path;
+    const target = (await readFile(path, 'utf8')).trim();
+    return target && !target.includes('\n') ? target : path;
+  } catch {
+    return path;
+  }
 }
 
 /** Records `runDir` as the latest run of this working directory (runs/latest), for the CLI. */
@@ -290,9 +307,19 @@ export async function loadTrainingData(
   o: Pick<TrainOptions, 'data' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage' | 'clean' | 'invalidUtf8'>,
   existing?: Tokenizer,
 ): Promise<TrainingData> {
+  const givenTokenizer = typeof o.tokenizer === 'object' ? o.tokenizer : undefined;
+  existing ??= givenTokenizer;
+  const tokenizerWhose = givenTokenizer && existing === givenTokenizer ? 'the given' : "the checkpoint's";
   if (o.data && (await isShardDir(o.data))) {
     const shards = await openShards(o.data);
-    if (existing) checkShardsTokenizer(existing, shards.tokenizer, o.data);
+    if (existing) {
+      try {
+        checkShardsTokenizer(existing, shards.tokenizer, o.data, tokenizerWhose);
+      } catch (e) {
+        shards.close();
+        throw e;
+      }
+    }
     const made = `${o.data} was prepared with a ${describeTokenizer(shards.tokenizer)}, which training on it keeps; drop the flag, or prepare the data again with another --tokenizer`;
     if (!existing && o.tokenizer !== undefined && o.tokenizer !== shards.tokenizer.kind) { shards.close(); throw new MinigptError(`--tokenizer ${o.tokenizer} conflicts with the shards: ${made}`); }
     if (!existing && o.bpeVocab !== undefined && !(shards.tokenizer.kind === 'bpe' && shards.tokenizer.vocabSize === o.bpeVocab)) { shards.close(); throw new MinigptError(`--bpe-vocab ${o.bpeVocab} conflicts with the shards: ${made}`); }
@@ -301,7 +328,7 @@ export async function loadTrainingData(
   }
   const { text, name: dataName } = await loadTokens(o.data, o);
   const val = o.valData ? (await loadTokens(o.valData, o)).text : null;
-  const kind = o.tokenizer ?? TRAIN_DEFAULTS.tokenizer;
+  const kind = (typeof o.tokenizer === 'string' ? o.tokenizer : undefined) ?? TRAIN_DEFAULTS.tokenizer;
   // A character vocabulary must cover the validation text too, or evaluating it fails.
   const tokenizerText = val !== null && kind === 'char' ? `${text}\n${val}` : text;
   const tokenizer = existing ?? (await makeTokenizer(kind, tokenizerText, { vocabSize: o.bpeVocab ?? TRAIN_DEFAULTS.bpeVocab }));
@@ -322,6 +349,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   o.minLr ??= o.lr / 10;
   check(o.minLr >= 0 && o.minLr <= o.lr, `--min-lr must be between 0 and --lr (got ${o.minLr}, lr ${o.lr})`);
 
+  check(!(typeof opts.tokenizer === 'object' && opts.bpeVocab !== undefined), '--bpe-vocab goes with --tokenizer bpe; a tokenizer file has its own vocabulary');
   // --- resume, fine-tune or start ---
   check(!(o.resume && o.initFrom), '--resume and --init-from exclude each other: --resume continues a run exactly, --init-from starts a new run from a checkpoint\'s weights');
   const resumeDir = o.resume ? await findCheckpointDir(resolve(o.resume)) : null;
@@ -338,7 +366,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const t = base.tokenizer;
     const what = resumed ? 'the run being resumed' : `--init-from ${o.initFrom}`;
     const keep = `${resumed ? 'a resumed run' : 'a fine-tuned model'} keeps its ${describeTokenizer(t)}; drop the flag${resumed ? ', or start a new run with another --out' : ''}`;
-    check(opts.tokenizer === undefined || opts.tokenizer === t.kind, () => `--tokenizer ${opts.tokenizer} conflicts with ${what}: ${keep}`);
+    const named = typeof opts.tokenizer === 'object' ? `a ${describeTokenizer(opts.tokenizer)}` : opts.tokenizer;
+    check(opts.tokenizer === undefined || (typeof opts.tokenizer === 'object' ? sameTokenizer(opts.tokenizer, t) : opts.tokenizer === t.kind), () => `--tokenizer ${named} conflicts with ${what}: ${keep}`);
     check(opts.bpeVocab === undefined || t.kind !== 'bpe' || opts.bpeVocab === t.vocabSize, () => `--bpe-vocab ${opts.bpeVocab} conflicts with ${what}: ${keep}`);
   }
   const flag = (name: string): string => `--${name.replace(/_/g, '-').replace(/[A-Z]/g, (ch) => `-${ch.toLowerCase()}`)}`;
@@ -366,8 +395,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     for (const [k, have] of runOptions) if (opts[k] !== undefined && opts[k] !== have) conflicts.push(`${flag(k)} ${String(opts[k])} (the run has ${have})`);
     check(conflicts.length === 0, () => `${conflicts.join(', ')}: a resumed run keeps its model and training settings so that it continues exactly; drop ${conflicts.length > 1 ? 'those flags' : 'the flag'}, or start a new run with another --out`);
     Object.assign(o, { batch: p.batch, accum: p.accum, lr: p.lr, minLr: p.min_lr, warmup: p.warmup, weightDecay: p.weight_decay, gradClip: p.grad_clip, seed: p.seed });
-    const total = opts.steps ?? prior.total_steps;
-    check(resumed!.training!.step < total, () => `${dirname(resumeDir!)} has already trained its ${total} steps; pass a larger --steps to train it further`);
+    const total = opts.steps ?? prior.total_steps, at = resumed!.training!.step;
+    check(at < total, () => `${dirname(resumeDir!)} is at step ${at}${opts.steps !== undefined ? `, not before --steps ${total}` : `, the end of its ${total} steps`}; pass a larger --steps to train it further`);
   } else if (opts.warmup === undefined) {
     // A short run reaches its peak learning rate within its first tenth.
     o.warmup = Math.min(TRAIN_DEFAULTS.warmup, Math.floor(o.steps / 10));
@@ -584,13 +613,32 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   }
 }
 
-/** Shards must hold the checkpoint's token ids: the same tokenizer, or their ids mean other things. */
-function checkShardsTokenizer(checkpoint: Tokenizer, shards: Tokenizer, dir: string): void {
+/** Shards must hold the model's token ids: the same tokenizer, or their ids mean other things. */
+function checkShardsTokenizer(model: Tokenizer, shards: Tokenizer, dir: string, whose = "the checkpoint's"): void {
   check(
-    sameTokenizer(checkpoint, shards),
-    () => `${dir} was prepared with a ${describeTokenizer(shards)}, not the checkpoint's ${describeTokenizer(checkpoint)}; ` +
-      `prepare the data again with the checkpoint's tokenizer (minigpt prepare --tokenizer CHECKPOINT_DIR ...)`,
+    sameTokenizer(model, shards),
+    () => `${dir} was prepared with a ${describeTokenizer(shards)}, not ${whose} ${describeTokenizer(model)}; ` +
+      `prepare the data again with ${whose} tokenizer (minigpt prepare --tokenizer ${whose === 'the given' ? 'FILE' : 'CHECKPOINT_DIR'} ...)`,
   );
+}
+
+/**
+ * The loss on the validation data of the run that wrote checkpoint `ckptDir` (the data and split
+ * its trainer_state.json records, read as training read them, with the default cleaning), over
+ * as many windows as the run's final evaluation: `minigpt eval` with neither --text nor --data.
+ */
+export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDir: string, opts: { batch?: number } = {}): Promise<{ loss: number; tokens: number; dataName: string }> {
+  let state: TrainerState;
+  try {
+    state = JSON.parse(await readFile(join(ckptDir, 'trainer_state.json'), 'utf8')) as TrainerState;
+  } catch {
+    throw new MinigptError(`${ckptDir} records no training data (it was not written by train); give --text "..." or --data PATH`);
+  }
+  const data = await loadTrainingData({ data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined }, tokenizer);
+  const T = model.config.context;
+  check(data.val.length > T, `the run's validation data has ${data.val.length} tokens, fewer than one window of ${T + 1}`);
+  const r = await evaluateLoss(model, data.val, opts.batch ?? 8, T, FINAL_EVAL_WINDOWS);
+  return { ...r, dataName: data.dataName };
 }
 
 /** The model's mean loss on text (the validation split, or all of it): `minigpt eval --data`. */

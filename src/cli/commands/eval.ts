@@ -3,13 +3,13 @@ import { BACKEND_FLAGS, TEXT_FLAGS, type CommandSpec } from '../args.js';
 import { encodeUserText } from '../../data/tokenizer.js';
 import { isShardDir } from '../../data/shards.js';
 import { loadModel, scoreText } from '../../inference.js';
-import { evaluateShards, evaluateText, findCheckpointDir, latestRun } from '../../train/train.js';
+import { evaluateRunData, evaluateShards, evaluateText, findCheckpointDir, latestRun } from '../../train/train.js';
 import { loadText, cleanText } from '../../data/text.js';
 
 export const evalCommand: CommandSpec = {
   name: 'eval',
   summary: 'score text with a checkpoint: per-token log-probabilities, or val loss and perplexity of a data set',
-  usage: 'minigpt eval [--ckpt DIR] (--text "..." | --data PATH [--all]) [--json]',
+  usage: 'minigpt eval [--ckpt DIR] [--text "..." | --data PATH [--all]] [--json]',
   flags: {
     ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory (default: the latest run in ./runs)' },
     text: { type: 'string', value: 'TEXT', description: 'text to score token by token (longer than the context: in windows overlapping by half)' },
@@ -17,23 +17,35 @@ export const evalCommand: CommandSpec = {
     'text-field': TEXT_FLAGS['text-field']!,
     'invalid-utf8': TEXT_FLAGS['invalid-utf8']!,
     all: { type: 'boolean', description: 'with --data: evaluate all of it, not only the validation split' },
-    batch: { type: 'int', min: 1, value: 'N', description: 'sequences per forward pass with --data', default: 8 },
-    json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss"} for --text, {"val_loss", "perplexity", "tokens", "split": "val"|"all"} for --data' },
+    batch: { type: 'int', min: 1, value: 'N', description: 'sequences per forward pass (not with --text)', default: 8 },
+    json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss"} for --text, {"val_loss", "perplexity", "tokens", "split": "val"|"all"} for --data (and "data" without either)' },
     ...BACKEND_FLAGS,
   },
   details: [
     'With --text, logprobs[i] is log p(ids[i+1] | ids[0..i]), so there is one fewer than ids; loss is their mean negative.',
     'A text longer than the context is scored in windows of the context length overlapping by half, so each',
     'token sees at least half a context before it.',
+    'With neither --text nor --data: the validation split of the data the run trained on (the embedded',
+    'corpus for a default run), over as many windows as the run\'s final evaluation, so it reproduces that number.',
     '',
     'Examples:',
+    '  minigpt eval                                    # the latest run, on its own validation data',
     '  minigpt eval --ckpt runs/run-20261127-120000 --text "To be, or not to be" --json',
     '  minigpt eval --ckpt runs/run-20261127-120000 --data shakespeare.txt',
   ].join('\n'),
   async run(v) {
-    check((v.text === undefined) !== (v.data === undefined), 'give exactly one of --text "..." or --data PATH');
+    check(v.text === undefined || v.data === undefined, 'give one of --text "..." or --data PATH, not both');
+    check(!v.all || v.data !== undefined, '--all goes with --data PATH');
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined });
+    if (v.text === undefined && v.data === undefined) {
+      // The run's own validation data: the number its final evaluation printed.
+      const r = await evaluateRunData(loaded.model, loaded.tokenizer, dir, { batch: v.batch as number });
+      const out = { val_loss: r.loss, perplexity: Math.exp(r.loss), tokens: r.tokens, split: 'val', data: r.dataName };
+      if (v.json) console.log(JSON.stringify(out));
+      else console.log(`validation split of the run's data (${r.dataName}): loss ${r.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)} over ${r.tokens.toLocaleString('en-US')} tokens`);
+      return;
+    }
     if (typeof v.text === 'string') {
       encodeUserText(loaded.tokenizer, v.text, '--text', "the checkpoint's tokenizer has no token for it; leave it out");
       const score = await scoreText(loaded, v.text);

@@ -22,8 +22,8 @@ export const exportCommand: CommandSpec = {
     'gguf: GGUF v3, llama architecture, tokenizer.ggml.model "gpt2"; llama.cpp and node-llama-cpp load it.',
     '',
     'Examples:',
-    '  minigpt export --ckpt runs/latest-run --format hf --out my-model-hf',
-    '  minigpt export --ckpt runs/latest-run --format gguf --dtype F16 --out my-model.gguf',
+    '  minigpt export --out my-model-hf                  # the latest run, as a transformers directory',
+    '  minigpt export --ckpt runs/run-20261127-120000 --dtype F16 --out my-model.gguf',
   ].join('\n'),
   async run(v) {
     check(typeof v.out === 'string', 'give --out PATH (where to write the export)');

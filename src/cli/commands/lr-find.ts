@@ -1,19 +1,13 @@
 import { checkOutputFile, looksLikeSvg, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError } from '../../errors.js';
-import { BACKEND_FLAGS, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
+import { BACKEND_FLAGS, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { findLearningRate } from '../../train/lr-find.js';
 import { loadTrainingData, findCheckpointDir } from '../../train/train.js';
 import { renderLineChart } from '../../train/plot.js';
 import { resolveConfig } from '../../model/config.js';
+import { countParams } from '../../model/params.js';
 import { loadCheckpoint } from '../../io/checkpoint.js';
 import { progressLine } from '../progress.js';
-
-/** The --flags named on this process's command line (`--name` or `--name=value`). */
-const flagsOnCommandLine = (): Set<string> => {
-  const argv = process.argv.slice(2);
-  const end = argv.indexOf('--');
-  return new Set((end < 0 ? argv : argv.slice(0, end)).filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]!));
-};
 
 export const lrFindCommand: CommandSpec = {
   name: 'lr-find',
@@ -52,7 +46,11 @@ export const lrFindCommand: CommandSpec = {
     const result = await findLearningRate({
       config, train: data.train, weights: ckpt?.weights, batch: v.batch as number,
       startLr: v.start as number, endLr: v.end as number, steps: v.steps as number, seed: v.seed as number, backend: v.backend as string, threads: v.threads as number | undefined,
-      onStep: (p, i, n) => { if (!v.json) bar.update(i, n, `lr ${p.lr.toExponential(2)} loss ${p.loss.toFixed(4)} smoothed ${p.smoothed.toFixed(4)}`); },
+      onStep: (p, i, n) => {
+        if (v.json) return;
+        if (i === 1) bar.print(`sweeping the learning rate from ${(v.start as number).toExponential(0)} to ${(v.end as number).toExponential(0)} over ${n} steps: ${countParams(config).toLocaleString('en-US')} parameters, ${data.tokenizer.kind} tokenizer, batch ${v.batch} x ${config.context} tokens`);
+        bar.update(i, n, `lr ${p.lr.toExponential(2)} loss ${p.loss.toFixed(4)} smoothed ${p.smoothed.toFixed(4)}`);
+      },
     });
     bar.done();
     const svg = renderLineChart([
@@ -64,7 +62,8 @@ export const lrFindCommand: CommandSpec = {
     if (v.json) {
       console.log(JSON.stringify({ suggestion: result.suggestion, minimum: result.minimum, stopped_early: result.stoppedEarly, curve: result.curve }));
     } else {
-      console.log(`suggested learning rate: ${result.suggestion.toExponential(2)} (steepest descent; lowest loss at ${result.minimum.toExponential(2)})`);
+      console.log(`suggested learning rate: ${result.suggestion.toExponential(2)} (where the loss fell fastest; use it or a little below with train --lr)`);
+      console.log(`the loss was lowest at lr ${result.minimum.toExponential(2)}, close to where training becomes unstable: too high to train with`);
       console.log(`plot: ${v.out}`);
     }
   },

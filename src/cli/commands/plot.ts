@@ -3,6 +3,7 @@ import { basename, join, resolve } from 'node:path';
 import { check } from '../../errors.js';
 import type { CommandSpec } from '../args.js';
 import { readMetrics, renderLossPlot } from '../../train/plot.js';
+import { followLatest } from '../../train/train.js';
 
 export const plotCommand: CommandSpec = {
   name: 'plot',
@@ -14,12 +15,15 @@ export const plotCommand: CommandSpec = {
     title: { type: 'string', value: 'TEXT', description: 'chart title' },
     force: { type: 'boolean', description: 'replace --out even if it is not an SVG (an existing SVG is replaced anyway)' },
   },
-  details: 'Example:\n  minigpt plot runs/run-a runs/run-b --out compare.svg',
+  details: 'RUN is a run directory (runs/latest: the latest run).\n\nExample:\n  minigpt plot runs/run-a runs/run-b --out compare.svg',
   async run(v, runs) {
     check(runs.length > 0, 'name at least one run directory (e.g. minigpt plot runs/run-20261127-120000)');
     await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: looksLikeSvg });
     const series = [];
-    for (const run of runs) series.push({ name: basename(resolve(run)), records: await readMetrics(join(run, 'metrics.jsonl')) });
+    for (const given of runs) {
+      const run = await followLatest(given);
+      series.push({ name: basename(resolve(run)), records: await readMetrics(join(run, 'metrics.jsonl')) });
+    }
     await writeFileAtomic(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
     console.log(`wrote ${v.out} (${series.map((s) => `${s.name}: ${s.records.length} records`).join(', ')})`);
   },

@@ -45,12 +45,13 @@ export const tokenizerCommand: CommandSpec = {
   },
   details: [
     'The BPE tokenizer splits text as GPT-2 does, then merges bytes; any text can be encoded.',
-    'Its JSON can be given to training; gpt2 is the fixed 50257-token GPT-2 vocabulary.',
+    'Train on text with it: minigpt train --tokenizer FILE (or minigpt prepare --tokenizer FILE for shards);',
+    'gpt2 is the fixed 50257-token GPT-2 vocabulary.',
     '',
     'Examples:',
     '  minigpt tokenizer train --data shakespeare.txt --vocab 4096 --out shakespeare.tok.json',
     '  minigpt tokenizer encode --tokenizer shakespeare.tok.json --text "To be, or not to be"',
-    '  minigpt tokenizer encode --tokenizer gpt2 --text "Hello world"      # [15496, 995]',
+    '  minigpt tokenizer encode --tokenizer gpt2 --text "Hello world"      # [15496,995]',
     '  minigpt tokenizer decode --tokenizer gpt2 --ids "15496 995"',
   ].join('\n'),
   async run(v, positionals) {

@@ -1,5 +1,5 @@
 import { MinigptError, check } from '../../errors.js';
-import { BACKEND_FLAGS, TEXT_FLAGS, cleanOptionsFromFlag, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
+import { BACKEND_FLAGS, TEXT_FLAGS, cleanOptionsFromFlag, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
 import { train, TRAIN_DEFAULTS, recordLatestRun } from '../../train/train.js';
 import { AMP_MODES } from '../../train/amp.js';
 import { formatDuration, formatRate, progressLine } from '../progress.js';
@@ -7,6 +7,10 @@ import { readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { exists } from '../../util/fs.js';
 import { onOutputClosed } from '../output.js';
+import { loadTokenizer } from './tokenizer.js';
+import type { TokenizerKind } from '../../data/tokenizer.js';
+
+const TOKENIZER_KINDS: readonly string[] = ['char', 'gpt2', 'bpe'];
 
 const plural = (n: number, word: string): string => `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
 
@@ -36,7 +40,7 @@ const TRAIN_FLAGS = {
   'val-data': { type: 'string', value: 'PATH', description: 'validation text (default: the last 10% of --data)' },
   ...TEXT_FLAGS,
   // No `default` here: with --resume, a tokenizer flag that was not given must not conflict with the run's.
-  tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: `tokenizer (default ${TRAIN_DEFAULTS.tokenizer}; a resumed run keeps its own)` },
+  tokenizer: { type: 'string', value: 'char|gpt2|bpe|FILE', description: `tokenizer: built from the data (char; bpe: trained on it), GPT-2's, or a file from \`minigpt tokenizer train\` or a checkpoint folder (default ${TRAIN_DEFAULTS.tokenizer}; a resumed run keeps its own)` },
   'bpe-vocab': { type: 'int', min: 257, value: 'N', description: `vocabulary size of a trained BPE tokenizer (default ${TRAIN_DEFAULTS.bpeVocab})` },
   batch: { type: 'int', min: 1, value: 'N', description: 'sequences per micro-batch', default: TRAIN_DEFAULTS.batch },
   accum: { type: 'int', min: 1, value: 'N', description: 'micro-batches per optimizer step (gradient accumulation)', default: TRAIN_DEFAULTS.accum },
@@ -64,9 +68,6 @@ const TRAIN_FLAGS = {
 
 /** Settings a resumed run keeps: its model shape and its optimisation (see train()). */
 const RESUME_FIXED = [...Object.keys(MODEL_FLAGS), 'batch', 'accum', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip', 'seed', 'amp'];
-
-/** Flags set on the command line. */
-const flagsOnCommandLine = (argv: string[]): Set<string> => new Set(argv.filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]!));
 
 /** Values from --config FILE, for flags the command line did not set; `set`: the flags given either way. */
 async function withConfigFile(v: FlagValues, argv: string[]): Promise<{ values: FlagValues; set: Set<string> }> {
@@ -154,7 +155,7 @@ export const trainCommand: CommandSpec = {
         textField: v['text-field'] as string,
         clean: cleanOptionsFromFlag(v.clean as string),
         invalidUtf8: v['invalid-utf8'] as 'error' | 'replace',
-        tokenizer: v.tokenizer as 'char' | 'gpt2' | 'bpe' | undefined,
+        tokenizer: typeof v.tokenizer !== 'string' || TOKENIZER_KINDS.includes(v.tokenizer) ? v.tokenizer as TokenizerKind | undefined : await loadTokenizer(v.tokenizer),
         bpeVocab: v['bpe-vocab'] as number | undefined,
         model,
         batch: v.batch as number, accum: v.accum as number, steps: v.steps as number | undefined, maxTime,
@@ -193,15 +194,16 @@ export const trainCommand: CommandSpec = {
       bar.done();
       const rel = (p: string): string => relative(process.cwd(), p) || p;
       const plot = join(summary.runDir, 'loss.svg');
+      const row = (label: string): string => `  ${label.padEnd(16)}`;
       console.log([
         summary.interrupted ? `stopped at step ${summary.steps} (interrupted); checkpoint saved` : `done: ${plural(summary.steps, 'step')}`,
-        `  tokens seen   ${summary.tokensSeen.toLocaleString('en-US')} in ${formatDuration(summary.seconds)} (${formatRate(summary.tokensSeen / Math.max(summary.seconds, 1e-9))} tok/s this session)`,
-        Number.isFinite(summary.finalLoss) ? `  final loss    ${summary.finalLoss.toFixed(4)}` : '',
-        `  best val loss ${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}`,
-        summary.skippedSteps ? `  skipped steps ${summary.skippedSteps} (non-finite gradients)` : '',
-        `  checkpoint    ${rel(summary.checkpoint)}`,
-        (await exists(plot)) ? `  loss plot     ${rel(plot)}` : '',
-        `next: npx minigpt sample --ckpt ${rel(summary.runDir)} --prompt "The "`,
+        `${row('tokens seen')}${summary.tokensSeen.toLocaleString('en-US')} in ${formatDuration(summary.seconds)} (${formatRate(summary.tokensSeen / Math.max(summary.seconds, 1e-9))} tok/s this session)`,
+        Number.isFinite(summary.finalLoss) ? `${row('last train loss')}${summary.finalLoss.toFixed(4)} (one batch)` : '',
+        `${row('best val loss')}${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}`,
+        summary.skippedSteps ? `${row('skipped steps')}${summary.skippedSteps} (non-finite gradients)` : '',
+        `${row('checkpoint')}${rel(summary.checkpoint)}`,
+        (await exists(plot)) ? `${row('loss plot')}${rel(plot)}` : '',
+        summary.interrupted ? `next: npx minigpt train --resume ${rel(summary.runDir)}   (continues exactly where it stopped)` : `next: npx minigpt sample --ckpt ${rel(summary.runDir)} --prompt "The "`,
       ].filter(Boolean).join('\n'));
       return summary.interrupted && interrupts > 0 ? 130 : 0;
     } finally {
