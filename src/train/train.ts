@@ -121,6 +121,7 @@ export interface StepInfo {
   loss: number;
   lr: number;
   gradNorm: number;
+  /** Training speed of this session after its first few steps (they pay for compiling and tuning). */
   tokensPerSecond: number;
   elapsed: number;
   /** Seconds left at the current speed (or until --max-time). */
@@ -174,6 +175,8 @@ export const TRAIN_DEFAULTS = {
 };
 
 const FINAL_EVAL_WINDOWS = 4096;
+/** Steps of a session before its speed is measured (see the step loop). */
+const WARM_STEPS = 5;
 
 /** The state, besides weights and moments, that an exact resume needs. */
 interface TrainerState {
@@ -518,6 +521,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const t0 = performance.now();
     const startStep = step;
     let lastLoss = NaN, skipped = 0, interrupted = false, consecutiveBad = 0, checkedStep = step;
+    let warm: { step: number; time: number } | null = null;
     if (!resumed) await log({ step: 0, event: 'start', config, tokenizer: tokenizer.kind, data: dataName, ...(initDir ? { init_from: initDir } : {}) });
 
     // Steps run in windows of up to `syncEvery` between read backs. Each step leaves its mean loss
@@ -578,8 +582,13 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
         step++;
         tokensSeen += B * T * o.accum;
         lastLoss = loss;
-        const elapsed = (performance.now() - t0) / 1000;
-        const tokensPerSecond = ((step - startStep) * B * T * o.accum) / Math.max(elapsed, 1e-9);
+        const now = performance.now(), elapsed = (now - t0) / 1000;
+        // Speed, and so the ETA, counts from this session's WARM_STEPS-th step once it is 0.2 s
+        // behind: the first steps pay for kernel compiling, JIT and tuning (a run's ETA at step 10
+        // read twice its real length).
+        if (!warm && step - startStep >= WARM_STEPS) warm = { step, time: now };
+        const since = warm && step > warm.step && now - warm.time > 200 ? warm : { step: startStep, time: t0 };
+        const tokensPerSecond = ((step - since.step) * B * T * o.accum) / Math.max((now - since.time) / 1000, 1e-9);
         const stepsLeft = totalSteps - step;
         let eta = (stepsLeft * B * T * o.accum) / Math.max(tokensPerSecond, 1e-9);
         if (o.maxTime !== undefined) eta = Math.min(eta, Math.max(0, o.maxTime - elapsed));
