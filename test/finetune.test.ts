@@ -195,3 +195,28 @@ test('without minLr the cosine decay ends at a tenth of lr, for any lr; a run fo
   // loadCheckpoint takes the run folder the CLI takes.
   assert.equal((await loadCheckpoint(r.runDir)).config.d_model, 16);
 });
+
+test('a run cut by maxTime says so, logs its last step, and resuming with more steps says how the decay changes', async () => {
+  const { root, base } = await setup();
+  const r = await train(base({ out: join(root, 'a'), steps: 100000, maxTime: 0.3 }));
+  assert.ok(r.outOfTime && !r.interrupted && r.steps < 100000);
+  assert.ok(r.lastLr > 1e-3, `lr ${r.lastLr} is still near the peak`);
+  assert.ok(r.finalValLoss !== null && r.bestValLoss !== null && r.bestValLoss <= r.finalValLoss);
+  const records = (await readFile(join(root, 'a', 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  assert.ok(records.some((m) => m.step === r.steps && typeof m.loss === 'number'), 'the last step has a loss record');
+  const messages: string[] = [];
+  await train({ resume: r.runDir, steps: r.steps + 5, backend: 'reference', evalEvery: 0, sampleEvery: 0, saveEvery: 0, evalWindows: 4, onMessage: (m) => messages.push(m) });
+  assert.ok(messages.some((m) => /the cosine decay now spans \d+ steps instead of 100000/.test(m)), messages.join('\n'));
+});
+
+test('fp16 records its loss scale and skipped steps in metrics.jsonl', async () => {
+  const { root, base } = await setup();
+  await train(base({ out: join(root, 'a'), steps: 4, amp: 'fp16', ampInitialScale: 2 ** 60, logEvery: 1, onWarning: () => {} }));
+  const records = (await readFile(join(root, 'a', 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  const skipped = records.filter((m) => m.skipped === true);
+  assert.ok(skipped.length > 0, 'a 2^60 scale overflows');
+  assert.ok(skipped.every((m) => typeof m.loss_scale === 'number'));
+  const steps = records.filter((m) => typeof m.loss === 'number' && m.skipped !== true);
+  assert.equal(steps.length, 4);
+  assert.ok(steps.every((m) => typeof m.loss_scale === 'number' && m.loss_scale < 2 ** 60));
+});

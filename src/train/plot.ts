@@ -334,7 +334,7 @@ export function renderLossPlot(runs: PlotSeries[], opts: PlotOptions = {}): stri
   const has = { train: false, val: false, final: false };
   runs.forEach((run, i) => {
     const color = COLORS[i % COLORS.length];
-    const train = byStep(run.records, (r) => r.loss);
+    const train = byStep(run.records, (r) => (r.skipped === true ? undefined : r.loss));
     const val = byStep(run.records, (r) => (r.final === true ? undefined : r.val_loss));
     const final = byStep(run.records, (r) => (r.final === true ? r.val_loss : undefined));
     has.train ||= train.length > 0; has.val ||= val.length > 0; has.final ||= final.length > 0;

@@ -148,8 +148,16 @@ export interface TrainSummary {
   tokensSeen: number;
   seconds: number;
   finalLoss: number;
+  /** Lowest validation loss of the run (periodic evaluations sample evalWindows windows; the final one covers the whole split). */
   bestValLoss: number | null;
+  /** The final evaluation's loss, over the whole validation split (null when interrupted). */
+  finalValLoss: number | null;
   interrupted: boolean;
+  /** Stopped by maxTime before `totalSteps`: the learning rate had not finished its decay. */
+  outOfTime: boolean;
+  totalSteps: number;
+  /** Learning rate of the last step taken. */
+  lastLr: number;
   skippedSteps: number;
 }
 
@@ -456,6 +464,11 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       elapsedBefore = prior!.elapsed;
       bestVal = prior!.best_val_loss;
       o.onMessage?.(`resuming ${resumeDir} at step ${step} of ${totalSteps}`);
+      if (totalSteps !== prior!.total_steps) {
+        const was = learningRate({ lr: o.lr, minLr: o.minLr!, warmupSteps: o.warmup, totalSteps: prior!.total_steps }, step + 1);
+        const now = learningRate({ lr: o.lr, minLr: o.minLr!, warmupSteps: o.warmup, totalSteps }, step + 1);
+        o.onMessage?.(`the cosine decay now spans ${totalSteps} steps instead of ${prior!.total_steps}: the learning rate goes on from ${now.toExponential(2)} (it would have been ${was.toExponential(2)})`);
+      }
     } else if (initial) {
       setWeights(model, initial.weights);
       o.onMessage?.(`fine-tuning from ${initDir}`);
@@ -522,6 +535,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const startStep = step;
     let lastLoss = NaN, skipped = 0, interrupted = false, consecutiveBad = 0, checkedStep = step;
     let warm: { step: number; time: number } | null = null;
+    let unlogged: Record<string, unknown> | null = null, lastLr = NaN, finalVal: number | null = null;
     if (!resumed) await log({ step: 0, event: 'start', config, tokenizer: tokenizer.kind, data: dataName, ...(initDir ? { init_from: initDir } : {}) });
 
     // Steps run in windows of up to `syncEvery` between read backs. Each step leaves its mean loss
@@ -576,6 +590,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
           skipped++;
           consecutiveBad++;
           (o.onWarning ?? o.onMessage)?.(`step ${step + 1}: ${Number.isFinite(loss) ? 'gradient overflow' : `loss is ${loss}`}; skipped the update${amp.mode !== 'off' ? `, loss scale now ${amp.scale}` : ''}`);
+          await log({ step: step + 1, skipped: true, loss: Number.isFinite(loss) ? loss : String(loss), ...(amp.mode === 'fp16' ? { loss_scale: amp.scale } : {}) });
           continue;
         }
         consecutiveBad = 0;
@@ -593,8 +608,11 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
         let eta = (stepsLeft * B * T * o.accum) / Math.max(tokensPerSecond, 1e-9);
         if (o.maxTime !== undefined) eta = Math.min(eta, Math.max(0, o.maxTime - elapsed));
         o.onStep?.({ step, totalSteps, loss, lr, gradNorm, tokensPerSecond, elapsed, eta, tokensSeen, skipped: false, lossScale: amp.scale });
+        lastLr = lr;
+        unlogged = { step, loss, lr, grad_norm: gradNorm, tokens: tokensSeen, time: elapsedBefore + elapsed, tok_per_s: tokensPerSecond, ...(amp.mode === 'fp16' ? { loss_scale: amp.scale } : {}) };
         if (step % o.logEvery === 0 || step === totalSteps) {
-          await log({ step, loss, lr, grad_norm: gradNorm, tokens: tokensSeen, time: elapsedBefore + elapsed, tok_per_s: tokensPerSecond });
+          await log(unlogged);
+          unlogged = null;
         }
       }
       if (consecutiveBad >= 5 && (amp.mode === 'off' || amp.scale < 1)) {
@@ -609,13 +627,15 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       if (every(o.saveEvery, step)) await save();
     }
 
+    // A run stopped between log lines (time, Ctrl-C) still records its last step.
+    if (unlogged) await log(unlogged);
     // The final validation loss covers the whole validation split (up to FINAL_EVAL_WINDOWS).
-    if (!interrupted) await evaluate(true);
+    if (!interrupted) finalVal = await evaluate(true);
     await save();
     const seconds = (performance.now() - t0) / 1000;
     return {
       runDir, checkpoint: ckptDir, steps: step, tokensSeen, seconds, finalLoss: lastLoss,
-      bestValLoss: bestVal, interrupted, skippedSteps: skipped,
+      bestValLoss: bestVal, finalValLoss: finalVal, interrupted, outOfTime: !interrupted && step < totalSteps, totalSteps, lastLr, skippedSteps: skipped,
     };
   } finally {
     if (typeof o.backend !== 'object') backend.destroy();

@@ -45,7 +45,7 @@ const TRAIN_FLAGS = {
   batch: { type: 'int', min: 1, value: 'N', description: 'sequences per micro-batch', default: TRAIN_DEFAULTS.batch },
   accum: { type: 'int', min: 1, value: 'N', description: 'micro-batches per optimizer step (gradient accumulation)', default: TRAIN_DEFAULTS.accum },
   steps: { type: 'int', min: 1, value: 'N', description: `optimizer steps (default ${TRAIN_DEFAULTS.steps}; with --resume, the run's own total)` },
-  'max-time': { type: 'string', value: 'DURATION', description: 'stop after this long (e.g. 10m), whichever comes first' },
+  'max-time': { type: 'string', value: 'DURATION', description: 'stop after this long (e.g. 10m, 1h30m) if --steps are not done by then; the lr schedule still spans --steps, so --resume finishes the decay' },
   lr: { type: 'number', above: 0, value: 'X', description: 'peak learning rate', default: TRAIN_DEFAULTS.lr },
   'min-lr': { type: 'number', min: 0, value: 'X', description: 'learning rate at the end of the cosine decay (default: --lr / 10)' },
   warmup: { type: 'int', min: 0, value: 'N', description: `linear warmup steps (default ${TRAIN_DEFAULTS.warmup}, or a tenth of --steps when that is fewer)` },
@@ -58,6 +58,7 @@ const TRAIN_FLAGS = {
   'init-from': { type: 'string', value: 'DIR', description: "fine-tune: a new run starting from a checkpoint's weights, model and tokenizer (from train, init or import)" },
   'eval-every': { type: 'int', min: 0, value: 'N', description: 'validation loss every N steps (0: only at the end)', default: TRAIN_DEFAULTS.evalEvery },
   'sample-every': { type: 'int', min: 0, value: 'N', description: 'print a sample every N steps (0: never)', default: TRAIN_DEFAULTS.sampleEvery },
+  'log-every': { type: 'int', min: 1, value: 'N', description: 'a train-loss line in metrics.jsonl every N steps', default: TRAIN_DEFAULTS.logEvery },
   'save-every': { type: 'int', min: 0, value: 'N', description: 'checkpoint every N steps (and always at the end)', default: TRAIN_DEFAULTS.saveEvery },
   'sync-every': { type: 'int', min: 1, max: 1000, value: 'N', description: 'read the loss back every N steps: fewer GPU stalls, progress updates in batches (fp16 reads every step)', default: TRAIN_DEFAULTS.syncEvery },
   ...BACKEND_FLAGS,
@@ -164,7 +165,7 @@ export const trainCommand: CommandSpec = {
         amp: v.amp as 'off' | 'fp16' | 'bf16', seed: v.seed as number,
         out: v.out as string | undefined, resume: v.resume as string | undefined, initFrom: v['init-from'] as string | undefined,
         evalEvery: v['eval-every'] as number, sampleEvery: v['sample-every'] as number, saveEvery: v['save-every'] as number,
-        syncEvery: v['sync-every'] as number,
+        syncEvery: v['sync-every'] as number, logEvery: v['log-every'] as number,
         backend: v.backend as string, threads: v.threads as number | undefined,
         signal: controller.signal,
         async onStart(s) {
@@ -179,7 +180,7 @@ export const trainCommand: CommandSpec = {
         },
         onStep(s) {
           if (quiet) return;
-          bar.update(s.step, s.totalSteps, `loss ${s.loss.toFixed(4)} lr ${s.lr.toExponential(2)} ${formatRate(s.tokensPerSecond)} tok/s ETA ${formatDuration(s.eta)}${lastVal}`);
+          bar.update(s.step, s.totalSteps, `loss ${s.loss.toFixed(4)} lr ${s.lr.toExponential(2)}${s.lossScale !== 1 ? ` scale 2^${Math.log2(s.lossScale)}` : ''} ${formatRate(s.tokensPerSecond)} tok/s ETA ${formatDuration(s.eta)}${lastVal}`);
         },
         onEval(e) {
           lastVal = ` val ${e.valLoss.toFixed(4)}`;
@@ -196,14 +197,17 @@ export const trainCommand: CommandSpec = {
       const plot = join(summary.runDir, 'loss.svg');
       const row = (label: string): string => `  ${label.padEnd(16)}`;
       console.log([
-        summary.interrupted ? `stopped at step ${summary.steps} (interrupted); checkpoint saved` : `done: ${plural(summary.steps, 'step')}`,
+        summary.interrupted ? `stopped at step ${summary.steps} (interrupted); checkpoint saved`
+          : summary.outOfTime ? `stopped by --max-time at step ${summary.steps} of ${summary.totalSteps} (lr ${summary.lastLr.toExponential(2)}: the decay spans all ${summary.totalSteps} steps); checkpoint saved`
+            : `done: ${plural(summary.steps, 'step')}`,
         `${row('tokens seen')}${summary.tokensSeen.toLocaleString('en-US')} in ${formatDuration(summary.seconds)} (${formatRate(summary.tokensSeen / Math.max(summary.seconds, 1e-9))} tok/s this session)`,
         Number.isFinite(summary.finalLoss) ? `${row('last train loss')}${summary.finalLoss.toFixed(4)} (one batch)` : '',
-        `${row('best val loss')}${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}`,
+        summary.finalValLoss !== null ? `${row('final val loss')}${summary.finalValLoss.toFixed(4)} (whole validation split; minigpt eval reproduces it)` : '',
+        `${row('best val loss')}${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}${summary.bestValLoss !== null && summary.bestValLoss !== summary.finalValLoss ? ' (a periodic evaluation: a sample of the validation split)' : ''}`,
         summary.skippedSteps ? `${row('skipped steps')}${summary.skippedSteps} (non-finite gradients)` : '',
         `${row('checkpoint')}${rel(summary.checkpoint)}`,
         (await exists(plot)) ? `${row('loss plot')}${rel(plot)}` : '',
-        summary.interrupted ? `next: npx minigpt train --resume ${rel(summary.runDir)}   (continues exactly where it stopped)` : `next: npx minigpt sample --ckpt ${rel(summary.runDir)} --prompt "The "`,
+        summary.interrupted || summary.outOfTime ? `next: npx minigpt train --resume ${rel(summary.runDir)}   (continues exactly where it stopped)` : `next: npx minigpt sample --ckpt ${rel(summary.runDir)} --prompt "The "`,
       ].filter(Boolean).join('\n'));
       return summary.interrupted && interrupts > 0 ? 130 : 0;
     } finally {
