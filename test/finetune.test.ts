@@ -220,3 +220,23 @@ test('fp16 records its loss scale and skipped steps in metrics.jsonl', async () 
   assert.equal(steps.length, 4);
   assert.ok(steps.every((m) => typeof m.loss_scale === 'number' && m.loss_scale < 2 ** 60));
 });
+
+test('a run keeps the cleaning its data was read with, for resume and for eval without data', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-clean-'));
+  const data = join(root, 'crlf.txt');
+  await writeFile(data, CORPUS.replaceAll('\n', '\r\n\u0007'));
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: root });
+  const tiny = ['--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '4', '--backend', 'reference', '--eval-every', '0', '--sample-every', '0'];
+  let r = run('train', '--data', data, '--clean', 'none', '--steps', '2', ...tiny, '--out', join(root, 'a'));
+  assert.equal(r.status, 0, r.stderr);
+  const state = JSON.parse(await readFile(join(root, 'a', 'checkpoint', 'trainer_state.json'), 'utf8'));
+  assert.equal(state.clean.newlines, false);
+  const finalVal = (await readFile(join(root, 'a', 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l)).find((m) => m.final).val_loss;
+  r = run('eval', '--ckpt', join(root, 'a'), '--backend', 'reference', '--json');
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(Math.abs(JSON.parse(r.stdout).val_loss - finalVal) < 1e-5, `${r.stdout} vs ${finalVal}`);
+  r = run('train', '--resume', join(root, 'a'), '--steps', '4', '--backend', 'reference', '--eval-every', '0', '--sample-every', '0');
+  assert.equal(r.status, 0, r.stderr);
+  const resumed = JSON.parse(await readFile(join(root, 'a', 'checkpoint', 'trainer_state.json'), 'utf8'));
+  assert.equal(resumed.clean.newlines, false);
+});

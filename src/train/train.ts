@@ -197,6 +197,8 @@ interface TrainerState {
   data: string | null;
   val_data: string | null;
   text_field: string | null;
+  /** Cleaning the data was read with (absent in checkpoints before 2026-12-06: the defaults). */
+  clean?: Partial<CleanOptions> | null;
   options: Record<string, unknown>;
 }
 
@@ -425,9 +427,11 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
 
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
   const textField = o.textField ?? prior?.text_field ?? undefined;
+  // A resumed run reads its data cleaned as before unless told otherwise.
+  const clean = o.clean ?? prior?.clean ?? undefined;
   const { tokenizer, train: trainStream, val: valStream, dataName } = await loadTrainingData({
     data: dataPath, valData: valPath, textField, tokenizer: opts.tokenizer, bpeVocab: opts.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
-    clean: o.clean, invalidUtf8: o.invalidUtf8,
+    clean, invalidUtf8: o.invalidUtf8,
   }, base?.tokenizer);
   if (prior && o.data !== undefined && resolve(o.data) !== prior.data) {
     o.onMessage?.(`continuing on ${o.data} (the run trained on ${prior.data ?? 'the default corpus'} until now)`);
@@ -490,7 +494,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       total_steps: totalSteps, tokens_seen: tokensSeen, elapsed: elapsedBefore + (performance.now() - t0) / 1000,
       sampler: sampler.state(), best_val_loss: bestVal,
       amp: { mode: amp.mode, scale: amp.scale, clean_steps: amp.cleanSteps },
-      data: dataPath ? resolve(dataPath) : null, val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null,
+      data: dataPath ? resolve(dataPath) : null, val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null, clean: clean ?? null,
       options: { batch: B, accum: o.accum, lr: o.lr, min_lr: o.minLr, warmup: o.warmup, weight_decay: o.weightDecay, grad_clip: o.gradClip, seed: o.seed },
     });
     const save = async (): Promise<void> => {
@@ -652,8 +656,8 @@ function checkShardsTokenizer(model: Tokenizer, shards: Tokenizer, dir: string, 
 }
 
 /**
- * The loss on the validation data of the run that wrote checkpoint `ckptDir` (the data and split
- * its trainer_state.json records, read as training read them, with the default cleaning), over
+ * The loss on the validation data of the run that wrote checkpoint `ckptDir` (the data, split
+ * and cleaning its trainer_state.json records, read as training read them), over
  * as many windows as the run's final evaluation: `minigpt eval` with neither --text nor --data.
  */
 export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDir: string, opts: { batch?: number } = {}): Promise<{ loss: number; tokens: number; dataName: string }> {
@@ -663,7 +667,7 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   } catch {
     throw new MinigptError(`${ckptDir} records no training data (it was not written by train); give --text "..." or --data PATH`);
   }
-  const data = await loadTrainingData({ data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined }, tokenizer);
+  const data = await loadTrainingData({ data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined }, tokenizer);
   const T = model.config.context;
   check(data.val.length > T, `the run's validation data has ${data.val.length} tokens, fewer than one window of ${T + 1}`);
   const r = await evaluateLoss(model, data.val, opts.batch ?? 8, T, FINAL_EVAL_WINDOWS);

@@ -67,8 +67,8 @@ const TRAIN_FLAGS = {
   ...MODEL_FLAGS,
 } as const satisfies CommandSpec['flags'];
 
-/** Settings a resumed run keeps: its model shape and its optimisation (see train()). */
-const RESUME_FIXED = [...Object.keys(MODEL_FLAGS), 'batch', 'accum', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip', 'seed', 'amp'];
+/** Settings a resumed run keeps unless given: its model shape, its optimisation (see train()) and its data cleaning. */
+const RESUME_FIXED = [...Object.keys(MODEL_FLAGS), 'batch', 'accum', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip', 'seed', 'amp', 'clean'];
 
 /** Values from --config FILE, for flags the command line did not set; `set`: the flags given either way. */
 async function withConfigFile(v: FlagValues, argv: string[]): Promise<{ values: FlagValues; set: Set<string> }> {
@@ -154,7 +154,7 @@ export const trainCommand: CommandSpec = {
         data: v.data as string | undefined,
         valData: v['val-data'] as string | undefined,
         textField: v['text-field'] as string,
-        clean: cleanOptionsFromFlag(v.clean as string),
+        clean: v.clean === undefined ? undefined : cleanOptionsFromFlag(v.clean as string),
         invalidUtf8: v['invalid-utf8'] as 'error' | 'replace',
         tokenizer: typeof v.tokenizer !== 'string' || TOKENIZER_KINDS.includes(v.tokenizer) ? v.tokenizer as TokenizerKind | undefined : await loadTokenizer(v.tokenizer),
         bpeVocab: v['bpe-vocab'] as number | undefined,
