@@ -39,10 +39,11 @@ export async function loadModel(dir: string, opts: { backend?: Backend | string;
   return { model, tokenizer: ckpt.tokenizer };
 }
 
-function checkIds(model: Model, ids: ArrayLike<number>): void {
+/** Token ids the model can run on: some, each in the vocabulary, and (unless `anyLength`) within the context. */
+function checkIds(model: Model, ids: ArrayLike<number>, anyLength = false): void {
   const { context, vocab_size } = model.config;
   check(ids.length > 0, 'no tokens to run the model on');
-  check(ids.length <= context, `${ids.length} tokens is longer than the model's context of ${context}; shorten the input`);
+  check(anyLength || ids.length <= context, `${ids.length} tokens is longer than the model's context of ${context}; shorten the input`);
   for (let i = 0; i < ids.length; i++) {
     check(Number.isInteger(ids[i]) && ids[i] >= 0 && ids[i] < vocab_size, `token id ${ids[i]} at position ${i} is outside the vocabulary [0, ${vocab_size})`);
   }
@@ -72,10 +73,8 @@ export async function scoreText(loaded: LoadedModel, text: string): Promise<Text
   const ids = Array.from(loaded.tokenizer.encode(text));
   check(ids.length >= 2, `the text is ${ids.length} token${ids.length === 1 ? '' : 's'} long; scoring needs at least 2`);
   const { model } = loaded;
+  checkIds(model, ids, true);
   const C = model.config.context, targets = ids.length - 1;
-  for (let i = 0; i < ids.length; i++) {
-    check(Number.isInteger(ids[i]) && ids[i] >= 0 && ids[i] < model.config.vocab_size, `token id ${ids[i]} at position ${i} is outside the vocabulary [0, ${model.config.vocab_size})`);
-  }
   const logprobs = new Array<number>(targets);
   // Window inputs [start, end) predict targets start+1 .. end; logprobs[p] belongs to target p+1.
   for (let start = 0, scored = 0; scored < targets;) {

@@ -115,9 +115,19 @@ export async function isCheckpointDir(dir: string): Promise<boolean> {
   }
 }
 
-/** True when `dir` holds a checkpoint written by training (with optimizer state to resume from). */
-export async function isTrainingCheckpoint(dir: string): Promise<boolean> {
-  return (await isCheckpointDir(dir)) && (await exists(join(dir, FILES.optimizer)));
+/** True when checkpoint `dir` holds training state (optimizer moments) to resume from: one written by training. */
+export async function hasTrainingState(dir: string): Promise<boolean> {
+  return exists(join(dir, FILES.optimizer));
+}
+
+/**
+ * A run directory (one holding `checkpoint/` but no config.json of its own) -> its checkpoint
+ * directory, after recovering an interrupted save of it; any other directory unchanged.
+ */
+export async function checkpointDirOf(dir: string): Promise<string> {
+  const inner = join(dir, 'checkpoint');
+  await recoverInterruptedSave(inner).catch(() => {});
+  return !(await exists(join(dir, FILES.config))) && (await exists(join(inner, FILES.config))) ? inner : dir;
 }
 
 /** What a config.json that is not ours is, for an error message. */
@@ -228,9 +238,7 @@ function parseJson(bytes: Uint8Array, source: string): unknown {
  * twice the size of the weights).
  */
 export async function loadCheckpoint(dir: string, opts: { training?: boolean } = {}): Promise<Checkpoint> {
-  dir = resolve(dir);
-  await recoverInterruptedSave(join(dir, 'checkpoint')).catch(() => {});
-  if (!(await exists(join(dir, FILES.config))) && (await exists(join(dir, 'checkpoint', FILES.config)))) dir = join(dir, 'checkpoint');
+  dir = await checkpointDirOf(resolve(dir));
   await recoverInterruptedSave(dir).catch(() => {});
   let info;
   try {

@@ -21,7 +21,7 @@ import { evaluateLoss } from './evaluate.js';
 import { createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
-import { loadCheckpoint, saveCheckpoint, isCheckpointDir, isTrainingCheckpoint, recoverInterruptedSave } from '../io/checkpoint.js';
+import { checkpointDirOf, loadCheckpoint, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
 import { loadText, cleanText, splitTrainVal, type CleanOptions } from '../data/text.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
@@ -224,8 +224,8 @@ async function isRunDirOrAbsent(dir: string): Promise<boolean> {
  */
 export async function findCheckpointDir(dir: string): Promise<string> {
   dir = await followLatest(dir);
-  await recoverInterruptedSave(join(dir, 'checkpoint')).catch(() => {});
-  if (await exists(join(dir, 'checkpoint', 'config.json'))) return join(dir, 'checkpoint');
+  const ckpt = await checkpointDirOf(dir);
+  if (ckpt !== dir) return ckpt;
   if (!(await exists(join(dir, 'config.json'))) && (await exists(join(dir, 'metrics.jsonl')))) {
     throw new MinigptError(`the run ${dir} has no checkpoint yet (it stopped before its first save)`);
   }
@@ -325,17 +325,15 @@ export async function loadTrainingData(
   const tokenizerWhose = givenTokenizer && existing === givenTokenizer ? 'the given' : "the checkpoint's";
   if (o.data && (await isShardDir(o.data))) {
     const shards = await openShards(o.data);
-    if (existing) {
-      try {
-        checkShardsTokenizer(existing, shards.tokenizer, o.data, tokenizerWhose);
-      } catch (e) {
-        shards.close();
-        throw e;
-      }
+    try {
+      if (existing) checkShardsTokenizer(existing, shards.tokenizer, o.data, tokenizerWhose);
+      const made = `${o.data} was prepared with a ${describeTokenizer(shards.tokenizer)}, which training on it keeps; drop the flag, or prepare the data again with another --tokenizer`;
+      check(existing || o.tokenizer === undefined || o.tokenizer === shards.tokenizer.kind, () => `--tokenizer ${o.tokenizer} conflicts with the shards: ${made}`);
+      check(existing || o.bpeVocab === undefined || (shards.tokenizer.kind === 'bpe' && shards.tokenizer.vocabSize === o.bpeVocab), () => `--bpe-vocab ${o.bpeVocab} conflicts with the shards: ${made}`);
+    } catch (e) {
+      shards.close();
+      throw e;
     }
-    const made = `${o.data} was prepared with a ${describeTokenizer(shards.tokenizer)}, which training on it keeps; drop the flag, or prepare the data again with another --tokenizer`;
-    if (!existing && o.tokenizer !== undefined && o.tokenizer !== shards.tokenizer.kind) { shards.close(); throw new MinigptError(`--tokenizer ${o.tokenizer} conflicts with the shards: ${made}`); }
-    if (!existing && o.bpeVocab !== undefined && !(shards.tokenizer.kind === 'bpe' && shards.tokenizer.vocabSize === o.bpeVocab)) { shards.close(); throw new MinigptError(`--bpe-vocab ${o.bpeVocab} conflicts with the shards: ${made}`); }
     const val = o.valData ? memoryTokens(encodeAll(existing ?? shards.tokenizer, (await loadTokens(o.valData, o)).text, o.valData)) : shards.val;
     return { tokenizer: existing ?? shards.tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)` };
   }
@@ -366,7 +364,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   // --- resume, fine-tune or start ---
   check(!(o.resume && o.initFrom), '--resume and --init-from exclude each other: --resume continues a run exactly, --init-from starts a new run from a checkpoint\'s weights');
   const resumeDir = o.resume ? await findCheckpointDir(resolve(o.resume)) : null;
-  if (resumeDir && (await isCheckpointDir(resumeDir)) && !(await isTrainingCheckpoint(resumeDir))) {
+  if (resumeDir && (await isCheckpointDir(resumeDir)) && !(await hasTrainingState(resumeDir))) {
     throw new MinigptError(`${resumeDir} has no optimizer state (it was written by init or import, not by a training run), so there is no run to resume; fine-tune it with --init-from ${o.resume} instead`);
   }
   const resumed = resumeDir ? await loadCheckpoint(resumeDir, { training: true }) : null;
@@ -384,13 +382,13 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     check(opts.bpeVocab === undefined || t.kind !== 'bpe' || opts.bpeVocab === t.vocabSize, () => `--bpe-vocab ${opts.bpeVocab} conflicts with ${what}: ${keep}`);
   }
   const flag = (name: string): string => `--${name.replace(/_/g, '-').replace(/[A-Z]/g, (ch) => `-${ch.toLowerCase()}`)}`;
+  /** Model options given that differ from `config`'s, as "--flag want (the WHO has have)". */
+  const modelConflicts = (config: ModelConfig, who: string, except?: keyof ModelConfig): string[] =>
+    Object.entries(opts.model ?? {}).filter(([k, want]) => k !== except && want !== undefined && want !== (config as unknown as Record<string, unknown>)[k])
+      .map(([k, want]) => `${flag(k)} ${want} (the ${who} has ${(config as unknown as Record<string, unknown>)[k]})`);
   if (initial) {
     // The checkpoint fixes the architecture; dropout is a training setting and may change.
-    const conflicts: string[] = [];
-    for (const [k, want] of Object.entries(opts.model ?? {})) {
-      const have = (initial.config as unknown as Record<string, unknown>)[k];
-      if (k !== 'dropout' && want !== undefined && want !== have) conflicts.push(`${flag(k)} ${want} (the checkpoint has ${have})`);
-    }
+    const conflicts = modelConflicts(initial.config, 'checkpoint', 'dropout');
     check(conflicts.length === 0, () => `${conflicts.join(', ')}: --init-from ${o.initFrom} fixes the model's shape; drop ${conflicts.length > 1 ? 'those flags' : 'the flag'}`);
   }
   if (prior) {
@@ -398,11 +396,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // the length (--steps, --max-time) and the eval/sample/save cadence may change. A setting
     // given with a different value is an error rather than silently ignored.
     const p = prior.options as { batch: number; accum: number; lr: number; min_lr: number; warmup: number; weight_decay: number; grad_clip: number; seed: number };
-    const conflicts: string[] = [];
-    for (const [k, want] of Object.entries(opts.model ?? {})) {
-      const have = (resumed!.config as unknown as Record<string, unknown>)[k];
-      if (want !== undefined && want !== have) conflicts.push(`${flag(k)} ${want} (the run has ${have})`);
-    }
+    const conflicts = modelConflicts(resumed!.config, 'run');
     const runOptions: [keyof TrainOptions, unknown][] = [['batch', p.batch], ['accum', p.accum], ['lr', p.lr], ['minLr', p.min_lr], ['warmup', p.warmup],
       ['weightDecay', p.weight_decay], ['gradClip', p.grad_clip], ['seed', p.seed], ['amp', prior.amp.mode]];
     for (const [k, have] of runOptions) if (opts[k] !== undefined && opts[k] !== have) conflicts.push(`${flag(k)} ${String(opts[k])} (the run has ${have})`);
@@ -424,7 +418,6 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   }
 
   const dataPath = resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
-
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
   const textField = o.textField ?? prior?.text_field ?? undefined;
   // A resumed run reads its data cleaned as before unless told otherwise.
