@@ -2,7 +2,7 @@
 /**
  * Long fuzz run of the loaders, beyond what the suite runs (test/support/fuzz.ts has the cases):
  *
- *   npx tsc -p . && node scripts/fuzz.mjs --cases 50000 --seed 1 [--target safetensors|checkpoint|shards|tokenizer|all]
+ *   npx tsc -p . && node scripts/fuzz.mjs --cases 50000 --seed 1 [--target safetensors|checkpoint|checkpoint-zip|shards|tokenizer|all]
  *       [--timeout-ms 5000] [--memory-mb 1024] [--case N]
  *
  * Case i of a run is a pure function of (seed, i); with --target all the targets take turns.

@@ -106,7 +106,7 @@ test('fuzzed checkpoints (300 mutated files) load or fail with a MinigptError, n
   }
 });
 
-test('fuzzed loaders (1500 random and mutated cases over safetensors, checkpoint, shards, tokenizer) load or fail with a MinigptError', async () => {
+test('fuzzed loaders (1500 random and mutated cases over safetensors, checkpoint, checkpoint zip, shards, tokenizer) load or fail with a MinigptError', async () => {
   const ctx = await createFuzzContext(await mkdtemp(join(tmpdir(), 'minigpt-fuzz-all-')));
   const counts: Record<string, number> = {};
   for (let i = 0; i < 1500; i++) {

@@ -10,9 +10,13 @@
  * Saving is atomic: everything is written and fsynced in a temporary sibling directory which
  * then replaces the old checkpoint by rename, so a crash leaves either the old checkpoint or
  * the new one, never a mix. A directory that is not a minigpt checkpoint is never overwritten.
+ *
+ * The same files zipped (checkpointToZip; a folder zipped by hand too) are a checkpoint as one
+ * file: loadCheckpoint reads a .zip as it reads the directory. Making and reading the files
+ * needs no Node API (checkpointFiles, checkpointToZip, checkpointFromZip), so the browser page
+ * downloads and uploads checkpoints with them.
  */
-import { createHash } from 'node:crypto';
-import { readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { exists, ioError, writeDirFiles } from '../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
@@ -20,6 +24,7 @@ import { configFromJson, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js';
 import { tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
+import { looksLikeZip, unzipFiles, zipFiles } from './zip.js';
 
 export const CHECKPOINT_FORMAT = 'minigpt-checkpoint';
 export const CHECKPOINT_VERSION = 1;
@@ -103,7 +108,13 @@ function configJson(config: ModelConfig): Record<string, unknown> {
   return { format: CHECKPOINT_FORMAT, format_version: CHECKPOINT_VERSION, ...config };
 }
 
-const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+/** SHA-256 in hex through Web Crypto (Node 20, and browser pages in a secure context); null where there is none. */
+async function sha256(bytes: Uint8Array): Promise<string | null> {
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) return null;
+  const digest = new Uint8Array(await subtle.digest('SHA-256', bytes));
+  return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+}
 
 /** True when `dir` holds a minigpt checkpoint (its config.json says so). */
 export async function isCheckpointDir(dir: string): Promise<boolean> {
@@ -131,9 +142,9 @@ export async function checkpointDirOf(dir: string): Promise<string> {
 }
 
 /** What a config.json that is not ours is, for an error message. */
-function foreignConfigHint(json: Record<string, unknown> | null, dir: string): string {
+function foreignConfigHint(json: Record<string, unknown> | null, convert: string): string {
   if (json && (typeof json.model_type === 'string' || Array.isArray(json.architectures))) {
-    return `; it looks like a Hugging Face model directory: convert it with minigpt import --from ${dir} --out DIR`;
+    return `; it looks like a Hugging Face model directory: ${convert}`;
   }
   return '';
 }
@@ -174,6 +185,43 @@ export async function recoverInterruptedSave(dir: string): Promise<void> {
   }
 }
 
+/**
+ * A checkpoint's files (name -> bytes), as saveCheckpoint writes them into its directory and
+ * checkpointToZip into a zip. Browser-safe. manifest.json is left out only where Web Crypto is
+ * missing (a page served over plain http).
+ */
+export async function checkpointFiles(ckpt: Checkpoint, opts: SaveOptions = {}): Promise<Map<string, Uint8Array>> {
+  const files = new Map<string, Uint8Array>();
+  const text = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o, null, 2) + '\n');
+  files.set(FILES.config, text(configJson(ckpt.config)));
+  files.set(FILES.model, encodeSafetensors(namedWeights(ckpt.config, ckpt.weights, opts.dtype ?? 'F32'), { format: 'pt' }));
+  files.set(FILES.tokenizer, text(ckpt.tokenizer.toJSON()));
+  if (ckpt.training) {
+    const t = ckpt.training;
+    files.set(FILES.optimizer, encodeSafetensors({
+      'adamw.m': { dtype: 'F32', shape: [t.m.length], data: t.m },
+      'adamw.v': { dtype: 'F32', shape: [t.v.length], data: t.v },
+    }));
+    files.set(FILES.trainer, text({ step: t.step, ...t.trainer }));
+  }
+  const sums: Record<string, string> = {};
+  for (const [name, bytes] of files) {
+    const sum = await sha256(bytes);
+    if (sum === null) return files;
+    sums[name] = sum;
+  }
+  files.set(FILES.manifest, text({ sha256: sums }));
+  return files;
+}
+
+/**
+ * A checkpoint as one .zip file holding the folder `opts.folder` (default `minigpt-model`) with
+ * its files: what the browser page downloads; loadCheckpoint and every `--ckpt` read it as it is.
+ */
+export async function checkpointToZip(ckpt: Checkpoint, opts: SaveOptions & { folder?: string } = {}): Promise<Uint8Array> {
+  return zipFiles(await checkpointFiles(ckpt, opts), opts.folder ?? 'minigpt-model');
+}
+
 export interface SaveOptions {
   /** Storage type of model.safetensors (the optimizer state is always F32). */
   dtype?: WeightDType;
@@ -191,35 +239,28 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint, opts: SaveOp
       `${dir} exists and is not a minigpt checkpoint; refusing to overwrite it (choose another output directory)`,
     );
   }
-  const files = new Map<string, Uint8Array>();
-  const text = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o, null, 2) + '\n');
-  files.set(FILES.config, text(configJson(ckpt.config)));
-  files.set(FILES.model, encodeSafetensors(namedWeights(ckpt.config, ckpt.weights, opts.dtype ?? 'F32'), { format: 'pt' }));
-  files.set(FILES.tokenizer, text(ckpt.tokenizer.toJSON()));
-  if (ckpt.training) {
-    const t = ckpt.training;
-    files.set(FILES.optimizer, encodeSafetensors({
-      'adamw.m': { dtype: 'F32', shape: [t.m.length], data: t.m },
-      'adamw.v': { dtype: 'F32', shape: [t.v.length], data: t.v },
-    }));
-    files.set(FILES.trainer, text({ step: t.step, ...t.trainer }));
-  }
-  files.set(FILES.manifest, text({ sha256: Object.fromEntries([...files].map(([name, bytes]) => [name, sha256(bytes)])) }));
-
-  await writeDirFiles(dir, files, `checkpoint ${dir}`);
+  await writeDirFiles(dir, await checkpointFiles(ckpt, opts), `checkpoint ${dir}`);
 }
 
-async function readChecked(dir: string, name: string, manifest: Record<string, string> | null): Promise<Uint8Array> {
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(join(dir, name));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new MinigptError(`${join(dir, name)} is missing; the checkpoint is incomplete`);
-    throw ioError(e, `read ${join(dir, name)}`);
-  }
+/** Where decodeCheckpoint reads a checkpoint's files from: a directory or a zip. */
+interface CheckpointFiles {
+  /** The bytes of file `name`, or null when there is no such file. */
+  read(name: string): Promise<Uint8Array | null>;
+  /** File `name`'s path, for messages. */
+  path(name: string): string;
+  /** The checkpoint itself, for messages. */
+  label: string;
+  /** How to convert a Hugging Face model found there, for a message. */
+  hfHint: string;
+}
+
+async function readChecked(src: CheckpointFiles, name: string, manifest: Record<string, string> | null): Promise<Uint8Array> {
+  const bytes = await src.read(name);
+  if (!bytes) throw new MinigptError(`${src.path(name)} is missing; the checkpoint is incomplete`);
   if (manifest) {
-    check(name in manifest, `${join(dir, FILES.manifest)} does not list ${name}; the checkpoint is corrupt`);
-    check(sha256(bytes) === manifest[name], `${join(dir, name)} does not match its checksum in manifest.json; the file is corrupt or was modified`);
+    check(name in manifest, `${src.path(FILES.manifest)} does not list ${name}; the checkpoint is corrupt`);
+    const sum = await sha256(bytes);
+    check(sum === null || sum === manifest[name], `${src.path(name)} does not match its checksum in manifest.json; the file is corrupt or was modified`);
   }
   return bytes;
 }
@@ -233,9 +274,9 @@ function parseJson(bytes: Uint8Array, source: string): unknown {
 }
 
 /**
- * Loads a checkpoint directory (or a run directory: its `checkpoint/`), verifying checksums,
- * config, every tensor's name and shape. Training state is loaded only when asked for (it is
- * twice the size of the weights).
+ * Loads a checkpoint directory (or a run directory: its `checkpoint/`), or a .zip of one (see
+ * checkpointFromZip), verifying checksums, config, every tensor's name and shape. Training state
+ * is loaded only when asked for (it is twice the size of the weights).
  */
 export async function loadCheckpoint(dir: string, opts: { training?: boolean } = {}): Promise<Checkpoint> {
   dir = await checkpointDirOf(resolve(dir));
@@ -246,30 +287,99 @@ export async function loadCheckpoint(dir: string, opts: { training?: boolean } =
   } catch {
     throw new MinigptError(`checkpoint ${dir} does not exist`);
   }
-  check(info.isDirectory(), `${dir} is a file; a checkpoint is a directory (with config.json and model.safetensors)`);
+  if (info.isFile()) {
+    check(dir.toLowerCase().endsWith('.zip') || (await fileStartsLikeZip(dir)), `${dir} is a file; a checkpoint is a directory (with config.json and model.safetensors) or a .zip of one`);
+    let bytes: Uint8Array;
+    try {
+      bytes = await readFile(dir);
+    } catch (e) {
+      throw ioError(e, `read ${dir}`);
+    }
+    return checkpointFromZip(bytes, dir, opts);
+  }
+  check(info.isDirectory(), `${dir} is not a directory; a checkpoint is a directory (with config.json and model.safetensors) or a .zip of one`);
   check(await exists(join(dir, FILES.config)), `${dir} is not a minigpt checkpoint (no config.json)`);
+  return decodeCheckpoint({
+    async read(name) {
+      try {
+        return await readFile(join(dir, name));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        throw ioError(e, `read ${join(dir, name)}`);
+      }
+    },
+    path: (name) => join(dir, name),
+    label: dir,
+    hfHint: `convert it with minigpt import --from ${dir} --out DIR`,
+  }, opts);
+}
 
+async function fileStartsLikeZip(path: string): Promise<boolean> {
+  try {
+    const f = await open(path, 'r');
+    try {
+      const head = new Uint8Array(4);
+      await f.read(head, 0, 4, 0);
+      return looksLikeZip(head);
+    } finally {
+      await f.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A checkpoint from the bytes of a .zip (checkpointToZip's, or a checkpoint or run folder zipped
+ * by hand: its files at the root or under folders; the shallowest config.json beside a
+ * model.safetensors is taken). `source` names the zip in messages. Browser-safe.
+ */
+export async function checkpointFromZip(bytes: Uint8Array, source: string, opts: { training?: boolean } = {}): Promise<Checkpoint> {
+  const files = unzipFiles(bytes, source);
+  const depth = (prefix: string): number => prefix.split('/').length;
+  const roots = [...files.keys()]
+    .filter((n) => n === FILES.config || n.endsWith(`/${FILES.config}`))
+    .map((n) => n.slice(0, n.length - FILES.config.length))
+    .filter((prefix) => files.has(prefix + FILES.model))
+    .sort((a, b) => depth(a) - depth(b));
+  check(roots.length > 0, `${source} holds no checkpoint (no config.json beside a model.safetensors)`);
+  check(
+    roots.length === 1 || depth(roots[0]) < depth(roots[1]),
+    () => `${source} holds more than one checkpoint (${roots.slice(0, 3).map((r) => r || '(top level)').join(', ')}); zip one checkpoint folder`,
+  );
+  const root = roots[0];
+  return decodeCheckpoint({
+    read: async (name) => files.get(root + name) ?? null,
+    path: (name) => `${source}: ${root}${name}`,
+    label: source,
+    hfHint: 'unzip it and convert the folder with minigpt import --from DIR --out DIR',
+  }, opts);
+}
+
+/** Checks and decodes a checkpoint's files (the directory and zip loaders' common part). */
+async function decodeCheckpoint(src: CheckpointFiles, opts: { training?: boolean }): Promise<Checkpoint> {
   let manifest: Record<string, string> | null = null;
-  if (await exists(join(dir, FILES.manifest))) {
-    const m = parseJson(await readChecked(dir, FILES.manifest, null), join(dir, FILES.manifest)) as { sha256?: Record<string, string> };
-    check(m && typeof m.sha256 === 'object' && m.sha256 !== null, `${join(dir, FILES.manifest)} has no sha256 table; the checkpoint is corrupt`);
+  const manifestBytes = await src.read(FILES.manifest);
+  if (manifestBytes) {
+    const m = parseJson(manifestBytes, src.path(FILES.manifest)) as { sha256?: Record<string, string> };
+    check(m && typeof m.sha256 === 'object' && m.sha256 !== null, `${src.path(FILES.manifest)} has no sha256 table; the checkpoint is corrupt`);
     manifest = m.sha256;
   }
-  const configSource = join(dir, FILES.config);
-  const configRaw = parseJson(await readChecked(dir, FILES.config, manifest), configSource) as Record<string, unknown>;
-  check(configRaw?.format === CHECKPOINT_FORMAT, () => `${configSource} is not a minigpt checkpoint config (format is ${JSON.stringify(configRaw?.format)})${foreignConfigHint(configRaw, dir)}`);
+  const configSource = src.path(FILES.config);
+  const configRaw = parseJson(await readChecked(src, FILES.config, manifest), configSource) as Record<string, unknown>;
+  check(configRaw?.format === CHECKPOINT_FORMAT, () => `${configSource} is not a minigpt checkpoint config (format is ${JSON.stringify(configRaw?.format)})${foreignConfigHint(configRaw, src.hfHint)}`);
   check(
     configRaw.format_version === CHECKPOINT_VERSION,
     `${configSource} has format_version ${JSON.stringify(configRaw.format_version)}; this minigpt reads version ${CHECKPOINT_VERSION}`,
   );
   const config = configFromJson(configRaw, configSource);
 
-  const modelSource = join(dir, FILES.model);
-  const { tensors } = decodeSafetensors(await readChecked(dir, FILES.model, manifest), modelSource);
+  const modelSource = src.path(FILES.model);
+  const { tensors } = decodeSafetensors(await readChecked(src, FILES.model, manifest), modelSource);
   const weights = flatWeights(config, tensors, modelSource);
 
-  const tokSource = join(dir, FILES.tokenizer);
-  const tokenizer = tokenizerFromJson(parseJson(await readChecked(dir, FILES.tokenizer, manifest), tokSource), tokSource);
+  const tokSource = src.path(FILES.tokenizer);
+  const tokenizer = tokenizerFromJson(parseJson(await readChecked(src, FILES.tokenizer, manifest), tokSource), tokSource);
   check(
     tokenizer.vocabSize <= config.vocab_size,
     `${tokSource} has ${tokenizer.vocabSize} tokens but the model's vocab_size is ${config.vocab_size}; tokenizer and model do not belong together: put back the tokenizer.minigpt.json saved with this model`,
@@ -277,14 +387,14 @@ export async function loadCheckpoint(dir: string, opts: { training?: boolean } =
 
   const ckpt: Checkpoint = { config, weights, tokenizer };
   if (opts.training) {
-    check(await exists(join(dir, FILES.optimizer)), `${dir} has no optimizer state (it is not a training checkpoint), so training cannot resume from it exactly`);
-    const optSource = join(dir, FILES.optimizer);
-    const opt = decodeSafetensors(await readChecked(dir, FILES.optimizer, manifest), optSource).tensors;
+    const optSource = src.path(FILES.optimizer);
+    check((await src.read(FILES.optimizer)) !== null, `${src.label} has no optimizer state (it is not a training checkpoint), so training cannot resume from it exactly`);
+    const opt = decodeSafetensors(await readChecked(src, FILES.optimizer, manifest), optSource).tensors;
     const m = opt.get('adamw.m'), v = opt.get('adamw.v');
     check(m && v && m.data.length === weights.length && v.data.length === weights.length && m.dtype === 'F32' && v.dtype === 'F32',
       `${optSource} does not hold F32 adamw.m and adamw.v of ${weights.length} values; the checkpoint is corrupt`);
-    const trainerSource = join(dir, FILES.trainer);
-    const trainer = parseJson(await readChecked(dir, FILES.trainer, manifest), trainerSource) as Record<string, unknown>;
+    const trainerSource = src.path(FILES.trainer);
+    const trainer = parseJson(await readChecked(src, FILES.trainer, manifest), trainerSource) as Record<string, unknown>;
     check(trainer && Number.isInteger(trainer.step) && (trainer.step as number) >= 0, `${trainerSource} has no valid "step"; the checkpoint is corrupt`);
     const { step, ...rest } = trainer;
     ckpt.training = { step: step as number, m: m.data as Float32Array, v: v.data as Float32Array, trainer: rest };

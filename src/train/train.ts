@@ -364,6 +364,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   // --- resume, fine-tune or start ---
   check(!(o.resume && o.initFrom), '--resume and --init-from exclude each other: --resume continues a run exactly, --init-from starts a new run from a checkpoint\'s weights');
   const resumeDir = o.resume ? await findCheckpointDir(resolve(o.resume)) : null;
+  if (resumeDir && (await stat(resumeDir).then((s) => s.isFile(), () => false))) {
+    throw new MinigptError(`--resume takes the folder of a run (it goes on writing there), and ${o.resume} is a file; to train on from a checkpoint .zip, start a new run with --init-from ${o.resume}`);
+  }
   if (resumeDir && (await isCheckpointDir(resumeDir)) && !(await hasTrainingState(resumeDir))) {
     throw new MinigptError(`${resumeDir} has no optimizer state (it was written by init or import, not by a training run), so there is no run to resume; fine-tune it with --init-from ${o.resume} instead`);
   }

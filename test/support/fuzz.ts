@@ -1,5 +1,5 @@
 /**
- * Fuzzing the loaders (safetensors, checkpoint, shards, tokenizer JSON) with random and mutated
+ * Fuzzing the loaders (safetensors, checkpoint, a checkpoint zip, shards, tokenizer JSON) with random and mutated
  * inputs. Shared by the suite (test/reliability.test.ts, a few hundred to thousands of cases)
  * and `scripts/fuzz.mjs` (as many as you like, each with a time limit).
  *
@@ -12,14 +12,15 @@ import { join } from 'node:path';
 import { MinigptError } from '../../src/errors.js';
 import { createRng, type Rng } from '../../src/util/random.js';
 import { decodeSafetensors, encodeSafetensors } from '../../src/io/safetensors.js';
-import { loadCheckpoint, saveCheckpoint } from '../../src/io/checkpoint.js';
+import { checkpointFromZip, loadCheckpoint, saveCheckpoint } from '../../src/io/checkpoint.js';
+import { zipFiles } from '../../src/io/zip.js';
 import { resolveConfig } from '../../src/model/config.js';
 import { initialWeights, paramLayout } from '../../src/model/params.js';
 import { buildCharTokenizer, tokenizerFromJson } from '../../src/data/tokenizer.js';
 import { trainBpe } from '../../src/data/bpe.js';
 import { openShards, prepareShards } from '../../src/data/shards.js';
 
-export const FUZZ_TARGETS = ['safetensors', 'checkpoint', 'shards', 'tokenizer'] as const;
+export const FUZZ_TARGETS = ['safetensors', 'checkpoint', 'shards', 'tokenizer', 'checkpoint-zip'] as const;
 export type FuzzTarget = (typeof FUZZ_TARGETS)[number];
 export type FuzzOutcome = 'loaded' | 'rejected';
 
@@ -226,6 +227,20 @@ export async function runFuzzCase(target: FuzzTarget, seed: number, ctx: FuzzCon
         if (rng.int(2) === 0) files.delete('manifest.json');
         await writeFolder(dir, files);
         const ckpt = await loadCheckpoint(dir, { training: rng.int(2) === 0 });
+        if (ckpt.weights.length !== paramLayout(ckpt.config).size || !ckpt.weights.every(Number.isFinite)) throw new Error('loaded weights do not fit the config');
+        return 'loaded';
+      }
+      case 'checkpoint-zip': {
+        // The zip's own bytes damaged, or a zip of damaged files (a manifest half the time).
+        let bytes: Uint8Array;
+        if (random) bytes = randomBytes(rng, rng.int(300));
+        else if (rng.int(2) === 0) bytes = mutate(zipFiles(ctx.checkpoint, 'm'), rng);
+        else {
+          const files = damageFolder(ctx.checkpoint, rng, () => false);
+          if (rng.int(2) === 0) files.delete('manifest.json');
+          bytes = zipFiles(files, rng.int(2) === 0 ? 'm' : undefined);
+        }
+        const ckpt = await checkpointFromZip(bytes, 'fuzz.zip', { training: rng.int(2) === 0 });
         if (ckpt.weights.length !== paramLayout(ckpt.config).size || !ckpt.weights.every(Number.isFinite)) throw new Error('loaded weights do not fit the config');
         return 'loaded';
       }

@@ -14,7 +14,7 @@ export const sampleCommand: CommandSpec = {
   summary: 'generate text from a checkpoint, streamed as it comes (KV cache)',
   usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]',
   flags: {
-    ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory (default: the latest run in ./runs)' },
+    ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the latest run in ./runs)' },
     prompt: { type: 'string', value: 'TEXT', description: 'text to continue', default: '' },
     tokens: { type: 'int', min: 1, value: 'N', description: 'tokens to generate', default: 200 },
     temperature: { type: 'number', min: 0, value: 'T', description: 'sampling temperature (0: greedy)', default: 0.8 },

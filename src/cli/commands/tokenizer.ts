@@ -8,6 +8,7 @@ import { END_OF_TEXT, tokenizerFromJson, type Tokenizer } from '../../data/token
 import { trainBpe } from '../../data/bpe.js';
 import { gpt2Tokenizer } from '../../data/gpt2.js';
 import { findCheckpointDir } from '../../train/train.js';
+import { loadCheckpoint } from '../../io/checkpoint.js';
 
 /** Which flags each subcommand takes; anything else given is a mistake worth naming. */
 const SUBCOMMAND_FLAGS: Record<string, readonly string[]> = {
@@ -36,7 +37,7 @@ export const tokenizerCommand: CommandSpec = {
     'text-field': { type: 'string', value: 'NAME', description: 'train: field holding the text in .jsonl files', default: 'text' },
     'no-eot': { type: 'boolean', description: `train: no ${END_OF_TEXT} special token` },
     'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: 'train/encode: invalid UTF-8 in the file: stop with an error, or replace it and warn' },
-    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint or run folder, or gpt2' },
+    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint or run folder, a checkpoint .zip, or gpt2' },
     text: { type: 'string', value: 'STRING', description: 'encode: the text' },
     file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text' },
     'allow-special': { type: 'boolean', description: `encode: ${END_OF_TEXT} in the text becomes its special token (default: plain text)` },
@@ -156,12 +157,13 @@ async function isTokenizerFile(path: string): Promise<boolean> {
 
 const warn = (m: string): void => console.error(`minigpt: warning: ${m}`);
 
-/** `gpt2`, a tokenizer JSON file, or a checkpoint or run folder. */
+/** `gpt2`, a tokenizer JSON file, a checkpoint or run folder, or a checkpoint .zip. */
 export async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
   check(typeof spec === 'string', '--tokenizer is required: a tokenizer JSON file, a checkpoint folder, or gpt2');
   if (spec === 'gpt2') return gpt2Tokenizer();
   const info = await stat(spec).catch(() => null);
   check(info !== null, `--tokenizer ${spec}: no such file or folder; give a tokenizer JSON file, a checkpoint folder, or gpt2`);
+  if (info.isFile() && spec.toLowerCase().endsWith('.zip')) return (await loadCheckpoint(spec)).tokenizer;
   const path = info.isDirectory() ? join(await findCheckpointDir(spec), CHECKPOINT_TOKENIZER_FILE) : spec;
   let raw: string;
   try {
