@@ -27,7 +27,7 @@ export interface GeneratedToken {
   text: string;
 }
 
-/** Picks a token id from logits[V] with the given sampling rules. `scratch` holds V indices. */
+/** Picks a token id from logits[V] with the given sampling rules. `order` and `probs` are scratch of length V. */
 export function sampleToken(logits: Float32Array, opts: Required<Pick<SampleOptions, 'temperature' | 'topK' | 'topP'>>, u: number, order: Int32Array, probs: Float64Array): number {
   const V = logits.length;
   if (opts.temperature === 0) {
@@ -79,7 +79,10 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   const history = ids.slice(-c.context);
   const rng = createRng(opts.seed ?? 0);
   const cache = createKvCache(model, 1);
-  const order = new Int32Array(c.vocab_size), probs = new Float64Array(c.vocab_size);
+  // Only ids the tokenizer has: a vocab_size padded past the tokenizer (50304 for GPT-2's 50257)
+  // has logits for ids that stand for no text.
+  const V = Math.min(c.vocab_size, tokenizer.vocabSize);
+  const order = new Int32Array(V), probs = new Float64Array(V);
   const decoder = createStreamingDecoder(tokenizer);
   const sampling = { temperature, topK, topP };
 
@@ -91,7 +94,7 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
       pending = history.slice(-Math.max(1, Math.floor(c.context / 2)));
     }
     const logits = await model.backend.read(forwardCached(model, cache, pending, pending.length));
-    const last = logits.subarray((pending.length - 1) * c.vocab_size, pending.length * c.vocab_size);
+    const last = logits.subarray((pending.length - 1) * c.vocab_size, (pending.length - 1) * c.vocab_size + V);
     const id = sampleToken(last, sampling, rng.next(), order, probs);
     history.push(id);
     if (history.length > c.context) history.shift();

@@ -108,3 +108,20 @@ test('scoreText scores text longer than the context in windows overlapping by ha
     if (p >= 8) assert.ok(p - start >= 4, `target ${p + 1} sees at least half a context`);
   }
 });
+
+test('a vocab_size padded past the tokenizer never samples an id the tokenizer lacks', async () => {
+  const tokenizer = buildCharTokenizer('abc');
+  const config = resolveConfig({ vocab_size: 64, d_model: 16, n_heads: 2, n_layers: 1, context: 16 });
+  const model = createModel(createReferenceBackend(), config);
+  const weights = initialWeights(config, paramLayout(config), createRng(5));
+  // Make the padded ids the most likely ones, as an untrained model may.
+  const head = paramLayout(config).specs.find((s) => s.name === 'lm_head.weight')!;
+  for (let id = tokenizer.vocabSize; id < 64; id++) weights.fill(1, head.offset + id * 16, head.offset + (id + 1) * 16);
+  setWeights(model, weights);
+  for (const temperature of [0, 1.5]) {
+    const ids: number[] = [];
+    for await (const t of generate({ model, tokenizer }, 'ab', { maxTokens: 40, temperature, seed: 2 })) ids.push(t.id);
+    assert.equal(ids.length, 40);
+    assert.ok(ids.every((id) => id < tokenizer.vocabSize), `ids ${ids}`);
+  }
+});
