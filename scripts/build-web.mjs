@@ -11,7 +11,7 @@
  *   corpus.txt           the default corpus, as `minigpt train` loads it
  *
  *   npm run build:web        # tsc first (the corpus is read through dist/src), then this
- *   node scripts/serve-web.mjs   # serve it at http://127.0.0.1:8080/
+ *   npx minigpt web              # serve it at http://127.0.0.1:8080/ (npm install builds it too)
  *
  * Node's built-in modules (node:fs...) are imported by library modules the page never calls
  * (checkpoints, file loading). The cpu and webgpu backends import theirs lazily, only in Node,

@@ -15,8 +15,9 @@ import { tokenizerCommand } from './commands/tokenizer.js';
 import { prepareCommand } from './commands/prepare.js';
 import { exportCommand } from './commands/export.js';
 import { importCommand } from './commands/import.js';
+import { webCommand } from './commands/web.js';
 
-const COMMANDS: CommandSpec[] = [trainCommand, sampleCommand, evalCommand, lrFindCommand, plotCommand, tokenizerCommand, prepareCommand, exportCommand, importCommand, benchCommand, initCommand];
+const COMMANDS: CommandSpec[] = [trainCommand, sampleCommand, evalCommand, lrFindCommand, plotCommand, tokenizerCommand, prepareCommand, exportCommand, importCommand, webCommand, benchCommand, initCommand];
 
 function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 4;
