@@ -1,8 +1,9 @@
-import { check } from '../../errors.js';
+import { createInterface } from 'node:readline';
+import { MinigptError, check } from '../../errors.js';
 import { encodeUserText } from '../../data/tokenizer.js';
-import { BACKEND_FLAGS, type CommandSpec } from '../args.js';
-import { SAMPLE_ON_CPU_MAX_PARAMS, loadModel } from '../../inference.js';
-import { generate } from '../../generate.js';
+import { BACKEND_FLAGS, flagsOnCommandLine, type CommandSpec } from '../args.js';
+import { SAMPLE_ON_CPU_MAX_PARAMS, loadModel, type LoadedModel } from '../../inference.js';
+import { generate, type SampleOptions } from '../../generate.js';
 import { findCheckpointDir, latestRun } from '../../train/train.js';
 import { onOutputClosed } from '../output.js';
 
@@ -12,7 +13,7 @@ const YIELD_MS = 25;
 export const sampleCommand: CommandSpec = {
   name: 'sample',
   summary: 'generate text from a checkpoint, streamed as it comes (KV cache)',
-  usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]',
+  usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT | --interactive] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]',
   flags: {
     ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the latest run in ./runs)' },
     prompt: { type: 'string', value: 'TEXT', description: 'text to continue', default: '' },
@@ -21,17 +22,21 @@ export const sampleCommand: CommandSpec = {
     'top-k': { type: 'int', min: 0, value: 'K', description: 'sample from the K most likely tokens (0: all)', default: 0 },
     'top-p': { type: 'number', above: 0, max: 1, value: 'P', description: 'nucleus sampling: smallest set with probability P (1: all)', default: 1 },
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 0 },
+    interactive: { type: 'boolean', description: 'read prompts from stdin, one per line, and answer each with a sample (the model is loaded once)' },
     ...BACKEND_FLAGS,
   },
-  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\nExample:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40`,
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --interactive --tokens 100`,
   async run(v) {
+    check(!(v.interactive && flagsOnCommandLine().has('prompt')), '--prompt goes without --interactive (type the prompts at the > instead)');
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined, forSampling: true });
+    const opts = {
+      maxTokens: v.tokens as number, temperature: v.temperature as number, topK: v['top-k'] as number,
+      topP: v['top-p'] as number, seed: v.seed as number,
+    };
+    if (v.interactive) return interactive(loaded, opts);
     const prompt = v.prompt as string;
-    const ids = encodeUserText(loaded.tokenizer, prompt, '--prompt', 'the model knows only the characters it was trained on; leave it out of the prompt');
-    check(prompt.length === 0 || ids.length > 0, 'the prompt encodes to no tokens');
-    const context = loaded.model.config.context;
-    if (ids.length > context) process.stderr.write(`minigpt: note: the prompt has ${ids.length} tokens; the model sees only its last ${context} (its context)\n`);
+    checkPrompt(loaded, prompt, '--prompt');
     const controller = new AbortController();
     // Ctrl-C stops generation after the current token (exit 130); a second one exits at once.
     let interrupted = false;
@@ -43,27 +48,99 @@ export const sampleCommand: CommandSpec = {
     process.on('SIGINT', onSigint);
     // A reader that went away (`| head`) stops generation too, quietly (exit 0).
     const offClosed = onOutputClosed(() => controller.abort());
-    process.stdout.write(prompt);
     try {
-      // The model runs on promises that resolve without the event loop, so signals and pipe
-      // errors would wait until the end: give the loop a turn every YIELD_MS of generation.
-      let lastYield = performance.now();
-      for await (const t of generate(loaded, prompt, {
-        maxTokens: v.tokens as number, temperature: v.temperature as number, topK: v['top-k'] as number,
-        topP: v['top-p'] as number, seed: v.seed as number, signal: controller.signal,
-      })) {
-        process.stdout.write(t.text);
-        if (performance.now() - lastYield >= YIELD_MS) {
-          await new Promise<void>((resolve) => setImmediate(resolve));
-          lastYield = performance.now();
-          if (controller.signal.aborted) break;
-        }
-      }
+      await streamSample(loaded, prompt, { ...opts, signal: controller.signal });
     } finally {
       offClosed();
       process.off('SIGINT', onSigint);
-      process.stdout.write('\n');
     }
     return interrupted ? 130 : 0;
   },
 };
+
+/** Checks a prompt encodes (one line naming `what` if not) and notes a prompt longer than the context. */
+function checkPrompt(loaded: LoadedModel, prompt: string, what: string): void {
+  const ids = encodeUserText(loaded.tokenizer, prompt, what, 'the model knows only the characters it was trained on; leave it out of the prompt');
+  check(prompt.length === 0 || ids.length > 0, 'the prompt encodes to no tokens');
+  const context = loaded.model.config.context;
+  if (ids.length > context) process.stderr.write(`minigpt: note: the prompt has ${ids.length} tokens; the model sees only its last ${context} (its context)\n`);
+}
+
+/** Writes the prompt and then each generated token to stdout as it comes, and a newline at the end. */
+async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOptions): Promise<void> {
+  process.stdout.write(prompt);
+  try {
+    // The model runs on promises that resolve without the event loop, so signals, keys and pipe
+    // errors would wait until the end: give the loop a turn every YIELD_MS of generation.
+    let lastYield = performance.now();
+    for await (const t of generate(loaded, prompt, opts)) {
+      process.stdout.write(t.text);
+      if (performance.now() - lastYield >= YIELD_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        lastYield = performance.now();
+        if (opts.signal?.aborted) break;
+      }
+    }
+  } finally {
+    process.stdout.write('\n');
+  }
+}
+
+/**
+ * `--interactive`: one prompt per line from stdin, each answered with a sample, the model loaded
+ * once. Prompt n samples with seed + n, so the same prompt twice gives two samples. Ctrl-C stops
+ * the sample being written; at the prompt, Ctrl-C or Ctrl-D (end of input) ends the session. A
+ * prompt the tokenizer cannot encode is reported and the session goes on.
+ */
+async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<number> {
+  const terminal = Boolean(process.stdin.isTTY && process.stdout.isTTY);
+  const rl = createInterface({ input: process.stdin, output: process.stdout, terminal, prompt: '> ' });
+  let current: AbortController | null = null;
+  let interruptedAtPrompt = false;
+  const onInterrupt = (): void => {
+    if (current) current.abort();
+    else {
+      interruptedAtPrompt = true;
+      rl.close();
+    }
+  };
+  // A terminal's Ctrl-C reaches readline (raw mode) as its SIGINT event; a signal from elsewhere reaches the process.
+  rl.on('SIGINT', onInterrupt);
+  process.on('SIGINT', onInterrupt);
+  const offClosed = onOutputClosed(() => {
+    current?.abort();
+    rl.close();
+  });
+  if (terminal) {
+    process.stderr.write(`${describeModel(loaded)}: type a prompt and press Enter (an empty line samples from nothing); Ctrl-D ends\n`);
+    rl.prompt();
+  }
+  let n = 0;
+  try {
+    for await (const line of rl) {
+      try {
+        checkPrompt(loaded, line, 'the prompt');
+        current = new AbortController();
+        await streamSample(loaded, line, { ...opts, seed: (opts.seed ?? 0) + n, signal: current.signal });
+        n++;
+      } catch (e) {
+        if (!(e instanceof MinigptError)) throw e;
+        process.stderr.write(`minigpt: error: ${e.message}\n`);
+      } finally {
+        current = null;
+      }
+      if (terminal) rl.prompt();
+    }
+  } finally {
+    offClosed();
+    process.off('SIGINT', onInterrupt);
+    rl.close();
+  }
+  if (terminal && !interruptedAtPrompt) process.stdout.write('\n');
+  return interruptedAtPrompt ? 130 : 0;
+}
+
+function describeModel(loaded: LoadedModel): string {
+  const c = loaded.model.config;
+  return `d_model ${c.d_model}, ${c.n_layers} layer${c.n_layers === 1 ? '' : 's'}, context ${c.context}, vocabulary of ${loaded.tokenizer.vocabSize}`;
+}

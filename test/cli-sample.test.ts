@@ -1,0 +1,51 @@
+/**
+ * `minigpt sample --interactive`: one sample per line of input with the model loaded once, a new
+ * seed per prompt, a prompt it cannot encode reported without ending the session, and clear
+ * refusals of flags that do not go together.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { checkpointToZip } from '../src/io/checkpoint.js';
+import { resolveConfig } from '../src/model/config.js';
+import { initialWeights, paramLayout } from '../src/model/params.js';
+import { createRng } from '../src/util/random.js';
+import { buildCharTokenizer } from '../src/data/tokenizer.js';
+
+const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+const root = mkdtempSync(join(tmpdir(), 'minigpt-sample-'));
+const tokenizer = buildCharTokenizer('hello world!');
+const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 16, n_heads: 2, n_layers: 1, context: 8 });
+const ckpt = join(root, 'model.zip');
+writeFileSync(ckpt, await checkpointToZip({ config, weights: initialWeights(config, paramLayout(config), createRng(1)), tokenizer }));
+const sample = (args: string[], input: string) =>
+  spawnSync(process.execPath, [CLI, 'sample', '--ckpt', ckpt, '--backend', 'reference', ...args], { input, encoding: 'utf8', timeout: 60_000 });
+
+test('--interactive answers each line with a sample, a new seed per prompt, and goes on past a prompt it cannot encode', () => {
+  const r = sample(['--interactive', '--tokens', '12'], 'hello\nhello\nxyz\n\nwor');
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.split('\n');
+  assert.equal(lines.at(-1), '');
+  const samples = lines.slice(0, -1);
+  assert.equal(samples.length, 4, r.stdout);
+  assert.ok(samples[0]!.startsWith('hello') && samples[1]!.startsWith('hello') && samples[3]!.startsWith('wor'), r.stdout);
+  for (const [i, prompt] of [[0, 'hello'], [1, 'hello'], [2, ''], [3, 'wor']] as const) {
+    assert.equal([...samples[i]!].length, prompt.length + 12, `sample ${i}: ${samples[i]}`);
+  }
+  assert.notEqual(samples[0], samples[1], 'the second prompt samples with the next seed');
+  assert.match(r.stderr, /^minigpt: error: the prompt: character "x" \(U\+0078\) .* is not in the tokenizer's vocabulary/);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  // The first prompt's sample is the one a plain run with the same seed writes.
+  const plain = sample(['--prompt', 'hello', '--tokens', '12'], '');
+  assert.equal(plain.stdout, `${samples[0]}\n`);
+});
+
+test('--interactive with --prompt is refused in one line', () => {
+  const r = sample(['--interactive', '--prompt', 'hi'], '');
+  assert.equal(r.status, 1);
+  assert.equal(r.stderr, 'minigpt: error: --prompt goes without --interactive (type the prompts at the > instead)\n');
+});
