@@ -11,9 +11,15 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Server } from 'node:http';
+import {
+  buildCharTokenizer, checkpointFromZip, checkpointToZip, countParams, createModel, createReferenceBackend, createRng, generate,
+  initialWeights, loadCheckpoint, paramLayout, resolveConfig, setWeights, unzipFiles,
+} from '../src/index.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WEB = join(ROOT, 'dist', 'web');
@@ -36,10 +42,18 @@ interface Page {
   on(event: 'console', fn: (m: { type(): string; text(): string }) => void): void;
   goto(url: string): Promise<unknown>;
   waitForFunction(fn: string, arg: unknown, o: { timeout: number }): Promise<unknown>;
+  waitForEvent(event: 'download', o: { timeout: number }): Promise<Download>;
   evaluate<T>(fn: string): Promise<T>;
   fill(selector: string, value: string): Promise<void>;
   click(selector: string): Promise<void>;
+  selectOption(selector: string, value: string): Promise<unknown>;
+  setInputFiles(selector: string, files: string | { name: string; mimeType: string; buffer: Buffer }): Promise<void>;
+  textContent(selector: string): Promise<string | null>;
   close(): Promise<void>;
+}
+interface Download {
+  suggestedFilename(): string;
+  saveAs(path: string): Promise<void>;
 }
 
 interface PageState {
@@ -48,10 +62,20 @@ interface PageState {
   backend: string;
   adapter: string;
   backendNote: string;
+  config: Record<string, unknown> | null;
+  parameters: number;
+  characters: number;
+  trainTokens: number;
+  valTokens: number;
   losses: number[];
+  valLosses: [number, number][];
   tokensPerSecond: number;
   sample: string;
+  loadedFrom: string;
+  hasModel: boolean;
   error: string;
+  generation: { state: string; prompt: string; text: string; error: string; note: string };
+  download: { state: string; format: string; fileName: string; bytes: number; error: string };
 }
 
 async function loadPlaywright(): Promise<Chromium | null> {
@@ -63,9 +87,13 @@ async function loadPlaywright(): Promise<Chromium | null> {
   }
 }
 
-/** A tiny model and a few steps: seconds on the reference backend, ~15 s on WebGPU through SwiftShader. */
+/**
+ * A tiny model and a few steps: seconds on the reference backend, ~15 s on WebGPU through
+ * SwiftShader. A validation loss at steps 4 and 8 (the default, every tenth of the run, would be
+ * every step here).
+ */
 const STEPS = 8;
-const TINY = `steps=${STEPS}&batch=4&context=32&d_model=32&n_heads=2&n_layers=1&warmup=2&sample_tokens=12`;
+const TINY = `steps=${STEPS}&batch=4&context=32&d_model=32&n_heads=2&n_layers=1&warmup=2&sample_tokens=12&eval_every=4`;
 
 const chromiumPath = findChromium();
 const chromium = await loadPlaywright();
@@ -98,7 +126,15 @@ function open(): Promise<{ browser: Browser; server: Server; url: string }> {
   return session;
 }
 
+let scratch: string | undefined;
+/** A temporary directory for the files the tests write and download (removed in `after`). */
+async function scratchDir(): Promise<string> {
+  scratch ??= await mkdtemp(join(tmpdir(), 'minigpt-browser-'));
+  return scratch;
+}
+
 after(async () => {
+  if (scratch) await rm(scratch, { recursive: true, force: true });
   if (!session) return;
   const { browser, server } = await session;
   await browser.close();
@@ -146,25 +182,45 @@ async function probeAdapter(browser: Browser): Promise<{ text: string; software:
   }
 }
 
+/** A page of the app, the errors it logged, and a promise that rejects if it throws outside its own handling. */
+interface OpenPage {
+  page: Page;
+  errors: string[];
+  crashed: Promise<never>;
+}
+
+async function openPage(query: string, inBrowser?: Browser): Promise<OpenPage> {
+  const { browser, url } = await open();
+  const page = await (inBrowser ?? browser).newPage();
+  const errors: string[] = [];
+  // An exception outside the page's own handling (a module that fails to load) ends any wait at once.
+  const crashed = new Promise<never>((_, reject) => page.on('pageerror', (e) => reject(new Error(`the page threw: ${e.message}`))));
+  crashed.catch(() => {});
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  await page.goto(`${url}?${query}`);
+  return { page, errors, crashed };
+}
+
+/** Waits until `condition` (a JavaScript expression in the page) holds; on a timeout or crash, says what window.minigpt was. */
+async function waitFor({ page, crashed }: OpenPage, condition: string, timeout = 45_000): Promise<void> {
+  await Promise.race([page.waitForFunction(condition, null, { timeout }), crashed]).catch(async (e: Error) => {
+    const now = await page.evaluate<PageState | undefined>('window.minigpt').catch(() => undefined);
+    throw new Error(`${e.message}\nwaiting for: ${condition}\nstate: ${JSON.stringify(now)}`);
+  });
+}
+
+const RUN_ENDED = "['done', 'error', 'stopped'].includes(window.minigpt?.state)";
+
 /**
  * Opens the page with `query`, does `before` (clicks...), and waits for the run to end; returns its
  * state, what the page shows, any errors the page logged, and whether the page was cross-origin isolated.
  */
 async function trainInPage(query: string, before?: (page: Page) => Promise<void>, inBrowser?: Browser): Promise<{ state: PageState; shown: Shown; errors: string[]; isolated: boolean }> {
-  const { browser, url } = await open();
-  const page = await (inBrowser ?? browser).newPage();
-  const errors: string[] = [];
-  // An exception outside the page's own handling (a module that fails to load) ends the wait at once.
-  const crashed = new Promise<never>((_, reject) => page.on('pageerror', (e) => reject(new Error(`the page threw: ${e.message}`))));
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  const opened = await openPage(query, inBrowser);
+  const { page, errors } = opened;
   try {
-    await page.goto(`${url}?${query}`);
     await before?.(page);
-    const ended = page.waitForFunction("['done', 'error', 'stopped'].includes(window.minigpt?.state)", null, { timeout: 45_000 });
-    await Promise.race([ended, crashed]).catch(async (e: Error) => {
-      const now = await page.evaluate<PageState | undefined>('window.minigpt');
-      throw new Error(`${e.message}\nstate: ${JSON.stringify(now)}`);
-    });
+    await waitFor(opened, RUN_ENDED);
     // The chart redraws at most every 250 ms while training, and once more when the run ends.
     return {
       state: await page.evaluate<PageState>('window.minigpt'), shown: await page.evaluate<Shown>(SHOWN), errors,
@@ -175,13 +231,29 @@ async function trainInPage(query: string, before?: (page: Page) => Promise<void>
   }
 }
 
-/** The model line pluralizes (TINY has 2 heads, 1 layer) and the chart's step axis has whole-step ticks and only drawn lines in its legend. */
-function checkShown(shown: Shown): void {
+/** Opens the page with `query`, waits for its run to finish, and hands the page and its state to `fn`. */
+async function withTrainedPage(query: string, fn: (opened: OpenPage, state: PageState) => Promise<void>): Promise<void> {
+  const opened = await openPage(query);
+  try {
+    await waitFor(opened, RUN_ENDED);
+    const state = await opened.page.evaluate<PageState>('window.minigpt');
+    assert.equal(state.state, 'done', `the run did not finish: ${state.error}`);
+    await fn(opened, state);
+  } finally {
+    await opened.page.close();
+  }
+}
+
+/**
+ * The model line pluralizes (TINY has 2 heads, 1 layer) and the chart's step axis has whole-step
+ * ticks; its legend lists the lines drawn: train, and val once there is a validation loss.
+ */
+function checkShown(shown: Shown, state: PageState): void {
   assert.match(shown.model, /\b2 heads, 1 layer, /, `model line: ${shown.model}`);
   assert.match(shown.model, new RegExp(`\\b${STEPS} steps\\b`), `model line: ${shown.model}`);
   assert.ok(shown.xTicks.length >= 2, `step ticks: ${JSON.stringify(shown.xTicks)}`);
   for (const t of shown.xTicks) assert.match(t, /^\d+$/, `step tick "${t}" is not a whole step`);
-  assert.deepEqual(shown.legend, ['train'], 'the legend lists a line the chart does not draw');
+  assert.deepEqual(shown.legend, state.valLosses.length ? ['train', 'val'] : ['train'], 'the legend lists a line the chart does not draw');
 }
 
 function checkRun(state: PageState, errors: string[]): void {
@@ -194,23 +266,34 @@ function checkRun(state: PageState, errors: string[]): void {
   assert.ok(last < first, `loss went from ${first} to ${last}; expected it to go down`);
   assert.ok(state.tokensPerSecond > 0, `tokens/s ${state.tokensPerSecond}`);
   assert.ok(state.sample.trim().length > 0, 'the sample is empty');
+  // TINY's eval_every=4: validation losses after steps 4 and 8.
+  assert.deepEqual(state.valLosses.map(([step]) => step), [4, STEPS], `validation losses: ${JSON.stringify(state.valLosses)}`);
+  for (const [step, loss] of state.valLosses) assert.ok(Number.isFinite(loss), `val loss ${loss} at step ${step}`);
+  assert.equal(state.hasModel, true, 'a finished run leaves its model to generate from');
 }
 
-let referenceLosses: number[] | null = null;
+let reference: PageState | null = null;
 
 /**
- * Same seed, data and model as the reference run: each step's loss must be the reference's up to
- * f32 rounding. The kernels sum in other orders (SIMD lanes, tiles, per-thread partials; fused
- * multiply-add on relaxed SIMD): ~1e-6 relative per op, which eight steps of AdamW carry to
- * ~1e-5 on a loss of ~4; 1e-3 still catches a wrong kernel or a wrong step (those move it by >1e-2).
+ * Same seed, data and model as the reference run: each step's loss, and each validation loss, must
+ * be the reference's up to f32 rounding. The kernels sum in other orders (SIMD lanes, tiles,
+ * per-thread partials; fused multiply-add on relaxed SIMD): ~1e-6 relative per op, which eight
+ * steps of AdamW carry to ~1e-5 on a loss of ~4; 1e-3 still catches a wrong kernel or a wrong step
+ * (those move it by >1e-2).
  */
-function checkMatchesReference(name: string, losses: number[]): number {
-  assert.ok(referenceLosses, 'no reference run to compare with');
+function checkMatchesReference(name: string, state: PageState): number {
+  assert.ok(reference, 'no reference run to compare with');
   let worst = 0;
-  for (const [i, l] of losses.entries()) {
-    const d = Math.abs(l - referenceLosses[i]);
+  for (const [i, l] of state.losses.entries()) {
+    const d = Math.abs(l - reference.losses[i]);
     worst = Math.max(worst, d);
-    assert.ok(d < 1e-3, `step ${i + 1}: ${name} loss ${l}, reference ${referenceLosses[i]}`);
+    assert.ok(d < 1e-3, `step ${i + 1}: ${name} loss ${l}, reference ${reference.losses[i]}`);
+  }
+  assert.deepEqual(state.valLosses.map(([step]) => step), reference.valLosses.map(([step]) => step), 'validation losses at other steps');
+  for (const [i, [step, l]] of state.valLosses.entries()) {
+    const d = Math.abs(l - reference.valLosses[i][1]);
+    worst = Math.max(worst, d);
+    assert.ok(d < 1e-3, `step ${step}: ${name} val loss ${l}, reference ${reference.valLosses[i][1]}`);
   }
   return worst;
 }
@@ -220,9 +303,9 @@ test('browser page: trains a tiny model on the reference backend (the fallback w
   t.diagnostic(`backend ${state.backend}: loss ${state.losses[0]?.toFixed(3)} -> ${state.losses.at(-1)?.toFixed(3)}, ${state.tokensPerSecond.toFixed(0)} tokens/s`);
   checkRun(state, errors);
   assert.equal(state.backend, 'reference');
-  checkShown(shown);
+  checkShown(shown, state);
   assert.equal(shown.note, '', 'a forced backend needs no explanation');
-  referenceLosses = state.losses;
+  reference = state;
 });
 
 test('browser page: trains a tiny model on the cpu backend (wasm SIMD on Web Workers, cross-origin isolated)', { skip, timeout: 60_000 }, async (t) => {
@@ -232,7 +315,7 @@ test('browser page: trains a tiny model on the cpu backend (wasm SIMD on Web Wor
   checkRun(state, errors);
   assert.equal(state.backend, 'cpu');
   assert.match(state.adapter, /^2 threads, (relaxed )?SIMD$/);
-  const worst = checkMatchesReference('cpu', state.losses);
+  const worst = checkMatchesReference('cpu', state);
   t.diagnostic(`backend cpu (${state.adapter}): loss ${state.losses[0].toFixed(3)} -> ${state.losses.at(-1)!.toFixed(3)}, ${state.tokensPerSecond.toFixed(0)} tokens/s, max |loss - reference| ${worst.toExponential(1)}`);
 });
 
@@ -257,8 +340,8 @@ test('browser page: trains a tiny model on the backend it picks (WebGPU on a har
     }
   }
   assert.match(shown.backend, new RegExp(`^${state.backend} \\(`), `the page shows no adapter: ${shown.backend}`);
-  checkShown(shown);
-  if (referenceLosses) checkMatchesReference(state.backend, state.losses);
+  checkShown(shown, state);
+  if (reference) checkMatchesReference(state.backend, state);
 });
 
 test('browser page: ?backend=webgpu trains on WebGPU even on a software adapter', { skip, timeout: 60_000 }, async (t) => {
@@ -274,8 +357,8 @@ test('browser page: ?backend=webgpu trains on WebGPU even on a software adapter'
   assert.equal(state.adapter.endsWith(', software'), adapter.software, `adapter shown as "${state.adapter}"`);
   assert.ok(shown.backend.startsWith('webgpu ('), `the page shows no adapter: ${shown.backend}`);
   assert.equal(shown.note, '');
-  checkShown(shown);
-  if (referenceLosses) checkMatchesReference('webgpu', state.losses);
+  checkShown(shown, state);
+  if (reference) checkMatchesReference('webgpu', state);
 });
 
 test('browser page: without WebGPU the page picks the cpu backend', { skip, timeout: 60_000 }, async (t) => {
@@ -291,7 +374,7 @@ test('browser page: without WebGPU the page picks the cpu backend', { skip, time
     checkRun(state, errors);
     assert.equal(state.backend, 'cpu');
     assert.equal(shown.note, '', 'no adapter was passed over');
-    checkMatchesReference('cpu', state.losses);
+    checkMatchesReference('cpu', state);
   } finally {
     await browser.close();
   }
@@ -299,11 +382,13 @@ test('browser page: without WebGPU the page picks the cpu backend', { skip, time
 
 test('browser page: the loss chart marks whole steps, and the model line counts in the singular too', { skip, timeout: 60_000 }, async () => {
   // 20 steps: a generic chart puts ticks at 2.5, 7.5...
-  const { state, shown, errors } = await trainInPage(`${TINY.replace(`steps=${STEPS}`, 'steps=20')}&backend=reference&sample_tokens=4`);
+  const { state, shown, errors } = await trainInPage(`${TINY.replace(`steps=${STEPS}`, 'steps=20').replace('&eval_every=4', '')}&backend=reference&sample_tokens=4`);
   assert.deepEqual(errors, []);
   assert.equal(state.state, 'done', state.error);
   assert.deepEqual(shown.xTicks, ['5', '10', '15', '20']);
-  assert.deepEqual(shown.legend, ['train']);
+  assert.deepEqual(shown.legend, ['train', 'val']);
+  // By default a validation loss every tenth of the run.
+  assert.deepEqual(state.valLosses.map(([step]) => step), [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]);
   const one = await trainInPage('steps=1&batch=1&context=8&d_model=16&n_heads=1&n_layers=1&sample_tokens=4&backend=reference');
   assert.equal(one.state.state, 'done', one.state.error);
   assert.match(one.shown.model, /\b1 head, 1 layer, .*\b1 step, /, one.shown.model);
@@ -331,11 +416,180 @@ test('browser page: trains on pasted text instead of the default corpus', { skip
   const text = 'the cat sat on the mat. the dog sat on the log. '.repeat(40);
   const { state, errors } = await trainInPage(`${TINY}&backend=reference&autostart=0`, async (page) => {
     await page.fill('#text', text);
-    await page.click('#restart');
+    await page.click('#train');
   });
   checkRun(state, errors);
   assert.equal(state.dataName, 'pasted text');
   // The character vocabulary comes from the pasted text, so the sample can only use its characters.
   const allowed = new Set(text);
   for (const ch of state.sample) assert.ok(allowed.has(ch), `sample character ${JSON.stringify(ch)} is not in the pasted text`);
+});
+
+/** The default corpus, as the page trains on it. */
+const corpus = (): Promise<string> => readFile(join(WEB, 'corpus.txt'), 'utf8');
+
+/** Types `prompt` and the sampling settings into the Generate panel, presses Generate and waits for it to end; returns window.minigpt.generation. */
+async function generateInPage(opened: OpenPage, prompt: string, settings: Record<string, string> = {}): Promise<PageState['generation']> {
+  const { page } = opened;
+  await page.fill('#prompt', prompt);
+  for (const [id, value] of Object.entries(settings)) await page.fill(`#gen-${id}`, value);
+  await page.click('#generate');
+  await waitFor(opened, "['done', 'stopped', 'error'].includes(window.minigpt?.generation.state)", 30_000);
+  return (await page.evaluate<PageState>('window.minigpt')).generation;
+}
+
+test('browser page: the settings form sets up the run and the address bar; bad values and a missing file are one-line errors', { skip, timeout: 60_000 }, async () => {
+  const opened = await openPage('autostart=0');
+  const { page, errors } = opened;
+  try {
+    const status = async (): Promise<string> => (await page.textContent('#status')) ?? '';
+    await page.selectOption('#preset', 'tiny');
+    assert.equal(await page.evaluate<string>("document.querySelector('#f-d-model').value"), '64', 'the tiny preset sets the model size');
+    await page.selectOption('#f-backend', 'reference');
+    for (const [id, value] of Object.entries({ steps: 'abc', batch: '4', context: '32', 'd-model': '32', 'n-heads': '2', 'n-layers': '1' })) await page.fill(`#f-${id}`, value);
+    assert.equal(await page.evaluate<string>("document.querySelector('#preset').value"), 'custom');
+    await page.click('#train');
+    await waitFor(opened, "window.minigpt?.state === 'error'", 10_000);
+    assert.match(await status(), /^error: steps must be a number \(got "abc"\)$/);
+    // The file source with no file chosen.
+    await page.fill('#f-steps', '6');
+    await page.click('#data-file');
+    await page.click('#train');
+    await waitFor(opened, "window.minigpt?.error.startsWith('no file chosen')", 10_000);
+    assert.equal((await status()).split('\n').length, 1);
+    // A .txt file, cleaned like pasted text (\r\n becomes \n).
+    const text = 'one fish, two fish, red fish, blue fish.\r\n'.repeat(30);
+    await page.setInputFiles('#text-file', { name: 'fish.txt', mimeType: 'text/plain', buffer: Buffer.from(text) });
+    await page.click('#train');
+    await waitFor(opened, RUN_ENDED);
+    const state = await page.evaluate<PageState>('window.minigpt');
+    assert.deepEqual(errors, []);
+    assert.equal(state.state, 'done', state.error);
+    assert.equal(state.backend, 'reference');
+    assert.equal(state.losses.length, 6);
+    assert.equal(state.dataName, 'file fish.txt');
+    assert.equal(state.characters, text.replace(/\r/g, '').length);
+    assert.equal(state.trainTokens + state.valTokens, state.characters, 'one token per character');
+    assert.match((await page.textContent('#data')) ?? '', new RegExp(`^file fish\\.txt: ${state.characters.toLocaleString('en-US')} characters, `));
+    const search = new URLSearchParams(await page.evaluate<string>('location.search'));
+    assert.deepEqual(Object.fromEntries(search), { backend: 'reference', steps: '6', batch: '4', d_model: '32', n_heads: '2', n_layers: '1', context: '32' });
+  } finally {
+    await page.close();
+  }
+});
+
+test('browser page: after a run, generates from a prompt; a character the model does not know is a one-line error', { skip, timeout: 60_000 }, async () => {
+  await withTrainedPage(`${TINY}&backend=reference`, async (opened) => {
+    const { page, errors } = opened;
+    // A prompt of the corpus' own characters, longer than the context (32): the model sees its end.
+    const text = await corpus();
+    const prompt = text.slice(0, 40);
+    const g = await generateInPage(opened, prompt, { tokens: '24' });
+    assert.equal(g.state, 'done', g.error);
+    assert.ok(g.text.length > 0, 'nothing was generated');
+    assert.equal(await page.textContent('#gen-output'), prompt + g.text, 'the output shows the prompt and what followed');
+    assert.match(g.note, /the model sees only its last 32/);
+    // Generate again, then an unknown character: the page says which, in one line, and stays usable.
+    assert.ok(!text.includes('\u2603'));
+    const bad = await generateInPage(opened, 'the \u2603', { tokens: '8' });
+    assert.equal(bad.state, 'error');
+    assert.match(bad.error, /^prompt: character "\u2603" .* is not in the tokenizer's vocabulary/);
+    assert.equal(((await page.textContent('#gen-status')) ?? '').split('\n').length, 1);
+    const again = await generateInPage(opened, 'the ', { tokens: '8', temperature: '0' });
+    assert.equal(again.state, 'done', again.error);
+    assert.ok(again.text.length > 0);
+    // Stop ends a long generation after its current token.
+    await page.fill('#gen-tokens', '1000000');
+    await page.click('#generate');
+    await waitFor(opened, '(window.minigpt?.generation.text.length ?? 0) >= 20', 20_000);
+    await page.click('#gen-stop');
+    await waitFor(opened, "window.minigpt?.generation.state !== 'generating'", 10_000);
+    const stopped = await page.evaluate<PageState>('window.minigpt');
+    assert.equal(stopped.generation.state, 'stopped', stopped.generation.error);
+    assert.ok(stopped.generation.text.length < 1_000_000);
+    // A model config no run can take is an error before anything starts: the trained model stays.
+    await page.fill('#f-n-heads', '3');
+    await page.click('#train');
+    await waitFor(opened, "window.minigpt?.state === 'error'", 10_000);
+    const refused = await page.evaluate<PageState>('window.minigpt');
+    assert.match(refused.error, /heads/);
+    assert.equal(refused.error.split('\n').length, 1);
+    assert.equal(refused.hasModel, true);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#generate').disabled"), false, 'Generate is off after a refused run');
+    assert.deepEqual(errors, []);
+  });
+});
+
+test('browser page: the downloads are a checkpoint the library loads, a GGUF file and a transformers zip', { skip, timeout: 60_000 }, async () => {
+  await withTrainedPage(`${TINY}&backend=reference`, async ({ page, errors }, state) => {
+    const dir = await scratchDir();
+    const saved: Record<string, string> = {};
+    for (const format of ['checkpoint', 'gguf', 'hf']) {
+      const download = page.waitForEvent('download', { timeout: 20_000 });
+      await page.click(`#download-${format}`);
+      const d = await download;
+      saved[format] = join(dir, d.suggestedFilename());
+      await d.saveAs(saved[format]);
+    }
+    assert.deepEqual(Object.values(saved).map((p) => p.slice(dir.length + 1)), ['minigpt-model.zip', 'minigpt-model.gguf', 'minigpt-hf.zip']);
+    const ckpt = await loadCheckpoint(saved.checkpoint);
+    assert.deepEqual(ckpt.config, state.config, 'the checkpoint has another config than the page showed');
+    assert.equal(countParams(ckpt.config), state.parameters);
+    assert.equal(ckpt.weights.length, state.parameters);
+    assert.ok(ckpt.weights.every(Number.isFinite));
+    const gguf = await readFile(saved.gguf);
+    assert.equal(gguf.subarray(0, 4).toString('latin1'), 'GGUF');
+    const hf = await readFile(saved.hf);
+    assert.equal(hf.subarray(0, 2).toString('latin1'), 'PK');
+    const hfFiles = [...unzipFiles(hf, 'minigpt-hf.zip').keys()];
+    for (const f of ['config.json', 'model.safetensors', 'tokenizer.json']) assert.ok(hfFiles.includes(`minigpt-hf/${f}`), `minigpt-hf.zip has ${hfFiles.join(', ')}`);
+    assert.match((await page.textContent('#download-status')) ?? '', /^saved minigpt-hf\.zip \(/);
+    assert.deepEqual(errors, []);
+  });
+});
+
+test('browser page: loads a checkpoint zip made in Node and generates what Node generates; a bad file is a one-line error', { skip, timeout: 60_000 }, async () => {
+  // A tiny model with random weights: greedy decoding still picks one definite token at each step.
+  // A GELU MLP, unlike the page's own runs: llama.cpp has no such architecture, so its GGUF download is refused.
+  const text = 'she sells sea shells by the sea shore. '.repeat(10);
+  const tokenizer = buildCharTokenizer(text);
+  const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 32, n_heads: 2, n_layers: 2, context: 24, mlp: 'gelu' });
+  const weights = initialWeights(config, paramLayout(config), createRng(7));
+  const path = join(await scratchDir(), 'node-model.zip');
+  await writeFile(path, await checkpointToZip({ config, weights, tokenizer }));
+  assert.ok((await checkpointFromZip(await readFile(path), path)).weights.length === weights.length);
+  const prompt = 'she sells ';
+  const model = createModel(createReferenceBackend(), config);
+  setWeights(model, weights);
+  let expected = '';
+  for await (const t of generate({ model, tokenizer }, prompt, { maxTokens: 40, temperature: 0 })) expected += t.text;
+
+  const opened = await openPage('autostart=0&backend=reference');
+  const { page, errors } = opened;
+  try {
+    await page.setInputFiles('#load-file', { name: 'notes.zip', mimeType: 'application/zip', buffer: Buffer.from('not a zip at all') });
+    await waitFor(opened, "window.minigpt?.state === 'error'", 10_000);
+    const bad = await page.evaluate<PageState>('window.minigpt');
+    assert.match(bad.error, /notes\.zip/);
+    assert.equal(bad.error.split('\n').length, 1, bad.error);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#generate').disabled"), true, 'Generate without a model');
+
+    await page.setInputFiles('#load-file', path);
+    await waitFor(opened, "window.minigpt?.state === 'loaded'", 20_000);
+    const state = await page.evaluate<PageState>('window.minigpt');
+    assert.deepEqual(state.config, config);
+    assert.equal(state.parameters, countParams(config));
+    assert.equal(state.backend, 'reference');
+    assert.match((await page.textContent('#model')) ?? '', /; loaded from node-model\.zip$/);
+    const g = await generateInPage(opened, prompt, { tokens: '40', temperature: '0' });
+    assert.equal(g.state, 'done', g.error);
+    assert.ok(expected.length > 0);
+    assert.equal(g.text, expected, 'the page generated other text than Node from the same checkpoint');
+    await page.click('#download-gguf');
+    await waitFor(opened, "window.minigpt?.download.state === 'error'", 10_000);
+    assert.match((await page.textContent('#download-status')) ?? '', /^error: a GELU-MLP model cannot be exported to GGUF: [^\n]*$/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
 });

@@ -1,17 +1,49 @@
 /**
- * The browser page: trains the default model (or pasted text) and shows the loss per step,
- * tokens/s and a generated sample. The training itself (web/run.ts) runs in a dedicated Web
- * Worker (web/train-worker.ts, bundled as train-worker.js), which posts its state after every
- * step; this renders it. See web/run.ts for the backend choice and the query string.
- * State is mirrored on `window.minigpt` for tests.
+ * The browser page: a settings form (prefilled from the query string), a run on the default
+ * corpus, pasted text or a .txt file with its training and validation loss, then a prompt to
+ * generate from the model, downloads of it (checkpoint .zip, llama.cpp GGUF, transformers .zip),
+ * and loading a checkpoint .zip trained elsewhere.
+ *
+ * The model lives in a dedicated Web Worker (web/train-worker.ts, bundled as train-worker.js):
+ * the page starts a fresh one for each run or loaded checkpoint, and it stays alive afterwards to
+ * generate and build the downloads. This renders what it posts. See web/run.ts for the backend
+ * choice and the query string. State is mirrored on `window.minigpt` for tests.
  */
-import { MinigptError, cleanText } from '../src/index.js';
+import { DEFAULT_CONFIG, MinigptError, TRAIN_DEFAULTS, cleanText } from '../src/index.js';
 import { DEFAULT_CORPUS_NAME } from '../src/data/corpus.js';
-import { emptyState, parseQuery, type PageOptions, type PageState } from './run.js';
-import type { ToTrainWorker } from './train-worker.js';
+import { EVAL_BATCHES, checkOptions, defaultEvalEvery, emptyState, errorText, parseQuery, type PageBackend, type PageOptions, type PageState } from './run.js';
+import type { ExportFormat, FromTrainWorker, GenerateRequest, ToTrainWorker } from './train-worker.js';
+
+/** Generation from the model, as the page shows it. */
+export interface GenerationView {
+  state: 'idle' | 'generating' | 'done' | 'stopped' | 'error';
+  prompt: string;
+  /** The text generated after the prompt so far. */
+  text: string;
+  error: string;
+  /** Something to know about the output (a prompt longer than the context); else empty. */
+  note: string;
+}
+
+/** The last download asked for. */
+export interface DownloadView {
+  state: 'idle' | 'building' | 'done' | 'error';
+  format: ExportFormat | '';
+  fileName: string;
+  bytes: number;
+  error: string;
+}
+
+/** What window.minigpt holds: the worker's last state, plus generation and downloads. */
+export interface PageView extends PageState {
+  generation: GenerationView;
+  download: DownloadView;
+  /** A bad form value met while a run goes on (which it does); shown in the status until the run ends or the next Train. */
+  formError: string;
+}
 
 declare global {
-  interface Window { minigpt?: PageState }
+  interface Window { minigpt?: PageView }
 }
 
 function el<T extends HTMLElement>(id: string): T {
@@ -23,21 +55,164 @@ function el<T extends HTMLElement>(id: string): T {
 /** `1 layer`, `2 layers`. */
 const count = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
 
-function render(s: PageState, o: PageOptions): void {
-  const c = s.config;
+/** 12,345 */
+const thousands = (n: number): string => n.toLocaleString('en-US');
+
+const idleGeneration = (): GenerationView => ({ state: 'idle', prompt: '', text: '', error: '', note: '' });
+const idleDownload = (): DownloadView => ({ state: 'idle', format: '', fileName: '', bytes: 0, error: '' });
+
+/** The page's state; `options` is the run's (null for a loaded checkpoint). */
+let view: PageView = { ...emptyState(''), generation: idleGeneration(), download: idleDownload(), formError: '' };
+let options: PageOptions | null = null;
+let worker: Worker | null = null;
+/** The generated text in #gen-output, which tokens are appended to. */
+let outputText: Text | null = null;
+
+const training = (): boolean => worker !== null && (view.state === 'loading' || view.state === 'training');
+
+// ---- The settings form ----
+
+/** A form field, its query key and its default (as the form shows it). */
+interface Field { id: string; key: string; fallback: string }
+
+const FIELDS: Field[] = [
+  { id: 'f-backend', key: 'backend', fallback: 'auto' },
+  { id: 'f-steps', key: 'steps', fallback: String(TRAIN_DEFAULTS.steps) },
+  { id: 'f-batch', key: 'batch', fallback: String(TRAIN_DEFAULTS.batch) },
+  { id: 'f-lr', key: 'lr', fallback: String(TRAIN_DEFAULTS.lr) },
+  { id: 'f-eval-every', key: 'eval_every', fallback: '' },
+  { id: 'f-seed', key: 'seed', fallback: String(TRAIN_DEFAULTS.seed) },
+  { id: 'f-d-model', key: 'd_model', fallback: String(DEFAULT_CONFIG.d_model) },
+  { id: 'f-n-heads', key: 'n_heads', fallback: String(DEFAULT_CONFIG.n_heads) },
+  { id: 'f-n-layers', key: 'n_layers', fallback: String(DEFAULT_CONFIG.n_layers) },
+  { id: 'f-context', key: 'context', fallback: String(DEFAULT_CONFIG.context) },
+];
+
+/** Size presets: the fields each one sets. `default` is the CLI's default run. */
+const PRESETS: Record<string, Record<string, string>> = {
+  tiny: { steps: '200', batch: '16', lr: '0.003', d_model: '64', n_heads: '4', n_layers: '2', context: '64' },
+  small: { steps: '400', batch: '16', lr: '0.003', d_model: '128', n_heads: '4', n_layers: '4', context: '128' },
+  default: {
+    steps: String(TRAIN_DEFAULTS.steps), batch: String(TRAIN_DEFAULTS.batch), lr: String(TRAIN_DEFAULTS.lr), d_model: String(DEFAULT_CONFIG.d_model),
+    n_heads: String(DEFAULT_CONFIG.n_heads), n_layers: String(DEFAULT_CONFIG.n_layers), context: String(DEFAULT_CONFIG.context),
+  },
+};
+
+const field = (f: Field): HTMLInputElement | HTMLSelectElement => el<HTMLInputElement | HTMLSelectElement>(f.id);
+
+/** The same value: numerically for numbers (3e-3 is 0.003), else as text. */
+function sameValue(a: string, b: string): boolean {
+  const x = Number(a), y = Number(b);
+  return a.trim() !== '' && b.trim() !== '' && Number.isFinite(x) && Number.isFinite(y) ? x === y : a.trim() === b.trim();
+}
+
+/** Fills the form from the query string (the CLI's kebab-case names too); a field not in it gets its default. */
+function fillForm(search: string): void {
+  const q = new URLSearchParams(search);
+  for (const f of FIELDS) field(f).value = q.get(f.key) ?? q.get(f.key.replace(/_/g, '-')) ?? f.fallback;
+  showPreset();
+}
+
+/** The preset the fields match, else custom; and what eval_every is when left blank. */
+function showPreset(): void {
+  const values = Object.fromEntries(FIELDS.map((f) => [f.key, field(f).value]));
+  const match = Object.entries(PRESETS).find(([, p]) => Object.entries(p).every(([k, v]) => sameValue(values[k] ?? '', v)));
+  el<HTMLSelectElement>('preset').value = match ? match[0] : 'custom';
+  const steps = Number(values.steps);
+  el<HTMLInputElement>('f-eval-every').placeholder = Number.isInteger(steps) && steps > 0 ? `auto: ${defaultEvalEvery(steps)}` : 'auto';
+}
+
+/**
+ * The query string for the form: the current one (keeping what the form has no field for, such as
+ * threads or warmup) with each field set, or left out where it has its default. Throws a
+ * MinigptError (one line) when parseQuery refuses it.
+ */
+function queryFromForm(): string {
+  const q = new URLSearchParams(location.search);
+  q.delete('autostart');
+  for (const f of FIELDS) {
+    q.delete(f.key);
+    q.delete(f.key.replace(/_/g, '-'));
+    const value = field(f).value.trim();
+    if (value !== '' && !sameValue(value, f.fallback)) q.set(f.key, value);
+  }
+  const query = q.toString();
+  parseQuery(query);
+  return query;
+}
+
+// ---- Data ----
+
+async function loadDefaultText(): Promise<string> {
+  const res = await fetch(new URL('corpus.txt', document.baseURI));
+  if (!res.ok) throw new MinigptError(`could not load corpus.txt (HTTP ${res.status}); rebuild with npm run build:web`);
+  return res.text();
+}
+
+/** The text the form's data choice names, cleaned as the CLI cleans a file, and its label. */
+async function readData(): Promise<{ text: string; name: string }> {
+  const source = document.querySelector<HTMLInputElement>('input[name=data-source]:checked')?.value ?? 'corpus';
+  if (source === 'text') {
+    const pasted = el<HTMLTextAreaElement>('text').value;
+    if (!pasted.trim()) throw new MinigptError('the text box is empty: paste some text into it, or pick the default corpus or a file');
+    return { text: cleanText(pasted), name: 'pasted text' };
+  }
+  if (source === 'file') {
+    const file = el<HTMLInputElement>('text-file').files?.[0];
+    if (!file) throw new MinigptError('no file chosen: choose a .txt file, or pick the default corpus or pasted text');
+    const text = cleanText(await file.text());
+    if (!text.trim()) throw new MinigptError(`${file.name} has no text`);
+    return { text, name: `file ${file.name}` };
+  }
+  return { text: await loadDefaultText(), name: DEFAULT_CORPUS_NAME };
+}
+
+// ---- Rendering ----
+
+function render(): void {
+  const s = view, o = options, c = s.config;
+  window.minigpt = view;
   el('backend').textContent = s.backend ? `${s.backend}${s.adapter ? ` (${s.adapter})` : ''}` : '…';
   el('backend-note').textContent = s.backendNote;
   el('backend-note').hidden = !s.backendNote;
-  el('model').textContent = c
-    ? `d_model ${c.d_model}, ${count(c.n_heads, 'head')}, ${count(c.n_layers, 'layer')}, context ${c.context}, vocab ${c.vocab_size}: ${(s.parameters / 1e6).toFixed(2)}M parameters; batch ${o.batch}, ${count(o.steps, 'step')}, lr ${o.lr}`
-    : '…';
-  el('data').textContent = s.dataName;
-  const n = s.losses.length;
-  const last = n ? s.losses[n - 1] : NaN;
-  el('status').textContent = s.state === 'error' ? `error: ${s.error}`
-    : `${s.state}: step ${n}/${o.steps}${n ? `, loss ${last.toFixed(4)}, ${s.tokensPerSecond.toFixed(0)} tokens/s` : ''}${s.state === 'training' && n ? `, ${eta(s, o)} left` : ''}`;
+  const shape = c ? `d_model ${c.d_model}, ${count(c.n_heads, 'head')}, ${count(c.n_layers, 'layer')}, context ${c.context}, vocab ${c.vocab_size}: ${(s.parameters / 1e6).toFixed(2)}M parameters` : '';
+  el('model').textContent = !c ? '…'
+    : s.loadedFrom ? `${shape}; loaded from ${s.loadedFrom}`
+    : `${shape}; batch ${o?.batch}, ${count(o?.steps ?? 0, 'step')}, lr ${o?.lr}`;
+  el('data').textContent = s.loadedFrom ? `none here: the model was trained elsewhere (${s.loadedFrom})`
+    : s.characters ? `${s.dataName}: ${thousands(s.characters)} characters, ${thousands(s.trainTokens)} training and ${thousands(s.valTokens)} validation tokens (one per character)${s.valNote ? `; ${s.valNote}` : ''}`
+    : s.dataName || '…';
+  el('status').textContent = statusLine(s, o);
   el('status').dataset.state = s.state;
   el('sample').textContent = s.sample;
+  renderControls();
+}
+
+function statusLine(s: PageView, o: PageOptions | null): string {
+  if (s.formError) return `error: ${s.formError} (the current run goes on)`;
+  if (s.state === 'error') return `error: ${s.error}`;
+  if (!worker && s.state === 'loading') return 'ready: choose the settings and the data, then press Train (or load a checkpoint .zip below)';
+  if (s.state === 'loaded') return `loaded ${s.loadedFrom}: type a prompt under Generate, or download it`;
+  if (s.state === 'loading' && s.loadedFrom) return `loading ${s.loadedFrom}…`;
+  const n = s.losses.length, steps = o?.steps ?? 0;
+  const val = s.valLosses.at(-1);
+  const parts = [`${s.state}: step ${n}/${steps}`];
+  if (n) parts.push(`loss ${s.losses[n - 1].toFixed(4)}`);
+  if (val) parts.push(`val ${val[1].toFixed(4)}${val[0] !== n ? ` (step ${val[0]})` : ''}`);
+  if (n) parts.push(`${s.tokensPerSecond.toFixed(0)} tokens/s`);
+  if (s.state === 'training' && n && o) parts.push(`${eta(s, o)} left`);
+  return parts.join(', ');
+}
+
+/** Buttons on or off for what the page can do now. */
+function renderControls(): void {
+  const busy = training(), model = view.hasModel && worker !== null;
+  const generating = view.generation.state === 'generating';
+  el<HTMLButtonElement>('stop').disabled = !busy;
+  el<HTMLButtonElement>('generate').disabled = !model || busy || generating;
+  el<HTMLButtonElement>('gen-stop').disabled = !generating;
+  for (const f of ['checkpoint', 'gguf', 'hf'] as const) el<HTMLButtonElement>(`download-${f}`).disabled = !model || busy || view.download.state === 'building';
+  el('model-needed').hidden = model && !busy;
 }
 
 /** Time left at the current speed, in words. */
@@ -47,13 +222,16 @@ function eta(s: PageState, o: PageOptions): string {
 }
 
 let plotted = 0;
-function renderPlot(s: PageState, force: boolean): void {
+function renderPlot(force: boolean): void {
+  const s = view;
   const now = performance.now();
   if (!force && now - plotted < 250) return;
   plotted = now;
   const points = s.losses.flatMap((loss, i): [number, number][] => (Number.isFinite(loss) ? [[i + 1, loss]] : []));
-  el('plot').innerHTML = points.length ? lossChart(points, s.losses.length) : '';
-  el('losses').textContent = s.losses.map((l, i) => `${i + 1}\t${l.toFixed(4)}`).join('\n');
+  const val = s.valLosses.filter(([, loss]) => Number.isFinite(loss));
+  el('plot').innerHTML = points.length ? lossChart(points, val, s.losses.length) : '';
+  const valAt = new Map(s.valLosses);
+  el('losses').textContent = ['step\tloss\tval', ...s.losses.map((l, i) => `${i + 1}\t${l.toFixed(4)}${valAt.has(i + 1) ? `\t${valAt.get(i + 1)!.toFixed(4)}` : ''}`)].join('\n');
 }
 
 /** About `n` ticks 1, 2 or 5 (or 2.5 where `whole` is false) x 10^k apart over [lo, hi]; whole numbers only where `whole`. */
@@ -67,15 +245,18 @@ function ticks(lo: number, hi: number, n: number, whole: boolean): number[] {
   return out;
 }
 
+const TRAIN_COLOR = '#1f77b4', VAL_COLOR = '#d62728';
+
 /**
- * The training loss against the step, as SVG: whole steps on the step axis, and a legend entry for
- * the one line drawn (the page computes no validation loss). `steps`: the steps run so far
- * (skipped ones included), the axis' end.
+ * The training loss (solid) and validation loss (dashed, with a dot at each evaluation) against
+ * the step, as SVG: whole steps on the step axis, and a legend entry for each line drawn.
+ * `steps`: the steps run so far (skipped ones included), the axis' end.
  */
-function lossChart(points: [number, number][], steps: number): string {
+function lossChart(points: [number, number][], val: [number, number][], steps: number): string {
   const W = 760, H = 360, m = { left: 60, right: 20, top: 36, bottom: 48 };
   const x0 = 1, x1 = Math.max(steps, 2);
-  let y0 = Math.min(...points.map((p) => p[1])), y1 = Math.max(...points.map((p) => p[1]));
+  const ys = [...points, ...val].map((p) => p[1]);
+  let y0 = Math.min(...ys), y1 = Math.max(...ys);
   if (y1 - y0 < 1e-6) { y0 -= 0.5; y1 += 0.5; }
   const pad = (y1 - y0) * 0.05;
   y0 -= pad; y1 += pad;
@@ -84,7 +265,7 @@ function lossChart(points: [number, number][], steps: number): string {
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">training loss</text>`,
+    `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${val.length ? 'training and validation loss' : 'training loss'}</text>`,
   ];
   for (const t of ticks(y0, y1, 6, false)) {
     out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${sy(t)}" y2="${sy(t)}" stroke="#e5e5e5"/>`,
@@ -97,76 +278,243 @@ function lossChart(points: [number, number][], steps: number): string {
   out.push(`<rect x="${m.left}" y="${m.top}" width="${W - m.left - m.right}" height="${H - m.top - m.bottom}" fill="none" stroke="#888"/>`,
     `<text x="${(m.left + W - m.right) / 2}" y="${H - 10}" text-anchor="middle">step</text>`,
     `<text transform="translate(16 ${(m.top + H - m.bottom) / 2}) rotate(-90)" text-anchor="middle">loss (nats/token)</text>`);
-  const d = points.map(([x, y], i) => `${i ? 'L' : 'M'}${sx(x)},${sy(y)}`).join('');
-  out.push(`<path d="${d}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>`);
-  if (points.length === 1) out.push(`<circle cx="${sx(points[0][0])}" cy="${sy(points[0][1])}" r="3" fill="#1f77b4"/>`);
-  const ly = m.top + 14;
-  out.push(`<line x1="${W - m.right - 90}" x2="${W - m.right - 70}" y1="${ly - 4}" y2="${ly - 4}" stroke="#1f77b4" stroke-width="1.5"/>`,
-    `<text class="legend" x="${W - m.right - 64}" y="${ly}">train</text>`, '</svg>');
+  const path = (p: [number, number][]): string => p.map(([x, y], i) => `${i ? 'L' : 'M'}${sx(x)},${sy(y)}`).join('');
+  out.push(`<path class="train-line" d="${path(points)}" fill="none" stroke="${TRAIN_COLOR}" stroke-width="1.5"/>`);
+  if (points.length === 1) out.push(`<circle cx="${sx(points[0][0])}" cy="${sy(points[0][1])}" r="3" fill="${TRAIN_COLOR}"/>`);
+  if (val.length) {
+    out.push(`<path class="val-line" d="${path(val)}" fill="none" stroke="${VAL_COLOR}" stroke-width="1.5" stroke-dasharray="6 4"/>`);
+    for (const [x, y] of val) out.push(`<circle cx="${sx(x)}" cy="${sy(y)}" r="2.5" fill="${VAL_COLOR}"/>`);
+  }
+  const legend: [string, string, string][] = [['train', TRAIN_COLOR, ''], ...(val.length ? [['val', VAL_COLOR, ' stroke-dasharray="6 4"'] as [string, string, string]] : [])];
+  for (const [i, [name, color, dash]] of legend.entries()) {
+    const ly = m.top + 14 + i * 16;
+    out.push(`<line x1="${W - m.right - 90}" x2="${W - m.right - 70}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="1.5"${dash}/>`,
+      `<text class="legend" x="${W - m.right - 64}" y="${ly}">${name}</text>`);
+  }
+  out.push('</svg>');
   return out.join('\n');
 }
 
-async function loadDefaultText(): Promise<string> {
-  const res = await fetch(new URL('corpus.txt', document.baseURI));
-  if (!res.ok) throw new MinigptError(`could not load corpus.txt (HTTP ${res.status}); rebuild with npm run build:web`);
-  return res.text();
-}
+// ---- The worker ----
 
-/** A training run in its own worker. */
-interface Run {
-  /** Asks the run to end after its current step (it still samples and reports 'stopped'). */
-  stop(): void;
-  /** Ends it at once. */
-  kill(): void;
-}
-
-/** Starts train-worker.js on `text`; `onUpdate` gets every state it posts, or an error state if the worker itself fails. */
-function startRun(o: PageOptions, text: string, dataName: string, onUpdate: (s: PageState) => void): Run {
-  const worker = new Worker(new URL('train-worker.js', import.meta.url), { type: 'module', name: 'minigpt-train' });
-  const finish = (s: PageState): void => {
-    onUpdate(s);
-    if (s.state !== 'loading' && s.state !== 'training') worker.terminate();
-  };
-  worker.addEventListener('message', (e: MessageEvent<PageState>) => finish(e.data));
-  worker.addEventListener('error', (e: ErrorEvent) => {
-    e.preventDefault();
-    finish(emptyState(dataName, `the training worker failed: ${e.message || 'could not load train-worker.js'}`));
+/** Ends the current worker (its run, generation and model) and starts a fresh one. */
+function newWorker(): Worker {
+  worker?.terminate();
+  const w = new Worker(new URL('train-worker.js', import.meta.url), { type: 'module', name: 'minigpt-train' });
+  worker = w;
+  w.addEventListener('message', (e: MessageEvent<FromTrainWorker>) => {
+    if (w === worker) onMessage(e.data);
   });
-  worker.postMessage({ type: 'start', options: o, text, dataName } satisfies ToTrainWorker);
-  return {
-    stop: () => worker.postMessage({ type: 'stop' } satisfies ToTrainWorker),
-    kill: () => worker.terminate(),
-  };
+  w.addEventListener('error', (e: ErrorEvent) => {
+    e.preventDefault();
+    if (w !== worker) return;
+    w.terminate();
+    worker = null;
+    setState(emptyState(view.dataName, `the training worker failed: ${e.message || 'could not load train-worker.js'}`), false);
+  });
+  return w;
 }
+
+const send = (message: ToTrainWorker, transfer: Transferable[] = []): void => worker?.postMessage(message, transfer);
+
+/** Shows the worker's (or the page's own) state; generation and downloads reset with a new model. */
+function setState(s: PageState, keep = true): void {
+  const running = s.state === 'loading' || s.state === 'training';
+  view = {
+    ...s, generation: keep ? view.generation : idleGeneration(), download: keep ? view.download : idleDownload(),
+    formError: keep && running ? view.formError : '',
+  };
+  if (!keep) {
+    el('gen-output').replaceChildren();
+    outputText = null;
+    renderGeneration();
+    renderDownload();
+  }
+  render();
+  renderPlot(s.state !== 'training');
+}
+
+function onMessage(m: FromTrainWorker): void {
+  switch (m.type) {
+    case 'state':
+      setState(m.state);
+      return;
+    case 'token':
+      view.generation.text += m.text;
+      outputText?.appendData(m.text);
+      return;
+    case 'generated':
+      Object.assign(view.generation, { state: m.end, error: m.error, note: m.note });
+      renderGeneration();
+      renderControls();
+      return;
+    case 'exported':
+      if ('error' in m) {
+        view.download = { ...idleDownload(), state: 'error', format: m.format, error: m.error };
+      } else {
+        saveFile(m.bytes, m.fileName);
+        view.download = { state: 'done', format: m.format, fileName: m.fileName, bytes: m.bytes.byteLength, error: '' };
+      }
+      renderDownload();
+      renderControls();
+      return;
+  }
+}
+
+/** Starts a run: from the form (Train), or from the query string as it is (on opening the page). */
+async function startRun(fromForm: boolean): Promise<void> {
+  let query: string, o: PageOptions, data: { text: string; name: string };
+  el('status').textContent = 'loading the text…';
+  try {
+    query = fromForm ? queryFromForm() : location.search;
+    o = parseQuery(query);
+    // Checked here too, so a bad value does not replace the worker (and the model in it).
+    checkOptions(o);
+    data = await readData();
+  } catch (e) {
+    // A bad value leaves the run going on, or the model there is, as it was: it can still generate.
+    if (training()) {
+      view.formError = errorText(e);
+      render();
+    } else {
+      setState({ ...view, state: 'error', error: errorText(e) });
+    }
+    return;
+  }
+  if (fromForm) history.replaceState(null, '', query ? `?${query}` : location.pathname);
+  options = o;
+  newWorker();
+  setState(emptyState(data.name), false);
+  send({ type: 'start', options: o, text: data.text, dataName: data.name });
+}
+
+/** Loads a checkpoint .zip in a fresh worker, on the backend the form names. */
+async function loadFile(file: File): Promise<void> {
+  let threads = 0;
+  try { threads = parseQuery(location.search).threads; } catch { /* the query's error shows when it trains */ }
+  let bytes: ArrayBuffer;
+  try {
+    bytes = await file.arrayBuffer();
+  } catch (e) {
+    setState({ ...view, state: 'error', error: `could not read ${file.name}: ${errorText(e)}` });
+    return;
+  }
+  options = null;
+  newWorker();
+  setState({ ...emptyState(`checkpoint ${file.name}`), loadedFrom: file.name }, false);
+  send({ type: 'load', bytes, fileName: file.name, backend: el<HTMLSelectElement>('f-backend').value as PageBackend, threads }, [bytes]);
+}
+
+// ---- Generation ----
+
+/** A number field of the generate panel; blank is `fallback`. */
+function numberField(id: string, name: string, fallback: number): number {
+  const raw = el<HTMLInputElement>(id).value.trim();
+  if (raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n)) throw new MinigptError(`${name} must be a number (got "${raw}")`);
+  return n;
+}
+
+function startGeneration(): void {
+  let req: GenerateRequest;
+  try {
+    const maxTokens = numberField('gen-tokens', 'max tokens', 200);
+    if (!Number.isInteger(maxTokens) || maxTokens < 1) throw new MinigptError(`max tokens must be a whole number, 1 or more (got ${maxTokens})`);
+    req = {
+      prompt: el<HTMLTextAreaElement>('prompt').value, maxTokens,
+      temperature: numberField('gen-temperature', 'temperature', 0.8), topK: numberField('gen-top-k', 'top-k', 0),
+      topP: numberField('gen-top-p', 'top-p', 1), seed: numberField('gen-seed', 'seed', 0),
+    };
+  } catch (e) {
+    view.generation = { ...idleGeneration(), state: 'error', error: errorText(e) };
+    renderGeneration();
+    return;
+  }
+  view.generation = { ...idleGeneration(), state: 'generating', prompt: req.prompt };
+  const out = el('gen-output');
+  out.replaceChildren();
+  const prompt = document.createElement('span');
+  prompt.className = 'prompt';
+  prompt.textContent = req.prompt;
+  outputText = document.createTextNode('');
+  out.append(prompt, outputText);
+  renderGeneration();
+  renderControls();
+  send({ type: 'generate', ...req });
+}
+
+function renderGeneration(): void {
+  const g = view.generation;
+  const status = el('gen-status');
+  status.dataset.state = g.state;
+  status.textContent = g.state === 'error' ? `error: ${g.error}`
+    : g.state === 'generating' ? 'generating…'
+    : g.state === 'done' || g.state === 'stopped' ? `${g.state}: ${count([...g.text].length, 'character')}${g.note ? `; ${g.note}` : ''}`
+    : '';
+}
+
+// ---- Downloads ----
+
+function saveFile(bytes: ArrayBuffer, fileName: string): void {
+  const url = URL.createObjectURL(new Blob([bytes], { type: fileName.endsWith('.zip') ? 'application/zip' : 'application/octet-stream' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = fileName;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+function renderDownload(): void {
+  const d = view.download;
+  const status = el('download-status');
+  status.dataset.state = d.state;
+  status.textContent = d.state === 'building' ? `building the ${d.format} download…`
+    : d.state === 'error' ? `error: ${d.error}`
+    : d.state === 'done' ? `saved ${d.fileName} (${d.bytes < 1 << 20 ? `${(d.bytes / 1024).toFixed(0)} KiB` : `${(d.bytes / (1 << 20)).toFixed(1)} MiB`})`
+    : '';
+}
+
+function download(format: ExportFormat): void {
+  view.download = { ...idleDownload(), state: 'building', format };
+  renderDownload();
+  renderControls();
+  send({ type: 'export', format });
+}
+
+// ---- Wiring ----
 
 async function main(): Promise<void> {
-  let running: Run | null = null;
-  const start = async (pasted: string | null): Promise<void> => {
-    // A restart ends the current run at once (terminating its worker ends the cpu backend's too).
-    running?.kill();
-    running = null;
-    let o = parseQuery('');
-    const onUpdate = (s: PageState): void => {
-      window.minigpt = s;
-      render(s, o);
-      renderPlot(s, s.state !== 'training');
-    };
-    el('status').textContent = 'loading the text…';
-    try {
-      o = parseQuery(location.search);
-      const [text, name] = pasted !== null ? [cleanText(pasted), 'pasted text'] : [await loadDefaultText(), DEFAULT_CORPUS_NAME];
-      running = startRun(o, text, name, onUpdate);
-    } catch (e) {
-      running = null;
-      onUpdate(emptyState('', (e as Error).message));
-    }
-  };
-  el('stop').addEventListener('click', () => running?.stop());
-  el('restart').addEventListener('click', () => {
-    const pasted = el<HTMLTextAreaElement>('text').value;
-    void start(pasted.trim() ? pasted : null);
+  el('eval-batches').textContent = String(EVAL_BATCHES);
+  el('corpus-name').textContent = DEFAULT_CORPUS_NAME;
+  fillForm(location.search);
+  render();
+  for (const f of FIELDS) field(f).addEventListener('input', showPreset);
+  el<HTMLSelectElement>('preset').addEventListener('change', () => {
+    const preset = PRESETS[el<HTMLSelectElement>('preset').value];
+    if (!preset) return;
+    for (const f of FIELDS) if (f.key in preset) field(f).value = preset[f.key];
+    showPreset();
   });
-  if (new URLSearchParams(location.search).get('autostart') !== '0') await start(null);
+  const pick = (source: string): void => { el<HTMLInputElement>(`data-${source}`).checked = true; };
+  el('text').addEventListener('input', () => pick('text'));
+  el('text-file').addEventListener('change', () => pick('file'));
+  el('settings').addEventListener('submit', (e) => {
+    e.preventDefault();
+    void startRun(true);
+  });
+  el('stop').addEventListener('click', () => send({ type: 'stop' }));
+  el('generate').addEventListener('click', startGeneration);
+  el('gen-stop').addEventListener('click', () => send({ type: 'stop-generate' }));
+  for (const f of ['checkpoint', 'gguf', 'hf'] as const) el(`download-${f}`).addEventListener('click', () => download(f));
+  el<HTMLInputElement>('load-file').addEventListener('change', () => {
+    const input = el<HTMLInputElement>('load-file');
+    const file = input.files?.[0];
+    if (file) void loadFile(file).finally(() => { input.value = ''; });
+  });
+  if (new URLSearchParams(location.search).get('autostart') !== '0') await startRun(false);
 }
 
 if (typeof document !== 'undefined') void main();

@@ -15,15 +15,19 @@
  * (default navigator.hardwareConcurrency).
  *
  * The query string shrinks the run, e.g. `?steps=20&batch=4&context=32&d_model=32&n_layers=1`:
- * training options `steps batch lr min_lr warmup seed sample_tokens sample_every threads`, and any
- * model config name (snake_case or the CLI's kebab-case).
+ * training options `steps batch lr min_lr warmup seed sample_tokens sample_every eval_every
+ * threads`, and any model config name (snake_case or the CLI's kebab-case).
+ *
+ * After a run (or loadCheckpointModel on a checkpoint .zip) the model stays on its backend:
+ * web/train-worker.ts generates from it and builds its downloads.
  */
 import {
   MinigptError, TRAIN_DEFAULTS, buildCharTokenizer, cleanText, countParams, createBackend, createBatchSampler,
-  createModel, createOptimizer, createRng, backward, forward, generate, initialWeights, learningRate, meanLoss, memoryTokens,
-  optimizerStepChecked, resolveConfig, setWeights, splitTrainVal, tuneKernels, zeroGrads,
-  type Backend, type ModelConfig, type WebGpuBackend,
+  createModel, createOptimizer, createRng, backward, checkpointFromZip, forward, generate, initialWeights, learningRate, meanLoss,
+  memoryTokens, optimizerStepChecked, resolveConfig, setWeights, splitTrainVal, tuneKernels, zeroGrads,
+  type Backend, type LoadedModel, type ModelConfig, type WebGpuBackend,
 } from '../src/index.js';
+import { evaluateLoss } from '../src/train/evaluate.js';
 import { cpuBackendSupported, type CpuBackend } from '../src/backend/cpu/index.js';
 import { probeGpu } from '../src/backend/webgpu/gpu.js';
 
@@ -40,6 +44,8 @@ export interface PageOptions {
   sampleTokens: number;
   /** A sample every this many steps (0: only at the end). */
   sampleEvery: number;
+  /** A validation loss every this many steps (0: only at the end); by default about a tenth of the steps. */
+  evalEvery: number;
   /** The cpu backend's threads, the training worker included (0: navigator.hardwareConcurrency). */
   threads: number;
   model: Partial<ModelConfig>;
@@ -47,7 +53,8 @@ export interface PageOptions {
 
 /** What the page has done so far; mirrored on window.minigpt. */
 export interface PageState {
-  state: 'loading' | 'training' | 'done' | 'stopped' | 'error';
+  /** 'loaded': a checkpoint .zip was loaded instead of training. */
+  state: 'loading' | 'training' | 'done' | 'stopped' | 'loaded' | 'error';
   backend: string;
   /** The WebGPU adapter (", software" after a software one), or the cpu backend's threads and SIMD build. */
   adapter: string;
@@ -56,16 +63,31 @@ export interface PageState {
   config: ModelConfig | null;
   parameters: number;
   dataName: string;
+  /** Characters of the text, and its tokens in the training and validation splits (0 before it is read). */
+  characters: number;
+  trainTokens: number;
+  valTokens: number;
   /** Loss of every step, in order (a skipped step, with a non-finite loss or gradient, is NaN). */
   losses: number[];
+  /** Validation loss as [step, loss]: the mean over the same EVAL_BATCHES batches of the validation split each time. */
+  valLosses: [number, number][];
+  /** Why there is no validation loss (the validation split is shorter than one sequence); else empty. */
+  valNote: string;
   tokensPerSecond: number;
   sample: string;
+  /** The file a loaded model came from ('' for a model trained here). */
+  loadedFrom: string;
+  /** A model is in the worker: it can generate and be downloaded (after a run ends, or a checkpoint loads). */
+  hasModel: boolean;
   error: string;
 }
 
+/** Validation batches per evaluation: their windows are spread evenly over the validation split and the same every time. */
+export const EVAL_BATCHES = 4;
+
 const TRAIN_KEYS: Record<string, keyof Omit<PageOptions, 'backend' | 'model'>> = {
   steps: 'steps', batch: 'batch', lr: 'lr', min_lr: 'minLr', warmup: 'warmup', seed: 'seed',
-  sample_tokens: 'sampleTokens', sample_every: 'sampleEvery', threads: 'threads',
+  sample_tokens: 'sampleTokens', sample_every: 'sampleEvery', eval_every: 'evalEvery', threads: 'threads',
 };
 const MODEL_KEYS = new Set(['vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n_layers', 'context', 'mlp', 'intermediate_size',
   'rms_norm_eps', 'rope_theta', 'tie_embeddings', 'dropout', 'init']);
@@ -76,7 +98,7 @@ export function parseQuery(search: string): PageOptions {
   const o: PageOptions = {
     backend: 'auto', steps: TRAIN_DEFAULTS.steps, batch: TRAIN_DEFAULTS.batch, lr: TRAIN_DEFAULTS.lr, minLr: TRAIN_DEFAULTS.lr / 10,
     warmup: TRAIN_DEFAULTS.warmup, seed: TRAIN_DEFAULTS.seed, sampleTokens: TRAIN_DEFAULTS.sampleTokens,
-    sampleEvery: TRAIN_DEFAULTS.sampleEvery, threads: 0, model: {},
+    sampleEvery: TRAIN_DEFAULTS.sampleEvery, evalEvery: 0, threads: 0, model: {},
   };
   for (const [rawKey, value] of new URLSearchParams(search)) {
     const key = rawKey.replace(/-/g, '_');
@@ -99,7 +121,13 @@ export function parseQuery(search: string): PageOptions {
   if (!given.has('warmup')) o.warmup = Math.min(o.warmup, Math.floor(o.steps / 10));
   // As in train(): the decay ends at a tenth of the peak unless min_lr says otherwise.
   if (!given.has('min_lr') && !given.has('min-lr')) o.minLr = o.lr / 10;
+  if (!given.has('eval_every') && !given.has('eval-every')) o.evalEvery = defaultEvalEvery(o.steps);
   return o;
+}
+
+/** About ten validation losses over the run, at least one step apart. */
+export function defaultEvalEvery(steps: number): number {
+  return Math.max(1, Math.round(steps / 10));
 }
 
 const CPU_NEEDS = 'the cpu backend needs WebAssembly SIMD, SharedArrayBuffer and a cross-origin isolated page (COOP same-origin, COEP require-corp)';
@@ -143,31 +171,58 @@ function backendDetails(backend: Backend): string {
 export function emptyState(dataName: string, error = ''): PageState {
   return {
     state: error ? 'error' : 'loading', backend: '', adapter: '', backendNote: '', config: null, parameters: 0, dataName,
-    losses: [], tokensPerSecond: 0, sample: '', error,
+    characters: 0, trainTokens: 0, valTokens: 0, losses: [], valLosses: [], valNote: '', tokensPerSecond: 0, sample: '',
+    loadedFrom: '', hasModel: false, error,
   };
 }
 
 export interface RunHooks {
   signal?: AbortSignal;
-  /** Called whenever the state changes (after each step, sample, or on finishing). */
+  /** Called whenever the state changes (after each step, evaluation, sample, or on finishing). */
   onUpdate?(state: PageState): void;
 }
 
-/** Trains on `text` on this thread; `dataName` only labels it. Resolves with the final state (errors included). */
-export async function runTraining(o: PageOptions, text: string, dataName: string, hooks: RunHooks = {}): Promise<PageState> {
+/**
+ * Throws a MinigptError (one line) for options no run can take: counts that are not positive
+ * whole numbers, lr 0 or less, a model config resolveConfig refuses. The text (and so the vocabulary)
+ * is not known here; the run checks what depends on it.
+ */
+export function checkOptions(o: PageOptions): void {
+  for (const [k, v] of Object.entries({ steps: o.steps, batch: o.batch })) {
+    if (!Number.isInteger(v) || v <= 0) throw new MinigptError(`${k} must be a positive integer (got ${v})`);
+  }
+  if (!Number.isInteger(o.evalEvery) || o.evalEvery < 0) throw new MinigptError(`eval_every must be a whole number (0: only at the end; got ${o.evalEvery})`);
+  if (!Number.isInteger(o.threads) || o.threads < 0) throw new MinigptError(`threads must be a whole number (0: navigator.hardwareConcurrency; got ${o.threads})`);
+  if (!(o.lr > 0)) throw new MinigptError(`lr must be more than 0 (got ${o.lr})`);
+  resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? 1 });
+}
+
+/** An error as the page shows it: a MinigptError's own one-line message, anything else with its name. */
+export function errorText(e: unknown): string {
+  return e instanceof Error ? `${e.name === 'MinigptError' ? '' : `${e.name}: `}${e.message}` : String(e);
+}
+
+/**
+ * Trains on `text` on this thread; `dataName` only labels it. Resolves with the final state
+ * (errors included) and the trained model, which stays on its backend (null after an error,
+ * whose backend is destroyed).
+ */
+export async function runTraining(o: PageOptions, text: string, dataName: string, hooks: RunHooks = {}): Promise<{ state: PageState; trained: LoadedModel | null }> {
   const s = emptyState(dataName);
   const update = (): void => hooks.onUpdate?.(s);
   let backend: Backend | null = null;
+  let trained: LoadedModel | null = null;
   try {
-    for (const [k, v] of Object.entries({ steps: o.steps, batch: o.batch })) {
-      if (!Number.isInteger(v) || v <= 0) throw new MinigptError(`${k} must be a positive integer (got ${v})`);
-    }
-    if (!Number.isInteger(o.threads) || o.threads < 0) throw new MinigptError(`threads must be a whole number (0: navigator.hardwareConcurrency; got ${o.threads})`);
+    checkOptions(o);
     const tokenizer = buildCharTokenizer(text);
-    const { train } = splitTrainVal(tokenizer.encode(text), 0.1);
+    const { train, val } = splitTrainVal(tokenizer.encode(text), 0.1);
     const config = resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? tokenizer.vocabSize });
     const B = o.batch, T = config.context;
-    if (train.length <= T) throw new MinigptError(`the text has ${train.length} training tokens, fewer than one sequence of ${T + 1}; paste more text or lower context`);
+    s.characters = text.length;
+    s.trainTokens = train.length;
+    s.valTokens = val.length;
+    if (train.length <= T) throw new MinigptError(`the text has ${train.length} training tokens, fewer than one sequence of ${T + 1}; use more text or a smaller context`);
+    if (val.length <= T) s.valNote = `no validation loss: the validation split (the last 10% of the text) has ${val.length} tokens, fewer than one sequence of ${T + 1}`;
     s.config = config;
     s.parameters = countParams(config);
     update();
@@ -182,6 +237,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     await tuneKernels(model, B, T);
     const opt = createOptimizer(model, { weightDecay: TRAIN_DEFAULTS.weightDecay, gradClip: TRAIN_DEFAULTS.gradClip });
     const sampler = createBatchSampler(memoryTokens(train), B, T, o.seed);
+    const valStream = memoryTokens(val);
     const schedule = { lr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps: o.steps };
     const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
     /** Samples along the way end early on a stop; the last one (`final`) always runs, so a stopped run shows what it learned. */
@@ -189,6 +245,13 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
       let out = '';
       for await (const t of generate({ model, tokenizer }, '', { maxTokens: o.sampleTokens, temperature: 0.8, seed: step, signal: final ? undefined : hooks.signal })) out += t.text;
       s.sample = out;
+      update();
+    };
+    /** Validation loss after `step` steps, over the same EVAL_BATCHES batches every time (a forward without dropout, as train() evaluates). */
+    const evaluate = async (step: number): Promise<void> => {
+      if (s.valNote) return;
+      const { loss } = await evaluateLoss(model, valStream, B, T, EVAL_BATCHES * B);
+      s.valLosses.push([step, loss]);
       update();
     };
 
@@ -208,22 +271,59 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
       s.losses.push(Number.isFinite(loss) && Number.isFinite(gradNorm) ? loss : NaN);
       s.tokensPerSecond = (step * B * T) / ((performance.now() - t0) / 1000);
       update();
-      if (o.sampleEvery > 0 && step % o.sampleEvery === 0 && step < o.steps) {
-        const t = performance.now();
-        await sample(step);
-        t0 += performance.now() - t; // tokens/s counts training time only
-      }
+      // tokens/s counts training time only, not evaluations and samples.
+      const t = performance.now();
+      if (o.evalEvery > 0 && step % o.evalEvery === 0 && step < o.steps) await evaluate(step);
+      if (o.sampleEvery > 0 && step % o.sampleEvery === 0 && step < o.steps) await sample(step);
+      t0 += performance.now() - t;
       // Let this thread take messages (a stop) between steps: the cpu and reference backends compute synchronously.
       await new Promise((r) => setTimeout(r, 0));
     }
-    await sample(s.losses.length, true);
+    // The last validation loss and sample come after the last step taken, a stopped run's too.
+    const last = s.losses.length;
+    if (last > 0 && s.valLosses.at(-1)?.[0] !== last) await evaluate(last);
+    await sample(last, true);
     if (s.state === 'training') s.state = 'done';
+    s.hasModel = true;
+    trained = { model, tokenizer };
   } catch (e) {
     s.state = 'error';
-    s.error = e instanceof Error ? `${e.name === 'MinigptError' ? '' : `${e.name}: `}${e.message}` : String(e);
+    s.error = errorText(e);
+    s.hasModel = false;
   } finally {
-    backend?.destroy();
+    if (!trained) backend?.destroy();
   }
   update();
-  return s;
+  return { state: s, trained };
+}
+
+/**
+ * Reads a checkpoint .zip (`checkpointToZip`'s, the CLI's, or a folder an OS zipped) and puts its
+ * model on the page's backend: the state to show, and the model (null after an error). `fileName`
+ * labels it and names it in errors.
+ */
+export async function loadCheckpointModel(bytes: Uint8Array, fileName: string, want: PageBackend, threads = 0): Promise<{ state: PageState; loaded: LoadedModel | null }> {
+  const s = emptyState(`checkpoint ${fileName}`);
+  s.loadedFrom = fileName;
+  let backend: Backend | null = null;
+  try {
+    const ckpt = await checkpointFromZip(bytes, fileName);
+    s.config = ckpt.config;
+    s.parameters = countParams(ckpt.config);
+    const picked = await pickBackend(want, threads);
+    backend = picked.backend;
+    s.backend = backend.name;
+    s.backendNote = picked.note;
+    s.adapter = backendDetails(backend);
+    const model = createModel(backend, ckpt.config);
+    setWeights(model, ckpt.weights);
+    s.state = 'loaded';
+    s.hasModel = true;
+    return { state: s, loaded: { model, tokenizer: ckpt.tokenizer } };
+  } catch (e) {
+    backend?.destroy();
+    s.state = 'error';
+    s.error = errorText(e);
+    return { state: s, loaded: null };
+  }
 }

@@ -1,27 +1,155 @@
 /**
- * The page's training worker (a module Web Worker, bundled as train-worker.js): the page posts
- * `{ type: 'start', options, text, dataName }`, this runs web/run.ts's loop here, off the page's
- * main thread (the cpu backend's threads block in Atomics.wait, which only a worker may), and
- * posts every state change back; `{ type: 'stop' }` ends the run after the current step.
+ * The page's training worker (a module Web Worker, bundled as train-worker.js). It holds one
+ * model: the page starts a fresh worker for each run or loaded checkpoint. Messages from the page:
+ *   { type: 'start', options, text, dataName }  runs web/run.ts's loop here, off the page's main
+ *       thread (the cpu backend's threads block in Atomics.wait, which only a worker may), posting
+ *       { type: 'state', state } on every change; the trained model stays here afterwards
+ *   { type: 'load', bytes, fileName, backend, threads }  reads a checkpoint .zip instead, posts
+ *       its { type: 'state' } ('loaded' or 'error')
+ *   { type: 'stop' }  ends the run after the current step
+ *   { type: 'generate', prompt, maxTokens, ... }  streams { type: 'token', text } and ends with
+ *       { type: 'generated', end, error, note }
+ *   { type: 'stop-generate' }  ends the generation after the current token
+ *   { type: 'export', format }  builds a download: { type: 'exported', format, fileName, bytes }
+ *       (bytes transferred) or { type: 'exported', format, error }
  */
-import { runTraining, type PageOptions, type PageState } from './run.js';
+import {
+  MinigptError, checkpointToZip, encodeGguf, generate, ggufFromCheckpoint, hfExportFiles, readWeights, zipFiles,
+  type Checkpoint, type LoadedModel,
+} from '../src/index.js';
+import { encodeUserText } from '../src/data/tokenizer.js';
+import { errorText, loadCheckpointModel, runTraining, type PageBackend, type PageOptions, type PageState } from './run.js';
 
-export type ToTrainWorker = { type: 'start'; options: PageOptions; text: string; dataName: string } | { type: 'stop' };
+/** A download the page can ask for: the checkpoint .zip, a llama.cpp GGUF file, a transformers folder .zip. */
+export type ExportFormat = 'checkpoint' | 'gguf' | 'hf';
+
+/** The file names the downloads get (the checkpoint's is the one the CLI line on the page names). */
+export const EXPORT_FILE_NAMES: Record<ExportFormat, string> = {
+  checkpoint: 'minigpt-model.zip',
+  gguf: 'minigpt-model.gguf',
+  hf: 'minigpt-hf.zip',
+};
+
+export interface GenerateRequest {
+  prompt: string;
+  maxTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+}
+
+export type ToTrainWorker =
+  | { type: 'start'; options: PageOptions; text: string; dataName: string }
+  | { type: 'load'; bytes: ArrayBuffer; fileName: string; backend: PageBackend; threads: number }
+  | { type: 'stop' }
+  | ({ type: 'generate' } & GenerateRequest)
+  | { type: 'stop-generate' }
+  | { type: 'export'; format: ExportFormat };
+
+export type FromTrainWorker =
+  | { type: 'state'; state: PageState }
+  | { type: 'token'; text: string }
+  | { type: 'generated'; end: 'done' | 'stopped' | 'error'; error: string; note: string }
+  | { type: 'exported'; format: ExportFormat; fileName: string; bytes: ArrayBuffer }
+  | { type: 'exported'; format: ExportFormat; error: string };
 
 /** The worker's global scope, typed here (web/tsconfig's lib is the page's DOM). */
 const scope = globalThis as unknown as {
-  postMessage(state: PageState): void;
+  postMessage(message: FromTrainWorker, transfer?: Transferable[]): void;
   addEventListener(type: 'message', fn: (e: { data: ToTrainWorker }) => void): void;
 };
+const post = (message: FromTrainWorker, transfer: Transferable[] = []): void => scope.postMessage(message, transfer);
 
-let controller: AbortController | null = null;
+/** Longest stretch of generation without taking messages (a stop): the cpu and reference backends compute synchronously. */
+const YIELD_MS = 25;
+
+/** The model here, once a run has ended or a checkpoint has loaded. */
+let current: LoadedModel | null = null;
+let training: AbortController | null = null;
+let generating: AbortController | null = null;
+
+const NO_MODEL = 'no model yet: train one or load a checkpoint .zip';
+
 scope.addEventListener('message', ({ data }) => {
-  if (data.type === 'stop') {
-    controller?.abort();
+  switch (data.type) {
+    case 'start': {
+      const run = new AbortController();
+      training = run;
+      void runTraining(data.options, data.text, data.dataName, { signal: run.signal, onUpdate: (state) => post({ type: 'state', state }) })
+        .then(({ trained }) => {
+          current = trained;
+          training = null;
+        });
+      return;
+    }
+    case 'load':
+      void loadCheckpointModel(new Uint8Array(data.bytes), data.fileName, data.backend, data.threads).then(({ state, loaded }) => {
+        current = loaded;
+        post({ type: 'state', state });
+      });
+      return;
+    case 'stop':
+      training?.abort();
+      return;
+    case 'generate':
+      void generateText(data);
+      return;
+    case 'stop-generate':
+      generating?.abort();
+      return;
+    case 'export':
+      void exportModel(data.format);
+      return;
+  }
+});
+
+/** Streams the continuation of `req.prompt` as 'token' messages, then one 'generated'. */
+async function generateText(req: GenerateRequest): Promise<void> {
+  const loaded = current;
+  if (!loaded || training || generating) {
+    post({ type: 'generated', end: 'error', error: !loaded ? NO_MODEL : training ? 'the model is still training' : 'already generating', note: '' });
     return;
   }
-  controller?.abort();
-  const run = new AbortController();
-  controller = run;
-  void runTraining(data.options, data.text, data.dataName, { signal: run.signal, onUpdate: (s) => scope.postMessage(s) });
-});
+  const stop = new AbortController();
+  generating = stop;
+  let note = '';
+  try {
+    const ids = encodeUserText(loaded.tokenizer, req.prompt, 'prompt', 'the model knows only the characters it was trained on; leave it out of the prompt');
+    if (req.prompt.length > 0 && ids.length === 0) throw new MinigptError('the prompt encodes to no tokens');
+    const context = loaded.model.config.context;
+    if (ids.length > context) note = `the prompt has ${ids.length} tokens; the model sees only its last ${context} (its context)`;
+    let lastYield = performance.now();
+    for await (const t of generate(loaded, req.prompt, {
+      maxTokens: req.maxTokens, temperature: req.temperature, topK: req.topK, topP: req.topP, seed: req.seed, signal: stop.signal,
+    })) {
+      if (t.text) post({ type: 'token', text: t.text });
+      if (performance.now() - lastYield >= YIELD_MS) {
+        await new Promise((r) => setTimeout(r, 0));
+        lastYield = performance.now();
+      }
+    }
+    post({ type: 'generated', end: stop.signal.aborted ? 'stopped' : 'done', error: '', note });
+  } catch (e) {
+    post({ type: 'generated', end: 'error', error: errorText(e), note });
+  } finally {
+    generating = null;
+  }
+}
+
+/** Builds the download `format` from the model's current weights and transfers its bytes to the page. */
+async function exportModel(format: ExportFormat): Promise<void> {
+  try {
+    const loaded = current;
+    if (!loaded) throw new MinigptError(training ? 'the model is still training' : NO_MODEL);
+    const ckpt: Checkpoint = { config: loaded.model.config, weights: await readWeights(loaded.model), tokenizer: loaded.tokenizer };
+    const bytes = format === 'checkpoint' ? await checkpointToZip(ckpt)
+      : format === 'gguf' ? encodeGguf(ggufFromCheckpoint(ckpt))
+      : zipFiles(hfExportFiles(ckpt), 'minigpt-hf');
+    // A view of part of a buffer is copied, so the page gets exactly the file's bytes.
+    const buffer = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer as ArrayBuffer : bytes.slice().buffer;
+    post({ type: 'exported', format, fileName: EXPORT_FILE_NAMES[format], bytes: buffer }, [buffer]);
+  } catch (e) {
+    post({ type: 'exported', format, error: errorText(e) });
+  }
+}

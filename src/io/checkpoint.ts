@@ -117,7 +117,7 @@ async function sha256(bytes: Uint8Array): Promise<string | null> {
   if (typeof process !== 'undefined' && process.versions?.node) return createHash('sha256').update(bytes).digest('hex');
   const subtle = globalThis.crypto?.subtle;
   if (!subtle) return null;
-  const digest = new Uint8Array(await subtle.digest('SHA-256', bytes));
+  const digest = new Uint8Array(await subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>));
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
