@@ -65,6 +65,10 @@ test('--init-from refuses a different model shape, tokenizer, or --resume beside
   await assert.rejects(tune({ model: { d_model: 32 } }), /--d-model 32 \(the checkpoint has 16\).*fixes the model's shape/);
   await assert.rejects(tune({ tokenizer: 'gpt2' }), /--tokenizer gpt2 conflicts with --init-from/);
   await assert.rejects(tune({ resume: first.runDir }), /--resume and --init-from exclude each other/);
+  // Data with a character the checkpoint's tokenizer lacks: the advice is to remove it (the tokenizer cannot be rebuilt).
+  const snow = join(root, 'snow.txt');
+  await writeFile(snow, `${CORPUS}\nthe cat ☃`);
+  await assert.rejects(tune({ data: snow }), /snow\.txt: character "☃" \(U\+2603\) .* is not in the tokenizer's vocabulary .*; the checkpoint's tokenizer has no token for it; remove such characters from the data$/);
   // Dropout is a training setting: it may change.
   const ok = await tune({ model: { dropout: 0.1 }, steps: 1 });
   assert.equal((await loadCheckpoint(ok.checkpoint)).config.dropout, 0.1);

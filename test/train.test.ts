@@ -76,6 +76,27 @@ test('resume is exact: 10 steps, stop, resume to 20 gives bitwise the weights of
   assert.deepEqual(b.training!.v, a.training!.v);
 });
 
+test('a resumed run keeps its eval/sample/save cadence unless given, and counts this session\'s tokens apart', async () => {
+  const o = await opts({ steps: 12, evalEvery: 3, sampleEvery: 0, saveEvery: 0 });
+  const stop = new AbortController();
+  const first = await train({ ...o, signal: stop.signal, onStep: (s) => { if (s.step === 4) stop.abort(); } });
+  assert.equal(first.sessionTokens, first.tokensSeen);
+  const evals: number[] = [];
+  const samples: number[] = [];
+  const resumed = await train({ resume: o.out, backend: 'reference', onEval: (e) => { if (!e.final) evals.push(e.step); }, onSample: (s) => samples.push(s.step) });
+  assert.deepEqual(evals, [6, 9, 12], 'the run\'s --eval-every 3, not the default 100');
+  assert.deepEqual(samples, [], 'the run\'s --sample-every 0, not the default 250');
+  assert.equal(resumed.sessionTokens, 8 * 4 * 16, 'steps 5-12 of batch 4 x context 16');
+  assert.equal(resumed.tokensSeen, 12 * 4 * 16);
+  // Given on the command line, a cadence changes.
+  const again = await opts({ steps: 12, evalEvery: 3, sampleEvery: 0, saveEvery: 0 });
+  const stop2 = new AbortController();
+  await train({ ...again, signal: stop2.signal, onStep: (s) => { if (s.step === 4) stop2.abort(); } });
+  const evals2: number[] = [];
+  await train({ resume: again.out, backend: 'reference', evalEvery: 4, onEval: (e) => { if (!e.final) evals2.push(e.step); } });
+  assert.deepEqual(evals2, [8, 12]);
+});
+
 test('reading the loss back every 7 steps trains bitwise like reading every step', async () => {
   const extra = { model: { ...TINY, dropout: 0.1 }, accum: 2, steps: 23, saveEvery: 5, sampleEvery: 0, evalEvery: 10 };
   const runs = [];

@@ -146,6 +146,8 @@ export interface TrainSummary {
   checkpoint: string;
   steps: number;
   tokensSeen: number;
+  /** Tokens trained on in this session (tokensSeen less those of the sessions a resumed run had before). */
+  sessionTokens: number;
   seconds: number;
   finalLoss: number;
   /** Lowest validation loss of the run (periodic evaluations sample evalWindows windows; the final one covers the whole split). */
@@ -181,6 +183,10 @@ export const TRAIN_DEFAULTS = {
   tokenizer: 'char' as TokenizerKind,
   bpeVocab: 4096,
 };
+
+/** How often a run evaluates, samples, saves, logs and reads back (option, trainer_state.json name): a resumed run keeps its own unless given. */
+const CADENCE = [['evalEvery', 'eval_every'], ['evalWindows', 'eval_windows'], ['sampleEvery', 'sample_every'], ['sampleTokens', 'sample_tokens'],
+  ['saveEvery', 'save_every'], ['logEvery', 'log_every'], ['syncEvery', 'sync_every']] as const satisfies readonly (readonly [keyof TrainOptions, string])[];
 
 const FINAL_EVAL_WINDOWS = 4096;
 /** Steps of a session before its speed is measured (see the step loop). */
@@ -294,7 +300,9 @@ async function loadTokens(path: string | undefined, o: TextOptions): Promise<{ t
   return { text, name: basename(path) };
 }
 
-function encodeAll(tokenizer: Tokenizer, text: string, source: string): Int32Array {
+/** `text` encoded, a character the tokenizer lacks named with `source`; `fixed` names whose tokenizer it is when it comes from outside the data (it cannot be rebuilt). */
+function encodeAll(tokenizer: Tokenizer, text: string, source: string, fixed?: string): Int32Array {
+  if (fixed) return encodeUserText(tokenizer, text, source, `${fixed} tokenizer has no token for it; remove such characters from the data`);
   try {
     return tokenizer.encode(text);
   } catch (e) {
@@ -334,7 +342,7 @@ export async function loadTrainingData(
       shards.close();
       throw e;
     }
-    const val = o.valData ? memoryTokens(encodeAll(existing ?? shards.tokenizer, (await loadTokens(o.valData, o)).text, o.valData)) : shards.val;
+    const val = o.valData ? memoryTokens(encodeAll(existing ?? shards.tokenizer, (await loadTokens(o.valData, o)).text, o.valData, existing ? tokenizerWhose : 'the shards\'')) : shards.val;
     return { tokenizer: existing ?? shards.tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)` };
   }
   const { text, name: dataName } = await loadTokens(o.data, o);
@@ -344,10 +352,11 @@ export async function loadTrainingData(
   const tokenizerText = val !== null && kind === 'char' ? `${text}\n${val}` : text;
   const tokenizer = existing ?? (await makeTokenizer(kind, tokenizerText, { vocabSize: o.bpeVocab ?? TRAIN_DEFAULTS.bpeVocab }));
   const source = o.data ?? 'the default corpus';
+  const fixed = existing ? tokenizerWhose : undefined;
   if (val !== null) {
-    return { tokenizer, train: memoryTokens(encodeAll(tokenizer, text, source)), val: memoryTokens(encodeAll(tokenizer, val, o.valData!)), dataName };
+    return { tokenizer, train: memoryTokens(encodeAll(tokenizer, text, source, fixed)), val: memoryTokens(encodeAll(tokenizer, val, o.valData!, fixed)), dataName };
   }
-  const split = splitTrainVal(encodeAll(tokenizer, text, source), 0.1);
+  const split = splitTrainVal(encodeAll(tokenizer, text, source, fixed), 0.1);
   return { tokenizer, train: memoryTokens(split.train), val: memoryTokens(split.val), dataName };
 }
 
@@ -405,6 +414,11 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     for (const [k, have] of runOptions) if (opts[k] !== undefined && opts[k] !== have) conflicts.push(`${flag(k)} ${String(opts[k])} (the run has ${have})`);
     check(conflicts.length === 0, () => `${conflicts.join(', ')}: a resumed run keeps its model and training settings so that it continues exactly; drop ${conflicts.length > 1 ? 'those flags' : 'the flag'}, or start a new run with another --out`);
     Object.assign(o, { batch: p.batch, accum: p.accum, lr: p.lr, minLr: p.min_lr, warmup: p.warmup, weightDecay: p.weight_decay, gradClip: p.grad_clip, seed: p.seed });
+    // The eval/sample/save/log cadence may change, but is the run's own unless given (checkpoints before 2026-12-06 have none: the defaults).
+    for (const [k, name] of CADENCE) {
+      const had = (prior.options as Record<string, unknown>)[name];
+      if (opts[k] === undefined && had !== undefined) Object.assign(o, { [k]: had });
+    }
     const total = opts.steps ?? prior.total_steps, at = resumed!.training!.step;
     check(at < total, () => `${dirname(resumeDir!)} is at step ${at}${opts.steps !== undefined ? `, not before --steps ${total}` : `, the end of its ${total} steps`}; pass a larger --steps to train it further`);
   } else if (opts.warmup === undefined) {
@@ -491,7 +505,10 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       sampler: sampler.state(), best_val_loss: bestVal,
       amp: { mode: amp.mode, scale: amp.scale, clean_steps: amp.cleanSteps },
       data: dataPath ? resolve(dataPath) : null, val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null, clean: clean ?? null,
-      options: { batch: B, accum: o.accum, lr: o.lr, min_lr: o.minLr, warmup: o.warmup, weight_decay: o.weightDecay, grad_clip: o.gradClip, seed: o.seed },
+      options: {
+        batch: B, accum: o.accum, lr: o.lr, min_lr: o.minLr, warmup: o.warmup, weight_decay: o.weightDecay, grad_clip: o.gradClip, seed: o.seed,
+        ...Object.fromEntries(CADENCE.map(([k, name]) => [name, o[k]])),
+      },
     });
     const save = async (): Promise<void> => {
       const [weights, m, v] = await Promise.all([readWeights(model), backend.read(opt.m), backend.read(opt.v)]);
@@ -634,7 +651,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     await save();
     const seconds = (performance.now() - t0) / 1000;
     return {
-      runDir, checkpoint: ckptDir, steps: step, tokensSeen, seconds, finalLoss: lastLoss,
+      runDir, checkpoint: ckptDir, steps: step, tokensSeen, sessionTokens: tokensSeen - (prior?.tokens_seen ?? 0), seconds, finalLoss: lastLoss,
       bestValLoss: bestVal, finalValLoss: finalVal, interrupted, outOfTime: !interrupted && step < totalSteps, totalSteps, lastLr, skippedSteps: skipped,
     };
   } finally {

@@ -70,6 +70,9 @@ const TRAIN_FLAGS = {
 /** Settings a resumed run keeps unless given: its model shape, its optimisation (see train()) and its data cleaning. */
 const RESUME_FIXED = [...Object.keys(MODEL_FLAGS), 'batch', 'accum', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip', 'seed', 'amp', 'clean'];
 
+/** Settings a resumed run keeps unless given, which may change: how often it evaluates, samples, saves, logs and reads back. */
+const RESUME_CADENCE = ['eval-every', 'sample-every', 'save-every', 'log-every', 'sync-every'];
+
 /** Values from --config FILE, for flags the command line did not set; `set`: the flags given either way. */
 async function withConfigFile(v: FlagValues, argv: string[]): Promise<{ values: FlagValues; set: Set<string> }> {
   const given = flagsOnCommandLine(argv);
@@ -112,7 +115,8 @@ export const trainCommand: CommandSpec = {
     '  minigpt import --from ./SmolLM-135M --out smol && minigpt train --init-from smol --data notes.txt --steps 200 --lr 1e-4',
     '',
     'Ctrl-C saves a checkpoint and exits; --resume continues bit-exactly, keeping the run\'s model and',
-    'training settings (a flag that differs from them is an error; --steps, --max-time and the cadences may change).',
+    'training settings (a flag that differs from them is an error; --steps, --max-time and the --*-every cadences',
+    'may change, and are the run\'s own unless given).',
     '--init-from starts a new run (new --out, fresh optimizer and schedule) from any checkpoint\'s weights;',
     'the model shape and tokenizer come from the checkpoint (--dropout may change). Exit status 130 after an interrupt.',
   ].join('\n'),
@@ -143,7 +147,7 @@ export const trainCommand: CommandSpec = {
       // Resuming: pass only the settings given on the command line (or in --config), so that
       // train() can refuse one that differs from the run's instead of taking a default for it.
       if (typeof v.resume === 'string') {
-        for (const k of RESUME_FIXED) if (!set.has(k)) v[k] = undefined;
+        for (const k of [...RESUME_FIXED, ...RESUME_CADENCE]) if (!set.has(k)) v[k] = undefined;
       }
       // Fine-tuning: the checkpoint gives the model shape; only shape flags given are checked against it.
       if (typeof v['init-from'] === 'string') {
@@ -200,7 +204,9 @@ export const trainCommand: CommandSpec = {
         summary.interrupted ? `stopped at step ${summary.steps} (interrupted); checkpoint saved`
           : summary.outOfTime ? `stopped by --max-time at step ${summary.steps} of ${summary.totalSteps} (lr ${summary.lastLr.toExponential(2)}: the decay spans all ${summary.totalSteps} steps); checkpoint saved`
             : `done: ${plural(summary.steps, 'step')}`,
-        `${row('tokens seen')}${summary.tokensSeen.toLocaleString('en-US')} in ${formatDuration(summary.seconds)} (${formatRate(summary.tokensSeen / Math.max(summary.seconds, 1e-9))} tok/s this session)`,
+        summary.sessionTokens === summary.tokensSeen
+          ? `${row('tokens seen')}${summary.tokensSeen.toLocaleString('en-US')} in ${formatDuration(summary.seconds)} (${formatRate(summary.tokensSeen / Math.max(summary.seconds, 1e-9))} tok/s)`
+          : `${row('tokens seen')}${summary.tokensSeen.toLocaleString('en-US')}, ${summary.sessionTokens.toLocaleString('en-US')} of them in this session's ${formatDuration(summary.seconds)} (${formatRate(summary.sessionTokens / Math.max(summary.seconds, 1e-9))} tok/s)`,
         Number.isFinite(summary.finalLoss) ? `${row('last train loss')}${summary.finalLoss.toFixed(4)} (one batch)` : '',
         summary.finalValLoss !== null ? `${row('final val loss')}${summary.finalValLoss.toFixed(4)} (whole validation split; minigpt eval reproduces it)` : '',
         `${row('best val loss')}${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}${summary.bestValLoss !== null && summary.bestValLoss !== summary.finalValLoss ? ' (a periodic evaluation: a sample of the validation split)' : ''}`,
