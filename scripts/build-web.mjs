@@ -9,6 +9,9 @@
  *                        this file, as in Node it is dist/src/backend/cpu/worker.js
  *   kernels-*.wasm       the cpu backend's kernels (dist/wasm/), fetched from beside the bundle
  *   corpus.txt           the default corpus, as `minigpt train` loads it
+ *   coi-serviceworker.js the coi-serviceworker package's service worker (MIT; a devDependency), as
+ *                        it is: on a host that does not send COOP/COEP, web/isolation.ts registers
+ *                        it to add them, so the page is cross-origin isolated for the cpu backend
  *
  *   npm run build:web        # tsc first (the corpus is read through dist/src), then this
  *   npx minigpt web              # serve it at http://127.0.0.1:8080/ (npm install builds it too)
@@ -20,7 +23,7 @@
  * would need Node says so instead of failing on an unresolvable import.
  */
 import { build } from 'esbuild';
-import { builtinModules } from 'node:module';
+import { builtinModules, createRequire } from 'node:module';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -32,6 +35,17 @@ export const WEB_OUT = join(ROOT, 'dist', 'web');
 const IDENT = /^[A-Za-z_$][\w$]*$/;
 /** The cpu backend's kernels (npm run build:wasm), copied beside the bundles. */
 export const WASM_FILES = ['kernels-simd.wasm', 'kernels-relaxed.wasm'];
+/** The service worker that gives the page cross-origin isolation where the host sends no headers; the page registers it by this name. */
+export const ISOLATION_WORKER = 'coi-serviceworker.js';
+
+/** The coi-serviceworker package's unminified file (its licence line stays at its top). */
+function isolationWorkerSource() {
+  try {
+    return createRequire(import.meta.url).resolve('coi-serviceworker/coi-serviceworker.js');
+  } catch {
+    throw new Error('the coi-serviceworker package is missing; run "npm install" (it is a devDependency)');
+  }
+}
 
 /** An ES module with the export names of Node's module `name`, each a function that throws. */
 async function nodeStub(name) {
@@ -63,6 +77,7 @@ export async function buildWeb({ out = WEB_OUT, minify = true } = {}) {
   if (!existsSync(corpusModule)) throw new Error(`${corpusModule} is missing; run "npm run build" (tsc) first`);
   const wasm = WASM_FILES.map((f) => join(ROOT, 'dist', 'wasm', f));
   for (const f of wasm) if (!existsSync(f)) throw new Error(`${f} is missing; run "npm run build:wasm" first`);
+  const isolationWorker = isolationWorkerSource();
   await mkdir(out, { recursive: true });
   const result = await build({
     entryPoints: {
@@ -83,6 +98,7 @@ export async function buildWeb({ out = WEB_OUT, minify = true } = {}) {
   });
   await copyFile(join(ROOT, 'web', 'index.html'), join(out, 'index.html'));
   for (const [i, f] of wasm.entries()) await copyFile(f, join(out, WASM_FILES[i]));
+  await copyFile(isolationWorker, join(out, ISOLATION_WORKER));
   const { loadDefaultCorpus } = await import(pathToFileURL(corpusModule).href);
   await writeFile(join(out, 'corpus.txt'), await loadDefaultCorpus());
   const bytes = Object.fromEntries(Object.entries(result.metafile.outputs).filter(([k]) => k.endsWith('.js')).map(([k, v]) => [basename(k), v.bytes]));
@@ -92,5 +108,5 @@ export async function buildWeb({ out = WEB_OUT, minify = true } = {}) {
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const { out, bytes } = await buildWeb();
   const sizes = Object.entries(bytes).map(([k, v]) => `${k} ${(v / 1024).toFixed(0)} KiB`).join(', ');
-  console.log(`built ${out} (${sizes}, ${WASM_FILES.join(', ')}, index.html, corpus.txt)`);
+  console.log(`built ${out} (${sizes}, ${WASM_FILES.join(', ')}, ${ISOLATION_WORKER}, index.html, corpus.txt)`);
 }

@@ -7,11 +7,14 @@
  * memory, which needs the server's cross-origin isolation headers). Needs the system
  * `chromium` (scripts/setup-webgpu.sh installs it) and playwright-core (a devDependency; it drives
  * that chromium, never a downloaded browser); skipped with a message when either is missing.
+ * Then the page's own keeping: the last model in IndexedDB (offered after a reload, Restore,
+ * Forget), the prompt before leaving a run, and cross-origin isolation through the service worker
+ * on a server that sends no isolation headers (and no reload loop where that does not work).
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -40,7 +43,10 @@ interface Browser {
 interface Page {
   on(event: 'pageerror', fn: (e: Error) => void): void;
   on(event: 'console', fn: (m: { type(): string; text(): string }) => void): void;
+  on(event: 'load', fn: () => void): void;
+  addInitScript(script: string): Promise<void>;
   goto(url: string): Promise<unknown>;
+  reload(): Promise<unknown>;
   waitForFunction(fn: string, arg: unknown, o: { timeout: number }): Promise<unknown>;
   waitForEvent(event: 'download', o: { timeout: number }): Promise<Download>;
   evaluate<T>(fn: string): Promise<T>;
@@ -76,6 +82,14 @@ interface PageState {
   error: string;
   generation: { state: string; prompt: string; text: string; error: string; note: string };
   download: { state: string; format: string; fileName: string; bytes: number; error: string };
+  isolation: string;
+  saved: {
+    read: boolean;
+    info: { savedAt: number; source: string; from: string; ended: string; backend: string; steps: number; plannedSteps: number; trainLoss: number | null; valLoss: number | null; bytes: number } | null;
+    current: boolean;
+    state: string;
+    note: string;
+  };
 }
 
 async function loadPlaywright(): Promise<Chromium | null> {
@@ -100,8 +114,14 @@ const chromium = await loadPlaywright();
 const skip = !chromiumPath ? 'no chromium found (run scripts/setup-webgpu.sh, or set CHROMIUM_PATH)'
   : !chromium ? 'playwright-core is not installed (npm install)' : false;
 
-/** What scripts/build-web.mjs writes: the page, its two workers, the cpu kernels and the corpus. */
-const BUILT = ['index.html', 'bundle.js', 'train-worker.js', 'worker.js', 'kernels-simd.wasm', 'kernels-relaxed.wasm', 'corpus.txt'];
+/** What scripts/build-web.mjs writes: the page, its two workers, the cpu kernels, the corpus and the isolation service worker. */
+const BUILT = ['index.html', 'bundle.js', 'train-worker.js', 'worker.js', 'kernels-simd.wasm', 'kernels-relaxed.wasm', 'corpus.txt', 'coi-serviceworker.js'];
+
+type ServeDir = (dir: string, port?: number, host?: string, options?: { isolation?: boolean }) => Promise<{ server: Server; url: string }>;
+
+async function loadServeDir(): Promise<ServeDir> {
+  return ((await import(pathToFileURL(join(ROOT, 'scripts', 'serve-web.mjs')).href)) as { serveDir: ServeDir }).serveDir;
+}
 
 async function ensureBuilt(): Promise<void> {
   if (BUILT.every((f) => existsSync(join(WEB, f)))) return;
@@ -115,10 +135,7 @@ let session: Promise<{ browser: Browser; server: Server; url: string }> | undefi
 function open(): Promise<{ browser: Browser; server: Server; url: string }> {
   session ??= (async () => {
     await ensureBuilt();
-    const { serveDir } = (await import(pathToFileURL(join(ROOT, 'scripts', 'serve-web.mjs')).href)) as {
-      serveDir(dir: string, port?: number): Promise<{ server: Server; url: string }>;
-    };
-    const { server, url } = await serveDir(WEB);
+    const { server, url } = await (await loadServeDir())(WEB);
     // Headless Chromium on Linux offers WebGPU only with --enable-unsafe-webgpu (SwiftShader without a GPU).
     const browser = await chromium!.launch({ executablePath: chromiumPath!, headless: true, args: ['--enable-unsafe-webgpu'] });
     return { browser, server, url };
@@ -182,23 +199,37 @@ async function probeAdapter(browser: Browser): Promise<{ text: string; software:
   }
 }
 
-/** A page of the app, the errors it logged, and a promise that rejects if it throws outside its own handling. */
+/** A page of the app, the errors it logged, how many times it has loaded, and a promise that rejects if it throws outside its own handling. */
 interface OpenPage {
   page: Page;
   errors: string[];
+  loads: { count: number };
   crashed: Promise<never>;
 }
 
-async function openPage(query: string, inBrowser?: Browser): Promise<OpenPage> {
+interface OpenOptions {
+  /** Another browser than the shared one. */
+  browser?: Browser;
+  /** Another server's address than the shared one's. */
+  base?: string;
+  /** A script to run in the page before its own (page.addInitScript). */
+  init?: string;
+}
+
+/** Opens the page with `query` in a fresh browser context (its own storage and service workers). */
+async function openPage(query: string, { browser: inBrowser, base, init }: OpenOptions = {}): Promise<OpenPage> {
   const { browser, url } = await open();
   const page = await (inBrowser ?? browser).newPage();
   const errors: string[] = [];
+  const loads = { count: 0 };
   // An exception outside the page's own handling (a module that fails to load) ends any wait at once.
   const crashed = new Promise<never>((_, reject) => page.on('pageerror', (e) => reject(new Error(`the page threw: ${e.message}`))));
   crashed.catch(() => {});
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  await page.goto(`${url}?${query}`);
-  return { page, errors, crashed };
+  page.on('load', () => { loads.count++; });
+  if (init) await page.addInitScript(init);
+  await page.goto(`${base ?? url}?${query}`);
+  return { page, errors, loads, crashed };
 }
 
 /** Waits until `condition` (a JavaScript expression in the page) holds; on a timeout or crash, says what window.minigpt was. */
@@ -216,7 +247,7 @@ const RUN_ENDED = "['done', 'error', 'stopped'].includes(window.minigpt?.state)"
  * state, what the page shows, any errors the page logged, and whether the page was cross-origin isolated.
  */
 async function trainInPage(query: string, before?: (page: Page) => Promise<void>, inBrowser?: Browser): Promise<{ state: PageState; shown: Shown; errors: string[]; isolated: boolean }> {
-  const opened = await openPage(query, inBrowser);
+  const opened = await openPage(query, { browser: inBrowser });
   const { page, errors } = opened;
   try {
     await before?.(page);
@@ -461,7 +492,8 @@ test('browser page: the settings form sets up the run and the address bar; bad v
     const text = 'one fish, two fish, red fish, blue fish.\r\n'.repeat(30);
     await page.setInputFiles('#text-file', { name: 'fish.txt', mimeType: 'text/plain', buffer: Buffer.from(text) });
     await page.click('#train');
-    await waitFor(opened, RUN_ENDED);
+    // The page is still in the last error until the file is read and the run starts: wait for this run's end.
+    await waitFor(opened, `window.minigpt?.dataName === 'file fish.txt' && ${RUN_ENDED}`);
     const state = await page.evaluate<PageState>('window.minigpt');
     assert.deepEqual(errors, []);
     assert.equal(state.state, 'done', state.error);
@@ -581,6 +613,13 @@ test('browser page: loads a checkpoint zip made in Node and generates what Node 
     assert.equal(state.parameters, countParams(config));
     assert.equal(state.backend, 'reference');
     assert.match((await page.textContent('#model')) ?? '', /; loaded from node-model\.zip$/);
+    // A loaded checkpoint is kept in the browser, as a trained model is (the bad file was not).
+    await waitFor(opened, "window.minigpt?.saved.current === true || window.minigpt?.saved.state === 'error'", 10_000);
+    const kept = (await page.evaluate<PageState>('window.minigpt')).saved;
+    assert.equal(kept.state, 'idle', kept.note);
+    assert.equal(kept.info?.source, 'loaded');
+    assert.equal(kept.info?.from, 'node-model.zip');
+    assert.match((await page.textContent('#saved-model')) ?? '', /^Kept in this browser: d_model 32, 2 heads, 2 layers, context 24 \(0\.\d\dM parameters\), loaded from node-model\.zip, /);
     const g = await generateInPage(opened, prompt, { tokens: '40', temperature: '0' });
     assert.equal(g.state, 'done', g.error);
     assert.ok(expected.length > 0);
@@ -593,3 +632,208 @@ test('browser page: loads a checkpoint zip made in Node and generates what Node 
     await page.close();
   }
 });
+
+// ---- Keeping the last model, leaving a run, isolation without headers ----
+
+/** Waits until the page has read what the browser keeps (the offer, and the autostart decision, follow at once). */
+const SAVED_READ = 'window.minigpt?.saved.read === true';
+/** Waits until the model of a run that ended (or a loaded checkpoint) is kept, or keeping it failed. */
+const KEPT_OR_FAILED = "window.minigpt?.saved.current === true || window.minigpt?.saved.state === 'error'";
+
+test('browser page: the last model is kept in the browser; a reload offers it without a new run, Restore generates what it did before, Forget removes it', { skip, timeout: 60_000 }, async () => {
+  const opened = await openPage(`${TINY}&backend=reference`);
+  const { page, errors } = opened;
+  const { url } = await open();
+  try {
+    await waitFor(opened, RUN_ENDED);
+    await waitFor(opened, KEPT_OR_FAILED, 10_000);
+    const trained = await page.evaluate<PageState>('window.minigpt');
+    assert.equal(trained.state, 'done', trained.error);
+    assert.equal(trained.saved.state, 'idle', trained.saved.note);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#restore').hidden"), true, 'Restore offered for the model already in the page');
+    const prompt = (await corpus()).slice(0, 12);
+    const before = await generateInPage(opened, prompt, { tokens: '40', temperature: '0' });
+    assert.equal(before.state, 'done', before.error);
+    assert.ok(before.text.length > 0);
+
+    // A reload (the address names the run): the kept model is offered, and the run does not start over it.
+    await page.reload();
+    await waitFor(opened, SAVED_READ, 10_000);
+    const offered = await page.evaluate<PageState>('window.minigpt');
+    assert.equal(offered.state, 'loading', 'a reload started a run over the kept model');
+    assert.deepEqual(offered.losses, []);
+    assert.match((await page.textContent('#status')) ?? '', /^ready: restore your last model/);
+    const info = offered.saved.info;
+    assert.ok(info, 'no model is offered after the reload');
+    assert.equal(info.source, 'trained');
+    assert.equal(info.from, trained.dataName);
+    assert.equal(info.steps, STEPS);
+    assert.equal(info.trainLoss, trained.losses.at(-1));
+    assert.equal(info.valLoss, trained.valLosses.at(-1)![1]);
+    assert.ok(Date.now() - info.savedAt < 60_000 && info.bytes > 0, `savedAt ${info.savedAt}, ${info.bytes} bytes`);
+    const offer = (await page.textContent('#saved-model')) ?? '';
+    assert.match(offer, /^Your last model: d_model 32, 2 heads, 1 layer, context 32 \(0\.\d\dM parameters\), trained on /);
+    assert.ok(offer.includes(`trained on ${trained.dataName} for ${STEPS} steps on the reference backend, `), offer);
+    assert.ok(offer.endsWith(`: loss ${trained.losses.at(-1)!.toFixed(4)}, val loss ${trained.valLosses.at(-1)![1].toFixed(4)}`), offer);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#saved-offer').hidden"), false);
+
+    // Restore: loaded as a checkpoint .zip is, then greedy generation gives the same text as before the reload.
+    await page.click('#restore');
+    await waitFor(opened, "window.minigpt?.state === 'loaded' || window.minigpt?.state === 'error'", 20_000);
+    const restored = await page.evaluate<PageState>('window.minigpt');
+    assert.equal(restored.state, 'loaded', restored.error);
+    assert.equal(restored.backend, 'reference');
+    assert.deepEqual(restored.config, trained.config);
+    assert.equal(restored.saved.current, true);
+    assert.match((await page.textContent('#model')) ?? '', new RegExp(`; trained here for ${STEPS} steps, kept in this browser$`));
+    assert.match((await page.textContent('#saved-model')) ?? '', /^Kept in this browser: /);
+    const after = await generateInPage(opened, prompt, { tokens: '40', temperature: '0' });
+    assert.equal(after.state, 'done', after.error);
+    assert.equal(after.text, before.text, 'the restored model generates other text than before the reload');
+
+    // A bare address (no run named) with a kept model: offered, and the default run does not start.
+    await page.goto(url);
+    await waitFor(opened, SAVED_READ, 10_000);
+    assert.equal((await page.evaluate<PageState>('window.minigpt')).saved.info?.savedAt, info.savedAt);
+    assert.match((await page.textContent('#status')) ?? '', /^ready: restore your last model/);
+
+    // Forget: gone now, and after another load.
+    await page.click('#forget');
+    await waitFor(opened, 'window.minigpt?.saved.info === null', 10_000);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#saved-offer').hidden"), true);
+    await page.goto(`${url}?autostart=0`);
+    await waitFor(opened, SAVED_READ, 10_000);
+    const forgotten = await page.evaluate<PageState>('window.minigpt');
+    assert.equal(forgotten.saved.info, null, 'the model is still offered after Forget');
+    assert.equal(forgotten.saved.state, 'idle', forgotten.saved.note);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#saved-offer').hidden"), true);
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});
+
+/** Dispatches a cancelable beforeunload in the page, as leaving it does: true when the page asks to stay. */
+const LEAVING_PREVENTED = "(() => { const e = new Event('beforeunload', { cancelable: true }); window.dispatchEvent(e); return e.defaultPrevented; })()";
+
+test('browser page: leaving the page asks first while a run trains, and not once it has ended', { skip, timeout: 60_000 }, async () => {
+  const opened = await openPage('steps=100000&batch=4&context=32&d_model=32&n_heads=2&n_layers=1&sample_tokens=12&sample_every=0&backend=reference');
+  const { page, errors } = opened;
+  try {
+    await waitFor(opened, '(window.minigpt?.losses.length ?? 0) >= 1', 30_000);
+    assert.equal(await page.evaluate<boolean>(LEAVING_PREVENTED), true, 'leaving a training run does not ask');
+    await page.click('#stop');
+    await waitFor(opened, RUN_ENDED);
+    assert.equal((await page.evaluate<PageState>('window.minigpt')).state, 'stopped');
+    assert.equal(await page.evaluate<boolean>(LEAVING_PREVENTED), false, 'leaving asks after the run ended');
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});
+
+test('browser page: without IndexedDB the model is not kept, the page says so in one line, and it still generates', { skip, timeout: 60_000 }, async () => {
+  const opened = await openPage(`${TINY}&backend=reference`, { init: "Object.defineProperty(window, 'indexedDB', { value: undefined, configurable: true });" });
+  const { page, errors } = opened;
+  try {
+    await waitFor(opened, RUN_ENDED);
+    await waitFor(opened, KEPT_OR_FAILED, 10_000);
+    const state = await page.evaluate<PageState>('window.minigpt');
+    assert.equal(state.state, 'done', state.error);
+    assert.equal(state.saved.state, 'error');
+    assert.equal(state.saved.current, false);
+    assert.match(state.saved.note, /no IndexedDB/);
+    const shown = (await page.textContent('#saved-status')) ?? '';
+    assert.match(shown, /^error: this browser gives the page no IndexedDB/);
+    assert.equal(shown.split('\n').length, 1);
+    const g = await generateInPage(opened, 'the ', { tokens: '8', temperature: '0' });
+    assert.equal(g.state, 'done', g.error);
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});
+
+test('browser page: on a server without the isolation headers, the service worker makes the page cross-origin isolated after one reload, and auto trains on cpu', { skip, timeout: 60_000 }, async () => {
+  // minigpt web's server sends the headers: no service worker, no reload.
+  const direct = await openPage('autostart=0');
+  try {
+    await waitFor(direct, SAVED_READ, 10_000);
+    assert.equal(await direct.page.evaluate<boolean>('window.crossOriginIsolated'), true);
+    assert.equal(await direct.page.evaluate<number>('navigator.serviceWorker.getRegistrations().then((r) => r.length)'), 0, 'a service worker was registered where the headers come from the server');
+    assert.equal(direct.loads.count, 1);
+  } finally {
+    await direct.page.close();
+  }
+  const adapter = await probeAdapter((await open()).browser);
+  const plain = await (await loadServeDir())(WEB, 0, '127.0.0.1', { isolation: false });
+  const opened = await openPage(`${TINY}&backend=auto`, { base: plain.url });
+  const { page, errors } = opened;
+  try {
+    await waitFor(opened, `window.crossOriginIsolated === true && ${RUN_ENDED}`);
+    const state = await page.evaluate<PageState>('window.minigpt');
+    checkRun(state, errors);
+    // auto: WebGPU on a hardware adapter; else (SwiftShader or none) the cpu backend, which needs the isolation.
+    assert.equal(state.backend, adapter && !adapter.software ? 'webgpu' : 'cpu');
+    assert.equal(state.isolation, '');
+    assert.equal(opened.loads.count, 2, `the page loaded ${opened.loads.count} times`);
+    assert.equal(await page.evaluate<boolean>('navigator.serviceWorker.controller !== null'), true);
+    if (reference) checkMatchesReference(state.backend, state);
+  } finally {
+    await page.close();
+    plain.server.close();
+  }
+});
+
+test('browser page: where the service worker does not isolate the page, it reloads once at most and the backend note says why', { skip, timeout: 60_000 }, async () => {
+  // A copy of the page whose service worker passes every response through without the headers.
+  const dir = join(await scratchDir(), 'no-isolation');
+  await cp(WEB, dir, { recursive: true });
+  await writeFile(join(dir, 'coi-serviceworker.js'), [
+    "self.addEventListener('install', () => self.skipWaiting());",
+    "self.addEventListener('activate', (e) => e.waitUntil(self.clients.claim()));",
+    "self.addEventListener('fetch', () => {});",
+  ].join('\n'));
+  const plain = await (await loadServeDir())(dir, 0, '127.0.0.1', { isolation: false });
+  try {
+    const opened = await openPage('autostart=0&backend=reference', { base: plain.url });
+    try {
+      await waitFor(opened, `${SAVED_READ} && window.minigpt.isolation !== ''`, 20_000);
+      // Time for a second reload, if there were one.
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(opened.loads.count, 2, `the page loaded ${opened.loads.count} times`);
+      assert.equal(await opened.page.evaluate<boolean>('window.crossOriginIsolated'), false);
+      const why = (await opened.page.evaluate<PageState>('window.minigpt')).isolation;
+      assert.match(why, /still not isolated after reloading through the service worker/);
+      assert.equal(await opened.page.textContent('#backend-note'), `not cross-origin isolated, so no cpu backend: ${why}`);
+      // A forced cpu backend says why it cannot be, in one line.
+      await opened.page.selectOption('#f-backend', 'cpu');
+      await opened.page.setInputFiles('#load-file', { name: 'model.zip', mimeType: 'application/zip', buffer: Buffer.from(await tinyCheckpointZip()) });
+      await waitFor(opened, "window.minigpt?.state === 'error'", 10_000);
+      const refused = await opened.page.evaluate<PageState>('window.minigpt');
+      assert.ok(refused.error.endsWith(`and this one is not: ${why}`), refused.error);
+      assert.deepEqual(opened.errors, []);
+    } finally {
+      await opened.page.close();
+    }
+    // Without the service worker file: registering fails, so no reload at all.
+    await rm(join(dir, 'coi-serviceworker.js'));
+    const missing = await openPage('autostart=0', { base: plain.url });
+    try {
+      await waitFor(missing, `${SAVED_READ} && window.minigpt.isolation !== ''`, 20_000);
+      assert.equal(missing.loads.count, 1);
+      assert.match((await missing.page.evaluate<PageState>('window.minigpt')).isolation, /^the service worker that adds the COOP\/COEP headers this server does not send failed \(.+\)$/);
+    } finally {
+      await missing.page.close();
+    }
+  } finally {
+    plain.server.close();
+  }
+});
+
+/** A checkpoint .zip of a tiny model with random weights. */
+async function tinyCheckpointZip(): Promise<Uint8Array> {
+  const tokenizer = buildCharTokenizer('abcdefgh ');
+  const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 16, n_heads: 1, n_layers: 1, context: 8 });
+  return checkpointToZip({ config, weights: initialWeights(config, paramLayout(config), createRng(1)), tokenizer });
+}

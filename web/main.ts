@@ -4,6 +4,12 @@
  * generate from the model, downloads of it (checkpoint .zip, llama.cpp GGUF, transformers .zip),
  * and loading a checkpoint .zip trained elsewhere.
  *
+ * Nothing made here is lost: the model of every run that ends (done or stopped) and of every
+ * checkpoint .zip loaded is kept in the browser's IndexedDB (web/saved-model.ts; the last one only),
+ * offered again on the next visit (Restore, Forget); leaving the page while a run trains asks
+ * first. Where the host does not send COOP/COEP, web/isolation.ts gets cross-origin isolation (for
+ * the cpu backend) from a service worker before anything starts.
+ *
  * The model lives in a dedicated Web Worker (web/train-worker.ts, bundled as train-worker.js):
  * the page starts a fresh one for each run or loaded checkpoint, and it stays alive afterwards to
  * generate and build the downloads. This renders what it posts. See web/run.ts for the backend
@@ -13,6 +19,8 @@ import { DEFAULT_CONFIG, MinigptError, TRAIN_DEFAULTS, cleanText } from '../src/
 import { DEFAULT_CORPUS_NAME } from '../src/data/corpus.js';
 import { EVAL_BATCHES, checkOptions, defaultEvalEvery, emptyState, errorText, parseQuery, type PageBackend, type PageOptions, type PageState } from './run.js';
 import type { ExportFormat, FromTrainWorker, GenerateRequest, ToTrainWorker } from './train-worker.js';
+import { forgetSavedModel, readSavedInfo, readSavedZip, saveModel, type SavedModelInfo } from './saved-model.js';
+import { ensureIsolation } from './isolation.js';
 
 /** Generation from the model, as the page shows it. */
 export interface GenerationView {
@@ -34,12 +42,28 @@ export interface DownloadView {
   error: string;
 }
 
-/** What window.minigpt holds: the worker's last state, plus generation and downloads. */
+/** The model kept in this browser's storage, as the page shows it. */
+export interface SavedView {
+  /** The page has read what the browser keeps (the offer waits for it). */
+  read: boolean;
+  /** The kept model (null: none, or not read yet). */
+  info: SavedModelInfo | null;
+  /** The page's model is the kept one (it was just kept, or restored). */
+  current: boolean;
+  /** What the page is doing with it; 'error': the last save, read, restore or forget failed, and `note` says why. */
+  state: 'idle' | 'saving' | 'restoring' | 'error';
+  note: string;
+}
+
+/** What window.minigpt holds: the worker's last state, plus generation, downloads and the kept model. */
 export interface PageView extends PageState {
   generation: GenerationView;
   download: DownloadView;
   /** A bad form value met while a run goes on (which it does); shown in the status until the run ends or the next Train. */
   formError: string;
+  /** Why the page is not cross-origin isolated, so has no cpu backend ('' when it is, or until the page knows). */
+  isolation: string;
+  saved: SavedView;
 }
 
 declare global {
@@ -62,13 +86,25 @@ const idleGeneration = (): GenerationView => ({ state: 'idle', prompt: '', text:
 const idleDownload = (): DownloadView => ({ state: 'idle', format: '', fileName: '', bytes: 0, error: '' });
 
 /** The page's state; `options` is the run's (null for a loaded checkpoint). */
-let view: PageView = { ...emptyState(''), generation: idleGeneration(), download: idleDownload(), formError: '' };
+let view: PageView = {
+  ...emptyState(''), generation: idleGeneration(), download: idleDownload(), formError: '', isolation: '',
+  saved: { read: false, info: null, current: false, state: 'idle', note: '' },
+};
 let options: PageOptions | null = null;
 let worker: Worker | null = null;
 /** The generated text in #gen-output, which tokens are appended to. */
 let outputText: Text | null = null;
+/** What the worker's model is to be kept as once it is ready (null: nothing to keep, as for a restored model). */
+let toKeep: 'trained' | 'loaded' | null = null;
+/** The info of the model whose checkpoint the worker is building to keep. */
+let keeping: SavedModelInfo | null = null;
+/** The kept model's info, while the page's model is that model restored. */
+let restored: SavedModelInfo | null = null;
 
+/** The worker is setting up or running a run, or loading a checkpoint. */
 const training = (): boolean => worker !== null && (view.state === 'loading' || view.state === 'training');
+/** A run is training (not a checkpoint loading): leaving the page would lose it. */
+const runGoing = (): boolean => options !== null && training();
 
 // ---- The settings form ----
 
@@ -173,25 +209,33 @@ function render(): void {
   const s = view, o = options, c = s.config;
   window.minigpt = view;
   el('backend').textContent = s.backend ? `${s.backend}${s.adapter ? ` (${s.adapter})` : ''}` : '…';
-  el('backend-note').textContent = s.backendNote;
-  el('backend-note').hidden = !s.backendNote;
+  // Until a run or load picks a backend, the note says why the cpu backend is out, if it is.
+  const note = s.backendNote || (!s.backend && s.isolation ? `not cross-origin isolated, so no cpu backend: ${s.isolation}` : '');
+  el('backend-note').textContent = note;
+  el('backend-note').hidden = !note;
   const shape = c ? `d_model ${c.d_model}, ${count(c.n_heads, 'head')}, ${count(c.n_layers, 'layer')}, context ${c.context}, vocab ${c.vocab_size}: ${(s.parameters / 1e6).toFixed(2)}M parameters` : '';
   el('model').textContent = !c ? '…'
+    : restored && s.loadedFrom ? `${shape}; ${restored.source === 'trained' ? `trained here for ${count(restored.steps, 'step')}` : `loaded from ${restored.from}`}, kept in this browser`
     : s.loadedFrom ? `${shape}; loaded from ${s.loadedFrom}`
     : `${shape}; batch ${o?.batch}, ${count(o?.steps ?? 0, 'step')}, lr ${o?.lr}`;
-  el('data').textContent = s.loadedFrom ? `none here: the model was trained elsewhere (${s.loadedFrom})`
+  el('data').textContent = restored?.source === 'trained' && s.loadedFrom ? `${restored.from} (what it was trained on)`
+    : s.loadedFrom ? `none here: the model was trained elsewhere (${restored?.from ?? s.loadedFrom})`
     : s.characters ? `${s.dataName}: ${thousands(s.characters)} characters, ${thousands(s.trainTokens)} training and ${thousands(s.valTokens)} validation tokens (one per character)${s.valNote ? `; ${s.valNote}` : ''}`
     : s.dataName || '…';
   el('status').textContent = statusLine(s, o);
   el('status').dataset.state = s.state;
   el('sample').textContent = s.sample;
   renderControls();
+  renderSaved();
 }
 
 function statusLine(s: PageView, o: PageOptions | null): string {
   if (s.formError) return `error: ${s.formError} (the current run goes on)`;
   if (s.state === 'error') return `error: ${s.error}`;
-  if (!worker && s.state === 'loading') return 'ready: choose the settings and the data, then press Train (or load a checkpoint .zip below)';
+  if (!worker && s.state === 'loading') {
+    return s.saved.info ? 'ready: restore your last model (above), or choose the settings and the data and press Train'
+      : 'ready: choose the settings and the data, then press Train (or load a checkpoint .zip below)';
+  }
   if (s.state === 'loaded') return `loaded ${s.loadedFrom}: type a prompt under Generate, or download it`;
   if (s.state === 'loading' && s.loadedFrom) return `loading ${s.loadedFrom}…`;
   const n = s.losses.length, steps = o?.steps ?? 0;
@@ -300,6 +344,11 @@ function lossChart(points: [number, number][], val: [number, number][], steps: n
 /** Ends the current worker (its run, generation and model) and starts a fresh one. */
 function newWorker(): Worker {
   worker?.terminate();
+  toKeep = null;
+  keeping = null;
+  restored = null;
+  // The page's model is no longer the kept one (a save in flight ends with the old worker).
+  view.saved = { ...view.saved, current: false, state: view.saved.state === 'saving' ? 'idle' : view.saved.state };
   const w = new Worker(new URL('train-worker.js', import.meta.url), { type: 'module', name: 'minigpt-train' });
   worker = w;
   w.addEventListener('message', (e: MessageEvent<FromTrainWorker>) => {
@@ -322,7 +371,7 @@ function setState(s: PageState, keep = true): void {
   const running = s.state === 'loading' || s.state === 'training';
   view = {
     ...s, generation: keep ? view.generation : idleGeneration(), download: keep ? view.download : idleDownload(),
-    formError: keep && running ? view.formError : '',
+    formError: keep && running ? view.formError : '', isolation: view.isolation, saved: view.saved,
   };
   if (!keep) {
     el('gen-output').replaceChildren();
@@ -338,6 +387,10 @@ function onMessage(m: FromTrainWorker): void {
   switch (m.type) {
     case 'state':
       setState(m.state);
+      if (m.state.hasModel && (m.state.state === 'done' || m.state.state === 'stopped' || m.state.state === 'loaded')) modelReady();
+      return;
+    case 'snapshot':
+      void keepSnapshot('bytes' in m ? m.bytes : null, 'error' in m ? m.error : '');
       return;
     case 'token':
       view.generation.text += m.text;
@@ -384,14 +437,13 @@ async function startRun(fromForm: boolean): Promise<void> {
   if (fromForm) history.replaceState(null, '', query ? `?${query}` : location.pathname);
   options = o;
   newWorker();
+  toKeep = 'trained';
   setState(emptyState(data.name), false);
-  send({ type: 'start', options: o, text: data.text, dataName: data.name });
+  send({ type: 'start', options: o, text: data.text, dataName: data.name, notIsolated: view.isolation });
 }
 
 /** Loads a checkpoint .zip in a fresh worker, on the backend the form names. */
 async function loadFile(file: File): Promise<void> {
-  let threads = 0;
-  try { threads = parseQuery(location.search).threads; } catch { /* the query's error shows when it trains */ }
   let bytes: ArrayBuffer;
   try {
     bytes = await file.arrayBuffer();
@@ -399,10 +451,134 @@ async function loadFile(file: File): Promise<void> {
     setState({ ...view, state: 'error', error: `could not read ${file.name}: ${errorText(e)}` });
     return;
   }
+  loadCheckpoint(bytes, file.name, null);
+}
+
+/** What Restore loads the kept model as (the status and errors name it so). */
+const RESTORED_NAME = 'your last model';
+
+/**
+ * Loads checkpoint .zip bytes in a fresh worker, on the backend the form names: a file (kept once
+ * it has loaded), or the kept model (`restoring` its info; nothing to keep: it is kept already).
+ */
+function loadCheckpoint(bytes: ArrayBuffer, fileName: string, restoring: SavedModelInfo | null): void {
+  let threads = 0;
+  try { threads = parseQuery(location.search).threads; } catch { /* the query's error shows when it trains */ }
   options = null;
   newWorker();
-  setState({ ...emptyState(`checkpoint ${file.name}`), loadedFrom: file.name }, false);
-  send({ type: 'load', bytes, fileName: file.name, backend: el<HTMLSelectElement>('f-backend').value as PageBackend, threads }, [bytes]);
+  toKeep = restoring ? null : 'loaded';
+  restored = restoring;
+  setState({ ...emptyState(`checkpoint ${fileName}`), loadedFrom: fileName }, false);
+  send({ type: 'load', bytes, fileName, backend: el<HTMLSelectElement>('f-backend').value as PageBackend, threads, notIsolated: view.isolation }, [bytes]);
+}
+
+// ---- The model kept in this browser ----
+
+/** Updates the page's view of the kept model and shows it. */
+function setSaved(change: Partial<SavedView>): void {
+  view.saved = { ...view.saved, ...change };
+  render();
+}
+
+/** The worker's model is ready (a run ended, a checkpoint loaded): asks for its checkpoint .zip to keep it. */
+function modelReady(): void {
+  if (restored && view.state === 'loaded') setSaved({ current: true, state: 'idle', note: '' });
+  const source = toKeep, c = view.config;
+  toKeep = null;
+  if (!source || !c) return;
+  const lastLoss = view.losses.at(-1);
+  keeping = {
+    savedAt: Date.now(), source, from: source === 'trained' ? view.dataName : view.loadedFrom,
+    ended: view.state === 'stopped' ? 'stopped' : view.state === 'done' ? 'done' : 'loaded',
+    backend: view.backend, config: c, parameters: view.parameters,
+    steps: source === 'trained' ? view.losses.length : 0, plannedSteps: source === 'trained' ? options?.steps ?? 0 : 0,
+    trainLoss: lastLoss !== undefined && Number.isFinite(lastLoss) ? lastLoss : null, valLoss: view.valLosses.at(-1)?.[1] ?? null, bytes: 0,
+  };
+  setSaved({ state: 'saving', note: '' });
+  send({ type: 'snapshot' });
+}
+
+/** Keeps the checkpoint .zip the worker built (in place of the model kept before); a failure is a one-line note. */
+async function keepSnapshot(zip: ArrayBuffer | null, error: string): Promise<void> {
+  const info = keeping;
+  keeping = null;
+  if (!info) return;
+  const failed = (why: string): void => setSaved({
+    state: 'error', note: `${why}${view.saved.info ? '; the model kept before stays' : ''}`,
+  });
+  if (!zip) {
+    failed(`could not keep the model in this browser: ${error}`);
+    return;
+  }
+  info.bytes = zip.byteLength;
+  try {
+    await saveModel(info, zip);
+  } catch (e) {
+    failed(errorText(e));
+    return;
+  }
+  setSaved({ info, current: true, state: 'idle', note: '' });
+}
+
+/** Reads what the browser keeps, for the offer; a failure is a one-line note (and no offer). */
+async function readSaved(): Promise<void> {
+  try {
+    const info = await readSavedInfo();
+    // A model kept meanwhile (a run that ended first) is newer than what was read.
+    setSaved(view.saved.current ? { read: true } : { read: true, info });
+  } catch (e) {
+    setSaved({ read: true, state: 'error', note: errorText(e) });
+  }
+}
+
+/** Restore: loads the kept model into a fresh worker, as loading its .zip does. */
+async function restoreSaved(): Promise<void> {
+  const info = view.saved.info;
+  if (!info) return;
+  setSaved({ state: 'restoring', note: '' });
+  let zip: ArrayBuffer;
+  try {
+    zip = await readSavedZip();
+  } catch (e) {
+    setSaved({ state: 'error', note: errorText(e) });
+    return;
+  }
+  setSaved({ state: 'idle' });
+  loadCheckpoint(zip, RESTORED_NAME, info);
+}
+
+/** Forget: deletes the kept model (the page's own model, if any, stays). */
+async function forgetSaved(): Promise<void> {
+  try {
+    await forgetSavedModel();
+  } catch (e) {
+    setSaved({ state: 'error', note: errorText(e) });
+    return;
+  }
+  setSaved({ info: null, current: false, state: 'idle', note: '' });
+}
+
+/** "d_model 64, 4 heads, 2 layers, context 64 (0.10M parameters), trained on X for 200 steps on the cpu backend, Dec 6, 2025, 7:24 PM: loss 1.9000, val loss 2.0000" */
+function describeSaved(info: SavedModelInfo): string {
+  const c = info.config;
+  const shape = `d_model ${c.d_model}, ${count(c.n_heads, 'head')}, ${count(c.n_layers, 'layer')}, context ${c.context} (${(info.parameters / 1e6).toFixed(2)}M parameters)`;
+  const when = new Date(info.savedAt).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  if (info.source === 'loaded') return `${shape}, loaded from ${info.from}, ${when}`;
+  const steps = info.ended === 'stopped' ? `${info.steps} of ${count(info.plannedSteps, 'step')} (stopped)` : count(info.steps, 'step');
+  const losses = [info.trainLoss !== null ? `loss ${info.trainLoss.toFixed(4)}` : '', info.valLoss !== null ? `val loss ${info.valLoss.toFixed(4)}` : ''].filter(Boolean);
+  return `${shape}, trained on ${info.from} for ${steps} on the ${info.backend} backend, ${when}${losses.length ? `: ${losses.join(', ')}` : ''}`;
+}
+
+function renderSaved(): void {
+  const { info, current, state, note } = view.saved;
+  el('saved-offer').hidden = !info;
+  el('saved-model').textContent = info ? `${current ? 'Kept in this browser' : 'Your last model'}: ${describeSaved(info)}` : '';
+  el('restore').hidden = current;
+  el<HTMLButtonElement>('restore').disabled = state === 'restoring' || state === 'saving';
+  el<HTMLButtonElement>('forget').disabled = state === 'restoring' || state === 'saving';
+  const status = el('saved-status');
+  status.dataset.state = state;
+  status.textContent = state === 'error' ? `error: ${note}` : state === 'saving' ? 'keeping the model in this browser…' : state === 'restoring' ? 'restoring…' : '';
 }
 
 // ---- Generation ----
@@ -486,6 +662,39 @@ function download(format: ExportFormat): void {
 
 // ---- Wiring ----
 
+/** While a run trains, leaving the page (reload, close, another address) asks first: the run would be lost. */
+function confirmLeavingRun(e: BeforeUnloadEvent): void {
+  if (!runGoing()) return;
+  e.preventDefault();
+  // Chrome and Edge before 119 ask only when returnValue is set.
+  e.returnValue = true;
+}
+
+/**
+ * Whether opening the page starts the run its address names. ?autostart=0: never; ?autostart=1:
+ * always. Otherwise yes, as it always did, unless this browser keeps a model from before and
+ *  - the address names no run: a bare address is how one comes back to the page, and the default
+ *    run would take the machine for a long while and then replace the kept model (only one is
+ *    kept), which is what the visitor most likely came back for; or
+ *  - the visitor reloaded the page or came back to it through the history: Train puts the run's
+ *    settings in the address, so a reload of a tab that trained would start that run all over
+ *    (on the default corpus, if the text was pasted) and replace the model it made.
+ * Then the page offers the kept model (Restore) and waits for Train. A link with settings opened
+ * afresh (shared, bookmarked) starts its run as before: that is what it is for, and the kept model
+ * is offered all through the run (it is replaced only when the run ends). The reload that
+ * web/isolation.ts makes is the page's own, not the visitor's.
+ */
+function shouldAutostart(hasKeptModel: boolean, afterIsolationReload: boolean): boolean {
+  const q = new URLSearchParams(location.search);
+  const autostart = q.get('autostart');
+  if (autostart === '0') return false;
+  if (autostart === '1' || !hasKeptModel) return true;
+  const namesRun = [...q.keys()].some((k) => k !== 'autostart');
+  const navigation = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined;
+  const cameBack = !afterIsolationReload && (navigation?.type === 'reload' || navigation?.type === 'back_forward');
+  return namesRun && !cameBack;
+}
+
 async function main(): Promise<void> {
   el('eval-batches').textContent = String(EVAL_BATCHES);
   el('corpus-name').textContent = DEFAULT_CORPUS_NAME;
@@ -514,7 +723,21 @@ async function main(): Promise<void> {
     const file = input.files?.[0];
     if (file) void loadFile(file).finally(() => { input.value = ''; });
   });
-  if (new URLSearchParams(location.search).get('autostart') !== '0') await startRun(false);
+  el('restore').addEventListener('click', () => void restoreSaved());
+  el('forget').addEventListener('click', () => void forgetSaved());
+  window.addEventListener('beforeunload', confirmLeavingRun);
+
+  // Isolation first: when it takes a reload, nothing may start before it (a run would be cut off).
+  const isolation = await ensureIsolation(() => worker === null);
+  if (isolation.reloading) {
+    el('status').textContent = 'reloading once through a service worker that makes the page cross-origin isolated (for the cpu backend)…';
+    return;
+  }
+  view.isolation = isolation.why;
+  render();
+  await readSaved();
+  // Train, Load or Restore pressed meanwhile: that is what happens.
+  if (worker === null && shouldAutostart(view.saved.info !== null, isolation.afterIsolationReload)) await startRun(false);
 }
 
 if (typeof document !== 'undefined') void main();

@@ -138,10 +138,13 @@ const CPU_NEEDS = 'the cpu backend needs WebAssembly SIMD, SharedArrayBuffer and
  * cross-origin isolated page; cpuBackendSupported checks all three); else webgpu on a software
  * adapter (much slower than cpu, but it beats plain TS); else the reference backend. The adapter
  * is requested once (probeGpu caches it); createBackend('webgpu') takes its device from a fresh
- * one. Call it in a worker: the cpu backend blocks.
+ * one. Call it in a worker: the cpu backend blocks. `notIsolated`: why the page is not cross-origin
+ * isolated (web/isolation.ts; '' when it is), which the note and a forced cpu backend's error name.
  */
-export async function pickBackend(want: PageBackend, threads = 0): Promise<{ backend: Backend; note: string }> {
+export async function pickBackend(want: PageBackend, threads = 0, notIsolated = ''): Promise<{ backend: Backend; note: string }> {
   const cpuOptions = threads > 0 ? { threads } : {};
+  const cpuNeeds = notIsolated ? `${CPU_NEEDS}, and this one is not: ${notIsolated}` : CPU_NEEDS;
+  if (want === 'cpu' && notIsolated && !cpuBackendSupported()) throw new MinigptError(cpuNeeds);
   if (want !== 'auto') return { backend: await createBackend(want, want === 'cpu' ? cpuOptions : {}), note: '' };
   const gpu = await probeGpu();
   if (gpu.adapter && !gpu.software) return { backend: await createBackend('webgpu'), note: '' };
@@ -151,8 +154,8 @@ export async function pickBackend(want: PageBackend, threads = 0): Promise<{ bac
       : '';
     return { backend: await createBackend('cpu', cpuOptions), note };
   }
-  if (gpu.adapter) return { backend: await createBackend('webgpu'), note: `WebGPU on a software adapter (${gpu.reason}): ${CPU_NEEDS}` };
-  return { backend: await createBackend('reference'), note: `plain-TS reference backend (slow): no WebGPU adapter, and ${CPU_NEEDS}` };
+  if (gpu.adapter) return { backend: await createBackend('webgpu'), note: `WebGPU on a software adapter (${gpu.reason}): ${cpuNeeds}` };
+  return { backend: await createBackend('reference'), note: `plain-TS reference backend (slow): no WebGPU adapter, and ${cpuNeeds}` };
 }
 
 /** What the page shows as the backend's details. */
@@ -180,6 +183,8 @@ export interface RunHooks {
   signal?: AbortSignal;
   /** Called whenever the state changes (after each step, evaluation, sample, or on finishing). */
   onUpdate?(state: PageState): void;
+  /** Why the page is not cross-origin isolated ('' or absent when it is): see pickBackend. */
+  notIsolated?: string;
 }
 
 /**
@@ -227,7 +232,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     s.parameters = countParams(config);
     update();
 
-    const picked = await pickBackend(o.backend, o.threads);
+    const picked = await pickBackend(o.backend, o.threads, hooks.notIsolated);
     backend = picked.backend;
     s.backend = backend.name;
     s.backendNote = picked.note;
@@ -300,9 +305,9 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
 /**
  * Reads a checkpoint .zip (`checkpointToZip`'s, the CLI's, or a folder an OS zipped) and puts its
  * model on the page's backend: the state to show, and the model (null after an error). `fileName`
- * labels it and names it in errors.
+ * labels it and names it in errors; `notIsolated` as for pickBackend.
  */
-export async function loadCheckpointModel(bytes: Uint8Array, fileName: string, want: PageBackend, threads = 0): Promise<{ state: PageState; loaded: LoadedModel | null }> {
+export async function loadCheckpointModel(bytes: Uint8Array, fileName: string, want: PageBackend, threads = 0, notIsolated = ''): Promise<{ state: PageState; loaded: LoadedModel | null }> {
   const s = emptyState(`checkpoint ${fileName}`);
   s.loadedFrom = fileName;
   let backend: Backend | null = null;
@@ -310,7 +315,7 @@ export async function loadCheckpointModel(bytes: Uint8Array, fileName: string, w
     const ckpt = await checkpointFromZip(bytes, fileName);
     s.config = ckpt.config;
     s.parameters = countParams(ckpt.config);
-    const picked = await pickBackend(want, threads);
+    const picked = await pickBackend(want, threads, notIsolated);
     backend = picked.backend;
     s.backend = backend.name;
     s.backendNote = picked.note;

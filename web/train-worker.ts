@@ -1,10 +1,10 @@
 /**
  * The page's training worker (a module Web Worker, bundled as train-worker.js). It holds one
  * model: the page starts a fresh worker for each run or loaded checkpoint. Messages from the page:
- *   { type: 'start', options, text, dataName }  runs web/run.ts's loop here, off the page's main
+ *   { type: 'start', options, text, dataName, notIsolated }  runs web/run.ts's loop here, off the page's main
  *       thread (the cpu backend's threads block in Atomics.wait, which only a worker may), posting
  *       { type: 'state', state } on every change; the trained model stays here afterwards
- *   { type: 'load', bytes, fileName, backend, threads }  reads a checkpoint .zip instead, posts
+ *   { type: 'load', bytes, fileName, backend, threads, notIsolated }  reads a checkpoint .zip instead, posts
  *       its { type: 'state' } ('loaded' or 'error')
  *   { type: 'stop' }  ends the run after the current step
  *   { type: 'generate', prompt, maxTokens, ... }  streams { type: 'token', text } and ends with
@@ -12,6 +12,9 @@
  *   { type: 'stop-generate' }  ends the generation after the current token
  *   { type: 'export', format }  builds a download: { type: 'exported', format, fileName, bytes }
  *       (bytes transferred) or { type: 'exported', format, error }
+ *   { type: 'snapshot' }  the checkpoint .zip again, for the page to keep in IndexedDB (not to
+ *       download): { type: 'snapshot', bytes } or { type: 'snapshot', error }
+ * `notIsolated`: why the page is not cross-origin isolated ('' when it is), for the backend note.
  */
 import {
   MinigptError, checkpointToZip, encodeGguf, generate, ggufFromCheckpoint, hfExportFiles, readWeights, zipFiles,
@@ -40,19 +43,22 @@ export interface GenerateRequest {
 }
 
 export type ToTrainWorker =
-  | { type: 'start'; options: PageOptions; text: string; dataName: string }
-  | { type: 'load'; bytes: ArrayBuffer; fileName: string; backend: PageBackend; threads: number }
+  | { type: 'start'; options: PageOptions; text: string; dataName: string; notIsolated: string }
+  | { type: 'load'; bytes: ArrayBuffer; fileName: string; backend: PageBackend; threads: number; notIsolated: string }
   | { type: 'stop' }
   | ({ type: 'generate' } & GenerateRequest)
   | { type: 'stop-generate' }
-  | { type: 'export'; format: ExportFormat };
+  | { type: 'export'; format: ExportFormat }
+  | { type: 'snapshot' };
 
 export type FromTrainWorker =
   | { type: 'state'; state: PageState }
   | { type: 'token'; text: string }
   | { type: 'generated'; end: 'done' | 'stopped' | 'error'; error: string; note: string }
   | { type: 'exported'; format: ExportFormat; fileName: string; bytes: ArrayBuffer }
-  | { type: 'exported'; format: ExportFormat; error: string };
+  | { type: 'exported'; format: ExportFormat; error: string }
+  | { type: 'snapshot'; bytes: ArrayBuffer }
+  | { type: 'snapshot'; error: string };
 
 /** The worker's global scope, typed here (web/tsconfig's lib is the page's DOM). */
 const scope = globalThis as unknown as {
@@ -76,7 +82,9 @@ scope.addEventListener('message', ({ data }) => {
     case 'start': {
       const run = new AbortController();
       training = run;
-      void runTraining(data.options, data.text, data.dataName, { signal: run.signal, onUpdate: (state) => post({ type: 'state', state }) })
+      void runTraining(data.options, data.text, data.dataName, {
+        signal: run.signal, notIsolated: data.notIsolated, onUpdate: (state) => post({ type: 'state', state }),
+      })
         .then(({ trained }) => {
           current = trained;
           training = null;
@@ -84,7 +92,7 @@ scope.addEventListener('message', ({ data }) => {
       return;
     }
     case 'load':
-      void loadCheckpointModel(new Uint8Array(data.bytes), data.fileName, data.backend, data.threads).then(({ state, loaded }) => {
+      void loadCheckpointModel(new Uint8Array(data.bytes), data.fileName, data.backend, data.threads, data.notIsolated).then(({ state, loaded }) => {
         current = loaded;
         post({ type: 'state', state });
       });
@@ -100,6 +108,9 @@ scope.addEventListener('message', ({ data }) => {
       return;
     case 'export':
       void exportModel(data.format);
+      return;
+    case 'snapshot':
+      void snapshotModel();
       return;
   }
 });
@@ -137,19 +148,34 @@ async function generateText(req: GenerateRequest): Promise<void> {
   }
 }
 
-/** Builds the download `format` from the model's current weights and transfers its bytes to the page. */
+/** The file `format` built from the model's current weights. */
+async function modelFile(format: ExportFormat): Promise<ArrayBuffer> {
+  const loaded = current;
+  if (!loaded) throw new MinigptError(training ? 'the model is still training' : NO_MODEL);
+  const ckpt: Checkpoint = { config: loaded.model.config, weights: await readWeights(loaded.model), tokenizer: loaded.tokenizer };
+  const bytes = format === 'checkpoint' ? await checkpointToZip(ckpt)
+    : format === 'gguf' ? encodeGguf(ggufFromCheckpoint(ckpt))
+    : zipFiles(hfExportFiles(ckpt), 'minigpt-hf');
+  // A view of part of a buffer is copied, so the page gets exactly the file's bytes.
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer as ArrayBuffer : bytes.slice().buffer;
+}
+
+/** Builds the download `format` and transfers its bytes to the page. */
 async function exportModel(format: ExportFormat): Promise<void> {
   try {
-    const loaded = current;
-    if (!loaded) throw new MinigptError(training ? 'the model is still training' : NO_MODEL);
-    const ckpt: Checkpoint = { config: loaded.model.config, weights: await readWeights(loaded.model), tokenizer: loaded.tokenizer };
-    const bytes = format === 'checkpoint' ? await checkpointToZip(ckpt)
-      : format === 'gguf' ? encodeGguf(ggufFromCheckpoint(ckpt))
-      : zipFiles(hfExportFiles(ckpt), 'minigpt-hf');
-    // A view of part of a buffer is copied, so the page gets exactly the file's bytes.
-    const buffer = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer as ArrayBuffer : bytes.slice().buffer;
+    const buffer = await modelFile(format);
     post({ type: 'exported', format, fileName: EXPORT_FILE_NAMES[format], bytes: buffer }, [buffer]);
   } catch (e) {
     post({ type: 'exported', format, error: errorText(e) });
+  }
+}
+
+/** The checkpoint .zip, transferred to the page to keep in the browser's storage. */
+async function snapshotModel(): Promise<void> {
+  try {
+    const buffer = await modelFile('checkpoint');
+    post({ type: 'snapshot', bytes: buffer }, [buffer]);
+  } catch (e) {
+    post({ type: 'snapshot', error: errorText(e) });
   }
 }

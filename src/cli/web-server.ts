@@ -4,7 +4,9 @@
  * context, which WebGPU and Web Crypto require. Every response carries ISOLATION_HEADERS (COOP
  * same-origin, COEP require-corp), which make the page cross-origin isolated: only then does a
  * browser give it SharedArrayBuffer and shared WebAssembly memory, which the cpu backend's threads
- * need. Any static host serving the page must send the same two headers.
+ * need. A static host that cannot send them (GitHub Pages...) gets the same isolation from the page's
+ * service worker (web/isolation.ts registers coi-serviceworker.js); `{ isolation: false }` serves
+ * without the headers, as such a host does, for the tests of that path.
  */
 import { createServer, type Server } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -27,28 +29,34 @@ export const ISOLATION_HEADERS = {
   'cross-origin-embedder-policy': 'require-corp',
 };
 
+export interface ServeOptions {
+  /** Send ISOLATION_HEADERS with every response (default true); false serves like a static host that cannot. */
+  isolation?: boolean;
+}
+
 /** Serves the files under `dir` on `host`:`port` (port 0: a free one). Resolves with the server and its base URL. */
-export async function serveDir(dir: string, port = 0, host = '127.0.0.1'): Promise<{ server: Server; url: string }> {
+export async function serveDir(dir: string, port = 0, host = '127.0.0.1', { isolation = true }: ServeOptions = {}): Promise<{ server: Server; url: string }> {
   const root = resolve(dir);
+  const isolationHeaders = isolation ? ISOLATION_HEADERS : {};
   const server = createServer((req, res) => {
     void (async () => {
       let path: string;
       try {
         path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
       } catch {
-        res.writeHead(400, { 'content-type': 'text/plain', ...ISOLATION_HEADERS }).end('bad request');
+        res.writeHead(400, { 'content-type': 'text/plain', ...isolationHeaders }).end('bad request');
         return;
       }
       const file = normalize(join(root, path.endsWith('/') ? `${path}index.html` : path));
       if (file !== root && !file.startsWith(root + sep)) {
-        res.writeHead(403, { 'content-type': 'text/plain', ...ISOLATION_HEADERS }).end('forbidden');
+        res.writeHead(403, { 'content-type': 'text/plain', ...isolationHeaders }).end('forbidden');
         return;
       }
       try {
         const body = await readFile(file);
-        res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store', ...ISOLATION_HEADERS }).end(body);
+        res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store', ...isolationHeaders }).end(body);
       } catch {
-        res.writeHead(404, { 'content-type': 'text/plain', ...ISOLATION_HEADERS }).end(`not found: ${path}`);
+        res.writeHead(404, { 'content-type': 'text/plain', ...isolationHeaders }).end(`not found: ${path}`);
       }
     })();
   });
