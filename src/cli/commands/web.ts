@@ -53,12 +53,8 @@ export const webCommand: CommandSpec = {
       if (code === 'EACCES') throw new MinigptError(`no permission to listen on port ${v.port}; pass --port above 1023`);
       throw e;
     }
-    console.log(`minigpt page at ${served.url} (serving ${dir}; Ctrl-C to stop)`);
-    if (!LOOPBACK.has(host)) {
-      console.error('minigpt: note: from other machines this is plain http, not a secure context: their browsers give the page no WebGPU and no shared memory, so it trains on the slow reference backend (serve dist/web over https for them)');
-    }
-    // Ctrl-C is how a server is stopped: close it and exit 0.
-    await new Promise<void>((done) => {
+    // Ctrl-C is how a server is stopped: close it and exit 0 (listening before the address is printed, so a quick Ctrl-C is caught too).
+    const stopped = new Promise<void>((done) => {
       const stop = (): void => {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);
@@ -68,5 +64,10 @@ export const webCommand: CommandSpec = {
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
     });
+    console.log(`minigpt page at ${served.url} (serving ${dir}; Ctrl-C to stop)`);
+    if (!LOOPBACK.has(host)) {
+      console.error('minigpt: note: from other machines this is plain http, not a secure context: their browsers give the page no WebGPU and no shared memory, so it trains on the slow reference backend (serve dist/web over https for them)');
+    }
+    await stopped;
   },
 };
