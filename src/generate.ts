@@ -75,13 +75,23 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   check(Number.isInteger(maxTokens) && maxTokens >= 0, `maxTokens must be a whole number, 0 or more (got ${maxTokens})`);
   check(opts.seed === undefined || (Number.isInteger(opts.seed) && opts.seed >= 0), `seed must be a whole number, 0 or more (got ${opts.seed})`);
   // With no prompt, start from the end-of-text token where the tokenizer has one (a document start).
-  const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt)) : [tokenizer.specialTokens?.['<|endoftext|>'] ?? 0];
+  // Not for char models: their "<|endoftext|>" exists only as llama.cpp's end-of-generation token
+  // and never occurs in their training text, so as input its embedding is untrained and the first
+  // token after it would be noise; they start from id 0 (usually "\n", the lowest character), as
+  // they always have.
+  const eot = tokenizer.kind === 'char' ? undefined : tokenizer.specialTokens?.['<|endoftext|>'];
+  const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt)) : [eot ?? 0];
   const history = ids.slice(-c.context);
   const rng = createRng(opts.seed ?? 0);
   const cache = createKvCache(model, 1);
   // Only ids the tokenizer has: a vocab_size padded past the tokenizer (50304 for GPT-2's 50257)
   // has logits for ids that stand for no text.
-  const V = Math.min(c.vocab_size, tokenizer.vocabSize);
+  let V = Math.min(c.vocab_size, tokenizer.vocabSize);
+  // Nor a char model's special tokens (its "<|endoftext|>", the last ids): they never occur in its
+  // training text, so it learns never to predict them (what llama.cpp needs of an end-of-generation
+  // token), but a model early in training still gives them some probability, and a sample would
+  // print "<|endoftext|>" amid the characters. It samples characters only, as before it had one.
+  if (tokenizer.kind === 'char' && tokenizer.specialTokens) V = Math.min(V, ...Object.values(tokenizer.specialTokens));
   const order = new Int32Array(V), probs = new Float64Array(V);
   const decoder = createStreamingDecoder(tokenizer);
   const sampling = { temperature, topK, topP };

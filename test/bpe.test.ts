@@ -191,7 +191,8 @@ test('trainBpe explains what is wrong with its options or text', () => {
   assertMinigptError(() => trainBpe(TEXT, { vocabSize: 300, specialTokens: [''] }), /is empty/);
   assertMinigptError(() => makeTokenizer('bpe', TEXT), /needs a vocabulary size/);
   assert.equal(makeTokenizer('bpe', TEXT, { vocabSize: 300 }).vocabSize, 300);
-  assert.equal(makeTokenizer('char', 'abca').vocabSize, 3);
+  assert.equal(makeTokenizer('char', 'abca').vocabSize, 4); // a, b, c and <|endoftext|>
+  assert.equal(makeTokenizer('char', 'abca', { endOfText: false }).vocabSize, 3);
 });
 
 test('bpe JSON round-trips through text and encodes identically', () => {

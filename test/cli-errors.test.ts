@@ -89,7 +89,8 @@ function matrix(list: [string[], RegExp][]): void {
 matrix(cases);
 
 // ---------------------------------------------------------------------------------------------
-// Fixtures: a tiny checkpoint whose char tokenizer knows a-z, space and newline (28 tokens).
+// Fixtures: a tiny checkpoint whose char tokenizer knows a-z, space and newline, then
+// <|endoftext|> (28 characters, 29 tokens).
 
 const TINY = ['--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '8', '--batch', '2', '--backend', 'reference', '--eval-every', '0', '--sample-every', '0', '--quiet'];
 const ABC = 'abcdefghijklmnopqrstuvwxyz the cat sat\n';
@@ -146,7 +147,7 @@ test('train on a multi-megabyte line with no newline: every character becomes a 
   assert.equal(r.status, 0, r.stderr);
   const m = /char tokenizer \((\d+) tokens\): ([\d,]+) train \/ ([\d,]+) val tokens/.exec(r.stderr + r.stdout);
   assert.ok(m, r.stderr + r.stdout);
-  assert.equal(Number(m[1]), new Set(hugeLine).size);
+  assert.equal(Number(m[1]), new Set(hugeLine).size + 1); // and <|endoftext|>
   assert.equal(Number(m[2]!.replaceAll(',', '')) + Number(m[3]!.replaceAll(',', '')), hugeLine.length);
 });
 
@@ -194,7 +195,11 @@ const editJson = (path: string, edit: (j: Record<string, unknown>) => void): voi
   edit(j);
   writeFileSync(path, JSON.stringify(j));
 };
-const biggerTokenizer = (dir: string) => editJson(join(dir, 'tokenizer.minigpt.json'), (j) => (j.vocab as string[]).push('Æ', 'Ø', 'Å'));
+// Three more characters; <|endoftext|> moves up to stay the last id, so the JSON is valid.
+const biggerTokenizer = (dir: string) => editJson(join(dir, 'tokenizer.minigpt.json'), (j) => {
+  (j.vocab as string[]).push('Æ', 'Ø', 'Å');
+  j.special = { '<|endoftext|>': (j.vocab as string[]).length };
+});
 const tokNoManifest = editedCheckpoint('ck-tok', (d) => (biggerTokenizer(d), rmSync(join(d, 'manifest.json'))));
 const tokManifest = editedCheckpoint('ck-tok-manifest', biggerTokenizer);
 const vocabEdited = editedCheckpoint('ck-vocab', (d) => {
@@ -227,16 +232,16 @@ const damagedStart = damagedShards('sh-bad-10', 10);
 matrix([
   [['sample', '--ckpt', ck, '--prompt', 'Æble', '--backend', 'reference'], /--prompt: character "Æ" \(U\+00C6\) at line 1, column 1 .*leave it out of the prompt/],
   [['eval', '--ckpt', ck, '--text', 'smørrebrød', '--backend', 'reference'], /--text: character "ø" \(U\+00F8\) at line 1, column 3 .*leave it out/],
-  [['sample', '--ckpt', tokNoManifest, '--backend', 'reference'], /tokenizer\.minigpt\.json has 31 tokens but the model's vocab_size is 28; .*put back the tokenizer\.minigpt\.json saved with this model/],
+  [['sample', '--ckpt', tokNoManifest, '--backend', 'reference'], /tokenizer\.minigpt\.json has 32 tokens but the model's vocab_size is 29; .*put back the tokenizer\.minigpt\.json saved with this model/],
   [['sample', '--ckpt', tokManifest, '--backend', 'reference'], /tokenizer\.minigpt\.json does not match its checksum in manifest\.json/],
-  [['eval', '--ckpt', vocabEdited, '--text', 'abc', '--backend', 'reference'], /has shape \[28,16\], config\.json says \[36,16\]; config\.json and the weights are from different models/],
-  [['train', '--resume', resumable, '--tokenizer', 'bpe'], /--tokenizer bpe conflicts with the run being resumed: a resumed run keeps its char tokenizer of 28 tokens/],
+  [['eval', '--ckpt', vocabEdited, '--text', 'abc', '--backend', 'reference'], /has shape \[29,16\], config\.json says \[37,16\]; config\.json and the weights are from different models/],
+  [['train', '--resume', resumable, '--tokenizer', 'bpe'], /--tokenizer bpe conflicts with the run being resumed: a resumed run keeps its char tokenizer of 29 tokens/],
   [['train', '--resume', resumable, '--lr', '0.5'], /--lr 0\.5 \(the run has 0\.003\): a resumed run keeps its model and training settings so that it continues exactly; drop the flag/],
   [['train', '--resume', resumable, '--d-model', '64', '--n-layers', '3'], /--d-model 64 \(the run has 16\), --n-layers 3 \(the run has 1\): .*drop those flags, or start a new run/],
-  [['train', '--resume', resumable, '--steps', '1000', '--data', shardsOther], /sh-other was prepared with a char tokenizer of \d+ tokens, not the checkpoint's char tokenizer of 28 tokens; prepare the data again/],
+  [['train', '--resume', resumable, '--steps', '1000', '--data', shardsOther], /sh-other was prepared with a char tokenizer of \d+ tokens, not the checkpoint's char tokenizer of 29 tokens; prepare the data again/],
   [['eval', '--ckpt', ck, '--data', shardsOther, '--backend', 'reference'], /sh-other was prepared with a char tokenizer of \d+ tokens, not the checkpoint's/],
-  [['eval', '--ckpt', ck, '--data', damagedMiddle, '--all', '--backend', 'reference'], /train_000000\.bin: token 5000 is 60000, outside the vocabulary of 28/],
-  [['train', '--data', damagedStart, '--out', join(root, 'never-run2'), '--steps', '1', ...TINY], /train_000000\.bin: token 10 is 60000, outside the vocabulary of 28/],
+  [['eval', '--ckpt', ck, '--data', damagedMiddle, '--all', '--backend', 'reference'], /train_000000\.bin: token 5000 is 60000, outside the vocabulary of 29/],
+  [['train', '--data', damagedStart, '--out', join(root, 'never-run2'), '--steps', '1', ...TINY], /train_000000\.bin: token 10 is 60000, outside the vocabulary of 29/],
 ]);
 
 test('train --resume accepts settings equal to the run\'s own (the flags it was made with)', () => {

@@ -47,10 +47,10 @@ test('init takes its vocabulary from --data and the model flags shape the model'
   const r = run('init', '--out', dir, '--data', join(root, 'corpus.txt'), '--d-model', '24', '--n-heads', '3', '--n-kv-heads', '1', '--n-layers', '1', '--mlp', 'gelu', '--tie-embeddings', '--init', 'xavier-normal');
   assert.equal(r.code, 0, r.err);
   const { model, tokenizer } = await loadModel(dir);
-  assert.equal(tokenizer.vocabSize, 11);
+  assert.equal(tokenizer.vocabSize, 12); // 11 characters and <|endoftext|>
   assert.deepEqual(
     [model.config.vocab_size, model.config.d_model, model.config.n_heads, model.config.n_kv_heads, model.config.n_layers, model.config.mlp, model.config.intermediate_size, model.config.tie_embeddings, model.config.init],
-    [11, 24, 3, 1, 1, 'gelu', 96, true, 'xavier-normal'],
+    [12, 24, 3, 1, 1, 'gelu', 96, true, 'xavier-normal'],
   );
 });
 

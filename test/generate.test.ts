@@ -7,7 +7,7 @@ import { createModel, setWeights } from '../src/model/model.js';
 import { resolveConfig } from '../src/model/config.js';
 import { initialWeights } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
-import { buildCharTokenizer } from '../src/data/tokenizer.js';
+import { buildCharTokenizer, makeTokenizer } from '../src/data/tokenizer.js';
 import { SAMPLE_ON_CPU_MAX_PARAMS, samplingBackendName, scoreText, computeLogits } from '../src/inference.js';
 import { cpuBackendSupported } from '../src/backend/index.js';
 import { paramLayout } from '../src/model/params.js';
@@ -124,4 +124,34 @@ test('a vocab_size padded past the tokenizer never samples an id the tokenizer l
     assert.equal(ids.length, 40);
     assert.ok(ids.every((id) => id < tokenizer.vocabSize), `ids ${ids}`);
   }
+});
+
+test('a char model never samples its <|endoftext|>, and an empty prompt starts from id 0, not from it', async () => {
+  const tokenizer = makeTokenizer('char', 'abc');
+  const eot = tokenizer.specialTokens!['<|endoftext|>']!;
+  assert.equal(eot, 3);
+  const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 16, n_heads: 2, n_layers: 1, context: 16 });
+  const model = createModel(createReferenceBackend(), config);
+  const weights = initialWeights(config, paramLayout(config), createRng(5));
+  // Make <|endoftext|> the most likely next token, as a model early in training may give it some probability.
+  const head = paramLayout(config).specs.find((s) => s.name === 'lm_head.weight')!;
+  weights.fill(1, head.offset + eot * 16, head.offset + (eot + 1) * 16);
+  setWeights(model, weights);
+  for (const temperature of [0, 1.5]) {
+    const ids: number[] = [];
+    let text = '';
+    for await (const t of generate({ model, tokenizer }, '', { maxTokens: 40, temperature, seed: 2 })) {
+      ids.push(t.id);
+      text += t.text;
+    }
+    assert.equal(ids.length, 40);
+    assert.ok(ids.every((id) => id < eot), `ids ${ids}`);
+    assert.match(text, /^[abc]{40}$/);
+  }
+  // The first token after an empty prompt is the one after id 0 ("a"), as without <|endoftext|>.
+  const first = async (prompt: string): Promise<number> => {
+    for await (const t of generate({ model, tokenizer }, prompt, { maxTokens: 1, temperature: 0 })) return t.id;
+    throw new Error('no token');
+  };
+  assert.equal(await first(''), await first('a'));
 });

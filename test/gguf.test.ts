@@ -12,7 +12,7 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { encodeGguf, exportGguf, ggufFromCheckpoint, permuteForGgufRope, GGUF_MAGIC } from '../src/io/gguf.js';
+import { encodeGguf, exportGguf, ggufFromCheckpoint, permuteForGgufRope, GGUF_MAGIC, GgufTokenType, type GgufValue } from '../src/io/gguf.js';
 import { exportHf } from '../src/io/hf.js';
 import type { Checkpoint } from '../src/io/checkpoint.js';
 import { resolveConfig, type ModelConfig } from '../src/model/config.js';
@@ -46,7 +46,10 @@ function checkpoint(tokenizer: Tokenizer, extra: Partial<ModelConfig> = {}, seed
   return { config, weights, tokenizer };
 }
 
-const charTok = (): Tokenizer => buildCharTokenizer(TEXT + 'abcdefghijklmnopqrstuvwxyz');
+/** As minigpt train makes it: the characters, then <|endoftext|>. */
+const charTok = (): Tokenizer => makeTokenizer('char', TEXT + 'abcdefghijklmnopqrstuvwxyz');
+/** As checkpoints from before char tokenizers had <|endoftext|>. */
+const oldCharTok = (): Tokenizer => buildCharTokenizer(TEXT + 'abcdefghijklmnopqrstuvwxyz');
 const bpeTok = (): Tokenizer => makeTokenizer('bpe', (TEXT + ' the quick brown fox jumps over the lazy dog ').repeat(4), { vocabSize: 320 });
 
 test('GGUF header, alignment and the q/k permutation', () => {
@@ -61,6 +64,31 @@ test('GGUF header, alignment and the q/k permutation', () => {
   const w = Float32Array.from([0, 0, 1, 1, 2, 2, 3, 3]);
   assert.deepEqual(Array.from(permuteForGgufRope(w, 4, 2, 1)), [0, 0, 2, 2, 1, 1, 3, 3]);
   assert.throws(() => ggufFromCheckpoint(checkpoint(charTok(), { mlp: 'gelu' })), (e: unknown) => e instanceof MinigptError && /GELU-MLP model cannot be exported to GGUF/.test(e.message));
+});
+
+test('a char tokenizer\'s <|endoftext|> is a CONTROL token and BOS/EOS; without one the export warns about id 11', () => {
+  const value = (md: Map<string, GgufValue>, key: string): unknown => md.get(key)?.value;
+  const tok = charTok();
+  const eot = tok.specialTokens!['<|endoftext|>']!;
+  assert.equal(eot, tok.vocabSize - 1);
+  const warnings: string[] = [];
+  const md = ggufFromCheckpoint(checkpoint(tok, { vocab_size: tok.vocabSize + 3 }), { onWarning: (m) => warnings.push(m) }).metadata;
+  assert.equal(warnings.length, 0);
+  assert.equal(value(md, 'tokenizer.ggml.eos_token_id'), eot);
+  assert.equal(value(md, 'tokenizer.ggml.bos_token_id'), eot);
+  const tokens = value(md, 'tokenizer.ggml.tokens') as string[], types = Array.from(value(md, 'tokenizer.ggml.token_type') as Int32Array);
+  assert.equal(tokens[eot], '<|endoftext|>');
+  assert.deepEqual(types.map((t, i) => [t, i]).filter(([t]) => t !== GgufTokenType.NORMAL), [[GgufTokenType.CONTROL, eot], ...[1, 2, 3].map((k) => [GgufTokenType.UNUSED, eot + k])]);
+
+  const old = oldCharTok();
+  const oldMd = ggufFromCheckpoint(checkpoint(old), { onWarning: (m) => warnings.push(m) }).metadata;
+  assert.equal(oldMd.has('tokenizer.ggml.eos_token_id'), false);
+  assert.equal(warnings.length, 1);
+  assert.ok(!warnings[0]!.includes('\n'), 'one line');
+  assert.match(warnings[0]!, new RegExp(`no "<\\|endoftext\\|>" token .*the character with id 11, ${JSON.stringify(old.decode([11])).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}, as end of text.*retraining with a current minigpt`));
+  // With no character at id 11, nothing to warn about.
+  ggufFromCheckpoint(checkpoint(buildCharTokenizer('ab c\n')), { onWarning: (m) => warnings.push(m) });
+  assert.equal(warnings.length, 1);
 });
 
 const py = findPython(['gguf', 'numpy', 'safetensors']);
@@ -114,11 +142,14 @@ const results = [];
 for (const job of jobs) {
   const model = await llama.loadModel({ modelPath: job.gguf, gpuLayers: 0 });
   const tokens = job.texts.map((t) => Array.from(model.tokenize(t, false)));
+  const eog = [];
+  for (let id = 0; id < job.vocab; id++) if (model.isEogToken(id)) eog.push(id);
+  const special = { bos: model.tokens.bos, eos: model.tokens.eos, eog };
   const context = await model.createContext({ contextSize: job.contextSize, batchSize: job.contextSize, sequences: 1 });
   const seq = context.getSequence();
   const res = await seq.controlledEvaluate(job.ids.map((t) => [t, { generateNext: { logits: true } }]));
   const logits = res.map((r) => { const row = new Array(job.vocab).fill(null); for (const [k, v] of r.next.logits) row[k] = v; return row; });
-  results.push({ tokens, logits, nVocab: model.tokens.length ?? null });
+  results.push({ tokens, logits, special, nVocab: model.tokens.length ?? null });
   await context.dispose();
   await model.dispose();
 }
@@ -129,11 +160,13 @@ process.exit(0);
 
 const llamaEntry = nodeLlamaCpp();
 
-test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our token ids, our logits (1e-3)', { skip: llamaEntry ? undefined : 'node-llama-cpp is not installed (npm install: it is a devDependency)' }, async () => {
+test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our token ids, our logits (1e-3), <|endoftext|> its only end-of-generation token', { skip: llamaEntry ? undefined : 'node-llama-cpp is not installed (npm install: it is a devDependency)' }, async () => {
   const root = await tmp();
   const backend = await createBackend('reference');
   const cases: [string, Checkpoint, 'F32' | 'F16'][] = [
     ['char', checkpoint(charTok()), 'F32'],
+    // No <|endoftext|> (an older checkpoint): llama.cpp ends generation at the character with id 11.
+    ['char-old', checkpoint(oldCharTok()), 'F32'],
     // Five tokens: llama.cpp's default BOS/EOS ids for a gpt2-style vocabulary (11) do not exist.
     ['char-tiny', checkpoint(buildCharTokenizer('ab c\n')), 'F32'],
     ['bpe', checkpoint(bpeTok(), { tie_embeddings: true, rope_theta: 500 }), 'F32'],
@@ -142,7 +175,7 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
   const jobs = [];
   for (const [kind, ckpt, dtype] of cases) {
     const gguf = join(root, `${kind}.gguf`);
-    await exportGguf(ckpt, gguf, { dtype });
+    await exportGguf(ckpt, gguf, { dtype, onWarning: () => {} });
     const texts = kind === 'char-tiny' ? ['ab c', 'c\nba  b'] : [TEXT, 'the lazy dog'];
     const ids = Array.from(ckpt.tokenizer.encode(texts[0]!)).slice(0, 24);
     jobs.push({ gguf, texts, ids, vocab: ckpt.config.vocab_size, contextSize: ckpt.config.context });
@@ -164,7 +197,15 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
       const row = out.logits[t] as (number | null)[];
       for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(mine[t * V + v]! - (row[v] ?? NaN)));
     }
-    console.log(`# ${kind}: llama.cpp tokens equal; max |logit diff| over ${job.ids.length} positions x ${V} = ${worst.toExponential(2)}`);
+    console.log(`# ${kind}: llama.cpp tokens equal; max |logit diff| over ${job.ids.length} positions x ${V} = ${worst.toExponential(2)}; bos ${out.special.bos}, eos ${out.special.eos}, end-of-generation ids [${out.special.eog}]`);
     assert.ok(worst < 1e-3, `${kind}: llama.cpp logits differ from ours by ${worst}`);
+    const eot = ckpt.tokenizer.specialTokens?.['<|endoftext|>'];
+    if (eot !== undefined) {
+      // What llama.cpp needs to stop only where the model ends the text: no ordinary token is end-of-generation.
+      assert.equal(out.special.eos, eot, `${kind}: llama.cpp's EOS`);
+      assert.deepEqual(out.special.eog, [eot], `${kind}: llama.cpp's end-of-generation tokens`);
+    } else if (kind === 'char-old') {
+      assert.deepEqual(out.special.eog, [11], `${kind}: the character the export warns about`);
+    }
   }
 });

@@ -61,7 +61,10 @@ function checkpoint(tokenizer: Tokenizer, extra: Partial<ModelConfig> = {}, seed
   return { config, weights, tokenizer };
 }
 
-const charTok = (): Tokenizer => buildCharTokenizer(TEXTS.join(''), { unk: '\u2400' });
+/** As minigpt train makes it (with an unk character): the characters, the unk, then <|endoftext|>. */
+const charTok = (): Tokenizer => makeTokenizer('char', TEXTS.join(''), { unk: '\u2400' });
+/** As checkpoints from before char tokenizers had <|endoftext|>. */
+const oldCharTok = (): Tokenizer => buildCharTokenizer(TEXTS.join(''));
 const bpeTok = (): Tokenizer => makeTokenizer('bpe', TEXTS.join(' ').repeat(3) + ' the quick brown fox jumps over the lazy dog', { vocabSize: 400 });
 
 async function roundTrip(ckpt: Checkpoint, dtype: 'F32' | 'F16' | 'BF16'): Promise<void> {
@@ -78,6 +81,7 @@ async function roundTrip(ckpt: Checkpoint, dtype: 'F32' | 'F16' | 'BF16'): Promi
 
 test('export -> import -> export is byte-stable (char, gpt2, bpe; F32, F16, BF16; tied, GELU)', async () => {
   await roundTrip(checkpoint(charTok()), 'F32');
+  await roundTrip(checkpoint(oldCharTok()), 'F32');
   await roundTrip(checkpoint(charTok(), { tie_embeddings: true, vocab_size: 120 }), 'BF16');
   await roundTrip(checkpoint(bpeTok(), { mlp: 'gelu' }), 'F16');
   await roundTrip(checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1 }), 'F32');
@@ -96,6 +100,34 @@ test('import gives back the checkpoint: config, weights and tokenizer', async ()
   assert.deepEqual(cfg.architectures, ['LlamaForCausalLM']);
   assert.equal(cfg.num_key_value_heads, 2);
   assert.equal(cfg.eos_token_id, ckpt.tokenizer.specialTokens!['<|endoftext|>']);
+});
+
+test('a char tokenizer\'s <|endoftext|> is an added special token, BOS/EOS in the configs, and imports back', async () => {
+  const ckpt = checkpoint(charTok());
+  const eot = ckpt.tokenizer.specialTokens!['<|endoftext|>']!;
+  assert.equal(eot, ckpt.tokenizer.vocabSize - 1);
+  const dir = join(await tmp(), 'hf');
+  await exportHf(ckpt, dir);
+  const read = async (f: string): Promise<Record<string, unknown>> => JSON.parse(await readFile(join(dir, f), 'utf8'));
+  const tokJson = await read('tokenizer.json');
+  assert.deepEqual((tokJson.added_tokens as { id: number; content: string; special: boolean }[]).map((t) => [t.id, t.content, t.special]), [[eot, '<|endoftext|>', true]]);
+  assert.equal(Object.keys((tokJson.model as { vocab: object }).vocab).length, eot, 'the WordLevel vocabulary holds the characters and the unk');
+  const cfg = await read('config.json'), tokCfg = await read('tokenizer_config.json'), map = await read('special_tokens_map.json');
+  assert.equal(cfg.eos_token_id, eot);
+  assert.equal(cfg.bos_token_id, eot);
+  assert.equal((await read('generation_config.json')).eos_token_id, eot);
+  assert.equal(tokCfg.eos_token, '<|endoftext|>');
+  assert.equal(map.eos_token, '<|endoftext|>');
+  assert.equal(map.unk_token, '\u2400');
+  const back = (await readHfModel(dir)).checkpoint.tokenizer;
+  assert.deepEqual(back.toJSON(), ckpt.tokenizer.toJSON());
+  // Before: no special tokens, no EOS.
+  const oldDir = join(await tmp(), 'hf-old');
+  await exportHf(checkpoint(oldCharTok()), oldDir);
+  const oldCfg = JSON.parse(await readFile(join(oldDir, 'config.json'), 'utf8'));
+  assert.equal(oldCfg.eos_token_id, null);
+  assert.deepEqual(JSON.parse(await readFile(join(oldDir, 'tokenizer.json'), 'utf8')).added_tokens, []);
+  assert.equal((await readHfModel(oldDir)).checkpoint.tokenizer.specialTokens, undefined);
 });
 
 test('sharded safetensors with model.safetensors.index.json import like one file', async () => {
@@ -153,6 +185,7 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
   const backend = await createBackend('reference');
   const kinds: [string, Checkpoint][] = [
     ['char', checkpoint(charTok())],
+    ['char-old', checkpoint(oldCharTok())],
     ['gpt2', checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 2, tie_embeddings: true })],
     ['bpe', checkpoint(bpeTok(), { rope_theta: 500 })],
     ['bpe-gelu (Arcee)', checkpoint(bpeTok(), { mlp: 'gelu' }, 5)],
@@ -163,7 +196,7 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     const dir = join(root, kind.replace(/\W/g, '_'));
     await exportHf(ckpt, dir);
     const tok = ckpt.tokenizer;
-    const texts = kind === 'char' ? [...TEXTS, 'unknown \u2713 char'] : [...TEXTS, 'special <|endoftext|> token'];
+    const texts = kind === 'char' ? [...TEXTS, 'unknown \u2713 char', 'special <|endoftext|> token'] : kind === 'char-old' ? TEXTS : [...TEXTS, 'special <|endoftext|> token'];
     const ours = texts.map((t) => Array.from(tok.encode(t, tok.specialTokens ? { allowedSpecial: 'all' } : {})));
     const ids = ours.slice(0, 3).map((x) => x.slice(0, ckpt.config.context));
     jobs.push({ dir, texts, ids, decode: ours, resave: `${dir}-resaved` });

@@ -4,6 +4,8 @@ import { MinigptError } from '../src/errors.js';
 import {
   buildCharTokenizer,
   charTokenizerFromVocab,
+  createStreamingDecoder,
+  makeTokenizer,
   tokenizerFromJson,
   type CharTokenizerJson,
 } from '../src/data/tokenizer.js';
@@ -149,6 +151,59 @@ test('tokenizerFromJson treats a missing "unk" as none', () => {
   assertMinigptError(() => tok.encode('b'), /not in the tokenizer's vocabulary/);
 });
 
+// ---- the end-of-text special token ----
+
+test('makeTokenizer("char") adds <|endoftext|> as the last id; the characters keep their ids', () => {
+  const plain = buildCharTokenizer('hello world');
+  const tok = makeTokenizer('char', 'hello world');
+  assert.equal(tok.vocabSize, plain.vocabSize + 1);
+  assert.deepEqual(tok.specialTokens, { '<|endoftext|>': plain.vocabSize });
+  assert.equal(plain.specialTokens, undefined);
+  assert.deepEqual(tok.encode('hello world'), plain.encode('hello world'));
+  assert.deepEqual(tok.toJSON(), { ...plain.toJSON(), special: { '<|endoftext|>': plain.vocabSize } });
+  // After the unknown-character token.
+  const withUnk = makeTokenizer('char', 'ab', { unk: '?' });
+  assert.deepEqual(withUnk.toJSON(), { type: 'char', vocab: ['a', 'b'], unk: '?', special: { '<|endoftext|>': 3 } });
+  assert.deepEqual([...withUnk.encode('abz')], [0, 1, 2]);
+  assert.deepEqual(makeTokenizer('char', 'ab', { endOfText: false }).toJSON(), { type: 'char', vocab: ['a', 'b'], unk: null });
+  assert.deepEqual(buildCharTokenizer('ab', { endOfText: true }).toJSON(), { type: 'char', vocab: ['a', 'b'], unk: null, special: { '<|endoftext|>': 2 } });
+});
+
+test('<|endoftext|> text encodes as its characters unless allowedSpecial names it (as BPE); its id decodes to its text', () => {
+  const tok = makeTokenizer('char', 'ab <|endoftx>');
+  const eot = tok.specialTokens!['<|endoftext|>']!;
+  const text = 'a<|endoftext|>b';
+  const ordinary = tok.encode(text);
+  assert.equal(ordinary.length, [...text].length);
+  assert.ok(!ordinary.includes(eot));
+  const special = tok.encode(text, { allowedSpecial: 'all' });
+  assert.deepEqual([...special], [tok.encode('a')[0], eot, tok.encode('b')[0]]);
+  assert.deepEqual(tok.encode(text, { allowedSpecial: ['<|endoftext|>'] }), special);
+  assert.deepEqual([...tok.encode('<|endoftext|><|endoftext|>', { allowedSpecial: 'all' })], [eot, eot]);
+  assert.equal(tok.decode(special), text);
+  assert.equal(tok.decode(ordinary), text);
+  assert.equal(tok.decodeToken!(eot), '<|endoftext|>');
+  const stream = createStreamingDecoder(tok);
+  assert.equal([...special].map((id) => stream.push(id)).join(''), text);
+  assertMinigptError(() => tok.encode(text, { allowedSpecial: ['<|x|>'] }), /"<\|x\|>" is not a special token of this char tokenizer; its special tokens are "<\|endoftext\|>"/);
+  assertMinigptError(() => buildCharTokenizer('ab').encode('a', { allowedSpecial: ['<|endoftext|>'] }), /its special tokens are none/);
+  assert.deepEqual([...buildCharTokenizer('ab').encode('ab', { allowedSpecial: 'all' })], [0, 1]);
+});
+
+test('char tokenizer JSON: "special" round-trips; JSON without it (older checkpoints) loads exactly as before', () => {
+  const tok = makeTokenizer('char', 'Hello 世界 😀\n', { unk: '\uFFFD' });
+  const back = tokenizerFromJson(JSON.parse(JSON.stringify(tok.toJSON())), 't.json');
+  assert.deepEqual(back.toJSON(), tok.toJSON());
+  assert.deepEqual(back.specialTokens, tok.specialTokens);
+  assert.deepEqual(back.encode('Hello ü<|endoftext|>', { allowedSpecial: 'all' }), tok.encode('Hello ü<|endoftext|>', { allowedSpecial: 'all' }));
+  const old = tokenizerFromJson({ type: 'char', vocab: ['\n', 'a', 'b'], unk: null }, 't.json');
+  assert.equal(old.vocabSize, 3);
+  assert.equal(old.specialTokens, undefined);
+  assert.deepEqual(old.toJSON(), { type: 'char', vocab: ['\n', 'a', 'b'], unk: null });
+  assert.deepEqual([...old.encode('ba\n')], [2, 1, 0]);
+  assert.deepEqual(charTokenizerFromVocab(['a', 'b'], '?', ['<|endoftext|>']).toJSON(), makeTokenizer('char', 'ab', { unk: '?' }).toJSON());
+});
+
 const MALFORMED: Array<[description: string, json: unknown, message: RegExp]> = [
   ['null', null, /^t\.json: tokenizer must be a JSON object with a "type" field, got null/],
   ['an array', [], /got an array/],
@@ -167,6 +222,12 @@ const MALFORMED: Array<[description: string, json: unknown, message: RegExp]> = 
   ['a numeric unk', { type: 'char', vocab: ['a'], unk: 0 }, /"unk" must be a single character or null, got number 0/],
   ['a multi-character unk', { type: 'char', vocab: ['a'], unk: '<unk>' }, /"unk" "<unk>" has 5 characters/],
   ['an unk also in vocab', { type: 'char', vocab: ['a', '?'], unk: '?' }, /"unk" "\?" is also vocab\[1\]/],
+  ['an array "special"', { type: 'char', vocab: ['a'], special: ['<|endoftext|>'] }, /"special" must be an object of special token text -> id, got an array/],
+  ['a special id in the vocab', { type: 'char', vocab: ['a', 'b'], special: { '<|endoftext|>': 1 } }, /special token "<\|endoftext\|>" has id number 1; special ids must be the whole numbers 2 to 2/],
+  ['a special id on the unk token', { type: 'char', vocab: ['a'], unk: '?', special: { '<|endoftext|>': 1 } }, /has id number 1; special ids must be the whole numbers 2 to 2/],
+  ['two specials with one id', { type: 'char', vocab: ['a'], special: { '<|a|>': 1, '<|b|>': 1 } }, /special token "<\|b\|>" has id number 1; special ids must be the whole numbers 1 to 2, each once/],
+  ['an empty special', { type: 'char', vocab: ['a'], special: { '': 1 } }, /special token with empty text/],
+  ['a special that is a character', { type: 'char', vocab: ['a'], special: { a: 1 } }, /special token "a" is also an ordinary character/],
 ];
 
 for (const [description, json, message] of MALFORMED) {

@@ -219,7 +219,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
   let trained: LoadedModel | null = null;
   try {
     checkOptions(o);
-    const tokenizer = buildCharTokenizer(text);
+    const tokenizer = buildCharTokenizer(text, { endOfText: true }); // as makeTokenizer('char'): the CLI's vocabulary
     const { train, val } = splitTrainVal(tokenizer.encode(text), 0.1);
     const config = resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? tokenizer.vocabSize });
     const B = o.batch, T = config.context;

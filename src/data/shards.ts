@@ -34,6 +34,7 @@ import { commitDir, ioError, makeDirs, siblingPath, writeFileSynced } from '../u
 import type { TokenStream } from './batches.js';
 import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
 import {
+  END_OF_TEXT,
   charTokenizerFromVocab,
   makeTokenizer,
   tokenizerFromJson,
@@ -696,7 +697,8 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     check(any, noText);
     const vocab: string[] = [];
     for (let cp = 0; cp < seen.length; cp++) if (seen[cp]) vocab.push(String.fromCodePoint(cp));
-    tokenizer = charTokenizerFromVocab(vocab);
+    // As makeTokenizer('char') makes them for training: the characters, then "<|endoftext|>".
+    tokenizer = charTokenizerFromVocab(vocab, null, [END_OF_TEXT]);
   } else if (opts.tokenizer === 'gpt2') {
     tokenizer = makeTokenizer('gpt2', '');
   } else if (opts.tokenizer === 'bpe') {

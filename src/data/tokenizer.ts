@@ -6,7 +6,7 @@
  * makeTokenizer builds any kind for training, createStreamingDecoder streams any kind's output.
  */
 import { MinigptError, check } from '../errors.js';
-import { bpeTokenizerFromJsonFields, trainBpe, type BpeTrainOptions } from './bpe.js';
+import { END_OF_TEXT, bpeTokenizerFromJsonFields, toWellFormed, trainBpe, type BpeTrainOptions } from './bpe.js';
 import { gpt2Tokenizer, gpt2TokenizerFromJsonFields } from './gpt2.js';
 
 export { END_OF_TEXT } from './bpe.js';
@@ -19,12 +19,18 @@ export interface TokenizerJson {
   [field: string]: unknown;
 }
 
-/** Ids are positions in `vocab`; with `unk`, the id after the last vocab entry is the unknown token. */
+/**
+ * Ids are positions in `vocab`; with `unk`, the id after the last vocab entry is the unknown token;
+ * special tokens (`special`, text -> id) come last. JSON without "special" (written before char
+ * tokenizers had an end-of-text token) has none.
+ */
 export interface CharTokenizerJson extends TokenizerJson {
   type: 'char';
   /** Each entry exactly one Unicode code point; buildCharTokenizer writes them sorted by code point. */
   vocab: string[];
   unk: string | null;
+  /** Special tokens, text -> id, ids right after the vocab (and unk); left out when there are none. */
+  special?: Record<string, number>;
 }
 
 export interface EncodeOptions {
@@ -50,7 +56,10 @@ export interface Tokenizer {
   decodeToken?(id: number): string;
   /** The UTF-8 bytes of one token, for byte-level tokenizers (gpt2, bpe). */
   tokenBytes?(id: number): Uint8Array;
-  /** Special tokens, text -> id (gpt2 and bpe: "<|endoftext|>"); absent when there are none. */
+  /**
+   * Special tokens, text -> id (gpt2 and bpe: "<|endoftext|>"; char: "<|endoftext|>" when built
+   * for training); absent or empty when there are none.
+   */
   readonly specialTokens?: Readonly<Record<string, number>>;
   toJSON(): TokenizerJson;
 }
@@ -61,6 +70,15 @@ export interface CharTokenizerOptions {
    * Without it, encoding an unknown character is an error.
    */
   unk?: string;
+  /**
+   * Adds the special token "<|endoftext|>" with the last id (after the characters and the unk
+   * token), as the BPE tokenizers have it. Ordinary encoding never produces it, so a model trained
+   * with it learns never to predict it: exactly what llama.cpp needs of an end-of-generation token
+   * (a GGUF without one makes llama.cpp stop at the character with id 11). Default false here, so
+   * this function keeps making one token per character; makeTokenizer('char') (minigpt train,
+   * init, prepare and the web page) turns it on.
+   */
+  endOfText?: boolean;
 }
 
 /**
@@ -76,12 +94,16 @@ export function buildCharTokenizer(text: string, opts: CharTokenizerOptions = {}
   if (unk !== null) codePoints.delete(unk.codePointAt(0)!);
   check(codePoints.size > 0, 'cannot build a character tokenizer from empty text; give it the training text');
   const vocab = [...codePoints].sort((a, b) => a - b).map((cp) => String.fromCodePoint(cp));
-  return makeCharTokenizer(vocab, unk);
+  return makeCharTokenizer(vocab, unk, opts.endOfText ? [END_OF_TEXT] : []);
 }
 
-/** A character tokenizer with the given vocabulary (ids are array positions); validated. */
-export function charTokenizerFromVocab(vocab: readonly string[], unk: string | null = null): Tokenizer {
-  return charTokenizerFromJsonFields(vocab, unk, 'character vocabulary');
+/**
+ * A character tokenizer with the given vocabulary (ids are array positions), then `unk`, then the
+ * special tokens `special` in order; validated.
+ */
+export function charTokenizerFromVocab(vocab: readonly string[], unk: string | null = null, special: readonly string[] = []): Tokenizer {
+  const first = vocab.length + (unk === null ? 0 : 1);
+  return charTokenizerFromJsonFields(vocab, unk, Object.fromEntries(special.map((s, i) => [s, first + i])), 'character vocabulary');
 }
 
 /**
@@ -101,7 +123,7 @@ export function tokenizerFromJson(json: unknown, source: string): Tokenizer {
   );
   switch (type) {
     case 'char':
-      return charTokenizerFromJsonFields(fields['vocab'], fields['unk'], source);
+      return charTokenizerFromJsonFields(fields['vocab'], fields['unk'], fields['special'], source);
     case 'gpt2':
       return gpt2TokenizerFromJsonFields(fields, source);
     case 'bpe':
@@ -120,6 +142,8 @@ export interface MakeTokenizerOptions {
   specialTokens?: readonly string[];
   /** char: a character standing for every character not in the text. */
   unk?: string;
+  /** char: add the special token "<|endoftext|>" (see CharTokenizerOptions); default true. */
+  endOfText?: boolean;
   /** bpe: progress of the training, in merges. */
   onProgress?: BpeTrainOptions['onProgress'];
 }
@@ -131,7 +155,7 @@ export interface MakeTokenizerOptions {
 export function makeTokenizer(kind: TokenizerKind, text: string, opts: MakeTokenizerOptions = {}): Tokenizer {
   switch (kind) {
     case 'char':
-      return buildCharTokenizer(text, opts.unk === undefined ? {} : { unk: opts.unk });
+      return buildCharTokenizer(text, { ...(opts.unk === undefined ? {} : { unk: opts.unk }), endOfText: opts.endOfText ?? true });
     case 'gpt2':
       return gpt2Tokenizer();
     case 'bpe':
@@ -177,7 +201,7 @@ export function createStreamingDecoder(tokenizer: Tokenizer): StreamingDecoder {
   return { push: decodeOne, flush: () => '' };
 }
 
-function charTokenizerFromJsonFields(vocab: unknown, unk: unknown, source: string): Tokenizer {
+function charTokenizerFromJsonFields(vocab: unknown, unk: unknown, special: unknown, source: string): Tokenizer {
   check(Array.isArray(vocab), `${source}: char tokenizer "vocab" must be an array of single characters, got ${describeJsonValue(vocab)}`);
   check(vocab.length > 0, `${source}: char tokenizer "vocab" is empty; it needs at least one character`);
   const seen = new Map<string, number>();
@@ -206,7 +230,30 @@ function charTokenizerFromJsonFields(vocab: unknown, unk: unknown, source: strin
       () => `${source}: char tokenizer "unk" ${JSON.stringify(unk)} is also vocab[${seen.get(unk)}]; the unknown token must be separate`,
     );
   }
-  return makeCharTokenizer(vocab as string[], typeof unk === 'string' ? unk : null);
+  // An absent "special" means none (JSON written before char tokenizers had an end-of-text token).
+  check(
+    special === undefined || (typeof special === 'object' && special !== null && !Array.isArray(special)),
+    () => `${source}: char tokenizer "special" must be an object of special token text -> id, got ${describeJsonValue(special)}`,
+  );
+  const first = vocab.length + (typeof unk === 'string' ? 1 : 0);
+  const entries = Object.entries((special ?? {}) as Record<string, unknown>);
+  const specials: string[] = new Array(entries.length);
+  for (const [name, id] of entries) {
+    check(name.length > 0, `${source}: char tokenizer has a special token with empty text; a special token needs some text`);
+    check(toWellFormed(name) === name, () => `${source}: char tokenizer special token ${JSON.stringify(name)} holds an unpaired surrogate`);
+    check(
+      !seen.has(name) && name !== unk,
+      () => `${source}: char tokenizer special token ${JSON.stringify(name)} is also an ordinary character of the vocabulary; it must be separate`,
+    );
+    check(
+      typeof id === 'number' && Number.isInteger(id) && id >= first && id < first + entries.length && specials[id - first] === undefined,
+      () =>
+        `${source}: char tokenizer special token ${JSON.stringify(name)} has id ${describeJsonValue(id)}; ` +
+        `special ids must be the whole numbers ${first} to ${first + entries.length - 1}, each once, right after the ${first} characters`,
+    );
+    specials[(id as number) - first] = name;
+  }
+  return makeCharTokenizer(vocab as string[], typeof unk === 'string' ? unk : null, specials);
 }
 
 function checkSingleCodePoint(value: string, describe: (problem: string) => string): void {
@@ -223,23 +270,27 @@ function codePointLabel(cp: number): string {
   return `U+${cp.toString(16).toUpperCase().padStart(4, '0')}`;
 }
 
-/** Makes the tokenizer; `vocab` and `unk` are already valid. */
-function makeCharTokenizer(vocab: readonly string[], unk: string | null): Tokenizer {
+/** Makes the tokenizer; `vocab`, `unk` and the special tokens `specials` (in id order, after them) are already valid. */
+function makeCharTokenizer(vocab: readonly string[], unk: string | null, specials: readonly string[] = []): Tokenizer {
   const frozenVocab = Object.freeze([...vocab]);
   const unkId = unk === null ? -1 : frozenVocab.length;
-  const vocabSize = frozenVocab.length + (unk === null ? 0 : 1);
-  const pieces: readonly string[] = unk === null ? frozenVocab : [...frozenVocab, unk];
+  const characters: readonly string[] = unk === null ? frozenVocab : [...frozenVocab, unk];
+  // Special tokens decode to their text, as the BPE tokenizers' do.
+  const pieces: readonly string[] = [...characters, ...specials];
+  const vocabSize = pieces.length;
+  const special = new Map(specials.map((s, i) => [s, characters.length + i]));
+  const specialTokens = special.size === 0 ? undefined : Object.freeze(Object.fromEntries(special));
 
   // Dense table for the Basic Multilingual Plane (nearly all text), a Map above it.
   const bmpIds = new Int32Array(0x10000).fill(-1);
   const astralIds = new Map<number, number>();
-  pieces.forEach((ch, id) => {
+  characters.forEach((ch, id) => {
     const cp = ch.codePointAt(0)!;
     if (cp < 0x10000) bmpIds[cp] = id;
     else astralIds.set(cp, id);
   });
 
-  const encode = (text: string): Int32Array => {
+  const encodeOrdinary = (text: string): Int32Array => {
     const ids = new Int32Array(text.length); // code points <= UTF-16 units
     let count = 0;
     for (let i = 0; i < text.length; ) {
@@ -253,6 +304,49 @@ function makeCharTokenizer(vocab: readonly string[], unk: string | null): Tokeni
       i += cp > 0xffff ? 2 : 1;
     }
     return ids.slice(0, count);
+  };
+
+  // As the BPE tokenizers (bpe.ts): special-token text is ordinary text unless allowedSpecial names it.
+  const specialSplitters = new Map<string, RegExp>();
+  const encode = (text: string, opts: EncodeOptions = {}): Int32Array => {
+    const allowed = opts.allowedSpecial;
+    const names = allowed === 'all' ? [...special.keys()] : [...(allowed ?? [])];
+    if (names.length === 0) return encodeOrdinary(text);
+    for (const name of names) {
+      check(
+        special.has(name),
+        () =>
+          `${JSON.stringify(name)} is not a special token of this char tokenizer; ` +
+          `its special tokens are ${special.size === 0 ? 'none' : [...special.keys()].map((s) => JSON.stringify(s)).join(', ')}`,
+      );
+    }
+    // Longest first, so one special token that starts another cannot cut it short.
+    const key = [...new Set(names)].sort((a, b) => b.length - a.length || (a < b ? -1 : 1)).join('\u0000');
+    let re = specialSplitters.get(key);
+    if (!re) {
+      re = new RegExp(key.split('\u0000').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'gu');
+      specialSplitters.set(key, re);
+    }
+    const parts: Int32Array[] = [];
+    let start = 0, total = 0;
+    const add = (ids: Int32Array): void => {
+      parts.push(ids);
+      total += ids.length;
+    };
+    re.lastIndex = 0;
+    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+      add(encodeOrdinary(text.slice(start, m.index)));
+      add(Int32Array.of(special.get(m[0])!));
+      start = m.index + m[0].length;
+    }
+    add(encodeOrdinary(text.slice(start)));
+    const out = new Int32Array(total);
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
   };
 
   const decodeToken = (id: number): string => {
@@ -282,7 +376,13 @@ function makeCharTokenizer(vocab: readonly string[], unk: string | null): Tokeni
     encode,
     decode,
     decodeToken,
-    toJSON: (): CharTokenizerJson => ({ type: 'char', vocab: [...frozenVocab], unk }),
+    ...(specialTokens ? { specialTokens } : {}),
+    toJSON: (): CharTokenizerJson => ({
+      type: 'char',
+      vocab: [...frozenVocab],
+      unk,
+      ...(specialTokens ? { special: { ...specialTokens } } : {}),
+    }),
   };
 }
 

@@ -21,6 +21,10 @@
  *         cross a character boundary (the right side is always a continuation byte), so
  *         llama.cpp gives our ids for every character in the vocabulary. A character outside
  *         it has no token: llama.cpp drops it (our tokenizer maps it to unk, or refuses it).
+ *         Its "<|endoftext|>" (char tokenizers made for training have it, last id) is a CONTROL
+ *         token and BOS/EOS. Without one (checkpoints from before), llama.cpp falls back to id 11
+ *         as BOS/EOS for a "gpt2" vocabulary, and there is no key to say "none", so it stops
+ *         generating at whatever character has id 11: the export warns (onWarning).
  * Vocabulary slots beyond the tokenizer (config vocab_size > tokenizer size) are "[PAD<i>]"
  * tokens of type UNUSED, as the converter writes them.
  *
@@ -195,14 +199,20 @@ export function permuteForGgufRope(w: Float32Array, rows: number, cols: number, 
   return out;
 }
 
-/** The tokenizer.ggml.* metadata for our tokenizer, padded to `vocabSize` tokens. */
-export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number): Map<string, GgufValue> {
+/** llama.cpp's BOS/EOS id for a "gpt2" vocabulary whose GGUF names none. */
+export const LLAMA_CPP_DEFAULT_GPT2_EOS = 11;
+
+/**
+ * The tokenizer.ggml.* metadata for our tokenizer, padded to `vocabSize` tokens. `onWarning` hears
+ * of a char tokenizer without "<|endoftext|>" (llama.cpp would end generation at a character).
+ */
+export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, onWarning?: (message: string) => void): Map<string, GgufValue> {
   const tokens: string[] = [];
   const types: number[] = [];
   let merges: string[];
   const md = new Map<string, GgufValue>();
   if (tokenizer.kind === 'char') {
-    const { vocab, unk } = tokenizer.toJSON() as unknown as { vocab: string[]; unk: string | null };
+    const { vocab, unk, special } = tokenizer.toJSON() as unknown as { vocab: string[]; unk: string | null; special?: Record<string, number> };
     const pieces = unk === null ? vocab : [...vocab, unk];
     const mergeSet = new Set<string>();
     merges = [];
@@ -218,6 +228,23 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number): 
           merges.push(m);
         }
       }
+    }
+    for (const [text, id] of Object.entries(special ?? {}).sort((a, b) => a[1] - b[1])) {
+      check(id === tokens.length, 'internal: special token ids must follow the characters');
+      tokens.push(text);
+      types.push(GgufTokenType.CONTROL);
+    }
+    const eot = special?.['<|endoftext|>'];
+    if (eot !== undefined) {
+      md.set('tokenizer.ggml.bos_token_id', u32(eot));
+      md.set('tokenizer.ggml.eos_token_id', u32(eot));
+    } else if (pieces.length > LLAMA_CPP_DEFAULT_GPT2_EOS) {
+      const ch = pieces[LLAMA_CPP_DEFAULT_GPT2_EOS]!;
+      onWarning?.(
+        `this character tokenizer has no "<|endoftext|>" token (a checkpoint from an older minigpt, or one built without it), so llama.cpp will take ` +
+          `the character with id ${LLAMA_CPP_DEFAULT_GPT2_EOS}, ${JSON.stringify(ch)}, as end of text and stop generating whenever the model writes it; ` +
+          'retraining with a current minigpt (its character tokenizers have "<|endoftext|>") avoids this',
+      );
     }
   } else {
     const v = byteLevelVocab(tokenizer);
@@ -260,6 +287,8 @@ export interface GgufExportOptions {
   dtype?: 'F32' | 'F16';
   /** general.name. */
   name?: string;
+  /** Hears of what works but not fully in llama.cpp (a char tokenizer without "<|endoftext|>"); one line each. */
+  onWarning?: (message: string) => void;
 }
 
 /** The GGUF contents (metadata and llama.cpp-named tensors) for a checkpoint. */
@@ -284,7 +313,7 @@ export function ggufFromCheckpoint(ckpt: Checkpoint, opts: GgufExportOptions = {
     ['llama.attention.head_count_kv', u32(c.n_kv_heads)],
     ['llama.attention.layer_norm_rms_epsilon', f32(c.rms_norm_eps)],
     ['llama.rope.freq_base', f32(c.rope_theta)],
-    ...ggufTokenizerMetadata(ckpt.tokenizer, c.vocab_size),
+    ...ggufTokenizerMetadata(ckpt.tokenizer, c.vocab_size, opts.onWarning),
   ]);
 
   const layout = paramLayout(c);

@@ -173,7 +173,8 @@ export function hfSpecialTokens(tokenizer: Tokenizer): HfSpecialTokens {
  * as our encode does with allowedSpecial: 'all').
  * char: a Split that isolates every code point, a WordLevel model over the characters (the unk
  * character, if any, is its unk_token; otherwise an unknown character is an error, as here) and
- * a Fuse decoder, so ids are exactly ours.
+ * a Fuse decoder, so ids are exactly ours; its special tokens ("<|endoftext|>") are added tokens
+ * after them, as for the byte-level kinds.
  */
 export function hfTokenizerJson(tokenizer: Tokenizer): string {
   const head = (added: Record<string, unknown>[]): string[] => [
@@ -184,11 +185,12 @@ export function hfTokenizerJson(tokenizer: Tokenizer): string {
     `  "normalizer": null,`,
   ];
   if (tokenizer.kind === 'char') {
-    const { vocab, unk } = tokenizer.toJSON() as unknown as { vocab: string[]; unk: string | null };
+    const { vocab, unk, special } = tokenizer.toJSON() as unknown as { vocab: string[]; unk: string | null; special?: Record<string, number> };
     const pieces = unk === null ? vocab : [...vocab, unk];
+    const added = Object.entries(special ?? {}).sort((a, b) => a[1] - b[1]).map(([text, id]) => addedToken(id, text));
     return [
       '{',
-      ...head([]),
+      ...head(added),
       `  "pre_tokenizer": ${JSON.stringify({ type: 'Split', pattern: { Regex: String.raw`[\s\S]` }, behavior: 'Isolated', invert: false })},`,
       `  "post_processor": null,`,
       `  "decoder": ${JSON.stringify({ type: 'Fuse' })},`,
@@ -292,11 +294,18 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
       isObject(pre) && pre.type === 'Split' && isObject(pre.pattern) && ['[\\s\\S]', '(?s:.)', '.'].includes(pre.pattern.Regex as string) && pre.behavior === 'Isolated',
       `${source}: a WordLevel tokenizer is imported only as minigpt's character tokenizer (a Split pre-tokenizer isolating every character); this one splits differently`,
     );
-    const vocab = Object.entries(model.vocab as Record<string, number>).sort((a, b) => a[1] - b[1]);
-    // transformers' save_pretrained lists the unk character as an added token; any added token
-    // must be one of the vocabulary's characters under its own id.
-    const extra = added.filter((t) => (model.vocab as Record<string, number>)[t.content as string] !== t.id);
-    check(extra.length === 0, `${source}: the character tokenizer has added tokens (${extra.map((t) => JSON.stringify(t.content)).join(', ')}); minigpt's character tokenizer has no special tokens`);
+    // transformers' save_pretrained lists the unk character as an added token: an added token that
+    // is one of the vocabulary's characters under its own id is that. Any other must be a special
+    // token ("<|endoftext|>"), with the ids after the characters.
+    const wordVocab = model.vocab as Record<string, number>;
+    const extra = added.filter((t) => wordVocab[t.content as string] !== t.id || [...(t.content as string)].length !== 1);
+    const notSpecial = extra.filter((t) => t.special !== true);
+    check(notSpecial.length === 0, `${source}: the character tokenizer has added tokens that are not special (${notSpecial.map((t) => JSON.stringify(t.content)).join(', ')}); minigpt's character tokenizer has only special added tokens`);
+    const specialIds = new Set(extra.map((t) => t.id as number));
+    const vocab = Object.entries(wordVocab).filter(([, id]) => !specialIds.has(id)).sort((a, b) => a[1] - b[1]);
+    const specials = [...extra].sort((a, b) => (a.id as number) - (b.id as number));
+    specials.forEach((t, i) => check(t.id === vocab.length + i, `${source}: special token ${JSON.stringify(t.content)} has id ${t.id}; the special token ids must follow the ${vocab.length} characters`));
+    const specialNames = specials.map((t) => t.content as string);
     vocab.forEach(([piece, id], i) => {
       check(id === i, `${source}: character vocabulary ids must be 0..${vocab.length - 1} without gaps (found ${id} at position ${i})`);
       check([...piece].length === 1, `${source}: vocabulary entry ${JSON.stringify(piece)} is not one character`);
@@ -305,7 +314,7 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
     const last = vocab[vocab.length - 1]?.[0];
     const hasUnk = unkToken !== undefined && unkToken === last;
     const pieces = vocab.map(([p]) => p);
-    return hasUnk ? charTokenizerFromVocab(pieces.slice(0, -1), last!) : charTokenizerFromVocab(pieces);
+    return hasUnk ? charTokenizerFromVocab(pieces.slice(0, -1), last!, specialNames) : charTokenizerFromVocab(pieces, null, specialNames);
   }
 
   check(model.type === 'BPE', `${source}: tokenizer model ${JSON.stringify(model.type)} is not supported; minigpt imports byte-level BPE (GPT-2 style) and its own character tokenizer`);

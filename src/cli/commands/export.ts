@@ -35,7 +35,7 @@ export const exportCommand: CommandSpec = {
     const ckpt = await loadCheckpoint(dir);
     if (format === 'gguf') {
       check(dtype !== 'BF16', '--dtype BF16 is not written to GGUF here; use F32 or F16');
-      await exportGguf(ckpt, v.out, { dtype, overwrite: Boolean(v.force) });
+      await exportGguf(ckpt, v.out, { dtype, overwrite: Boolean(v.force), onWarning: (m) => console.error(`minigpt: warning: ${m}`) });
     } else {
       await exportHf(ckpt, v.out, { dtype, overwrite: Boolean(v.force) });
     }

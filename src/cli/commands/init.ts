@@ -45,15 +45,16 @@ export const initCommand: CommandSpec = {
     await checkCheckpointOut(v.out as string, Boolean(v.force));
     const text = v.data !== undefined ? cleanText(await loadText(v.data as string)) : (v.chars as string);
     check(text.length > 0, '--chars is empty');
-    const tokenizer = buildCharTokenizer(text);
+    // With "<|endoftext|>" after the characters, as `minigpt train` makes char tokenizers.
+    const tokenizer = buildCharTokenizer(text, { endOfText: true });
     const partial = modelConfigFromFlags(v);
     const vocab = partial.vocab_size ?? tokenizer.vocabSize;
     if (vocab < tokenizer.vocabSize) {
-      throw new MinigptError(`--vocab-size ${vocab} is smaller than the ${tokenizer.vocabSize} characters of the vocabulary`);
+      throw new MinigptError(`--vocab-size ${vocab} is smaller than the ${tokenizer.vocabSize} tokens of the vocabulary`);
     }
     const config = resolveConfig({ ...partial, vocab_size: vocab });
     const weights = initialWeights(config, paramLayout(config), createRng(v.seed as number));
     await saveCheckpoint(v.out as string, { config, weights, tokenizer });
-    console.log(`wrote untrained checkpoint ${v.out}: ${countParams(config).toLocaleString('en-US')} parameters, vocabulary of ${tokenizer.vocabSize} characters`);
+    console.log(`wrote untrained checkpoint ${v.out}: ${countParams(config).toLocaleString('en-US')} parameters, vocabulary of ${tokenizer.vocabSize} tokens`);
   },
 };
