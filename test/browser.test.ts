@@ -38,6 +38,8 @@ interface Chromium {
 }
 interface Browser {
   newPage(): Promise<Page>;
+  /** A context whose pages share storage, as the tabs of one browser do. */
+  newContext(): Promise<{ newPage(): Promise<Page>; close(): Promise<void> }>;
   close(): Promise<void>;
 }
 interface Page {
@@ -51,6 +53,8 @@ interface Page {
   waitForEvent(event: 'download', o: { timeout: number }): Promise<Download>;
   evaluate<T>(fn: string): Promise<T>;
   fill(selector: string, value: string): Promise<void>;
+  press(selector: string, key: string): Promise<void>;
+  setViewportSize(size: { width: number; height: number }): Promise<void>;
   click(selector: string): Promise<void>;
   selectOption(selector: string, value: string): Promise<unknown>;
   setInputFiles(selector: string, files: string | { name: string; mimeType: string; buffer: Buffer }): Promise<void>;
@@ -430,11 +434,16 @@ test('browser page: Stop ends the run after its current step and still shows a s
   const { state, errors } = await trainInPage('steps=100000&batch=4&context=32&d_model=32&n_heads=2&n_layers=1&sample_tokens=12&sample_every=0&backend=reference', async (page) => {
     await page.waitForFunction('(window.minigpt?.losses.length ?? 0) >= 2', null, { timeout: 30_000 });
     await page.click('#stop');
+    // Until the run ends, the status says it is stopping (not "training ... left"), and Stop is off.
+    assert.match((await page.textContent('#status')) ?? '', /^stopp(ing \(a last validation loss and sample first\)|ed): step /);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#stop').disabled"), true);
   });
   assert.deepEqual(errors, []);
   assert.equal(state.state, 'stopped');
   assert.ok(state.losses.length >= 2 && state.losses.length < 100000, `${state.losses.length} steps`);
   assert.ok(state.sample.trim().length > 0, 'the sample is empty after a stop');
+  // 'stopped' is posted once the run has ended (its last validation loss and sample taken), with its model.
+  assert.equal(state.hasModel, true);
 });
 
 test('browser page: a bad query parameter is reported on the page, not thrown away', { skip, timeout: 60_000 }, async () => {
@@ -488,6 +497,17 @@ test('browser page: the settings form sets up the run and the address bar; bad v
     await page.click('#train');
     await waitFor(opened, "window.minigpt?.error.startsWith('no file chosen')", 10_000);
     assert.equal((await status()).split('\n').length, 1);
+    // A binary file, or one that is not UTF-8, is refused as the CLI refuses it (not trained on as U+FFFD).
+    await page.setInputFiles('#text-file', { name: 'photo.txt', mimeType: 'text/plain', buffer: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 0, 1, 2, 3]) });
+    await page.click('#train');
+    await waitFor(opened, "window.minigpt?.error.startsWith('photo.txt looks like a binary file')", 10_000);
+    await page.setInputFiles('#text-file', { name: 'latin1.txt', mimeType: 'text/plain', buffer: Buffer.from('caf\xe9 au lait. '.repeat(20), 'latin1') });
+    await page.click('#train');
+    await waitFor(opened, "window.minigpt?.error.startsWith('latin1.txt is not UTF-8 text')", 10_000);
+    // A narrow (phone) window: nothing is wider than it (the long code names in the download notes wrap).
+    await page.setViewportSize({ width: 400, height: 800 });
+    assert.deepEqual(await page.evaluate<number[]>('[document.documentElement.scrollWidth, document.documentElement.clientWidth]'), [400, 400], 'the page scrolls sideways at 400 px');
+    await page.setViewportSize({ width: 1280, height: 720 });
     // A .txt file, cleaned like pasted text (\r\n becomes \n).
     const text = 'one fish, two fish, red fish, blue fish.\r\n'.repeat(30);
     await page.setInputFiles('#text-file', { name: 'fish.txt', mimeType: 'text/plain', buffer: Buffer.from(text) });
@@ -513,6 +533,8 @@ test('browser page: the settings form sets up the run and the address bar; bad v
 test('browser page: after a run, generates from a prompt; a character the model does not know is a one-line error', { skip, timeout: 60_000 }, async () => {
   await withTrainedPage(`${TINY}&backend=reference`, async (opened) => {
     const { page, errors } = opened;
+    // The status line says what to do next.
+    assert.match((await page.textContent('#status')) ?? '', /^done: step \d+\/\d+, .*; the model is ready: type a prompt under Generate, or download it$/);
     // A prompt of the corpus' own characters, longer than the context (32): the model sees its end.
     const text = await corpus();
     const prompt = text.slice(0, 40);
@@ -530,6 +552,10 @@ test('browser page: after a run, generates from a prompt; a character the model 
     const again = await generateInPage(opened, 'the ', { tokens: '8', temperature: '0' });
     assert.equal(again.state, 'done', again.error);
     assert.ok(again.text.length > 0);
+    // Ctrl+Enter in the prompt generates too.
+    await page.evaluate("window.minigpt.generation.state = 'idle'");
+    await page.press('#prompt', 'Control+Enter');
+    await waitFor(opened, "window.minigpt?.generation.state === 'done'", 20_000);
     // Stop ends a long generation after its current token.
     await page.fill('#gen-tokens', '1000000');
     await page.click('#generate');
@@ -544,10 +570,17 @@ test('browser page: after a run, generates from a prompt; a character the model 
     await page.click('#train');
     await waitFor(opened, "window.minigpt?.state === 'error'", 10_000);
     const refused = await page.evaluate<PageState>('window.minigpt');
-    assert.match(refused.error, /heads/);
+    assert.match(refused.error, /^n_heads \(3\) must divide d_model \(32\)/, 'the page names its own fields, not the CLI flags');
     assert.equal(refused.error.split('\n').length, 1);
     assert.equal(refused.hasModel, true);
     assert.equal(await page.evaluate<boolean>("document.querySelector('#generate').disabled"), false, 'Generate is off after a refused run');
+    // So is text too short for one sequence: refused before a new run replaces the model.
+    await page.fill('#f-n-heads', '2');
+    await page.fill('#text', 'hello');
+    await page.click('#train');
+    await waitFor(opened, "window.minigpt?.error.startsWith('the text has 4 training tokens')", 10_000);
+    assert.equal((await page.evaluate<PageState>('window.minigpt')).hasModel, true);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#generate').disabled"), false, 'short text threw away the model');
     assert.deepEqual(errors, []);
   });
 });
@@ -624,6 +657,11 @@ test('browser page: loads a checkpoint zip made in Node and generates what Node 
     assert.equal(g.state, 'done', g.error);
     assert.ok(expected.length > 0);
     assert.equal(g.text, expected, 'the page generated other text than Node from the same checkpoint');
+    // A file that is no zip (a GGUF download) is refused next to the Load input, and the loaded model stays.
+    await page.setInputFiles('#load-file', { name: 'model.gguf', mimeType: 'application/octet-stream', buffer: Buffer.from('GGUF\x03\0\0\0') });
+    await waitFor(opened, "window.minigpt?.state === 'error'", 10_000);
+    assert.match((await page.textContent('#load-status')) ?? '', /^error: model\.gguf is a GGUF file \(llama\.cpp\), which this page cannot load: /);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#generate').disabled"), false, 'a refused file threw away the loaded model');
     await page.click('#download-gguf');
     await waitFor(opened, "window.minigpt?.download.state === 'error'", 10_000);
     assert.match((await page.textContent('#download-status')) ?? '', /^error: a GELU-MLP model cannot be exported to GGUF: [^\n]*$/);
@@ -707,6 +745,14 @@ test('browser page: the last model is kept in the browser; a reload offers it wi
     assert.equal(forgotten.saved.info, null, 'the model is still offered after Forget');
     assert.equal(forgotten.saved.state, 'idle', forgotten.saved.note);
     assert.equal(await page.evaluate<boolean>("document.querySelector('#saved-offer').hidden"), true);
+    // A first visit to the bare address (nothing kept) starts nothing either: the form waits for Train.
+    await page.goto(url);
+    await waitFor(opened, SAVED_READ, 10_000);
+    await new Promise((r) => setTimeout(r, 500));
+    const firstVisit = await page.evaluate<PageState>('window.minigpt');
+    assert.equal(firstVisit.state, 'loading', 'a bare first visit started a run');
+    assert.deepEqual(firstVisit.losses, []);
+    assert.match((await page.textContent('#status')) ?? '', /^ready: choose the settings and the data, then press Train/);
     assert.deepEqual(errors, []);
   } finally {
     await page.close();
@@ -715,6 +761,31 @@ test('browser page: the last model is kept in the browser; a reload offers it wi
 
 /** Dispatches a cancelable beforeunload in the page, as leaving it does: true when the page asks to stay. */
 const LEAVING_PREVENTED = "(() => { const e = new Event('beforeunload', { cancelable: true }); window.dispatchEvent(e); return e.defaultPrevented; })()";
+
+test('browser page: two tabs: a model one keeps is offered in the other at once, and Forget in one clears the other', { skip, timeout: 60_000 }, async () => {
+  const { browser, url } = await open();
+  const tabs = await browser.newContext();
+  try {
+    const first = await tabs.newPage(), second = await tabs.newPage();
+    const errors: string[] = [];
+    for (const p of [first, second]) p.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    await first.goto(`${url}?autostart=0`);
+    await first.waitForFunction(SAVED_READ, null, { timeout: 10_000 });
+    assert.equal(await first.evaluate<unknown>('window.minigpt.saved.info'), null);
+    // The second tab trains and keeps its model: the first offers it (it read nothing when it opened).
+    await second.goto(`${url}?${TINY}&backend=reference`);
+    await second.waitForFunction('window.minigpt?.saved.current === true', null, { timeout: 30_000 });
+    await first.waitForFunction('window.minigpt?.saved.info !== null', null, { timeout: 10_000 });
+    assert.match((await first.textContent('#saved-model')) ?? '', /^Your last model: d_model 32, 2 heads, 1 layer, /);
+    // Forget in the first: the second no longer says its model is kept.
+    await first.click('#forget');
+    await second.waitForFunction('window.minigpt?.saved.info === null', null, { timeout: 10_000 });
+    assert.equal(await second.evaluate<boolean>("document.querySelector('#saved-offer').hidden"), true);
+    assert.deepEqual(errors, []);
+  } finally {
+    await tabs.close();
+  }
+});
 
 test('browser page: leaving the page asks first while a run trains, and not once it has ended', { skip, timeout: 60_000 }, async () => {
   const opened = await openPage('steps=100000&batch=4&context=32&d_model=32&n_heads=2&n_layers=1&sample_tokens=12&sample_every=0&backend=reference');

@@ -6,9 +6,9 @@
  *
  * Nothing made here is lost: the model of every run that ends (done or stopped) and of every
  * checkpoint .zip loaded is kept in the browser's IndexedDB (web/saved-model.ts; the last one only),
- * offered again on the next visit (Restore, Forget); leaving the page while a run trains asks
- * first. Where the host does not send COOP/COEP, web/isolation.ts gets cross-origin isolation (for
- * the cpu backend) from a service worker before anything starts.
+ * offered again on the next visit and at once in the page's other tabs (Restore, Forget); leaving
+ * the page while a run trains asks first. Where the host does not send COOP/COEP, web/isolation.ts
+ * gets cross-origin isolation (for the cpu backend) from a service worker before anything starts.
  *
  * The model lives in a dedicated Web Worker (web/train-worker.ts, bundled as train-worker.js):
  * the page starts a fresh one for each run or loaded checkpoint, and it stays alive afterwards to
@@ -100,6 +100,8 @@ let toKeep: 'trained' | 'loaded' | null = null;
 let keeping: SavedModelInfo | null = null;
 /** The kept model's info, while the page's model is that model restored. */
 let restored: SavedModelInfo | null = null;
+/** Stop was pressed and the run has not ended yet: it ends after its current step, with a last validation loss and sample. */
+let stopping = false;
 
 /** The worker is setting up or running a run, or loading a checkpoint. */
 const training = (): boolean => worker !== null && (view.state === 'loading' || view.state === 'training');
@@ -185,6 +187,24 @@ async function loadDefaultText(): Promise<string> {
   return res.text();
 }
 
+/**
+ * A .txt file's bytes as text, refused as the CLI refuses them (its default --invalid-utf8 error):
+ * UTF-16, a binary file (a NUL byte in its first 8 KiB), or invalid UTF-8. Decoding leniently would
+ * train on replacement characters without a word.
+ */
+function decodeTextFile(name: string, bytes: Uint8Array): string {
+  if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) {
+    throw new MinigptError(`${name} is UTF-16 encoded; re-encode it as UTF-8`);
+  }
+  const nul = bytes.subarray(0, 8192).indexOf(0);
+  if (nul >= 0) throw new MinigptError(`${name} looks like a binary file (NUL byte at offset ${nul}); choose a UTF-8 text file`);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new MinigptError(`${name} is not UTF-8 text (invalid UTF-8); re-encode it as UTF-8`);
+  }
+}
+
 /** The text the form's data choice names, cleaned as the CLI cleans a file, and its label. */
 async function readData(): Promise<{ text: string; name: string }> {
   const source = document.querySelector<HTMLInputElement>('input[name=data-source]:checked')?.value ?? 'corpus';
@@ -196,7 +216,7 @@ async function readData(): Promise<{ text: string; name: string }> {
   if (source === 'file') {
     const file = el<HTMLInputElement>('text-file').files?.[0];
     if (!file) throw new MinigptError('no file chosen: choose a .txt file, or pick the default corpus or pasted text');
-    const text = cleanText(await file.text());
+    const text = cleanText(decodeTextFile(file.name, new Uint8Array(await file.arrayBuffer())));
     if (!text.trim()) throw new MinigptError(`${file.name} has no text`);
     return { text, name: `file ${file.name}` };
   }
@@ -219,6 +239,7 @@ function render(): void {
     : s.loadedFrom ? `${shape}; loaded from ${s.loadedFrom}`
     : `${shape}; batch ${o?.batch}, ${count(o?.steps ?? 0, 'step')}, lr ${o?.lr}`;
   el('data').textContent = restored?.source === 'trained' && s.loadedFrom ? `${restored.from} (what it was trained on)`
+    : s.loadedFrom && s.state === 'error' ? '…'
     : s.loadedFrom ? `none here: the model was trained elsewhere (${restored?.from ?? s.loadedFrom})`
     : s.characters ? `${s.dataName}: ${thousands(s.characters)} characters, ${thousands(s.trainTokens)} training and ${thousands(s.valTokens)} validation tokens (one per character)${s.valNote ? `; ${s.valNote}` : ''}`
     : s.dataName || '…';
@@ -227,6 +248,23 @@ function render(): void {
   el('sample').textContent = s.sample;
   renderControls();
   renderSaved();
+  renderLoad();
+}
+
+/** The file being loaded (null: the page's model is not from Load, or a run or Restore came after). */
+let loadingFile: string | null = null;
+
+/** Next to the Load input, where the file was chosen: how loading it goes (the status line says it too). */
+function renderLoad(): void {
+  const s = view, status = el('load-status');
+  const text = loadingFile === null ? ''
+    : s.formError ? `error: ${s.formError}`
+    : s.state === 'error' ? `error: ${s.error}`
+    : s.state === 'loading' ? `loading ${loadingFile}…`
+    : s.state === 'loaded' ? `loaded ${loadingFile}: Generate and the downloads above use it`
+    : '';
+  status.textContent = text;
+  status.dataset.state = loadingFile !== null && (s.formError || s.state === 'error') ? 'error' : 'idle';
 }
 
 function statusLine(s: PageView, o: PageOptions | null): string {
@@ -239,20 +277,24 @@ function statusLine(s: PageView, o: PageOptions | null): string {
   if (s.state === 'loaded') return `loaded ${s.loadedFrom}: type a prompt under Generate, or download it`;
   if (s.state === 'loading' && s.loadedFrom) return `loading ${s.loadedFrom}…`;
   const n = s.losses.length, steps = o?.steps ?? 0;
+  if (s.state === 'loading' && n === 0) return `starting a run of ${count(steps, 'step')}: ${s.config ? 'picking the backend and building the model' : 'reading the text'}…`;
   const val = s.valLosses.at(-1);
-  const parts = [`${s.state}: step ${n}/${steps}`];
+  // After Stop, the run is still 'training' until its last validation loss and sample.
+  const stillStopping = stopping && s.state === 'training';
+  const parts = [`${stillStopping ? 'stopping (a last validation loss and sample first)' : s.state}: step ${n}/${steps}`];
   if (n) parts.push(`loss ${s.losses[n - 1].toFixed(4)}`);
   if (val) parts.push(`val ${val[1].toFixed(4)}${val[0] !== n ? ` (step ${val[0]})` : ''}`);
   if (n) parts.push(`${s.tokensPerSecond.toFixed(0)} tokens/s`);
-  if (s.state === 'training' && n && o) parts.push(`${eta(s, o)} left`);
-  return parts.join(', ');
+  if (s.state === 'training' && n && o && !stillStopping) parts.push(`${eta(s, o)} left`);
+  const next = s.hasModel && (s.state === 'done' || s.state === 'stopped') ? '; the model is ready: type a prompt under Generate, or download it' : '';
+  return parts.join(', ') + next;
 }
 
 /** Buttons on or off for what the page can do now. */
 function renderControls(): void {
   const busy = training(), model = view.hasModel && worker !== null;
   const generating = view.generation.state === 'generating';
-  el<HTMLButtonElement>('stop').disabled = !busy;
+  el<HTMLButtonElement>('stop').disabled = !busy || stopping;
   el<HTMLButtonElement>('generate').disabled = !model || busy || generating;
   el<HTMLButtonElement>('gen-stop').disabled = !generating;
   for (const f of ['checkpoint', 'gguf', 'hf'] as const) el<HTMLButtonElement>(`download-${f}`).disabled = !model || busy || view.download.state === 'building';
@@ -344,6 +386,7 @@ function lossChart(points: [number, number][], val: [number, number][], steps: n
 /** Ends the current worker (its run, generation and model) and starts a fresh one. */
 function newWorker(): Worker {
   worker?.terminate();
+  stopping = false;
   toKeep = null;
   keeping = null;
   restored = null;
@@ -414,9 +457,21 @@ function onMessage(m: FromTrainWorker): void {
   }
 }
 
+/**
+ * Text too short for one training sequence is refused here too (the run checks it again), so it
+ * does not replace the worker and the model in it. One token per character, as the run's char
+ * tokenizer makes, and the same split (the last 10% for validation).
+ */
+function checkLength(text: string, o: PageOptions): void {
+  const tokens = [...text].length, train = tokens - Math.round(tokens * 0.1);
+  const T = typeof o.model.context === 'number' ? o.model.context : DEFAULT_CONFIG.context;
+  if (train <= T) throw new MinigptError(`the text has ${train} training tokens, fewer than one sequence of ${T + 1}; use more text or a smaller context`);
+}
+
 /** Starts a run: from the form (Train), or from the query string as it is (on opening the page). */
 async function startRun(fromForm: boolean): Promise<void> {
   let query: string, o: PageOptions, data: { text: string; name: string };
+  loadingFile = null;
   el('status').textContent = 'loading the text…';
   try {
     query = fromForm ? queryFromForm() : location.search;
@@ -424,6 +479,7 @@ async function startRun(fromForm: boolean): Promise<void> {
     // Checked here too, so a bad value does not replace the worker (and the model in it).
     checkOptions(o);
     data = await readData();
+    checkLength(data.text, o);
   } catch (e) {
     // A bad value leaves the run going on, or the model there is, as it was: it can still generate.
     if (training()) {
@@ -451,7 +507,27 @@ async function loadFile(file: File): Promise<void> {
     setState({ ...view, state: 'error', error: `could not read ${file.name}: ${errorText(e)}` });
     return;
   }
+  loadingFile = file.name;
+  const notZip = notAZip(file.name, new Uint8Array(bytes, 0, Math.min(4, bytes.byteLength)));
+  if (notZip) {
+    // Refused before a fresh worker replaces the page's model (a trained one can still generate), as a bad form value is.
+    if (training()) {
+      view.formError = notZip;
+      render();
+    } else {
+      setState({ ...view, state: 'error', error: notZip });
+    }
+    return;
+  }
   loadCheckpoint(bytes, file.name, null);
+}
+
+/** Why a file is not a checkpoint .zip, when it does not even start as a zip ('' when it may be one: the worker reads it). */
+function notAZip(name: string, head: Uint8Array): string {
+  const magic = String.fromCharCode(...head);
+  if (magic === 'PK\x03\x04' || magic === 'PK\x05\x06') return '';
+  const what = magic === 'GGUF' ? 'a GGUF file (llama.cpp), which this page cannot load' : 'not a zip file';
+  return `${name} is ${what}: load a checkpoint .zip (this page's checkpoint download, or a CLI checkpoint folder compressed into a .zip)`;
 }
 
 /** What Restore loads the kept model as (the status and errors name it so). */
@@ -518,6 +594,7 @@ async function keepSnapshot(zip: ArrayBuffer | null, error: string): Promise<voi
     return;
   }
   setSaved({ info, current: true, state: 'idle', note: '' });
+  savedChanged();
 }
 
 /** Reads what the browser keeps, for the offer; a failure is a one-line note (and no offer). */
@@ -544,6 +621,7 @@ async function restoreSaved(): Promise<void> {
     return;
   }
   setSaved({ state: 'idle' });
+  loadingFile = null;
   loadCheckpoint(zip, RESTORED_NAME, info);
 }
 
@@ -556,6 +634,24 @@ async function forgetSaved(): Promise<void> {
     return;
   }
   setSaved({ info: null, current: false, state: 'idle', note: '' });
+  savedChanged();
+}
+
+/**
+ * The other tabs of this page: each keeps its model in the same place, so one that keeps or forgets
+ * a model tells the others, which then offer what is kept now (not a model replaced or forgotten).
+ */
+const tabs = typeof BroadcastChannel === 'undefined' ? null : new BroadcastChannel('minigpt-saved-model');
+const savedChanged = (): void => tabs?.postMessage('changed');
+
+/** Another tab kept or forgot a model: shows what this browser keeps now; the page's model is no longer the kept one. */
+async function otherTabChangedSaved(): Promise<void> {
+  if (view.saved.state === 'saving' || view.saved.state === 'restoring') return;
+  try {
+    setSaved({ read: true, info: await readSavedInfo(), current: false, state: 'idle', note: '' });
+  } catch (e) {
+    setSaved({ read: true, info: null, current: false, state: 'error', note: errorText(e) });
+  }
 }
 
 /** "d_model 64, 4 heads, 2 layers, context 64 (0.10M parameters), trained on X for 200 steps on the cpu backend, Dec 6, 2025, 7:24 PM: loss 1.9000, val loss 2.0000" */
@@ -672,23 +768,21 @@ function confirmLeavingRun(e: BeforeUnloadEvent): void {
 
 /**
  * Whether opening the page starts the run its address names. ?autostart=0: never; ?autostart=1:
- * always. Otherwise yes, as it always did, unless this browser keeps a model from before and
- *  - the address names no run: a bare address is how one comes back to the page, and the default
- *    run would take the machine for a long while and then replace the kept model (only one is
- *    kept), which is what the visitor most likely came back for; or
+ * always. Otherwise only when the address names a run (a link with settings, opened afresh: that
+ * is what a shared or bookmarked link is for), and not when
+ *  - the address names no run: a first visit shows the form and waits for Train, since the default
+ *    run takes a laptop's CPU for several minutes (a class of students opening one link would each
+ *    start it), and a bare address is how one comes back to a kept model; or
  *  - the visitor reloaded the page or came back to it through the history: Train puts the run's
  *    settings in the address, so a reload of a tab that trained would start that run all over
  *    (on the default corpus, if the text was pasted) and replace the model it made.
- * Then the page offers the kept model (Restore) and waits for Train. A link with settings opened
- * afresh (shared, bookmarked) starts its run as before: that is what it is for, and the kept model
- * is offered all through the run (it is replaced only when the run ends). The reload that
- * web/isolation.ts makes is the page's own, not the visitor's.
+ * The reload that web/isolation.ts makes is the page's own, not the visitor's.
  */
-function shouldAutostart(hasKeptModel: boolean, afterIsolationReload: boolean): boolean {
+function shouldAutostart(afterIsolationReload: boolean): boolean {
   const q = new URLSearchParams(location.search);
   const autostart = q.get('autostart');
   if (autostart === '0') return false;
-  if (autostart === '1' || !hasKeptModel) return true;
+  if (autostart === '1') return true;
   const namesRun = [...q.keys()].some((k) => k !== 'autostart');
   const navigation = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined;
   const cameBack = !afterIsolationReload && (navigation?.type === 'reload' || navigation?.type === 'back_forward');
@@ -714,8 +808,18 @@ async function main(): Promise<void> {
     e.preventDefault();
     void startRun(true);
   });
-  el('stop').addEventListener('click', () => send({ type: 'stop' }));
+  el('stop').addEventListener('click', () => {
+    stopping = true;
+    send({ type: 'stop' });
+    render();
+  });
   el('generate').addEventListener('click', startGeneration);
+  // Ctrl+Enter (Cmd+Enter on a Mac) in the prompt generates, when Generate is on; Enter alone is a new line.
+  el('prompt').addEventListener('keydown', (e: KeyboardEvent) => {
+    if (e.key !== 'Enter' || !(e.ctrlKey || e.metaKey)) return;
+    e.preventDefault();
+    if (!el<HTMLButtonElement>('generate').disabled) startGeneration();
+  });
   el('gen-stop').addEventListener('click', () => send({ type: 'stop-generate' }));
   for (const f of ['checkpoint', 'gguf', 'hf'] as const) el(`download-${f}`).addEventListener('click', () => download(f));
   el<HTMLInputElement>('load-file').addEventListener('change', () => {
@@ -724,6 +828,7 @@ async function main(): Promise<void> {
     if (file) void loadFile(file).finally(() => { input.value = ''; });
   });
   el('restore').addEventListener('click', () => void restoreSaved());
+  tabs?.addEventListener('message', () => void otherTabChangedSaved());
   el('forget').addEventListener('click', () => void forgetSaved());
   window.addEventListener('beforeunload', confirmLeavingRun);
 
@@ -737,7 +842,7 @@ async function main(): Promise<void> {
   render();
   await readSaved();
   // Train, Load or Restore pressed meanwhile: that is what happens.
-  if (worker === null && shouldAutostart(view.saved.info !== null, isolation.afterIsolationReload)) await startRun(false);
+  if (worker === null && shouldAutostart(isolation.afterIsolationReload)) await startRun(false);
 }
 
 if (typeof document !== 'undefined') void main();

@@ -199,7 +199,13 @@ export function checkOptions(o: PageOptions): void {
   if (!Number.isInteger(o.evalEvery) || o.evalEvery < 0) throw new MinigptError(`eval_every must be a whole number (0: only at the end; got ${o.evalEvery})`);
   if (!Number.isInteger(o.threads) || o.threads < 0) throw new MinigptError(`threads must be a whole number (0: navigator.hardwareConcurrency; got ${o.threads})`);
   if (!(o.lr > 0)) throw new MinigptError(`lr must be more than 0 (got ${o.lr})`);
-  resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? 1 });
+  try {
+    resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? 1 });
+  } catch (e) {
+    // resolveConfig names the CLI's flags (--n-heads); the page's fields and query keys are n_heads.
+    if (e instanceof MinigptError) throw new MinigptError(e.message.replace(/--([a-z]+(?:-[a-z]+)*)/g, (_, name: string) => name.replace(/-/g, '_')));
+    throw e;
+  }
 }
 
 /** An error as the page shows it: a MinigptError's own one-line message, anything else with its name. */
@@ -263,8 +269,10 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     s.state = 'training';
     update();
     let t0 = performance.now();
+    // 'stopped' only once the run has ended: until its last validation loss and sample it is still 'training'.
+    let stopped = false;
     for (let step = 1; step <= o.steps; step++) {
-      if (hooks.signal?.aborted) { s.state = 'stopped'; break; }
+      if (hooks.signal?.aborted) { stopped = true; break; }
       zeroGrads(model);
       sampler.next(ids, targets);
       const dropoutSeed = (Math.imul(o.seed, 0x9e3779b1) + step) >>> 0;
@@ -288,7 +296,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     const last = s.losses.length;
     if (last > 0 && s.valLosses.at(-1)?.[0] !== last) await evaluate(last);
     await sample(last, true);
-    if (s.state === 'training') s.state = 'done';
+    s.state = stopped ? 'stopped' : 'done';
     s.hasModel = true;
     trained = { model, tokenizer };
   } catch (e) {
