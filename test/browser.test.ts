@@ -491,8 +491,14 @@ test('browser page: the settings form sets up the run and the address bar; bad v
     await page.click('#train');
     await waitFor(opened, "window.minigpt?.state === 'error'", 10_000);
     assert.match(await status(), /^error: steps must be a number \(got "abc"\)$/);
-    // The file source with no file chosen.
+    // A negative seed, as the CLI's --seed refuses it.
     await page.fill('#f-steps', '6');
+    await page.fill('#f-seed', '-1');
+    await page.click('#train');
+    await waitFor(opened, "window.minigpt?.error.startsWith('seed')", 10_000);
+    assert.match(await status(), /^error: seed must be a whole number, 0 or more \(got -1\)$/);
+    await page.fill('#f-seed', '1337');
+    // The file source with no file chosen.
     await page.click('#data-file');
     await page.click('#train');
     await waitFor(opened, "window.minigpt?.error.startsWith('no file chosen')", 10_000);

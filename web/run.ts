@@ -199,6 +199,7 @@ export function checkOptions(o: PageOptions): void {
   if (!Number.isInteger(o.evalEvery) || o.evalEvery < 0) throw new MinigptError(`eval_every must be a whole number (0: only at the end; got ${o.evalEvery})`);
   if (!Number.isInteger(o.threads) || o.threads < 0) throw new MinigptError(`threads must be a whole number (0: navigator.hardwareConcurrency; got ${o.threads})`);
   if (!(o.lr > 0)) throw new MinigptError(`lr must be more than 0 (got ${o.lr})`);
+  if (!Number.isInteger(o.seed) || o.seed < 0) throw new MinigptError(`seed must be a whole number, 0 or more (got ${o.seed})`);
   try {
     resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? 1 });
   } catch (e) {
