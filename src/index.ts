@@ -5,8 +5,8 @@ export { paramLayout, initialWeights, countParams, type ParamLayout, type ParamS
 export { createModel, setWeights, readWeights, forward, backward, zeroGrads, meanLoss, tuneKernels, type Model } from './model/model.js';
 export { createBackend, createReferenceBackend, webgpuAvailable, BACKEND_NAMES, type Backend, type Tensor, type IntTensor, type WebGpuBackend } from './backend/index.js';
 export { createOptimizer, optimizerStep, optimizerStepChecked, undoSkippedStep, lastGradNorm, DEFAULT_ADAMW, type AdamWConfig, type OptimizerState } from './train/optimizer.js';
-export { saveCheckpoint, loadCheckpoint, checkpointFiles, checkpointToZip, checkpointFromZip, type Checkpoint, type TrainingState, type SaveOptions } from './io/checkpoint.js';
-export { zipFiles, unzipFiles } from './io/zip.js';
+export { saveCheckpoint, loadCheckpoint, checkpointFiles, checkpointToZip, checkpointFromZip, checkCheckpointZip, type Checkpoint, type TrainingState, type SaveOptions } from './io/checkpoint.js';
+export { zipFiles, unzipFiles, zipFileNames } from './io/zip.js';
 export { encodeSafetensors, decodeSafetensors, readSafetensorsFile, writeSafetensorsFile, type NamedTensor } from './io/safetensors.js';
 export { buildCharTokenizer, tokenizerFromJson, makeTokenizer, createStreamingDecoder, type Tokenizer, type EncodeOptions } from './data/tokenizer.js';
 export { trainBpe } from './data/bpe.js';

@@ -21,7 +21,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Server } from 'node:http';
 import {
   buildCharTokenizer, checkpointFromZip, checkpointToZip, countParams, createModel, createReferenceBackend, createRng, generate,
-  initialWeights, loadCheckpoint, paramLayout, resolveConfig, setWeights, unzipFiles,
+  hfExportFiles, initialWeights, loadCheckpoint, paramLayout, resolveConfig, setWeights, unzipFiles, zipFiles,
 } from '../src/index.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -668,6 +668,11 @@ test('browser page: loads a checkpoint zip made in Node and generates what Node 
     await waitFor(opened, "window.minigpt?.state === 'error'", 10_000);
     assert.match((await page.textContent('#load-status')) ?? '', /^error: model\.gguf is a GGUF file \(llama\.cpp\), which this page cannot load: /);
     assert.equal(await page.evaluate<boolean>("document.querySelector('#generate').disabled"), false, 'a refused file threw away the loaded model');
+    // A zip that is no checkpoint (a transformers folder) is refused the same way.
+    await page.setInputFiles('#load-file', { name: 'minigpt-hf.zip', mimeType: 'application/zip', buffer: Buffer.from(zipFiles(hfExportFiles({ config, weights, tokenizer }), 'minigpt-hf')) });
+    await waitFor(opened, "document.querySelector('#load-status')?.textContent?.includes('minigpt-hf.zip') === true", 10_000);
+    assert.match((await page.textContent('#load-status')) ?? '', /^error: minigpt-hf\.zip: minigpt-hf\/config\.json is not a minigpt checkpoint config .*it looks like a Hugging Face model directory/);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#generate').disabled"), false, 'a zip without a checkpoint threw away the loaded model');
     await page.click('#download-gguf');
     await waitFor(opened, "window.minigpt?.download.state === 'error'", 10_000);
     assert.match((await page.textContent('#download-status')) ?? '', /^error: a GELU-MLP model cannot be exported to GGUF: [^\n]*$/);

@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkpointFiles, checkpointFromZip, checkpointToZip, loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint.js';
-import { unzipFiles, zipFiles } from '../src/io/zip.js';
+import { checkCheckpointZip, checkpointFiles, checkpointFromZip, checkpointToZip, loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint.js';
+import { unzipFiles, zipFileNames, zipFiles } from '../src/io/zip.js';
+import { hfExportFiles } from '../src/io/hf.js';
 import { resolveConfig, type ModelConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
@@ -134,4 +135,16 @@ test('train --init-from a checkpoint zip fine-tunes it; --resume refuses a zip a
   const resumed = runCli(['train', '--resume', zip, ...common]);
   assert.equal(resumed.code, 1);
   assert.match(resumed.stderr, /^minigpt: error: --resume takes the folder of a run .* start a new run with --init-from .*minigpt-model\.zip\n$/);
+});
+
+test('checkCheckpointZip tells a checkpoint zip from other zips without decompressing the weights', async () => {
+  const zip = await checkpointToZip({ config, weights, tokenizer });
+  assert.doesNotThrow(() => checkCheckpointZip(zip, 'good.zip'));
+  assert.deepEqual(zipFileNames(zip, 'good.zip').sort(), ['minigpt-model/config.json', 'minigpt-model/manifest.json', 'minigpt-model/model.safetensors', 'minigpt-model/tokenizer.minigpt.json']);
+  // A zipped transformers folder has config.json beside model.safetensors too: its config says what it is.
+  const hf = zipFiles(hfExportFiles({ config, weights, tokenizer }), 'minigpt-hf');
+  assert.throws(() => checkCheckpointZip(hf, 'hf.zip'), userError(/^hf\.zip: minigpt-hf\/config\.json is not a minigpt checkpoint config \(format is undefined\); it looks like a Hugging Face model directory: unzip it and convert the folder with minigpt import/));
+  await assert.rejects(checkpointFromZip(hf, 'hf.zip'), userError(/it looks like a Hugging Face model directory: unzip it/));
+  assert.throws(() => checkCheckpointZip(zipFiles(new Map([['a.txt', new Uint8Array(2)]])), 'other.zip'), userError(/other\.zip holds no checkpoint/));
+  assert.throws(() => checkCheckpointZip(new TextEncoder().encode('PK\x03\x04 not really'), 'cut.zip'), userError(/cut\.zip is not a zip file, or it is truncated or corrupt/));
 });

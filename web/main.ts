@@ -15,7 +15,7 @@
  * generate and build the downloads. This renders what it posts. See web/run.ts for the backend
  * choice and the query string. State is mirrored on `window.minigpt` for tests.
  */
-import { DEFAULT_CONFIG, MinigptError, TRAIN_DEFAULTS, cleanText } from '../src/index.js';
+import { DEFAULT_CONFIG, MinigptError, TRAIN_DEFAULTS, checkCheckpointZip, cleanText } from '../src/index.js';
 import { DEFAULT_CORPUS_NAME } from '../src/data/corpus.js';
 import { EVAL_BATCHES, checkOptions, defaultEvalEvery, emptyState, errorText, parseQuery, type PageBackend, type PageOptions, type PageState } from './run.js';
 import type { ExportFormat, FromTrainWorker, GenerateRequest, ToTrainWorker } from './train-worker.js';
@@ -508,7 +508,16 @@ async function loadFile(file: File): Promise<void> {
     return;
   }
   loadingFile = file.name;
-  const notZip = notAZip(file.name, new Uint8Array(bytes, 0, Math.min(4, bytes.byteLength)));
+  let notZip = notAZip(file.name, new Uint8Array(bytes, 0, Math.min(4, bytes.byteLength)));
+  if (!notZip) {
+    // A zip that holds no checkpoint (a transformers folder, anything else) is refused here too: the
+    // names and config.json are read, not the weights.
+    try {
+      checkCheckpointZip(new Uint8Array(bytes), file.name);
+    } catch (e) {
+      notZip = errorText(e);
+    }
+  }
   if (notZip) {
     // Refused before a fresh worker replaces the page's model (a trained one can still generate), as a bad form value is.
     if (training()) {

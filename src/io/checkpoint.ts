@@ -25,7 +25,7 @@ import { configFromJson, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js';
 import { tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
-import { looksLikeZip, unzipFiles, zipFiles } from './zip.js';
+import { looksLikeZip, unzipFiles, zipFileNames, zipFiles } from './zip.js';
 
 export const CHECKPOINT_FORMAT = 'minigpt-checkpoint';
 export const CHECKPOINT_VERSION = 1;
@@ -341,24 +341,58 @@ async function fileStartsLikeZip(path: string): Promise<boolean> {
  */
 export async function checkpointFromZip(bytes: Uint8Array, source: string, opts: { training?: boolean } = {}): Promise<Checkpoint> {
   const files = unzipFiles(bytes, source);
+  const root = zipCheckpointRoot([...files.keys()], source);
+  return decodeCheckpoint(zipSource(source, root, async (name) => files.get(root + name) ?? null), opts);
+}
+
+/**
+ * Checks, without decompressing the weights, that zip bytes hold a minigpt checkpoint: a
+ * config.json beside a model.safetensors (checkpointFromZip's choice of folder), and that
+ * config.json is ours (a zipped Hugging Face folder is not). Throws checkpointFromZip's one-line
+ * error otherwise; what it does not check (checksums, shapes) checkpointFromZip still does.
+ * Browser-safe: the page asks this before it gives up the model it has for a file.
+ */
+export function checkCheckpointZip(bytes: Uint8Array, source: string): void {
+  const root = zipCheckpointRoot(zipFileNames(bytes, source), source);
+  const config = unzipFiles(bytes, source, (name) => name === root + FILES.config).get(root + FILES.config)!;
+  const src = zipSource(source, root, async () => null);
+  checkConfigFormat(parseJson(config, src.path(FILES.config)) as Record<string, unknown>, src);
+}
+
+/** The folder (a prefix of the names, '' for the top level) of the checkpoint in a zip: the shallowest config.json beside a model.safetensors. */
+function zipCheckpointRoot(names: string[], source: string): string {
+  const present = new Set(names);
   const depth = (prefix: string): number => prefix.split('/').length;
-  const roots = [...files.keys()]
+  const roots = names
     .filter((n) => n === FILES.config || n.endsWith(`/${FILES.config}`))
     .map((n) => n.slice(0, n.length - FILES.config.length))
-    .filter((prefix) => files.has(prefix + FILES.model))
+    .filter((prefix) => present.has(prefix + FILES.model))
     .sort((a, b) => depth(a) - depth(b));
   check(roots.length > 0, `${source} holds no checkpoint (no config.json beside a model.safetensors)`);
   check(
     roots.length === 1 || depth(roots[0]) < depth(roots[1]),
     () => `${source} holds more than one checkpoint (${roots.slice(0, 3).map((r) => r || '(top level)').join(', ')}); zip one checkpoint folder`,
   );
-  const root = roots[0];
-  return decodeCheckpoint({
-    read: async (name) => files.get(root + name) ?? null,
+  return roots[0];
+}
+
+function zipSource(source: string, root: string, read: CheckpointFiles['read']): CheckpointFiles {
+  return {
+    read,
     path: (name) => `${source}: ${root}${name}`,
     label: source,
     hfHint: 'unzip it and convert the folder with minigpt import --from DIR --out DIR',
-  }, opts);
+  };
+}
+
+/** config.json says it is a minigpt checkpoint of the version this reads. */
+function checkConfigFormat(configRaw: Record<string, unknown>, src: CheckpointFiles): void {
+  const configSource = src.path(FILES.config);
+  check(configRaw?.format === CHECKPOINT_FORMAT, () => `${configSource} is not a minigpt checkpoint config (format is ${JSON.stringify(configRaw?.format)})${foreignConfigHint(configRaw, src.hfHint)}`);
+  check(
+    configRaw.format_version === CHECKPOINT_VERSION,
+    `${configSource} has format_version ${JSON.stringify(configRaw.format_version)}; this minigpt reads version ${CHECKPOINT_VERSION}`,
+  );
 }
 
 /** Checks and decodes a checkpoint's files (the directory and zip loaders' common part). */
@@ -372,11 +406,7 @@ async function decodeCheckpoint(src: CheckpointFiles, opts: { training?: boolean
   }
   const configSource = src.path(FILES.config);
   const configRaw = parseJson(await readChecked(src, FILES.config, manifest), configSource) as Record<string, unknown>;
-  check(configRaw?.format === CHECKPOINT_FORMAT, () => `${configSource} is not a minigpt checkpoint config (format is ${JSON.stringify(configRaw?.format)})${foreignConfigHint(configRaw, src.hfHint)}`);
-  check(
-    configRaw.format_version === CHECKPOINT_VERSION,
-    `${configSource} has format_version ${JSON.stringify(configRaw.format_version)}; this minigpt reads version ${CHECKPOINT_VERSION}`,
-  );
+  checkConfigFormat(configRaw, src);
   const config = configFromJson(configRaw, configSource);
 
   const modelSource = src.path(FILES.model);

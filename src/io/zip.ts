@@ -24,20 +24,32 @@ export function zipFiles(files: Map<string, Uint8Array>, folder?: string): Uint8
   return zipSync(folder ? { [folder]: entries } : entries);
 }
 
-/** The files of a zip (folders flattened into `a/b.json` names; directory entries and macOS `__MACOSX/` metadata left out). */
-export function unzipFiles(bytes: Uint8Array, source: string): Map<string, Uint8Array> {
+/** Directory entries and macOS metadata (`__MACOSX/`, `._name`), which are no files of ours. */
+const isMetadata = (name: string): boolean => name.endsWith('/') || name.startsWith('__MACOSX/') || name.split('/').some((p) => p.startsWith('._'));
+
+/**
+ * The files of a zip (folders flattened into `a/b.json` names; directory entries and macOS
+ * `__MACOSX/` metadata left out); with `only`, just the files it takes (the others are not
+ * decompressed).
+ */
+export function unzipFiles(bytes: Uint8Array, source: string, only?: (name: string) => boolean): Map<string, Uint8Array> {
   let entries: Record<string, Uint8Array>;
   try {
-    entries = unzipSync(bytes);
+    entries = unzipSync(bytes, { filter: (f) => !isMetadata(f.name) && (!only || only(f.name)) });
   } catch (e) {
     throw new MinigptError(`${source} is not a zip file, or it is truncated or corrupt (${(e as Error).message})`);
   }
-  const out = new Map<string, Uint8Array>();
-  for (const [name, data] of Object.entries(entries)) {
-    if (name.endsWith('/') || name.startsWith('__MACOSX/') || name.split('/').some((p) => p.startsWith('._'))) continue;
-    out.set(name, data);
-  }
-  return out;
+  return new Map(Object.entries(entries));
+}
+
+/** The names of a zip's files (as unzipFiles gives them), without decompressing any. */
+export function zipFileNames(bytes: Uint8Array, source: string): string[] {
+  const names: string[] = [];
+  unzipFiles(bytes, source, (name) => {
+    names.push(name);
+    return false;
+  });
+  return names;
 }
 
 /** True when `bytes` start like a zip file (a local file header, or an empty archive's end record). */
