@@ -6,7 +6,7 @@ import { check } from './errors.js';
 import { createKvCache, forwardCached } from './model/model.js';
 import type { LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
-import { createStreamingDecoder } from './data/tokenizer.js';
+import { createStreamingDecoder, encodeUserText } from './data/tokenizer.js';
 
 export interface SampleOptions {
   /** Tokens to generate. */
@@ -57,6 +57,18 @@ export function sampleToken(logits: Float32Array, opts: Required<Pick<SampleOpti
     if (r < 0) return order[i];
   }
   return order[keep - 1];
+}
+
+/**
+ * Checks, before generating, that a prompt someone typed encodes with the model's tokenizer (a
+ * one-line error naming `what` and the character it lacks) and to some tokens. Returns a note for
+ * a prompt longer than the context ('' for any other): `minigpt sample` and the page show it.
+ */
+export function checkPrompt(loaded: LoadedModel, prompt: string, what: string): string {
+  const ids = encodeUserText(loaded.tokenizer, prompt, what, 'the model knows only the characters it was trained on; leave it out of the prompt');
+  check(prompt.length === 0 || ids.length > 0, 'the prompt encodes to no tokens');
+  const context = loaded.model.config.context;
+  return ids.length > context ? `the prompt has ${ids.length} tokens; the model sees only its last ${context} (its context)` : '';
 }
 
 /**

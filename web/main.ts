@@ -17,7 +17,9 @@
  */
 import { DEFAULT_CONFIG, MinigptError, TRAIN_DEFAULTS, checkCheckpointZip, cleanText } from '../src/index.js';
 import { DEFAULT_CORPUS_NAME } from '../src/data/corpus.js';
-import { EVAL_BATCHES, checkOptions, defaultEvalEvery, emptyState, errorText, parseQuery, type PageBackend, type PageOptions, type PageState } from './run.js';
+import { looksLikeZip } from '../src/io/zip.js';
+import { sniffBinary } from '../src/data/text.js';
+import { EVAL_BATCHES, checkOptions, checkTrainTokens, defaultEvalEvery, emptyState, errorText, parseQuery, type PageBackend, type PageOptions, type PageState } from './run.js';
 import type { ExportFormat, FromTrainWorker, GenerateRequest, ToTrainWorker } from './train-worker.js';
 import { forgetSavedModel, readSavedInfo, readSavedZip, saveModel, type SavedModelInfo } from './saved-model.js';
 import { ensureIsolation } from './isolation.js';
@@ -193,10 +195,8 @@ async function loadDefaultText(): Promise<string> {
  * train on replacement characters without a word.
  */
 function decodeTextFile(name: string, bytes: Uint8Array): string {
-  if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) {
-    throw new MinigptError(`${name} is UTF-16 encoded; re-encode it as UTF-8`);
-  }
-  const nul = bytes.subarray(0, 8192).indexOf(0);
+  const { utf16, nulOffset: nul } = sniffBinary(bytes);
+  if (utf16) throw new MinigptError(`${name} is UTF-16 encoded; re-encode it as UTF-8`);
   if (nul >= 0) throw new MinigptError(`${name} looks like a binary file (NUL byte at offset ${nul}); choose a UTF-8 text file`);
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
@@ -465,7 +465,7 @@ function onMessage(m: FromTrainWorker): void {
 function checkLength(text: string, o: PageOptions): void {
   const tokens = [...text].length, train = tokens - Math.round(tokens * 0.1);
   const T = typeof o.model.context === 'number' ? o.model.context : DEFAULT_CONFIG.context;
-  if (train <= T) throw new MinigptError(`the text has ${train} training tokens, fewer than one sequence of ${T + 1}; use more text or a smaller context`);
+  checkTrainTokens(train, T);
 }
 
 /** Starts a run: from the form (Train), or from the query string as it is (on opening the page). */
@@ -533,9 +533,8 @@ async function loadFile(file: File): Promise<void> {
 
 /** Why a file is not a checkpoint .zip, when it does not even start as a zip ('' when it may be one: the worker reads it). */
 function notAZip(name: string, head: Uint8Array): string {
-  const magic = String.fromCharCode(...head);
-  if (magic === 'PK\x03\x04' || magic === 'PK\x05\x06') return '';
-  const what = magic === 'GGUF' ? 'a GGUF file (llama.cpp), which this page cannot load' : 'not a zip file';
+  if (looksLikeZip(head)) return '';
+  const what = String.fromCharCode(...head) === 'GGUF' ? 'a GGUF file (llama.cpp), which this page cannot load' : 'not a zip file';
   return `${name} is ${what}: load a checkpoint .zip (this page's checkpoint download, or a CLI checkpoint folder compressed into a .zip)`;
 }
 

@@ -209,6 +209,11 @@ export function checkOptions(o: PageOptions): void {
   }
 }
 
+/** Text of `train` training tokens gives at least one training sequence of context `T` (+1 target), or a one-line error. */
+export function checkTrainTokens(train: number, T: number): void {
+  if (train <= T) throw new MinigptError(`the text has ${train} training tokens, fewer than one sequence of ${T + 1}; use more text or a smaller context`);
+}
+
 /** An error as the page shows it: a MinigptError's own one-line message, anything else with its name. */
 export function errorText(e: unknown): string {
   return e instanceof Error ? `${e.name === 'MinigptError' ? '' : `${e.name}: `}${e.message}` : String(e);
@@ -233,7 +238,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     s.characters = text.length;
     s.trainTokens = train.length;
     s.valTokens = val.length;
-    if (train.length <= T) throw new MinigptError(`the text has ${train.length} training tokens, fewer than one sequence of ${T + 1}; use more text or a smaller context`);
+    checkTrainTokens(train.length, T);
     if (val.length <= T) s.valNote = `no validation loss: the validation split (the last 10% of the text) has ${val.length} tokens, fewer than one sequence of ${T + 1}`;
     s.config = config;
     s.parameters = countParams(config);

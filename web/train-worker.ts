@@ -17,10 +17,9 @@
  * `notIsolated`: why the page is not cross-origin isolated ('' when it is), for the backend note.
  */
 import {
-  MinigptError, checkpointToZip, encodeGguf, generate, ggufFromCheckpoint, hfExportFiles, readWeights, zipFiles,
+  MinigptError, checkPrompt, checkpointToZip, encodeGguf, generate, ggufFromCheckpoint, hfExportFiles, readWeights, zipFiles,
   type Checkpoint, type LoadedModel,
 } from '../src/index.js';
-import { encodeUserText } from '../src/data/tokenizer.js';
 import { errorText, loadCheckpointModel, runTraining, type PageBackend, type PageOptions, type PageState } from './run.js';
 
 /** A download the page can ask for: the checkpoint .zip, a llama.cpp GGUF file, a transformers folder .zip. */
@@ -126,10 +125,7 @@ async function generateText(req: GenerateRequest): Promise<void> {
   generating = stop;
   let note = '';
   try {
-    const ids = encodeUserText(loaded.tokenizer, req.prompt, 'prompt', 'the model knows only the characters it was trained on; leave it out of the prompt');
-    if (req.prompt.length > 0 && ids.length === 0) throw new MinigptError('the prompt encodes to no tokens');
-    const context = loaded.model.config.context;
-    if (ids.length > context) note = `the prompt has ${ids.length} tokens; the model sees only its last ${context} (its context)`;
+    note = checkPrompt(loaded, req.prompt, 'prompt');
     let lastYield = performance.now();
     for await (const t of generate(loaded, req.prompt, {
       maxTokens: req.maxTokens, temperature: req.temperature, topK: req.topK, topP: req.topP, seed: req.seed, signal: stop.signal,

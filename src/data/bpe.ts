@@ -277,6 +277,47 @@ function escapeRegExp(s: string): string {
   return s.replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&');
 }
 
+/**
+ * For encode with `allowedSpecial`: the regular expression that finds the special tokens it names
+ * (null when it names none: all is ordinary text), cached per set of names. Naming a token the
+ * tokenizer lacks is an error. Shared by the byte-level and the char tokenizers.
+ */
+export function specialTokenSplitter(special: ReadonlyMap<string, number>, kind: string): (allowed: EncodeOptions['allowedSpecial']) => RegExp | null {
+  const splitters = new Map<string, RegExp>();
+  return (allowed) => {
+    const names = allowed === 'all' ? [...special.keys()] : [...(allowed ?? [])];
+    if (names.length === 0) return null;
+    for (const name of names) {
+      check(
+        special.has(name),
+        () =>
+          `${JSON.stringify(name)} is not a special token of this ${kind} tokenizer; ` +
+          `its special tokens are ${special.size === 0 ? 'none' : [...special.keys()].map((s) => JSON.stringify(s)).join(', ')}`,
+      );
+    }
+    // Longest first, so one special token that starts another cannot cut it short.
+    const key = [...new Set(names)].sort((a, b) => b.length - a.length || (a < b ? -1 : 1)).join('\u0000');
+    let re = splitters.get(key);
+    if (!re) {
+      re = new RegExp(key.split('\u0000').map(escapeRegExp).join('|'), 'gu');
+      splitters.set(key, re);
+    }
+    return re;
+  };
+}
+
+/** Walks `text` in order: `onText` for each stretch of ordinary text (possibly empty), `onSpecial` for each special token `re` finds. */
+export function splitAtSpecialTokens(text: string, re: RegExp, special: ReadonlyMap<string, number>, onText: (part: string) => void, onSpecial: (id: number) => void): void {
+  let start = 0;
+  re.lastIndex = 0;
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    onText(text.slice(start, m.index));
+    onSpecial(special.get(m[0])!);
+    start = m.index + m[0].length;
+  }
+  onText(text.slice(start));
+}
+
 export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenizer {
   const { byteToId, tokenBytes, pairs, special, wholePieces } = model;
   const ordinaryCount = tokenBytes.length;
@@ -327,41 +368,13 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
     return out.result();
   };
 
-  const specialSplitters = new Map<string, RegExp>();
-  const allowedSplitter = (allowed: EncodeOptions['allowedSpecial']): RegExp | null => {
-    const names = allowed === 'all' ? [...special.keys()] : [...(allowed ?? [])];
-    if (names.length === 0) return null;
-    for (const name of names) {
-      check(
-        special.has(name),
-        () =>
-          `${JSON.stringify(name)} is not a special token of this ${model.kind} tokenizer; ` +
-          `its special tokens are ${special.size === 0 ? 'none' : [...special.keys()].map((s) => JSON.stringify(s)).join(', ')}`,
-      );
-    }
-    // Longest first, so one special token that starts another cannot cut it short.
-    const key = [...new Set(names)].sort((a, b) => b.length - a.length || (a < b ? -1 : 1)).join('\u0000');
-    let re = specialSplitters.get(key);
-    if (!re) {
-      re = new RegExp(key.split('\u0000').map(escapeRegExp).join('|'), 'gu');
-      specialSplitters.set(key, re);
-    }
-    return re;
-  };
+  const allowedSplitter = specialTokenSplitter(special, model.kind);
 
   const encode = (text: string, opts: EncodeOptions = {}): Int32Array => {
     const re = allowedSplitter(opts.allowedSpecial);
     if (re === null) return encodeOrdinary(text);
-    const wellFormed = toWellFormed(text);
     const out = new IdBuffer(text.length >> 2);
-    let start = 0;
-    re.lastIndex = 0;
-    for (let m = re.exec(wellFormed); m !== null; m = re.exec(wellFormed)) {
-      encodeInto(wellFormed.slice(start, m.index), out);
-      out.push(special.get(m[0])!);
-      start = m.index + m[0].length;
-    }
-    encodeInto(wellFormed.slice(start), out);
+    splitAtSpecialTokens(toWellFormed(text), re, special, (part) => encodeInto(part, out), (id) => out.push(id));
     return out.result();
   };
 

@@ -138,11 +138,19 @@ async function loadFile(path: string, opts: LoadTextOptions, replaced: ReplacedB
   return extname(path).toLowerCase() === '.jsonl' ? jsonlDocuments(path, text, opts.textField ?? 'text') : text;
 }
 
+/**
+ * What makes a file's bytes no UTF-8 text at a glance: a UTF-16 byte-order mark (UTF-16 text is
+ * full of NUL bytes too, but the fix for it is different), else the offset of a NUL byte in the
+ * first BINARY_SNIFF_BYTES (-1: none). Browser-safe: the page checks a chosen file with it.
+ */
+export function sniffBinary(bytes: Uint8Array): { utf16: boolean; nulOffset: number } {
+  const utf16 = (bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff);
+  return { utf16, nulOffset: utf16 ? -1 : bytes.subarray(0, BINARY_SNIFF_BYTES).indexOf(0) };
+}
+
 function rejectBinary(path: string, bytes: Uint8Array): void {
-  // UTF-16 text is full of NUL bytes too, but the fix for it is different.
-  const utf16Bom = (bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff);
-  check(!utf16Bom, `${path}: file is UTF-16 encoded; re-encode it as UTF-8`);
-  const nul = bytes.subarray(0, BINARY_SNIFF_BYTES).indexOf(0);
+  const { utf16, nulOffset: nul } = sniffBinary(bytes);
+  check(!utf16, `${path}: file is UTF-16 encoded; re-encode it as UTF-8`);
   check(
     nul < 0,
     () => `${path}: looks like a binary file (NUL byte at offset ${nul}); point at a UTF-8 text file instead`,

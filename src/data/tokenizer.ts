@@ -6,7 +6,7 @@
  * makeTokenizer builds any kind for training, createStreamingDecoder streams any kind's output.
  */
 import { MinigptError, check } from '../errors.js';
-import { END_OF_TEXT, bpeTokenizerFromJsonFields, toWellFormed, trainBpe, type BpeTrainOptions } from './bpe.js';
+import { END_OF_TEXT, bpeTokenizerFromJsonFields, specialTokenSplitter, splitAtSpecialTokens, toWellFormed, trainBpe, type BpeTrainOptions } from './bpe.js';
 import { gpt2Tokenizer, gpt2TokenizerFromJsonFields } from './gpt2.js';
 
 export { END_OF_TEXT } from './bpe.js';
@@ -307,46 +307,15 @@ function makeCharTokenizer(vocab: readonly string[], unk: string | null, special
   };
 
   // As the BPE tokenizers (bpe.ts): special-token text is ordinary text unless allowedSpecial names it.
-  const specialSplitters = new Map<string, RegExp>();
+  const allowedSplitter = specialTokenSplitter(special, 'char');
   const encode = (text: string, opts: EncodeOptions = {}): Int32Array => {
-    const allowed = opts.allowedSpecial;
-    const names = allowed === 'all' ? [...special.keys()] : [...(allowed ?? [])];
-    if (names.length === 0) return encodeOrdinary(text);
-    for (const name of names) {
-      check(
-        special.has(name),
-        () =>
-          `${JSON.stringify(name)} is not a special token of this char tokenizer; ` +
-          `its special tokens are ${special.size === 0 ? 'none' : [...special.keys()].map((s) => JSON.stringify(s)).join(', ')}`,
-      );
-    }
-    // Longest first, so one special token that starts another cannot cut it short.
-    const key = [...new Set(names)].sort((a, b) => b.length - a.length || (a < b ? -1 : 1)).join('\u0000');
-    let re = specialSplitters.get(key);
-    if (!re) {
-      re = new RegExp(key.split('\u0000').map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'gu');
-      specialSplitters.set(key, re);
-    }
-    const parts: Int32Array[] = [];
-    let start = 0, total = 0;
-    const add = (ids: Int32Array): void => {
-      parts.push(ids);
-      total += ids.length;
-    };
-    re.lastIndex = 0;
-    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-      add(encodeOrdinary(text.slice(start, m.index)));
-      add(Int32Array.of(special.get(m[0])!));
-      start = m.index + m[0].length;
-    }
-    add(encodeOrdinary(text.slice(start)));
-    const out = new Int32Array(total);
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
+    const re = allowedSplitter(opts.allowedSpecial);
+    if (re === null) return encodeOrdinary(text);
+    const ids: number[] = [];
+    splitAtSpecialTokens(text, re, special, (part) => {
+      for (const id of encodeOrdinary(part)) ids.push(id);
+    }, (id) => ids.push(id));
+    return Int32Array.from(ids);
   };
 
   const decodeToken = (id: number): string => {

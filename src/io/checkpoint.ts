@@ -262,6 +262,11 @@ interface CheckpointFiles {
 async function readChecked(src: CheckpointFiles, name: string, manifest: Record<string, string> | null): Promise<Uint8Array> {
   const bytes = await src.read(name);
   if (!bytes) throw new MinigptError(`${src.path(name)} is missing; the checkpoint is incomplete`);
+  return checkAgainstManifest(src, name, bytes, manifest);
+}
+
+/** `bytes` of file `name`, once they match its checksum in the manifest (when there is one). */
+async function checkAgainstManifest(src: CheckpointFiles, name: string, bytes: Uint8Array, manifest: Record<string, string> | null): Promise<Uint8Array> {
   if (manifest) {
     check(name in manifest, `${src.path(FILES.manifest)} does not list ${name}; the checkpoint is corrupt`);
     const sum = await sha256(bytes);
@@ -423,8 +428,9 @@ async function decodeCheckpoint(src: CheckpointFiles, opts: { training?: boolean
   const ckpt: Checkpoint = { config, weights, tokenizer };
   if (opts.training) {
     const optSource = src.path(FILES.optimizer);
-    check((await src.read(FILES.optimizer)) !== null, `${src.label} has no optimizer state (it is not a training checkpoint), so training cannot resume from it exactly`);
-    const opt = decodeSafetensors(await readChecked(src, FILES.optimizer, manifest), optSource).tensors;
+    const optBytes = await src.read(FILES.optimizer);
+    check(optBytes !== null, `${src.label} has no optimizer state (it is not a training checkpoint), so training cannot resume from it exactly`);
+    const opt = decodeSafetensors(await checkAgainstManifest(src, FILES.optimizer, optBytes, manifest), optSource).tensors;
     const m = opt.get('adamw.m'), v = opt.get('adamw.v');
     check(m && v && m.data.length === weights.length && v.data.length === weights.length && m.dtype === 'F32' && v.dtype === 'F32',
       `${optSource} does not hold F32 adamw.m and adamw.v of ${weights.length} values; the checkpoint is corrupt`);

@@ -1,9 +1,8 @@
 import { createInterface } from 'node:readline';
 import { MinigptError, check } from '../../errors.js';
-import { encodeUserText } from '../../data/tokenizer.js';
 import { BACKEND_FLAGS, flagsOnCommandLine, type CommandSpec } from '../args.js';
 import { SAMPLE_ON_CPU_MAX_PARAMS, loadModel, type LoadedModel } from '../../inference.js';
-import { generate, type SampleOptions } from '../../generate.js';
+import { checkPrompt, generate, type SampleOptions } from '../../generate.js';
 import { findCheckpointDir, latestRun } from '../../train/train.js';
 import { onOutputClosed } from '../output.js';
 
@@ -36,7 +35,7 @@ export const sampleCommand: CommandSpec = {
     };
     if (v.interactive) return interactive(loaded, opts);
     const prompt = v.prompt as string;
-    checkPrompt(loaded, prompt, '--prompt');
+    checkPromptNoting(loaded, prompt, '--prompt');
     const controller = new AbortController();
     // Ctrl-C stops generation after the current token (exit 130); a second one exits at once.
     let interrupted = false;
@@ -58,12 +57,10 @@ export const sampleCommand: CommandSpec = {
   },
 };
 
-/** Checks a prompt encodes (one line naming `what` if not) and notes a prompt longer than the context. */
-function checkPrompt(loaded: LoadedModel, prompt: string, what: string): void {
-  const ids = encodeUserText(loaded.tokenizer, prompt, what, 'the model knows only the characters it was trained on; leave it out of the prompt');
-  check(prompt.length === 0 || ids.length > 0, 'the prompt encodes to no tokens');
-  const context = loaded.model.config.context;
-  if (ids.length > context) process.stderr.write(`minigpt: note: the prompt has ${ids.length} tokens; the model sees only its last ${context} (its context)\n`);
+/** checkPrompt, its note (a prompt longer than the context) on stderr. */
+function checkPromptNoting(loaded: LoadedModel, prompt: string, what: string): void {
+  const note = checkPrompt(loaded, prompt, what);
+  if (note) process.stderr.write(`minigpt: note: ${note}\n`);
 }
 
 /** Writes the prompt and then each generated token to stdout as it comes, and a newline at the end. */
@@ -119,7 +116,7 @@ async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<nu
   try {
     for await (const line of rl) {
       try {
-        checkPrompt(loaded, line, 'the prompt');
+        checkPromptNoting(loaded, line, 'the prompt');
         current = new AbortController();
         await streamSample(loaded, line, { ...opts, seed: (opts.seed ?? 0) + n, signal: current.signal });
         n++;
