@@ -202,7 +202,11 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     jobs.push({ dir, texts, ids, decode: ours, resave: `${dir}-resaved` });
   }
   await writeFile(join(root, 'req.json'), JSON.stringify(jobs));
-  execFileSync(py.python!, [join(ROOT, 'scripts', 'hf_check.py'), join(root, 'req.json'), join(root, 'out.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const run = spawnSync(py.python!, [join(ROOT, 'scripts', 'hf_check.py'), join(root, 'req.json'), join(root, 'out.json')], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  assert.equal(run.status, 0, run.stderr);
+  // Our files load without transformers or tokenizers complaining about them (the tokenizers
+  // library prints to stdout).
+  assert.doesNotMatch(run.stdout + run.stderr, /unknown kwarg/i);
   const outs = JSON.parse(await readFile(join(root, 'out.json'), 'utf8'));
   for (const [k, [kind, ckpt]] of kinds.entries()) {
     const { texts, ids, decode: ours } = jobs[k]!;

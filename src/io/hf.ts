@@ -241,7 +241,11 @@ export function hfTokenizerConfigs(tokenizer: Tokenizer, context: number): { con
   if (s.eos) specialMap.eos_token = s.eos[0];
   if (s.unk) specialMap.unk_token = s.unk;
   const addedDecoder: Record<string, unknown> = {};
-  for (const [text, id] of Object.entries(tokenizer.specialTokens ?? {})) addedDecoder[String(id)] = addedToken(id, text);
+  // The id is the key here; transformers warns about an "id" field inside the entry.
+  for (const [text, id] of Object.entries(tokenizer.specialTokens ?? {})) {
+    const { id: _id, ...entry } = addedToken(id, text);
+    addedDecoder[String(id)] = entry;
+  }
   const config: Record<string, unknown> = {
     tokenizer_class: 'PreTrainedTokenizerFast',
     add_bos_token: false,
