@@ -19,12 +19,20 @@ export interface SampleOptions {
   topP?: number;
   seed?: number;
   signal?: AbortSignal;
+  /**
+   * End when the model samples its tokenizer's <|endoftext|> (default true), as transformers and
+   * llama.cpp end at their end-of-sequence token: the last token yielded is then that one, with
+   * `endOfText` set and no text. false: go on past it (its text, "<|endoftext|>", is yielded).
+   */
+  stopAtEndOfText?: boolean;
 }
 
 export interface GeneratedToken {
   id: number;
   /** The text this token adds (may be '' while a multi-byte character is incomplete). */
   text: string;
+  /** Set on the <|endoftext|> that ended generation (see SampleOptions.stopAtEndOfText). */
+  endOfText?: true;
 }
 
 /** Picks a token id from logits[V] with the given sampling rules. `order` and `probs` are scratch of length V. */
@@ -104,6 +112,8 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   // token), but a model early in training still gives them some probability, and a sample would
   // print "<|endoftext|>" amid the characters. It samples characters only, as before it had one.
   if (tokenizer.kind === 'char' && tokenizer.specialTokens) V = Math.min(V, ...Object.values(tokenizer.specialTokens));
+  // A char model's <|endoftext|> is past V (above): it never ends a sample here.
+  const stopId = opts.stopAtEndOfText === false ? undefined : tokenizer.specialTokens?.['<|endoftext|>'];
   const order = new Int32Array(V), probs = new Float64Array(V);
   const decoder = createStreamingDecoder(tokenizer);
   const sampling = { temperature, topK, topP };
@@ -118,6 +128,10 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
     const logits = await model.backend.read(forwardCached(model, cache, pending, pending.length));
     const last = logits.subarray((pending.length - 1) * c.vocab_size, (pending.length - 1) * c.vocab_size + V);
     const id = sampleToken(last, sampling, rng.next(), order, probs);
+    if (id === stopId) {
+      yield { id, text: '', endOfText: true };
+      return;
+    }
     history.push(id);
     if (history.length > c.context) history.shift();
     pending = [id];

@@ -15,6 +15,7 @@ import { resolveConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
 import { buildCharTokenizer } from '../src/data/tokenizer.js';
+import { endOfTextModel } from './support/end-of-text-model.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 const root = mkdtempSync(join(tmpdir(), 'minigpt-sample-'));
@@ -48,4 +49,19 @@ test('--interactive with --prompt is refused in one line', () => {
   const r = sample(['--interactive', '--prompt', 'hi'], '');
   assert.equal(r.status, 1);
   assert.equal(r.stderr, 'minigpt: error: --prompt goes without --interactive (type the prompts at the > instead)\n');
+});
+
+test('a sample ends where the model ends the text, with a note on stderr; --ignore-eot goes on', async () => {
+  const m = endOfTextModel();
+  const zip = join(root, 'ends.zip');
+  writeFileSync(zip, await checkpointToZip({ config: m.config, weights: m.weights, tokenizer: m.tokenizer }));
+  const run = (args: string[]) => spawnSync(process.execPath, [CLI, 'sample', '--ckpt', zip, '--backend', 'reference', '--prompt', 'p', '--tokens', '4', '--temperature', '0', ...args], { encoding: 'utf8', timeout: 60_000 });
+  const ended = run([]);
+  assert.equal(ended.status, 0, ended.stderr);
+  assert.equal(ended.stdout, 'pa\n');
+  assert.equal(ended.stderr, 'minigpt: note: the model ended the text (<|endoftext|>) after 1 token; --ignore-eot goes on past it\n');
+  const onward = run(['--ignore-eot']);
+  assert.equal(onward.status, 0, onward.stderr);
+  assert.equal(onward.stdout, 'pa<|endoftext|><|endoftext|><|endoftext|>\n');
+  assert.equal(onward.stderr, '');
 });

@@ -11,6 +11,7 @@ import { buildCharTokenizer, makeTokenizer } from '../src/data/tokenizer.js';
 import { SAMPLE_ON_CPU_MAX_PARAMS, samplingBackendName, scoreText, computeLogits } from '../src/inference.js';
 import { cpuBackendSupported } from '../src/backend/index.js';
 import { paramLayout } from '../src/model/params.js';
+import { endOfTextModel } from './support/end-of-text-model.js';
 
 const logits = Float32Array.from([1, 3, 2, 0.5, 2.9]);
 const scratch = (): [Int32Array, Float64Array] => [new Int32Array(5), new Float64Array(5)];
@@ -154,4 +155,20 @@ test('a char model never samples its <|endoftext|>, and an empty prompt starts f
     throw new Error('no token');
   };
   assert.equal(await first(''), await first('a'));
+});
+
+test('generation ends where the model samples <|endoftext|>, unless told to go on', async () => {
+  const { config, weights, tokenizer, a, eot } = endOfTextModel();
+  const model = createModel(createReferenceBackend(), config);
+  setWeights(model, weights);
+  const run = async (opts: object) => {
+    const out: { id: number; text: string; endOfText?: true }[] = [];
+    for await (const t of generate({ model, tokenizer }, 'p', { maxTokens: 5, temperature: 0, ...opts })) out.push(t);
+    return out;
+  };
+  assert.deepEqual(await run({}), [{ id: a, text: 'a' }, { id: eot, text: '', endOfText: true }]);
+  const onward = await run({ stopAtEndOfText: false });
+  assert.deepEqual(onward.map((t) => t.id), [a, eot, eot, eot, eot]);
+  assert.equal(onward.map((t) => t.text).join(''), 'a<|endoftext|><|endoftext|><|endoftext|><|endoftext|>');
+  assert.ok(onward.every((t) => !t.endOfText));
 });

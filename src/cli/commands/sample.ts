@@ -12,26 +12,27 @@ const YIELD_MS = 25;
 export const sampleCommand: CommandSpec = {
   name: 'sample',
   summary: 'generate text from a checkpoint, streamed as it comes (KV cache)',
-  usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT | --interactive] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]',
+  usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT | --interactive] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eot]',
   flags: {
     ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the latest run in ./runs)' },
     prompt: { type: 'string', value: 'TEXT', description: 'text to continue', default: '' },
-    tokens: { type: 'int', min: 1, value: 'N', description: 'tokens to generate', default: 200 },
+    tokens: { type: 'int', min: 1, value: 'N', description: 'most tokens to generate (fewer where the model ends the text)', default: 200 },
     temperature: { type: 'number', min: 0, value: 'T', description: 'sampling temperature (0: greedy)', default: 0.8 },
     'top-k': { type: 'int', min: 0, value: 'K', description: 'sample from the K most likely tokens (0: all)', default: 0 },
     'top-p': { type: 'number', above: 0, max: 1, value: 'P', description: 'nucleus sampling: smallest set with probability P (1: all)', default: 1 },
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 0 },
     interactive: { type: 'boolean', description: 'read prompts from stdin, one per line, and answer each with a sample (the model is loaded once)' },
+    'ignore-eot': { type: 'boolean', description: 'go on when the model samples <|endoftext|> (default: stop there, as transformers and llama.cpp do)' },
     ...BACKEND_FLAGS,
   },
-  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --interactive --tokens 100`,
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --interactive --tokens 100`,
   async run(v) {
     check(!(v.interactive && flagsOnCommandLine().has('prompt')), '--prompt goes without --interactive (type the prompts at the > instead)');
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined, forSampling: true });
     const opts = {
       maxTokens: v.tokens as number, temperature: v.temperature as number, topK: v['top-k'] as number,
-      topP: v['top-p'] as number, seed: v.seed as number,
+      topP: v['top-p'] as number, seed: v.seed as number, stopAtEndOfText: !v['ignore-eot'],
     };
     if (v.interactive) return interactive(loaded, opts);
     const prompt = v.prompt as string;
@@ -63,14 +64,24 @@ function checkPromptNoting(loaded: LoadedModel, prompt: string, what: string): v
   if (note) process.stderr.write(`minigpt: note: ${note}\n`);
 }
 
-/** Writes the prompt and then each generated token to stdout as it comes, and a newline at the end. */
+/**
+ * Writes the prompt and then each generated token to stdout as it comes, and a newline at the end;
+ * a note on stderr where the model ended the text.
+ */
 async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOptions): Promise<void> {
   process.stdout.write(prompt);
+  let endedAfter = -1;
   try {
     // The model runs on promises that resolve without the event loop, so signals, keys and pipe
     // errors would wait until the end: give the loop a turn every YIELD_MS of generation.
     let lastYield = performance.now();
+    let n = 0;
     for await (const t of generate(loaded, prompt, opts)) {
+      if (t.endOfText) {
+        endedAfter = n;
+        break;
+      }
+      n++;
       process.stdout.write(t.text);
       if (performance.now() - lastYield >= YIELD_MS) {
         await new Promise<void>((resolve) => setImmediate(resolve));
@@ -81,6 +92,7 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
   } finally {
     process.stdout.write('\n');
   }
+  if (endedAfter >= 0) process.stderr.write(`minigpt: note: the model ended the text (<|endoftext|>) after ${endedAfter} token${endedAfter === 1 ? '' : 's'}; --ignore-eot goes on past it\n`);
 }
 
 /**
