@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, writeFile, readdir, mkdir, rm, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { saveCheckpoint, loadCheckpoint, namedWeights } from '../src/io/checkpoint.js';
+import { saveCheckpoint, loadCheckpoint, namedWeights, flatWeights } from '../src/io/checkpoint.js';
 import { resolveConfig, type ModelConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
@@ -134,4 +134,25 @@ test('missing files, bad JSON, wrong version, wrong shapes and mismatched tokeni
   const empty = await tmp();
   await mkdir(join(empty, 'sub'));
   await assert.rejects(loadCheckpoint(empty), userError(/not a minigpt checkpoint \(no config\.json\)/));
+});
+
+test('loading our own file keeps the weights in its bytes (no copy); any other layout is gathered into a copy', async () => {
+  const config = resolveConfig({ vocab_size: 12, d_model: 8, n_heads: 2, n_layers: 2, context: 8 });
+  const weights = initialWeights(config, paramLayout(config), createRng(3));
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-view-'));
+  await saveCheckpoint(dir, { config, weights, tokenizer: buildCharTokenizer('abcdefghij') });
+  const bytes = await readFile(join(dir, 'model.safetensors'));
+  const tensors = decodeSafetensors(bytes, 'model.safetensors').tensors;
+  const view = flatWeights(config, tensors, 'model.safetensors');
+  assert.deepEqual(view, weights);
+  assert.equal(view.buffer, bytes.buffer, 'a view of the file bytes');
+  // The same tensors each in a buffer of its own (as F16 files or other writers' layouts give): a copy, same values.
+  const shuffled = new Map([...tensors].map(([name, t]) => [name, { ...t, data: (t.data as Float32Array).slice() }]));
+  const copy = flatWeights(config, shuffled, 'shuffled');
+  assert.deepEqual(copy, weights);
+  assert.notEqual(copy.buffer, bytes.buffer);
+  // A non-finite value is refused on either path.
+  (tensors.get('model.norm.weight')!.data as Float32Array)[1] = NaN;
+  assert.throws(() => flatWeights(config, tensors, 'model.safetensors'), /tensor "model.norm.weight" contains NaN at index 1; the checkpoint is corrupt/);
+  await rm(dir, { recursive: true });
 });
