@@ -235,3 +235,16 @@ test('roundHalf (f16 and bf16) is bit-exact with the reference on edge values an
     }
   }
 });
+
+test('a new allocation is all zeros after kernels ran on the memory before it (no fill: the bump allocator never hands memory out twice)', async () => {
+  // These backends' memories have run every test above: matmuls with packed panels in scratch,
+  // attention, the optimizer. What they hand out now must still be zero, whatever its size.
+  for (const be of cpus) {
+    for (const size of [1, 1000, 300_000]) {
+      const t = be.alloc(size), n = be.allocInt(size);
+      assert.ok((t as unknown as { data: Float32Array }).data.every((v) => v === 0), `${be.threads} thread(s): alloc(${size})`);
+      assert.ok((n as unknown as { data: Int32Array }).data.every((v) => v === 0), `${be.threads} thread(s): allocInt(${size})`);
+      be.write(t, new Float32Array(size).fill(7));
+    }
+  }
+});

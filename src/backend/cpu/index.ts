@@ -91,6 +91,10 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
   const byMacs = (n: number): boolean => threads > 1 && n * NS_PER_MAC >= minNs;
 
   // --- memory: a bump allocator (the model allocates once per shape and never frees) ---
+  // What it hands out is zero without a fill: a wasm memory starts and grows zeroed, nothing is
+  // freed or handed out twice, and the kernels allocate nothing of their own. (A fill would touch
+  // every page up front: seconds of page faults for a GPT-2-small model, buffers sized for a
+  // whole context included, where sampling writes a few rows.)
   let top = HEAP_BASE;
   const allocBytes = (bytes: number): number => {
     const ptr = Math.ceil(top / ALIGN) * ALIGN;
@@ -109,7 +113,6 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
   const allocF32 = (size: number): CpuTensor => {
     const ptr = allocBytes(size * 4);
     const data = new Float32Array(memory.buffer, ptr, size);
-    data.fill(0);
     return { size, data, ptr, memory };
   };
 
@@ -139,7 +142,6 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
     allocInt(size) {
       const ptr = allocBytes(size * 4);
       const data = new Int32Array(memory.buffer, ptr, size);
-      data.fill(0);
       return { size, data, ptr, memory } as CpuIntTensor;
     },
     view(t, offset, size) {
