@@ -178,7 +178,7 @@ const SHOWN = `(() => {
   const all = (sel) => [...document.querySelectorAll(sel)].map((e) => e.textContent);
   return {
     backend: text('#backend'), note: document.querySelector('#backend-note')?.hidden ? '' : text('#backend-note'), model: text('#model'),
-    xTicks: all('#plot svg .x-tick'), legend: all('#plot svg .legend'),
+    xTicks: all('#plot svg .xtick'), legend: all('#plot svg .legend-item text'),
   };
 })()`;
 
@@ -420,7 +420,7 @@ test('browser page: the loss chart marks whole steps, and the model line counts 
   const { state, shown, errors } = await trainInPage(`${TINY.replace(`steps=${STEPS}`, 'steps=20').replace('&eval_every=4', '')}&backend=reference&sample_tokens=4`);
   assert.deepEqual(errors, []);
   assert.equal(state.state, 'done', state.error);
-  assert.deepEqual(shown.xTicks, ['5', '10', '15', '20']);
+  assert.deepEqual(shown.xTicks, ['0', '5', '10', '15', '20']);
   assert.deepEqual(shown.legend, ['train', 'val']);
   // By default a validation loss every tenth of the run.
   assert.deepEqual(state.valLosses.map(([step]) => step), [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]);
@@ -428,6 +428,28 @@ test('browser page: the loss chart marks whole steps, and the model line counts 
   assert.equal(one.state.state, 'done', one.state.error);
   assert.match(one.shown.model, /\b1 head, 1 layer, .*\b1 step, /, one.shown.model);
   for (const t of one.shown.xTicks) assert.match(t, /^\d+$/, `step tick "${t}"`);
+});
+
+/** The loss chart's size on screen, its step-axis tick labels' boxes, and how wide the page is. */
+const CHART_BOXES = `(() => {
+  const svg = document.querySelector('#plot svg');
+  const boxes = [...document.querySelectorAll('#plot svg .xtick')].map((e) => e.getBoundingClientRect()).map((r) => ({ left: r.left, right: r.right, height: r.height }));
+  return { width: svg?.getBoundingClientRect().width ?? 0, ticks: boxes, pageWidth: document.documentElement.scrollWidth };
+})()`;
+
+test('browser page: on a phone-wide screen the loss chart is drawn as wide as the screen, its text at full size', { skip, timeout: 60_000 }, async () => {
+  await withTrainedPage(`${TINY.replace(`steps=${STEPS}`, 'steps=20').replace('&eval_every=4', '')}&backend=reference&sample_tokens=4`, async ({ page, errors }) => {
+    // Narrowed after the run: the chart is redrawn for the new width.
+    await page.setViewportSize({ width: 375, height: 800 });
+    await page.waitForFunction("(document.querySelector('#plot svg')?.getBoundingClientRect().width ?? 999) <= 375", null, { timeout: 5_000 });
+    const chart = await page.evaluate<{ width: number; ticks: { left: number; right: number; height: number }[]; pageWidth: number }>(CHART_BOXES);
+    assert.deepEqual(errors, []);
+    assert.equal(chart.pageWidth, 375, 'the page scrolls sideways at 375 px');
+    assert.ok(chart.width >= 300, `the chart is ${chart.width} px wide`);
+    assert.ok(chart.ticks.length >= 2, 'step ticks');
+    for (const t of chart.ticks) assert.ok(t.height >= 10, `a tick label is ${t.height} px tall: too small to read`);
+    chart.ticks.forEach((t, i) => assert.ok(i === 0 || t.left > chart.ticks[i - 1].right, `tick labels ${i - 1} and ${i} overlap`));
+  });
 });
 
 test('browser page: Stop ends the run after its current step and still shows a sample', { skip, timeout: 60_000 }, async () => {

@@ -205,3 +205,29 @@ test('unset title gets the default; empty runs, resumed runs and odd values stil
   assertWellFormed(flat);
   assert.ok(!flat.includes('NaN') && !flat.includes('Infinity'));
 });
+
+test('xMax carries the x axis past the last point; a narrow chart gets fewer x ticks, none overlapping', () => {
+  const points: [number, number][] = [[1, 4], [2, 3.5], [3, 3.2]];
+  const ticksOf = (svg: string): number[] => texts(svg, 'xtick').map((t) => Number(t.text));
+  const reaching = renderLineChart([{ label: 'train', color: '#000', points }], { xMax: 20 });
+  assert.ok(ticksOf(reaching).at(-1)! >= 20, `x ticks ${ticksOf(reaching)}`);
+  for (const t of texts(reaching, 'xtick')) assert.match(t.text, /^\d+$/);
+  // An xMax below the points changes nothing.
+  assert.equal(renderLineChart([{ label: 'train', color: '#000', points }], { xMax: 2 }), renderLineChart([{ label: 'train', color: '#000', points }]));
+  // Only an xMax: the axis still covers it.
+  assert.ok(ticksOf(renderLineChart([], { xMax: 7 })).at(-1)! >= 7);
+
+  const long: [number, number][] = [[1, 4], [70000, 2]];
+  for (const width of [300, 343, 760]) {
+    const svg = renderLineChart([{ label: 'train', color: '#000', points: long }], { width });
+    const xt = texts(svg, 'xtick');
+    assert.ok(xt.length >= 2, `${width}: x ticks ${xt.map((t) => t.text)}`);
+    xt.forEach((t, i) => {
+      if (i) assert.ok(t.x - xt[i - 1].x >= (estimateTextWidth(t.text) + estimateTextWidth(xt[i - 1].text)) / 2, `${width} px: labels ${xt[i - 1].text} and ${t.text} overlap`);
+    });
+    assert.equal(viewBox(svg)[2], width);
+    assertWellFormed(svg);
+  }
+  // A line of a single point with dots: the dot is drawn.
+  assert.match(renderLineChart([{ label: 'train', color: '#000', points: [[1, 3]], dots: true }]), /<circle /);
+});

@@ -23,6 +23,7 @@ import { EVAL_BATCHES, checkOptions, checkTrainTokens, defaultEvalEvery, emptySt
 import type { ExportFormat, FromTrainWorker, GenerateRequest, ToTrainWorker } from './train-worker.js';
 import { forgetSavedModel, readSavedInfo, readSavedZip, saveModel, type SavedModelInfo } from './saved-model.js';
 import { ensureIsolation } from './isolation.js';
+import { renderLineChart, type ChartLine } from '../src/train/plot.js';
 
 /** Generation from the model, as the page shows it. */
 export interface GenerationView {
@@ -313,22 +314,21 @@ function renderPlot(force: boolean): void {
   const now = performance.now();
   if (!force && now - plotted < 250) return;
   plotted = now;
-  const points = s.losses.flatMap((loss, i): [number, number][] => (Number.isFinite(loss) ? [[i + 1, loss]] : []));
-  const val = s.valLosses.filter(([, loss]) => Number.isFinite(loss));
-  el('plot').innerHTML = points.length ? lossChart(points, val, s.losses.length) : '';
+  drawChart();
   const valAt = new Map(s.valLosses);
   el('losses').textContent = ['step\tloss\tval', ...s.losses.map((l, i) => `${i + 1}\t${l.toFixed(4)}${valAt.has(i + 1) ? `\t${valAt.get(i + 1)!.toFixed(4)}` : ''}`)].join('\n');
 }
 
-/** About `n` ticks 1, 2 or 5 (or 2.5 where `whole` is false) x 10^k apart over [lo, hi]; whole numbers only where `whole`. */
-function ticks(lo: number, hi: number, n: number, whole: boolean): number[] {
-  if (!(hi > lo)) return [lo];
-  const raw = whole ? Math.max((hi - lo) / n, 1) : (hi - lo) / n;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = (whole ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10]).map((m) => m * mag).find((t) => t >= raw * (1 - 1e-9)) ?? raw;
-  const out: number[] = [];
-  for (let i = Math.ceil(lo / step - 1e-9); i * step <= hi + 1e-9 * step; i++) out.push(Number((i * step).toPrecision(12)));
-  return out;
+/**
+ * Draws the loss chart as wide as its box (300 to 760 px, the CLI's width), so on a phone its text
+ * keeps its real size instead of shrinking with the picture.
+ */
+function drawChart(): void {
+  const points = view.losses.flatMap((loss, i): [number, number][] => (Number.isFinite(loss) ? [[i + 1, loss]] : []));
+  const val = view.valLosses.filter(([, loss]) => Number.isFinite(loss));
+  const plot = el('plot');
+  const width = Math.round(Math.min(760, Math.max(300, plot.clientWidth)));
+  plot.innerHTML = points.length ? lossChart(points, val, view.losses.length, width) : '';
 }
 
 const TRAIN_COLOR = '#1f77b4', VAL_COLOR = '#d62728';
@@ -336,49 +336,18 @@ const TRAIN_COLOR = '#1f77b4', VAL_COLOR = '#d62728';
 /**
  * The training loss (solid) and validation loss (dashed, with a dot at each evaluation) against
  * the step, as SVG: whole steps on the step axis, and a legend entry for each line drawn.
- * `steps`: the steps run so far (skipped ones included), the axis' end.
+ * `steps`: the steps run so far (skipped ones included), which the axis reaches.
  */
-function lossChart(points: [number, number][], val: [number, number][], steps: number): string {
-  const W = 760, H = 360, m = { left: 60, right: 20, top: 36, bottom: 48 };
-  const x0 = 1, x1 = Math.max(steps, 2);
-  const ys = [...points, ...val].map((p) => p[1]);
-  let y0 = Math.min(...ys), y1 = Math.max(...ys);
-  if (y1 - y0 < 1e-6) { y0 -= 0.5; y1 += 0.5; }
-  const pad = (y1 - y0) * 0.05;
-  y0 -= pad; y1 += pad;
-  const sx = (x: number): string => (m.left + ((x - x0) / (x1 - x0)) * (W - m.left - m.right)).toFixed(1);
-  const sy = (y: number): string => (H - m.bottom - ((y - y0) / (y1 - y0)) * (H - m.top - m.bottom)).toFixed(1);
-  const out = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${val.length ? 'training and validation loss' : 'training loss'}</text>`,
+function lossChart(points: [number, number][], val: [number, number][], steps: number, width: number): string {
+  const lines: ChartLine[] = [
+    // A single point is a dot (a line through one point draws nothing).
+    { label: 'train', color: TRAIN_COLOR, kind: 'train', points, dots: points.length === 1 },
   ];
-  for (const t of ticks(y0, y1, 6, false)) {
-    out.push(`<line x1="${m.left}" x2="${W - m.right}" y1="${sy(t)}" y2="${sy(t)}" stroke="#e5e5e5"/>`,
-      `<text class="y-tick" x="${m.left - 6}" y="${(Number(sy(t)) + 4).toFixed(1)}" text-anchor="end">${t}</text>`);
-  }
-  for (const t of ticks(x0, x1, 8, true).filter((t) => t >= 1)) {
-    out.push(`<line x1="${sx(t)}" x2="${sx(t)}" y1="${m.top}" y2="${H - m.bottom}" stroke="#f0f0f0"/>`,
-      `<text class="x-tick" x="${sx(t)}" y="${H - m.bottom + 16}" text-anchor="middle">${t}</text>`);
-  }
-  out.push(`<rect x="${m.left}" y="${m.top}" width="${W - m.left - m.right}" height="${H - m.top - m.bottom}" fill="none" stroke="#888"/>`,
-    `<text x="${(m.left + W - m.right) / 2}" y="${H - 10}" text-anchor="middle">step</text>`,
-    `<text transform="translate(16 ${(m.top + H - m.bottom) / 2}) rotate(-90)" text-anchor="middle">loss (nats/token)</text>`);
-  const path = (p: [number, number][]): string => p.map(([x, y], i) => `${i ? 'L' : 'M'}${sx(x)},${sy(y)}`).join('');
-  out.push(`<path class="train-line" d="${path(points)}" fill="none" stroke="${TRAIN_COLOR}" stroke-width="1.5"/>`);
-  if (points.length === 1) out.push(`<circle cx="${sx(points[0][0])}" cy="${sy(points[0][1])}" r="3" fill="${TRAIN_COLOR}"/>`);
-  if (val.length) {
-    out.push(`<path class="val-line" d="${path(val)}" fill="none" stroke="${VAL_COLOR}" stroke-width="1.5" stroke-dasharray="6 4"/>`);
-    for (const [x, y] of val) out.push(`<circle cx="${sx(x)}" cy="${sy(y)}" r="2.5" fill="${VAL_COLOR}"/>`);
-  }
-  const legend: [string, string, string][] = [['train', TRAIN_COLOR, ''], ...(val.length ? [['val', VAL_COLOR, ' stroke-dasharray="6 4"'] as [string, string, string]] : [])];
-  for (const [i, [name, color, dash]] of legend.entries()) {
-    const ly = m.top + 14 + i * 16;
-    out.push(`<line x1="${W - m.right - 90}" x2="${W - m.right - 70}" y1="${ly - 4}" y2="${ly - 4}" stroke="${color}" stroke-width="1.5"${dash}/>`,
-      `<text class="legend" x="${W - m.right - 64}" y="${ly}">${name}</text>`);
-  }
-  out.push('</svg>');
-  return out.join('\n');
+  if (val.length) lines.push({ label: 'val', color: VAL_COLOR, kind: 'val', thick: true, dashed: true, dots: true, points: val });
+  return renderLineChart(lines, {
+    title: val.length ? 'training and validation loss' : 'training loss', xLabel: 'step', yLabel: 'loss (nats/token)',
+    xMax: steps, width, height: 360,
+  });
 }
 
 // ---- The worker ----
@@ -839,6 +808,8 @@ async function main(): Promise<void> {
   tabs?.addEventListener('message', () => void otherTabChangedSaved());
   el('forget').addEventListener('click', () => void forgetSaved());
   window.addEventListener('beforeunload', confirmLeavingRun);
+  // The chart follows its box's width (a phone turned, a window resized).
+  window.addEventListener('resize', drawChart);
 
   // Isolation first: when it takes a reload, nothing may start before it (a run would be cut off).
   const isolation = await ensureIsolation(() => worker === null);

@@ -7,9 +7,12 @@
  * never makes the validation line jump at the last step. Axes use "nice" tick steps (1, 2, 2.5 or
  * 5 x 10^k, whole numbers only on the step axis, decades on a log axis) with light grid lines. The
  * legend sits above the plot area and wraps; labels too long for a row are shortened in the middle.
+ *
+ * The browser page draws its chart with renderLineChart too, so this module imports nothing from
+ * Node: readMetrics loads node:fs only when called.
  */
-import { readFile } from 'node:fs/promises';
 import { MinigptError } from '../errors.js';
+import { importLazily } from '../util/runtime.js';
 
 export interface MetricRecord {
   step: number;
@@ -26,6 +29,7 @@ export interface PlotSeries {
 }
 
 export async function readMetrics(path: string): Promise<MetricRecord[]> {
+  const { readFile } = await importLazily<typeof import('node:fs/promises')>('node:fs/promises');
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -158,6 +162,8 @@ export interface PlotOptions {
   yLabel?: string;
   /** Log-scale x axis (the lr finder). */
   logX?: boolean;
+  /** The x axis reaches at least this far, past the last point if need be (the steps run so far). */
+  xMax?: number;
   width?: number;
   height?: number;
 }
@@ -212,13 +218,25 @@ export function renderLineChart(lines: ChartLine[], opts: PlotOptions & { legend
   const max = (v: number[]): number => v.reduce((a, b) => (b > a ? b : a), -Infinity);
 
   const yAxis = pts.length ? linearAxis(min(ys), max(ys)) : linearAxis(0, 1);
-  const xAxis = logX ? logAxis(pts.length ? min(xs) : NaN, pts.length ? max(xs) : NaN)
-    : linearAxis(pts.length ? min(xs) : 0, pts.length ? max(xs) : 1, { integer: !logX && xs.every(Number.isInteger) });
+  // The x range: the points', reaching on to opts.xMax.
+  const xMax = opts.xMax !== undefined && Number.isFinite(opts.xMax) && (!logX || opts.xMax > 0) ? opts.xMax : undefined;
+  const xLo = xs.length ? min(xs) : xMax ?? (logX ? NaN : 0);
+  const xHi = xs.length ? Math.max(max(xs), xMax ?? -Infinity) : xMax ?? (logX ? NaN : 1);
+  const integerX = xs.every(Number.isInteger) && (xMax === undefined || Number.isInteger(xMax));
+  const xAxisWith = (maxTicks: number): Axis => (logX ? logAxis(xLo, xHi, maxTicks) : linearAxis(xLo, xHi, { integer: integerX, maxTicks }));
 
   // Margins sized to what they hold.
   const yLabelW = max(yAxis.labels.map((s) => estimateTextWidth(s)));
-  const lastXLabelW = estimateTextWidth(xAxis.labels[xAxis.labels.length - 1] ?? '');
-  const m = { left: Math.ceil(Math.max(56, 34 + yLabelW)), right: Math.ceil(Math.max(20, lastXLabelW / 2 + 8)), top: 0, bottom: 52 };
+  const left = Math.ceil(Math.max(56, 34 + yLabelW));
+  const rightFor = (a: Axis): number => Math.ceil(Math.max(20, estimateTextWidth(a.labels[a.labels.length - 1] ?? '') / 2 + 8));
+  // Fewer x ticks where their labels would run into each other (a narrow chart).
+  const crowded = (a: Axis): boolean => {
+    const pxPerUnit = (W - left - rightFor(a)) / (a.hi - a.lo);
+    return a.ticks.some((t, i) => i > 0 && (t - a.ticks[i - 1]) * pxPerUnit < (estimateTextWidth(a.labels[i - 1]) + estimateTextWidth(a.labels[i])) / 2);
+  };
+  let xAxis = xAxisWith(8);
+  for (let maxTicks = 7; maxTicks >= 2 && crowded(xAxis); maxTicks--) xAxis = xAxisWith(maxTicks);
+  const m = { left, right: rightFor(xAxis), top: 0, bottom: 52 };
   const plotW = W - m.left - m.right;
 
   // Legend: above the plot area, wrapping into rows as wide as the plot.
