@@ -23,6 +23,7 @@ import {
   buildCharTokenizer, checkpointFromZip, checkpointToZip, countParams, createModel, createReferenceBackend, createRng, generate,
   hfExportFiles, initialWeights, loadCheckpoint, paramLayout, resolveConfig, setWeights, unzipFiles, zipFiles,
 } from '../src/index.js';
+import { endOfTextModel } from './support/end-of-text-model.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WEB = join(ROOT, 'dist', 'web');
@@ -698,6 +699,25 @@ test('browser page: loads a checkpoint zip made in Node and generates what Node 
     await page.click('#download-gguf');
     await waitFor(opened, "window.minigpt?.download.state === 'error'", 10_000);
     assert.match((await page.textContent('#download-status')) ?? '', /^error: a GELU-MLP model cannot be exported to GGUF: [^\n]*$/);
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});
+
+test('browser page: generation ends where the model samples <|endoftext|>, and says so', { skip, timeout: 60_000 }, async () => {
+  const m = endOfTextModel();
+  const path = join(await scratchDir(), 'ends.zip');
+  await writeFile(path, await checkpointToZip({ config: m.config, weights: m.weights, tokenizer: m.tokenizer }));
+  const opened = await openPage('autostart=0&backend=reference');
+  const { page, errors } = opened;
+  try {
+    await page.setInputFiles('#load-file', path);
+    await waitFor(opened, "window.minigpt?.state === 'loaded'", 20_000);
+    const g = await generateInPage(opened, 'p', { tokens: '10', temperature: '0' });
+    assert.equal(g.state, 'done', g.error);
+    assert.equal(g.text, 'a');
+    assert.equal(await page.textContent('#gen-status'), 'done: 1 character; the model ended the text (<|endoftext|>)');
     assert.deepEqual(errors, []);
   } finally {
     await page.close();

@@ -130,6 +130,7 @@ async function generateText(req: GenerateRequest): Promise<void> {
     for await (const t of generate(loaded, req.prompt, {
       maxTokens: req.maxTokens, temperature: req.temperature, topK: req.topK, topP: req.topP, seed: req.seed, signal: stop.signal,
     })) {
+      if (t.endOfText) note = [note, 'the model ended the text (<|endoftext|>)'].filter(Boolean).join('; ');
       if (t.text) post({ type: 'token', text: t.text });
       if (performance.now() - lastYield >= YIELD_MS) {
         await new Promise((r) => setTimeout(r, 0));
