@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, writeFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -157,4 +157,33 @@ test('export picks the format from --out: x.gguf is a GGUF file; --format hf wit
   assertRefused(run(['export', '--ckpt', trained, '--format', 'hf', '--out', named]), /--format hf .*\.gguf/);
   assert.throws(() => statSync(named));
   assert.match(run(['export', '--help']).stdout, /\.gguf/);
+});
+
+test('export --force replaces only an earlier export: never a folder with other things in it, a run, or a checkpoint', () => {
+  const copy = join(root, 'run-copy');
+  cpSync(trained, copy, { recursive: true });
+  const notes = join(root, 'my-folder');
+  mkdirSync(notes);
+  writeFileSync(join(notes, 'notes.txt'), USER_TEXT);
+  for (const [out, re] of [
+    [notes, /my-folder holds notes\.txt, which no model export has; --force replaces only an earlier export/],
+    [copy, /run-copy holds checkpoint, loss\.svg, metrics\.jsonl.*which no model export has/],
+    [join(copy, 'checkpoint'), /checkpoint holds manifest\.json, optimizer\.safetensors, tokenizer\.minigpt\.json.*which no model export has/],
+  ] as const) {
+    const before = snapshot(out);
+    assertRefused(run(['export', '--ckpt', copy, '--out', out, '--force']), re);
+    assert.deepEqual(snapshot(out), before, `${out} changed`);
+  }
+  // A checkpoint reduced to config.json and weights is still no export.
+  const bare = join(root, 'bare-ckpt');
+  mkdirSync(bare);
+  cpSync(join(ckpt, 'config.json'), join(bare, 'config.json'));
+  cpSync(join(ckpt, 'model.safetensors'), join(bare, 'model.safetensors'));
+  assertRefused(run(['export', '--ckpt', copy, '--out', bare, '--force']), /bare-ckpt is a minigpt checkpoint, not an export/);
+  // An earlier export is replaced with --force (and refused without it).
+  const hf = join(root, 'hf-out');
+  assertOk(run(['export', '--ckpt', copy, '--out', hf]));
+  assertRefused(run(['export', '--ckpt', copy, '--out', hf]), /exists and is not empty.*--force/);
+  assertOk(run(['export', '--ckpt', copy, '--out', hf, '--force']));
+  assert.ok(readdirSync(hf).includes('model.safetensors'));
 });

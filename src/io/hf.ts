@@ -29,7 +29,7 @@ import { paramLayout } from '../model/params.js';
 import { charTokenizerFromVocab, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
 import { GPT2_VOCAB_SIZE, gpt2Tokenizer } from '../data/gpt2.js';
 import { GPT2_SPLIT_PATTERN, type ByteLevelTokenizer } from '../data/bpe.js';
-import { flatWeights, namedWeights, type Checkpoint, type WeightDType } from './checkpoint.js';
+import { CHECKPOINT_FORMAT, flatWeights, namedWeights, type Checkpoint, type WeightDType } from './checkpoint.js';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -504,13 +504,34 @@ export function hfExportFiles(ckpt: Checkpoint, opts: HfExportOptions = {}): Map
   return files;
 }
 
-/** Writes `files` as directory `dir`, atomically (temporary sibling, then rename); refuses to replace a non-empty directory unless `overwrite`. */
+/**
+ * What a transformers model directory holds: our export's files, and what save_pretrained adds
+ * (sharded weights and their index, slow-tokenizer files, a chat template).
+ */
+const HF_EXPORT_FILE = /^(config\.json|generation_config\.json|model\.safetensors|model\.safetensors\.index\.json|model-\d+-of-\d+\.safetensors|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.json|merges\.txt|added_tokens\.json|chat_template\.jinja)$/;
+
+/**
+ * Writes `files` as directory `dir`, atomically (temporary sibling, then rename). A non-empty
+ * directory is replaced only with `overwrite`, and only when it is a model export (nothing but a
+ * transformers model's files): never a checkpoint, a run, or a folder with anything else in it.
+ */
 export async function writeDirAtomic(dir: string, files: Map<string, Uint8Array>, opts: { overwrite?: boolean } = {}): Promise<void> {
   dir = resolve(dir);
   if (await exists(dir)) {
     const info = await stat(dir);
     check(info.isDirectory(), `${dir} exists and is a file; choose another output directory`);
-    check(opts.overwrite || (await readdir(dir)).length === 0, `${dir} exists and is not empty; refusing to overwrite it (choose another output directory or pass --force)`);
+    const entries = await readdir(dir);
+    if (entries.length > 0) {
+      check(opts.overwrite, `${dir} exists and is not empty; refusing to overwrite it (choose another output directory or pass --force)`);
+      const others = entries.filter((name) => !HF_EXPORT_FILE.test(name)).sort();
+      const list = others.slice(0, 3).join(', ') + (others.length > 3 ? `, and ${others.length - 3} more` : '');
+      check(others.length === 0, `${dir} holds ${list}, which no model export has; --force replaces only an earlier export, so nothing else is lost: choose another output directory`);
+      let config: unknown = null;
+      try {
+        config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+      } catch { /* no config.json, or not JSON: a half-written export */ }
+      check((config as { format?: unknown } | null)?.format !== CHECKPOINT_FORMAT, `${dir} is a minigpt checkpoint, not an export; --force does not replace it: choose another output directory`);
+    }
   }
   try {
     await writeDirFiles(dir, files, dir);

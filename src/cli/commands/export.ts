@@ -14,7 +14,7 @@ export const exportCommand: CommandSpec = {
     format: { type: 'string', choices: ['hf', 'gguf'], description: 'hf: a transformers model directory; gguf: one llama.cpp file (default: gguf when --out ends in .gguf, else hf)' },
     out: { type: 'string', value: 'PATH', description: 'directory (hf) or file (gguf) to write' },
     dtype: { type: 'string', choices: ['F32', 'F16', 'BF16'], description: 'weight storage type (gguf: F32 or F16; norms stay F32)', default: 'F32' },
-    force: { type: 'boolean', description: 'replace --out if it exists' },
+    force: { type: 'boolean', description: 'replace --out if it exists (hf: only a folder of nothing but a transformers model\'s files, an earlier export)' },
   },
   details: [
     'hf: config.json (LlamaForCausalLM; ArceeForCausalLM for --mlp gelu), model.safetensors, generation_config.json,',
