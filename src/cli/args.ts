@@ -48,9 +48,12 @@ function convert(name: string, spec: FlagSpec, raw: string | boolean): string | 
     }
     return text;
   }
-  const n = Number(text);
+  // Decimal only: Number() would also take 0x10 (16), 0b11 and 0o7.
+  const n = /^\s*[+-]?0[xbo]/i.test(text) ? NaN : Number(text);
   if (text.trim() === '' || !Number.isFinite(n)) throw new MinigptError(`--${name} must be ${spec.type === "int" ? "an integer" : "a number"} (got "${text}")`);
   if (spec.type === 'int' && !Number.isInteger(n)) throw new MinigptError(`--${name} must be an integer (got "${text}")`);
+  // Past 2^53 integers are no longer exact: a step count or seed there would be some other number.
+  if (spec.type === 'int' && !Number.isSafeInteger(n)) throw new MinigptError(`--${name} must be at most ${Number.MAX_SAFE_INTEGER} (got ${text})`);
   if (spec.min !== undefined && n < spec.min) throw new MinigptError(`--${name} must be at least ${spec.min} (got ${text})`);
   if (spec.above !== undefined && n <= spec.above) throw new MinigptError(`--${name} must be greater than ${spec.above} (got ${text})`);
   if (spec.max !== undefined && n > spec.max) throw new MinigptError(`--${name} must be at most ${spec.max} (got ${text})`);
