@@ -118,7 +118,12 @@ test('train -> sample -> eval --data -> plot, from the command line', async () =
   const p = run('plot', runDir, runDir, '--out', join(root, 'cmp.svg'));
   assert.equal(p.code, 0, p.err);
   const { readFile } = await import('node:fs/promises');
-  assert.match(await readFile(join(root, 'cmp.svg'), 'utf8'), /<svg/);
+  const svg = await readFile(join(root, 'cmp.svg'), 'utf8');
+  assert.match(svg, /<svg/);
+  // A run's checkpoint folder stands for the run, as for sample, eval and export.
+  const c = run('plot', join(runDir, 'checkpoint'), join(runDir, 'checkpoint'), '--out', join(root, 'cmp2.svg'));
+  assert.equal(c.code, 0, c.err);
+  assert.equal(await readFile(join(root, 'cmp2.svg'), 'utf8'), svg);
 });
 
 test('lr-find prints a suggestion and writes its plot', async () => {

@@ -1,5 +1,6 @@
-import { checkOutputFile, looksLikeSvg, writeFileAtomic } from '../../util/fs.js';
-import { basename, join, resolve } from 'node:path';
+import { checkOutputFile, exists, looksLikeSvg, writeFileAtomic } from '../../util/fs.js';
+import { isCheckpointDir } from '../../io/checkpoint.js';
+import { basename, dirname, join, resolve } from 'node:path';
 import { check } from '../../errors.js';
 import type { CommandSpec } from '../args.js';
 import { readMetrics, renderLossPlot } from '../../train/plot.js';
@@ -15,13 +16,15 @@ export const plotCommand: CommandSpec = {
     title: { type: 'string', value: 'TEXT', description: 'chart title' },
     force: { type: 'boolean', description: 'replace --out even if it is not an SVG (an existing SVG is replaced anyway)' },
   },
-  details: 'RUN is a run directory (runs/latest: the latest run).\n\nExample:\n  minigpt plot runs/run-a runs/run-b --out compare.svg',
+  details: 'RUN is a run directory (runs/latest: the latest run; a run\'s checkpoint folder stands for its run).\n\nExample:\n  minigpt plot runs/run-a runs/run-b --out compare.svg',
   async run(v, runs) {
     check(runs.length > 0, 'name at least one run directory (e.g. minigpt plot runs/run-20261127-120000)');
     await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: looksLikeSvg });
     const series = [];
     for (const given of runs) {
-      const run = await followLatest(given);
+      let run = await followLatest(given);
+      // A run's checkpoint folder stands for its run, as it does for sample, eval and export.
+      if (!(await exists(join(run, 'metrics.jsonl'))) && (await exists(join(run, '..', 'metrics.jsonl'))) && (await isCheckpointDir(run))) run = dirname(resolve(run));
       series.push({ name: basename(resolve(run)), records: await readMetrics(join(run, 'metrics.jsonl')) });
     }
     await writeFileAtomic(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
