@@ -200,3 +200,16 @@ test('KV-cached generation gives the same logits as the full forward, for prefil
     assert.equal(cache.length, T);
   }
 });
+
+test('rng.fillNormal draws exactly what normal() * std draws, spare value and state included', () => {
+  for (const lengths of [[7], [8], [1, 4, 3], [5, 5], [0, 2, 1]]) {
+    const a = createRng(11), b = createRng(11);
+    for (const n of lengths) {
+      const want = new Float32Array(n), got = new Float32Array(n);
+      for (let i = 0; i < n; i++) want[i] = a.normal() * 0.02;
+      b.fillNormal(got, 0.02);
+      assert.deepEqual(got, want, `lengths ${lengths}`);
+      assert.deepEqual(b.state(), a.state(), `state after lengths ${lengths}`);
+    }
+  }
+});

@@ -127,5 +127,5 @@ export function initialWeights(c: ModelConfig, layout: ParamLayout, rng: Rng): F
 }
 
 function fillNormal(a: Float32Array, std: number, rng: Rng): void {
-  for (let i = 0; i < a.length; i++) a[i] = rng.normal() * std;
+  rng.fillNormal(a, std);
 }

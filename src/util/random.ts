@@ -7,6 +7,8 @@ export interface Rng {
   next(): number;
   /** Standard normal (Box-Muller; the spare value is kept in the state). */
   normal(): number;
+  /** Fills `out` with normal() * std, value for value the same (a tight loop: model init draws millions). */
+  fillNormal(out: Float32Array, std: number): void;
   /** Uniform integer in [0, n). */
   int(n: number): number;
   /** Everything needed to continue the exact sequence. */
@@ -60,6 +62,23 @@ export function createRng(seed: number | RngState): Rng {
       const theta = 2 * Math.PI * next();
       spare = r * Math.sin(theta);
       return r * Math.cos(theta);
+    },
+    fillNormal(out, std) {
+      let i = 0;
+      if (spare !== null && out.length > 0) {
+        out[i++] = spare * std;
+        spare = null;
+      }
+      // normal() inlined: the same u32 steps, the same Box-Muller arithmetic.
+      while (i < out.length) {
+        let u = 0;
+        while (u === 0) u = u32() / 4294967296;
+        const r = Math.sqrt(-2 * Math.log(u));
+        const theta = 2 * Math.PI * (u32() / 4294967296);
+        out[i++] = r * Math.cos(theta) * std;
+        if (i < out.length) out[i++] = r * Math.sin(theta) * std;
+        else spare = r * Math.sin(theta);
+      }
     },
     int: (n) => Math.floor(next() * n),
     state: () => ({ s: [a, b, c, d], spare }),
