@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { checkCheckpointZip, checkpointFiles, checkpointFromZip, checkpointToZip, loadCheckpoint, saveCheckpoint } from '../src/io/checkpoint.js';
@@ -16,6 +16,7 @@ import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
 import { buildCharTokenizer } from '../src/data/tokenizer.js';
 import { MinigptError } from '../src/errors.js';
+import { train } from '../src/train/train.js';
 import { spawnSync } from 'node:child_process';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -135,6 +136,32 @@ test('train --init-from a checkpoint zip fine-tunes it; --resume refuses a zip a
   const resumed = runCli(['train', '--resume', zip, ...common]);
   assert.equal(resumed.code, 1);
   assert.match(resumed.stderr, /^minigpt: error: --resume takes the folder of a run .* start a new run with --init-from .*minigpt-model\.zip\n$/);
+});
+
+test('eval with neither --text nor --data on a checkpoint zip scores the run\'s own validation data, as on the folder', async () => {
+  const d = await tmp();
+  await writeFile(join(d, 'hello.txt'), 'hello world! hold the door. '.repeat(100));
+  const run = join(d, 'run');
+  await train({ data: join(d, 'hello.txt'), out: run, model: { d_model: 16, n_heads: 2, n_layers: 1, context: 16 }, batch: 2, steps: 3, evalEvery: 0, sampleEvery: 0, evalWindows: 2, backend: 'reference' });
+  const score = (ckpt: string) => {
+    const r = runCli(['eval', '--ckpt', ckpt, '--json', '--backend', 'reference']);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as { val_loss: number; tokens: number; data: string };
+  };
+  const fromDir = score(run);
+  assert.ok(Number.isFinite(fromDir.val_loss));
+  // Zipped by hand (cd run/checkpoint && zip ../r1.zip *), and by checkpointToZip.
+  const ckptDir = join(run, 'checkpoint');
+  const files = new Map(await Promise.all((await readdir(ckptDir)).map(async (n) => [n, new Uint8Array(await readFile(join(ckptDir, n)))] as [string, Uint8Array])));
+  assert.ok(files.has('trainer_state.json'));
+  await writeFile(join(d, 'r1.zip'), zipFiles(files));
+  await writeFile(join(d, 'r2.zip'), await checkpointToZip(await loadCheckpoint(run, { training: true })));
+  for (const zip of ['r1.zip', 'r2.zip']) assert.deepEqual(score(join(d, zip)), fromDir, zip);
+  // A zip of a checkpoint that was not trained still says it records no data.
+  await writeFile(join(d, 'init.zip'), await checkpointToZip({ config, weights, tokenizer }));
+  const r = runCli(['eval', '--ckpt', join(d, 'init.zip'), '--backend', 'reference']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^minigpt: error: .*init\.zip records no training data \(it was not written by train\); give --text "\.\.\." or --data PATH\n$/);
 });
 
 test('checkCheckpointZip tells a checkpoint zip from other zips without decompressing the weights', async () => {

@@ -45,6 +45,20 @@ test('SIGKILL at random moments never leaves a checkpoint that fails to load or 
   child.kill('SIGKILL');
   await new Promise((r) => child.on('close', r));
   assert.ok(lastStep > 0);
+  // Each resume dropped the records its checkpoint did not keep: every step is logged once, in
+  // order; only the last line may be one cut short by the last kill.
+  const lines = (await readFile(join(run, 'metrics.jsonl'), 'utf8')).split('\n').filter((l) => l.trim());
+  const records = lines.flatMap((l, i) => {
+    try {
+      return [JSON.parse(l) as { step: number; loss?: number }];
+    } catch (e) {
+      if (i === lines.length - 1) return [];
+      throw e;
+    }
+  });
+  const steps = records.filter((r) => typeof r.loss === 'number').map((r) => r.step);
+  assert.ok(steps.length > 0);
+  assert.ok(steps.every((s, i) => i === 0 || s > steps[i - 1]), `train-loss steps not increasing: ${steps.join(' ')}`);
 });
 
 test('a save interrupted between its two renames is recovered on the next load', async () => {

@@ -1,11 +1,11 @@
 /** The training loop as a library: learning, exact resume, interruption, mixed precision, divergence. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile, readFile, readdir } from 'node:fs/promises';
+import { mkdtemp, writeFile, readFile, readdir, appendFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { train, type TrainOptions } from '../src/train/train.js';
+import { train, metricsUpToStep, type TrainOptions } from '../src/train/train.js';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
 import { createAmp, INITIAL_LOSS_SCALE } from '../src/train/amp.js';
 import { learningRate } from '../src/train/schedule.js';
@@ -95,6 +95,63 @@ test('a resumed run keeps its eval/sample/save cadence unless given, and counts 
   const evals2: number[] = [];
   await train({ resume: again.out, backend: 'reference', evalEvery: 4, onEval: (e) => { if (!e.final) evals2.push(e.step); } });
   assert.deepEqual(evals2, [8, 12]);
+});
+
+/** metrics.jsonl's records; `lax`: skipping lines that are not JSON. */
+const readRecords = async (dir: string, lax = false): Promise<Record<string, unknown>[]> =>
+  (await readFile(join(dir, 'metrics.jsonl'), 'utf8')).trim().split('\n').flatMap((l) => {
+    try {
+      return [JSON.parse(l)];
+    } catch (e) {
+      if (lax) return [];
+      throw e;
+    }
+  });
+const trainSteps = (records: Record<string, unknown>[]): number[] => records.filter((r) => typeof r.loss === 'number' && !r.skipped).map((r) => r.step as number);
+const valSteps = (records: Record<string, unknown>[]): number[] => records.filter((r) => typeof r.val_loss === 'number' && !r.final).map((r) => r.step as number);
+/** A run that dies (as on a crash or a second Ctrl-C) after logging step 6, its last save at step 4. */
+async function crashedRun(): Promise<TrainOptions> {
+  const o = await opts({ steps: 12, evalEvery: 3, saveEvery: 4, logEvery: 1 });
+  await assert.rejects(train({ ...o, onStep: (s) => { if (s.step === 7) throw new Error('crash'); } }), /crash/);
+  assert.equal((await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true })).training!.step, 4);
+  // Records past the checkpoint: steps 5 and 6 and the eval at 6 (logged by the run); one cut short by the crash.
+  await appendFile(join(o.out!, 'metrics.jsonl'), '{"step":7,"loss":2.5,"lr"');
+  assert.deepEqual(trainSteps(await readRecords(o.out!, true)), [1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(valSteps(await readRecords(o.out!, true)), [3, 6]);
+  return o;
+}
+
+test('a run resumed after a crash past its last save drops the records of the discarded steps from metrics.jsonl', async () => {
+  const o = await crashedRun();
+  await train({ resume: o.out, backend: 'reference' });
+  const records = await readRecords(o.out!);
+  assert.deepEqual(trainSteps(records), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 'each step once, in order');
+  assert.deepEqual(valSteps(records), [3, 6, 9, 12]);
+  assert.equal(records.filter((r) => r.event === 'start').length, 1, 'the start record stays');
+  assert.equal(records.filter((r) => r.final).length, 1);
+  // metricsUpToStep itself: step-less lines and stray non-JSON lines stay, a cut last line goes.
+  assert.deepEqual(metricsUpToStep('{"event":"x"}\n{"step":1}\nnot json\n{"step":3,"val_loss":1}\n{"step":2,"skipped":true}\n{"st', 2),
+    { text: '{"event":"x"}\n{"step":1}\nnot json\n{"step":2,"skipped":true}\n', dropped: 2 });
+  assert.deepEqual(metricsUpToStep('', 5), { text: '', dropped: 0 });
+});
+
+test('a run resumed into another directory (--out) starts there with the old run\'s history up to its checkpoint; the old run is untouched', async () => {
+  const o = await crashedRun();
+  const before = await readFile(join(o.out!, 'metrics.jsonl'));
+  const oldCkpt = await readFile(join(o.out!, 'checkpoint', 'model.safetensors'));
+  const out = join(await mkdtemp(join(tmpdir(), 'minigpt-run-')), 'moved');
+  const summary = await train({ resume: o.out, out, backend: 'reference' });
+  assert.equal(summary.runDir, out);
+  const records = await readRecords(out);
+  assert.deepEqual(trainSteps(records), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], 'the whole run, each step once');
+  assert.deepEqual(valSteps(records), [3, 6, 9, 12]);
+  assert.equal(records[0].event, 'start');
+  assert.match(await readFile(join(out, 'loss.svg'), 'utf8'), /^<svg/);
+  assert.deepEqual(await readFile(join(o.out!, 'metrics.jsonl')), before, 'the old run\'s metrics as they were');
+  assert.deepEqual(await readFile(join(o.out!, 'checkpoint', 'model.safetensors')), oldCkpt);
+  assert.equal((await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true })).training!.step, 4);
+  // The new directory now holds a run of its own: resuming the old run into it again would replace it.
+  await assert.rejects(train({ resume: o.out, out, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /already holds a run; continue it with --resume/.test(e.message));
 });
 
 test('reading the loss back every 7 steps trains bitwise like reading every step', async () => {

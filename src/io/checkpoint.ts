@@ -306,6 +306,36 @@ function parseJson(bytes: Uint8Array, source: string): unknown {
  * is loaded only when asked for (it is twice the size of the weights).
  */
 export async function loadCheckpoint(dir: string, opts: { training?: boolean } = {}): Promise<Checkpoint> {
+  const at = await locateCheckpoint(dir);
+  if (at.zip) return checkpointFromZip(at.zip, at.path, opts);
+  return decodeCheckpoint(dirSource(at.path), opts);
+}
+
+/**
+ * The trainer state of a checkpoint (its trainer_state.json: "step" and what the run recorded, its
+ * data among them) from a checkpoint or run directory or a .zip, as loadCheckpoint finds it,
+ * checked against the manifest, without decoding weights or moments. Null when the checkpoint has
+ * none (it was written by init or import, not by training).
+ */
+export async function loadTrainerState(dir: string): Promise<{ step: number; trainer: Record<string, unknown> } | null> {
+  const at = await locateCheckpoint(dir);
+  let src: CheckpointFiles;
+  if (at.zip) {
+    const root = zipCheckpointRoot(zipFileNames(at.zip, at.path), at.path);
+    const wanted = new Set([root + FILES.manifest, root + FILES.trainer]);
+    const files = unzipFiles(at.zip, at.path, (name) => wanted.has(name));
+    src = zipSource(at.path, root, async (name) => files.get(root + name) ?? null);
+  } else {
+    src = dirSource(at.path);
+  }
+  const manifest = await readManifest(src);
+  const bytes = await src.read(FILES.trainer);
+  if (!bytes) return null;
+  return parseTrainerState(await checkAgainstManifest(src, FILES.trainer, bytes, manifest), src);
+}
+
+/** loadCheckpoint's `dir` -> the checkpoint directory, or the path and bytes of a .zip. */
+async function locateCheckpoint(dir: string): Promise<{ path: string; zip?: Uint8Array }> {
   dir = await checkpointDirOf(resolve(dir));
   await recoverInterruptedSave(dir).catch(() => {});
   let info;
@@ -316,17 +346,19 @@ export async function loadCheckpoint(dir: string, opts: { training?: boolean } =
   }
   if (info.isFile()) {
     check(dir.toLowerCase().endsWith('.zip') || (await fileStartsLikeZip(dir)), `${dir} is a file; a checkpoint is a directory (with config.json and model.safetensors) or a .zip of one`);
-    let bytes: Uint8Array;
     try {
-      bytes = await readFile(dir);
+      return { path: dir, zip: await readFile(dir) };
     } catch (e) {
       throw ioError(e, `read ${dir}`);
     }
-    return checkpointFromZip(bytes, dir, opts);
   }
   check(info.isDirectory(), `${dir} is not a directory; a checkpoint is a directory (with config.json and model.safetensors) or a .zip of one`);
   check(await exists(join(dir, FILES.config)), `${dir} is not a minigpt checkpoint (no config.json)`);
-  return decodeCheckpoint({
+  return { path: dir };
+}
+
+function dirSource(dir: string): CheckpointFiles {
+  return {
     async read(name) {
       try {
         return await readFile(join(dir, name));
@@ -338,7 +370,7 @@ export async function loadCheckpoint(dir: string, opts: { training?: boolean } =
     path: (name) => join(dir, name),
     label: dir,
     hfHint: `convert it with minigpt import --from ${dir} --out DIR`,
-  }, opts);
+  };
 }
 
 async function fileStartsLikeZip(path: string): Promise<boolean> {
@@ -419,13 +451,7 @@ function checkConfigFormat(configRaw: Record<string, unknown>, src: CheckpointFi
 
 /** Checks and decodes a checkpoint's files (the directory and zip loaders' common part). */
 async function decodeCheckpoint(src: CheckpointFiles, opts: { training?: boolean }): Promise<Checkpoint> {
-  let manifest: Record<string, string> | null = null;
-  const manifestBytes = await src.read(FILES.manifest);
-  if (manifestBytes) {
-    const m = parseJson(manifestBytes, src.path(FILES.manifest)) as { sha256?: Record<string, string> };
-    check(m && typeof m.sha256 === 'object' && m.sha256 !== null, `${src.path(FILES.manifest)} has no sha256 table; the checkpoint is corrupt`);
-    manifest = m.sha256;
-  }
+  const manifest = await readManifest(src);
   const configSource = src.path(FILES.config);
   const configRaw = parseJson(await readChecked(src, FILES.config, manifest), configSource) as Record<string, unknown>;
   checkConfigFormat(configRaw, src);
@@ -451,11 +477,26 @@ async function decodeCheckpoint(src: CheckpointFiles, opts: { training?: boolean
     const m = opt.get('adamw.m'), v = opt.get('adamw.v');
     check(m && v && m.data.length === weights.length && v.data.length === weights.length && m.dtype === 'F32' && v.dtype === 'F32',
       `${optSource} does not hold F32 adamw.m and adamw.v of ${weights.length} values; the checkpoint is corrupt`);
-    const trainerSource = src.path(FILES.trainer);
-    const trainer = parseJson(await readChecked(src, FILES.trainer, manifest), trainerSource) as Record<string, unknown>;
-    check(trainer && Number.isInteger(trainer.step) && (trainer.step as number) >= 0, `${trainerSource} has no valid "step"; the checkpoint is corrupt`);
-    const { step, ...rest } = trainer;
-    ckpt.training = { step: step as number, m: m.data as Float32Array, v: v.data as Float32Array, trainer: rest };
+    const { step, trainer } = parseTrainerState(await readChecked(src, FILES.trainer, manifest), src);
+    ckpt.training = { step, m: m.data as Float32Array, v: v.data as Float32Array, trainer };
   }
   return ckpt;
+}
+
+/** The sha256 table of a checkpoint's manifest.json, or null when it has none. */
+async function readManifest(src: CheckpointFiles): Promise<Record<string, string> | null> {
+  const manifestBytes = await src.read(FILES.manifest);
+  if (!manifestBytes) return null;
+  const m = parseJson(manifestBytes, src.path(FILES.manifest)) as { sha256?: Record<string, string> };
+  check(m && typeof m.sha256 === 'object' && m.sha256 !== null, `${src.path(FILES.manifest)} has no sha256 table; the checkpoint is corrupt`);
+  return m.sha256;
+}
+
+/** trainer_state.json's bytes -> its step and the rest. */
+function parseTrainerState(bytes: Uint8Array, src: CheckpointFiles): { step: number; trainer: Record<string, unknown> } {
+  const trainerSource = src.path(FILES.trainer);
+  const state = parseJson(bytes, trainerSource) as Record<string, unknown>;
+  check(state && Number.isInteger(state.step) && (state.step as number) >= 0, `${trainerSource} has no valid "step"; the checkpoint is corrupt`);
+  const { step, ...trainer } = state;
+  return { step: step as number, trainer };
 }

@@ -21,7 +21,7 @@ import { evaluateLoss } from './evaluate.js';
 import { createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
-import { checkpointDirOf, loadCheckpoint, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
+import { checkpointDirOf, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
 import { loadText, cleanText, splitTrainVal, type CleanOptions } from '../data/text.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
@@ -427,10 +427,13 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   }
   const runDir = resolve(o.out ?? (resumeDir ? dirname(resumeDir) : defaultRunDir()));
   const ckptDir = join(runDir, 'checkpoint');
-  if (!resumed && (await isCheckpointDir(ckptDir))) {
+  // A run resumed into another directory (--out) starts a new one there, from the old run's
+  // checkpoint and history: that directory must not hold another run (its history would be replaced).
+  const newDir = !resumed || runDir !== dirname(resumeDir!);
+  if (newDir && (await isCheckpointDir(ckptDir))) {
     throw new MinigptError(`${runDir} already holds a run; continue it with --resume ${runDir}, or choose another --out`);
   }
-  if (!resumed && !(await isRunDirOrAbsent(runDir))) {
+  if (newDir && !(await isRunDirOrAbsent(runDir))) {
     throw new MinigptError(`${runDir} exists and is not a minigpt run; choose another --out (nothing of yours is written there)`);
   }
 
@@ -499,6 +502,10 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       const svg = renderLossPlot([{ name: basename(runDir), records: await readMetrics(metricsPath) }]);
       await writeFileAtomic(join(runDir, 'loss.svg'), svg);
     };
+    // A resumed run continues the history of its checkpoint's step: in its own directory without the
+    // records logged after that save (a crash or a second Ctrl-C discarded those steps, which run
+    // again now), in another directory (--out) from a copy of the old run's, which stays as it was.
+    if (resumed && (await continueMetrics(join(dirname(resumeDir!), 'metrics.jsonl'), metricsPath, step))) await replot();
 
     const stateOf = (): TrainerState => ({
       total_steps: totalSteps, tokens_seen: tokensSeen, elapsed: elapsedBefore + (performance.now() - t0) / 1000,
@@ -659,6 +666,55 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   }
 }
 
+/**
+ * The lines of metrics.jsonl `text` up to step `step`, for a run resumed from its checkpoint at
+ * that step: records of later steps were logged after that save and their steps run again. Lines
+ * without a numeric "step" stay; so do lines that are not JSON, except a last line cut short
+ * (no newline) by a crash, which the next record would otherwise be appended to.
+ */
+export function metricsUpToStep(text: string, step: number): { text: string; dropped: number } {
+  const lines = text.split('\n');
+  const cut = lines.pop()!; // '' when the text ends with a newline
+  let dropped = 0;
+  const kept: string[] = [];
+  const keep = (line: string, partial: boolean): void => {
+    if (!line.trim()) return;
+    let record: unknown;
+    try {
+      record = JSON.parse(line);
+    } catch {
+      if (partial) dropped++;
+      else kept.push(line);
+      return;
+    }
+    const s = (record as { step?: unknown } | null)?.step;
+    if (typeof s === 'number' && s > step) dropped++;
+    else kept.push(line);
+  };
+  for (const line of lines) keep(line, false);
+  keep(cut, true);
+  return { text: kept.map((l) => l + '\n').join(''), dropped };
+}
+
+/**
+ * Writes (atomically) `to`, the metrics.jsonl of a run resumed from step `step`, as `from`'s
+ * records up to that step (metricsUpToStep): `from` itself when it is `to`, rewritten only when
+ * that changes it. True when `to` was written.
+ */
+async function continueMetrics(from: string, to: string, step: number): Promise<boolean> {
+  let text = '';
+  try {
+    text = await readFile(from, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(e, `read ${from}`);
+    if (from === to) return false;
+  }
+  const kept = metricsUpToStep(text, step);
+  if (from === to && kept.text === text) return false;
+  await writeFileAtomic(to, kept.text);
+  return true;
+}
+
 /** Shards must hold the model's token ids: the same tokenizer, or their ids mean other things. */
 function checkShardsTokenizer(model: Tokenizer, shards: Tokenizer, dir: string, whose = "the checkpoint's"): void {
   check(
@@ -669,17 +725,16 @@ function checkShardsTokenizer(model: Tokenizer, shards: Tokenizer, dir: string, 
 }
 
 /**
- * The loss on the validation data of the run that wrote checkpoint `ckptDir` (the data, split
+ * The loss on the validation data of the run that wrote checkpoint `ckptDir` (a checkpoint or run
+ * directory, or a .zip of a checkpoint; the data, split
  * and cleaning its trainer_state.json records, read as training read them), over
  * as many windows as the run's final evaluation: `minigpt eval` with neither --text nor --data.
  */
 export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDir: string, opts: { batch?: number } = {}): Promise<{ loss: number; tokens: number; dataName: string }> {
-  let state: TrainerState;
-  try {
-    state = JSON.parse(await readFile(join(ckptDir, 'trainer_state.json'), 'utf8')) as TrainerState;
-  } catch {
-    throw new MinigptError(`${ckptDir} records no training data (it was not written by train); give --text "..." or --data PATH`);
-  }
+  // A .zip of the checkpoint records the same (loadCheckpoint reads either).
+  const saved = await loadTrainerState(ckptDir);
+  if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); give --text "..." or --data PATH`);
+  const state = saved.trainer as unknown as TrainerState;
   const data = await loadTrainingData({ data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined }, tokenizer);
   const T = model.config.context;
   check(data.val.length > T, `the run's validation data has ${data.val.length} tokens, fewer than one window of ${T + 1}`);
