@@ -7,6 +7,7 @@ import { createKvCache, forwardCached } from './model/model.js';
 import type { LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
 import { createStreamingDecoder, encodeUserText } from './data/tokenizer.js';
+import { cleanText } from './data/text.js';
 
 export interface SampleOptions {
   /** Tokens to generate. */
@@ -65,6 +66,18 @@ export function sampleToken(logits: Float32Array, opts: Required<Pick<SampleOpti
     if (r < 0) return order[i];
   }
   return order[keep - 1];
+}
+
+/**
+ * The prompt as the model should see it: cleaned as its training text was (loaded.clean; a model
+ * trained on lowercased text gets a lowercased prompt), and a note when that changed what was
+ * typed ('' otherwise). `minigpt sample` and the page generate from, and show, the cleaned prompt.
+ */
+export function preparePrompt(loaded: LoadedModel, prompt: string): { prompt: string; note: string } {
+  if (!loaded.clean) return { prompt, note: '' };
+  const cleaned = cleanText(prompt, loaded.clean);
+  const lowered = Boolean(loaded.clean.lowercase) && cleaned !== cleanText(prompt, { ...loaded.clean, lowercase: false });
+  return { prompt: cleaned, note: lowered ? "the prompt is lowercased, as the model's training text was (--clean lowercase)" : '' };
 }
 
 /**

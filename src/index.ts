@@ -12,13 +12,13 @@ export { buildCharTokenizer, tokenizerFromJson, makeTokenizer, createStreamingDe
 export { trainBpe } from './data/bpe.js';
 export { gpt2Tokenizer } from './data/gpt2.js';
 export { loadText, cleanText, splitTrainVal } from './data/text.js';
-export { loadModel, computeLogits, scoreText, type LoadedModel, type TextScore } from './inference.js';
+export { loadModel, computeLogits, scoreText, recordedClean, type LoadedModel, type TextScore } from './inference.js';
 export { createRng, type Rng } from './util/random.js';
 export { learningRate, type LrSchedule } from './train/schedule.js';
 export { createBatchSampler, memoryTokens, type BatchSampler, type TokenStream } from './data/batches.js';
 export { train, loadTrainingData, evaluateText, TRAIN_DEFAULTS, type TrainOptions, type TrainSummary, type StepInfo, type EvalInfo } from './train/train.js';
 export { findLearningRate, type LrFindOptions, type LrFindResult } from './train/lr-find.js';
-export { generate, checkPrompt, type SampleOptions, type GeneratedToken } from './generate.js';
+export { generate, checkPrompt, preparePrompt, type SampleOptions, type GeneratedToken } from './generate.js';
 export { renderLossPlot, readMetrics } from './train/plot.js';
 export { createKvCache, forwardCached } from './model/model.js';
 export { prepareShards, openShards, isShardDir, type PrepareOptions, type PrepareSummary } from './data/shards.js';

@@ -2,15 +2,28 @@
 import { cpuBackendSupported, createBackend } from './backend/index.js';
 import type { Backend } from './backend/types.js';
 import { check } from './errors.js';
-import { loadCheckpoint } from './io/checkpoint.js';
+import { loadCheckpoint, type Checkpoint } from './io/checkpoint.js';
 import { createModel, forward, setWeights, type Model } from './model/model.js';
 import { paramLayout } from './model/params.js';
 import type { ModelConfig } from './model/config.js';
 import type { Tokenizer } from './data/tokenizer.js';
+import type { CleanOptions } from './data/text.js';
 
 export interface LoadedModel {
   model: Model;
   tokenizer: Tokenizer;
+  /**
+   * How the training text was cleaned (lowercased, say), when the checkpoint records it: prompts
+   * and texts given to the model are cleaned the same way (see preparePrompt in generate.ts).
+   */
+  clean?: Partial<CleanOptions>;
+}
+
+/** The cleaning a checkpoint's training run recorded ({} where it ran with the default cleaning); undefined without a record. */
+export function recordedClean(ckpt: Pick<Checkpoint, 'recorded'>): Partial<CleanOptions> | undefined {
+  if (!ckpt.recorded || !('clean' in ckpt.recorded)) return undefined;
+  const clean = ckpt.recorded.clean;
+  return clean !== null && typeof clean === 'object' && !Array.isArray(clean) ? (clean as Partial<CleanOptions>) : {};
 }
 
 /**
@@ -36,7 +49,8 @@ export async function loadModel(dir: string, opts: { backend?: Backend | string;
   const backend = typeof name === 'object' ? name : await createBackend(opts.forSampling ? samplingBackendName(name, ckpt.config) : name, { threads: opts.threads });
   const model = createModel(backend, ckpt.config);
   setWeights(model, ckpt.weights);
-  return { model, tokenizer: ckpt.tokenizer };
+  const clean = recordedClean(ckpt);
+  return { model, tokenizer: ckpt.tokenizer, ...(clean ? { clean } : {}) };
 }
 
 /** Token ids the model can run on: some, each in the vocabulary, and (unless `anyLength`) within the context. */

@@ -65,3 +65,32 @@ test('a sample ends where the model ends the text, with a note on stderr; --igno
   assert.equal(onward.stdout, 'pa<|endoftext|><|endoftext|><|endoftext|>\n');
   assert.equal(onward.stderr, '');
 });
+
+test('a model trained on lowercased text gets lowercased prompts and texts (sample, eval), with a note; the suggested sample command encodes', () => {
+  const text = join(root, 'shouty.txt');
+  writeFileSync(text, 'ROMEO: The Cat sat on the Mat. '.repeat(60));
+  const run = join(root, 'lower');
+  const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+  const t = cli(['train', '--data', text, '--clean', 'lowercase', '--out', run, '--steps', '2', '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '2', '--backend', 'reference', '--quiet']);
+  assert.equal(t.status, 0, t.stderr);
+  assert.match(t.stdout, /next: npx minigpt sample --ckpt \S*lower --prompt "the "\n$/);
+  const s = cli(['sample', '--ckpt', run, '--prompt', 'ROMEO: The', '--tokens', '5', '--backend', 'reference']);
+  assert.equal(s.status, 0, s.stderr);
+  assert.ok(s.stdout.startsWith('romeo: the'), s.stdout);
+  assert.equal(s.stderr, "minigpt: note: the prompt is lowercased, as the model's training text was (--clean lowercase)\n");
+  const e = cli(['eval', '--ckpt', run, '--text', 'The Cat', '--json', '--backend', 'reference']);
+  assert.equal(e.status, 0, e.stderr);
+  const lowered = cli(['eval', '--ckpt', run, '--text', 'the cat', '--json', '--backend', 'reference']);
+  assert.equal(e.stdout, lowered.stdout);
+  assert.equal(lowered.stderr, '');
+  // A run of characters without "T", "h" or "e" is told to sample from an empty prompt.
+  const abc = join(root, 'abc.txt');
+  writeFileSync(abc, 'abcd abcd '.repeat(100));
+  const t2 = cli(['train', '--data', abc, '--out', join(root, 'abc-run'), '--steps', '1', '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '2', '--backend', 'reference', '--quiet']);
+  assert.equal(t2.status, 0, t2.stderr);
+  assert.match(t2.stdout, /next: npx minigpt sample --ckpt \S*abc-run\n$/);
+  // --batch means nothing for --text: refused rather than ignored.
+  const b = cli(['eval', '--ckpt', run, '--text', 'the cat', '--batch', '4']);
+  assert.equal(b.status, 1);
+  assert.match(b.stderr, /^minigpt: error: --batch goes with --data/);
+});

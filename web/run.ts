@@ -24,7 +24,7 @@
 import {
   MinigptError, TRAIN_DEFAULTS, buildCharTokenizer, cleanText, countParams, createBackend, createBatchSampler,
   createModel, createOptimizer, createRng, backward, checkpointFromZip, forward, generate, initialWeights, learningRate, meanLoss,
-  memoryTokens, optimizerStepChecked, resolveConfig, setWeights, splitTrainVal, tuneKernels, zeroGrads,
+  memoryTokens, optimizerStepChecked, recordedClean, resolveConfig, setWeights, splitTrainVal, tuneKernels, zeroGrads,
   type Backend, type LoadedModel, type ModelConfig, type WebGpuBackend,
 } from '../src/index.js';
 import { evaluateLoss } from '../src/train/evaluate.js';
@@ -338,7 +338,9 @@ export async function loadCheckpointModel(bytes: Uint8Array, fileName: string, w
     setWeights(model, ckpt.weights);
     s.state = 'loaded';
     s.hasModel = true;
-    return { state: s, loaded: { model, tokenizer: ckpt.tokenizer } };
+    // Prompts are cleaned as the checkpoint's training text was (lowercased, say).
+    const clean = recordedClean(ckpt);
+    return { state: s, loaded: { model, tokenizer: ckpt.tokenizer, ...(clean ? { clean } : {}) } };
   } catch (e) {
     backend?.destroy();
     s.state = 'error';

@@ -17,7 +17,7 @@
  * `notIsolated`: why the page is not cross-origin isolated ('' when it is), for the backend note.
  */
 import {
-  MinigptError, checkPrompt, checkpointToZip, encodeGguf, generate, ggufFromCheckpoint, hfExportFiles, readWeights, zipFiles,
+  MinigptError, checkPrompt, checkpointToZip, preparePrompt, encodeGguf, generate, ggufFromCheckpoint, hfExportFiles, readWeights, zipFiles,
   type Checkpoint, type LoadedModel,
 } from '../src/index.js';
 import { errorText, loadCheckpointModel, runTraining, type PageBackend, type PageOptions, type PageState } from './run.js';
@@ -125,9 +125,10 @@ async function generateText(req: GenerateRequest): Promise<void> {
   generating = stop;
   let note = '';
   try {
-    note = checkPrompt(loaded, req.prompt, 'prompt');
+    const prepared = preparePrompt(loaded, req.prompt);
+    note = [prepared.note, checkPrompt(loaded, prepared.prompt, 'prompt')].filter(Boolean).join('; ');
     let lastYield = performance.now();
-    for await (const t of generate(loaded, req.prompt, {
+    for await (const t of generate(loaded, prepared.prompt, {
       maxTokens: req.maxTokens, temperature: req.temperature, topK: req.topK, topP: req.topP, seed: req.seed, signal: stop.signal,
     })) {
       if (t.endOfText) note = [note, 'the model ended the text (<|endoftext|>)'].filter(Boolean).join('; ');

@@ -48,6 +48,12 @@ export interface Checkpoint {
   weights: Float32Array;
   tokenizer: Tokenizer;
   training?: TrainingState;
+  /**
+   * What the training run that wrote it recorded (trainer_state.json less its step: its data, the
+   * cleaning of its text, its options), loaded with or without `training`; absent for checkpoints
+   * from init or import. Sampling and evaluation clean text as this says the training text was.
+   */
+  recorded?: Record<string, unknown>;
 }
 
 const FILES = {
@@ -469,6 +475,16 @@ async function decodeCheckpoint(src: CheckpointFiles, opts: { training?: boolean
   );
 
   const ckpt: Checkpoint = { config, weights, tokenizer };
+  if (!opts.training) {
+    // Only what the run recorded is wanted here, not to resume it: a damaged trainer_state.json
+    // costs the recorded settings, not the model (its weights are checked on their own).
+    const bytes = await src.read(FILES.trainer);
+    if (bytes) {
+      try {
+        ckpt.recorded = parseTrainerState(await checkAgainstManifest(src, FILES.trainer, bytes, manifest), src).trainer;
+      } catch { /* left out */ }
+    }
+  }
   if (opts.training) {
     const optSource = src.path(FILES.optimizer);
     const optBytes = await src.read(FILES.optimizer);
@@ -479,6 +495,7 @@ async function decodeCheckpoint(src: CheckpointFiles, opts: { training?: boolean
       `${optSource} does not hold F32 adamw.m and adamw.v of ${weights.length} values; the checkpoint is corrupt`);
     const { step, trainer } = parseTrainerState(await readChecked(src, FILES.trainer, manifest), src);
     ckpt.training = { step, m: m.data as Float32Array, v: v.data as Float32Array, trainer };
+    ckpt.recorded = trainer;
   }
   return ckpt;
 }

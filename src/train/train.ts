@@ -161,6 +161,9 @@ export interface TrainSummary {
   /** Learning rate of the last step taken. */
   lastLr: number;
   skippedSteps: number;
+  /** The run's tokenizer and how its text was cleaned (undefined: the default cleaning). */
+  tokenizer: Tokenizer;
+  clean: Partial<CleanOptions> | undefined;
 }
 
 export const TRAIN_DEFAULTS = {
@@ -660,6 +663,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     return {
       runDir, checkpoint: ckptDir, steps: step, tokensSeen, sessionTokens: tokensSeen - (prior?.tokens_seen ?? 0), seconds, finalLoss: lastLoss,
       bestValLoss: bestVal, finalValLoss: finalVal, interrupted, outOfTime: !interrupted && step < totalSteps, totalSteps, lastLr, skippedSteps: skipped,
+      tokenizer, clean,
     };
   } finally {
     if (typeof o.backend !== 'object') backend.destroy();

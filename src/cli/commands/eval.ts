@@ -1,8 +1,9 @@
 import { check } from '../../errors.js';
-import { BACKEND_FLAGS, TEXT_FLAGS, type CommandSpec } from '../args.js';
+import { BACKEND_FLAGS, TEXT_FLAGS, flagsOnCommandLine, type CommandSpec } from '../args.js';
 import { encodeUserText } from '../../data/tokenizer.js';
 import { isShardDir } from '../../data/shards.js';
 import { loadModel, scoreText } from '../../inference.js';
+import { preparePrompt } from '../../generate.js';
 import { evaluateRunData, evaluateShards, evaluateText, findCheckpointDir, latestRun } from '../../train/train.js';
 import { loadText, cleanText } from '../../data/text.js';
 
@@ -27,6 +28,7 @@ export const evalCommand: CommandSpec = {
     'token sees at least half a context before it.',
     'With neither --text nor --data: the validation split of the data the run trained on (the embedded',
     'corpus for a default run), over as many windows as the run\'s final evaluation, so it reproduces that number.',
+    'Text given with --text or --data is cleaned as the run\'s training text was (--clean lowercase: lowercased).',
     '',
     'Examples:',
     '  minigpt eval                                    # the latest run, on its own validation data',
@@ -36,6 +38,7 @@ export const evalCommand: CommandSpec = {
   async run(v) {
     check(v.text === undefined || v.data === undefined, 'give one of --text "..." or --data PATH, not both');
     check(!v.all || v.data !== undefined, '--all goes with --data PATH');
+    check(!(typeof v.text === 'string' && flagsOnCommandLine().has('batch')), '--batch goes with --data (or no data flag), not with --text: a text is scored as one sequence');
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined });
     if (v.text === undefined && v.data === undefined) {
@@ -47,8 +50,11 @@ export const evalCommand: CommandSpec = {
       return;
     }
     if (typeof v.text === 'string') {
-      encodeUserText(loaded.tokenizer, v.text, '--text', "the checkpoint's tokenizer has no token for it; leave it out");
-      const score = await scoreText(loaded, v.text);
+      // Cleaned as the training text was (lowercased, say), as sample cleans a prompt.
+      const { prompt: text, note } = preparePrompt(loaded, v.text);
+      if (note) console.error(`minigpt: note: ${note.replace('the prompt', '--text')}`);
+      encodeUserText(loaded.tokenizer, text, '--text', "the checkpoint's tokenizer has no token for it; leave it out");
+      const score = await scoreText(loaded, text);
       if (v.json) console.log(JSON.stringify(score));
       else console.log(`${score.ids.length} tokens: loss ${score.loss.toFixed(4)}, perplexity ${Math.exp(score.loss).toFixed(2)}`);
       return;
@@ -60,7 +66,7 @@ export const evalCommand: CommandSpec = {
       : await evaluateText(loaded.model, loaded.tokenizer, cleanText(await loadText(data, {
         textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace',
         onWarning: (m) => console.error(`minigpt: warning: ${m}`),
-      })), { ...opts, source: data });
+      }), loaded.clean), { ...opts, source: data }); // cleaned as the training text was
     if (result.tokens < 100) console.error(`minigpt: note: only ${result.tokens} tokens were scored; a loss over so few is noisy${v.all ? '' : ' (pass --all to use all of the data)'}`);
     const out = { val_loss: result.loss, perplexity: Math.exp(result.loss), tokens: result.tokens, split: v.all ? 'all' : 'val' };
     if (v.json) console.log(JSON.stringify(out));

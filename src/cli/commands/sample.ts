@@ -2,7 +2,7 @@ import { createInterface } from 'node:readline';
 import { MinigptError, check } from '../../errors.js';
 import { BACKEND_FLAGS, flagsOnCommandLine, type CommandSpec } from '../args.js';
 import { SAMPLE_ON_CPU_MAX_PARAMS, loadModel, type LoadedModel } from '../../inference.js';
-import { checkPrompt, generate, type SampleOptions } from '../../generate.js';
+import { checkPrompt, generate, preparePrompt, type SampleOptions } from '../../generate.js';
 import { findCheckpointDir, latestRun } from '../../train/train.js';
 import { onOutputClosed } from '../output.js';
 
@@ -25,7 +25,7 @@ export const sampleCommand: CommandSpec = {
     'ignore-eot': { type: 'boolean', description: 'go on when the model samples <|endoftext|> (default: stop there, as transformers and llama.cpp do)' },
     ...BACKEND_FLAGS,
   },
-  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --interactive --tokens 100`,
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --interactive --tokens 100`,
   async run(v) {
     check(!(v.interactive && flagsOnCommandLine().has('prompt')), '--prompt goes without --interactive (type the prompts at the > instead)');
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
@@ -35,8 +35,7 @@ export const sampleCommand: CommandSpec = {
       topP: v['top-p'] as number, seed: v.seed as number, stopAtEndOfText: !v['ignore-eot'],
     };
     if (v.interactive) return interactive(loaded, opts);
-    const prompt = v.prompt as string;
-    checkPromptNoting(loaded, prompt, '--prompt');
+    const prompt = promptNoting(loaded, v.prompt as string, '--prompt');
     const controller = new AbortController();
     // Ctrl-C stops generation after the current token (exit 130); a second one exits at once.
     let interrupted = false;
@@ -58,10 +57,14 @@ export const sampleCommand: CommandSpec = {
   },
 };
 
-/** checkPrompt, its note (a prompt longer than the context) on stderr. */
-function checkPromptNoting(loaded: LoadedModel, prompt: string, what: string): void {
-  const note = checkPrompt(loaded, prompt, what);
-  if (note) process.stderr.write(`minigpt: note: ${note}\n`);
+/**
+ * The prompt to generate from: cleaned as the training text was (preparePrompt), then checked
+ * (checkPrompt); their notes (lowercased, longer than the context) on stderr.
+ */
+function promptNoting(loaded: LoadedModel, typed: string, what: string): string {
+  const { prompt, note } = preparePrompt(loaded, typed);
+  for (const n of [note, checkPrompt(loaded, prompt, what)]) if (n) process.stderr.write(`minigpt: note: ${n}\n`);
+  return prompt;
 }
 
 /**
@@ -128,9 +131,9 @@ async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<nu
   try {
     for await (const line of rl) {
       try {
-        checkPromptNoting(loaded, line, 'the prompt');
+        const prompt = promptNoting(loaded, line, 'the prompt');
         current = new AbortController();
-        await streamSample(loaded, line, { ...opts, seed: (opts.seed ?? 0) + n, signal: current.signal });
+        await streamSample(loaded, prompt, { ...opts, seed: (opts.seed ?? 0) + n, signal: current.signal });
         n++;
       } catch (e) {
         if (!(e instanceof MinigptError)) throw e;

@@ -1,6 +1,7 @@
 import { MinigptError, check } from '../../errors.js';
 import { BACKEND_FLAGS, TEXT_FLAGS, cleanOptionsFromFlag, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
-import { train, TRAIN_DEFAULTS, recordLatestRun } from '../../train/train.js';
+import { train, TRAIN_DEFAULTS, recordLatestRun, type TrainSummary } from '../../train/train.js';
+import { cleanText } from '../../data/text.js';
 import { AMP_MODES } from '../../train/amp.js';
 import { formatDuration, formatRate, progressLine } from '../progress.js';
 import { readFile } from 'node:fs/promises';
@@ -213,7 +214,7 @@ export const trainCommand: CommandSpec = {
         summary.skippedSteps ? `${row('skipped steps')}${summary.skippedSteps} (non-finite gradients)` : '',
         `${row('checkpoint')}${rel(summary.checkpoint)}`,
         (await exists(plot)) ? `${row('loss plot')}${rel(plot)}` : '',
-        summary.interrupted || summary.outOfTime ? `next: npx minigpt train --resume ${rel(summary.runDir)}   (continues exactly where it stopped)` : `next: npx minigpt sample --ckpt ${rel(summary.runDir)} --prompt "The "`,
+        summary.interrupted || summary.outOfTime ? `next: npx minigpt train --resume ${rel(summary.runDir)}   (continues exactly where it stopped)` : `next: npx minigpt sample --ckpt ${rel(summary.runDir)}${samplePromptFlag(summary)}`,
       ].filter(Boolean).join('\n'));
       return summary.interrupted && interrupts > 0 ? 130 : 0;
     } finally {
@@ -224,3 +225,16 @@ export const trainCommand: CommandSpec = {
     }
   },
 };
+
+/**
+ * ` --prompt "The "` for the suggested sample command, as the run's cleaning writes it ("the " for a
+ * lowercased run), or '' (an empty prompt) where the run's tokenizer cannot encode it: a
+ * character vocabulary without those letters would make the suggestion fail.
+ */
+function samplePromptFlag(summary: Pick<TrainSummary, 'tokenizer' | 'clean'>): string {
+  const prompt = cleanText('The ', summary.clean);
+  try {
+    if (summary.tokenizer.encode(prompt).length > 0) return ` --prompt "${prompt}"`;
+  } catch { /* a character the tokenizer lacks */ }
+  return '';
+}
