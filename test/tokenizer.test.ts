@@ -6,6 +6,7 @@ import {
   charTokenizerFromVocab,
   createStreamingDecoder,
   makeTokenizer,
+  tokenizerDifference,
   tokenizerFromJson,
   type CharTokenizerJson,
 } from '../src/data/tokenizer.js';
@@ -238,4 +239,13 @@ for (const [description, json, message] of MALFORMED) {
 
 test('tokenizerFromJson rejects an unknown tokenizer type, naming the source', () => {
   assertMinigptError(() => tokenizerFromJson({ type: 'wordpiece' }, 'ckpt/tokenizer.json'), /^ckpt\/tokenizer\.json: /);
+});
+
+test('tokenizerDifference says what differs where the descriptions are the same', () => {
+  const abc = buildCharTokenizer('abcx'), abd = buildCharTokenizer('abdx');
+  assert.equal(tokenizerDifference(abc, abd, 'the shards', 'the checkpoint'), 'other characters: "c" only in the shards; "d" only in the checkpoint');
+  assert.equal(tokenizerDifference(abc, buildCharTokenizer('abcxyz'), 'a', 'b'), '', 'the sizes already differ');
+  assert.equal(tokenizerDifference(abc, buildCharTokenizer('xcba'), 'a', 'b'), '', 'the same tokenizer');
+  const many = buildCharTokenizer('abcdefgh'), other = buildCharTokenizer('ijklmnop');
+  assert.equal(tokenizerDifference(many, other, 'a', 'b'), 'other characters: "a", "b", "c", "d", "e", and 3 more only in a; "i", "j", "k", "l", "m", and 3 more only in b');
 });

@@ -379,6 +379,26 @@ function unknownCharacterError(text: string, unitIndex: number, cp: number, voca
   );
 }
 
+/**
+ * How tokenizer `a` differs from `b` where describeTokenizer says the same of both (the same kind
+ * and size): for char tokenizers, characters one has and the other lacks, else that the ids differ.
+ * '' when the descriptions already differ or the tokenizers are the same.
+ */
+export function tokenizerDifference(a: Tokenizer, b: Tokenizer, aName: string, bName: string): string {
+  if (describeTokenizer(a) !== describeTokenizer(b) || sameTokenizer(a, b)) return '';
+  if (a.kind === 'char' && b.kind === 'char') {
+    const va = (a.toJSON() as CharTokenizerJson).vocab, vb = (b.toJSON() as CharTokenizerJson).vocab;
+    const only = (x: string[], y: string[]): string => {
+      const missing = x.filter((c) => !y.includes(c));
+      return missing.slice(0, 5).map((c) => JSON.stringify(c)).join(', ') + (missing.length > 5 ? `, and ${missing.length - 5} more` : '');
+    };
+    const aOnly = only(va, vb), bOnly = only(vb, va);
+    if (aOnly || bOnly) return `other characters: ${[aOnly && `${aOnly} only in ${aName}`, bOnly && `${bOnly} only in ${bName}`].filter(Boolean).join('; ')}`;
+    return 'the same characters under other ids';
+  }
+  return 'the same size, but other tokens or ids';
+}
+
 /** True when two tokenizers encode every text alike (their JSON is the same). */
 export function sameTokenizer(a: Tokenizer, b: Tokenizer): boolean {
   return a === b || JSON.stringify(a.toJSON()) === JSON.stringify(b.toJSON());

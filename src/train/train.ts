@@ -25,7 +25,7 @@ import { checkpointDirOf, loadCheckpoint, loadTrainerState, saveCheckpoint, isCh
 import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
 import { loadText, cleanText, splitTrainVal, type CleanOptions } from '../data/text.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
-import { describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
+import { describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenizerDifference, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
 import { createBatchSampler, memoryTokens, type TokenStream } from '../data/batches.js';
 import { isShardDir, openShards } from '../data/shards.js';
 import { renderLossPlot, readMetrics } from './plot.js';
@@ -723,8 +723,11 @@ async function continueMetrics(from: string, to: string, step: number): Promise<
 function checkShardsTokenizer(model: Tokenizer, shards: Tokenizer, dir: string, whose = "the checkpoint's"): void {
   check(
     sameTokenizer(model, shards),
-    () => `${dir} was prepared with a ${describeTokenizer(shards)}, not ${whose} ${describeTokenizer(model)}; ` +
-      `prepare the data again with ${whose} tokenizer (minigpt prepare --tokenizer ${whose === 'the given' ? 'FILE' : 'CHECKPOINT_DIR'} ...)`,
+    () => {
+      const difference = tokenizerDifference(shards, model, 'the shards', whose === 'the given' ? 'the given tokenizer' : whose.replace(/'s$/, ''));
+      return `${dir} was prepared with a ${describeTokenizer(shards)}, not ${whose} ${describeTokenizer(model)}${difference ? ` (${difference})` : ''}; ` +
+        `prepare the data again with ${whose} tokenizer (minigpt prepare --tokenizer ${whose === 'the given' ? 'FILE' : 'CHECKPOINT_DIR'} ...)`;
+    },
   );
 }
 
