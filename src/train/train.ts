@@ -616,7 +616,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
           undoSkippedStep(opt);
           skipped++;
           consecutiveBad++;
-          (o.onWarning ?? o.onMessage)?.(`step ${step + 1}: ${Number.isFinite(loss) ? 'gradient overflow' : `loss is ${loss}`}; skipped the update${amp.mode !== 'off' ? `, loss scale now ${amp.scale}` : ''}`);
+          // The step is taken again on the next batch: name the tries, or one step seems to repeat.
+          const which = consecutiveBad > 1 ? `step ${step + 1}, try ${consecutiveBad}` : `step ${step + 1}`;
+          (o.onWarning ?? o.onMessage)?.(`${which}: ${Number.isFinite(loss) ? 'gradient overflow' : `loss is ${loss}`}; skipped the update${amp.mode !== 'off' ? `, loss scale now ${amp.scale}` : ''}`);
           await log({ step: step + 1, skipped: true, loss: Number.isFinite(loss) ? loss : String(loss), ...(amp.mode === 'fp16' ? { loss_scale: amp.scale } : {}) });
           continue;
         }
@@ -644,7 +646,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       }
       if (consecutiveBad >= 5 && (amp.mode === 'off' || amp.scale < 1)) {
         await save();
-        throw new MinigptError(`training diverged: ${consecutiveBad} steps in a row had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower --lr (now ${o.lr})`);
+        throw new MinigptError(`training diverged: ${consecutiveBad} tries in a row at step ${step + 1} had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower --lr (now ${o.lr})`);
       }
       // Here the weights are those of `step`.
       if (step === checkedStep) continue;
