@@ -23,7 +23,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import { configFromJson, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
-import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js';
+import { decodeSafetensors, encodeSafetensorsParts, joinParts, type NamedTensor } from './safetensors.js';
 import { tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
 import { looksLikeZip, unzipFiles, zipFileNames, zipFiles } from './zip.js';
 
@@ -136,11 +136,16 @@ function configJson(config: ModelConfig): Record<string, unknown> {
  * SHA-256 in hex: node:crypto in Node (Web Crypto's digest there is ~5x slower on a 650 MB
  * model), Web Crypto in a browser page (a secure context); null where there is neither.
  */
-async function sha256(bytes: Uint8Array): Promise<string | null> {
-  if (typeof process !== 'undefined' && process.versions?.node) return createHash('sha256').update(bytes).digest('hex');
+async function sha256(bytes: Uint8Array | readonly Uint8Array[]): Promise<string | null> {
+  const parts = bytes instanceof Uint8Array ? [bytes] : bytes;
+  if (typeof process !== 'undefined' && process.versions?.node) {
+    const hash = createHash('sha256');
+    for (const p of parts) hash.update(p);
+    return hash.digest('hex');
+  }
   const subtle = globalThis.crypto?.subtle;
   if (!subtle) return null;
-  const digest = new Uint8Array(await subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>));
+  const digest = new Uint8Array(await subtle.digest('SHA-256', joinParts(parts) as Uint8Array<ArrayBuffer>));
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
@@ -219,22 +224,32 @@ export async function recoverInterruptedSave(dir: string): Promise<void> {
  * missing (a page served over plain http).
  */
 export async function checkpointFiles(ckpt: Checkpoint, opts: SaveOptions = {}): Promise<Map<string, Uint8Array>> {
-  const files = new Map<string, Uint8Array>();
-  const text = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o, null, 2) + '\n');
+  const parts = await checkpointFileParts(ckpt, opts);
+  return new Map([...parts].map(([name, p]) => [name, joinParts(p)]));
+}
+
+/**
+ * checkpointFiles as each file's parts, in order: the weights and moments are views of the
+ * checkpoint's own arrays, so saving a large model writes them without copying them first (a
+ * copy of a 162M-parameter model and its moments is 2 GB more to allocate and fill).
+ */
+async function checkpointFileParts(ckpt: Checkpoint, opts: SaveOptions = {}): Promise<Map<string, Uint8Array[]>> {
+  const files = new Map<string, Uint8Array[]>();
+  const text = (o: unknown): Uint8Array[] => [new TextEncoder().encode(JSON.stringify(o, null, 2) + '\n')];
   files.set(FILES.config, text(configJson(ckpt.config)));
-  files.set(FILES.model, encodeSafetensors(namedWeights(ckpt.config, ckpt.weights, opts.dtype ?? 'F32'), { format: 'pt' }));
+  files.set(FILES.model, encodeSafetensorsParts(namedWeights(ckpt.config, ckpt.weights, opts.dtype ?? 'F32'), { format: 'pt' }));
   files.set(FILES.tokenizer, text(ckpt.tokenizer.toJSON()));
   if (ckpt.training) {
     const t = ckpt.training;
-    files.set(FILES.optimizer, encodeSafetensors({
+    files.set(FILES.optimizer, encodeSafetensorsParts({
       'adamw.m': { dtype: 'F32', shape: [t.m.length], data: t.m },
       'adamw.v': { dtype: 'F32', shape: [t.v.length], data: t.v },
     }));
     files.set(FILES.trainer, text({ step: t.step, ...t.trainer }));
   }
   const sums: Record<string, string> = {};
-  for (const [name, bytes] of files) {
-    const sum = await sha256(bytes);
+  for (const [name, parts] of files) {
+    const sum = await sha256(parts);
     if (sum === null) return files;
     sums[name] = sum;
   }
@@ -267,7 +282,7 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint, opts: SaveOp
       `${dir} exists and is not a minigpt checkpoint; refusing to overwrite it (choose another output directory)`,
     );
   }
-  await writeDirFiles(dir, await checkpointFiles(ckpt, opts), `checkpoint ${dir}`);
+  await writeDirFiles(dir, await checkpointFileParts(ckpt, opts), `checkpoint ${dir}`);
 }
 
 /** Where decodeCheckpoint reads a checkpoint's files from: a directory or a zip. */

@@ -75,6 +75,30 @@ export function encodeSafetensors(
   tensors: Record<string, NamedTensor> | Map<string, NamedTensor>,
   metadata?: Record<string, string>,
 ): Uint8Array {
+  return joinParts(encodeSafetensorsParts(tensors, metadata));
+}
+
+/** The parts of a file, joined into one buffer. */
+export function joinParts(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/**
+ * encodeSafetensors' bytes as parts to write one after another: the header, then each tensor's
+ * data. F32 and I32 tensors are views of their arrays (no copy) on a little-endian machine; F16
+ * and BF16 ones are encoded. What saving a large model writes without a second copy of it.
+ */
+export function encodeSafetensorsParts(
+  tensors: Record<string, NamedTensor> | Map<string, NamedTensor>,
+  metadata?: Record<string, string>,
+): Uint8Array[] {
   const entries = entriesOf(tensors);
   const headerParts: string[] = [];
   if (metadata !== undefined && Object.keys(metadata).length > 0) {
@@ -106,13 +130,11 @@ export function encodeSafetensors(
   const headerBytes = Math.ceil(unpaddedHeader.length / 8) * 8;
   const dataStart = 8 + headerBytes;
 
-  const out = new Uint8Array(dataStart + dataBytes);
-  const view = new DataView(out.buffer);
-  view.setBigUint64(0, BigInt(headerBytes), true);
-  out.set(unpaddedHeader, 8);
-  out.fill(0x20, 8 + unpaddedHeader.length, dataStart);
-  entries.forEach(([, tensor], i) => writeTensorData(tensor, out, dataStart + offsets[i]!));
-  return out;
+  const head = new Uint8Array(dataStart);
+  new DataView(head.buffer).setBigUint64(0, BigInt(headerBytes), true);
+  head.set(unpaddedHeader, 8);
+  head.fill(0x20, 8 + unpaddedHeader.length, dataStart);
+  return [head, ...entries.map(([, tensor]) => tensorBytes(tensor))];
 }
 
 function checkTensorToWrite(name: string, tensor: NamedTensor): void {
@@ -130,19 +152,21 @@ function checkTensorToWrite(name: string, tensor: NamedTensor): void {
   }
 }
 
-function writeTensorData(tensor: NamedTensor, out: Uint8Array, byteOffset: number): void {
+/** A tensor's data as stored: little-endian, 16-bit types encoded. */
+function tensorBytes(tensor: NamedTensor): Uint8Array {
   const { data } = tensor;
   if (tensor.dtype === 'F16' || tensor.dtype === 'BF16') {
     const encode = tensor.dtype === 'F16' ? encodeF16 : encodeBf16;
-    // Every tensor size is a multiple of 2 bytes and the data region starts 8-aligned, so
-    // 16-bit tensors are always 2-aligned within `out`.
-    const bits = encode(data as Float32Array, new Uint16Array(out.buffer, out.byteOffset + byteOffset, data.length));
-    if (!PLATFORM_IS_LITTLE_ENDIAN) swapBytes(new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength), 2);
-    return;
+    const bits = encode(data as Float32Array, new Uint16Array(data.length));
+    const bytes = new Uint8Array(bits.buffer, bits.byteOffset, bits.byteLength);
+    if (!PLATFORM_IS_LITTLE_ENDIAN) swapBytes(bytes, 2);
+    return bytes;
   }
-  // F32 and I32 may sit at 2 mod 4 after an odd-length 16-bit tensor: copy bytes.
-  out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), byteOffset);
-  if (!PLATFORM_IS_LITTLE_ENDIAN) swapBytes(out.subarray(byteOffset, byteOffset + data.byteLength), 4);
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (PLATFORM_IS_LITTLE_ENDIAN) return bytes;
+  const swapped = bytes.slice();
+  swapBytes(swapped, 4);
+  return swapped;
 }
 
 function swapBytes(bytes: Uint8Array, width: number): void {

@@ -26,11 +26,20 @@ export async function syncDir(path: string): Promise<void> {
   }
 }
 
-/** Writes and fsyncs a file. */
-export async function writeFileSynced(path: string, bytes: Uint8Array | string): Promise<void> {
+/**
+ * Writes and fsyncs a file: one buffer or string, or the file's parts in order (a large file
+ * written from views of the arrays it holds, without joining them into one more copy first).
+ */
+export async function writeFileSynced(path: string, bytes: Uint8Array | string | readonly Uint8Array[]): Promise<void> {
   const fh = await open(path, 'w');
   try {
-    await fh.writeFile(bytes);
+    if (Array.isArray(bytes)) {
+      for (const part of bytes as readonly Uint8Array[]) {
+        for (let done = 0; done < part.length;) done += (await fh.write(part, done, part.length - done)).bytesWritten;
+      }
+    } else {
+      await fh.writeFile(bytes as Uint8Array | string);
+    }
     await fh.sync();
   } finally {
     await fh.close();
@@ -125,7 +134,7 @@ export async function commitDir(tmp: string, dir: string): Promise<void> {
  * as `dir` (commitDir). On failure the temporary folder is removed and the error goes through
  * ioError(e, `write ${what}`).
  */
-export async function writeDirFiles(dir: string, files: Map<string, Uint8Array>, what: string): Promise<void> {
+export async function writeDirFiles(dir: string, files: Map<string, Uint8Array | readonly Uint8Array[]>, what: string): Promise<void> {
   const tmp = siblingPath(dir, 'tmp');
   try {
     await makeDirs(tmp);
