@@ -18,6 +18,7 @@ import { buildCharTokenizer } from '../src/data/tokenizer.js';
 import { MinigptError } from '../src/errors.js';
 import { train } from '../src/train/train.js';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,8 +26,11 @@ const config: ModelConfig = resolveConfig({ vocab_size: 12, d_model: 16, n_heads
 const tokenizer = buildCharTokenizer('hello world!');
 const weights = initialWeights(config, paramLayout(config), createRng(3));
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+// In a scratch folder: train records runs/latest in its working directory, and a test must not
+// point the developer's checkout at its temporary runs.
+const cliCwd = mkdtempSync(join(tmpdir(), 'minigpt-zip-cwd-'));
 const runCli = (args: string[]) => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000, cwd: cliCwd });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 };
 const tmp = (): Promise<string> => mkdtemp(join(tmpdir(), 'minigpt-zip-'));

@@ -70,7 +70,8 @@ test('a model trained on lowercased text gets lowercased prompts and texts (samp
   const text = join(root, 'shouty.txt');
   writeFileSync(text, 'ROMEO: The Cat sat on the Mat. '.repeat(60));
   const run = join(root, 'lower');
-  const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000 });
+  // cwd: train records runs/latest there, which must not be the developer's checkout.
+  const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000, cwd: root });
   const t = cli(['train', '--data', text, '--clean', 'lowercase', '--out', run, '--steps', '2', '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '2', '--backend', 'reference', '--quiet']);
   assert.equal(t.status, 0, t.stderr);
   assert.match(t.stdout, /next: npx minigpt sample --ckpt \S*lower --prompt "the "\n$/);
