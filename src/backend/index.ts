@@ -10,12 +10,19 @@ export { createReferenceBackend } from './reference/index.js';
 export { createCpuBackend, cpuBackendSupported, type CpuOptions } from './cpu/index.js';
 export { createWebGpuBackend, webgpuAvailable, webgpuHardwareAvailable, type WebGpuBackend, type WebGpuOptions } from './webgpu/index.js';
 
+/** The names createBackend accepts. */
 export const BACKEND_NAMES = ['auto', 'cpu', 'webgpu', 'reference'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 
 /** Options passed to the backend that gets picked (the reference backend has none). */
 export type BackendOptions = CpuOptions & { webgpu?: WebGpuOptions };
 
+/**
+ * The backend called `name` (one of BACKEND_NAMES). 'auto', the default, picks webgpu on a hardware
+ * GPU adapter, else cpu where WebAssembly SIMD and threads work, else reference. Async: 'auto'
+ * probes for a GPU, and cpu and webgpu start up asynchronously. `options` go to cpu (threads, ...)
+ * and, under `webgpu`, to webgpu. Throws a MinigptError for an unknown name.
+ */
 export async function createBackend(name: string = 'auto', options: BackendOptions = {}): Promise<Backend> {
   switch (name) {
     case 'auto':

@@ -30,11 +30,15 @@ export interface AttentionShape {
   headDim: number;
 }
 
+/** One AdamW update's settings, as the optimizer passes them to Backend.adamw. */
 export interface AdamWHyper {
   lr: number;
+  /** Decay rates of the first and second moment averages. */
   beta1: number;
   beta2: number;
+  /** Added to sqrt(v) in the denominator. */
   eps: number;
+  /** Decoupled: params are multiplied by 1 - lr·weightDecay before the update. */
   weightDecay: number;
   /** 1-based step count, for bias correction. */
   step: number;
@@ -47,7 +51,9 @@ export interface AdamWHyper {
   clip?: { normSquared: Tensor; maxNorm: number };
 }
 
+/** The kernels a backend implements (see the file comment). Get one from createBackend. */
 export interface Backend {
+  /** 'cpu', 'webgpu', 'reference' or 'reference-f64'. */
   readonly name: string;
 
   // --- memory ---
@@ -58,11 +64,13 @@ export interface Backend {
   /** A tensor stored as f16: kernels load it as f32 and round what they store to f16 (nearest
    * even, overflow to ±inf, exactly as roundHalf('f16')); write and read convert. */
   allocHalf?(size: number): Tensor;
+  /** An int32 tensor of `size` elements (token ids, targets). */
   allocInt(size: number): IntTensor;
   /** A view of `size` elements starting at `offset`, sharing storage with `t`. */
   view(t: Tensor, offset: number, size: number): Tensor;
   /** Host -> device copy into t[offset ...]. */
   write(t: Tensor, data: ArrayLike<number>, offset?: number): void;
+  /** Host -> device copy of int32 values into t[offset ...]. */
   writeInt(t: IntTensor, data: ArrayLike<number>, offset?: number): void;
   /** Device -> host copy of the whole tensor, after every kernel enqueued before it has run. */
   read(t: Tensor): Promise<Float32Array>;
@@ -72,7 +80,9 @@ export interface Backend {
   destroy(): void;
 
   // --- elementwise and reductions ---
+  /** t = 0. */
   zero(t: Tensor): void;
+  /** dst = src (tensors of the same size). */
   copy(dst: Tensor, src: Tensor): void;
   /** out = a + b (residual connections). out may alias a or b. */
   add(out: Tensor, a: Tensor, b: Tensor): void;

@@ -13,16 +13,24 @@ export interface TokenStream {
   read(offset: number, out: Int32Array): void;
 }
 
+/** A TokenStream over tokens already in memory (no copy: it reads `tokens` itself). */
 export function memoryTokens(tokens: Int32Array): TokenStream {
   return { length: tokens.length, read: (offset, out) => out.set(tokens.subarray(offset, offset + out.length)) };
 }
 
+/** Draws training batches from a seeded generator. */
 export interface BatchSampler {
   /** Fills ids and targets, each [B, T]. */
   next(ids: Int32Array, targets: Int32Array): void;
+  /** The generator's state, for createBatchSampler to continue from (saved in checkpoints). */
   state(): RngState;
 }
 
+/**
+ * A sampler of B windows of T+1 tokens from `stream`, each at a uniformly random start (windows
+ * may overlap and repeat). `seed` is a number or a saved state() to resume the same sequence.
+ * Throws a MinigptError when the stream has fewer than T+1 tokens.
+ */
 export function createBatchSampler(stream: TokenStream, B: number, T: number, seed: number | RngState): BatchSampler {
   check(stream.length > T, `the training data has ${stream.length} tokens, fewer than the ${T + 1} one sequence needs; use more data or a smaller --context`);
   const rng: Rng = createRng(seed);

@@ -71,6 +71,7 @@ export interface PrepareProgress {
   tokens: number;
 }
 
+/** What prepareShards reads, how it tokenizes it, and where it writes the shards. */
 export interface PrepareOptions {
   /** A text file, a .jsonl file, or a folder of them (see loadText). */
   data: string;
@@ -90,6 +91,7 @@ export interface PrepareOptions {
   shardTokens?: number;
   /** Token storage; default uint16 when the vocabulary fits, else uint32. */
   dtype?: ShardDType;
+  /** Text cleaning, over the defaults (see cleanText). */
   clean?: Partial<CleanOptions>;
   /** Invalid UTF-8: an error (default), or replaced with U+FFFD and reported once through onWarning. */
   invalidUtf8?: 'error' | 'replace';
@@ -99,16 +101,21 @@ export interface PrepareOptions {
   chunkBytes?: number;
   /** Characters held while no safe cut comes before cutting elsewhere; default 16M (tests make it small). */
   maxPendingChars?: number;
+  /** Called as each pass reads the input. */
   onProgress?(p: PrepareProgress): void;
 }
 
+/** One split's shard files (names inside the shards directory) and its total tokens. */
 export interface ShardSplitSummary {
   shards: string[];
   tokens: number;
 }
 
+/** What prepareShards wrote. */
 export interface PrepareSummary {
+  /** The shards directory, as an absolute path. */
   out: string;
+  /** The tokenizer's kind (the tokenizer itself is in meta.json). */
   tokenizer: TokenizerKind;
   vocabSize: number;
   dtype: ShardDType;
@@ -117,6 +124,7 @@ export interface PrepareSummary {
   /** Input files read, and their bytes. */
   files: number;
   bytes: number;
+  /** Wall-clock time taken. */
   seconds: number;
 }
 
@@ -787,6 +795,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
 // ---------------------------------------------------------------------------------------------
 // openShards
 
+/** An open shards directory: its meta.json, its tokenizer and a TokenStream per split. */
 export interface OpenedShards {
   meta: ShardsMeta;
   tokenizer: Tokenizer;

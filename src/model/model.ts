@@ -72,14 +72,19 @@ export interface Activations {
   halfStored: Set<Tensor>;
 }
 
+/** A model on a backend: its parameter and gradient buffers and its activation buffers. Make one with createModel. */
 export interface Model {
   config: ModelConfig;
   backend: Backend;
+  /** Where each parameter lives in params.all (and grads.all). */
   layout: ParamLayout;
+  /** Views of the FP32 weights, all in one flat buffer. */
   params: ParamTensors;
+  /** Gradients, laid out like params; backward adds to them. */
   grads: ParamTensors;
   /** [context, headDim]: cos in the first half of each row, sin in the second. */
   ropeTable: Tensor;
+  /** The activation buffers of the last (B, T) run; null before the first forward. */
   acts: Activations | null;
   /** Mixed precision: the weights rounded to the half format, used by forward and backward. */
   halfParams: ParamTensors | null;
@@ -131,11 +136,19 @@ export function createModel(backend: Backend, config: ModelConfig): Model {
   return { config, backend, layout, params, grads, ropeTable: table, acts: null, halfParams: null, halfParamsStored: false };
 }
 
+/**
+ * Copies `weights` (a host array laid out as model.layout, e.g. from initialWeights or a checkpoint)
+ * into the parameter buffer. Throws unless it has exactly model.layout.size elements.
+ */
 export function setWeights(model: Model, weights: Float32Array): void {
   if (weights.length !== model.layout.size) throw new Error(`expected ${model.layout.size} weights, got ${weights.length}`);
   model.backend.write(model.params.all, weights);
 }
 
+/**
+ * A host copy of the weights, laid out as model.layout. Async: reads back from the device after
+ * every kernel enqueued before it has run.
+ */
 export function readWeights(model: Model): Promise<Float32Array> {
   return model.backend.read(model.params.all);
 }
@@ -370,6 +383,7 @@ export function backward(model: Model, opts: ForwardOptions & { lossScale?: numb
   r(g.all);
 }
 
+/** Sets model.grads to zero (enqueued). backward adds to the gradients, so call this before each step's first backward. */
 export function zeroGrads(model: Model): void {
   model.backend.zero(model.grads.all);
 }
@@ -401,6 +415,11 @@ export interface KvCache {
   ids: IntTensor;
 }
 
+/**
+ * An empty KV cache (length 0) for generating B sequences at once with forwardCached. Allocates
+ * once, sized for the whole context: per layer B·context·2·n_kv_heads·headDim floats, plus working
+ * buffers (logits alone B·context·vocab_size). Set `length` to 0 to start new sequences in it.
+ */
 export function createKvCache(model: Model, B: number): KvCache {
   const { backend: be, config: c } = model;
   const rows = B * c.context, F = c.intermediate_size;

@@ -9,11 +9,15 @@ import type { ModelConfig } from './config.js';
 import { headDim } from './config.js';
 import type { Rng } from '../util/random.js';
 
+/** One parameter tensor: its name, where it starts in the flat buffer, and its shape. */
 export interface ParamSpec {
   /** Hugging Face LLaMA tensor name. */
   name: string;
+  /** Index of its first element in the flat parameter buffer. */
   offset: number;
+  /** [out, in] for a matrix, [C] for a norm weight. */
   shape: number[];
+  /** 'matrix' gets weight decay; 'norm' (an RMSNorm weight) does not. */
   kind: 'matrix' | 'norm';
   /** o_proj and down_proj write into the residual stream (the gpt2 init scales them down). */
   residualProjection: boolean;
@@ -34,18 +38,25 @@ export interface LayerOffsets {
   ln2: number;
 }
 
+/** Where every parameter lives in the flat buffer (see the file comment). Offsets count elements. */
 export interface ParamLayout {
+  /** Every parameter tensor, in buffer order (a tied lm_head has no entry of its own). */
   specs: ParamSpec[];
+  /** Elements in the buffer: the parameter count. */
   size: number;
   /** Parameters [0, decaySize) get weight decay; the rest (norms) do not. */
   decaySize: number;
+  /** Offset of embed_tokens [V, C]. */
   embed: number;
   /** Equal to `embed` when embeddings are tied. */
   lmHead: number;
+  /** Offset of the final norm weight [C]. */
   norm: number;
+  /** Offsets of each layer's tensors. */
   layers: LayerOffsets[];
 }
 
+/** The parameter layout for config `c`: a pure computation (no allocation), the same every call. */
 export function paramLayout(c: ModelConfig): ParamLayout {
   const C = c.d_model, V = c.vocab_size, hd = headDim(c), F = c.intermediate_size;
   const qDim = c.n_heads * hd, kvDim = c.n_kv_heads * hd;
@@ -86,6 +97,7 @@ export function paramLayout(c: ModelConfig): ParamLayout {
   return { specs, size: offset, decaySize, embed, lmHead, norm, layers };
 }
 
+/** Number of parameters of config `c` (elements of the flat buffer); tied embeddings count once. */
 export function countParams(c: ModelConfig): number {
   return paramLayout(c).size;
 }

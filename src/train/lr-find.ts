@@ -14,44 +14,68 @@ import { createOptimizer, optimizerStepChecked } from './optimizer.js';
 import { createBatchSampler, type TokenStream } from '../data/batches.js';
 import { createRng } from '../util/random.js';
 
+/** Settings of the learning-rate range test; each optional one names its default. */
 export interface LrFindOptions {
+  /** The model to train; each sequence is config.context tokens. */
   config: ModelConfig;
   /** Training tokens (loadTrainingData's `train`). */
   train: TokenStream;
   /** Start from these weights (e.g. a checkpoint's) instead of a fresh init. */
   weights?: Float32Array;
+  /** Sequences per step; default 16. */
   batch?: number;
+  /** Learning rate of the first step; default 1e-6. */
   startLr?: number;
+  /** Learning rate of the last step; default 1. */
   endLr?: number;
+  /** Steps of the sweep, at least 10; default 100. */
   steps?: number;
-  /** Stop when the smoothed loss exceeds this multiple of the best one. */
+  /** Stop when the smoothed loss exceeds this multiple of the best one; default 4. */
   divergeFactor?: number;
+  /** Weight of the past in the loss's moving average; default 0.9. */
   smoothing?: number;
+  /** AdamW weight decay; default 0.1. */
   weightDecay?: number;
+  /** Max global gradient norm; default 1. */
   gradClip?: number;
+  /** Seeds the initial weights and the batches; default 1337. */
   seed?: number;
+  /** A backend name (default 'auto'), or a backend to use as is (it is not destroyed afterwards). */
   backend?: string | Backend;
   /** Threads for the cpu backend. */
   threads?: number;
+  /** Aborting stops the sweep after the current step, keeping the curve so far. */
   signal?: AbortSignal;
+  /** Called after each step with its point, its number (from 1) and the planned steps. */
   onStep?(point: LrPoint, step: number, steps: number): void;
 }
 
+/** One step of the sweep. */
 export interface LrPoint {
   lr: number;
+  /** This step's mean training loss. */
   loss: number;
+  /** The bias-corrected exponential moving average of the loss up to this step. */
   smoothed: number;
 }
 
+/** What the sweep found. Rates are learning rates, as passed to the optimizer. */
 export interface LrFindResult {
+  /** One point per completed step. */
   curve: LrPoint[];
   /** Steepest descent of the smoothed loss against log(lr). */
   suggestion: number;
   /** The lr with the lowest smoothed loss (a rate well below it is the usual safe pick). */
   minimum: number;
+  /** True when it stopped before `steps`: the loss diverged or was not finite, or `signal` aborted. */
   stoppedEarly: boolean;
 }
 
+/**
+ * Runs the range test (see the file comment) on a fresh model, or on `o.weights`, and returns the
+ * curve with a suggested and a minimum-loss rate. Async: it trains, reading the loss back each step.
+ * Throws a MinigptError for bad sweep settings, or when the curve has under 3 points (instant divergence).
+ */
 export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> {
   const steps = o.steps ?? 100, startLr = o.startLr ?? 1e-6, endLr = o.endLr ?? 1;
   check(startLr > 0 && endLr > startLr, `the sweep needs 0 < start lr < end lr (got ${startLr} .. ${endLr})`);

@@ -6,17 +6,23 @@
 import type { Backend, Tensor } from '../backend/types.js';
 import type { Model } from '../model/model.js';
 
+/** AdamW's settings (torch.optim.AdamW's betas, eps and weight_decay) and the clipping threshold. */
 export interface AdamWConfig {
+  /** Decay rates of the first and second moment averages. */
   beta1: number;
   beta2: number;
+  /** Added to sqrt(v) in the denominator. */
   eps: number;
+  /** Decoupled weight decay, applied to matrices only (not to norm weights). */
   weightDecay: number;
   /** Max global gradient norm; 0 or Infinity disables clipping. */
   gradClip: number;
 }
 
+/** The settings createOptimizer starts from: betas 0.9 and 0.95, eps 1e-8, weight decay 0.1, clipping at norm 1. */
 export const DEFAULT_ADAMW: AdamWConfig = { beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, gradClip: 1.0 };
 
+/** AdamW's state for one model: its settings, moments and step count (training checkpoints save m and v). */
 export interface OptimizerState {
   config: AdamWConfig;
   /** First and second moments, laid out like the parameters. */
@@ -30,6 +36,11 @@ export interface OptimizerState {
   spans: { decay: Tensor[]; noDecay: Tensor[] | null };
 }
 
+/**
+ * A fresh AdamW state for `model` (step 0), with `config` over DEFAULT_ADAMW. Allocates on the
+ * model's backend the moments m and v (zero, each the size of the parameters) and a norm scalar;
+ * its views tie it to this model's parameter and gradient buffers, so make one per model.
+ */
 export function createOptimizer(model: Model, config: Partial<AdamWConfig> = {}): OptimizerState {
   const be = model.backend;
   const { size, decaySize } = model.layout;

@@ -14,6 +14,7 @@
 import { MinigptError } from '../errors.js';
 import { importLazily } from '../util/runtime.js';
 
+/** One line of metrics.jsonl: a logged train step (loss, lr) or an evaluation (val_loss; `final` marks the last one). */
 export interface MetricRecord {
   step: number;
   loss?: number;
@@ -23,11 +24,17 @@ export interface MetricRecord {
   [key: string]: unknown;
 }
 
+/** One run to plot: its name in the legend and its metric records. */
 export interface PlotSeries {
   name: string;
   records: MetricRecord[];
 }
 
+/**
+ * The records of the metrics.jsonl file at `path` (the file, not the run folder), in file order;
+ * blank lines, lines that do not parse (cut short by a crash) and lines without a numeric step are
+ * skipped. Async: loads node:fs when called. Throws a MinigptError when the file cannot be read.
+ */
 export async function readMetrics(path: string): Promise<MetricRecord[]> {
   const { readFile } = await importLazily<typeof import('node:fs/promises')>('node:fs/promises');
   let text: string;

@@ -1,12 +1,16 @@
 /** Learning rate at a step: linear warmup from 0, then cosine decay to minLr at totalSteps. */
 export interface LrSchedule {
+  /** Peak rate, reached at the end of warmup. */
   lr: number;
+  /** Rate at the end of the cosine decay (and after it). */
   minLr: number;
+  /** Steps of linear warmup. */
   warmupSteps: number;
+  /** Step at which the decay reaches minLr. */
   totalSteps: number;
 }
 
-/** `step` counts from 1 (the first optimizer step). */
+/** The learning rate of schedule `s` at `step`; `step` counts from 1 (the first optimizer step). */
 export function learningRate(s: LrSchedule, step: number): number {
   if (step <= s.warmupSteps) return (s.lr * step) / s.warmupSteps;
   if (step >= s.totalSteps) return s.minLr;

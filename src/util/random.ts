@@ -15,11 +15,16 @@ export interface Rng {
   state(): RngState;
 }
 
+/** An Rng's whole state (plain JSON): the four sfc32 words and the spare normal value. */
 export interface RngState {
   s: [number, number, number, number];
   spare: number | null;
 }
 
+/**
+ * A seeded generator (see Rng). A number seed (taken as a u32; any value, 0 included) always gives
+ * the same sequence; a saved state() continues exactly where that generator left off.
+ */
 export function createRng(seed: number | RngState): Rng {
   let a: number, b: number, c: number, d: number;
   let spare: number | null = null;

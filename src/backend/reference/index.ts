@@ -17,6 +17,7 @@ interface RefIntTensor extends IntTensor {
 }
 
 export interface ReferenceOptions {
+  /** Storage of every tensor: 'f32' (default) or 'f64' (for finite-difference gradient checks). */
   precision?: 'f32' | 'f64';
 }
 
@@ -57,6 +58,11 @@ export function adamwGradScale(hyper: AdamWHyper, normSquared: number | undefine
   return maxNorm > 0 && Number.isFinite(maxNorm) ? hyper.gradScale * Math.min(1, maxNorm / (norm + 1e-6)) : hyper.gradScale;
 }
 
+/**
+ * The reference backend (see the file comment): plain loops on the calling thread, so every kernel
+ * runs at once. Named 'reference', or 'reference-f64' with `precision: 'f64'`. Runs anywhere but is
+ * the slowest; 'auto' picks it only where the cpu backend cannot run.
+ */
 export function createReferenceBackend(options: ReferenceOptions = {}): Backend {
   const f64 = options.precision === 'f64';
   const make = (n: number): FloatArray => (f64 ? new Float64Array(n) : new Float32Array(n));
