@@ -4,7 +4,7 @@
  */
 import { check } from './errors.js';
 import { createKvCache, forwardCached } from './model/model.js';
-import type { LoadedModel } from './inference.js';
+import { checkLoaded, type LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
 import { createStreamingDecoder, encodeUserText } from './data/tokenizer.js';
 import { cleanText } from './data/text.js';
@@ -99,14 +99,18 @@ export function checkPrompt(loaded: LoadedModel, prompt: string, what: string): 
  * over half a context instead of one token, where a sliding window would recompute every step).
  */
 export async function* generate(loaded: LoadedModel, prompt: string, opts: SampleOptions = {}): AsyncGenerator<GeneratedToken> {
+  checkLoaded(loaded, 'generate');
+  check(typeof prompt === 'string', () => `the prompt must be a string (got ${prompt === null ? 'null' : typeof prompt})`);
   const { model, tokenizer } = loaded;
   const c = model.config;
   const temperature = opts.temperature ?? 0.8, topK = opts.topK ?? 0, topP = opts.topP ?? 1, maxTokens = opts.maxTokens ?? 200;
-  check(temperature >= 0 && Number.isFinite(temperature), `temperature must be 0 or more (got ${temperature})`);
-  check(Number.isInteger(topK) && topK >= 0, `top-k must be a whole number, 0 for no limit (got ${topK})`);
-  check(topP > 0 && topP <= 1, `top-p must be in (0, 1] (got ${topP})`);
-  check(Number.isInteger(maxTokens) && maxTokens >= 0, `maxTokens must be a whole number, 0 or more (got ${maxTokens})`);
-  check(opts.seed === undefined || (Number.isInteger(opts.seed) && opts.seed >= 0), `seed must be a whole number, 0 or more (got ${opts.seed})`);
+  // JSON.stringify shows a string as one ("0.5"), where the message would read as a fine number.
+  const shown = (v: unknown): string => (typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v));
+  check(typeof temperature === 'number' && temperature >= 0 && Number.isFinite(temperature), () => `temperature must be a number, 0 or more (got ${shown(temperature)})`);
+  check(Number.isInteger(topK) && topK >= 0, () => `top-k must be a whole number, 0 for no limit (got ${shown(topK)})`);
+  check(typeof topP === 'number' && topP > 0 && topP <= 1, () => `top-p must be a number in (0, 1] (got ${shown(topP)})`);
+  check(Number.isInteger(maxTokens) && maxTokens >= 0, () => `maxTokens must be a whole number, 0 or more (got ${shown(maxTokens)})`);
+  check(opts.seed === undefined || (Number.isSafeInteger(opts.seed) && opts.seed >= 0), () => `seed must be a whole number, 0 or more (got ${shown(opts.seed)})`);
   // With no prompt, start from the end-of-text token where the tokenizer has one (a document start).
   // Not for char models: their "<|endoftext|>" exists only as llama.cpp's end-of-generation token
   // and never occurs in their training text, so as input its embedding is untrained and the first

@@ -19,6 +19,18 @@ export interface LoadedModel {
   clean?: Partial<CleanOptions>;
 }
 
+/**
+ * A clear error where a call that needs a loaded model (loadModel's result: a model on a backend
+ * and its tokenizer) gets something else, most likely a checkpoint from loadCheckpoint.
+ */
+export function checkLoaded(loaded: LoadedModel, what: string): void {
+  const l = loaded as Partial<LoadedModel> & { weights?: unknown } | null | undefined;
+  check(
+    typeof l === 'object' && l !== null && typeof l.model === 'object' && l.model !== null && typeof l.tokenizer === 'object' && l.tokenizer !== null,
+    () => `${what} needs a loaded model, { model, tokenizer } as loadModel(dir) gives it${l && typeof l === 'object' && 'weights' in l ? ' (this is a checkpoint from loadCheckpoint: its files, not a model on a backend)' : ''}`,
+  );
+}
+
 /** The cleaning a checkpoint's training run recorded ({} where it ran with the default cleaning); undefined without a record. */
 export function recordedClean(ckpt: Pick<Checkpoint, 'recorded'>): Partial<CleanOptions> | undefined {
   if (!ckpt.recorded || !('clean' in ckpt.recorded)) return undefined;
@@ -84,6 +96,8 @@ export interface TextScore {
  * first window is scored once, seeing at least half a context of the tokens before it.
  */
 export async function scoreText(loaded: LoadedModel, text: string): Promise<TextScore> {
+  checkLoaded(loaded, 'scoreText');
+  check(typeof text === 'string', () => `scoreText needs the text as a string (got ${typeof text})`);
   const ids = Array.from(loaded.tokenizer.encode(text));
   check(ids.length >= 2, `the text is ${ids.length} token${ids.length === 1 ? '' : 's'} long; scoring needs at least 2`);
   const { model } = loaded;

@@ -12,6 +12,7 @@ import { SAMPLE_ON_CPU_MAX_PARAMS, samplingBackendName, scoreText, computeLogits
 import { cpuBackendSupported } from '../src/backend/index.js';
 import { paramLayout } from '../src/model/params.js';
 import { endOfTextModel } from './support/end-of-text-model.js';
+import { MinigptError } from '../src/errors.js';
 
 const logits = Float32Array.from([1, 3, 2, 0.5, 2.9]);
 const scratch = (): [Int32Array, Float64Array] => [new Int32Array(5), new Float64Array(5)];
@@ -171,4 +172,26 @@ test('generation ends where the model samples <|endoftext|>, unless told to go o
   assert.deepEqual(onward.map((t) => t.id), [a, eot, eot, eot, eot]);
   assert.equal(onward.map((t) => t.text).join(''), 'a<|endoftext|><|endoftext|><|endoftext|><|endoftext|>');
   assert.ok(onward.every((t) => !t.endOfText));
+});
+
+test('generate and scoreText say what is wrong with what they were given, not a TypeError from deep inside', async () => {
+  const tokenizer = buildCharTokenizer('abc ');
+  const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 16, n_heads: 2, n_layers: 1, context: 8 });
+  const weights = initialWeights(config, paramLayout(config), createRng(1));
+  const model = createModel(createReferenceBackend(), config);
+  setWeights(model, weights);
+  const drain = async (loaded: unknown, prompt: unknown, opts: object = {}): Promise<void> => {
+    for await (const _ of generate(loaded as never, prompt as never, { maxTokens: 2, ...opts })) { /* consume */ }
+  };
+  const refused = async (run: Promise<unknown>, re: RegExp): Promise<void> => {
+    await assert.rejects(run, (e: unknown) => e instanceof MinigptError && re.test(e.message));
+  };
+  await refused(drain({ config, weights, tokenizer }, 'ab'), /^generate needs a loaded model, \{ model, tokenizer \} as loadModel\(dir\) gives it \(this is a checkpoint from loadCheckpoint/);
+  await refused(drain({ model, tokenizer }, null), /^the prompt must be a string \(got null\)$/);
+  await refused(drain({ model, tokenizer }, 42), /^the prompt must be a string \(got number\)$/);
+  await refused(drain({ model, tokenizer }, 'ab', { temperature: '0.5' }), /^temperature must be a number, 0 or more \(got "0\.5"\)$/);
+  await refused(drain({ model, tokenizer }, 'ab', { topP: '0.9' }), /^top-p must be a number in \(0, 1\] \(got "0\.9"\)$/);
+  await refused(drain({ model, tokenizer }, 'ab', { topK: '40' }), /^top-k must be a whole number, 0 for no limit \(got "40"\)$/);
+  await refused(scoreText({ config, weights, tokenizer } as never, 'abc'), /^scoreText needs a loaded model/);
+  await refused(scoreText({ model, tokenizer }, 123 as never), /^scoreText needs the text as a string \(got number\)$/);
 });

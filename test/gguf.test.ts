@@ -209,3 +209,14 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
     }
   }
 });
+
+test('an export dtype the format has no such type for is an error, not a silent F32 or a TypeError', async () => {
+  const ck = checkpoint(charTok());
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-dtype-'));
+  for (const dtype of ['Q4', 'f16', 'BF16']) {
+    await assert.rejects(exportGguf(ck, join(dir, `${dtype}.gguf`), { dtype: dtype as never }), (e: unknown) => e instanceof MinigptError && /^a GGUF export's dtype must be F32 or F16 \(got "/.test(e.message));
+  }
+  for (const dtype of ['F8', 'f16']) {
+    await assert.rejects(exportHf(ck, join(dir, `hf-${dtype}`), { dtype: dtype as never }), (e: unknown) => e instanceof MinigptError && /^a Hugging Face export's dtype must be F32, F16 or BF16 \(got "/.test(e.message));
+  }
+});

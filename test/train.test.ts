@@ -303,3 +303,22 @@ test('cleaning steps are switchable: lowercase on gives a vocabulary without cap
   assert.ok(!vocab(lower).some((ch) => /[A-Z\r\u0007]/.test(ch)));
   assert.ok(vocab(asIs).includes('H') && vocab(asIs).includes('\r') && vocab(asIs).includes('\u0007'));
 });
+
+test('train() and resolveConfig() refuse what the CLI would: unknown names (with the likely one) and values out of range', async () => {
+  const refused = async (opts: object, re: RegExp): Promise<void> => {
+    await assert.rejects(train({ out: join(await mkdtemp(join(tmpdir(), 'minigpt-opts-')), 'never'), ...opts } as TrainOptions), (e: unknown) => e instanceof MinigptError && re.test(e.message), JSON.stringify(opts));
+  };
+  await refused({ batchSize: 4 }, /^unknown training option "batchSize" \(did you mean "batch"\?\)$/);
+  await refused({ step: 1 }, /^unknown training option "step" \(did you mean "steps"\?\)$/);
+  await refused({ model: { dmodel: 16 } }, /^unknown model setting "dmodel" \(did you mean "d_model"\?\)/);
+  await refused({ amp: 'fp8' }, /^amp must be one of off, fp16, bf16 \(got "fp8"\)$/);
+  await refused({ maxTime: -1 }, /^maxTime must be a number above 0 \(got -1\)$/);
+  await refused({ weightDecay: -1 }, /^weightDecay must be a number, 0 or more/);
+  await refused({ warmup: -5 }, /^warmup must be a whole number, 0 or more \(got -5\)$/);
+  await refused({ seed: 1.5 }, /^seed must be a whole number/);
+  await refused({ logEvery: 0 }, /^logEvery must be a whole number, 1 or more/);
+  await refused({ saveEvery: -2 }, /^saveEvery must be a whole number, 0 or more/);
+  await refused({ lr: '0.1' }, /^lr must be a number above 0 \(got "0\.1"\)$/);
+  assert.throws(() => resolveConfig({ vocab_size: 50, dmodel: 32 } as never), (e: unknown) => e instanceof MinigptError && /unknown model setting "dmodel" \(did you mean "d_model"\?\)/.test(e.message));
+  assert.equal(resolveConfig({ vocab_size: 50, d_model: 32, n_heads: 2 }).d_model, 32);
+});

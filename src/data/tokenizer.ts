@@ -375,7 +375,7 @@ function unknownCharacterError(text: string, unitIndex: number, cp: number, voca
   return new UnknownCharacterError(
     `character ${JSON.stringify(ch)} (${codePointLabel(cp)}) at line ${line}, column ${column} (character ${codePointIndex}) ` +
       `is not in the tokenizer's vocabulary of ${vocabLength} characters`,
-    'a character tokenizer encodes only the characters of the text it was built from: build it from text that has this one (in code, buildCharTokenizer\'s unk option maps unknown characters to one token), or use a BPE tokenizer, which encodes any text',
+    'a character tokenizer encodes only the characters of the text it was built from: build it from text that has this one, or use a BPE tokenizer, which encodes any text',
   );
 }
 

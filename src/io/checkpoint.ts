@@ -234,6 +234,7 @@ export async function checkpointFiles(ckpt: Checkpoint, opts: SaveOptions = {}):
  * copy of a 162M-parameter model and its moments is 2 GB more to allocate and fill).
  */
 async function checkpointFileParts(ckpt: Checkpoint, opts: SaveOptions = {}): Promise<Map<string, Uint8Array[]>> {
+  check(opts.dtype === undefined || opts.dtype === 'F32' || opts.dtype === 'F16' || opts.dtype === 'BF16', `a checkpoint's dtype must be F32, F16 or BF16 (got ${JSON.stringify(opts.dtype)})`);
   const files = new Map<string, Uint8Array[]>();
   const text = (o: unknown): Uint8Array[] => [new TextEncoder().encode(JSON.stringify(o, null, 2) + '\n')];
   files.set(FILES.config, text(configJson(ckpt.config)));

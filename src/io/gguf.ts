@@ -65,6 +65,7 @@ export type GgufValue =
   | { type: GgufType.ARRAY; itemType: GgufType.STRING; value: string[] }
   | { type: GgufType.ARRAY; itemType: GgufType.INT32 | GgufType.UINT32 | GgufType.FLOAT32; value: number[] | Int32Array | Float32Array };
 
+/** One tensor to write: its llama.cpp name, shape, storage type, and f32 data (converted on write). */
 export interface GgufTensor {
   name: string;
   /** numpy-style shape, slowest first ([out, in] for a weight); written reversed as ne. */
@@ -73,7 +74,9 @@ export interface GgufTensor {
   data: Float32Array;
 }
 
+/** What a GGUF file holds: key/value metadata and tensors, written in this order. */
 export interface GgufContents {
+  /** Keys such as general.architecture and llama.context_length. */
   metadata: Map<string, GgufValue>;
   tensors: GgufTensor[];
 }
@@ -282,6 +285,7 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
   return out;
 }
 
+/** Options of ggufFromCheckpoint and exportGguf. */
 export interface GgufExportOptions {
   /** Matrices as F32 (default) or F16; norm weights are always F32. */
   dtype?: 'F32' | 'F16';
@@ -297,6 +301,7 @@ export function ggufFromCheckpoint(ckpt: Checkpoint, opts: GgufExportOptions = {
   check(c.mlp === 'swiglu',
     'a GELU-MLP model cannot be exported to GGUF: llama.cpp\'s llama architecture has a SwiGLU (gate/up/down) MLP and none of its architectures combines RMSNorm, RoPE and a non-gated GELU MLP; export --format hf instead (it loads as ArceeForCausalLM)');
   const dtype = opts.dtype ?? 'F32';
+  check(dtype === 'F32' || dtype === 'F16', `a GGUF export's dtype must be F32 or F16 (got ${JSON.stringify(dtype)})`);
   const matrixType = dtype === 'F16' ? GgmlType.F16 : GgmlType.F32;
   const metadata = new Map<string, GgufValue>([
     ['general.architecture', str('llama')],

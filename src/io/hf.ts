@@ -484,6 +484,7 @@ export interface HfExportOptions {
 /** The files of the HF export, name -> bytes (what exportHf writes). */
 export function hfExportFiles(ckpt: Checkpoint, opts: HfExportOptions = {}): Map<string, Uint8Array> {
   const dtype = opts.dtype ?? 'F32';
+  check(dtype === 'F32' || dtype === 'F16' || dtype === 'BF16', `a Hugging Face export's dtype must be F32, F16 or BF16 (got ${JSON.stringify(dtype)})`);
   const { config, tokenizer } = ckpt;
   check(tokenizer.vocabSize <= config.vocab_size, `the tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocab_size ${config.vocab_size}`);
   const text = (s: string): Uint8Array => new TextEncoder().encode(s);

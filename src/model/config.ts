@@ -1,6 +1,8 @@
 import { MinigptError, check } from '../errors.js';
 
+/** The MLP block: LLaMA's gated SwiGLU, or a plain GELU (tanh approximation) MLP. */
 export type MlpKind = 'swiglu' | 'gelu';
+/** How initialWeights draws the matrices (see initialWeights). */
 export type InitStrategy = 'xavier-uniform' | 'xavier-normal' | 'kaiming-normal' | 'gpt2';
 
 export const MLP_KINDS: readonly MlpKind[] = ['swiglu', 'gelu'];
@@ -8,25 +10,34 @@ export const INIT_STRATEGIES: readonly InitStrategy[] = ['xavier-uniform', 'xavi
 
 /** The model's shape and numerics. Names are snake_case as in config.json; CLI flags are their kebab-case. */
 export interface ModelConfig {
+  /** Tokens in the vocabulary: rows of embed_tokens and lm_head. */
   vocab_size: number;
+  /** Width of the residual stream (C). */
   d_model: number;
+  /** Query heads; the head size d_model / n_heads must be even (RoPE). */
   n_heads: number;
   /** Grouped-query attention: key/value heads, dividing n_heads. Equal to n_heads is plain multi-head. */
   n_kv_heads: number;
+  /** Transformer blocks. */
   n_layers: number;
   /** Longest sequence the model accepts (RoPE tables and buffers are sized for it). */
   context: number;
   mlp: MlpKind;
   /** MLP hidden width: SwiGLU defaults to 8/3·d_model rounded up to a multiple of 32, GELU to 4·d_model. */
   intermediate_size: number;
+  /** Added to mean(x²) in every RMSNorm. */
   rms_norm_eps: number;
+  /** RoPE base: position p rotates pair i of a head by p·rope_theta^(-2i/headDim). */
   rope_theta: number;
+  /** lm_head shares embed_tokens' weights (no lm_head.weight of its own). */
   tie_embeddings: boolean;
   /** Dropout on the embedding output and each residual branch, during training only. */
   dropout: number;
+  /** How fresh weights are drawn (initialWeights). */
   init: InitStrategy;
 }
 
+/** What resolveConfig fills in; n_kv_heads defaults to n_heads, intermediate_size to defaultIntermediateSize. */
 export const DEFAULT_CONFIG: Omit<ModelConfig, 'vocab_size' | 'n_kv_heads' | 'intermediate_size'> = {
   d_model: 128,
   n_heads: 8,
@@ -48,6 +59,7 @@ export function defaultIntermediateSize(dModel: number, mlp: MlpKind): number {
 
 /** Fills defaults and validates; every violation is a MinigptError naming the field in flag form. */
 export function resolveConfig(partial: Partial<ModelConfig> & { vocab_size: number }): ModelConfig {
+  checkConfigKeys(partial);
   const base = { ...DEFAULT_CONFIG, ...stripUndefined(partial) };
   const mlp = base.mlp;
   check(MLP_KINDS.includes(mlp), `--mlp must be one of ${MLP_KINDS.join(', ')} (got ${JSON.stringify(mlp)})`);
@@ -58,6 +70,25 @@ export function resolveConfig(partial: Partial<ModelConfig> & { vocab_size: numb
   } as ModelConfig;
   validateConfig(config);
   return config;
+}
+
+/** The fields of a ModelConfig. */
+export const CONFIG_KEYS: readonly (keyof ModelConfig)[] = [
+  'vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n_layers', 'context', 'mlp', 'intermediate_size',
+  'rms_norm_eps', 'rope_theta', 'tie_embeddings', 'dropout', 'init',
+];
+
+/**
+ * A field a config does not have is an error, not ignored: from plain JavaScript, { dmodel: 16 }
+ * would otherwise train the default 128-wide model and save the stray key in config.json.
+ */
+function checkConfigKeys(partial: object): void {
+  const squash = (k: string): string => k.toLowerCase().replace(/[-_]/g, '');
+  for (const key of Object.keys(partial)) {
+    if ((CONFIG_KEYS as readonly string[]).includes(key)) continue;
+    const near = CONFIG_KEYS.find((k) => squash(k) === squash(key));
+    throw new MinigptError(`unknown model setting "${key}"${near ? ` (did you mean "${near}"?)` : ''}; the settings are ${CONFIG_KEYS.join(', ')}`);
+  }
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {
@@ -99,10 +130,7 @@ export function configFromJson(json: unknown, source: string): ModelConfig {
     throw new MinigptError(`${source}: expected a JSON object with the model config`);
   }
   const o = json as Record<string, unknown>;
-  const keys: (keyof ModelConfig)[] = [
-    'vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n_layers', 'context', 'mlp', 'intermediate_size',
-    'rms_norm_eps', 'rope_theta', 'tie_embeddings', 'dropout', 'init',
-  ];
+  const keys = CONFIG_KEYS;
   for (const k of keys) check(k in o, `${source}: missing "${k}"`);
   const config = Object.fromEntries(keys.map((k) => [k, o[k]])) as unknown as ModelConfig;
   try {

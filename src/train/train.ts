@@ -18,7 +18,7 @@ import { createModel, setWeights, readWeights, forward, backward, zeroGrads, acc
 import { createOptimizer, optimizerStep, undoSkippedStep } from './optimizer.js';
 import { learningRate } from './schedule.js';
 import { evaluateLoss } from './evaluate.js';
-import { createAmp, type AmpMode, type AmpState } from './amp.js';
+import { AMP_MODES, createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkpointDirOf, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
@@ -31,11 +31,13 @@ import { isShardDir, openShards } from '../data/shards.js';
 import { renderLossPlot, readMetrics } from './plot.js';
 import { generate } from '../generate.js';
 
+/** What train() takes; every field is optional (the CLI's defaults, TRAIN_DEFAULTS, fill the rest). */
 export interface TrainOptions {
   /** Text file, folder or JSONL; the embedded default corpus when absent. */
   data?: string;
   /** Separate validation text; otherwise the last 10% of the data. */
   valData?: string;
+  /** The field holding the text in JSONL records (default "text"). */
   textField?: string;
   /** Cleaning steps (all on but lowercase by default). */
   clean?: Partial<CleanOptions>;
@@ -45,22 +47,31 @@ export interface TrainOptions {
   tokenizer?: TokenizerKind | Tokenizer;
   /** Vocabulary size when training a BPE tokenizer. */
   bpeVocab?: number;
+  /** The model's shape (snake_case config names; unknown names are an error); the tokenizer sets vocab_size when absent. */
   model?: Partial<ModelConfig>;
+  /** Sequences per micro-batch, each `model.context` tokens long. */
   batch?: number;
   /** Micro-batches per optimizer step (gradient accumulation). */
   accum?: number;
+  /** Optimizer steps; the warmup and cosine schedule span them. */
   steps?: number;
   /** Stop after this many seconds (the schedule still spans `steps`). */
   maxTime?: number;
+  /** Peak learning rate (after warmup). */
   lr?: number;
   /** Learning rate at the end of the cosine decay (default: lr / 10). */
   minLr?: number;
+  /** Linear warmup steps (default 50, or a tenth of a shorter run). */
   warmup?: number;
+  /** AdamW decoupled weight decay, on matrices only. */
   weightDecay?: number;
+  /** Largest global gradient norm (0: no clipping). */
   gradClip?: number;
+  /** Mixed precision: 'fp16' (dynamic loss scaling from 2^16), 'bf16', or 'off' (f32). */
   amp?: AmpMode;
   /** First loss scale under fp16 (default 2^16); tests use a huge one to force overflows. */
   ampInitialScale?: number;
+  /** Seeds the weights, the batches and dropout. */
   seed?: number;
   /** Run directory (created). */
   out?: string;
@@ -72,26 +83,38 @@ export interface TrainOptions {
    * schedule. Model-shape options that differ from the checkpoint's are an error (dropout may change).
    */
   initFrom?: string;
+  /** Validation loss every this many steps (0: only at the end). */
   evalEvery?: number;
   /** Validation windows per evaluation. */
   evalWindows?: number;
+  /** A sample (onSample) every this many steps (0: never). */
   sampleEvery?: number;
+  /** Length of each sample, in tokens. */
   sampleTokens?: number;
+  /** What samples continue ('' : from nothing). */
   samplePrompt?: string;
+  /** A checkpoint every this many steps (0: only at the end; always at the end and on abort). */
   saveEvery?: number;
   /** Metrics line every this many steps. */
   logEvery?: number;
   /** Read the loss back every this many steps (default 1): fewer waits on a GPU. The device skips
    * non-finite steps either way; under fp16 loss scaling every step is read. */
   syncEvery?: number;
+  /** 'auto', 'cpu', 'webgpu' or 'reference', or a backend you made (it is then not destroyed at the end). */
   backend?: string | Backend;
   /** Threads for the cpu backend (default: all cores). */
   threads?: number;
+  /** Aborting it ends the run after the current step, with a checkpoint (summary.interrupted). */
   signal?: AbortSignal;
+  /** Once the data, tokenizer and model are ready, before the first step. */
   onStart?(info: StartInfo): void | Promise<void>;
+  /** After every optimizer step the loss was read back for (see syncEvery). */
   onStep?(info: StepInfo): void;
+  /** After every validation (and the final one). */
   onEval?(info: EvalInfo): void;
+  /** Each periodic sample's text (sampleEvery). */
   onSample?(info: { step: number; text: string }): void;
+  /** After each checkpoint is written. */
   onSave?(info: { step: number; path: string }): void;
   /** Notes for the user (warnings, resumed-from...). */
   onMessage?(message: string): void;
@@ -115,6 +138,7 @@ export interface StartInfo {
   tokensPerStep: number;
 }
 
+/** One optimizer step, as onStep gets it (a progress bar's line). */
 export interface StepInfo {
   step: number;
   totalSteps: number;
@@ -128,9 +152,11 @@ export interface StepInfo {
   eta: number;
   tokensSeen: number;
   skipped: boolean;
+  /** The fp16 loss scale (1 without fp16). */
   lossScale: number;
 }
 
+/** One validation, as onEval gets it. */
 export interface EvalInfo {
   step: number;
   valLoss: number;
@@ -141,6 +167,7 @@ export interface EvalInfo {
   final: boolean;
 }
 
+/** What train() returns when the run ends (done, out of time, or aborted). */
 export interface TrainSummary {
   runDir: string;
   checkpoint: string;
@@ -363,7 +390,50 @@ export async function loadTrainingData(
   return { tokenizer, train: memoryTokens(split.train), val: memoryTokens(split.val), dataName };
 }
 
+/** Every option train() takes; the Record type makes the compiler keep it complete and exact. */
+const TRAIN_OPTION_NAMES: Record<keyof TrainOptions, true> = {
+  data: true, valData: true, textField: true, clean: true, invalidUtf8: true, tokenizer: true, bpeVocab: true, model: true,
+  batch: true, accum: true, steps: true, maxTime: true, lr: true, minLr: true, warmup: true, weightDecay: true, gradClip: true,
+  amp: true, ampInitialScale: true, seed: true, out: true, resume: true, initFrom: true, evalEvery: true, evalWindows: true,
+  sampleEvery: true, sampleTokens: true, samplePrompt: true, saveEvery: true, logEvery: true, syncEvery: true, backend: true,
+  threads: true, signal: true, onStart: true, onStep: true, onEval: true, onSample: true, onSave: true, onMessage: true, onWarning: true,
+};
+
+/**
+ * The options a caller gave, checked as the CLI checks its flags (the CLI's own checks never see a
+ * library call): an unknown name or a value out of range is a MinigptError, not a different run.
+ */
+function checkTrainOptions(opts: TrainOptions): void {
+  const squash = (k: string): string => k.toLowerCase().replace(/[-_]/g, '');
+  for (const key of Object.keys(opts)) {
+    if (key in TRAIN_OPTION_NAMES) continue;
+    const near = Object.keys(TRAIN_OPTION_NAMES).find((k) => squash(k) === squash(key) || squash(k).startsWith(squash(key)) || squash(key).startsWith(squash(k)));
+    throw new MinigptError(`unknown training option "${key}"${near ? ` (did you mean "${near}"?)` : ''}`);
+  }
+  const whole = (name: keyof TrainOptions, min: number): void => {
+    const v = opts[name];
+    check(v === undefined || (Number.isSafeInteger(v) && (v as number) >= min), () => `${name} must be a whole number, ${min} or more (got ${JSON.stringify(v)})`);
+  };
+  const real = (name: keyof TrainOptions, ok: (v: number) => boolean, what: string): void => {
+    const v = opts[name];
+    check(v === undefined || (typeof v === 'number' && Number.isFinite(v) && ok(v)), () => `${name} must be ${what} (got ${JSON.stringify(v)})`);
+  };
+  for (const name of ['warmup', 'seed', 'evalEvery', 'sampleEvery', 'saveEvery', 'sampleTokens'] as const) whole(name, 0);
+  for (const name of ['logEvery', 'syncEvery', 'evalWindows', 'threads'] as const) whole(name, 1);
+  for (const name of ['lr', 'maxTime', 'ampInitialScale'] as const) real(name, (v) => v > 0, 'a number above 0');
+  for (const name of ['minLr', 'weightDecay', 'gradClip'] as const) real(name, (v) => v >= 0, 'a number, 0 or more');
+  check(opts.amp === undefined || AMP_MODES.includes(opts.amp), () => `amp must be one of ${AMP_MODES.join(', ')} (got ${JSON.stringify(opts.amp)})`);
+  check(opts.invalidUtf8 === undefined || opts.invalidUtf8 === 'error' || opts.invalidUtf8 === 'replace', () => `invalidUtf8 must be "error" or "replace" (got ${JSON.stringify(opts.invalidUtf8)})`);
+}
+
+/**
+ * Trains a model: loads and tokenizes the data (or prepared shards), builds the model (or resumes
+ * a run exactly, or fine-tunes a checkpoint), and runs AdamW with warmup and cosine decay,
+ * validating, sampling and checkpointing into `out` (metrics.jsonl, loss.svg, checkpoint/) as it
+ * goes. Bad options are MinigptErrors before anything runs.
+ */
 export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
+  checkTrainOptions(opts);
   const o = { ...TRAIN_DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as typeof TRAIN_DEFAULTS & TrainOptions;
   check(Number.isInteger(o.batch) && o.batch > 0, `--batch must be a positive integer (got ${o.batch})`);
   check(Number.isInteger(o.accum) && o.accum > 0, `--accum must be a positive integer (got ${o.accum})`);

@@ -34,6 +34,6 @@ export const importCommand: CommandSpec = {
     const { checkpoint, dtype } = await readHfModel(v.from);
     await saveCheckpoint(v.out, checkpoint, { dtype });
     const c = checkpoint.config;
-    console.log(`imported ${v.from} -> ${v.out}: ${c.n_layers} layers, d_model ${c.d_model}, ${c.n_heads} heads (${c.n_kv_heads} kv), vocab ${c.vocab_size}, ${checkpoint.tokenizer.kind} tokenizer, ${dtype} weights`);
+    console.log(`imported ${v.from} -> ${v.out}: ${c.n_layers} layer${c.n_layers === 1 ? '' : 's'}, d_model ${c.d_model}, ${c.n_heads} heads (${c.n_kv_heads} kv), vocab ${c.vocab_size}, ${checkpoint.tokenizer.kind} tokenizer, ${dtype} weights`);
   },
 };

@@ -25,7 +25,7 @@ export const lrFindCommand: CommandSpec = {
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 1337 },
     out: { type: 'string', value: 'FILE', description: 'SVG plot of loss against lr', default: 'lr-find.svg' },
     force: { type: 'boolean', description: 'replace --out even if it is not an SVG (an existing SVG is replaced anyway)' },
-    json: { type: 'boolean', description: 'print {"suggestion", "minimum", "curve"} as JSON' },
+    json: { type: 'boolean', description: 'print {"suggestion", "minimum", "stopped_early", "curve"} as JSON' },
     ...BACKEND_FLAGS,
     ...MODEL_FLAGS,
   },
