@@ -213,3 +213,15 @@ test('rng.fillNormal draws exactly what normal() * std draws, spare value and st
     }
   }
 });
+
+test('forward, setWeights and createModel refuse wrong sizes and hand-made configs in one clear MinigptError', () => {
+  const c = resolveConfig({ vocab_size: 11, d_model: 16, n_heads: 2, n_layers: 1, context: 16 });
+  const m = createModel(createReferenceBackend(), c);
+  const ids = new Int32Array(64);
+  const refused = (f: () => unknown, re: RegExp): void => assert.throws(f, (e: unknown) => e instanceof MinigptError && re.test(e.message));
+  refused(() => forward(m, ids.subarray(0, 10), null, 4, 16), /^forward: 10 token ids for B×T = 4×16 = 64$/);
+  refused(() => forward(m, ids, ids.subarray(0, 63), 4, 16), /^forward: 63 targets for B×T = 4×16 = 64$/);
+  refused(() => forward(m, new Int32Array(4 * 32), null, 4, 32), /^sequence length 32 exceeds the model's context 16$/);
+  refused(() => setWeights(m, new Float32Array(10)), /^setWeights: the model has \d+ parameters, the weights 10 values/);
+  refused(() => createModel(createReferenceBackend(), { d_model: 16 } as ModelConfig), /must be a positive integer/);
+});

@@ -11,7 +11,8 @@
  */
 import type { Backend, IntTensor, Tensor, AttentionShape } from '../backend/types.js';
 import type { ModelConfig } from './config.js';
-import { headDim, qkvDim } from './config.js';
+import { headDim, qkvDim, validateConfig } from './config.js';
+import { check } from '../errors.js';
 import { paramLayout, type ParamLayout } from './params.js';
 import { hash32 } from '../backend/reference/index.js';
 
@@ -128,6 +129,8 @@ export function ropeTable(c: ModelConfig): Float32Array {
 
 /** A model with zeroed parameters on `backend`; load or initialise weights with `setWeights`. */
 export function createModel(backend: Backend, config: ModelConfig): Model {
+  // A hand-made config (not from resolveConfig) is checked as resolveConfig checks it.
+  validateConfig(config);
   const layout = paramLayout(config);
   const params = paramViews(backend, backend.alloc(layout.size), layout, config);
   const grads = paramViews(backend, backend.alloc(layout.size), layout, config);
@@ -141,7 +144,7 @@ export function createModel(backend: Backend, config: ModelConfig): Model {
  * into the parameter buffer. Throws unless it has exactly model.layout.size elements.
  */
 export function setWeights(model: Model, weights: Float32Array): void {
-  if (weights.length !== model.layout.size) throw new Error(`expected ${model.layout.size} weights, got ${weights.length}`);
+  check(weights.length === model.layout.size, () => `setWeights: the model has ${model.layout.size} parameters, the weights ${weights.length} values (weights of another config?)`);
   model.backend.write(model.params.all, weights);
 }
 
@@ -176,7 +179,7 @@ export function activationsFor(model: Model, B: number, T: number, f16 = false):
     return t;
   };
   const manyHalf = (n: number, size: number): Tensor[] => Array.from({ length: n }, () => h(size));
-  if (T > c.context) throw new Error(`sequence length ${T} exceeds the model's context ${c.context}`);
+  check(T <= c.context, () => `sequence length ${T} exceeds the model's context ${c.context}`);
   const N = B * T, C = c.d_model, L = c.n_layers, V = c.vocab_size, F = c.intermediate_size;
   const QKV = qkvDim(c), HD = c.n_heads * headDim(c);
   const mlpInDim = c.mlp === 'swiglu' ? 2 * F : F;
@@ -266,6 +269,8 @@ export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike
   const p = opts.training ? c.dropout : 0;
   const seed = opts.dropoutSeed ?? 0;
 
+  check(ids.length === N, () => `forward: ${ids.length} token ids for B×T = ${B}×${T} = ${N}`);
+  check(targets === null || targets.length === N, () => `forward: ${targets!.length} targets for B×T = ${B}×${T} = ${N}`);
   be.writeInt(a.ids, ids);
   be.embeddingForward(a.residual[0], a.ids, w.embed, N, C);
   if (p > 0) be.dropout(a.residual[0], a.residual[0], p, siteSeed(seed, 0));
