@@ -322,3 +322,20 @@ test('train() and resolveConfig() refuse what the CLI would: unknown names (with
   assert.throws(() => resolveConfig({ vocab_size: 50, dmodel: 32 } as never), (e: unknown) => e instanceof MinigptError && /unknown model setting "dmodel" \(did you mean "d_model"\?\)/.test(e.message));
   assert.equal(resolveConfig({ vocab_size: 50, d_model: 32, n_heads: 2 }).d_model, 32);
 });
+
+test('a run on shards records the cleaning the shards were prepared with, so prompts are cleaned that way', async () => {
+  const { prepareShards } = await import('../src/data/shards.js');
+  const { loadModel } = await import('../src/inference.js');
+  const { preparePrompt } = await import('../src/generate.js');
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-shards-clean-'));
+  const text = join(dir, 'text.txt');
+  await writeFile(text, 'The Cat Sat On The Mat. '.repeat(80));
+  const shards = join(dir, 'shards');
+  await prepareShards({ data: text, out: shards, tokenizer: 'char', clean: { lowercase: true } });
+  const o = await opts({ data: shards, steps: 2, evalEvery: 0 });
+  const summary = await train(o);
+  assert.equal(summary.clean?.lowercase, true);
+  const loaded = await loadModel(o.out!, { backend: 'reference' });
+  assert.equal(loaded.clean?.lowercase, true);
+  assert.deepEqual(preparePrompt(loaded, 'The CAT'), { prompt: 'the cat', note: "the prompt is lowercased, as the model's training text was (--clean lowercase)" });
+});

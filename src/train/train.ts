@@ -347,6 +347,8 @@ export interface TrainingData {
   train: TokenStream;
   val: TokenStream;
   dataName: string;
+  /** Prepared shards: the cleaning `minigpt prepare` gave their text (the `clean` option does not apply to them). */
+  shardsClean?: Partial<CleanOptions>;
 }
 
 /**
@@ -373,7 +375,7 @@ export async function loadTrainingData(
       throw e;
     }
     const val = o.valData ? memoryTokens(encodeAll(existing ?? shards.tokenizer, (await loadTokens(o.valData, o)).text, o.valData, existing ? tokenizerWhose : 'the shards\'')) : shards.val;
-    return { tokenizer: existing ?? shards.tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)` };
+    return { tokenizer: existing ?? shards.tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)`, ...(shards.meta.clean ? { shardsClean: shards.meta.clean } : {}) };
   }
   const { text, name: dataName } = await loadTokens(o.data, o);
   const val = o.valData ? (await loadTokens(o.valData, o)).text : null;
@@ -514,11 +516,14 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
   const textField = o.textField ?? prior?.text_field ?? undefined;
   // A resumed run reads its data cleaned as before unless told otherwise.
-  const clean = o.clean ?? prior?.clean ?? undefined;
-  const { tokenizer, train: trainStream, val: valStream, dataName } = await loadTrainingData({
+  const cleanOption = o.clean ?? prior?.clean ?? undefined;
+  const { tokenizer, train: trainStream, val: valStream, dataName, shardsClean } = await loadTrainingData({
     data: dataPath, valData: valPath, textField, tokenizer: opts.tokenizer, bpeVocab: opts.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
-    clean, invalidUtf8: o.invalidUtf8,
+    clean: cleanOption, invalidUtf8: o.invalidUtf8,
   }, base?.tokenizer);
+  // How the text the model learns from was cleaned, as trainer_state.json records it (sampling
+  // and evaluation clean prompts and texts the same way): shards were cleaned when prepared.
+  const clean = shardsClean ?? cleanOption;
   if (prior && o.data !== undefined && resolve(o.data) !== prior.data) {
     o.onMessage?.(`continuing on ${o.data} (the run trained on ${prior.data ?? 'the default corpus'} until now)`);
   }
