@@ -469,6 +469,44 @@ test('browser page: Stop ends the run after its current step and still shows a s
   assert.equal(state.hasModel, true);
 });
 
+test('browser page: while a run trains, Train, Load and Restore wait (each would throw the run away); a link to a run on pasted text waits for the text', { skip, timeout: 60_000 }, async () => {
+  const opened = await openPage('steps=100000&batch=2&context=16&d_model=16&n_heads=2&n_layers=1&sample_every=0&backend=reference');
+  const { page, errors } = opened;
+  try {
+    await page.waitForFunction('(window.minigpt?.losses.length ?? 0) >= 2', null, { timeout: 30_000 });
+    for (const id of ['train', 'load-file']) assert.equal(await page.evaluate<boolean>(`document.querySelector('#${id}').disabled`), true, `#${id} during a run`);
+    assert.equal(await page.evaluate<string>("document.querySelector('#train').title"), 'a run is training: Stop it first');
+    // Enter in a settings field submits the form: it must not start over.
+    const before = (await page.evaluate<PageState>('window.minigpt')).losses.length;
+    await page.press('#f-seed', 'Enter');
+    await page.waitForFunction(`(window.minigpt?.losses.length ?? 0) >= ${before + 2}`, null, { timeout: 30_000 });
+    assert.equal((await page.evaluate<PageState>('window.minigpt')).state, 'training');
+    await page.click('#stop');
+    await waitFor(opened, "window.minigpt?.state === 'stopped'", 30_000);
+    assert.equal(await page.evaluate<boolean>("document.querySelector('#train').disabled"), false, 'Train after the run');
+    // A run on pasted text: the link says so, and opening it waits for the text instead of training on the corpus.
+    await page.fill('#text', 'she sells sea shells by the sea shore. '.repeat(20));
+    await page.fill('#f-steps', '2');
+    await page.click('#train');
+    await waitFor(opened, "window.minigpt?.state === 'done'", 30_000);
+    const search = await page.evaluate<string>('location.search');
+    assert.match(search, /[?&]data=text(&|$)/);
+    const state = await page.evaluate<PageState>('window.minigpt');
+    assert.equal(state.characters, state.trainTokens + state.valTokens);
+    const shared = await openPage(search.slice(1));
+    try {
+      await shared.page.waitForFunction("document.querySelector('#status')?.textContent?.startsWith(\"this link's run trained on pasted text\")", null, { timeout: 20_000 });
+      assert.equal(await shared.page.evaluate<boolean>("document.querySelector('#data-text').checked"), true);
+      assert.equal((await shared.page.evaluate<PageState>('window.minigpt')).losses.length, 0, 'it started on the corpus');
+    } finally {
+      await shared.page.close();
+    }
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});
+
 test('browser page: a bad query parameter is reported on the page, not thrown away', { skip, timeout: 60_000 }, async () => {
   const { state } = await trainInPage('steps=abc');
   assert.equal(state.state, 'error');
@@ -553,7 +591,8 @@ test('browser page: the settings form sets up the run and the address bar; bad v
     assert.equal(state.trainTokens + state.valTokens, state.characters, 'one token per character');
     assert.match((await page.textContent('#data')) ?? '', new RegExp(`^file fish\\.txt: ${state.characters.toLocaleString('en-US')} characters, `));
     const search = new URLSearchParams(await page.evaluate<string>('location.search'));
-    assert.deepEqual(Object.fromEntries(search), { backend: 'reference', steps: '6', batch: '4', d_model: '32', n_heads: '2', n_layers: '1', context: '32' });
+    // The file is not in the link; that it was a file is (opening the link asks for one).
+    assert.deepEqual(Object.fromEntries(search), { backend: 'reference', steps: '6', batch: '4', d_model: '32', n_heads: '2', n_layers: '1', context: '32', data: 'file' });
   } finally {
     await page.close();
   }

@@ -151,7 +151,26 @@ function sameValue(a: string, b: string): boolean {
 function fillForm(search: string): void {
   const q = new URLSearchParams(search);
   for (const f of FIELDS) field(f).value = q.get(f.key) ?? q.get(f.key.replace(/_/g, '-')) ?? f.fallback;
+  const source = q.get('data');
+  if (source === 'text' || source === 'file') el<HTMLInputElement>(`data-${source}`).checked = true;
   showPreset();
+}
+
+/** Which data source the form has picked: 'corpus', 'text' or 'file'. */
+function dataSource(): string {
+  return document.querySelector<HTMLInputElement>('input[name="data-source"]:checked')?.value ?? 'corpus';
+}
+
+/**
+ * What to tell someone who opened a link to a run on pasted text or a file ('' for the corpus):
+ * the link carries the settings, not the text, so that run waits for it instead of starting on
+ * the default corpus.
+ */
+function linkNeedsText(): string {
+  const source = new URLSearchParams(location.search).get('data');
+  return source === 'text' ? "this link's run trained on pasted text, which a link cannot carry: paste it below and press Train"
+    : source === 'file' ? "this link's run trained on a .txt file, which a link cannot carry: choose it below and press Train"
+    : '';
 }
 
 /** The preset the fields match, else custom; and what eval_every is when left blank. */
@@ -177,6 +196,10 @@ function queryFromForm(): string {
     const value = field(f).value.trim();
     if (value !== '' && !sameValue(value, f.fallback)) q.set(f.key, value);
   }
+  // The pasted text or file cannot travel in a link; the link says the run used one (see linkNeedsText).
+  q.delete('data');
+  const source = dataSource();
+  if (source !== 'corpus') q.set('data', source);
   const query = q.toString();
   parseQuery(query);
   return query;
@@ -208,7 +231,7 @@ function decodeTextFile(name: string, bytes: Uint8Array): string {
 
 /** The text the form's data choice names, cleaned as the CLI cleans a file, and its label. */
 async function readData(): Promise<{ text: string; name: string }> {
-  const source = document.querySelector<HTMLInputElement>('input[name=data-source]:checked')?.value ?? 'corpus';
+  const source = dataSource();
   if (source === 'text') {
     const pasted = el<HTMLTextAreaElement>('text').value;
     if (!pasted.trim()) throw new MinigptError('the text box is empty: paste some text into it, or pick the default corpus or a file');
@@ -296,6 +319,13 @@ function renderControls(): void {
   const busy = training(), model = view.hasModel && worker !== null;
   const generating = view.generation.state === 'generating';
   el<HTMLButtonElement>('stop').disabled = !busy || stopping;
+  // A new run, a load or a restore would end the run (or the generation) going on and lose it:
+  // they wait until it is stopped.
+  const occupied = busy ? 'a run is training: Stop it first' : generating ? 'the model is generating: Stop it first' : '';
+  el<HTMLButtonElement>('train').disabled = occupied !== '';
+  el('train').title = occupied;
+  el<HTMLInputElement>('load-file').disabled = occupied !== '';
+  el('load-file').title = occupied;
   el<HTMLButtonElement>('generate').disabled = !model || busy || generating;
   el<HTMLButtonElement>('gen-stop').disabled = !generating;
   for (const f of ['checkpoint', 'gguf', 'hf'] as const) el<HTMLButtonElement>(`download-${f}`).disabled = !model || busy || view.download.state === 'building';
@@ -439,6 +469,8 @@ function checkLength(text: string, o: PageOptions): void {
 
 /** Starts a run: from the form (Train), or from the query string as it is (on opening the page). */
 async function startRun(fromForm: boolean): Promise<void> {
+  // Enter in a settings field submits the form even with Train off: not over a run or a generation.
+  if (fromForm && (training() || view.generation.state === 'generating')) return;
   let query: string, o: PageOptions, data: { text: string; name: string };
   loadingFile = null;
   el('status').textContent = 'loading the text…';
@@ -469,6 +501,7 @@ async function startRun(fromForm: boolean): Promise<void> {
 
 /** Loads a checkpoint .zip in a fresh worker, on the backend the form names. */
 async function loadFile(file: File): Promise<void> {
+  if (training() || view.generation.state === 'generating') return;
   let bytes: ArrayBuffer;
   try {
     bytes = await file.arrayBuffer();
@@ -588,7 +621,7 @@ async function readSaved(): Promise<void> {
 /** Restore: loads the kept model into a fresh worker, as loading its .zip does. */
 async function restoreSaved(): Promise<void> {
   const info = view.saved.info;
-  if (!info) return;
+  if (!info || training() || view.generation.state === 'generating') return;
   setSaved({ state: 'restoring', note: '' });
   let zip: ArrayBuffer;
   try {
@@ -647,7 +680,7 @@ function renderSaved(): void {
   el('saved-offer').hidden = !info;
   el('saved-model').textContent = info ? `${current ? 'Kept in this browser' : 'Your last model'}: ${describeSaved(info)}` : '';
   el('restore').hidden = current;
-  el<HTMLButtonElement>('restore').disabled = state === 'restoring' || state === 'saving';
+  el<HTMLButtonElement>('restore').disabled = state === 'restoring' || state === 'saving' || training() || view.generation.state === 'generating';
   el<HTMLButtonElement>('forget').disabled = state === 'restoring' || state === 'saving';
   const status = el('saved-status');
   status.dataset.state = state;
@@ -821,7 +854,11 @@ async function main(): Promise<void> {
   render();
   await readSaved();
   // Train, Load or Restore pressed meanwhile: that is what happens.
-  if (worker === null && shouldAutostart(isolation.afterIsolationReload)) await startRun(false);
+  if (worker === null && shouldAutostart(isolation.afterIsolationReload)) {
+    const needs = linkNeedsText();
+    if (needs) el('status').textContent = needs;
+    else await startRun(false);
+  }
 }
 
 if (typeof document !== 'undefined') void main();

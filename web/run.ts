@@ -93,6 +93,9 @@ const MODEL_KEYS = new Set(['vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n
   'rms_norm_eps', 'rope_theta', 'tie_embeddings', 'dropout', 'init']);
 const BACKENDS: readonly PageBackend[] = ['auto', 'webgpu', 'cpu', 'reference'];
 
+/** Where a run's text comes from: the default corpus, text pasted into the page, or a .txt file chosen there. */
+export const DATA_SOURCES: readonly string[] = ['corpus', 'text', 'file'];
+
 /** The run the query string asks for: the CLI's defaults (TRAIN_DEFAULTS, DEFAULT_CONFIG) unless overridden. */
 export function parseQuery(search: string): PageOptions {
   const o: PageOptions = {
@@ -112,8 +115,11 @@ export function parseQuery(search: string): PageOptions {
     } else if (MODEL_KEYS.has(key)) {
       const n = Number(value);
       (o.model as Record<string, unknown>)[key] = value === 'true' ? true : value === 'false' ? false : value.trim() !== '' && Number.isFinite(n) ? n : value;
+    } else if (key === 'data') {
+      // Where the run's text came from (the page's form reads it; the text itself is not in a link).
+      if (!DATA_SOURCES.includes(value)) throw new MinigptError(`data must be one of ${DATA_SOURCES.join(', ')} (got "${value}")`);
     } else if (key !== 'autostart') {
-      throw new MinigptError(`unknown query parameter "${rawKey}"; use ${[...Object.keys(TRAIN_KEYS), ...MODEL_KEYS, 'backend', 'autostart'].join(', ')}`);
+      throw new MinigptError(`unknown query parameter "${rawKey}"; use ${[...Object.keys(TRAIN_KEYS), ...MODEL_KEYS, 'backend', 'data', 'autostart'].join(', ')}`);
     }
   }
   // A short run keeps the default schedule's shape: warmup is at most a tenth of the steps.
@@ -235,7 +241,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     const { train, val } = splitTrainVal(tokenizer.encode(text), 0.1);
     const config = resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? tokenizer.vocabSize });
     const B = o.batch, T = config.context;
-    s.characters = text.length;
+    s.characters = train.length + val.length; // one token per character (code point; text.length counts UTF-16 units)
     s.trainTokens = train.length;
     s.valTokens = val.length;
     checkTrainTokens(train.length, T);
