@@ -59,14 +59,14 @@ test('encoding an unknown character names it, its code point, line and column', 
   const tok = buildCharTokenizer('abc\ndef\nghi ');
   assertMinigptError(
     () => tok.encode('abc\ndef\ngh é'),
-    /character "é" \(U\+00E9\) at line 3, column 4 \(character 11\)/,
-    /vocabulary of 11 characters/,
+    /character "é" \(U\+00E9\) at line 3, column 4 \(character 12 of the text\)/,
+    /vocabulary \(its 11 characters\)/,
   );
 });
 
 test('encoding an unknown character counts columns in code points, so an emoji before it is one column', () => {
   const tok = buildCharTokenizer('a😀');
-  assertMinigptError(() => tok.encode('😀😀a!'), /character "!" \(U\+0021\) at line 1, column 4 \(character 3\)/);
+  assertMinigptError(() => tok.encode('😀😀a!'), /character "!" \(U\+0021\) at line 1, column 4 \(character 4 of the text\)/);
 });
 
 test('encoding an unknown invisible character shows it JSON-escaped', () => {

@@ -373,8 +373,8 @@ function unknownCharacterError(text: string, unitIndex: number, cp: number, voca
   }
   const ch = String.fromCodePoint(cp);
   return new UnknownCharacterError(
-    `character ${JSON.stringify(ch)} (${codePointLabel(cp)}) at line ${line}, column ${column} (character ${codePointIndex}) ` +
-      `is not in the tokenizer's vocabulary of ${vocabLength} characters`,
+    `character ${JSON.stringify(ch)} (${codePointLabel(cp)}) at line ${line}, column ${column} (character ${codePointIndex + 1} of the text) ` +
+      `is not in the tokenizer's vocabulary (its ${vocabLength} characters)`,
     'a character tokenizer encodes only the characters of the text it was built from: build it from text that has this one, or use a BPE tokenizer, which encodes any text',
   );
 }
