@@ -156,7 +156,7 @@ export async function pickBackend(want: PageBackend, threads = 0, notIsolated = 
   if (gpu.adapter && !gpu.software) return { backend: await createBackend('webgpu'), note: '' };
   if (cpuBackendSupported()) {
     const note = gpu.adapter
-      ? `cpu, not WebGPU: the only adapter here (${gpu.reason}) is a software one, slower than cpu (?backend=webgpu forces it)`
+      ? `cpu, not WebGPU: the only adapter here (${gpu.reason}) is a software one, slower than cpu (Backend: webgpu in the settings forces it)`
       : '';
     return { backend: await createBackend('cpu', cpuOptions), note };
   }
