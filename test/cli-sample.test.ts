@@ -95,3 +95,18 @@ test('a model trained on lowercased text gets lowercased prompts and texts (samp
   assert.equal(b.status, 1);
   assert.match(b.stderr, /^minigpt: error: --batch goes with --data/);
 });
+
+test('prepare --clean lowercase: a run on those shards lowercases prompts too', () => {
+  const text = join(root, 'shouty2.txt');
+  writeFileSync(text, 'ROMEO: The Cat sat on the Mat.\n'.repeat(60));
+  const shards = join(root, 'lower-shards');
+  const cli = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 60_000, cwd: root });
+  const p = cli(['prepare', '--data', text, '--tokenizer', 'char', '--clean', 'nfc,newlines,lowercase', '--out', shards]);
+  assert.equal(p.status, 0, p.stderr);
+  const run = join(root, 'lower-from-shards');
+  const t = cli(['train', '--data', shards, '--out', run, '--steps', '1', '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '2', '--backend', 'reference', '--quiet']);
+  assert.equal(t.status, 0, t.stderr);
+  const s = cli(['sample', '--ckpt', run, '--prompt', 'ROMEO', '--tokens', '3', '--backend', 'reference']);
+  assert.equal(s.status, 0, s.stderr);
+  assert.ok(s.stdout.startsWith('romeo'), s.stdout);
+});

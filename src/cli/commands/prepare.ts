@@ -1,5 +1,5 @@
 import { check } from '../../errors.js';
-import { TEXT_FLAGS, type CommandSpec } from '../args.js';
+import { TEXT_FLAGS, cleanOptionsFromFlag, type CommandSpec } from '../args.js';
 import { formatDuration, formatRate } from '../progress.js';
 import { DEFAULT_SHARD_TOKENS, prepareShards, type PrepareProgress } from '../../data/shards.js';
 import type { Tokenizer, TokenizerKind } from '../../data/tokenizer.js';
@@ -15,12 +15,13 @@ const formatTokenRate = (perSecond: number): string =>
 export const prepareCommand: CommandSpec = {
   name: 'prepare',
   summary: 'tokenize a corpus of any size into binary shards (streamed, bounded memory) for training',
-  usage: 'minigpt prepare --data PATH --tokenizer char|gpt2|bpe|FILE|DIR [--bpe-vocab N] [--text-field NAME] [--invalid-utf8 error|replace] [--shard-tokens N] [--val-fraction F] --out DIR',
+  usage: 'minigpt prepare --data PATH --tokenizer char|gpt2|bpe|FILE|DIR [--bpe-vocab N] [--text-field NAME] [--clean STEPS] [--invalid-utf8 error|replace] [--shard-tokens N] [--val-fraction F] --out DIR',
   flags: {
     data: { type: 'string', value: 'PATH', description: 'text file, .jsonl file, or folder of them (read in sorted order)' },
     tokenizer: { type: 'string', value: 'KIND|FILE|DIR', description: 'tokenizer to build (char, bpe) or use (gpt2, a tokenizer JSON file, or a checkpoint or run folder: its tokenizer, so the shards fit that model)' },
     'bpe-vocab': { type: 'int', min: 257, max: 1 << 21, value: 'N', description: 'bpe: vocabulary size to learn (from the first 20 MB of the training part)' },
     'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in .jsonl records', default: 'text' },
+    clean: TEXT_FLAGS.clean!,
     'invalid-utf8': TEXT_FLAGS['invalid-utf8']!,
     'shard-tokens': { type: 'int', min: 1, max: 2 ** 31 - 1, value: 'N', description: 'tokens per shard file', default: DEFAULT_SHARD_TOKENS },
     'val-fraction': { type: 'number', min: 0, value: 'F', description: 'last fraction of the input bytes kept for validation', default: 0.1 },
@@ -29,7 +30,8 @@ export const prepareCommand: CommandSpec = {
   details: [
     'Writes train_000000.bin, ..., val_000000.bin (llm.c format: 256-int32 header, then uint16',
     'tokens, or uint32 for vocabularies over 65536) and meta.json with the tokenizer.',
-    'Text is cleaned as training cleans it, and the shards hold the tokens of the whole text: it is',
+    'Text is cleaned as training cleans it (--clean; a run on the shards records it, so sampling cleans',
+    'prompts the same way), and the shards hold the tokens of the whole text: it is',
     'read in 1 MB chunks cut where tokenization splits anyway, so memory stays bounded.',
     '',
     'Examples:',
@@ -84,6 +86,7 @@ export const prepareCommand: CommandSpec = {
         tokenizer,
         ...(v['bpe-vocab'] !== undefined ? { bpeVocab: v['bpe-vocab'] as number } : {}),
         textField: v['text-field'] as string,
+        clean: cleanOptionsFromFlag(v.clean as string),
         shardTokens: v['shard-tokens'] as number,
         valFraction,
         invalidUtf8: v['invalid-utf8'] as 'error' | 'replace',
