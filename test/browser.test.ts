@@ -730,6 +730,7 @@ test('browser page: loads a checkpoint zip made in Node and generates what Node 
     await waitFor(opened, "window.minigpt?.state === 'error'", 10_000);
     assert.match((await page.textContent('#load-status')) ?? '', /^error: model\.gguf is a GGUF file \(llama\.cpp\), which this page cannot load: /);
     assert.equal(await page.evaluate<boolean>("document.querySelector('#generate').disabled"), false, 'a refused file threw away the loaded model');
+    assert.equal(await page.textContent('#data'), 'none here: the model was trained elsewhere (node-model.zip)', 'the data line still describes the model kept');
     // A zip that is no checkpoint (a transformers folder) is refused the same way.
     await page.setInputFiles('#load-file', { name: 'minigpt-hf.zip', mimeType: 'application/zip', buffer: Buffer.from(zipFiles(hfExportFiles({ config, weights, tokenizer }), 'minigpt-hf')) });
     await waitFor(opened, "document.querySelector('#load-status')?.textContent?.includes('minigpt-hf.zip') === true", 10_000);

@@ -263,7 +263,7 @@ function render(): void {
     : s.loadedFrom ? `${shape}; loaded from ${s.loadedFrom}`
     : `${shape}; batch ${o?.batch}, ${count(o?.steps ?? 0, 'step')}, lr ${o?.lr}`;
   el('data').textContent = restored?.source === 'trained' && s.loadedFrom ? `${restored.from} (what it was trained on)`
-    : s.loadedFrom && s.state === 'error' ? '…'
+    : s.loadedFrom && s.state === 'error' && !s.hasModel ? '…'
     : s.loadedFrom ? `none here: the model was trained elsewhere (${restored?.from ?? s.loadedFrom})`
     : s.characters ? `${s.dataName}: ${thousands(s.characters)} characters, ${thousands(s.trainTokens)} training and ${thousands(s.valTokens)} validation tokens (one per character)${s.valNote ? `; ${s.valNote}` : ''}`
     : s.dataName || '…';
