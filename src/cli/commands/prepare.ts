@@ -86,7 +86,7 @@ export const prepareCommand: CommandSpec = {
         tokenizer,
         ...(v['bpe-vocab'] !== undefined ? { bpeVocab: v['bpe-vocab'] as number } : {}),
         textField: v['text-field'] as string,
-        clean: cleanOptionsFromFlag(v.clean as string),
+        ...(typeof v.clean === 'string' ? { clean: cleanOptionsFromFlag(v.clean) } : {}),
         shardTokens: v['shard-tokens'] as number,
         valFraction,
         invalidUtf8: v['invalid-utf8'] as 'error' | 'replace',
