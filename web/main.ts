@@ -314,14 +314,20 @@ function statusLine(s: PageView, o: PageOptions | null): string {
   return parts.join(', ') + next;
 }
 
+/**
+ * Why a new run, a load or a restore must wait ('' when none has to): each would end the run or
+ * the generation going on and lose it.
+ */
+function busyReason(): string {
+  return training() ? 'a run is training: Stop it first' : view.generation.state === 'generating' ? 'the model is generating: Stop it first' : '';
+}
+
 /** Buttons on or off for what the page can do now. */
 function renderControls(): void {
   const busy = training(), model = view.hasModel && worker !== null;
   const generating = view.generation.state === 'generating';
   el<HTMLButtonElement>('stop').disabled = !busy || stopping;
-  // A new run, a load or a restore would end the run (or the generation) going on and lose it:
-  // they wait until it is stopped.
-  const occupied = busy ? 'a run is training: Stop it first' : generating ? 'the model is generating: Stop it first' : '';
+  const occupied = busyReason();
   el<HTMLButtonElement>('train').disabled = occupied !== '';
   el('train').title = occupied;
   el<HTMLInputElement>('load-file').disabled = occupied !== '';
@@ -470,7 +476,7 @@ function checkLength(text: string, o: PageOptions): void {
 /** Starts a run: from the form (Train), or from the query string as it is (on opening the page). */
 async function startRun(fromForm: boolean): Promise<void> {
   // Enter in a settings field submits the form even with Train off: not over a run or a generation.
-  if (fromForm && (training() || view.generation.state === 'generating')) return;
+  if (fromForm && busyReason()) return;
   let query: string, o: PageOptions, data: { text: string; name: string };
   loadingFile = null;
   el('status').textContent = 'loading the text…';
@@ -501,7 +507,7 @@ async function startRun(fromForm: boolean): Promise<void> {
 
 /** Loads a checkpoint .zip in a fresh worker, on the backend the form names. */
 async function loadFile(file: File): Promise<void> {
-  if (training() || view.generation.state === 'generating') return;
+  if (busyReason()) return;
   let bytes: ArrayBuffer;
   try {
     bytes = await file.arrayBuffer();
@@ -621,7 +627,7 @@ async function readSaved(): Promise<void> {
 /** Restore: loads the kept model into a fresh worker, as loading its .zip does. */
 async function restoreSaved(): Promise<void> {
   const info = view.saved.info;
-  if (!info || training() || view.generation.state === 'generating') return;
+  if (!info || busyReason()) return;
   setSaved({ state: 'restoring', note: '' });
   let zip: ArrayBuffer;
   try {
@@ -680,7 +686,7 @@ function renderSaved(): void {
   el('saved-offer').hidden = !info;
   el('saved-model').textContent = info ? `${current ? 'Kept in this browser' : 'Your last model'}: ${describeSaved(info)}` : '';
   el('restore').hidden = current;
-  el<HTMLButtonElement>('restore').disabled = state === 'restoring' || state === 'saving' || training() || view.generation.state === 'generating';
+  el<HTMLButtonElement>('restore').disabled = state === 'restoring' || state === 'saving' || busyReason() !== '';
   el<HTMLButtonElement>('forget').disabled = state === 'restoring' || state === 'saving';
   const status = el('saved-status');
   status.dataset.state = state;
