@@ -1,4 +1,4 @@
-import { MinigptError, check } from '../errors.js';
+import { MinigptError, check, likelyName } from '../errors.js';
 
 /** The MLP block: LLaMA's gated SwiGLU, or a plain GELU (tanh approximation) MLP. */
 export type MlpKind = 'swiglu' | 'gelu';
@@ -83,10 +83,9 @@ export const CONFIG_KEYS: readonly (keyof ModelConfig)[] = [
  * would otherwise train the default 128-wide model and save the stray key in config.json.
  */
 function checkConfigKeys(partial: object): void {
-  const squash = (k: string): string => k.toLowerCase().replace(/[-_]/g, '');
   for (const key of Object.keys(partial)) {
     if ((CONFIG_KEYS as readonly string[]).includes(key)) continue;
-    const near = CONFIG_KEYS.find((k) => squash(k) === squash(key));
+    const near = likelyName(key, CONFIG_KEYS);
     throw new MinigptError(`unknown model setting "${key}"${near ? ` (did you mean "${near}"?)` : ''}; the settings are ${CONFIG_KEYS.join(', ')}`);
   }
 }

@@ -9,7 +9,7 @@
  */
 import { appendFile, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { MinigptError, check } from '../errors.js';
+import { MinigptError, check, likelyName } from '../errors.js';
 import type { Backend } from '../backend/types.js';
 import { createBackend } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
@@ -406,10 +406,9 @@ const TRAIN_OPTION_NAMES: Record<keyof TrainOptions, true> = {
  * library call): an unknown name or a value out of range is a MinigptError, not a different run.
  */
 function checkTrainOptions(opts: TrainOptions): void {
-  const squash = (k: string): string => k.toLowerCase().replace(/[-_]/g, '');
   for (const key of Object.keys(opts)) {
     if (key in TRAIN_OPTION_NAMES) continue;
-    const near = Object.keys(TRAIN_OPTION_NAMES).find((k) => squash(k) === squash(key) || squash(k).startsWith(squash(key)) || squash(key).startsWith(squash(k)));
+    const near = likelyName(key, Object.keys(TRAIN_OPTION_NAMES), { prefixes: true });
     throw new MinigptError(`unknown training option "${key}"${near ? ` (did you mean "${near}"?)` : ''}`);
   }
   const whole = (name: keyof TrainOptions, min: number): void => {
