@@ -70,14 +70,14 @@ export function sampleToken(logits: Float32Array, opts: Required<Pick<SampleOpti
 
 /**
  * The prompt as the model should see it: cleaned as its training text was (loaded.clean; a model
- * trained on lowercased text gets a lowercased prompt), and a note when that changed what was
- * typed ('' otherwise). `minigpt sample` and the page generate from, and show, the cleaned prompt.
+ * trained on lowercased text gets a lowercased prompt), and a note naming it `what` when that
+ * changed what was typed ('' otherwise). `minigpt sample` and the page generate from, and show, the cleaned prompt.
  */
-export function preparePrompt(loaded: LoadedModel, prompt: string): { prompt: string; note: string } {
+export function preparePrompt(loaded: LoadedModel, prompt: string, what = 'the prompt'): { prompt: string; note: string } {
   if (!loaded.clean) return { prompt, note: '' };
   const cleaned = cleanText(prompt, loaded.clean);
   const lowered = Boolean(loaded.clean.lowercase) && cleaned !== cleanText(prompt, { ...loaded.clean, lowercase: false });
-  return { prompt: cleaned, note: lowered ? "the prompt is lowercased, as the model's training text was (--clean lowercase)" : '' };
+  return { prompt: cleaned, note: lowered ? `${what} is lowercased, as the model's training text was (--clean lowercase)` : '' };
 }
 
 /**

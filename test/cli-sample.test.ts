@@ -81,6 +81,7 @@ test('a model trained on lowercased text gets lowercased prompts and texts (samp
   assert.equal(s.stderr, "minigpt: note: the prompt is lowercased, as the model's training text was (--clean lowercase)\n");
   const e = cli(['eval', '--ckpt', run, '--text', 'The Cat', '--json', '--backend', 'reference']);
   assert.equal(e.status, 0, e.stderr);
+  assert.equal(e.stderr, "minigpt: note: --text is lowercased, as the model's training text was (--clean lowercase)\n");
   const lowered = cli(['eval', '--ckpt', run, '--text', 'the cat', '--json', '--backend', 'reference']);
   assert.equal(e.stdout, lowered.stdout);
   assert.equal(lowered.stderr, '');

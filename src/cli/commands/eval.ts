@@ -51,8 +51,8 @@ export const evalCommand: CommandSpec = {
     }
     if (typeof v.text === 'string') {
       // Cleaned as the training text was (lowercased, say), as sample cleans a prompt.
-      const { prompt: text, note } = preparePrompt(loaded, v.text);
-      if (note) console.error(`minigpt: note: ${note.replace('the prompt', '--text')}`);
+      const { prompt: text, note } = preparePrompt(loaded, v.text, '--text');
+      if (note) console.error(`minigpt: note: ${note}`);
       encodeUserText(loaded.tokenizer, text, '--text', "the checkpoint's tokenizer has no token for it; leave it out");
       const score = await scoreText(loaded, text);
       if (v.json) console.log(JSON.stringify(score));
