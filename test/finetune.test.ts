@@ -244,3 +244,32 @@ test('a run keeps the cleaning its data was read with, for resume and for eval w
   const resumed = JSON.parse(await readFile(join(root, 'a', 'checkpoint', 'trainer_state.json'), 'utf8'));
   assert.equal(resumed.clean.newlines, false);
 });
+
+test('documents on the command line: tokenizer train, train, prepare and eval --data all join JSONL records with <|endoftext|> for bpe', async () => {
+  const { root } = await setup();
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: root });
+  const docs = join(root, 'docs.jsonl');
+  const lines = CORPUS.split('\n');
+  await writeFile(docs, Array.from({ length: 30 }, (_, i) => JSON.stringify({ text: lines.slice(i * 10, i * 10 + 10).join('\n') })).join('\n'));
+  const tiny = ['--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '4', '--backend', 'reference', '--eval-every', '0', '--sample-every', '0'];
+  // `tokenizer train` learns the BPE `train --tokenizer bpe` learns (each document apart).
+  let r = run('tokenizer', 'train', '--data', docs, '--vocab', '270', '--out', join(root, 'tok.json'));
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /characters \(30 documents\)/);
+  r = run('train', '--data', docs, '--tokenizer', 'bpe', '--bpe-vocab', '270', '--steps', '2', ...tiny, '--out', join(root, 'run'));
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /data: docs\.jsonl \(30 documents, separated by <\|endoftext\|>\), bpe tokenizer/);
+  const saved = (await loadCheckpoint(join(root, 'run', 'checkpoint'))).tokenizer;
+  assert.deepEqual(saved.toJSON(), JSON.parse(await readFile(join(root, 'tok.json'), 'utf8')));
+  // eval --data on the text scores the tokens prepare writes: shards with no validation part,
+  // --all on both, give the same windows and so the same loss.
+  r = run('prepare', '--data', docs, '--tokenizer', join(root, 'run'), '--val-fraction', '0', '--out', join(root, 'shards'));
+  assert.equal(r.status, 0, r.stderr);
+  const onShards = run('eval', '--ckpt', join(root, 'run'), '--data', join(root, 'shards'), '--all', '--json', '--backend', 'reference');
+  const onText = run('eval', '--ckpt', join(root, 'run'), '--data', docs, '--all', '--json', '--backend', 'reference');
+  assert.equal(onShards.status, 0, onShards.stderr);
+  assert.equal(onText.status, 0, onText.stderr);
+  assert.deepEqual(JSON.parse(onText.stdout), JSON.parse(onShards.stdout));
+  const meta = JSON.parse(await readFile(join(root, 'shards', 'meta.json'), 'utf8'));
+  assert.equal(meta.document_separator, '<|endoftext|>');
+});

@@ -5,7 +5,8 @@ import { mkdir, mkdtemp, open, readFile, readdir, rm, truncate, unlink, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MinigptError } from '../src/errors.js';
-import { cleanText, loadText } from '../src/data/text.js';
+import { BLANK_LINE_SEPARATOR, cleanText, loadDocuments, loadText } from '../src/data/text.js';
+import { cleanDocuments, documentSeparatorOf, encodeDocuments } from '../src/data/documents.js';
 import { buildCharTokenizer, type Tokenizer } from '../src/data/tokenizer.js';
 import type { TokenStream } from '../src/data/batches.js';
 import {
@@ -100,13 +101,23 @@ function checkWindows(stream: TokenStream, expected: Int32Array, size: number, s
   }
 }
 
-/** prepare + open, then the shards must equal tokenizer.encode(cleanText(loadText(data))). */
+/**
+ * prepare + open, then the shards must equal the in-memory encoding: for char,
+ * tokenizer.encode(cleanText(loadText(data))); for gpt2 and bpe, each document cleaned and encoded
+ * with <|endoftext|> between them.
+ */
 async function roundTrip(dir: string, data: string, opts: Partial<PrepareOptions> & Pick<PrepareOptions, 'tokenizer'>) {
   const out = join(dir, 'shards');
   const summary = await prepareShards({ data, out, shardTokens: 3000, chunkBytes: 257, ...opts });
   const opened = await openShards(out);
-  const cleaned = cleanText(await loadText(data, { ...(opts.textField ? { textField: opts.textField } : {}), ...(opts.invalidUtf8 ? { invalidUtf8: opts.invalidUtf8 } : {}) }), opts.clean ?? {});
-  const expected = opened.tokenizer.encode(cleaned);
+  const separator = documentSeparatorOf(opened.tokenizer);
+  assert.equal(opened.meta.document_separator, separator);
+  const documents = cleanDocuments(await loadDocuments(data, { ...(opts.textField ? { textField: opts.textField } : {}), ...(opts.invalidUtf8 ? { invalidUtf8: opts.invalidUtf8 } : {}) }), separator, opts.clean ?? {});
+  const cleaned = documents.join(separator);
+  if (separator === BLANK_LINE_SEPARATOR) {
+    assert.equal(cleaned, cleanText(await loadText(data, { ...(opts.textField ? { textField: opts.textField } : {}), ...(opts.invalidUtf8 ? { invalidUtf8: opts.invalidUtf8 } : {}) }), opts.clean ?? {}));
+  }
+  const expected = encodeDocuments(opened.tokenizer, documents);
   const all = concat(readAll(opened.train), readAll(opened.val));
   assert.equal(all.length, expected.length, 'token count equals the in-memory encoding');
   assert.deepEqual(all, expected, 'train + val tokens equal the in-memory encoding');
@@ -255,6 +266,58 @@ test('bpe (trained on a sample) and gpt2 shards equal encoding the whole cleaned
     const gpt2 = await roundTrip(dir, file, { tokenizer: 'gpt2', chunkBytes: 300 });
     assert.equal(gpt2.summary.dtype, 'uint16');
     assert.equal(gpt2.opened.meta.vocab_size, 50257);
+  });
+});
+
+test('documents: gpt2 and bpe shards put <|endoftext|> between documents (as training in memory does), char a blank line', async () => {
+  await withTempDir(async (dir) => {
+    const data = join(dir, 'data');
+    await mkdir(data);
+    // Files and JSONL records are documents; a record that cleans to nothing (only control
+    // characters) adds no separator, a literal "<|endoftext|>" in a text stays text.
+    await writeFile(join(data, 'a.txt'), generateCorpus(11, 60) + '\n\n\n');
+    await writeFile(join(data, 'b.jsonl'), [
+      JSON.stringify({ text: 'first record\n' }),
+      JSON.stringify({ text: '\u0001\u0002' }),
+      JSON.stringify({ text: '\n\nsecond <|endoftext|> record' }),
+      JSON.stringify({ text: generateCorpus(12, 40) }),
+    ].join('\n'));
+    await writeFile(join(data, 'c.txt'), 'last file\n');
+    const expectedDocuments = 4 + 1; // a.txt, three records with text, c.txt
+    for (const tokenizer of ['gpt2', 'bpe'] as const) {
+      // Chunks small enough that documents end mid-chunk and whole chunks hold several; the split
+      // at several places, one of them at a document boundary.
+      for (const [chunkBytes, valFraction] of [[64, 0.1], [300, 0.3], [4096, 0.5], [97, 0]] as const) {
+        const sub = join(dir, `${tokenizer}-${chunkBytes}`);
+        await mkdir(sub);
+        const { opened, expected } = await roundTrip(sub, data, { tokenizer, chunkBytes, valFraction, ...(tokenizer === 'bpe' ? { bpeVocab: 300 } : {}) });
+        const eot = opened.tokenizer.specialTokens!['<|endoftext|>']!;
+        assert.equal(expected.filter((id) => id === eot).length, expectedDocuments - 1, `${tokenizer}: one <|endoftext|> between each two documents`);
+        assert.equal(opened.meta.document_separator, '<|endoftext|>');
+        if (valFraction === 0) assert.equal(opened.val.length, 0);
+        opened.close();
+      }
+    }
+    // Validation starting exactly at a document boundary: the first document is all training,
+    // validation starts with the separator.
+    const two = join(dir, 'two');
+    await mkdir(two);
+    await writeFile(join(two, 'a.txt'), 'x'.repeat(899) + '\n');
+    await writeFile(join(two, 'b.txt'), 'y'.repeat(99) + '\n');
+    for (const chunkBytes of [64, 100, 4096]) {
+      const sub = join(dir, `two-${chunkBytes}`);
+      await mkdir(sub);
+      const { opened } = await roundTrip(sub, two, { tokenizer: 'gpt2', chunkBytes, valFraction: 0.1 });
+      assert.deepEqual(readAll(opened.train), opened.tokenizer.encode('x'.repeat(899) + '\n'), `chunk ${chunkBytes}: the first file is the training part`);
+      assert.equal(readAll(opened.val)[0], 50256, `chunk ${chunkBytes}: validation starts with <|endoftext|>`);
+      opened.close();
+    }
+    const sub = join(dir, 'char');
+    await mkdir(sub);
+    const { opened, cleaned } = await roundTrip(sub, data, { tokenizer: 'char', chunkBytes: 64 });
+    assert.equal(opened.meta.document_separator, '\n\n');
+    assert.ok(cleaned.includes('first record\n\nsecond <|endoftext|> record'), 'char: documents joined by a blank line (runs of blank lines collapse)');
+    opened.close();
   });
 });
 

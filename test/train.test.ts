@@ -304,6 +304,56 @@ test('cleaning steps are switchable: lowercase on gives a vocabulary without cap
   assert.ok(vocab(asIs).includes('H') && vocab(asIs).includes('\r') && vocab(asIs).includes('\u0007'));
 });
 
+test('documents (folder files, JSONL records): <|endoftext|> between them for gpt2 and bpe, a blank line for char; a resumed run keeps its separator', async () => {
+  const { loadTrainingData } = await import('../src/train/train.js');
+  const { gpt2Tokenizer } = await import('../src/data/gpt2.js');
+  const { cleanText } = await import('../src/data/text.js');
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-docs-'));
+  await writeFile(join(dir, 'a.txt'), 'Hello there.\n');
+  // A literal "<|endoftext|>" stays text; a record that cleans to nothing adds no separator.
+  await writeFile(join(dir, 'b.jsonl'), ['{"text": "One <|endoftext|> two"}', '{"text": "\\u0001"}', '{"text": "Three"}'].join('\n'));
+  const all = (d: { train: { length: number; read(at: number, into: Int32Array): void }; val: { length: number; read(at: number, into: Int32Array): void } }): number[] => {
+    const out: number[] = [];
+    for (const s of [d.train, d.val]) {
+      const buf = new Int32Array(s.length);
+      if (s.length > 0) s.read(0, buf);
+      out.push(...buf);
+    }
+    return out;
+  };
+  const gpt2 = gpt2Tokenizer();
+  const fromGpt2 = await loadTrainingData({ data: dir, tokenizer: 'gpt2' });
+  assert.equal(fromGpt2.documentSeparator, '<|endoftext|>');
+  assert.equal(fromGpt2.documents, 3);
+  assert.deepEqual(all(fromGpt2), [...gpt2.encode('Hello there.\n'), 50256, ...gpt2.encode('One <|endoftext|> two'), 50256, ...gpt2.encode('Three')]);
+  // An older run's record (no separator recorded) reads its data as it did: joined by a blank line.
+  const asBefore = await loadTrainingData({ data: dir, tokenizer: 'gpt2', documentSeparator: '\n\n' });
+  assert.deepEqual(all(asBefore), [...gpt2.encode(cleanText('Hello there.\n\n\nOne <|endoftext|> two\n\n\u0001\n\nThree'))]);
+  const fromChar = await loadTrainingData({ data: dir, tokenizer: 'char' });
+  assert.equal(fromChar.documentSeparator, '\n\n');
+  // Joined, then cleaned: the blank-line runs across the joins collapse.
+  assert.equal(fromChar.tokenizer.decode(all(fromChar)), 'Hello there.\n\nOne <|endoftext|> two\n\nThree');
+
+  // A bpe run: its BPE learns nothing across documents; the run records the separator, and a
+  // resume of a record without one reads the data joined by a blank line, as runs before did.
+  const docs = join(dir, 'many.jsonl');
+  await writeFile(docs, Array.from({ length: 60 }, (_, i) => JSON.stringify({ text: CORPUS.split('\n').slice(i * 5, i * 5 + 5).join('\n') })).join('\n'));
+  const starts: { documents: number | undefined; documentSeparator: string; trainTokens: number }[] = [];
+  const o = await opts({ data: docs, tokenizer: 'bpe', bpeVocab: 270, steps: 2, evalEvery: 0, onStart: (s) => void starts.push(s) });
+  await train(o);
+  assert.equal(starts[0]!.documents, 60);
+  assert.equal(starts[0]!.documentSeparator, '<|endoftext|>');
+  const ckptDir = join(o.out!, 'checkpoint');
+  const ckpt = await loadCheckpoint(ckptDir, { training: true });
+  assert.equal(ckpt.training!.trainer.document_separator, '<|endoftext|>');
+  delete ckpt.training!.trainer.document_separator; // as a checkpoint written before it was recorded
+  const { saveCheckpoint } = await import('../src/io/checkpoint.js');
+  await saveCheckpoint(ckptDir, ckpt);
+  await train({ resume: o.out, steps: 3, backend: 'reference', onStart: (s) => void starts.push(s) });
+  assert.equal(starts[1]!.documentSeparator, '\n\n');
+  assert.notEqual(starts[1]!.trainTokens, starts[0]!.trainTokens);
+});
+
 test('train() and resolveConfig() refuse what the CLI would: unknown names (with the likely one) and values out of range', async () => {
   const refused = async (opts: object, re: RegExp): Promise<void> => {
     await assert.rejects(train({ out: join(await mkdtemp(join(tmpdir(), 'minigpt-opts-')), 'never'), ...opts } as TrainOptions), (e: unknown) => e instanceof MinigptError && re.test(e.message), JSON.stringify(opts));

@@ -17,9 +17,11 @@
  * CRLF) that follows a character that is neither whitespace nor a control character. Every
  * cleaning step is local across such a cut (no CRLF, blank-line run, NFC composition or
  * lowercasing context spans it) and so is the GPT-2 pre-tokenizer (a pre-token never runs from
- * such a character into the line break), so the shards hold exactly encode(cleanText(loadText(data))) for the
- * char, gpt2 and bpe kinds alike. Only a text with no safe cut for 16M characters (e.g. a
- * 16M-character line) is cut elsewhere, between two non-space characters (ASCII letters or
+ * such a character into the line break), so the shards hold exactly the tokens train() makes of
+ * the data in memory (encodeDocuments(tokenizer, cleanDocuments(loadDocuments(data), separator)):
+ * documents joined by a blank line and cleaned for char, each document cleaned on its own with
+ * <|endoftext|> between them for gpt2 and bpe), for all three kinds. A document's end is a cut
+ * too. Only a text with no safe cut for 16M characters (e.g. a 16M-character line) is cut elsewhere, between two non-space characters (ASCII letters or
  * digits when there are any); only the byte-level kinds can then tokenize a word differently.
  *
  * Validation split: the last `valFraction` of the input bytes, from the first safe cut at or
@@ -32,7 +34,8 @@ import { dirname, extname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import { commitDir, ioError, makeDirs, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
-import { DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
+import { DOCUMENT_SEPARATORS, documentSeparatorOf, documentSeparatorOfKind, type DocumentSeparator } from './documents.js';
+import { BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
 import {
   END_OF_TEXT,
   charTokenizerFromVocab,
@@ -141,6 +144,8 @@ export interface ShardsMeta {
   shard_tokens?: number;
   val_fraction?: number;
   clean?: CleanOptions;
+  /** What separates the documents in the tokens (absent in shards prepared before 2026-12-07: a blank line). */
+  document_separator?: DocumentSeparator;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -185,6 +190,8 @@ async function listInputs(path: string): Promise<InputFile[]> {
 type Part = 'train' | 'val';
 /** Receives cleaned pieces in order; returning false stops the reading. */
 type PieceSink = (text: string, part: Part) => boolean | void;
+/** Receives the separator between two documents (with <|endoftext|> separation); false stops the stream, as for PieceSink. */
+type SeparatorSink = (part: Part) => boolean | void;
 
 function isWhitespace(c: number): boolean {
   return (
@@ -209,14 +216,48 @@ class StreamCleaner {
   private searched = 0;
   private part: Part = 'train';
   private emitted = false;
+  /** Documents started; whether the current one has emitted text; a separator owed before the next text. */
+  private documents = 0;
+  private documentHasText = false;
+  private separatorPending = false;
   stopped = false;
 
+  /** `separatorSink`: documents are separated by a token (each cleaned on its own); without it, by a blank line in the text. */
   constructor(
     private readonly chunkChars: number,
     private readonly maxPending: number,
     private readonly clean: CleanOptions,
     private readonly sink: PieceSink,
+    private readonly separatorSink?: SeparatorSink,
   ) {}
+
+  /**
+   * A new document starts. Blank-line separation: "\n\n" joins it to the one before (loadText's
+   * join). Token separation: the document before is cleaned and emitted to its end (a document
+   * boundary is always a cut) and, if it had text, a separator is owed before the next text, so
+   * documents that clean to nothing add none (cleanDocuments drops them).
+   */
+  startDocument(): void {
+    if (this.stopped) return;
+    if (this.documents++ === 0) return;
+    if (!this.separatorSink) {
+      this.push(BLANK_LINE_SEPARATOR);
+      return;
+    }
+    if (this.splitAt >= 0 && this.splitAt >= this.pending.length) {
+      // Validation starts at this boundary.
+      this.emit(this.pending, 'train');
+      this.splitAt = -1;
+      this.part = 'val';
+    } else {
+      this.drain(true);
+    }
+    this.pending = '';
+    this.searched = 0;
+    this.emitted = true;
+    if (this.documentHasText) this.separatorPending = true;
+    this.documentHasText = false;
+  }
 
   push(text: string): void {
     if (this.stopped || text === '') return;
@@ -226,6 +267,11 @@ class StreamCleaner {
 
   /** Everything pushed from now on (from the next safe cut) is validation text. */
   markSplit(): void {
+    // Right after a cut (a document boundary), validation starts here.
+    if (this.part === 'train' && this.splitAt < 0 && this.pending === '' && this.emitted) {
+      this.part = 'val';
+      return;
+    }
     if (this.part === 'train' && this.splitAt < 0) {
       this.splitAt = this.pending.length;
       this.searched = this.splitAt;
@@ -293,7 +339,16 @@ class StreamCleaner {
   private emit(text: string, part: Part): void {
     if (this.stopped || text === '') return;
     const cleaned = cleanText(text, this.clean);
-    if (cleaned !== '' && this.sink(cleaned, part) === false) this.stopped = true;
+    if (cleaned === '') return;
+    if (this.separatorPending) {
+      this.separatorPending = false;
+      if (this.separatorSink!(part) === false) {
+        this.stopped = true;
+        return;
+      }
+    }
+    this.documentHasText = true;
+    if (this.sink(cleaned, part) === false) this.stopped = true;
   }
 
   private cutAndEmit(cut: number, part: Part): void {
@@ -351,12 +406,13 @@ class StreamCleaner {
 // ---------------------------------------------------------------------------------------------
 // Streaming reader: bytes -> strict UTF-8 -> (JSONL records) -> cleaner
 
-const DOCUMENT_SEPARATOR = '\n\n';
 const BINARY_SNIFF_BYTES = 8192;
 
 interface StreamOptions {
   textField: string;
   clean: CleanOptions;
+  /** How documents are separated (see documents.ts); with END_OF_TEXT, streamCorpus's separatorSink receives each separator. */
+  separator: DocumentSeparator;
   chunkBytes: number;
   maxPendingChars: number;
   /** Global input byte at which validation starts; Infinity for none. */
@@ -374,7 +430,7 @@ class JsonlReader {
   constructor(
     private readonly path: string,
     private readonly textField: string,
-    private readonly out: (document: string, first: boolean) => void,
+    private readonly out: (document: string) => void,
   ) {}
 
   text(s: string): void {
@@ -399,7 +455,7 @@ class JsonlReader {
     const line = raw.trim();
     if (line === '') return;
     const document = jsonlRecordText(line, `${this.path}:${this.lineNo}`, this.textField);
-    this.out(document, this.documents === 0);
+    this.out(document);
     this.documents++;
   }
 }
@@ -423,25 +479,28 @@ function lineOfByte(path: string, offset: number): number {
   }
 }
 
-/** Streams the cleaned text of `files` (joined as loadText joins them) into `sink`. */
-async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: PieceSink): Promise<void> {
+/**
+ * Streams the cleaned text of `files` into `sink`: the documents cleaned and separated as
+ * cleanDocuments does for `opts.separator` (a blank line: as cleanText(loadText(...))), each
+ * <|endoftext|> separator given to `separatorSink`.
+ */
+async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: PieceSink, separatorSink?: SeparatorSink): Promise<void> {
   const chunkChars = Math.max(64, opts.chunkBytes);
-  const cleaner = new StreamCleaner(chunkChars, Math.max(2 * chunkChars, opts.maxPendingChars), opts.clean, sink);
+  check(opts.separator === BLANK_LINE_SEPARATOR || separatorSink !== undefined, 'streamCorpus: <|endoftext|> separation needs a separator sink');
+  const cleaner = new StreamCleaner(chunkChars, Math.max(2 * chunkChars, opts.maxPendingChars), opts.clean, sink, opts.separator === BLANK_LINE_SEPARATOR ? undefined : separatorSink);
   const buffer = new Uint8Array(opts.chunkBytes);
   let globalOffset = 0;
-  let firstFile = true;
   if (opts.splitByte <= 0) cleaner.markSplit();
   for (const file of files) {
     if (cleaner.stopped) break;
-    if (file.size === 0) continue; // loadText skips empty files (no separator either)
-    if (!firstFile) cleaner.push(DOCUMENT_SEPARATOR);
-    firstFile = false;
+    if (file.size === 0) continue; // loadText skips empty files (no document, no separator)
     const jsonl = file.jsonl
-      ? new JsonlReader(file.path, opts.textField, (doc, first) => {
-          if (!first) cleaner.push(DOCUMENT_SEPARATOR);
+      ? new JsonlReader(file.path, opts.textField, (doc) => {
+          cleaner.startDocument();
           cleaner.push(doc);
         })
       : null;
+    if (!jsonl) cleaner.startDocument();
     const handle = (text: string) => (jsonl ? jsonl.text(text) : cleaner.push(text));
     const replace = opts.invalidUtf8 === 'replace';
     const decoder = new TextDecoder('utf-8', { fatal: !replace });
@@ -670,7 +729,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
   const files = await listInputs(opts.data);
   const bytesTotal = files.reduce((s, f) => s + f.size, 0);
   const splitByte = valFraction > 0 ? Math.floor(bytesTotal * (1 - valFraction)) : Infinity;
-  const base: Omit<StreamOptions, 'splitByte' | 'onBytes'> = {
+  const base: Omit<StreamOptions, 'splitByte' | 'onBytes' | 'separator'> = {
     textField: opts.textField ?? 'text',
     clean,
     chunkBytes,
@@ -688,7 +747,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
   } else if (opts.tokenizer === 'char') {
     const seen = new Uint8Array(0x110000);
     let any = false;
-    await streamCorpus(files, { ...base, splitByte: Infinity, onBytes: progress('scan', () => 0) }, (text) => {
+    await streamCorpus(files, { ...base, separator: documentSeparatorOfKind('char'), splitByte: Infinity, onBytes: progress('scan', () => 0) }, (text) => {
       for (let i = 0; i < text.length; i++) {
         let c = text.charCodeAt(i);
         if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
@@ -714,11 +773,15 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     const limit = opts.bpeSampleBytes ?? DEFAULT_BPE_SAMPLE_BYTES;
     const pieces: string[] = [];
     let size = 0;
-    await streamCorpus(files, { ...base, splitByte, onBytes: progress('scan', () => 0) }, (text, part) => {
+    // The documents joined by <|endoftext|>, as train() learns a BPE (its special token splits them apart).
+    await streamCorpus(files, { ...base, separator: documentSeparatorOfKind('bpe'), splitByte, onBytes: progress('scan', () => 0) }, (text, part) => {
       if (part === 'val') return false;
       pieces.push(text);
       size += text.length;
       return size < limit;
+    }, (part) => {
+      if (part === 'val') return false;
+      pieces.push(END_OF_TEXT);
     });
     const sample = pieces.join('');
     check(sample.trim() !== '', noText);
@@ -727,6 +790,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     throw new MinigptError(`unknown tokenizer kind ${JSON.stringify(opts.tokenizer)}; expected "char", "gpt2" or "bpe"`);
   }
 
+  const separator = documentSeparatorOf(tokenizer);
   const dtype: ShardDType = opts.dtype ?? (tokenizer.vocabSize <= 65536 ? 'uint16' : 'uint32');
   check(
     dtype === 'uint32' || tokenizer.vocabSize <= 65536,
@@ -746,10 +810,11 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     const tokens = () => writers.train.tokens + writers.val.tokens;
     // The encode pass reads every byte once, so it is the one that reports replaced bytes.
     const replaced: ReplacedBytes[] = [];
-    await streamCorpus(files, { ...base, splitByte, onBytes: progress('encode', tokens), replaced }, (text, part) => {
+    const separatorId = tokenizer.specialTokens?.[END_OF_TEXT];
+    await streamCorpus(files, { ...base, separator, splitByte, onBytes: progress('encode', tokens), replaced }, (text, part) => {
       if (!any && text.trim() !== '') any = true;
       writers[part].write(tokenizer.encode(text));
-    });
+    }, (part) => writers[part].write(Int32Array.of(separatorId!)));
     if (replaced.length > 0) opts.onWarning?.(describeReplacements(replaced));
     check(any, noText);
     opts.onProgress?.({ phase: 'encode', bytesRead: bytesTotal, bytesTotal, tokens: tokens() });
@@ -769,6 +834,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
       shard_tokens: shardTokens,
       val_fraction: valFraction,
       clean,
+      document_separator: separator,
     };
     await writeFileSynced(join(tmp, META_FILE), JSON.stringify(meta, null, 2) + '\n');
     await makeDirs(dirname(out));
@@ -888,6 +954,9 @@ function validateMeta(json: unknown, metaPath: string): ShardsMeta {
       }
     }
     if (!Number.isSafeInteger(s.tokens) || (s.tokens as number) < 0) throw bad(`"${part}.tokens" must be a whole number, got ${JSON.stringify(s.tokens)}`);
+  }
+  if (m.document_separator !== undefined && !DOCUMENT_SEPARATORS.includes(m.document_separator as DocumentSeparator)) {
+    throw bad(`"document_separator" must be ${DOCUMENT_SEPARATORS.map((d) => JSON.stringify(d)).join(' or ')}, got ${JSON.stringify(m.document_separator)}`);
   }
   check((m.train as ShardSplitSummary).shards.length > 0, `${metaPath}: has no training shards; ${REPREPARE}`);
   return m as unknown as ShardsMeta;

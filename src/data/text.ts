@@ -19,8 +19,12 @@ export interface LoadTextOptions {
 /** Extensions taken from a folder. A single file named directly is read whatever its extension. */
 export const TEXT_FILE_EXTENSIONS: readonly string[] = ['.txt', '.md', '.text', '.jsonl'];
 
-/** Separator between files and between JSONL documents: one blank line, a paragraph break. */
-const DOCUMENT_SEPARATOR = '\n\n';
+/**
+ * Separator between documents (the files of a folder, the records of a JSONL file) in loadText's
+ * one string: one blank line, a paragraph break. Training with a tokenizer that has
+ * "<|endoftext|>" separates them by that token instead (see documentSeparatorOf).
+ */
+export const BLANK_LINE_SEPARATOR = '\n\n';
 
 /** How much of a file is searched for NUL bytes; the same window `git` and `grep` use. */
 const BINARY_SNIFF_BYTES = 8192;
@@ -29,26 +33,34 @@ const BINARY_SNIFF_BYTES = 8192;
  * Reads training text from `path`: a text file, a .jsonl file of `{ "text": ... }` objects,
  * or a folder searched recursively for TEXT_FILE_EXTENSIONS files, which are read in sorted
  * path order (so the corpus, and hence training, is the same on every machine) and joined
- * with a blank line.
+ * with a blank line. loadDocuments gives the documents apart.
  */
 export async function loadText(path: string, opts: LoadTextOptions = {}): Promise<string> {
+  return (await loadDocuments(path, opts)).join(BLANK_LINE_SEPARATOR);
+}
+
+/**
+ * The documents at `path`, in loadText's order: a text file is one document, a JSONL file one per
+ * record, a folder those of each of its files (empty files have none).
+ */
+export async function loadDocuments(path: string, opts: LoadTextOptions = {}): Promise<string[]> {
   const info = await statOrThrow(path);
   const replaced: ReplacedBytes[] = [];
 
-  let text: string;
+  let documents: string[];
   if (info.isDirectory()) {
-    text = await loadFolder(path, opts, replaced);
+    documents = await loadFolder(path, opts, replaced);
   } else if (info.isFile()) {
-    const fileText = await loadFile(path, opts, replaced);
-    check(fileText !== null, `${path}: file is empty; point at a file with text in it`);
-    text = fileText;
+    const fileDocuments = await loadFile(path, opts, replaced);
+    check(fileDocuments !== null, `${path}: file is empty; point at a file with text in it`);
+    documents = fileDocuments;
   } else {
     throw new MinigptError(`${path}: not a regular file or folder; point at a text file or a folder of them`);
   }
 
   if (replaced.length > 0) opts.onWarning?.(describeReplacements(replaced));
-  check(text.trim() !== '', `${path}: contains no text, only whitespace; point at a file with text in it`);
-  return text;
+  check(documents.some((d) => d.trim() !== ''), `${path}: contains no text, only whitespace; point at a file with text in it`);
+  return documents;
 }
 
 /** Invalid UTF-8 replaced with U+FFFD in one file (for the one warning `describeReplacements` makes). */
@@ -71,7 +83,7 @@ export function describeReplacements(replaced: ReplacedBytes[]): string {
   );
 }
 
-async function loadFolder(folder: string, opts: LoadTextOptions, replaced: ReplacedBytes[]): Promise<string> {
+async function loadFolder(folder: string, opts: LoadTextOptions, replaced: ReplacedBytes[]): Promise<string[]> {
   const { textFiles, otherFileCount } = await findTextFiles(folder);
   if (textFiles.length === 0) {
     const others = otherFileCount > 0 ? ` (it has ${otherFileCount} other files)` : '';
@@ -80,17 +92,20 @@ async function loadFolder(folder: string, opts: LoadTextOptions, replaced: Repla
         `point at a text file or a folder that contains some`,
     );
   }
-  const texts: string[] = [];
+  const documents: string[] = [];
+  let nonEmpty = 0;
   for (const file of textFiles) {
     // An empty file in a large folder is harmless; only an all-empty folder is an error.
-    const text = await loadFile(file, opts, replaced);
-    if (text !== null) texts.push(text);
+    const fileDocuments = await loadFile(file, opts, replaced);
+    if (fileDocuments === null) continue;
+    nonEmpty++;
+    for (const d of fileDocuments) documents.push(d);
   }
   check(
-    texts.length > 0,
+    nonEmpty > 0,
     `${folder}: all ${textFiles.length} text files in the folder are empty; point at a folder with text in it`,
   );
-  return texts.join(DOCUMENT_SEPARATOR);
+  return documents;
 }
 
 /** Text files under `folder`, sorted by path. Hidden entries (".git", ".DS_Store") are skipped. */
@@ -124,8 +139,8 @@ export async function findTextFiles(folder: string): Promise<{ textFiles: string
   return { textFiles, otherFileCount };
 }
 
-/** The text of one file, or null when the file has no bytes. */
-async function loadFile(path: string, opts: LoadTextOptions, replaced: ReplacedBytes[]): Promise<string | null> {
+/** The documents of one file (a JSONL file's records, else its text), or null when the file has no bytes. */
+async function loadFile(path: string, opts: LoadTextOptions, replaced: ReplacedBytes[]): Promise<string[] | null> {
   let bytes: Uint8Array;
   try {
     bytes = await readFile(path);
@@ -135,7 +150,7 @@ async function loadFile(path: string, opts: LoadTextOptions, replaced: ReplacedB
   if (bytes.length === 0) return null;
   rejectBinary(path, bytes);
   const text = decodeUtf8(path, bytes, opts.invalidUtf8 ?? 'error', replaced);
-  return extname(path).toLowerCase() === '.jsonl' ? jsonlDocuments(path, text, opts.textField ?? 'text') : text;
+  return extname(path).toLowerCase() === '.jsonl' ? jsonlDocuments(path, text, opts.textField ?? 'text') : [text];
 }
 
 /**
@@ -234,8 +249,8 @@ export function scanUtf8(bytes: Uint8Array): { firstOffset: number; errorCount: 
   return { firstOffset, errorCount };
 }
 
-/** The texts of a JSONL file's documents, joined; each non-blank line must be a JSON object. */
-function jsonlDocuments(path: string, text: string, textField: string): string {
+/** The texts of a JSONL file's documents; each non-blank line must be a JSON object. */
+function jsonlDocuments(path: string, text: string, textField: string): string[] {
   const documents: string[] = [];
   const lines = text.split('\n');
   for (let index = 0; index < lines.length; index++) {
@@ -244,7 +259,7 @@ function jsonlDocuments(path: string, text: string, textField: string): string {
     documents.push(jsonlRecordText(line, `${path}:${index + 1}`, textField));
   }
   check(documents.length > 0, `${path}: JSONL file has no records, only blank lines; point at a file with text in it`);
-  return documents.join(DOCUMENT_SEPARATOR);
+  return documents;
 }
 
 /**

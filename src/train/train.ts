@@ -23,7 +23,8 @@ import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkpointDirOf, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
-import { loadText, cleanText, splitTrainVal, type CleanOptions } from '../data/text.js';
+import { loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, type CleanOptions } from '../data/text.js';
+import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenizerDifference, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
 import { createBatchSampler, memoryTokens, type TokenStream } from '../data/batches.js';
@@ -132,6 +133,9 @@ export interface StartInfo {
   trainTokens: number;
   valTokens: number;
   dataName: string;
+  /** Documents in the data (undefined for prepared shards), and what separates them in the tokens. */
+  documents: number | undefined;
+  documentSeparator: DocumentSeparator;
   backend: string;
   startStep: number;
   totalSteps: number;
@@ -235,6 +239,8 @@ interface TrainerState {
   text_field: string | null;
   /** Cleaning the data was read with (absent in checkpoints before 2026-12-06: the defaults). */
   clean?: Partial<CleanOptions> | null;
+  /** What separated the data's documents (absent in checkpoints before 2026-12-07: a blank line). */
+  document_separator?: DocumentSeparator;
   options: Record<string, unknown>;
 }
 
@@ -322,19 +328,21 @@ interface TextOptions {
   onMessage?: (m: string) => void;
 }
 
-async function loadTokens(path: string | undefined, o: TextOptions): Promise<{ text: string; name: string }> {
-  if (!path) return { text: await loadDefaultCorpus(), name: DEFAULT_CORPUS_NAME };
-  const raw = await loadText(path, { textField: o.textField, invalidUtf8: o.invalidUtf8, onWarning: o.onMessage });
-  const text = cleanText(raw, o.clean);
-  check(text.trim().length > 0, `${path} has no text left after cleaning`);
-  return { text, name: basename(path) };
+/** The data's documents cleaned for `separator` (cleanDocuments); the default corpus is one document. */
+async function loadCleanDocuments(path: string | undefined, separator: DocumentSeparator, o: TextOptions): Promise<{ documents: string[]; name: string }> {
+  if (!path) return { documents: cleanDocuments([await loadDefaultCorpus()], separator, o.clean), name: DEFAULT_CORPUS_NAME };
+  const raw = await loadDocuments(path, { textField: o.textField, invalidUtf8: o.invalidUtf8, onWarning: o.onMessage });
+  const documents = cleanDocuments(raw, separator, o.clean);
+  check(documents.some((d) => d.trim().length > 0), `${path} has no text left after cleaning`);
+  return { documents, name: basename(path) };
 }
 
-/** `text` encoded, a character the tokenizer lacks named with `source`; `fixed` names whose tokenizer it is when it comes from outside the data (it cannot be rebuilt). */
-function encodeAll(tokenizer: Tokenizer, text: string, source: string, fixed?: string): Int32Array {
-  if (fixed) return encodeUserText(tokenizer, text, source, `${fixed} tokenizer has no token for it; remove such characters from the data`);
+/** Cleaned `documents` encoded (encodeDocuments), a character the tokenizer lacks named with `source`; `fixed` names whose tokenizer it is when it comes from outside the data (it cannot be rebuilt). */
+function encodeAll(tokenizer: Tokenizer, documents: readonly string[], source: string, fixed?: string): Int32Array {
+  // Only char tokenizers lack characters, and they join documents into one text: positions count from its start.
+  if (fixed) return encodeDocuments(tokenizer, documents, (text) => encodeUserText(tokenizer, text, source, `${fixed} tokenizer has no token for it; remove such characters from the data`));
   try {
-    return tokenizer.encode(text);
+    return encodeDocuments(tokenizer, documents);
   } catch (e) {
     if (e instanceof MinigptError) throw new MinigptError(`${source}: ${e.message}`);
     throw e;
@@ -349,15 +357,21 @@ export interface TrainingData {
   dataName: string;
   /** Prepared shards: the cleaning `minigpt prepare` gave their text (the `clean` option does not apply to them). */
   shardsClean?: Partial<CleanOptions>;
+  /** What separates the data's documents in the token streams (see documents.ts). */
+  documentSeparator: DocumentSeparator;
+  /** Documents in the data read from text (not counting `valData`'s); undefined for shards. */
+  documents?: number;
 }
 
 /**
  * Loads and cleans the text (the default corpus without `data`), builds the tokenizer (or uses
  * `tokenizer` given), encodes, and splits off validation (the last 10%, or `valData`).
- * A directory written by `minigpt prepare` is read from its shards, never loaded whole.
+ * Documents (a folder's files, JSONL records) are separated by <|endoftext|> where the tokenizer
+ * has it (gpt2, bpe), else by a blank line; `documentSeparator` overrides that (a run resumed reads
+ * its data as it did). A directory written by `minigpt prepare` is read from its shards, never loaded whole.
  */
 export async function loadTrainingData(
-  o: Pick<TrainOptions, 'data' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage' | 'clean' | 'invalidUtf8'>,
+  o: Pick<TrainOptions, 'data' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage' | 'clean' | 'invalidUtf8'> & { documentSeparator?: DocumentSeparator },
   existing?: Tokenizer,
 ): Promise<TrainingData> {
   const givenTokenizer = typeof o.tokenizer === 'object' ? o.tokenizer : undefined;
@@ -374,22 +388,29 @@ export async function loadTrainingData(
       shards.close();
       throw e;
     }
-    const val = o.valData ? memoryTokens(encodeAll(existing ?? shards.tokenizer, (await loadTokens(o.valData, o)).text, o.valData, existing ? tokenizerWhose : 'the shards\'')) : shards.val;
-    return { tokenizer: existing ?? shards.tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)`, ...(shards.meta.clean ? { shardsClean: shards.meta.clean } : {}) };
+    const tokenizer = existing ?? shards.tokenizer;
+    const separator = o.documentSeparator ?? documentSeparatorOf(tokenizer);
+    const val = o.valData ? memoryTokens(encodeAll(tokenizer, (await loadCleanDocuments(o.valData, separator, o)).documents, o.valData, existing ? tokenizerWhose : 'the shards\'')) : shards.val;
+    return {
+      tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)`, ...(shards.meta.clean ? { shardsClean: shards.meta.clean } : {}),
+      documentSeparator: shards.meta.document_separator ?? BLANK_LINE_SEPARATOR,
+    };
   }
-  const { text, name: dataName } = await loadTokens(o.data, o);
-  const val = o.valData ? (await loadTokens(o.valData, o)).text : null;
   const kind = (typeof o.tokenizer === 'string' ? o.tokenizer : undefined) ?? TRAIN_DEFAULTS.tokenizer;
+  const separator = o.documentSeparator ?? (existing ? documentSeparatorOf(existing) : documentSeparatorOfKind(kind));
+  const { documents, name: dataName } = await loadCleanDocuments(o.data, separator, o);
+  const val = o.valData ? (await loadCleanDocuments(o.valData, separator, o)).documents : null;
   // A character vocabulary must cover the validation text too, or evaluating it fails.
-  const tokenizerText = val !== null && kind === 'char' ? `${text}\n${val}` : text;
+  const tokenizerText = joinDocuments(val !== null && kind === 'char' ? [...documents, ...val] : documents, separator);
   const tokenizer = existing ?? (await makeTokenizer(kind, tokenizerText, { vocabSize: o.bpeVocab ?? TRAIN_DEFAULTS.bpeVocab }));
   const source = o.data ?? 'the default corpus';
   const fixed = existing ? tokenizerWhose : undefined;
+  const common = { tokenizer, dataName, documentSeparator: separator, documents: documents.length };
   if (val !== null) {
-    return { tokenizer, train: memoryTokens(encodeAll(tokenizer, text, source, fixed)), val: memoryTokens(encodeAll(tokenizer, val, o.valData!, fixed)), dataName };
+    return { ...common, train: memoryTokens(encodeAll(tokenizer, documents, source, fixed)), val: memoryTokens(encodeAll(tokenizer, val, o.valData!, fixed)) };
   }
-  const split = splitTrainVal(encodeAll(tokenizer, text, source, fixed), 0.1);
-  return { tokenizer, train: memoryTokens(split.train), val: memoryTokens(split.val), dataName };
+  const split = splitTrainVal(encodeAll(tokenizer, documents, source, fixed), 0.1);
+  return { ...common, train: memoryTokens(split.train), val: memoryTokens(split.val) };
 }
 
 /** Every option train() takes; the Record type makes the compiler keep it complete and exact. */
@@ -516,9 +537,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const textField = o.textField ?? prior?.text_field ?? undefined;
   // A resumed run reads its data cleaned as before unless told otherwise.
   const cleanOption = o.clean ?? prior?.clean ?? undefined;
-  const { tokenizer, train: trainStream, val: valStream, dataName, shardsClean } = await loadTrainingData({
+  const { tokenizer, train: trainStream, val: valStream, dataName, shardsClean, documentSeparator, documents } = await loadTrainingData({
     data: dataPath, valData: valPath, textField, tokenizer: opts.tokenizer, bpeVocab: opts.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
-    clean: cleanOption, invalidUtf8: o.invalidUtf8,
+    clean: cleanOption, invalidUtf8: o.invalidUtf8, ...(prior ? { documentSeparator: recordedSeparator(prior) } : {}),
   }, base?.tokenizer);
   // How the text the model learns from was cleaned, as trainer_state.json records it (sampling
   // and evaluation clean prompts and texts the same way): shards were cleaned when prepared.
@@ -589,6 +610,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       sampler: sampler.state(), best_val_loss: bestVal,
       amp: { mode: amp.mode, scale: amp.scale, clean_steps: amp.cleanSteps },
       data: dataPath ? resolve(dataPath) : null, val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null, clean: clean ?? null,
+      document_separator: documentSeparator,
       options: {
         batch: B, accum: o.accum, lr: o.lr, min_lr: o.minLr, warmup: o.warmup, weight_decay: o.weightDecay, grad_clip: o.gradClip, seed: o.seed,
         ...Object.fromEntries(CADENCE.map(([k, name]) => [name, o[k]])),
@@ -626,7 +648,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
 
     await o.onStart?.({
       runDir, config, parameters: countParams(config), tokenizer: tokenizer.kind, vocabSize: tokenizer.vocabSize,
-      trainTokens: trainStream.length, valTokens: valStream.length, dataName, backend: backend.name,
+      trainTokens: trainStream.length, valTokens: valStream.length, dataName, documents, documentSeparator, backend: backend.name,
       startStep: step, totalSteps, tokensPerStep: B * T * o.accum,
     });
 
@@ -807,6 +829,11 @@ function checkShardsTokenizer(model: Tokenizer, shards: Tokenizer, dir: string, 
   );
 }
 
+/** The document separator a trainer state records; a blank line in records from before it was recorded (or one not understood). */
+function recordedSeparator(state: TrainerState): DocumentSeparator {
+  return DOCUMENT_SEPARATORS.includes(state.document_separator as DocumentSeparator) ? state.document_separator! : BLANK_LINE_SEPARATOR;
+}
+
 /**
  * The loss on the validation data of the run that wrote checkpoint `ckptDir` (a checkpoint or run
  * directory, or a .zip of a checkpoint; the data, split
@@ -818,16 +845,25 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   const saved = await loadTrainerState(ckptDir);
   if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); give --text "..." or --data PATH`);
   const state = saved.trainer as unknown as TrainerState;
-  const data = await loadTrainingData({ data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined }, tokenizer);
+  const data = await loadTrainingData({
+    data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined,
+    documentSeparator: recordedSeparator(state),
+  }, tokenizer);
   const T = model.config.context;
   check(data.val.length > T, `the run's validation data has ${data.val.length} tokens, fewer than one window of ${T + 1}`);
   const r = await evaluateLoss(model, data.val, opts.batch ?? 8, T, FINAL_EVAL_WINDOWS);
   return { ...r, dataName: data.dataName };
 }
 
-/** The model's mean loss on text (the validation split, or all of it): `minigpt eval --data`. */
-export async function evaluateText(model: Model, tokenizer: Tokenizer, text: string, opts: { all?: boolean; batch?: number; source?: string } = {}): Promise<{ loss: number; tokens: number }> {
-  const tokens = encodeUserText(tokenizer, text, opts.source ?? 'data', "the checkpoint's tokenizer has no token for it; remove such characters from the text");
+/**
+ * The model's mean loss on text (the validation split, or all of it): `minigpt eval --data`. An
+ * array is documents, cleaned by cleanDocuments for documentSeparatorOf(tokenizer), encoded with
+ * <|endoftext|> between them as training encodes them.
+ */
+export async function evaluateText(model: Model, tokenizer: Tokenizer, text: string | readonly string[], opts: { all?: boolean; batch?: number; source?: string } = {}): Promise<{ loss: number; tokens: number }> {
+  const documents = typeof text === 'string' ? [text] : text;
+  check(documents.length > 0 && documents.every((d) => typeof d === 'string'), 'the text to evaluate must be a string or a non-empty array of strings');
+  const tokens = encodeDocuments(tokenizer, documents, (d) => encodeUserText(tokenizer, d, opts.source ?? 'data', "the checkpoint's tokenizer has no token for it; remove such characters from the text"));
   const stream = memoryTokens(opts.all ? tokens : splitTrainVal(tokens, 0.1).val);
   const T = Math.min(model.config.context, stream.length - 1);
   check(T >= 1, `${opts.source ?? 'the data'} has too few tokens to evaluate${opts.all ? '' : ' in its validation split (the last 10%); pass --all to use all of it'}`);

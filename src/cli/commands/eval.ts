@@ -5,7 +5,8 @@ import { isShardDir } from '../../data/shards.js';
 import { loadModel, scoreText } from '../../inference.js';
 import { preparePrompt } from '../../generate.js';
 import { evaluateRunData, evaluateShards, evaluateText, findCheckpointDir, latestRun } from '../../train/train.js';
-import { loadText, cleanText } from '../../data/text.js';
+import { loadDocuments } from '../../data/text.js';
+import { cleanDocuments, documentSeparatorOf } from '../../data/documents.js';
 
 export const evalCommand: CommandSpec = {
   name: 'eval',
@@ -63,10 +64,10 @@ export const evalCommand: CommandSpec = {
     const opts = { all: Boolean(v.all), batch: v.batch as number };
     const result = (await isShardDir(data))
       ? await evaluateShards(loaded.model, loaded.tokenizer, data, opts)
-      : await evaluateText(loaded.model, loaded.tokenizer, cleanText(await loadText(data, {
+      : await evaluateText(loaded.model, loaded.tokenizer, cleanDocuments(await loadDocuments(data, {
         textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace',
         onWarning: (m) => console.error(`minigpt: warning: ${m}`),
-      }), loaded.clean), { ...opts, source: data }); // cleaned as the training text was
+      }), documentSeparatorOf(loaded.tokenizer), loaded.clean), { ...opts, source: data }); // cleaned and joined as training text is
     if (result.tokens < 100) console.error(`minigpt: note: only ${result.tokens} tokens were scored; a loss over so few is noisy${v.all ? '' : ' (pass --all to use all of the data)'}`);
     const out = { val_loss: result.loss, perplexity: Math.exp(result.loss), tokens: result.tokens, split: v.all ? 'all' : 'val' };
     if (v.json) console.log(JSON.stringify(out));

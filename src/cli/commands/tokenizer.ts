@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { checkOutputFile, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError, check } from '../../errors.js';
 import { TEXT_FLAGS, type CommandSpec, type FlagValues } from '../args.js';
-import { cleanText, loadText } from '../../data/text.js';
+import { BLANK_LINE_SEPARATOR, loadDocuments, loadText } from '../../data/text.js';
+import { cleanDocuments, encodeDocuments, joinDocuments } from '../../data/documents.js';
 import { END_OF_TEXT, tokenizerFromJson, type Tokenizer } from '../../data/tokenizer.js';
 import { trainBpe } from '../../data/bpe.js';
 import { gpt2Tokenizer } from '../../data/gpt2.js';
@@ -83,17 +84,23 @@ async function train(v: FlagValues): Promise<void> {
   const existing = await stat(out).catch(() => null);
   check(!existing?.isDirectory(), `--out ${out} is a folder; give a file name such as ${join(out, 'tokenizer.json')}`);
   await checkOutputFile(out, { what: 'minigpt tokenizer file', force: Boolean(v.force), isOurs: isTokenizerFile });
-  const text = cleanText(await loadText(v.data, { textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace', onWarning: warn }));
+  // Documents as training will join them with this tokenizer: apart (<|endoftext|> splits BPE's
+  // training text), or with --no-eot joined by a blank line.
+  const separator = v['no-eot'] ? BLANK_LINE_SEPARATOR : END_OF_TEXT;
+  const documents = cleanDocuments(await loadDocuments(v.data, { textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace', onWarning: warn }), separator);
+  const text = joinDocuments(documents, separator);
   const start = performance.now();
   const tokenizer = trainBpe(text, { vocabSize: v.vocab, specialTokens: v['no-eot'] ? [] : [END_OF_TEXT] });
   const seconds = (performance.now() - start) / 1000;
-  const tokens = tokenizer.encode(text).length;
-  const bytes = new TextEncoder().encode(text).length;
+  const tokens = encodeDocuments(tokenizer, documents).length;
+  const utf8 = new TextEncoder();
+  const characters = documents.reduce((n, d) => n + d.length, 0);
+  const bytes = documents.reduce((n, d) => n + utf8.encode(d).length, 0);
   await writeFileAtomic(out, `${JSON.stringify(tokenizer.toJSON(), null, 2)}\n`);
   const special = Object.keys(tokenizer.specialTokens).length;
   console.log(
     `trained a BPE tokenizer of ${tokenizer.vocabSize} tokens (256 bytes, ${tokenizer.vocabSize - 256 - special} merges` +
-      `${special > 0 ? `, ${special} special` : ''}) on ${text.length.toLocaleString('en-US')} characters in ${seconds.toFixed(1)} s; ` +
+      `${special > 0 ? `, ${special} special` : ''}) on ${characters.toLocaleString('en-US')} characters${documents.length > 1 ? ` (${documents.length.toLocaleString('en-US')} documents)` : ''} in ${seconds.toFixed(1)} s; ` +
       `the text is ${tokens.toLocaleString('en-US')} tokens, ${(bytes / tokens).toFixed(2)} bytes per token; wrote ${out}`,
   );
 }

@@ -2,6 +2,7 @@ import { MinigptError, check } from '../../errors.js';
 import { BACKEND_FLAGS, TEXT_FLAGS, cleanOptionsFromFlag, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
 import { train, TRAIN_DEFAULTS, recordLatestRun, type TrainSummary } from '../../train/train.js';
 import { cleanText } from '../../data/text.js';
+import { describeSeparator } from '../../data/documents.js';
 import { AMP_MODES } from '../../train/amp.js';
 import { formatDuration, formatRate, progressLine } from '../progress.js';
 import { readFile } from 'node:fs/promises';
@@ -115,6 +116,10 @@ export const trainCommand: CommandSpec = {
     '  minigpt train --resume runs/run-20261127-120000 --steps 4000',
     '  minigpt import --from ./SmolLM-135M --out smol && minigpt train --init-from smol --data notes.txt --steps 200 --lr 1e-4',
     '',
+    'Documents (the files of a --data folder, the records of a JSONL file) are each cleaned and joined with',
+    '<|endoftext|> between them for the gpt2 and bpe tokenizers (the model learns where a document ends, and',
+    'sampling stops there), with a blank line for char.',
+    '',
     'Ctrl-C saves a checkpoint and exits; --resume continues bit-exactly, keeping the run\'s model and',
     'training settings (a flag that differs from them is an error; --steps, --max-time and the --*-every cadences',
     'may change, and are the run\'s own unless given).',
@@ -178,7 +183,7 @@ export const trainCommand: CommandSpec = {
           const lines = [
             `run ${relative(process.cwd(), s.runDir) || s.runDir}`,
             `model: ${s.parameters.toLocaleString('en-US')} parameters (d_model ${s.config.d_model}, ${plural(s.config.n_heads, 'head')}, ${plural(s.config.n_layers, 'layer')}, context ${s.config.context}, ${s.config.mlp})`,
-            `data: ${s.dataName}, ${s.tokenizer} tokenizer (${s.vocabSize} tokens): ${s.trainTokens.toLocaleString('en-US')} train / ${s.valTokens.toLocaleString('en-US')} val tokens`,
+            `data: ${s.dataName}${s.documents !== undefined && s.documents > 1 ? ` (${s.documents.toLocaleString('en-US')} documents, separated by ${describeSeparator(s.documentSeparator)})` : ''}, ${s.tokenizer} tokenizer (${s.vocabSize} tokens): ${s.trainTokens.toLocaleString('en-US')} train / ${s.valTokens.toLocaleString('en-US')} val tokens`,
             `backend ${s.backend}; ${s.tokensPerStep.toLocaleString('en-US')} tokens per step; steps ${s.startStep} -> ${s.totalSteps}`,
           ];
           if (!quiet) for (const l of lines) bar.print(l);
