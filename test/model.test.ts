@@ -93,18 +93,21 @@ test('the default config is d_model 128, 8 heads, 6 layers, context 256, SwiGLU 
   assert.equal(defaultIntermediateSize(384, 'swiglu'), 1024);
 });
 
-test('invalid configs are MinigptErrors naming the flag', () => {
+test('invalid configs are MinigptErrors naming the setting (by its config name, or as the CLI names it)', () => {
   const bad: [Partial<ModelConfig>, RegExp][] = [
-    [{ n_layers: 0 }, /--n-layers must be a positive integer/],
-    [{ d_model: 100, n_heads: 8 }, /--n-heads \(8\) must divide --d-model \(100\)/],
-    [{ n_heads: 8, n_kv_heads: 3 }, /--n-kv-heads \(3\) must divide --n-heads/],
-    [{ dropout: 1 }, /--dropout must be in \[0, 1\)/],
-    [{ mlp: 'relu' as never }, /--mlp must be one of swiglu, gelu/],
-    [{ init: 'zeros' as never }, /--init must be one of/],
+    [{ n_layers: 0 }, /^n_layers must be a positive integer/],
+    [{ d_model: 100, n_heads: 8 }, /^n_heads \(8\) must divide d_model \(100\)/],
+    [{ n_heads: 8, n_kv_heads: 3 }, /^n_kv_heads \(3\) must divide n_heads/],
+    [{ dropout: 1 }, /^dropout must be in \[0, 1\)/],
+    [{ mlp: 'relu' as never }, /^mlp must be one of swiglu, gelu/],
+    [{ init: 'zeros' as never }, /^init must be one of/],
   ];
   for (const [over, msg] of bad) {
     assert.throws(() => resolveConfig({ vocab_size: 10, ...over }), (e: unknown) => e instanceof MinigptError && msg.test(e.message));
   }
+  const flag = (key: string): string => `--${key.replace(/_/g, '-')}`;
+  assert.throws(() => resolveConfig({ vocab_size: 10, d_model: 100, n_heads: 8 }, { name: flag }), { message: '--n-heads (8) must divide --d-model (100)' });
+  assert.throws(() => resolveConfig({ vocab_size: 10, mlp: 'relu' as never }, { name: flag }), { message: '--mlp must be one of swiglu, gelu (got "relu")' });
 });
 
 test('layout: Hugging Face names, matrices before norms, tied models have no lm_head', () => {

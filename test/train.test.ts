@@ -362,6 +362,11 @@ test('train() and resolveConfig() refuse what the CLI would: unknown names (with
   await refused({ step: 1 }, /^unknown training option "step" \(did you mean "steps"\?\)$/);
   await refused({ model: { dmodel: 16 } }, /^unknown model setting "dmodel" \(did you mean "d_model"\?\)/);
   await refused({ amp: 'fp8' }, /^amp must be one of off, fp16, bf16 \(got "fp8"\)$/);
+  // Named as a library caller names them, not by the CLI's flags.
+  await refused({ batch: 0 }, /^batch must be a whole number, 1 or more \(got 0\)$/);
+  await refused({ steps: 2.5 }, /^steps must be a whole number, 1 or more/);
+  await refused({ lr: 0.1, minLr: 1 }, /^minLr must be at most lr \(got minLr 1, lr 0\.1\)$/);
+  await refused({ model: { n_heads: 3 } }, /^n_heads \(3\) must divide d_model \(128\)$/);
   await refused({ maxTime: -1 }, /^maxTime must be a number above 0 \(got -1\)$/);
   await refused({ weightDecay: -1 }, /^weightDecay must be a number, 0 or more/);
   await refused({ warmup: -5 }, /^warmup must be a whole number, 0 or more \(got -5\)$/);

@@ -160,6 +160,9 @@ export const MODEL_FLAGS: FlagSpecs = {
 };
 
 /** Model config fields from parsed model flags (vocab_size left to the caller when absent). */
+/** A model setting as the CLI's flag that sets it: n_heads -> "--n-heads" (for resolveConfig's messages). */
+export const flagName = (key: keyof ModelConfig): string => `--${key.replace(/_/g, '-')}`;
+
 export function modelConfigFromFlags(v: FlagValues): Partial<ModelConfig> {
   return {
     vocab_size: v['vocab-size'] as number | undefined,

@@ -57,18 +57,29 @@ export function defaultIntermediateSize(dModel: number, mlp: MlpKind): number {
   return 32 * Math.ceil(Math.floor((8 * dModel) / 3) / 32);
 }
 
-/** Fills defaults and validates; every violation is a MinigptError naming the field in flag form. */
-export function resolveConfig(partial: Partial<ModelConfig> & { vocab_size: number }): ModelConfig {
+/**
+ * How a validation message names a setting: by default its config name ("n_heads"), as a library
+ * caller and config.json spell it; the CLI passes one that gives its flag ("--n-heads").
+ */
+export type SettingName = (key: keyof ModelConfig) => string;
+const configName: SettingName = (key) => key;
+
+/**
+ * Fills defaults and validates; every violation is a MinigptError naming the setting (by
+ * `opts.name`: its config name unless given).
+ */
+export function resolveConfig(partial: Partial<ModelConfig> & { vocab_size: number }, opts: { name?: SettingName } = {}): ModelConfig {
+  const name = opts.name ?? configName;
   checkConfigKeys(partial);
   const base = { ...DEFAULT_CONFIG, ...stripUndefined(partial) };
   const mlp = base.mlp;
-  check(MLP_KINDS.includes(mlp), `--mlp must be one of ${MLP_KINDS.join(', ')} (got ${JSON.stringify(mlp)})`);
+  check(MLP_KINDS.includes(mlp), `${name('mlp')} must be one of ${MLP_KINDS.join(', ')} (got ${JSON.stringify(mlp)})`);
   const config: ModelConfig = {
     ...base,
     n_kv_heads: partial.n_kv_heads ?? base.n_heads,
     intermediate_size: partial.intermediate_size ?? defaultIntermediateSize(base.d_model, mlp),
   } as ModelConfig;
-  validateConfig(config);
+  validateConfig(config, name);
   return config;
 }
 
@@ -100,27 +111,28 @@ const MAX_DIM = 1 << 24;
 const MAX_PARAMS = 2 ** 31;
 
 function positiveInt(name: string, v: unknown): void {
-  check(Number.isInteger(v) && (v as number) > 0, `--${name.replace(/_/g, '-')} must be a positive integer (got ${JSON.stringify(v)})`);
-  check((v as number) <= MAX_DIM, `--${name.replace(/_/g, '-')} must be at most ${MAX_DIM} (got ${JSON.stringify(v)})`);
+  check(Number.isInteger(v) && (v as number) > 0, `${name} must be a positive integer (got ${JSON.stringify(v)})`);
+  check((v as number) <= MAX_DIM, `${name} must be at most ${MAX_DIM} (got ${JSON.stringify(v)})`);
 }
 
-export function validateConfig(c: ModelConfig): void {
+/** Checks a whole config; a MinigptError names the setting by `name` (its config name by default). */
+export function validateConfig(c: ModelConfig, name: SettingName = configName): void {
   for (const k of ['vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n_layers', 'context', 'intermediate_size'] as const) {
-    positiveInt(k, c[k]);
+    positiveInt(name(k), c[k]);
   }
   const hd = c.d_model / c.n_heads;
   const perLayer = c.d_model * (c.n_heads + 2 * c.n_kv_heads) * hd + c.d_model * c.d_model + (c.mlp === 'swiglu' ? 3 : 2) * c.d_model * c.intermediate_size;
   const params = c.vocab_size * c.d_model * (c.tie_embeddings ? 1 : 2) + c.n_layers * perLayer;
-  check(params <= MAX_PARAMS, `this config has about ${params.toExponential(2)} parameters, more than the ${MAX_PARAMS} this toolkit can hold; use smaller --d-model, --n-layers or --vocab-size`);
-  check(c.d_model % c.n_heads === 0, `--n-heads (${c.n_heads}) must divide --d-model (${c.d_model})`);
+  check(params <= MAX_PARAMS, `this config has about ${params.toExponential(2)} parameters, more than the ${MAX_PARAMS} this toolkit can hold; use a smaller ${name('d_model')}, ${name('n_layers')} or ${name('vocab_size')}`);
+  check(c.d_model % c.n_heads === 0, `${name('n_heads')} (${c.n_heads}) must divide ${name('d_model')} (${c.d_model})`);
   check((c.d_model / c.n_heads) % 2 === 0, `head size d_model/n_heads = ${c.d_model / c.n_heads} must be even for RoPE`);
-  check(c.n_heads % c.n_kv_heads === 0, `--n-kv-heads (${c.n_kv_heads}) must divide --n-heads (${c.n_heads})`);
-  check(MLP_KINDS.includes(c.mlp), `--mlp must be one of ${MLP_KINDS.join(', ')} (got ${JSON.stringify(c.mlp)})`);
-  check(INIT_STRATEGIES.includes(c.init), `--init must be one of ${INIT_STRATEGIES.join(', ')} (got ${JSON.stringify(c.init)})`);
-  check(typeof c.rms_norm_eps === 'number' && c.rms_norm_eps > 0 && c.rms_norm_eps < 1, `--rms-norm-eps must be in (0, 1) (got ${c.rms_norm_eps})`);
-  check(typeof c.rope_theta === 'number' && c.rope_theta > 1, `--rope-theta must be greater than 1 (got ${c.rope_theta})`);
-  check(typeof c.dropout === 'number' && c.dropout >= 0 && c.dropout < 1, `--dropout must be in [0, 1) (got ${c.dropout})`);
-  check(typeof c.tie_embeddings === 'boolean', `--tie-embeddings must be true or false (got ${JSON.stringify(c.tie_embeddings)})`);
+  check(c.n_heads % c.n_kv_heads === 0, `${name('n_kv_heads')} (${c.n_kv_heads}) must divide ${name('n_heads')} (${c.n_heads})`);
+  check(MLP_KINDS.includes(c.mlp), `${name('mlp')} must be one of ${MLP_KINDS.join(', ')} (got ${JSON.stringify(c.mlp)})`);
+  check(INIT_STRATEGIES.includes(c.init), `${name('init')} must be one of ${INIT_STRATEGIES.join(', ')} (got ${JSON.stringify(c.init)})`);
+  check(typeof c.rms_norm_eps === 'number' && c.rms_norm_eps > 0 && c.rms_norm_eps < 1, `${name('rms_norm_eps')} must be in (0, 1) (got ${c.rms_norm_eps})`);
+  check(typeof c.rope_theta === 'number' && c.rope_theta > 1, `${name('rope_theta')} must be greater than 1 (got ${c.rope_theta})`);
+  check(typeof c.dropout === 'number' && c.dropout >= 0 && c.dropout < 1, `${name('dropout')} must be in [0, 1) (got ${c.dropout})`);
+  check(typeof c.tie_embeddings === 'boolean', `${name('tie_embeddings')} must be true or false (got ${JSON.stringify(c.tie_embeddings)})`);
 }
 
 /** Reads a config.json object strictly: unknown or missing fields are errors, not silent defaults. */

@@ -441,7 +441,7 @@ function checkTrainOptions(opts: TrainOptions): void {
     check(v === undefined || (typeof v === 'number' && Number.isFinite(v) && ok(v)), () => `${name} must be ${what} (got ${JSON.stringify(v)})`);
   };
   for (const name of ['warmup', 'seed', 'evalEvery', 'sampleEvery', 'saveEvery', 'sampleTokens'] as const) whole(name, 0);
-  for (const name of ['logEvery', 'syncEvery', 'evalWindows', 'threads'] as const) whole(name, 1);
+  for (const name of ['batch', 'accum', 'steps', 'logEvery', 'syncEvery', 'evalWindows', 'threads'] as const) whole(name, 1);
   for (const name of ['lr', 'maxTime', 'ampInitialScale'] as const) real(name, (v) => v > 0, 'a number above 0');
   for (const name of ['minLr', 'weightDecay', 'gradClip'] as const) real(name, (v) => v >= 0, 'a number, 0 or more');
   check(opts.amp === undefined || AMP_MODES.includes(opts.amp), () => `amp must be one of ${AMP_MODES.join(', ')} (got ${JSON.stringify(opts.amp)})`);
@@ -457,12 +457,8 @@ function checkTrainOptions(opts: TrainOptions): void {
 export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   checkTrainOptions(opts);
   const o = { ...TRAIN_DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as typeof TRAIN_DEFAULTS & TrainOptions;
-  check(Number.isInteger(o.batch) && o.batch > 0, `--batch must be a positive integer (got ${o.batch})`);
-  check(Number.isInteger(o.accum) && o.accum > 0, `--accum must be a positive integer (got ${o.accum})`);
-  check(Number.isInteger(o.steps) && o.steps > 0, `--steps must be a positive integer (got ${o.steps})`);
-  check(o.lr > 0, `--lr must be positive (got ${o.lr})`);
   o.minLr ??= o.lr / 10;
-  check(o.minLr >= 0 && o.minLr <= o.lr, `--min-lr must be between 0 and --lr (got ${o.minLr}, lr ${o.lr})`);
+  check(o.minLr <= o.lr, `minLr must be at most lr (got minLr ${o.minLr}, lr ${o.lr})`);
 
   check(!(typeof opts.tokenizer === 'object' && opts.bpeVocab !== undefined), '--bpe-vocab goes with --tokenizer bpe; a tokenizer file has its own vocabulary');
   // --- resume, fine-tune or start ---

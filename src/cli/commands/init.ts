@@ -1,5 +1,5 @@
 import { MinigptError, check } from '../../errors.js';
-import { MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
+import { MODEL_FLAGS, flagName, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { resolveConfig } from '../../model/config.js';
 import { initialWeights, paramLayout, countParams } from '../../model/params.js';
 import { createRng } from '../../util/random.js';
@@ -52,7 +52,7 @@ export const initCommand: CommandSpec = {
     if (vocab < tokenizer.vocabSize) {
       throw new MinigptError(`--vocab-size ${vocab} is smaller than the ${tokenizer.vocabSize} tokens of the vocabulary`);
     }
-    const config = resolveConfig({ ...partial, vocab_size: vocab });
+    const config = resolveConfig({ ...partial, vocab_size: vocab }, { name: flagName });
     const weights = initialWeights(config, paramLayout(config), createRng(v.seed as number));
     await saveCheckpoint(v.out as string, { config, weights, tokenizer });
     console.log(`wrote untrained checkpoint ${v.out}: ${countParams(config).toLocaleString('en-US')} parameters, vocabulary of ${tokenizer.vocabSize} tokens`);

@@ -1,6 +1,6 @@
 import { checkOutputFile, looksLikeSvg, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError } from '../../errors.js';
-import { BACKEND_FLAGS, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
+import { BACKEND_FLAGS, flagName, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { findLearningRate } from '../../train/lr-find.js';
 import { loadTrainingData, findCheckpointDir } from '../../train/train.js';
 import { renderLineChart } from '../../train/plot.js';
@@ -41,7 +41,7 @@ export const lrFindCommand: CommandSpec = {
     await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: looksLikeSvg });
     const ckpt = typeof v.ckpt === 'string' ? await loadCheckpoint(await findCheckpointDir(v.ckpt)) : null;
     const data = await loadTrainingData({ data: v.data as string | undefined, textField: v['text-field'] as string, tokenizer: v.tokenizer as 'char' }, ckpt?.tokenizer);
-    const config = ckpt?.config ?? resolveConfig({ ...modelConfigFromFlags(v), vocab_size: (v['vocab-size'] as number | undefined) ?? data.tokenizer.vocabSize });
+    const config = ckpt?.config ?? resolveConfig({ ...modelConfigFromFlags(v), vocab_size: (v['vocab-size'] as number | undefined) ?? data.tokenizer.vocabSize }, { name: flagName });
     const bar = progressLine();
     const result = await findLearningRate({
       config, train: data.train, weights: ckpt?.weights, batch: v.batch as number,

@@ -1,8 +1,9 @@
 import { MinigptError, check } from '../../errors.js';
-import { BACKEND_FLAGS, TEXT_FLAGS, cleanOptionsFromFlag, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
+import { BACKEND_FLAGS, TEXT_FLAGS, cleanOptionsFromFlag, flagName, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
 import { train, TRAIN_DEFAULTS, recordLatestRun, type TrainSummary } from '../../train/train.js';
 import { cleanText } from '../../data/text.js';
 import { describeSeparator } from '../../data/documents.js';
+import { resolveConfig } from '../../model/config.js';
 import { AMP_MODES } from '../../train/amp.js';
 import { formatDuration, formatRate, progressLine } from '../progress.js';
 import { readFile } from 'node:fs/promises';
@@ -160,6 +161,11 @@ export const trainCommand: CommandSpec = {
         for (const k of Object.keys(MODEL_FLAGS)) if (!set.has(k)) v[k] = undefined;
       }
       const model = modelConfigFromFlags(v);
+      // A new model's shape is checked here first, so a bad one is named by its flags (train() names
+      // config settings); the vocabulary comes from the data, so only a size limit it breaks is left to train().
+      if (typeof v.resume !== 'string' && typeof v['init-from'] !== 'string') resolveConfig({ ...model, vocab_size: model.vocab_size ?? 1 }, { name: flagName });
+      const lr = (v.lr as number | undefined) ?? TRAIN_DEFAULTS.lr, minLr = v['min-lr'] as number | undefined;
+      check(minLr === undefined || (v.lr === undefined && typeof v.resume === 'string') || minLr <= lr, () => `--min-lr ${minLr} must be at most --lr (${lr})`);
       const summary = await train({
         data: v.data as string | undefined,
         valData: v['val-data'] as string | undefined,
