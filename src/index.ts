@@ -11,7 +11,7 @@ export { encodeSafetensors, decodeSafetensors, readSafetensorsFile, writeSafeten
 export { buildCharTokenizer, tokenizerFromJson, makeTokenizer, createStreamingDecoder, type Tokenizer, type EncodeOptions } from './data/tokenizer.js';
 export { trainBpe } from './data/bpe.js';
 export { gpt2Tokenizer } from './data/gpt2.js';
-export { loadText, loadDocuments, cleanText, splitTrainVal, BLANK_LINE_SEPARATOR } from './data/text.js';
+export { loadText, loadDocuments, cleanText, splitTrainVal, BLANK_LINE_SEPARATOR, type CleanOptions } from './data/text.js';
 export { cleanDocuments, encodeDocuments, documentSeparatorOf, type DocumentSeparator } from './data/documents.js';
 export { loadModel, computeLogits, scoreText, recordedClean, type LoadedModel, type TextScore } from './inference.js';
 export { createRng, type Rng } from './util/random.js';

@@ -270,6 +270,8 @@ function render(): void {
   el('status').textContent = statusLine(s, o);
   el('status').dataset.state = s.state;
   el('sample').textContent = s.sample;
+  // A loaded model has no run, so no sample at its end is coming.
+  el('sample-heading').hidden = !s.sample && Boolean(s.loadedFrom);
   renderControls();
   renderSaved();
   renderLoad();
@@ -561,7 +563,7 @@ function loadCheckpoint(bytes: ArrayBuffer, fileName: string, restoring: SavedMo
   toKeep = restoring ? null : 'loaded';
   restored = restoring;
   setState({ ...emptyState(`checkpoint ${fileName}`), loadedFrom: fileName }, false);
-  send({ type: 'load', bytes, fileName, backend: el<HTMLSelectElement>('f-backend').value as PageBackend, threads, notIsolated: view.isolation }, [bytes]);
+  send({ type: 'load', bytes, fileName, backend: el<HTMLSelectElement>('f-backend').value as PageBackend, threads, notIsolated: view.isolation, keptClean: restoring?.clean ?? null }, [bytes]);
 }
 
 // ---- The model kept in this browser ----
@@ -585,6 +587,7 @@ function modelReady(): void {
     backend: view.backend, config: c, parameters: view.parameters,
     steps: source === 'trained' ? view.losses.length : 0, plannedSteps: source === 'trained' ? options?.steps ?? 0 : 0,
     trainLoss: lastLoss !== undefined && Number.isFinite(lastLoss) ? lastLoss : null, valLoss: view.valLosses.at(-1)?.[1] ?? null, bytes: 0,
+    clean: view.clean,
   };
   setSaved({ state: 'saving', note: '' });
   send({ type: 'snapshot' });

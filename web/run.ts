@@ -25,7 +25,7 @@ import {
   MinigptError, TRAIN_DEFAULTS, buildCharTokenizer, cleanText, countParams, createBackend, createBatchSampler,
   createModel, createOptimizer, createRng, backward, checkpointFromZip, forward, generate, initialWeights, learningRate, meanLoss,
   memoryTokens, optimizerStepChecked, recordedClean, resolveConfig, setWeights, splitTrainVal, tuneKernels, zeroGrads,
-  type Backend, type LoadedModel, type ModelConfig, type WebGpuBackend,
+  type Backend, type CleanOptions, type LoadedModel, type ModelConfig, type WebGpuBackend,
 } from '../src/index.js';
 import { evaluateLoss } from '../src/train/evaluate.js';
 import { cpuBackendSupported, type CpuBackend } from '../src/backend/cpu/index.js';
@@ -77,6 +77,8 @@ export interface PageState {
   sample: string;
   /** The file a loaded model came from ('' for a model trained here). */
   loadedFrom: string;
+  /** How a loaded model's prompts are cleaned: as its run's training text was (null: the default cleaning, as for a model trained here). */
+  clean: Partial<CleanOptions> | null;
   /** A model is in the worker: it can generate and be downloaded (after a run ends, or a checkpoint loads). */
   hasModel: boolean;
   error: string;
@@ -181,7 +183,7 @@ export function emptyState(dataName: string, error = ''): PageState {
   return {
     state: error ? 'error' : 'loading', backend: '', adapter: '', backendNote: '', config: null, parameters: 0, dataName,
     characters: 0, trainTokens: 0, valTokens: 0, losses: [], valLosses: [], valNote: '', tokensPerSecond: 0, sample: '',
-    loadedFrom: '', hasModel: false, error,
+    loadedFrom: '', clean: null, hasModel: false, error,
   };
 }
 
@@ -206,13 +208,8 @@ export function checkOptions(o: PageOptions): void {
   if (!Number.isInteger(o.threads) || o.threads < 0) throw new MinigptError(`threads must be a whole number (0: navigator.hardwareConcurrency; got ${o.threads})`);
   if (!(o.lr > 0)) throw new MinigptError(`lr must be more than 0 (got ${o.lr})`);
   if (!Number.isInteger(o.seed) || o.seed < 0) throw new MinigptError(`seed must be a whole number, 0 or more (got ${o.seed})`);
-  try {
-    resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? 1 });
-  } catch (e) {
-    // resolveConfig names the CLI's flags (--n-heads); the page's fields and query keys are n_heads.
-    if (e instanceof MinigptError) throw new MinigptError(e.message.replace(/--([a-z]+(?:-[a-z]+)*)/g, (_, name: string) => name.replace(/-/g, '_')));
-    throw e;
-  }
+  // Its messages name the settings as the page's fields and query keys do (n_heads).
+  resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? 1 });
 }
 
 /** Text of `train` training tokens gives at least one training sequence of context `T` (+1 target), or a one-line error. */
@@ -327,7 +324,12 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
  * model on the page's backend: the state to show, and the model (null after an error). `fileName`
  * labels it and names it in errors; `notIsolated` as for pickBackend.
  */
-export async function loadCheckpointModel(bytes: Uint8Array, fileName: string, want: PageBackend, threads = 0, notIsolated = ''): Promise<{ state: PageState; loaded: LoadedModel | null }> {
+/**
+ * Loads a checkpoint .zip. `keptClean`: the cleaning kept with it in the browser, for a zip that
+ * records none (the page's own zips carry no trainer state), so a restored model cleans prompts
+ * as it did when first loaded.
+ */
+export async function loadCheckpointModel(bytes: Uint8Array, fileName: string, want: PageBackend, threads = 0, notIsolated = '', keptClean: Partial<CleanOptions> | null = null): Promise<{ state: PageState; loaded: LoadedModel | null }> {
   const s = emptyState(`checkpoint ${fileName}`);
   s.loadedFrom = fileName;
   let backend: Backend | null = null;
@@ -345,7 +347,8 @@ export async function loadCheckpointModel(bytes: Uint8Array, fileName: string, w
     s.state = 'loaded';
     s.hasModel = true;
     // Prompts are cleaned as the checkpoint's training text was (lowercased, say).
-    const clean = recordedClean(ckpt);
+    const clean = recordedClean(ckpt) ?? keptClean ?? undefined;
+    s.clean = clean ?? null;
     return { state: s, loaded: { model, tokenizer: ckpt.tokenizer, ...(clean ? { clean } : {}) } };
   } catch (e) {
     backend?.destroy();

@@ -7,7 +7,7 @@
  *
  * Every function throws a MinigptError with a one-line message (no IndexedDB, a full quota...).
  */
-import { MinigptError, type ModelConfig } from '../src/index.js';
+import { MinigptError, type CleanOptions, type ModelConfig } from '../src/index.js';
 
 const DB_NAME = 'minigpt';
 const DB_VERSION = 1;
@@ -36,6 +36,8 @@ export interface SavedModelInfo {
   valLoss: number | null;
   /** The zip's size. */
   bytes: number;
+  /** How a loaded model's prompts are cleaned (its zip's run recorded it; the kept zip does not): null or absent, the default. */
+  clean?: Partial<CleanOptions> | null;
 }
 
 /** An IndexedDB or storage failure in one line: "QuotaExceededError: ..." says what the browser said. */

@@ -18,7 +18,7 @@
  */
 import {
   MinigptError, checkPrompt, checkpointToZip, preparePrompt, encodeGguf, generate, ggufFromCheckpoint, hfExportFiles, readWeights, zipFiles,
-  type Checkpoint, type LoadedModel,
+  type Checkpoint, type CleanOptions, type LoadedModel,
 } from '../src/index.js';
 import { errorText, loadCheckpointModel, runTraining, type PageBackend, type PageOptions, type PageState } from './run.js';
 
@@ -43,7 +43,7 @@ export interface GenerateRequest {
 
 export type ToTrainWorker =
   | { type: 'start'; options: PageOptions; text: string; dataName: string; notIsolated: string }
-  | { type: 'load'; bytes: ArrayBuffer; fileName: string; backend: PageBackend; threads: number; notIsolated: string }
+  | { type: 'load'; bytes: ArrayBuffer; fileName: string; backend: PageBackend; threads: number; notIsolated: string; keptClean: Partial<CleanOptions> | null }
   | { type: 'stop' }
   | ({ type: 'generate' } & GenerateRequest)
   | { type: 'stop-generate' }
@@ -91,7 +91,7 @@ scope.addEventListener('message', ({ data }) => {
       return;
     }
     case 'load':
-      void loadCheckpointModel(new Uint8Array(data.bytes), data.fileName, data.backend, data.threads, data.notIsolated).then(({ state, loaded }) => {
+      void loadCheckpointModel(new Uint8Array(data.bytes), data.fileName, data.backend, data.threads, data.notIsolated, data.keptClean).then(({ state, loaded }) => {
         current = loaded;
         post({ type: 'state', state });
       });
