@@ -6,7 +6,7 @@ import { loadCheckpoint, type Checkpoint } from './io/checkpoint.js';
 import { createModel, forward, setWeights, type Model } from './model/model.js';
 import { paramLayout } from './model/params.js';
 import type { ModelConfig } from './model/config.js';
-import type { Tokenizer } from './data/tokenizer.js';
+import { bitsPerByte, tokenByteLengths, type Tokenizer } from './data/tokenizer.js';
 import type { CleanOptions } from './data/text.js';
 
 export interface LoadedModel {
@@ -88,6 +88,8 @@ export interface TextScore {
   logprobs: number[];
   /** Mean negative log-probability. */
   loss: number;
+  /** The same in bits per UTF-8 byte of the scored tokens' text (all but the first token): comparable across tokenizers; null when they stand for no text. */
+  bitsPerByte: number | null;
 }
 
 /**
@@ -113,5 +115,9 @@ export async function scoreText(loaded: LoadedModel, text: string): Promise<Text
     scored = end;
     start = Math.max(0, Math.min(end - Math.floor(C / 2), targets - C));
   }
-  return { ids, logprobs, loss: -logprobs.reduce((a, b) => a + b, 0) / logprobs.length };
+  const loss = -logprobs.reduce((a, b) => a + b, 0) / logprobs.length;
+  const byteLengths = tokenByteLengths(loaded.tokenizer);
+  let bytes = 0;
+  for (let i = 1; i < ids.length; i++) bytes += byteLengths[ids[i]!] ?? 0;
+  return { ids, logprobs, loss, bitsPerByte: bitsPerByte(loss, logprobs.length, bytes) };
 }

@@ -258,6 +258,8 @@ test('eval on shards prepared with the checkpoint\'s own tokenizer gives the sam
   assert.equal(onText.status, 0, onText.stderr);
   const a = JSON.parse(onShards.stdout), b = JSON.parse(onText.stdout);
   assert.ok(Math.abs(a.val_loss - b.val_loss) < 0.01, `${a.val_loss} vs ${b.val_loss}`);
+  // A char model on ASCII text: a byte per token, so bits per byte is the loss in bits.
+  for (const r of [a, b]) assert.ok(Math.abs(r.bits_per_byte - r.val_loss / Math.LN2) < 1e-9, JSON.stringify(r));
 });
 
 // ---------------------------------------------------------------------------------------------

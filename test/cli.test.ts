@@ -105,6 +105,7 @@ test('train -> sample -> eval --data -> plot, from the command line', async () =
   assert.match(t.stdout, /done: 30 steps/);
   assert.match(t.stdout, /best val loss\s+\d\.\d{4}/);
   assert.match(t.stderr, /step 30\/30 loss \d\.\d{4} lr [\d.e+-]+ [\d.]+k? tok\/s ETA/);
+  assert.match(t.stderr, /step 30: final val loss \d\.\d{4} over the validation split \([\d,]+ tokens, \d\.\d{3} bits per byte\)/);
   const s = spawnSync(process.execPath, [CLI, 'sample', '--prompt', 'the ', '--tokens', '12', '--seed', '3'], { encoding: 'utf8', cwd: root });
   assert.equal(s.status, 0, s.stderr);
   assert.equal(s.stdout.length, 'the '.length + 12 + 1, 'uses runs/latest when --ckpt is absent');

@@ -91,8 +91,10 @@ test('scoreText scores text longer than the context in windows overlapping by ha
   setWeights(model, initialWeights({ ...c, init: 'kaiming-normal' }, model.layout, createRng(1)));
   const text = 'abcdefgh abcdefgh hgfedcba ab'; // 29 tokens, 28 predictions
   const ids = Array.from(tok.encode(text));
-  const { logprobs, loss } = await scoreText({ model, tokenizer: tok }, text);
+  const { logprobs, loss, bitsPerByte } = await scoreText({ model, tokenizer: tok }, text);
   assert.equal(logprobs.length, ids.length - 1);
+  // One byte per token here (ASCII characters), the first not scored: bits per byte = loss / ln 2.
+  assert.ok(Math.abs(bitsPerByte! - loss / Math.LN2) < 1e-12, `${bitsPerByte} vs ${loss / Math.LN2}`);
   assert.ok(Math.abs(loss + logprobs.reduce((a, b) => a + b) / logprobs.length) < 1e-12);
   // log p(ids[p+1] | window) from full logits over the window that scores target p+1.
   const expected = async (start: number, p: number): Promise<number> => {
@@ -194,4 +196,24 @@ test('generate and scoreText say what is wrong with what they were given, not a 
   await refused(drain({ model, tokenizer }, 'ab', { topK: '40' }), /^top-k must be a whole number, 0 for no limit \(got "40"\)$/);
   await refused(scoreText({ config, weights, tokenizer } as never, 'abc'), /^scoreText needs a loaded model/);
   await refused(scoreText({ model, tokenizer }, 123 as never), /^scoreText needs the text as a string \(got number\)$/);
+});
+
+test('evaluateLoss counts the bytes of the targets it scores (for bits per byte), padding windows left out', async () => {
+  const { evaluateLoss } = await import('../src/train/evaluate.js');
+  const { memoryTokens, evalOffsets } = await import('../src/data/batches.js');
+  const tok = buildCharTokenizer('abcdefgh ');
+  const c = resolveConfig({ vocab_size: tok.vocabSize, d_model: 16, n_heads: 2, n_layers: 1, context: 8 });
+  const model = createModel(createReferenceBackend(), c);
+  setWeights(model, initialWeights(c, model.layout, createRng(2)));
+  const ids = Int32Array.from({ length: 61 }, (_, i) => (i * 7) % tok.vocabSize);
+  const byteLengths = Uint32Array.from({ length: tok.vocabSize }, (_, id) => id + 1);
+  const T = 4, B = 3; // 15 windows of 4: a last batch of 3 is full; of 5 windows, padded
+  for (const maxWindows of [Infinity, 5]) {
+    const r = await evaluateLoss(model, memoryTokens(ids), B, T, maxWindows, byteLengths);
+    let expected = 0;
+    for (const off of evalOffsets(ids.length, T, maxWindows)) for (let i = 1; i <= T; i++) expected += byteLengths[ids[off + i]!]!;
+    assert.equal(r.bytes, expected);
+    assert.equal(r.tokens, evalOffsets(ids.length, T, maxWindows).length * T);
+  }
+  assert.equal((await evaluateLoss(model, memoryTokens(ids), B, T)).bytes, 0, 'no byte lengths, no bytes');
 });

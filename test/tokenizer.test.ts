@@ -6,6 +6,7 @@ import {
   charTokenizerFromVocab,
   createStreamingDecoder,
   makeTokenizer,
+  tokenByteLengths,
   tokenizerDifference,
   tokenizerFromJson,
   type CharTokenizerJson,
@@ -248,4 +249,17 @@ test('tokenizerDifference says what differs where the descriptions are the same'
   assert.equal(tokenizerDifference(abc, buildCharTokenizer('xcba'), 'a', 'b'), '', 'the same tokenizer');
   const many = buildCharTokenizer('abcdefgh'), other = buildCharTokenizer('ijklmnop');
   assert.equal(tokenizerDifference(many, other, 'a', 'b'), 'other characters: "a", "b", "c", "d", "e", and 3 more only in a; "i", "j", "k", "l", "m", and 3 more only in b');
+});
+
+test('tokenByteLengths: the bytes of the tokens of a text add up to its UTF-8 bytes, for every kind; special tokens stand for none', () => {
+  const text = 'Héllo wörld 😀 日本語 -- the end.\n';
+  const bytes = new TextEncoder().encode(text).length;
+  for (const tokenizer of [makeTokenizer('char', text), makeTokenizer('gpt2', ''), makeTokenizer('bpe', text.repeat(20), { vocabSize: 280 })]) {
+    const lengths = tokenByteLengths(tokenizer);
+    assert.equal(lengths.length, tokenizer.vocabSize);
+    const ids = tokenizer.encode(text);
+    assert.equal(ids.reduce((sum, id) => sum + lengths[id]!, 0), bytes, tokenizer.kind);
+    const eot = tokenizer.specialTokens!['<|endoftext|>']!;
+    assert.equal(lengths[eot], 0, `${tokenizer.kind}: <|endoftext|> stands for no text`);
+  }
 });

@@ -52,6 +52,9 @@ test('training lowers the loss and writes metrics.jsonl, loss.svg and a checkpoi
   for (const f of ['metrics.jsonl', 'loss.svg', 'checkpoint']) assert.ok(files.includes(f), f);
   const metrics = (await readFile(join(o.out!, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
   assert.ok(metrics.some((m) => m.step === 40 && typeof m.val_loss === 'number'));
+  // ASCII text, a character per token: bits per byte is the loss in bits.
+  const last = metrics.filter((m) => m.final).at(-1);
+  assert.ok(Math.abs(last.val_bpb - last.val_loss / Math.LN2) < 1e-9, JSON.stringify(last));
   assert.ok(metrics.some((m) => m.step === 20 && typeof m.loss === 'number' && typeof m.tok_per_s === 'number'));
   assert.match(await readFile(join(o.out!, 'loss.svg'), 'utf8'), /^<svg[^>]*>[\s\S]*<path[\s\S]*<\/svg>\s*$/);
   const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true });

@@ -438,3 +438,24 @@ function describeJsonValue(value: unknown): string {
   const shown = JSON.stringify(value);
   return `${typeof value} ${shown.length > 40 ? `${shown.slice(0, 37)}...` : shown}`;
 }
+
+/**
+ * The UTF-8 bytes of text each id stands for (0 for special tokens, which stand for none). A loss
+ * summed over tokens and divided by these bytes (bits per byte) compares models whose tokenizers
+ * differ: a char model's loss per token and a BPE model's are not comparable, per byte they are.
+ */
+export function tokenByteLengths(tokenizer: Tokenizer): Uint32Array {
+  const lengths = new Uint32Array(tokenizer.vocabSize);
+  const special = new Set(Object.values(tokenizer.specialTokens ?? {}));
+  const utf8 = new TextEncoder();
+  for (let id = 0; id < lengths.length; id++) {
+    if (special.has(id)) continue;
+    lengths[id] = tokenizer.tokenBytes ? tokenizer.tokenBytes(id).length : utf8.encode(tokenizer.decodeToken ? tokenizer.decodeToken(id) : tokenizer.decode([id])).length;
+  }
+  return lengths;
+}
+
+/** Bits per byte of a loss (nats, mean over `tokens`) over text of `bytes` UTF-8 bytes; null when there are none. */
+export function bitsPerByte(loss: number, tokens: number, bytes: number): number | null {
+  return bytes > 0 ? (loss * tokens) / (bytes * Math.LN2) : null;
+}

@@ -7,13 +7,14 @@ import { check } from '../errors.js';
 /**
  * Evaluates up to `maxWindows` windows of T tokens, B at a time (the same B as training keeps
  * the activation buffers). A last, partial batch is padded by repeating windows and the
- * padding's losses are ignored.
+ * padding's losses are ignored. With `byteLengths` (tokenByteLengths), `bytes` is the UTF-8
+ * bytes of the scored targets' text (0 without it).
  */
-export async function evaluateLoss(model: Model, stream: TokenStream, B: number, T: number, maxWindows = Infinity): Promise<{ loss: number; tokens: number }> {
+export async function evaluateLoss(model: Model, stream: TokenStream, B: number, T: number, maxWindows = Infinity, byteLengths?: Uint32Array): Promise<{ loss: number; tokens: number; bytes: number }> {
   const offsets = evalOffsets(stream.length, T, maxWindows);
   check(offsets.length > 0, `the evaluation data has ${stream.length} tokens, fewer than one window of ${T + 1}`);
   const ids = new Int32Array(B * T), targets = new Int32Array(B * T), window = new Int32Array(T + 1);
-  let sum = 0, count = 0;
+  let sum = 0, count = 0, bytes = 0;
   for (let start = 0; start < offsets.length; start += B) {
     const valid = Math.min(B, offsets.length - start);
     for (let b = 0; b < B; b++) {
@@ -24,7 +25,8 @@ export async function evaluateLoss(model: Model, stream: TokenStream, B: number,
     const acts = forward(model, ids, targets, B, T);
     const losses = await model.backend.read(acts.losses);
     for (let i = 0; i < valid * T; i++) sum += losses[i];
+    if (byteLengths) for (let i = 0; i < valid * T; i++) bytes += byteLengths[targets[i]!] ?? 0;
     count += valid * T;
   }
-  return { loss: sum / count, tokens: count };
+  return { loss: sum / count, tokens: count, bytes };
 }

@@ -26,7 +26,7 @@ import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
 import { loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
-import { describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenizerDifference, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
+import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenByteLengths, tokenizerDifference, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
 import { createBatchSampler, memoryTokens, type TokenStream } from '../data/batches.js';
 import { isShardDir, openShards } from '../data/shards.js';
 import { renderLossPlot, readMetrics } from './plot.js';
@@ -167,6 +167,8 @@ export interface EvalInfo {
   bestValLoss: number;
   /** Validation tokens scored. */
   tokens: number;
+  /** The loss in bits per UTF-8 byte of the scored text (comparable across tokenizers; null: no text). */
+  bitsPerByte: number | null;
   /** The evaluation at the end of the run, over the whole validation split (up to 4096 windows). */
   final: boolean;
 }
@@ -627,11 +629,13 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       }
       o.onSave?.({ step, path: ckptDir });
     };
+    const byteLengths = tokenByteLengths(tokenizer);
     const evaluate = async (final = false): Promise<number> => {
-      const { loss, tokens } = await evaluateLoss(model, valStream, B, T, final ? FINAL_EVAL_WINDOWS : o.evalWindows);
+      const { loss, tokens, bytes } = await evaluateLoss(model, valStream, B, T, final ? FINAL_EVAL_WINDOWS : o.evalWindows, byteLengths);
       if (bestVal === null || loss < bestVal) bestVal = loss;
-      await log({ step, val_loss: loss, ...(final ? { final: true } : {}) });
-      o.onEval?.({ step, valLoss: loss, bestValLoss: bestVal, tokens, final });
+      const bpb = bitsPerByte(loss, tokens, bytes);
+      await log({ step, val_loss: loss, ...(bpb !== null ? { val_bpb: bpb } : {}), ...(final ? { final: true } : {}) });
+      o.onEval?.({ step, valLoss: loss, bestValLoss: bestVal, tokens, bitsPerByte: bpb, final });
       await replot();
       return loss;
     };
@@ -836,7 +840,7 @@ function recordedSeparator(state: TrainerState): DocumentSeparator {
  * and cleaning its trainer_state.json records, read as training read them), over
  * as many windows as the run's final evaluation: `minigpt eval` with neither --text nor --data.
  */
-export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDir: string, opts: { batch?: number } = {}): Promise<{ loss: number; tokens: number; dataName: string }> {
+export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDir: string, opts: { batch?: number } = {}): Promise<EvalResult & { dataName: string }> {
   // A .zip of the checkpoint records the same (loadCheckpoint reads either).
   const saved = await loadTrainerState(ckptDir);
   if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); give --text "..." or --data PATH`);
@@ -847,8 +851,16 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   }, tokenizer);
   const T = model.config.context;
   check(data.val.length > T, `the run's validation data has ${data.val.length} tokens, fewer than one window of ${T + 1}`);
-  const r = await evaluateLoss(model, data.val, opts.batch ?? 8, T, FINAL_EVAL_WINDOWS);
-  return { ...r, dataName: data.dataName };
+  const r = await evaluateLoss(model, data.val, opts.batch ?? 8, T, FINAL_EVAL_WINDOWS, tokenByteLengths(tokenizer));
+  return { loss: r.loss, tokens: r.tokens, bitsPerByte: bitsPerByte(r.loss, r.tokens, r.bytes), dataName: data.dataName };
+}
+
+/** What the evaluate* functions give: the mean loss (nats per token) over `tokens` scored, and per byte of their text (null: the tokens stand for no text). */
+export interface EvalResult {
+  loss: number;
+  tokens: number;
+  /** The loss in bits per UTF-8 byte of the scored tokens' text: comparable across tokenizers. */
+  bitsPerByte: number | null;
 }
 
 /**
@@ -856,14 +868,15 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
  * array is documents, cleaned by cleanDocuments for documentSeparatorOf(tokenizer), encoded with
  * <|endoftext|> between them as training encodes them.
  */
-export async function evaluateText(model: Model, tokenizer: Tokenizer, text: string | readonly string[], opts: { all?: boolean; batch?: number; source?: string } = {}): Promise<{ loss: number; tokens: number }> {
+export async function evaluateText(model: Model, tokenizer: Tokenizer, text: string | readonly string[], opts: { all?: boolean; batch?: number; source?: string } = {}): Promise<EvalResult> {
   const documents = typeof text === 'string' ? [text] : text;
   check(documents.length > 0 && documents.every((d) => typeof d === 'string'), 'the text to evaluate must be a string or a non-empty array of strings');
   const tokens = encodeDocuments(tokenizer, documents, (d) => encodeUserText(tokenizer, d, opts.source ?? 'data', "the checkpoint's tokenizer has no token for it; remove such characters from the text"));
   const stream = memoryTokens(opts.all ? tokens : splitTrainVal(tokens, 0.1).val);
   const T = Math.min(model.config.context, stream.length - 1);
   check(T >= 1, `${opts.source ?? 'the data'} has too few tokens to evaluate${opts.all ? '' : ' in its validation split (the last 10%); pass --all to use all of it'}`);
-  return evaluateLoss(model, stream, opts.batch ?? 8, T);
+  const r = await evaluateLoss(model, stream, opts.batch ?? 8, T, Infinity, tokenByteLengths(tokenizer));
+  return { loss: r.loss, tokens: r.tokens, bitsPerByte: bitsPerByte(r.loss, r.tokens, r.bytes) };
 }
 
 
@@ -871,19 +884,21 @@ export async function evaluateText(model: Model, tokenizer: Tokenizer, text: str
  * The model's mean loss on a shards directory written by `minigpt prepare` (its validation
  * shards, or all of them): `minigpt eval --data SHARDS`. The shards must use the checkpoint's tokenizer.
  */
-export async function evaluateShards(model: Model, tokenizer: Tokenizer, dir: string, opts: { all?: boolean; batch?: number } = {}): Promise<{ loss: number; tokens: number }> {
+export async function evaluateShards(model: Model, tokenizer: Tokenizer, dir: string, opts: { all?: boolean; batch?: number } = {}): Promise<EvalResult> {
   const shards = await openShards(dir);
   try {
     checkShardsTokenizer(tokenizer, shards.tokenizer, dir);
-    let sum = 0, count = 0;
+    const byteLengths = tokenByteLengths(tokenizer);
+    let sum = 0, count = 0, bytes = 0;
     for (const stream of opts.all ? [shards.train, shards.val] : [shards.val]) {
       if (stream.length < 2) continue;
-      const r = await evaluateLoss(model, stream, opts.batch ?? 8, Math.min(model.config.context, stream.length - 1));
+      const r = await evaluateLoss(model, stream, opts.batch ?? 8, Math.min(model.config.context, stream.length - 1), Infinity, byteLengths);
       sum += r.loss * r.tokens;
       count += r.tokens;
+      bytes += r.bytes;
     }
     check(count > 0, `${dir} has too few validation tokens to evaluate; pass --all to use the training shards too`);
-    return { loss: sum / count, tokens: count };
+    return { loss: sum / count, tokens: count, bitsPerByte: bitsPerByte(sum / count, count, bytes) };
   } finally {
     shards.close();
   }

@@ -20,7 +20,7 @@ export const evalCommand: CommandSpec = {
     'invalid-utf8': TEXT_FLAGS['invalid-utf8']!,
     all: { type: 'boolean', description: 'with --data: evaluate all of it, not only the validation split' },
     batch: { type: 'int', min: 1, value: 'N', description: 'sequences per forward pass (not with --text)', default: 8 },
-    json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss"} for --text, {"val_loss", "perplexity", "tokens", "split": "val"|"all"} for --data (and "data" without either)' },
+    json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss", "bits_per_byte"} for --text, {"val_loss", "perplexity", "bits_per_byte", "tokens", "split": "val"|"all"} for --data (and "data" without either)' },
     ...BACKEND_FLAGS,
   },
   details: [
@@ -29,6 +29,8 @@ export const evalCommand: CommandSpec = {
     'token sees at least half a context before it.',
     'With neither --text nor --data: the validation split of the data the run trained on (the embedded',
     'corpus for a default run), over as many windows as the run\'s final evaluation, so it reproduces that number.',
+    'Bits per byte is the loss summed over the scored tokens, in bits, divided by the UTF-8 bytes of their text',
+    '(<|endoftext|> stands for none): unlike the loss per token, it compares models with different tokenizers.',
     'Text given with --text or --data is cleaned as the run\'s training text was (--clean lowercase: lowercased).',
     '',
     'Examples:',
@@ -45,9 +47,9 @@ export const evalCommand: CommandSpec = {
     if (v.text === undefined && v.data === undefined) {
       // The run's own validation data: the number its final evaluation printed.
       const r = await evaluateRunData(loaded.model, loaded.tokenizer, dir, { batch: v.batch as number });
-      const out = { val_loss: r.loss, perplexity: Math.exp(r.loss), tokens: r.tokens, split: 'val', data: r.dataName };
+      const out = { val_loss: r.loss, perplexity: Math.exp(r.loss), bits_per_byte: r.bitsPerByte, tokens: r.tokens, split: 'val', data: r.dataName };
       if (v.json) console.log(JSON.stringify(out));
-      else console.log(`validation split of the run's data (${r.dataName}): loss ${r.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)} over ${r.tokens.toLocaleString('en-US')} tokens`);
+      else console.log(`validation split of the run's data (${r.dataName}): loss ${r.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)}${perByte(r.bitsPerByte)} over ${r.tokens.toLocaleString('en-US')} tokens`);
       return;
     }
     if (typeof v.text === 'string') {
@@ -56,8 +58,8 @@ export const evalCommand: CommandSpec = {
       if (note) console.error(`minigpt: note: ${note}`);
       encodeUserText(loaded.tokenizer, text, '--text', "the checkpoint's tokenizer has no token for it; leave it out");
       const score = await scoreText(loaded, text);
-      if (v.json) console.log(JSON.stringify(score));
-      else console.log(`${score.ids.length} tokens: loss ${score.loss.toFixed(4)}, perplexity ${Math.exp(score.loss).toFixed(2)}`);
+      if (v.json) console.log(JSON.stringify({ ids: score.ids, logprobs: score.logprobs, loss: score.loss, bits_per_byte: score.bitsPerByte }));
+      else console.log(`${score.ids.length} tokens: loss ${score.loss.toFixed(4)}, perplexity ${Math.exp(score.loss).toFixed(2)}${perByte(score.bitsPerByte)}`);
       return;
     }
     const data = v.data as string;
@@ -69,8 +71,13 @@ export const evalCommand: CommandSpec = {
         onWarning: (m) => console.error(`minigpt: warning: ${m}`),
       }), documentSeparatorOf(loaded.tokenizer), loaded.clean), { ...opts, source: data }); // cleaned and joined as training text is
     if (result.tokens < 100) console.error(`minigpt: note: only ${result.tokens} tokens were scored; a loss over so few is noisy${v.all ? '' : ' (pass --all to use all of the data)'}`);
-    const out = { val_loss: result.loss, perplexity: Math.exp(result.loss), tokens: result.tokens, split: v.all ? 'all' : 'val' };
+    const out = { val_loss: result.loss, perplexity: Math.exp(result.loss), bits_per_byte: result.bitsPerByte, tokens: result.tokens, split: v.all ? 'all' : 'val' };
     if (v.json) console.log(JSON.stringify(out));
-    else console.log(`${v.all ? 'all' : 'validation split'}: loss ${result.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)} over ${result.tokens.toLocaleString('en-US')} tokens`);
+    else console.log(`${v.all ? 'all' : 'validation split'}: loss ${result.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)}${perByte(result.bitsPerByte)} over ${result.tokens.toLocaleString('en-US')} tokens`);
   },
 };
+
+/** ", 1.234 bits per byte", or nothing where the tokens stand for no text. */
+function perByte(bitsPerByte: number | null): string {
+  return bitsPerByte === null ? '' : `, ${bitsPerByte.toFixed(3)} bits per byte`;
+}

@@ -201,7 +201,7 @@ export const trainCommand: CommandSpec = {
         onEval(e) {
           lastVal = ` val ${e.valLoss.toFixed(4)}`;
           if (!quiet) bar.print(e.final
-            ? `step ${e.step}: final val loss ${e.valLoss.toFixed(4)} over the validation split (${e.tokens.toLocaleString('en-US')} tokens)`
+            ? `step ${e.step}: final val loss ${e.valLoss.toFixed(4)} over the validation split (${e.tokens.toLocaleString('en-US')} tokens${e.bitsPerByte !== null ? `, ${e.bitsPerByte.toFixed(3)} bits per byte` : ''})`
             : `step ${e.step}: val loss ${e.valLoss.toFixed(4)} (best ${e.bestValLoss.toFixed(4)})`);
         },
         onSample: quiet ? undefined : (s) => bar.print(`--- sample at step ${s.step} ---\n${s.text}\n---`),
