@@ -334,6 +334,7 @@ test('documents (folder files, JSONL records): <|endoftext|> between them for gp
   assert.deepEqual(all(asBefore), [...gpt2.encode(cleanText('Hello there.\n\n\nOne <|endoftext|> two\n\n\u0001\n\nThree'))]);
   const fromChar = await loadTrainingData({ data: dir, tokenizer: 'char' });
   assert.equal(fromChar.documentSeparator, '\n\n');
+  assert.equal(fromChar.documents, 4, 'a char run counts the documents it joins');
   // Joined, then cleaned: the blank-line runs across the joins collapse.
   assert.equal(fromChar.tokenizer.decode(all(fromChar)), 'Hello there.\n\nOne <|endoftext|> two\n\nThree');
 

@@ -330,13 +330,16 @@ interface TextOptions {
   onMessage?: (m: string) => void;
 }
 
-/** The data's documents cleaned for `separator` (cleanDocuments); the default corpus is one document. */
-async function loadCleanDocuments(path: string | undefined, separator: DocumentSeparator, o: TextOptions): Promise<{ documents: string[]; name: string }> {
-  if (!path) return { documents: cleanDocuments([await loadDefaultCorpus()], separator, o.clean), name: DEFAULT_CORPUS_NAME };
+/**
+ * The data's documents cleaned for `separator` (cleanDocuments: one text with a blank line), and
+ * how many documents it holds (with <|endoftext|>: those left after cleaning); the default corpus is one.
+ */
+async function loadCleanDocuments(path: string | undefined, separator: DocumentSeparator, o: TextOptions): Promise<{ documents: string[]; count: number; name: string }> {
+  if (!path) return { documents: cleanDocuments([await loadDefaultCorpus()], separator, o.clean), count: 1, name: DEFAULT_CORPUS_NAME };
   const raw = await loadDocuments(path, { textField: o.textField, invalidUtf8: o.invalidUtf8, onWarning: o.onMessage });
   const documents = cleanDocuments(raw, separator, o.clean);
   check(documents.some((d) => d.trim().length > 0), `${path} has no text left after cleaning`);
-  return { documents, name: basename(path) };
+  return { documents, count: separator === BLANK_LINE_SEPARATOR ? raw.length : documents.length, name: basename(path) };
 }
 
 /** Cleaned `documents` encoded (encodeDocuments), a character the tokenizer lacks named with `source`; `fixed` names whose tokenizer it is when it comes from outside the data (it cannot be rebuilt). */
@@ -400,14 +403,14 @@ export async function loadTrainingData(
   }
   const kind = (typeof o.tokenizer === 'string' ? o.tokenizer : undefined) ?? TRAIN_DEFAULTS.tokenizer;
   const separator = o.documentSeparator ?? (existing ? documentSeparatorOf(existing) : documentSeparatorOfKind(kind));
-  const { documents, name: dataName } = await loadCleanDocuments(o.data, separator, o);
+  const { documents, count, name: dataName } = await loadCleanDocuments(o.data, separator, o);
   const val = o.valData ? (await loadCleanDocuments(o.valData, separator, o)).documents : null;
   // A character vocabulary must cover the validation text too, or evaluating it fails.
   const tokenizerText = joinDocuments(val !== null && kind === 'char' ? [...documents, ...val] : documents, separator);
   const tokenizer = existing ?? (await makeTokenizer(kind, tokenizerText, { vocabSize: o.bpeVocab ?? TRAIN_DEFAULTS.bpeVocab }));
   const source = o.data ?? 'the default corpus';
   const fixed = existing ? tokenizerWhose : undefined;
-  const common = { tokenizer, dataName, documentSeparator: separator, documents: documents.length };
+  const common = { tokenizer, dataName, documentSeparator: separator, documents: count };
   if (val !== null) {
     return { ...common, train: memoryTokens(encodeAll(tokenizer, documents, source, fixed)), val: memoryTokens(encodeAll(tokenizer, val, o.valData!, fixed)) };
   }
