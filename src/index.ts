@@ -17,7 +17,7 @@ export { loadModel, computeLogits, scoreText, recordedClean, type LoadedModel, t
 export { createRng, type Rng } from './util/random.js';
 export { learningRate, type LrSchedule } from './train/schedule.js';
 export { createBatchSampler, memoryTokens, type BatchSampler, type TokenStream } from './data/batches.js';
-export { train, loadTrainingData, evaluateText, evaluateShards, evaluateRunData, TRAIN_DEFAULTS, type TrainOptions, type TrainSummary, type StepInfo, type EvalInfo } from './train/train.js';
+export { train, loadTrainingData, evaluateText, evaluateShards, evaluateRunData, TRAIN_DEFAULTS, type TrainOptions, type TrainSummary, type StepInfo, type EvalInfo, type EvalResult } from './train/train.js';
 export { findLearningRate, type LrFindOptions, type LrFindResult } from './train/lr-find.js';
 export { generate, checkPrompt, preparePrompt, type SampleOptions, type GeneratedToken } from './generate.js';
 export { renderLossPlot, readMetrics } from './train/plot.js';

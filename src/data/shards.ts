@@ -21,8 +21,9 @@
  * the data in memory (encodeDocuments(tokenizer, cleanDocuments(loadDocuments(data), separator)):
  * documents joined by a blank line and cleaned for char, each document cleaned on its own with
  * <|endoftext|> between them for gpt2 and bpe), for all three kinds. A document's end is a cut
- * too. Only a text with no safe cut for 16M characters (e.g. a 16M-character line) is cut elsewhere, between two non-space characters (ASCII letters or
- * digits when there are any); only the byte-level kinds can then tokenize a word differently.
+ * too. Only a text with no safe cut for 16M characters (e.g. a 16M-character line) is cut
+ * elsewhere, between two non-space characters (ASCII letters or digits when there are any); only
+ * the byte-level kinds can then tokenize a word differently.
  *
  * Validation split: the last `valFraction` of the input bytes, from the first safe cut at or
  * after that byte, is the validation part (in-memory training splits the last 10% of tokens).
