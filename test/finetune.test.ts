@@ -272,4 +272,9 @@ test('documents on the command line: tokenizer train, train, prepare and eval --
   assert.deepEqual(JSON.parse(onText.stdout), JSON.parse(onShards.stdout));
   const meta = JSON.parse(await readFile(join(root, 'shards', 'meta.json'), 'utf8'));
   assert.equal(meta.document_separator, '<|endoftext|>');
+  // Records that clean to nothing (control characters only) leave nothing to evaluate: said in one line.
+  await writeFile(join(root, 'controls.jsonl'), '{"text": "\\u0001"}\n{"text": "\\u0002"}\n');
+  r = run('eval', '--ckpt', join(root, 'run'), '--data', join(root, 'controls.jsonl'), '--backend', 'reference');
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^minigpt: error: \S*controls\.jsonl has no text left after cleaning\n$/);
 });

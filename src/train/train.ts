@@ -873,7 +873,8 @@ export interface EvalResult {
  */
 export async function evaluateText(model: Model, tokenizer: Tokenizer, text: string | readonly string[], opts: { all?: boolean; batch?: number; source?: string } = {}): Promise<EvalResult> {
   const documents = typeof text === 'string' ? [text] : text;
-  check(documents.length > 0 && documents.every((d) => typeof d === 'string'), 'the text to evaluate must be a string or a non-empty array of strings');
+  check(Array.isArray(documents) && documents.every((d) => typeof d === 'string'), 'the text to evaluate must be a string or an array of strings');
+  check(documents.length > 0, `${opts.source ?? 'the data'} has no text left after cleaning`);
   const tokens = encodeDocuments(tokenizer, documents, (d) => encodeUserText(tokenizer, d, opts.source ?? 'data', "the checkpoint's tokenizer has no token for it; remove such characters from the text"));
   const stream = memoryTokens(opts.all ? tokens : splitTrainVal(tokens, 0.1).val);
   const T = Math.min(model.config.context, stream.length - 1);
