@@ -358,6 +358,31 @@ test('documents (folder files, JSONL records): <|endoftext|> between them for gp
   assert.notEqual(starts[1]!.trainTokens, starts[0]!.trainTokens);
 });
 
+test('keepBest keeps the checkpoint of the lowest validation loss in RUN/best; continuing from it needs another folder; a resumed run keeps the setting', async () => {
+  const o = await opts({ steps: 30, evalEvery: 5, lr: 3e-2, keepBest: true });
+  const summary = await train(o);
+  const vals = (await readFile(join(o.out!, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l)).filter((m) => typeof m.val_loss === 'number');
+  let min = vals[0];
+  for (const m of vals) if (m.val_loss < min.val_loss) min = m;
+  const best = await loadCheckpoint(join(o.out!, 'best'), { training: true });
+  assert.equal(best.training!.step, min.step, 'best/ holds the step of the lowest validation loss');
+  assert.equal(best.training!.trainer.best_val_loss, min.val_loss);
+  assert.deepEqual(summary.bestCheckpoint, { path: join(o.out!, 'best'), step: min.step, valLoss: min.val_loss });
+  // Continuing from best/ in the run's own folder would replace its latest checkpoint.
+  const latest = await readFile(join(o.out!, 'checkpoint', 'model.safetensors'));
+  await assert.rejects(train({ resume: join(o.out!, 'best'), steps: 40, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /would replace the run's latest checkpoint .*give --out DIR/.test(e.message));
+  assert.deepEqual(await readFile(join(o.out!, 'checkpoint', 'model.safetensors')), latest, 'the latest checkpoint is untouched');
+  const from = await train({ resume: join(o.out!, 'best'), out: join(o.out!, '..', 'from-best'), steps: 32, backend: 'reference' });
+  assert.equal(from.steps, 32);
+  // Resumed in place without keepBest, the run keeps its own (true) setting.
+  await train({ resume: o.out, steps: 32, backend: 'reference' });
+  assert.equal(((await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true })).training!.trainer.options as { keep_best: boolean }).keep_best, true);
+  // Without it, no best/ folder.
+  const plain = await opts({ steps: 5 });
+  assert.equal((await train(plain)).bestCheckpoint, null);
+  assert.ok(!(await readdir(plain.out!)).includes('best'));
+});
+
 test('train() and resolveConfig() refuse what the CLI would: unknown names (with the likely one) and values out of range', async () => {
   const refused = async (opts: object, re: RegExp): Promise<void> => {
     await assert.rejects(train({ out: join(await mkdtemp(join(tmpdir(), 'minigpt-opts-')), 'never'), ...opts } as TrainOptions), (e: unknown) => e instanceof MinigptError && re.test(e.message), JSON.stringify(opts));
@@ -368,6 +393,7 @@ test('train() and resolveConfig() refuse what the CLI would: unknown names (with
   await refused({ amp: 'fp8' }, /^amp must be one of off, fp16, bf16 \(got "fp8"\)$/);
   // Named as a library caller names them, not by the CLI's flags.
   await refused({ batch: 0 }, /^batch must be a whole number, 1 or more \(got 0\)$/);
+  await refused({ keepBest: 'yes' }, /^keepBest must be true or false \(got "yes"\)$/);
   await refused({ steps: 2.5 }, /^steps must be a whole number, 1 or more/);
   await refused({ lr: 0.1, minLr: 1 }, /^minLr must be at most lr \(got minLr 1, lr 0\.1\)$/);
   await refused({ model: { n_heads: 3 } }, /^n_heads \(3\) must divide d_model \(128\)$/);

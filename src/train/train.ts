@@ -96,6 +96,12 @@ export interface TrainOptions {
   samplePrompt?: string;
   /** A checkpoint every this many steps (0: only at the end; always at the end and on abort). */
   saveEvery?: number;
+  /**
+   * Also keep the checkpoint of the lowest validation loss so far in the run's `best/` folder,
+   * written whenever an evaluation beats every one before it (default false; a resumed run keeps
+   * its own unless given). Continue from it with `resume: 'RUN/best', out: 'NEW_DIR'`.
+   */
+  keepBest?: boolean;
   /** Metrics line every this many steps. */
   logEvery?: number;
   /** Read the loss back every this many steps (default 1): fewer waits on a GPU. The device skips
@@ -116,7 +122,7 @@ export interface TrainOptions {
   /** Each periodic sample's text (sampleEvery). */
   onSample?(info: { step: number; text: string }): void;
   /** After each checkpoint is written. */
-  onSave?(info: { step: number; path: string }): void;
+  onSave?(info: { step: number; path: string; best?: true }): void;
   /** Notes for the user (warnings, resumed-from...). */
   onMessage?(message: string): void;
   /** Something the user should know went wrong but was handled (a skipped step, replaced bytes);
@@ -197,6 +203,8 @@ export interface TrainSummary {
   /** The run's tokenizer and how its text was cleaned (undefined: the default cleaning). */
   tokenizer: Tokenizer;
   clean: Partial<CleanOptions> | undefined;
+  /** With keepBest: the checkpoint of the lowest validation loss (RUN/best), its step and loss; null without one. */
+  bestCheckpoint: { path: string; step: number; valLoss: number } | null;
 }
 
 export const TRAIN_DEFAULTS = {
@@ -214,6 +222,7 @@ export const TRAIN_DEFAULTS = {
   sampleEvery: 250,
   sampleTokens: 200,
   saveEvery: 250,
+  keepBest: false,
   logEvery: 10,
   syncEvery: 1,
   tokenizer: 'char' as TokenizerKind,
@@ -222,7 +231,7 @@ export const TRAIN_DEFAULTS = {
 
 /** How often a run evaluates, samples, saves, logs and reads back (option, trainer_state.json name): a resumed run keeps its own unless given. */
 const CADENCE = [['evalEvery', 'eval_every'], ['evalWindows', 'eval_windows'], ['sampleEvery', 'sample_every'], ['sampleTokens', 'sample_tokens'],
-  ['saveEvery', 'save_every'], ['logEvery', 'log_every'], ['syncEvery', 'sync_every']] as const satisfies readonly (readonly [keyof TrainOptions, string])[];
+  ['saveEvery', 'save_every'], ['keepBest', 'keep_best'], ['logEvery', 'log_every'], ['syncEvery', 'sync_every']] as const satisfies readonly (readonly [keyof TrainOptions, string])[];
 
 const FINAL_EVAL_WINDOWS = 4096;
 /** Steps of a session before its speed is measured (see the step loop). */
@@ -423,7 +432,7 @@ const TRAIN_OPTION_NAMES: Record<keyof TrainOptions, true> = {
   data: true, valData: true, textField: true, clean: true, invalidUtf8: true, tokenizer: true, bpeVocab: true, model: true,
   batch: true, accum: true, steps: true, maxTime: true, lr: true, minLr: true, warmup: true, weightDecay: true, gradClip: true,
   amp: true, ampInitialScale: true, seed: true, out: true, resume: true, initFrom: true, evalEvery: true, evalWindows: true,
-  sampleEvery: true, sampleTokens: true, samplePrompt: true, saveEvery: true, logEvery: true, syncEvery: true, backend: true,
+  sampleEvery: true, sampleTokens: true, samplePrompt: true, saveEvery: true, keepBest: true, logEvery: true, syncEvery: true, backend: true,
   threads: true, signal: true, onStart: true, onStep: true, onEval: true, onSample: true, onSave: true, onMessage: true, onWarning: true,
 };
 
@@ -450,6 +459,7 @@ function checkTrainOptions(opts: TrainOptions): void {
   for (const name of ['lr', 'maxTime', 'ampInitialScale'] as const) real(name, (v) => v > 0, 'a number above 0');
   for (const name of ['minLr', 'weightDecay', 'gradClip'] as const) real(name, (v) => v >= 0, 'a number, 0 or more');
   check(opts.amp === undefined || AMP_MODES.includes(opts.amp), () => `amp must be one of ${AMP_MODES.join(', ')} (got ${JSON.stringify(opts.amp)})`);
+  check(opts.keepBest === undefined || typeof opts.keepBest === 'boolean', () => `keepBest must be true or false (got ${JSON.stringify(opts.keepBest)})`);
   check(opts.invalidUtf8 === undefined || opts.invalidUtf8 === 'error' || opts.invalidUtf8 === 'replace', () => `invalidUtf8 must be "error" or "replace" (got ${JSON.stringify(opts.invalidUtf8)})`);
 }
 
@@ -523,10 +533,15 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   }
   const runDir = resolve(o.out ?? (resumeDir ? dirname(resumeDir) : defaultRunDir()));
   const ckptDir = join(runDir, 'checkpoint');
+  const bestDir = join(runDir, 'best');
   // A run resumed into another directory (--out) starts a new one there, from the old run's
   // checkpoint and history: that directory must not hold another run (its history would be replaced).
-  const newDir = !resumed || runDir !== dirname(resumeDir!);
+  // Only a run's own latest checkpoint continues in place: one beside it (its best/) would replace it.
+  const newDir = !resumed || resolve(resumeDir!) !== ckptDir;
   if (newDir && (await isCheckpointDir(ckptDir))) {
+    if (resumed && runDir === dirname(resolve(resumeDir!))) {
+      throw new MinigptError(`continuing from ${resumeDir} in ${runDir} would replace the run's latest checkpoint (${ckptDir}); give --out DIR for a new run that continues from it`);
+    }
     throw new MinigptError(`${runDir} already holds a run; continue it with --resume ${runDir}, or choose another --out`);
   }
   if (newDir && !(await isRunDirOrAbsent(runDir))) {
@@ -617,29 +632,37 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
         ...Object.fromEntries(CADENCE.map(([k, name]) => [name, o[k]])),
       },
     });
-    const save = async (): Promise<void> => {
+    const save = async (dir = ckptDir): Promise<void> => {
       const [weights, m, v] = await Promise.all([readWeights(model), backend.read(opt.m), backend.read(opt.v)]);
-      const previous = await isCheckpointDir(ckptDir);
+      const previous = await isCheckpointDir(dir);
       try {
-        await saveCheckpoint(ckptDir, {
+        await saveCheckpoint(dir, {
           config, weights, tokenizer,
           training: { step, m, v, trainer: stateOf() as unknown as Record<string, unknown> },
         });
       } catch (e) {
         // A failed save leaves the last good checkpoint (saves are atomic); say so.
-        if (e instanceof MinigptError && previous) throw new MinigptError(`${e.message}; the previous checkpoint in ${ckptDir} is intact (resume from it with --resume ${runDir})`);
+        if (e instanceof MinigptError && previous) throw new MinigptError(`${e.message}; the previous checkpoint in ${dir} is intact${dir === ckptDir ? ` (resume from it with --resume ${runDir})` : ''}`);
         throw e;
       }
-      o.onSave?.({ step, path: ckptDir });
+      o.onSave?.({ step, path: dir, ...(dir === bestDir ? { best: true as const } : {}) });
     };
+    // The best checkpoint so far (keepBest): this run's, or one an earlier session of it kept.
+    let best: { step: number; valLoss: number } | null = null;
     const byteLengths = tokenByteLengths(tokenizer);
     const evaluate = async (final = false): Promise<number> => {
       const { loss, tokens, bytes } = await evaluateLoss(model, valStream, B, T, final ? FINAL_EVAL_WINDOWS : o.evalWindows, byteLengths);
-      if (bestVal === null || loss < bestVal) bestVal = loss;
+      const improved = bestVal === null || loss < bestVal;
+      const bestNow: number = improved ? loss : bestVal!;
+      bestVal = bestNow;
       const bpb = bitsPerByte(loss, tokens, bytes);
       await log({ step, val_loss: loss, ...(bpb !== null ? { val_bpb: bpb } : {}), ...(final ? { final: true } : {}) });
-      o.onEval?.({ step, valLoss: loss, bestValLoss: bestVal, tokens, bitsPerByte: bpb, final });
+      o.onEval?.({ step, valLoss: loss, bestValLoss: bestNow, tokens, bitsPerByte: bpb, final });
       await replot();
+      if (improved && o.keepBest) {
+        await save(bestDir);
+        best = { step, valLoss: loss };
+      }
       return loss;
     };
     const sample = async (): Promise<void> => {
@@ -760,11 +783,17 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // The final validation loss covers the whole validation split (up to FINAL_EVAL_WINDOWS).
     if (!interrupted) finalVal = await evaluate(true);
     await save();
+    if (o.keepBest && !best && resumed && !newDir && (await isCheckpointDir(bestDir))) {
+      // Kept by an earlier session of this run, and not beaten since.
+      const kept = await loadTrainerState(bestDir).catch(() => null);
+      const keptLoss = kept?.trainer.best_val_loss;
+      if (kept && typeof keptLoss === 'number') best = { step: kept.step, valLoss: keptLoss };
+    }
     const seconds = (performance.now() - t0) / 1000;
     return {
       runDir, checkpoint: ckptDir, steps: step, tokensSeen, sessionTokens: tokensSeen - (prior?.tokens_seen ?? 0), seconds, finalLoss: lastLoss,
       bestValLoss: bestVal, finalValLoss: finalVal, interrupted, outOfTime: !interrupted && step < totalSteps, totalSteps, lastLr, skippedSteps: skipped,
-      tokenizer, clean,
+      tokenizer, clean, bestCheckpoint: best ? { path: bestDir, ...best } : null,
     };
   } finally {
     if (typeof o.backend !== 'object') backend.destroy();

@@ -63,6 +63,7 @@ const TRAIN_FLAGS = {
   'sample-every': { type: 'int', min: 0, value: 'N', description: 'print a sample every N steps (0: never)', default: TRAIN_DEFAULTS.sampleEvery },
   'log-every': { type: 'int', min: 1, value: 'N', description: 'a train-loss line in metrics.jsonl every N steps', default: TRAIN_DEFAULTS.logEvery },
   'save-every': { type: 'int', min: 0, value: 'N', description: 'checkpoint every N steps (and always at the end)', default: TRAIN_DEFAULTS.saveEvery },
+  'keep-best': { type: 'boolean', description: 'also keep the checkpoint of the lowest validation loss in RUN/best (written when an evaluation beats all before it)' },
   'sync-every': { type: 'int', min: 1, max: 1000, value: 'N', description: 'read the loss back every N steps: fewer GPU stalls, progress updates in batches (fp16 reads every step)', default: TRAIN_DEFAULTS.syncEvery },
   ...BACKEND_FLAGS,
   config: { type: 'string', value: 'FILE', description: 'JSON file of flag values (kebab or snake case); flags given here override it' },
@@ -74,7 +75,7 @@ const TRAIN_FLAGS = {
 const RESUME_FIXED = [...Object.keys(MODEL_FLAGS), 'batch', 'accum', 'lr', 'min-lr', 'warmup', 'weight-decay', 'grad-clip', 'seed', 'amp', 'clean'];
 
 /** Settings a resumed run keeps unless given, which may change: how often it evaluates, samples, saves, logs and reads back. */
-const RESUME_CADENCE = ['eval-every', 'sample-every', 'save-every', 'log-every', 'sync-every'];
+const RESUME_CADENCE = ['eval-every', 'sample-every', 'save-every', 'keep-best', 'log-every', 'sync-every'];
 
 /** Values from --config FILE, for flags the command line did not set; `set`: the flags given either way. */
 async function withConfigFile(v: FlagValues, argv: string[]): Promise<{ values: FlagValues; set: Set<string> }> {
@@ -122,6 +123,8 @@ export const trainCommand: CommandSpec = {
     'may change, and are the run\'s own unless given).',
     '--init-from starts a new run (new --out, fresh optimizer and schedule) from any checkpoint\'s weights;',
     'the model shape and tokenizer come from the checkpoint (--dropout may change). Exit status 130 after an interrupt.',
+    'With --keep-best, RUN/best holds the checkpoint of the lowest validation loss so far (a run that overfits ends',
+    'worse than it was): sample or eval it with --ckpt RUN/best, continue from it with --resume RUN/best --out DIR.',
     '',
     'Documents (the files of a --data folder, the records of a JSONL file) are each cleaned and joined with',
     '<|endoftext|> between them for the gpt2 and bpe tokenizers (the model learns where a document ends, and',
@@ -180,7 +183,7 @@ export const trainCommand: CommandSpec = {
         weightDecay: v['weight-decay'] as number, gradClip: v['grad-clip'] as number,
         amp: v.amp as 'off' | 'fp16' | 'bf16', seed: v.seed as number,
         out: v.out as string | undefined, resume: v.resume as string | undefined, initFrom: v['init-from'] as string | undefined,
-        evalEvery: v['eval-every'] as number, sampleEvery: v['sample-every'] as number, saveEvery: v['save-every'] as number,
+        evalEvery: v['eval-every'] as number, sampleEvery: v['sample-every'] as number, saveEvery: v['save-every'] as number, keepBest: v['keep-best'] === true ? true : undefined,
         syncEvery: v['sync-every'] as number, logEvery: v['log-every'] as number,
         backend: v.backend as string, threads: v.threads as number | undefined,
         signal: controller.signal,
@@ -224,6 +227,7 @@ export const trainCommand: CommandSpec = {
         `${row('best val loss')}${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}${summary.bestValLoss !== null && summary.bestValLoss !== summary.finalValLoss ? ' (a periodic evaluation: a sample of the validation split)' : ''}`,
         summary.skippedSteps ? `${row('skipped steps')}${summary.skippedSteps} (non-finite gradients)` : '',
         `${row('checkpoint')}${rel(summary.checkpoint)}`,
+        summary.bestCheckpoint ? `${row('best checkpoint')}${rel(summary.bestCheckpoint.path)} (step ${summary.bestCheckpoint.step}, val loss ${summary.bestCheckpoint.valLoss.toFixed(4)})` : '',
         (await exists(plot)) ? `${row('loss plot')}${rel(plot)}` : '',
         summary.interrupted || summary.outOfTime ? `next: npx minigpt train --resume ${rel(summary.runDir)}   (continues exactly where it stopped)` : `next: npx minigpt sample --ckpt ${rel(summary.runDir)}${samplePromptFlag(summary)}`,
       ].filter(Boolean).join('\n'));
