@@ -100,9 +100,10 @@ test('train -> sample -> eval --data -> plot, from the command line', async () =
   const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
   await writeFile(join(root, 'corpus.txt'), CORPUS);
   const runDir = join(root, 'run');
-  const t = spawnSync(process.execPath, [CLI, 'train', '--data', join(root, 'corpus.txt'), '--steps', '30', '--eval-every', '10', '--out', runDir, ...TRAIN_TINY], { encoding: 'utf8', cwd: root });
+  const t = spawnSync(process.execPath, [CLI, 'train', '--data', join(root, 'corpus.txt'), '--steps', '30', '--eval-every', '10', '--keep-best', '--out', runDir, ...TRAIN_TINY], { encoding: 'utf8', cwd: root });
   assert.equal(t.status, 0, t.stderr);
   assert.match(t.stdout, /done: 30 steps/);
+  assert.match(t.stdout, /best checkpoint run\/best \(step [123]0, val loss \d\.\d{4}\)/);
   assert.match(t.stdout, /best val loss\s+\d\.\d{4}/);
   assert.match(t.stderr, /step 30\/30 loss \d\.\d{4} lr [\d.e+-]+ [\d.]+k? tok\/s ETA/);
   assert.match(t.stderr, /step 30: final val loss \d\.\d{4} over the validation split \([\d,]+ tokens, \d\.\d{3} bits per byte\)/);
