@@ -51,6 +51,20 @@ test('--interactive with --prompt is refused in one line', () => {
   assert.equal(r.stderr, 'minigpt: error: --prompt goes without --interactive (type the prompts at the > instead)\n');
 });
 
+test('--count N writes N samples of the prompt, sample n with --seed + n, a line "---" between them; not with --interactive', () => {
+  const r = sample(['--prompt', 'hello', '--count', '3', '--tokens', '10', '--seed', '5'], '');
+  assert.equal(r.status, 0, r.stderr);
+  const samples = r.stdout.split('---\n');
+  assert.equal(samples.length, 3, r.stdout);
+  for (const [n, s] of samples.entries()) {
+    const alone = sample(['--prompt', 'hello', '--tokens', '10', '--seed', String(5 + n)], '');
+    assert.equal(s, alone.stdout, `sample ${n} is the sample of seed ${5 + n}`);
+  }
+  const refused = sample(['--interactive', '--count', '2'], 'hello\n');
+  assert.equal(refused.status, 1);
+  assert.match(refused.stderr, /^minigpt: error: --count goes without --interactive/);
+});
+
 test('a sample ends where the model ends the text, with a note on stderr; --ignore-eot goes on', async () => {
   const m = endOfTextModel();
   const zip = join(root, 'ends.zip');

@@ -12,7 +12,7 @@ const YIELD_MS = 25;
 export const sampleCommand: CommandSpec = {
   name: 'sample',
   summary: 'generate text from a checkpoint, streamed as it comes (KV cache)',
-  usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT | --interactive] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eot]',
+  usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT [--count N] | --interactive] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eot]',
   flags: {
     ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the latest run in ./runs)' },
     prompt: { type: 'string', value: 'TEXT', description: 'text to continue', default: '' },
@@ -21,13 +21,15 @@ export const sampleCommand: CommandSpec = {
     'top-k': { type: 'int', min: 0, value: 'K', description: 'sample from the K most likely tokens (0: all)', default: 0 },
     'top-p': { type: 'number', above: 0, max: 1, value: 'P', description: 'nucleus sampling: smallest set with probability P (1: all)', default: 1 },
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 0 },
+    count: { type: 'int', min: 1, max: 10000, value: 'N', description: 'samples of the prompt, the model loaded once: sample n uses --seed + n; a line "---" between them', default: 1 },
     interactive: { type: 'boolean', description: 'read prompts from stdin, one per line, and answer each with a sample (the model is loaded once)' },
     'ignore-eot': { type: 'boolean', description: 'go on when the model samples <|endoftext|> (default: stop there, as transformers and llama.cpp do)' },
     ...BACKEND_FLAGS,
   },
-  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --interactive --tokens 100`,
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --interactive --tokens 100`,
   async run(v) {
     check(!(v.interactive && flagsOnCommandLine().has('prompt')), '--prompt goes without --interactive (type the prompts at the > instead)');
+    check(!(v.interactive && flagsOnCommandLine().has('count')), '--count goes without --interactive (each prompt you type gets one sample; type it again for another)');
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined, forSampling: true });
     const opts = {
@@ -48,7 +50,10 @@ export const sampleCommand: CommandSpec = {
     // A reader that went away (`| head`) stops generation too, quietly (exit 0).
     const offClosed = onOutputClosed(() => controller.abort());
     try {
-      await streamSample(loaded, prompt, { ...opts, signal: controller.signal });
+      for (let n = 0; n < (v.count as number) && !controller.signal.aborted; n++) {
+        if (n > 0) process.stdout.write('---\n');
+        await streamSample(loaded, prompt, { ...opts, seed: opts.seed + n, signal: controller.signal });
+      }
     } finally {
       offClosed();
       process.off('SIGINT', onSigint);
