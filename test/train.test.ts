@@ -1,7 +1,7 @@
 /** The training loop as a library: learning, exact resume, interruption, mixed precision, divergence. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, writeFile, readFile, readdir, appendFile } from 'node:fs/promises';
+import { mkdtemp, writeFile, readFile, readdir, appendFile, cp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -370,10 +370,15 @@ test('keepBest keeps the checkpoint of the lowest validation loss in RUN/best; c
   assert.deepEqual(summary.bestCheckpoint, { path: join(o.out!, 'best'), step: min.step, valLoss: min.val_loss });
   // Continuing from best/ in the run's own folder would replace its latest checkpoint.
   const latest = await readFile(join(o.out!, 'checkpoint', 'model.safetensors'));
-  await assert.rejects(train({ resume: join(o.out!, 'best'), steps: 40, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /would replace the run's latest checkpoint .*give --out DIR/.test(e.message));
+  await assert.rejects(train({ resume: join(o.out!, 'best'), steps: 40, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /best is not the latest checkpoint of a run \(continuing in .* would replace .*checkpoint\); give --out DIR for a new run that continues from it$/.test(e.message));
   assert.deepEqual(await readFile(join(o.out!, 'checkpoint', 'model.safetensors')), latest, 'the latest checkpoint is untouched');
   const from = await train({ resume: join(o.out!, 'best'), out: join(o.out!, '..', 'from-best'), steps: 32, backend: 'reference' });
   assert.equal(from.steps, 32);
+  // A checkpoint folder copied out of its run is not resumed into the folder around it either.
+  const copyParent = await mkdtemp(join(tmpdir(), 'minigpt-copy-'));
+  await cp(join(o.out!, 'best'), join(copyParent, 'mymodel'), { recursive: true });
+  await assert.rejects(train({ resume: join(copyParent, 'mymodel'), steps: 40, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /mymodel is not the latest checkpoint of a run; give --out DIR/.test(e.message));
+  assert.deepEqual(await readdir(copyParent), ['mymodel'], 'nothing is written beside it');
   // Resumed in place without keepBest, the run keeps its own (true) setting.
   await train({ resume: o.out, steps: 32, backend: 'reference' });
   assert.equal(((await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true })).training!.trainer.options as { keep_best: boolean }).keep_best, true);

@@ -538,10 +538,12 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   // checkpoint and history: that directory must not hold another run (its history would be replaced).
   // Only a run's own latest checkpoint continues in place: one beside it (its best/) would replace it.
   const newDir = !resumed || resolve(resumeDir!) !== ckptDir;
+  if (resumed && newDir && o.out === undefined) {
+    // A checkpoint folder of its own (a copy, a run's best/): the folder around it is no run of its.
+    const replaces = await isCheckpointDir(ckptDir);
+    throw new MinigptError(`${resumeDir} is not the latest checkpoint of a run${replaces ? ` (continuing in ${runDir} would replace ${ckptDir})` : ''}; give --out DIR for a new run that continues from it`);
+  }
   if (newDir && (await isCheckpointDir(ckptDir))) {
-    if (resumed && runDir === dirname(resolve(resumeDir!))) {
-      throw new MinigptError(`continuing from ${resumeDir} in ${runDir} would replace the run's latest checkpoint (${ckptDir}); give --out DIR for a new run that continues from it`);
-    }
     throw new MinigptError(`${runDir} already holds a run; continue it with --resume ${runDir}, or choose another --out`);
   }
   if (newDir && !(await isRunDirOrAbsent(runDir))) {
