@@ -159,10 +159,10 @@ export const MODEL_FLAGS: FlagSpecs = {
   init: { type: 'string', choices: INIT_STRATEGIES, description: 'weight init', default: 'gpt2' },
 };
 
-/** Model config fields from parsed model flags (vocab_size left to the caller when absent). */
 /** A model setting as the CLI's flag that sets it: n_heads -> "--n-heads" (for resolveConfig's messages). */
 export const flagName = (key: keyof ModelConfig): string => `--${key.replace(/_/g, '-')}`;
 
+/** Model config fields from parsed model flags (vocab_size left to the caller when absent). */
 export function modelConfigFromFlags(v: FlagValues): Partial<ModelConfig> {
   return {
     vocab_size: v['vocab-size'] as number | undefined,

@@ -11,6 +11,11 @@ export function formatRate(tokensPerSecond: number): string {
   return tokensPerSecond >= 1000 ? `${(tokensPerSecond / 1000).toFixed(1)}k` : tokensPerSecond.toFixed(0);
 }
 
+/** ", 1.234 bits per byte" to follow a loss, or nothing where the tokens stand for no text. */
+export function perByte(bitsPerByte: number | null): string {
+  return bitsPerByte === null ? '' : `, ${bitsPerByte.toFixed(3)} bits per byte`;
+}
+
 export interface ProgressLine {
   update(step: number, total: number, fields: string): void;
   /** Prints a whole line above the bar. */

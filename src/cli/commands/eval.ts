@@ -3,6 +3,7 @@ import { BACKEND_FLAGS, TEXT_FLAGS, flagsOnCommandLine, type CommandSpec } from 
 import { encodeUserText } from '../../data/tokenizer.js';
 import { isShardDir } from '../../data/shards.js';
 import { loadModel, scoreText } from '../../inference.js';
+import { perByte } from '../progress.js';
 import { preparePrompt } from '../../generate.js';
 import { evaluateRunData, evaluateShards, evaluateText, findCheckpointDir, latestRun } from '../../train/train.js';
 import { loadDocuments } from '../../data/text.js';
@@ -77,8 +78,3 @@ export const evalCommand: CommandSpec = {
     else console.log(`${v.all ? 'all' : 'validation split'}: loss ${result.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)}${perByte(result.bitsPerByte)} over ${result.tokens.toLocaleString('en-US')} tokens`);
   },
 };
-
-/** ", 1.234 bits per byte", or nothing where the tokens stand for no text. */
-function perByte(bitsPerByte: number | null): string {
-  return bitsPerByte === null ? '' : `, ${bitsPerByte.toFixed(3)} bits per byte`;
-}

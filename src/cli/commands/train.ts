@@ -5,7 +5,7 @@ import { cleanText } from '../../data/text.js';
 import { describeSeparator } from '../../data/documents.js';
 import { resolveConfig } from '../../model/config.js';
 import { AMP_MODES } from '../../train/amp.js';
-import { formatDuration, formatRate, progressLine } from '../progress.js';
+import { formatDuration, formatRate, perByte, progressLine } from '../progress.js';
 import { readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { exists } from '../../util/fs.js';
@@ -204,7 +204,7 @@ export const trainCommand: CommandSpec = {
         onEval(e) {
           lastVal = ` val ${e.valLoss.toFixed(4)}`;
           if (!quiet) bar.print(e.final
-            ? `step ${e.step}: final val loss ${e.valLoss.toFixed(4)} over the validation split (${e.tokens.toLocaleString('en-US')} tokens${e.bitsPerByte !== null ? `, ${e.bitsPerByte.toFixed(3)} bits per byte` : ''})`
+            ? `step ${e.step}: final val loss ${e.valLoss.toFixed(4)} over the validation split (${e.tokens.toLocaleString('en-US')} tokens${perByte(e.bitsPerByte)})`
             : `step ${e.step}: val loss ${e.valLoss.toFixed(4)} (best ${e.bestValLoss.toFixed(4)})`);
         },
         onSample: quiet ? undefined : (s) => bar.print(`--- sample at step ${s.step} ---\n${s.text}\n---`),
