@@ -358,6 +358,34 @@ test('documents (folder files, JSONL records): <|endoftext|> between them for gp
   assert.notEqual(starts[1]!.trainTokens, starts[0]!.trainTokens);
 });
 
+test('--val-data beside shards is joined as the shards\' documents were (their meta.json), also for shards prepared before it was recorded', async () => {
+  const { loadTrainingData } = await import('../src/train/train.js');
+  const { prepareShards } = await import('../src/data/shards.js');
+  const { gpt2Tokenizer } = await import('../src/data/gpt2.js');
+  const { cleanText } = await import('../src/data/text.js');
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-shards-val-'));
+  await writeFile(join(dir, 'train.jsonl'), ['{"text": "First document."}', '{"text": "Second document."}'].join('\n'));
+  await writeFile(join(dir, 'val.jsonl'), ['{"text": "Held out."}', '{"text": "Also held out."}'].join('\n'));
+  const shards = join(dir, 'shards');
+  await prepareShards({ data: join(dir, 'train.jsonl'), out: shards, tokenizer: 'gpt2', valFraction: 0 });
+  const valTokens = (d: { val: { length: number; read(at: number, into: Int32Array): void } }): number[] => {
+    const buf = new Int32Array(d.val.length);
+    d.val.read(0, buf);
+    return [...buf];
+  };
+  const gpt2 = gpt2Tokenizer();
+  const withEot = await loadTrainingData({ data: shards, valData: join(dir, 'val.jsonl') });
+  assert.equal(withEot.documentSeparator, '<|endoftext|>');
+  assert.deepEqual(valTokens(withEot), [...gpt2.encode('Held out.'), 50256, ...gpt2.encode('Also held out.')]);
+  const metaPath = join(shards, 'meta.json');
+  const meta = JSON.parse(await readFile(metaPath, 'utf8'));
+  delete meta.document_separator; // as shards prepared before meta.json recorded it: joined by a blank line
+  await writeFile(metaPath, JSON.stringify(meta));
+  const older = await loadTrainingData({ data: shards, valData: join(dir, 'val.jsonl') });
+  assert.equal(older.documentSeparator, '\n\n');
+  assert.deepEqual(valTokens(older), [...gpt2.encode(cleanText('Held out.\n\nAlso held out.'))]);
+});
+
 test('keepBest keeps the checkpoint of the lowest validation loss in RUN/best; continuing from it needs another folder; a resumed run keeps the setting', async () => {
   const o = await opts({ steps: 30, evalEvery: 5, lr: 3e-2, keepBest: true });
   const summary = await train(o);

@@ -382,7 +382,8 @@ export interface TrainingData {
  * `tokenizer` given), encodes, and splits off validation (the last 10%, or `valData`).
  * Documents (a folder's files, JSONL records) are separated by <|endoftext|> where the tokenizer
  * has it (gpt2, bpe), else by a blank line; `documentSeparator` overrides that (a run resumed reads
- * its data as it did). A directory written by `minigpt prepare` is read from its shards, never loaded whole.
+ * its data as it did). A directory written by `minigpt prepare` is read from its shards, never loaded whole;
+ * a `valData` beside shards is joined as the shards' documents were (their meta.json's separator).
  */
 export async function loadTrainingData(
   o: Pick<TrainOptions, 'data' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage' | 'clean' | 'invalidUtf8'> & { documentSeparator?: DocumentSeparator },
@@ -403,11 +404,13 @@ export async function loadTrainingData(
       throw e;
     }
     const tokenizer = existing ?? shards.tokenizer;
-    const separator = o.documentSeparator ?? documentSeparatorOf(tokenizer);
+    // --val-data is joined as the shards' documents were (shards prepared before meta.json
+    // recorded it joined them by a blank line); a resumed run passes the separator it recorded.
+    const separator = o.documentSeparator ?? shards.meta.document_separator ?? BLANK_LINE_SEPARATOR;
     const val = o.valData ? memoryTokens(encodeAll(tokenizer, (await loadCleanDocuments(o.valData, separator, o)).documents, o.valData, existing ? tokenizerWhose : 'the shards\'')) : shards.val;
     return {
       tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)`, ...(shards.meta.clean ? { shardsClean: shards.meta.clean } : {}),
-      documentSeparator: shards.meta.document_separator ?? BLANK_LINE_SEPARATOR,
+      documentSeparator: separator,
     };
   }
   const kind = (typeof o.tokenizer === 'string' ? o.tokenizer : undefined) ?? TRAIN_DEFAULTS.tokenizer;
