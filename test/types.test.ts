@@ -32,3 +32,41 @@ test('a strict TypeScript consumer of the package type-checks against dist/*.d.t
     '--types', 'node', '--typeRoots', join(ROOT, 'node_modules', '@types'), 'use.ts'], { cwd: dir, encoding: 'utf8' });
   assert.equal(r.status, 0, r.stdout + r.stderr);
 });
+
+test('every type a public signature names is exported from the package, so a user can name it', async () => {
+  const { default: ts } = await import('typescript');
+  const index = join(ROOT, 'dist', 'src', 'index.d.ts');
+  const program = ts.createProgram([index], { strict: true, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022, types: [] });
+  const checker = program.getTypeChecker();
+  const moduleSymbol = checker.getSymbolAtLocation(program.getSourceFile(index)!)!;
+  const resolved = (s: import('typescript').Symbol): import('typescript').Symbol => (s.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(s) : s);
+  const exported = new Set(checker.getExportsOfModule(moduleSymbol).map(resolved));
+  const ours = (d: import('typescript').Declaration): boolean => d.getSourceFile().fileName.startsWith(join(ROOT, 'dist', 'src'));
+  const missing = new Map<string, Set<string>>();
+  for (const symbol of exported) {
+    for (const declaration of symbol.declarations ?? []) {
+      const visit = (node: import('typescript').Node): void => {
+        if (ts.isTypeReferenceNode(node) || ts.isExpressionWithTypeArguments(node) || ts.isTypeQueryNode(node)) {
+          let name = ts.isTypeReferenceNode(node) ? node.typeName : ts.isTypeQueryNode(node) ? node.exprName : node.expression;
+          // Enum.MEMBER: the enum is what a user imports.
+          while (ts.isQualifiedName(name)) name = name.left;
+          const target = checker.getSymbolAtLocation(name);
+          // Type parameters and names from outside the package (lib, @types/node) are the user's to name.
+          if (target && !(target.flags & ts.SymbolFlags.TypeParameter)) {
+            const real = resolved(target);
+            if ((real.declarations ?? []).some(ours) && !exported.has(real)) {
+              const uses = missing.get(real.name) ?? new Set<string>();
+              uses.add(symbol.name);
+              missing.set(real.name, uses);
+            }
+          }
+        }
+        // A member's own body (a function's statements) is not part of its signature; .d.ts files have none.
+        ts.forEachChild(node, visit);
+      };
+      visit(declaration);
+    }
+  }
+  const report = [...missing].map(([name, uses]) => `${name} (named by ${[...uses].join(', ')})`).join('\n');
+  assert.equal(missing.size, 0, `types named in public declarations but not exported from src/index.ts:\n${report}`);
+});

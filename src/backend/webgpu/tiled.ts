@@ -46,12 +46,13 @@
  */
 import type { KernelSpec } from './kernels.js';
 
+/** The register-tiled matmuls' output tile sizes (MM_CONFIGS). */
+export type MmTile = 128 | 64;
 /** Register-tiled matmul configurations: output tile BMxBN, TMxTN per invocation, K step BK. */
 export const MM_CONFIGS = {
   128: { BM: 128, BN: 128, TM: 8, TN: 8, BK: 8 },
   64: { BM: 64, BN: 64, TM: 4, TN: 4, BK: 16 },
-} as const;
-export type MmTile = keyof typeof MM_CONFIGS;
+} as const satisfies Record<MmTile, object>;
 
 /** Name of the matmul kernel with output tile `tile`. */
 export const mmName = (tile: MmTile): string => `mm${tile}`;
