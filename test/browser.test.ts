@@ -84,6 +84,7 @@ interface PageState {
   sample: string;
   loadedFrom: string;
   hasModel: boolean;
+  stopReason: string;
   error: string;
   generation: { state: string; prompt: string; text: string; error: string; note: string };
   download: { state: string; format: string; fileName: string; bytes: number; error: string };
@@ -467,6 +468,25 @@ test('browser page: Stop ends the run after its current step and still shows a s
   assert.ok(state.sample.trim().length > 0, 'the sample is empty after a stop');
   // 'stopped' is posted once the run has ended (its last validation loss and sample taken), with its model.
   assert.equal(state.hasModel, true);
+});
+
+test('browser page: a run whose loss stays non-finite stops, says it diverged, and keeps its model (the last good step\'s)', { skip, timeout: 60_000 }, async () => {
+  const opened = await openPage('steps=200&lr=1e30&warmup=0&min_lr=0&batch=4&context=32&d_model=32&n_heads=2&n_layers=1&sample_tokens=12&sample_every=0&eval_every=0&backend=reference');
+  const { page, errors } = opened;
+  try {
+    await waitFor(opened, RUN_ENDED);
+    const state = await page.evaluate<PageState>('window.minigpt');
+    assert.deepEqual(errors, []);
+    assert.equal(state.state, 'stopped');
+    // lr 1e30: the first update blows the weights up; every later step is skipped, and the fifth ends the run.
+    assert.equal(state.losses.length, 6, `${state.losses.length} steps`);
+    assert.ok(Number.isFinite(state.losses[0]) && state.losses.slice(1).every(Number.isNaN), JSON.stringify(state.losses));
+    assert.equal(state.stopReason, 'training diverged: steps 2-6 had a non-finite loss or gradient, so the run stopped; the model is that of step 1; try a lower lr (now 1e+30)');
+    assert.match((await page.textContent('#status')) ?? '', /^stopped: step 6\/200, .*; training diverged: steps 2-6 .*; the model is ready/);
+    assert.equal(state.hasModel, true);
+  } finally {
+    await page.close();
+  }
 });
 
 test('browser page: while a run trains, Train, Load and Restore wait (each would throw the run away); a link to a run on pasted text waits for the text', { skip, timeout: 60_000 }, async () => {

@@ -261,11 +261,16 @@ test('bf16 training runs without loss scaling and lowers the loss', async () => 
   assert.ok(losses.at(-1)! < losses[0] - 1);
 });
 
-test('a loss that keeps coming out non-finite stops training with a clear error and the last good checkpoint', async () => {
-  const o = await opts({ lr: 1e30, warmup: 0, minLr: 0, gradClip: 0, steps: 50 });
-  await assert.rejects(train(o), (e: unknown) => e instanceof MinigptError && /training diverged/.test(e.message) && /lower --lr/.test(e.message));
-  const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true });
-  assert.ok(ckpt.weights.every(Number.isFinite));
+test('a loss that keeps coming out non-finite stops training with a clear error and the last good checkpoint (fp32, and bf16, which has no loss scale to halve)', async () => {
+  for (const amp of ['off', 'bf16'] as const) {
+    const o = await opts({ lr: 1e30, warmup: 0, minLr: 0, gradClip: 0, steps: 50, amp });
+    let tries = 0;
+    await assert.rejects(train({ ...o, onMessage: (m) => void (tries += /skipped the update/.test(m) ? 1 : 0) }),
+      (e: unknown) => e instanceof MinigptError && /training diverged: 5 tries in a row at step 2/.test(e.message) && /lower --lr/.test(e.message), amp);
+    assert.equal(tries, 5, amp);
+    const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true });
+    assert.ok(ckpt.weights.every(Number.isFinite));
+  }
 });
 
 test('lr-find sweeps exponentially, suggests a rate inside the sweep, and touches no checkpoint', async () => {

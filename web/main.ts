@@ -313,7 +313,7 @@ function statusLine(s: PageView, o: PageOptions | null): string {
   if (n) parts.push(`${s.tokensPerSecond.toFixed(0)} tokens/s`);
   if (s.state === 'training' && n && o && !stillStopping) parts.push(`${eta(s, o)} left`);
   const next = s.hasModel && (s.state === 'done' || s.state === 'stopped') ? '; the model is ready: type a prompt under Generate, or download it' : '';
-  return parts.join(', ') + next;
+  return parts.join(', ') + (s.stopReason ? `; ${s.stopReason}` : '') + next;
 }
 
 /**

@@ -81,8 +81,13 @@ export interface PageState {
   clean: Partial<CleanOptions> | null;
   /** A model is in the worker: it can generate and be downloaded (after a run ends, or a checkpoint loads). */
   hasModel: boolean;
+  /** Why a run stopped on its own before its last step (it diverged); else empty. */
+  stopReason: string;
   error: string;
 }
+
+/** Steps in a row with a non-finite loss or gradient after which a run stops: it diverged (as train() stops). */
+export const DIVERGED_STEPS = 5;
 
 /** Validation batches per evaluation: their windows are spread evenly over the validation split and the same every time. */
 export const EVAL_BATCHES = 4;
@@ -183,7 +188,7 @@ export function emptyState(dataName: string, error = ''): PageState {
   return {
     state: error ? 'error' : 'loading', backend: '', adapter: '', backendNote: '', config: null, parameters: 0, dataName,
     characters: 0, trainTokens: 0, valTokens: 0, losses: [], valLosses: [], valNote: '', tokensPerSecond: 0, sample: '',
-    loadedFrom: '', clean: null, hasModel: false, error,
+    loadedFrom: '', clean: null, hasModel: false, stopReason: '', error,
   };
 }
 
@@ -280,6 +285,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     let t0 = performance.now();
     // 'stopped' only once the run has ended: until its last validation loss and sample it is still 'training'.
     let stopped = false;
+    let bad = 0;
     for (let step = 1; step <= o.steps; step++) {
       if (hooks.signal?.aborted) { stopped = true; break; }
       zeroGrads(model);
@@ -290,8 +296,17 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
       const loss = await meanLoss(model);
       // As in train(): a non-finite gradient norm skips the update instead of poisoning the weights.
       const gradNorm = await optimizerStepChecked(model, opt, learningRate(schedule, step));
-      s.losses.push(Number.isFinite(loss) && Number.isFinite(gradNorm) ? loss : NaN);
+      const finite = Number.isFinite(loss) && Number.isFinite(gradNorm);
+      s.losses.push(finite ? loss : NaN);
       s.tokensPerSecond = (step * B * T) / ((performance.now() - t0) / 1000);
+      bad = finite ? 0 : bad + 1;
+      if (bad >= DIVERGED_STEPS) {
+        // A skipped step leaves the weights as they were: the model is the last good step's.
+        const good = step - bad;
+        s.stopReason = `training diverged: steps ${good + 1}-${step} had a non-finite loss or gradient, so the run stopped; the model is that of step ${good}; try a lower lr (now ${o.lr})`;
+        stopped = true;
+        break;
+      }
       update();
       // tokens/s counts training time only, not evaluations and samples.
       const t = performance.now();

@@ -771,7 +771,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
           unlogged = null;
         }
       }
-      if (consecutiveBad >= 5 && (amp.mode === 'off' || amp.scale < 1)) {
+      // fp16 halves its loss scale on each bad try, so an overflow is given until the scale is spent;
+      // without a scale to blame (off, bf16), five bad tries of one step end the run.
+      if (consecutiveBad >= 5 && (amp.mode !== 'fp16' || amp.scale < 1)) {
         await save();
         throw new MinigptError(`training diverged: ${consecutiveBad} tries in a row at step ${step + 1} had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower --lr (now ${o.lr})`);
       }
