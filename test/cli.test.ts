@@ -96,6 +96,16 @@ test('--help lists every flag of the command', () => {
 const TRAIN_TINY = ['--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '4', '--backend', 'reference', '--sample-every', '0'];
 const CORPUS = Array.from({ length: 200 }, (_, i) => `the ${['cat', 'dog'][i % 2]} sat on the mat.`).join('\n');
 
+test('train says when its final evaluation covered a sample of a long validation split (4096 windows spread over it), not the whole of it', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  // 700,000 characters: a validation split of 70,000 tokens, more than 4096 windows of 16.
+  await writeFile(join(root, 'long.txt'), CORPUS.repeat(Math.ceil(700_000 / CORPUS.length)).slice(0, 700_000));
+  const t = spawnSync(process.execPath, [CLI, 'train', '--data', join(root, 'long.txt'), '--steps', '2', '--eval-every', '0', '--out', join(root, 'run'), ...TRAIN_TINY], { encoding: 'utf8', cwd: root });
+  assert.equal(t.status, 0, t.stderr);
+  assert.match(t.stderr, /step 2: final val loss \d\.\d{4} over 4,096 windows spread over the validation split \(65,536 of its 70,000 tokens, /);
+  assert.match(t.stdout, /final val loss\s+\d\.\d{4} \(4,096 windows spread over the validation split, 65,536 of its 70,000 tokens; minigpt eval reproduces it\)/);
+});
+
 test('train -> sample -> eval --data -> plot, from the command line', async () => {
   const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
   await writeFile(join(root, 'corpus.txt'), CORPUS);
@@ -106,7 +116,7 @@ test('train -> sample -> eval --data -> plot, from the command line', async () =
   assert.match(t.stdout, /best checkpoint run\/best \(step [123]0, val loss \d\.\d{4}\)/);
   assert.match(t.stdout, /best val loss\s+\d\.\d{4}/);
   assert.match(t.stderr, /step 30\/30 loss \d\.\d{4} lr [\d.e+-]+ [\d.]+k? tok\/s ETA/);
-  assert.match(t.stderr, /step 30: final val loss \d\.\d{4} over the validation split \([\d,]+ tokens, \d\.\d{3} bits per byte\)/);
+  assert.match(t.stderr, /step 30: final val loss \d\.\d{4} over the whole validation split \([\d,]+ tokens, \d\.\d{3} bits per byte\)/);
   const s = spawnSync(process.execPath, [CLI, 'sample', '--prompt', 'the ', '--tokens', '12', '--seed', '3'], { encoding: 'utf8', cwd: root });
   assert.equal(s.status, 0, s.stderr);
   assert.equal(s.stdout.length, 'the '.length + 12 + 1, 'uses runs/latest when --ckpt is absent');

@@ -175,7 +175,7 @@ export interface EvalInfo {
   tokens: number;
   /** The loss in bits per UTF-8 byte of the scored text (comparable across tokenizers; null: no text). */
   bitsPerByte: number | null;
-  /** The evaluation at the end of the run, over the whole validation split (up to 4096 windows). */
+  /** The evaluation at the end of the run, over the whole validation split, or 4096 windows spread over a longer one. */
   final: boolean;
 }
 
@@ -191,7 +191,7 @@ export interface TrainSummary {
   finalLoss: number;
   /** Lowest validation loss of the run (periodic evaluations sample evalWindows windows; the final one covers the whole split). */
   bestValLoss: number | null;
-  /** The final evaluation's loss, over the whole validation split (null when interrupted). */
+  /** The final evaluation's loss, over the whole validation split, or 4096 windows spread over a longer one (null when interrupted). */
   finalValLoss: number | null;
   interrupted: boolean;
   /** Stopped by maxTime before `totalSteps`: the learning rate had not finished its decay. */

@@ -153,6 +153,11 @@ export const trainCommand: CommandSpec = {
     // Output closed under us (`minigpt train | head`): stop as Ctrl-C does, saving the run.
     const offClosed = onOutputClosed(() => controller.abort());
     let lastVal = '';
+    // What the final evaluation covered: the whole validation split, or FINAL_EVAL_WINDOWS windows spread over it.
+    let valTokens = 0, context = 0, finalTokens = 0;
+    const whole = (): boolean => finalTokens >= valTokens - context;
+    const coverage = (): string => whole() ? 'the whole validation split' : `${Math.round(finalTokens / context).toLocaleString('en-US')} windows spread over the validation split`;
+    const scored = (): string => whole() ? `${finalTokens.toLocaleString('en-US')} tokens` : `${finalTokens.toLocaleString('en-US')} of its ${valTokens.toLocaleString('en-US')} tokens`;
     try {
       // Resuming: pass only the settings given on the command line (or in --config), so that
       // train() can refuse one that differs from the run's instead of taking a default for it.
@@ -189,6 +194,8 @@ export const trainCommand: CommandSpec = {
         signal: controller.signal,
         async onStart(s) {
           await recordLatestRun(s.runDir);
+          valTokens = s.valTokens;
+          context = s.config.context;
           const lines = [
             `run ${relative(process.cwd(), s.runDir) || s.runDir}`,
             `model: ${s.parameters.toLocaleString('en-US')} parameters (d_model ${s.config.d_model}, ${plural(s.config.n_heads, 'head')}, ${plural(s.config.n_layers, 'layer')}, context ${s.config.context}, ${s.config.mlp})`,
@@ -203,8 +210,9 @@ export const trainCommand: CommandSpec = {
         },
         onEval(e) {
           lastVal = ` val ${e.valLoss.toFixed(4)}`;
+          if (e.final) finalTokens = e.tokens;
           if (!quiet) bar.print(e.final
-            ? `step ${e.step}: final val loss ${e.valLoss.toFixed(4)} over the validation split (${e.tokens.toLocaleString('en-US')} tokens${perByte(e.bitsPerByte)})`
+            ? `step ${e.step}: final val loss ${e.valLoss.toFixed(4)} over ${coverage()} (${scored()}${perByte(e.bitsPerByte)})`
             : `step ${e.step}: val loss ${e.valLoss.toFixed(4)} (best ${e.bestValLoss.toFixed(4)})`);
         },
         onSample: quiet ? undefined : (s) => bar.print(`--- sample at step ${s.step} ---\n${s.text}\n---`),
@@ -223,7 +231,7 @@ export const trainCommand: CommandSpec = {
           ? `${row('tokens seen')}${summary.tokensSeen.toLocaleString('en-US')} in ${formatDuration(summary.seconds)} (${formatRate(summary.tokensSeen / Math.max(summary.seconds, 1e-9))} tok/s)`
           : `${row('tokens seen')}${summary.tokensSeen.toLocaleString('en-US')}, ${summary.sessionTokens.toLocaleString('en-US')} of them in this session's ${formatDuration(summary.seconds)} (${formatRate(summary.sessionTokens / Math.max(summary.seconds, 1e-9))} tok/s)`,
         Number.isFinite(summary.finalLoss) ? `${row('last train loss')}${summary.finalLoss.toFixed(4)} (one batch)` : '',
-        summary.finalValLoss !== null ? `${row('final val loss')}${summary.finalValLoss.toFixed(4)} (whole validation split; minigpt eval reproduces it)` : '',
+        summary.finalValLoss !== null ? `${row('final val loss')}${summary.finalValLoss.toFixed(4)} (${whole() ? coverage() : `${coverage()}, ${scored()}`}; minigpt eval reproduces it)` : '',
         `${row('best val loss')}${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}${summary.bestValLoss !== null && summary.bestValLoss !== summary.finalValLoss ? ' (a periodic evaluation: a sample of the validation split)' : ''}`,
         summary.skippedSteps ? `${row('skipped steps')}${summary.skippedSteps} (non-finite gradients)` : '',
         `${row('checkpoint')}${rel(summary.checkpoint)}`,
