@@ -4,9 +4,12 @@
  *   index.html
  *   bundle.js            the page (web/main.ts): renders what the training worker posts
  *   train-worker.js      the training run (web/train-worker.ts and the library), a module Web Worker
+ *   minigpt.js           the library (src/index.ts) for browsers: package.json's "browser" export,
+ *                        which bundlers pick for a browser build (import { ... } from 'minigpt');
+ *                        its worker.js and kernels are the ones beside it
  *   worker.js            the cpu backend's thread (src/backend/cpu/worker.ts); the pool starts it
- *                        as new URL('./worker.js', import.meta.url), which from train-worker.js is
- *                        this file, as in Node it is dist/src/backend/cpu/worker.js
+ *                        as new URL('./worker.js', import.meta.url), which from train-worker.js (or
+ *                        minigpt.js) is this file, as in Node it is dist/src/backend/cpu/worker.js
  *   kernels-*.wasm       the cpu backend's kernels (dist/wasm/), fetched from beside the bundle
  *   corpus.txt           the default corpus, as `minigpt train` loads it
  *   coi-serviceworker.js the coi-serviceworker package's service worker (MIT; a devDependency), as
@@ -83,6 +86,7 @@ export async function buildWeb({ out = WEB_OUT, minify = true } = {}) {
     entryPoints: {
       bundle: join(ROOT, 'web', 'main.ts'),
       'train-worker': join(ROOT, 'web', 'train-worker.ts'),
+      minigpt: join(ROOT, 'src', 'index.ts'),
       worker: join(ROOT, 'src', 'backend', 'cpu', 'worker.ts'),
     },
     outdir: out,
@@ -91,7 +95,9 @@ export async function buildWeb({ out = WEB_OUT, minify = true } = {}) {
     platform: 'browser',
     target: 'es2022',
     minify,
+    // The maps name the sources (src/, web/: the package ships src/) instead of carrying them.
     sourcemap: true,
+    sourcesContent: false,
     logLevel: 'warning',
     plugins: [nodeBuiltinsStubbed],
     metafile: true,

@@ -121,7 +121,7 @@ const skip = !chromiumPath ? 'no chromium found (run scripts/setup-webgpu.sh, or
   : !chromium ? 'playwright-core is not installed (npm install)' : false;
 
 /** What scripts/build-web.mjs writes: the page, its two workers, the cpu kernels, the corpus and the isolation service worker. */
-const BUILT = ['index.html', 'bundle.js', 'train-worker.js', 'worker.js', 'kernels-simd.wasm', 'kernels-relaxed.wasm', 'corpus.txt', 'coi-serviceworker.js'];
+const BUILT = ['index.html', 'bundle.js', 'train-worker.js', 'minigpt.js', 'worker.js', 'kernels-simd.wasm', 'kernels-relaxed.wasm', 'corpus.txt', 'coi-serviceworker.js'];
 
 type ServeDir = (dir: string, port?: number, host?: string, options?: { isolation?: boolean }) => Promise<{ server: Server; url: string }>;
 
@@ -699,6 +699,53 @@ test('browser page: the downloads are a checkpoint the library loads, a GGUF fil
     assert.match((await page.textContent('#download-status')) ?? '', /^saved minigpt-hf\.zip \(/);
     assert.deepEqual(errors, []);
   });
+});
+
+test('the library in a browser (minigpt.js, the package\'s "browser" export): reads a checkpoint zip made in Node and generates what Node generates, on the reference and cpu backends, and writes one Node reads', { skip, timeout: 60_000 }, async () => {
+  const text = 'she sells sea shells by the sea shore. '.repeat(10);
+  const tokenizer = buildCharTokenizer(text);
+  const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 32, n_heads: 2, n_layers: 2, context: 24 });
+  const weights = initialWeights(config, paramLayout(config), createRng(11));
+  const zip = await checkpointToZip({ config, weights, tokenizer });
+  const model = createModel(createReferenceBackend(), config);
+  setWeights(model, weights);
+  let expected = '';
+  for await (const t of generate({ model, tokenizer }, 'she sells ', { maxTokens: 30, temperature: 0 })) expected += t.text;
+
+  const { browser, url } = await open();
+  const page = await browser.newPage();
+  try {
+    // Any page of the server will do (this one's only failed request is the browser's own for a
+    // favicon): the test imports the library into it as an app would; any failure to load the
+    // kernels or the worker is an exception, returned as the error.
+    await page.goto(`${url}corpus.txt`);
+    const got = await page.evaluate<{ texts: Record<string, string>; zip: number[]; error: string }>(`(async () => {
+      try {
+        const m = await import('/minigpt.js');
+        const ckpt = await m.checkpointFromZip(new Uint8Array(${JSON.stringify([...zip])}), 'node-model.zip');
+        const texts = {};
+        // The cpu backend on one thread: a page's main thread may not block on other threads.
+        for (const [name, backend] of [['reference', m.createReferenceBackend()], ['cpu', await m.createBackend('cpu', { threads: 1 })]]) {
+          const model = m.createModel(backend, ckpt.config);
+          m.setWeights(model, ckpt.weights);
+          let out = '';
+          for await (const t of m.generate({ model, tokenizer: ckpt.tokenizer }, 'she sells ', { maxTokens: 30, temperature: 0 })) out += t.text;
+          texts[backend.name] = out;
+        }
+        return { texts, zip: [...await m.checkpointToZip(ckpt)], error: '' };
+      } catch (e) {
+        return { texts: {}, zip: [], error: String(e && e.stack || e) };
+      }
+    })()`);
+    assert.equal(got.error, '');
+    assert.deepEqual(got.texts, { reference: expected, cpu: expected });
+    const back = await checkpointFromZip(new Uint8Array(got.zip), 'browser-model.zip');
+    assert.deepEqual(back.config, config);
+    assert.deepEqual([...back.weights], [...weights]);
+    assert.equal(back.tokenizer.decode(back.tokenizer.encode(text)), text);
+  } finally {
+    await page.close();
+  }
 });
 
 test('browser page: loads a checkpoint zip made in Node and generates what Node generates; a bad file is a one-line error', { skip, timeout: 60_000 }, async () => {

@@ -90,7 +90,10 @@ export async function compileKernels(variant: WasmVariant): Promise<WasmModule> 
     }
     return WA().compile(bytes);
   }
-  throw new Error(`cpu backend: cannot load kernels-${variant}.wasm (run "npm run build:wasm"${isNode() ? '' : ', and copy dist/wasm/*.wasm next to the bundle'}): ${errors.join('; ')}`);
+  const where = isNode()
+    ? 'an app bundle that takes minigpt in must leave it external (esbuild --packages=external), as the .wasm is found from its own folder'
+    : 'a bundle of minigpt needs its dist/web/kernels-*.wasm and worker.js next to it';
+  throw new Error(`cpu backend: cannot load kernels-${variant}.wasm (${errors.join('; ')}); it ships in minigpt's dist/wasm/ ("npm run build:wasm" in a checkout); ${where}`);
 }
 
 export async function instantiateKernels(module: WasmModule, memory: WasmMemory): Promise<KernelExports> {
