@@ -9,26 +9,32 @@ import { createRng } from './util/random.js';
 import { createStreamingDecoder, encodeUserText } from './data/tokenizer.js';
 import { cleanText } from './data/text.js';
 
+/** How generate samples; every option is optional. */
 export interface SampleOptions {
-  /** Tokens to generate. */
+  /** Most tokens to generate (default 200; 0 or more); fewer when <|endoftext|> or `signal` ends it. */
   maxTokens?: number;
-  /** 0 means greedy (always the most likely token). */
+  /** Divides the logits before sampling (default 0.8); 0 means greedy (always the most likely token). */
   temperature?: number;
-  /** Keep only the k most likely tokens (0: all). */
+  /** Keep only the k most likely tokens (default 0: all). */
   topK?: number;
-  /** Keep the smallest set of tokens whose probability reaches p (1: all). */
+  /** Keep the smallest set of tokens whose probability reaches p, after topK (default 1: all; in (0, 1]). */
   topP?: number;
+  /** Seed of the random numbers sampling draws (default 0: every call without one draws the same numbers). */
   seed?: number;
+  /** Checked before each token: once aborted, generation ends without an error. */
   signal?: AbortSignal;
   /**
    * End when the model samples its tokenizer's <|endoftext|> (default true), as transformers and
    * llama.cpp end at their end-of-sequence token: the last token yielded is then that one, with
    * `endOfText` set and no text. false: go on past it (its text, "<|endoftext|>", is yielded).
+   * A char model never samples its <|endoftext|>, so this changes nothing for it.
    */
   stopAtEndOfText?: boolean;
 }
 
+/** One token generate yields. */
 export interface GeneratedToken {
+  /** The sampled token id. */
   id: number;
   /** The text this token adds (may be '' while a multi-byte character is incomplete). */
   text: string;

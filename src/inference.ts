@@ -9,12 +9,16 @@ import type { ModelConfig } from './model/config.js';
 import { bitsPerByte, tokenByteLengths, type Tokenizer } from './data/tokenizer.js';
 import type { CleanOptions } from './data/text.js';
 
+/** A checkpoint's model on a backend, with its tokenizer: what loadModel returns. */
 export interface LoadedModel {
+  /** The model with the checkpoint's config and weights, on the backend loadModel chose. */
   model: Model;
+  /** The checkpoint's tokenizer. */
   tokenizer: Tokenizer;
   /**
-   * How the training text was cleaned (lowercased, say), when the checkpoint records it: prompts
-   * and texts given to the model are cleaned the same way (see preparePrompt in generate.ts).
+   * How the training text was cleaned (lowercased, say), when the checkpoint records it.
+   * preparePrompt (generate.ts) cleans a prompt or text the same way; generate and scoreText
+   * use their text as given.
    */
   clean?: Partial<CleanOptions>;
 }
@@ -82,11 +86,13 @@ export async function computeLogits(model: Model, ids: ArrayLike<number>): Promi
   return model.backend.read(acts.logits);
 }
 
+/** What scoreText returns: how likely the model finds each token of the text. */
 export interface TextScore {
+  /** The text's token ids (special-token text encoded as ordinary text). */
   ids: number[];
   /** logprobs[i] = log p(ids[i+1] | ids[0..i]): one fewer than ids. */
   logprobs: number[];
-  /** Mean negative log-probability. */
+  /** Mean negative log-probability of the scored tokens (all but the first), in nats. */
   loss: number;
   /** The same in bits per UTF-8 byte of the scored tokens' text (all but the first token): comparable across tokenizers; null when they stand for no text. */
   bitsPerByte: number | null;

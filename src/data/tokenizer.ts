@@ -33,6 +33,7 @@ export interface CharTokenizerJson extends TokenizerJson {
   special?: Record<string, number>;
 }
 
+/** Options of Tokenizer.encode. */
 export interface EncodeOptions {
   /**
    * Special tokens (such as "<|endoftext|>") to encode as their special id where their text
@@ -43,10 +44,25 @@ export interface EncodeOptions {
   allowedSpecial?: 'all' | readonly string[];
 }
 
+/**
+ * Turns text into token ids and back. Make one with makeTokenizer or buildCharTokenizer, or read
+ * one back from its JSON with tokenizerFromJson; a loaded model carries its own.
+ */
 export interface Tokenizer {
+  /** Which kind it is; also the `type` of its JSON. */
   readonly kind: TokenizerKind;
+  /** Number of token ids, special tokens included: the ids are 0 to vocabSize - 1. */
   readonly vocabSize: number;
+  /**
+   * The token ids of `text`. Special-token text is encoded as ordinary text unless
+   * `opts.allowedSpecial` names it. A char tokenizer without an unknown-character token throws
+   * UnknownCharacterError for a character not in its vocabulary; gpt2 and bpe encode any text.
+   */
   encode(text: string, opts?: EncodeOptions): Int32Array;
+  /**
+   * The text of `ids`, special tokens as their text. An id outside 0 to vocabSize - 1 is a
+   * MinigptError; for gpt2 and bpe, bytes that do not form whole UTF-8 characters become U+FFFD.
+   */
   decode(ids: ArrayLike<number>): string;
   /**
    * Decodes one id, for tokenizers whose every token is whole characters (char). Byte-level
@@ -61,6 +77,7 @@ export interface Tokenizer {
    * for training); absent or empty when there are none.
    */
   readonly specialTokens?: Readonly<Record<string, number>>;
+  /** The tokenizer as plain JSON, which tokenizerFromJson reads back (a checkpoint's tokenizer.minigpt.json). */
   toJSON(): TokenizerJson;
 }
 

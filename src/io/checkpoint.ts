@@ -32,21 +32,36 @@ export const CHECKPOINT_VERSION = 1;
 
 export type WeightDType = 'F32' | 'F16' | 'BF16';
 
+/**
+ * What a training checkpoint holds besides the weights, for resuming exactly: saved as
+ * optimizer.safetensors (m, v, always F32) and trainer_state.json (step and trainer).
+ */
 export interface TrainingState {
   /** Optimizer steps taken. */
   step: number;
-  /** AdamW first and second moments, laid out like the parameters. */
+  /** AdamW first moments, laid out like the parameters. */
   m: Float32Array;
+  /** AdamW second moments, laid out like the parameters. */
   v: Float32Array;
-  /** Anything else the trainer needs to resume exactly (JSON-serialisable). */
+  /**
+   * Anything else the trainer needs to resume exactly (JSON-serialisable); saved in
+   * trainer_state.json beside `step`.
+   */
   trainer: Record<string, unknown>;
 }
 
+/** A model in memory as loadCheckpoint returns it and saveCheckpoint writes it. */
 export interface Checkpoint {
+  /** The model's shape (config.json). */
   config: ModelConfig;
-  /** Flat parameter buffer in paramLayout(config) order. */
+  /** Flat parameter buffer in paramLayout(config) order (F16 and BF16 files are decoded to f32). */
   weights: Float32Array;
+  /** The model's tokenizer (tokenizer.minigpt.json). */
   tokenizer: Tokenizer;
+  /**
+   * Optimizer state for resuming training: loaded only with `{ training: true }`; saved when
+   * present (a training checkpoint).
+   */
   training?: TrainingState;
   /**
    * What the training run that wrote it recorded (trainer_state.json less its step: its data, the
@@ -266,8 +281,9 @@ export async function checkpointToZip(ckpt: Checkpoint, opts: SaveOptions & { fo
   return zipFiles(await checkpointFiles(ckpt, opts), opts.folder ?? 'minigpt-model');
 }
 
+/** How saveCheckpoint, checkpointFiles and checkpointToZip write a checkpoint. */
 export interface SaveOptions {
-  /** Storage type of model.safetensors (the optimizer state is always F32). */
+  /** Storage type of model.safetensors (default F32; the optimizer state is always F32). */
   dtype?: WeightDType;
 }
 

@@ -476,8 +476,9 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
 // ---------------------------------------------------------------------------------------------
 // Export
 
+/** How hfExportFiles and exportHf write the Hugging Face export. */
 export interface HfExportOptions {
-  /** Storage type of model.safetensors (default F32). */
+  /** Storage type of model.safetensors, also recorded as config.json's torch_dtype (default F32). */
   dtype?: WeightDType;
 }
 
@@ -600,7 +601,9 @@ export async function readHfTensors(dir: string): Promise<Map<string, NamedTenso
   return out;
 }
 
+/** What readHfModel returns. */
 export interface HfImportResult {
+  /** The model as a minigpt checkpoint in memory (no training state). */
   checkpoint: Checkpoint;
   /** The weight dtype found in the files (the one all tensors share, else F32). */
   dtype: WeightDType;

@@ -21,16 +21,21 @@ import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../util/half.js';
 
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I32';
 
+/** One tensor of a safetensors file (its name is the key of the map or record that holds it). */
 export interface NamedTensor {
+  /** How the values are stored in the file; F16 and BF16 are held as f32 in memory. */
   dtype: SafetensorsDType;
+  /** Dimensions, outermost first; their product is data.length. */
   shape: number[];
   /** Row-major values: Int32Array for I32, Float32Array for the others. */
   data: Float32Array | Int32Array;
 }
 
+/** A decoded safetensors file, as decodeSafetensors and readSafetensorsFile return it. */
 export interface SafetensorsContents {
   /** In the order the tensors are laid out in the data region. */
   tensors: Map<string, NamedTensor>;
+  /** The header's "__metadata__" strings ({} when it has none). */
   metadata: Record<string, string>;
 }
 

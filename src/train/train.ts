@@ -115,7 +115,10 @@ export interface TrainOptions {
   signal?: AbortSignal;
   /** Once the data, tokenizer and model are ready, before the first step. */
   onStart?(info: StartInfo): void | Promise<void>;
-  /** After every optimizer step the loss was read back for (see syncEvery). */
+  /**
+   * After every optimizer step taken (not a skipped one), once its loss is read back: with
+   * syncEvery above 1, for each step of a window together when the window ends.
+   */
   onStep?(info: StepInfo): void;
   /** After every validation (and the final one). */
   onEval?(info: EvalInfo): void;
@@ -150,17 +153,28 @@ export interface StartInfo {
 
 /** One optimizer step, as onStep gets it (a progress bar's line). */
 export interface StepInfo {
+  /** Optimizer steps the run has taken, this one included (a resumed run counts on from its checkpoint's step). */
   step: number;
+  /** Steps the run is to take, which the learning-rate schedule spans (`steps`, or a resumed run's own total). */
   totalSteps: number;
+  /** This step's training loss: the mean cross-entropy per token, in nats, over its `accum` micro-batches. */
   loss: number;
+  /** Learning rate this step used (from the linear-warmup, cosine-decay schedule). */
   lr: number;
+  /** Global L2 norm of this step's gradient of the mean loss, before clipping to `gradClip`. */
   gradNorm: number;
   /** Training speed of this session after its first few steps (they pay for compiling and tuning). */
   tokensPerSecond: number;
+  /**
+   * Seconds since this session's first step began (setup before it, and earlier sessions of a
+   * resumed run, not counted), measured when the step's loss was read back.
+   */
   elapsed: number;
   /** Seconds left at the current speed (or until --max-time). */
   eta: number;
+  /** Training tokens of the run so far, earlier sessions included: batch × context × accum per step taken. */
   tokensSeen: number;
+  /** Always false: onStep gets only steps taken; a skipped update goes to onWarning (onMessage without it). */
   skipped: boolean;
   /** The fp16 loss scale (1 without fp16). */
   lossScale: number;
@@ -181,32 +195,46 @@ export interface EvalInfo {
 
 /** What train() returns when the run ends (done, out of time, or aborted). */
 export interface TrainSummary {
+  /** The run directory, as an absolute path. */
   runDir: string;
+  /** The run's latest checkpoint (RUN/checkpoint), saved at the end whether the run finished, ran out of time or was aborted. */
   checkpoint: string;
+  /** Optimizer steps the run has taken in all, earlier sessions included: the step `checkpoint` holds. */
   steps: number;
+  /** Training tokens of the whole run, earlier sessions of a resumed run included. */
   tokensSeen: number;
   /** Tokens trained on in this session (tokensSeen less those of the sessions a resumed run had before). */
   sessionTokens: number;
+  /** Seconds this session took from its first step to its end, the final evaluation and save included (setup before the first step not). */
   seconds: number;
+  /** Training loss of the last step this session took (see StepInfo.loss); NaN when it took none. */
   finalLoss: number;
   /** Lowest validation loss of the run (periodic evaluations sample evalWindows windows; the final one covers the whole split). */
   bestValLoss: number | null;
   /** The final evaluation's loss, over the whole validation split, or 4096 windows spread over a longer one (null when interrupted). */
   finalValLoss: number | null;
+  /** `signal` was aborted before the run reached totalSteps: the checkpoint is saved, the final evaluation skipped. */
   interrupted: boolean;
   /** Stopped by maxTime before `totalSteps`: the learning rate had not finished its decay. */
   outOfTime: boolean;
+  /** Steps the run is to take, which the learning-rate schedule spans. */
   totalSteps: number;
-  /** Learning rate of the last step taken. */
+  /** Learning rate of the last step taken (NaN when this session took none). */
   lastLr: number;
+  /** Updates skipped in this session for a non-finite loss or gradient (every try counts: the step is taken again on the next batch). */
   skippedSteps: number;
-  /** The run's tokenizer and how its text was cleaned (undefined: the default cleaning). */
+  /** The run's tokenizer. */
   tokenizer: Tokenizer;
+  /** How the run's text was cleaned, as its checkpoint records it (undefined: the default cleaning). */
   clean: Partial<CleanOptions> | undefined;
   /** With keepBest: the checkpoint of the lowest validation loss (RUN/best), its step and loss; null without one. */
   bestCheckpoint: { path: string; step: number; valLoss: number } | null;
 }
 
+/**
+ * The values train() (and the CLI) uses for options not given. A resumed run keeps its own
+ * settings instead, and a warmup not given is at most a tenth of `steps`.
+ */
 export const TRAIN_DEFAULTS = {
   batch: 16,
   accum: 1,

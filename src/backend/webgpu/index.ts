@@ -73,7 +73,7 @@ export interface WebGpuOptions {
   /** Tests and benchmarks: force the number of K splits of the tiled matmul (default: by problem size). */
   splitK?: number;
   /**
-   * Attention kernels of the tiled set (ignored with `kernels: 'simple'`). `rows` (default): one
+   * Attention kernels of the tiled set (ignored with `kernels: 'simple'`). `rows`: one
    * invocation per query row, K/V tiles shared in workgroup memory, online softmax. `blocked`:
    * FlashAttention-2 style, register-tiled Q K^T and P V products per (query block, head) and a
    * split backward (dK/dV per key block, dQ per query block); head sizes up to 128, larger ones
@@ -90,8 +90,11 @@ export interface WebGpuOptions {
   attentionTile?: number;
 }
 
+/** The webgpu backend (WGSL compute shaders): a Backend plus the kernels it chose and its adapter. */
 export interface WebGpuBackend extends Backend {
+  /** Kernel set in use (see WebGpuOptions.kernels). */
   readonly kernels: 'tiled' | 'simple';
+  /** Matmul kernels in use (see WebGpuOptions.matmul). */
   readonly matmul: 'tiled' | 'simple';
   /** Attention kernels in use: `simple` with the simple set, else the `attention` option. */
   readonly attention: 'simple' | 'auto' | 'rows' | 'split' | 'blocked';
@@ -125,6 +128,10 @@ export async function webgpuHardwareAvailable(): Promise<boolean> {
   return p.adapter !== null && !p.software;
 }
 
+/**
+ * The webgpu backend on a WebGPU adapter (high-performance preferred); a MinigptError when there
+ * is none. createBackend('webgpu') calls it.
+ */
 export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<WebGpuBackend> {
   const probe = await probeGpu();
   const adapter = probe.adapter ? await requestAdapter() : null;
