@@ -3,7 +3,7 @@
  * (and mirrored by bench/torch_train.py for PyTorch, so the two compare as a ratio).
  */
 import type { Backend } from './backend/types.js';
-import { createBackend } from './backend/index.js';
+import { createBackend, type BackendName } from './backend/index.js';
 import { MinigptError } from './errors.js';
 import { resolveConfig, type ModelConfig, headDim } from './model/config.js';
 import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, createKvCache, forwardCached, tuneKernels, attentionShape } from './model/model.js';
@@ -59,7 +59,7 @@ export function flopsPerToken(c: ModelConfig): number {
 
 export interface BenchOptions {
   config: string;
-  backend?: string | Backend;
+  backend?: BackendName | Backend;
   threads?: number;
   /** Timed steps after the warm-up ones. */
   steps?: number;

@@ -3,7 +3,7 @@ export { MinigptError } from './errors.js';
 export { resolveConfig, DEFAULT_CONFIG, type ModelConfig, type MlpKind, type InitStrategy, type SettingName } from './model/config.js';
 export { paramLayout, initialWeights, countParams, type ParamLayout, type ParamSpec, type LayerOffsets } from './model/params.js';
 export { createModel, setWeights, readWeights, forward, backward, zeroGrads, meanLoss, tuneKernels, type Model, type ForwardOptions, type Activations, type ParamTensors, type LayerTensors } from './model/model.js';
-export { createBackend, createReferenceBackend, webgpuAvailable, BACKEND_NAMES, type Backend, type Tensor, type IntTensor, type WebGpuBackend, type BackendOptions, type CpuOptions, type WebGpuOptions, type AttentionShape, type AdamWHyper } from './backend/index.js';
+export { createBackend, createReferenceBackend, webgpuAvailable, BACKEND_NAMES, type BackendName, type Backend, type Tensor, type IntTensor, type WebGpuBackend, type BackendOptions, type CpuOptions, type WebGpuOptions, type AttentionShape, type AdamWHyper } from './backend/index.js';
 export { createOptimizer, optimizerStep, optimizerStepChecked, undoSkippedStep, lastGradNorm, DEFAULT_ADAMW, type AdamWConfig, type OptimizerState } from './train/optimizer.js';
 export { saveCheckpoint, loadCheckpoint, checkpointFiles, checkpointToZip, checkpointFromZip, checkCheckpointZip, type Checkpoint, type TrainingState, type SaveOptions, type WeightDType } from './io/checkpoint.js';
 export { zipFiles, unzipFiles, zipFileNames } from './io/zip.js';

@@ -1,5 +1,5 @@
 /** Loading a checkpoint and running the model on token ids: the library's front door. */
-import { cpuBackendSupported, createBackend } from './backend/index.js';
+import { cpuBackendSupported, createBackend, type BackendName } from './backend/index.js';
 import type { Backend } from './backend/types.js';
 import { check } from './errors.js';
 import { loadCheckpoint, type Checkpoint } from './io/checkpoint.js';
@@ -51,7 +51,7 @@ export function recordedClean(ckpt: Pick<Checkpoint, 'recorded'>): Partial<Clean
 export const SAMPLE_ON_CPU_MAX_PARAMS = 8_000_000;
 
 /** The backend name to sample `config` with: `auto` becomes `cpu` for a model small enough (see SAMPLE_ON_CPU_MAX_PARAMS). */
-export function samplingBackendName(name: string, config: ModelConfig): string {
+export function samplingBackendName(name: BackendName, config: ModelConfig): BackendName {
   return name === 'auto' && paramLayout(config).size <= SAMPLE_ON_CPU_MAX_PARAMS && cpuBackendSupported() ? 'cpu' : name;
 }
 
@@ -59,7 +59,7 @@ export function samplingBackendName(name: string, config: ModelConfig): string {
  * Loads the checkpoint in `dir` onto a backend (by default the fastest available; with
  * `forSampling`, the fastest for batch-1 sampling: the cpu backend for a small model).
  */
-export async function loadModel(dir: string, opts: { backend?: Backend | string; threads?: number; forSampling?: boolean } = {}): Promise<LoadedModel> {
+export async function loadModel(dir: string, opts: { backend?: Backend | BackendName; threads?: number; forSampling?: boolean } = {}): Promise<LoadedModel> {
   const ckpt = await loadCheckpoint(dir);
   const name = opts.backend ?? 'auto';
   const backend = typeof name === 'object' ? name : await createBackend(opts.forSampling ? samplingBackendName(name, ckpt.config) : name, { threads: opts.threads });

@@ -24,6 +24,10 @@ test('a strict TypeScript consumer of the package type-checks against dist/*.d.t
     "const data = await loadTrainingData({ data: 'x.txt' });",
     'const r = await findLearningRate({ config: resolveConfig({ vocab_size: data.tokenizer.vocabSize }), train: data.train });',
     'console.log(loss, r.suggestion);',
+    '// A backend name is checked at compile time: a typo is an error here, not at run time.',
+    '// @ts-expect-error',
+    "await loadModel(summary.checkpoint, { backend: 'cuda' });",
+    "await loadModel(summary.checkpoint, { backend: 'cpu' });",
     '',
   ].join('\n'));
   const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');

@@ -23,7 +23,7 @@ export type BackendOptions = CpuOptions & { webgpu?: WebGpuOptions };
  * probes for a GPU, and cpu and webgpu start up asynchronously. `options` go to cpu (threads, ...)
  * and, under `webgpu`, to webgpu. Throws a MinigptError for an unknown name.
  */
-export async function createBackend(name: string = 'auto', options: BackendOptions = {}): Promise<Backend> {
+export async function createBackend(name: BackendName = 'auto', options: BackendOptions = {}): Promise<Backend> {
   switch (name) {
     case 'auto':
       // webgpu only on a hardware adapter: a software one (SwiftShader) is slower than cpu.

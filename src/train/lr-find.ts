@@ -5,7 +5,7 @@
  * loss falls fastest. Nothing is saved: no checkpoint is touched.
  */
 import type { Backend } from '../backend/types.js';
-import { createBackend } from '../backend/index.js';
+import { createBackend, type BackendName } from '../backend/index.js';
 import { check } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, tuneKernels } from '../model/model.js';
@@ -41,7 +41,7 @@ export interface LrFindOptions {
   /** Seeds the initial weights and the batches; default 1337. */
   seed?: number;
   /** A backend name (default 'auto'), or a backend to use as is (it is not destroyed afterwards). */
-  backend?: string | Backend;
+  backend?: BackendName | Backend;
   /** Threads for the cpu backend. */
   threads?: number;
   /** Aborting stops the sweep after the current step, keeping the curve so far. */

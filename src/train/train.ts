@@ -11,7 +11,7 @@ import { appendFile, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/p
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check, likelyName } from '../errors.js';
 import type { Backend } from '../backend/types.js';
-import { createBackend } from '../backend/index.js';
+import { createBackend, type BackendName } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
 import { initialWeights, countParams } from '../model/params.js';
 import { createModel, setWeights, readWeights, forward, backward, zeroGrads, accumulateMeanLoss, tuneKernels, type Model } from '../model/model.js';
@@ -108,7 +108,7 @@ export interface TrainOptions {
    * non-finite steps either way; under fp16 loss scaling every step is read. */
   syncEvery?: number;
   /** 'auto', 'cpu', 'webgpu' or 'reference', or a backend you made (it is then not destroyed at the end). */
-  backend?: string | Backend;
+  backend?: BackendName | Backend;
   /** Threads for the cpu backend (default: all cores). */
   threads?: number;
   /** Aborting it ends the run after the current step, with a checkpoint (summary.interrupted). */

@@ -8,6 +8,7 @@ import { preparePrompt } from '../../generate.js';
 import { evaluateRunData, evaluateShards, evaluateText, findCheckpointDir, latestRun } from '../../train/train.js';
 import { loadDocuments } from '../../data/text.js';
 import { cleanDocuments, documentSeparatorOf } from '../../data/documents.js';
+import type { BackendName } from '../../backend/index.js';
 
 export const evalCommand: CommandSpec = {
   name: 'eval',
@@ -45,7 +46,7 @@ export const evalCommand: CommandSpec = {
     check(!v.all || v.data !== undefined, '--all goes with --data PATH');
     check(!(typeof v.text === 'string' && flagsOnCommandLine().has('batch')), '--batch goes with --data (or no data flag), not with --text: a text is scored as one sequence');
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
-    const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined });
+    const loaded = await loadModel(dir, { backend: v.backend as BackendName, threads: v.threads as number | undefined });
     if (v.text === undefined && v.data === undefined) {
       // The run's own validation data: the number its final evaluation printed.
       const r = await evaluateRunData(loaded.model, loaded.tokenizer, dir, { batch: v.batch as number });

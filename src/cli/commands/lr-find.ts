@@ -8,6 +8,7 @@ import { resolveConfig } from '../../model/config.js';
 import { countParams } from '../../model/params.js';
 import { loadCheckpoint } from '../../io/checkpoint.js';
 import { progressLine } from '../progress.js';
+import type { BackendName } from '../../backend/index.js';
 
 export const lrFindCommand: CommandSpec = {
   name: 'lr-find',
@@ -45,7 +46,7 @@ export const lrFindCommand: CommandSpec = {
     const bar = progressLine();
     const result = await findLearningRate({
       config, train: data.train, weights: ckpt?.weights, batch: v.batch as number,
-      startLr: v.start as number, endLr: v.end as number, steps: v.steps as number, seed: v.seed as number, backend: v.backend as string, threads: v.threads as number | undefined,
+      startLr: v.start as number, endLr: v.end as number, steps: v.steps as number, seed: v.seed as number, backend: v.backend as BackendName, threads: v.threads as number | undefined,
       onStep: (p, i, n) => {
         if (v.json) return;
         if (i === 1) bar.print(`sweeping the learning rate from ${(v.start as number).toExponential(0)} to ${(v.end as number).toExponential(0)} over ${n} steps: ${countParams(config).toLocaleString('en-US')} parameters, ${data.tokenizer.kind} tokenizer, batch ${v.batch} x ${config.context} tokens`);

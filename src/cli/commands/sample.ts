@@ -5,6 +5,7 @@ import { SAMPLE_ON_CPU_MAX_PARAMS, loadModel, type LoadedModel } from '../../inf
 import { checkPrompt, generate, preparePrompt, type SampleOptions } from '../../generate.js';
 import { findCheckpointDir, latestRun } from '../../train/train.js';
 import { onOutputClosed } from '../output.js';
+import type { BackendName } from '../../backend/index.js';
 
 /** Longest stretch of generation without a turn of the event loop (for Ctrl-C and closed pipes). */
 const YIELD_MS = 25;
@@ -31,7 +32,7 @@ export const sampleCommand: CommandSpec = {
     check(!(v.interactive && flagsOnCommandLine().has('prompt')), '--prompt goes without --interactive (type the prompts at the > instead)');
     check(!(v.interactive && flagsOnCommandLine().has('count')), '--count goes without --interactive (each prompt you type gets one sample; type it again for another)');
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
-    const loaded = await loadModel(dir, { backend: v.backend as string, threads: v.threads as number | undefined, forSampling: true });
+    const loaded = await loadModel(dir, { backend: v.backend as BackendName, threads: v.threads as number | undefined, forSampling: true });
     const opts = {
       maxTokens: v.tokens as number, temperature: v.temperature as number, topK: v['top-k'] as number,
       topP: v['top-p'] as number, seed: v.seed as number, stopAtEndOfText: !v['ignore-eot'],

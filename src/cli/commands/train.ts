@@ -12,6 +12,7 @@ import { exists } from '../../util/fs.js';
 import { onOutputClosed } from '../output.js';
 import { loadTokenizer } from './tokenizer.js';
 import type { TokenizerKind } from '../../data/tokenizer.js';
+import type { BackendName } from '../../backend/index.js';
 
 const TOKENIZER_KINDS: readonly string[] = ['char', 'gpt2', 'bpe'];
 
@@ -190,7 +191,7 @@ export const trainCommand: CommandSpec = {
         out: v.out as string | undefined, resume: v.resume as string | undefined, initFrom: v['init-from'] as string | undefined,
         evalEvery: v['eval-every'] as number, sampleEvery: v['sample-every'] as number, saveEvery: v['save-every'] as number, keepBest: v['keep-best'] === true ? true : undefined,
         syncEvery: v['sync-every'] as number, logEvery: v['log-every'] as number,
-        backend: v.backend as string, threads: v.threads as number | undefined,
+        backend: v.backend as BackendName, threads: v.threads as number | undefined,
         signal: controller.signal,
         async onStart(s) {
           await recordLatestRun(s.runDir);
