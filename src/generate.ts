@@ -30,6 +30,14 @@ export interface SampleOptions {
    * A char model never samples its <|endoftext|>, so this changes nothing for it.
    */
   stopAtEndOfText?: boolean;
+  /**
+   * Text that ends generation where it appears in the generated text (not in the prompt), as
+   * transformers' stop_strings and llama.cpp's reverse prompts: the text before it is yielded, the
+   * stop text is not, and the last token is marked with `stop`. While the text generated so far
+   * ends with the start of a stop text, that part is held back, so a token's text may come out with
+   * a later token's (all of it by the last token, unless `signal` ends generation first).
+   */
+  stop?: string | readonly string[];
 }
 
 /** One token generate yields. */
@@ -40,6 +48,8 @@ export interface GeneratedToken {
   text: string;
   /** Set on the <|endoftext|> that ended generation (see SampleOptions.stopAtEndOfText). */
   endOfText?: true;
+  /** Set on the token that completed a stop text (SampleOptions.stop): the one that ended generation. */
+  stop?: string;
 }
 
 /** Picks a token id from logits[V] with the given sampling rules. `order` and `probs` are scratch of length V. */
@@ -117,6 +127,8 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   check(typeof topP === 'number' && topP > 0 && topP <= 1, () => `top-p must be a number in (0, 1] (got ${shown(topP)})`);
   check(Number.isInteger(maxTokens) && maxTokens >= 0, () => `maxTokens must be a whole number, 0 or more (got ${shown(maxTokens)})`);
   check(opts.seed === undefined || (Number.isSafeInteger(opts.seed) && opts.seed >= 0), () => `seed must be a whole number, 0 or more (got ${shown(opts.seed)})`);
+  const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : [...opts.stop];
+  check(stops.every((t) => typeof t === 'string' && t.length > 0), 'a stop text must be a non-empty string');
   // With no prompt, start from the end-of-text token where the tokenizer has one (a document start).
   // Not for char models: their "<|endoftext|>" exists only as llama.cpp's end-of-generation token
   // and never occurs in their training text, so as input its embedding is untrained and the first
@@ -141,6 +153,36 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   const decoder = createStreamingDecoder(tokenizer);
   const sampling = { temperature, topK, topP };
 
+  // With stop texts: the text generated so far, and how much of it has been yielded.
+  let out = '', released = 0;
+  /** The text a token releases: all of it but the end that could still begin a stop text (all of it when `last`). */
+  const release = (text: string, last: boolean): { text: string; stop?: string } => {
+    if (stops.length === 0) return { text };
+    out += text;
+    // A stop text can only begin in what is not yet released (what was released began none).
+    let at = -1, hit = '';
+    for (const t of stops) {
+      const i = out.indexOf(t, released);
+      if (i >= 0 && (at < 0 || i < at)) { at = i; hit = t; }
+    }
+    if (at >= 0) {
+      const before = out.slice(released, at);
+      released = out.length;
+      return { text: before, stop: hit };
+    }
+    let hold = 0;
+    if (!last) {
+      for (const t of stops) {
+        for (let k = Math.min(t.length - 1, out.length - released); k > hold; k--) {
+          if (out.endsWith(t.slice(0, k))) { hold = k; break; }
+        }
+      }
+    }
+    const piece = out.slice(released, out.length - hold);
+    released = out.length - hold;
+    return { text: piece };
+  };
+
   let pending = history.slice();
   for (let n = 0; n < maxTokens; n++) {
     if (opts.signal?.aborted) return;
@@ -152,12 +194,18 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
     const last = logits.subarray((pending.length - 1) * c.vocab_size, (pending.length - 1) * c.vocab_size + V);
     const id = sampleToken(last, sampling, rng.next(), order, probs);
     if (id === stopId) {
-      yield { id, text: '', endOfText: true };
+      // Text held back for a stop text that did not come is the text's end.
+      yield { id, text: release('', true).text, endOfText: true };
       return;
     }
     history.push(id);
     if (history.length > c.context) history.shift();
     pending = [id];
-    yield { id, text: decoder.push(id) };
+    const piece = release(decoder.push(id), n === maxTokens - 1);
+    if (piece.stop !== undefined) {
+      yield { id, text: piece.text, stop: piece.stop };
+      return;
+    }
+    yield { id, text: piece.text };
   }
 }

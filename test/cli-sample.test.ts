@@ -65,6 +65,21 @@ test('--count N writes N samples of the prompt, sample n with --seed + n, a line
   assert.match(refused.stderr, /^minigpt: error: --count goes without --interactive/);
 });
 
+test('--stop TEXT ends the sample where the generated text reaches it, without writing it, with a note', () => {
+  const full = sample(['--prompt', 'hello', '--tokens', '40', '--seed', '2'], '');
+  assert.equal(full.status, 0, full.stderr);
+  const generated = full.stdout.slice('hello'.length, -1);
+  const stop = generated.slice(12, 14);
+  const at = generated.indexOf(stop);
+  const r = sample(['--prompt', 'hello', '--tokens', '40', '--seed', '2', '--stop', stop], '');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, `hello${generated.slice(0, at)}\n`);
+  assert.equal(r.stderr, `minigpt: note: the text reached --stop after ${at + 2} tokens\n`);
+  const empty = sample(['--prompt', 'hello', '--stop', ''], '');
+  assert.equal(empty.status, 1);
+  assert.match(empty.stderr, /^minigpt: error: --stop needs some text to stop at\n$/);
+});
+
 test('a sample ends where the model ends the text, with a note on stderr; --ignore-eot goes on', async () => {
   const m = endOfTextModel();
   const zip = join(root, 'ends.zip');

@@ -217,3 +217,50 @@ test('evaluateLoss counts the bytes of the targets it scores (for bits per byte)
   }
   assert.equal((await evaluateLoss(model, memoryTokens(ids), B, T)).bytes, 0, 'no byte lengths, no bytes');
 });
+
+test('stop texts end generation where the generated text reaches one: the text before it comes out, the stop text does not', async () => {
+  const tok = buildCharTokenizer('abcdefgh ');
+  const c = resolveConfig({ vocab_size: tok.vocabSize, d_model: 16, n_heads: 2, n_layers: 1, context: 8 });
+  const model = createModel(createReferenceBackend(), c);
+  setWeights(model, initialWeights({ ...c, init: 'kaiming-normal' }, model.layout, createRng(1)));
+  const run = async (opts: object): Promise<{ id: number; text: string; stop?: string }[]> => {
+    const out: { id: number; text: string; stop?: string }[] = [];
+    for await (const t of generate({ model, tokenizer: tok }, 'abc', { maxTokens: 40, seed: 5, ...opts })) out.push(t);
+    return out;
+  };
+  const full = (await run({})).map((t) => t.text).join('');
+  assert.equal(full.length, 40);
+  for (const [from, length] of [[0, 1], [3, 2], [10, 3], [25, 4]]) {
+    const stop = full.slice(from, from + length);
+    const at = full.indexOf(stop);
+    const got = await run({ stop: [stop] });
+    assert.equal(got.map((t) => t.text).join(''), full.slice(0, at), `stop ${JSON.stringify(stop)}`);
+    // One token per character: the token that completes the stop text is the last, marked.
+    assert.equal(got.length, at + length);
+    assert.equal(got.at(-1)!.stop, stop);
+    assert.ok(got.slice(0, -1).every((t) => t.stop === undefined));
+    // The same ids as without a stop text, up to there.
+    assert.deepEqual(got.map((t) => t.id), (await run({})).slice(0, at + length).map((t) => t.id));
+  }
+  // Of several stop texts, the one that comes first ends it.
+  const first = full.slice(20, 22), later = full.slice(30, 32);
+  const both = await run({ stop: [later, first] });
+  assert.equal(both.at(-1)!.stop, full.indexOf(first) <= full.indexOf(later) ? first : later);
+  // A stop text that never comes: all the text comes out, what was held back by the last token.
+  const never = await run({ stop: 'zz' + full.slice(-1) });
+  assert.equal(never.map((t) => t.text).join(''), full);
+  assert.ok(never.every((t) => t.stop === undefined));
+  // A stop text in the prompt does not count.
+  const inPrompt = await run({ stop: 'abc' });
+  assert.equal(inPrompt.map((t) => t.text).join(''), full.includes('abc') ? full.slice(0, full.indexOf('abc')) : full);
+  await assert.rejects(async () => { for await (const _ of generate({ model, tokenizer: tok }, 'a', { stop: [''] })) void _; }, (e: unknown) => e instanceof MinigptError && /stop text must be a non-empty string/.test(e.message));
+});
+
+test('text held back for a stop text comes out with the <|endoftext|> that ends generation first', async () => {
+  const { config, weights, tokenizer, a, eot } = endOfTextModel();
+  const model = createModel(createReferenceBackend(), config);
+  setWeights(model, weights);
+  const out: { id: number; text: string; endOfText?: true }[] = [];
+  for await (const t of generate({ model, tokenizer }, 'p', { maxTokens: 5, temperature: 0, stop: 'ab' })) out.push(t);
+  assert.deepEqual(out, [{ id: a, text: '' }, { id: eot, text: 'a', endOfText: true }]);
+});

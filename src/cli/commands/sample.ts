@@ -13,7 +13,7 @@ const YIELD_MS = 25;
 export const sampleCommand: CommandSpec = {
   name: 'sample',
   summary: 'generate text from a checkpoint, streamed as it comes (KV cache)',
-  usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT [--count N] | --interactive] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--ignore-eot]',
+  usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT [--count N] | --interactive] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT] [--ignore-eot]',
   flags: {
     ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the latest run in ./runs)' },
     prompt: { type: 'string', value: 'TEXT', description: 'text to continue', default: '' },
@@ -24,10 +24,11 @@ export const sampleCommand: CommandSpec = {
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 0 },
     count: { type: 'int', min: 1, max: 10000, value: 'N', description: 'samples of the prompt, the model loaded once: sample n uses --seed + n; a line "---" between them', default: 1 },
     interactive: { type: 'boolean', description: 'read prompts from stdin, one per line, and answer each with a sample (the model is loaded once)' },
+    stop: { type: 'string', value: 'TEXT', description: 'end the sample where the generated text reaches TEXT, which is not written (in bash, --stop $\'\\n\\n\' stops at a blank line)' },
     'ignore-eot': { type: 'boolean', description: 'go on when the model samples <|endoftext|> (default: stop there, as transformers and llama.cpp do)' },
     ...BACKEND_FLAGS,
   },
-  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --interactive --tokens 100`,
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --prompt "ROMEO:" --stop $'\\n\\n' --tokens 500      # one speech\n  minigpt sample --interactive --tokens 100`,
   async run(v) {
     check(!(v.interactive && flagsOnCommandLine().has('prompt')), '--prompt goes without --interactive (type the prompts at the > instead)');
     check(!(v.interactive && flagsOnCommandLine().has('count')), '--count goes without --interactive (each prompt you type gets one sample; type it again for another)');
@@ -36,7 +37,9 @@ export const sampleCommand: CommandSpec = {
     const opts = {
       maxTokens: v.tokens as number, temperature: v.temperature as number, topK: v['top-k'] as number,
       topP: v['top-p'] as number, seed: v.seed as number, stopAtEndOfText: !v['ignore-eot'],
+      ...(typeof v.stop === 'string' ? { stop: v.stop } : {}),
     };
+    check(opts.stop === undefined || opts.stop.length > 0, '--stop needs some text to stop at');
     if (v.interactive) return interactive(loaded, opts);
     const prompt = promptNoting(loaded, v.prompt as string, '--prompt');
     const controller = new AbortController();
@@ -79,7 +82,7 @@ function promptNoting(loaded: LoadedModel, typed: string, what: string): string 
  */
 async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOptions): Promise<void> {
   process.stdout.write(prompt);
-  let endedAfter = -1;
+  let endedAfter = -1, stoppedAfter = -1;
   try {
     // The model runs on promises that resolve without the event loop, so signals, keys and pipe
     // errors would wait until the end: give the loop a turn every YIELD_MS of generation.
@@ -92,6 +95,10 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
       }
       n++;
       process.stdout.write(t.text);
+      if (t.stop !== undefined) {
+        stoppedAfter = n;
+        break;
+      }
       if (performance.now() - lastYield >= YIELD_MS) {
         await new Promise<void>((resolve) => setImmediate(resolve));
         lastYield = performance.now();
@@ -101,6 +108,7 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
   } finally {
     process.stdout.write('\n');
   }
+  if (stoppedAfter >= 0) process.stderr.write(`minigpt: note: the text reached --stop after ${stoppedAfter} token${stoppedAfter === 1 ? '' : 's'}\n`);
   if (endedAfter >= 0) process.stderr.write(`minigpt: note: the model ended the text (<|endoftext|>) after ${endedAfter} token${endedAfter === 1 ? '' : 's'}; --ignore-eot goes on past it\n`);
 }
 
