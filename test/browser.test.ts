@@ -60,6 +60,7 @@ interface Page {
   selectOption(selector: string, value: string): Promise<unknown>;
   setInputFiles(selector: string, files: string | { name: string; mimeType: string; buffer: Buffer }): Promise<void>;
   textContent(selector: string): Promise<string | null>;
+  addScriptTag(o: { type?: string; content: string }): Promise<unknown>;
   close(): Promise<void>;
 }
 interface Download {
@@ -702,7 +703,8 @@ test('browser page: the downloads are a checkpoint the library loads, a GGUF fil
 });
 
 test('the library in a browser (minigpt.js, the package\'s "browser" export): reads a checkpoint zip made in Node and generates what Node generates, on the reference and cpu backends, and writes one Node reads', { skip, timeout: 60_000 }, async () => {
-  const text = 'she sells sea shells by the sea shore. '.repeat(10);
+  // Its characters cover the README example's prompt, "ROMEO:".
+  const text = 'ROMEO: she sells sea shells by the sea shore. '.repeat(10);
   const tokenizer = buildCharTokenizer(text);
   const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 32, n_heads: 2, n_layers: 2, context: 24 });
   const weights = initialWeights(config, paramLayout(config), createRng(11));
@@ -714,6 +716,8 @@ test('the library in a browser (minigpt.js, the package\'s "browser" export): re
 
   const { browser, url } = await open();
   const page = await browser.newPage();
+  const thrown: string[] = [];
+  page.on('pageerror', (e) => thrown.push(e.message));
   try {
     // Any page of the server will do (this one's only failed request is the browser's own for a
     // favicon): the test imports the library into it as an app would; any failure to load the
@@ -743,6 +747,22 @@ test('the library in a browser (minigpt.js, the package\'s "browser" export): re
     assert.deepEqual(back.config, config);
     assert.deepEqual([...back.weights], [...weights]);
     assert.equal(back.tokenizer.decode(back.tokenizer.encode(text)), text);
+
+    // The README's browser example, as written but for where it imports from and fetches the zip.
+    const readme = await readFile(join(ROOT, 'README.md'), 'utf8');
+    const example = /In a browser app[\s\S]*?```js\n([\s\S]*?)```/.exec(readme)?.[1];
+    assert.ok(example, 'README has no browser example');
+    await page.evaluate(`document.body.textContent = ''`);
+    await page.addScriptTag({
+      type: 'module',
+      content: example.replace("from 'minigpt'", "from '/minigpt.js'").replace("fetch('minigpt-model.zip')", `fetch('data:application/zip;base64,${Buffer.from(zip).toString('base64')}')`)
+        + "\ndocument.body.dataset.done = '1';",
+    });
+    await page.waitForFunction('document.body.dataset.done === "1"', null, { timeout: 30_000 }).catch((e: Error) => {
+      throw new Error(`the README example did not finish: ${thrown.join('; ') || e.message}`);
+    });
+    const shown = await page.evaluate<string>('document.body.textContent');
+    assert.ok(shown.length > 0, 'the README example wrote nothing');
   } finally {
     await page.close();
   }
