@@ -72,6 +72,21 @@ test('saving over a checkpoint replaces it whole and leaves no temporary directo
   assert.ok(!(await readdir(dir)).includes('optimizer.safetensors'), 'files of the old checkpoint are gone');
 });
 
+test('saving over a checkpoint keeps files of the user\'s in its folder (notes, a folder of evaluations)', async () => {
+  const root = await tmp(), dir = join(root, 'ck');
+  await saveCheckpoint(dir, { config, weights, tokenizer, training: { step: 1, m: weights, v: weights, trainer: {} } });
+  await writeFile(join(dir, 'NOTES.md'), 'my notes');
+  await mkdir(join(dir, 'evals'));
+  await writeFile(join(dir, 'evals', 'run1.json'), '{"loss": 1}');
+  const w2 = weights.map((x) => -x);
+  await saveCheckpoint(dir, { config, weights: w2, tokenizer });
+  assert.deepEqual((await loadCheckpoint(dir)).weights, w2);
+  assert.equal(await readFile(join(dir, 'NOTES.md'), 'utf8'), 'my notes');
+  assert.equal(await readFile(join(dir, 'evals', 'run1.json'), 'utf8'), '{"loss": 1}');
+  assert.deepEqual((await readdir(dir)).sort(), ['NOTES.md', 'config.json', 'evals', 'manifest.json', 'model.safetensors', 'tokenizer.minigpt.json']);
+  assert.deepEqual(await readdir(root), ['ck']);
+});
+
 test('saving refuses to overwrite a directory that is not a checkpoint', async () => {
   const dir = await tmp();
   await writeFile(join(dir, 'my-notes.txt'), 'precious');

@@ -58,8 +58,10 @@ test('init refuses to replace a trained checkpoint without --force, and replaces
 
   const copy = join(root, 'init-force');
   assertOk(run(['init', '--out', copy, '--chars', 'abc', ...MODEL]));
+  writeFileSync(join(copy, 'NOTES.md'), USER_TEXT);
   assertOk(run(['init', '--out', copy, '--chars', 'abcd', ...MODEL, '--force']));
   assert.match(readFileSync(join(copy, 'tokenizer.minigpt.json'), 'utf8'), /"d"/);
+  assert.equal(readFileSync(join(copy, 'NOTES.md'), 'utf8'), USER_TEXT, '--force replaces the checkpoint, not the notes in its folder');
   // A file where the checkpoint would go stays refused, even with --force.
   writeFileSync(join(root, 'notes-init.txt'), USER_TEXT);
   assertRefused(run(['init', '--out', join(root, 'notes-init.txt'), '--chars', 'abc', ...MODEL, '--force']), /notes-init\.txt/);
@@ -122,6 +124,13 @@ test('tokenizer train refuses to replace a file that is not a tokenizer; replace
   assert.equal(JSON.parse(readFileSync(tok, 'utf8')).type, 'bpe');
   assertOk(train(keep, '--force'));
   assert.equal(JSON.parse(readFileSync(keep, 'utf8')).type, 'bpe');
+
+  // A checkpoint's own tokenizer (its manifest checks it) is never replaced: that would break the checkpoint.
+  const before = snapshot(ckpt);
+  for (const extra of [[], ['--force']]) {
+    assertRefused(train(join(ckpt, 'tokenizer.minigpt.json'), ...extra), /tokenizer\.minigpt\.json is part of the checkpoint in .*checkpoint \(its manifest\.json checks it\); writing it would break that checkpoint/);
+  }
+  assert.deepEqual(snapshot(ckpt), before);
 });
 
 test('lr-find refuses to replace a file that is not an SVG; replaces an earlier lr-find plot, or anything with --force', () => {

@@ -449,6 +449,13 @@ test('prepare refuses to overwrite a folder that is not a shards folder, and rep
     assert.equal(opened.tokenizer.decode(readAll(opened.train)), 'completely different\n');
     opened.close();
     assert.deepEqual((await readdir(dir)).sort(), ['corpus.txt', 'mine', 'shards'], 'no temporary folders left');
+
+    // A shards folder that also holds files of the user's (here, the very corpus) is not replaced.
+    await writeFile(join(out, 'corpus.txt'), 'my corpus\n');
+    await mkdir(join(out, 'notes'));
+    await assertMinigptError(prepareShards({ data: join(out, 'corpus.txt'), out, tokenizer: 'char' }), /is a shards folder, but it also holds corpus\.txt, notes, which prepare did not write; replacing the folder would lose them/);
+    assert.equal(await readFile(join(out, 'corpus.txt'), 'utf8'), 'my corpus\n');
+    assert.ok(await isShardDir(out));
   });
 });
 

@@ -725,6 +725,12 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
       existing.isDirectory() && (entries.length === 0 || (await isShardDir(out))),
       `${out} exists and is not a minigpt shards folder; refusing to overwrite it (choose another output directory)`,
     );
+    // The folder is replaced whole: anything in it that prepare did not write would be lost with it.
+    const others = entries.filter((name) => name !== META_FILE && !/^(train|val)_\d{6}\.bin$/.test(name)).sort();
+    check(
+      others.length === 0,
+      () => `${out} is a shards folder, but it also holds ${others.slice(0, 3).join(', ')}${others.length > 3 ? ` and ${others.length - 3} more` : ''}, which prepare did not write; replacing the folder would lose them: move them out, or choose another output directory`,
+    );
   }
 
   const files = await listInputs(opts.data);

@@ -299,7 +299,8 @@ export async function saveCheckpoint(dir: string, ckpt: Checkpoint, opts: SaveOp
       `${dir} exists and is not a minigpt checkpoint; refusing to overwrite it (choose another output directory)`,
     );
   }
-  await writeDirFiles(dir, await checkpointFileParts(ckpt, opts), `checkpoint ${dir}`);
+  // Files of the user's in the folder (notes, evaluations) are carried over into the new checkpoint.
+  await writeDirFiles(dir, await checkpointFileParts(ckpt, opts), `checkpoint ${dir}`, { ownNames: Object.values(FILES) });
 }
 
 /** Where decodeCheckpoint reads a checkpoint's files from: a directory or a zip. */

@@ -3,7 +3,7 @@
  * user can fix become MinigptErrors, and directories are replaced atomically.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { cp, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError } from '../errors.js';
 
@@ -131,13 +131,25 @@ export async function commitDir(tmp: string, dir: string): Promise<void> {
 
 /**
  * Writes `files` (name -> bytes, each fsynced) into a fresh siblingPath of `dir`, then commits it
- * as `dir` (commitDir). On failure the temporary folder is removed and the error goes through
- * ioError(e, `write ${what}`).
+ * as `dir` (commitDir). With `keepOthers`, what an existing `dir` holds besides `files`' names and
+ * `ownNames` (files of an earlier write that this one leaves out) is copied over first: someone's
+ * notes in the folder outlive the replacement (a copy, so a crash before the commit leaves the
+ * originals where they were). On failure the temporary folder is removed and the error goes
+ * through ioError(e, `write ${what}`).
  */
-export async function writeDirFiles(dir: string, files: Map<string, Uint8Array | readonly Uint8Array[]>, what: string): Promise<void> {
+export async function writeDirFiles(
+  dir: string, files: Map<string, Uint8Array | readonly Uint8Array[]>, what: string, keepOthers?: { ownNames: readonly string[] },
+): Promise<void> {
   const tmp = siblingPath(dir, 'tmp');
   try {
     await makeDirs(tmp);
+    if (keepOthers) {
+      const own = new Set([...files.keys(), ...keepOthers.ownNames]);
+      const existing = (await stat(dir).catch(() => null))?.isDirectory() ? await readdir(dir) : [];
+      for (const name of existing) {
+        if (!own.has(name)) await cp(join(dir, name), join(tmp, name), { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
+      }
+    }
     for (const [name, bytes] of files) await writeFileSynced(join(tmp, name), bytes);
     await commitDir(tmp, dir);
   } catch (e) {
@@ -188,6 +200,11 @@ export async function checkOutputFile(
   const info = await stat(path).catch(() => null);
   if (info === null) return;
   if (info.isDirectory()) throw new MinigptError(`${opts.flag ?? '--out'} ${path} is a folder; give a file name`);
+  // A checkpoint's own file (its manifest.json checks it): replacing it would break the checkpoint, --force or not.
+  const manifest = await readFile(join(dirname(resolve(path)), 'manifest.json'), 'utf8').then((t) => JSON.parse(t) as { sha256?: unknown }, () => null);
+  if (manifest && typeof manifest.sha256 === 'object' && manifest.sha256 !== null && basename(path) in manifest.sha256) {
+    throw new MinigptError(`${path} is part of the checkpoint in ${dirname(resolve(path))} (its manifest.json checks it); writing it would break that checkpoint: choose another ${opts.flag ?? '--out'}`);
+  }
   if (!info.isFile() || info.size === 0 || opts.force) return;
   if (await opts.isOurs(path)) return;
   throw new MinigptError(`${path} exists and is not a ${opts.what}; pass --force to replace it, or choose another ${opts.flag ?? '--out'}`);
