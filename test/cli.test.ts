@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -104,6 +104,33 @@ test('train says when its final evaluation covered a sample of a long validation
   assert.equal(t.status, 0, t.stderr);
   assert.match(t.stderr, /step 2: final val loss \d\.\d{4} over 4,096 windows spread over the validation split \(65,536 of its 70,000 tokens, /);
   assert.match(t.stdout, /final val loss\s+\d\.\d{4} \(4,096 windows spread over the validation split, 65,536 of its 70,000 tokens; minigpt eval reproduces it\)/);
+});
+
+test('one run folder per run: a default name taken already gets -2, and a run being trained is locked against a second process', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  await writeFile(join(root, 'corpus.txt'), CORPUS);
+  // The names of the next few seconds taken (as by runs started at the same time): this one takes -2.
+  const stamp = (t: number): string => new Date(t).toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const now = Date.now();
+  for (let s = 0; s < 6; s++) await mkdir(join(root, 'runs', `run-${stamp(now + s * 1000)}`), { recursive: true });
+  const t = spawnSync(process.execPath, [CLI, 'train', '--data', join(root, 'corpus.txt'), '--steps', '2', '--eval-every', '0', '--quiet', ...TRAIN_TINY], { encoding: 'utf8', cwd: root });
+  assert.equal(t.status, 0, t.stderr);
+  const made = (await readdir(join(root, 'runs'))).filter((n) => n.endsWith('-2'));
+  assert.equal(made.length, 1, (await readdir(join(root, 'runs'))).join(', '));
+  const runDir = join(root, 'runs', made[0]!);
+  assert.deepEqual((await readdir(runDir)).sort(), ['checkpoint', 'loss.svg', 'metrics.jsonl'], 'the lock is gone once the run ends');
+
+  // A lock held by a live process (this test's) refuses the run; one left by a process that is gone is taken over.
+  await writeFile(join(runDir, '.lock'), `${process.pid}\n`);
+  const resume = (): ReturnType<typeof spawnSync> => spawnSync(process.execPath, [CLI, 'train', '--resume', runDir, '--steps', '3', '--quiet'], { encoding: 'utf8', cwd: root });
+  const refused = resume();
+  assert.equal(refused.status, 1);
+  assert.equal(refused.stderr, `minigpt: error: ${runDir} is being trained by another process (pid ${process.pid}); wait for it to end, or choose another --out\n`);
+  const gone = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
+  await writeFile(join(runDir, '.lock'), gone.stdout);
+  const taken = resume();
+  assert.equal(taken.status, 0, String(taken.stderr));
+  assert.ok(!(await readdir(runDir)).includes('.lock'));
 });
 
 test('train -> sample -> eval --data -> plot, from the command line', async () => {

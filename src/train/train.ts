@@ -7,7 +7,7 @@
  *   metrics.jsonl   one JSON object per logged step and per evaluation
  *   loss.svg        train and validation loss, redrawn at every evaluation
  */
-import { appendFile, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check, likelyName } from '../errors.js';
 import type { Backend } from '../backend/types.js';
@@ -296,7 +296,7 @@ async function isRunDirOrAbsent(dir: string): Promise<boolean> {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'ENOENT';
   }
-  return entries.length === 0 || entries.includes('metrics.jsonl') || entries.includes('checkpoint');
+  return entries.every((e) => e === RUN_LOCK) || entries.includes('metrics.jsonl') || entries.includes('checkpoint');
 }
 
 /**
@@ -562,9 +562,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // A short run reaches its peak learning rate within its first tenth.
     o.warmup = Math.min(TRAIN_DEFAULTS.warmup, Math.floor(o.steps / 10));
   }
-  const runDir = resolve(o.out ?? (resumeDir ? dirname(resumeDir) : defaultRunDir()));
-  const ckptDir = join(runDir, 'checkpoint');
-  const bestDir = join(runDir, 'best');
+  let runDir = resolve(o.out ?? (resumeDir ? dirname(resumeDir) : defaultRunDir()));
+  let ckptDir = join(runDir, 'checkpoint');
+  let bestDir = join(runDir, 'best');
   // A run resumed into another directory (--out) starts a new one there, from the old run's
   // checkpoint and history: that directory must not hold another run (its history would be replaced).
   // Only a run's own latest checkpoint continues in place: one beside it (its best/) would replace it.
@@ -609,6 +609,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
 
   const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
   // A backend made here is released here; one passed in stays the caller's.
+  let unlock: (() => Promise<void>) | null = null;
   try {
     const gpu = backend as { software?: boolean; adapterInfo?: string };
     if (gpu.software) (o.onWarning ?? o.onMessage)?.(`the WebGPU adapter is a software renderer (${gpu.adapterInfo}) that runs on the CPU: expect training far slower than --backend cpu`);
@@ -641,7 +642,16 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     }
     const sampler = createBatchSampler(trainStream, B, T, prior?.sampler ?? hash32(o.seed ^ 0x5eed));
 
-    await makeDirs(runDir).catch((e) => { throw ioError(e, `create the run directory ${runDir}`); });
+    if (o.out === undefined && !resumeDir) {
+      // runs/run-DATE-TIME is this run's alone: another started in the same second gets a -2.
+      runDir = await claimNewDir(runDir);
+      ckptDir = join(runDir, 'checkpoint');
+      bestDir = join(runDir, 'best');
+    } else {
+      await makeDirs(runDir).catch((e) => { throw ioError(e, `create the run directory ${runDir}`); });
+    }
+    // One process trains a run at a time: two would write over each other's checkpoints and history.
+    unlock = await lockRunDir(runDir);
     const metricsPath = join(runDir, 'metrics.jsonl');
     const log = (record: Record<string, unknown>): Promise<void> =>
       appendFile(metricsPath, JSON.stringify(record) + '\n').catch((e) => { throw ioError(e, `write ${metricsPath}`); });
@@ -831,7 +841,57 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       tokenizer, clean, bestCheckpoint: best ? { path: bestDir, ...best } : null,
     };
   } finally {
+    await unlock?.();
     if (typeof o.backend !== 'object') backend.destroy();
+  }
+}
+
+/** Creates a new folder `dir`, or `dir-2`, `dir-3`... where that exists already (mkdir is atomic: no two callers get one name). */
+async function claimNewDir(dir: string): Promise<string> {
+  await makeDirs(dirname(dir)).catch((e) => { throw ioError(e, `create ${dirname(dir)}`); });
+  for (let n = 1; ; n++) {
+    const name = n === 1 ? dir : `${dir}-${n}`;
+    try {
+      await mkdir(name);
+      return name;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(e, `create the run directory ${name}`);
+    }
+  }
+}
+
+/** RUN/.lock: the pid of the process training the run, while it does. */
+const RUN_LOCK = '.lock';
+
+/**
+ * Takes the run folder's lock (RUN/.lock, holding this process's pid), or throws a MinigptError
+ * naming the process that holds it. A lock whose process is gone (killed) is taken over. Returns
+ * the function that releases it.
+ */
+async function lockRunDir(dir: string): Promise<() => Promise<void>> {
+  const path = join(dir, RUN_LOCK);
+  for (let tries = 0; ; tries++) {
+    try {
+      await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
+      return () => rm(path, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 2) throw ioError(e, `lock the run directory ${dir}`);
+    }
+    const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
+    if (Number.isSafeInteger(pid) && pid > 0 && processAlive(pid)) {
+      throw new MinigptError(`${dir} is being trained ${pid === process.pid ? 'by this process already' : `by another process (pid ${pid})`}; wait for it to end, or choose another --out`);
+    }
+    await rm(path, { force: true }); // left by a process that is gone
+  }
+}
+
+/** Whether process `pid` exists (this one included: a second train() of one run in this process). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
