@@ -77,7 +77,7 @@ test('--stop TEXT ends the sample where the generated text reaches it, without w
   assert.equal(r.stderr, `minigpt: note: the text reached --stop after ${at + 2} tokens\n`);
   const empty = sample(['--prompt', 'hello', '--stop', ''], '');
   assert.equal(empty.status, 1);
-  assert.match(empty.stderr, /^minigpt: error: --stop needs some text to stop at\n$/);
+  assert.match(empty.stderr, /^minigpt: error: --stop is empty; give it a value \(TEXT\), or leave the flag out\n$/);
 });
 
 test('a sample ends where the model ends the text, with a note on stderr; --ignore-eot goes on', async () => {

@@ -74,6 +74,11 @@ test('every bad invocation prints one error line, no stack trace, and exits 1', 
     [['eval', '--ckpt', '/no/such/ckpt', '--text', 'ab'], /does not exist/],
     [['eval', '--ckpt', dir, '--text', 'abz'], /character "z" \(U\+007A\) at line 1, column 3/],
     [['eval', '--ckpt', dir, '--text', 'a'], /at least 2/],
+    // An empty path is no path: it used to mean "not given" (train --data= trained the default model).
+    [['train', '--data='], /--data is empty; give it a value \(PATH\), or leave the flag out/],
+    [['train', '--resume=', '--steps', '1'], /--resume is empty/],
+    [['export', '--ckpt', dir, '--out='], /--out is empty/],
+    [['sample', '--ckpt', ''], /--ckpt is empty/],
   ];
   for (const [args, re] of cases) {
     const r = run(...args);

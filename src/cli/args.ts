@@ -21,6 +21,8 @@ export interface FlagSpec {
   above?: number;
   max?: number;
   short?: string;
+  /** A string flag that may be given as "" (a prompt, a title); any other is an error when empty (--data= would mean no file). */
+  allowEmpty?: boolean;
 }
 
 export type FlagSpecs = Record<string, FlagSpec>;
@@ -43,6 +45,7 @@ function convert(name: string, spec: FlagSpec, raw: string | boolean): string | 
   if (spec.type === 'boolean') return raw;
   const text = String(raw);
   if (spec.type === 'string') {
+    if (text === '' && !spec.allowEmpty) throw new MinigptError(`--${name} is empty; give it a value${spec.value ? ` (${spec.value})` : ''}, or leave the flag out`);
     if (spec.choices && !spec.choices.includes(text)) {
       throw new MinigptError(`--${name} must be one of ${spec.choices.join(', ')} (got "${text}")`);
     }

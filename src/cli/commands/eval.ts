@@ -16,7 +16,7 @@ export const evalCommand: CommandSpec = {
   usage: 'minigpt eval [--ckpt DIR] [--text "..." | --data PATH [--all]] [--json]',
   flags: {
     ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the latest run in ./runs)' },
-    text: { type: 'string', value: 'TEXT', description: 'text to score token by token (longer than the context: in windows overlapping by half)' },
+    text: { type: 'string', value: 'TEXT', description: 'text to score token by token (longer than the context: in windows overlapping by half)', allowEmpty: true },
     data: { type: 'string', value: 'PATH', description: 'text file, folder, JSONL or `minigpt prepare` shards: loss on its validation split (the last 10%; the val shards)' },
     'text-field': TEXT_FLAGS['text-field']!,
     'invalid-utf8': TEXT_FLAGS['invalid-utf8']!,

@@ -13,7 +13,7 @@ export const plotCommand: CommandSpec = {
   positionals: true,
   flags: {
     out: { type: 'string', value: 'FILE', description: 'SVG to write', default: 'loss-comparison.svg' },
-    title: { type: 'string', value: 'TEXT', description: 'chart title' },
+    title: { type: 'string', value: 'TEXT', description: 'chart title', allowEmpty: true },
     force: { type: 'boolean', description: 'replace --out even if it is not an SVG (an existing SVG is replaced anyway)' },
   },
   details: 'RUN is a run directory (runs/latest: the latest run; a run\'s checkpoint folder stands for its run).\n\nExample:\n  minigpt plot runs/run-a runs/run-b --out compare.svg',

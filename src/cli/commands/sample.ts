@@ -16,7 +16,7 @@ export const sampleCommand: CommandSpec = {
   usage: 'minigpt sample [--ckpt DIR] [--prompt TEXT [--count N] | --interactive] [--tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--stop TEXT] [--ignore-eot]',
   flags: {
     ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the latest run in ./runs)' },
-    prompt: { type: 'string', value: 'TEXT', description: 'text to continue', default: '' },
+    prompt: { type: 'string', value: 'TEXT', description: 'text to continue', default: '', allowEmpty: true },
     tokens: { type: 'int', min: 1, value: 'N', description: 'most tokens to generate (fewer where the model ends the text)', default: 200 },
     temperature: { type: 'number', min: 0, value: 'T', description: 'sampling temperature (0: greedy)', default: 0.8 },
     'top-k': { type: 'int', min: 0, value: 'K', description: 'sample from the K most likely tokens (0: all)', default: 0 },

@@ -39,7 +39,7 @@ export const tokenizerCommand: CommandSpec = {
     'no-eot': { type: 'boolean', description: `train: no ${END_OF_TEXT} special token` },
     'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: 'train/encode: invalid UTF-8 in the file: stop with an error, or replace it and warn' },
     tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint or run folder, a checkpoint .zip, or gpt2' },
-    text: { type: 'string', value: 'STRING', description: 'encode: the text' },
+    text: { type: 'string', value: 'STRING', description: 'encode: the text', allowEmpty: true },
     file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text' },
     'allow-special': { type: 'boolean', description: `encode: ${END_OF_TEXT} in the text becomes its special token (default: plain text)` },
     pieces: { type: 'boolean', description: 'encode: print each token with its text, one per line' },
