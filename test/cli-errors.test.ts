@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, readdirSync, rmSync, cpSync, statSync, chmodSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, readdirSync, rmSync, cpSync, statSync, chmodSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -335,4 +335,23 @@ test('a checkpoint save that fails on a full disk keeps the previous checkpoint 
   const kept = await loadCheckpoint(join(runDir, 'checkpoint'), { training: true });
   assert.equal(kept.training!.step, 1);
   assert.deepEqual(readdirSync(runDir).sort(), ['checkpoint', 'metrics.jsonl']);
+});
+
+test('paths that cannot work and memory past the cpu backend\'s limit: one line each, not an internal error', () => {
+  const dir = mkdtempSync(join(root, 'paths-'));
+  symlinkSync('loop-b', join(dir, 'loop-a'));
+  symlinkSync('loop-a', join(dir, 'loop-b'));
+  const loop = join(dir, 'loop-a');
+  for (const args of [
+    ['train', '--data', loop, '--out', join(dir, 'run'), ...TINY],
+    ['prepare', '--data', loop, '--tokenizer', 'char', '--out', join(dir, 'shards')],
+    ['tokenizer', 'train', '--data', loop, '--vocab', '260', '--out', join(dir, 'tok.json')],
+    ['tokenizer', 'encode', '--tokenizer', 'gpt2', '--file', loop],
+  ]) {
+    assertOneLine(run(args), /cannot stat .*loop-a: a symbolic link in the path leads back to itself; check the path/);
+  }
+  // A folder to create where a file is.
+  assertOneLine(run(['tokenizer', 'train', '--data', join(root, 'abc.txt'), '--vocab', '260', '--out', join(root, 'abc.txt', 'tok.json')]), /abc\.txt: a file is there, where a folder should be|a path component is a file, not a folder/);
+  assertOneLine(run(['train', '--data', join(root, 'abc.txt'), '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '10000000', '--steps', '1', '--backend', 'cpu', '--quiet', '--out', join(dir, 'big')]),
+    /the cpu backend's memory is full: [\d.]+ GiB wanted, past the 4 GiB a wasm32 memory holds; use a smaller batch/);
 });

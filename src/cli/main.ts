@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { MinigptError } from '../errors.js';
 import { installOutputGuards } from './output.js';
+import { fsErrorForUser } from '../util/fs.js';
 import { formatHelp, parseFlags, type CommandSpec } from './args.js';
 import { initCommand } from './commands/init.js';
 import { evalCommand } from './commands/eval.js';
@@ -77,10 +78,12 @@ export async function main(argv: string[]): Promise<number> {
     }
     const code = await cmd.run(values, positionals);
     return typeof code === 'number' ? code : 0;
-  } catch (e) {
+  } catch (caught) {
+    // A file-system error nothing put into words (a symlink loop in a path...) is still the user's to fix.
+    const e = fsErrorForUser(caught) ?? caught;
     if (e instanceof MinigptError) {
       process.stderr.write(`minigpt: error: ${e.message}\n`);
-      if (debug) console.error(e.stack);
+      if (debug) console.error((caught as Error).stack);
       return 1;
     }
     const msg = e instanceof Error ? e.message : String(e);

@@ -55,8 +55,26 @@ export function ioError(e: unknown, what: string): Error {
     : code === 'EROFS' ? 'the file system is read-only; write somewhere else'
     : code === 'ENOTDIR' ? 'a path component is a file, not a folder; check the path'
     : code === 'EISDIR' ? 'it is a folder; give a file name'
+    : code === 'ELOOP' ? 'a symbolic link in the path leads back to itself; check the path'
+    : code === 'ENAMETOOLONG' ? 'the path is too long for the file system'
     : null;
   return why === null ? (e instanceof Error ? e : new Error(String(e))) : new MinigptError(`cannot ${what}: ${why}`);
+}
+
+/**
+ * A file-system error that reached the CLI's top level without being given words (an errno error
+ * from some stat or mkdir: a symlink loop, a file where a folder should be...), as a MinigptError
+ * naming the operation and the path; null for any other error (a bug).
+ */
+export function fsErrorForUser(e: unknown): MinigptError | null {
+  const err = e as NodeJS.ErrnoException;
+  if (!(e instanceof Error) || typeof err.code !== 'string' || typeof err.syscall !== 'string') return null;
+  const path = err.path ?? '';
+  const what = `${err.syscall}${path ? ` ${path}` : ''}`;
+  if (err.code === 'ENOENT') return new MinigptError(`cannot ${what}: no such file or folder`);
+  if (err.code === 'EEXIST' && err.syscall === 'mkdir') return new MinigptError(`cannot ${what}: a file is there, where a folder should be; check the path`);
+  const mapped = ioError(e, what);
+  return mapped instanceof MinigptError ? mapped : null;
 }
 
 /**

@@ -11,6 +11,7 @@
  * done, so `read` and `sync` have nothing to wait for.
  */
 import type { AdamWHyper, Backend, IntTensor, Tensor } from '../types.js';
+import { MinigptError } from '../../errors.js';
 import { adamwGradScale, createReferenceBackend } from '../reference/index.js';
 import { compileKernels, cpuBackendSupported, createSharedMemory, relaxedSimdSupported, type WasmVariant } from './wasm-module.js';
 import { createThreadPool, type ThreadPool } from './pool.js';
@@ -104,7 +105,9 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       // Grow by at least half again, so a model's many allocations grow the memory a few times.
       const pages = Math.max(Math.ceil((end - have) / PAGE), Math.ceil(have / PAGE / 2));
       const grow = Math.min(pages, MAX_PAGES - have / PAGE);
-      if (have + grow * PAGE < end) throw new RangeError(`cpu backend: out of memory (${end} bytes wanted, 4 GiB is the wasm32 limit)`);
+      if (have + grow * PAGE < end) {
+        throw new MinigptError(`the cpu backend's memory is full: ${(end / 2 ** 30).toFixed(1)} GiB wanted, past the 4 GiB a wasm32 memory holds; use a smaller batch (--accum keeps the tokens per step), context or model`);
+      }
       memory.grow(grow);
     }
     top = end;
