@@ -462,3 +462,33 @@ test('a run on shards records the cleaning the shards were prepared with, so pro
   assert.equal(loaded.clean?.lowercase, true);
   assert.deepEqual(preparePrompt(loaded, 'The CAT'), { prompt: 'the cat', note: "the prompt is lowercased, as the model's training text was (--clean lowercase)" });
 });
+
+test('a hand-edited trainer_state.json (a checkpoint without a manifest) is a clear error on resume, field by field', async () => {
+  const { rm: remove } = await import('node:fs/promises');
+  const o = await opts({ steps: 2, evalEvery: 0 });
+  await train(o);
+  const ckptDir = join(o.out!, 'checkpoint');
+  await remove(join(ckptDir, 'manifest.json')); // the manifest is optional: without it nothing checks the bytes
+  const statePath = join(ckptDir, 'trainer_state.json');
+  const good = JSON.parse(await readFile(statePath, 'utf8'));
+  const cases: [(s: Record<string, any>) => void, RegExp][] = [
+    [(s) => { delete s.options; }, /"options" must be the run's settings \(got undefined\)/],
+    [(s) => { s.best_val_loss = 'abc'; }, /"best_val_loss" must be a loss or null \(got "abc"\)/],
+    [(s) => { s.data = 5; }, /"data" must be a path or null \(got 5\)/],
+    [(s) => { s.amp = null; }, /"amp" must be the mixed-precision state/],
+    [(s) => { s.options = {}; }, /"options\.batch" must be a whole number of at least 1 \(got undefined\)/],
+    [(s) => { s.tokens_seen = 'x'; }, /"tokens_seen" must be a number of at least 0/],
+    [(s) => { s.options.batch = 0; }, /"options\.batch" must be a whole number of at least 1 \(got 0\)/],
+    [(s) => { s.options.sync_every = 0; }, /"options\.sync_every" must be a whole number \(got 0\)/],
+    [(s) => { s.sampler = { s: [1, 2], spare: null }; }, /"sampler" must be a random-number state/],
+  ];
+  for (const [edit, re] of cases) {
+    const state = structuredClone(good);
+    edit(state);
+    await writeFile(statePath, JSON.stringify(state));
+    await assert.rejects(train({ resume: o.out, steps: 3, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && re.test(e.message) && /trainer_state\.json: .*the checkpoint is corrupt$/.test(e.message), String(re));
+  }
+  await writeFile(statePath, JSON.stringify(good));
+  const resumed = await train({ resume: o.out, steps: 3, backend: 'reference' });
+  assert.equal(resumed.steps, 3);
+});

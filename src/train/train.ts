@@ -283,6 +283,56 @@ interface TrainerState {
   options: Record<string, unknown>;
 }
 
+/**
+ * trainer_state.json's fields, checked to be what a run wrote (a checkpoint without a manifest
+ * could have been edited by hand): a MinigptError naming the first that is not. `use`: 'data' checks
+ * only what reading the run's data needs (eval), 'resume' everything resuming reads.
+ */
+function checkedTrainerState(raw: Record<string, unknown>, source: string, use: 'data' | 'resume'): TrainerState {
+  const bad = (field: string, want: string, got: unknown): never => {
+    throw new MinigptError(`${source}: "${field}" must be ${want} (got ${JSON.stringify(got) ?? String(got)}); the checkpoint is corrupt`);
+  };
+  const record = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const pathOrNull = (field: string): void => {
+    if (raw[field] !== null && typeof raw[field] !== 'string') bad(field, 'a path or null', raw[field]);
+  };
+  for (const field of ['data', 'val_data', 'text_field']) pathOrNull(field);
+  if (raw.clean !== undefined && raw.clean !== null && !record(raw.clean)) bad('clean', 'cleaning settings or null', raw.clean);
+  if (use === 'data') return raw as unknown as TrainerState;
+  const whole = (v: unknown, min: number): boolean => Number.isSafeInteger(v) && (v as number) >= min;
+  const real = (v: unknown, min: number): boolean => typeof v === 'number' && Number.isFinite(v) && v >= min;
+  if (!whole(raw.total_steps, 1)) bad('total_steps', 'a whole number of at least 1', raw.total_steps);
+  if (!real(raw.tokens_seen, 0)) bad('tokens_seen', 'a number of at least 0', raw.tokens_seen);
+  if (raw.elapsed !== undefined && !real(raw.elapsed, 0)) bad('elapsed', 'seconds, at least 0', raw.elapsed);
+  if (raw.best_val_loss !== null && !real(raw.best_val_loss, 0)) bad('best_val_loss', 'a loss or null', raw.best_val_loss);
+  const sampler = raw.sampler as RngState | undefined;
+  if (!record(sampler) || !Array.isArray(sampler.s) || sampler.s.length !== 4 || !sampler.s.every((x) => Number.isInteger(x) && x >= -(2 ** 31) && x < 2 ** 32)
+    || !(sampler.spare === null || typeof sampler.spare === 'number')) bad('sampler', 'a random-number state', sampler);
+  const amp = raw.amp as Record<string, unknown> | undefined;
+  if (!record(amp)) return bad('amp', 'the mixed-precision state', amp);
+  if (!AMP_MODES.includes(amp.mode as AmpMode)) bad('amp.mode', AMP_MODES.join(', '), amp.mode);
+  if (!real(amp.scale, 0) || amp.scale === 0) bad('amp.scale', 'a positive number', amp.scale);
+  if (!whole(amp.clean_steps, 0)) bad('amp.clean_steps', 'a whole number of at least 0', amp.clean_steps);
+  const options = raw.options;
+  if (!record(options)) return bad('options', 'the run\'s settings', options);
+  const checks: [string, (v: unknown) => boolean, string][] = [
+    ['batch', (v) => whole(v, 1), 'a whole number of at least 1'], ['accum', (v) => whole(v, 1), 'a whole number of at least 1'],
+    ['lr', (v) => real(v, 0) && v !== 0, 'a positive number'], ['min_lr', (v) => real(v, 0), 'a number of at least 0'],
+    ['warmup', (v) => whole(v, 0), 'a whole number of at least 0'], ['weight_decay', (v) => real(v, 0), 'a number of at least 0'],
+    ['grad_clip', (v) => real(v, 0), 'a number of at least 0'], ['seed', (v) => whole(v, 0), 'a whole number of at least 0'],
+  ];
+  for (const [name, ok, want] of checks) if (!ok(options[name])) bad(`options.${name}`, want, options[name]);
+  // The cadence, where recorded (checkpoints before 2026-12-06 have none).
+  for (const [, name] of CADENCE) {
+    const v = options[name];
+    if (v === undefined) continue;
+    if (name === 'keep_best' ? typeof v !== 'boolean' : !whole(v, ['log_every', 'sync_every', 'eval_windows'].includes(name) ? 1 : 0)) {
+      bad(`options.${name}`, name === 'keep_best' ? 'true or false' : 'a whole number', v);
+    }
+  }
+  return raw as unknown as TrainerState;
+}
+
 function defaultRunDir(): string {
   const t = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   return join('runs', `run-${t}`);
@@ -517,7 +567,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     throw new MinigptError(`${resumeDir} has no optimizer state (it was written by init or import, not by a training run), so there is no run to resume; fine-tune it with --init-from ${o.resume} instead`);
   }
   const resumed = resumeDir ? await loadCheckpoint(resumeDir, { training: true }) : null;
-  const prior = resumed ? (resumed.training!.trainer as unknown as TrainerState) : null;
+  const prior = resumed ? checkedTrainerState(resumed.training!.trainer, join(resumeDir!, 'trainer_state.json'), 'resume') : null;
   const initDir = o.initFrom ? await findCheckpointDir(resolve(o.initFrom)) : null;
   const initial = initDir ? await loadCheckpoint(initDir) : null;
   const base = resumed ?? initial;
@@ -971,7 +1021,7 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   // A .zip of the checkpoint records the same (loadCheckpoint reads either).
   const saved = await loadTrainerState(ckptDir);
   if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); give --text "..." or --data PATH`);
-  const state = saved.trainer as unknown as TrainerState;
+  const state = checkedTrainerState(saved.trainer, join(ckptDir, 'trainer_state.json'), 'data');
   const data = await loadTrainingData({
     data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined,
     documentSeparator: recordedSeparator(state),
