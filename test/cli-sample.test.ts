@@ -60,6 +60,10 @@ test('--count N writes N samples of the prompt, sample n with --seed + n, a line
     const alone = sample(['--prompt', 'hello', '--tokens', '10', '--seed', String(5 + n)], '');
     assert.equal(s, alone.stdout, `sample ${n} is the sample of seed ${5 + n}`);
   }
+  const tooBig = sample(['--prompt', 'hello', '--count', '3', '--seed', '9007199254740990'], '');
+  assert.equal(tooBig.status, 1);
+  assert.equal(tooBig.stdout, '', 'refused before the first sample');
+  assert.match(tooBig.stderr, /^minigpt: error: --seed 9007199254740990 with --count 3: the last sample's seed \(--seed \+ 2\) would pass 9007199254740991; use a smaller --seed\n$/);
   const refused = sample(['--interactive', '--count', '2'], 'hello\n');
   assert.equal(refused.status, 1);
   assert.match(refused.stderr, /^minigpt: error: --count goes without --interactive/);

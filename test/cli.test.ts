@@ -79,6 +79,7 @@ test('every bad invocation prints one error line, no stack trace, and exits 1', 
     [['train', '--resume=', '--steps', '1'], /--resume is empty/],
     [['export', '--ckpt', dir, '--out='], /--out is empty/],
     [['sample', '--ckpt', ''], /--ckpt is empty/],
+    [['lr-find', '--bpe-vocab', '300'], /--bpe-vocab goes with --tokenizer bpe/],
   ];
   for (const [args, re] of cases) {
     const r = run(...args);

@@ -2,7 +2,7 @@ import { checkOutputFile, looksLikeSvg, writeFileAtomic } from '../../util/fs.js
 import { MinigptError } from '../../errors.js';
 import { BACKEND_FLAGS, flagName, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { findLearningRate } from '../../train/lr-find.js';
-import { loadTrainingData, findCheckpointDir } from '../../train/train.js';
+import { loadTrainingData, findCheckpointDir, TRAIN_DEFAULTS } from '../../train/train.js';
 import { renderLineChart } from '../../train/plot.js';
 import { resolveConfig } from '../../model/config.js';
 import { countParams } from '../../model/params.js';
@@ -18,6 +18,7 @@ export const lrFindCommand: CommandSpec = {
     data: { type: 'string', value: 'PATH', description: 'training text (default: the embedded English corpus)' },
     'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
     tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer (ignored with --ckpt)', default: 'char' },
+    'bpe-vocab': { type: 'int', min: 257, value: 'N', description: `vocabulary size of a BPE tokenizer trained on the data (default: ${TRAIN_DEFAULTS.bpeVocab})` },
     ckpt: { type: 'string', value: 'DIR', description: 'start from this checkpoint\'s weights and shape (read only: it is never modified; model flags conflict with it)' },
     batch: { type: 'int', min: 1, value: 'N', description: 'sequences per step', default: 16 },
     start: { type: 'number', above: 0, value: 'LR', description: 'first learning rate', default: 1e-6 },
@@ -39,9 +40,12 @@ export const lrFindCommand: CommandSpec = {
         if (set) throw new MinigptError(`--${name} conflicts with --ckpt (the checkpoint fixes the model shape); drop --${name}`);
       }
     }
+    if (v['bpe-vocab'] !== undefined && (v.tokenizer !== 'bpe' || typeof v.ckpt === 'string')) {
+      throw new MinigptError(typeof v.ckpt === 'string' ? '--bpe-vocab conflicts with --ckpt (the checkpoint has its tokenizer); drop --bpe-vocab' : '--bpe-vocab goes with --tokenizer bpe');
+    }
     await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: looksLikeSvg });
     const ckpt = typeof v.ckpt === 'string' ? await loadCheckpoint(await findCheckpointDir(v.ckpt)) : null;
-    const data = await loadTrainingData({ data: v.data as string | undefined, textField: v['text-field'] as string, tokenizer: v.tokenizer as 'char' }, ckpt?.tokenizer);
+    const data = await loadTrainingData({ data: v.data as string | undefined, textField: v['text-field'] as string, tokenizer: v.tokenizer as 'char', bpeVocab: v['bpe-vocab'] as number | undefined }, ckpt?.tokenizer);
     const config = ckpt?.config ?? resolveConfig({ ...modelConfigFromFlags(v), vocab_size: (v['vocab-size'] as number | undefined) ?? data.tokenizer.vocabSize }, { name: flagName });
     const bar = progressLine();
     const result = await findLearningRate({

@@ -40,6 +40,8 @@ export const sampleCommand: CommandSpec = {
       ...(typeof v.stop === 'string' ? { stop: v.stop } : {}),
     };
     check(opts.stop === undefined || opts.stop.length > 0, '--stop needs some text to stop at');
+    // Sample n uses --seed + n: the last one must still be an exact whole number.
+    check(opts.seed <= Number.MAX_SAFE_INTEGER - ((v.count as number) - 1), () => `--seed ${opts.seed} with --count ${v.count as number}: the last sample's seed (--seed + ${(v.count as number) - 1}) would pass ${Number.MAX_SAFE_INTEGER}; use a smaller --seed`);
     if (v.interactive) return interactive(loaded, opts);
     const prompt = promptNoting(loaded, v.prompt as string, '--prompt');
     const controller = new AbortController();
@@ -147,7 +149,7 @@ async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<nu
       try {
         const prompt = promptNoting(loaded, line, 'the prompt');
         current = new AbortController();
-        await streamSample(loaded, prompt, { ...opts, seed: (opts.seed ?? 0) + n, signal: current.signal });
+        await streamSample(loaded, prompt, { ...opts, seed: ((opts.seed ?? 0) + n) % (Number.MAX_SAFE_INTEGER + 1), signal: current.signal });
         n++;
       } catch (e) {
         if (!(e instanceof MinigptError)) throw e;
