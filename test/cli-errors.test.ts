@@ -355,3 +355,20 @@ test('paths that cannot work and memory past the cpu backend\'s limit: one line 
   assertOneLine(run(['train', '--data', join(root, 'abc.txt'), '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '10000000', '--steps', '1', '--backend', 'cpu', '--quiet', '--out', join(dir, 'big')]),
     /the cpu backend's memory is full: [\d.]+ GiB wanted, past the 4 GiB a wasm32 memory holds; use a smaller batch/);
 });
+
+test('what a broken or mismatched input really is, in one line: shards without meta.json, an empty metrics.jsonl, --clean on shards, a weight_map that leaves its folder', () => {
+  const dir = mkdtempSync(join(root, 'named-'));
+  const shards = join(dir, 'shards');
+  assert.equal(run(['prepare', '--data', join(root, 'abc.txt'), '--tokenizer', 'char', '--out', shards]).status, 0);
+  assertOneLine(run(['train', '--data', shards, '--clean', 'lowercase', '--out', join(dir, 'run'), ...TINY]), /--clean has no effect on .*shards: prepared shards were cleaned when prepared/);
+  rmSync(join(shards, 'meta.json'));
+  assertOneLine(run(['train', '--data', shards, '--out', join(dir, 'run'), ...TINY]), /shards looks like a shards folder from minigpt prepare, but its meta\.json is missing; prepare the data again/);
+  mkdirSync(join(dir, 'empty-run'));
+  writeFileSync(join(dir, 'empty-run', 'metrics.jsonl'), '');
+  assertOneLine(run(['plot', join(dir, 'empty-run'), '--out', join(dir, 'p.svg')]), /metrics\.jsonl has no loss records to plot/);
+  const hf = join(dir, 'hf');
+  assert.equal(run(['export', '--ckpt', ck, '--format', 'hf', '--out', hf]).status, 0);
+  rmSync(join(hf, 'model.safetensors'));
+  writeFileSync(join(hf, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.embed_tokens.weight': '../../abc.txt' } }));
+  assertOneLine(run(['import', '--from', hf, '--out', join(dir, 'imported')]), /weight_map names "\.\.\/\.\.\/abc\.txt", not a file beside it/);
+});

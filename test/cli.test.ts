@@ -90,6 +90,18 @@ test('every bad invocation prints one error line, no stack trace, and exits 1', 
   }
 });
 
+test('an error that quotes a file or a path with newlines or control characters in it is still one line, with them escaped', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  await writeFile(join(dir, 't.json'), 'x\ny\u0001z');
+  const r = run('tokenizer', 'encode', '--tokenizer', join(dir, 't.json'), '--text', 'hi');
+  assert.equal(r.code, 1);
+  assert.equal(r.err.split('\n').length, 2, r.err);
+  assert.match(r.err, /"x\\ny\\u0001z" is not valid JSON/);
+  const p = run('eval', '--ckpt', join(dir, 'no\nsuch'), '--text', 'ab');
+  assert.equal(p.code, 1);
+  assert.match(p.err, /^minigpt: error: checkpoint .*no\\nsuch does not exist\n$/);
+});
+
 test('--help lists every flag of the command', () => {
   const r = run('init', '--help');
   assert.equal(r.code, 0);

@@ -111,7 +111,10 @@ test('the latest run without a checkpoint falls back to the newest run that has 
     assert.equal(await latestRun(), good.runDir);
     await assert.rejects(findCheckpointDir(join(root, 'runs', 'died')), /has no checkpoint yet/);
     await rm(join(root, 'runs', 'good'), { recursive: true });
-    await assert.rejects(latestRun(), /the latest run, .*died, has no checkpoint yet/);
+    await assert.rejects(latestRun(), /the latest run, .*died, has no readable checkpoint \(it stopped before its first save/);
+    // runs/latest naming a run that is gone says so.
+    await rm(join(root, 'runs', 'died'), { recursive: true });
+    await assert.rejects(latestRun(), /runs\/latest names .*died, which does not exist \(moved or deleted\)/);
   } finally {
     process.chdir(cwd);
   }

@@ -82,15 +82,24 @@ export async function main(argv: string[]): Promise<number> {
     // A file-system error nothing put into words (a symlink loop in a path...) is still the user's to fix.
     const e = fsErrorForUser(caught) ?? caught;
     if (e instanceof MinigptError) {
-      process.stderr.write(`minigpt: error: ${e.message}\n`);
+      process.stderr.write(`minigpt: error: ${oneLine(e.message)}\n`);
       if (debug) console.error((caught as Error).stack);
       return 1;
     }
     const msg = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`minigpt: internal error: ${msg.split('\n')[0]} (this is a bug; rerun with --debug for details)\n`);
+    process.stderr.write(`minigpt: internal error: ${oneLine(msg.split('\n')[0]!)} (this is a bug; rerun with --debug for details)\n`);
     if (debug) console.error(e);
     return 2;
   }
+}
+
+/**
+ * An error message as one line: a newline or other control character in it (a path that holds
+ * one, a line of a file quoted by a parser) is written as an escape (\n, \u0007), so the error
+ * stays one line and shows what is really there.
+ */
+export function oneLine(message: string): string {
+  return message.replace(/[\u0000-\u0008\u000a-\u001f\u007f]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
 }
 
 installOutputGuards();

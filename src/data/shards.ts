@@ -36,7 +36,7 @@ import { MinigptError, check } from '../errors.js';
 import { commitDir, ioError, makeDirs, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
 import { DOCUMENT_SEPARATORS, documentSeparatorOf, documentSeparatorOfKind, type DocumentSeparator } from './documents.js';
-import { BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, TEXT_FILE_EXTENSIONS, cleanText, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
+import { BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, cleanText, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, noTextFilesError, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
 import {
   END_OF_TEXT,
   charTokenizerFromVocab,
@@ -169,13 +169,7 @@ async function listInputs(path: string): Promise<InputFile[]> {
   check(info.isDirectory(), `${path}: not a regular file or folder; point at a text file or a folder of them`);
   // The same files, in the same order, as loadText reads: so shards hold the same tokens.
   const { textFiles, otherFileCount } = await findTextFiles(path);
-  if (textFiles.length === 0) {
-    const others = otherFileCount > 0 ? ` (it has ${otherFileCount} other files)` : '';
-    throw new MinigptError(
-      `${path}: folder has no text files (${TEXT_FILE_EXTENSIONS.join(', ')}) in it or its subfolders${others}; ` +
-        `point at a text file or a folder that contains some`,
-    );
-  }
+  if (textFiles.length === 0) throw await noTextFilesError(path, otherFileCount);
   const files: InputFile[] = [];
   for (const p of textFiles) files.push({ path: p, size: (await statOrThrow(p)).size, jsonl: isJsonl(p) });
   check(

@@ -83,15 +83,26 @@ export function describeReplacements(replaced: ReplacedBytes[]): string {
   );
 }
 
+/**
+ * The error for a folder given as text that holds none: a folder of `minigpt prepare`'s shard
+ * files whose meta.json is missing or broken is named as such (it is read as text only because
+ * meta.json did not say it is shards).
+ */
+export async function noTextFilesError(folder: string, otherFileCount: number): Promise<MinigptError> {
+  const names = await readdir(folder).catch(() => [] as string[]);
+  if (names.some((n) => /^(train|val)_\d{6}\.bin$/.test(n))) {
+    return new MinigptError(`${folder} looks like a shards folder from minigpt prepare, but its meta.json is ${names.includes('meta.json') ? 'not a valid shards meta.json' : 'missing'}; prepare the data again`);
+  }
+  const others = otherFileCount > 0 ? ` (it has ${otherFileCount} other files)` : '';
+  return new MinigptError(
+    `${folder}: folder has no text files (${TEXT_FILE_EXTENSIONS.join(', ')}) in it or its subfolders${others}; ` +
+      `point at a text file or a folder that contains some`,
+  );
+}
+
 async function loadFolder(folder: string, opts: LoadTextOptions, replaced: ReplacedBytes[]): Promise<string[]> {
   const { textFiles, otherFileCount } = await findTextFiles(folder);
-  if (textFiles.length === 0) {
-    const others = otherFileCount > 0 ? ` (it has ${otherFileCount} other files)` : '';
-    throw new MinigptError(
-      `${folder}: folder has no text files (${TEXT_FILE_EXTENSIONS.join(', ')}) in it or its subfolders${others}; ` +
-        `point at a text file or a folder that contains some`,
-    );
-  }
+  if (textFiles.length === 0) throw await noTextFilesError(folder, otherFileCount);
   const documents: string[] = [];
   let nonEmpty = 0;
   for (const file of textFiles) {

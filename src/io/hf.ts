@@ -573,7 +573,9 @@ export async function readHfTensors(dir: string): Promise<Map<string, NamedTenso
   if (await exists(index)) {
     const json = (await readJsonFile(index, '')) as Json;
     check(isObject(json.weight_map), `${index} has no "weight_map"`);
-    files = [...new Set(Object.values(json.weight_map as Record<string, string>))].sort();
+    files = [...new Set(Object.values(json.weight_map as Record<string, unknown>))].map(String).sort();
+    // Shards live beside the index: a name with a path in it could read any file.
+    for (const f of files) check(/^[^/\\]+$/.test(f) && f !== '.' && f !== '..', () => `${index}: weight_map names ${JSON.stringify(f)}, not a file beside it; the model folder is broken`);
   } else if (await exists(single)) {
     files = ['model.safetensors'];
   } else {

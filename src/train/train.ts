@@ -344,7 +344,10 @@ async function isRunDirOrAbsent(dir: string): Promise<boolean> {
   try {
     entries = await readdir(dir);
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'ENOENT';
+    const code = (e as NodeJS.ErrnoException).code;
+    // A file where a folder of the path should be (./runs a file): say so, not "not a run".
+    if (code === 'ENOTDIR' && !(await stat(dir).then((i) => i.isFile(), () => false))) throw new MinigptError(`cannot create the run directory ${dir}: a path component is a file, not a folder; check the path`);
+    return code === 'ENOENT';
   }
   return entries.every((e) => e === RUN_LOCK) || entries.includes('metrics.jsonl') || entries.includes('checkpoint');
 }
@@ -406,7 +409,8 @@ export async function latestRun(): Promise<string> {
     if (!newest || time > newest.time) newest = { dir, time };
   }
   if (newest) return newest.dir;
-  if (latest) throw new MinigptError(`no --ckpt given and the latest run, ${latest}, has no checkpoint yet (it stopped before its first save); pass --ckpt DIR`);
+  if (latest && !(await exists(latest))) throw new MinigptError(`no --ckpt given, and runs/latest names ${latest}, which does not exist (moved or deleted); pass --ckpt DIR`);
+  if (latest) throw new MinigptError(`no --ckpt given and the latest run, ${latest}, has no readable checkpoint (it stopped before its first save, or its checkpoint folder cannot be read); pass --ckpt DIR`);
   throw new MinigptError('no --ckpt given and no previous run found in ./runs; train first (npx minigpt train) or pass --ckpt DIR');
 }
 

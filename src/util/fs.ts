@@ -50,7 +50,8 @@ export async function writeFileSynced(path: string, bytes: Uint8Array | string |
 export function ioError(e: unknown, what: string): Error {
   if (e instanceof MinigptError) return e;
   const code = (e as NodeJS.ErrnoException)?.code;
-  const why = code === 'EACCES' || code === 'EPERM' ? 'permission denied; check the permissions of the folder, or write somewhere else'
+  const reading = /^(read|open|stat|scandir|load)\b/.test(what);
+  const why = code === 'EACCES' || code === 'EPERM' ? (reading ? 'permission denied; check its permissions' : 'permission denied; check the permissions of the folder, or write somewhere else')
     : code === 'ENOSPC' || code === 'EDQUOT' ? 'the disk is full; free some space, or write somewhere else'
     : code === 'EROFS' ? 'the file system is read-only; write somewhere else'
     : code === 'ENOTDIR' ? 'a path component is a file, not a folder; check the path'

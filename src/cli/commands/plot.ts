@@ -25,7 +25,9 @@ export const plotCommand: CommandSpec = {
       let run = await followLatest(given);
       // A run's checkpoint folder stands for its run, as it does for sample, eval and export.
       if (!(await exists(join(run, 'metrics.jsonl'))) && (await exists(join(run, '..', 'metrics.jsonl'))) && (await isCheckpointDir(run))) run = dirname(resolve(run));
-      series.push({ name: basename(resolve(run)), records: await readMetrics(join(run, 'metrics.jsonl')) });
+      const records = await readMetrics(join(run, 'metrics.jsonl'));
+      check(records.length > 0, () => `${join(run, 'metrics.jsonl')} has no loss records to plot (it is empty, or not a run's metrics)`);
+      series.push({ name: basename(resolve(run)), records });
     }
     await writeFileAtomic(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
     console.log(`wrote ${v.out} (${series.map((s) => `${s.name}: ${s.records.length} records`).join(', ')})`);

@@ -1,4 +1,5 @@
 import { MinigptError, check } from '../../errors.js';
+import { isShardDir } from '../../data/shards.js';
 import { BACKEND_FLAGS, TEXT_FLAGS, cleanOptionsFromFlag, flagName, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
 import { train, TRAIN_DEFAULTS, recordLatestRun, type TrainSummary } from '../../train/train.js';
 import { cleanText } from '../../data/text.js';
@@ -175,6 +176,10 @@ export const trainCommand: CommandSpec = {
       if (typeof v.resume !== 'string' && typeof v['init-from'] !== 'string') resolveConfig({ ...model, vocab_size: model.vocab_size ?? 1 }, { name: flagName });
       const lr = (v.lr as number | undefined) ?? TRAIN_DEFAULTS.lr, minLr = v['min-lr'] as number | undefined;
       check(minLr === undefined || (v.lr === undefined && typeof v.resume === 'string') || minLr <= lr, () => `--min-lr ${minLr} must be at most --lr (${lr})`);
+      // Shards were cleaned when prepared: a --clean here would change nothing.
+      if (set.has('clean') && typeof v.data === 'string' && (await isShardDir(v.data))) {
+        throw new MinigptError(`--clean has no effect on ${v.data}: prepared shards were cleaned when prepared (prepare --clean); drop the flag, or prepare the data again with it`);
+      }
       const summary = await train({
         data: v.data as string | undefined,
         valData: v['val-data'] as string | undefined,
