@@ -371,4 +371,12 @@ test('what a broken or mismatched input really is, in one line: shards without m
   rmSync(join(hf, 'model.safetensors'));
   writeFileSync(join(hf, 'model.safetensors.index.json'), JSON.stringify({ weight_map: { 'model.embed_tokens.weight': '../../abc.txt' } }));
   assertOneLine(run(['import', '--from', hf, '--out', join(dir, 'imported')]), /weight_map names "\.\.\/\.\.\/abc\.txt", not a file beside it/);
+  assertOneLine(run(['import', '--from', join(ck, 'checkpoint'), '--out', join(dir, 'imported')]), /config\.json is a minigpt checkpoint's config, not a Hugging Face model's: use the checkpoint as it is/);
+  const config = JSON.parse(readFileSync(join(hf, 'config.json'), 'utf8'));
+  writeFileSync(join(hf, 'config.json'), JSON.stringify({ ...config, num_attention_heads: 0 }));
+  assertOneLine(run(['import', '--from', hf, '--out', join(dir, 'imported')]), /"num_attention_heads" must be a whole number of at least 1 \(got 0\)/);
+  writeFileSync(join(hf, 'config.json'), JSON.stringify({ ...config, rms_norm_eps: 'x' }));
+  const eps = run(['import', '--from', hf, '--out', join(dir, 'imported')]);
+  assertOneLine(eps, /config\.json: "rms_norm_eps" is missing or not a number$/);
+  assert.equal(eps.stderr.split('config.json').length, 2, 'the file is named once');
 });

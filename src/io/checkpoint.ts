@@ -481,7 +481,8 @@ function zipSource(source: string, root: string, read: CheckpointFiles['read']):
 /** config.json says it is a minigpt checkpoint of the version this reads. */
 function checkConfigFormat(configRaw: Record<string, unknown>, src: CheckpointFiles): void {
   const configSource = src.path(FILES.config);
-  check(configRaw?.format === CHECKPOINT_FORMAT, () => `${configSource} is not a minigpt checkpoint config (format is ${JSON.stringify(configRaw?.format)})${foreignConfigHint(configRaw, src.hfHint)}`);
+  check(typeof configRaw === 'object' && configRaw !== null && !Array.isArray(configRaw), () => `${configSource} is not a JSON object (it holds ${Array.isArray(configRaw) ? 'a list' : JSON.stringify(configRaw)}); the checkpoint is corrupt`);
+  check(configRaw?.format === CHECKPOINT_FORMAT, () => `${configSource} is not a minigpt checkpoint config (${configRaw?.format === undefined ? 'it has no "format"' : `format is ${JSON.stringify(configRaw.format)}`})${foreignConfigHint(configRaw, src.hfHint)}`);
   check(
     configRaw.format_version === CHECKPOINT_VERSION,
     `${configSource} has format_version ${JSON.stringify(configRaw.format_version)}; this minigpt reads version ${CHECKPOINT_VERSION}`,

@@ -426,6 +426,7 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
   check(isObject(json), `${source} is not a JSON object`);
   const arch = Array.isArray(json.architectures) ? (json.architectures as string[]).join(', ') : '';
   const type = json.model_type;
+  check(json.format !== CHECKPOINT_FORMAT, `${source} is a minigpt checkpoint's config, not a Hugging Face model's: use the checkpoint as it is (--ckpt, --init-from), no import needed`);
   check(type === 'llama' || type === 'arcee',
     `${source}: model_type ${JSON.stringify(type)}${arch ? ` (${arch})` : ''} is not supported; minigpt imports LLaMA-architecture models (model_type "llama", or "arcee" for a non-gated MLP)`);
   const act = json.hidden_act ?? 'silu';
@@ -445,6 +446,7 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
   }
   check(typeof ropeTheta === 'number', `${source}: no rope_theta`);
   const C = num(json, 'hidden_size', source), H = num(json, 'num_attention_heads', source);
+  check(Number.isInteger(H) && H >= 1, `${source}: "num_attention_heads" must be a whole number of at least 1 (got ${H})`);
   if (json.head_dim !== undefined && json.head_dim !== null) {
     check(json.head_dim === C / H, `${source}: head_dim ${json.head_dim} differs from hidden_size / num_attention_heads = ${C / H}; minigpt needs them equal`);
   }
@@ -468,7 +470,8 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
       init,
     });
   } catch (e) {
-    if (e instanceof MinigptError) throw new MinigptError(`${source}: ${e.message}`);
+    // num() names the file already; resolveConfig's checks do not.
+    if (e instanceof MinigptError) throw e.message.startsWith(`${source}: `) ? e : new MinigptError(`${source}: ${e.message}`);
     throw e;
   }
 }
