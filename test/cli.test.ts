@@ -230,8 +230,13 @@ test('train rejects bad flags and data with one clear line', async () => {
     [['train', '--context', '0'], /--context must be at least 1/],
     [['train', '--resume', join(root, 'nope')], /does not exist/],
     [['train', '--config', join(root, 'missing.json')], /--config .*missing.json does not exist/],
+    [['train', '--config', root], /cannot read --config .*: it is a folder; give a file name/],
+    [['train', '--config', join(root, 'big-steps.json')], /--config .*big-steps\.json: "steps" has the wrong type or value \(Infinity\)/],
+    [['train', '--config', join(root, 'zero-batch.json')], /--config .*zero-batch\.json: "batch" must be at least 1 \(got 0\)/],
     [['train', '--clean', 'nfc,shouting'], /--clean: unknown step "shouting"/],
   ];
+  await writeFile(join(root, 'big-steps.json'), '{"steps": 1e400}');
+  await writeFile(join(root, 'zero-batch.json'), '{"batch": 0}');
   for (const [args, re] of cases) {
     const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', cwd: root });
     assert.equal(r.status, 1, `${args.join(' ')}: exit ${r.status} ${r.stderr}`);

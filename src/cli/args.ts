@@ -41,7 +41,8 @@ export interface CommandSpec {
   positionals?: boolean;
 }
 
-function convert(name: string, spec: FlagSpec, raw: string | boolean): string | number | boolean {
+/** A flag's value from its text: checked against its spec (type, choices, bounds, empty), or a MinigptError naming --name. */
+export function convert(name: string, spec: FlagSpec, raw: string | boolean): string | number | boolean {
   if (spec.type === 'boolean') return raw;
   const text = String(raw);
   if (spec.type === 'string') {

@@ -1,6 +1,6 @@
 import { MinigptError, check } from '../../errors.js';
 import { isShardDir } from '../../data/shards.js';
-import { BACKEND_FLAGS, TEXT_FLAGS, cleanOptionsFromFlag, flagName, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagValues } from '../args.js';
+import { BACKEND_FLAGS, TEXT_FLAGS, cleanOptionsFromFlag, convert, flagName, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec, type FlagSpecs, type FlagValues } from '../args.js';
 import { train, TRAIN_DEFAULTS, recordLatestRun, type TrainSummary } from '../../train/train.js';
 import { cleanText } from '../../data/text.js';
 import { describeSeparator } from '../../data/documents.js';
@@ -9,7 +9,7 @@ import { AMP_MODES } from '../../train/amp.js';
 import { formatDuration, formatRate, perByte, progressLine } from '../progress.js';
 import { readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { exists } from '../../util/fs.js';
+import { exists, ioError } from '../../util/fs.js';
 import { onOutputClosed } from '../output.js';
 import { loadTokenizer } from './tokenizer.js';
 import type { TokenizerKind } from '../../data/tokenizer.js';
@@ -88,21 +88,26 @@ async function withConfigFile(v: FlagValues, argv: string[]): Promise<{ values: 
     json = JSON.parse(await readFile(v.config, 'utf8'));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new MinigptError(code === 'ENOENT' ? `--config ${v.config} does not exist` : code ? `cannot read --config ${v.config} (${code})` : `--config ${v.config} is not valid JSON`);
+    throw code === 'ENOENT' ? new MinigptError(`--config ${v.config} does not exist`) : code ? ioError(e, `read --config ${v.config}`) : new MinigptError(`--config ${v.config} is not valid JSON`);
   }
   check(typeof json === 'object' && json !== null && !Array.isArray(json), `--config ${v.config} must hold a JSON object of flag values`);
   const out: FlagValues = { ...v };
   const set = new Set(given);
   for (const [rawKey, value] of Object.entries(json as Record<string, unknown>)) {
     const key = rawKey.replace(/_/g, '-');
-    const spec = (TRAIN_FLAGS as Record<string, { type: string; choices?: readonly string[] }>)[key];
+    const spec = (TRAIN_FLAGS as FlagSpecs)[key]!;
     check(spec && key !== 'config', `--config ${v.config}: unknown setting "${rawKey}"`);
     if (given.has(key)) continue;
     const ok = spec.type === 'boolean' ? typeof value === 'boolean'
       : spec.type === 'string' ? typeof value === 'string' && (!spec.choices || spec.choices.includes(value))
       : typeof value === 'number' && Number.isFinite(value) && (spec.type !== 'int' || Number.isInteger(value));
-    check(ok, `--config ${v.config}: "${rawKey}" has the wrong type or value (${JSON.stringify(value)})`);
-    out[key] = value as string | number | boolean;
+    check(ok, () => `--config ${v.config}: "${rawKey}" has the wrong type or value (${typeof value === 'number' ? String(value) : JSON.stringify(value)})`);
+    // The checks a flag's value gets on the command line (bounds, an empty path...).
+    try {
+      out[key] = convert(key, spec, typeof value === 'boolean' ? value : String(value));
+    } catch (e) {
+      throw e instanceof MinigptError ? new MinigptError(`--config ${v.config}: ${e.message.replace(`--${key}`, `"${rawKey}"`)}`) : e;
+    }
     set.add(key);
   }
   return { values: out, set };
