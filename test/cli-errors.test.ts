@@ -361,6 +361,8 @@ test('what a broken or mismatched input really is, in one line: shards without m
   const shards = join(dir, 'shards');
   assert.equal(run(['prepare', '--data', join(root, 'abc.txt'), '--tokenizer', 'char', '--out', shards]).status, 0);
   assertOneLine(run(['train', '--data', shards, '--clean', 'lowercase', '--out', join(dir, 'run'), ...TINY]), /--clean has no effect on .*shards: prepared shards were cleaned when prepared/);
+  writeFileSync(join(dir, 'snow.txt'), 'the cat \u2603 sat\n');
+  assertOneLine(run(['prepare', '--data', join(dir, 'snow.txt'), '--tokenizer', ck, '--out', join(dir, 'snow-shards')]), /snow\.txt: character "\u2603" \(U\+2603\) is not in the tokenizer's vocabulary \(its \d+ characters\); the given tokenizer has no token for it/);
   rmSync(join(shards, 'meta.json'));
   assertOneLine(run(['train', '--data', shards, '--out', join(dir, 'run'), ...TINY]), /shards looks like a shards folder from minigpt prepare, but its meta\.json is missing; prepare the data again/);
   mkdirSync(join(dir, 'empty-run'));

@@ -42,6 +42,7 @@ import {
   charTokenizerFromVocab,
   makeTokenizer,
   tokenizerFromJson,
+  UnknownCharacterError,
   type Tokenizer,
   type TokenizerJson,
   type TokenizerKind,
@@ -814,7 +815,17 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     const separatorId = tokenizer.specialTokens?.[END_OF_TEXT];
     await streamCorpus(files, { ...base, separator, splitByte, onBytes: progress('encode', tokens), replaced }, (text, part) => {
       if (!any && text.trim() !== '') any = true;
-      writers[part].write(tokenizer.encode(text));
+      let ids: Int32Array;
+      try {
+        ids = tokenizer.encode(text);
+      } catch (e) {
+        // The position inside a streamed piece means nothing to the user: name the data and the character.
+        if (e instanceof UnknownCharacterError && typeof opts.tokenizer === 'object') {
+          throw new MinigptError(`${opts.data}: ${e.problem.replace(/ at line \d+, column \d+ \(character \d+ of the text\)/, '')}; the given tokenizer has no token for it; remove such characters from the data, or prepare with a tokenizer that has them`);
+        }
+        throw e;
+      }
+      writers[part].write(ids);
     }, (part) => writers[part].write(Int32Array.of(separatorId!)));
     if (replaced.length > 0) opts.onWarning?.(describeReplacements(replaced));
     check(any, noText);
