@@ -28,7 +28,7 @@ const sample = (args: string[], input: string) =>
 
 test('--interactive answers each line with a sample, a new seed per prompt, and goes on past a prompt it cannot encode', () => {
   const r = sample(['--interactive', '--tokens', '12'], 'hello\nhello\nxyz\n\nwor');
-  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.status, 1, 'piped prompts, one of which got no sample: exit 1 at the end');
   const lines = r.stdout.split('\n');
   assert.equal(lines.at(-1), '');
   const samples = lines.slice(0, -1);
@@ -40,6 +40,7 @@ test('--interactive answers each line with a sample, a new seed per prompt, and 
   assert.notEqual(samples[0], samples[1], 'the second prompt samples with the next seed');
   assert.match(r.stderr, /^minigpt: error: the prompt: character "x" \(U\+0078\) .* is not in the tokenizer's vocabulary/);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.equal(sample(['--interactive', '--tokens', '5'], 'hello\nwor\n').status, 0, 'every prompt sampled: exit 0');
   // The first prompt's sample is the one a plain run with the same seed writes.
   const plain = sample(['--prompt', 'hello', '--tokens', '12'], '');
   assert.equal(plain.stdout, `${samples[0]}\n`);

@@ -28,7 +28,7 @@ export const sampleCommand: CommandSpec = {
     'ignore-eot': { type: 'boolean', description: 'go on when the model samples <|endoftext|> (default: stop there, as transformers and llama.cpp do)' },
     ...BACKEND_FLAGS,
   },
-  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --prompt "ROMEO:" --stop $'\\n\\n' --tokens 500      # one speech\n  minigpt sample --interactive --tokens 100`,
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, as in transformers or llama.cpp).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); prompt n samples with --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\nA prompt it cannot encode is an error line and the session goes on; piped, the exit status is then 1.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --prompt "ROMEO:" --stop $'\\n\\n' --tokens 500      # one speech\n  minigpt sample --interactive --tokens 100`,
   async run(v) {
     check(!(v.interactive && flagsOnCommandLine().has('prompt')), '--prompt goes without --interactive (type the prompts at the > instead)');
     check(!(v.interactive && flagsOnCommandLine().has('count')), '--count goes without --interactive (each prompt you type gets one sample; type it again for another)');
@@ -143,7 +143,7 @@ async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<nu
     process.stderr.write(`${describeModel(loaded)}: type a prompt and press Enter (an empty line samples from nothing); Ctrl-D ends\n`);
     rl.prompt();
   }
-  let n = 0;
+  let n = 0, failed = 0;
   try {
     for await (const line of rl) {
       try {
@@ -154,6 +154,7 @@ async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<nu
       } catch (e) {
         if (!(e instanceof MinigptError)) throw e;
         process.stderr.write(`minigpt: error: ${e.message}\n`);
+        failed++;
       } finally {
         current = null;
       }
@@ -165,7 +166,8 @@ async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<nu
     rl.close();
   }
   if (terminal && !interruptedAtPrompt) process.stdout.write('\n');
-  return interruptedAtPrompt ? 130 : 0;
+  // Piped prompts: a script learns from the exit status that some got no sample.
+  return interruptedAtPrompt ? 130 : failed > 0 && !terminal ? 1 : 0;
 }
 
 function describeModel(loaded: LoadedModel): string {
