@@ -143,7 +143,7 @@ test('one run folder per run: a default name taken already gets -2, and a run be
   const resume = (): ReturnType<typeof spawnSync> => spawnSync(process.execPath, [CLI, 'train', '--resume', runDir, '--steps', '3', '--quiet'], { encoding: 'utf8', cwd: root });
   const refused = resume();
   assert.equal(refused.status, 1);
-  assert.equal(refused.stderr, `minigpt: error: ${runDir} is being trained by another process (pid ${process.pid}); wait for it to end, or choose another --out\n`);
+  assert.equal(refused.stderr, `minigpt: error: ${runDir} is being trained by another process (pid ${process.pid}); wait for it to end, or choose another --out (if no minigpt runs as pid ${process.pid}, delete ${join(runDir, '.lock')})\n`);
   const gone = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
   await writeFile(join(runDir, '.lock'), gone.stdout);
   const taken = resume();

@@ -933,7 +933,8 @@ async function lockRunDir(dir: string): Promise<() => Promise<void>> {
     }
     const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
     if (Number.isSafeInteger(pid) && pid > 0 && processAlive(pid)) {
-      throw new MinigptError(`${dir} is being trained ${pid === process.pid ? 'by this process already' : `by another process (pid ${pid})`}; wait for it to end, or choose another --out`);
+      throw new MinigptError(pid === process.pid ? `${dir} is being trained by this process already; wait for that run to end, or choose another --out`
+        : `${dir} is being trained by another process (pid ${pid}); wait for it to end, or choose another --out (if no minigpt runs as pid ${pid}, delete ${path})`);
     }
     await rm(path, { force: true }); // left by a process that is gone
   }
