@@ -73,6 +73,20 @@ test('a save interrupted between its two renames is recovered on the next load',
   assert.deepEqual((await readdir(root)).sort(), ['checkpoint']);
 });
 
+test('a prepare interrupted between its two renames leaves shards that training finds (put back from their hidden name)', async () => {
+  const { prepareShards, isShardDir, openShards } = await import('../src/data/shards.js');
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-recover-'));
+  await writeFile(join(root, 'corpus.txt'), CORPUS);
+  const out = join(root, 'shards');
+  await prepareShards({ data: join(root, 'corpus.txt'), out, tokenizer: 'char' });
+  await rename(out, join(root, '.shards.old-999999-abcd1234'));
+  assert.ok(await isShardDir(out));
+  const opened = await openShards(out);
+  assert.ok(opened.train.length > 0);
+  opened.close();
+  assert.deepEqual((await readdir(root)).sort(), ['corpus.txt', 'shards']);
+});
+
 test('fuzzed tokenizer JSON (2000 mutations of char, bpe and gpt2 files) gives a tokenizer or a MinigptError, nothing else', async () => {
   const { trainBpe } = await import('../src/data/bpe.js');
   const sources = [

@@ -33,7 +33,7 @@ import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { dirname, extname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
-import { commitDir, ioError, makeDirs, siblingPath, writeFileSynced } from '../util/fs.js';
+import { commitDir, ioError, makeDirs, recoverInterruptedReplace, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
 import { DOCUMENT_SEPARATORS, documentSeparatorOf, documentSeparatorOfKind, type DocumentSeparator } from './documents.js';
 import { BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, cleanText, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, noTextFilesError, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
@@ -680,8 +680,17 @@ class ShardWriter {
   }
 }
 
-/** True when `dir` holds shards written by prepareShards (its meta.json says so). */
+/**
+ * True when `dir` holds shards written by prepareShards (its meta.json says so). A prepare killed
+ * while it swapped the folders left the previous shards under a hidden `.dir.old-*` name: they
+ * are put back first.
+ */
 export async function isShardDir(dir: string): Promise<boolean> {
+  await recoverInterruptedReplace(resolve(dir), hasShardsMeta).catch(() => {});
+  return hasShardsMeta(dir);
+}
+
+async function hasShardsMeta(dir: string): Promise<boolean> {
   try {
     const json = JSON.parse(await readFile(join(dir, META_FILE), 'utf8'));
     return json?.format === SHARDS_FORMAT;
@@ -894,6 +903,7 @@ const REPREPARE = 're-run minigpt prepare to rebuild it';
 /** Opens a shards directory, validating meta.json and every shard header (see the file comment). */
 export async function openShards(dir: string): Promise<OpenedShards> {
   assertLittleEndian();
+  await recoverInterruptedReplace(resolve(dir), hasShardsMeta).catch(() => {});
   const metaPath = join(dir, META_FILE);
   let raw: string;
   try {

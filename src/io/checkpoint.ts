@@ -17,8 +17,8 @@
  * downloads and uploads checkpoints with them.
  */
 import { createHash } from 'node:crypto';
-import { open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
-import { exists, ioError, writeDirFiles } from '../util/fs.js';
+import { open, readFile, readdir, stat } from 'node:fs/promises';
+import { exists, ioError, recoverInterruptedReplace, writeDirFiles } from '../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check } from '../errors.js';
 import { configFromJson, type ModelConfig } from '../model/config.js';
@@ -199,38 +199,10 @@ function foreignConfigHint(json: Record<string, unknown> | null, convert: string
 
 /**
  * A save killed between its two renames leaves no `dir` but a `.dir.old-*` sibling holding
- * the previous checkpoint: put it back. Leftover `.dir.tmp-*` siblings are unfinished saves
- * and are removed (only when no process that could own them is still running).
+ * the previous checkpoint: put it back (see recoverInterruptedReplace).
  */
 export async function recoverInterruptedSave(dir: string): Promise<void> {
-  const parent = dirname(dir), base = basename(dir);
-  let siblings: string[];
-  try {
-    siblings = await readdir(parent);
-  } catch {
-    return;
-  }
-  const alive = (name: string): boolean => {
-    const pid = Number(/-(\d+)-[0-9a-f]+$/.exec(name)?.[1]);
-    if (!pid || pid === process.pid) return pid === process.pid;
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  const old = siblings.filter((n) => n.startsWith(`.${base}.old-`) && !alive(n));
-  if (!(await exists(dir)) && old.length > 0) {
-    const stats = await Promise.all(old.map(async (n) => ({ n, t: (await stat(join(parent, n))).mtimeMs })));
-    stats.sort((a, b) => b.t - a.t);
-    if (await isCheckpointDir(join(parent, stats[0].n))) await rename(join(parent, stats[0].n), dir);
-  }
-  for (const n of siblings) {
-    if ((n.startsWith(`.${base}.tmp-`) || n.startsWith(`.${base}.old-`)) && !alive(n) && (await exists(join(parent, n)))) {
-      if (await exists(dir)) await rm(join(parent, n), { recursive: true, force: true });
-    }
-  }
+  await recoverInterruptedReplace(dir, isCheckpointDir);
 }
 
 /**

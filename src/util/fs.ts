@@ -128,6 +128,43 @@ export function siblingPath(dir: string, tag: 'tmp' | 'old'): string {
 }
 
 /**
+ * A replacement (commitDir) killed between its two renames leaves no `dir` but a `.dir.old-*`
+ * sibling holding the previous one: put it back when `isWhole` says it is one. Leftover
+ * `.dir.tmp-*` siblings are unfinished writes and are removed (only when no process that could
+ * own them is still running).
+ */
+export async function recoverInterruptedReplace(dir: string, isWhole: (path: string) => Promise<boolean>): Promise<void> {
+  const parent = dirname(dir), base = basename(dir);
+  let siblings: string[];
+  try {
+    siblings = await readdir(parent);
+  } catch {
+    return;
+  }
+  const alive = (name: string): boolean => {
+    const pid = Number(/-(\d+)-[0-9a-f]+$/.exec(name)?.[1]);
+    if (!pid || pid === process.pid) return pid === process.pid;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const old = siblings.filter((n) => n.startsWith(`.${base}.old-`) && !alive(n));
+  if (!(await exists(dir)) && old.length > 0) {
+    const stats = await Promise.all(old.map(async (n) => ({ n, t: (await stat(join(parent, n))).mtimeMs })));
+    stats.sort((a, b) => b.t - a.t);
+    if (await isWhole(join(parent, stats[0]!.n))) await rename(join(parent, stats[0]!.n), dir);
+  }
+  for (const n of siblings) {
+    if ((n.startsWith(`.${base}.tmp-`) || n.startsWith(`.${base}.old-`)) && !alive(n) && (await exists(join(parent, n)))) {
+      if (await exists(dir)) await rm(join(parent, n), { recursive: true, force: true });
+    }
+  }
+}
+
+/**
  * Makes the finished directory `tmp` (a siblingPath of `dir`) become `dir`: fsync, move any old
  * `dir` aside, rename, fsync the parent, delete the old one. A crash leaves the old directory or
  * the new one (at worst the old one under its `.old-` name, which checkpoint loading recovers).
