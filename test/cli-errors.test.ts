@@ -382,3 +382,24 @@ test('what a broken or mismatched input really is, in one line: shards without m
   assertOneLine(eps, /config\.json: "rms_norm_eps" is missing or not a number$/);
   assert.equal(eps.stderr.split('config.json').length, 2, 'the file is named once');
 });
+
+test('settings the help promises: a resumed run refuses other cleaning, eval of a run\'s own data takes --invalid-utf8, lr-find on shards takes their tokenizer', () => {
+  const dir = mkdtempSync(join(root, 'promised-'));
+  const runDir = join(dir, 'run');
+  assert.equal(run(['train', '--data', join(root, 'abc.txt'), '--out', runDir, '--steps', '2', ...TINY]).status, 0);
+  assertOneLine(run(['train', '--resume', runDir, '--steps', '3', '--clean', 'lowercase', '--quiet']), /--clean lowercase \(the run has nfc,newlines,control-chars,blank-lines\): a resumed run keeps/);
+  assert.equal(run(['train', '--resume', runDir, '--steps', '3', '--clean', 'nfc,newlines,control-chars,blank-lines', '--quiet']).status, 0, 'the same cleaning, spelt out, is no conflict');
+
+  writeFileSync(join(dir, 'bad.txt'), Buffer.concat(Array.from({ length: 60 }, () => Buffer.from([...Buffer.from('the cat sat '), 0xff, ...Buffer.from(' on the mat\n')]))));
+  const badRun = join(dir, 'bad-run');
+  assert.equal(run(['train', '--data', join(dir, 'bad.txt'), '--invalid-utf8', 'replace', '--out', badRun, '--steps', '1', ...TINY]).status, 0);
+  assertOneLine(run(['eval', '--ckpt', badRun, '--backend', 'reference']), /invalid UTF-8 at byte 12 .*pass --invalid-utf8 replace/);
+  const replaced = run(['eval', '--ckpt', badRun, '--backend', 'reference', '--invalid-utf8', 'replace']);
+  assert.equal(replaced.status, 0, replaced.stderr);
+  assert.match(replaced.stdout, /^validation split of the run's data \(bad\.txt\): loss \d\.\d{4}/);
+
+  const shards = join(dir, 'bpe-shards');
+  assert.equal(run(['prepare', '--data', join(root, 'abc.txt'), '--tokenizer', 'bpe', '--bpe-vocab', '270', '--out', shards]).status, 0);
+  const lr = run(['lr-find', '--data', shards, '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '8', '--batch', '2', '--steps', '10', '--backend', 'reference', '--json', '--out', join(dir, 'lr.svg')]);
+  assert.equal(lr.status, 0, lr.stderr);
+});

@@ -23,7 +23,7 @@ import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkpointDirOf, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
-import { loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, type CleanOptions } from '../data/text.js';
+import { loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenByteLengths, tokenizerDifference, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
@@ -603,6 +603,17 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const runOptions: [keyof TrainOptions, unknown][] = [['batch', p.batch], ['accum', p.accum], ['lr', p.lr], ['minLr', p.min_lr], ['warmup', p.warmup],
       ['weightDecay', p.weight_decay], ['gradClip', p.grad_clip], ['seed', p.seed], ['amp', prior.amp.mode]];
     for (const [k, have] of runOptions) if (opts[k] !== undefined && opts[k] !== have) conflicts.push(`${flag(k)} ${String(opts[k])} (the run has ${have})`);
+    // The text cleaning too: other cleaning is other training text (shards' runs record the shards').
+    if (opts.clean !== undefined) {
+      const steps = (c: Partial<CleanOptions> | null | undefined): string => {
+        const on = { ...DEFAULT_CLEAN, ...(c ?? {}) };
+        const flagStep: Record<keyof CleanOptions, string> = { nfc: 'nfc', newlines: 'newlines', controlChars: 'control-chars', collapseBlankLines: 'blank-lines', lowercase: 'lowercase' };
+        const names = (Object.keys(flagStep) as (keyof CleanOptions)[]).filter((k) => on[k]).map((k) => flagStep[k]);
+        return names.length > 0 ? names.join(',') : 'none';
+      };
+      const want = steps(opts.clean), have = steps(prior.clean);
+      if (want !== have) conflicts.push(`--clean ${want} (the run has ${have})`);
+    }
     check(conflicts.length === 0, () => `${conflicts.join(', ')}: a resumed run keeps its model and training settings so that it continues exactly; drop ${conflicts.length > 1 ? 'those flags' : 'the flag'}, or start a new run with another --out`);
     Object.assign(o, { batch: p.batch, accum: p.accum, lr: p.lr, minLr: p.min_lr, warmup: p.warmup, weightDecay: p.weight_decay, gradClip: p.grad_clip, seed: p.seed });
     // The eval/sample/save/log cadence may change, but is the run's own unless given (checkpoints before 2026-12-06 have none: the defaults).
@@ -1022,14 +1033,14 @@ function recordedSeparator(state: TrainerState): DocumentSeparator {
  * and cleaning its trainer_state.json records, read as training read them), over
  * as many windows as the run's final evaluation: `minigpt eval` with neither --text nor --data.
  */
-export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDir: string, opts: { batch?: number } = {}): Promise<EvalResult & { dataName: string }> {
+export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDir: string, opts: { batch?: number; invalidUtf8?: 'error' | 'replace' } = {}): Promise<EvalResult & { dataName: string }> {
   // A .zip of the checkpoint records the same (loadCheckpoint reads either).
   const saved = await loadTrainerState(ckptDir);
   if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); give --text "..." or --data PATH`);
   const state = checkedTrainerState(saved.trainer, join(ckptDir, 'trainer_state.json'), 'data');
   const data = await loadTrainingData({
     data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined,
-    documentSeparator: recordedSeparator(state),
+    documentSeparator: recordedSeparator(state), invalidUtf8: opts.invalidUtf8,
   }, tokenizer);
   const T = model.config.context;
   check(data.val.length > T, `the run's validation data has ${data.val.length} tokens, fewer than one window of ${T + 1}`);

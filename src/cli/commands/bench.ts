@@ -7,7 +7,7 @@ import type { BackendName } from '../../backend/index.js';
 export const benchCommand: CommandSpec = {
   name: 'bench',
   summary: 'measure training tokens/s, ms/step, GFLOP/s, peak RSS and sampling tokens/s',
-  usage: 'minigpt bench [--config seed|nanogpt-cpu|medium|bpe|gpt2-small] [--backend B] [--threads N] [--json]',
+  usage: 'minigpt bench [--config seed|nanogpt-cpu|medium|bpe|gpt2-small] [--backend B] [--threads N] [--steps N] [--amp M] [--sync-every N] [--attention A] [--json]',
   flags: {
     config: { type: 'string', choices: Object.keys(BENCH_CONFIGS), description: 'model and batch to measure', default: 'seed' },
     ...BACKEND_FLAGS,

@@ -13,9 +13,9 @@ import type { BackendName } from '../../backend/index.js';
 export const evalCommand: CommandSpec = {
   name: 'eval',
   summary: 'score text with a checkpoint: per-token log-probabilities, or val loss and perplexity of a data set',
-  usage: 'minigpt eval [--ckpt DIR] [--text "..." | --data PATH [--all]] [--json]',
+  usage: 'minigpt eval [--ckpt DIR] [--text "..." | --data PATH [--all] [--text-field NAME]] [--invalid-utf8 S] [--batch N] [--json]',
   flags: {
-    ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the latest run in ./runs)' },
+    ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the last run trained from this folder, as runs/latest records it, else the newest run in ./runs)' },
     text: { type: 'string', value: 'TEXT', description: 'text to score token by token (longer than the context: in windows overlapping by half)', allowEmpty: true },
     data: { type: 'string', value: 'PATH', description: 'text file, folder, JSONL or `minigpt prepare` shards: loss on its validation split (the last 10%; the val shards)' },
     'text-field': TEXT_FLAGS['text-field']!,
@@ -49,7 +49,7 @@ export const evalCommand: CommandSpec = {
     const loaded = await loadModel(dir, { backend: v.backend as BackendName, threads: v.threads as number | undefined });
     if (v.text === undefined && v.data === undefined) {
       // The run's own validation data: the number its final evaluation printed.
-      const r = await evaluateRunData(loaded.model, loaded.tokenizer, dir, { batch: v.batch as number });
+      const r = await evaluateRunData(loaded.model, loaded.tokenizer, dir, { batch: v.batch as number, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace' });
       const out = { val_loss: r.loss, perplexity: Math.exp(r.loss), bits_per_byte: r.bitsPerByte, tokens: r.tokens, split: 'val', data: r.dataName };
       if (v.json) console.log(JSON.stringify(out));
       else console.log(`validation split of the run's data (${r.dataName}): loss ${r.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)}${perByte(r.bitsPerByte)} over ${r.tokens.toLocaleString('en-US')} tokens`);

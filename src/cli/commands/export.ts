@@ -10,7 +10,7 @@ export const exportCommand: CommandSpec = {
   summary: 'export a checkpoint for other tools: a Hugging Face transformers directory or a llama.cpp GGUF file',
   usage: 'minigpt export [--ckpt DIR] --out PATH [--format hf|gguf] [--dtype F32|F16|BF16] [--force]',
   flags: {
-    ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the latest run in ./runs)' },
+    ckpt: { type: 'string', value: 'DIR', description: 'run or checkpoint directory, or a .zip of a checkpoint (default: the last run trained from this folder, as runs/latest records it, else the newest run in ./runs)' },
     format: { type: 'string', choices: ['hf', 'gguf'], description: 'hf: a transformers model directory; gguf: one llama.cpp file (default: gguf when --out ends in .gguf, else hf)' },
     out: { type: 'string', value: 'PATH', description: 'directory (hf) or file (gguf) to write' },
     dtype: { type: 'string', choices: ['F32', 'F16', 'BF16'], description: 'weight storage type (gguf: F32 or F16; norms stay F32)', default: 'F32' },

@@ -29,7 +29,7 @@ export async function checkCheckpointOut(out: string, force: boolean): Promise<v
 export const initCommand: CommandSpec = {
   name: 'init',
   summary: 'write an untrained checkpoint (character tokenizer from --data or --chars)',
-  usage: 'minigpt init --out DIR (--data FILE | --chars STRING) [model flags] [--seed S] [--force]',
+  usage: 'minigpt init --out DIR (--data PATH | --chars STRING) [model flags] [--seed S] [--force]',
   flags: {
     out: { type: 'string', value: 'DIR', description: 'checkpoint directory to write' },
     data: { type: 'string', value: 'PATH', description: 'text whose characters form the vocabulary' },

@@ -17,13 +17,13 @@ export const lrFindCommand: CommandSpec = {
   flags: {
     data: { type: 'string', value: 'PATH', description: 'training text (default: the embedded English corpus)' },
     'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
-    tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer (ignored with --ckpt)', default: 'char' },
+    tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer (default: char; shards keep their own; ignored with --ckpt)' },
     'bpe-vocab': { type: 'int', min: 257, value: 'N', description: `vocabulary size of a BPE tokenizer trained on the data (default: ${TRAIN_DEFAULTS.bpeVocab})` },
     ckpt: { type: 'string', value: 'DIR', description: 'start from this checkpoint\'s weights and shape (read only: it is never modified; model flags conflict with it)' },
     batch: { type: 'int', min: 1, value: 'N', description: 'sequences per step', default: 16 },
     start: { type: 'number', above: 0, value: 'LR', description: 'first learning rate', default: 1e-6 },
     end: { type: 'number', above: 0, value: 'LR', description: 'last learning rate', default: 1 },
-    steps: { type: 'int', min: 10, value: 'N', description: 'steps in the sweep', default: 100 },
+    steps: { type: 'int', min: 10, value: 'N', description: 'steps in the sweep (at least 10)', default: 100 },
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 1337 },
     out: { type: 'string', value: 'FILE', description: 'SVG plot of loss against lr', default: 'lr-find.svg' },
     force: { type: 'boolean', description: 'replace --out even if it is not an SVG (an existing SVG is replaced anyway)' },
@@ -45,7 +45,7 @@ export const lrFindCommand: CommandSpec = {
     }
     await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: looksLikeSvg });
     const ckpt = typeof v.ckpt === 'string' ? await loadCheckpoint(await findCheckpointDir(v.ckpt)) : null;
-    const data = await loadTrainingData({ data: v.data as string | undefined, textField: v['text-field'] as string, tokenizer: v.tokenizer as 'char', bpeVocab: v['bpe-vocab'] as number | undefined }, ckpt?.tokenizer);
+    const data = await loadTrainingData({ data: v.data as string | undefined, textField: v['text-field'] as string, tokenizer: v.tokenizer as 'char' | undefined, bpeVocab: v['bpe-vocab'] as number | undefined }, ckpt?.tokenizer);
     const config = ckpt?.config ?? resolveConfig({ ...modelConfigFromFlags(v), vocab_size: (v['vocab-size'] as number | undefined) ?? data.tokenizer.vocabSize }, { name: flagName });
     const bar = progressLine();
     const result = await findLearningRate({

@@ -9,7 +9,7 @@ import { followLatest } from '../../train/train.js';
 export const plotCommand: CommandSpec = {
   name: 'plot',
   summary: 'draw the train/val loss of one or more runs into one SVG, to compare them',
-  usage: 'minigpt plot RUN [RUN...] [--out FILE] [--force]',
+  usage: 'minigpt plot RUN [RUN...] [--out FILE] [--title TEXT] [--force]',
   positionals: true,
   flags: {
     out: { type: 'string', value: 'FILE', description: 'SVG to write', default: 'loss-comparison.svg' },

@@ -15,11 +15,11 @@ const formatTokenRate = (perSecond: number): string =>
 export const prepareCommand: CommandSpec = {
   name: 'prepare',
   summary: 'tokenize a corpus of any size into binary shards (streamed, bounded memory) for training',
-  usage: 'minigpt prepare --data PATH --tokenizer char|gpt2|bpe|FILE|DIR [--bpe-vocab N] [--text-field NAME] [--clean STEPS] [--invalid-utf8 error|replace] [--shard-tokens N] [--val-fraction F] --out DIR',
+  usage: 'minigpt prepare --data PATH (--tokenizer char|gpt2|FILE|DIR | --tokenizer bpe --bpe-vocab N) [--text-field NAME] [--clean STEPS] [--invalid-utf8 error|replace] [--shard-tokens N] [--val-fraction F] --out DIR',
   flags: {
     data: { type: 'string', value: 'PATH', description: 'text file, .jsonl file, or folder of them (read in sorted order)' },
     tokenizer: { type: 'string', value: 'KIND|FILE|DIR', description: 'tokenizer to build (char, bpe) or use (gpt2, a tokenizer JSON file, or a checkpoint or run folder: its tokenizer, so the shards fit that model)' },
-    'bpe-vocab': { type: 'int', min: 257, max: 1 << 21, value: 'N', description: 'bpe: vocabulary size to learn (from the first 20 MB of the training part)' },
+    'bpe-vocab': { type: 'int', min: 257, max: 1 << 21, value: 'N', description: 'bpe: vocabulary size to learn, required with bpe (learned from about the first 20M characters of the training part)' },
     'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in .jsonl records', default: 'text' },
     clean: TEXT_FLAGS.clean!,
     'invalid-utf8': TEXT_FLAGS['invalid-utf8']!,
