@@ -1,7 +1,7 @@
 /** Checkpoints: exact round trips, atomic replacement, and clear errors for every kind of damage. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, writeFile, readdir, mkdir, rm, truncate } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile, readdir, mkdir, rm, stat, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { saveCheckpoint, loadCheckpoint, namedWeights, flatWeights } from '../src/io/checkpoint.js';
@@ -78,8 +78,10 @@ test('saving over a checkpoint keeps files of the user\'s in its folder (notes, 
   await writeFile(join(dir, 'NOTES.md'), 'my notes');
   await mkdir(join(dir, 'evals'));
   await writeFile(join(dir, 'evals', 'run1.json'), '{"loss": 1}');
+  const inode = (await stat(join(dir, 'NOTES.md'))).ino;
   const w2 = weights.map((x) => -x);
   await saveCheckpoint(dir, { config, weights: w2, tokenizer });
+  assert.equal((await stat(join(dir, 'NOTES.md'))).ino, inode, 'carried over by a hard link: the same file, not a copy');
   assert.deepEqual((await loadCheckpoint(dir)).weights, w2);
   assert.equal(await readFile(join(dir, 'NOTES.md'), 'utf8'), 'my notes');
   assert.equal(await readFile(join(dir, 'evals', 'run1.json'), 'utf8'), '{"loss": 1}');

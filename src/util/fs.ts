@@ -3,7 +3,7 @@
  * user can fix become MinigptErrors, and directories are replaced atomically.
  */
 import { randomBytes } from 'node:crypto';
-import { cp, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { cp, link, lstat, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError } from '../errors.js';
 
@@ -186,11 +186,32 @@ export async function commitDir(tmp: string, dir: string): Promise<void> {
 }
 
 /**
+ * `to` made to hold what `from` holds: files hard-linked (the same data, nothing copied, so it is
+ * already on disk), folders recreated, anything else (a symlink; a file where links fail, as across
+ * file systems) copied.
+ */
+async function linkTree(from: string, to: string): Promise<void> {
+  const info = await lstat(from);
+  if (info.isDirectory()) {
+    await mkdir(to);
+    for (const name of await readdir(from)) await linkTree(join(from, name), join(to, name));
+    return;
+  }
+  if (info.isFile()) {
+    try {
+      await link(from, to);
+      return;
+    } catch { /* copied below */ }
+  }
+  await cp(from, to, { preserveTimestamps: true, verbatimSymlinks: true });
+}
+
+/**
  * Writes `files` (name -> bytes, each fsynced) into a fresh siblingPath of `dir`, then commits it
  * as `dir` (commitDir). With `keepOthers`, what an existing `dir` holds besides `files`' names and
- * `ownNames` (files of an earlier write that this one leaves out) is copied over first: someone's
- * notes in the folder outlive the replacement (a copy, so a crash before the commit leaves the
- * originals where they were). On failure the temporary folder is removed and the error goes
+ * `ownNames` (files of an earlier write that this one leaves out) is carried over first (linkTree):
+ * someone's notes in the folder outlive the replacement, and a crash before the commit leaves the
+ * originals where they were. On failure the temporary folder is removed and the error goes
  * through ioError(e, `write ${what}`).
  */
 export async function writeDirFiles(
@@ -202,9 +223,7 @@ export async function writeDirFiles(
     if (keepOthers) {
       const own = new Set([...files.keys(), ...keepOthers.ownNames]);
       const existing = (await stat(dir).catch(() => null))?.isDirectory() ? await readdir(dir) : [];
-      for (const name of existing) {
-        if (!own.has(name)) await cp(join(dir, name), join(tmp, name), { recursive: true, preserveTimestamps: true, verbatimSymlinks: true });
-      }
+      for (const name of existing) if (!own.has(name)) await linkTree(join(dir, name), join(tmp, name));
     }
     for (const [name, bytes] of files) await writeFileSynced(join(tmp, name), bytes);
     await commitDir(tmp, dir);
