@@ -44,7 +44,7 @@ export interface SampleOptions {
 export interface GeneratedToken {
   /** The sampled token id. */
   id: number;
-  /** The text this token adds (may be '' while a multi-byte character is incomplete). */
+  /** The text this token adds (may be '' while a multi-byte character is incomplete; the last token flushes it, an unfinished character as U+FFFD). */
   text: string;
   /** Set on the <|endoftext|> that ended generation (see SampleOptions.stopAtEndOfText). */
   endOfText?: true;
@@ -194,14 +194,17 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
     const last = logits.subarray((pending.length - 1) * c.vocab_size, (pending.length - 1) * c.vocab_size + V);
     const id = sampleToken(last, sampling, rng.next(), order, probs);
     if (id === stopId) {
-      // Text held back for a stop text that did not come is the text's end.
-      yield { id, text: release('', true).text, endOfText: true };
+      // Text held back (a character's first bytes, a stop text's start) is the text's end.
+      yield { id, text: release(decoder.flush(), true).text, endOfText: true };
       return;
     }
     history.push(id);
     if (history.length > c.context) history.shift();
     pending = [id];
-    const piece = release(decoder.push(id), n === maxTokens - 1);
+    // The last token brings whatever is held back: the generated text joined is decode(ids), an
+    // unfinished character as U+FFFD, as transformers' streamer ends.
+    const final = n === maxTokens - 1;
+    const piece = release(decoder.push(id) + (final ? decoder.flush() : ''), final);
     if (piece.stop !== undefined) {
       yield { id, text: piece.text, stop: piece.stop };
       return;

@@ -264,3 +264,28 @@ test('text held back for a stop text comes out with the <|endoftext|> that ends 
   for await (const t of generate({ model, tokenizer }, 'p', { maxTokens: 5, temperature: 0, stop: 'ab' })) out.push(t);
   assert.deepEqual(out, [{ id: a, text: '' }, { id: eot, text: 'a', endOfText: true }]);
 });
+
+test('the generated text joined is the decode of the ids, a character cut off by maxTokens included (as U+FFFD)', async () => {
+  const { gpt2Tokenizer } = await import('../src/data/gpt2.js');
+  const tokenizer = gpt2Tokenizer();
+  const partial = tokenizer.encode('😀')[0]!; // the emoji's first bytes: never a whole character alone
+  assert.ok(tokenizer.decode([partial]).includes('\uFFFD'));
+  // Every position's residual is its embedding's dim 0; lm_head gives `partial` the top logit: greedy repeats it.
+  const C = 16;
+  const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: C, n_heads: 2, n_layers: 1, context: 16 });
+  const layout = paramLayout(config);
+  const weights = new Float32Array(layout.size);
+  const at = (name: string): number => layout.specs.find((s) => s.name === name)!.offset;
+  for (let id = 0; id < config.vocab_size; id++) weights[at('model.embed_tokens.weight') + id * C] = 1;
+  for (const norm of ['model.layers.0.input_layernorm.weight', 'model.layers.0.post_attention_layernorm.weight']) weights.fill(1, at(norm), at(norm) + C);
+  weights[at('model.norm.weight')] = 1;
+  weights[at('lm_head.weight') + partial * C] = 10;
+  const model = createModel(createReferenceBackend(), config);
+  setWeights(model, weights);
+  for (const maxTokens of [1, 2, 3]) {
+    const out: { id: number; text: string }[] = [];
+    for await (const t of generate({ model, tokenizer }, 'Hi', { maxTokens, temperature: 0 })) out.push(t);
+    assert.deepEqual(out.map((t) => t.id), Array(maxTokens).fill(partial));
+    assert.equal(out.map((t) => t.text).join(''), tokenizer.decode(out.map((t) => t.id)), `maxTokens ${maxTokens}`);
+  }
+});
