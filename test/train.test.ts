@@ -407,6 +407,13 @@ test('keepBest keeps the checkpoint of the lowest validation loss in RUN/best; c
   assert.deepEqual(await readFile(join(o.out!, 'checkpoint', 'model.safetensors')), latest, 'the latest checkpoint is untouched');
   const from = await train({ resume: join(o.out!, 'best'), out: join(o.out!, '..', 'from-best'), steps: 32, backend: 'reference' });
   assert.equal(from.steps, 32);
+  // Continued in another folder, the run takes its best checkpoint along: DIR/best is the best of
+  // the whole run (here stopped at once, so no evaluation could write one).
+  const elsewhere = await train({ resume: o.out, out: join(o.out!, '..', 'elsewhere'), steps: 40, backend: 'reference', signal: AbortSignal.abort() });
+  assert.equal(elsewhere.interrupted, true);
+  const carried = await loadCheckpoint(join(o.out!, '..', 'elsewhere', 'best'), { training: true });
+  assert.equal(carried.training!.step, min.step);
+  assert.deepEqual(elsewhere.bestCheckpoint, { path: join(o.out!, '..', 'elsewhere', 'best'), step: min.step, valLoss: min.val_loss });
   // A checkpoint folder copied out of its run is not resumed into the folder around it either.
   const copyParent = await mkdtemp(join(tmpdir(), 'minigpt-copy-'));
   await cp(join(o.out!, 'best'), join(copyParent, 'mymodel'), { recursive: true });

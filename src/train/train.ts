@@ -7,7 +7,7 @@
  *   metrics.jsonl   one JSON object per logged step and per evaluation
  *   loss.svg        train and validation loss, redrawn at every evaluation
  */
-import { appendFile, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check, likelyName } from '../errors.js';
 import type { Backend } from '../backend/types.js';
@@ -728,6 +728,12 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // records logged after that save (a crash or a second Ctrl-C discarded those steps, which run
     // again now), in another directory (--out) from a copy of the old run's, which stays as it was.
     if (resumed && (await continueMetrics(join(dirname(resumeDir!), 'metrics.jsonl'), metricsPath, step))) await replot();
+    // With keepBest, a run continued in another folder takes the old run's best checkpoint along,
+    // so DIR/best is the best of the whole run, as the best val loss it carries on from is.
+    const oldBest = resumed && newDir ? join(dirname(resumeDir!), 'best') : null;
+    if (o.keepBest && oldBest && resolve(oldBest) !== bestDir && !(await isCheckpointDir(bestDir)) && (await isCheckpointDir(oldBest))) {
+      await cp(oldBest, bestDir, { recursive: true }).catch((e) => { throw ioError(e, `copy ${oldBest} to ${bestDir}`); });
+    }
 
     const stateOf = (): TrainerState => ({
       total_steps: totalSteps, tokens_seen: tokensSeen, elapsed: elapsedBefore + (performance.now() - t0) / 1000,
@@ -893,8 +899,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // The final validation loss covers the whole validation split (up to FINAL_EVAL_WINDOWS).
     if (!interrupted) finalVal = await evaluate(true);
     await save();
-    if (o.keepBest && !best && resumed && !newDir && (await isCheckpointDir(bestDir))) {
-      // Kept by an earlier session of this run, and not beaten since.
+    if (o.keepBest && !best && resumed && (await isCheckpointDir(bestDir))) {
+      // Kept by an earlier session of this run (or copied from the run it continues), and not beaten since.
       const kept = await loadTrainerState(bestDir).catch(() => null);
       const keptLoss = kept?.trainer.best_val_loss;
       if (kept && typeof keptLoss === 'number') best = { step: kept.step, valLoss: keptLoss };
