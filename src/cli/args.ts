@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { MinigptError } from '../errors.js';
 import { INIT_STRATEGIES, MLP_KINDS, type ModelConfig } from '../model/config.js';
 import { BACKEND_NAMES } from '../backend/index.js';
+import { CLEAN_STEP_NAMES } from '../data/text.js';
 
 export type FlagType = 'string' | 'int' | 'number' | 'boolean';
 
@@ -122,22 +123,21 @@ export function formatHelp(cmd: CommandSpec): string {
   return lines.join('\n');
 }
 
-const CLEAN_STEPS = { nfc: 'nfc', newlines: 'newlines', 'control-chars': 'controlChars', 'blank-lines': 'collapseBlankLines', lowercase: 'lowercase' } as const;
 
 /** Text flags shared by commands that read training text. */
 export const TEXT_FLAGS: FlagSpecs = {
   'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
-  clean: { type: 'string', value: 'STEPS', description: `cleaning steps to apply, comma-separated from ${Object.keys(CLEAN_STEPS).join(',')}, or none`, default: 'nfc,newlines,control-chars,blank-lines' },
+  clean: { type: 'string', value: 'STEPS', description: `cleaning steps to apply, comma-separated from ${Object.keys(CLEAN_STEP_NAMES).join(',')}, or none`, default: 'nfc,newlines,control-chars,blank-lines' },
   'invalid-utf8': { type: 'string', choices: ['error', 'replace'], description: 'invalid UTF-8 in the data: stop with an error, or replace it and warn', default: 'error' },
 };
 
 /** --clean "nfc,lowercase" -> CleanOptions with exactly those steps on. */
-export function cleanOptionsFromFlag(value: string): Record<(typeof CLEAN_STEPS)[keyof typeof CLEAN_STEPS], boolean> {
+export function cleanOptionsFromFlag(value: string): Record<(typeof CLEAN_STEP_NAMES)[keyof typeof CLEAN_STEP_NAMES], boolean> {
   const on = value.trim() === 'none' ? [] : value.split(',').map((s) => s.trim()).filter(Boolean);
   for (const step of on) {
-    if (!(step in CLEAN_STEPS)) throw new MinigptError(`--clean: unknown step "${step}"; choose from ${Object.keys(CLEAN_STEPS).join(', ')}, or none`);
+    if (!(step in CLEAN_STEP_NAMES)) throw new MinigptError(`--clean: unknown step "${step}"; choose from ${Object.keys(CLEAN_STEP_NAMES).join(', ')}, or none`);
   }
-  return Object.fromEntries(Object.entries(CLEAN_STEPS).map(([flag, key]) => [key, on.includes(flag)])) as Record<(typeof CLEAN_STEPS)[keyof typeof CLEAN_STEPS], boolean>;
+  return Object.fromEntries(Object.entries(CLEAN_STEP_NAMES).map(([flag, key]) => [key, on.includes(flag)])) as Record<(typeof CLEAN_STEP_NAMES)[keyof typeof CLEAN_STEP_NAMES], boolean>;
 }
 
 /** Where to compute: shared by every command that runs a model. */

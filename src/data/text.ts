@@ -368,6 +368,9 @@ export const DEFAULT_CLEAN: Readonly<CleanOptions> = Object.freeze({
   lowercase: false,
 });
 
+/** The cleaning steps by the names `--clean` gives them (`--clean nfc,lowercase`), to their CleanOptions keys. */
+export const CLEAN_STEP_NAMES = { nfc: 'nfc', newlines: 'newlines', 'control-chars': 'controlChars', 'blank-lines': 'collapseBlankLines', lowercase: 'lowercase' } as const satisfies Record<string, keyof CleanOptions>;
+
 // CR stays: line endings are the `newlines` step's business, so switching that off keeps them.
 const CONTROL_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/g;
 // A newline, then two or more lines holding only spaces/tabs, each ending in a newline.

@@ -23,7 +23,7 @@ import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkpointDirOf, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
-import { loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
+import { loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenByteLengths, tokenizerDifference, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
@@ -607,8 +607,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     if (opts.clean !== undefined) {
       const steps = (c: Partial<CleanOptions> | null | undefined): string => {
         const on = { ...DEFAULT_CLEAN, ...(c ?? {}) };
-        const flagStep: Record<keyof CleanOptions, string> = { nfc: 'nfc', newlines: 'newlines', controlChars: 'control-chars', collapseBlankLines: 'blank-lines', lowercase: 'lowercase' };
-        const names = (Object.keys(flagStep) as (keyof CleanOptions)[]).filter((k) => on[k]).map((k) => flagStep[k]);
+        const names = Object.entries(CLEAN_STEP_NAMES).filter(([, key]) => on[key]).map(([name]) => name);
         return names.length > 0 ? names.join(',') : 'none';
       };
       const want = steps(opts.clean), have = steps(prior.clean);
