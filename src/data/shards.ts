@@ -730,7 +730,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
       `${out} exists and is not a minigpt shards folder; refusing to overwrite it (choose another output directory)`,
     );
     // The folder is replaced whole: anything in it that prepare did not write would be lost with it.
-    const others = entries.filter((name) => name !== META_FILE && !/^(train|val)_\d{6}\.bin$/.test(name)).sort();
+    const others = entries.filter((name) => name !== META_FILE && !SHARD_NAME.test(name)).sort();
     check(
       others.length === 0,
       () => `${out} is a shards folder, but it also holds ${others.slice(0, 3).join(', ')}${others.length > 3 ? ` and ${others.length - 3} more` : ''}, which prepare did not write; replacing the folder would lose them: move them out, or choose another output directory`,
@@ -830,7 +830,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
       } catch (e) {
         // The position inside a streamed piece means nothing to the user: name the data and the character.
         if (e instanceof UnknownCharacterError && typeof opts.tokenizer === 'object') {
-          throw new MinigptError(`${opts.data}: ${e.problem.replace(/ at line \d+, column \d+ \(character \d+ of the text\)/, '')}; the given tokenizer has no token for it; remove such characters from the data, or prepare with a tokenizer that has them`);
+          throw new MinigptError(`${opts.data}: ${e.unplaced}; the given tokenizer has no token for it; remove such characters from the data, or prepare with a tokenizer that has them`);
         }
         throw e;
       }

@@ -388,11 +388,12 @@ function unknownCharacterError(text: string, unitIndex: number, cp: number, voca
     codePointIndex++;
     i += c > 0xffff ? 2 : 1;
   }
-  const ch = String.fromCodePoint(cp);
+  const character = `character ${JSON.stringify(String.fromCodePoint(cp))} (${codePointLabel(cp)})`;
+  const missing = `is not in the tokenizer's vocabulary (its ${vocabLength} characters)`;
   return new UnknownCharacterError(
-    `character ${JSON.stringify(ch)} (${codePointLabel(cp)}) at line ${line}, column ${column} (character ${codePointIndex + 1} of the text) ` +
-      `is not in the tokenizer's vocabulary (its ${vocabLength} characters)`,
+    `${character} at line ${line}, column ${column} (character ${codePointIndex + 1} of the text) ${missing}`,
     'a character tokenizer encodes only the characters of the text it was built from: build it from text that has this one, or use a BPE tokenizer, which encodes any text',
+    `${character} ${missing}`,
   );
 }
 
@@ -426,9 +427,13 @@ export function describeTokenizer(t: Tokenizer): string {
   return `${t.kind} tokenizer of ${t.vocabSize} tokens`;
 }
 
-/** A character tokenizer met a character it has no token for. `problem` is the message without its advice. */
+/**
+ * A character tokenizer met a character it has no token for. `problem` is the message without its
+ * advice; `unplaced` is the problem without the position, for text whose positions mean nothing to
+ * the user (a piece of a streamed file).
+ */
 export class UnknownCharacterError extends MinigptError {
-  constructor(readonly problem: string, advice: string) {
+  constructor(readonly problem: string, advice: string, readonly unplaced: string) {
     super(`${problem}; ${advice}`);
   }
 }
