@@ -28,6 +28,7 @@ import {
   type Backend, type CleanOptions, type LoadedModel, type ModelConfig, type WebGpuBackend,
 } from '../src/index.js';
 import { evaluateLoss } from '../src/train/evaluate.js';
+import { DIVERGED_TRIES } from '../src/train/train.js';
 import { cpuBackendSupported, type CpuBackend } from '../src/backend/cpu/index.js';
 import { probeGpu } from '../src/backend/webgpu/gpu.js';
 
@@ -85,9 +86,6 @@ export interface PageState {
   stopReason: string;
   error: string;
 }
-
-/** Steps in a row with a non-finite loss or gradient after which a run stops: it diverged (as train() stops). */
-export const DIVERGED_STEPS = 5;
 
 /** Validation batches per evaluation: their windows are spread evenly over the validation split and the same every time. */
 export const EVAL_BATCHES = 4;
@@ -300,7 +298,8 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
       s.losses.push(finite ? loss : NaN);
       s.tokensPerSecond = (step * B * T) / ((performance.now() - t0) / 1000);
       bad = finite ? 0 : bad + 1;
-      if (bad >= DIVERGED_STEPS) {
+      // As train() stops (the page does not retry a step: each bad step is one try).
+      if (bad >= DIVERGED_TRIES) {
         // A skipped step leaves the weights as they were: the model is the last good step's.
         const good = step - bad;
         s.stopReason = `training diverged: steps ${good + 1}-${step} had a non-finite loss or gradient, so the run stopped; the model is that of step ${good}; try a lower lr (now ${o.lr})`;

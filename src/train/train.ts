@@ -262,6 +262,8 @@ const CADENCE = [['evalEvery', 'eval_every'], ['evalWindows', 'eval_windows'], [
   ['saveEvery', 'save_every'], ['keepBest', 'keep_best'], ['logEvery', 'log_every'], ['syncEvery', 'sync_every']] as const satisfies readonly (readonly [keyof TrainOptions, string])[];
 
 const FINAL_EVAL_WINDOWS = 4096;
+/** Tries of one step in a row with a non-finite loss or gradient after which a run has diverged and stops (fp16: once its loss scale is spent). */
+export const DIVERGED_TRIES = 5;
 /** Steps of a session before its speed is measured (see the step loop). */
 const WARM_STEPS = 5;
 
@@ -881,7 +883,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       }
       // fp16 halves its loss scale on each bad try, so an overflow is given until the scale is spent;
       // without a scale to blame (off, bf16), five bad tries of one step end the run.
-      if (consecutiveBad >= 5 && (amp.mode !== 'fp16' || amp.scale < 1)) {
+      if (consecutiveBad >= DIVERGED_TRIES && (amp.mode !== 'fp16' || amp.scale < 1)) {
         await save();
         throw new MinigptError(`training diverged: ${consecutiveBad} tries in a row at step ${step + 1} had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower --lr (now ${o.lr})`);
       }
