@@ -210,6 +210,24 @@ test('an aborted run saves a loadable checkpoint at the step it reached', async 
   assert.equal((await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true })).training!.step, 3);
 });
 
+test('accumulating, an abort is heard between micro-batches: the unfinished step is dropped, and resume gives the weights of a straight run', async () => {
+  const extra = { steps: 3, accum: 8, evalEvery: 0 };
+  const straight = await opts(extra);
+  await train(straight);
+  const split = await opts(extra);
+  const stop = new AbortController();
+  // Queued behind step 1: it runs at the first turn of the event loop, which step 2 gives between two micro-batches.
+  const first = await train({ ...split, signal: stop.signal, onStep: (s) => { if (s.step === 1) setImmediate(() => stop.abort()); } });
+  assert.equal(first.interrupted, true);
+  assert.equal(first.steps, 1, 'step 2 was dropped, not finished');
+  assert.equal((await loadCheckpoint(join(split.out!, 'checkpoint'), { training: true })).training!.step, 1);
+  await train({ resume: split.out, backend: 'reference' });
+  const a = await loadCheckpoint(join(straight.out!, 'checkpoint'), { training: true });
+  const b = await loadCheckpoint(join(split.out!, 'checkpoint'), { training: true });
+  assert.equal(b.training!.step, 3);
+  assert.deepEqual(b.weights, a.weights, 'step 2 drew its batches again from where it began');
+});
+
 test('dynamic loss scaling: starts at 2^16, halves on overflow, doubles after the growth interval', () => {
   const amp = createAmp('fp16', undefined, 3);
   assert.equal(amp.scale, INITIAL_LOSS_SCALE);

@@ -111,7 +111,7 @@ export interface TrainOptions {
   backend?: BackendName | Backend;
   /** Threads for the cpu backend (default: all cores). */
   threads?: number;
-  /** Aborting it ends the run after the current step, with a checkpoint (summary.interrupted). */
+  /** Aborting it ends the run after the current step (with accum above 1, between two of its micro-batches, dropping the unfinished step), with a checkpoint (summary.interrupted). */
   signal?: AbortSignal;
   /** Once the data, tokenizer and model are ready, before the first step. */
   onStart?(info: StartInfo): void | Promise<void>;
@@ -706,7 +706,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     } else {
       setWeights(model, initialWeights(config, model.layout, createRng(o.seed)));
     }
-    const sampler = createBatchSampler(trainStream, B, T, prior?.sampler ?? hash32(o.seed ^ 0x5eed));
+    let sampler = createBatchSampler(trainStream, B, T, prior?.sampler ?? hash32(o.seed ^ 0x5eed));
 
     if (o.out === undefined && !resumeDir) {
       // runs/run-DATE-TIME is this run's alone: another started in the same second gets a -2.
@@ -823,11 +823,24 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       const lrs: number[] = [];
       const gradScale = 1 / (amp.scale * o.accum);
       backend.zero(stepStats);
+      let abandoned = false;
       for (let planned = step + 1; ; planned++) {
         const k = lrs.length;
         const lr = learningRate(schedule, planned);
+        const samplerAtStart = sampler.state();
         zeroGrads(model);
         for (let micro = 0; micro < o.accum; micro++) {
+          // Accumulating over many micro-batches, one step can take minutes: between them the
+          // event loop turns, so Ctrl-C is heard, and an abort drops the unfinished step (its
+          // batches are drawn again on resume, as if it had never begun).
+          if (micro > 0 && o.signal) {
+            await new Promise<void>((done) => setImmediate(done));
+            if (o.signal.aborted) {
+              sampler = createBatchSampler(trainStream, B, T, samplerAtStart);
+              abandoned = true;
+              break;
+            }
+          }
           sampler.next(ids, targets);
           // Seeds follow the attempt, as if the window's earlier steps had all been taken.
           const dropoutSeed = hash32((o.seed + Math.imul(planned - 1, 0x9e3779b1) + micro) >>> 0);
@@ -835,12 +848,14 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
           backward(model, { training: true, dropoutSeed, lossScale: amp.scale, half: amp.half });
           accumulateMeanLoss(model, lossSlot[k], 1 / o.accum);
         }
+        if (abandoned) break;
         optimizerStep(model, opt, lr, gradScale, lossSlot[k]);
         backend.copy(normSlot[k], opt.normSquared);
         lrs.push(lr);
         if (lrs.length >= syncEvery || hostWork(planned) || o.signal?.aborted || outOfTime()) break;
       }
 
+      if (lrs.length === 0) { interrupted = true; break; } // aborted inside the window's first step
       const stats = await backend.read(backend.view(stepStats, 0, 2 * lrs.length));
       for (let k = 0; k < lrs.length; k++) {
         const loss = stats[2 * k], lr = lrs[k];

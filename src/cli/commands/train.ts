@@ -149,7 +149,7 @@ export const trainCommand: CommandSpec = {
     const onSigint = (): void => {
       interrupts++;
       if (interrupts === 1) {
-        bar.print('interrupted: finishing the step and saving a checkpoint (Ctrl-C again to quit without saving)');
+        bar.print('interrupted: saving a checkpoint at the last finished step (Ctrl-C again to quit without saving)');
         controller.abort();
       } else {
         process.stderr.write('\nquit without saving the last steps; the previous checkpoint is intact\n');
