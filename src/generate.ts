@@ -21,7 +21,11 @@ export interface SampleOptions {
   topP?: number;
   /** Seed of the random numbers sampling draws (default 0: every call without one draws the same numbers). */
   seed?: number;
-  /** Checked before each token: once aborted, generation ends without an error. */
+  /**
+   * Checked before each token: once aborted, generation ends without an error. Where text is held
+   * back then (a stop text's possible start, a character's first bytes), one more token is
+   * generated to bring it out, as the last token does.
+   */
   signal?: AbortSignal;
   /**
    * End when the model samples its tokenizer's <|endoftext|> (default true), as transformers and
@@ -35,7 +39,7 @@ export interface SampleOptions {
    * transformers' stop_strings and llama.cpp's reverse prompts: the text before it is yielded, the
    * stop text is not, and the last token is marked with `stop`. While the text generated so far
    * ends with the start of a stop text, that part is held back, so a token's text may come out with
-   * a later token's (all of it by the last token, unless `signal` ends generation first).
+   * a later token's (all of it by the last token).
    */
   stop?: string | readonly string[];
 }
@@ -185,7 +189,9 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
 
   let pending = history.slice();
   for (let n = 0; n < maxTokens; n++) {
-    if (opts.signal?.aborted) return;
+    // Aborted: at once, unless text is held back, which one more token (the last) brings out.
+    const aborted = Boolean(opts.signal?.aborted);
+    if (aborted && released === out.length && !decoder.pending()) return;
     if (cache.length + pending.length > c.context) {
       cache.length = 0;
       pending = history.slice(-Math.max(1, Math.floor(c.context / 2)));
@@ -203,12 +209,13 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
     pending = [id];
     // The last token brings whatever is held back: the generated text joined is decode(ids), an
     // unfinished character as U+FFFD, as transformers' streamer ends.
-    const final = n === maxTokens - 1;
+    const final = n === maxTokens - 1 || aborted;
     const piece = release(decoder.push(id) + (final ? decoder.flush() : ''), final);
     if (piece.stop !== undefined) {
       yield { id, text: piece.text, stop: piece.stop };
       return;
     }
     yield { id, text: piece.text };
+    if (final) return;
   }
 }

@@ -250,6 +250,22 @@ test('stop texts end generation where the generated text reaches one: the text b
   const never = await run({ stop: 'zz' + full.slice(-1) });
   assert.equal(never.map((t) => t.text).join(''), full);
   assert.ok(never.every((t) => t.stop === undefined));
+  // Aborted while a token's text is held back (a stop text's possible start): one more token, the
+  // last, brings it out; aborted with nothing held back, generation ends at once.
+  for (const j of [4, 17]) {
+    const stop = new AbortController();
+    const got: { id: number; text: string }[] = [];
+    for await (const t of generate({ model, tokenizer: tok }, 'abc', { maxTokens: 40, seed: 5, stop: full[j] + 'zz', signal: stop.signal })) {
+      got.push(t);
+      if (got.length === j + 1) stop.abort();
+    }
+    assert.equal(got.length, j + 2, `abort after token ${j}`);
+    assert.equal(got.map((t) => t.text).join(''), full.slice(0, j + 2));
+    const plain = new AbortController();
+    let count = 0;
+    for await (const _ of generate({ model, tokenizer: tok }, 'abc', { maxTokens: 40, seed: 5, signal: plain.signal })) if (++count === j + 1) plain.abort();
+    assert.equal(count, j + 1);
+  }
   // A stop text in the prompt does not count.
   const inPrompt = await run({ stop: 'abc' });
   assert.equal(inPrompt.map((t) => t.text).join(''), full.includes('abc') ? full.slice(0, full.indexOf('abc')) : full);
@@ -288,4 +304,33 @@ test('the generated text joined is the decode of the ids, a character cut off by
     assert.deepEqual(out.map((t) => t.id), Array(maxTokens).fill(partial));
     assert.equal(out.map((t) => t.text).join(''), tokenizer.decode(out.map((t) => t.id)), `maxTokens ${maxTokens}`);
   }
+  // Aborted with a character's first bytes held back: one more token brings them out.
+  const stop = new AbortController();
+  const out: { id: number; text: string }[] = [];
+  for await (const t of generate({ model, tokenizer }, 'Hi', { maxTokens: 10, temperature: 0, signal: stop.signal })) {
+    out.push(t);
+    stop.abort();
+  }
+  assert.equal(out.length, 2);
+  assert.equal(out.map((t) => t.text).join(''), tokenizer.decode(out.map((t) => t.id)));
+});
+
+test('the streaming decoder says when a character\'s first bytes wait for the rest', async () => {
+  const { gpt2Tokenizer } = await import('../src/data/gpt2.js');
+  const { createStreamingDecoder } = await import('../src/data/tokenizer.js');
+  const tokenizer = gpt2Tokenizer();
+  const ids = Array.from(tokenizer.encode('a é 😀 字b'));
+  const decoder = createStreamingDecoder(tokenizer);
+  let text = '', held = 0;
+  for (let i = 0; i < ids.length; i++) {
+    text += decoder.push(ids[i]!);
+    // Held back exactly when the ids so far decode to more than came out (an unfinished character, as U+FFFD).
+    const pending = tokenizer.decode(ids.slice(0, i + 1)) !== text;
+    assert.equal(decoder.pending(), pending, `after ${JSON.stringify(text)}`);
+    if (pending) held++;
+  }
+  assert.ok(held > 0, 'the emoji spans tokens');
+  assert.equal(text, 'a é 😀 字b');
+  assert.equal(decoder.pending(), false);
+  assert.equal(createStreamingDecoder(buildCharTokenizer('ab')).pending(), false);
 });

@@ -193,6 +193,8 @@ export interface StreamingDecoder {
   push(id: number): string;
   /** Whatever is still held back (an unfinished character becomes U+FFFD); then starts afresh. */
   flush(): string;
+  /** Whether a character's first bytes are held back, waiting for the rest (what flush would give as U+FFFD). */
+  pending(): boolean;
 }
 
 /**
@@ -205,17 +207,25 @@ export function createStreamingDecoder(tokenizer: Tokenizer): StreamingDecoder {
   if (tokenizer.tokenBytes) {
     const tokenBytes = tokenizer.tokenBytes.bind(tokenizer);
     let decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+    // Continuation bytes the last character begun still needs (UTF-8's lead byte says how many).
+    let needs = 0;
     return {
-      push: (id) => decoder.decode(tokenBytes(id), { stream: true }),
+      push: (id) => {
+        const bytes = tokenBytes(id);
+        for (const b of bytes) needs = needs > 0 && (b & 0xc0) === 0x80 ? needs - 1 : b >= 0xf0 ? 3 : b >= 0xe0 ? 2 : b >= 0xc0 ? 1 : 0;
+        return decoder.decode(bytes, { stream: true });
+      },
       flush: () => {
         const rest = decoder.decode();
         decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+        needs = 0;
         return rest;
       },
+      pending: () => needs > 0,
     };
   }
   const decodeOne = tokenizer.decodeToken ? tokenizer.decodeToken.bind(tokenizer) : (id: number) => tokenizer.decode([id]);
-  return { push: decodeOne, flush: () => '' };
+  return { push: decodeOne, flush: () => '', pending: () => false };
 }
 
 function charTokenizerFromJsonFields(vocab: unknown, unk: unknown, special: unknown, source: string): Tokenizer {

@@ -104,7 +104,8 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
       if (performance.now() - lastYield >= YIELD_MS) {
         await new Promise<void>((resolve) => setImmediate(resolve));
         lastYield = performance.now();
-        if (opts.signal?.aborted) break;
+        // An abort (Ctrl-C, `| head`) ends the iterator at its next token, or with one more that
+        // brings out text it held back (a --stop text's possible start, a character's first bytes).
       }
     }
   } finally {
