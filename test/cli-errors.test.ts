@@ -350,6 +350,11 @@ test('paths that cannot work and memory past the cpu backend\'s limit: one line 
   ]) {
     assertOneLine(run(args), /cannot stat .*loop-a: a symbolic link in the path leads back to itself; check the path/);
   }
+  // A tokenizer or checkpoint path that loops is not "no such file".
+  for (const args of [['tokenizer', 'encode', '--tokenizer', loop, '--text', 'hi'], ['train', '--tokenizer', loop, '--out', join(dir, 'run'), ...TINY],
+    ['sample', '--ckpt', loop], ['eval', '--ckpt', loop, '--text', 'hi'], ['train', '--init-from', loop, '--out', join(dir, 'run'), '--steps', '1']]) {
+    assertOneLine(run(args), /cannot read (--tokenizer|the checkpoint) .*loop-a: a symbolic link in the path leads back to itself; check the path/);
+  }
   // A folder to create where a file is.
   assertOneLine(run(['tokenizer', 'train', '--data', join(root, 'abc.txt'), '--vocab', '260', '--out', join(root, 'abc.txt', 'tok.json')]), /abc\.txt: a file is there, where a folder should be|a path component is a file, not a folder/);
   assertOneLine(run(['train', '--data', join(root, 'abc.txt'), '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '10000000', '--steps', '1', '--backend', 'cpu', '--quiet', '--out', join(dir, 'big')]),

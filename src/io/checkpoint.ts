@@ -352,8 +352,9 @@ async function locateCheckpoint(dir: string): Promise<{ path: string; zip?: Uint
   let info;
   try {
     info = await stat(dir);
-  } catch {
-    throw new MinigptError(`checkpoint ${dir} does not exist`);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new MinigptError(`checkpoint ${dir} does not exist`);
+    throw ioError(e, `read the checkpoint ${dir}`);
   }
   if (info.isFile()) {
     check(dir.toLowerCase().endsWith('.zip') || (await fileStartsLikeZip(dir)), `${dir} is a file; a checkpoint is a directory (with config.json and model.safetensors) or a .zip of one`);

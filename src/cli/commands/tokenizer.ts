@@ -1,6 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkOutputFile, writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, ioError, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError, check } from '../../errors.js';
 import { TEXT_FLAGS, type CommandSpec, type FlagValues } from '../args.js';
 import { BLANK_LINE_SEPARATOR, loadDocuments, loadText } from '../../data/text.js';
@@ -168,7 +168,10 @@ const warn = (m: string): void => console.error(`minigpt: warning: ${m}`);
 export async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
   check(typeof spec === 'string', '--tokenizer is required: a tokenizer JSON file, a checkpoint folder, or gpt2');
   if (spec === 'gpt2') return gpt2Tokenizer();
-  const info = await stat(spec).catch(() => null);
+  const info = await stat(spec).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return null;
+    throw ioError(e, `read --tokenizer ${spec}`);
+  });
   check(info !== null, `--tokenizer ${spec}: no such file or folder; give a tokenizer JSON file, a checkpoint folder, or gpt2`);
   if (info.isFile() && spec.toLowerCase().endsWith('.zip')) return (await loadCheckpoint(spec)).tokenizer;
   const path = info.isDirectory() ? join(await findCheckpointDir(spec), CHECKPOINT_TOKENIZER_FILE) : spec;
