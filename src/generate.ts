@@ -2,7 +2,7 @@
  * Text generation with a KV cache: temperature, top-k and top-p (nucleus) sampling, streamed
  * token by token as an async iterator.
  */
-import { check } from './errors.js';
+import { check, checkOptionNames } from './errors.js';
 import { createKvCache, forwardCached } from './model/model.js';
 import { checkLoaded, type LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
@@ -43,6 +43,11 @@ export interface SampleOptions {
    */
   stop?: string | readonly string[];
 }
+
+/** Every option generate takes (the Record type keeps it complete). */
+const SAMPLE_OPTION_NAMES: Record<keyof SampleOptions, true> = {
+  maxTokens: true, temperature: true, topK: true, topP: true, seed: true, signal: true, stopAtEndOfText: true, stop: true,
+};
 
 /** One token generate yields. */
 export interface GeneratedToken {
@@ -121,6 +126,7 @@ export function checkPrompt(loaded: LoadedModel, prompt: string, what: string): 
 export async function* generate(loaded: LoadedModel, prompt: string, opts: SampleOptions = {}): AsyncGenerator<GeneratedToken> {
   checkLoaded(loaded, 'generate');
   check(typeof prompt === 'string', () => `the prompt must be a string (got ${prompt === null ? 'null' : typeof prompt})`);
+  checkOptionNames(opts, Object.keys(SAMPLE_OPTION_NAMES), 'generate');
   const { model, tokenizer } = loaded;
   const c = model.config;
   const temperature = opts.temperature ?? 0.8, topK = opts.topK ?? 0, topP = opts.topP ?? 1, maxTokens = opts.maxTokens ?? 200;

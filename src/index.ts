@@ -1,5 +1,6 @@
 /** minigpt as a library. Everything the CLI does goes through these. */
 export { MinigptError } from './errors.js';
+export { UnknownCharacterError } from './data/tokenizer.js';
 export { resolveConfig, DEFAULT_CONFIG, type ModelConfig, type MlpKind, type InitStrategy, type SettingName } from './model/config.js';
 export { paramLayout, initialWeights, countParams, type ParamLayout, type ParamSpec, type LayerOffsets } from './model/params.js';
 export { createModel, setWeights, readWeights, forward, backward, zeroGrads, meanLoss, tuneKernels, type Model, type ForwardOptions, type Activations, type ParamTensors, type LayerTensors } from './model/model.js';
@@ -16,12 +17,13 @@ export { trainBpe, END_OF_TEXT, type BpeTrainOptions, type ByteLevelTokenizer } 
 export { gpt2Tokenizer } from './data/gpt2.js';
 export { loadText, loadDocuments, cleanText, splitTrainVal, BLANK_LINE_SEPARATOR, type CleanOptions, type LoadTextOptions } from './data/text.js';
 export { cleanDocuments, encodeDocuments, documentSeparatorOf, type DocumentSeparator } from './data/documents.js';
-export { loadModel, computeLogits, scoreText, recordedClean, type LoadedModel, type TextScore } from './inference.js';
+export { loadModel, computeLogits, scoreText, recordedClean, type LoadedModel, type LoadModelOptions, type TextScore } from './inference.js';
 export { createRng, type Rng, type RngState } from './util/random.js';
 export { learningRate, type LrSchedule } from './train/schedule.js';
 export { createBatchSampler, memoryTokens, type BatchSampler, type TokenStream } from './data/batches.js';
 export {
   train, loadTrainingData, evaluateText, evaluateShards, evaluateRunData, TRAIN_DEFAULTS, type TrainOptions, type TrainSummary, type StepInfo, type EvalInfo, type EvalResult, type StartInfo, type TrainingData,
+  type EvalTextOptions, type EvalShardsOptions, type EvalRunDataOptions, type SampleInfo, type SaveInfo,
 } from './train/train.js';
 export { findLearningRate, type LrFindOptions, type LrFindResult, type LrPoint } from './train/lr-find.js';
 export { generate, checkPrompt, preparePrompt, type SampleOptions, type GeneratedToken } from './generate.js';

@@ -1,7 +1,7 @@
 /** Loading a checkpoint and running the model on token ids: the library's front door. */
 import { cpuBackendSupported, createBackend, type BackendName } from './backend/index.js';
 import type { Backend } from './backend/types.js';
-import { check } from './errors.js';
+import { check, checkOptionNames, checkWhole, shownValue } from './errors.js';
 import { loadCheckpoint, type Checkpoint } from './io/checkpoint.js';
 import { createModel, forward, setWeights, type Model } from './model/model.js';
 import { paramLayout } from './model/params.js';
@@ -55,11 +55,26 @@ export function samplingBackendName(name: BackendName, config: ModelConfig): Bac
   return name === 'auto' && paramLayout(config).size <= SAMPLE_ON_CPU_MAX_PARAMS && cpuBackendSupported() ? 'cpu' : name;
 }
 
+/** Options of loadModel. */
+export interface LoadModelOptions {
+  /** A backend name (default 'auto': the fastest available), or a backend you made (the model uses it; release it with its destroy()). */
+  backend?: Backend | BackendName;
+  /** Threads for the cpu backend (default: all cores). */
+  threads?: number;
+  /** Pick the fastest backend for batch-1 sampling instead (the cpu backend for a small model, even beside a GPU). */
+  forSampling?: boolean;
+}
+
 /**
  * Loads the checkpoint in `dir` onto a backend (by default the fastest available; with
- * `forSampling`, the fastest for batch-1 sampling: the cpu backend for a small model).
+ * `forSampling`, the fastest for batch-1 sampling: the cpu backend for a small model). The model
+ * holds its backend's threads and memory until `loaded.model.backend.destroy()` (a process can
+ * exit without it: the cpu backend's threads do not keep it alive).
  */
-export async function loadModel(dir: string, opts: { backend?: Backend | BackendName; threads?: number; forSampling?: boolean } = {}): Promise<LoadedModel> {
+export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  check(typeof dir === 'string', () => `loadModel needs a checkpoint path (got ${shownValue(dir)})`);
+  checkOptionNames(opts, ['backend', 'threads', 'forSampling'], 'loadModel');
+  checkWhole(opts.threads, 'threads', 1);
   const ckpt = await loadCheckpoint(dir);
   const name = opts.backend ?? 'auto';
   const backend = typeof name === 'object' ? name : await createBackend(opts.forSampling ? samplingBackendName(name, ckpt.config) : name, { threads: opts.threads });

@@ -59,7 +59,8 @@ test('every bad invocation prints one error line, no stack trace, and exits 1', 
   assert.equal(run('init', '--out', dir, '--chars', 'ab', ...SMALL).code, 0);
   const cases: [string[], RegExp][] = [
     [['frobnicate'], /unknown command "frobnicate"/],
-    [['init', '--bogus'], /unknown flag --bogus/],
+    [['init', '--bogus'], /unknown flag --bogus \(see --help\)/],
+    [['train', '--stpes', '3'], /unknown flag --stpes \(did you mean --steps\?\) \(see --help\)/],
     [['init', '--out', dir + '2', '--chars', 'ab', '--d-model', 'x'], /--d-model must be an integer \(got "x"\)/],
     [['init', '--out', dir + '2', '--chars', 'ab', '--n-layers', '0'], /--n-layers must be at least 1/],
     [['init', '--out', dir + '2', '--chars', 'ab', '--d-model', '0x10'], /--d-model must be an integer \(got "0x10"\)/],

@@ -1,5 +1,5 @@
 /** Backend selection by name. `auto` picks the fastest backend this machine has. */
-import { MinigptError } from '../errors.js';
+import { MinigptError, checkOptionNames, checkWhole } from '../errors.js';
 import { createReferenceBackend } from './reference/index.js';
 import { createCpuBackend, cpuBackendSupported, type CpuOptions } from './cpu/index.js';
 import { createWebGpuBackend, webgpuHardwareAvailable, type WebGpuOptions } from './webgpu/index.js';
@@ -16,6 +16,8 @@ export type BackendName = (typeof BACKEND_NAMES)[number];
 
 /** Options passed to the backend that gets picked (the reference backend has none). */
 export type BackendOptions = CpuOptions & { webgpu?: WebGpuOptions };
+/** Every option createBackend takes (the Record type keeps it complete). */
+const BACKEND_OPTION_NAMES: Record<keyof BackendOptions, true> = { threads: true, relaxedSimd: true, attention: true, parallelMinNs: true, webgpu: true };
 
 /**
  * The backend called `name` (one of BACKEND_NAMES). 'auto', the default, picks webgpu on a hardware
@@ -24,6 +26,8 @@ export type BackendOptions = CpuOptions & { webgpu?: WebGpuOptions };
  * and, under `webgpu`, to webgpu. Throws a MinigptError for an unknown name.
  */
 export async function createBackend(name: BackendName = 'auto', options: BackendOptions = {}): Promise<Backend> {
+  checkOptionNames(options, Object.keys(BACKEND_OPTION_NAMES), 'createBackend');
+  checkWhole(options.threads, 'threads', 1);
   switch (name) {
     case 'auto':
       // webgpu only on a hardware adapter: a software one (SwiftShader) is slower than cpu.

@@ -3,7 +3,7 @@
  * generated --help. Every mistake is a MinigptError that names the flag.
  */
 import { parseArgs } from 'node:util';
-import { MinigptError } from '../errors.js';
+import { MinigptError, likelyName } from '../errors.js';
 import { INIT_STRATEGIES, MLP_KINDS, type ModelConfig } from '../model/config.js';
 import { BACKEND_NAMES } from '../backend/index.js';
 import { CLEAN_STEP_NAMES } from '../data/text.js';
@@ -78,7 +78,10 @@ export function parseFlags(argv: string[], flags: FlagSpecs, allowPositionals = 
   } catch (e) {
     const msg = (e as Error).message;
     const unknown = /Unknown option '([^']+)'/.exec(msg);
-    if (unknown) throw new MinigptError(`unknown flag ${unknown[1]} (see --help)`);
+    if (unknown) {
+      const near = unknown[1]!.startsWith('--') ? likelyName(unknown[1]!.slice(2), Object.keys(flags)) : undefined;
+      throw new MinigptError(`unknown flag ${unknown[1]}${near ? ` (did you mean --${near}?)` : ''} (see --help)`);
+    }
     const missing = /Option '(?:-\w, )?(--[\w-]+)(?: <value>)?' argument missing/.exec(msg);
     if (missing) throw new MinigptError(`${missing[1]} needs a value`);
     const ambiguous = /Option '(?:-\w, )?(--[\w-]+)' argument is ambiguous/.exec(msg);

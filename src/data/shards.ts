@@ -32,11 +32,11 @@ import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from '
 import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { dirname, extname, join, resolve } from 'node:path';
-import { MinigptError, check } from '../errors.js';
+import { MinigptError, check, checkOptionNames, shownValue } from '../errors.js';
 import { commitDir, ioError, makeDirs, recoverInterruptedReplace, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
 import { DOCUMENT_SEPARATORS, documentSeparatorOf, documentSeparatorOfKind, type DocumentSeparator } from './documents.js';
-import { BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, cleanText, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, noTextFilesError, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
+import { BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, checkCleanOptions, cleanText, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, noTextFilesError, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
 import {
   END_OF_TEXT,
   charTokenizerFromVocab,
@@ -703,7 +703,16 @@ async function hasShardsMeta(dir: string): Promise<boolean> {
 // prepareShards
 
 /** Streams `opts.data` into a shards directory at `opts.out`; see the file comment. */
+/** Every option prepareShards takes (the Record type keeps it complete). */
+const PREPARE_OPTION_NAMES: Record<keyof PrepareOptions, true> = {
+  data: true, out: true, tokenizer: true, bpeVocab: true, bpeSampleBytes: true, textField: true, valFraction: true, shardTokens: true,
+  dtype: true, clean: true, invalidUtf8: true, onWarning: true, chunkBytes: true, maxPendingChars: true, onProgress: true,
+};
+
 export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummary> {
+  checkOptionNames(opts, Object.keys(PREPARE_OPTION_NAMES), 'prepareShards');
+  check(typeof opts.data === 'string' && typeof opts.out === 'string', () => `prepareShards needs data and out paths (got data ${shownValue(opts.data)}, out ${shownValue(opts.out)})`);
+  if (opts.clean !== undefined) checkCleanOptions(opts.clean);
   assertLittleEndian();
   const started = performance.now();
   const valFraction = opts.valFraction ?? 0.1;

@@ -5,7 +5,7 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
-import { MinigptError, check } from '../errors.js';
+import { MinigptError, check, checkOptionNames, shownValue } from '../errors.js';
 
 export interface LoadTextOptions {
   /** Field of each JSONL object that holds the text; default "text". */
@@ -357,6 +357,7 @@ export interface CleanOptions {
   controlChars: boolean;
   /** Runs of two or more blank lines (which may hold spaces/tabs) become one blank line. */
   collapseBlankLines: boolean;
+  /** Lowercase everything (off by default; a model trained so gets its prompts lowercased too). */
   lowercase: boolean;
 }
 
@@ -376,8 +377,15 @@ const CONTROL_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/g;
 // A newline, then two or more lines holding only spaces/tabs, each ending in a newline.
 const BLANK_LINE_RUN = /\n(?:[ \t]*\n){2,}/g;
 
+/** Checks cleaning options given by a library caller: known step names, each true or false. */
+export function checkCleanOptions(opts: unknown): void {
+  checkOptionNames(opts, Object.keys(DEFAULT_CLEAN), 'clean');
+  for (const [k, v] of Object.entries(opts ?? {})) check(v === undefined || typeof v === 'boolean', () => `clean option ${k} must be true or false (got ${shownValue(v)})`);
+}
+
 /** Normalizes text before tokenization; see CleanOptions for the steps. */
 export function cleanText(text: string, opts: Partial<CleanOptions> = {}): string {
+  checkCleanOptions(opts);
   const o: CleanOptions = { ...DEFAULT_CLEAN, ...opts };
   let out = text;
   if (o.newlines) out = out.replace(/\r\n?/g, '\n');

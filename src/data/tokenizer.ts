@@ -12,6 +12,8 @@ import { gpt2Tokenizer, gpt2TokenizerFromJsonFields } from './gpt2.js';
 export { END_OF_TEXT } from './bpe.js';
 
 export type TokenizerKind = 'char' | 'gpt2' | 'bpe';
+/** Every TokenizerKind. */
+export const TOKENIZER_KINDS: readonly TokenizerKind[] = ['char', 'gpt2', 'bpe'];
 
 /** A tokenizer as plain JSON; `type` says which kind reads the rest. */
 export interface TokenizerJson {

@@ -33,7 +33,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { MinigptError, check } from '../errors.js';
+import { MinigptError, check, checkOptionNames } from '../errors.js';
 import { exists, writeFileAtomic } from '../util/fs.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
@@ -293,6 +293,8 @@ export interface GgufExportOptions {
   name?: string;
   /** Hears of what works but not fully in llama.cpp (a char tokenizer without "<|endoftext|>"); one line each. */
   onWarning?: (message: string) => void;
+  /** exportGguf: replace an existing file (default false: refused). */
+  overwrite?: boolean;
 }
 
 /** The GGUF contents (metadata and llama.cpp-named tensors) for a checkpoint. */
@@ -352,7 +354,8 @@ export function ggufFromCheckpoint(ckpt: Checkpoint, opts: GgufExportOptions = {
 }
 
 /** Writes the GGUF file of `ckpt` to `path` (temporary sibling, then rename). */
-export async function exportGguf(ckpt: Checkpoint, path: string, opts: GgufExportOptions & { overwrite?: boolean } = {}): Promise<void> {
+export async function exportGguf(ckpt: Checkpoint, path: string, opts: GgufExportOptions = {}): Promise<void> {
+  checkOptionNames(opts, ['dtype', 'name', 'onWarning', 'overwrite'], 'exportGguf');
   path = resolve(path);
   const bytes = encodeGguf(ggufFromCheckpoint(ckpt, opts));
   if (await exists(path)) {

@@ -22,7 +22,7 @@
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { MinigptError, check } from '../errors.js';
+import { MinigptError, check, checkOptionNames } from '../errors.js';
 import { exists, writeDirFiles } from '../util/fs.js';
 import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
@@ -483,6 +483,8 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
 export interface HfExportOptions {
   /** Storage type of model.safetensors, also recorded as config.json's torch_dtype (default F32). */
   dtype?: WeightDType;
+  /** exportHf: replace an earlier export in the folder (default false: a folder that is not empty is refused). */
+  overwrite?: boolean;
 }
 
 /** The files of the HF export, name -> bytes (what exportHf writes). */
@@ -546,7 +548,8 @@ export async function writeDirAtomic(dir: string, files: Map<string, Uint8Array>
 }
 
 /** Writes the HF export of `ckpt` to `outDir` (see the file comment). */
-export async function exportHf(ckpt: Checkpoint, outDir: string, opts: HfExportOptions & { overwrite?: boolean } = {}): Promise<void> {
+export async function exportHf(ckpt: Checkpoint, outDir: string, opts: HfExportOptions = {}): Promise<void> {
+  checkOptionNames(opts, ['dtype', 'overwrite'], 'exportHf');
   await writeDirAtomic(outDir, hfExportFiles(ckpt, opts), opts);
 }
 

@@ -6,7 +6,7 @@
  */
 import type { Backend } from '../backend/types.js';
 import { createBackend, type BackendName } from '../backend/index.js';
-import { check } from '../errors.js';
+import { check, checkOptionNames, checkWhole, shownValue } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, tuneKernels } from '../model/model.js';
 import { initialWeights } from '../model/params.js';
@@ -77,10 +77,28 @@ export interface LrFindResult {
  * Throws a MinigptError for bad sweep settings, or when the curve has under 3 points (instant divergence).
  */
 export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> {
+  checkOptionNames(o, Object.keys(LR_FIND_OPTION_NAMES), 'findLearningRate');
   const steps = o.steps ?? 100, startLr = o.startLr ?? 1e-6, endLr = o.endLr ?? 1;
-  check(startLr > 0 && endLr > startLr, `the sweep needs 0 < start lr < end lr (got ${startLr} .. ${endLr})`);
-  check(Number.isInteger(steps) && steps >= 10, `the sweep needs at least 10 steps (got ${steps})`);
+  check(typeof startLr === 'number' && typeof endLr === 'number' && startLr > 0 && endLr > startLr && Number.isFinite(endLr), () => `the sweep needs 0 < start lr < end lr (got ${shownValue(startLr)} .. ${shownValue(endLr)})`);
+  check(Number.isInteger(steps) && steps >= 10, () => `the sweep needs at least 10 steps (got ${shownValue(steps)})`);
+  checkWhole(o.batch, 'batch', 1);
+  checkWhole(o.threads, 'threads', 1);
+  checkWhole(o.seed, 'seed', 0);
   const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
+  try {
+    return await sweep(o, backend, steps, startLr, endLr);
+  } finally {
+    if (typeof o.backend !== 'object') backend.destroy();
+  }
+}
+
+/** Every option findLearningRate takes (the Record type keeps it complete). */
+const LR_FIND_OPTION_NAMES: Record<keyof LrFindOptions, true> = {
+  config: true, train: true, weights: true, batch: true, startLr: true, endLr: true, steps: true, divergeFactor: true, smoothing: true,
+  weightDecay: true, gradClip: true, seed: true, backend: true, threads: true, signal: true, onStep: true,
+};
+
+async function sweep(o: LrFindOptions, backend: Backend, steps: number, startLr: number, endLr: number): Promise<LrFindResult> {
   const model = createModel(backend, o.config);
   setWeights(model, o.weights ?? initialWeights(o.config, model.layout, createRng(o.seed ?? 1337)));
   const opt = createOptimizer(model, { weightDecay: o.weightDecay ?? 0.1, gradClip: o.gradClip ?? 1 });
@@ -90,9 +108,9 @@ export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> 
   const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
   const beta = o.smoothing ?? 0.9, factor = o.divergeFactor ?? 4;
   const curve: LrPoint[] = [];
-  let avg = 0, best = Infinity, stoppedEarly = false;
+  let avg = 0, best = Infinity, stoppedEarly = false, aborted = false;
   for (let i = 0; i < steps; i++) {
-    if (o.signal?.aborted) { stoppedEarly = true; break; }
+    if (o.signal?.aborted) { stoppedEarly = aborted = true; break; }
     const lr = startLr * Math.pow(endLr / startLr, i / (steps - 1));
     sampler.next(ids, targets);
     forward(model, ids, targets, B, T, { training: true });
@@ -109,8 +127,8 @@ export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> 
     best = Math.min(best, smoothed);
     if (i > 5 && smoothed > factor * best) { stoppedEarly = true; break; }
   }
-  if (typeof o.backend !== 'object') backend.destroy();
-  check(curve.length >= 3, 'the loss diverged at once; the sweep found no usable learning rate (try a lower start)');
+  check(curve.length >= 3, () => aborted ? `the sweep was stopped after ${curve.length} step${curve.length === 1 ? '' : 's'}, before the 3 a suggestion needs`
+    : 'the loss diverged at once; the sweep found no usable learning rate (try a lower start)');
   // Slope of the smoothed loss against log lr, by central differences over a few points.
   const k = Math.max(1, Math.floor(curve.length / 20));
   let steepest = 0, suggestion = curve[0].lr;

@@ -9,7 +9,7 @@
  */
 import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { MinigptError, check, likelyName } from '../errors.js';
+import { MinigptError, check, checkOptionNames, checkWhole, likelyName, shownValue } from '../errors.js';
 import type { Backend } from '../backend/types.js';
 import { createBackend, type BackendName } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
@@ -23,10 +23,10 @@ import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkpointDirOf, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
-import { loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
+import { checkCleanOptions, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
-import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenByteLengths, tokenizerDifference, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
+import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenByteLengths, tokenizerDifference, TOKENIZER_KINDS, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
 import { createBatchSampler, memoryTokens, type TokenStream } from '../data/batches.js';
 import { isShardDir, openShards } from '../data/shards.js';
 import { renderLossPlot, readMetrics } from './plot.js';
@@ -113,6 +113,8 @@ export interface TrainOptions {
   threads?: number;
   /** Aborting it ends the run after the current step (with accum above 1, between two of its micro-batches, dropping the unfinished step), with a checkpoint (summary.interrupted). */
   signal?: AbortSignal;
+  // A promise the on* callbacks return (an async function) is awaited: training waits for it, and
+  // a throw or rejection ends train() with that error (the run's last checkpoint stays as it was).
   /** Once the data, tokenizer and model are ready, before the first step. */
   onStart?(info: StartInfo): void | Promise<void>;
   /**
@@ -123,9 +125,9 @@ export interface TrainOptions {
   /** After every validation (and the final one). */
   onEval?(info: EvalInfo): void;
   /** Each periodic sample's text (sampleEvery). */
-  onSample?(info: { step: number; text: string }): void;
+  onSample?(info: SampleInfo): void;
   /** After each checkpoint is written. */
-  onSave?(info: { step: number; path: string; best?: true }): void;
+  onSave?(info: SaveInfo): void;
   /** Notes for the user (warnings, resumed-from...). */
   onMessage?(message: string): void;
   /** Something the user should know went wrong but was handled (a skipped step, replaced bytes);
@@ -191,6 +193,24 @@ export interface EvalInfo {
   bitsPerByte: number | null;
   /** The evaluation at the end of the run, over the whole validation split, or 4096 windows spread over a longer one. */
   final: boolean;
+}
+
+/** A periodic sample during training (TrainOptions.onSample). */
+export interface SampleInfo {
+  /** The step whose weights wrote it. */
+  step: number;
+  /** The generated text (after samplePrompt, which it does not include). */
+  text: string;
+}
+
+/** A checkpoint written during training (TrainOptions.onSave). */
+export interface SaveInfo {
+  /** The step it holds. */
+  step: number;
+  /** Its folder: RUN/checkpoint, or RUN/best. */
+  path: string;
+  /** Set when it is the best checkpoint (keepBest). */
+  best?: true;
 }
 
 /** What train() returns when the run ends (done, out of time, or aborted). */
@@ -473,6 +493,9 @@ export async function loadTrainingData(
   o: Pick<TrainOptions, 'data' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage' | 'clean' | 'invalidUtf8'> & { documentSeparator?: DocumentSeparator },
   existing?: Tokenizer,
 ): Promise<TrainingData> {
+  checkOptionNames(o, ['data', 'valData', 'textField', 'tokenizer', 'bpeVocab', 'onMessage', 'clean', 'invalidUtf8', 'documentSeparator'], 'loadTrainingData');
+  for (const name of ['data', 'valData', 'textField'] as const) check(o[name] === undefined || typeof o[name] === 'string', () => `${name} must be a string (got ${shownValue(o[name])})`);
+  if (o.clean !== undefined) checkCleanOptions(o.clean);
   const givenTokenizer = typeof o.tokenizer === 'object' ? o.tokenizer : undefined;
   existing ??= givenTokenizer;
   const tokenizerWhose = givenTokenizer && existing === givenTokenizer ? 'the given' : "the checkpoint's";
@@ -533,14 +556,24 @@ function checkTrainOptions(opts: TrainOptions): void {
     const near = likelyName(key, Object.keys(TRAIN_OPTION_NAMES), { prefixes: true });
     throw new MinigptError(`unknown training option "${key}"${near ? ` (did you mean "${near}"?)` : ''}`);
   }
-  const whole = (name: keyof TrainOptions, min: number): void => {
-    const v = opts[name];
-    check(v === undefined || (Number.isSafeInteger(v) && (v as number) >= min), () => `${name} must be a whole number, ${min} or more (got ${JSON.stringify(v)})`);
-  };
+  const whole = (name: keyof TrainOptions, min: number): void => checkWhole(opts[name], name, min);
   const real = (name: keyof TrainOptions, ok: (v: number) => boolean, what: string): void => {
     const v = opts[name];
-    check(v === undefined || (typeof v === 'number' && Number.isFinite(v) && ok(v)), () => `${name} must be ${what} (got ${JSON.stringify(v)})`);
+    check(v === undefined || (typeof v === 'number' && Number.isFinite(v) && ok(v)), () => `${name} must be ${what} (got ${shownValue(v)})`);
   };
+  // From plain JS anything can come: a path that is no string would fail deep in node:fs.
+  for (const name of ['data', 'valData', 'textField', 'out', 'resume', 'initFrom', 'samplePrompt'] as const) {
+    check(opts[name] === undefined || typeof opts[name] === 'string', () => `${name} must be a string (got ${shownValue(opts[name])})`);
+  }
+  for (const name of ['onStart', 'onStep', 'onEval', 'onSample', 'onSave', 'onMessage', 'onWarning'] as const) {
+    check(opts[name] === undefined || typeof opts[name] === 'function', () => `${name} must be a function (got ${shownValue(opts[name])})`);
+  }
+  check(opts.signal === undefined || (typeof opts.signal === 'object' && opts.signal !== null && typeof opts.signal.aborted === 'boolean'), () => `signal must be an AbortSignal (got ${shownValue(opts.signal)})`);
+  const t = opts.tokenizer;
+  check(t === undefined || (typeof t === 'string' && (TOKENIZER_KINDS as readonly string[]).includes(t)) || (typeof t === 'object' && t !== null && typeof t.encode === 'function' && typeof t.decode === 'function'),
+    () => `tokenizer must be one of ${TOKENIZER_KINDS.join(', ')}, or a Tokenizer (got ${shownValue(t)})`);
+  check(opts.bpeVocab === undefined || t === undefined || t === 'bpe', () => `bpeVocab goes with tokenizer "bpe" (got tokenizer ${typeof t === 'string' ? `"${t}"` : 'object'}); a given tokenizer has its own vocabulary`);
+  if (opts.clean !== undefined) checkCleanOptions(opts.clean);
   for (const name of ['warmup', 'seed', 'evalEvery', 'sampleEvery', 'saveEvery', 'sampleTokens'] as const) whole(name, 0);
   for (const name of ['batch', 'accum', 'steps', 'logEvery', 'syncEvery', 'evalWindows', 'threads'] as const) whole(name, 1);
   for (const name of ['lr', 'maxTime', 'ampInitialScale'] as const) real(name, (v) => v > 0, 'a number above 0');
@@ -672,6 +705,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const T = config.context, B = o.batch;
   check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller --context`);
   check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, --val-data, or a smaller --context`);
+  // Checked now, not at the first sample (which comes before that step's save).
+  if (o.samplePrompt) encodeUserText(tokenizer, o.samplePrompt, 'samplePrompt', "the run's tokenizer has no token for it; leave it out");
 
   const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
   // A backend made here is released here; one passed in stays the caller's.
@@ -760,7 +795,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
         if (e instanceof MinigptError && previous) throw new MinigptError(`${e.message}; the previous checkpoint in ${dir} is intact${dir === ckptDir ? ` (resume from it with --resume ${runDir})` : ''}`);
         throw e;
       }
-      o.onSave?.({ step, path: dir, ...(dir === bestDir ? { best: true as const } : {}) });
+      await o.onSave?.({ step, path: dir, ...(dir === bestDir ? { best: true as const } : {}) });
     };
     // The best checkpoint so far (keepBest): this run's, or one an earlier session of it kept.
     let best: { step: number; valLoss: number } | null = null;
@@ -772,7 +807,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       bestVal = bestNow;
       const bpb = bitsPerByte(loss, tokens, bytes);
       await log({ step, val_loss: loss, ...(bpb !== null ? { val_bpb: bpb } : {}), ...(final ? { final: true } : {}) });
-      o.onEval?.({ step, valLoss: loss, bestValLoss: bestNow, tokens, bitsPerByte: bpb, final });
+      await o.onEval?.({ step, valLoss: loss, bestValLoss: bestNow, tokens, bitsPerByte: bpb, final });
       await replot();
       if (improved && o.keepBest) {
         await save(bestDir);
@@ -784,7 +819,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       if (!o.onSample) return;
       let text = '';
       for await (const t of generate({ model, tokenizer }, o.samplePrompt ?? '', { maxTokens: o.sampleTokens, temperature: 0.8, seed: step })) text += t.text;
-      o.onSample({ step, text });
+      await o.onSample({ step, text });
     };
 
     await o.onStart?.({
@@ -888,7 +923,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
         const stepsLeft = totalSteps - step;
         let eta = (stepsLeft * B * T * o.accum) / Math.max(tokensPerSecond, 1e-9);
         if (o.maxTime !== undefined) eta = Math.min(eta, Math.max(0, o.maxTime - elapsed));
-        o.onStep?.({ step, totalSteps, loss, lr, gradNorm, tokensPerSecond, elapsed, eta, tokensSeen, skipped: false, lossScale: amp.scale });
+        await o.onStep?.({ step, totalSteps, loss, lr, gradNorm, tokensPerSecond, elapsed, eta, tokensSeen, skipped: false, lossScale: amp.scale });
         lastLr = lr;
         unlogged = { step, loss, lr, grad_norm: gradNorm, tokens: tokensSeen, time: elapsedBefore + elapsed, tok_per_s: tokensPerSecond, ...(amp.mode === 'fp16' ? { loss_scale: amp.scale } : {}) };
         if (step % o.logEvery === 0 || step === totalSteps) {
@@ -1055,7 +1090,9 @@ function recordedSeparator(state: TrainerState): DocumentSeparator {
  * and cleaning its trainer_state.json records, read as training read them), over
  * as many windows as the run's final evaluation: `minigpt eval` with neither --text nor --data.
  */
-export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDir: string, opts: { batch?: number; invalidUtf8?: 'error' | 'replace' } = {}): Promise<EvalResult & { dataName: string }> {
+export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDir: string, opts: EvalRunDataOptions = {}): Promise<EvalResult & { dataName: string }> {
+  checkEvalOptions(opts, ['batch', 'invalidUtf8'], 'evaluateRunData');
+  check(opts.invalidUtf8 === undefined || opts.invalidUtf8 === 'error' || opts.invalidUtf8 === 'replace', () => `invalidUtf8 must be "error" or "replace" (got ${shownValue(opts.invalidUtf8)})`);
   // A .zip of the checkpoint records the same (loadCheckpoint reads either).
   const saved = await loadTrainerState(ckptDir);
   if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); give --text "..." or --data PATH`);
@@ -1068,6 +1105,39 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   check(data.val.length > T, `the run's validation data has ${data.val.length} tokens, fewer than one window of ${T + 1}`);
   const r = await evaluateLoss(model, data.val, opts.batch ?? 8, T, FINAL_EVAL_WINDOWS, tokenByteLengths(tokenizer));
   return { loss: r.loss, tokens: r.tokens, bitsPerByte: bitsPerByte(r.loss, r.tokens, r.bytes), dataName: data.dataName };
+}
+
+/** Options of evaluateText. */
+export interface EvalTextOptions {
+  /** Score all of the text (default false: its validation split, the last 10%, as training holds it out). */
+  all?: boolean;
+  /** Sequences per forward pass (default 8). */
+  batch?: number;
+  /** What to call the text in error messages (default "the data"). */
+  source?: string;
+}
+
+/** Options of evaluateShards. */
+export interface EvalShardsOptions {
+  /** Score the training shards too (default false: the validation shards only). */
+  all?: boolean;
+  /** Sequences per forward pass (default 8). */
+  batch?: number;
+}
+
+/** Options of evaluateRunData. */
+export interface EvalRunDataOptions {
+  /** Sequences per forward pass (default 8). */
+  batch?: number;
+  /** Invalid UTF-8 in the run's data files: 'error' (default) or 'replace' it with U+FFFD. */
+  invalidUtf8?: 'error' | 'replace';
+}
+
+/** The evaluate* functions' common checks: option names, `all` a boolean, `batch` a whole number from 1. */
+function checkEvalOptions(opts: { all?: unknown; batch?: unknown }, names: readonly string[], what: string): void {
+  checkOptionNames(opts, names, what);
+  check(opts.all === undefined || typeof opts.all === 'boolean', () => `all must be true or false (got ${shownValue(opts.all)})`);
+  checkWhole(opts.batch, 'batch', 1);
 }
 
 /** What the evaluate* functions give: the mean loss (nats per token) over `tokens` scored, and per byte of their text (null: the tokens stand for no text). */
@@ -1083,7 +1153,8 @@ export interface EvalResult {
  * array is documents, cleaned by cleanDocuments for documentSeparatorOf(tokenizer), encoded with
  * <|endoftext|> between them as training encodes them.
  */
-export async function evaluateText(model: Model, tokenizer: Tokenizer, text: string | readonly string[], opts: { all?: boolean; batch?: number; source?: string } = {}): Promise<EvalResult> {
+export async function evaluateText(model: Model, tokenizer: Tokenizer, text: string | readonly string[], opts: EvalTextOptions = {}): Promise<EvalResult> {
+  checkEvalOptions(opts, ['all', 'batch', 'source'], 'evaluateText');
   const documents = typeof text === 'string' ? [text] : text;
   check(Array.isArray(documents) && documents.every((d) => typeof d === 'string'), 'the text to evaluate must be a string or an array of strings');
   check(documents.length > 0, `${opts.source ?? 'the data'} has no text left after cleaning`);
@@ -1100,7 +1171,8 @@ export async function evaluateText(model: Model, tokenizer: Tokenizer, text: str
  * The model's mean loss on a shards directory written by `minigpt prepare` (its validation
  * shards, or all of them): `minigpt eval --data SHARDS`. The shards must use the checkpoint's tokenizer.
  */
-export async function evaluateShards(model: Model, tokenizer: Tokenizer, dir: string, opts: { all?: boolean; batch?: number } = {}): Promise<EvalResult> {
+export async function evaluateShards(model: Model, tokenizer: Tokenizer, dir: string, opts: EvalShardsOptions = {}): Promise<EvalResult> {
+  checkEvalOptions(opts, ['all', 'batch'], 'evaluateShards');
   const shards = await openShards(dir);
   try {
     checkShardsTokenizer(tokenizer, shards.tokenizer, dir);

@@ -12,10 +12,9 @@ import { join, relative } from 'node:path';
 import { exists, ioError } from '../../util/fs.js';
 import { onOutputClosed } from '../output.js';
 import { loadTokenizer } from './tokenizer.js';
-import type { TokenizerKind } from '../../data/tokenizer.js';
+import { TOKENIZER_KINDS, type TokenizerKind } from '../../data/tokenizer.js';
 import type { BackendName } from '../../backend/index.js';
 
-const TOKENIZER_KINDS: readonly string[] = ['char', 'gpt2', 'bpe'];
 
 const plural = (n: number, word: string): string => `${n.toLocaleString('en-US')} ${word}${n === 1 ? '' : 's'}`;
 
@@ -192,7 +191,7 @@ export const trainCommand: CommandSpec = {
         textField: v['text-field'] as string,
         clean: v.clean === undefined ? undefined : cleanOptionsFromFlag(v.clean as string),
         invalidUtf8: v['invalid-utf8'] as 'error' | 'replace',
-        tokenizer: typeof v.tokenizer !== 'string' || TOKENIZER_KINDS.includes(v.tokenizer) ? v.tokenizer as TokenizerKind | undefined : await loadTokenizer(v.tokenizer),
+        tokenizer: typeof v.tokenizer !== 'string' || (TOKENIZER_KINDS as readonly string[]).includes(v.tokenizer) ? v.tokenizer as TokenizerKind | undefined : await loadTokenizer(v.tokenizer),
         bpeVocab: v['bpe-vocab'] as number | undefined,
         model,
         batch: v.batch as number, accum: v.accum as number, steps: v.steps as number | undefined, maxTime,

@@ -1,0 +1,130 @@
+/** The library's calls check what a caller passes, as the CLI checks its flags: misspelt option names, values out of range, wrong types. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, writeFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  MinigptError, UnknownCharacterError, train, loadModel, createBackend, generate, evaluateText, loadTrainingData, findLearningRate, prepareShards,
+  exportHf, exportGguf, cleanText, loadCheckpoint, resolveConfig, type TrainOptions,
+} from '../src/index.js';
+
+const CORPUS = Array.from({ length: 300 }, (_, i) => `the ${['cat', 'dog', 'bird'][i % 3]} sat on the ${['mat', 'log', 'hat'][(i * 7) % 3]}.`).join('\n');
+const TINY = { d_model: 16, n_heads: 2, n_layers: 1, context: 16 };
+
+async function setup(): Promise<{ root: string; data: string; base: (over?: Partial<TrainOptions>) => TrainOptions }> {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-options-'));
+  const data = join(root, 'corpus.txt');
+  await writeFile(data, CORPUS);
+  const base = (over: Partial<TrainOptions> = {}): TrainOptions => ({
+    data, model: TINY, batch: 4, steps: 3, warmup: 1, evalEvery: 0, sampleEvery: 0, saveEvery: 0, evalWindows: 4, backend: 'reference', out: join(root, 'run'), ...over,
+  });
+  return { root, data, base };
+}
+
+/** Asserts that `p` rejects with a MinigptError whose message matches `re`. */
+async function refuses(p: Promise<unknown> | (() => unknown), re: RegExp): Promise<void> {
+  await assert.rejects(async () => { await (typeof p === 'function' ? p() : p); }, (e: unknown) => {
+    assert.ok(e instanceof MinigptError, `${(e as Error)?.stack ?? String(e)}`);
+    assert.match(e.message, re);
+    return true;
+  });
+}
+
+/** Anything, as a caller from plain JS may pass it. */
+const loose = <T>(v: unknown): T => v as T;
+
+test('misspelt option names are errors with a guess, in every call that takes options', async () => {
+  const { root, data, base } = await setup();
+  const summary = await train(base());
+  const loaded = await loadModel(summary.checkpoint, { backend: 'reference' });
+  const ckpt = await loadCheckpoint(summary.checkpoint);
+  const drain = async (it: AsyncIterable<unknown>): Promise<void> => { for await (const _ of it) void _; };
+  await refuses(drain(generate(loaded, 'the', loose({ maxtokens: 5 }))), /unknown generate option "maxtokens" \(did you mean "maxTokens"\?\)/);
+  await refuses(drain(generate(loaded, 'the', loose({ top_k: 5 }))), /unknown generate option "top_k" \(did you mean "topK"\?\)/);
+  await refuses(evaluateText(loaded.model, loaded.tokenizer, CORPUS, loose({ al: true })), /unknown evaluateText option "al" \(did you mean "all"\?\)/);
+  await refuses(loadTrainingData(loose({ data, text_field: 'body' })), /unknown loadTrainingData option "text_field" \(did you mean "textField"\?\)/);
+  await refuses(loadModel(summary.checkpoint, loose({ forsampling: true })), /unknown loadModel option "forsampling" \(did you mean "forSampling"\?\)/);
+  await refuses(createBackend('reference', loose({ thread: 1 })), /unknown createBackend option "thread" \(did you mean "threads"\?\)/);
+  await refuses(findLearningRate(loose({ config: loaded.model.config, train: { length: 0 }, stpes: 5 })), /unknown findLearningRate option "stpes" \(did you mean "steps"\?\)/);
+  await refuses(prepareShards(loose({ data, out: join(root, 'shards'), tokenizer: 'char', shardtokens: 100 })), /unknown prepareShards option "shardtokens" \(did you mean "shardTokens"\?\)/);
+  await refuses(exportHf(ckpt, join(root, 'hf'), loose({ dtpye: 'F16' })), /unknown exportHf option "dtpye"/);
+  await refuses(exportGguf(ckpt, join(root, 'm.gguf'), loose({ overwite: true })), /unknown exportGguf option "overwite" \(did you mean "overwrite"\?\)/);
+  await refuses(() => cleanText('Hi', loose({ lowercas: true })), /unknown clean option "lowercas" \(did you mean "lowercase"\?\)/);
+  await refuses(() => cleanText('Hi', loose({ lowercase: 'yes' })), /clean option lowercase must be true or false \(got "yes"\)/);
+  await refuses(train(base({ clean: loose({ lowercas: true }) })), /unknown clean option "lowercas"/);
+  await refuses(train(base({ clean: loose('lowercase') })), /clean options must be an object \(got "lowercase"\)/);
+  // Nothing was written for the refused calls.
+  assert.deepEqual((await readdir(root)).sort(), ['corpus.txt', 'run']);
+  loaded.model.backend.destroy();
+});
+
+test('values of the wrong type or out of range are one clear error, not a hang or a TypeError from inside', async () => {
+  const { data, base } = await setup();
+  const summary = await train(base());
+  const loaded = await loadModel(summary.checkpoint, { backend: 'reference' });
+  // batch 0 looped forever; -1 and 1.5 failed inside typed arrays.
+  for (const batch of [0, -1, 1.5, NaN]) {
+    await refuses(evaluateText(loaded.model, loaded.tokenizer, CORPUS, { batch }), new RegExp(`batch must be a whole number, 1 or more \\(got ${batch}\\)`));
+  }
+  await refuses(evaluateText(loaded.model, loaded.tokenizer, CORPUS, loose({ all: 'yes' })), /all must be true or false/);
+  for (const threads of [0, -3, '2']) {
+    await refuses(loadModel(summary.checkpoint, loose({ threads })), /threads must be a whole number, 1 or more/);
+    await refuses(createBackend('reference', loose({ threads })), /threads must be a whole number, 1 or more/);
+  }
+  await refuses(loadModel(loose(42)), /loadModel needs a checkpoint path \(got 42\)/);
+  await refuses(train(base({ steps: NaN })), /steps must be a whole number, 1 or more \(got NaN\)/);
+  await refuses(train(base({ data: loose(42) })), /data must be a string \(got 42\)/);
+  await refuses(train(base({ initFrom: loose(5) })), /initFrom must be a string \(got 5\)/);
+  await refuses(train(base({ textField: loose(5) })), /textField must be a string \(got 5\)/);
+  await refuses(train(base({ onStep: loose(5) })), /onStep must be a function \(got 5\)/);
+  await refuses(train(base({ signal: loose({}) })), /signal must be an AbortSignal/);
+  await refuses(train(base({ tokenizer: loose(42) })), /tokenizer must be one of char, gpt2, bpe, or a Tokenizer \(got 42\)/);
+  await refuses(train(base({ tokenizer: 'char', bpeVocab: 300 })), /bpeVocab goes with tokenizer "bpe" \(got tokenizer "char"\)/);
+  await refuses(loadTrainingData(loose({ data: 42 })), /data must be a string \(got 42\)/);
+  assert.ok((await loadTrainingData({ data })).train.length > 0);
+  loaded.model.backend.destroy();
+});
+
+test('train checks samplePrompt before the first step, not at the first sample (which came before that step\'s save)', async () => {
+  const { base } = await setup();
+  let steps = 0;
+  await refuses(train(base({ samplePrompt: 'Ω', sampleEvery: 2, onSample: () => {}, onStep: () => { steps++; } })),
+    /samplePrompt: character "Ω" .* is not in the tokenizer's vocabulary.*; the run's tokenizer has no token for it/);
+  assert.equal(steps, 0);
+});
+
+test('train awaits a callback\'s promise: one that rejects ends train() with its error and releases the run', async () => {
+  const { base, root } = await setup();
+  const seen: number[] = [];
+  await assert.rejects(train(base({
+    steps: 20,
+    onStep: async (s) => {
+      await new Promise((done) => setTimeout(done, 1));
+      seen.push(s.step);
+      if (s.step === 3) throw new Error('boom');
+    },
+  })), /boom/);
+  assert.deepEqual(seen, [1, 2, 3], 'each step waited for the callback before it');
+  assert.ok(!(await readdir(join(root, 'run'))).includes('.lock'), 'the run lock is released');
+  // The run can be trained again at once (a new run in the same folder is refused only as "holds a run" once it has a checkpoint).
+  await train(base({ out: join(root, 'again') }));
+});
+
+test('findLearningRate stopped before 3 steps says so (it said the loss diverged); bad batch is an option error', async () => {
+  const config = resolveConfig({ ...TINY, vocab_size: 20 });
+  const tokens = Int32Array.from({ length: 2000 }, (_, i) => (i * 7) % 20);
+  const stream = { length: tokens.length, read: (at: number, out: Int32Array) => out.set(tokens.subarray(at, at + out.length)) };
+  const stop = new AbortController();
+  await refuses(findLearningRate({ config, train: stream, steps: 20, batch: 2, backend: 'reference', signal: stop.signal, onStep: (_p, s) => { if (s === 1) stop.abort(); } }),
+    /the sweep was stopped after 1 step, before the 3 a suggestion needs/);
+  await refuses(findLearningRate({ config, train: stream, steps: 20, backend: 'reference', signal: AbortSignal.abort() }), /stopped after 0 steps/);
+  await refuses(findLearningRate({ config, train: stream, steps: 20, batch: 0, backend: 'reference' }), /batch must be a whole number, 1 or more \(got 0\)/);
+  const r = await findLearningRate({ config, train: stream, steps: 10, batch: 2, backend: 'reference' });
+  assert.equal(r.curve.length, 10);
+});
+
+test('UnknownCharacterError is exported, a MinigptError a caller can tell apart', async () => {
+  const { buildCharTokenizer } = await import('../src/index.js');
+  assert.throws(() => buildCharTokenizer('ab').encode('abc'), (e: unknown) => e instanceof UnknownCharacterError && e instanceof MinigptError);
+});
