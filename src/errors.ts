@@ -75,3 +75,43 @@ export function checkOptionNames(opts: unknown, names: readonly string[], what: 
 export function checkWhole(value: unknown, name: string, min: number): void {
   check(value === undefined || (Number.isSafeInteger(value) && (value as number) >= min), () => `${name} must be a whole number, ${min} or more (got ${shownValue(value)})`);
 }
+
+/**
+ * How messages name the options a user gives: as the CLI's flags (`--context`, `--init-from`),
+ * which `minigpt` sets as it starts, or as library calls take them (`model.context`, `initFrom`),
+ * the default. Messages are written once; optionName and optionSetting word them for the caller.
+ */
+let namingFlags = false;
+
+/** Messages from here on name options as the CLI's flags (the CLI calls this at its start). */
+export function nameOptionsAsFlags(): void {
+  namingFlags = true;
+}
+
+/** Whether messages name options as CLI flags (see nameOptionsAsFlags). */
+export function optionsAreFlags(): boolean {
+  return namingFlags;
+}
+
+/**
+ * An option as messages name it: the library's `name` (`model.context`, `initFrom`), or for the
+ * CLI `flag`, by default the kebab-case flag of its last part (`--context`, `--init-from`).
+ */
+export function optionName(name: string, flag?: string): string {
+  if (!namingFlags) return name;
+  return flag ?? `--${name.split('.').at(-1)!.replace(/_/g, '-').replace(/[A-Z]/g, (ch) => `-${ch.toLowerCase()}`)}`;
+}
+
+/**
+ * An option set to a value, as advice words it: `--invalid-utf8 replace`, `--all` for the CLI;
+ * `invalidUtf8: "replace"`, `all: true` for a library call (strings quoted, numbers and true not).
+ */
+export function optionSetting(name: string, value: string | number | true, flag?: string): string {
+  if (namingFlags) return value === true ? optionName(name, flag) : `${optionName(name, flag)} ${value}`;
+  return `${name}: ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`;
+}
+
+/** "flag" for the CLI, "option" for a library call (plural with `many`). */
+export function optionWord(many = false): string {
+  return `${namingFlags ? 'flag' : 'option'}${many ? 's' : ''}`;
+}

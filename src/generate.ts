@@ -2,7 +2,7 @@
  * Text generation with a KV cache: temperature, top-k and top-p (nucleus) sampling, streamed
  * token by token as an async iterator.
  */
-import { check, checkOptionNames } from './errors.js';
+import { check, checkOptionNames, optionsAreFlags } from './errors.js';
 import { createKvCache, forwardCached } from './model/model.js';
 import { checkLoaded, type LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
@@ -102,7 +102,7 @@ export function preparePrompt(loaded: LoadedModel, prompt: string, what = 'the p
   if (!loaded.clean) return { prompt, note: '' };
   const cleaned = cleanText(prompt, loaded.clean);
   const lowered = Boolean(loaded.clean.lowercase) && cleaned !== cleanText(prompt, { ...loaded.clean, lowercase: false });
-  return { prompt: cleaned, note: lowered ? `${what} is lowercased, as the model's training text was (--clean lowercase)` : '' };
+  return { prompt: cleaned, note: lowered ? `${what} is lowercased, as the model's training text was (${optionsAreFlags() ? '--clean lowercase' : 'clean: { lowercase: true }'})` : '' };
 }
 
 /**
@@ -133,8 +133,8 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   // JSON.stringify shows a string as one ("0.5"), where the message would read as a fine number.
   const shown = (v: unknown): string => (typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v));
   check(typeof temperature === 'number' && temperature >= 0 && Number.isFinite(temperature), () => `temperature must be a number, 0 or more (got ${shown(temperature)})`);
-  check(Number.isInteger(topK) && topK >= 0, () => `top-k must be a whole number, 0 for no limit (got ${shown(topK)})`);
-  check(typeof topP === 'number' && topP > 0 && topP <= 1, () => `top-p must be a number in (0, 1] (got ${shown(topP)})`);
+  check(Number.isInteger(topK) && topK >= 0, () => `topK must be a whole number, 0 for no limit (got ${shown(topK)})`);
+  check(typeof topP === 'number' && topP > 0 && topP <= 1, () => `topP must be a number in (0, 1] (got ${shown(topP)})`);
   check(Number.isInteger(maxTokens) && maxTokens >= 0, () => `maxTokens must be a whole number, 0 or more (got ${shown(maxTokens)})`);
   check(opts.seed === undefined || (Number.isSafeInteger(opts.seed) && opts.seed >= 0), () => `seed must be a whole number, 0 or more (got ${shown(opts.seed)})`);
   const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : [...opts.stop];

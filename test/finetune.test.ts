@@ -34,7 +34,7 @@ test('--init-from starts a new run from the weights, config and tokenizer of a c
   await saveCheckpoint(join(root, 'weights'), { config: src.config, weights: src.weights, tokenizer: src.tokenizer });
 
   // --resume refuses it and points at --init-from.
-  await assert.rejects(train(base({ resume: join(root, 'weights') })), (e: unknown) => e instanceof MinigptError && /--init-from/.test(e.message));
+  await assert.rejects(train(base({ resume: join(root, 'weights') })), (e: unknown) => e instanceof MinigptError && /fine-tune it with initFrom: "/.test(e.message));
 
   let firstLoss = NaN;
   const messages: string[] = [];
@@ -62,9 +62,9 @@ test('--init-from refuses a different model shape, tokenizer, or --resume beside
   const { root, base } = await setup();
   const first = await train(base({ out: join(root, 'a'), steps: 2 }));
   const tune = (over: Partial<TrainOptions>) => train({ ...base({ out: join(root, `t${Math.random()}`), model: undefined }), initFrom: first.runDir, ...over });
-  await assert.rejects(tune({ model: { d_model: 32 } }), /--d-model 32 \(the checkpoint has 16\).*fixes the model's shape/);
-  await assert.rejects(tune({ tokenizer: 'gpt2' }), /--tokenizer gpt2 conflicts with --init-from/);
-  await assert.rejects(tune({ resume: first.runDir }), /--resume and --init-from exclude each other/);
+  await assert.rejects(tune({ model: { d_model: 32 } }), /model\.d_model 32 \(the checkpoint has 16\): initFrom: ".*" fixes the model's shape; drop the option$/);
+  await assert.rejects(tune({ tokenizer: 'gpt2' }), /tokenizer gpt2 conflicts with initFrom: "/);
+  await assert.rejects(tune({ resume: first.runDir }), /resume and initFrom exclude each other/);
   // Data with a character the checkpoint's tokenizer lacks: the advice is to remove it (the tokenizer cannot be rebuilt).
   const snow = join(root, 'snow.txt');
   await writeFile(snow, `${CORPUS}\nthe cat ☃`);
@@ -77,8 +77,8 @@ test('--init-from refuses a different model shape, tokenizer, or --resume beside
 test('resuming a run that has done its steps is a clear error, not a second final evaluation', async () => {
   const { root, base } = await setup();
   const first = await train(base({ out: join(root, 'a'), steps: 3 }));
-  await assert.rejects(train({ resume: first.runDir, backend: 'reference' }), /is at step 3, the end of its 3 steps; pass a larger --steps/);
-  await assert.rejects(train({ resume: first.runDir, backend: 'reference', steps: 2 }), /is at step 3, not before --steps 2; pass a larger --steps/);
+  await assert.rejects(train({ resume: first.runDir, backend: 'reference' }), /is at step 3, the end of its 3 steps; pass a larger steps/);
+  await assert.rejects(train({ resume: first.runDir, backend: 'reference', steps: 2 }), /is at step 3, not before steps: 2; pass a larger steps/);
 });
 
 test('without --warmup a short run warms up over a tenth of its steps', async () => {

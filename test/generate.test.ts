@@ -192,8 +192,8 @@ test('generate and scoreText say what is wrong with what they were given, not a 
   await refused(drain({ model, tokenizer }, null), /^the prompt must be a string \(got null\)$/);
   await refused(drain({ model, tokenizer }, 42), /^the prompt must be a string \(got number\)$/);
   await refused(drain({ model, tokenizer }, 'ab', { temperature: '0.5' }), /^temperature must be a number, 0 or more \(got "0\.5"\)$/);
-  await refused(drain({ model, tokenizer }, 'ab', { topP: '0.9' }), /^top-p must be a number in \(0, 1\] \(got "0\.9"\)$/);
-  await refused(drain({ model, tokenizer }, 'ab', { topK: '40' }), /^top-k must be a whole number, 0 for no limit \(got "40"\)$/);
+  await refused(drain({ model, tokenizer }, 'ab', { topP: '0.9' }), /^topP must be a number in \(0, 1\] \(got "0\.9"\)$/);
+  await refused(drain({ model, tokenizer }, 'ab', { topK: '40' }), /^topK must be a whole number, 0 for no limit \(got "40"\)$/);
   await refused(scoreText({ config, weights, tokenizer } as never, 'abc'), /^scoreText needs a loaded model/);
   await refused(scoreText({ model, tokenizer }, 123 as never), /^scoreText needs the text as a string \(got number\)$/);
 });

@@ -80,7 +80,7 @@ test('values of the wrong type or out of range are one clear error, not a hang o
   await refuses(train(base({ onStep: loose(5) })), /onStep must be a function \(got 5\)/);
   await refuses(train(base({ signal: loose({}) })), /signal must be an AbortSignal/);
   await refuses(train(base({ tokenizer: loose(42) })), /tokenizer must be one of char, gpt2, bpe, or a Tokenizer \(got 42\)/);
-  await refuses(train(base({ tokenizer: 'char', bpeVocab: 300 })), /bpeVocab goes with tokenizer "bpe" \(got tokenizer "char"\)/);
+  await refuses(train(base({ tokenizer: 'char', bpeVocab: 300 })), /bpeVocab goes with tokenizer: "bpe" \(got tokenizer: "char"\)/);
   await refuses(loadTrainingData(loose({ data: 42 })), /data must be a string \(got 42\)/);
   assert.ok((await loadTrainingData({ data })).train.length > 0);
   loaded.model.backend.destroy();
@@ -122,6 +122,19 @@ test('findLearningRate stopped before 3 steps says so (it said the loss diverged
   await refuses(findLearningRate({ config, train: stream, steps: 20, batch: 0, backend: 'reference' }), /batch must be a whole number, 1 or more \(got 0\)/);
   const r = await findLearningRate({ config, train: stream, steps: 10, batch: 2, backend: 'reference' });
   assert.equal(r.curve.length, 10);
+});
+
+test('library errors name options as library calls take them, not as CLI flags', async () => {
+  const { root, base } = await setup();
+  const summary = await train(base());
+  await refuses(train(base({ resume: summary.runDir, initFrom: summary.checkpoint })), /^resume and initFrom exclude each other: resume continues a run exactly, initFrom starts/);
+  await refuses(train(base()), /already holds a run; continue it with resume: ".*run", or choose another out$/);
+  await refuses(train(base({ resume: summary.runDir, out: undefined, batch: 8, model: { ...TINY, d_model: 32 } })),
+    /^model\.d_model 32 \(the run has 16\), batch 8 \(the run has 4\): a resumed run keeps its model and training settings so that it continues exactly; drop those options, or start a new run with another out$/);
+  await refuses(train(base({ out: join(root, 'long'), model: { ...TINY, context: 100000 } })), /use more data or a smaller model\.context$/);
+  const ckpt = await loadCheckpoint(summary.checkpoint);
+  await exportGguf(ckpt, join(root, 'm.gguf'));
+  await refuses(exportGguf(ckpt, join(root, 'm.gguf')), /refusing to overwrite it \(choose another name or pass overwrite: true\)$/);
 });
 
 test('UnknownCharacterError is exported, a MinigptError a caller can tell apart', async () => {

@@ -141,7 +141,7 @@ test('loadText names the line and the missing field of a JSONL object without it
       loadText(file),
       new RegExp(`${escapeRegExp(file)}:2: object has no "text" field`),
       /"body"/,
-      /--text-field/,
+      /pass textField: "NAME" to choose the field/,
     );
   });
 });
@@ -175,7 +175,7 @@ test('loadText rejects invalid UTF-8, naming the file, the byte offset and the l
     await assertMinigptError(
       loadText(file),
       new RegExp(`^${escapeRegExp(file)}: invalid UTF-8 at byte 6 \\(line 2\\);`),
-      /--invalid-utf8 replace/,
+      /pass invalidUtf8: "replace"$/,
     );
   });
 });

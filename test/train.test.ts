@@ -154,7 +154,7 @@ test('a run resumed into another directory (--out) starts there with the old run
   assert.deepEqual(await readFile(join(o.out!, 'checkpoint', 'model.safetensors')), oldCkpt);
   assert.equal((await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true })).training!.step, 4);
   // The new directory now holds a run of its own: resuming the old run into it again would replace it.
-  await assert.rejects(train({ resume: o.out, out, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /already holds a run; continue it with --resume/.test(e.message));
+  await assert.rejects(train({ resume: o.out, out, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /already holds a run; continue it with resume: "/.test(e.message));
 });
 
 test('reading the loss back every 7 steps trains bitwise like reading every step', async () => {
@@ -284,7 +284,7 @@ test('a loss that keeps coming out non-finite stops training with a clear error 
     const o = await opts({ lr: 1e30, warmup: 0, minLr: 0, gradClip: 0, steps: 50, amp });
     let tries = 0;
     await assert.rejects(train({ ...o, onMessage: (m) => void (tries += /skipped the update/.test(m) ? 1 : 0) }),
-      (e: unknown) => e instanceof MinigptError && /training diverged: 5 tries in a row at step 2/.test(e.message) && /lower --lr/.test(e.message), amp);
+      (e: unknown) => e instanceof MinigptError && /training diverged: 5 tries in a row at step 2/.test(e.message) && /lower lr \(now /.test(e.message), amp);
     assert.equal(tries, 5, amp);
     const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true });
     assert.ok(ckpt.weights.every(Number.isFinite));
@@ -421,7 +421,7 @@ test('keepBest keeps the checkpoint of the lowest validation loss in RUN/best; c
   assert.deepEqual(summary.bestCheckpoint, { path: join(o.out!, 'best'), step: min.step, valLoss: min.val_loss });
   // Continuing from best/ in the run's own folder would replace its latest checkpoint.
   const latest = await readFile(join(o.out!, 'checkpoint', 'model.safetensors'));
-  await assert.rejects(train({ resume: join(o.out!, 'best'), steps: 40, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /best is not the latest checkpoint of a run \(continuing in .* would replace .*checkpoint\); give --out DIR for a new run that continues from it$/.test(e.message));
+  await assert.rejects(train({ resume: join(o.out!, 'best'), steps: 40, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /best is not the latest checkpoint of a run \(continuing in .* would replace .*checkpoint\); give out: "DIR" for a new run that continues from it$/.test(e.message));
   assert.deepEqual(await readFile(join(o.out!, 'checkpoint', 'model.safetensors')), latest, 'the latest checkpoint is untouched');
   const from = await train({ resume: join(o.out!, 'best'), out: join(o.out!, '..', 'from-best'), steps: 32, backend: 'reference' });
   assert.equal(from.steps, 32);
@@ -435,7 +435,7 @@ test('keepBest keeps the checkpoint of the lowest validation loss in RUN/best; c
   // A checkpoint folder copied out of its run is not resumed into the folder around it either.
   const copyParent = await mkdtemp(join(tmpdir(), 'minigpt-copy-'));
   await cp(join(o.out!, 'best'), join(copyParent, 'mymodel'), { recursive: true });
-  await assert.rejects(train({ resume: join(copyParent, 'mymodel'), steps: 40, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /mymodel is not the latest checkpoint of a run; give --out DIR/.test(e.message));
+  await assert.rejects(train({ resume: join(copyParent, 'mymodel'), steps: 40, backend: 'reference' }), (e: unknown) => e instanceof MinigptError && /mymodel is not the latest checkpoint of a run; give out: "DIR"/.test(e.message));
   assert.deepEqual(await readdir(copyParent), ['mymodel'], 'nothing is written beside it');
   // Resumed in place without keepBest, the run keeps its own (true) setting.
   await train({ resume: o.out, steps: 32, backend: 'reference' });
@@ -485,7 +485,7 @@ test('a run on shards records the cleaning the shards were prepared with, so pro
   assert.equal(summary.clean?.lowercase, true);
   const loaded = await loadModel(o.out!, { backend: 'reference' });
   assert.equal(loaded.clean?.lowercase, true);
-  assert.deepEqual(preparePrompt(loaded, 'The CAT'), { prompt: 'the cat', note: "the prompt is lowercased, as the model's training text was (--clean lowercase)" });
+  assert.deepEqual(preparePrompt(loaded, 'The CAT'), { prompt: 'the cat', note: "the prompt is lowercased, as the model's training text was (clean: { lowercase: true })" });
 });
 
 test('a hand-edited trainer_state.json (a checkpoint without a manifest) is a clear error on resume, field by field', async () => {

@@ -74,3 +74,16 @@ test('every type a public signature names is exported from the package, so a use
   const report = [...missing].map(([name, uses]) => `${name} (named by ${[...uses].join(', ')})`).join('\n');
   assert.equal(missing.size, 0, `types named in public declarations but not exported from src/index.ts:\n${report}`);
 });
+
+test('each TrainOptions field with a default names it in its doc comment (TRAIN_DEFAULTS)', async () => {
+  const { default: ts } = await import('typescript');
+  const { TRAIN_DEFAULTS } = await import('../src/train/train.js');
+  const file = join(ROOT, 'dist', 'src', 'train', 'train.d.ts');
+  const program = ts.createProgram([file], { strict: true, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022, types: [] });
+  const checker = program.getTypeChecker();
+  const source = program.getSourceFile(file)!;
+  const options = source.statements.find((s): s is import('typescript').InterfaceDeclaration => ts.isInterfaceDeclaration(s) && s.name.text === 'TrainOptions')!;
+  const docs = new Map(options.members.map((m) => [(m.name as import('typescript').Identifier).text, ts.displayPartsToString(checker.getSymbolAtLocation(m.name!)!.getDocumentationComment(checker))]));
+  const wrong = Object.entries(TRAIN_DEFAULTS).filter(([k, v]) => !(docs.get(k) ?? '').includes('default') || !(docs.get(k) ?? '').includes(String(v)));
+  assert.deepEqual(wrong.map(([k, v]) => `${k} (default ${String(v)}): ${docs.get(k)}`), []);
+});

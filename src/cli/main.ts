@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** The minigpt command line: parses, calls the library, prints. Nothing else lives here. */
 import { readFileSync } from 'node:fs';
-import { MinigptError } from '../errors.js';
+import { MinigptError, nameOptionsAsFlags } from '../errors.js';
 import { installOutputGuards } from './output.js';
 import { fsErrorForUser } from '../util/fs.js';
 import { formatHelp, parseFlags, type CommandSpec } from './args.js';
@@ -49,6 +49,8 @@ function version(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // The library's messages name options as the flags the user typed.
+  nameOptionsAsFlags();
   const debug = argv.includes('--debug');
   const [name, ...rest] = argv;
   try {

@@ -3,7 +3,7 @@
  * tokens shifted by one as targets), drawn by a seeded generator whose state is saved in
  * checkpoints, so a resumed run sees exactly the batches an uninterrupted run would.
  */
-import { check } from '../errors.js';
+import { check, optionName } from '../errors.js';
 import { createRng, type Rng, type RngState } from '../util/random.js';
 
 /** Tokens that may live in memory or in shards on disk. */
@@ -32,7 +32,7 @@ export interface BatchSampler {
  * Throws a MinigptError when the stream has fewer than T+1 tokens.
  */
 export function createBatchSampler(stream: TokenStream, B: number, T: number, seed: number | RngState): BatchSampler {
-  check(stream.length > T, `the training data has ${stream.length} tokens, fewer than the ${T + 1} one sequence needs; use more data or a smaller --context`);
+  check(stream.length > T, () => `the training data has ${stream.length} tokens, fewer than the ${T + 1} one sequence needs; use more data or a smaller ${optionName('model.context')}`);
   const rng: Rng = createRng(seed);
   const window = new Int32Array(T + 1);
   return {

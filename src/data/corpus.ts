@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { MinigptError } from '../errors.js';
+import { MinigptError, optionSetting } from '../errors.js';
 
 export const DEFAULT_CORPUS_NAME = 'nlp-corpus (English sentences)';
 
@@ -17,7 +17,7 @@ export async function loadDefaultCorpus(files = DEFAULT_FILES): Promise<string> 
   try {
     builds = join(dirname(fileURLToPath(import.meta.resolve('nlp-corpus'))), '..', '..', 'builds');
   } catch {
-    throw new MinigptError('the default corpus package nlp-corpus is not installed; run npm install, or pass --data FILE');
+    throw new MinigptError(`the default corpus package nlp-corpus is not installed; run npm install, or pass ${optionSetting('data', 'FILE')}`);
   }
   const parts: string[] = [];
   for (let i = 0; i < files; i++) {

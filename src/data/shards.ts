@@ -32,7 +32,7 @@ import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from '
 import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { dirname, extname, join, resolve } from 'node:path';
-import { MinigptError, check, checkOptionNames, shownValue } from '../errors.js';
+import { MinigptError, check, checkOptionNames, optionSetting, shownValue } from '../errors.js';
 import { commitDir, ioError, makeDirs, recoverInterruptedReplace, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
 import { DOCUMENT_SEPARATORS, documentSeparatorOf, documentSeparatorOfKind, type DocumentSeparator } from './documents.js';
@@ -520,7 +520,7 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
         const offset = firstBadByte(bytes, at);
         throw new MinigptError(
           `${file.path}: invalid UTF-8 at byte ${offset} (line ${lineOfByte(file.path, offset)}${last ? ', the file ends inside a character' : ''}); ` +
-            `re-encode the file as UTF-8 or pass --invalid-utf8 replace`,
+            `re-encode the file as UTF-8 or pass ${optionSetting('invalidUtf8', 'replace')}`,
         );
       }
       if (replace) {
@@ -789,7 +789,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
   } else if (opts.tokenizer === 'gpt2') {
     tokenizer = makeTokenizer('gpt2', '');
   } else if (opts.tokenizer === 'bpe') {
-    check(opts.bpeVocab !== undefined, 'a BPE tokenizer needs a vocabulary size to learn; give one (e.g. --bpe-vocab 4096)');
+    check(opts.bpeVocab !== undefined, () => `a BPE tokenizer needs a vocabulary size to learn; give one (e.g. ${optionSetting('bpeVocab', 4096)})`);
     const limit = opts.bpeSampleBytes ?? DEFAULT_BPE_SAMPLE_BYTES;
     const pieces: string[] = [];
     let size = 0;

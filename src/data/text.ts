@@ -5,7 +5,7 @@
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
-import { MinigptError, check, checkOptionNames, shownValue } from '../errors.js';
+import { MinigptError, check, checkOptionNames, optionSetting, shownValue } from '../errors.js';
 
 export interface LoadTextOptions {
   /** Field of each JSONL object that holds the text; default "text". */
@@ -194,7 +194,7 @@ function decodeUtf8(path: string, bytes: Uint8Array, mode: 'error' | 'replace', 
     const line = lineNumberAt(bytes, scan.firstOffset);
     throw new MinigptError(
       `${path}: invalid UTF-8 at byte ${scan.firstOffset} (line ${line}); ` +
-        `re-encode the file as UTF-8 or pass --invalid-utf8 replace`,
+        `re-encode the file as UTF-8 or pass ${optionSetting('invalidUtf8', 'replace')}`,
     );
   }
   replaced.push({ file: path, count: scan.errorCount, firstOffset: scan.firstOffset });
@@ -295,7 +295,7 @@ export function jsonlRecordText(line: string, where: string, textField: string):
     Object.hasOwn(record, textField),
     () =>
       `${where}: object has no "${textField}" field (it has ${describeKeys(record)}); ` +
-      `pass --text-field NAME to choose the field that holds the text`,
+      `pass ${optionSetting('textField', 'NAME')} to choose the field that holds the text`,
   );
   const document = record[textField];
   check(

@@ -22,7 +22,7 @@
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { MinigptError, check, checkOptionNames } from '../errors.js';
+import { MinigptError, check, checkOptionNames, optionSetting, optionsAreFlags } from '../errors.js';
 import { exists, writeDirFiles } from '../util/fs.js';
 import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
@@ -426,7 +426,7 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
   check(isObject(json), `${source} is not a JSON object`);
   const arch = Array.isArray(json.architectures) ? (json.architectures as string[]).join(', ') : '';
   const type = json.model_type;
-  check(json.format !== CHECKPOINT_FORMAT, `${source} is a minigpt checkpoint's config, not a Hugging Face model's: use the checkpoint as it is (--ckpt, --init-from), no import needed`);
+  check(json.format !== CHECKPOINT_FORMAT, () => `${source} is a minigpt checkpoint's config, not a Hugging Face model's: use the checkpoint as it is (${optionsAreFlags() ? '--ckpt, --init-from' : 'loadModel, loadCheckpoint, initFrom'}), no import needed`);
   check(type === 'llama' || type === 'arcee',
     `${source}: model_type ${JSON.stringify(type)}${arch ? ` (${arch})` : ''} is not supported; minigpt imports LLaMA-architecture models (model_type "llama", or "arcee" for a non-gated MLP)`);
   const act = json.hidden_act ?? 'silu';
@@ -529,15 +529,15 @@ export async function writeDirAtomic(dir: string, files: Map<string, Uint8Array>
     check(info.isDirectory(), `${dir} exists and is a file; choose another output directory`);
     const entries = await readdir(dir);
     if (entries.length > 0) {
-      check(opts.overwrite, `${dir} exists and is not empty; refusing to overwrite it (choose another output directory or pass --force)`);
+      check(opts.overwrite, () => `${dir} exists and is not empty; refusing to overwrite it (choose another output directory or pass ${optionSetting('overwrite', true, '--force')})`);
       const others = entries.filter((name) => !HF_EXPORT_FILE.test(name)).sort();
       const list = others.slice(0, 3).join(', ') + (others.length > 3 ? `, and ${others.length - 3} more` : '');
-      check(others.length === 0, `${dir} holds ${list}, which no model export has; --force replaces only an earlier export, so nothing else is lost: choose another output directory`);
+      check(others.length === 0, () => `${dir} holds ${list}, which no model export has; ${optionSetting('overwrite', true, '--force')} replaces only an earlier export, so nothing else is lost: choose another output directory`);
       let config: unknown = null;
       try {
         config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
       } catch { /* no config.json, or not JSON: a half-written export */ }
-      check((config as { format?: unknown } | null)?.format !== CHECKPOINT_FORMAT, `${dir} is a minigpt checkpoint, not an export; --force does not replace it: choose another output directory`);
+      check((config as { format?: unknown } | null)?.format !== CHECKPOINT_FORMAT, () => `${dir} is a minigpt checkpoint, not an export; ${optionSetting('overwrite', true, '--force')} does not replace it: choose another output directory`);
     }
   }
   try {

@@ -9,7 +9,7 @@
  */
 import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { MinigptError, check, checkOptionNames, checkWhole, likelyName, shownValue } from '../errors.js';
+import { MinigptError, check, checkOptionNames, checkWhole, likelyName, optionName, optionSetting, optionsAreFlags, optionWord, shownValue } from '../errors.js';
 import type { Backend } from '../backend/types.js';
 import { createBackend, type BackendName } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
@@ -44,37 +44,37 @@ export interface TrainOptions {
   clean?: Partial<CleanOptions>;
   /** Invalid UTF-8 in the data: an error (default) or replaced with U+FFFD and a warning. */
   invalidUtf8?: 'error' | 'replace';
-  /** A kind to build from the data (char, gpt2, or a BPE trained on it), or a tokenizer to use as it is (e.g. one from `minigpt tokenizer train`). */
+  /** A kind to build from the data (char, gpt2, or a BPE trained on it), or a tokenizer to use as it is (e.g. one from `minigpt tokenizer train`); default 'char'. */
   tokenizer?: TokenizerKind | Tokenizer;
-  /** Vocabulary size when training a BPE tokenizer. */
+  /** Vocabulary size when training a BPE tokenizer (default 4096). */
   bpeVocab?: number;
   /** The model's shape (snake_case config names; unknown names are an error); the tokenizer sets vocab_size when absent. */
   model?: Partial<ModelConfig>;
-  /** Sequences per micro-batch, each `model.context` tokens long. */
+  /** Sequences per micro-batch, each `model.context` tokens long (default 16). */
   batch?: number;
-  /** Micro-batches per optimizer step (gradient accumulation). */
+  /** Micro-batches per optimizer step (gradient accumulation; default 1). */
   accum?: number;
-  /** Optimizer steps; the warmup and cosine schedule span them. */
+  /** Optimizer steps; the warmup and cosine schedule span them (default 600; resuming, the run's own). */
   steps?: number;
   /** Stop after this many seconds (the schedule still spans `steps`). */
   maxTime?: number;
-  /** Peak learning rate (after warmup). */
+  /** Peak learning rate (after warmup; default 0.003). */
   lr?: number;
   /** Learning rate at the end of the cosine decay (default: lr / 10). */
   minLr?: number;
   /** Linear warmup steps (default 50, or a tenth of a shorter run). */
   warmup?: number;
-  /** AdamW decoupled weight decay, on matrices only. */
+  /** AdamW decoupled weight decay, on matrices only (default 0.1). */
   weightDecay?: number;
-  /** Largest global gradient norm (0: no clipping). */
+  /** Largest global gradient norm (0: no clipping; default 1). */
   gradClip?: number;
-  /** Mixed precision: 'fp16' (dynamic loss scaling from 2^16), 'bf16', or 'off' (f32). */
+  /** Mixed precision: 'fp16' (dynamic loss scaling from 2^16), 'bf16', or 'off' (f32; the default). */
   amp?: AmpMode;
   /** First loss scale under fp16 (default 2^16); tests use a huge one to force overflows. */
   ampInitialScale?: number;
-  /** Seeds the weights, the batches and dropout. */
+  /** Seeds the weights, the batches and dropout (default 1337). */
   seed?: number;
-  /** Run directory (created). */
+  /** Run directory (created; default runs/run-DATE-TIME, or -2, -3... where that exists). */
   out?: string;
   /** Run or checkpoint directory to continue from, exactly. */
   resume?: string;
@@ -84,17 +84,17 @@ export interface TrainOptions {
    * schedule. Model-shape options that differ from the checkpoint's are an error (dropout may change).
    */
   initFrom?: string;
-  /** Validation loss every this many steps (0: only at the end). */
+  /** Validation loss every this many steps (0: only at the end; default 100). */
   evalEvery?: number;
-  /** Validation windows per evaluation. */
+  /** Validation windows per periodic evaluation, evenly spread over the split (default 64). */
   evalWindows?: number;
-  /** A sample (onSample) every this many steps (0: never). */
+  /** A sample (onSample) every this many steps (0: never; default 250). */
   sampleEvery?: number;
-  /** Length of each sample, in tokens. */
+  /** Length of each sample, in tokens (default 200). */
   sampleTokens?: number;
   /** What samples continue ('' : from nothing). */
   samplePrompt?: string;
-  /** A checkpoint every this many steps (0: only at the end; always at the end and on abort). */
+  /** A checkpoint every this many steps (0: only at the end; always at the end and on abort; default 250). */
   saveEvery?: number;
   /**
    * Also keep the checkpoint of the lowest validation loss so far in the run's `best/` folder,
@@ -102,12 +102,12 @@ export interface TrainOptions {
    * its own unless given). Continue from it with `resume: 'RUN/best', out: 'NEW_DIR'`.
    */
   keepBest?: boolean;
-  /** Metrics line every this many steps. */
+  /** Metrics line every this many steps (default 10). */
   logEvery?: number;
   /** Read the loss back every this many steps (default 1): fewer waits on a GPU. The device skips
    * non-finite steps either way; under fp16 loss scaling every step is read. */
   syncEvery?: number;
-  /** 'auto', 'cpu', 'webgpu' or 'reference', or a backend you made (it is then not destroyed at the end). */
+  /** 'auto' (the default), 'cpu', 'webgpu' or 'reference', or a backend you made (it is then not destroyed at the end). */
   backend?: BackendName | Backend;
   /** Threads for the cpu backend (default: all cores). */
   threads?: number;
@@ -172,7 +172,7 @@ export interface StepInfo {
    * resumed run, not counted), measured when the step's loss was read back.
    */
   elapsed: number;
-  /** Seconds left at the current speed (or until --max-time). */
+  /** Seconds left at the current speed (or until maxTime). */
   eta: number;
   /** Training tokens of the run so far, earlier sessions included: batch × context × accum per step taken. */
   tokensSeen: number;
@@ -503,9 +503,9 @@ export async function loadTrainingData(
     const shards = await openShards(o.data);
     try {
       if (existing) checkShardsTokenizer(existing, shards.tokenizer, o.data, tokenizerWhose);
-      const made = `${o.data} was prepared with a ${describeTokenizer(shards.tokenizer)}, which training on it keeps; drop the flag, or prepare the data again with another --tokenizer`;
-      check(existing || o.tokenizer === undefined || o.tokenizer === shards.tokenizer.kind, () => `--tokenizer ${o.tokenizer} conflicts with the shards: ${made}`);
-      check(existing || o.bpeVocab === undefined || (shards.tokenizer.kind === 'bpe' && shards.tokenizer.vocabSize === o.bpeVocab), () => `--bpe-vocab ${o.bpeVocab} conflicts with the shards: ${made}`);
+      const made = `${o.data} was prepared with a ${describeTokenizer(shards.tokenizer)}, which training on it keeps; drop the ${optionWord()}, or prepare the data again with another ${optionName('tokenizer')}`;
+      check(existing || o.tokenizer === undefined || o.tokenizer === shards.tokenizer.kind, () => `${optionName('tokenizer')} ${o.tokenizer} conflicts with the shards: ${made}`);
+      check(existing || o.bpeVocab === undefined || (shards.tokenizer.kind === 'bpe' && shards.tokenizer.vocabSize === o.bpeVocab), () => `${optionName('bpeVocab')} ${o.bpeVocab} conflicts with the shards: ${made}`);
     } catch (e) {
       shards.close();
       throw e;
@@ -572,7 +572,7 @@ function checkTrainOptions(opts: TrainOptions): void {
   const t = opts.tokenizer;
   check(t === undefined || (typeof t === 'string' && (TOKENIZER_KINDS as readonly string[]).includes(t)) || (typeof t === 'object' && t !== null && typeof t.encode === 'function' && typeof t.decode === 'function'),
     () => `tokenizer must be one of ${TOKENIZER_KINDS.join(', ')}, or a Tokenizer (got ${shownValue(t)})`);
-  check(opts.bpeVocab === undefined || t === undefined || t === 'bpe', () => `bpeVocab goes with tokenizer "bpe" (got tokenizer ${typeof t === 'string' ? `"${t}"` : 'object'}); a given tokenizer has its own vocabulary`);
+  check(opts.bpeVocab === undefined || t === undefined || t === 'bpe', () => `${optionName('bpeVocab')} goes with ${optionSetting('tokenizer', 'bpe')}${typeof t === 'object' ? '; a tokenizer file has its own vocabulary' : ` (got ${optionSetting('tokenizer', t!)})`}`);
   if (opts.clean !== undefined) checkCleanOptions(opts.clean);
   for (const name of ['warmup', 'seed', 'evalEvery', 'sampleEvery', 'saveEvery', 'sampleTokens'] as const) whole(name, 0);
   for (const name of ['batch', 'accum', 'steps', 'logEvery', 'syncEvery', 'evalWindows', 'threads'] as const) whole(name, 1);
@@ -595,15 +595,15 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   o.minLr ??= o.lr / 10;
   check(o.minLr <= o.lr, `minLr must be at most lr (got minLr ${o.minLr}, lr ${o.lr})`);
 
-  check(!(typeof opts.tokenizer === 'object' && opts.bpeVocab !== undefined), '--bpe-vocab goes with --tokenizer bpe; a tokenizer file has its own vocabulary');
   // --- resume, fine-tune or start ---
-  check(!(o.resume && o.initFrom), '--resume and --init-from exclude each other: --resume continues a run exactly, --init-from starts a new run from a checkpoint\'s weights');
+  const [resumeName, initFromName] = [optionName('resume'), optionName('initFrom')];
+  check(!(o.resume && o.initFrom), () => `${resumeName} and ${initFromName} exclude each other: ${resumeName} continues a run exactly, ${initFromName} starts a new run from a checkpoint's weights`);
   const resumeDir = o.resume ? await findCheckpointDir(resolve(o.resume)) : null;
   if (resumeDir && (await stat(resumeDir).then((s) => s.isFile(), () => false))) {
-    throw new MinigptError(`--resume takes the folder of a run (it goes on writing there), and ${o.resume} is a file; to train on from a checkpoint .zip, start a new run with --init-from ${o.resume}`);
+    throw new MinigptError(`${resumeName} takes the folder of a run (it goes on writing there), and ${o.resume} is a file; to train on from a checkpoint .zip, start a new run with ${optionSetting('initFrom', o.resume!)}`);
   }
   if (resumeDir && (await isCheckpointDir(resumeDir)) && !(await hasTrainingState(resumeDir))) {
-    throw new MinigptError(`${resumeDir} has no optimizer state (it was written by init or import, not by a training run), so there is no run to resume; fine-tune it with --init-from ${o.resume} instead`);
+    throw new MinigptError(`${resumeDir} has no optimizer state (it was written by init or import, not by a training run), so there is no run to resume; fine-tune it with ${optionSetting('initFrom', o.resume!)} instead`);
   }
   const resumed = resumeDir ? await loadCheckpoint(resumeDir, { training: true }) : null;
   const prior = resumed ? checkedTrainerState(resumed.training!.trainer, join(resumeDir!, 'trainer_state.json'), 'resume') : null;
@@ -613,21 +613,20 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   if (base) {
     // The tokenizer is part of the model: a resumed or fine-tuned run cannot change it.
     const t = base.tokenizer;
-    const what = resumed ? 'the run being resumed' : `--init-from ${o.initFrom}`;
-    const keep = `${resumed ? 'a resumed run' : 'a fine-tuned model'} keeps its ${describeTokenizer(t)}; drop the flag${resumed ? ', or start a new run with another --out' : ''}`;
+    const what = resumed ? 'the run being resumed' : optionSetting('initFrom', o.initFrom!);
+    const keep = `${resumed ? 'a resumed run' : 'a fine-tuned model'} keeps its ${describeTokenizer(t)}; drop the ${optionWord()}${resumed ? `, or start a new run with another ${optionName('out')}` : ''}`;
     const named = typeof opts.tokenizer === 'object' ? `a ${describeTokenizer(opts.tokenizer)}` : opts.tokenizer;
-    check(opts.tokenizer === undefined || (typeof opts.tokenizer === 'object' ? sameTokenizer(opts.tokenizer, t) : opts.tokenizer === t.kind), () => `--tokenizer ${named} conflicts with ${what}: ${keep}`);
-    check(opts.bpeVocab === undefined || t.kind !== 'bpe' || opts.bpeVocab === t.vocabSize, () => `--bpe-vocab ${opts.bpeVocab} conflicts with ${what}: ${keep}`);
+    check(opts.tokenizer === undefined || (typeof opts.tokenizer === 'object' ? sameTokenizer(opts.tokenizer, t) : opts.tokenizer === t.kind), () => `${optionName('tokenizer')} ${named} conflicts with ${what}: ${keep}`);
+    check(opts.bpeVocab === undefined || t.kind !== 'bpe' || opts.bpeVocab === t.vocabSize, () => `${optionName('bpeVocab')} ${opts.bpeVocab} conflicts with ${what}: ${keep}`);
   }
-  const flag = (name: string): string => `--${name.replace(/_/g, '-').replace(/[A-Z]/g, (ch) => `-${ch.toLowerCase()}`)}`;
-  /** Model options given that differ from `config`'s, as "--flag want (the WHO has have)". */
+  /** Model options given that differ from `config`'s, as "--flag want (the WHO has have)" ("model.name want..." for a library call). */
   const modelConflicts = (config: ModelConfig, who: string, except?: keyof ModelConfig): string[] =>
     Object.entries(opts.model ?? {}).filter(([k, want]) => k !== except && want !== undefined && want !== (config as unknown as Record<string, unknown>)[k])
-      .map(([k, want]) => `${flag(k)} ${want} (the ${who} has ${(config as unknown as Record<string, unknown>)[k]})`);
+      .map(([k, want]) => `${optionName(`model.${k}`)} ${want} (the ${who} has ${(config as unknown as Record<string, unknown>)[k]})`);
   if (initial) {
     // The checkpoint fixes the architecture; dropout is a training setting and may change.
     const conflicts = modelConflicts(initial.config, 'checkpoint', 'dropout');
-    check(conflicts.length === 0, () => `${conflicts.join(', ')}: --init-from ${o.initFrom} fixes the model's shape; drop ${conflicts.length > 1 ? 'those flags' : 'the flag'}`);
+    check(conflicts.length === 0, () => `${conflicts.join(', ')}: ${optionSetting('initFrom', o.initFrom!)} fixes the model's shape; drop ${conflicts.length > 1 ? `those ${optionWord(true)}` : `the ${optionWord()}`}`);
   }
   if (prior) {
     // A resumed run keeps its own model and optimisation settings, so it continues exactly; only
@@ -637,7 +636,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const conflicts = modelConflicts(resumed!.config, 'run');
     const runOptions: [keyof TrainOptions, unknown][] = [['batch', p.batch], ['accum', p.accum], ['lr', p.lr], ['minLr', p.min_lr], ['warmup', p.warmup],
       ['weightDecay', p.weight_decay], ['gradClip', p.grad_clip], ['seed', p.seed], ['amp', prior.amp.mode]];
-    for (const [k, have] of runOptions) if (opts[k] !== undefined && opts[k] !== have) conflicts.push(`${flag(k)} ${String(opts[k])} (the run has ${have})`);
+    for (const [k, have] of runOptions) if (opts[k] !== undefined && opts[k] !== have) conflicts.push(`${optionName(k)} ${String(opts[k])} (the run has ${have})`);
     // The text cleaning too: other cleaning is other training text (shards' runs record the shards').
     if (opts.clean !== undefined) {
       const steps = (c: Partial<CleanOptions> | null | undefined): string => {
@@ -646,9 +645,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
         return names.length > 0 ? names.join(',') : 'none';
       };
       const want = steps(opts.clean), have = steps(prior.clean);
-      if (want !== have) conflicts.push(`--clean ${want} (the run has ${have})`);
+      if (want !== have) conflicts.push(`${optionName('clean')} ${want} (the run has ${have})`);
     }
-    check(conflicts.length === 0, () => `${conflicts.join(', ')}: a resumed run keeps its model and training settings so that it continues exactly; drop ${conflicts.length > 1 ? 'those flags' : 'the flag'}, or start a new run with another --out`);
+    check(conflicts.length === 0, () => `${conflicts.join(', ')}: a resumed run keeps its model and training settings so that it continues exactly; drop ${conflicts.length > 1 ? `those ${optionWord(true)}` : `the ${optionWord()}`}, or start a new run with another ${optionName('out')}`);
     Object.assign(o, { batch: p.batch, accum: p.accum, lr: p.lr, minLr: p.min_lr, warmup: p.warmup, weightDecay: p.weight_decay, gradClip: p.grad_clip, seed: p.seed });
     // The eval/sample/save/log cadence may change, but is the run's own unless given (checkpoints before 2026-12-06 have none: the defaults).
     for (const [k, name] of CADENCE) {
@@ -656,7 +655,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       if (opts[k] === undefined && had !== undefined) Object.assign(o, { [k]: had });
     }
     const total = opts.steps ?? prior.total_steps, at = resumed!.training!.step;
-    check(at < total, () => `${dirname(resumeDir!)} is at step ${at}${opts.steps !== undefined ? `, not before --steps ${total}` : `, the end of its ${total} steps`}; pass a larger --steps to train it further`);
+    check(at < total, () => `${dirname(resumeDir!)} is at step ${at}${opts.steps !== undefined ? `, not before ${optionSetting('steps', total)}` : `, the end of its ${total} steps`}; pass a larger ${optionName('steps')} to train it further`);
   } else if (opts.warmup === undefined) {
     // A short run reaches its peak learning rate within its first tenth.
     o.warmup = Math.min(TRAIN_DEFAULTS.warmup, Math.floor(o.steps / 10));
@@ -671,13 +670,13 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   if (resumed && newDir && o.out === undefined) {
     // A checkpoint folder of its own (a copy, a run's best/): the folder around it is no run of its.
     const replaces = await isCheckpointDir(ckptDir);
-    throw new MinigptError(`${resumeDir} is not the latest checkpoint of a run${replaces ? ` (continuing in ${runDir} would replace ${ckptDir})` : ''}; give --out DIR for a new run that continues from it`);
+    throw new MinigptError(`${resumeDir} is not the latest checkpoint of a run${replaces ? ` (continuing in ${runDir} would replace ${ckptDir})` : ''}; give ${optionSetting('out', 'DIR')} for a new run that continues from it`);
   }
   if (newDir && (await isCheckpointDir(ckptDir))) {
-    throw new MinigptError(`${runDir} already holds a run; continue it with --resume ${runDir}, or choose another --out`);
+    throw new MinigptError(`${runDir} already holds a run; continue it with ${optionSetting('resume', runDir)}, or choose another ${optionName('out')}`);
   }
   if (newDir && !(await isRunDirOrAbsent(runDir))) {
-    throw new MinigptError(`${runDir} exists and is not a minigpt run; choose another --out (nothing of yours is written there)`);
+    throw new MinigptError(`${runDir} exists and is not a minigpt run; choose another ${optionName('out')} (nothing of yours is written there)`);
   }
 
   const dataPath = resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
@@ -701,10 +700,10 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     : initial
       ? { ...initial.config, dropout: opts.model?.dropout ?? initial.config.dropout }
       : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize });
-  check(config.vocab_size >= tokenizer.vocabSize, `--vocab-size ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`);
+  check(config.vocab_size >= tokenizer.vocabSize, `${optionName('model.vocab_size')} ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`);
   const T = config.context, B = o.batch;
-  check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller --context`);
-  check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, --val-data, or a smaller --context`);
+  check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller ${optionName('model.context')}`);
+  check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, ${optionName('valData')}, or a smaller ${optionName('model.context')}`);
   // Checked now, not at the first sample (which comes before that step's save).
   if (o.samplePrompt) encodeUserText(tokenizer, o.samplePrompt, 'samplePrompt', "the run's tokenizer has no token for it; leave it out");
 
@@ -713,7 +712,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   let unlock: (() => Promise<void>) | null = null;
   try {
     const gpu = backend as { software?: boolean; adapterInfo?: string };
-    if (gpu.software) (o.onWarning ?? o.onMessage)?.(`the WebGPU adapter is a software renderer (${gpu.adapterInfo}) that runs on the CPU: expect training far slower than --backend cpu`);
+    if (gpu.software) (o.onWarning ?? o.onMessage)?.(`the WebGPU adapter is a software renderer (${gpu.adapterInfo}) that runs on the CPU: expect training far slower than ${optionSetting('backend', 'cpu')}`);
     const model = createModel(backend, config);
     await tuneKernels(model, B, T);
     const opt = createOptimizer(model, { weightDecay: o.weightDecay, gradClip: o.gradClip });
@@ -792,7 +791,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
         });
       } catch (e) {
         // A failed save leaves the last good checkpoint (saves are atomic); say so.
-        if (e instanceof MinigptError && previous) throw new MinigptError(`${e.message}; the previous checkpoint in ${dir} is intact${dir === ckptDir ? ` (resume from it with --resume ${runDir})` : ''}`);
+        if (e instanceof MinigptError && previous) throw new MinigptError(`${e.message}; the previous checkpoint in ${dir} is intact${dir === ckptDir ? ` (resume from it with ${optionSetting('resume', runDir)})` : ''}`);
         throw e;
       }
       await o.onSave?.({ step, path: dir, ...(dir === bestDir ? { best: true as const } : {}) });
@@ -935,7 +934,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       // without a scale to blame (off, bf16), five bad tries of one step end the run.
       if (consecutiveBad >= DIVERGED_TRIES && (amp.mode !== 'fp16' || amp.scale < 1)) {
         await save();
-        throw new MinigptError(`training diverged: ${consecutiveBad} tries in a row at step ${step + 1} had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower --lr (now ${o.lr})`);
+        throw new MinigptError(`training diverged: ${consecutiveBad} tries in a row at step ${step + 1} had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower ${optionName('lr')} (now ${o.lr})`);
       }
       // Here the weights are those of `step`.
       if (step === checkedStep) continue;
@@ -1001,8 +1000,8 @@ async function lockRunDir(dir: string): Promise<() => Promise<void>> {
     }
     const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
     if (Number.isSafeInteger(pid) && pid > 0 && processAlive(pid)) {
-      throw new MinigptError(pid === process.pid ? `${dir} is being trained by this process already; wait for that run to end, or choose another --out`
-        : `${dir} is being trained by another process (pid ${pid}); wait for it to end, or choose another --out (if no minigpt runs as pid ${pid}, delete ${path})`);
+      throw new MinigptError(pid === process.pid ? `${dir} is being trained by this process already; wait for that run to end, or choose another ${optionName('out')}`
+        : `${dir} is being trained by another process (pid ${pid}); wait for it to end, or choose another ${optionName('out')} (if no minigpt runs as pid ${pid}, delete ${path})`);
     }
     await rm(path, { force: true }); // left by a process that is gone
   }
@@ -1095,7 +1094,7 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   check(opts.invalidUtf8 === undefined || opts.invalidUtf8 === 'error' || opts.invalidUtf8 === 'replace', () => `invalidUtf8 must be "error" or "replace" (got ${shownValue(opts.invalidUtf8)})`);
   // A .zip of the checkpoint records the same (loadCheckpoint reads either).
   const saved = await loadTrainerState(ckptDir);
-  if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); give --text "..." or --data PATH`);
+  if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); ${optionsAreFlags() ? 'give --text "..." or --data PATH' : 'score text with evaluateText or evaluateShards'}`);
   const state = checkedTrainerState(saved.trainer, join(ckptDir, 'trainer_state.json'), 'data');
   const data = await loadTrainingData({
     data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined,
@@ -1161,7 +1160,7 @@ export async function evaluateText(model: Model, tokenizer: Tokenizer, text: str
   const tokens = encodeDocuments(tokenizer, documents, (d) => encodeUserText(tokenizer, d, opts.source ?? 'data', "the checkpoint's tokenizer has no token for it; remove such characters from the text"));
   const stream = memoryTokens(opts.all ? tokens : splitTrainVal(tokens, 0.1).val);
   const T = Math.min(model.config.context, stream.length - 1);
-  check(T >= 1, `${opts.source ?? 'the data'} has too few tokens to evaluate${opts.all ? '' : ' in its validation split (the last 10%); pass --all to use all of it'}`);
+  check(T >= 1, `${opts.source ?? 'the data'} has too few tokens to evaluate${opts.all ? '' : ` in its validation split (the last 10%); pass ${optionSetting('all', true)} to use all of it`}`);
   const r = await evaluateLoss(model, stream, opts.batch ?? 8, T, Infinity, tokenByteLengths(tokenizer));
   return { loss: r.loss, tokens: r.tokens, bitsPerByte: bitsPerByte(r.loss, r.tokens, r.bytes) };
 }
@@ -1185,7 +1184,7 @@ export async function evaluateShards(model: Model, tokenizer: Tokenizer, dir: st
       count += r.tokens;
       bytes += r.bytes;
     }
-    check(count > 0, `${dir} has too few validation tokens to evaluate; pass --all to use the training shards too`);
+    check(count > 0, `${dir} has too few validation tokens to evaluate; pass ${optionSetting('all', true)} to use the training shards too`);
     return { loss: sum / count, tokens: count, bitsPerByte: bitsPerByte(sum / count, count, bytes) };
   } finally {
     shards.close();

@@ -11,7 +11,7 @@
  * done, so `read` and `sync` have nothing to wait for.
  */
 import type { AdamWHyper, Backend, IntTensor, Tensor } from '../types.js';
-import { MinigptError } from '../../errors.js';
+import { MinigptError, optionName } from '../../errors.js';
 import { adamwGradScale, createReferenceBackend } from '../reference/index.js';
 import { compileKernels, cpuBackendSupported, createSharedMemory, relaxedSimdSupported, type WasmVariant } from './wasm-module.js';
 import { createThreadPool, type ThreadPool } from './pool.js';
@@ -106,7 +106,7 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
       const pages = Math.max(Math.ceil((end - have) / PAGE), Math.ceil(have / PAGE / 2));
       const grow = Math.min(pages, MAX_PAGES - have / PAGE);
       if (have + grow * PAGE < end) {
-        throw new MinigptError(`the cpu backend's memory is full: ${(end / 2 ** 30).toFixed(1)} GiB wanted, past the 4 GiB a wasm32 memory holds; use a smaller batch (--accum keeps the tokens per step), context or model`);
+        throw new MinigptError(`the cpu backend's memory is full: ${(end / 2 ** 30).toFixed(1)} GiB wanted, past the 4 GiB a wasm32 memory holds; use a smaller batch (${optionName('accum')} keeps the tokens per step), context or model`);
       }
       memory.grow(grow);
     }
