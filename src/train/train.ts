@@ -113,13 +113,13 @@ export interface TrainOptions {
   threads?: number;
   /** Aborting it ends the run after the current step (with accum above 1, between two of its micro-batches, dropping the unfinished step), with a checkpoint (summary.interrupted). */
   signal?: AbortSignal;
-  // A promise the on* callbacks return (an async function) is awaited: training waits for it, and
-  // a throw or rejection ends train() with that error (the run's last checkpoint stays as it was).
   /** Once the data, tokenizer and model are ready, before the first step. */
   onStart?(info: StartInfo): void | Promise<void>;
   /**
    * After every optimizer step taken (not a skipped one), once its loss is read back: with
-   * syncEvery above 1, for each step of a window together when the window ends.
+   * syncEvery above 1, for each step of a window together when the window ends. Like onStart,
+   * onEval, onSample and onSave, it may be async: training waits for its promise, and a throw or
+   * rejection ends train() with that error (the last checkpoint stays as it was).
    */
   onStep?(info: StepInfo): void;
   /** After every validation (and the final one). */
