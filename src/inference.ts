@@ -86,6 +86,7 @@ export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promi
 
 /** Token ids the model can run on: some, each in the vocabulary, and (unless `anyLength`) within the context. */
 function checkIds(model: Model, ids: ArrayLike<number>, anyLength = false): void {
+  check(typeof model?.config === 'object' && typeof model.backend === 'object', () => `expected a Model (loadModel's result has it as .model; got ${'tokenizer' in Object(model) ? 'a LoadedModel' : shownValue(model)})`);
   const { context, vocab_size } = model.config;
   check(ids.length > 0, 'no tokens to run the model on');
   check(anyLength || ids.length <= context, `${ids.length} tokens is longer than the model's context of ${context}; shorten the input`);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   MinigptError, UnknownCharacterError, train, loadModel, createBackend, generate, evaluateText, loadTrainingData, findLearningRate, prepareShards,
-  exportHf, exportGguf, cleanText, loadCheckpoint, resolveConfig, type TrainOptions,
+  exportHf, exportGguf, cleanText, loadCheckpoint, resolveConfig, computeLogits, trainBpe, type TrainOptions,
 } from '../src/index.js';
 
 const CORPUS = Array.from({ length: 300 }, (_, i) => `the ${['cat', 'dog', 'bird'][i % 3]} sat on the ${['mat', 'log', 'hat'][(i * 7) % 3]}.`).join('\n');
@@ -82,6 +82,11 @@ test('values of the wrong type or out of range are one clear error, not a hang o
   await refuses(train(base({ tokenizer: loose(42) })), /tokenizer must be one of char, gpt2, bpe, or a Tokenizer \(got 42\)/);
   await refuses(train(base({ tokenizer: 'char', bpeVocab: 300 })), /bpeVocab goes with tokenizer: "bpe" \(got tokenizer: "char"\)/);
   await refuses(loadTrainingData(loose({ data: 42 })), /data must be a string \(got 42\)/);
+  await refuses(train(base({ backend: loose({}) })), /backend must be one of auto, cpu, webgpu, reference, or a backend from createBackend \(got \{\}\)/);
+  await refuses(train(base({ model: loose('small') })), /the model settings must be an object such as \{ d_model: 128 \} \(got "small"\)/);
+  await refuses(computeLogits(loose(loaded), [1, 2]), /expected a Model \(loadModel's result has it as \.model; got a LoadedModel\)/);
+  await refuses(() => trainBpe(loose(42), { vocabSize: 300 }), /trainBpe needs the training text as a string \(got 42\)/);
+  await refuses(() => trainBpe('some text', loose(undefined)), /trainBpe needs options with a vocabSize/);
   assert.ok((await loadTrainingData({ data })).train.length > 0);
   loaded.model.backend.destroy();
 });

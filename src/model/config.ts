@@ -1,4 +1,4 @@
-import { MinigptError, check, likelyName } from '../errors.js';
+import { MinigptError, check, likelyName, shownValue } from '../errors.js';
 
 /** The MLP block: LLaMA's gated SwiGLU, or a plain GELU (tanh approximation) MLP. */
 export type MlpKind = 'swiglu' | 'gelu';
@@ -94,6 +94,7 @@ export const CONFIG_KEYS: readonly (keyof ModelConfig)[] = [
  * would otherwise train the default 128-wide model and save the stray key in config.json.
  */
 function checkConfigKeys(partial: object): void {
+  check(typeof partial === 'object' && partial !== null && !Array.isArray(partial), () => `the model settings must be an object such as { d_model: 128 } (got ${shownValue(partial)})`);
   for (const key of Object.keys(partial)) {
     if ((CONFIG_KEYS as readonly string[]).includes(key)) continue;
     const near = likelyName(key, CONFIG_KEYS);

@@ -11,7 +11,7 @@ import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'n
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, check, checkOptionNames, checkWhole, likelyName, optionName, optionSetting, optionsAreFlags, optionWord, shownValue } from '../errors.js';
 import type { Backend } from '../backend/types.js';
-import { createBackend, type BackendName } from '../backend/index.js';
+import { BACKEND_NAMES, createBackend, type BackendName } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
 import { initialWeights, countParams } from '../model/params.js';
 import { createModel, setWeights, readWeights, forward, backward, zeroGrads, accumulateMeanLoss, tuneKernels, type Model } from '../model/model.js';
@@ -574,6 +574,11 @@ function checkTrainOptions(opts: TrainOptions): void {
     () => `tokenizer must be one of ${TOKENIZER_KINDS.join(', ')}, or a Tokenizer (got ${shownValue(t)})`);
   check(opts.bpeVocab === undefined || t === undefined || t === 'bpe', () => `${optionName('bpeVocab')} goes with ${optionSetting('tokenizer', 'bpe')}${typeof t === 'object' ? '; a tokenizer file has its own vocabulary' : ` (got ${optionSetting('tokenizer', t!)})`}`);
   if (opts.clean !== undefined) checkCleanOptions(opts.clean);
+  const m = opts.model;
+  check(m === undefined || (typeof m === 'object' && m !== null && !Array.isArray(m)), () => `the model settings must be an object such as { d_model: 128 } (got ${shownValue(m)})`);
+  const b = opts.backend;
+  check(b === undefined || (typeof b === 'string' && (BACKEND_NAMES as readonly string[]).includes(b)) || (typeof b === 'object' && b !== null && typeof b.alloc === 'function'),
+    () => `backend must be one of ${BACKEND_NAMES.join(', ')}, or a backend from createBackend (got ${shownValue(b)})`);
   for (const name of ['warmup', 'seed', 'evalEvery', 'sampleEvery', 'saveEvery', 'sampleTokens'] as const) whole(name, 0);
   for (const name of ['batch', 'accum', 'steps', 'logEvery', 'syncEvery', 'evalWindows', 'threads'] as const) whole(name, 1);
   for (const name of ['lr', 'maxTime', 'ampInitialScale'] as const) real(name, (v) => v > 0, 'a number above 0');

@@ -12,6 +12,7 @@
  */
 import { instantiateKernels, type KernelExports, type WasmMemory, type WasmModule } from './wasm-module.js';
 import { canBlock, spawnWorker, warn, type ThreadHandle } from './runtime.js';
+import { MinigptError } from '../../errors.js';
 
 /** Control block layout (Int32 indices); the Float64 arguments start at byte ARGS_BYTE. */
 export const CTL = { generation: 0, done: 1, kernel: 2, nArgs: 3, nThreads: 4, failed: 5 } as const;
@@ -86,7 +87,7 @@ export async function createThreadPool(module: WasmModule, memory: WasmMemory, n
     nThreads,
     kernels,
     run(name, callArgs, parallel = true) {
-      if (destroyed) throw new Error('cpu backend used after destroy()');
+      if (destroyed) throw new MinigptError('this cpu backend was destroyed (destroy()); make a new one, or load the model again');
       const fn = kernels[name];
       const index = kernelIndex.get(name);
       if (index === undefined) throw new Error(`no wasm kernel ${name}`);
