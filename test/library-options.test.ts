@@ -87,6 +87,8 @@ test('values of the wrong type or out of range are one clear error, not a hang o
   await refuses(computeLogits(loose(loaded), [1, 2]), /expected a Model \(loadModel's result has it as \.model; got a LoadedModel\)/);
   await refuses(() => trainBpe(loose(42), { vocabSize: 300 }), /trainBpe needs the training text as a string \(got 42\)/);
   await refuses(() => trainBpe('some text', loose(undefined)), /trainBpe needs options with a vocabSize/);
+  await refuses(() => loaded.tokenizer.encode(loose(42)), /^encode takes a string \(got 42\)$/);
+  await refuses(() => loaded.tokenizer.decode(loose('12')), /^decode takes an array of token ids \(got "12"\)$/);
   assert.ok((await loadTrainingData({ data })).train.length > 0);
   loaded.model.backend.destroy();
 });

@@ -371,6 +371,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
   const allowedSplitter = specialTokenSplitter(special, model.kind);
 
   const encode = (text: string, opts: EncodeOptions = {}): Int32Array => {
+    checkEncodeInput(text);
     const re = allowedSplitter(opts.allowedSpecial);
     if (re === null) return encodeOrdinary(text);
     const out = new IdBuffer(text.length >> 2);
@@ -384,13 +385,14 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
     if (bytes) return bytes;
     const where = position === null ? '' : ` at position ${position}`;
     throw new MinigptError(
-      `token id ${id}${where} is out of range for this ${model.kind} tokenizer; valid ids are 0 to ${vocabSize - 1}`,
+      `token id ${shownValue(id)}${where} is out of range for this ${model.kind} tokenizer; valid ids are 0 to ${vocabSize - 1}`,
     );
   };
 
   // ignoreBOM: a leading U+FEFF is text like any other, not a byte-order mark to drop.
   const utf8Decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
   const decode = (ids: ArrayLike<number>): string => {
+    checkDecodeInput(ids);
     let total = 0;
     for (let i = 0; i < ids.length; i++) total += bytesOf(ids[i]!, i).length;
     const buf = new Uint8Array(total);
@@ -435,6 +437,16 @@ export interface BpeTrainOptions {
   specialTokens?: readonly string[];
   /** Called now and then with the merges learned so far. */
   onProgress?: (merges: number, totalMerges: number) => void;
+}
+
+/** A Tokenizer's encode from plain JS: the text must be a string (a number failed inside, as `text.replace is not a function`). */
+export function checkEncodeInput(text: unknown): void {
+  check(typeof text === 'string', () => `encode takes a string (got ${shownValue(text)})`);
+}
+
+/** A Tokenizer's decode from plain JS: the ids must be an array or typed array (a string is not one). */
+export function checkDecodeInput(ids: unknown): void {
+  check(typeof ids === 'object' && ids !== null && typeof (ids as ArrayLike<number>).length === 'number', () => `decode takes an array of token ids (got ${shownValue(ids)})`);
 }
 
 /**

@@ -5,8 +5,8 @@
  * The byte-level kinds live in bpe.ts (trained BPE and the shared engine) and gpt2.ts;
  * makeTokenizer builds any kind for training, createStreamingDecoder streams any kind's output.
  */
-import { MinigptError, check } from '../errors.js';
-import { END_OF_TEXT, bpeTokenizerFromJsonFields, specialTokenSplitter, splitAtSpecialTokens, toWellFormed, trainBpe, type BpeTrainOptions } from './bpe.js';
+import { MinigptError, check, shownValue } from '../errors.js';
+import { END_OF_TEXT, bpeTokenizerFromJsonFields, checkDecodeInput, checkEncodeInput, specialTokenSplitter, splitAtSpecialTokens, toWellFormed, trainBpe, type BpeTrainOptions } from './bpe.js';
 import { gpt2Tokenizer, gpt2TokenizerFromJsonFields } from './gpt2.js';
 
 export { END_OF_TEXT } from './bpe.js';
@@ -338,6 +338,7 @@ function makeCharTokenizer(vocab: readonly string[], unk: string | null, special
   // As the BPE tokenizers (bpe.ts): special-token text is ordinary text unless allowedSpecial names it.
   const allowedSplitter = specialTokenSplitter(special, 'char');
   const encode = (text: string, opts: EncodeOptions = {}): Int32Array => {
+    checkEncodeInput(text);
     const re = allowedSplitter(opts.allowedSpecial);
     if (re === null) return encodeOrdinary(text);
     const ids: number[] = [];
@@ -350,18 +351,19 @@ function makeCharTokenizer(vocab: readonly string[], unk: string | null, special
   const decodeToken = (id: number): string => {
     check(
       Number.isInteger(id) && id >= 0 && id < vocabSize,
-      () => `token id ${id} is out of range for this character tokenizer; valid ids are 0 to ${vocabSize - 1}`,
+      () => `token id ${shownValue(id)} is out of range for this character tokenizer; valid ids are 0 to ${vocabSize - 1}`,
     );
     return pieces[id]!;
   };
 
   const decode = (ids: ArrayLike<number>): string => {
+    checkDecodeInput(ids);
     const out: string[] = new Array(ids.length);
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       check(
         Number.isInteger(id) && id >= 0 && id < vocabSize,
-        () => `token id ${id} at position ${i} is out of range for this character tokenizer; valid ids are 0 to ${vocabSize - 1}`,
+        () => `token id ${shownValue(id)} at position ${i} is out of range for this character tokenizer; valid ids are 0 to ${vocabSize - 1}`,
       );
       out[i] = pieces[id]!;
     }
