@@ -409,6 +409,32 @@ test('--val-data beside shards is joined as the shards\' documents were (their m
   assert.deepEqual(valTokens(older), [...gpt2.encode(cleanText('Held out.\n\nAlso held out.'))]);
 });
 
+test('best (and keepBest) compares every evaluation on the periodic windows: the final weights are scored on them too, not the whole split against a sample', async () => {
+  const o = await opts({ steps: 30, evalEvery: 7, evalWindows: 4, lr: 3e-2, keepBest: true });
+  const finals: number[] = [];
+  const summary = await train({ ...o, onEval: (e) => { if (e.final) finals.push(e.bestValLoss); } });
+  const records = (await readFile(join(o.out!, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l)).filter((m) => typeof m.val_loss === 'number');
+  const periodic = records.filter((m) => !m.final);
+  assert.deepEqual(periodic.map((m) => m.step), [7, 14, 21, 28]);
+  // The final weights on the periodic windows, scored here.
+  const { evaluateLoss } = await import('../src/train/evaluate.js');
+  const { createModel, setWeights } = await import('../src/model/model.js');
+  const { createReferenceBackend } = await import('../src/backend/reference/index.js');
+  const last = await loadCheckpoint(join(o.out!, 'checkpoint'));
+  const model = createModel(createReferenceBackend(), last.config);
+  setWeights(model, last.weights);
+  const { loadTrainingData } = await import('../src/train/train.js');
+  const val = (await loadTrainingData({ data: o.data })).val;
+  const finalOnSample = (await evaluateLoss(model, val, 4, 16, 4)).loss;
+  const candidates = [...periodic.map((m) => ({ step: m.step as number, loss: m.val_loss as number })), { step: 30, loss: finalOnSample }];
+  const min = candidates.reduce((a, b) => (b.loss < a.loss ? b : a));
+  assert.equal(summary.bestValLoss, min.loss);
+  assert.deepEqual(finals, [min.loss], 'the final onEval reports the same best');
+  assert.notEqual(summary.finalValLoss, finalOnSample, 'the final evaluation covers more windows than the periodic ones');
+  assert.deepEqual(summary.bestCheckpoint, { path: join(o.out!, 'best'), step: min.step, valLoss: min.loss });
+  assert.equal((await loadCheckpoint(join(o.out!, 'best'), { training: true })).training!.step, min.step);
+});
+
 test('keepBest keeps the checkpoint of the lowest validation loss in RUN/best; continuing from it needs another folder; a resumed run keeps the setting', async () => {
   const o = await opts({ steps: 30, evalEvery: 5, lr: 3e-2, keepBest: true });
   const summary = await train(o);

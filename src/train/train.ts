@@ -27,7 +27,7 @@ import { checkCleanOptions, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, 
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenByteLengths, tokenizerDifference, TOKENIZER_KINDS, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
-import { createBatchSampler, memoryTokens, type TokenStream } from '../data/batches.js';
+import { createBatchSampler, evalOffsets, memoryTokens, type TokenStream } from '../data/batches.js';
 import { isShardDir, openShards } from '../data/shards.js';
 import { renderLossPlot, readMetrics } from './plot.js';
 import { generate } from '../generate.js';
@@ -185,7 +185,9 @@ export interface StepInfo {
 /** One validation, as onEval gets it. */
 export interface EvalInfo {
   step: number;
+  /** The validation loss (nats per token) over this evaluation's windows. */
   valLoss: number;
+  /** The lowest validation loss so far on the periodic evaluations' windows (see TrainSummary.bestValLoss). */
   bestValLoss: number;
   /** Validation tokens scored. */
   tokens: number;
@@ -229,7 +231,11 @@ export interface TrainSummary {
   seconds: number;
   /** Training loss of the last step this session took (see StepInfo.loss); NaN when it took none. */
   finalLoss: number;
-  /** Lowest validation loss of the run (periodic evaluations sample evalWindows windows; the final one covers the whole split). */
+  /**
+   * Lowest validation loss of the run on the periodic evaluations' windows (evalWindows of them,
+   * the same each time; the final weights are scored on them too, so every value compared is on one
+   * sample). A run with no periodic evaluation: the final one's, over the whole split.
+   */
   bestValLoss: number | null;
   /** The final evaluation's loss, over the whole validation split, or 4096 windows spread over a longer one (null when interrupted). */
   finalValLoss: number | null;
@@ -804,10 +810,20 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // The best checkpoint so far (keepBest): this run's, or one an earlier session of it kept.
     let best: { step: number; valLoss: number } | null = null;
     const byteLengths = tokenByteLengths(tokenizer);
+    // "Best" compares like with like: the periodic evaluations' windows (the same every time). The
+    // final evaluation covers more windows, another sample of the split, so the final weights are
+    // scored on the periodic windows too (once, unless the step's periodic evaluation did) for it;
+    // comparing the whole split with the periodic sample would favour whichever is easier.
+    const periodicCoversAll = evalOffsets(valStream.length, T, o.evalWindows).length === evalOffsets(valStream.length, T, FINAL_EVAL_WINDOWS).length;
+    let periodic: { step: number; loss: number } | null = null;
     const evaluate = async (final = false): Promise<number> => {
       const { loss, tokens, bytes } = await evaluateLoss(model, valStream, B, T, final ? FINAL_EVAL_WINDOWS : o.evalWindows, byteLengths);
-      const improved = bestVal === null || loss < bestVal;
-      const bestNow: number = improved ? loss : bestVal!;
+      if (!final) periodic = { step, loss };
+      // With no periodic evaluation in the run there is nothing to compare: the final one is the best.
+      const compared = !final || periodicCoversAll || bestVal === null ? loss
+        : periodic?.step === step ? periodic.loss : (await evaluateLoss(model, valStream, B, T, o.evalWindows)).loss;
+      const improved = bestVal === null || compared < bestVal;
+      const bestNow: number = improved ? compared : bestVal!;
       bestVal = bestNow;
       const bpb = bitsPerByte(loss, tokens, bytes);
       await log({ step, val_loss: loss, ...(bpb !== null ? { val_bpb: bpb } : {}), ...(final ? { final: true } : {}) });
@@ -815,7 +831,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       await replot();
       if (improved && o.keepBest) {
         await save(bestDir);
-        best = { step, valLoss: loss };
+        best = { step, valLoss: compared };
       }
       return loss;
     };

@@ -243,7 +243,7 @@ export const trainCommand: CommandSpec = {
           : `${row('tokens seen')}${summary.tokensSeen.toLocaleString('en-US')}, ${summary.sessionTokens.toLocaleString('en-US')} of them in this session's ${formatDuration(summary.seconds)} (${formatRate(summary.sessionTokens / Math.max(summary.seconds, 1e-9))} tok/s)`,
         Number.isFinite(summary.finalLoss) ? `${row('last train loss')}${summary.finalLoss.toFixed(4)} (one batch)` : '',
         summary.finalValLoss !== null ? `${row('final val loss')}${summary.finalValLoss.toFixed(4)} (${whole() ? coverage() : `${coverage()}, ${scored()}`}; minigpt eval reproduces it)` : '',
-        `${row('best val loss')}${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}${summary.bestValLoss !== null && summary.bestValLoss !== summary.finalValLoss ? ' (a periodic evaluation: a sample of the validation split)' : ''}`,
+        `${row('best val loss')}${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}${summary.bestValLoss !== null && summary.bestValLoss !== summary.finalValLoss ? ' (on the sample of the validation split the periodic evaluations score)' : ''}`,
         summary.skippedSteps ? `${row('skipped steps')}${summary.skippedSteps} (non-finite gradients)` : '',
         `${row('checkpoint')}${rel(summary.checkpoint)}`,
         summary.bestCheckpoint ? `${row('best checkpoint')}${rel(summary.bestCheckpoint.path)} (step ${summary.bestCheckpoint.step}, val loss ${summary.bestCheckpoint.valLoss.toFixed(4)})` : '',
