@@ -205,15 +205,21 @@ test('without minLr the cosine decay ends at a tenth of lr, for any lr; a run fo
 
 test('a run cut by maxTime says so, logs its last step, and resuming with more steps says how the decay changes', async () => {
   const { root, base } = await setup();
-  const r = await train(base({ out: join(root, 'a'), steps: 100000, maxTime: 0.3 }));
+  const finalTokens: number[] = [];
+  const onEval = (e: { final: boolean; tokens: number }): void => { if (e.final) finalTokens.push(e.tokens); };
+  const r = await train(base({ out: join(root, 'a'), steps: 100000, maxTime: 0.3, onEval }));
   assert.ok(r.outOfTime && !r.interrupted && r.steps < 100000);
+  // Past maxTime the final evaluation scores the periodic windows only (4 of 16 tokens), to end near the limit.
+  assert.deepEqual(finalTokens, [4 * 16]);
   assert.ok(r.lastLr > 1e-3, `lr ${r.lastLr} is still near the peak`);
   assert.ok(r.finalValLoss !== null && r.bestValLoss !== null && r.bestValLoss <= r.finalValLoss);
   const records = (await readFile(join(root, 'a', 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
   assert.ok(records.some((m) => m.step === r.steps && typeof m.loss === 'number'), 'the last step has a loss record');
   const messages: string[] = [];
-  await train({ resume: r.runDir, steps: r.steps + 5, backend: 'reference', evalEvery: 0, sampleEvery: 0, saveEvery: 0, evalWindows: 4, onMessage: (m) => messages.push(m) });
+  await train({ resume: r.runDir, steps: r.steps + 5, backend: 'reference', evalEvery: 0, sampleEvery: 0, saveEvery: 0, evalWindows: 4, onMessage: (m) => messages.push(m), onEval });
   assert.ok(messages.some((m) => /the cosine decay now spans \d+ steps instead of 100000/.test(m)), messages.join('\n'));
+  // The run done, its final evaluation covers the whole validation split.
+  assert.ok(finalTokens[1]! > 4 * 16 * 10, `${finalTokens[1]} tokens`);
 });
 
 test('fp16 records its loss scale and skipped steps in metrics.jsonl', async () => {

@@ -56,7 +56,7 @@ export interface TrainOptions {
   accum?: number;
   /** Optimizer steps; the warmup and cosine schedule span them (default 600; resuming, the run's own). */
   steps?: number;
-  /** Stop after this many seconds (the schedule still spans `steps`). */
+  /** Stop after this many seconds (the schedule still spans `steps`; the final evaluation then scores only the periodic windows, to end near the limit). */
   maxTime?: number;
   /** Peak learning rate (after warmup; default 0.003). */
   lr?: number;
@@ -193,7 +193,7 @@ export interface EvalInfo {
   tokens: number;
   /** The loss in bits per UTF-8 byte of the scored text (comparable across tokenizers; null: no text). */
   bitsPerByte: number | null;
-  /** The evaluation at the end of the run, over the whole validation split, or 4096 windows spread over a longer one. */
+  /** The evaluation at the end of the run, over the whole validation split, or 4096 windows spread over a longer one (stopped by maxTime: the periodic evaluations' windows). */
   final: boolean;
 }
 
@@ -237,7 +237,7 @@ export interface TrainSummary {
    * sample). A run with no periodic evaluation: the final one's, over the whole split.
    */
   bestValLoss: number | null;
-  /** The final evaluation's loss, over the whole validation split, or 4096 windows spread over a longer one (null when interrupted). */
+  /** The final evaluation's loss, over the whole validation split, or 4096 windows spread over a longer one (stopped by maxTime: the periodic evaluations' windows; null when interrupted). */
   finalValLoss: number | null;
   /** `signal` was aborted before the run reached totalSteps: the checkpoint is saved, the final evaluation skipped. */
   interrupted: boolean;
@@ -814,13 +814,13 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // final evaluation covers more windows, another sample of the split, so the final weights are
     // scored on the periodic windows too (once, unless the step's periodic evaluation did) for it;
     // comparing the whole split with the periodic sample would favour whichever is easier.
-    const periodicCoversAll = evalOffsets(valStream.length, T, o.evalWindows).length === evalOffsets(valStream.length, T, FINAL_EVAL_WINDOWS).length;
+    const windowCount = (limit: number): number => evalOffsets(valStream.length, T, limit).length;
     let periodic: { step: number; loss: number } | null = null;
-    const evaluate = async (final = false): Promise<number> => {
-      const { loss, tokens, bytes } = await evaluateLoss(model, valStream, B, T, final ? FINAL_EVAL_WINDOWS : o.evalWindows, byteLengths);
+    const evaluate = async (final = false, windows = final ? FINAL_EVAL_WINDOWS : o.evalWindows): Promise<number> => {
+      const { loss, tokens, bytes } = await evaluateLoss(model, valStream, B, T, windows, byteLengths);
       if (!final) periodic = { step, loss };
       // With no periodic evaluation in the run there is nothing to compare: the final one is the best.
-      const compared = !final || periodicCoversAll || bestVal === null ? loss
+      const compared = !final || windowCount(windows) === windowCount(o.evalWindows) || bestVal === null ? loss
         : periodic?.step === step ? periodic.loss : (await evaluateLoss(model, valStream, B, T, o.evalWindows)).loss;
       const improved = bestVal === null || compared < bestVal;
       const bestNow: number = improved ? compared : bestVal!;
@@ -967,8 +967,10 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
 
     // A run stopped between log lines (time, Ctrl-C) still records its last step.
     if (unlogged) await log(unlogged);
-    // The final validation loss covers the whole validation split (up to FINAL_EVAL_WINDOWS).
-    if (!interrupted) finalVal = await evaluate(true);
+    // The final validation loss covers the whole validation split (up to FINAL_EVAL_WINDOWS); past
+    // maxTime only the periodic windows, so that the run ends near its time limit (scoring 4,096
+    // windows can take minutes for a larger model on a CPU).
+    if (!interrupted) finalVal = await evaluate(true, step < totalSteps ? o.evalWindows : FINAL_EVAL_WINDOWS);
     await save();
     if (o.keepBest && !best && resumed && (await isCheckpointDir(bestDir))) {
       // Kept by an earlier session of this run (or copied from the run it continues), and not beaten since.

@@ -49,7 +49,7 @@ const TRAIN_FLAGS = {
   batch: { type: 'int', min: 1, value: 'N', description: 'sequences per micro-batch', default: TRAIN_DEFAULTS.batch },
   accum: { type: 'int', min: 1, value: 'N', description: 'micro-batches per optimizer step (gradient accumulation)', default: TRAIN_DEFAULTS.accum },
   steps: { type: 'int', min: 1, value: 'N', description: `optimizer steps (default: ${TRAIN_DEFAULTS.steps}; with --resume, the run's own total)` },
-  'max-time': { type: 'string', value: 'DURATION', description: 'stop after this long (e.g. 10m, 1h30m) if --steps are not done by then; the lr schedule still spans --steps, so --resume finishes the decay' },
+  'max-time': { type: 'string', value: 'DURATION', description: 'stop after this long (e.g. 10m, 1h30m) if --steps are not done by then; the lr schedule still spans --steps, so --resume finishes the decay; the final evaluation then scores only the periodic evaluations\' windows' },
   lr: { type: 'number', above: 0, value: 'X', description: 'peak learning rate', default: TRAIN_DEFAULTS.lr },
   'min-lr': { type: 'number', min: 0, value: 'X', description: 'learning rate at the end of the cosine decay (default: --lr / 10)' },
   warmup: { type: 'int', min: 0, value: 'N', description: `linear warmup steps (default: ${TRAIN_DEFAULTS.warmup}, or a tenth of --steps when that is fewer)` },
@@ -242,7 +242,7 @@ export const trainCommand: CommandSpec = {
           ? `${row('tokens seen')}${summary.tokensSeen.toLocaleString('en-US')} in ${formatDuration(summary.seconds)} (${formatRate(summary.tokensSeen / Math.max(summary.seconds, 1e-9))} tok/s)`
           : `${row('tokens seen')}${summary.tokensSeen.toLocaleString('en-US')}, ${summary.sessionTokens.toLocaleString('en-US')} of them in this session's ${formatDuration(summary.seconds)} (${formatRate(summary.sessionTokens / Math.max(summary.seconds, 1e-9))} tok/s)`,
         Number.isFinite(summary.finalLoss) ? `${row('last train loss')}${summary.finalLoss.toFixed(4)} (one batch)` : '',
-        summary.finalValLoss !== null ? `${row('final val loss')}${summary.finalValLoss.toFixed(4)} (${whole() ? coverage() : `${coverage()}, ${scored()}`}; minigpt eval reproduces it)` : '',
+        summary.finalValLoss !== null ? `${row('final val loss')}${summary.finalValLoss.toFixed(4)} (${whole() ? coverage() : `${coverage()}, ${scored()}`}; ${summary.outOfTime && !whole() ? 'the periodic evaluations\' windows, as --max-time had passed; minigpt eval scores more' : 'minigpt eval reproduces it'})` : '',
         `${row('best val loss')}${summary.bestValLoss === null ? 'n/a' : summary.bestValLoss.toFixed(4)}${summary.bestValLoss !== null && summary.bestValLoss !== summary.finalValLoss ? ' (on the sample of the validation split the periodic evaluations score)' : ''}`,
         summary.skippedSteps ? `${row('skipped steps')}${summary.skippedSteps} (non-finite gradients)` : '',
         `${row('checkpoint')}${rel(summary.checkpoint)}`,
