@@ -81,6 +81,7 @@ test('values of the wrong type or out of range are one clear error, not a hang o
   await refuses(train(base({ signal: loose({}) })), /signal must be an AbortSignal/);
   await refuses(train(base({ tokenizer: loose(42) })), /tokenizer must be one of char, gpt2, bpe, or a Tokenizer \(got 42\)/);
   await refuses(train(base({ tokenizer: 'char', bpeVocab: 300 })), /bpeVocab goes with tokenizer: "bpe" \(got tokenizer: "char"\)/);
+  await refuses(train(base({ bpeVocab: 300, out: data + '-run' })), /bpeVocab goes with tokenizer: "bpe" \(the tokenizer here is char\)/);
   await refuses(loadTrainingData(loose({ data: 42 })), /data must be a string \(got 42\)/);
   await refuses(train(base({ backend: loose({}) })), /backend must be one of auto, cpu, webgpu, reference, or a backend from createBackend \(got \{\}\)/);
   await refuses(train(base({ model: loose('small') })), /the model settings must be an object such as \{ d_model: 128 \} \(got "small"\)/);

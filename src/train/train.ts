@@ -527,6 +527,8 @@ export async function loadTrainingData(
     };
   }
   const kind = (typeof o.tokenizer === 'string' ? o.tokenizer : undefined) ?? TRAIN_DEFAULTS.tokenizer;
+  // A vocabulary size for a tokenizer that is not learned here would be quietly ignored.
+  check(existing !== undefined || o.bpeVocab === undefined || kind === 'bpe', () => `${optionName('bpeVocab')} goes with ${optionSetting('tokenizer', 'bpe')} (the tokenizer here is ${kind})`);
   const separator = o.documentSeparator ?? (existing ? documentSeparatorOf(existing) : documentSeparatorOfKind(kind));
   const { documents, count, name: dataName } = await loadCleanDocuments(o.data, separator, o);
   const val = o.valData ? (await loadCleanDocuments(o.valData, separator, o)).documents : null;
