@@ -22,7 +22,7 @@ export function check(cond: unknown, message: string | (() => string)): asserts 
 export function likelyName(key: string, names: readonly string[], opts: { prefixes?: boolean } = {}): string | undefined {
   const squash = (k: string): string => k.toLowerCase().replace(/[-_]/g, '');
   const k = squash(key);
-  const near = names.find((n) => squash(n) === k || (opts.prefixes === true && (squash(n).startsWith(k) || k.startsWith(squash(n)))));
+  const near = names.find((n) => squash(n) === k) ?? (opts.prefixes === true ? names.find((n) => squash(n).startsWith(k) || k.startsWith(squash(n))) : undefined);
   if (near !== undefined || k.length < 3) return near;
   let best: string | undefined, bestDistance = k.length >= 8 ? 3 : 2;
   for (const n of names) {

@@ -149,3 +149,30 @@ test('UnknownCharacterError is exported, a MinigptError a caller can tell apart'
   const { buildCharTokenizer } = await import('../src/index.js');
   assert.throws(() => buildCharTokenizer('ab').encode('abc'), (e: unknown) => e instanceof UnknownCharacterError && e instanceof MinigptError);
 });
+
+test('train on text held in memory: learns as from a file, resumes exactly with the text given again, and says what it needs without it', async () => {
+  const { root, data, base } = await setup();
+  const fromText = base({ data: undefined, text: CORPUS, out: join(root, 'text'), steps: 12 });
+  const fromFile = base({ out: join(root, 'file'), steps: 12 });
+  const names: string[] = [];
+  const a = await train({ ...fromText, onStart: (s) => { names.push(s.dataName); } });
+  await train(fromFile);
+  assert.deepEqual(names, ['the text given in memory']);
+  // The same text in a file or in memory: the same run, bit for bit.
+  const [wa, wb] = await Promise.all([loadCheckpoint(a.checkpoint), loadCheckpoint(join(root, 'file', 'checkpoint'))]);
+  assert.deepEqual(wa.weights, wb.weights);
+  // Resume: the text is not in the checkpoint, so it must come again.
+  await refuses(train({ resume: a.runDir, steps: 20, backend: 'reference' }), /trained on text given in memory, which its checkpoint does not hold; pass it again as text \(or other training data as data\)/);
+  const resumed = await train({ resume: a.runDir, steps: 20, backend: 'reference', text: CORPUS });
+  assert.equal(resumed.steps, 20);
+  const { evaluateRunData } = await import('../src/train/train.js');
+  const loaded = await loadModel(a.checkpoint, { backend: 'reference' });
+  await refuses(evaluateRunData(loaded.model, loaded.tokenizer, a.checkpoint), /trained on text given in memory.*score text with evaluateText/);
+  // Documents in an array are joined as a folder's files are; bad text is one clear error.
+  const docs = await loadTrainingData({ text: ['the cat sat.', 'the dog ran.'], tokenizer: 'char' });
+  assert.equal(docs.documentSeparator, '\n\n');
+  await refuses(train(base({ text: CORPUS })), /give data or text, not both/);
+  await refuses(train(base({ data: undefined, text: loose(42), out: join(root, 'bad') })), /text must be a string or an array of strings \(got 42\)/);
+  await refuses(train(base({ data: undefined, text: ['  ', '\n'], out: join(root, 'empty') })), /the text given in memory has no text left after cleaning/);
+  void data;
+});

@@ -36,6 +36,12 @@ import { generate } from '../generate.js';
 export interface TrainOptions {
   /** Text file, folder or JSONL; the embedded default corpus when absent. */
   data?: string;
+  /**
+   * Training text held in memory instead of `data`: a string, or an array of documents (joined as
+   * a folder's files are). Cleaned and split as a file is. The run records no path for it, so
+   * resuming the run needs `text` (or `data`) again, and `evaluateRunData` cannot read it back.
+   */
+  text?: string | readonly string[];
   /** Separate validation text; otherwise the last 10% of the data. */
   valData?: string;
   /** The field holding the text in JSONL records (default "text"). */
@@ -302,6 +308,8 @@ interface TrainerState {
   best_val_loss: number | null;
   amp: { mode: AmpMode; scale: number; clean_steps: number };
   data: string | null;
+  /** The run trained on text given in memory (TrainOptions.text); `data` is then null. */
+  data_in_memory?: boolean;
   val_data: string | null;
   text_field: string | null;
   /** Cleaning the data was read with (absent in checkpoints before 2026-12-06: the defaults). */
@@ -325,6 +333,7 @@ function checkedTrainerState(raw: Record<string, unknown>, source: string, use: 
     if (raw[field] !== null && typeof raw[field] !== 'string') bad(field, 'a path or null', raw[field]);
   };
   for (const field of ['data', 'val_data', 'text_field']) pathOrNull(field);
+  if (raw.data_in_memory !== undefined && typeof raw.data_in_memory !== 'boolean') bad('data_in_memory', 'true or false', raw.data_in_memory);
   if (raw.clean !== undefined && raw.clean !== null && !record(raw.clean)) bad('clean', 'cleaning settings or null', raw.clean);
   if (use === 'data') return raw as unknown as TrainerState;
   const whole = (v: unknown, min: number): boolean => Number.isSafeInteger(v) && (v as number) >= min;
@@ -461,6 +470,18 @@ async function loadCleanDocuments(path: string | undefined, separator: DocumentS
   return { documents, count: separator === BLANK_LINE_SEPARATOR ? raw.length : documents.length, name: basename(path) };
 }
 
+/** What messages and summaries call text given in memory (TrainOptions.text). */
+const IN_MEMORY_NAME = 'the text given in memory';
+
+/** TrainOptions.text as cleaned documents, as loadCleanDocuments gives a file's. */
+function inMemoryDocuments(text: string | readonly string[], separator: DocumentSeparator, o: TextOptions): { documents: string[]; count: number; name: string } {
+  check(typeof text === 'string' || (Array.isArray(text) && text.every((d) => typeof d === 'string')), () => `text must be a string or an array of strings (got ${shownValue(text)})`);
+  const raw = typeof text === 'string' ? [text] : [...text];
+  const documents = cleanDocuments(raw, separator, o.clean);
+  check(documents.some((d) => d.trim().length > 0), `${IN_MEMORY_NAME} has no text left after cleaning`);
+  return { documents, count: separator === BLANK_LINE_SEPARATOR ? raw.length : documents.length, name: IN_MEMORY_NAME };
+}
+
 /** Cleaned `documents` encoded (encodeDocuments), a character the tokenizer lacks named with `source`; `fixed` names whose tokenizer it is when it comes from outside the data (it cannot be rebuilt). */
 function encodeAll(tokenizer: Tokenizer, documents: readonly string[], source: string, fixed?: string): Int32Array {
   // Only char tokenizers lack characters, and they join documents into one text: positions count from its start.
@@ -496,10 +517,11 @@ export interface TrainingData {
  * a `valData` beside shards is joined as the shards' documents were (their meta.json's separator).
  */
 export async function loadTrainingData(
-  o: Pick<TrainOptions, 'data' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage' | 'clean' | 'invalidUtf8'> & { documentSeparator?: DocumentSeparator },
+  o: Pick<TrainOptions, 'data' | 'text' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage' | 'clean' | 'invalidUtf8'> & { documentSeparator?: DocumentSeparator },
   existing?: Tokenizer,
 ): Promise<TrainingData> {
-  checkOptionNames(o, ['data', 'valData', 'textField', 'tokenizer', 'bpeVocab', 'onMessage', 'clean', 'invalidUtf8', 'documentSeparator'], 'loadTrainingData');
+  checkOptionNames(o, ['data', 'text', 'valData', 'textField', 'tokenizer', 'bpeVocab', 'onMessage', 'clean', 'invalidUtf8', 'documentSeparator'], 'loadTrainingData');
+  check(o.text === undefined || o.data === undefined, () => `give ${optionName('data')} or text, not both`);
   for (const name of ['data', 'valData', 'textField'] as const) check(o[name] === undefined || typeof o[name] === 'string', () => `${name} must be a string (got ${shownValue(o[name])})`);
   if (o.clean !== undefined) checkCleanOptions(o.clean);
   const givenTokenizer = typeof o.tokenizer === 'object' ? o.tokenizer : undefined;
@@ -530,12 +552,12 @@ export async function loadTrainingData(
   // A vocabulary size for a tokenizer that is not learned here would be quietly ignored.
   check(existing !== undefined || o.bpeVocab === undefined || kind === 'bpe', () => `${optionName('bpeVocab')} goes with ${optionSetting('tokenizer', 'bpe')} (the tokenizer here is ${kind})`);
   const separator = o.documentSeparator ?? (existing ? documentSeparatorOf(existing) : documentSeparatorOfKind(kind));
-  const { documents, count, name: dataName } = await loadCleanDocuments(o.data, separator, o);
+  const { documents, count, name: dataName } = o.text !== undefined ? inMemoryDocuments(o.text, separator, o) : await loadCleanDocuments(o.data, separator, o);
   const val = o.valData ? (await loadCleanDocuments(o.valData, separator, o)).documents : null;
   // A character vocabulary must cover the validation text too, or evaluating it fails.
   const tokenizerText = joinDocuments(val !== null && kind === 'char' ? [...documents, ...val] : documents, separator);
   const tokenizer = existing ?? (await makeTokenizer(kind, tokenizerText, { vocabSize: o.bpeVocab ?? TRAIN_DEFAULTS.bpeVocab }));
-  const source = o.data ?? 'the default corpus';
+  const source = o.text !== undefined ? IN_MEMORY_NAME : o.data ?? 'the default corpus';
   const fixed = existing ? tokenizerWhose : undefined;
   const common = { tokenizer, dataName, documentSeparator: separator, documents: count };
   if (val !== null) {
@@ -547,7 +569,7 @@ export async function loadTrainingData(
 
 /** Every option train() takes; the Record type makes the compiler keep it complete and exact. */
 const TRAIN_OPTION_NAMES: Record<keyof TrainOptions, true> = {
-  data: true, valData: true, textField: true, clean: true, invalidUtf8: true, tokenizer: true, bpeVocab: true, model: true,
+  data: true, text: true, valData: true, textField: true, clean: true, invalidUtf8: true, tokenizer: true, bpeVocab: true, model: true,
   batch: true, accum: true, steps: true, maxTime: true, lr: true, minLr: true, warmup: true, weightDecay: true, gradClip: true,
   amp: true, ampInitialScale: true, seed: true, out: true, resume: true, initFrom: true, evalEvery: true, evalWindows: true,
   sampleEvery: true, sampleTokens: true, samplePrompt: true, saveEvery: true, keepBest: true, logEvery: true, syncEvery: true, backend: true,
@@ -573,6 +595,9 @@ function checkTrainOptions(opts: TrainOptions): void {
   for (const name of ['data', 'valData', 'textField', 'out', 'resume', 'initFrom', 'samplePrompt'] as const) {
     check(opts[name] === undefined || typeof opts[name] === 'string', () => `${name} must be a string (got ${shownValue(opts[name])})`);
   }
+  const text = opts.text;
+  check(text === undefined || typeof text === 'string' || (Array.isArray(text) && text.every((d) => typeof d === 'string')), () => `text must be a string or an array of strings (got ${shownValue(text)})`);
+  check(text === undefined || opts.data === undefined, () => `give ${optionName('data')} or text, not both`);
   for (const name of ['onStart', 'onStep', 'onEval', 'onSample', 'onSave', 'onMessage', 'onWarning'] as const) {
     check(opts[name] === undefined || typeof opts[name] === 'function', () => `${name} must be a function (got ${shownValue(opts[name])})`);
   }
@@ -692,21 +717,26 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     throw new MinigptError(`${runDir} exists and is not a minigpt run; choose another ${optionName('out')} (nothing of yours is written there)`);
   }
 
-  const dataPath = resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
+  // A run that trained on text in memory has no path to read it back from.
+  check(!prior?.data_in_memory || o.text !== undefined || o.data !== undefined,
+    () => `${dirname(resumeDir!)} trained on text given in memory, which its checkpoint does not hold; pass it again as text (or other training data as ${optionName('data')})`);
+  const inMemory = o.text !== undefined || (Boolean(prior?.data_in_memory) && o.data === undefined);
+  const dataPath = inMemory ? undefined : resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
   const textField = o.textField ?? prior?.text_field ?? undefined;
   // A resumed run reads its data cleaned as before unless told otherwise.
   const cleanOption = o.clean ?? prior?.clean ?? undefined;
   const { tokenizer, train: trainStream, val: valStream, dataName, shardsClean, documentSeparator, documents } = await loadTrainingData({
-    data: dataPath, valData: valPath, textField, tokenizer: opts.tokenizer, bpeVocab: opts.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
+    data: dataPath, text: o.text, valData: valPath, textField, tokenizer: opts.tokenizer, bpeVocab: opts.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
     clean: cleanOption, invalidUtf8: o.invalidUtf8, ...(prior ? { documentSeparator: recordedSeparator(prior) } : {}),
   }, base?.tokenizer);
   // How the text the model learns from was cleaned, as trainer_state.json records it (sampling
   // and evaluation clean prompts and texts the same way): shards were cleaned when prepared.
   const clean = shardsClean ?? cleanOption;
   if (prior && o.data !== undefined && resolve(o.data) !== prior.data) {
-    o.onMessage?.(`continuing on ${o.data} (the run trained on ${prior.data ?? 'the default corpus'} until now)`);
+    o.onMessage?.(`continuing on ${o.data} (the run trained on ${prior.data ?? (prior.data_in_memory ? IN_MEMORY_NAME : 'the default corpus')} until now)`);
   }
+  if (prior && o.text !== undefined && !prior.data_in_memory) o.onMessage?.(`continuing on ${IN_MEMORY_NAME} (the run trained on ${prior.data ?? 'the default corpus'} until now)`);
 
   const config = resumed
     ? resumed.config
@@ -787,7 +817,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       total_steps: totalSteps, tokens_seen: tokensSeen, elapsed: elapsedBefore + (performance.now() - t0) / 1000,
       sampler: sampler.state(), best_val_loss: bestVal,
       amp: { mode: amp.mode, scale: amp.scale, clean_steps: amp.cleanSteps },
-      data: dataPath ? resolve(dataPath) : null, val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null, clean: clean ?? null,
+      data: dataPath ? resolve(dataPath) : null, ...(inMemory ? { data_in_memory: true } : {}), val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null, clean: clean ?? null,
       document_separator: documentSeparator,
       options: {
         batch: B, accum: o.accum, lr: o.lr, min_lr: o.minLr, warmup: o.warmup, weight_decay: o.weightDecay, grad_clip: o.gradClip, seed: o.seed,
@@ -1121,6 +1151,7 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   const saved = await loadTrainerState(ckptDir);
   if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); ${optionsAreFlags() ? 'give --text "..." or --data PATH' : 'score text with evaluateText or evaluateShards'}`);
   const state = checkedTrainerState(saved.trainer, join(ckptDir, 'trainer_state.json'), 'data');
+  check(!state.data_in_memory, () => `${ckptDir} trained on text given in memory, which its checkpoint does not hold; ${optionsAreFlags() ? 'give --text "..." or --data PATH' : 'score text with evaluateText or evaluateShards'}`);
   const data = await loadTrainingData({
     data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined,
     documentSeparator: recordedSeparator(state), invalidUtf8: opts.invalidUtf8,
