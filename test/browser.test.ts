@@ -702,6 +702,34 @@ test('browser page: the downloads are a checkpoint the library loads, a GGUF fil
   });
 });
 
+test('browser page on WebGPU (SwiftShader here): generates after a run, and its checkpoint download is the model it generated with', { skip, timeout: 90_000 }, async (t) => {
+  const adapter = await probeAdapter((await open()).browser);
+  if (!adapter) {
+    t.skip('this Chromium offers no WebGPU adapter');
+    return;
+  }
+  await withTrainedPage(`${TINY}&backend=webgpu`, async (opened, state) => {
+    const { page, errors } = opened;
+    assert.equal(state.backend, 'webgpu');
+    const g = await generateInPage(opened, 'the ', { tokens: '6', temperature: '0' });
+    assert.equal(g.state, 'done', g.error);
+    const download = page.waitForEvent('download', { timeout: 30_000 });
+    await page.click('#download-checkpoint');
+    const path = join(await scratchDir(), 'webgpu-model.zip');
+    await (await download).saveAs(path);
+    const ckpt = await loadCheckpoint(path);
+    assert.deepEqual(ckpt.config, state.config);
+    // The downloaded weights on Node's reference backend generate the page's greedy text (its first
+    // tokens: the two backends round differently, so a near tie further on could go either way).
+    const model = createModel(createReferenceBackend(), ckpt.config);
+    setWeights(model, ckpt.weights);
+    let expected = '';
+    for await (const tok of generate({ model, tokenizer: ckpt.tokenizer }, 'the ', { maxTokens: 6, temperature: 0 })) expected += tok.text;
+    assert.equal(g.text.slice(0, 3), expected.slice(0, 3), `page ${JSON.stringify(g.text)}, node ${JSON.stringify(expected)}`);
+    assert.deepEqual(errors, []);
+  });
+});
+
 test('the library in a browser (minigpt.js, the package\'s "browser" export): reads a checkpoint zip made in Node and generates what Node generates, on the reference and cpu backends, and writes one Node reads', { skip, timeout: 60_000 }, async () => {
   // Its characters cover the README example's prompt, "ROMEO:".
   const text = 'ROMEO: she sells sea shells by the sea shore. '.repeat(10);
