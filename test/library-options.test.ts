@@ -100,6 +100,10 @@ test('train checks samplePrompt before the first step, not at the first sample (
   await refuses(train(base({ samplePrompt: 'Ω', sampleEvery: 2, onSample: () => {}, onStep: () => { steps++; } })),
     /samplePrompt: character "Ω" .* is not in the tokenizer's vocabulary.*; the run's tokenizer has no token for it/);
   assert.equal(steps, 0);
+  // Cleaned as the training text is first: a lowercasing run takes "The" (its text has no "T").
+  const samples: string[] = [];
+  await train(base({ out: base().out + '-lower', clean: { lowercase: true }, samplePrompt: 'The', sampleEvery: 2, sampleTokens: 4, onSample: (s) => { samples.push(s.text); } }));
+  assert.equal(samples.length, 1);
 });
 
 test('train awaits a callback\'s promise: one that rejects ends train() with its error and releases the run', async () => {

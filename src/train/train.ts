@@ -23,7 +23,7 @@ import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkpointDirOf, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
-import { checkCleanOptions, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
+import { checkCleanOptions, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenByteLengths, tokenizerDifference, TOKENIZER_KINDS, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
@@ -98,7 +98,7 @@ export interface TrainOptions {
   sampleEvery?: number;
   /** Length of each sample, in tokens (default 200). */
   sampleTokens?: number;
-  /** What samples continue ('' : from nothing). */
+  /** What samples continue ('' : from nothing), cleaned as the training text is. */
   samplePrompt?: string;
   /** A checkpoint every this many steps (0: only at the end; always at the end and on abort; default 250). */
   saveEvery?: number;
@@ -748,7 +748,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller ${optionName('model.context')}`);
   check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, ${optionName('valData')}, or a smaller ${optionName('model.context')}`);
   // Checked now, not at the first sample (which comes before that step's save).
-  if (o.samplePrompt) encodeUserText(tokenizer, o.samplePrompt, 'samplePrompt', "the run's tokenizer has no token for it; leave it out");
+  // Cleaned as the training text is (a lowercasing run lowercases it), as `minigpt sample` cleans a prompt.
+  const samplePrompt = o.samplePrompt ? cleanText(o.samplePrompt, clean ?? {}) : '';
+  if (samplePrompt) encodeUserText(tokenizer, samplePrompt, 'samplePrompt', "the run's tokenizer has no token for it; leave it out");
 
   const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
   // A backend made here is released here; one passed in stays the caller's.
@@ -870,7 +872,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const sample = async (): Promise<void> => {
       if (!o.onSample) return;
       let text = '';
-      for await (const t of generate({ model, tokenizer }, o.samplePrompt ?? '', { maxTokens: o.sampleTokens, temperature: 0.8, seed: step })) text += t.text;
+      for await (const t of generate({ model, tokenizer }, samplePrompt, { maxTokens: o.sampleTokens, temperature: 0.8, seed: step })) text += t.text;
       await o.onSample({ step, text });
     };
 
