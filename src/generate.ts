@@ -2,7 +2,7 @@
  * Text generation with a KV cache: temperature, top-k and top-p (nucleus) sampling, streamed
  * token by token as an async iterator.
  */
-import { check, checkOptionNames, optionsAreFlags } from './errors.js';
+import { check, checkOptionNames, optionsAreFlags, shownValue } from './errors.js';
 import { createKvCache, forwardCached } from './model/model.js';
 import { checkLoaded, type LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
@@ -130,13 +130,11 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   const { model, tokenizer } = loaded;
   const c = model.config;
   const temperature = opts.temperature ?? 0.8, topK = opts.topK ?? 0, topP = opts.topP ?? 1, maxTokens = opts.maxTokens ?? 200;
-  // JSON.stringify shows a string as one ("0.5"), where the message would read as a fine number.
-  const shown = (v: unknown): string => (typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v));
-  check(typeof temperature === 'number' && temperature >= 0 && Number.isFinite(temperature), () => `temperature must be a number, 0 or more (got ${shown(temperature)})`);
-  check(Number.isInteger(topK) && topK >= 0, () => `topK must be a whole number, 0 for no limit (got ${shown(topK)})`);
-  check(typeof topP === 'number' && topP > 0 && topP <= 1, () => `topP must be a number in (0, 1] (got ${shown(topP)})`);
-  check(Number.isInteger(maxTokens) && maxTokens >= 0, () => `maxTokens must be a whole number, 0 or more (got ${shown(maxTokens)})`);
-  check(opts.seed === undefined || (Number.isSafeInteger(opts.seed) && opts.seed >= 0), () => `seed must be a whole number, 0 or more (got ${shown(opts.seed)})`);
+  check(typeof temperature === 'number' && temperature >= 0 && Number.isFinite(temperature), () => `temperature must be a number, 0 or more (got ${shownValue(temperature)})`);
+  check(Number.isInteger(topK) && topK >= 0, () => `topK must be a whole number, 0 for no limit (got ${shownValue(topK)})`);
+  check(typeof topP === 'number' && topP > 0 && topP <= 1, () => `topP must be a number in (0, 1] (got ${shownValue(topP)})`);
+  check(Number.isInteger(maxTokens) && maxTokens >= 0, () => `maxTokens must be a whole number, 0 or more (got ${shownValue(maxTokens)})`);
+  check(opts.seed === undefined || (Number.isSafeInteger(opts.seed) && opts.seed >= 0), () => `seed must be a whole number, 0 or more (got ${shownValue(opts.seed)})`);
   const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : [...opts.stop];
   check(stops.every((t) => typeof t === 'string' && t.length > 0), 'a stop text must be a non-empty string');
   // With no prompt, start from the end-of-text token where the tokenizer has one (a document start).

@@ -9,7 +9,7 @@
  */
 import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { MinigptError, check, checkOptionNames, checkWhole, likelyName, optionName, optionSetting, optionsAreFlags, optionWord, shownValue } from '../errors.js';
+import { MinigptError, check, checkOptionNames, checkWhole, optionName, optionSetting, optionsAreFlags, optionWord, shownValue } from '../errors.js';
 import type { Backend } from '../backend/types.js';
 import { BACKEND_NAMES, createBackend, type BackendName } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
@@ -473,9 +473,21 @@ async function loadCleanDocuments(path: string | undefined, separator: DocumentS
 /** What messages and summaries call text given in memory (TrainOptions.text). */
 const IN_MEMORY_NAME = 'the text given in memory';
 
+/**
+ * The data options train() and loadTrainingData take, as plain JS may pass them: paths are
+ * strings (anything else fails deep in node:fs), text is a string or strings and excludes data,
+ * the cleaning steps are known ones.
+ */
+function checkDataOptions(o: Pick<TrainOptions, 'data' | 'text' | 'valData' | 'textField' | 'clean'>): void {
+  for (const name of ['data', 'valData', 'textField'] as const) check(o[name] === undefined || typeof o[name] === 'string', () => `${name} must be a string (got ${shownValue(o[name])})`);
+  const text = o.text;
+  check(text === undefined || typeof text === 'string' || (Array.isArray(text) && text.every((d) => typeof d === 'string')), () => `text must be a string or an array of strings (got ${shownValue(text)})`);
+  check(text === undefined || o.data === undefined, () => `give ${optionName('data')} or text, not both`);
+  if (o.clean !== undefined) checkCleanOptions(o.clean);
+}
+
 /** TrainOptions.text as cleaned documents, as loadCleanDocuments gives a file's. */
 function inMemoryDocuments(text: string | readonly string[], separator: DocumentSeparator, o: TextOptions): { documents: string[]; count: number; name: string } {
-  check(typeof text === 'string' || (Array.isArray(text) && text.every((d) => typeof d === 'string')), () => `text must be a string or an array of strings (got ${shownValue(text)})`);
   const raw = typeof text === 'string' ? [text] : [...text];
   const documents = cleanDocuments(raw, separator, o.clean);
   check(documents.some((d) => d.trim().length > 0), `${IN_MEMORY_NAME} has no text left after cleaning`);
@@ -521,9 +533,7 @@ export async function loadTrainingData(
   existing?: Tokenizer,
 ): Promise<TrainingData> {
   checkOptionNames(o, ['data', 'text', 'valData', 'textField', 'tokenizer', 'bpeVocab', 'onMessage', 'clean', 'invalidUtf8', 'documentSeparator'], 'loadTrainingData');
-  check(o.text === undefined || o.data === undefined, () => `give ${optionName('data')} or text, not both`);
-  for (const name of ['data', 'valData', 'textField'] as const) check(o[name] === undefined || typeof o[name] === 'string', () => `${name} must be a string (got ${shownValue(o[name])})`);
-  if (o.clean !== undefined) checkCleanOptions(o.clean);
+  checkDataOptions(o);
   const givenTokenizer = typeof o.tokenizer === 'object' ? o.tokenizer : undefined;
   existing ??= givenTokenizer;
   const tokenizerWhose = givenTokenizer && existing === givenTokenizer ? 'the given' : "the checkpoint's";
@@ -581,23 +591,17 @@ const TRAIN_OPTION_NAMES: Record<keyof TrainOptions, true> = {
  * library call): an unknown name or a value out of range is a MinigptError, not a different run.
  */
 function checkTrainOptions(opts: TrainOptions): void {
-  for (const key of Object.keys(opts)) {
-    if (key in TRAIN_OPTION_NAMES) continue;
-    const near = likelyName(key, Object.keys(TRAIN_OPTION_NAMES), { prefixes: true });
-    throw new MinigptError(`unknown training option "${key}"${near ? ` (did you mean "${near}"?)` : ''}`);
-  }
+  checkOptionNames(opts, Object.keys(TRAIN_OPTION_NAMES), 'training');
   const whole = (name: keyof TrainOptions, min: number): void => checkWhole(opts[name], name, min);
   const real = (name: keyof TrainOptions, ok: (v: number) => boolean, what: string): void => {
     const v = opts[name];
     check(v === undefined || (typeof v === 'number' && Number.isFinite(v) && ok(v)), () => `${name} must be ${what} (got ${shownValue(v)})`);
   };
   // From plain JS anything can come: a path that is no string would fail deep in node:fs.
-  for (const name of ['data', 'valData', 'textField', 'out', 'resume', 'initFrom', 'samplePrompt'] as const) {
+  checkDataOptions(opts);
+  for (const name of ['out', 'resume', 'initFrom', 'samplePrompt'] as const) {
     check(opts[name] === undefined || typeof opts[name] === 'string', () => `${name} must be a string (got ${shownValue(opts[name])})`);
   }
-  const text = opts.text;
-  check(text === undefined || typeof text === 'string' || (Array.isArray(text) && text.every((d) => typeof d === 'string')), () => `text must be a string or an array of strings (got ${shownValue(text)})`);
-  check(text === undefined || opts.data === undefined, () => `give ${optionName('data')} or text, not both`);
   for (const name of ['onStart', 'onStep', 'onEval', 'onSample', 'onSave', 'onMessage', 'onWarning'] as const) {
     check(opts[name] === undefined || typeof opts[name] === 'function', () => `${name} must be a function (got ${shownValue(opts[name])})`);
   }
@@ -606,7 +610,6 @@ function checkTrainOptions(opts: TrainOptions): void {
   check(t === undefined || (typeof t === 'string' && (TOKENIZER_KINDS as readonly string[]).includes(t)) || (typeof t === 'object' && t !== null && typeof t.encode === 'function' && typeof t.decode === 'function'),
     () => `tokenizer must be one of ${TOKENIZER_KINDS.join(', ')}, or a Tokenizer (got ${shownValue(t)})`);
   check(opts.bpeVocab === undefined || t === undefined || t === 'bpe', () => `${optionName('bpeVocab')} goes with ${optionSetting('tokenizer', 'bpe')}${typeof t === 'object' ? '; a tokenizer file has its own vocabulary' : ` (got ${optionSetting('tokenizer', t!)})`}`);
-  if (opts.clean !== undefined) checkCleanOptions(opts.clean);
   const m = opts.model;
   check(m === undefined || (typeof m === 'object' && m !== null && !Array.isArray(m)), () => `the model settings must be an object such as { d_model: 128 } (got ${shownValue(m)})`);
   const b = opts.backend;
