@@ -22,7 +22,7 @@ import { AMP_MODES, createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkpointDirOf, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
-import { exists, ioError, makeDirs, writeFileAtomic } from '../util/fs.js';
+import { exists, ioError, makeDirs, processAlive, writeFileAtomic } from '../util/fs.js';
 import { checkCleanOptions, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
@@ -1064,16 +1064,6 @@ async function lockRunDir(dir: string): Promise<() => Promise<void>> {
         : `${dir} is being trained by another process (pid ${pid}); wait for it to end, or choose another ${optionName('out')} (if no minigpt runs as pid ${pid}, delete ${path})`);
     }
     await rm(path, { force: true }); // left by a process that is gone
-  }
-}
-
-/** Whether process `pid` exists (this one included: a second train() of one run in this process). */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -128,6 +128,19 @@ export function siblingPath(dir: string, tag: 'tmp' | 'old'): string {
 }
 
 /**
+ * Whether process `pid` exists: this one included, and one of another user (kill answers EPERM),
+ * which may still own what it left.
+ */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
  * A replacement (commitDir) killed between its two renames leaves no `dir` but a `.dir.old-*`
  * sibling holding the previous one: put it back when `isWhole` says it is one. Leftover
  * `.dir.tmp-*` siblings are unfinished writes and are removed (only when no process that could
@@ -143,13 +156,7 @@ export async function recoverInterruptedReplace(dir: string, isWhole: (path: str
   }
   const alive = (name: string): boolean => {
     const pid = Number(/-(\d+)-[0-9a-f]+$/.exec(name)?.[1]);
-    if (!pid || pid === process.pid) return pid === process.pid;
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch {
-      return false;
-    }
+    return Number.isSafeInteger(pid) && pid > 0 && processAlive(pid);
   };
   const old = siblings.filter((n) => n.startsWith(`.${base}.old-`) && !alive(n));
   if (!(await exists(dir)) && old.length > 0) {
