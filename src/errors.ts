@@ -88,11 +88,6 @@ export function nameOptionsAsFlags(): void {
   namingFlags = true;
 }
 
-/** Whether messages name options as CLI flags (see nameOptionsAsFlags). */
-export function optionsAreFlags(): boolean {
-  return namingFlags;
-}
-
 /**
  * An option as messages name it: the library's `name` (`model.context`, `initFrom`), or for the
  * CLI `flag`, by default the kebab-case flag of its last part (`--context`, `--init-from`).
@@ -109,6 +104,11 @@ export function optionName(name: string, flag?: string): string {
 export function optionSetting(name: string, value: string | number | true, flag?: string): string {
   if (namingFlags) return value === true ? optionName(name, flag) : `${optionName(name, flag)} ${value}`;
   return `${name}: ${typeof value === 'string' ? JSON.stringify(value) : String(value)}`;
+}
+
+/** Advice naming what to run: `cli` (a minigpt command) for the CLI, `library` (a call) for a library caller. */
+export function adviceFor(cli: string, library: string): string {
+  return namingFlags ? cli : library;
 }
 
 /** "flag" for the CLI, "option" for a library call (plural with `many`). */

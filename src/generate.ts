@@ -2,7 +2,7 @@
  * Text generation with a KV cache: temperature, top-k and top-p (nucleus) sampling, streamed
  * token by token as an async iterator.
  */
-import { check, checkOptionNames, optionsAreFlags, shownValue } from './errors.js';
+import { check, checkOptionNames, adviceFor, shownValue } from './errors.js';
 import { createKvCache, forwardCached } from './model/model.js';
 import { checkLoaded, type LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
@@ -102,7 +102,7 @@ export function preparePrompt(loaded: LoadedModel, prompt: string, what = 'the p
   if (!loaded.clean) return { prompt, note: '' };
   const cleaned = cleanText(prompt, loaded.clean);
   const lowered = Boolean(loaded.clean.lowercase) && cleaned !== cleanText(prompt, { ...loaded.clean, lowercase: false });
-  return { prompt: cleaned, note: lowered ? `${what} is lowercased, as the model's training text was (${optionsAreFlags() ? '--clean lowercase' : 'clean: { lowercase: true }'})` : '' };
+  return { prompt: cleaned, note: lowered ? `${what} is lowercased, as the model's training text was (${adviceFor('--clean lowercase', 'clean: { lowercase: true }')})` : '' };
 }
 
 /**

@@ -186,7 +186,7 @@ test('checkCheckpointZip tells a checkpoint zip from other zips without decompre
   assert.deepEqual(zipFileNames(zip, 'good.zip').sort(), ['minigpt-model/config.json', 'minigpt-model/manifest.json', 'minigpt-model/model.safetensors', 'minigpt-model/tokenizer.minigpt.json']);
   // A zipped transformers folder has config.json beside model.safetensors too: its config says what it is.
   const hf = zipFiles(hfExportFiles({ config, weights, tokenizer }), 'minigpt-hf');
-  assert.throws(() => checkCheckpointZip(hf, 'hf.zip'), userError(/^hf\.zip: minigpt-hf\/config\.json is not a minigpt checkpoint config \(it has no "format"\); it looks like a Hugging Face model directory: unzip it and convert the folder with minigpt import/));
+  assert.throws(() => checkCheckpointZip(hf, 'hf.zip'), userError(/^hf\.zip: minigpt-hf\/config\.json is not a minigpt checkpoint config \(it has no "format"\); it looks like a Hugging Face model directory: unzip it and read the folder with readHfModel, or convert it with minigpt import --from DIR --out DIR$/));
   await assert.rejects(checkpointFromZip(hf, 'hf.zip'), userError(/it looks like a Hugging Face model directory: unzip it/));
   assert.throws(() => checkCheckpointZip(zipFiles(new Map([['a.txt', new Uint8Array(2)]])), 'other.zip'), userError(/other\.zip holds no checkpoint/));
   assert.throws(() => checkCheckpointZip(new TextEncoder().encode('PK\x03\x04 not really'), 'cut.zip'), userError(/cut\.zip is not a zip file, or it is truncated or corrupt/));

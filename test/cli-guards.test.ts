@@ -90,6 +90,13 @@ test('import --from a file or a missing folder: one line saying it must be a Hug
   assertRefused(run(['import', '--from', join(root, 'no-such-dir'), '--out', out]), /no-such-dir does not exist; --from must be a Hugging Face model directory/);
 });
 
+test('a Hugging Face model directory as --ckpt: the advice names the minigpt command (a library caller is told readHfModel)', () => {
+  const hf = join(root, 'hf-as-ckpt');
+  mkdirSync(hf, { recursive: true });
+  writeFileSync(join(hf, 'config.json'), JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'] }));
+  assertRefused(run(['sample', '--ckpt', hf, '--prompt', 'a']), /looks like a Hugging Face model directory: convert it with minigpt import --from .*hf-as-ckpt --out DIR$/);
+});
+
 test('plot refuses to replace a file that is not an SVG; replaces an SVG, or anything with --force', () => {
   const keep = join(root, 'keep.txt');
   writeFileSync(keep, USER_TEXT);

@@ -128,7 +128,7 @@ test('the latest run without a checkpoint falls back to the newest run that has 
 test('a Hugging Face directory given as a checkpoint says to import it', async () => {
   const root = await mkdtemp(join(tmpdir(), 'minigpt-hfdir-'));
   await writeFile(join(root, 'config.json'), JSON.stringify({ model_type: 'llama', architectures: ['LlamaForCausalLM'] }));
-  await assert.rejects(loadCheckpoint(root), /looks like a Hugging Face model directory: convert it with minigpt import/);
+  await assert.rejects(loadCheckpoint(root), /looks like a Hugging Face model directory: read it with readHfModel\(".*"\) \(saveCheckpoint keeps what it gives as a checkpoint\)/);
 });
 
 test('--max-time takes compound durations and refuses zero', () => {

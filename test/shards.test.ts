@@ -375,7 +375,7 @@ test('openShards rejects truncated, damaged and missing shards, naming the file'
     const original = await readFile(shard);
 
     await truncate(shard, original.length - 3);
-    await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: `), /truncated/, /re-run minigpt prepare/);
+    await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: `), /truncated/, /run prepareShards again to rebuild it/);
 
     await writeFile(shard, original.subarray(0, 100));
     await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: `), /truncated/);
@@ -396,7 +396,7 @@ test('openShards rejects truncated, damaged and missing shards, naming the file'
     await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: token 5 is 65535, outside the vocabulary`));
 
     await unlink(shard);
-    await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: shard file is missing`), /re-run minigpt prepare/);
+    await assertMinigptError(openShards(out), new RegExp(`^${escapeRegExp(shard)}: shard file is missing`), /run prepareShards again to rebuild it/);
 
     await writeFile(shard, original);
     (await openShards(out)).close();

@@ -32,7 +32,7 @@ import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from '
 import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { dirname, extname, join, resolve } from 'node:path';
-import { MinigptError, check, checkOptionNames, optionSetting, shownValue } from '../errors.js';
+import { MinigptError, adviceFor, check, checkOptionNames, optionSetting, shownValue } from '../errors.js';
 import { commitDir, ioError, makeDirs, recoverInterruptedReplace, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
 import { DOCUMENT_SEPARATORS, documentSeparatorOf, documentSeparatorOfKind, type DocumentSeparator } from './documents.js';
@@ -907,7 +907,8 @@ interface ShardFile {
   count: number;
 }
 
-const REPREPARE = 're-run minigpt prepare to rebuild it';
+/** Advice for shards that cannot be read: prepare them again. */
+const reprepare = (): string => `${adviceFor('re-run minigpt prepare', 'run prepareShards again')} to rebuild it`;
 
 /** Opens a shards directory, validating meta.json and every shard header (see the file comment). */
 export async function openShards(dir: string): Promise<OpenedShards> {
@@ -921,8 +922,8 @@ export async function openShards(dir: string): Promise<OpenedShards> {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') {
       const info = await stat(dir).catch(() => null);
-      check(info !== null, `${dir}: no such shards folder; check the path, or create it with minigpt prepare`);
-      throw new MinigptError(`${dir}: not a minigpt shards folder (it has no ${META_FILE}); create one with minigpt prepare`);
+      check(info !== null, `${dir}: no such shards folder; check the path, or create it with ${adviceFor('minigpt prepare', 'prepareShards')}`);
+      throw new MinigptError(`${dir}: not a minigpt shards folder (it has no ${META_FILE}); create one with ${adviceFor('minigpt prepare', 'prepareShards')}`);
     }
     throw fileSystemError(metaPath, err);
   }
@@ -930,13 +931,13 @@ export async function openShards(dir: string): Promise<OpenedShards> {
   try {
     json = JSON.parse(raw);
   } catch (err) {
-    throw new MinigptError(`${metaPath}: not valid JSON (${(err as Error).message}); the shards folder is damaged, ${REPREPARE}`);
+    throw new MinigptError(`${metaPath}: not valid JSON (${(err as Error).message}); the shards folder is damaged, ${reprepare()}`);
   }
   const meta = validateMeta(json, metaPath);
   const tokenizer = tokenizerFromJson(meta.tokenizer, `${metaPath}#tokenizer`);
   check(
     tokenizer.vocabSize === meta.vocab_size,
-    `${metaPath}: vocab_size is ${meta.vocab_size} but the tokenizer has ${tokenizer.vocabSize} tokens; ${REPREPARE}`,
+    `${metaPath}: vocab_size is ${meta.vocab_size} but the tokenizer has ${tokenizer.vocabSize} tokens; ${reprepare()}`,
   );
 
   const opened: ShardFile[] = [];
@@ -959,17 +960,17 @@ export async function openShards(dir: string): Promise<OpenedShards> {
 }
 
 function validateMeta(json: unknown, metaPath: string): ShardsMeta {
-  const bad = (what: string) => new MinigptError(`${metaPath}: ${what}; the shards folder is damaged, ${REPREPARE}`);
+  const bad = (what: string) => new MinigptError(`${metaPath}: ${what}; the shards folder is damaged, ${reprepare()}`);
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw bad(`expected a JSON object, got ${describeJsonValue(json)}`);
   const m = json as Record<string, unknown>;
   check(
     m.format === SHARDS_FORMAT,
-    `${metaPath}: not a minigpt shards meta file (format is ${JSON.stringify(m.format)}, expected "${SHARDS_FORMAT}"); ${REPREPARE}`,
+    `${metaPath}: not a minigpt shards meta file (format is ${JSON.stringify(m.format)}, expected "${SHARDS_FORMAT}"); ${reprepare()}`,
   );
   check(
     m.version === SHARDS_VERSION,
     `${metaPath}: shards format version ${JSON.stringify(m.version)} is not one this minigpt reads (it reads ${SHARDS_VERSION}); ` +
-      `upgrade minigpt, or ${REPREPARE}`,
+      `upgrade minigpt, or ${reprepare()}`,
   );
   if (typeof m.tokenizer !== 'object' || m.tokenizer === null) throw bad('"tokenizer" is missing');
   if (!Number.isInteger(m.vocab_size) || (m.vocab_size as number) < 1) throw bad(`"vocab_size" must be a positive integer, got ${JSON.stringify(m.vocab_size)}`);
@@ -989,7 +990,7 @@ function validateMeta(json: unknown, metaPath: string): ShardsMeta {
   if (m.document_separator !== undefined && !DOCUMENT_SEPARATORS.includes(m.document_separator as DocumentSeparator)) {
     throw bad(`"document_separator" must be ${DOCUMENT_SEPARATORS.map((d) => JSON.stringify(d)).join(' or ')}, got ${JSON.stringify(m.document_separator)}`);
   }
-  check((m.train as ShardSplitSummary).shards.length > 0, `${metaPath}: has no training shards; ${REPREPARE}`);
+  check((m.train as ShardSplitSummary).shards.length > 0, `${metaPath}: has no training shards; ${reprepare()}`);
   return m as unknown as ShardsMeta;
 }
 
@@ -1006,7 +1007,7 @@ function openSplit(dir: string, meta: ShardsMeta, part: Part, opened: ShardFile[
       fd = openSync(path, 'r');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new MinigptError(`${path}: shard file is missing (listed in ${META_FILE}); the shards folder is incomplete, ${REPREPARE}`);
+        throw new MinigptError(`${path}: shard file is missing (listed in ${META_FILE}); the shards folder is incomplete, ${reprepare()}`);
       }
       throw fileSystemError(path, err);
     }
@@ -1015,26 +1016,26 @@ function openSplit(dir: string, meta: ShardsMeta, part: Part, opened: ShardFile[
     const size = fstatSync(fd).size;
     check(
       size >= SHARD_HEADER_BYTES,
-      `${path}: shard file is truncated (${size} bytes, shorter than its ${SHARD_HEADER_BYTES}-byte header); ${REPREPARE}`,
+      `${path}: shard file is truncated (${size} bytes, shorter than its ${SHARD_HEADER_BYTES}-byte header); ${reprepare()}`,
     );
     const header = new Int32Array(SHARD_HEADER_INTS);
     readFully(file, new Uint8Array(header.buffer), 0);
-    check(header[0] === SHARD_MAGIC, `${path}: not a token shard (magic number ${header[0]}, expected ${SHARD_MAGIC}); the file is damaged or incomplete, ${REPREPARE}`);
+    check(header[0] === SHARD_MAGIC, `${path}: not a token shard (magic number ${header[0]}, expected ${SHARD_MAGIC}); the file is damaged or incomplete, ${reprepare()}`);
     check(
       header[1] === 1 || header[1] === 2,
-      `${path}: unknown shard version ${header[1]} (1 = uint16 tokens, 2 = uint32 tokens); upgrade minigpt, or ${REPREPARE}`,
+      `${path}: unknown shard version ${header[1]} (1 = uint16 tokens, 2 = uint32 tokens); upgrade minigpt, or ${reprepare()}`,
     );
     check(
       header[1] === version,
-      `${path}: shard version ${header[1]} holds ${header[1] === 1 ? 'uint16' : 'uint32'} tokens but ${META_FILE} says ${meta.dtype}; ${REPREPARE}`,
+      `${path}: shard version ${header[1]} holds ${header[1] === 1 ? 'uint16' : 'uint32'} tokens but ${META_FILE} says ${meta.dtype}; ${reprepare()}`,
     );
     const count = header[2]!;
-    check(count > 0, `${path}: shard header says ${count} tokens; the file is damaged, ${REPREPARE}`);
+    check(count > 0, `${path}: shard header says ${count} tokens; the file is damaged, ${reprepare()}`);
     const expected = SHARD_HEADER_BYTES + count * width;
     check(
       size === expected,
       `${path}: shard has ${size} bytes but its header says ${count} tokens (${expected} bytes); ` +
-        `the file is ${size < expected ? 'truncated' : 'damaged'}, ${REPREPARE}`,
+        `the file is ${size < expected ? 'truncated' : 'damaged'}, ${reprepare()}`,
     );
     file.count = count;
     files.push(file);
@@ -1042,7 +1043,7 @@ function openSplit(dir: string, meta: ShardsMeta, part: Part, opened: ShardFile[
   const total = files.reduce((s, f) => s + f.count, 0);
   check(
     total === meta[part].tokens,
-    `${join(dir, META_FILE)}: says ${meta[part].tokens} ${part} tokens but the shards hold ${total}; ${REPREPARE}`,
+    `${join(dir, META_FILE)}: says ${meta[part].tokens} ${part} tokens but the shards hold ${total}; ${reprepare()}`,
   );
   const stream = shardStream(files, meta.dtype, part, meta.vocab_size);
   // Opening reads the start, middle and end of every shard, so most damage shows at once;
@@ -1061,7 +1062,7 @@ function readFully(file: ShardFile, into: Uint8Array, position: number): void {
   let done = 0;
   while (done < into.length) {
     const n = readSync(file.fd, into, done, into.length - done, position + done);
-    check(n > 0, `${file.path}: shard file ended early (was it changed or truncated while in use?); ${REPREPARE}`);
+    check(n > 0, `${file.path}: shard file ended early (was it changed or truncated while in use?); ${reprepare()}`);
     done += n;
   }
 }
@@ -1108,7 +1109,7 @@ function shardStream(files: ShardFile[], dtype: ShardDType, part: Part, vocabSiz
             const id = read[k]!;
             check(
               id >= 0 && id < vocabSize,
-              () => `${f.path}: token ${within + k} is ${id >>> 0}, outside the vocabulary of ${vocabSize}; the file is damaged or from another tokenizer, ${REPREPARE}`,
+              () => `${f.path}: token ${within + k} is ${id >>> 0}, outside the vocabulary of ${vocabSize}; the file is damaged or from another tokenizer, ${reprepare()}`,
             );
           }
           done += n;

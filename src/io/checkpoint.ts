@@ -20,7 +20,7 @@ import { createHash } from 'node:crypto';
 import { open, readFile, readdir, stat } from 'node:fs/promises';
 import { exists, ioError, recoverInterruptedReplace, writeDirFiles } from '../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
-import { MinigptError, check } from '../errors.js';
+import { MinigptError, adviceFor, check } from '../errors.js';
 import { configFromJson, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { decodeSafetensors, encodeSafetensorsParts, joinParts, type NamedTensor } from './safetensors.js';
@@ -381,7 +381,7 @@ function dirSource(dir: string): CheckpointFiles {
     },
     path: (name) => join(dir, name),
     label: dir,
-    hfHint: `convert it with minigpt import --from ${dir} --out DIR`,
+    hfHint: adviceFor(`convert it with minigpt import --from ${dir} --out DIR`, `read it with readHfModel(${JSON.stringify(dir)}) (saveCheckpoint keeps what it gives as a checkpoint)`),
   };
 }
 
@@ -447,7 +447,8 @@ function zipSource(source: string, root: string, read: CheckpointFiles['read']):
     read,
     path: (name) => `${source}: ${root}${name}`,
     label: source,
-    hfHint: 'unzip it and convert the folder with minigpt import --from DIR --out DIR',
+    // The page reads zips too and has no commands of its own: the library's wording names the CLI's as well.
+    hfHint: adviceFor('unzip it and convert the folder with minigpt import --from DIR --out DIR', 'unzip it and read the folder with readHfModel, or convert it with minigpt import --from DIR --out DIR'),
   };
 }
 

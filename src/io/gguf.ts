@@ -33,7 +33,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { MinigptError, check, checkOptionNames, optionSetting, optionsAreFlags } from '../errors.js';
+import { MinigptError, check, checkOptionNames, optionSetting, adviceFor } from '../errors.js';
 import { exists, writeFileAtomic } from '../util/fs.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
@@ -301,7 +301,7 @@ export interface GgufExportOptions {
 export function ggufFromCheckpoint(ckpt: Checkpoint, opts: GgufExportOptions = {}): GgufContents {
   const c: ModelConfig = ckpt.config;
   check(c.mlp === 'swiglu',
-    () => `a GELU-MLP model cannot be exported to GGUF: llama.cpp's llama architecture has a SwiGLU (gate/up/down) MLP and none of its architectures combines RMSNorm, RoPE and a non-gated GELU MLP; ${optionsAreFlags() ? 'export --format hf' : 'use exportHf'} instead (it loads as ArceeForCausalLM)`);
+    () => `a GELU-MLP model cannot be exported to GGUF: llama.cpp's llama architecture has a SwiGLU (gate/up/down) MLP and none of its architectures combines RMSNorm, RoPE and a non-gated GELU MLP; ${adviceFor('export --format hf', 'use exportHf')} instead (it loads as ArceeForCausalLM)`);
   const dtype = opts.dtype ?? 'F32';
   check(dtype === 'F32' || dtype === 'F16', `a GGUF export's dtype must be F32 or F16 (got ${JSON.stringify(dtype)})`);
   const matrixType = dtype === 'F16' ? GgmlType.F16 : GgmlType.F32;

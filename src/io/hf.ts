@@ -22,7 +22,7 @@
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { MinigptError, check, checkOptionNames, optionSetting, optionsAreFlags } from '../errors.js';
+import { MinigptError, check, checkOptionNames, optionSetting, adviceFor } from '../errors.js';
 import { exists, writeDirFiles } from '../util/fs.js';
 import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
@@ -426,7 +426,7 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
   check(isObject(json), `${source} is not a JSON object`);
   const arch = Array.isArray(json.architectures) ? (json.architectures as string[]).join(', ') : '';
   const type = json.model_type;
-  check(json.format !== CHECKPOINT_FORMAT, () => `${source} is a minigpt checkpoint's config, not a Hugging Face model's: use the checkpoint as it is (${optionsAreFlags() ? '--ckpt, --init-from' : 'loadModel, loadCheckpoint, initFrom'}), no import needed`);
+  check(json.format !== CHECKPOINT_FORMAT, () => `${source} is a minigpt checkpoint's config, not a Hugging Face model's: use the checkpoint as it is (${adviceFor('--ckpt, --init-from', 'loadModel, loadCheckpoint, initFrom')}), no import needed`);
   check(type === 'llama' || type === 'arcee',
     `${source}: model_type ${JSON.stringify(type)}${arch ? ` (${arch})` : ''} is not supported; minigpt imports LLaMA-architecture models (model_type "llama", or "arcee" for a non-gated MLP)`);
   const act = json.hidden_act ?? 'silu';

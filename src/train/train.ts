@@ -9,7 +9,7 @@
  */
 import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { MinigptError, check, checkOptionNames, checkWhole, optionName, optionSetting, optionsAreFlags, optionWord, shownValue } from '../errors.js';
+import { MinigptError, adviceFor, check, checkOptionNames, checkWhole, optionName, optionSetting, optionWord, shownValue } from '../errors.js';
 import type { Backend } from '../backend/types.js';
 import { BACKEND_NAMES, createBackend, type BackendName } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
@@ -1123,7 +1123,7 @@ function checkShardsTokenizer(model: Tokenizer, shards: Tokenizer, dir: string, 
     () => {
       const difference = tokenizerDifference(shards, model, 'the shards', whose === 'the given' ? 'the given tokenizer' : whose.replace(/'s$/, ''));
       return `${dir} was prepared with a ${describeTokenizer(shards)}, not ${whose} ${describeTokenizer(model)}${difference ? ` (${difference})` : ''}; ` +
-        `prepare the data again with ${whose} tokenizer (minigpt prepare --tokenizer ${whose === 'the given' ? 'FILE' : 'CHECKPOINT_DIR'} ...)`;
+        `prepare the data again with ${whose} tokenizer (${adviceFor(`minigpt prepare --tokenizer ${whose === 'the given' ? 'FILE' : 'CHECKPOINT_DIR'} ...`, 'prepareShards({ tokenizer, ... })')})`;
     },
   );
 }
@@ -1144,9 +1144,9 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   check(opts.invalidUtf8 === undefined || opts.invalidUtf8 === 'error' || opts.invalidUtf8 === 'replace', () => `invalidUtf8 must be "error" or "replace" (got ${shownValue(opts.invalidUtf8)})`);
   // A .zip of the checkpoint records the same (loadCheckpoint reads either).
   const saved = await loadTrainerState(ckptDir);
-  if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); ${optionsAreFlags() ? 'give --text "..." or --data PATH' : 'score text with evaluateText or evaluateShards'}`);
+  if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); ${adviceFor('give --text "..." or --data PATH', 'score text with evaluateText or evaluateShards')}`);
   const state = checkedTrainerState(saved.trainer, join(ckptDir, 'trainer_state.json'), 'data');
-  check(!state.data_in_memory, () => `${ckptDir} trained on text given in memory, which its checkpoint does not hold; ${optionsAreFlags() ? 'give --text "..." or --data PATH' : 'score text with evaluateText or evaluateShards'}`);
+  check(!state.data_in_memory, () => `${ckptDir} trained on text given in memory, which its checkpoint does not hold; ${adviceFor('give --text "..." or --data PATH', 'score text with evaluateText or evaluateShards')}`);
   const data = await loadTrainingData({
     data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined,
     documentSeparator: recordedSeparator(state), invalidUtf8: opts.invalidUtf8,
