@@ -10,6 +10,7 @@ import { paramLayout, initialWeights } from '../src/model/params.js';
 import { createOptimizer, optimizerStep } from '../src/train/optimizer.js';
 import { createRng } from '../src/util/random.js';
 import { MinigptError } from '../src/errors.js';
+import { roundToF16, roundToBf16 } from '../src/util/half.js';
 
 const tiny = (over: Partial<ModelConfig> = {}): ModelConfig =>
   resolveConfig({ vocab_size: 11, d_model: 8, n_heads: 2, n_layers: 2, context: 8, intermediate_size: 12, ...over });
@@ -69,6 +70,38 @@ test('whole model (GQA, 4 heads over 2 kv heads): every parameter gradient match
   wholeModelGradcheck(tiny({ d_model: 16, n_heads: 4, n_kv_heads: 2 })));
 test('whole model with dropout 0.3 in training: gradients match finite differences under a fixed mask', () =>
   wholeModelGradcheck(tiny({ dropout: 0.3 }), { training: true, dropoutSeed: 77 }));
+
+test('mixed precision with accumulation: each micro-batch gradient is rounded to half on its own and summed in FP32', async () => {
+  for (const half of ['f16', 'bf16'] as const) {
+    const c = tiny();
+    const be = createReferenceBackend();
+    const model = createModel(be, c);
+    setWeights(model, randomWeights(c, 7));
+    const B = 2, T = 6, rng = createRng(9);
+    const batches = Array.from({ length: 3 }, () => ({
+      ids: Array.from({ length: B * T }, () => rng.int(c.vocab_size)), targets: Array.from({ length: B * T }, () => rng.int(c.vocab_size)),
+    }));
+    const lossScale = 1024 / 3;
+    const alone: Float32Array[] = [];
+    for (const b of batches) {
+      zeroGrads(model);
+      forward(model, b.ids, b.targets, B, T, { half });
+      backward(model, { half, lossScale });
+      alone.push(await be.read(model.grads.all));
+    }
+    zeroGrads(model);
+    batches.forEach((b, k) => {
+      forward(model, b.ids, b.targets, B, T, { half });
+      backward(model, { half, lossScale, accumulate: k > 0 });
+    });
+    const summed = await be.read(model.grads.all);
+    for (let i = 0; i < summed.length; i++) assert.equal(summed[i], Math.fround(Math.fround(alone[0][i] + alone[1][i]) + alone[2][i]), `${half} gradient ${i}`);
+    // Most FP32 sums lie off the half grid: rounding the running sum instead would change them.
+    const onGrid = (half === 'f16' ? roundToF16 : roundToBf16)(summed.slice());
+    const differs = summed.filter((g, i) => g !== onGrid[i]).length;
+    assert.ok(differs > summed.length / 4, `only ${differs} of ${summed.length} sums lie off the ${half} grid`);
+  }
+});
 
 test('dropout is off outside training and changes the loss in training', async () => {
   const c = tiny({ dropout: 0.5 });

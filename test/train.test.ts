@@ -254,6 +254,19 @@ test('fp16 training with a forced overflow skips those steps, halving the scale 
   assert.equal((ckpt.training!.trainer.amp as { scale: number }).scale, scales.at(-1));
 });
 
+test('fp16 with accumulation: 8 micro-batches of 1 keep the loss scale a batch of 8 keeps (each micro-batch is scaled by scale / accum)', async () => {
+  const runs: { skipped: number; scales: number[] }[] = [];
+  for (const [batch, accum] of [[8, 1], [1, 8]]) {
+    const scales: number[] = [];
+    const summary = await train({ ...(await opts({ amp: 'fp16', batch, accum, steps: 3, warmup: 0, lr: 3e-3, evalEvery: 0 })), onStep: (s) => scales.push(s.lossScale) });
+    runs.push({ skipped: summary.skippedSteps, scales });
+  }
+  // The default scale 2^16 holds for one batch of 8 sequences; the running sum of 8 micro-batches each
+  // scaled by the whole 2^16 overflowed f16 at step 1.
+  assert.deepEqual(runs.map((r) => r.skipped), [0, 0]);
+  assert.deepEqual(runs[1].scales, runs[0].scales);
+});
+
 test('a skipped step leaves weights and optimizer moments untouched', async () => {
   const { createReferenceBackend } = await import('../src/backend/reference/index.js');
   const { createModel, setWeights, readWeights } = await import('../src/model/model.js');
@@ -305,6 +318,22 @@ test('lr-find sweeps exponentially, suggests a rate inside the sweep, and touche
   assert.ok(result.suggestion >= 1e-5 && result.suggestion <= 10);
   assert.ok(result.stoppedEarly, 'lr 10 diverges, so the sweep stops early');
   assert.equal(createHash('sha256').update(await readFile(ckptFile)).digest('hex'), before);
+});
+
+test('lr-find with dropout draws a new mask each step, forward and backward alike', async () => {
+  const { createReferenceBackend } = await import('../src/backend/reference/index.js');
+  const backend = createReferenceBackend();
+  const seeds: number[] = [];
+  const dropout = backend.dropout.bind(backend);
+  backend.dropout = (out, inp, p, seed) => { seeds.push(seed); dropout(out, inp, p, seed); };
+  const config = resolveConfig({ vocab_size: 20, ...TINY, dropout: 0.2 });
+  const train = memoryTokens(Int32Array.from({ length: 400 }, (_, i) => (i * 7) % 20));
+  await findLearningRate({ config, train, batch: 2, steps: 10, startLr: 1e-4, endLr: 1e-3, backend });
+  // 1 layer: 3 dropout sites, each applied in the forward and again in the backward.
+  assert.equal(seeds.length, 10 * 6);
+  const perStep = Array.from({ length: 10 }, (_, k) => seeds.slice(6 * k, 6 * k + 6));
+  for (const step of perStep) assert.deepEqual(step.slice(3).sort(), step.slice(0, 3).sort(), 'the backward uses the forward\'s masks');
+  assert.equal(new Set(perStep.map((s) => s[0])).size, 10, `first-site seeds ${perStep.map((s) => s[0])}`);
 });
 
 test('training reads prepared shards from disk and resumes from them exactly like from text', async () => {

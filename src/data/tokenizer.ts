@@ -479,6 +479,9 @@ function describeJsonValue(value: unknown): string {
  * The UTF-8 bytes of text each id stands for (0 for special tokens, which stand for none). A loss
  * summed over tokens and divided by these bytes (bits per byte) compares models whose tokenizers
  * differ: a char model's loss per token and a BPE model's are not comparable, per byte they are.
+ * The loss of predicting a special token (<|endoftext|> between documents) is counted with its 0
+ * bytes, as a char model's "\n\n" separator is counted with its 2: each model pays for knowing
+ * where a document ends.
  */
 export function tokenByteLengths(tokenizer: Tokenizer): Uint32Array {
   const lengths = new Uint32Array(tokenizer.vocabSize);

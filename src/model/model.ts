@@ -91,6 +91,9 @@ export interface Model {
   halfParams: ParamTensors | null;
   /** halfParams is f16 storage (fp16 on a backend with halfStorage), not f32 holding f16 values. */
   halfParamsStored: boolean;
+  /** Mixed precision with accumulation: where a later micro-batch's gradients are computed and
+   * rounded before they are added to grads (kept in FP32, as PyTorch keeps .grad). Made on first use. */
+  halfMicroGrads: ParamTensors | null;
 }
 
 function paramViews(backend: Backend, all: Tensor, layout: ParamLayout, c: ModelConfig): ParamTensors {
@@ -136,7 +139,7 @@ export function createModel(backend: Backend, config: ModelConfig): Model {
   const grads = paramViews(backend, backend.alloc(layout.size), layout, config);
   const table = backend.alloc(config.context * headDim(config));
   backend.write(table, ropeTable(config));
-  return { config, backend, layout, params, grads, ropeTable: table, acts: null, halfParams: null, halfParamsStored: false };
+  return { config, backend, layout, params, grads, ropeTable: table, acts: null, halfParams: null, halfParamsStored: false, halfMicroGrads: null };
 }
 
 /**
@@ -324,13 +327,33 @@ export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike
  * Gradients of (mean loss × lossScale) with respect to every parameter, ADDED to model.grads
  * (zero them with zeroGrads first; leaving them accumulates micro-batches). Needs the forward
  * of the same batch just before, with targets; overwrites acts.logits with dlogits.
+ *
+ * Under mixed precision the gradients are rounded to the half format (FP16 overflows to inf
+ * there). Pass `accumulate` for every micro-batch after a step's first: its gradients are then
+ * rounded on their own and added in FP32, as PyTorch adds half-precision gradients into FP32
+ * .grad, instead of rounding the running sum.
  */
-export function backward(model: Model, opts: ForwardOptions & { lossScale?: number } = {}): void {
-  const { backend: be, config: c, grads: g } = model;
+export function backward(model: Model, opts: ForwardOptions & { lossScale?: number; accumulate?: boolean } = {}): void {
   const a = model.acts;
   if (!a) throw new Error('backward called before forward');
   const half = opts.half;
   if (half && !model.halfParams) throw new Error('backward with half precision needs a forward with it');
+  if (half && opts.accumulate) {
+    const be = model.backend;
+    model.halfMicroGrads ??= paramViews(be, be.alloc(model.layout.size), model.layout, model.config);
+    const micro = model.halfMicroGrads;
+    be.zero(micro.all);
+    backwardInto(model, micro, opts);
+    be.add(model.grads.all, model.grads.all, micro.all);
+    return;
+  }
+  backwardInto(model, model.grads, opts);
+}
+
+function backwardInto(model: Model, g: ParamTensors, opts: ForwardOptions & { lossScale?: number }): void {
+  const { backend: be, config: c } = model;
+  const a = model.acts!;
+  const half = opts.half;
   const w = half ? model.halfParams! : model.params;
   // Gradients in the half format, as they would be stored; FP16 overflows to inf here.
   const r = (t: Tensor): void => { if (half && !a.halfStored.has(t)) be.roundHalf(t, half); };

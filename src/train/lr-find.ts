@@ -6,6 +6,7 @@
  */
 import type { Backend } from '../backend/types.js';
 import { createBackend, type BackendName } from '../backend/index.js';
+import { hash32 } from '../backend/reference/index.js';
 import { check, checkOptionNames, checkWhole, shownValue } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, tuneKernels } from '../model/model.js';
@@ -113,9 +114,11 @@ async function sweep(o: LrFindOptions, backend: Backend, steps: number, startLr:
     if (o.signal?.aborted) { stoppedEarly = aborted = true; break; }
     const lr = startLr * Math.pow(endLr / startLr, i / (steps - 1));
     sampler.next(ids, targets);
-    forward(model, ids, targets, B, T, { training: true });
+    // A fresh dropout mask each step, as training draws one (seed 0 would drop the same units throughout).
+    const dropoutSeed = hash32(((o.seed ?? 1337) + Math.imul(i, 0x9e3779b1)) >>> 0);
+    forward(model, ids, targets, B, T, { training: true, dropoutSeed });
     zeroGrads(model);
-    backward(model, { training: true });
+    backward(model, { training: true, dropoutSeed });
     const loss = await meanLoss(model);
     if (!Number.isFinite(loss)) { stoppedEarly = true; break; }
     await optimizerStepChecked(model, opt, lr);

@@ -111,7 +111,8 @@ export interface TrainOptions {
   /** Metrics line every this many steps (default 10). */
   logEvery?: number;
   /** Read the loss back every this many steps (default 1): fewer waits on a GPU. The device skips
-   * non-finite steps either way; under fp16 loss scaling every step is read. */
+   * non-finite steps either way; under fp16 loss scaling every step is read. After a skip inside a
+   * window, the window's later steps run with the next step's learning rate (docs/architecture.md). */
   syncEvery?: number;
   /** 'auto' (the default), 'cpu', 'webgpu' or 'reference', or a backend you made (it is then not destroyed at the end). */
   backend?: BackendName | Backend;
@@ -913,7 +914,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       if (outOfTime()) break;
 
       const lrs: number[] = [];
-      const gradScale = 1 / (amp.scale * o.accum);
+      // Each micro-batch's gradient is scaled by scale / accum, as PyTorch scales loss / accum:
+      // the half-precision gradients overflow where a single batch of accum × batch would.
+      const gradScale = 1 / amp.scale;
       backend.zero(stepStats);
       let abandoned = false;
       for (let planned = step + 1; ; planned++) {
@@ -937,7 +940,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
           // Seeds follow the attempt, as if the window's earlier steps had all been taken.
           const dropoutSeed = hash32((o.seed + Math.imul(planned - 1, 0x9e3779b1) + micro) >>> 0);
           forward(model, ids, targets, B, T, { training: true, dropoutSeed, half: amp.half });
-          backward(model, { training: true, dropoutSeed, lossScale: amp.scale, half: amp.half });
+          backward(model, { training: true, dropoutSeed, lossScale: amp.scale / o.accum, half: amp.half, accumulate: micro > 0 });
           accumulateMeanLoss(model, lossSlot[k], 1 / o.accum);
         }
         if (abandoned) break;
