@@ -173,3 +173,30 @@ test('loading our own file keeps the weights in its bytes (no copy); any other l
   assert.throws(() => flatWeights(config, tensors, 'model.safetensors'), /tensor "model.norm.weight" contains NaN at index 1; the checkpoint is corrupt/);
   await rm(dir, { recursive: true });
 });
+
+test('a checkpoint read while saves replace it is read whole: one save or the other, never "corrupt" or "incomplete"', async () => {
+  const dir = join(await tmp(), 'live', 'checkpoint');
+  const other = weights.map((w) => w + 1);
+  const trainer = (step: number) => ({ step, trainer: {}, m: new Float32Array(weights.length), v: new Float32Array(weights.length) });
+  await saveCheckpoint(dir, { config, weights, tokenizer, training: trainer(1) });
+  let saving = true, saves = 0;
+  const saver = (async () => {
+    while (saving) {
+      saves++;
+      await saveCheckpoint(dir, { config, weights: saves % 2 ? other : weights, tokenizer, training: trainer(saves % 2 ? 2 : 1) });
+      await new Promise((done) => setTimeout(done, 20)); // a training step between saves
+    }
+  })();
+  try {
+    for (let i = 0; i < 60; i++) {
+      const ckpt = await loadCheckpoint(join(dir, '..'), { training: true });
+      const step = ckpt.training!.step;
+      // The weights belong with the step: the files came from one save.
+      assert.deepEqual(ckpt.weights, step === 2 ? other : weights, `read ${i}, step ${step}`);
+    }
+  } finally {
+    saving = false;
+    await saver;
+  }
+  assert.ok(saves > 10, `${saves} saves ran beside the reads`);
+});

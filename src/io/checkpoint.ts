@@ -317,9 +317,46 @@ function parseJson(bytes: Uint8Array, source: string): unknown {
  * is loaded only when asked for (it is twice the size of the weights).
  */
 export async function loadCheckpoint(dir: string, opts: { training?: boolean } = {}): Promise<Checkpoint> {
-  const at = await locateCheckpoint(dir);
-  if (at.zip) return checkpointFromZip(at.zip, at.path, opts);
-  return decodeCheckpoint(dirSource(at.path), opts);
+  return readUnreplaced(dir, async () => {
+    const at = await locateCheckpoint(dir);
+    if (at.zip) return checkpointFromZip(at.zip, at.path, opts);
+    return decodeCheckpoint(dirSource(at.path), opts);
+  });
+}
+
+/**
+ * `read()` of the checkpoint at `dir`, done again when a save replaced it meanwhile (a run saving
+ * while `sample` or `eval` reads it): a read that mixed the files of two saves would call a whole
+ * checkpoint corrupt or incomplete. A save replaces the folder by renames (commitDir), so the
+ * folder's inode tells; up to 10 tries, after which the last outcome stands.
+ */
+async function readUnreplaced<T>(dir: string, read: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    const before = await checkpointIdentity(dir);
+    let outcome: { value: T } | { error: unknown };
+    try {
+      outcome = { value: await read() };
+    } catch (error) {
+      outcome = { error };
+    }
+    const after = await checkpointIdentity(dir);
+    if (before === after || tries >= 10) {
+      if ('error' in outcome) throw outcome.error;
+      return outcome.value;
+    }
+    await new Promise((done) => setTimeout(done, 20 * tries));
+  }
+}
+
+/**
+ * Which checkpoint `dir` names now: the device, inode and change time of the folder holding its
+ * files (`dir`, or a run's `dir/checkpoint`), or of the .zip. A save makes a new folder each time.
+ */
+async function checkpointIdentity(dir: string): Promise<string> {
+  const path = resolve(dir);
+  const folder = (await exists(join(path, FILES.config))) || !(await exists(join(path, 'checkpoint'))) ? path : join(path, 'checkpoint');
+  const info = await stat(folder).catch(() => null);
+  return info ? `${folder} ${info.dev}:${info.ino}:${info.ctimeMs}` : 'missing';
 }
 
 /**
@@ -329,6 +366,10 @@ export async function loadCheckpoint(dir: string, opts: { training?: boolean } =
  * none (it was written by init or import, not by training).
  */
 export async function loadTrainerState(dir: string): Promise<{ step: number; trainer: Record<string, unknown> } | null> {
+  return readUnreplaced(dir, () => readTrainerState(dir));
+}
+
+async function readTrainerState(dir: string): Promise<{ step: number; trainer: Record<string, unknown> } | null> {
   const at = await locateCheckpoint(dir);
   let src: CheckpointFiles;
   if (at.zip) {
