@@ -99,8 +99,16 @@ def check_shards_match_model(data, model_dir, vocab):
         have = [t for t, _ in sorted(hf_tok["model"]["vocab"].items(), key=lambda kv: kv[1])]
         if want != have:
             raise SystemExit("the shards' character vocabulary differs from the model's: prepare the shards with the model's tokenizer")
-    if kind == "bpe" and len(tok.get("merges", [])) != len(hf_tok["model"].get("merges", [])):
-        raise SystemExit("the shards' BPE merges differ from the model's: prepare the shards with the model's tokenizer")
+    if kind == "bpe":
+        # minigpt's merges are "id id" pairs; the HF export's are the two pieces' byte-level strings.
+        ids = hf_tok["model"]["vocab"]
+        pairs = [m.split(" ") if isinstance(m, str) else m for m in hf_tok["model"].get("merges", [])]
+        model_merges = [f"{ids.get(left)} {ids.get(right)}" for left, right in pairs]
+        shard_merges = [str(m) for m in tok.get("merges", [])]
+        if shard_merges != model_merges:
+            differ = next((i for i, (a, b) in enumerate(zip(shard_merges, model_merges)) if a != b), min(len(shard_merges), len(model_merges)))
+            raise SystemExit(f"the shards' BPE merges differ from the model's (first at merge {differ} of {len(shard_merges)} / {len(model_merges)}): "
+                             "prepare the shards with the model's tokenizer")
 
 
 def lr_at(step, args):

@@ -112,3 +112,26 @@ test('torchrun (2 CPU processes, gloo) continues training an export on shards; t
     assert.ok(after < before * 0.8, `${strategy}: the imported model scores ${after}, the original ${before}`);
   }
 });
+
+test('train_ddp.py refuses shards made with another BPE of the same size, and takes the model\'s own', { skip: py.skip }, async () => {
+  const { trainBpe } = await import('../src/data/bpe.js');
+  const { prepareShards } = await import('../src/data/shards.js');
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-ddp-bpe-'));
+  const textA = 'the quick brown fox jumps over the lazy dog. '.repeat(40), textB = 'pack my box with five dozen liquor jugs! '.repeat(40);
+  const [own, other] = [trainBpe(textA, { vocabSize: 280 }), trainBpe(textB, { vocabSize: 280 })];
+  const config = resolveConfig({ vocab_size: own.vocabSize, d_model: 16, n_heads: 2, n_layers: 1, context: 16 });
+  await exportHf({ config, weights: initialWeights(config, paramLayout(config), createRng(1)), tokenizer: own }, join(root, 'hf'));
+  await writeFile(join(root, 'a.txt'), textA);
+  for (const [name, tokenizer] of [['own', own], ['other', other]] as const) {
+    await prepareShards({ data: join(root, 'a.txt'), out: join(root, name), tokenizer });
+  }
+  const check = (shards: string) => spawnSync(py.python!, ['-c',
+    'import sys; sys.path.insert(0, sys.argv[1]); import train_ddp; train_ddp.check_shards_match_model(sys.argv[2], sys.argv[3], 280); print("same")',
+    join(ROOT, 'scripts'), shards, join(root, 'hf')], { encoding: 'utf8' });
+  const same = check(join(root, 'own'));
+  assert.equal(same.status, 0, same.stderr);
+  assert.equal(same.stdout.trim(), 'same');
+  const differ = check(join(root, 'other'));
+  assert.equal(differ.status, 1);
+  assert.match(differ.stderr.trim(), /^the shards' BPE merges differ from the model's \(first at merge \d+ of 23 \/ 23\): prepare the shards with the model's tokenizer$/);
+});

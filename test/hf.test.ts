@@ -165,6 +165,8 @@ test('import refuses what minigpt cannot run, with one-line reasons', async () =
     ['arch', (c) => { c.model_type = 'gpt2'; c.architectures = ['GPT2LMHeadModel']; }, /model_type "gpt2" \(GPT2LMHeadModel\) is not supported/],
     ['act', (c) => (c.hidden_act = 'gelu'), /hidden_act "gelu"/],
     ['tokenizer', () => {}, /tokenizer model "Unigram" is not supported/, JSON.stringify({ model: { type: 'Unigram', vocab: [] }, normalizer: null })],
+    ['bos', () => {}, /has a TemplateProcessing post-processor, which adds tokens \(such as a BOS token\)/,
+      JSON.stringify({ ...JSON.parse(tokJson), post_processor: { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }] } })],
   ];
   for (const [name, edit, re, tok] of cases) {
     const dir = join(await tmp(), name);

@@ -290,6 +290,9 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   check(isObject(json) && isObject(json.model), `${source} is not a Hugging Face tokenizer.json (no "model" object)`);
   const model = json.model as Json;
   check(json.normalizer === null || json.normalizer === undefined, `${source} has a normalizer (${(json.normalizer as Json)?.type}); minigpt's tokenizers do not normalize text, so it cannot be imported exactly`);
+  const post = json.post_processor as Json | null | undefined;
+  check(post === null || post === undefined || (isObject(post) && post.type === 'ByteLevel'),
+    () => `${source} has a ${isObject(post) ? String(post.type) : 'non-standard'} post-processor, which adds tokens (such as a BOS token) to what it encodes; minigpt's tokenizers add none, so it cannot be imported exactly`);
   const added = Array.isArray(json.added_tokens) ? (json.added_tokens as Json[]) : [];
 
   if (model.type === 'WordLevel') {
