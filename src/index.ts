@@ -6,7 +6,7 @@ export { paramLayout, initialWeights, countParams, type ParamLayout, type ParamS
 export { createModel, setWeights, readWeights, forward, backward, zeroGrads, meanLoss, tuneKernels, type Model, type ForwardOptions, type Activations, type ParamTensors, type LayerTensors } from './model/model.js';
 export { createBackend, createReferenceBackend, webgpuAvailable, BACKEND_NAMES, type BackendName, type Backend, type Tensor, type IntTensor, type WebGpuBackend, type BackendOptions, type CpuOptions, type WebGpuOptions, type AttentionShape, type AdamWHyper } from './backend/index.js';
 export { createOptimizer, optimizerStep, optimizerStepChecked, undoSkippedStep, lastGradNorm, DEFAULT_ADAMW, type AdamWConfig, type OptimizerState } from './train/optimizer.js';
-export { saveCheckpoint, loadCheckpoint, checkpointFiles, checkpointToZip, checkpointFromZip, checkCheckpointZip, type Checkpoint, type TrainingState, type SaveOptions, type WeightDType } from './io/checkpoint.js';
+export { saveCheckpoint, loadCheckpoint, recordedClean, checkpointFiles, checkpointToZip, checkpointFromZip, checkCheckpointZip, type Checkpoint, type TrainingState, type SaveOptions, type WeightDType } from './io/checkpoint.js';
 export { zipFiles, unzipFiles, zipFileNames } from './io/zip.js';
 export { encodeSafetensors, decodeSafetensors, readSafetensorsFile, writeSafetensorsFile, type NamedTensor, type SafetensorsContents, type SafetensorsDType } from './io/safetensors.js';
 export {
@@ -17,7 +17,7 @@ export { trainBpe, END_OF_TEXT, type BpeTrainOptions, type ByteLevelTokenizer } 
 export { gpt2Tokenizer } from './data/gpt2.js';
 export { loadText, loadDocuments, cleanText, splitTrainVal, BLANK_LINE_SEPARATOR, type CleanOptions, type LoadTextOptions } from './data/text.js';
 export { cleanDocuments, encodeDocuments, documentSeparatorOf, type DocumentSeparator } from './data/documents.js';
-export { loadModel, computeLogits, scoreText, recordedClean, type LoadedModel, type LoadModelOptions, type TextScore } from './inference.js';
+export { loadModel, computeLogits, scoreText, type LoadedModel, type LoadModelOptions, type TextScore } from './inference.js';
 export { createRng, type Rng, type RngState } from './util/random.js';
 export { learningRate, type LrSchedule } from './train/schedule.js';
 export { createBatchSampler, memoryTokens, type BatchSampler, type TokenStream } from './data/batches.js';

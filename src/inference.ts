@@ -2,7 +2,7 @@
 import { cpuBackendSupported, createBackend, type BackendName } from './backend/index.js';
 import type { Backend } from './backend/types.js';
 import { check, checkOptionNames, checkWhole, shownValue } from './errors.js';
-import { loadCheckpoint, type Checkpoint } from './io/checkpoint.js';
+import { loadCheckpoint, recordedClean, type Checkpoint } from './io/checkpoint.js';
 import { createModel, forward, setWeights, type Model } from './model/model.js';
 import { paramLayout } from './model/params.js';
 import type { ModelConfig } from './model/config.js';
@@ -33,13 +33,6 @@ export function checkLoaded(loaded: LoadedModel, what: string): void {
     typeof l === 'object' && l !== null && typeof l.model === 'object' && l.model !== null && typeof l.tokenizer === 'object' && l.tokenizer !== null,
     () => `${what} needs a loaded model, { model, tokenizer } as loadModel(dir) gives it${l && typeof l === 'object' && 'weights' in l ? ' (this is a checkpoint from loadCheckpoint: its files, not a model on a backend)' : ''}`,
   );
-}
-
-/** The cleaning a checkpoint's training run recorded ({} where it ran with the default cleaning); undefined without a record. */
-export function recordedClean(ckpt: Pick<Checkpoint, 'recorded'>): Partial<CleanOptions> | undefined {
-  if (!ckpt.recorded || !('clean' in ckpt.recorded)) return undefined;
-  const clean = ckpt.recorded.clean;
-  return clean !== null && typeof clean === 'object' && !Array.isArray(clean) ? (clean as Partial<CleanOptions>) : {};
 }
 
 /**

@@ -91,6 +91,14 @@ test('a char tokenizer\'s <|endoftext|> is a CONTROL token and BOS/EOS; without 
   assert.equal(warnings.length, 1);
 });
 
+test('a model trained on lowercased text: the GGUF export warns that llama.cpp will not lowercase prompts', () => {
+  const warnings: string[] = [];
+  ggufFromCheckpoint({ ...checkpoint(charTok()), recorded: { clean: null } }, { onWarning: (m) => warnings.push(m) });
+  assert.equal(warnings.length, 0, 'the default cleaning leaves ordinary prompts as they are: nothing to say');
+  ggufFromCheckpoint({ ...checkpoint(charTok()), recorded: { clean: { lowercase: true } } }, { onWarning: (m) => warnings.push(m) });
+  assert.deepEqual(warnings, ['the model was trained on lowercased text, and llama.cpp does not lowercase prompts: lowercase them yourself (the hf export\'s tokenizer.json does it)']);
+});
+
 const py = findPython(['gguf', 'numpy', 'safetensors']);
 
 test('llama.cpp\'s gguf reader reads metadata and tensors back equal', { skip: py.skip }, async () => {

@@ -14,7 +14,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exportHf, hfExportFiles, readHfModel } from '../src/io/hf.js';
 import { encodeSafetensors } from '../src/io/safetensors.js';
-import { namedWeights, type Checkpoint } from '../src/io/checkpoint.js';
+import { loadCheckpoint, namedWeights, recordedClean, saveCheckpoint, type Checkpoint } from '../src/io/checkpoint.js';
+import { cleanText, DEFAULT_CLEAN } from '../src/data/text.js';
 import { resolveConfig, type ModelConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
@@ -22,7 +23,7 @@ import { buildCharTokenizer, makeTokenizer, type Tokenizer } from '../src/data/t
 import { gpt2Tokenizer } from '../src/data/gpt2.js';
 import { createBackend } from '../src/backend/index.js';
 import { createModel, setWeights } from '../src/model/model.js';
-import { computeLogits } from '../src/inference.js';
+import { computeLogits, loadModel } from '../src/inference.js';
 import { MinigptError } from '../src/errors.js';
 import { roundToBf16 } from '../src/util/half.js';
 import { importCommand } from '../src/cli/commands/import.js';
@@ -100,6 +101,45 @@ test('import gives back the checkpoint: config, weights and tokenizer', async ()
   assert.deepEqual(cfg.architectures, ['LlamaForCausalLM']);
   assert.equal(cfg.num_key_value_heads, 2);
   assert.equal(cfg.eos_token_id, ckpt.tokenizer.specialTokens!['<|endoftext|>']);
+});
+
+test('the text cleaning a model was trained with goes into tokenizer.json\'s normalizer and comes back on import', async () => {
+  const root = await tmp();
+  const cases: [string, Checkpoint['recorded'], unknown][] = [
+    ['no record (init, import)', undefined, null],
+    ['default cleaning', { clean: null }, { type: 'Sequence', normalizers: ['Replace', 'Replace', 'Replace', 'NFC'] }],
+    ['lowercase, no nfc', { clean: { lowercase: true, nfc: false } }, { type: 'Sequence', normalizers: ['Replace', 'Replace', 'Replace', 'Lowercase'] }],
+    ['every step off', { clean: { nfc: false, newlines: false, controlChars: false, collapseBlankLines: false } }, null],
+  ];
+  for (const [name, recorded, want] of cases) {
+    const ckpt: Checkpoint = { ...checkpoint(charTok()), ...(recorded ? { recorded } : {}) };
+    const dir = join(root, name.replace(/\W/g, '_'));
+    await exportHf(ckpt, dir);
+    const normalizer = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')).normalizer;
+    assert.deepEqual(normalizer && { ...normalizer, normalizers: normalizer.normalizers.map((n: { type: string }) => n.type) }, want, name);
+    // Import reads the cleaning back; saved as a checkpoint it stays, and exports the same normalizer.
+    const back = (await readHfModel(dir)).checkpoint;
+    const clean = recordedClean(ckpt);
+    assert.deepEqual(recordedClean(back), normalizer ? { ...DEFAULT_CLEAN, ...clean } : undefined, name);
+    await saveCheckpoint(join(dir, 'ckpt'), back);
+    const saved = await loadCheckpoint(join(dir, 'ckpt'));
+    assert.deepEqual(recordedClean(saved), recordedClean(back), name);
+    await exportHf(saved, join(dir, 'again'));
+    assert.equal(await readFile(join(dir, 'again', 'tokenizer.json'), 'utf8'), await readFile(join(dir, 'tokenizer.json'), 'utf8'), name);
+  }
+  // A normalizer that is not one of ours (NFKC; ours out of order) is refused in one line.
+  const dir = join(root, 'lowercase__no_nfc');
+  const tokJson = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8'));
+  for (const [normalizer, re] of [[{ type: 'NFKC' }, /has a normalizer \(NFKC\) that minigpt's text cleaning does not do/],
+    [{ type: 'Sequence', normalizers: [{ type: 'Lowercase' }, { type: 'Replace', pattern: { Regex: String.raw`\r\n?` }, content: '\n' }] }, /has a normalizer \(Replace\)/]] as const) {
+    await writeFile(join(dir, 'tokenizer.json'), JSON.stringify({ ...tokJson, normalizer }));
+    await assert.rejects(readHfModel(dir), (e: unknown) => e instanceof MinigptError && re.test(e.message) && !e.message.includes('\n'));
+  }
+  // The import's record holds its cleaning alone: no training data to evaluate on.
+  const { evaluateRunData } = await import('../src/train/train.js');
+  const loaded = await loadModel(join(root, 'lowercase__no_nfc', 'ckpt'), { backend: 'reference' });
+  assert.deepEqual(loaded.clean, { ...DEFAULT_CLEAN, lowercase: true, nfc: false });
+  await assert.rejects(evaluateRunData(loaded.model, loaded.tokenizer, join(root, 'lowercase__no_nfc', 'ckpt')), /records no training data/);
 });
 
 test('a char tokenizer\'s <|endoftext|> is an added special token, BOS/EOS in the configs, and imports back', async () => {
@@ -191,6 +231,8 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     ['gpt2', checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 2, tie_embeddings: true })],
     ['bpe', checkpoint(bpeTok(), { rope_theta: 500 })],
     ['bpe-gelu (Arcee)', checkpoint(bpeTok(), { mlp: 'gelu' }, 5)],
+    // Trained on lowercased text: the normalizer cleans as minigpt cleans a prompt.
+    ['gpt2-lowercase', { ...checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_layers: 1 }), recorded: { clean: { lowercase: true } } }],
   ];
   const jobs: { dir: string; texts: string[]; ids: number[][]; decode: number[][]; resave: string }[] = [];
   const root = await tmp();
@@ -198,8 +240,11 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     const dir = join(root, kind.replace(/\W/g, '_'));
     await exportHf(ckpt, dir);
     const tok = ckpt.tokenizer;
-    const texts = kind === 'char' ? [...TEXTS, 'unknown \u2713 char', 'special <|endoftext|> token'] : kind === 'char-old' ? TEXTS : [...TEXTS, 'special <|endoftext|> token'];
-    const ours = texts.map((t) => Array.from(tok.encode(t, tok.specialTokens ? { allowedSpecial: 'all' } : {})));
+    const texts = kind === 'char' ? [...TEXTS, 'unknown \u2713 char', 'special <|endoftext|> token'] : kind === 'char-old' ? TEXTS
+      : kind === 'gpt2-lowercase' ? [...TEXTS, 'HELLO\r\nWorld\rÉTÉ', 'cafe\u0301 CAFÉ', 'bell\u0007 del\u007f nel\u0085 tab\t', 'a\n\n \n\t\n\nb\n\n\nc']
+      : [...TEXTS, 'special <|endoftext|> token'];
+    const clean = recordedClean(ckpt);
+    const ours = texts.map((t) => Array.from(tok.encode(clean ? cleanText(t, clean) : t, tok.specialTokens ? { allowedSpecial: 'all' } : {})));
     const ids = ours.slice(0, 3).map((x) => x.slice(0, ckpt.config.context));
     jobs.push({ dir, texts, ids, decode: ours, resave: `${dir}-resaved` });
   }
@@ -236,6 +281,8 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     assert.equal(back.dtype, 'BF16');
     assert.deepEqual(back.checkpoint.config, ckpt.config);
     assert.deepEqual(back.checkpoint.tokenizer.toJSON(), ckpt.tokenizer.toJSON());
+    const clean = recordedClean(ckpt);
+    assert.deepEqual(recordedClean(back.checkpoint), clean && { ...DEFAULT_CLEAN, ...clean }, `${kind}: the cleaning after transformers re-saved the tokenizer`);
     const bf16 = roundToBf16(ckpt.weights, new Float32Array(ckpt.weights.length));
     assert.ok(back.checkpoint.weights.every((x, i) => x === bf16[i]), `${kind}: weights after transformers' bf16 save`);
   }

@@ -25,6 +25,7 @@ import { configFromJson, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { decodeSafetensors, encodeSafetensorsParts, joinParts, type NamedTensor } from './safetensors.js';
 import { tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
+import type { CleanOptions } from '../data/text.js';
 import { looksLikeZip, unzipFiles, zipFileNames, zipFiles } from './zip.js';
 
 export const CHECKPOINT_FORMAT = 'minigpt-checkpoint';
@@ -66,9 +67,22 @@ export interface Checkpoint {
   /**
    * What the training run that wrote it recorded (trainer_state.json less its step: its data, the
    * cleaning of its text, its options), loaded with or without `training`; absent for checkpoints
-   * from init or import. Sampling and evaluation clean text as this says the training text was.
+   * from init, and for imports but the cleaning their tokenizer.json's normalizer does. Sampling
+   * and evaluation clean text as this says the training text was. Saved without `training`, only
+   * its `clean` is kept.
    */
   recorded?: Record<string, unknown>;
+}
+
+/**
+ * The cleaning a checkpoint's text went through ({} where its training run used the default
+ * cleaning), as its training run recorded it, or its import read it from a tokenizer.json
+ * normalizer; undefined without a record.
+ */
+export function recordedClean(ckpt: Pick<Checkpoint, 'recorded'>): Partial<CleanOptions> | undefined {
+  if (!ckpt.recorded || !('clean' in ckpt.recorded)) return undefined;
+  const clean = ckpt.recorded.clean;
+  return clean !== null && typeof clean === 'object' && !Array.isArray(clean) ? (clean as Partial<CleanOptions>) : {};
 }
 
 const FILES = {
@@ -234,6 +248,10 @@ async function checkpointFileParts(ckpt: Checkpoint, opts: SaveOptions = {}): Pr
       'adamw.v': { dtype: 'F32', shape: [t.v.length], data: t.v },
     }));
     files.set(FILES.trainer, text({ step: t.step, ...t.trainer }));
+  } else if (ckpt.recorded && 'clean' in ckpt.recorded) {
+    // No run to resume (an import, or a loaded checkpoint saved again): the cleaning its text
+    // went through is kept, which sampling and an export's normalizer follow.
+    files.set(FILES.trainer, text({ step: 0, clean: ckpt.recorded.clean }));
   }
   const sums: Record<string, string> = {};
   for (const [name, parts] of files) {

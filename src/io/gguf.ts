@@ -39,7 +39,7 @@ import { headDim, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { encodeF16 } from '../util/half.js';
-import type { Checkpoint } from './checkpoint.js';
+import { recordedClean, type Checkpoint } from './checkpoint.js';
 import { byteLevelVocab, bytesToByteLevel } from './hf.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
@@ -323,6 +323,10 @@ export function ggufFromCheckpoint(ckpt: Checkpoint, opts: GgufExportOptions = {
     ...ggufTokenizerMetadata(ckpt.tokenizer, c.vocab_size, opts.onWarning),
   ]);
 
+  if (recordedClean(ckpt)?.lowercase) {
+    // GGUF has no place for text cleaning, and llama.cpp does none.
+    opts.onWarning?.('the model was trained on lowercased text, and llama.cpp does not lowercase prompts: lowercase them yourself (the hf export\'s tokenizer.json does it)');
+  }
   const layout = paramLayout(c);
   const byName = new Map(layout.specs.map((s) => [s.name, s]));
   const tensor = (hfName: string, name: string, transform?: (w: Float32Array, rows: number, cols: number) => Float32Array): GgufTensor => {

@@ -29,7 +29,8 @@ import { paramLayout } from '../model/params.js';
 import { charTokenizerFromVocab, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
 import { GPT2_VOCAB_SIZE, gpt2Tokenizer } from '../data/gpt2.js';
 import { GPT2_SPLIT_PATTERN, type ByteLevelTokenizer } from '../data/bpe.js';
-import { CHECKPOINT_FORMAT, flatWeights, namedWeights, type Checkpoint, type WeightDType } from './checkpoint.js';
+import { CHECKPOINT_FORMAT, flatWeights, namedWeights, recordedClean, type Checkpoint, type WeightDType } from './checkpoint.js';
+import { DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -175,14 +176,16 @@ export function hfSpecialTokens(tokenizer: Tokenizer): HfSpecialTokens {
  * character, if any, is its unk_token; otherwise an unknown character is an error, as here) and
  * a Fuse decoder, so ids are exactly ours; its special tokens ("<|endoftext|>") are added tokens
  * after them, as for the byte-level kinds.
+ * The normalizer does the cleaning `clean` names (recordedClean: how the model's text was
+ * cleaned), so transformers cleans text as minigpt cleans a prompt; none without it.
  */
-export function hfTokenizerJson(tokenizer: Tokenizer): string {
+export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptions>): string {
   const head = (added: Record<string, unknown>[]): string[] => [
     `  "version": "1.0",`,
     `  "truncation": null,`,
     `  "padding": null,`,
     `  "added_tokens": ${JSON.stringify(added)},`,
-    `  "normalizer": null,`,
+    `  "normalizer": ${JSON.stringify(hfNormalizer(clean))},`,
   ];
   if (tokenizer.kind === 'char') {
     const { vocab, unk, special } = tokenizer.toJSON() as unknown as { vocab: string[]; unk: string | null; special?: Record<string, number> };
@@ -262,6 +265,47 @@ export function hfTokenizerConfigs(tokenizer: Tokenizer, context: number): { con
 
 type Json = Record<string, unknown>;
 
+/**
+ * The Hugging Face normalizer doing each cleaning step, in cleanText's order (tokenizers' regexes
+ * are Oniguruma's, hence \x{..}). Lowercase maps each character alone, where cleanText's
+ * toLowerCase gives a Greek capital sigma that ends a word its final form (ς); nothing else differs.
+ */
+const CLEAN_NORMALIZERS: readonly (readonly [keyof CleanOptions, Json])[] = [
+  ['newlines', { type: 'Replace', pattern: { Regex: String.raw`\r\n?` }, content: '\n' }],
+  ['controlChars', { type: 'Replace', pattern: { Regex: String.raw`[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}]` }, content: '' }],
+  ['collapseBlankLines', { type: 'Replace', pattern: { Regex: String.raw`\n(?:[ \t]*\n){2,}` }, content: '\n\n' }],
+  ['lowercase', { type: 'Lowercase' }],
+  ['nfc', { type: 'NFC' }],
+];
+
+/** tokenizer.json's normalizer for cleaning `clean` (null: no cleaning recorded, or every step off). */
+export function hfNormalizer(clean: Partial<CleanOptions> | undefined): Json | null {
+  if (!clean) return null;
+  const o = { ...DEFAULT_CLEAN, ...clean };
+  const steps = CLEAN_NORMALIZERS.filter(([step]) => o[step]).map(([, n]) => n);
+  return steps.length === 0 ? null : { type: 'Sequence', normalizers: steps };
+}
+
+/**
+ * The cleaning a tokenizer.json's normalizer does, when it is one hfNormalizer writes (its steps,
+ * in that order; undefined for none); anything else is a MinigptError.
+ */
+export function cleanFromHfNormalizer(normalizer: unknown, source: string): CleanOptions | undefined {
+  if (normalizer === null || normalizer === undefined) return undefined;
+  const list = isObject(normalizer) && normalizer.type === 'Sequence' && Array.isArray(normalizer.normalizers) ? normalizer.normalizers as unknown[] : [normalizer];
+  const same = (a: unknown, b: Json): boolean => isObject(a) && a.type === b.type && (a.content ?? null) === (b.content ?? null)
+    && (isObject(a.pattern) ? a.pattern.Regex : null) === ((b.pattern as Json | undefined)?.Regex ?? null);
+  const clean: CleanOptions = { nfc: false, newlines: false, controlChars: false, collapseBlankLines: false, lowercase: false };
+  let next = 0;
+  for (const n of list) {
+    const at = CLEAN_NORMALIZERS.findIndex(([, ours], i) => i >= next && same(n, ours));
+    check(at >= 0, () => `${source} has a normalizer (${isObject(n) ? String(n.type) : JSON.stringify(n)}) that minigpt's text cleaning does not do; it imports only the normalizers its own exports write (line endings, control characters, blank lines, lowercase, NFC, in that order)`);
+    clean[CLEAN_NORMALIZERS[at]![0]] = true;
+    next = at + 1;
+  }
+  return clean;
+}
+
 function isObject(x: unknown): x is Json {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
@@ -289,9 +333,11 @@ function preTokenizerIsOurs(pre: unknown): 'split-bytelevel' | 'bytelevel' | nul
 export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   check(isObject(json) && isObject(json.model), `${source} is not a Hugging Face tokenizer.json (no "model" object)`);
   const model = json.model as Json;
-  check(json.normalizer === null || json.normalizer === undefined, `${source} has a normalizer (${(json.normalizer as Json)?.type}); minigpt's tokenizers do not normalize text, so it cannot be imported exactly`);
   const post = json.post_processor as Json | null | undefined;
-  check(post === null || post === undefined || (isObject(post) && post.type === 'ByteLevel'),
+  // transformers re-saves a tokenizer without one as a template that adds nothing.
+  const addsNothing = (p: Json): boolean => p.type === 'ByteLevel' || (p.type === 'TemplateProcessing' && Array.isArray(p.single)
+    && p.single.every((piece) => isObject(piece) && !('SpecialToken' in piece)) && (!isObject(p.special_tokens) || Object.keys(p.special_tokens).length === 0));
+  check(post === null || post === undefined || (isObject(post) && addsNothing(post)),
     () => `${source} has a ${isObject(post) ? String(post.type) : 'non-standard'} post-processor, which adds tokens (such as a BOS token) to what it encodes; minigpt's tokenizers add none, so it cannot be imported exactly`);
   const added = Array.isArray(json.added_tokens) ? (json.added_tokens as Json[]) : [];
 
@@ -502,12 +548,13 @@ export function hfExportFiles(ckpt: Checkpoint, opts: HfExportOptions = {}): Map
   const cfg = hfConfig(config, tokenizer, dtype);
   files.set('config.json', json(cfg));
   // No max_length: with one set, every generate(max_new_tokens=...) in transformers warns that both are.
-  const gen: Json = { _from_model_config: true, do_sample: true, temperature: 1.0 };
+  // Sampling as `minigpt sample` does by default: temperature 0.8, every token (transformers' own default top_k is 50).
+  const gen: Json = { _from_model_config: true, do_sample: true, temperature: 0.8, top_k: 0, top_p: 1.0 };
   if (cfg.bos_token_id !== null) gen.bos_token_id = cfg.bos_token_id;
   if (cfg.eos_token_id !== null) gen.eos_token_id = cfg.eos_token_id;
   files.set('generation_config.json', json(gen));
   files.set('model.safetensors', encodeSafetensors(namedWeights(config, ckpt.weights, dtype), { format: 'pt' }));
-  files.set('tokenizer.json', text(hfTokenizerJson(tokenizer)));
+  files.set('tokenizer.json', text(hfTokenizerJson(tokenizer, recordedClean(ckpt))));
   const { config: tokConfig, specialMap } = hfTokenizerConfigs(tokenizer, config.context);
   files.set('tokenizer_config.json', json(tokConfig));
   files.set('special_tokens_map.json', json(specialMap));
@@ -628,7 +675,9 @@ export async function readHfModel(dir: string): Promise<HfImportResult> {
   const config = configFromHf(await readJsonFile(configPath, 'a Hugging Face model directory has config.json'), configPath);
   const tokPath = join(dir, 'tokenizer.json');
   check(await exists(tokPath), `${tokPath} is missing; minigpt imports the tokenizer from tokenizer.json (a fast tokenizer); sentencepiece-only models are not supported`);
-  const tokenizer = tokenizerFromHfJson(await readJsonFile(tokPath, ''), tokPath);
+  const tokJson = await readJsonFile(tokPath, '');
+  const tokenizer = tokenizerFromHfJson(tokJson, tokPath);
+  const clean = cleanFromHfNormalizer((tokJson as Json).normalizer, tokPath);
   check(tokenizer.vocabSize <= config.vocab_size, `${tokPath} has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocab_size}`);
 
   const raw = await readHfTensors(dir);
@@ -649,5 +698,5 @@ export async function readHfModel(dir: string): Promise<HfImportResult> {
   const weights = flatWeights(config, tensors, dir);
   const dtype = dtypes.size === 1 ? ([...dtypes][0] as WeightDType) : 'F32';
   check(paramLayout(config).size === weights.length, 'internal: layout size');
-  return { checkpoint: { config, weights, tokenizer }, dtype: dtype === ('I32' as WeightDType) ? 'F32' : dtype };
+  return { checkpoint: { config, weights, tokenizer, ...(clean ? { recorded: { clean } } : {}) }, dtype: dtype === ('I32' as WeightDType) ? 'F32' : dtype };
 }

@@ -1147,7 +1147,8 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   check(opts.invalidUtf8 === undefined || opts.invalidUtf8 === 'error' || opts.invalidUtf8 === 'replace', () => `invalidUtf8 must be "error" or "replace" (got ${shownValue(opts.invalidUtf8)})`);
   // A .zip of the checkpoint records the same (loadCheckpoint reads either).
   const saved = await loadTrainerState(ckptDir);
-  if (!saved) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); ${adviceFor('give --text "..." or --data PATH', 'score text with evaluateText or evaluateShards')}`);
+  // An imported checkpoint records its text cleaning alone.
+  if (!saved || (!('data' in saved.trainer) && !('data_in_memory' in saved.trainer))) throw new MinigptError(`${ckptDir} records no training data (it was not written by train); ${adviceFor('give --text "..." or --data PATH', 'score text with evaluateText or evaluateShards')}`);
   const state = checkedTrainerState(saved.trainer, join(ckptDir, 'trainer_state.json'), 'data');
   check(!state.data_in_memory, () => `${ckptDir} trained on text given in memory, which its checkpoint does not hold; ${adviceFor('give --text "..." or --data PATH', 'score text with evaluateText or evaluateShards')}`);
   const data = await loadTrainingData({
