@@ -200,3 +200,12 @@ test('a checkpoint read while saves replace it is read whole: one save or the ot
   }
   assert.ok(saves > 10, `${saves} saves ran beside the reads`);
 });
+
+test('optimizer moments holding NaN or Infinity are refused on resume, as weights are', async () => {
+  const dir = join(await tmp(), 'nan-moments');
+  const m = new Float32Array(weights.length), v = new Float32Array(weights.length);
+  v[7] = Infinity;
+  await saveCheckpoint(dir, { config, weights, tokenizer, training: { step: 3, trainer: {}, m, v } });
+  await assert.rejects(loadCheckpoint(dir, { training: true }), userError(/optimizer\.safetensors: tensor "adamw\.v" contains Infinity at index 7; the checkpoint is corrupt$/));
+  assert.equal((await loadCheckpoint(dir)).weights.length, weights.length, 'sampling needs no moments');
+});

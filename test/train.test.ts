@@ -304,6 +304,25 @@ test('a loss that keeps coming out non-finite stops training with a clear error 
   }
 });
 
+test('weights that overflowed are never saved: a diverged run keeps the checkpoint it had, or saves none', async () => {
+  // lr 1e39 is past float32's range: the weights overflow at step 1, and step 2's loss is NaN five times.
+  const o = await opts({ lr: 1e39, warmup: 0, minLr: 0, gradClip: 0, steps: 50 });
+  await assert.rejects(train(o), (e: unknown) => e instanceof MinigptError
+    && /^training diverged: 5 tries in a row at step 2 had a non-finite loss or gradient; the weights at step 1 are no longer finite numbers, so they were not saved; try a lower lr \(now 1e\+39\)$/.test(e.message));
+  assert.deepEqual(await readdir(o.out!).then((f) => f.filter((n) => n.includes('checkpoint'))), []);
+  // A periodic save of such weights is refused the same way, and leaves the earlier checkpoint.
+  const good = await opts({ steps: 2, saveEvery: 1 });
+  await train(good);
+  const before = await readFile(join(good.out!, 'checkpoint', 'model.safetensors'));
+  const { createReferenceBackend } = await import('../src/backend/reference/index.js');
+  const backend = createReferenceBackend();
+  const write = backend.write.bind(backend);
+  backend.adamw = ((adamw) => (...args: Parameters<typeof adamw>) => { adamw(...args); write(args[0], [Infinity], 0); })(backend.adamw.bind(backend));
+  await assert.rejects(train({ ...good, resume: good.out, steps: 3, backend }), (e: unknown) => e instanceof MinigptError &&
+    /^the weights at step 3 are no longer finite numbers, so they were not saved; the checkpoint already in .* \(an earlier step\) is kept; try a lower lr/.test(e.message));
+  assert.deepEqual(await readFile(join(good.out!, 'checkpoint', 'model.safetensors')), before);
+});
+
 test('lr-find sweeps exponentially, suggests a rate inside the sweep, and touches no checkpoint', async () => {
   const o = await opts({ steps: 5 });
   await train(o);

@@ -74,6 +74,12 @@ export interface Checkpoint {
   recorded?: Record<string, unknown>;
 }
 
+/** The index of the first NaN or ±Infinity in `data`, or -1. */
+export function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) if (data[i] - data[i] !== 0) return i; // NaN for NaN and ±Infinity
+  return -1;
+}
+
 /**
  * The cleaning a checkpoint's text went through ({} where its training run used the default
  * cleaning), as its training run recorded it, or its import read it from a tokenizer.json
@@ -560,6 +566,10 @@ async function decodeCheckpoint(src: CheckpointFiles, opts: { training?: boolean
     const m = opt.get('adamw.m'), v = opt.get('adamw.v');
     check(m && v && m.data.length === weights.length && v.data.length === weights.length && m.dtype === 'F32' && v.dtype === 'F32',
       `${optSource} does not hold F32 adamw.m and adamw.v of ${weights.length} values; the checkpoint is corrupt`);
+    for (const [name, t] of [['adamw.m', m], ['adamw.v', v]] as const) {
+      const bad = firstNonFinite(t.data as Float32Array);
+      check(bad < 0, () => `${optSource}: tensor "${name}" contains ${t.data[bad]} at index ${bad}; the checkpoint is corrupt`);
+    }
     const { step, trainer } = parseTrainerState(await readChecked(src, FILES.trainer, manifest), src);
     ckpt.training = { step, m: m.data as Float32Array, v: v.data as Float32Array, trainer };
     ckpt.recorded = trainer;

@@ -21,7 +21,7 @@ import { evaluateLoss } from './evaluate.js';
 import { AMP_MODES, createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
-import { checkpointDirOf, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
+import { checkpointDirOf, firstNonFinite, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, processAlive, writeFileAtomic } from '../util/fs.js';
 import { checkCleanOptions, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
@@ -833,6 +833,12 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const save = async (dir = ckptDir): Promise<void> => {
       const [weights, m, v] = await Promise.all([readWeights(model), backend.read(opt.m), backend.read(opt.v)]);
       const previous = await isCheckpointDir(dir);
+      // Weights that overflowed (a learning rate far too high) would make a checkpoint nothing can
+      // load: it must not replace a good one.
+      if (![weights, m, v].every((t) => firstNonFinite(t) < 0)) {
+        throw new NonFiniteWeightsError(`the weights at step ${step} are no longer finite numbers, so they were not saved` +
+          `${previous ? `; the checkpoint already in ${dir} (an earlier step) is kept` : ''}; try a lower ${optionName('lr')} (now ${o.lr})`);
+      }
       try {
         await saveCheckpoint(dir, {
           config, weights, tokenizer,
@@ -994,8 +1000,13 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       // fp16 halves its loss scale on each bad try, so an overflow is given until the scale is spent;
       // without a scale to blame (off, bf16), five bad tries of one step end the run.
       if (consecutiveBad >= DIVERGED_TRIES && (amp.mode !== 'fp16' || amp.scale < 1)) {
-        await save();
-        throw new MinigptError(`training diverged: ${consecutiveBad} tries in a row at step ${step + 1} had a non-finite loss or gradient; the last good state is saved in ${ckptDir}; try a lower ${optionName('lr')} (now ${o.lr})`);
+        const diverged = `training diverged: ${consecutiveBad} tries in a row at step ${step + 1} had a non-finite loss or gradient`;
+        try {
+          await save();
+        } catch (e) {
+          throw e instanceof NonFiniteWeightsError ? new MinigptError(`${diverged}; ${e.message}`) : e;
+        }
+        throw new MinigptError(`${diverged}; the last good state is saved in ${ckptDir}; try a lower ${optionName('lr')} (now ${o.lr})`);
       }
       // Here the weights are those of `step`.
       if (step === checkedStep) continue;
@@ -1043,6 +1054,9 @@ async function claimNewDir(dir: string): Promise<string> {
     }
   }
 }
+
+/** A save refused because the weights or moments hold NaN or ±Infinity (a learning rate far too high). */
+class NonFiniteWeightsError extends MinigptError {}
 
 /** RUN/.lock: the pid of the process training the run, while it does. */
 const RUN_LOCK = '.lock';
