@@ -90,6 +90,12 @@ test('import --from a file or a missing folder: one line saying it must be a Hug
   assertRefused(run(['import', '--from', join(root, 'no-such-dir'), '--out', out]), /no-such-dir does not exist; --from must be a Hugging Face model directory/);
 });
 
+test('an --out where no folder can be made (under /proc) is a one-line error at once, not a hang', { skip: process.platform !== 'linux' && 'Linux only' }, () => {
+  const t0 = Date.now();
+  assertRefused(run(['init', '--out', '/proc/minigpt-no-such/x', '--chars', 'xyz', ...MODEL]), /cannot mkdir \/proc\/minigpt-no-such: no such file or folder/);
+  assert.ok(Date.now() - t0 < 30_000);
+});
+
 test('a Hugging Face model directory as --ckpt: the advice names the minigpt command (a library caller is told readHfModel)', () => {
   const hf = join(root, 'hf-as-ckpt');
   mkdirSync(hf, { recursive: true });

@@ -79,18 +79,25 @@ export function fsErrorForUser(e: unknown): MinigptError | null {
 }
 
 /**
- * mkdir -p. Node reports a recursive mkdir on a read-only file system as ENOENT; this finds the
- * first missing folder and creates it alone, so the error says why (EROFS, EACCES...).
+ * mkdir -p, one folder at a time from the first that is missing, so a failure is the real one
+ * (Node's recursive mkdir reports a read-only file system as ENOENT, and loops forever on a
+ * path under /proc).
  */
 export async function makeDirs(path: string): Promise<void> {
-  try {
-    await mkdir(path, { recursive: true });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    let first = resolve(path);
-    while (dirname(first) !== first && !(await exists(dirname(first)))) first = dirname(first);
-    await mkdir(first);
-    throw e;
+  const missing: string[] = [];
+  for (let dir = resolve(path); ; dir = dirname(dir)) {
+    const info = await stat(dir).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : Promise.reject(e)));
+    if (info) break;
+    missing.unshift(dir);
+    if (dirname(dir) === dir) break;
+  }
+  for (const dir of missing) {
+    try {
+      await mkdir(dir);
+    } catch (e) {
+      // Made meanwhile by someone else: fine when it is a folder.
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !(await stat(dir)).isDirectory()) throw e;
+    }
   }
 }
 
