@@ -5,7 +5,7 @@ import v8 from 'node:v8';
 import vm from 'node:vm';
 import { createReferenceBackend, referenceData } from '../src/backend/reference/index.js';
 import { resolveConfig, type ModelConfig, defaultIntermediateSize } from '../src/model/config.js';
-import { createModel, setWeights, forward, backward, zeroGrads, meanLoss } from '../src/model/model.js';
+import { activationsFor, activationValues, createModel, setWeights, forward, backward, zeroGrads, meanLoss } from '../src/model/model.js';
 import { paramLayout, initialWeights } from '../src/model/params.js';
 import { createOptimizer, optimizerStep } from '../src/train/optimizer.js';
 import { createRng } from '../src/util/random.js';
@@ -100,6 +100,20 @@ test('mixed precision with accumulation: each micro-batch gradient is rounded to
     const onGrid = (half === 'f16' ? roundToF16 : roundToBf16)(summed.slice());
     const differs = summed.filter((g, i) => g !== onGrid[i]).length;
     assert.ok(differs > summed.length / 4, `only ${differs} of ${summed.length} sums lie off the ${half} grid`);
+  }
+});
+
+test('activationValues counts what activationsFor allocates (the memory check before training relies on it)', () => {
+  for (const over of [{}, { mlp: 'gelu' as const }, { n_kv_heads: 1 }]) {
+    const c = tiny(over);
+    const be = createReferenceBackend();
+    const model = createModel(be, c);
+    let values = 0;
+    const alloc = be.alloc.bind(be), allocInt = be.allocInt.bind(be);
+    be.alloc = (n) => { values += n; return alloc(n); };
+    be.allocInt = (n) => { values += n; return allocInt(n); };
+    activationsFor(model, 3, 7);
+    assert.equal(activationValues(c, 3, 7), values, JSON.stringify(over));
   }
 });
 

@@ -323,6 +323,23 @@ test('weights that overflowed are never saved: a diverged run keeps the checkpoi
   assert.deepEqual(await readFile(join(good.out!, 'checkpoint', 'model.safetensors')), before);
 });
 
+test('a batch that cannot fit in memory is refused before anything is allocated: train, lr-find, and eval takes no more than its windows', async () => {
+  const huge = 1e9;
+  await assert.rejects(train(await opts({ batch: huge })), (e: unknown) => e instanceof MinigptError
+    && /^batch 1000000000 of 16-token sequences needs ~\d+\.\d GiB for this model, more than this machine's \d+\.\d GiB; use a smaller batch \(accum keeps the tokens per step\)$/.test(e.message));
+  const config = resolveConfig({ vocab_size: 20, ...TINY });
+  await assert.rejects(findLearningRate({ config, train: memoryTokens(new Int32Array(400)), batch: huge, backend: 'reference' }),
+    (e: unknown) => e instanceof MinigptError && /^batch 1000000000 of .* use a smaller batch$/.test(e.message));
+  // eval: a batch past the windows there are is just all of them at once.
+  const o = await opts({ steps: 2 });
+  await train(o);
+  const { loadModel } = await import('../src/inference.js');
+  const { evaluateText } = await import('../src/train/train.js');
+  const loaded = await loadModel(o.out!, { backend: 'reference' });
+  const few = await evaluateText(loaded.model, loaded.tokenizer, CORPUS.slice(0, 2000), { batch: 8 });
+  assert.deepEqual(await evaluateText(loaded.model, loaded.tokenizer, CORPUS.slice(0, 2000), { batch: huge }), few);
+});
+
 test('lr-find sweeps exponentially, suggests a rate inside the sweep, and touches no checkpoint', async () => {
   const o = await opts({ steps: 5 });
   await train(o);

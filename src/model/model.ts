@@ -170,6 +170,14 @@ function f16Alloc(be: Backend): ((size: number) => Tensor) | null {
  * gradients that mixed precision rounds to f16 are allocated as f16: half the memory and
  * bandwidth; norms' rstd, attention's lse, the losses and the pre-residual branch stay f32.
  */
+/** How many 4-byte values activationsFor allocates for a batch of B sequences of T tokens (f32 storage). */
+export function activationValues(c: ModelConfig, B: number, T: number): number {
+  const N = B * T, C = c.d_model, L = c.n_layers, F = c.intermediate_size, QKV = qkvDim(c), HD = c.n_heads * headDim(c);
+  const mlpIn = c.mlp === 'swiglu' ? 2 * F : F;
+  const perLayer = N * (2 * C + C + 1 + QKV + HD + C + 1 + mlpIn + F) + B * c.n_heads * T;
+  return N * (2 + 6 * C + 1 + c.vocab_size + 1 + QKV + HD + mlpIn + F) + L * perLayer;
+}
+
 export function activationsFor(model: Model, B: number, T: number, f16 = false): Activations {
   if (model.acts && model.acts.B === B && model.acts.T === T) return model.acts;
   const { backend: be, config: c } = model;

@@ -7,6 +7,7 @@
 import type { Backend } from '../backend/types.js';
 import { createBackend, type BackendName } from '../backend/index.js';
 import { hash32 } from '../backend/reference/index.js';
+import { checkBatchFits } from './train.js';
 import { check, checkOptionNames, checkWhole, shownValue } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, tuneKernels } from '../model/model.js';
@@ -85,6 +86,7 @@ export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> 
   checkWhole(o.batch, 'batch', 1);
   checkWhole(o.threads, 'threads', 1);
   checkWhole(o.seed, 'seed', 0);
+  checkBatchFits(o.config, o.batch ?? 16, o.config.context, false);
   const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
   try {
     return await sweep(o, backend, steps, startLr, endLr);

@@ -9,12 +9,13 @@
  */
 import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { totalmem } from 'node:os';
 import { MinigptError, adviceFor, check, checkOptionNames, checkWhole, optionName, optionSetting, optionWord, shownValue } from '../errors.js';
 import type { Backend } from '../backend/types.js';
 import { BACKEND_NAMES, createBackend, type BackendName } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
 import { initialWeights, countParams } from '../model/params.js';
-import { createModel, setWeights, readWeights, forward, backward, zeroGrads, accumulateMeanLoss, tuneKernels, type Model } from '../model/model.js';
+import { activationValues, createModel, setWeights, readWeights, forward, backward, zeroGrads, accumulateMeanLoss, tuneKernels, type Model } from '../model/model.js';
 import { createOptimizer, optimizerStep, undoSkippedStep } from './optimizer.js';
 import { learningRate } from './schedule.js';
 import { evaluateLoss } from './evaluate.js';
@@ -749,6 +750,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize });
   check(config.vocab_size >= tokenizer.vocabSize, `${optionName('model.vocab_size')} ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`);
   const T = config.context, B = o.batch;
+  checkBatchFits(config, B, T);
   check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller ${optionName('model.context')}`);
   check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, ${optionName('valData')}, or a smaller ${optionName('model.context')}`);
   // Checked now, not at the first sample (which comes before that step's save).
@@ -1055,6 +1057,18 @@ async function claimNewDir(dir: string): Promise<string> {
   }
 }
 
+/**
+ * Refuses, before anything is allocated, a batch whose activations and the model's weights,
+ * gradients and AdamW moments could not fit in this machine's memory: a --batch typed with a few
+ * zeros too many ran for minutes into swap, or died inside a typed array.
+ */
+export function checkBatchFits(config: ModelConfig, B: number, T: number, training = true): void {
+  const bytes = 4 * (activationValues(config, B, T) + 4 * countParams(config)) + 8 * B * T;
+  const total = totalmem();
+  check(!(bytes > total), () => `${optionName('batch')} ${B} of ${T}-token sequences needs ~${(bytes / 2 ** 30).toFixed(1)} GiB for this model, more than this machine's ${(total / 2 ** 30).toFixed(1)} GiB; ` +
+    `use a smaller ${optionName('batch')}${training ? ` (${optionName('accum')} keeps the tokens per step)` : ''}`);
+}
+
 /** A save refused because the weights or moments hold NaN or ±Infinity (a learning rate far too high). */
 class NonFiniteWeightsError extends MinigptError {}
 
@@ -1171,7 +1185,7 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   }, tokenizer);
   const T = model.config.context;
   check(data.val.length > T, `the run's validation data has ${data.val.length} tokens, fewer than one window of ${T + 1}`);
-  const r = await evaluateLoss(model, data.val, opts.batch ?? 8, T, FINAL_EVAL_WINDOWS, tokenByteLengths(tokenizer));
+  const r = await evaluateLoss(model, data.val, evalBatch(model, opts.batch, data.val.length, T, FINAL_EVAL_WINDOWS), T, FINAL_EVAL_WINDOWS, tokenByteLengths(tokenizer));
   return { loss: r.loss, tokens: r.tokens, bitsPerByte: bitsPerByte(r.loss, r.tokens, r.bytes), dataName: data.dataName };
 }
 
@@ -1199,6 +1213,13 @@ export interface EvalRunDataOptions {
   batch?: number;
   /** Invalid UTF-8 in the run's data files: 'error' (default) or 'replace' it with U+FFFD. */
   invalidUtf8?: 'error' | 'replace';
+}
+
+/** The batch an evaluation runs: `batch` (default 8), but no more than there are windows to score, and one that fits in memory. */
+function evalBatch(model: Model, batch: number | undefined, length: number, T: number, maxWindows: number): number {
+  const B = Math.max(1, Math.min(batch ?? 8, evalOffsets(length, T, maxWindows).length));
+  checkBatchFits(model.config, B, T, false);
+  return B;
 }
 
 /** The evaluate* functions' common checks: option names, `all` a boolean, `batch` a whole number from 1. */
@@ -1230,7 +1251,7 @@ export async function evaluateText(model: Model, tokenizer: Tokenizer, text: str
   const stream = memoryTokens(opts.all ? tokens : splitTrainVal(tokens, 0.1).val);
   const T = Math.min(model.config.context, stream.length - 1);
   check(T >= 1, `${opts.source ?? 'the data'} has too few tokens to evaluate${opts.all ? '' : ` in its validation split (the last 10%); pass ${optionSetting('all', true)} to use all of it`}`);
-  const r = await evaluateLoss(model, stream, opts.batch ?? 8, T, Infinity, tokenByteLengths(tokenizer));
+  const r = await evaluateLoss(model, stream, evalBatch(model, opts.batch, stream.length, T, Infinity), T, Infinity, tokenByteLengths(tokenizer));
   return { loss: r.loss, tokens: r.tokens, bitsPerByte: bitsPerByte(r.loss, r.tokens, r.bytes) };
 }
 
@@ -1248,7 +1269,8 @@ export async function evaluateShards(model: Model, tokenizer: Tokenizer, dir: st
     let sum = 0, count = 0, bytes = 0;
     for (const stream of opts.all ? [shards.train, shards.val] : [shards.val]) {
       if (stream.length < 2) continue;
-      const r = await evaluateLoss(model, stream, opts.batch ?? 8, Math.min(model.config.context, stream.length - 1), Infinity, byteLengths);
+      const T = Math.min(model.config.context, stream.length - 1);
+      const r = await evaluateLoss(model, stream, evalBatch(model, opts.batch, stream.length, T, Infinity), T, Infinity, byteLengths);
       sum += r.loss * r.tokens;
       count += r.tokens;
       bytes += r.bytes;
