@@ -357,8 +357,11 @@ test('paths that cannot work and memory past the cpu backend\'s limit: one line 
   }
   // A folder to create where a file is.
   assertOneLine(run(['tokenizer', 'train', '--data', join(root, 'abc.txt'), '--vocab', '260', '--out', join(root, 'abc.txt', 'tok.json')]), /abc\.txt: a file is there, where a folder should be|a path component is a file, not a folder/);
-  assertOneLine(run(['train', '--data', join(root, 'abc.txt'), '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '10000000', '--steps', '1', '--backend', 'cpu', '--quiet', '--out', join(dir, 'big')]),
-    /the cpu backend's memory is full: [\d.]+ GiB wanted, past the 4 GiB a wasm32 memory holds; use a smaller batch/);
+  assertOneLine(run(['train', '--data', join(root, 'abc.txt'), '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '200000', '--steps', '1', '--backend', 'cpu', '--quiet', '--out', join(dir, 'big')]),
+    // ~8.5 GiB: past wasm32's 4 GiB; on a machine with less memory than that, refused before the backend.
+    /the cpu backend's memory is full: [\d.]+ GiB wanted, past the 4 GiB a wasm32 memory holds; use a smaller batch|--batch 200000 of 16-token sequences needs ~[\d.]+ GiB for this model, more than this machine's/);
+  assertOneLine(run(['train', '--data', join(root, 'abc.txt'), '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '16', '--batch', '1000000000', '--steps', '1', '--quiet', '--out', join(dir, 'bigger')]),
+    /^minigpt: error: --batch 1000000000 of 16-token sequences needs ~[\d.]+ GiB for this model, more than this machine's [\d.]+ GiB; use a smaller --batch \(--accum keeps the tokens per step\)$/);
 });
 
 test('what a broken or mismatched input really is, in one line: shards without meta.json, an empty metrics.jsonl, --clean on shards, a weight_map that leaves its folder', () => {
