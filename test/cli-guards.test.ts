@@ -209,3 +209,37 @@ test('export --force replaces only an earlier export: never a folder with other 
   assertOk(run(['export', '--ckpt', copy, '--out', hf, '--force']));
   assert.ok(readdirSync(hf).includes('model.safetensors'));
 });
+
+test('Ctrl-C during an export leaves no half-written temporary file, says so, and exits 130; a stale one from a killed export goes at the next', async () => {
+  const { spawn } = await import('node:child_process');
+  const { existsSync } = await import('node:fs');
+  const dir = join(root, 'interrupted-export');
+  mkdirSync(dir);
+  // ~40 MB of weights: its GGUF takes long enough to write to be caught in the middle.
+  assertOk(run(['init', '--out', join(dir, 'm'), '--chars', 'abc', '--d-model', '512', '--n-heads', '8', '--n-layers', '3', '--context', '16']));
+  const stale = join(dir, '.m.gguf.tmp-999999-abcd1234');
+  writeFileSync(stale, 'left by an export that was killed');
+  const p = spawn(process.execPath, [CLI, 'export', '--ckpt', join(dir, 'm'), '--out', join(dir, 'm.gguf')], { cwd: root });
+  let stderr = '';
+  p.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((done) => p.on('exit', (code) => done(code)));
+  let caught = false;
+  for (let i = 0; i < 2000 && p.exitCode === null; i++) {
+    if (readdirSync(dir).some((n) => n.startsWith('.m.gguf.tmp-') && !n.includes('999999'))) {
+      p.kill('SIGINT');
+      caught = true;
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const code = await exited;
+  console.log(`# export interrupted while writing: ${caught}`);
+  if (caught) {
+    assert.equal(code, 130, stderr);
+    assert.match(stderr, /^\nminigpt: interrupted; nothing half-written was left\n$/);
+    assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.m.gguf.tmp-') && !n.includes('999999')), []);
+  }
+  assert.ok(existsSync(stale), 'the stale temporary stays until a write of the same name');
+  assertOk(run(['export', '--ckpt', join(dir, 'm'), '--out', join(dir, 'm.gguf'), '--force']));
+  assert.deepEqual(readdirSync(dir).filter((n) => n.includes('.tmp-')), []);
+});

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { MinigptError, nameOptionsAsFlags } from '../errors.js';
 import { installOutputGuards } from './output.js';
-import { fsErrorForUser } from '../util/fs.js';
+import { fsErrorForUser, removeTemporariesNow } from '../util/fs.js';
 import { formatHelp, parseFlags, type CommandSpec } from './args.js';
 import { initCommand } from './commands/init.js';
 import { evalCommand } from './commands/eval.js';
@@ -104,7 +104,23 @@ export function oneLine(message: string): string {
   return message.replace(/[\u0000-\u0008\u000a-\u001f\u007f]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
 }
 
+/**
+ * Ctrl-C (or SIGTERM) in a command without its own handler (export, import, prepare, init...):
+ * what it was still writing is deleted, not left as a hidden temporary file, and it says so.
+ * train, sample and web handle the signal themselves (they save, or stop one sample).
+ */
+function quitOnSignal(signal: 'SIGINT' | 'SIGTERM'): void {
+  process.on(signal, () => {
+    if (process.listenerCount(signal) > 1) return;
+    removeTemporariesNow();
+    process.stderr.write('\nminigpt: interrupted; nothing half-written was left\n');
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  });
+}
+
 installOutputGuards();
+quitOnSignal('SIGINT');
+quitOnSignal('SIGTERM');
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });

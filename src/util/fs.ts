@@ -3,6 +3,7 @@
  * user can fix become MinigptErrors, and directories are replaced atomically.
  */
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { cp, link, lstat, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError } from '../errors.js';
@@ -109,7 +110,7 @@ export async function makeDirs(path: string): Promise<void> {
  */
 export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
   const info = await stat(path).catch(() => null);
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const tmp = siblingPath(path, 'tmp');
   try {
     if (info && !info.isFile()) {
       const fh = await open(path, 'w');
@@ -126,12 +127,44 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array | string):
   } catch (e) {
     await rm(tmp, { force: true }).catch(() => {});
     throw ioError(e, `write ${path}`);
+  } finally {
+    temporaries.delete(tmp);
+  }
+  await removeStaleTemporaries(path);
+}
+
+/** `.NAME.tmp-PID-*` files beside `path` left by a process that is gone (killed while writing it). */
+async function removeStaleTemporaries(path: string): Promise<void> {
+  const prefix = `.${basename(path)}.tmp-`;
+  for (const name of await readdir(dirname(path)).catch(() => [] as string[])) {
+    const pid = Number(/^(\d+)-[0-9a-f]+$/.exec(name.slice(prefix.length))?.[1]);
+    if (name.startsWith(prefix) && Number.isSafeInteger(pid) && pid > 0 && !processAlive(pid)) await rm(join(dirname(path), name), { force: true }).catch(() => {});
   }
 }
 
 /** `.NAME.tmp-PID-RANDOM` / `.NAME.old-PID-RANDOM` beside `dir`: where atomic replacement stages. */
 export function siblingPath(dir: string, tag: 'tmp' | 'old'): string {
-  return join(dirname(dir), `.${basename(dir)}.${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  const path = join(dirname(dir), `.${basename(dir)}.${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  if (tag === 'tmp') temporaries.add(path);
+  return path;
+}
+
+/** Unfinished writes of this process (`.NAME.tmp-*` files and folders), until they are renamed into place. */
+const temporaries = new Set<string>();
+
+/**
+ * Deletes, synchronously, what this process was still writing: for a process about to exit on a
+ * signal (Ctrl-C during an export), so no half-written temporary file is left behind.
+ */
+export function removeTemporariesNow(): void {
+  for (const path of temporaries) {
+    try {
+      rmSync(path, { recursive: true, force: true });
+    } catch {
+      // left for the next write of the same name (see writeFileAtomic) or load (recoverInterruptedReplace)
+    }
+  }
+  temporaries.clear();
 }
 
 /**
@@ -195,6 +228,8 @@ export async function commitDir(tmp: string, dir: string): Promise<void> {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
     if (!(await exists(dir)) && (await exists(old))) await rename(old, dir).catch(() => {});
     throw e;
+  } finally {
+    temporaries.delete(tmp);
   }
   await rm(old, { recursive: true, force: true });
 }

@@ -9,7 +9,7 @@ import { AMP_MODES } from '../../train/amp.js';
 import { formatDuration, formatRate, perByte, progressLine } from '../progress.js';
 import { readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { exists, ioError } from '../../util/fs.js';
+import { exists, ioError, removeTemporariesNow } from '../../util/fs.js';
 import { onOutputClosed } from '../output.js';
 import { loadTokenizer } from './tokenizer.js';
 import { TOKENIZER_KINDS, type TokenizerKind } from '../../data/tokenizer.js';
@@ -151,6 +151,7 @@ export const trainCommand: CommandSpec = {
         bar.print('interrupted: saving a checkpoint at the last finished step (Ctrl-C again to quit without saving)');
         controller.abort();
       } else {
+        removeTemporariesNow();
         process.stderr.write('\nquit without saving the last steps; the previous checkpoint is intact\n');
         process.exit(130);
       }
