@@ -147,6 +147,16 @@ test('library errors name options as library calls take them, not as CLI flags',
   const ckpt = await loadCheckpoint(summary.checkpoint);
   await exportGguf(ckpt, join(root, 'm.gguf'));
   await refuses(exportGguf(ckpt, join(root, 'm.gguf')), /refusing to overwrite it \(choose another name or pass overwrite: true\)$/);
+  await exportGguf(ckpt, join(root, 'm.gguf'), { overwrite: true });
+  // overwrite replaces an earlier GGUF only: not a corpus, not a checkpoint's own weights.
+  const { readFile, writeFile } = await import('node:fs/promises');
+  await writeFile(join(root, 'corpus.gguf'), 'my text');
+  for (const victim of [join(root, 'corpus.gguf'), join(summary.checkpoint, 'model.safetensors')]) {
+    const before = await readFile(victim);
+    await refuses(exportGguf(ckpt, victim, { overwrite: true }), /is not a GGUF file; overwrite: true replaces only an earlier GGUF export: choose another name$/);
+    assert.deepEqual(await readFile(victim), before);
+  }
+  await refuses(exportGguf(ckpt, '/dev/null', { overwrite: true }), /^\/dev\/null is not a regular file \(a device or a pipe\); give a file name for the GGUF$/);
 });
 
 test('UnknownCharacterError is exported, a MinigptError a caller can tell apart', async () => {

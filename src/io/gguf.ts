@@ -34,7 +34,7 @@
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { MinigptError, check, checkOptionNames, optionSetting, adviceFor } from '../errors.js';
-import { exists, writeFileAtomic } from '../util/fs.js';
+import { exists, readHead, writeFileAtomic } from '../util/fs.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import type { Tokenizer } from '../data/tokenizer.js';
@@ -363,8 +363,13 @@ export async function exportGguf(ckpt: Checkpoint, path: string, opts: GgufExpor
   path = resolve(path);
   const bytes = encodeGguf(ggufFromCheckpoint(ckpt, opts));
   if (await exists(path)) {
-    check((await stat(path)).isFile(), `${path} exists and is a directory; give a file name for the GGUF`);
+    const info = await stat(path);
+    check(!info.isDirectory(), `${path} exists and is a directory; give a file name for the GGUF`);
+    check(info.isFile(), `${path} is not a regular file (a device or a pipe); give a file name for the GGUF`);
     check(opts.overwrite, () => `${path} exists; refusing to overwrite it (choose another name or pass ${optionSetting('overwrite', true, '--force')})`);
+    // As an hf export replaces only an earlier export: a corpus or a checkpoint's own file is not a GGUF to replace.
+    const magic = new TextDecoder().decode(await readHead(path, 4));
+    check(magic === 'GGUF', `${path} is not a GGUF file; ${optionSetting('overwrite', true, '--force')} replaces only an earlier GGUF export: choose another name`);
   }
   try {
     await writeFileAtomic(path, bytes);
