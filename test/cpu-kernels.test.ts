@@ -248,3 +248,10 @@ test('a new allocation is all zeros after kernels ran on the memory before it (n
     }
   }
 });
+
+test('more threads than a few per core is a clear error before any worker starts', async () => {
+  const { availableParallelism } = await import('node:os');
+  const cores = availableParallelism();
+  await assert.rejects(createCpuBackend({ threads: 1000 + 4 * cores }), (e: unknown) => e instanceof Error && e.name === 'MinigptError'
+    && new RegExp(`^threads ${1000 + 4 * cores} is more than this machine can use: it has \\d+ hardware threads; give at most \\d+ \\(the default is \\d+\\)$`).test(e.message));
+});

@@ -80,7 +80,12 @@ const i32 = (t: IntTensor): CpuIntTensor => t as CpuIntTensor;
 
 export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBackend> {
   if (!cpuBackendSupported()) throw new Error('cpu backend: this runtime lacks WebAssembly SIMD or SharedArrayBuffer (a page must be cross-origin isolated: COOP same-origin, COEP require-corp)');
-  const threads = Math.max(1, Math.floor(options.threads ?? (await hardwareThreads())));
+  const cores = await hardwareThreads();
+  const threads = Math.max(1, Math.floor(options.threads ?? cores));
+  // Each thread is a worker with its own stack and a share of every kernel: past a few per core
+  // they only slow each step (1000 made a 1 s run take minutes) and delay Ctrl-C.
+  const maxThreads = Math.max(8, 4 * cores);
+  if (threads > maxThreads) throw new MinigptError(`${optionName('threads')} ${threads} is more than this machine can use: it has ${cores} hardware threads; give at most ${maxThreads} (the default is ${cores})`);
   const variant: WasmVariant = (options.relaxedSimd ?? true) && (await relaxedSimdSupported(true)) ? 'relaxed' : 'simd';
   const memory = createSharedMemory(256, MAX_PAGES);
   const pool: ThreadPool = await createThreadPool(await compileKernels(variant), memory, threads);
