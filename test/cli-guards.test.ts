@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, writeFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -242,4 +242,15 @@ test('Ctrl-C during an export leaves no half-written temporary file, says so, an
   assert.ok(existsSync(stale), 'the stale temporary stays until a write of the same name');
   assertOk(run(['export', '--ckpt', join(dir, 'm'), '--out', join(dir, 'm.gguf'), '--force']));
   assert.deepEqual(readdirSync(dir).filter((n) => n.includes('.tmp-')), []);
+});
+
+test('a run whose .lock is a folder, or whose checkpoint lost config.json: one line saying which, not an internal error', () => {
+  const locked = join(root, 'lock-folder');
+  cpSync(trained, locked, { recursive: true });
+  mkdirSync(join(locked, '.lock'));
+  assertRefused(run(['train', '--resume', locked, '--steps', '2', '--quiet']), /\.lock is a folder, where the run's lock file goes; remove it$/);
+  const broken = join(root, 'no-config');
+  cpSync(trained, broken, { recursive: true });
+  rmSync(join(broken, 'checkpoint', 'config.json'));
+  assertRefused(run(['sample', '--ckpt', broken, '--prompt', 'a']), /no-config\/checkpoint has no config\.json; the checkpoint is incomplete$/);
 });

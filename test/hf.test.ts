@@ -204,6 +204,8 @@ test('import refuses what minigpt cannot run, with one-line reasons', async () =
     ['bias', (c) => (c.attention_bias = true), /attention_bias is true/],
     ['arch', (c) => { c.model_type = 'gpt2'; c.architectures = ['GPT2LMHeadModel']; }, /model_type "gpt2" \(GPT2LMHeadModel\) is not supported/],
     ['act', (c) => (c.hidden_act = 'gelu'), /hidden_act "gelu"/],
+    ['head', (c) => (c.architectures = ['GPT2LMHeadModel']), /architectures GPT2LMHeadModel is not LlamaForCausalLM; minigpt imports causal language models of model_type "llama"/],
+    ['classifier', (c) => (c.architectures = ['LlamaForSequenceClassification']), /architectures LlamaForSequenceClassification is not LlamaForCausalLM/],
     ['tokenizer', () => {}, /tokenizer model "Unigram" is not supported/, JSON.stringify({ model: { type: 'Unigram', vocab: [] }, normalizer: null })],
     ['bos', () => {}, /has a TemplateProcessing post-processor, which adds tokens \(such as a BOS token\)/,
       JSON.stringify({ ...JSON.parse(tokJson), post_processor: { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }] } })],

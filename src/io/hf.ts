@@ -478,6 +478,10 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
   check(json.format !== CHECKPOINT_FORMAT, () => `${source} is a minigpt checkpoint's config, not a Hugging Face model's: use the checkpoint as it is (${adviceFor('--ckpt, --init-from', 'loadModel, loadCheckpoint, initFrom')}), no import needed`);
   check(type === 'llama' || type === 'arcee',
     `${source}: model_type ${JSON.stringify(type)}${arch ? ` (${arch})` : ''} is not supported; minigpt imports LLaMA-architecture models (model_type "llama", or "arcee" for a non-gated MLP)`);
+  // transformers builds the class architectures names: a head other than the causal LM one is another model.
+  const causal = type === 'llama' ? 'LlamaForCausalLM' : 'ArceeForCausalLM';
+  check(!Array.isArray(json.architectures) || json.architectures.length === 0 || json.architectures.includes(causal),
+    () => `${source}: architectures ${arch} is not ${causal}; minigpt imports causal language models of model_type ${JSON.stringify(type)}`);
   const act = json.hidden_act ?? 'silu';
   if (type === 'llama') check(act === 'silu', `${source}: hidden_act ${JSON.stringify(act)}; minigpt's SwiGLU MLP uses silu`);
   else check(act === 'gelu_pytorch_tanh' || act === 'gelu_new', `${source}: Arcee hidden_act ${JSON.stringify(act)}; minigpt's non-gated MLP is GELU (tanh), "gelu_pytorch_tanh"`);

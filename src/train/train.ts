@@ -400,6 +400,9 @@ export async function findCheckpointDir(dir: string): Promise<string> {
   const ckpt = await checkpointDirOf(dir);
   if (ckpt !== dir) return ckpt;
   if (!(await exists(join(dir, 'config.json'))) && (await exists(join(dir, 'metrics.jsonl')))) {
+    // A checkpoint folder that lost its config.json is broken, not missing.
+    const inner = join(dir, 'checkpoint');
+    check(!(await stat(inner).then((i) => i.isDirectory(), () => false)), `${inner} has no config.json; the checkpoint is incomplete`);
     throw new MinigptError(`the run ${dir} has no checkpoint yet (it stopped before its first save)`);
   }
   return dir;
@@ -1089,6 +1092,7 @@ async function lockRunDir(dir: string): Promise<() => Promise<void>> {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 2) throw ioError(e, `lock the run directory ${dir}`);
     }
+    check((await stat(path).catch(() => null))?.isDirectory() !== true, `${path} is a folder, where the run's lock file goes; remove it`);
     const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
     if (Number.isSafeInteger(pid) && pid > 0 && processAlive(pid)) {
       throw new MinigptError(pid === process.pid ? `${dir} is being trained by this process already; wait for that run to end, or choose another ${optionName('out')}`
