@@ -58,7 +58,7 @@ test('--init-from starts a new run from the weights, config and tokenizer of a c
   assert.equal(more.steps, 7);
 });
 
-test('--init-from refuses a different model shape, tokenizer, or --resume beside it', async () => {
+test('--init-from refuses a different model shape (a shorter context is fine), tokenizer, or --resume beside it', async () => {
   const { root, base } = await setup();
   const first = await train(base({ out: join(root, 'a'), steps: 2 }));
   const tune = (over: Partial<TrainOptions>) => train({ ...base({ out: join(root, `t${Math.random()}`), model: undefined }), initFrom: first.runDir, ...over });
@@ -72,6 +72,13 @@ test('--init-from refuses a different model shape, tokenizer, or --resume beside
   // Dropout is a training setting: it may change.
   const ok = await tune({ model: { dropout: 0.1 }, steps: 1 });
   assert.equal((await loadCheckpoint(ok.checkpoint)).config.dropout, 0.1);
+  // So is the context, down to shorter windows (RoPE has no weights per position): a model imported
+  // with a long max_position_embeddings fine-tunes on short ones. The weights carry over unchanged.
+  const short = await tune({ model: { context: 8 }, steps: 1, lr: 1e-30, minLr: 0, warmup: 0 });
+  const before = await loadCheckpoint(first.checkpoint), after = await loadCheckpoint(short.checkpoint);
+  assert.deepEqual({ ...after.config }, { ...before.config, context: 8 });
+  assert.ok(after.weights.every((w, i) => Math.abs(w - before.weights[i]!) < 1e-6));
+  await assert.rejects(tune({ model: { context: 32 } }), /^MinigptError: model\.context 32 is longer than the checkpoint's context of 16; initFrom: ".*" fine-tunes on windows of at most that many tokens$/);
 });
 
 test('resuming a run that has done its steps is a clear error, not a second final evaluation', async () => {

@@ -666,12 +666,17 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     check(opts.bpeVocab === undefined || t.kind !== 'bpe' || opts.bpeVocab === t.vocabSize, () => `${optionName('bpeVocab')} ${opts.bpeVocab} conflicts with ${what}: ${keep}`);
   }
   /** Model options given that differ from `config`'s, as "--flag want (the WHO has have)" ("model.name want..." for a library call). */
-  const modelConflicts = (config: ModelConfig, who: string, except?: keyof ModelConfig): string[] =>
-    Object.entries(opts.model ?? {}).filter(([k, want]) => k !== except && want !== undefined && want !== (config as unknown as Record<string, unknown>)[k])
+  const modelConflicts = (config: ModelConfig, who: string, except: readonly string[] = []): string[] =>
+    Object.entries(opts.model ?? {}).filter(([k, want]) => !except.includes(k) && want !== undefined && want !== (config as unknown as Record<string, unknown>)[k])
       .map(([k, want]) => `${optionName(`model.${k}`)} ${want} (the ${who} has ${(config as unknown as Record<string, unknown>)[k]})`);
   if (initial) {
-    // The checkpoint fixes the architecture; dropout is a training setting and may change.
-    const conflicts = modelConflicts(initial.config, 'checkpoint', 'dropout');
+    // The checkpoint fixes the architecture; dropout is a training setting and may change. So may
+    // the context, down to shorter windows: RoPE has no weights per position, so a model imported
+    // with a context of 131072 fine-tunes on 256-token windows (and keeps that as its context).
+    const context = opts.model?.context;
+    check(!(typeof context === 'number' && context > initial.config.context), () => `${optionName('model.context')} ${context} is longer than the checkpoint's context of ${initial.config.context}; ` +
+      `${optionSetting('initFrom', o.initFrom!)} fine-tunes on windows of at most that many tokens`);
+    const conflicts = modelConflicts(initial.config, 'checkpoint', ['dropout', 'context']);
     check(conflicts.length === 0, () => `${conflicts.join(', ')}: ${optionSetting('initFrom', o.initFrom!)} fixes the model's shape; drop ${conflicts.length > 1 ? `those ${optionWord(true)}` : `the ${optionWord()}`}`);
   }
   if (prior) {
@@ -749,7 +754,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const config = resumed
     ? resumed.config
     : initial
-      ? { ...initial.config, dropout: opts.model?.dropout ?? initial.config.dropout }
+      ? { ...initial.config, dropout: opts.model?.dropout ?? initial.config.dropout, context: opts.model?.context ?? initial.config.context }
       : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize });
   check(config.vocab_size >= tokenizer.vocabSize, `${optionName('model.vocab_size')} ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`);
   const T = config.context, B = o.batch;

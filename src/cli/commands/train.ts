@@ -59,7 +59,7 @@ const TRAIN_FLAGS = {
   seed: { type: 'int', min: 0, value: 'S', description: 'random seed (weights, batches, dropout)', default: TRAIN_DEFAULTS.seed },
   out: { type: 'string', value: 'DIR', description: 'run directory (default: runs/run-DATE-TIME; with --resume, the run\'s own: another DIR continues the run there with a copy of its history, leaving the original as it is)' },
   resume: { type: 'string', value: 'DIR', description: 'continue a run (its folder or its checkpoint/) exactly where it stopped; another checkpoint folder (RUN/best, a copy) with --out DIR' },
-  'init-from': { type: 'string', value: 'DIR', description: "fine-tune: a new run starting from a checkpoint's weights, model and tokenizer (a run or checkpoint folder from train, init or import, or a checkpoint .zip)" },
+  'init-from': { type: 'string', value: 'DIR', description: "fine-tune: a new run starting from a checkpoint's weights, model and tokenizer (a run or checkpoint folder from train, init or import, or a checkpoint .zip); --context may shorten its windows" },
   'eval-every': { type: 'int', min: 0, value: 'N', description: 'validation loss every N steps (0: only at the end)', default: TRAIN_DEFAULTS.evalEvery },
   'sample-every': { type: 'int', min: 0, value: 'N', description: 'print a sample every N steps (0: never)', default: TRAIN_DEFAULTS.sampleEvery },
   'log-every': { type: 'int', min: 1, value: 'N', description: 'a train-loss line in metrics.jsonl every N steps', default: TRAIN_DEFAULTS.logEvery },
