@@ -207,6 +207,9 @@ test('import refuses what minigpt cannot run, with one-line reasons', async () =
     ['head', (c) => (c.architectures = ['GPT2LMHeadModel']), /architectures GPT2LMHeadModel is not LlamaForCausalLM; minigpt imports causal language models of model_type "llama"/],
     ['classifier', (c) => (c.architectures = ['LlamaForSequenceClassification']), /architectures LlamaForSequenceClassification is not LlamaForCausalLM/],
     ['tokenizer', () => {}, /tokenizer model "Unigram" is not supported/, JSON.stringify({ model: { type: 'Unigram', vocab: [] }, normalizer: null })],
+    // "." leaves newlines out (Oniguruma), so "\n\n" would be one piece the vocabulary lacks.
+    ['dot', () => {}, /a WordLevel tokenizer is imported only as minigpt's character tokenizer \(a Split pre-tokenizer isolating every character\)/,
+      JSON.stringify({ ...JSON.parse(tokJson), pre_tokenizer: { type: 'Split', pattern: { Regex: '.' }, behavior: 'Isolated', invert: false } })],
     ['bos', () => {}, /has a TemplateProcessing post-processor, which adds tokens \(such as a BOS token\)/,
       JSON.stringify({ ...JSON.parse(tokJson), post_processor: { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }] } })],
   ];

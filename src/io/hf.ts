@@ -344,7 +344,7 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   if (model.type === 'WordLevel') {
     const pre = json.pre_tokenizer as Json | null;
     check(
-      isObject(pre) && pre.type === 'Split' && isObject(pre.pattern) && ['[\\s\\S]', '(?s:.)', '.'].includes(pre.pattern.Regex as string) && pre.behavior === 'Isolated',
+      isObject(pre) && pre.type === 'Split' && isObject(pre.pattern) && ['[\\s\\S]', '(?s:.)'].includes(pre.pattern.Regex as string) && pre.behavior === 'Isolated',
       `${source}: a WordLevel tokenizer is imported only as minigpt's character tokenizer (a Split pre-tokenizer isolating every character); this one splits differently`,
     );
     // transformers' save_pretrained lists the unk character as an added token: an added token that
