@@ -384,6 +384,15 @@ test('training reads prepared shards from disk and resumes from them exactly lik
   assert.equal(a.finalLoss, b.finalLoss);
 });
 
+test('shards prepared without a validation split: training says so and how to give one', async () => {
+  const { prepareShards } = await import('../src/data/shards.js');
+  const shardDir = join(await mkdtemp(join(tmpdir(), 'minigpt-shards-')), 'no-val');
+  await prepareShards({ data: await data(), out: shardDir, tokenizer: 'char', valFraction: 0 });
+  await assert.rejects(train(await opts({ data: shardDir, steps: 2 })), (e: unknown) => e instanceof MinigptError
+    && e.message === `${shardDir} has no validation shards (prepared with a validation fraction of 0); give valData, or prepare the data again with a validation fraction`);
+  assert.equal((await train(await opts({ data: shardDir, valData: await data(), steps: 2 }))).steps, 2);
+});
+
 test('cleaning steps are switchable: lowercase on gives a vocabulary without capitals', async () => {
   const { loadTrainingData } = await import('../src/train/train.js');
   const file = join(await mkdtemp(join(tmpdir(), 'minigpt-clean-')), 'c.txt');

@@ -760,6 +760,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const T = config.context, B = o.batch;
   checkBatchFits(config, B, T);
   check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller ${optionName('model.context')}`);
+  check(valStream.length > 0 || !dataName.endsWith('(shards)'), () => `${o.data} has no validation shards (prepared with a validation fraction of 0); give ${optionName('valData')}, or prepare the data again with a validation fraction`);
   check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, ${optionName('valData')}, or a smaller ${optionName('model.context')}`);
   // Checked now, not at the first sample (which comes before that step's save).
   // Cleaned as the training text is (a lowercasing run lowercases it), as `minigpt sample` cleans a prompt.
