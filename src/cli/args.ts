@@ -146,7 +146,7 @@ export function cleanOptionsFromFlag(value: string): Record<(typeof CLEAN_STEP_N
 /** Where to compute: shared by every command that runs a model. */
 export const BACKEND_FLAGS: FlagSpecs = {
   backend: { type: 'string', choices: BACKEND_NAMES, description: 'where to compute (auto: the fastest available)', default: 'auto' },
-  threads: { type: 'int', min: 1, value: 'N', description: 'threads for the cpu backend (default: all cores)' },
+  threads: { type: 'int', min: 1, value: 'N', description: 'threads for the cpu backend (default: all cores; at most 4 per core, or 8 on smaller machines)' },
 };
 
 /** The model-shape flags every model-building command shares: config names in kebab-case. */
