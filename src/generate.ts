@@ -3,7 +3,7 @@
  * token by token as an async iterator.
  */
 import { check, checkOptionNames, adviceFor, shownValue } from './errors.js';
-import { createKvCache, forwardCached } from './model/model.js';
+import { createKvCache, forwardCached, type KvCache, type Model } from './model/model.js';
 import { checkLoaded, type LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
 import { createStreamingDecoder, encodeUserText } from './data/tokenizer.js';
@@ -61,7 +61,12 @@ export interface GeneratedToken {
   stop?: string;
 }
 
-/** Picks a token id from logits[V] with the given sampling rules. `order` and `probs` are scratch of length V. */
+/**
+ * Picks a token id from logits[V] with the given sampling rules. `order` and `probs` are scratch of
+ * length V. Candidates are taken in order of probability (ties: the lower id first) from a heap,
+ * only as far as top-k, top-p and the draw `u` need: a GPT-2 vocabulary of 50,257 is not sorted
+ * whole for every token (that cost 17-22 ms a token).
+ */
 export function sampleToken(logits: Float32Array, opts: Required<Pick<SampleOptions, 'temperature' | 'topK' | 'topP'>>, u: number, order: Int32Array, probs: Float64Array): number {
   const V = logits.length;
   if (opts.temperature === 0) {
@@ -71,26 +76,54 @@ export function sampleToken(logits: Float32Array, opts: Required<Pick<SampleOpti
   }
   let max = -Infinity;
   for (let i = 0; i < V; i++) if (logits[i] > max) max = logits[i];
-  for (let i = 0; i < V; i++) { probs[i] = Math.exp((logits[i] - max) / opts.temperature); order[i] = i; }
-  order.sort((a, b) => probs[b] - probs[a] || a - b);
+  let all = 0;
+  for (let i = 0; i < V; i++) { probs[i] = Math.exp((logits[i] - max) / opts.temperature); order[i] = i; all += probs[i]; }
+  // A max-heap of ids in order[0, size); each pop moves the next most likely id to order[size].
+  const before = (a: number, b: number): boolean => probs[a] > probs[b] || (probs[a] === probs[b] && a < b);
+  const siftDown = (at: number, size: number): void => {
+    const id = order[at];
+    for (;;) {
+      let child = 2 * at + 1;
+      if (child >= size) break;
+      if (child + 1 < size && before(order[child + 1], order[child])) child++;
+      if (!before(order[child], id)) break;
+      order[at] = order[child];
+      at = child;
+    }
+    order[at] = id;
+  };
+  for (let i = (V >> 1) - 1; i >= 0; i--) siftDown(i, V);
+  let taken = 0;
+  /** The i-th most likely id (i from 0), popping the heap as far as needed. */
+  const ranked = (i: number): number => {
+    while (taken <= i) {
+      const size = V - taken, top = order[0];
+      order[0] = order[size - 1];
+      order[size - 1] = top;
+      siftDown(0, size - 1);
+      taken++;
+    }
+    return order[V - 1 - i];
+  };
   let keep = opts.topK > 0 ? Math.min(opts.topK, V) : V;
   let total = 0;
-  for (let i = 0; i < keep; i++) total += probs[order[i]];
+  if (keep < V) for (let i = 0; i < keep; i++) total += probs[ranked(i)];
+  else total = all;
   if (opts.topP < 1) {
     let cum = 0;
     for (let i = 0; i < keep; i++) {
-      cum += probs[order[i]] / total;
+      cum += probs[ranked(i)] / total;
       if (cum >= opts.topP) { keep = i + 1; break; }
     }
     total = 0;
-    for (let i = 0; i < keep; i++) total += probs[order[i]];
+    for (let i = 0; i < keep; i++) total += probs[ranked(i)];
   }
   let r = u * total;
   for (let i = 0; i < keep; i++) {
-    r -= probs[order[i]];
-    if (r < 0) return order[i];
+    r -= probs[ranked(i)];
+    if (r < 0) return ranked(i);
   }
-  return order[keep - 1];
+  return ranked(keep - 1);
 }
 
 /**
@@ -135,6 +168,7 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   check(typeof topP === 'number' && topP > 0 && topP <= 1, () => `topP must be a number in (0, 1] (got ${shownValue(topP)})`);
   check(Number.isInteger(maxTokens) && maxTokens >= 0, () => `maxTokens must be a whole number, 0 or more (got ${shownValue(maxTokens)})`);
   check(opts.seed === undefined || (Number.isSafeInteger(opts.seed) && opts.seed >= 0), () => `seed must be a whole number, 0 or more (got ${shownValue(opts.seed)})`);
+  check(opts.stop === undefined || typeof opts.stop === 'string' || Array.isArray(opts.stop), () => `stop must be a string or an array of strings (got ${shownValue(opts.stop)})`);
   const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : [...opts.stop];
   check(stops.every((t) => typeof t === 'string' && t.length > 0), 'a stop text must be a non-empty string');
   // With no prompt, start from the end-of-text token where the tokenizer has one (a document start).
@@ -146,80 +180,96 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt)) : [eot ?? 0];
   const history = ids.slice(-c.context);
   const rng = createRng(opts.seed ?? 0);
-  const cache = createKvCache(model, 1);
-  // Only ids the tokenizer has: a vocab_size padded past the tokenizer (50304 for GPT-2's 50257)
-  // has logits for ids that stand for no text.
-  let V = Math.min(c.vocab_size, tokenizer.vocabSize);
-  // Nor a char model's special tokens (its "<|endoftext|>", the last ids): they never occur in its
-  // training text, so it learns never to predict them (what llama.cpp needs of an end-of-generation
-  // token), but a model early in training still gives them some probability, and a sample would
-  // print "<|endoftext|>" amid the characters. It samples characters only, as before it had one.
-  if (tokenizer.kind === 'char' && tokenizer.specialTokens) V = Math.min(V, ...Object.values(tokenizer.specialTokens));
-  // A char model's <|endoftext|> is past V (above): it never ends a sample here.
-  const stopId = opts.stopAtEndOfText === false ? undefined : tokenizer.specialTokens?.['<|endoftext|>'];
-  const order = new Int32Array(V), probs = new Float64Array(V);
-  const decoder = createStreamingDecoder(tokenizer);
-  const sampling = { temperature, topK, topP };
+  // A cache is sized for the whole context (its logits alone context × vocab floats) and backends
+  // free nothing before destroy(): each model keeps its caches for the next generate.
+  const idle = idleCaches.get(model) ?? [];
+  idleCaches.set(model, idle);
+  const cache = idle.pop() ?? createKvCache(model, 1);
+  cache.length = 0;
+  try {
+    yield* sampleInto(cache);
+  } finally {
+    idle.push(cache);
+  }
 
-  // With stop texts: the text generated so far, and how much of it has been yielded.
-  let out = '', released = 0;
-  /** The text a token releases: all of it but the end that could still begin a stop text (all of it when `last`). */
-  const release = (text: string, last: boolean): { text: string; stop?: string } => {
-    if (stops.length === 0) return { text };
-    out += text;
-    // A stop text can only begin in what is not yet released (what was released began none).
-    let at = -1, hit = '';
-    for (const t of stops) {
-      const i = out.indexOf(t, released);
-      if (i >= 0 && (at < 0 || i < at)) { at = i; hit = t; }
-    }
-    if (at >= 0) {
-      const before = out.slice(released, at);
-      released = out.length;
-      return { text: before, stop: hit };
-    }
-    let hold = 0;
-    if (!last) {
+  async function* sampleInto(cache: KvCache): AsyncGenerator<GeneratedToken> {
+    // Only ids the tokenizer has: a vocab_size padded past the tokenizer (50304 for GPT-2's 50257)
+    // has logits for ids that stand for no text.
+    let V = Math.min(c.vocab_size, tokenizer.vocabSize);
+    // Nor a char model's special tokens (its "<|endoftext|>", the last ids): they never occur in its
+    // training text, so it learns never to predict them (what llama.cpp needs of an end-of-generation
+    // token), but a model early in training still gives them some probability, and a sample would
+    // print "<|endoftext|>" amid the characters. It samples characters only, as before it had one.
+    if (tokenizer.kind === 'char' && tokenizer.specialTokens) V = Math.min(V, ...Object.values(tokenizer.specialTokens));
+    // A char model's <|endoftext|> is past V (above): it never ends a sample here.
+    const stopId = opts.stopAtEndOfText === false ? undefined : tokenizer.specialTokens?.['<|endoftext|>'];
+    const order = new Int32Array(V), probs = new Float64Array(V);
+    const decoder = createStreamingDecoder(tokenizer);
+    const sampling = { temperature, topK, topP };
+
+    // With stop texts: the text generated so far, and how much of it has been yielded.
+    let out = '', released = 0;
+    /** The text a token releases: all of it but the end that could still begin a stop text (all of it when `last`). */
+    const release = (text: string, last: boolean): { text: string; stop?: string } => {
+      if (stops.length === 0) return { text };
+      out += text;
+      // A stop text can only begin in what is not yet released (what was released began none).
+      let at = -1, hit = '';
       for (const t of stops) {
-        for (let k = Math.min(t.length - 1, out.length - released); k > hold; k--) {
-          if (out.endsWith(t.slice(0, k))) { hold = k; break; }
+        const i = out.indexOf(t, released);
+        if (i >= 0 && (at < 0 || i < at)) { at = i; hit = t; }
+      }
+      if (at >= 0) {
+        const before = out.slice(released, at);
+        released = out.length;
+        return { text: before, stop: hit };
+      }
+      let hold = 0;
+      if (!last) {
+        for (const t of stops) {
+          for (let k = Math.min(t.length - 1, out.length - released); k > hold; k--) {
+            if (out.endsWith(t.slice(0, k))) { hold = k; break; }
+          }
         }
       }
-    }
-    const piece = out.slice(released, out.length - hold);
-    released = out.length - hold;
-    return { text: piece };
-  };
+      const piece = out.slice(released, out.length - hold);
+      released = out.length - hold;
+      return { text: piece };
+    };
 
-  let pending = history.slice();
-  for (let n = 0; n < maxTokens; n++) {
-    // Aborted: at once, unless text is held back, which one more token (the last) brings out.
-    const aborted = Boolean(opts.signal?.aborted);
-    if (aborted && released === out.length && !decoder.pending()) return;
-    if (cache.length + pending.length > c.context) {
-      cache.length = 0;
-      pending = history.slice(-Math.max(1, Math.floor(c.context / 2)));
+    let pending = history.slice();
+    for (let n = 0; n < maxTokens; n++) {
+      // Aborted: at once, unless text is held back, which one more token (the last) brings out.
+      const aborted = Boolean(opts.signal?.aborted);
+      if (aborted && released === out.length && !decoder.pending()) return;
+      if (cache.length + pending.length > c.context) {
+        cache.length = 0;
+        pending = history.slice(-Math.max(1, Math.floor(c.context / 2)));
+      }
+      const logits = await model.backend.read(forwardCached(model, cache, pending, pending.length));
+      const last = logits.subarray((pending.length - 1) * c.vocab_size, (pending.length - 1) * c.vocab_size + V);
+      const id = sampleToken(last, sampling, rng.next(), order, probs);
+      if (id === stopId) {
+        // Text held back (a character's first bytes, a stop text's start) is the text's end.
+        yield { id, text: release(decoder.flush(), true).text, endOfText: true };
+        return;
+      }
+      history.push(id);
+      if (history.length > c.context) history.shift();
+      pending = [id];
+      // The last token brings whatever is held back: the generated text joined is decode(ids), an
+      // unfinished character as U+FFFD, as transformers' streamer ends.
+      const final = n === maxTokens - 1 || aborted;
+      const piece = release(decoder.push(id) + (final ? decoder.flush() : ''), final);
+      if (piece.stop !== undefined) {
+        yield { id, text: piece.text, stop: piece.stop };
+        return;
+      }
+      yield { id, text: piece.text };
+      if (final) return;
     }
-    const logits = await model.backend.read(forwardCached(model, cache, pending, pending.length));
-    const last = logits.subarray((pending.length - 1) * c.vocab_size, (pending.length - 1) * c.vocab_size + V);
-    const id = sampleToken(last, sampling, rng.next(), order, probs);
-    if (id === stopId) {
-      // Text held back (a character's first bytes, a stop text's start) is the text's end.
-      yield { id, text: release(decoder.flush(), true).text, endOfText: true };
-      return;
-    }
-    history.push(id);
-    if (history.length > c.context) history.shift();
-    pending = [id];
-    // The last token brings whatever is held back: the generated text joined is decode(ids), an
-    // unfinished character as U+FFFD, as transformers' streamer ends.
-    const final = n === maxTokens - 1 || aborted;
-    const piece = release(decoder.push(id) + (final ? decoder.flush() : ''), final);
-    if (piece.stop !== undefined) {
-      yield { id, text: piece.text, stop: piece.stop };
-      return;
-    }
-    yield { id, text: piece.text };
-    if (final) return;
   }
 }
+
+/** KV caches of each model that no generate is using now (one per generate running at once, at most). */
+const idleCaches = new WeakMap<Model, KvCache[]>();

@@ -94,6 +94,10 @@ test('a sample ends where the model ends the text, with a note on stderr; --igno
   assert.equal(ended.status, 0, ended.stderr);
   assert.equal(ended.stdout, 'pa\n');
   assert.equal(ended.stderr, 'minigpt: note: the model ended the text (<|endoftext|>) after 1 token; --ignore-eot goes on past it\n');
+  // "a" could begin the stop text, so it is held back until <|endoftext|> brings it out: written, not lost.
+  const held = run(['--stop', 'a#']);
+  assert.equal(held.status, 0, held.stderr);
+  assert.equal(held.stdout, 'pa\n');
   const onward = run(['--ignore-eot']);
   assert.equal(onward.status, 0, onward.stderr);
   assert.equal(onward.stdout, 'pa<|endoftext|><|endoftext|><|endoftext|>\n');

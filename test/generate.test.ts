@@ -64,6 +64,65 @@ test('generation is reproducible by seed, streams text, and runs past the contex
   assert.notEqual(await run(2), a);
 });
 
+test('generate reuses its KV cache: a thousand samples allocate what one does (backends free nothing before destroy)', async () => {
+  const tok = buildCharTokenizer('abcdefgh ');
+  const c = resolveConfig({ vocab_size: tok.vocabSize, d_model: 16, n_heads: 2, n_layers: 1, context: 8 });
+  const backend = createReferenceBackend();
+  const model = createModel(backend, c);
+  setWeights(model, initialWeights(c, model.layout, createRng(1)));
+  let allocated = 0;
+  const alloc = backend.alloc.bind(backend), allocInt = backend.allocInt.bind(backend);
+  backend.alloc = (n) => { allocated += n; return alloc(n); };
+  backend.allocInt = (n) => { allocated += n; return allocInt(n); };
+  const sample = async (seed: number, stopEarly = false): Promise<string> => {
+    let s = '';
+    for await (const t of generate({ model, tokenizer: tok }, 'abc', { maxTokens: 12, seed })) {
+      s += t.text;
+      if (stopEarly) break; // an abandoned loop gives its cache back too
+    }
+    return s;
+  };
+  const first = await sample(1);
+  const once = allocated;
+  assert.ok(once > 0);
+  for (let i = 0; i < 1000; i++) await sample(i % 7, i % 3 === 0);
+  assert.equal(allocated, once);
+  assert.equal(await sample(1), first, 'a reused cache starts empty');
+  // Two at once each get their own.
+  const a = generate({ model, tokenizer: tok }, 'abc', { maxTokens: 12, seed: 1 }), b = generate({ model, tokenizer: tok }, 'abc', { maxTokens: 12, seed: 1 });
+  let sa = '', sb = '';
+  for (;;) {
+    const [x, y] = [await a.next(), await b.next()];
+    if (x.done || y.done) break;
+    sa += x.value.text; sb += y.value.text;
+  }
+  assert.equal(sa, first);
+  assert.equal(sb, first);
+});
+
+test('top-k and top-p take the most likely ids (ties: the lower id first) as a full sort would, from a large vocabulary', () => {
+  const V = 5000, rng = createRng(11);
+  const big = Float32Array.from({ length: V }, () => Math.round(rng.next() * 40) / 4);
+  const order = new Int32Array(V), probs = new Float64Array(V), max = Math.max(...big);
+  for (const opts of [{ temperature: 0.7, topK: 0, topP: 1 }, { temperature: 1, topK: 25, topP: 1 }, { temperature: 1.2, topK: 0, topP: 0.3 }, { temperature: 0.9, topK: 100, topP: 0.8 }]) {
+    for (let k = 0; k < 50; k++) {
+      const u = rng.next();
+      // The reference: every id sorted by probability, ties by id, then the same walk.
+      const p = Array.from(big, (x) => Math.exp((x - max) / opts.temperature));
+      const sorted = Array.from({ length: V }, (_, i) => i).sort((a, b) => p[b] - p[a] || a - b);
+      let keep = opts.topK > 0 ? opts.topK : V, total = sorted.slice(0, keep).reduce((s, i) => s + p[i], 0);
+      if (opts.topP < 1) {
+        let cum = 0;
+        for (let i = 0; i < keep; i++) { cum += p[sorted[i]] / total; if (cum >= opts.topP) { keep = i + 1; break; } }
+        total = sorted.slice(0, keep).reduce((s, i) => s + p[i], 0);
+      }
+      let r = u * total, want = sorted[keep - 1];
+      for (let i = 0; i < keep; i++) { r -= p[sorted[i]]; if (r < 0) { want = sorted[i]; break; } }
+      assert.equal(sampleToken(big, opts, u, order, probs), want, `${JSON.stringify(opts)} u ${u}`);
+    }
+  }
+});
+
 test('auto samples a small model on the cpu backend (batch 1 is latency-bound on a GPU) and leaves big ones and explicit choices alone', () => {
   const small = resolveConfig({ vocab_size: 65 }), big = resolveConfig({ vocab_size: 50257, d_model: 768, n_heads: 12, n_layers: 12, context: 1024 });
   assert.ok(paramLayout(small).size <= SAMPLE_ON_CPU_MAX_PARAMS && paramLayout(big).size > SAMPLE_ON_CPU_MAX_PARAMS);
@@ -194,6 +253,7 @@ test('generate and scoreText say what is wrong with what they were given, not a 
   await refused(drain({ model, tokenizer }, 'ab', { temperature: '0.5' }), /^temperature must be a number, 0 or more \(got "0\.5"\)$/);
   await refused(drain({ model, tokenizer }, 'ab', { topP: '0.9' }), /^topP must be a number in \(0, 1\] \(got "0\.9"\)$/);
   await refused(drain({ model, tokenizer }, 'ab', { topK: '40' }), /^topK must be a whole number, 0 for no limit \(got "40"\)$/);
+  await refused(drain({ model, tokenizer }, 'ab', { stop: null }), /^stop must be a string or an array of strings \(got null\)$/);
   await refused(scoreText({ config, weights, tokenizer } as never, 'abc'), /^scoreText needs a loaded model/);
   await refused(scoreText({ model, tokenizer }, 123 as never), /^scoreText needs the text as a string \(got number\)$/);
 });

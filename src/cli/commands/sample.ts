@@ -92,6 +92,8 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
     let n = 0;
     for await (const t of generate(loaded, prompt, opts)) {
       if (t.endOfText) {
+        // Its text is what was held back (a possible --stop start, a character's first bytes).
+        process.stdout.write(t.text);
         endedAfter = n;
         break;
       }
