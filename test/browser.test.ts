@@ -21,7 +21,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Server } from 'node:http';
 import {
   buildCharTokenizer, checkpointFromZip, checkpointToZip, countParams, createModel, createReferenceBackend, createRng, generate,
-  hfExportFiles, initialWeights, loadCheckpoint, paramLayout, resolveConfig, setWeights, unzipFiles, zipFiles,
+  hfExportFiles, initialWeights, loadCheckpoint, paramLayout, recordedClean, resolveConfig, setWeights, unzipFiles, zipFiles,
 } from '../src/index.js';
 import { endOfTextModel } from './support/end-of-text-model.js';
 
@@ -532,6 +532,20 @@ test('browser page: a bad query parameter is reported on the page, not thrown aw
   const { state } = await trainInPage('steps=abc');
   assert.equal(state.state, 'error');
   assert.match(state.error, /steps must be a number/);
+  // Values the CLI refuses are refused before anything starts, as the CLI refuses them (before,
+  // sample_tokens=-1 trained every step and then lost the model at the final sample).
+  for (const [query, message] of [
+    ['min_lr=-1', /^min_lr must be 0 or more \(got -1\)$/],
+    ['lr=0.001&min_lr=0.01', /^min_lr 0\.01 must be at most lr \(0\.001\)$/],
+    ['sample_tokens=-1', /^sample_tokens must be a whole number, 0 or more \(got -1\)$/],
+    ['warmup=-5', /^warmup must be a whole number, 0 or more \(got -5\)$/],
+    [`${TINY}&vocab_size=10`, /^vocab_size 10 is smaller than the text's \d+ tokens \(its \d+ characters and <\|endoftext\|>\); leave vocab_size empty/],
+    ['batch=1000000000', /^batch 1000000000 of 256-token sequences needs ~\d+\.\d GiB for this model, more than the 4 GiB a tab holds/],
+  ] as const) {
+    const refused = (await trainInPage(query)).state;
+    assert.equal(refused.state, 'error', query);
+    assert.match(refused.error, message, query);
+  }
 });
 
 test('browser page: trains on pasted text instead of the default corpus', { skip, timeout: 60_000 }, async () => {
@@ -691,12 +705,16 @@ test('browser page: the downloads are a checkpoint the library loads, a GGUF fil
     assert.equal(countParams(ckpt.config), state.parameters);
     assert.equal(ckpt.weights.length, state.parameters);
     assert.ok(ckpt.weights.every(Number.isFinite));
+    // The page cleans its text as the CLI cleans a file, and says so: the CLI cleans prompts alike.
+    assert.deepEqual(recordedClean(ckpt), {});
     const gguf = await readFile(saved.gguf);
     assert.equal(gguf.subarray(0, 4).toString('latin1'), 'GGUF');
     const hf = await readFile(saved.hf);
     assert.equal(hf.subarray(0, 2).toString('latin1'), 'PK');
     const hfFiles = [...unzipFiles(hf, 'minigpt-hf.zip').keys()];
     for (const f of ['config.json', 'model.safetensors', 'tokenizer.json']) assert.ok(hfFiles.includes(`minigpt-hf/${f}`), `minigpt-hf.zip has ${hfFiles.join(', ')}`);
+    const hfTokenizer = JSON.parse(new TextDecoder().decode(unzipFiles(hf, 'minigpt-hf.zip').get('minigpt-hf/tokenizer.json')));
+    assert.equal(hfTokenizer.normalizer?.type, 'Sequence', 'the transformers tokenizer cleans text as the page did');
     assert.match((await page.textContent('#download-status')) ?? '', /^saved minigpt-hf\.zip \(/);
     assert.deepEqual(errors, []);
   });

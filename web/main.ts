@@ -19,7 +19,7 @@ import { DEFAULT_CONFIG, MinigptError, TRAIN_DEFAULTS, checkCheckpointZip, clean
 import { DEFAULT_CORPUS_NAME } from '../src/data/corpus.js';
 import { looksLikeZip } from '../src/io/zip.js';
 import { sniffBinary } from '../src/data/text.js';
-import { EVAL_BATCHES, checkOptions, checkTrainTokens, defaultEvalEvery, emptyState, errorText, parseQuery, type PageBackend, type PageOptions, type PageState } from './run.js';
+import { EVAL_BATCHES, checkOptions, checkTrainTokens, checkVocabSize, defaultEvalEvery, emptyState, errorText, parseQuery, type PageBackend, type PageOptions, type PageState } from './run.js';
 import type { ExportFormat, FromTrainWorker, GenerateRequest, ToTrainWorker } from './train-worker.js';
 import { forgetSavedModel, readSavedInfo, readSavedZip, saveModel, type SavedModelInfo } from './saved-model.js';
 import { ensureIsolation } from './isolation.js';
@@ -97,6 +97,18 @@ let options: PageOptions | null = null;
 let worker: Worker | null = null;
 /** The generated text in #gen-output, which tokens are appended to. */
 let outputText: Text | null = null;
+/** Tokens' text not yet on the page: added once per frame, since adding each token to a growing text node took minutes at 100k characters. */
+let outputPending = '';
+let outputFrame = 0;
+
+/** Puts the tokens' text that arrived since the last frame on the page. */
+function flushOutput(): void {
+  if (outputFrame) cancelAnimationFrame(outputFrame);
+  outputFrame = 0;
+  // A node per batch: appending to one text node copies all of it each time.
+  if (outputText?.parentNode && outputPending) outputText.parentNode.appendChild(document.createTextNode(outputPending));
+  outputPending = '';
+}
 /** What the worker's model is to be kept as once it is ready (null: nothing to keep, as for a restored model). */
 let toKeep: 'trained' | 'loaded' | null = null;
 /** The info of the model whose checkpoint the worker is building to keep. */
@@ -229,6 +241,9 @@ function decodeTextFile(name: string, bytes: Uint8Array): string {
   }
 }
 
+/** The largest text file the page reads. */
+const MAX_FILE_BYTES = 64 * 2 ** 20;
+
 /** The text the form's data choice names, cleaned as the CLI cleans a file, and its label. */
 async function readData(): Promise<{ text: string; name: string }> {
   const source = dataSource();
@@ -240,6 +255,11 @@ async function readData(): Promise<{ text: string; name: string }> {
   if (source === 'file') {
     const file = el<HTMLInputElement>('text-file').files?.[0];
     if (!file) throw new MinigptError('no file chosen: choose a .txt file, or pick the default corpus or pasted text');
+    // The text is held several times over (bytes, string, tokens, the worker's copy): a tab crashed
+    // on a 120 MB file. The CLI trains on any size (minigpt prepare streams it to shards).
+    if (file.size > MAX_FILE_BYTES) {
+      throw new MinigptError(`${file.name} is ${(file.size / 2 ** 20).toFixed(0)} MB; the page trains on text files up to ${MAX_FILE_BYTES / 2 ** 20} MB (the CLI takes any size: minigpt prepare, then minigpt train)`);
+    }
     const text = cleanText(decodeTextFile(file.name, new Uint8Array(await file.arrayBuffer())));
     if (!text.trim()) throw new MinigptError(`${file.name} has no text`);
     return { text, name: `file ${file.name}` };
@@ -426,6 +446,7 @@ function setState(s: PageState, keep = true): void {
   if (!keep) {
     el('gen-output').replaceChildren();
     outputText = null;
+    flushOutput();
     renderGeneration();
     renderDownload();
   }
@@ -444,9 +465,11 @@ function onMessage(m: FromTrainWorker): void {
       return;
     case 'token':
       view.generation.text += m.text;
-      outputText?.appendData(m.text);
+      outputPending += m.text;
+      if (!outputFrame) outputFrame = requestAnimationFrame(flushOutput);
       return;
     case 'generated':
+      flushOutput();
       Object.assign(view.generation, { state: m.end, error: m.error, note: m.note });
       renderGeneration();
       renderControls();
@@ -473,6 +496,7 @@ function checkLength(text: string, o: PageOptions): void {
   const tokens = [...text].length, train = tokens - Math.round(tokens * 0.1);
   const T = typeof o.model.context === 'number' ? o.model.context : DEFAULT_CONFIG.context;
   checkTrainTokens(train, T);
+  checkVocabSize(o.model.vocab_size, new Set(text).size + 1);
 }
 
 /** Starts a run: from the form (Train), or from the query string as it is (on opening the page). */
@@ -725,6 +749,8 @@ function startGeneration(): void {
   view.generation = { ...idleGeneration(), state: 'generating', prompt: req.prompt };
   const out = el('gen-output');
   out.replaceChildren();
+  outputText = null;
+  flushOutput();
   const prompt = document.createElement('span');
   prompt.className = 'prompt';
   prompt.textContent = req.prompt;

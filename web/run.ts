@@ -28,6 +28,7 @@ import {
   type Backend, type CleanOptions, type LoadedModel, type ModelConfig, type WebGpuBackend,
 } from '../src/index.js';
 import { evaluateLoss } from '../src/train/evaluate.js';
+import { activationValues } from '../src/model/model.js';
 import { DIVERGED_TRIES } from '../src/train/train.js';
 import { cpuBackendSupported, type CpuBackend } from '../src/backend/cpu/index.js';
 import { probeGpu } from '../src/backend/webgpu/gpu.js';
@@ -210,9 +211,24 @@ export function checkOptions(o: PageOptions): void {
   if (!Number.isInteger(o.evalEvery) || o.evalEvery < 0) throw new MinigptError(`eval_every must be a whole number (0: only at the end; got ${o.evalEvery})`);
   if (!Number.isInteger(o.threads) || o.threads < 0) throw new MinigptError(`threads must be a whole number (0: navigator.hardwareConcurrency; got ${o.threads})`);
   if (!(o.lr > 0)) throw new MinigptError(`lr must be more than 0 (got ${o.lr})`);
+  // As the CLI checks them (a finished run must not fail at its last sample on a setting it took).
+  if (!(o.minLr >= 0)) throw new MinigptError(`min_lr must be 0 or more (got ${o.minLr})`);
+  if (o.minLr > o.lr) throw new MinigptError(`min_lr ${o.minLr} must be at most lr (${o.lr})`);
+  for (const [k, v] of Object.entries({ warmup: o.warmup, sample_every: o.sampleEvery, sample_tokens: o.sampleTokens })) {
+    if (!Number.isInteger(v) || v < 0) throw new MinigptError(`${k} must be a whole number, 0 or more (got ${v})`);
+  }
   if (!Number.isInteger(o.seed) || o.seed < 0) throw new MinigptError(`seed must be a whole number, 0 or more (got ${o.seed})`);
   // Its messages name the settings as the page's fields and query keys do (n_heads).
-  resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? 1 });
+  const config = resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? 1 });
+  // A tab holds a few GiB at most (the cpu backend's wasm32 memory 4): past that a batch fails
+  // inside a typed array, after the worker with the last model in it was replaced.
+  const bytes = 4 * (activationValues(config, o.batch, config.context) + 4 * countParams(config));
+  if (bytes > 4 * 2 ** 30) throw new MinigptError(`batch ${o.batch} of ${config.context}-token sequences needs ~${(bytes / 2 ** 30).toFixed(1)} GiB for this model, more than the 4 GiB a tab holds; use a smaller batch, context or model`);
+}
+
+/** A vocab_size the text's characters fit in (the char tokenizer: each character, then <|endoftext|>), or a one-line error. */
+export function checkVocabSize(vocabSize: number | undefined, tokens: number): void {
+  if (vocabSize !== undefined && vocabSize < tokens) throw new MinigptError(`vocab_size ${vocabSize} is smaller than the text's ${tokens} tokens (its ${tokens - 1} characters and <|endoftext|>); leave vocab_size empty, or make it at least ${tokens}`);
 }
 
 /** Text of `train` training tokens gives at least one training sequence of context `T` (+1 target), or a one-line error. */
@@ -238,6 +254,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
   try {
     checkOptions(o);
     const tokenizer = buildCharTokenizer(text, { endOfText: true }); // as makeTokenizer('char'): the CLI's vocabulary
+    checkVocabSize(o.model.vocab_size, tokenizer.vocabSize);
     const { train, val } = splitTrainVal(tokenizer.encode(text), 0.1);
     const config = resolveConfig({ ...o.model, vocab_size: o.model.vocab_size ?? tokenizer.vocabSize });
     const B = o.batch, T = config.context;
@@ -321,7 +338,8 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
     await sample(last, true);
     s.state = stopped ? 'stopped' : 'done';
     s.hasModel = true;
-    trained = { model, tokenizer };
+    // The text was cleaned as the CLI cleans a file (main.ts): prompts get the same cleaning.
+    trained = { model, tokenizer, clean: {} };
   } catch (e) {
     s.state = 'error';
     s.error = errorText(e);

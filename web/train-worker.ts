@@ -150,7 +150,11 @@ async function generateText(req: GenerateRequest): Promise<void> {
 async function modelFile(format: ExportFormat): Promise<ArrayBuffer> {
   const loaded = current;
   if (!loaded) throw new MinigptError(training ? 'the model is still training' : NO_MODEL);
-  const ckpt: Checkpoint = { config: loaded.model.config, weights: await readWeights(loaded.model), tokenizer: loaded.tokenizer };
+  // With the cleaning its prompts get, so the CLI cleans them alike and the hf export's normalizer does it.
+  const ckpt: Checkpoint = {
+    config: loaded.model.config, weights: await readWeights(loaded.model), tokenizer: loaded.tokenizer,
+    ...(loaded.clean ? { recorded: { clean: loaded.clean } } : {}),
+  };
   const bytes = format === 'checkpoint' ? await checkpointToZip(ckpt)
     : format === 'gguf' ? encodeGguf(ggufFromCheckpoint(ckpt))
     : zipFiles(hfExportFiles(ckpt), 'minigpt-hf');
