@@ -168,6 +168,9 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   check(typeof topP === 'number' && topP > 0 && topP <= 1, () => `topP must be a number in (0, 1] (got ${shownValue(topP)})`);
   check(Number.isInteger(maxTokens) && maxTokens >= 0, () => `maxTokens must be a whole number, 0 or more (got ${shownValue(maxTokens)})`);
   check(opts.seed === undefined || (Number.isSafeInteger(opts.seed) && opts.seed >= 0), () => `seed must be a whole number, 0 or more (got ${shownValue(opts.seed)})`);
+  check(opts.signal === undefined || (typeof opts.signal === 'object' && opts.signal !== null && typeof opts.signal.aborted === 'boolean'),
+    () => `signal must be an AbortSignal (got ${shownValue(opts.signal)})`);
+  check(opts.stopAtEndOfText === undefined || typeof opts.stopAtEndOfText === 'boolean', () => `stopAtEndOfText must be true or false (got ${shownValue(opts.stopAtEndOfText)})`);
   check(opts.stop === undefined || typeof opts.stop === 'string' || Array.isArray(opts.stop), () => `stop must be a string or an array of strings (got ${shownValue(opts.stop)})`);
   const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : [...opts.stop];
   check(stops.every((t) => typeof t === 'string' && t.length > 0), 'a stop text must be a non-empty string');

@@ -254,6 +254,8 @@ test('generate and scoreText say what is wrong with what they were given, not a 
   await refused(drain({ model, tokenizer }, 'ab', { topP: '0.9' }), /^topP must be a number in \(0, 1\] \(got "0\.9"\)$/);
   await refused(drain({ model, tokenizer }, 'ab', { topK: '40' }), /^topK must be a whole number, 0 for no limit \(got "40"\)$/);
   await refused(drain({ model, tokenizer }, 'ab', { stop: null }), /^stop must be a string or an array of strings \(got null\)$/);
+  await refused(drain({ model, tokenizer }, 'ab', { signal: 5 }), /^signal must be an AbortSignal \(got 5\)$/);
+  await refused(drain({ model, tokenizer }, 'ab', { stopAtEndOfText: 'no' }), /^stopAtEndOfText must be true or false \(got "no"\)$/);
   await refused(scoreText({ config, weights, tokenizer } as never, 'abc'), /^scoreText needs a loaded model/);
   await refused(scoreText({ model, tokenizer }, 123 as never), /^scoreText needs the text as a string \(got number\)$/);
 });
