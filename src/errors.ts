@@ -71,6 +71,12 @@ export function checkOptionNames(opts: unknown, names: readonly string[], what: 
   }
 }
 
+/** Checks that a `signal` option, when given, is an AbortSignal (anything with a boolean `aborted`). */
+export function checkAbortSignal(signal: unknown): void {
+  check(signal === undefined || (typeof signal === 'object' && signal !== null && typeof (signal as { aborted?: unknown }).aborted === 'boolean'),
+    () => `signal must be an AbortSignal (got ${shownValue(signal)})`);
+}
+
 /** Checks that `value`, when given, is a whole number of at least `min`; the message names it `name`. */
 export function checkWhole(value: unknown, name: string, min: number): void {
   check(value === undefined || (Number.isSafeInteger(value) && (value as number) >= min), () => `${name} must be a whole number, ${min} or more (got ${shownValue(value)})`);

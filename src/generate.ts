@@ -2,7 +2,7 @@
  * Text generation with a KV cache: temperature, top-k and top-p (nucleus) sampling, streamed
  * token by token as an async iterator.
  */
-import { check, checkOptionNames, adviceFor, shownValue } from './errors.js';
+import { check, checkAbortSignal, checkOptionNames, adviceFor, shownValue } from './errors.js';
 import { createKvCache, forwardCached, type KvCache, type Model } from './model/model.js';
 import { checkLoaded, type LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
@@ -168,8 +168,7 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   check(typeof topP === 'number' && topP > 0 && topP <= 1, () => `topP must be a number in (0, 1] (got ${shownValue(topP)})`);
   check(Number.isInteger(maxTokens) && maxTokens >= 0, () => `maxTokens must be a whole number, 0 or more (got ${shownValue(maxTokens)})`);
   check(opts.seed === undefined || (Number.isSafeInteger(opts.seed) && opts.seed >= 0), () => `seed must be a whole number, 0 or more (got ${shownValue(opts.seed)})`);
-  check(opts.signal === undefined || (typeof opts.signal === 'object' && opts.signal !== null && typeof opts.signal.aborted === 'boolean'),
-    () => `signal must be an AbortSignal (got ${shownValue(opts.signal)})`);
+  checkAbortSignal(opts.signal);
   check(opts.stopAtEndOfText === undefined || typeof opts.stopAtEndOfText === 'boolean', () => `stopAtEndOfText must be true or false (got ${shownValue(opts.stopAtEndOfText)})`);
   check(opts.stop === undefined || typeof opts.stop === 'string' || Array.isArray(opts.stop), () => `stop must be a string or an array of strings (got ${shownValue(opts.stop)})`);
   const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : [...opts.stop];
@@ -190,12 +189,6 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   const cache = idle.pop() ?? createKvCache(model, 1);
   cache.length = 0;
   try {
-    yield* sampleInto(cache);
-  } finally {
-    idle.push(cache);
-  }
-
-  async function* sampleInto(cache: KvCache): AsyncGenerator<GeneratedToken> {
     // Only ids the tokenizer has: a vocab_size padded past the tokenizer (50304 for GPT-2's 50257)
     // has logits for ids that stand for no text.
     let V = Math.min(c.vocab_size, tokenizer.vocabSize);
@@ -271,6 +264,8 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
       yield { id, text: piece.text };
       if (final) return;
     }
+  } finally {
+    idle.push(cache);
   }
 }
 

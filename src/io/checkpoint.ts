@@ -136,9 +136,8 @@ export function flatWeights(config: ModelConfig, tensors: Map<string, NamedTenso
   }
   for (const s of layout.specs) {
     const data = tensors.get(s.name)!.data as Float32Array;
-    for (let i = 0; i < data.length; i++) {
-      if (!Number.isFinite(data[i])) throw new MinigptError(`${source}: tensor "${s.name}" contains ${data[i]} at index ${i}; the checkpoint is corrupt`);
-    }
+    const bad = firstNonFinite(data);
+    if (bad >= 0) throw new MinigptError(`${source}: tensor "${s.name}" contains ${data[bad]} at index ${bad}; the checkpoint is corrupt`);
   }
   // Our own files lay the F32 tensors out in the layout's order, back to back: the flat buffer is
   // then a view of the file's bytes. A copy would cost a fresh allocation as large as the model

@@ -164,12 +164,6 @@ function f16Alloc(be: Backend): ((size: number) => Tensor) | null {
   return be.halfStorage && be.allocHalf ? (size) => be.allocHalf!(size) : null;
 }
 
-/**
- * The activation buffers for (B, T), allocated on first use and kept while the shape holds. With
- * `f16` (fp16 mixed precision) on a backend that stores f16, the activations and activation
- * gradients that mixed precision rounds to f16 are allocated as f16: half the memory and
- * bandwidth; norms' rstd, attention's lse, the losses and the pre-residual branch stay f32.
- */
 /** How many 4-byte values activationsFor allocates for a batch of B sequences of T tokens (f32 storage). */
 export function activationValues(c: ModelConfig, B: number, T: number): number {
   const N = B * T, C = c.d_model, L = c.n_layers, F = c.intermediate_size, QKV = qkvDim(c), HD = c.n_heads * headDim(c);
@@ -178,6 +172,12 @@ export function activationValues(c: ModelConfig, B: number, T: number): number {
   return N * (2 + 6 * C + 1 + c.vocab_size + 1 + QKV + HD + mlpIn + F) + L * perLayer;
 }
 
+/**
+ * The activation buffers for (B, T), allocated on first use and kept while the shape holds. With
+ * `f16` (fp16 mixed precision) on a backend that stores f16, the activations and activation
+ * gradients that mixed precision rounds to f16 are allocated as f16: half the memory and
+ * bandwidth; norms' rstd, attention's lse, the losses and the pre-residual branch stay f32.
+ */
 export function activationsFor(model: Model, B: number, T: number, f16 = false): Activations {
   if (model.acts && model.acts.B === B && model.acts.T === T) return model.acts;
   const { backend: be, config: c } = model;

@@ -10,7 +10,7 @@
 import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { totalmem } from 'node:os';
-import { MinigptError, adviceFor, check, checkOptionNames, checkWhole, optionName, optionSetting, optionWord, shownValue } from '../errors.js';
+import { MinigptError, adviceFor, check, checkAbortSignal, checkOptionNames, checkWhole, optionName, optionSetting, optionWord, shownValue } from '../errors.js';
 import type { Backend } from '../backend/types.js';
 import { BACKEND_NAMES, createBackend, type BackendName } from '../backend/index.js';
 import { resolveConfig, type ModelConfig } from '../model/config.js';
@@ -517,6 +517,8 @@ export interface TrainingData {
   train: TokenStream;
   val: TokenStream;
   dataName: string;
+  /** The data is prepared shards (set only then). */
+  fromShards?: true;
   /** Prepared shards: the cleaning `minigpt prepare` gave their text (the `clean` option does not apply to them). */
   shardsClean?: Partial<CleanOptions>;
   /** What separates the data's documents in the token streams (see documents.ts). */
@@ -559,7 +561,7 @@ export async function loadTrainingData(
     const separator = o.documentSeparator ?? shards.meta.document_separator ?? BLANK_LINE_SEPARATOR;
     const val = o.valData ? memoryTokens(encodeAll(tokenizer, (await loadCleanDocuments(o.valData, separator, o)).documents, o.valData, existing ? tokenizerWhose : 'the shards\'')) : shards.val;
     return {
-      tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)`, ...(shards.meta.clean ? { shardsClean: shards.meta.clean } : {}),
+      tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)`, fromShards: true, ...(shards.meta.clean ? { shardsClean: shards.meta.clean } : {}),
       documentSeparator: separator,
     };
   }
@@ -610,7 +612,7 @@ function checkTrainOptions(opts: TrainOptions): void {
   for (const name of ['onStart', 'onStep', 'onEval', 'onSample', 'onSave', 'onMessage', 'onWarning'] as const) {
     check(opts[name] === undefined || typeof opts[name] === 'function', () => `${name} must be a function (got ${shownValue(opts[name])})`);
   }
-  check(opts.signal === undefined || (typeof opts.signal === 'object' && opts.signal !== null && typeof opts.signal.aborted === 'boolean'), () => `signal must be an AbortSignal (got ${shownValue(opts.signal)})`);
+  checkAbortSignal(opts.signal);
   const t = opts.tokenizer;
   check(t === undefined || (typeof t === 'string' && (TOKENIZER_KINDS as readonly string[]).includes(t)) || (typeof t === 'object' && t !== null && typeof t.encode === 'function' && typeof t.decode === 'function'),
     () => `tokenizer must be one of ${TOKENIZER_KINDS.join(', ')}, or a Tokenizer (got ${shownValue(t)})`);
@@ -739,7 +741,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const textField = o.textField ?? prior?.text_field ?? undefined;
   // A resumed run reads its data cleaned as before unless told otherwise.
   const cleanOption = o.clean ?? prior?.clean ?? undefined;
-  const { tokenizer, train: trainStream, val: valStream, dataName, shardsClean, documentSeparator, documents } = await loadTrainingData({
+  const { tokenizer, train: trainStream, val: valStream, dataName, fromShards, shardsClean, documentSeparator, documents } = await loadTrainingData({
     data: dataPath, text: o.text, valData: valPath, textField, tokenizer: opts.tokenizer, bpeVocab: opts.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
     clean: cleanOption, invalidUtf8: o.invalidUtf8, ...(prior ? { documentSeparator: recordedSeparator(prior) } : {}),
   }, base?.tokenizer);
@@ -760,7 +762,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const T = config.context, B = o.batch;
   checkBatchFits(config, B, T);
   check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller ${optionName('model.context')}`);
-  check(valStream.length > 0 || !dataName.endsWith('(shards)'), () => `${o.data} has no validation shards (prepared with a validation fraction of 0); give ${optionName('valData')}, or prepare the data again with a validation fraction`);
+  check(valStream.length > 0 || !fromShards, () => `${o.data} has no validation shards (prepared with a validation fraction of 0); give ${optionName('valData')}, or prepare the data again with a validation fraction`);
   check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, ${optionName('valData')}, or a smaller ${optionName('model.context')}`);
   // Checked now, not at the first sample (which comes before that step's save).
   // Cleaned as the training text is (a lowercasing run lowercases it), as `minigpt sample` cleans a prompt.

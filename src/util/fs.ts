@@ -137,8 +137,8 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array | string):
 async function removeStaleTemporaries(path: string): Promise<void> {
   const prefix = `.${basename(path)}.tmp-`;
   for (const name of await readdir(dirname(path)).catch(() => [] as string[])) {
-    const pid = Number(/^(\d+)-[0-9a-f]+$/.exec(name.slice(prefix.length))?.[1]);
-    if (name.startsWith(prefix) && Number.isSafeInteger(pid) && pid > 0 && !processAlive(pid)) await rm(join(dirname(path), name), { force: true }).catch(() => {});
+    const pid = stagingOwner(name);
+    if (name.startsWith(prefix) && pid !== undefined && !processAlive(pid)) await rm(join(dirname(path), name), { force: true }).catch(() => {});
   }
 }
 
@@ -147,6 +147,12 @@ export function siblingPath(dir: string, tag: 'tmp' | 'old'): string {
   const path = join(dirname(dir), `.${basename(dir)}.${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
   if (tag === 'tmp') temporaries.add(path);
   return path;
+}
+
+/** The pid in a siblingPath name (`.NAME.tmp-PID-RANDOM`): the process that staged it. */
+function stagingOwner(name: string): number | undefined {
+  const pid = Number(/\.(?:tmp|old)-(\d+)-[0-9a-f]+$/.exec(name)?.[1]);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }
 
 /** Unfinished writes of this process (`.NAME.tmp-*` files and folders), until they are renamed into place. */
@@ -195,8 +201,8 @@ export async function recoverInterruptedReplace(dir: string, isWhole: (path: str
     return;
   }
   const alive = (name: string): boolean => {
-    const pid = Number(/-(\d+)-[0-9a-f]+$/.exec(name)?.[1]);
-    return Number.isSafeInteger(pid) && pid > 0 && processAlive(pid);
+    const pid = stagingOwner(name);
+    return pid !== undefined && processAlive(pid);
   };
   const old = siblings.filter((n) => n.startsWith(`.${base}.old-`) && !alive(n));
   if (!(await exists(dir)) && old.length > 0) {
