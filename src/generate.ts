@@ -8,6 +8,7 @@ import { checkLoaded, type LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
 import { createStreamingDecoder, encodeUserText } from './data/tokenizer.js';
 import { cleanText } from './data/text.js';
+import { eventLoopTurns } from './util/runtime.js';
 
 /** How generate samples; every option is optional. */
 export interface SampleOptions {
@@ -156,7 +157,7 @@ export function checkPrompt(loaded: LoadedModel, prompt: string, what: string): 
  * tokens, so generation can go on past the context length (each restart costs one forward pass
  * over half a context instead of one token, where a sliding window would recompute every step).
  */
-export async function* generate(loaded: LoadedModel, prompt: string, opts: SampleOptions = {}): AsyncGenerator<GeneratedToken> {
+export async function* generate(loaded: LoadedModel, prompt: string, opts: SampleOptions = {}): AsyncGenerator<GeneratedToken, void, undefined> {
   checkLoaded(loaded, 'generate');
   check(typeof prompt === 'string', () => `the prompt must be a string (got ${prompt === null ? 'null' : typeof prompt})`);
   checkOptionNames(opts, Object.keys(SAMPLE_OPTION_NAMES), 'generate');
@@ -234,7 +235,11 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
     };
 
     let pending = history.slice();
+    // Timers, I/O and a page's rendering get a turn now and then (an abort from a timer included):
+    // on the cpu backend a read resolves at once and nothing else would run until the end.
+    const turn = eventLoopTurns();
     for (let n = 0; n < maxTokens; n++) {
+      await turn();
       // Aborted: at once, unless text is held back, which one more token (the last) brings out.
       const aborted = Boolean(opts.signal?.aborted);
       if (aborted && released === out.length && !decoder.pending()) return;

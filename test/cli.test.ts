@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -212,6 +212,67 @@ test('Ctrl-C during training saves a checkpoint and exits cleanly', async () => 
   const { loadCheckpoint } = await import('../src/io/checkpoint.js');
   const ckpt = await loadCheckpoint(join(root, 'run', 'checkpoint'), { training: true });
   assert.ok(ckpt.training!.step >= 20);
+});
+
+/** Starts a long tiny training run that writes no file between steps (no log, save, eval); resolves once `ready` matches its stderr. */
+async function startQuietRun(root: string, ready: RegExp, extra: string[] = []) {
+  await writeFile(join(root, 'corpus.txt'), CORPUS);
+  const { spawn } = await import('node:child_process');
+  const child = spawn(process.execPath, [CLI, 'train', '--data', join(root, 'corpus.txt'), '--steps', '1000000', '--log-every', '1000000', '--save-every', '0', '--eval-every', '0', '--out', join(root, 'run'), ...TRAIN_TINY, ...extra], { cwd: root });
+  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  const seen = { out: '', err: '' };
+  child.stdout.on('data', (d) => { seen.out += d; });
+  child.stdout.on('error', () => {});
+  await new Promise<void>((resolve) => child.stderr.on('data', (d) => {
+    seen.err += d;
+    if (ready.test(seen.err)) resolve();
+  }));
+  const closed = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('close', (code, signal) => { clearTimeout(killer); resolve({ code, signal }); }));
+  return { child, seen, closed };
+}
+
+test('Ctrl-C is heard between steps when no file is written for a long while (--log-every 1000000), not at the next write', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  const { child, seen, closed } = await startQuietRun(root, /step 20\//);
+  child.kill('SIGINT');
+  const { code, signal } = await closed;
+  assert.equal(signal, null, `killed after 60 s: the interrupt was not heard; stderr: ${seen.err}`);
+  assert.equal(code, 130, seen.err);
+  const stopped = Number(/stopped at step (\d+) \(interrupted\)/.exec(seen.out)?.[1]);
+  assert.ok(stopped >= 20 && stopped < 1_000_000, seen.out);
+});
+
+test('a second Ctrl-C says whether a checkpoint is left: with --save-every 0 none is, until the first Ctrl-C\'s save ends', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  const { child, seen, closed } = await startQuietRun(root, /step 20\//);
+  child.kill('SIGINT');
+  // The second as soon as the first is heard (two at once would be one signal): it may come before
+  // or after the save ends.
+  await new Promise<void>((resolve) => {
+    const poll = setInterval(() => { if (/^interrupted: saving/m.test(seen.err)) { clearInterval(poll); resolve(); } }, 1);
+  });
+  child.kill('SIGINT');
+  const { code } = await closed;
+  assert.equal(code, 130, seen.err);
+  const saved = existsSync(join(root, 'run', 'checkpoint', 'config.json'));
+  if (/^quit without saving/m.test(seen.err)) {
+    // What it says matches what is on disk.
+    if (saved) assert.match(seen.err, /the previous checkpoint is intact/);
+    else assert.match(seen.err, /the run had no checkpoint yet, so its steps are lost/);
+  } else {
+    assert.ok(saved, `the first Ctrl-C's save finished first, so a checkpoint is there; stderr: ${seen.err}`);
+  }
+});
+
+test('train whose output is closed (| head) stops, saves its checkpoint and exits 141, not 0: the run did not finish', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  const { child, seen, closed } = await startQuietRun(root, /step 20\//);
+  child.stderr.destroy();
+  child.stdout.destroy();
+  const { code, signal } = await closed;
+  assert.equal(signal, null, `killed after 60 s: the closed output was not heard; stderr: ${seen.err}`);
+  assert.equal(code, 141);
+  assert.ok(existsSync(join(root, 'run', 'checkpoint', 'config.json')), 'the checkpoint was saved');
 });
 
 test('train rejects bad flags and data with one clear line', async () => {

@@ -8,6 +8,7 @@ import type { Backend } from '../backend/types.js';
 import { createBackend, type BackendName } from '../backend/index.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkBatchFits } from './train.js';
+import { eventLoopTurns } from '../util/runtime.js';
 import { check, checkOptionNames, checkWhole, shownValue } from '../errors.js';
 import type { ModelConfig } from '../model/config.js';
 import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, tuneKernels } from '../model/model.js';
@@ -112,7 +113,9 @@ async function sweep(o: LrFindOptions, backend: Backend, steps: number, startLr:
   const beta = o.smoothing ?? 0.9, factor = o.divergeFactor ?? 4;
   const curve: LrPoint[] = [];
   let avg = 0, best = Infinity, stoppedEarly = false, aborted = false;
+  const turn = eventLoopTurns(); // an abort from a timer, and the page, get their turn between steps
   for (let i = 0; i < steps; i++) {
+    await turn();
     if (o.signal?.aborted) { stoppedEarly = aborted = true; break; }
     const lr = startLr * Math.pow(endLr / startLr, i / (steps - 1));
     sampler.next(ids, targets);

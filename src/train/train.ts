@@ -32,6 +32,7 @@ import { createBatchSampler, evalOffsets, memoryTokens, type TokenStream } from 
 import { isShardDir, openShards } from '../data/shards.js';
 import { renderLossPlot, readMetrics } from './plot.js';
 import { generate } from '../generate.js';
+import { eventLoopTurns, checkNodeOnly } from '../util/runtime.js';
 
 /** What train() takes; every field is optional (the CLI's defaults, TRAIN_DEFAULTS, fill the rest). */
 export interface TrainOptions {
@@ -488,6 +489,7 @@ function checkDataOptions(o: Pick<TrainOptions, 'data' | 'text' | 'valData' | 't
   const text = o.text;
   check(text === undefined || typeof text === 'string' || (Array.isArray(text) && text.every((d) => typeof d === 'string')), () => `text must be a string or an array of strings (got ${shownValue(text)})`);
   check(text === undefined || o.data === undefined, () => `give ${optionName('data')} or text, not both`);
+  check(text === undefined || o.textField === undefined, 'textField picks the field of JSONL data files; text in memory has none to pick (pass each document as a string of the array)');
   if (o.clean !== undefined) checkCleanOptions(o.clean);
 }
 
@@ -539,6 +541,7 @@ export async function loadTrainingData(
   o: Pick<TrainOptions, 'data' | 'text' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage' | 'clean' | 'invalidUtf8'> & { documentSeparator?: DocumentSeparator },
   existing?: Tokenizer,
 ): Promise<TrainingData> {
+  checkNodeOnly('loadTrainingData()');
   checkOptionNames(o, ['data', 'text', 'valData', 'textField', 'tokenizer', 'bpeVocab', 'onMessage', 'clean', 'invalidUtf8', 'documentSeparator'], 'loadTrainingData');
   checkDataOptions(o);
   const givenTokenizer = typeof o.tokenizer === 'object' ? o.tokenizer : undefined;
@@ -626,8 +629,8 @@ function checkTrainOptions(opts: TrainOptions): void {
   for (const name of ['batch', 'accum', 'steps', 'logEvery', 'syncEvery', 'evalWindows', 'threads'] as const) whole(name, 1);
   for (const name of ['lr', 'maxTime', 'ampInitialScale'] as const) real(name, (v) => v > 0, 'a number above 0');
   for (const name of ['minLr', 'weightDecay', 'gradClip'] as const) real(name, (v) => v >= 0, 'a number, 0 or more');
-  check(opts.amp === undefined || AMP_MODES.includes(opts.amp), () => `amp must be one of ${AMP_MODES.join(', ')} (got ${JSON.stringify(opts.amp)})`);
-  check(opts.keepBest === undefined || typeof opts.keepBest === 'boolean', () => `keepBest must be true or false (got ${JSON.stringify(opts.keepBest)})`);
+  check(opts.amp === undefined || AMP_MODES.includes(opts.amp), () => `amp must be one of ${AMP_MODES.join(', ')} (got ${shownValue(opts.amp)})`);
+  check(opts.keepBest === undefined || typeof opts.keepBest === 'boolean', () => `keepBest must be true or false (got ${shownValue(opts.keepBest)})`);
   check(opts.invalidUtf8 === undefined || opts.invalidUtf8 === 'error' || opts.invalidUtf8 === 'replace', () => `invalidUtf8 must be "error" or "replace" (got ${JSON.stringify(opts.invalidUtf8)})`);
 }
 
@@ -638,6 +641,7 @@ function checkTrainOptions(opts: TrainOptions): void {
  * goes. Bad options are MinigptErrors before anything runs.
  */
 export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
+  checkNodeOnly('train()');
   checkTrainOptions(opts);
   const o = { ...TRAIN_DEFAULTS, ...Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) } as typeof TRAIN_DEFAULTS & TrainOptions;
   o.minLr ??= o.lr / 10;
@@ -928,6 +932,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const hostWork = (s: number) => s >= totalSteps || every(o.evalEvery, s) || every(o.sampleEvery, s) || every(o.saveEvery, s);
     const outOfTime = () => o.maxTime !== undefined && (performance.now() - t0) / 1000 >= o.maxTime;
 
+    const turn = eventLoopTurns();
     while (step < totalSteps) {
       if (o.signal?.aborted) { interrupted = true; break; }
       if (outOfTime()) break;
@@ -939,6 +944,11 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       backend.zero(stepStats);
       let abandoned = false;
       for (let planned = step + 1; ; planned++) {
+        // The cpu backend computes synchronously and its reads resolve at once: without a turn of
+        // the event loop now and then, Ctrl-C, a timer's abort and a closed pipe would only be
+        // heard at the next file write (every --log-every steps).
+        await turn();
+        if (o.signal?.aborted) break;
         const k = lrs.length;
         const lr = learningRate(schedule, planned);
         const samplerAtStart = sampler.state();
@@ -947,9 +957,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
           // Accumulating over many micro-batches, one step can take minutes: between them the
           // event loop turns, so Ctrl-C is heard, and an abort drops the unfinished step (its
           // batches are drawn again on resume, as if it had never begun).
-          if (micro > 0 && o.signal) {
-            await new Promise<void>((done) => setImmediate(done));
-            if (o.signal.aborted) {
+          if (micro > 0) {
+            await turn();
+            if (o.signal?.aborted) {
               sampler = createBatchSampler(trainStream, B, T, samplerAtStart);
               abandoned = true;
               break;
@@ -1183,6 +1193,7 @@ function recordedSeparator(state: TrainerState): DocumentSeparator {
  * as many windows as the run's final evaluation: `minigpt eval` with neither --text nor --data.
  */
 export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDir: string, opts: EvalRunDataOptions = {}): Promise<EvalResult & { dataName: string }> {
+  checkNodeOnly('evaluateRunData()');
   checkEvalOptions(opts, ['batch', 'invalidUtf8'], 'evaluateRunData');
   check(opts.invalidUtf8 === undefined || opts.invalidUtf8 === 'error' || opts.invalidUtf8 === 'replace', () => `invalidUtf8 must be "error" or "replace" (got ${shownValue(opts.invalidUtf8)})`);
   // A .zip of the checkpoint records the same (loadCheckpoint reads either).
@@ -1273,6 +1284,7 @@ export async function evaluateText(model: Model, tokenizer: Tokenizer, text: str
  * shards, or all of them): `minigpt eval --data SHARDS`. The shards must use the checkpoint's tokenizer.
  */
 export async function evaluateShards(model: Model, tokenizer: Tokenizer, dir: string, opts: EvalShardsOptions = {}): Promise<EvalResult> {
+  checkNodeOnly('evaluateShards()');
   checkEvalOptions(opts, ['all', 'batch'], 'evaluateShards');
   const shards = await openShards(dir);
   try {

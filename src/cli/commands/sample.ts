@@ -7,9 +7,6 @@ import { findCheckpointDir, latestRun } from '../../train/train.js';
 import { onOutputClosed } from '../output.js';
 import type { BackendName } from '../../backend/index.js';
 
-/** Longest stretch of generation without a turn of the event loop (for Ctrl-C and closed pipes). */
-const YIELD_MS = 25;
-
 export const sampleCommand: CommandSpec = {
   name: 'sample',
   summary: 'generate text from a checkpoint, streamed as it comes (KV cache)',
@@ -86,9 +83,9 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
   process.stdout.write(prompt);
   let endedAfter = -1, stoppedAfter = -1;
   try {
-    // The model runs on promises that resolve without the event loop, so signals, keys and pipe
-    // errors would wait until the end: give the loop a turn every YIELD_MS of generation.
-    let lastYield = performance.now();
+    // generate() lets the event loop turn every 25 ms, so Ctrl-C, keys and pipe errors are heard
+    // within moments; an abort ends the iterator at its next token, or with one more that brings
+    // out text it held back (a --stop text's possible start, a character's first bytes).
     let n = 0;
     for await (const t of generate(loaded, prompt, opts)) {
       if (t.endOfText) {
@@ -102,12 +99,6 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
       if (t.stop !== undefined) {
         stoppedAfter = n;
         break;
-      }
-      if (performance.now() - lastYield >= YIELD_MS) {
-        await new Promise<void>((resolve) => setImmediate(resolve));
-        lastYield = performance.now();
-        // An abort (Ctrl-C, `| head`) ends the iterator at its next token, or with one more that
-        // brings out text it held back (a --stop text's possible start, a character's first bytes).
       }
     }
   } finally {

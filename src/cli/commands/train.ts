@@ -8,6 +8,7 @@ import { resolveConfig } from '../../model/config.js';
 import { AMP_MODES } from '../../train/amp.js';
 import { formatDuration, formatRate, perByte, progressLine } from '../progress.js';
 import { readFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { exists, ioError, removeTemporariesNow } from '../../util/fs.js';
 import { onOutputClosed } from '../output.js';
@@ -145,6 +146,7 @@ export const trainCommand: CommandSpec = {
     const bar = progressLine();
     const controller = new AbortController();
     let interrupts = 0;
+    let runDir = '';
     const onSigint = (): void => {
       interrupts++;
       if (interrupts === 1) {
@@ -152,14 +154,19 @@ export const trainCommand: CommandSpec = {
         controller.abort();
       } else {
         removeTemporariesNow();
-        process.stderr.write('\nquit without saving the last steps; the previous checkpoint is intact\n');
+        // Said only where it is so: a run with no save yet (--save-every 0, or before the first) has none.
+        const saved = runDir !== '' && existsSync(join(runDir, 'checkpoint', 'config.json'));
+        process.stderr.write(saved
+          ? '\nquit without saving the last steps; the previous checkpoint is intact\n'
+          : `\nquit without saving: ${runDir ? 'the run had no checkpoint yet, so its steps are lost' : 'the run had not begun'}\n`);
         process.exit(130);
       }
     };
     process.on('SIGINT', onSigint);
     process.on('SIGTERM', onSigint);
     // Output closed under us (`minigpt train | head`): stop as Ctrl-C does, saving the run.
-    const offClosed = onOutputClosed(() => controller.abort());
+    let outputClosed = false;
+    const offClosed = onOutputClosed(() => { outputClosed = true; controller.abort(); });
     let lastVal = '';
     // What the final evaluation covered: the whole validation split, or FINAL_EVAL_WINDOWS windows spread over it.
     let valTokens = 0, context = 0, finalTokens = 0;
@@ -205,6 +212,7 @@ export const trainCommand: CommandSpec = {
         backend: v.backend as BackendName, threads: v.threads as number | undefined,
         signal: controller.signal,
         async onStart(s) {
+          runDir = s.runDir;
           await recordLatestRun(s.runDir);
           valTokens = s.valTokens;
           context = s.config.context;
@@ -251,7 +259,8 @@ export const trainCommand: CommandSpec = {
         (await exists(plot)) ? `${row('loss plot')}${rel(plot)}` : '',
         summary.interrupted || summary.outOfTime ? `next: npx minigpt train --resume ${rel(summary.runDir)}   (continues exactly where it stopped)` : `next: npx minigpt sample --ckpt ${rel(summary.runDir)}${samplePromptFlag(summary)}`,
       ].filter(Boolean).join('\n'));
-      return summary.interrupted && interrupts > 0 ? 130 : 0;
+      // A run cut short is not a success: 130 after Ctrl-C, 141 (as SIGPIPE) after its output closed.
+      return !summary.interrupted ? 0 : interrupts > 0 ? 130 : outputClosed ? 141 : 0;
     } finally {
       bar.done();
       offClosed();
