@@ -8,6 +8,7 @@ import { paramLayout } from './model/params.js';
 import type { ModelConfig } from './model/config.js';
 import { bitsPerByte, tokenByteLengths, type Tokenizer } from './data/tokenizer.js';
 import type { CleanOptions } from './data/text.js';
+import { checkNodeOnly } from './util/runtime.js';
 
 /** A checkpoint's model on a backend, with its tokenizer: what loadModel returns. */
 export interface LoadedModel {
@@ -50,7 +51,7 @@ export function samplingBackendName(name: BackendName, config: ModelConfig): Bac
 
 /** Options of loadModel. */
 export interface LoadModelOptions {
-  /** A backend name (default 'auto': the fastest available), or a backend you made (the model uses it; release it with its destroy()). */
+  /** A backend name (default 'auto': the fastest available), or a backend you made (the model uses it; release it with its destroy()). A backend keeps every buffer made on it until destroy(), so loading model after model onto one backend grows its memory each time. */
   backend?: Backend | BackendName;
   /** Threads for the cpu backend (default: all cores). */
   threads?: number;
@@ -65,6 +66,7 @@ export interface LoadModelOptions {
  * exit without it: the cpu backend's threads do not keep it alive).
  */
 export async function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<LoadedModel> {
+  checkNodeOnly('loadModel()');
   check(typeof dir === 'string', () => `loadModel needs a checkpoint path (got ${shownValue(dir)})`);
   checkOptionNames(opts, ['backend', 'threads', 'forSampling'], 'loadModel');
   checkWhole(opts.threads, 'threads', 1);

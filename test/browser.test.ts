@@ -769,7 +769,7 @@ test('the library in a browser (minigpt.js, the package\'s "browser" export): re
     // favicon): the test imports the library into it as an app would; any failure to load the
     // kernels or the worker is an exception, returned as the error.
     await page.goto(`${url}corpus.txt`);
-    const got = await page.evaluate<{ texts: Record<string, string>; zip: number[]; error: string }>(`(async () => {
+    const got = await page.evaluate<{ texts: Record<string, string>; zip: number[]; plain: string; refusals: string[]; tokens: number; error: string }>(`(async () => {
       try {
         const m = await import('/minigpt.js');
         const ckpt = await m.checkpointFromZip(new Uint8Array(${JSON.stringify([...zip])}), 'node-model.zip');
@@ -782,13 +782,31 @@ test('the library in a browser (minigpt.js, the package\'s "browser" export): re
           for await (const t of m.generate({ model, tokenizer: ckpt.tokenizer }, 'she sells ', { maxTokens: 30, temperature: 0 })) out += t.text;
           texts[backend.name] = out;
         }
-        return { texts, zip: [...await m.checkpointToZip(ckpt)], error: '' };
+        // Without threads given, the cpu backend takes one on the main thread (it may not block on others).
+        const plain = await m.createBackend('cpu');
+        // What needs files is a MinigptError naming the call.
+        const refusals = [];
+        for (const call of [() => m.train({ text: 'abc' }), () => m.loadModel('x')]) {
+          try { await call(); refusals.push('no error'); } catch (e) { refusals.push((e instanceof m.MinigptError ? 'MinigptError: ' : 'other: ') + e.message); }
+        }
+        // A long generation lets the page's event loop turn: an abort from a timer ends it.
+        const model = m.createModel(m.createReferenceBackend(), ckpt.config);
+        m.setWeights(model, ckpt.weights);
+        const ac = new AbortController();
+        setTimeout(() => ac.abort(), 50);
+        let tokens = 0;
+        for await (const t of m.generate({ model, tokenizer: ckpt.tokenizer }, 'she', { maxTokens: 1000000, signal: ac.signal })) tokens++;
+        return { texts, zip: [...await m.checkpointToZip(ckpt)], plain: plain.name, refusals, tokens, error: '' };
       } catch (e) {
-        return { texts: {}, zip: [], error: String(e && e.stack || e) };
+        return { texts: {}, zip: [], plain: '', refusals: [], tokens: 0, error: String(e && e.stack || e) };
       }
     })()`);
     assert.equal(got.error, '');
     assert.deepEqual(got.texts, { reference: expected, cpu: expected });
+    assert.equal(got.plain, 'cpu');
+    assert.equal(got.refusals.length, 2);
+    for (const r of got.refusals) assert.match(r, /^MinigptError: (train|loadModel)\(\) reads or writes files, which needs Node; in a browser, work on bytes/);
+    assert.ok(got.tokens > 0 && got.tokens < 1_000_000, `generated ${got.tokens} tokens: the timer's abort was not heard`);
     const back = await checkpointFromZip(new Uint8Array(got.zip), 'browser-model.zip');
     assert.deepEqual(back.config, config);
     assert.deepEqual([...back.weights], [...weights]);

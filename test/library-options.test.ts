@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   MinigptError, UnknownCharacterError, train, loadModel, createBackend, generate, evaluateText, loadTrainingData, findLearningRate, prepareShards,
-  exportHf, exportGguf, cleanText, loadCheckpoint, resolveConfig, computeLogits, trainBpe, type TrainOptions,
+  exportHf, exportGguf, cleanText, loadCheckpoint, resolveConfig, computeLogits, trainBpe, buildCharTokenizer, type TrainOptions,
 } from '../src/index.js';
 
 const CORPUS = Array.from({ length: 300 }, (_, i) => `the ${['cat', 'dog', 'bird'][i % 3]} sat on the ${['mat', 'log', 'hat'][(i * 7) % 3]}.`).join('\n');
@@ -91,6 +91,44 @@ test('values of the wrong type or out of range are one clear error, not a hang o
   await refuses(() => loaded.tokenizer.encode(loose(42)), /^encode takes a string \(got 42\)$/);
   await refuses(() => loaded.tokenizer.decode(loose('12')), /^decode takes an array of token ids \(got "12"\)$/);
   assert.ok((await loadTrainingData({ data })).train.length > 0);
+  // Backend options' values, not only their names (a misspelt value was taken silently).
+  await refuses(createBackend('cpu', loose({ attention: 'flash' })), /^attention must be "blocked" or "rows" on the cpu backend \(got "flash"\)$/);
+  await refuses(createBackend('cpu', loose({ relaxedSimd: 'no' })), /^relaxedSimd must be true or false \(got "no"\)$/);
+  await refuses(createBackend('cpu', { parallelMinNs: -5 }), /^parallelMinNs must be a number, 0 or more \(got -5\)$/);
+  await refuses(createBackend('reference', loose({ webgpu: { kernels: 'fast' } })), /^webgpu kernels must be one of tiled, simple \(got "fast"\)$/);
+  await refuses(createBackend('reference', loose({ webgpu: { tiles: 1 } })), /^unknown webgpu option "tiles"/);
+  await refuses(() => buildCharTokenizer(loose(3)), /^buildCharTokenizer needs the text as a string \(got 3\)$/);
+  await refuses(() => buildCharTokenizer('abc', loose({ specal: true })), /^unknown buildCharTokenizer option "specal"/);
+  await refuses(() => trainBpe('some text', loose({ vocab: 300 })), /^unknown trainBpe option "vocab" \(did you mean "vocabSize"\?\)$/);
+  const ckpt = await loadCheckpoint(summary.checkpoint);
+  await refuses(exportHf(loose(summary.checkpoint), join(data, '..', 'hf')), /^exportHf needs a checkpoint, \{ config, weights, tokenizer \} as loadCheckpoint\(dir\) or checkpointFromZip\(bytes\) gives it \(got the string ".*": read it with loadCheckpoint first\)$/);
+  await refuses(exportGguf(loose(loaded), join(data, '..', 'm.gguf')), /^exportGguf needs a checkpoint, .*\(got a loaded model: readWeights\(model\) gives its weights\)$/);
+  assert.ok(ckpt.weights.length > 0);
+  await refuses(train(base({ data: undefined, text: CORPUS, textField: 'body' })), /^textField picks the field of JSONL data files; text in memory has none to pick/);
+  await refuses(() => resolveConfig({ vocab_size: 10, d_model: NaN }), /^d_model must be a positive integer \(got NaN\)$/);
+  loaded.model.backend.destroy();
+});
+
+test('long calls let the event loop turn: an abort from a timer stops generate, train and findLearningRate, though no callback or file write comes', async () => {
+  const { base } = await setup();
+  const summary = await train(base());
+  const loaded = await loadModel(summary.checkpoint, { backend: 'reference' });
+  const timerAbort = (ms: number): AbortSignal => {
+    const c = new AbortController();
+    setTimeout(() => c.abort(), ms);
+    return c.signal;
+  };
+  let tokens = 0;
+  for await (const _ of generate(loaded, 'the', { maxTokens: 1_000_000, stopAtEndOfText: false, signal: timerAbort(50) })) tokens++;
+  assert.ok(tokens > 0 && tokens < 1_000_000, `${tokens} tokens: the abort was not heard`);
+  // logEvery past the run: no metrics write gives the loop a turn.
+  const run = await train(base({ out: summary.runDir + '-2', steps: 1_000_000, logEvery: 1_000_000, signal: timerAbort(300) }));
+  assert.ok(run.interrupted && run.steps < 1_000_000, `stopped at ${run.steps}`);
+  const config = resolveConfig({ ...TINY, vocab_size: 20 });
+  const ids = Int32Array.from({ length: 2000 }, (_, i) => (i * 7) % 20);
+  const stream = { length: ids.length, read: (at: number, out: Int32Array) => out.set(ids.subarray(at, at + out.length)) };
+  const found = await findLearningRate({ config, train: stream, steps: 1_000_000, startLr: 1e-9, endLr: 1e-8, batch: 2, backend: 'reference', signal: timerAbort(300) });
+  assert.ok(found.curve.length >= 3 && found.curve.length < 1_000_000, `${found.curve.length} steps`);
   loaded.model.backend.destroy();
 });
 

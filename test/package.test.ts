@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,4 +53,32 @@ test('an app that imports minigpt bundles for the browser (the "browser" export)
   assert.ok(exported, 'minigpt.js ends without an export list');
   const names = new Set(exported[1].split(',').map((e) => e.trim().split(/\s+as\s+/).at(-1)!));
   assert.deepEqual(Object.keys(node).filter((k) => !names.has(k)), []);
+});
+
+test('the published types check in a strict project without @types/node (a browser app, or Node without it)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-types-'));
+  // A copy, not a link: through a link TypeScript would find the repo's own node_modules/@types/node.
+  const pkg = join(dir, 'node_modules', 'minigpt');
+  await mkdir(pkg, { recursive: true });
+  await cp(join(ROOT, 'package.json'), join(pkg, 'package.json'));
+  await cp(join(ROOT, 'dist', 'src'), join(pkg, 'dist', 'src'), { recursive: true, filter: (f) => !f.endsWith('.js') && !f.endsWith('.map') });
+  await writeFile(join(dir, 'app.ts'), [
+    "import { buildCharTokenizer, generate, train, loadModel, type TrainOptions, type LoadedModel } from 'minigpt';",
+    "const options: TrainOptions = { text: 'hello world', steps: 1 };",
+    'export async function run(model: LoadedModel): Promise<string> {',
+    "  let out = '';",
+    "  for await (const t of generate(model, 'he', { maxTokens: 4 })) out += t.text;",
+    '  return out;',
+    '}',
+    'export { options, buildCharTokenizer, train, loadModel };',
+    '',
+  ].join('\n'));
+  for (const [module, moduleResolution] of [['nodenext', 'nodenext'], ['esnext', 'bundler']]) {
+    await writeFile(join(dir, 'tsconfig.json'), JSON.stringify({
+      compilerOptions: { noEmit: true, strict: true, target: 'es2022', lib: ['es2022', 'dom'], types: [], module, moduleResolution },
+      files: ['app.ts'],
+    }));
+    const r = spawnSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 0, `${moduleResolution}:\n${r.stdout}${r.stderr}`);
+  }
 });

@@ -1,8 +1,8 @@
 /** Backend selection by name. `auto` picks the fastest backend this machine has. */
-import { MinigptError, checkOptionNames, checkWhole } from '../errors.js';
+import { MinigptError, checkOptionNames } from '../errors.js';
 import { createReferenceBackend } from './reference/index.js';
-import { createCpuBackend, cpuBackendSupported, type CpuOptions } from './cpu/index.js';
-import { createWebGpuBackend, webgpuHardwareAvailable, type WebGpuOptions } from './webgpu/index.js';
+import { checkCpuOptions, createCpuBackend, cpuBackendSupported, type CpuOptions } from './cpu/index.js';
+import { checkWebGpuOptions, createWebGpuBackend, webgpuHardwareAvailable, type WebGpuOptions } from './webgpu/index.js';
 import type { Backend } from './types.js';
 
 export type { Backend, Tensor, IntTensor, AttentionShape, AdamWHyper } from './types.js';
@@ -27,7 +27,9 @@ const BACKEND_OPTION_NAMES: Record<keyof BackendOptions, true> = { threads: true
  */
 export async function createBackend(name: BackendName = 'auto', options: BackendOptions = {}): Promise<Backend> {
   checkOptionNames(options, Object.keys(BACKEND_OPTION_NAMES), 'createBackend');
-  checkWhole(options.threads, 'threads', 1);
+  const { webgpu, ...cpu } = options;
+  checkCpuOptions(cpu, 'createBackend');
+  checkWebGpuOptions(webgpu ?? {});
   switch (name) {
     case 'auto':
       // webgpu only on a hardware adapter: a software one (SwiftShader) is slower than cpu.

@@ -12,7 +12,7 @@
  * tokens; its JSON is `{ "type": "bpe", "pretokenizer": "gpt2", "merges": ["a b", ...],
  * "special": { "<|endoftext|>": id } }`, where merge i joins token ids a and b.
  */
-import { MinigptError, check, shownValue } from '../errors.js';
+import { MinigptError, check, checkOptionNames, shownValue } from '../errors.js';
 import type { EncodeOptions, Tokenizer, TokenizerJson, TokenizerKind } from './tokenizer.js';
 
 /** GPT-2's document separator. */
@@ -458,6 +458,7 @@ export function checkDecodeInput(ids: unknown): void {
 export function trainBpe(text: string, opts: BpeTrainOptions): ByteLevelTokenizer {
   check(typeof text === 'string', () => `trainBpe needs the training text as a string (got ${shownValue(text)})`);
   check(typeof opts === 'object' && opts !== null, 'trainBpe needs options with a vocabSize, e.g. trainBpe(text, { vocabSize: 4096 })');
+  checkOptionNames(opts, ['vocabSize', 'specialTokens', 'onProgress'], 'trainBpe');
   const specials = [...(opts.specialTokens ?? [END_OF_TEXT])];
   validateSpecialNames(specials, 'special token');
   const vocabSize = opts.vocabSize;

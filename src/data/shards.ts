@@ -47,6 +47,7 @@ import {
   type TokenizerJson,
   type TokenizerKind,
 } from './tokenizer.js';
+import { checkNodeOnly } from '../util/runtime.js';
 
 export const SHARDS_FORMAT = 'minigpt-shards';
 export const SHARDS_VERSION = 1;
@@ -710,6 +711,7 @@ const PREPARE_OPTION_NAMES: Record<keyof PrepareOptions, true> = {
 };
 
 export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummary> {
+  checkNodeOnly('prepareShards()');
   checkOptionNames(opts, Object.keys(PREPARE_OPTION_NAMES), 'prepareShards');
   check(typeof opts.data === 'string' && typeof opts.out === 'string', () => `prepareShards needs data and out paths (got data ${shownValue(opts.data)}, out ${shownValue(opts.out)})`);
   if (opts.clean !== undefined) checkCleanOptions(opts.clean);
@@ -912,6 +914,7 @@ const reprepare = (): string => `${adviceFor('re-run minigpt prepare', 'run prep
 
 /** Opens a shards directory, validating meta.json and every shard header (see the file comment). */
 export async function openShards(dir: string): Promise<OpenedShards> {
+  checkNodeOnly('openShards()');
   assertLittleEndian();
   await recoverInterruptedReplace(resolve(dir), hasShardsMeta).catch(() => {});
   const metaPath = join(dir, META_FILE);

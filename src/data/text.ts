@@ -6,6 +6,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { MinigptError, check, checkOptionNames, optionSetting, shownValue } from '../errors.js';
+import { checkNodeOnly } from '../util/runtime.js';
 
 export interface LoadTextOptions {
   /** Field of each JSONL object that holds the text; default "text". */
@@ -36,6 +37,7 @@ const BINARY_SNIFF_BYTES = 8192;
  * with a blank line. loadDocuments gives the documents apart.
  */
 export async function loadText(path: string, opts: LoadTextOptions = {}): Promise<string> {
+  checkNodeOnly('loadText()');
   return (await loadDocuments(path, opts)).join(BLANK_LINE_SEPARATOR);
 }
 
@@ -44,6 +46,7 @@ export async function loadText(path: string, opts: LoadTextOptions = {}): Promis
  * record, a folder those of each of its files (empty files have none).
  */
 export async function loadDocuments(path: string, opts: LoadTextOptions = {}): Promise<string[]> {
+  checkNodeOnly('loadDocuments()');
   const info = await statOrThrow(path);
   const replaced: ReplacedBytes[] = [];
 
@@ -320,8 +323,15 @@ function describeKeys(record: Record<string, unknown>): string {
   return `fields ${shown.join(', ')}${keys.length > 8 ? ', ...' : ''}`;
 }
 
+/** What statOrThrow tells of a path (a node:fs Stats; spelt out so the published types need no @types/node). */
+export interface PathInfo {
+  size: number;
+  isFile(): boolean;
+  isDirectory(): boolean;
+}
+
 /** stat, with the errors a user can fix (missing path, permissions...) as MinigptErrors. */
-export async function statOrThrow(path: string) {
+export async function statOrThrow(path: string): Promise<PathInfo> {
   try {
     return await stat(path);
   } catch (err) {

@@ -5,7 +5,7 @@
  * The byte-level kinds live in bpe.ts (trained BPE and the shared engine) and gpt2.ts;
  * makeTokenizer builds any kind for training, createStreamingDecoder streams any kind's output.
  */
-import { MinigptError, check, shownValue } from '../errors.js';
+import { MinigptError, check, checkOptionNames, shownValue } from '../errors.js';
 import { END_OF_TEXT, bpeTokenizerFromJsonFields, checkDecodeInput, checkEncodeInput, specialTokenSplitter, splitAtSpecialTokens, toWellFormed, trainBpe, type BpeTrainOptions } from './bpe.js';
 import { gpt2Tokenizer, gpt2TokenizerFromJsonFields } from './gpt2.js';
 
@@ -105,6 +105,9 @@ export interface CharTokenizerOptions {
  * not two UTF-16 halves), ids in code-point order so the same text always gives the same ids.
  */
 export function buildCharTokenizer(text: string, opts: CharTokenizerOptions = {}): Tokenizer {
+  check(typeof text === 'string', () => `buildCharTokenizer needs the text as a string (got ${shownValue(text)})`);
+  checkOptionNames(opts, ['unk', 'endOfText'], 'buildCharTokenizer');
+  check(opts.endOfText === undefined || typeof opts.endOfText === 'boolean', () => `endOfText must be true or false (got ${shownValue(opts.endOfText)})`);
   const unk = opts.unk ?? null;
   if (unk !== null) checkSingleCodePoint(unk, (m) => `unknown-character token ${JSON.stringify(unk)} ${m}`);
   const codePoints = new Set<number>();

@@ -20,13 +20,14 @@ import { createHash } from 'node:crypto';
 import { open, readFile, readdir, stat } from 'node:fs/promises';
 import { exists, ioError, recoverInterruptedReplace, writeDirFiles } from '../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
-import { MinigptError, adviceFor, check } from '../errors.js';
+import { MinigptError, adviceFor, check, shownValue } from '../errors.js';
 import { configFromJson, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { decodeSafetensors, encodeSafetensorsParts, joinParts, type NamedTensor } from './safetensors.js';
 import { tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
 import type { CleanOptions } from '../data/text.js';
 import { looksLikeZip, unzipFiles, zipFileNames, zipFiles } from './zip.js';
+import { checkNodeOnly } from '../util/runtime.js';
 
 export const CHECKPOINT_FORMAT = 'minigpt-checkpoint';
 export const CHECKPOINT_VERSION = 1;
@@ -183,6 +184,16 @@ async function sha256(bytes: Uint8Array | readonly Uint8Array[]): Promise<string
   return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/**
+ * Checks that a call's checkpoint argument is one: { config, weights, tokenizer }, as loadCheckpoint
+ * and checkpointFromZip give it (from plain JS a path or a loaded model comes easily).
+ */
+export function checkCheckpointArg(ckpt: unknown, what: string): void {
+  const c = ckpt as Partial<Checkpoint> & { model?: unknown } | null | undefined;
+  check(typeof c === 'object' && c !== null && typeof c.config === 'object' && c.config !== null && c.weights instanceof Float32Array && typeof c.tokenizer === 'object' && c.tokenizer !== null,
+    () => `${what} needs a checkpoint, { config, weights, tokenizer } as loadCheckpoint(dir) or checkpointFromZip(bytes) gives it (got ${typeof ckpt === 'string' ? `the string ${shownValue(ckpt)}: read it with loadCheckpoint first` : c && typeof c === 'object' && 'model' in c ? 'a loaded model: readWeights(model) gives its weights' : shownValue(ckpt)})`);
+}
+
 /** True when `dir` holds a minigpt checkpoint (its config.json says so). */
 export async function isCheckpointDir(dir: string): Promise<boolean> {
   try {
@@ -230,6 +241,7 @@ export async function recoverInterruptedSave(dir: string): Promise<void> {
  * missing (a page served over plain http).
  */
 export async function checkpointFiles(ckpt: Checkpoint, opts: SaveOptions = {}): Promise<Map<string, Uint8Array>> {
+  checkCheckpointArg(ckpt, 'checkpointFiles');
   const parts = await checkpointFileParts(ckpt, opts);
   return new Map([...parts].map(([name, p]) => [name, joinParts(p)]));
 }
@@ -240,7 +252,7 @@ export async function checkpointFiles(ckpt: Checkpoint, opts: SaveOptions = {}):
  * copy of a 162M-parameter model and its moments is 2 GB more to allocate and fill).
  */
 async function checkpointFileParts(ckpt: Checkpoint, opts: SaveOptions = {}): Promise<Map<string, Uint8Array[]>> {
-  check(opts.dtype === undefined || opts.dtype === 'F32' || opts.dtype === 'F16' || opts.dtype === 'BF16', `a checkpoint's dtype must be F32, F16 or BF16 (got ${JSON.stringify(opts.dtype)})`);
+  check(opts.dtype === undefined || opts.dtype === 'F32' || opts.dtype === 'F16' || opts.dtype === 'BF16', `a checkpoint's dtype must be F32, F16 or BF16 (got ${shownValue(opts.dtype)})`);
   const files = new Map<string, Uint8Array[]>();
   const text = (o: unknown): Uint8Array[] => [new TextEncoder().encode(JSON.stringify(o, null, 2) + '\n')];
   files.set(FILES.config, text(configJson(ckpt.config)));
@@ -273,6 +285,7 @@ async function checkpointFileParts(ckpt: Checkpoint, opts: SaveOptions = {}): Pr
  * its files: what the browser page downloads; loadCheckpoint and every `--ckpt` read it as it is.
  */
 export async function checkpointToZip(ckpt: Checkpoint, opts: SaveOptions & { folder?: string } = {}): Promise<Uint8Array> {
+  checkCheckpointArg(ckpt, 'checkpointToZip');
   return zipFiles(await checkpointFiles(ckpt, opts), opts.folder ?? 'minigpt-model');
 }
 
@@ -284,6 +297,8 @@ export interface SaveOptions {
 
 /** Writes `ckpt` to `dir` atomically (see the file comment). */
 export async function saveCheckpoint(dir: string, ckpt: Checkpoint, opts: SaveOptions = {}): Promise<void> {
+  checkNodeOnly('saveCheckpoint()');
+  checkCheckpointArg(ckpt, 'saveCheckpoint');
   dir = resolve(dir);
   await recoverInterruptedSave(dir);
   if (await exists(dir)) {
@@ -340,6 +355,7 @@ function parseJson(bytes: Uint8Array, source: string): unknown {
  * is loaded only when asked for (it is twice the size of the weights).
  */
 export async function loadCheckpoint(dir: string, opts: { training?: boolean } = {}): Promise<Checkpoint> {
+  checkNodeOnly('loadCheckpoint()');
   return readUnreplaced(dir, async () => {
     const at = await locateCheckpoint(dir);
     if (at.zip) return checkpointFromZip(at.zip, at.path, opts);

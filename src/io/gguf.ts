@@ -39,8 +39,9 @@ import { headDim, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { encodeF16 } from '../util/half.js';
-import { recordedClean, type Checkpoint } from './checkpoint.js';
+import { checkCheckpointArg, recordedClean, type Checkpoint } from './checkpoint.js';
 import { byteLevelVocab, bytesToByteLevel } from './hf.js';
+import { checkNodeOnly } from '../util/runtime.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 export const GGUF_VERSION = 3;
@@ -299,6 +300,7 @@ export interface GgufExportOptions {
 
 /** The GGUF contents (metadata and llama.cpp-named tensors) for a checkpoint. */
 export function ggufFromCheckpoint(ckpt: Checkpoint, opts: GgufExportOptions = {}): GgufContents {
+  checkCheckpointArg(ckpt, 'ggufFromCheckpoint');
   const c: ModelConfig = ckpt.config;
   check(c.mlp === 'swiglu',
     () => `a GELU-MLP model cannot be exported to GGUF: llama.cpp's llama architecture has a SwiGLU (gate/up/down) MLP and none of its architectures combines RMSNorm, RoPE and a non-gated GELU MLP; ${adviceFor('export --format hf', 'use exportHf')} instead (it loads as ArceeForCausalLM)`);
@@ -359,6 +361,8 @@ export function ggufFromCheckpoint(ckpt: Checkpoint, opts: GgufExportOptions = {
 
 /** Writes the GGUF file of `ckpt` to `path` (temporary sibling, then rename). */
 export async function exportGguf(ckpt: Checkpoint, path: string, opts: GgufExportOptions = {}): Promise<void> {
+  checkNodeOnly('exportGguf()');
+  checkCheckpointArg(ckpt, 'exportGguf');
   checkOptionNames(opts, ['dtype', 'name', 'onWarning', 'overwrite'], 'exportGguf');
   path = resolve(path);
   const bytes = encodeGguf(ggufFromCheckpoint(ckpt, opts));

@@ -22,16 +22,17 @@
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { MinigptError, check, checkOptionNames, optionSetting, adviceFor } from '../errors.js';
+import { MinigptError, check, checkOptionNames, optionSetting, adviceFor, shownValue } from '../errors.js';
 import { exists, writeDirFiles } from '../util/fs.js';
 import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { charTokenizerFromVocab, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
 import { GPT2_VOCAB_SIZE, gpt2Tokenizer } from '../data/gpt2.js';
 import { GPT2_SPLIT_PATTERN, type ByteLevelTokenizer } from '../data/bpe.js';
-import { CHECKPOINT_FORMAT, flatWeights, namedWeights, recordedClean, type Checkpoint, type WeightDType } from './checkpoint.js';
+import { CHECKPOINT_FORMAT, checkCheckpointArg, flatWeights, namedWeights, recordedClean, type Checkpoint, type WeightDType } from './checkpoint.js';
 import { DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js';
+import { checkNodeOnly } from '../util/runtime.js';
 
 // ---------------------------------------------------------------------------------------------
 // Byte-level unicode (GPT-2's bytes_to_unicode)
@@ -542,8 +543,9 @@ export interface HfExportOptions {
 
 /** The files of the HF export, name -> bytes (what exportHf writes). */
 export function hfExportFiles(ckpt: Checkpoint, opts: HfExportOptions = {}): Map<string, Uint8Array> {
+  checkCheckpointArg(ckpt, 'hfExportFiles');
   const dtype = opts.dtype ?? 'F32';
-  check(dtype === 'F32' || dtype === 'F16' || dtype === 'BF16', `a Hugging Face export's dtype must be F32, F16 or BF16 (got ${JSON.stringify(dtype)})`);
+  check(dtype === 'F32' || dtype === 'F16' || dtype === 'BF16', `a Hugging Face export's dtype must be F32, F16 or BF16 (got ${shownValue(dtype)})`);
   const { config, tokenizer } = ckpt;
   check(tokenizer.vocabSize <= config.vocab_size, `the tokenizer has ${tokenizer.vocabSize} tokens, more than the model's vocab_size ${config.vocab_size}`);
   const text = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -603,6 +605,8 @@ export async function writeDirAtomic(dir: string, files: Map<string, Uint8Array>
 
 /** Writes the HF export of `ckpt` to `outDir` (see the file comment). */
 export async function exportHf(ckpt: Checkpoint, outDir: string, opts: HfExportOptions = {}): Promise<void> {
+  checkNodeOnly('exportHf()');
+  checkCheckpointArg(ckpt, 'exportHf');
   checkOptionNames(opts, ['dtype', 'overwrite'], 'exportHf');
   await writeDirAtomic(outDir, hfExportFiles(ckpt, opts), opts);
 }
@@ -673,6 +677,7 @@ export interface HfImportResult {
 
 /** Reads an HF LLaMA model directory as a minigpt checkpoint (in memory). */
 export async function readHfModel(dir: string): Promise<HfImportResult> {
+  checkNodeOnly('readHfModel()');
   dir = resolve(dir);
   check(await exists(dir), `${dir} does not exist`);
   const configPath = join(dir, 'config.json');

@@ -18,6 +18,7 @@
 import { open, readFile } from 'node:fs/promises';
 import { MinigptError } from '../errors.js';
 import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../util/half.js';
+import { checkNodeOnly } from '../util/runtime.js';
 
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I32';
 
@@ -184,6 +185,7 @@ export async function writeSafetensorsFile(
   tensors: Record<string, NamedTensor> | Map<string, NamedTensor>,
   metadata?: Record<string, string>,
 ): Promise<void> {
+  checkNodeOnly('writeSafetensorsFile()');
   const bytes = encodeSafetensors(tensors, metadata);
   const file = await open(path, 'w');
   try {
@@ -365,6 +367,7 @@ function readTensorData(dtype: SafetensorsDType, raw: Uint8Array): Float32Array 
 
 /** Reads and decodes a safetensors file; the path names it in error messages. */
 export async function readSafetensorsFile(path: string): Promise<SafetensorsContents> {
+  checkNodeOnly('readSafetensorsFile()');
   let bytes: Uint8Array;
   try {
     bytes = await readFile(path);

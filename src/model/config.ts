@@ -73,7 +73,7 @@ export function resolveConfig(partial: Partial<ModelConfig> & { vocab_size: numb
   checkConfigKeys(partial);
   const base = { ...DEFAULT_CONFIG, ...stripUndefined(partial) };
   const mlp = base.mlp;
-  check(MLP_KINDS.includes(mlp), `${name('mlp')} must be one of ${MLP_KINDS.join(', ')} (got ${JSON.stringify(mlp)})`);
+  check(MLP_KINDS.includes(mlp), `${name('mlp')} must be one of ${MLP_KINDS.join(', ')} (got ${shownValue(mlp)})`);
   const config: ModelConfig = {
     ...base,
     n_kv_heads: partial.n_kv_heads ?? base.n_heads,
@@ -112,8 +112,8 @@ const MAX_DIM = 1 << 24;
 const MAX_PARAMS = 2 ** 31;
 
 function positiveInt(name: string, v: unknown): void {
-  check(Number.isInteger(v) && (v as number) > 0, `${name} must be a positive integer (got ${JSON.stringify(v)})`);
-  check((v as number) <= MAX_DIM, `${name} must be at most ${MAX_DIM} (got ${JSON.stringify(v)})`);
+  check(Number.isInteger(v) && (v as number) > 0, `${name} must be a positive integer (got ${shownValue(v)})`);
+  check((v as number) <= MAX_DIM, `${name} must be at most ${MAX_DIM} (got ${shownValue(v)})`);
 }
 
 /** Checks a whole config; a MinigptError names the setting by `name` (its config name by default). */
@@ -128,12 +128,12 @@ export function validateConfig(c: ModelConfig, name: SettingName = configName): 
   check(c.d_model % c.n_heads === 0, `${name('n_heads')} (${c.n_heads}) must divide ${name('d_model')} (${c.d_model})`);
   check((c.d_model / c.n_heads) % 2 === 0, `head size d_model/n_heads = ${c.d_model / c.n_heads} must be even for RoPE`);
   check(c.n_heads % c.n_kv_heads === 0, `${name('n_kv_heads')} (${c.n_kv_heads}) must divide ${name('n_heads')} (${c.n_heads})`);
-  check(MLP_KINDS.includes(c.mlp), `${name('mlp')} must be one of ${MLP_KINDS.join(', ')} (got ${JSON.stringify(c.mlp)})`);
-  check(INIT_STRATEGIES.includes(c.init), `${name('init')} must be one of ${INIT_STRATEGIES.join(', ')} (got ${JSON.stringify(c.init)})`);
+  check(MLP_KINDS.includes(c.mlp), `${name('mlp')} must be one of ${MLP_KINDS.join(', ')} (got ${shownValue(c.mlp)})`);
+  check(INIT_STRATEGIES.includes(c.init), `${name('init')} must be one of ${INIT_STRATEGIES.join(', ')} (got ${shownValue(c.init)})`);
   check(typeof c.rms_norm_eps === 'number' && c.rms_norm_eps > 0 && c.rms_norm_eps < 1, `${name('rms_norm_eps')} must be in (0, 1) (got ${c.rms_norm_eps})`);
   check(typeof c.rope_theta === 'number' && c.rope_theta > 1, `${name('rope_theta')} must be greater than 1 (got ${c.rope_theta})`);
   check(typeof c.dropout === 'number' && c.dropout >= 0 && c.dropout < 1, `${name('dropout')} must be in [0, 1) (got ${c.dropout})`);
-  check(typeof c.tie_embeddings === 'boolean', `${name('tie_embeddings')} must be true or false (got ${JSON.stringify(c.tie_embeddings)})`);
+  check(typeof c.tie_embeddings === 'boolean', `${name('tie_embeddings')} must be true or false (got ${shownValue(c.tie_embeddings)})`);
 }
 
 /** Reads a config.json object strictly: unknown or missing fields are errors, not silent defaults. */

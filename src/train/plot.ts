@@ -12,7 +12,7 @@
  * Node: readMetrics loads node:fs only when called.
  */
 import { MinigptError } from '../errors.js';
-import { importLazily } from '../util/runtime.js';
+import { importLazily, checkNodeOnly } from '../util/runtime.js';
 
 /** One line of metrics.jsonl: a logged train step (loss, lr) or an evaluation (val_loss; `final` marks the last one). */
 export interface MetricRecord {
@@ -36,6 +36,7 @@ export interface PlotSeries {
  * skipped. Async: loads node:fs when called. Throws a MinigptError when the file cannot be read.
  */
 export async function readMetrics(path: string): Promise<MetricRecord[]> {
+  checkNodeOnly('readMetrics()');
   const { readFile } = await importLazily<typeof import('node:fs/promises')>('node:fs/promises');
   let text: string;
   try {

@@ -11,11 +11,11 @@
  * done, so `read` and `sync` have nothing to wait for.
  */
 import type { AdamWHyper, Backend, IntTensor, Tensor } from '../types.js';
-import { MinigptError, optionName } from '../../errors.js';
+import { MinigptError, check, checkOptionNames, checkWhole, optionName, shownValue } from '../../errors.js';
 import { adamwGradScale, createReferenceBackend } from '../reference/index.js';
 import { compileKernels, cpuBackendSupported, createSharedMemory, relaxedSimdSupported, type WasmVariant } from './wasm-module.js';
 import { createThreadPool, type ThreadPool } from './pool.js';
-import { hardwareThreads } from './runtime.js';
+import { canBlock, hardwareThreads } from './runtime.js';
 
 export { cpuBackendSupported } from './wasm-module.js';
 
@@ -78,10 +78,22 @@ const NS_PER_ELEMENT = 0.5, NS_PER_MAC = 0.1;
 const f32 = (t: Tensor): CpuTensor => t as CpuTensor;
 const i32 = (t: IntTensor): CpuIntTensor => t as CpuIntTensor;
 
+/** Checks createCpuBackend's options (names and values): a MinigptError for a bad one. */
+export function checkCpuOptions(options: CpuOptions, what = 'createCpuBackend'): void {
+  checkOptionNames(options, Object.keys(CPU_OPTION_NAMES), what);
+  checkWhole(options.threads, 'threads', 1);
+  check(options.relaxedSimd === undefined || typeof options.relaxedSimd === 'boolean', () => `relaxedSimd must be true or false (got ${shownValue(options.relaxedSimd)})`);
+  check(options.attention === undefined || options.attention === 'blocked' || options.attention === 'rows', () => `attention must be "blocked" or "rows" on the cpu backend (got ${shownValue(options.attention)})`);
+  check(options.parallelMinNs === undefined || (typeof options.parallelMinNs === 'number' && options.parallelMinNs >= 0), () => `parallelMinNs must be a number, 0 or more (got ${shownValue(options.parallelMinNs)})`);
+}
+const CPU_OPTION_NAMES: Record<keyof CpuOptions, true> = { threads: true, relaxedSimd: true, attention: true, parallelMinNs: true };
+
 export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBackend> {
-  if (!cpuBackendSupported()) throw new Error('cpu backend: this runtime lacks WebAssembly SIMD or SharedArrayBuffer (a page must be cross-origin isolated: COOP same-origin, COEP require-corp)');
+  checkCpuOptions(options);
+  if (!cpuBackendSupported()) throw new MinigptError('cpu backend: this runtime lacks WebAssembly SIMD or SharedArrayBuffer (a page must be cross-origin isolated: COOP same-origin, COEP require-corp; the reference backend runs without)');
   const cores = await hardwareThreads();
-  const threads = Math.max(1, Math.floor(options.threads ?? cores));
+  // A page's main thread may not block in Atomics.wait, which the other threads' pool needs: one thread there unless asked.
+  const threads = Math.max(1, Math.floor(options.threads ?? (canBlock() ? cores : 1)));
   // Each thread is a worker with its own stack and a share of every kernel: past a few per core
   // they only slow each step (1000 made a 1 s run take minutes) and delay Ctrl-C.
   const maxThreads = Math.max(8, 4 * cores);

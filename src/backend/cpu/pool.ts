@@ -55,7 +55,7 @@ export const workerUrl = (): URL => new URL('./worker.js', import.meta.url);
 
 export async function createThreadPool(module: WasmModule, memory: WasmMemory, nThreads: number): Promise<ThreadPool> {
   if (nThreads > 1 && !canBlock()) {
-    throw new Error('cpu backend: this thread may not block in Atomics.wait (a page\'s main thread); create the backend in a Web Worker, or with threads: 1');
+    throw new MinigptError('cpu backend: this thread may not block in Atomics.wait (a page\'s main thread); create the backend in a Web Worker, or with threads: 1');
   }
   const kernels = await instantiateKernels(module, memory);
   const kernelNames = Object.keys(kernels).filter((k) => typeof kernels[k] === 'function');

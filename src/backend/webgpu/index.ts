@@ -22,7 +22,7 @@
  * - One scratch buffer (grown on first use of a larger shape) holds split-K partials, reduction
  *   partials and attention's row sums; kernels run in order, so uses never overlap.
  */
-import { MinigptError } from '../../errors.js';
+import { MinigptError, check, checkOptionNames, checkWhole, shownValue } from '../../errors.js';
 import { hash32 } from '../reference/index.js';
 import type { AdamWHyper, AttentionShape, Backend, IntTensor, Tensor } from '../types.js';
 import { hardwareGpuPossible, probeGpu, requestAdapter } from './gpu.js';
@@ -132,7 +132,23 @@ export async function webgpuHardwareAvailable(): Promise<boolean> {
  * The webgpu backend on a WebGPU adapter (high-performance preferred); a MinigptError when there
  * is none. createBackend('webgpu') calls it.
  */
+const WEBGPU_OPTION_NAMES: Record<keyof WebGpuOptions, true> = { kernels: true, matmul: true, matmulTile: true, splitK: true, attention: true, attentionTile: true };
+
+/** Checks createWebGpuBackend's options (names and values): a MinigptError for a bad one. */
+export function checkWebGpuOptions(options: WebGpuOptions): void {
+  checkOptionNames(options, Object.keys(WEBGPU_OPTION_NAMES), 'webgpu');
+  const oneOf = (name: string, v: unknown, allowed: readonly string[]): void =>
+    check(v === undefined || allowed.includes(v as string), () => `webgpu ${name} must be one of ${allowed.join(', ')} (got ${shownValue(v)})`);
+  oneOf('kernels', options.kernels, ['tiled', 'simple']);
+  oneOf('matmul', options.matmul, ['tiled', 'simple']);
+  oneOf('attention', options.attention, ['auto', 'rows', 'split', 'blocked']);
+  oneOf('matmulTile', options.matmulTile, Object.keys(MM_CONFIGS));
+  checkWhole(options.splitK, 'webgpu splitK', 1);
+  checkWhole(options.attentionTile, 'webgpu attentionTile', 0);
+}
+
 export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<WebGpuBackend> {
+  checkWebGpuOptions(options);
   const probe = await probeGpu();
   const adapter = probe.adapter ? await requestAdapter() : null;
   if (!adapter) throw new MinigptError(`webgpu backend: no WebGPU adapter: ${probe.reason}`);
