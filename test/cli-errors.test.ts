@@ -391,7 +391,7 @@ test('what a broken or mismatched input really is, in one line: shards without m
   assert.equal(eps.stderr.split('config.json').length, 2, 'the file is named once');
 });
 
-test('settings the help promises: a resumed run refuses other cleaning, eval of a run\'s own data takes --invalid-utf8, lr-find on shards takes their tokenizer', () => {
+test('settings the help promises: a resumed run refuses other cleaning, eval and resume of a run read its data as it did (--invalid-utf8 replace), lr-find on shards takes their tokenizer', () => {
   const dir = mkdtempSync(join(root, 'promised-'));
   const runDir = join(dir, 'run');
   assert.equal(run(['train', '--data', join(root, 'abc.txt'), '--out', runDir, '--steps', '2', ...TINY]).status, 0);
@@ -401,10 +401,15 @@ test('settings the help promises: a resumed run refuses other cleaning, eval of 
   writeFileSync(join(dir, 'bad.txt'), Buffer.concat(Array.from({ length: 60 }, () => Buffer.from([...Buffer.from('the cat sat '), 0xff, ...Buffer.from(' on the mat\n')]))));
   const badRun = join(dir, 'bad-run');
   assert.equal(run(['train', '--data', join(dir, 'bad.txt'), '--invalid-utf8', 'replace', '--out', badRun, '--steps', '1', ...TINY]).status, 0);
-  assertOneLine(run(['eval', '--ckpt', badRun, '--backend', 'reference']), /invalid UTF-8 at byte 12 .*pass --invalid-utf8 replace/);
-  const replaced = run(['eval', '--ckpt', badRun, '--backend', 'reference', '--invalid-utf8', 'replace']);
-  assert.equal(replaced.status, 0, replaced.stderr);
-  assert.match(replaced.stdout, /^validation split of the run's data \(bad\.txt\): loss \d\.\d{4}/);
+  // The run records that it replaced bad bytes: eval and resume read its data so unless told otherwise.
+  assertOneLine(run(['eval', '--ckpt', badRun, '--backend', 'reference', '--invalid-utf8', 'error']), /invalid UTF-8 at byte 12 .*pass --invalid-utf8 replace/);
+  for (const flags of [[], ['--invalid-utf8', 'replace']]) {
+    const replaced = run(['eval', '--ckpt', badRun, '--backend', 'reference', ...flags]);
+    assert.equal(replaced.status, 0, replaced.stderr);
+    assert.match(replaced.stdout, /^validation split of the run's data \(bad\.txt\): loss \d\.\d{4}/);
+  }
+  const resumed = run(['train', '--resume', badRun, '--steps', '2', '--quiet']);
+  assert.equal(resumed.status, 0, resumed.stderr);
 
   const shards = join(dir, 'bpe-shards');
   assert.equal(run(['prepare', '--data', join(root, 'abc.txt'), '--tokenizer', 'bpe', '--bpe-vocab', '270', '--out', shards]).status, 0);

@@ -317,3 +317,18 @@ test('--config FILE supplies flag values and flags override it', async () => {
   const { loadCheckpoint } = await import('../src/io/checkpoint.js');
   assert.equal((await loadCheckpoint(join(root, 'run', 'checkpoint'))).config.d_model, 16);
 });
+
+test('plot tells runs of one name in different folders apart by their paths', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  for (const d of ['a', 'b']) {
+    await mkdir(join(root, d, 'run'), { recursive: true });
+    await writeFile(join(root, d, 'run', 'metrics.jsonl'), '{"step":1,"loss":3}\n{"step":2,"loss":2.5}\n');
+  }
+  const r = spawnSync(process.execPath, [CLI, 'plot', join('a', 'run'), join('b', 'run'), '--out', 'cmp.svg'], { encoding: 'utf8', cwd: root });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /a\/run: 2 records, b\/run: 2 records/);
+  const { readFile } = await import('node:fs/promises');
+  const svg = await readFile(join(root, 'cmp.svg'), 'utf8');
+  assert.match(svg, />a\/run</);
+  assert.match(svg, />b\/run</);
+});

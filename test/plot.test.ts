@@ -231,3 +231,12 @@ test('xMax carries the x axis past the last point; a narrow chart gets fewer x t
   // A line of a single point with dots: the dot is drawn.
   assert.match(renderLineChart([{ label: 'train', color: '#000', points: [[1, 3]], dots: true }]), /<circle /);
 });
+
+test('a run of one logged step draws a dot, not an empty path; losses past a million label as 8e29, not 8.0000000000000001e+29', () => {
+  const one = renderLossPlot([{ name: 'r', records: [{ step: 1, loss: 3.2 }] }]);
+  assert.match(one, /<g class="train" fill="[^"]+">\s*<circle /);
+  assertWellFormed(one);
+  const huge = renderLossPlot([{ name: 'r', records: [{ step: 1, loss: 4 }, { step: 2, loss: 3e29 }, { step: 3, loss: 8e29 }] }]);
+  const labels = [...huge.matchAll(/<text class="ytick"[^>]*>([^<]*)</g)].map((m) => m[1]);
+  assert.ok(labels.length >= 3 && labels.every((l) => /^(0|-?\d(\.\d+)?e\d+)$/.test(l)), labels.join(' '));
+});

@@ -617,3 +617,56 @@ test('a hand-edited trainer_state.json (a checkpoint without a manifest) is a cl
   const resumed = await train({ resume: o.out, steps: 3, backend: 'reference' });
   assert.equal(resumed.steps, 3);
 });
+
+/** A run of `o` stopped (as Ctrl-C stops it) after `steps` steps. */
+async function stopAfter(o: TrainOptions, steps: number): Promise<void> {
+  const stop = new AbortController();
+  const s = await train({ ...o, signal: stop.signal, onStep: (i) => { if (i.step === steps) stop.abort(); } });
+  assert.equal(s.steps, steps);
+}
+
+test('resume reads its data as the run did and says what changed: invalidUtf8 "replace" is kept, other validation data, a changed data file, another thread count', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-resume-notes-'));
+  const file = join(dir, 'bad-bytes.txt');
+  await writeFile(file, Buffer.concat([Buffer.from(CORPUS), Buffer.from([0xff, 0x0a]), Buffer.from(CORPUS)]));
+  const first = await opts({ data: file, invalidUtf8: 'replace', steps: 20, onWarning: () => {} });
+  await stopAfter(first, 5);
+  // Resuming without invalidUtf8 reads the bytes as the run did (it failed: "pass invalidUtf8 replace").
+  const messages: string[] = [];
+  const resumed = await train({ resume: first.out, backend: 'reference', steps: 12, onMessage: (m) => messages.push(m), onWarning: () => {} });
+  assert.equal(resumed.steps, 12);
+  // The validation data changes: said, and the best val loss starts afresh.
+  const val = join(dir, 'val.txt');
+  await writeFile(val, CORPUS.split('\n').reverse().join('\n'));
+  messages.length = 0;
+  const other = await train({ resume: first.out, backend: 'reference', steps: 14, valData: val, evalEvery: 0, onMessage: (m) => messages.push(m), onWarning: () => {} });
+  assert.ok(messages.some((m) => m.startsWith(`validating on ${val} (the run validated on a split of its training data until now)`)), messages.join('\n'));
+  assert.ok(messages.some((m) => /the best val loss \(\d\.\d{4} on the old\) starts afresh/.test(m)), messages.join('\n'));
+  assert.equal(other.bestValLoss, other.finalValLoss, 'the best is the new data\'s only evaluation');
+  // The data file changes under its path: said.
+  await writeFile(file, CORPUS.slice(0, CORPUS.length / 2));
+  messages.length = 0;
+  await train({ resume: first.out, backend: 'reference', steps: 16, onMessage: (m) => messages.push(m), onWarning: () => {} });
+  assert.ok(messages.some((m) => /changed since the run began \([\d,]+ train \/ [\d,]+ val tokens then, [\d,]+ \/ [\d,]+ now\)/.test(m)), messages.join('\n'));
+  // Another backend: the continuation is not bit-identical, and it says so.
+  messages.length = 0;
+  await train({ resume: first.out, backend: 'cpu', threads: 1, steps: 18, onMessage: (m) => messages.push(m), onWarning: () => {} });
+  assert.ok(messages.some((m) => m.startsWith('the run trained on reference until now and goes on on cpu with 1 thread')), messages.join('\n'));
+});
+
+test('resume takes the default min lr given back as written (lr / 10 rounds), and refuses bpeVocab for a char run', async () => {
+  const o = await opts({ lr: 3e-3, minLr: undefined, steps: 10 });
+  await stopAfter(o, 5);
+  const s = await train({ resume: o.out, backend: 'reference', minLr: 3e-4, steps: 10 });
+  assert.equal(s.steps, 10);
+  await assert.rejects(train({ resume: o.out, backend: 'reference', bpeVocab: 300, steps: 12 }), /bpeVocab 300 conflicts with the run being resumed: a resumed run keeps its char tokenizer of \d+ tokens/);
+});
+
+test('a diverged run\'s history and plot end where it blew up: its last step is logged and loss.svg drawn', async () => {
+  const o = await opts({ lr: 1e6, warmup: 0, steps: 100, evalEvery: 1000, logEvery: 1000 });
+  await assert.rejects(train(o), /training diverged/);
+  const metrics = (await readFile(join(o.out!, 'metrics.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+  const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true });
+  assert.ok(metrics.some((m) => m.step === ckpt.training!.step && typeof m.loss === 'number'), `no record of step ${ckpt.training!.step}: ${JSON.stringify(metrics)}`);
+  assert.match(await readFile(join(o.out!, 'loss.svg'), 'utf8'), /^<svg/);
+});

@@ -139,7 +139,9 @@ export function linearAxis(lo: number, hi: number, o: { integer?: boolean; maxTi
         ticks.push(Number(label));
         labels.push(/^-0(\.0*)?$/.test(label) ? label.slice(1) : label);
       }
-      return { lo: ticks[0], hi: ticks[ticks.length - 1], ticks, labels };
+      // Past a million (a diverged run's losses) fixed decimals read 8.0000000000000001e+29: 8e29.
+      const huge = Math.max(Math.abs(ticks[0]), Math.abs(ticks[ticks.length - 1])) >= 1e6;
+      return { lo: ticks[0], hi: ticks[ticks.length - 1], ticks, labels: huge ? ticks.map((t) => (t === 0 ? '0' : Number(t.toPrecision(3)).toExponential().replace('e+', 'e'))) : labels };
     }
   }
   return { lo, hi, ticks: [lo, hi], labels: [String(lo), String(hi)] }; // not reached for finite input
@@ -309,7 +311,8 @@ export function renderLineChart(lines: ChartLine[], opts: PlotOptions & { legend
     }
     const d = l.points.map(([x, y], i) => `${i ? 'L' : 'M'}${f1(sx(x))},${f1(sy(y))}`).join('');
     out.push(`<path${cls} d="${d}" fill="none" stroke="${l.color}" stroke-width="${lineWidth(l)}"${l.dashed ? ` stroke-dasharray="${DASH}"` : ''} stroke-linejoin="round" opacity="${l.thick ? 1 : 0.7}"/>`);
-    if (l.dots && l.points.length <= MAX_DOTS) {
+    // A path of one point draws nothing: a run of one logged step shows as a dot.
+    if ((l.dots && l.points.length <= MAX_DOTS) || l.points.length === 1) {
       out.push(`<g${cls} fill="${l.color}">`);
       for (const [x, y] of l.points) out.push(`<circle cx="${f1(sx(x))}" cy="${f1(sy(y))}" r="2.8"/>`);
       out.push('</g>');

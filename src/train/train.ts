@@ -50,7 +50,7 @@ export interface TrainOptions {
   textField?: string;
   /** Cleaning steps (all on but lowercase by default). */
   clean?: Partial<CleanOptions>;
-  /** Invalid UTF-8 in the data: an error (default) or replaced with U+FFFD and a warning. */
+  /** Invalid UTF-8 in the data: an error (default) or replaced with U+FFFD and a warning. A resumed run reads as it did unless given; the run's data for evaluateRunData too. */
   invalidUtf8?: 'error' | 'replace';
   /** A kind to build from the data (char, gpt2, or a BPE trained on it), or a tokenizer to use as it is (e.g. one from `minigpt tokenizer train`); default 'char'. */
   tokenizer?: TokenizerKind | Tokenizer;
@@ -319,6 +319,12 @@ interface TrainerState {
   clean?: Partial<CleanOptions> | null;
   /** What separated the data's documents (absent in checkpoints before 2026-12-07: a blank line). */
   document_separator?: DocumentSeparator;
+  /** invalidUtf8 'replace' when the data was read so (absent: 'error', and in checkpoints before 2026-12-07). */
+  invalid_utf8?: 'replace';
+  /** The training and validation token counts (absent before 2026-12-07): a resume notes data that changed under its path. */
+  data_tokens?: { train: number; val: number };
+  /** Where it trained: the backend and, on cpu, its threads (absent before 2026-12-07). Sums split otherwise round otherwise. */
+  device?: { backend: string; threads?: number };
   options: Record<string, unknown>;
 }
 
@@ -338,6 +344,7 @@ function checkedTrainerState(raw: Record<string, unknown>, source: string, use: 
   for (const field of ['data', 'val_data', 'text_field']) pathOrNull(field);
   if (raw.data_in_memory !== undefined && typeof raw.data_in_memory !== 'boolean') bad('data_in_memory', 'true or false', raw.data_in_memory);
   if (raw.clean !== undefined && raw.clean !== null && !record(raw.clean)) bad('clean', 'cleaning settings or null', raw.clean);
+  if (raw.invalid_utf8 !== undefined && raw.invalid_utf8 !== 'replace') bad('invalid_utf8', '"replace" or absent', raw.invalid_utf8);
   if (use === 'data') return raw as unknown as TrainerState;
   const whole = (v: unknown, min: number): boolean => Number.isSafeInteger(v) && (v as number) >= min;
   const real = (v: unknown, min: number): boolean => typeof v === 'number' && Number.isFinite(v) && v >= min;
@@ -631,7 +638,7 @@ function checkTrainOptions(opts: TrainOptions): void {
   for (const name of ['minLr', 'weightDecay', 'gradClip'] as const) real(name, (v) => v >= 0, 'a number, 0 or more');
   check(opts.amp === undefined || AMP_MODES.includes(opts.amp), () => `amp must be one of ${AMP_MODES.join(', ')} (got ${shownValue(opts.amp)})`);
   check(opts.keepBest === undefined || typeof opts.keepBest === 'boolean', () => `keepBest must be true or false (got ${shownValue(opts.keepBest)})`);
-  check(opts.invalidUtf8 === undefined || opts.invalidUtf8 === 'error' || opts.invalidUtf8 === 'replace', () => `invalidUtf8 must be "error" or "replace" (got ${JSON.stringify(opts.invalidUtf8)})`);
+  check(opts.invalidUtf8 === undefined || opts.invalidUtf8 === 'error' || opts.invalidUtf8 === 'replace', () => `invalidUtf8 must be "error" or "replace" (got ${shownValue(opts.invalidUtf8)})`);
 }
 
 /**
@@ -669,7 +676,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const keep = `${resumed ? 'a resumed run' : 'a fine-tuned model'} keeps its ${describeTokenizer(t)}; drop the ${optionWord()}${resumed ? `, or start a new run with another ${optionName('out')}` : ''}`;
     const named = typeof opts.tokenizer === 'object' ? `a ${describeTokenizer(opts.tokenizer)}` : opts.tokenizer;
     check(opts.tokenizer === undefined || (typeof opts.tokenizer === 'object' ? sameTokenizer(opts.tokenizer, t) : opts.tokenizer === t.kind), () => `${optionName('tokenizer')} ${named} conflicts with ${what}: ${keep}`);
-    check(opts.bpeVocab === undefined || t.kind !== 'bpe' || opts.bpeVocab === t.vocabSize, () => `${optionName('bpeVocab')} ${opts.bpeVocab} conflicts with ${what}: ${keep}`);
+    check(opts.bpeVocab === undefined || (t.kind === 'bpe' && opts.bpeVocab === t.vocabSize), () => `${optionName('bpeVocab')} ${opts.bpeVocab} conflicts with ${what}: ${keep}`);
   }
   /** Model options given that differ from `config`'s, as "--flag want (the WHO has have)" ("model.name want..." for a library call). */
   const modelConflicts = (config: ModelConfig, who: string, except: readonly string[] = []): string[] =>
@@ -693,7 +700,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     const conflicts = modelConflicts(resumed!.config, 'run');
     const runOptions: [keyof TrainOptions, unknown][] = [['batch', p.batch], ['accum', p.accum], ['lr', p.lr], ['minLr', p.min_lr], ['warmup', p.warmup],
       ['weightDecay', p.weight_decay], ['gradClip', p.grad_clip], ['seed', p.seed], ['amp', prior.amp.mode]];
-    for (const [k, have] of runOptions) if (opts[k] !== undefined && opts[k] !== have) conflicts.push(`${optionName(k)} ${String(opts[k])} (the run has ${have})`);
+    // Numbers as equal within rounding: the default min lr is stored as lr / 10 (0.00030000000000000003 for 3e-3).
+    const same = (a: unknown, b: unknown): boolean => a === b || (typeof a === 'number' && typeof b === 'number' && Math.abs(a - b) <= 1e-12 * Math.max(Math.abs(a), Math.abs(b)));
+    for (const [k, have] of runOptions) if (opts[k] !== undefined && !same(opts[k], have)) conflicts.push(`${optionName(k)} ${String(opts[k])} (the run has ${have})`);
     // The text cleaning too: other cleaning is other training text (shards' runs record the shards').
     if (opts.clean !== undefined) {
       const steps = (c: Partial<CleanOptions> | null | undefined): string => {
@@ -743,11 +752,12 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const dataPath = inMemory ? undefined : resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
   const textField = o.textField ?? prior?.text_field ?? undefined;
-  // A resumed run reads its data cleaned as before unless told otherwise.
+  // A resumed run reads its data cleaned as before unless told otherwise; bad bytes too.
   const cleanOption = o.clean ?? prior?.clean ?? undefined;
+  const invalidUtf8 = o.invalidUtf8 ?? prior?.invalid_utf8;
   const { tokenizer, train: trainStream, val: valStream, dataName, fromShards, shardsClean, documentSeparator, documents } = await loadTrainingData({
     data: dataPath, text: o.text, valData: valPath, textField, tokenizer: opts.tokenizer, bpeVocab: opts.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
-    clean: cleanOption, invalidUtf8: o.invalidUtf8, ...(prior ? { documentSeparator: recordedSeparator(prior) } : {}),
+    clean: cleanOption, invalidUtf8, ...(prior ? { documentSeparator: recordedSeparator(prior) } : {}),
   }, base?.tokenizer);
   // How the text the model learns from was cleaned, as trainer_state.json records it (sampling
   // and evaluation clean prompts and texts the same way): shards were cleaned when prepared.
@@ -756,6 +766,16 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     o.onMessage?.(`continuing on ${o.data} (the run trained on ${prior.data ?? (prior.data_in_memory ? IN_MEMORY_NAME : 'the default corpus')} until now)`);
   }
   if (prior && o.text !== undefined && !prior.data_in_memory) o.onMessage?.(`continuing on ${IN_MEMORY_NAME} (the run trained on ${prior.data ?? 'the default corpus'} until now)`);
+  if (prior && o.textField !== undefined && o.textField !== prior.text_field) o.onMessage?.(`reading the field "${o.textField}" of JSONL records (the run read ${prior.text_field === null ? 'the default field' : `"${prior.text_field}"`} until now)`);
+  if (prior && o.valData !== undefined && resolve(o.valData) !== prior.val_data) o.onMessage?.(`validating on ${o.valData} (the run validated on ${prior.val_data ?? 'a split of its training data'} until now)`);
+  // Other validation text makes other losses: the best so far was on the old, so the best starts afresh.
+  const sameValidation = !prior || (
+    (valPath ? resolve(valPath) : null) === prior.val_data && (valPath !== undefined || (inMemory ? Boolean(prior.data_in_memory) : (dataPath ? resolve(dataPath) : null) === prior.data))
+    && (prior.data_tokens === undefined || prior.data_tokens.val === valStream.length));
+  if (prior && prior.data_tokens && (prior.data_tokens.train !== trainStream.length || prior.data_tokens.val !== valStream.length) && (dataPath ? resolve(dataPath) : null) === prior.data && !inMemory) {
+    o.onMessage?.(`${dataName} changed since the run began (${prior.data_tokens.train.toLocaleString('en-US')} train / ${prior.data_tokens.val.toLocaleString('en-US')} val tokens then, ${trainStream.length.toLocaleString('en-US')} / ${valStream.length.toLocaleString('en-US')} now): the run goes on with the data as it is now, not as an uninterrupted run would have`);
+  }
+  if (prior && !sameValidation && prior.best_val_loss !== null) o.onMessage?.(`the validation data differs from the run's until now, so the best val loss (${prior.best_val_loss.toFixed(4)} on the old) starts afresh`);
 
   const config = resumed
     ? resumed.config
@@ -776,6 +796,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
   // A backend made here is released here; one passed in stays the caller's.
   let unlock: (() => Promise<void>) | null = null;
+  let failed = false;
   try {
     const gpu = backend as { software?: boolean; adapterInfo?: string };
     if (gpu.software) (o.onWarning ?? o.onMessage)?.(`the WebGPU adapter is a software renderer (${gpu.adapterInfo}) that runs on the CPU: expect training far slower than ${optionSetting('backend', 'cpu')}`);
@@ -793,12 +814,16 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       step = opt.step = resumed.training!.step;
       tokensSeen = prior!.tokens_seen;
       elapsedBefore = prior!.elapsed;
-      bestVal = prior!.best_val_loss;
+      bestVal = sameValidation ? prior!.best_val_loss : null;
       o.onMessage?.(`resuming ${resumeDir} at step ${step} of ${totalSteps}`);
+      const device = deviceOf(backend), was = prior!.device;
+      if (was && (was.backend !== device.backend || was.threads !== device.threads)) {
+        o.onMessage?.(`the run trained on ${describeDevice(was)} until now and goes on on ${describeDevice(device)}: sums split differently round differently, so from here its numbers drift from those of an uninterrupted run (as good, not bit-identical)`);
+      }
       if (totalSteps !== prior!.total_steps) {
         const was = learningRate({ lr: o.lr, minLr: o.minLr!, warmupSteps: o.warmup, totalSteps: prior!.total_steps }, step + 1);
         const now = learningRate({ lr: o.lr, minLr: o.minLr!, warmupSteps: o.warmup, totalSteps }, step + 1);
-        o.onMessage?.(`the cosine decay now spans ${totalSteps} steps instead of ${prior!.total_steps}: the learning rate goes on from ${now.toExponential(2)} (it would have been ${was.toExponential(2)})`);
+        o.onMessage?.(`the cosine decay now spans ${totalSteps} steps instead of ${prior!.total_steps}: the learning rate goes on from ${now.toExponential(2)} (it would have been ${was.toExponential(2)}); the warmup stays the run's ${o.warmup} steps`);
       }
     } else if (initial) {
       setWeights(model, initial.weights);
@@ -842,6 +867,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       amp: { mode: amp.mode, scale: amp.scale, clean_steps: amp.cleanSteps },
       data: dataPath ? resolve(dataPath) : null, ...(inMemory ? { data_in_memory: true } : {}), val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null, clean: clean ?? null,
       document_separator: documentSeparator,
+      ...(invalidUtf8 === 'replace' ? { invalid_utf8: 'replace' as const } : {}),
+      data_tokens: { train: trainStream.length, val: valStream.length },
+      device: deviceOf(backend),
       options: {
         batch: B, accum: o.accum, lr: o.lr, min_lr: o.minLr, warmup: o.warmup, weight_decay: o.weightDecay, grad_clip: o.gradClip, seed: o.seed,
         ...Object.fromEntries(CADENCE.map(([k, name]) => [name, o[k]])),
@@ -1024,6 +1052,10 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       // without a scale to blame (off, bf16), five bad tries of one step end the run.
       if (consecutiveBad >= DIVERGED_TRIES && (amp.mode !== 'fp16' || amp.scale < 1)) {
         const diverged = `training diverged: ${consecutiveBad} tries in a row at step ${step + 1} had a non-finite loss or gradient`;
+        // The history and the plot show the blow-up: the last step taken, and the plot redrawn now.
+        if (unlogged) await log(unlogged);
+        unlogged = null;
+        await replot();
         try {
           await save();
         } catch (e) {
@@ -1058,10 +1090,24 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       bestValLoss: bestVal, finalValLoss: finalVal, interrupted, outOfTime: !interrupted && step < totalSteps, totalSteps, lastLr, skippedSteps: skipped,
       tokenizer, clean, bestCheckpoint: best ? { path: bestDir, ...best } : null,
     };
+  } catch (e) {
+    failed = true;
+    throw e;
   } finally {
-    await unlock?.();
+    // Releasing the lock can fail where the run failed (a file system gone read-only): the run's own error is the one to tell.
+    await unlock?.().catch((e) => { if (!failed) throw e; });
     if (typeof o.backend !== 'object') backend.destroy();
   }
+}
+
+/** Where a run trains, as trainer_state.json records it: the backend and, on cpu, its threads. */
+function deviceOf(backend: Backend): { backend: string; threads?: number } {
+  const threads = (backend as { threads?: unknown }).threads;
+  return { backend: backend.name, ...(typeof threads === 'number' ? { threads } : {}) };
+}
+
+function describeDevice(d: { backend: string; threads?: number }): string {
+  return d.threads === undefined ? d.backend : `${d.backend} with ${d.threads} thread${d.threads === 1 ? '' : 's'}`;
 }
 
 /** Creates a new folder `dir`, or `dir-2`, `dir-3`... where that exists already (mkdir is atomic: no two callers get one name). */
@@ -1204,7 +1250,7 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   check(!state.data_in_memory, () => `${ckptDir} trained on text given in memory, which its checkpoint does not hold; ${adviceFor('give --text "..." or --data PATH', 'score text with evaluateText or evaluateShards')}`);
   const data = await loadTrainingData({
     data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined,
-    documentSeparator: recordedSeparator(state), invalidUtf8: opts.invalidUtf8,
+    documentSeparator: recordedSeparator(state), invalidUtf8: opts.invalidUtf8 ?? state.invalid_utf8,
   }, tokenizer);
   const T = model.config.context;
   check(data.val.length > T, `the run's validation data has ${data.val.length} tokens, fewer than one window of ${T + 1}`);

@@ -19,7 +19,7 @@ export const evalCommand: CommandSpec = {
     text: { type: 'string', value: 'TEXT', description: 'text to score token by token (longer than the context: in windows overlapping by half)', allowEmpty: true },
     data: { type: 'string', value: 'PATH', description: 'text file, folder, JSONL or `minigpt prepare` shards: loss on its validation split (the last 10%; the val shards)' },
     'text-field': TEXT_FLAGS['text-field']!,
-    'invalid-utf8': TEXT_FLAGS['invalid-utf8']!,
+    'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: `${TEXT_FLAGS['invalid-utf8']!.description} (a run's own data: as the run read it, unless given)` },
     all: { type: 'boolean', description: 'with --data: evaluate all of it, not only the validation split' },
     batch: { type: 'int', min: 1, value: 'N', description: 'sequences per forward pass (not with --text)', default: 8 },
     json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss", "bits_per_byte"} for --text, {"val_loss", "perplexity", "bits_per_byte", "tokens", "split": "val"|"all"} for --data (and "data" without either)' },
@@ -49,7 +49,7 @@ export const evalCommand: CommandSpec = {
     const loaded = await loadModel(dir, { backend: v.backend as BackendName, threads: v.threads as number | undefined });
     if (v.text === undefined && v.data === undefined) {
       // The run's own validation data: the number its final evaluation printed.
-      const r = await evaluateRunData(loaded.model, loaded.tokenizer, dir, { batch: v.batch as number, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace' });
+      const r = await evaluateRunData(loaded.model, loaded.tokenizer, dir, { batch: v.batch as number, invalidUtf8: flagsOnCommandLine().has('invalid-utf8') ? v['invalid-utf8'] as 'error' | 'replace' : undefined });
       const out = { val_loss: r.loss, perplexity: Math.exp(r.loss), bits_per_byte: r.bitsPerByte, tokens: r.tokens, split: 'val', data: r.dataName };
       if (v.json) console.log(JSON.stringify(out));
       else console.log(`validation split of the run's data (${r.dataName}): loss ${r.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)}${perByte(r.bitsPerByte)} over ${r.tokens.toLocaleString('en-US')} tokens`);

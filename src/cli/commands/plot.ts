@@ -1,9 +1,9 @@
 import { checkOutputFile, exists, looksLikeSvg, writeFileAtomic } from '../../util/fs.js';
 import { isCheckpointDir } from '../../io/checkpoint.js';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { check } from '../../errors.js';
 import type { CommandSpec } from '../args.js';
-import { readMetrics, renderLossPlot } from '../../train/plot.js';
+import { readMetrics, renderLossPlot, type MetricRecord } from '../../train/plot.js';
 import { followLatest } from '../../train/train.js';
 
 export const plotCommand: CommandSpec = {
@@ -20,15 +20,18 @@ export const plotCommand: CommandSpec = {
   async run(v, runs) {
     check(runs.length > 0, 'name at least one run directory (e.g. minigpt plot runs/run-20261127-120000)');
     await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: looksLikeSvg });
-    const series = [];
+    const series: { name: string; path: string; records: MetricRecord[] }[] = [];
     for (const given of runs) {
       let run = await followLatest(given);
       // A run's checkpoint folder stands for its run, as it does for sample, eval and export.
       if (!(await exists(join(run, 'metrics.jsonl'))) && (await exists(join(run, '..', 'metrics.jsonl'))) && (await isCheckpointDir(run))) run = dirname(resolve(run));
       const records = await readMetrics(join(run, 'metrics.jsonl'));
       check(records.length > 0, () => `${join(run, 'metrics.jsonl')} has no loss records to plot (it is empty, or not a run's metrics)`);
-      series.push({ name: basename(resolve(run)), records });
+      series.push({ name: basename(resolve(run)), path: resolve(run), records });
     }
+    // Runs of one name in different folders (a/run, b/run) are told apart by their paths.
+    const clashing = series.filter((s) => series.some((o) => o.name === s.name && o.path !== s.path));
+    for (const s of clashing) s.name = relative(process.cwd(), s.path) || s.name;
     await writeFileAtomic(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
     console.log(`wrote ${v.out} (${series.map((s) => `${s.name}: ${s.records.length} records`).join(', ')})`);
   },
