@@ -187,6 +187,22 @@ test('a line far longer than the chunk size (no line boundary to cut at) still r
   });
 });
 
+test('a corpus on one line (no safe cut after the split point) still gets about --val-fraction of validation, not all the text held in memory', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'one-line.txt');
+    const r = rng(11);
+    const words = ['alpha', 'beta', 'gamma', 'δέλτα', '日本'];
+    // A newline every ~80 words early on, then none: the last safe cut before the split lies far back.
+    const head = Array.from({ length: 40 }, () => Array.from({ length: 80 }, () => words[Math.floor(r() * 5)]).join(' ')).join('\n');
+    const tail = Array.from({ length: 20_000 }, () => words[Math.floor(r() * 5)]).join(' ');
+    await writeFile(file, `${head}\n${tail}`);
+    const { opened } = await roundTrip(dir, file, { tokenizer: 'char', chunkBytes: 512, maxPendingChars: 200_000, valFraction: 0.1 });
+    const share = opened.val.length / (opened.train.length + opened.val.length);
+    assert.ok(share > 0.09 && share < 0.11, `validation is ${(share * 100).toFixed(1)}% of the tokens`);
+    opened.close();
+  });
+});
+
 test('uint32 shards (forced) round-trip and are marked version 2', async () => {
   await withTempDir(async (dir) => {
     const file = join(dir, 'corpus.txt');

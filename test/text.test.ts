@@ -99,6 +99,22 @@ test('loadText follows a symlinked file inside a folder', async () => {
   });
 });
 
+test('loadText follows a symlinked folder inside a folder, and a link back to an ancestor (a loop) is read once', async () => {
+  await withTempDir(async (dir) => {
+    await mkdir(join(dir, 'corpus'));
+    await mkdir(join(dir, 'other'));
+    await writeFile(join(dir, 'corpus', 'a.txt'), 'top');
+    await writeFile(join(dir, 'other', 'l.txt'), 'more');
+    await symlink(join(dir, 'other'), join(dir, 'corpus', 'more'));
+    await symlink(join(dir, 'corpus'), join(dir, 'other', 'back'));
+    assert.equal(await loadText(join(dir, 'corpus')), 'top\n\nmore');
+    // A folder holding only a linked folder has text files.
+    await mkdir(join(dir, 'only'));
+    await symlink(join(dir, 'other'), join(dir, 'only', 'link'));
+    assert.match(await loadText(join(dir, 'only')), /more/);
+  });
+});
+
 // ---- loadText: JSONL ----
 
 test('loadText reads the "text" field of each JSONL line, joining documents with a blank line', async () => {

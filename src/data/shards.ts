@@ -205,6 +205,9 @@ const MARK = /\p{M}/u;
 /** Hangul jamo, which NFC composes with the character before them. */
 const isJamo = (c: number): boolean => (c >= 0x1100 && c <= 0x11ff) || (c >= 0xa960 && c <= 0xa97f) || (c >= 0xd7b0 && c <= 0xd7ff);
 
+/** How far before the split point a safe cut may start validation when none follows it. */
+const NEAR_SPLIT_CHARS = 4096;
+
 class StreamCleaner {
   private pending = '';
   /** Where validation begins in `pending` (from the first safe cut at or after it); -1 when not yet or already. */
@@ -361,10 +364,10 @@ class StreamCleaner {
     if (this.splitAt >= 0) {
       let cut = this.firstSafeCut(this.pending, this.searched);
       if (cut < 0 && (final || this.pending.length - this.splitAt >= maxPending)) {
-        // No safe cut after the split point: the last one before it, else any cut near it.
-        cut = this.lastSafeCut(this.pending.slice(0, this.splitAt + 1), 0);
-        // The start of `pending` is a cut too, once something has been emitted.
-        if (cut <= 0 && this.emitted) cut = 0;
+        // No safe cut after the split point: one shortly before it, else a relaxed cut at it. (The
+        // last safe cut anywhere before it, or the start of `pending`, could lie up to maxPending
+        // characters back: a long line put 45% of a one-line corpus into validation.)
+        cut = this.lastSafeCut(this.pending.slice(0, this.splitAt + 1), Math.max(0, this.splitAt - NEAR_SPLIT_CHARS));
         if (cut < 0) {
           cut = this.splitAt >= this.pending.length ? this.pending.length : this.relaxedCut(this.pending, this.splitAt, this.pending.length - 1);
         }

@@ -3,7 +3,7 @@
  * Everything that can go wrong with the user's data is a MinigptError naming the file,
  * so a long training run never starts on a half-read or mis-decoded corpus.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { MinigptError, check, checkOptionNames, optionSetting, shownValue } from '../errors.js';
 import { checkNodeOnly } from '../util/runtime.js';
@@ -93,6 +93,11 @@ export function describeReplacements(replaced: ReplacedBytes[]): string {
  */
 export async function noTextFilesError(folder: string, otherFileCount: number): Promise<MinigptError> {
   const names = await readdir(folder).catch(() => [] as string[]);
+  // A valid shards folder where text is wanted (prepare, tokenizer train): its meta.json is fine.
+  const meta = names.includes('meta.json') ? await readFile(join(folder, 'meta.json'), 'utf8').then((t) => JSON.parse(t) as unknown, () => null) : null;
+  if ((meta as { format?: unknown } | null)?.format === 'minigpt-shards') {
+    return new MinigptError(`${folder} is a shards folder from minigpt prepare (token ids, not text); this needs the text itself: give the text file or folder it was prepared from`);
+  }
   if (names.some((n) => /^(train|val)_\d{6}\.bin$/.test(n))) {
     return new MinigptError(`${folder} looks like a shards folder from minigpt prepare, but its meta.json is ${names.includes('meta.json') ? 'not a valid shards meta.json' : 'missing'}; prepare the data again`);
   }
@@ -126,7 +131,13 @@ async function loadFolder(folder: string, opts: LoadTextOptions, replaced: Repla
 export async function findTextFiles(folder: string): Promise<{ textFiles: string[]; otherFileCount: number }> {
   const textFiles: string[] = [];
   let otherFileCount = 0;
+  // Symlinks are followed, to files and to folders; a folder reached twice (a link to an ancestor,
+  // two links to one place) is read once, so a loop cannot recurse forever.
+  const seen = new Set<string>();
   const visit = async (dir: string): Promise<void> => {
+    const real = await realpath(dir).catch(() => dir);
+    if (seen.has(real)) return;
+    seen.add(real);
     let entries;
     try {
       entries = await readdir(dir, { withFileTypes: true });
@@ -136,10 +147,13 @@ export async function findTextFiles(folder: string): Promise<{ textFiles: string
     for (const entry of entries) {
       if (entry.name.startsWith('.')) continue;
       const path = join(dir, entry.name);
-      let isFile = entry.isFile();
-      // Symlinked files are followed, symlinked folders are not: that cannot loop forever.
-      if (entry.isSymbolicLink()) isFile = (await stat(path).catch(() => null))?.isFile() ?? false;
-      if (entry.isDirectory()) {
+      let isFile = entry.isFile(), isDirectory = entry.isDirectory();
+      if (entry.isSymbolicLink()) {
+        const target = await stat(path).catch(() => null);
+        isFile = target?.isFile() ?? false;
+        isDirectory = target?.isDirectory() ?? false;
+      }
+      if (isDirectory) {
         await visit(path);
       } else if (isFile) {
         if (TEXT_FILE_EXTENSIONS.includes(extname(entry.name).toLowerCase())) textFiles.push(path);

@@ -1,5 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isShardDir, openShards } from '../../data/shards.js';
 import { checkOutputFile, ioError, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError, check } from '../../errors.js';
 import { TEXT_FLAGS, type CommandSpec, type FlagValues } from '../args.js';
@@ -38,7 +39,7 @@ export const tokenizerCommand: CommandSpec = {
     'text-field': { type: 'string', value: 'NAME', description: 'train: field holding the text in .jsonl files', default: 'text' },
     'no-eot': { type: 'boolean', description: `train: no ${END_OF_TEXT} special token` },
     'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: 'train/encode: invalid UTF-8 in the file: stop with an error, or replace it and warn' },
-    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint or run folder, a checkpoint .zip, or gpt2' },
+    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint or run folder, a checkpoint .zip, a shards folder from prepare, or gpt2' },
     text: { type: 'string', value: 'STRING', description: 'encode: the text', allowEmpty: true },
     file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text' },
     'allow-special': { type: 'boolean', description: `encode: ${END_OF_TEXT} in the text becomes its special token (default: plain text)` },
@@ -174,6 +175,12 @@ export async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
   });
   check(info !== null, `--tokenizer ${spec}: no such file or folder; give a tokenizer JSON file, a checkpoint folder, or gpt2`);
   if (info.isFile() && spec.toLowerCase().endsWith('.zip')) return (await loadCheckpoint(spec)).tokenizer;
+  // Shards from prepare record the tokenizer that made them.
+  if (info.isDirectory() && (await isShardDir(spec))) {
+    const shards = await openShards(spec);
+    shards.close();
+    return shards.tokenizer;
+  }
   const path = info.isDirectory() ? join(await findCheckpointDir(spec), CHECKPOINT_TOKENIZER_FILE) : spec;
   let raw: string;
   try {
