@@ -507,5 +507,12 @@ test('the prepare command writes shards and prints a summary', async () => {
     assert.match(logged.join('\n'), /^wrote .*shards: [\d,]+ train \+ [\d,]+ val tokens in \d+ shards \(char tokenizer/);
     assert.ok(await isShardDir(out));
     await assertMinigptError(prepareCommand.run({ data: file, tokenizer: 'bpe', out, 'val-fraction': 0.1 }, []), /needs --bpe-vocab/);
+    // Shards where text is wanted: said so (it called their valid meta.json invalid); as --tokenizer, theirs.
+    await assertMinigptError(prepareCommand.run({ data: out, tokenizer: 'char', out: join(dir, 'again'), 'val-fraction': 0.1 }, []),
+      /is a shards folder from minigpt prepare \(token ids, not text\); this needs the text itself/);
+    const { loadTokenizer } = await import('../src/cli/commands/tokenizer.js');
+    const opened = await openShards(out);
+    assert.deepEqual((await loadTokenizer(out)).toJSON(), opened.tokenizer.toJSON());
+    opened.close();
   });
 });
