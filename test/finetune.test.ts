@@ -195,6 +195,12 @@ test('train --init-from on the command line fine-tunes; --tokenizer with shards 
   r = run('train', '--data', join(root, 'shards'), '--tokenizer', join(root, 'tok.json'), '--steps', '2', ...tiny, '--out', join(root, 'sh2'));
   assert.equal(r.status, 1);
   assert.match(r.stderr, /not the given bpe tokenizer/);
+  // --clean: learned on text cleaned as training will clean it (lowercased: no uppercase merge).
+  await writeFile(join(root, 'upper.txt'), 'THE CAT SAT ON THE MAT. '.repeat(40));
+  r = run('tokenizer', 'train', '--data', join(root, 'upper.txt'), '--vocab', '262', '--clean', 'nfc,lowercase', '--out', join(root, 'lower.json'));
+  assert.equal(r.status, 0, r.stderr);
+  const lower = tokenizerFromJson(JSON.parse(await readFile(join(root, 'lower.json'), 'utf8')), 'lower.json');
+  assert.ok(lower.encode('the cat').length < lower.encode('THE CAT').length, 'merges learned on the lowercased text');
   r = run('train', '--data', data, '--tokenizer', join(root, 'nope.json'), '--steps', '2', ...tiny, '--out', join(root, 'sh3'));
   assert.equal(r.status, 1);
   assert.match(r.stderr, /no such file or folder/);

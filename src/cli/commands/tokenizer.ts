@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { isShardDir, openShards } from '../../data/shards.js';
 import { checkOutputFile, ioError, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError, check } from '../../errors.js';
-import { TEXT_FLAGS, type CommandSpec, type FlagValues } from '../args.js';
+import { TEXT_FLAGS, cleanOptionsFromFlag, type CommandSpec, type FlagValues } from '../args.js';
 import { BLANK_LINE_SEPARATOR, loadDocuments, loadText } from '../../data/text.js';
 import { cleanDocuments, encodeDocuments, joinDocuments } from '../../data/documents.js';
 import { END_OF_TEXT, tokenizerFromJson, type Tokenizer } from '../../data/tokenizer.js';
@@ -14,7 +14,7 @@ import { loadCheckpoint } from '../../io/checkpoint.js';
 
 /** Which flags each subcommand takes; anything else given is a mistake worth naming. */
 const SUBCOMMAND_FLAGS: Record<string, readonly string[]> = {
-  train: ['data', 'vocab', 'out', 'force', 'text-field', 'no-eot', 'invalid-utf8'],
+  train: ['data', 'vocab', 'out', 'force', 'text-field', 'no-eot', 'invalid-utf8', 'clean'],
   encode: ['tokenizer', 'text', 'file', 'allow-special', 'pieces', 'invalid-utf8'],
   decode: ['tokenizer', 'ids'],
 };
@@ -26,7 +26,7 @@ export const tokenizerCommand: CommandSpec = {
   name: 'tokenizer',
   summary: 'train a byte-level BPE tokenizer on your text, or encode/decode with a tokenizer',
   usage: [
-    'minigpt tokenizer train --data PATH --vocab N --out FILE [--force] [--no-eot] [--text-field NAME]',
+    'minigpt tokenizer train --data PATH --vocab N --out FILE [--force] [--no-eot] [--text-field NAME] [--clean STEPS]',
     '       minigpt tokenizer encode --tokenizer FILE|DIR|gpt2 (--text STRING | --file PATH) [--allow-special] [--pieces]',
     '       minigpt tokenizer decode --tokenizer FILE|DIR|gpt2 --ids "ID ID ..."',
   ].join('\n'),
@@ -39,6 +39,7 @@ export const tokenizerCommand: CommandSpec = {
     'text-field': { type: 'string', value: 'NAME', description: 'train: field holding the text in .jsonl files', default: 'text' },
     'no-eot': { type: 'boolean', description: `train: no ${END_OF_TEXT} special token` },
     'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: 'train/encode: invalid UTF-8 in the file: stop with an error, or replace it and warn' },
+    clean: { ...TEXT_FLAGS.clean!, description: `train: ${TEXT_FLAGS.clean!.description} (give the one training will use)` },
     tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint or run folder, a checkpoint .zip, a shards folder from prepare, or gpt2' },
     text: { type: 'string', value: 'STRING', description: 'encode: the text', allowEmpty: true },
     file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text' },
@@ -88,7 +89,9 @@ async function train(v: FlagValues): Promise<void> {
   // Documents as training will join them with this tokenizer: apart (<|endoftext|> splits BPE's
   // training text), or with --no-eot joined by a blank line.
   const separator = v['no-eot'] ? BLANK_LINE_SEPARATOR : END_OF_TEXT;
-  const documents = cleanDocuments(await loadDocuments(v.data, { textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace', onWarning: warn }), separator);
+  // Cleaned as the training text will be (train --clean lowercase wants a tokenizer learned on lowercase text).
+  const clean = cleanOptionsFromFlag(v.clean as string);
+  const documents = cleanDocuments(await loadDocuments(v.data, { textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace', onWarning: warn }), separator, clean);
   const text = joinDocuments(documents, separator);
   const start = performance.now();
   const tokenizer = trainBpe(text, { vocabSize: v.vocab, specialTokens: v['no-eot'] ? [] : [END_OF_TEXT] });
