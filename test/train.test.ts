@@ -559,7 +559,7 @@ test('train() and resolveConfig() refuse what the CLI would: unknown names (with
   await refused({ keepBest: 'yes' }, /^keepBest must be true or false \(got "yes"\)$/);
   await refused({ steps: 2.5 }, /^steps must be a whole number, 1 or more/);
   await refused({ lr: 0.1, minLr: 1 }, /^minLr must be at most lr \(got minLr 1, lr 0\.1\)$/);
-  await refused({ model: { n_heads: 3 } }, /^n_heads \(3\) must divide d_model \(128\)$/);
+  await refused({ model: { n_heads: 3 } }, /^model.n_heads \(3\) must divide model.d_model \(128\)$/);
   await refused({ maxTime: -1 }, /^maxTime must be a number above 0 \(got -1\)$/);
   await refused({ weightDecay: -1 }, /^weightDecay must be a number, 0 or more/);
   await refused({ warmup: -5 }, /^warmup must be a whole number, 0 or more \(got -5\)$/);

@@ -781,7 +781,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     ? resumed.config
     : initial
       ? { ...initial.config, dropout: opts.model?.dropout ?? initial.config.dropout, context: opts.model?.context ?? initial.config.context }
-      : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize });
+      : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize }, { name: (k) => optionName(`model.${k}`) });
   check(config.vocab_size >= tokenizer.vocabSize, `${optionName('model.vocab_size')} ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`);
   const T = config.context, B = o.batch;
   checkBatchFits(config, B, T);
