@@ -264,6 +264,21 @@ test('a second Ctrl-C says whether a checkpoint is left: with --save-every 0 non
   }
 });
 
+test('two interrupts handled together (both came while a step held the thread) are one press: the run saves, it does not quit without saving', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  const { child, seen, closed } = await startQuietRun(root, /step 20\//);
+  // Stopped, the process takes both signals at once when it continues, as a long step would hold them.
+  child.kill('SIGSTOP');
+  child.kill('SIGINT');
+  child.kill('SIGTERM');
+  child.kill('SIGCONT');
+  const { code } = await closed;
+  assert.equal(code, 130, seen.err);
+  assert.doesNotMatch(seen.err, /^quit without saving/m);
+  assert.match(seen.out, /stopped at step \d+ \(interrupted\); checkpoint saved/);
+  assert.ok(existsSync(join(root, 'run', 'checkpoint', 'config.json')));
+});
+
 test('train whose output is closed (| head) stops, saves its checkpoint and exits 141, not 0: the run did not finish', async () => {
   const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
   const { child, seen, closed } = await startQuietRun(root, /step 20\//);

@@ -150,11 +150,18 @@ export const trainCommand: CommandSpec = {
     const controller = new AbortController();
     let interrupts = 0;
     let runDir = '';
+    // Set once the event loop has turned after the first interrupt was told: a second Ctrl-C that
+    // came in while a long step held the thread (both are handled together after it) is the same
+    // press, not an answer to "Ctrl-C again to quit", which the user had not yet seen.
+    let toldInterrupt = false;
     const onSigint = (): void => {
       interrupts++;
       if (interrupts === 1) {
         bar.print('interrupted: saving a checkpoint at the last finished step (Ctrl-C again to quit without saving)');
         controller.abort();
+        setImmediate(() => { toldInterrupt = true; });
+      } else if (!toldInterrupt) {
+        interrupts = 1;
       } else {
         removeTemporariesNow();
         // Said only where it is so: a run with no save yet (--save-every 0, or before the first) has none.
