@@ -377,11 +377,7 @@ export interface CleanOptions {
   nfc: boolean;
   /** CRLF and lone CR become LF. */
   newlines: boolean;
-  /**
-   * The control characters that break lines (vertical tab, form feed, NEL) become LF; the other
-   * C0/C1 controls and DEL are dropped, keeping tab, LF and CR. (Dropping the line breaks too glued
-   * "Page one.\fPage two." into one word.)
-   */
+  /** Drop C0/C1 control characters and DEL, keeping tab, LF and CR. */
   controlChars: boolean;
   /** Runs of two or more blank lines (which may hold spaces/tabs) become one blank line. */
   collapseBlankLines: boolean;
@@ -401,8 +397,7 @@ export const DEFAULT_CLEAN: Readonly<CleanOptions> = Object.freeze({
 export const CLEAN_STEP_NAMES = { nfc: 'nfc', newlines: 'newlines', 'control-chars': 'controlChars', 'blank-lines': 'collapseBlankLines', lowercase: 'lowercase' } as const satisfies Record<string, keyof CleanOptions>;
 
 // CR stays: line endings are the `newlines` step's business, so switching that off keeps them.
-const LINE_BREAK_CONTROLS = /[\u000B\u000C\u0085]/g;
-const CONTROL_CHARS = /[\u0000-\u0008\u000E-\u001F\u007F-\u0084\u0086-\u009F]/g;
+const CONTROL_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/g;
 // A newline, then two or more lines holding only spaces/tabs, each ending in a newline.
 const BLANK_LINE_RUN = /\n(?:[ \t]*\n){2,}/g;
 
@@ -418,7 +413,7 @@ export function cleanText(text: string, opts: Partial<CleanOptions> = {}): strin
   const o: CleanOptions = { ...DEFAULT_CLEAN, ...opts };
   let out = text;
   if (o.newlines) out = out.replace(/\r\n?/g, '\n');
-  if (o.controlChars) out = out.replace(LINE_BREAK_CONTROLS, '\n').replace(CONTROL_CHARS, '');
+  if (o.controlChars) out = out.replace(CONTROL_CHARS, '');
   if (o.collapseBlankLines) out = out.replace(BLANK_LINE_RUN, '\n\n');
   if (o.lowercase) out = out.toLowerCase();
   // Last: removing controls can join a combining mark to a new base, and lowercasing can

@@ -273,9 +273,7 @@ type Json = Record<string, unknown>;
  */
 const CLEAN_NORMALIZERS: readonly (readonly [keyof CleanOptions, Json])[] = [
   ['newlines', { type: 'Replace', pattern: { Regex: String.raw`\r\n?` }, content: '\n' }],
-  // controlChars is two: the line-breaking controls become LF, the others go.
-  ['controlChars', { type: 'Replace', pattern: { Regex: String.raw`[\x{B}\x{C}\x{85}]` }, content: '\n' }],
-  ['controlChars', { type: 'Replace', pattern: { Regex: String.raw`[\x{0}-\x{8}\x{E}-\x{1F}\x{7F}-\x{84}\x{86}-\x{9F}]` }, content: '' }],
+  ['controlChars', { type: 'Replace', pattern: { Regex: String.raw`[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}]` }, content: '' }],
   ['collapseBlankLines', { type: 'Replace', pattern: { Regex: String.raw`\n(?:[ \t]*\n){2,}` }, content: '\n\n' }],
   ['lowercase', { type: 'Lowercase' }],
   ['nfc', { type: 'NFC' }],
@@ -298,31 +296,16 @@ export function cleanFromHfNormalizer(normalizer: unknown, source: string): Clea
   const list = isObject(normalizer) && normalizer.type === 'Sequence' && Array.isArray(normalizer.normalizers) ? normalizer.normalizers as unknown[] : [normalizer];
   const same = (a: unknown, b: Json): boolean => isObject(a) && a.type === b.type && (a.content ?? null) === (b.content ?? null)
     && (isObject(a.pattern) ? a.pattern.Regex : null) === ((b.pattern as Json | undefined)?.Regex ?? null);
-  // Each step's normalizers, in order: a step is done when all of its own come one after another.
-  const steps = [...new Set(CLEAN_NORMALIZERS.map(([step]) => step))].map((step) => ({
-    step, forms: [CLEAN_NORMALIZERS.filter(([s]) => s === step).map(([, n]) => n), ...(step === 'controlChars' ? [[LEGACY_CONTROL_CHARS]] : [])],
-  }));
-  const refuse = (n: unknown): never => {
-    throw new MinigptError(`${source} has a normalizer (${isObject(n) ? String(n.type) : JSON.stringify(n)}) that minigpt's text cleaning does not do; it imports only the normalizers its own exports write (line endings, control characters, blank lines, lowercase, NFC, in that order)`);
-  };
   const clean: CleanOptions = { nfc: false, newlines: false, controlChars: false, collapseBlankLines: false, lowercase: false };
-  let at = 0, next = 0;
-  while (at < list.length) {
-    let matched = 0;
-    for (; next < steps.length && matched === 0; next++) {
-      const form = steps[next]!.forms.find((f) => f.every((n, k) => same(list[at + k], n)));
-      if (!form) continue;
-      clean[steps[next]!.step] = true;
-      matched = form.length;
-    }
-    if (matched === 0) refuse(list[at]);
-    at += matched;
+  let next = 0;
+  for (const n of list) {
+    const at = CLEAN_NORMALIZERS.findIndex(([, ours], i) => i >= next && same(n, ours));
+    check(at >= 0, () => `${source} has a normalizer (${isObject(n) ? String(n.type) : JSON.stringify(n)}) that minigpt's text cleaning does not do; it imports only the normalizers its own exports write (line endings, control characters, blank lines, lowercase, NFC, in that order)`);
+    clean[CLEAN_NORMALIZERS[at]![0]] = true;
+    next = at + 1;
   }
   return clean;
 }
-
-/** controlChars as exports before 2026-12-07 wrote it: one Replace dropping every control, line breaks too. */
-const LEGACY_CONTROL_CHARS: Json = { type: 'Replace', pattern: { Regex: String.raw`[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}]` }, content: '' };
 
 function isObject(x: unknown): x is Json {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
