@@ -258,7 +258,7 @@ test('a second Ctrl-C says whether a checkpoint is left: with --save-every 0 non
   if (/^quit without saving/m.test(seen.err)) {
     // What it says matches what is on disk.
     if (saved) assert.match(seen.err, /the previous checkpoint is intact/);
-    else assert.match(seen.err, /the run had no checkpoint yet, so its steps are lost/);
+    else assert.match(seen.err, /this run had saved no checkpoint yet, so this session's steps are lost/);
   } else {
     assert.ok(saved, `the first Ctrl-C's save finished first, so a checkpoint is there; stderr: ${seen.err}`);
   }

@@ -239,4 +239,7 @@ test('a run of one logged step draws a dot, not an empty path; losses past a mil
   const huge = renderLossPlot([{ name: 'r', records: [{ step: 1, loss: 4 }, { step: 2, loss: 3e29 }, { step: 3, loss: 8e29 }] }]);
   const labels = [...huge.matchAll(/<text class="ytick"[^>]*>([^<]*)</g)].map((m) => m[1]);
   assert.ok(labels.length >= 3 && labels.every((l) => /^(0|-?\d(\.\d+)?e\d+)$/.test(l)), labels.join(' '));
+  // Ticks a small step apart at that size still read apart.
+  assert.deepEqual(linearAxis(1_000_000, 1_000_500).labels, ['1e6', '1.0001e6', '1.0002e6', '1.0003e6', '1.0004e6', '1.0005e6']);
+  assert.deepEqual(linearAxis(1_000_000, 1_100_000).labels, ['1e6', '1.02e6', '1.04e6', '1.06e6', '1.08e6', '1.1e6']);
 });

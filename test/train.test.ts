@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, writeFile, readFile, readdir, appendFile, cp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { train, metricsUpToStep, type TrainOptions } from '../src/train/train.js';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
@@ -606,6 +607,9 @@ test('a hand-edited trainer_state.json (a checkpoint without a manifest) is a cl
     [(s) => { s.options.batch = 0; }, /"options\.batch" must be a whole number of at least 1 \(got 0\)/],
     [(s) => { s.options.sync_every = 0; }, /"options\.sync_every" must be a whole number \(got 0\)/],
     [(s) => { s.sampler = { s: [1, 2], spare: null }; }, /"sampler" must be a random-number state/],
+    [(s) => { s.data_tokens = {}; }, /"data_tokens" must be the train and val token counts \(got \{\}\)/],
+    [(s) => { s.device = 'cpu'; }, /"device" must be the backend and its threads \(got "cpu"\)/],
+    [(s) => { s.invalid_utf8 = 'skip'; }, /"invalid_utf8" must be "replace" or absent/],
   ];
   for (const [edit, re] of cases) {
     const state = structuredClone(good);
@@ -643,11 +647,13 @@ test('resume reads its data as the run did and says what changed: invalidUtf8 "r
   assert.ok(messages.some((m) => m.startsWith(`validating on ${val} (the run validated on a split of its training data until now)`)), messages.join('\n'));
   assert.ok(messages.some((m) => /the best val loss \(\d\.\d{4} on the old\) starts afresh/.test(m)), messages.join('\n'));
   assert.equal(other.bestValLoss, other.finalValLoss, 'the best is the new data\'s only evaluation');
+  // The training file is all training now (no split), but it did not change: nothing said of it.
+  assert.ok(!messages.some((m) => m.startsWith('changed since')), messages.join('\n'));
   // The data file changes under its path: said.
   await writeFile(file, CORPUS.slice(0, CORPUS.length / 2));
   messages.length = 0;
   await train({ resume: first.out, backend: 'reference', steps: 16, onMessage: (m) => messages.push(m), onWarning: () => {} });
-  assert.ok(messages.some((m) => /changed since the run began \([\d,]+ train \/ [\d,]+ val tokens then, [\d,]+ \/ [\d,]+ now\)/.test(m)), messages.join('\n'));
+  assert.ok(messages.some((m) => /^changed since the run began: bad-bytes\.txt \([\d,]+ train tokens then, [\d,]+ now\); the run goes on/.test(m)), messages.join('\n'));
   // Another backend: the continuation is not bit-identical, and it says so.
   messages.length = 0;
   await train({ resume: first.out, backend: 'cpu', threads: 1, steps: 18, onMessage: (m) => messages.push(m), onWarning: () => {} });
@@ -669,4 +675,37 @@ test('a diverged run\'s history and plot end where it blew up: its last step is 
   const ckpt = await loadCheckpoint(join(o.out!, 'checkpoint'), { training: true });
   assert.ok(metrics.some((m) => m.step === ckpt.training!.step && typeof m.loss === 'number'), `no record of step ${ckpt.training!.step}: ${JSON.stringify(metrics)}`);
   assert.match(await readFile(join(o.out!, 'loss.svg'), 'utf8'), /^<svg/);
+});
+
+test('resume keeps the JSONL field the run read (the CLI passed its default "text" over it), and takes text in memory instead of the file without a field', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-resume-field-'));
+  const file = join(dir, 'd.jsonl');
+  await writeFile(file, CORPUS.split('\n').map((body) => JSON.stringify({ body })).join('\n'));
+  const o = await opts({ data: file, textField: 'body', steps: 12 });
+  await stopAfter(o, 4);
+  const { spawnSync } = await import('node:child_process');
+  const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
+  const r = spawnSync(process.execPath, [cli, 'train', '--resume', o.out!, '--steps', '6', '--quiet'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const s = await train({ resume: o.out, backend: 'reference', text: CORPUS, steps: 8, onMessage: () => {} });
+  assert.equal(s.steps, 8);
+});
+
+test('a long evaluation lets the event loop turn: a timer\'s abort ends it early, saying so', async () => {
+  const { evaluateLoss } = await import('../src/train/evaluate.js');
+  const { createModel, setWeights } = await import('../src/model/model.js');
+  const { createReferenceBackend } = await import('../src/backend/reference/index.js');
+  const { initialWeights } = await import('../src/model/params.js');
+  const { createRng } = await import('../src/util/random.js');
+  const config = resolveConfig({ ...TINY, vocab_size: 20 });
+  const model = createModel(createReferenceBackend(), config);
+  setWeights(model, initialWeights(config, model.layout, createRng(1)));
+  const tokens = memoryTokens(Int32Array.from({ length: 2_000_000 }, (_, i) => (i * 7) % 20));
+  const stop = new AbortController();
+  setTimeout(() => stop.abort(), 30);
+  const r = await evaluateLoss(model, tokens, 4, 16, Infinity, undefined, stop.signal);
+  assert.equal(r.aborted, true);
+  assert.ok(r.tokens > 0 && r.tokens < 2_000_000, `${r.tokens} tokens scored`);
+  const whole = await evaluateLoss(model, memoryTokens(Int32Array.from({ length: 2000 }, (_, i) => (i * 7) % 20)), 4, 16);
+  assert.equal(whole.aborted, false);
 });

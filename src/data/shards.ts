@@ -690,6 +690,7 @@ class ShardWriter {
  * are put back first.
  */
 export async function isShardDir(dir: string): Promise<boolean> {
+  checkNodeOnly('isShardDir()');
   await recoverInterruptedReplace(resolve(dir), hasShardsMeta).catch(() => {});
   return hasShardsMeta(dir);
 }

@@ -140,8 +140,11 @@ export function linearAxis(lo: number, hi: number, o: { integer?: boolean; maxTi
         labels.push(/^-0(\.0*)?$/.test(label) ? label.slice(1) : label);
       }
       // Past a million (a diverged run's losses) fixed decimals read 8.0000000000000001e+29: 8e29.
-      const huge = Math.max(Math.abs(ticks[0]), Math.abs(ticks[ticks.length - 1])) >= 1e6;
-      return { lo: ticks[0], hi: ticks[ticks.length - 1], ticks, labels: huge ? ticks.map((t) => (t === 0 ? '0' : Number(t.toPrecision(3)).toExponential().replace('e+', 'e'))) : labels };
+      // Enough significant digits to tell ticks a step apart (1.0001e6 next to 1.0002e6).
+      const biggest = Math.max(Math.abs(ticks[0]), Math.abs(ticks[ticks.length - 1]));
+      const digits = Math.min(21, Math.max(1, Math.floor(Math.log10(biggest)) - Math.floor(Math.log10(step)) + (m === 2.5 ? 2 : 1)));
+      const exp = (t: number): string => (t === 0 ? '0' : Number(t.toPrecision(digits)).toExponential().replace('e+', 'e'));
+      return { lo: ticks[0], hi: ticks[ticks.length - 1], ticks, labels: biggest >= 1e6 ? ticks.map(exp) : labels };
     }
   }
   return { lo, hi, ticks: [lo, hi], labels: [String(lo), String(hi)] }; // not reached for finite input

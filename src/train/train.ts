@@ -32,7 +32,7 @@ import { createBatchSampler, evalOffsets, memoryTokens, type TokenStream } from 
 import { isShardDir, openShards } from '../data/shards.js';
 import { renderLossPlot, readMetrics } from './plot.js';
 import { generate } from '../generate.js';
-import { eventLoopTurns, checkNodeOnly } from '../util/runtime.js';
+import { eventLoopTurns, nextTurn, checkNodeOnly } from '../util/runtime.js';
 
 /** What train() takes; every field is optional (the CLI's defaults, TRAIN_DEFAULTS, fill the rest). */
 export interface TrainOptions {
@@ -246,7 +246,7 @@ export interface TrainSummary {
    * sample). A run with no periodic evaluation: the final one's, over the whole split.
    */
   bestValLoss: number | null;
-  /** The final evaluation's loss, over the whole validation split, or 4096 windows spread over a longer one (stopped by maxTime: the periodic evaluations' windows; null when interrupted). */
+  /** The final evaluation's loss, over the whole validation split, or 4096 windows spread over a longer one (stopped by maxTime: the periodic evaluations' windows; null when interrupted, or when `signal` was aborted during it). */
   finalValLoss: number | null;
   /** `signal` was aborted before the run reached totalSteps: the checkpoint is saved, the final evaluation skipped. */
   interrupted: boolean;
@@ -349,6 +349,10 @@ function checkedTrainerState(raw: Record<string, unknown>, source: string, use: 
   const whole = (v: unknown, min: number): boolean => Number.isSafeInteger(v) && (v as number) >= min;
   const real = (v: unknown, min: number): boolean => typeof v === 'number' && Number.isFinite(v) && v >= min;
   if (!whole(raw.total_steps, 1)) bad('total_steps', 'a whole number of at least 1', raw.total_steps);
+  const counts = raw.data_tokens as Record<string, unknown> | undefined;
+  if (counts !== undefined && !(record(counts) && whole(counts.train, 0) && whole(counts.val, 0))) bad('data_tokens', 'the train and val token counts', counts);
+  const device = raw.device as Record<string, unknown> | undefined;
+  if (device !== undefined && !(record(device) && typeof device.backend === 'string' && (device.threads === undefined || whole(device.threads, 1)))) bad('device', 'the backend and its threads', device);
   if (!real(raw.tokens_seen, 0)) bad('tokens_seen', 'a number of at least 0', raw.tokens_seen);
   if (raw.elapsed !== undefined && !real(raw.elapsed, 0)) bad('elapsed', 'seconds, at least 0', raw.elapsed);
   if (raw.best_val_loss !== null && !real(raw.best_val_loss, 0)) bad('best_val_loss', 'a loss or null', raw.best_val_loss);
@@ -548,7 +552,8 @@ export async function loadTrainingData(
   o: Pick<TrainOptions, 'data' | 'text' | 'valData' | 'textField' | 'tokenizer' | 'bpeVocab' | 'onMessage' | 'clean' | 'invalidUtf8'> & { documentSeparator?: DocumentSeparator },
   existing?: Tokenizer,
 ): Promise<TrainingData> {
-  checkNodeOnly('loadTrainingData()');
+  // Text in memory with no validation file touches no file (the page could call it).
+  if (o.text === undefined || o.valData !== undefined) checkNodeOnly('loadTrainingData() with a data path or the default corpus');
   checkOptionNames(o, ['data', 'text', 'valData', 'textField', 'tokenizer', 'bpeVocab', 'onMessage', 'clean', 'invalidUtf8', 'documentSeparator'], 'loadTrainingData');
   checkDataOptions(o);
   const givenTokenizer = typeof o.tokenizer === 'object' ? o.tokenizer : undefined;
@@ -751,7 +756,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const inMemory = o.text !== undefined || (Boolean(prior?.data_in_memory) && o.data === undefined);
   const dataPath = inMemory ? undefined : resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
-  const textField = o.textField ?? prior?.text_field ?? undefined;
+  // Text in memory has no JSONL fields: the run's field goes with its data file.
+  const textField = o.textField ?? (o.text !== undefined ? undefined : prior?.text_field) ?? undefined;
   // A resumed run reads its data cleaned as before unless told otherwise; bad bytes too.
   const cleanOption = o.clean ?? prior?.clean ?? undefined;
   const invalidUtf8 = o.invalidUtf8 ?? prior?.invalid_utf8;
@@ -772,8 +778,17 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const sameValidation = !prior || (
     (valPath ? resolve(valPath) : null) === prior.val_data && (valPath !== undefined || (inMemory ? Boolean(prior.data_in_memory) : (dataPath ? resolve(dataPath) : null) === prior.data))
     && (prior.data_tokens === undefined || prior.data_tokens.val === valStream.length));
-  if (prior && prior.data_tokens && (prior.data_tokens.train !== trainStream.length || prior.data_tokens.val !== valStream.length) && (dataPath ? resolve(dataPath) : null) === prior.data && !inMemory) {
-    o.onMessage?.(`${dataName} changed since the run began (${prior.data_tokens.train.toLocaleString('en-US')} train / ${prior.data_tokens.val.toLocaleString('en-US')} val tokens then, ${trainStream.length.toLocaleString('en-US')} / ${valStream.length.toLocaleString('en-US')} now): the run goes on with the data as it is now, not as an uninterrupted run would have`);
+  // The same files as before with other token counts: a file changed under its path (its own
+  // validation file when it has one, else the data, whose split both counts come from).
+  if (prior?.data_tokens && !inMemory && (dataPath ? resolve(dataPath) : null) === prior.data && (valPath ? resolve(valPath) : null) === prior.val_data) {
+    const was = prior.data_tokens, count = (n: number): string => n.toLocaleString('en-US');
+    const changed = [
+      ...(valPath
+        ? (was.train !== trainStream.length ? [`${dataName} (${count(was.train)} train tokens then, ${count(trainStream.length)} now)`] : [])
+        : (was.train !== trainStream.length || was.val !== valStream.length ? [`${dataName} (${count(was.train)} train / ${count(was.val)} val tokens then, ${count(trainStream.length)} / ${count(valStream.length)} now)`] : [])),
+      ...(valPath && was.val !== valStream.length ? [`${valPath} (${count(was.val)} validation tokens then, ${count(valStream.length)} now)`] : []),
+    ];
+    if (changed.length > 0) o.onMessage?.(`changed since the run began: ${changed.join('; ')}; the run goes on with the data as it is now, not as an uninterrupted run would have`);
   }
   if (prior && !sameValidation && prior.best_val_loss !== null) o.onMessage?.(`the validation data differs from the run's until now, so the best val loss (${prior.best_val_loss.toFixed(4)} on the old) starts afresh`);
 
@@ -905,12 +920,15 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // comparing the whole split with the periodic sample would favour whichever is easier.
     const windowCount = (limit: number): number => evalOffsets(valStream.length, T, limit).length;
     let periodic: { step: number; loss: number } | null = null;
-    const evaluate = async (final = false, windows = final ? FINAL_EVAL_WINDOWS : o.evalWindows): Promise<number> => {
-      const { loss, tokens, bytes } = await evaluateLoss(model, valStream, B, T, windows, byteLengths);
+    /** The validation loss now, logged and reported; null when an interrupt cut it short (nothing is logged then). */
+    const evaluate = async (final = false, windows = final ? FINAL_EVAL_WINDOWS : o.evalWindows): Promise<number | null> => {
+      const { loss, tokens, bytes, aborted } = await evaluateLoss(model, valStream, B, T, windows, byteLengths, o.signal);
+      if (aborted) return null;
       if (!final) periodic = { step, loss };
       // With no periodic evaluation in the run there is nothing to compare: the final one is the best.
       const compared = !final || windowCount(windows) === windowCount(o.evalWindows) || bestVal === null ? loss
-        : periodic?.step === step ? periodic.loss : (await evaluateLoss(model, valStream, B, T, o.evalWindows)).loss;
+        : periodic?.step === step ? periodic.loss : (await evaluateLoss(model, valStream, B, T, o.evalWindows, undefined, o.signal)).loss;
+      if (o.signal?.aborted) return null;
       const improved = bestVal === null || compared < bestVal;
       const bestNow: number = improved ? compared : bestVal!;
       bestVal = bestNow;
@@ -985,9 +1003,10 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
           // Accumulating over many micro-batches, one step can take minutes: between them the
           // event loop turns, so Ctrl-C is heard, and an abort drops the unfinished step (its
           // batches are drawn again on resume, as if it had never begun).
-          if (micro > 0) {
-            await turn();
-            if (o.signal?.aborted) {
+          // (Every micro-batch, not every EVENT_LOOP_TURN_MS: one is long enough that a turn costs nothing.)
+          if (micro > 0 && o.signal) {
+            await nextTurn();
+            if (o.signal.aborted) {
               sampler = createBatchSampler(trainStream, B, T, samplerAtStart);
               abandoned = true;
               break;
@@ -1078,7 +1097,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // windows can take minutes for a larger model on a CPU).
     if (!interrupted) finalVal = await evaluate(true, step < totalSteps ? o.evalWindows : FINAL_EVAL_WINDOWS);
     await save();
-    if (o.keepBest && !best && resumed && (await isCheckpointDir(bestDir))) {
+    // (Not when the validation data changed: that best was scored on the old.)
+    if (o.keepBest && !best && resumed && sameValidation && (await isCheckpointDir(bestDir))) {
       // Kept by an earlier session of this run (or copied from the run it continues), and not beaten since.
       const kept = await loadTrainerState(bestDir).catch(() => null);
       const keptLoss = kept?.trainer.best_val_loss;

@@ -28,15 +28,16 @@ export const EVENT_LOOP_TURN_MS = 25;
  */
 export function eventLoopTurns(everyMs = EVENT_LOOP_TURN_MS): () => Promise<void> | undefined {
   let last = performance.now();
-  const turn = (done: () => void): void => {
-    const immediate = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
-    if (immediate) immediate(done);
-    else setTimeout(done, 0);
-  };
   return () => {
     if (performance.now() - last < everyMs) return undefined;
-    return new Promise<void>((done) => turn(() => { last = performance.now(); done(); }));
+    return nextTurn().then(() => { last = performance.now(); });
   };
+}
+
+/** Resolves after one turn of the event loop (setImmediate in Node, a zero timeout elsewhere). */
+export function nextTurn(): Promise<void> {
+  const immediate = (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate;
+  return new Promise<void>((done) => { if (immediate) immediate(done); else setTimeout(done, 0); });
 }
 
 /**

@@ -20,7 +20,7 @@ import { canBlock, hardwareThreads } from './runtime.js';
 export { cpuBackendSupported } from './wasm-module.js';
 
 export interface CpuOptions {
-  /** Threads, the calling one included (default: os.availableParallelism() in Node, navigator.hardwareConcurrency in a browser). */
+  /** Threads, the calling one included (default: os.availableParallelism() in Node, navigator.hardwareConcurrency in a browser's worker, 1 on a page's main thread, which may not block). */
   threads?: number;
   /**
    * Use the relaxed-SIMD build (fused multiply-add) where the runtime allows it (default true).
@@ -97,7 +97,7 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
   // Each thread is a worker with its own stack and a share of every kernel: past a few per core
   // they only slow each step (1000 made a 1 s run take minutes) and delay Ctrl-C.
   const maxThreads = Math.max(8, 4 * cores);
-  if (threads > maxThreads) throw new MinigptError(`${optionName('threads')} ${threads} is more than this machine can use: it has ${cores} hardware threads; give at most ${maxThreads} (the default is ${cores})`);
+  if (threads > maxThreads) throw new MinigptError(`${optionName('threads')} ${threads} is more than this machine can use: it has ${cores} hardware threads; give at most ${maxThreads} (the default is ${canBlock() ? cores : 1})`);
   const variant: WasmVariant = (options.relaxedSimd ?? true) && (await relaxedSimdSupported(true)) ? 'relaxed' : 'simd';
   const memory = createSharedMemory(256, MAX_PAGES);
   const pool: ThreadPool = await createThreadPool(await compileKernels(variant), memory, threads);

@@ -137,12 +137,12 @@ const WEBGPU_OPTION_NAMES: Record<keyof WebGpuOptions, true> = { kernels: true, 
 /** Checks createWebGpuBackend's options (names and values): a MinigptError for a bad one. */
 export function checkWebGpuOptions(options: WebGpuOptions): void {
   checkOptionNames(options, Object.keys(WEBGPU_OPTION_NAMES), 'webgpu');
-  const oneOf = (name: string, v: unknown, allowed: readonly string[]): void =>
-    check(v === undefined || allowed.includes(v as string), () => `webgpu ${name} must be one of ${allowed.join(', ')} (got ${shownValue(v)})`);
+  const oneOf = (name: string, v: unknown, allowed: readonly (string | number)[]): void =>
+    check(v === undefined || allowed.includes(v as string | number), () => `webgpu ${name} must be one of ${allowed.join(', ')} (got ${shownValue(v)})`);
   oneOf('kernels', options.kernels, ['tiled', 'simple']);
   oneOf('matmul', options.matmul, ['tiled', 'simple']);
   oneOf('attention', options.attention, ['auto', 'rows', 'split', 'blocked']);
-  oneOf('matmulTile', options.matmulTile, Object.keys(MM_CONFIGS));
+  oneOf('matmulTile', options.matmulTile, Object.keys(MM_CONFIGS).map(Number));
   checkWhole(options.splitK, 'webgpu splitK', 1);
   checkWhole(options.attentionTile, 'webgpu attentionTile', 0);
 }

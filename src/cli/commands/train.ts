@@ -168,7 +168,7 @@ export const trainCommand: CommandSpec = {
         const saved = runDir !== '' && existsSync(join(runDir, 'checkpoint', 'config.json'));
         process.stderr.write(saved
           ? '\nquit without saving the last steps; the previous checkpoint is intact\n'
-          : `\nquit without saving: ${runDir ? 'the run had no checkpoint yet, so its steps are lost' : 'the run had not begun'}\n`);
+          : `\nquit without saving: ${runDir ? 'this run had saved no checkpoint yet, so this session\'s steps are lost' : 'the run had not begun'}\n`);
         process.exit(130);
       }
     };
@@ -206,7 +206,8 @@ export const trainCommand: CommandSpec = {
       const summary = await train({
         data: v.data as string | undefined,
         valData: v['val-data'] as string | undefined,
-        textField: v['text-field'] as string,
+        // Unless given, a resumed run reads the JSONL field it read (its own, recorded).
+        textField: set.has('text-field') ? v['text-field'] as string : undefined,
         clean: v.clean === undefined ? undefined : cleanOptionsFromFlag(v.clean as string),
         // Unless given, a resumed run reads its data as it did (--invalid-utf8 replace is recorded).
         invalidUtf8: set.has('invalid-utf8') ? v['invalid-utf8'] as 'error' | 'replace' : undefined,
@@ -271,7 +272,8 @@ export const trainCommand: CommandSpec = {
         summary.interrupted || summary.outOfTime ? `next: npx minigpt train --resume ${rel(summary.runDir)}   (continues exactly where it stopped)` : `next: npx minigpt sample --ckpt ${rel(summary.runDir)}${samplePromptFlag(summary)}`,
       ].filter(Boolean).join('\n'));
       // A run cut short is not a success: 130 after Ctrl-C, 141 (as SIGPIPE) after its output closed.
-      return !summary.interrupted ? 0 : interrupts > 0 ? 130 : outputClosed ? 141 : 0;
+      // (Ctrl-C during the final evaluation, after the last step, skips that evaluation: 130 too.)
+      return interrupts > 0 ? 130 : summary.interrupted && outputClosed ? 141 : 0;
     } finally {
       bar.done();
       offClosed();
