@@ -347,3 +347,12 @@ test('plot tells runs of one name in different folders apart by their paths', as
   assert.match(svg, />a\/run</);
   assert.match(svg, />b\/run</);
 });
+
+test('bench measures on the cpu backend and prints its JSON', () => {
+  const r = spawnSync(process.execPath, [CLI, 'bench', '--config', 'nanogpt-cpu', '--steps', '2', '--backend', 'cpu', '--threads', '1', '--json'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.config, 'nanogpt-cpu');
+  assert.equal(out.backend, 'cpu');
+  assert.ok(out.tokensPerSecond > 0 && out.sampleTokensPerSecond > 0, r.stdout);
+});

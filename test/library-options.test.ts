@@ -97,6 +97,10 @@ test('values of the wrong type or out of range are one clear error, not a hang o
   await refuses(createBackend('cpu', { parallelMinNs: -5 }), /^parallelMinNs must be a number, 0 or more \(got -5\)$/);
   await refuses(createBackend('reference', loose({ webgpu: { kernels: 'fast' } })), /^webgpu kernels must be one of tiled, simple \(got "fast"\)$/);
   await refuses(createBackend('reference', loose({ webgpu: { tiles: 1 } })), /^unknown webgpu option "tiles"/);
+  // Options for both go together (minigpt bench passes webgpu's to every backend): each takes its own.
+  const both = await createBackend('cpu', { threads: 1, webgpu: { kernels: 'simple', matmulTile: 128 } });
+  assert.equal(both.name, 'cpu');
+  both.destroy();
   await refuses(() => buildCharTokenizer(loose(3)), /^buildCharTokenizer needs the text as a string \(got 3\)$/);
   await refuses(() => buildCharTokenizer('abc', loose({ specal: true })), /^unknown buildCharTokenizer option "specal"/);
   await refuses(() => trainBpe('some text', loose({ vocab: 300 })), /^unknown trainBpe option "vocab" \(did you mean "vocabSize"\?\)$/);

@@ -33,13 +33,13 @@ export async function createBackend(name: BackendName = 'auto', options: Backend
   switch (name) {
     case 'auto':
       // webgpu only on a hardware adapter: a software one (SwiftShader) is slower than cpu.
-      if (await webgpuHardwareAvailable()) return createWebGpuBackend(options.webgpu);
+      if (await webgpuHardwareAvailable()) return createWebGpuBackend(webgpu);
       // cpu needs WebAssembly SIMD and SharedArrayBuffer (threads); the reference runs anywhere.
-      return cpuBackendSupported() ? createCpuBackend(options) : createReferenceBackend();
+      return cpuBackendSupported() ? createCpuBackend(cpu) : createReferenceBackend();
     case 'cpu':
-      return createCpuBackend(options);
+      return createCpuBackend(cpu);
     case 'webgpu':
-      return createWebGpuBackend(options.webgpu);
+      return createWebGpuBackend(webgpu);
     case 'reference':
       return createReferenceBackend();
     default:
