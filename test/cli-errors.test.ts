@@ -395,8 +395,8 @@ test('settings the help promises: a resumed run refuses other cleaning, eval and
   const dir = mkdtempSync(join(root, 'promised-'));
   const runDir = join(dir, 'run');
   assert.equal(run(['train', '--data', join(root, 'abc.txt'), '--out', runDir, '--steps', '2', ...TINY]).status, 0);
-  assertOneLine(run(['train', '--resume', runDir, '--steps', '3', '--clean', 'lowercase', '--quiet']), /--clean lowercase \(the run has nfc,newlines,control-chars,blank-lines\): a resumed run keeps/);
-  assert.equal(run(['train', '--resume', runDir, '--steps', '3', '--clean', 'nfc,newlines,control-chars,blank-lines', '--quiet']).status, 0, 'the same cleaning, spelt out, is no conflict');
+  assertOneLine(run(['train', '--resume', runDir, '--steps', '3', '--clean', 'lowercase', '--quiet']), /--clean lowercase \(the run has nfc,newlines,page-breaks,control-chars,blank-lines\): a resumed run keeps/);
+  assert.equal(run(['train', '--resume', runDir, '--steps', '3', '--clean', 'nfc,newlines,page-breaks,control-chars,blank-lines', '--quiet']).status, 0, 'the same cleaning, spelt out, is no conflict');
 
   writeFileSync(join(dir, 'bad.txt'), Buffer.concat(Array.from({ length: 60 }, () => Buffer.from([...Buffer.from('the cat sat '), 0xff, ...Buffer.from(' on the mat\n')]))));
   const badRun = join(dir, 'bad-run');

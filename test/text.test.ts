@@ -4,7 +4,7 @@ import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MinigptError } from '../src/errors.js';
-import { DEFAULT_CLEAN, cleanText, loadText, scanUtf8, splitTrainVal } from '../src/data/text.js';
+import { DEFAULT_CLEAN, cleanRecord, cleanText, legacyClean, loadText, scanUtf8, splitTrainVal } from '../src/data/text.js';
 
 /** Runs `body` with a fresh temporary folder that is removed afterwards, pass or fail. */
 async function withTempDir<T>(body: (dir: string) => Promise<T>): Promise<T> {
@@ -337,10 +337,10 @@ test('loadText rejects a folder whose text files are all empty', async () => {
 
 // ---- cleanText ----
 
-const ALL_OFF = { nfc: false, newlines: false, controlChars: false, collapseBlankLines: false, lowercase: false };
+const ALL_OFF = { nfc: false, newlines: false, pageBreaks: false, controlChars: false, collapseBlankLines: false, lowercase: false };
 
 test('DEFAULT_CLEAN turns every step on except lowercasing', () => {
-  assert.deepEqual({ ...DEFAULT_CLEAN }, { nfc: true, newlines: true, controlChars: true, collapseBlankLines: true, lowercase: false });
+  assert.deepEqual({ ...DEFAULT_CLEAN }, { nfc: true, newlines: true, pageBreaks: true, controlChars: true, collapseBlankLines: true, lowercase: false });
 });
 
 test('cleanText with every step off returns the text unchanged', () => {
@@ -360,6 +360,23 @@ test('cleanText newlines turns CRLF and lone CR into LF', () => {
 test('cleanText controlChars removes C0, C1 and DEL but keeps tab, newline and carriage return', () => {
   const input = 'a\u0000b\u0007c\u001bd\u007fe\u0085f\u009fg\th\ni\rj\u000bk\u000cl';
   assert.equal(cleanText(input, { ...ALL_OFF, controlChars: true }), 'abcdefg\th\ni\rjkl');
+});
+
+test('cleanText pageBreaks turns form feed, vertical tab and NEL into newlines (control-chars alone drops them), so pages stay apart as words', () => {
+  assert.equal(cleanText('Page one.\fPage two.\u000bnext\u0085line'), 'Page one.\nPage two.\nnext\nline');
+  assert.equal(cleanText('end.\n\f\f\f\nStart'), 'end.\n\nStart');
+  assert.equal(cleanText('Page one.\fPage two.', { pageBreaks: false }), 'Page one.Page two.');
+  assert.equal(cleanText('a\fb', { ...ALL_OFF, pageBreaks: true }), 'a\nb');
+});
+
+test('cleaning records: written with pageBreaks spelt out; read back, one without it (from before the step) cleaned without it', () => {
+  assert.deepEqual(cleanRecord(undefined), { pageBreaks: true });
+  assert.deepEqual(cleanRecord({ lowercase: true }), { lowercase: true, pageBreaks: true });
+  assert.deepEqual(cleanRecord({ pageBreaks: false }), { pageBreaks: false });
+  assert.deepEqual(legacyClean(null), { pageBreaks: false });
+  assert.deepEqual(legacyClean({ lowercase: true }), { lowercase: true, pageBreaks: false });
+  assert.deepEqual(legacyClean({ pageBreaks: true }), { pageBreaks: true });
+  assert.equal(legacyClean('junk'), 'junk');
 });
 
 test('cleanText controlChars leaves printable non-ASCII characters alone', () => {

@@ -709,3 +709,24 @@ test('a long evaluation lets the event loop turn: a timer\'s abort ends it early
   const whole = await evaluateLoss(model, memoryTokens(Int32Array.from({ length: 2000 }, (_, i) => (i * 7) % 20)), 4, 16);
   assert.equal(whole.aborted, false);
 });
+
+test('a run recorded before the page-breaks cleaning step (its clean lacks pageBreaks) samples, evaluates and resumes without it', async () => {
+  const { rm: remove } = await import('node:fs/promises');
+  const { loadModel } = await import('../src/inference.js');
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-pagebreaks-'));
+  const file = join(dir, 'pages.txt');
+  await writeFile(file, CORPUS.replaceAll('.\n', '.\f'));
+  const o = await opts({ data: file, steps: 6 });
+  await stopAfter(o, 3);
+  const statePath = join(o.out!, 'checkpoint', 'trainer_state.json');
+  const state = JSON.parse(await readFile(statePath, 'utf8'));
+  assert.equal(state.clean.pageBreaks, true, 'written out');
+  delete state.clean.pageBreaks;
+  await writeFile(statePath, JSON.stringify(state));
+  await remove(join(o.out!, 'checkpoint', 'manifest.json'));
+  const loaded = await loadModel(o.out!, { backend: 'reference' });
+  assert.equal(loaded.clean?.pageBreaks, false);
+  loaded.model.backend.destroy();
+  await train({ resume: o.out, backend: 'reference', steps: 5 });
+  assert.equal(JSON.parse(await readFile(statePath, 'utf8')).clean.pageBreaks, false, 'the run keeps the cleaning it trained with');
+});

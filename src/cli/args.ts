@@ -6,7 +6,10 @@ import { parseArgs } from 'node:util';
 import { MinigptError, likelyName } from '../errors.js';
 import { INIT_STRATEGIES, MLP_KINDS, type ModelConfig } from '../model/config.js';
 import { BACKEND_NAMES } from '../backend/index.js';
-import { CLEAN_STEP_NAMES } from '../data/text.js';
+import { CLEAN_STEP_NAMES, DEFAULT_CLEAN } from '../data/text.js';
+
+/** The cleaning steps on by default, as --clean names them (nfc,newlines,page-breaks,control-chars,blank-lines). */
+const DEFAULT_CLEAN_STEPS = Object.entries(CLEAN_STEP_NAMES).filter(([, key]) => DEFAULT_CLEAN[key]).map(([name]) => name).join(',');
 
 export type FlagType = 'string' | 'int' | 'number' | 'boolean';
 
@@ -130,7 +133,7 @@ export function formatHelp(cmd: CommandSpec): string {
 /** Text flags shared by commands that read training text. */
 export const TEXT_FLAGS: FlagSpecs = {
   'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
-  clean: { type: 'string', value: 'STEPS', description: `cleaning steps to apply, comma-separated from ${Object.keys(CLEAN_STEP_NAMES).join(',')}, or none`, default: 'nfc,newlines,control-chars,blank-lines' },
+  clean: { type: 'string', value: 'STEPS', description: `cleaning steps to apply, comma-separated from ${Object.keys(CLEAN_STEP_NAMES).join(',')}, or none`, default: DEFAULT_CLEAN_STEPS },
   'invalid-utf8': { type: 'string', choices: ['error', 'replace'], description: 'invalid UTF-8 in the data: stop with an error, or replace it and warn', default: 'error' },
 };
 

@@ -36,7 +36,7 @@ import { MinigptError, adviceFor, check, checkOptionNames, optionSetting, shownV
 import { commitDir, ioError, makeDirs, recoverInterruptedReplace, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
 import { DOCUMENT_SEPARATORS, documentSeparatorOf, documentSeparatorOfKind, type DocumentSeparator } from './documents.js';
-import { BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, checkCleanOptions, cleanText, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, noTextFilesError, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
+import { BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, checkCleanOptions, cleanText, legacyClean, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, noTextFilesError, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
 import {
   END_OF_TEXT,
   charTokenizerFromVocab,
@@ -941,6 +941,8 @@ export async function openShards(dir: string): Promise<OpenedShards> {
     throw new MinigptError(`${metaPath}: not valid JSON (${(err as Error).message}); the shards folder is damaged, ${reprepare()}`);
   }
   const meta = validateMeta(json, metaPath);
+  // Shards prepared before the page-breaks cleaning step were cleaned without it.
+  if (meta.clean) meta.clean = legacyClean(meta.clean) as CleanOptions;
   const tokenizer = tokenizerFromJson(meta.tokenizer, `${metaPath}#tokenizer`);
   check(
     tokenizer.vocabSize === meta.vocab_size,

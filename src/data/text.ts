@@ -377,6 +377,12 @@ export interface CleanOptions {
   nfc: boolean;
   /** CRLF and lone CR become LF. */
   newlines: boolean;
+  /**
+   * The control characters that break lines or pages (vertical tab, form feed, NEL) become LF, so
+   * "Page one.\fPage two." stays two words (control-chars alone drops them). Records written
+   * before this step existed lack it: read back, a missing pageBreaks means off (legacyClean).
+   */
+  pageBreaks: boolean;
   /** Drop C0/C1 control characters and DEL, keeping tab, LF and CR. */
   controlChars: boolean;
   /** Runs of two or more blank lines (which may hold spaces/tabs) become one blank line. */
@@ -388,18 +394,41 @@ export interface CleanOptions {
 export const DEFAULT_CLEAN: Readonly<CleanOptions> = Object.freeze({
   nfc: true,
   newlines: true,
+  pageBreaks: true,
   controlChars: true,
   collapseBlankLines: true,
   lowercase: false,
 });
 
 /** The cleaning steps by the names `--clean` gives them (`--clean nfc,lowercase`), to their CleanOptions keys. */
-export const CLEAN_STEP_NAMES = { nfc: 'nfc', newlines: 'newlines', 'control-chars': 'controlChars', 'blank-lines': 'collapseBlankLines', lowercase: 'lowercase' } as const satisfies Record<string, keyof CleanOptions>;
+export const CLEAN_STEP_NAMES = { nfc: 'nfc', newlines: 'newlines', 'page-breaks': 'pageBreaks', 'control-chars': 'controlChars', 'blank-lines': 'collapseBlankLines', lowercase: 'lowercase' } as const satisfies Record<string, keyof CleanOptions>;
 
 // CR stays: line endings are the `newlines` step's business, so switching that off keeps them.
 const CONTROL_CHARS = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/g;
+const PAGE_BREAKS = /[\u000B\u000C\u0085]/g;
 // A newline, then two or more lines holding only spaces/tabs, each ending in a newline.
 const BLANK_LINE_RUN = /\n(?:[ \t]*\n){2,}/g;
+
+/**
+ * Cleaning as a record holds it (trainer_state.json, a shards meta.json), for writing: every step
+ * not given is the default, and pageBreaks is written out, so that reading it back (legacyClean)
+ * cannot take it for a record from before that step.
+ */
+export function cleanRecord(clean: Partial<CleanOptions> | null | undefined): Partial<CleanOptions> {
+  return { ...(clean ?? {}), pageBreaks: clean?.pageBreaks ?? DEFAULT_CLEAN.pageBreaks };
+}
+
+/**
+ * A record's cleaning as read back: a record written before the pageBreaks step (null for the
+ * defaults then, or steps without it) cleaned without it, so it gets pageBreaks: false. Anything
+ * that is not null or an object is returned as it is, for the caller's check to refuse.
+ */
+export function legacyClean(recorded: unknown): unknown {
+  if (recorded === null) return { pageBreaks: false };
+  if (typeof recorded !== 'object' || Array.isArray(recorded)) return recorded;
+  const r = recorded as Partial<CleanOptions>;
+  return 'pageBreaks' in r ? r : { ...r, pageBreaks: false };
+}
 
 /** Checks cleaning options given by a library caller: known step names, each true or false. */
 export function checkCleanOptions(opts: unknown): void {
@@ -413,6 +442,7 @@ export function cleanText(text: string, opts: Partial<CleanOptions> = {}): strin
   const o: CleanOptions = { ...DEFAULT_CLEAN, ...opts };
   let out = text;
   if (o.newlines) out = out.replace(/\r\n?/g, '\n');
+  if (o.pageBreaks) out = out.replace(PAGE_BREAKS, '\n');
   if (o.controlChars) out = out.replace(CONTROL_CHARS, '');
   if (o.collapseBlankLines) out = out.replace(BLANK_LINE_RUN, '\n\n');
   if (o.lowercase) out = out.toLowerCase();

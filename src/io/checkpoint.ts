@@ -25,7 +25,7 @@ import { configFromJson, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { decodeSafetensors, encodeSafetensorsParts, joinParts, type NamedTensor } from './safetensors.js';
 import { tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
-import type { CleanOptions } from '../data/text.js';
+import { cleanRecord, legacyClean, type CleanOptions } from '../data/text.js';
 import { looksLikeZip, unzipFiles, zipFileNames, zipFiles } from './zip.js';
 import { checkNodeOnly } from '../util/runtime.js';
 
@@ -268,7 +268,7 @@ async function checkpointFileParts(ckpt: Checkpoint, opts: SaveOptions = {}): Pr
   } else if (ckpt.recorded && 'clean' in ckpt.recorded) {
     // No run to resume (an import, or a loaded checkpoint saved again): the cleaning its text
     // went through is kept, which sampling and an export's normalizer follow.
-    files.set(FILES.trainer, text({ step: 0, clean: ckpt.recorded.clean }));
+    files.set(FILES.trainer, text({ step: 0, clean: cleanRecord(ckpt.recorded.clean as Partial<CleanOptions> | null) }));
   }
   const sums: Record<string, string> = {};
   for (const [name, parts] of files) {
@@ -607,5 +607,7 @@ function parseTrainerState(bytes: Uint8Array, src: CheckpointFiles): { step: num
   const state = parseJson(bytes, trainerSource) as Record<string, unknown>;
   check(state && Number.isInteger(state.step) && (state.step as number) >= 0, `${trainerSource} has no valid "step"; the checkpoint is corrupt`);
   const { step, ...trainer } = state;
+  // A record from before the page-breaks cleaning step cleaned without it.
+  if ('clean' in trainer) trainer.clean = legacyClean(trainer.clean);
   return { step: step as number, trainer };
 }

@@ -273,6 +273,7 @@ type Json = Record<string, unknown>;
  */
 const CLEAN_NORMALIZERS: readonly (readonly [keyof CleanOptions, Json])[] = [
   ['newlines', { type: 'Replace', pattern: { Regex: String.raw`\r\n?` }, content: '\n' }],
+  ['pageBreaks', { type: 'Replace', pattern: { Regex: String.raw`[\x{B}\x{C}\x{85}]` }, content: '\n' }],
   ['controlChars', { type: 'Replace', pattern: { Regex: String.raw`[\x{0}-\x{8}\x{B}\x{C}\x{E}-\x{1F}\x{7F}-\x{9F}]` }, content: '' }],
   ['collapseBlankLines', { type: 'Replace', pattern: { Regex: String.raw`\n(?:[ \t]*\n){2,}` }, content: '\n\n' }],
   ['lowercase', { type: 'Lowercase' }],
@@ -296,11 +297,12 @@ export function cleanFromHfNormalizer(normalizer: unknown, source: string): Clea
   const list = isObject(normalizer) && normalizer.type === 'Sequence' && Array.isArray(normalizer.normalizers) ? normalizer.normalizers as unknown[] : [normalizer];
   const same = (a: unknown, b: Json): boolean => isObject(a) && a.type === b.type && (a.content ?? null) === (b.content ?? null)
     && (isObject(a.pattern) ? a.pattern.Regex : null) === ((b.pattern as Json | undefined)?.Regex ?? null);
-  const clean: CleanOptions = { nfc: false, newlines: false, controlChars: false, collapseBlankLines: false, lowercase: false };
+  // Every step off unless its normalizer is there (an export from before the page-breaks step has none for it).
+  const clean: CleanOptions = { nfc: false, newlines: false, pageBreaks: false, controlChars: false, collapseBlankLines: false, lowercase: false };
   let next = 0;
   for (const n of list) {
     const at = CLEAN_NORMALIZERS.findIndex(([, ours], i) => i >= next && same(n, ours));
-    check(at >= 0, () => `${source} has a normalizer (${isObject(n) ? String(n.type) : JSON.stringify(n)}) that minigpt's text cleaning does not do; it imports only the normalizers its own exports write (line endings, control characters, blank lines, lowercase, NFC, in that order)`);
+    check(at >= 0, () => `${source} has a normalizer (${isObject(n) ? String(n.type) : JSON.stringify(n)}) that minigpt's text cleaning does not do; it imports only the normalizers its own exports write (line endings, page breaks, control characters, blank lines, lowercase, NFC, in that order)`);
     clean[CLEAN_NORMALIZERS[at]![0]] = true;
     next = at + 1;
   }

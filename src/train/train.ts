@@ -24,7 +24,7 @@ import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkpointDirOf, firstNonFinite, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, processAlive, writeFileAtomic } from '../util/fs.js';
-import { checkCleanOptions, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
+import { checkCleanOptions, cleanRecord, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenByteLengths, tokenizerDifference, TOKENIZER_KINDS, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
@@ -880,7 +880,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       total_steps: totalSteps, tokens_seen: tokensSeen, elapsed: elapsedBefore + (performance.now() - t0) / 1000,
       sampler: sampler.state(), best_val_loss: bestVal,
       amp: { mode: amp.mode, scale: amp.scale, clean_steps: amp.cleanSteps },
-      data: dataPath ? resolve(dataPath) : null, ...(inMemory ? { data_in_memory: true } : {}), val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null, clean: clean ?? null,
+      data: dataPath ? resolve(dataPath) : null, ...(inMemory ? { data_in_memory: true } : {}), val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null, clean: cleanRecord(clean),
       document_separator: documentSeparator,
       ...(invalidUtf8 === 'replace' ? { invalid_utf8: 'replace' as const } : {}),
       data_tokens: { train: trainStream.length, val: valStream.length },
