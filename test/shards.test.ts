@@ -203,6 +203,21 @@ test('a corpus on one line (no safe cut after the split point) still gets about 
   });
 });
 
+test('page breaks (form feed, vertical tab, NEL) round-trip through the streaming cleaner as the in-memory cleaning makes them, at any chunk size', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'pages.txt');
+    const r = rng(5);
+    const pieces = ['word', ' ', '\n', '\f', '\u000b', '\u0085', '\r\n', '\n\n\n', 'é', '\u0007'];
+    await writeFile(file, Array.from({ length: 4000 }, () => pieces[Math.floor(r() * pieces.length)]).join(''));
+    for (const chunkBytes of [64, 97, 300]) {
+      const sub = join(dir, `c${chunkBytes}`);
+      await mkdir(sub);
+      await roundTrip(sub, file, { tokenizer: 'char', chunkBytes, maxPendingChars: 256 });
+      await roundTrip(join(sub, '..'), file, { tokenizer: 'char', chunkBytes, clean: { pageBreaks: false } });
+    }
+  });
+});
+
 test('uint32 shards (forced) round-trip and are marked version 2', async () => {
   await withTempDir(async (dir) => {
     const file = join(dir, 'corpus.txt');
