@@ -687,6 +687,10 @@ test('resume keeps the JSONL field the run read (the CLI passed its default "tex
   const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
   const r = spawnSync(process.execPath, [cli, 'train', '--resume', o.out!, '--steps', '6', '--quiet'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
+  // The same field named again (the CLI's default recorded as "text", or null): nothing to note.
+  const messages: string[] = [];
+  await train({ resume: o.out, backend: 'reference', textField: 'body', steps: 7, onMessage: (m) => messages.push(m) });
+  assert.ok(!messages.some((m) => m.startsWith('reading the field') || m.startsWith('changed since')), messages.join('\n'));
   const s = await train({ resume: o.out, backend: 'reference', text: CORPUS, steps: 8, onMessage: () => {} });
   assert.equal(s.steps, 8);
 });
@@ -729,4 +733,11 @@ test('a run recorded before the page-breaks cleaning step (its clean lacks pageB
   loaded.model.backend.destroy();
   await train({ resume: o.out, backend: 'reference', steps: 5 });
   assert.equal(JSON.parse(await readFile(statePath, 'utf8')).clean.pageBreaks, false, 'the run keeps the cleaning it trained with');
+  // Runs before cleaning was recorded at all have no "clean": the defaults of then, without the step.
+  const older = JSON.parse(await readFile(statePath, 'utf8'));
+  delete older.clean;
+  await writeFile(statePath, JSON.stringify(older));
+  await remove(join(o.out!, 'checkpoint', 'manifest.json'));
+  await train({ resume: o.out, backend: 'reference', steps: 6 });
+  assert.equal(JSON.parse(await readFile(statePath, 'utf8')).clean.pageBreaks, false);
 });

@@ -28,6 +28,7 @@ import {
   type Backend, type CleanOptions, type LoadedModel, type ModelConfig, type WebGpuBackend,
 } from '../src/index.js';
 import { evaluateLoss } from '../src/train/evaluate.js';
+import { legacyClean } from '../src/data/text.js';
 import { activationValues } from '../src/model/model.js';
 import { DIVERGED_TRIES } from '../src/train/train.js';
 import { cpuBackendSupported, type CpuBackend } from '../src/backend/cpu/index.js';
@@ -379,7 +380,9 @@ export async function loadCheckpointModel(bytes: Uint8Array, fileName: string, w
     s.state = 'loaded';
     s.hasModel = true;
     // Prompts are cleaned as the checkpoint's training text was (lowercased, say).
-    const clean = recordedClean(ckpt) ?? keptClean ?? undefined;
+    // A kept cleaning reaches here only for a zip that records none, kept before the page's zips
+    // carried it, so before the page-breaks step: read it as such a record is.
+    const clean = recordedClean(ckpt) ?? (keptClean ? legacyClean(keptClean) as Partial<CleanOptions> : undefined);
     s.clean = clean ?? null;
     return { state: s, loaded: { model, tokenizer: ckpt.tokenizer, ...(clean ? { clean } : {}) } };
   } catch (e) {

@@ -178,7 +178,7 @@ async function loadFile(path: string, opts: LoadTextOptions, replaced: ReplacedB
   if (bytes.length === 0) return null;
   rejectBinary(path, bytes);
   const text = decodeUtf8(path, bytes, opts.invalidUtf8 ?? 'error', replaced);
-  return extname(path).toLowerCase() === '.jsonl' ? jsonlDocuments(path, text, opts.textField ?? 'text') : [text];
+  return extname(path).toLowerCase() === '.jsonl' ? jsonlDocuments(path, text, opts.textField ?? DEFAULT_TEXT_FIELD) : [text];
 }
 
 /**
@@ -370,6 +370,9 @@ export function fileSystemError(path: string, err: unknown): Error {
       return err instanceof Error ? err : new Error(String(err));
   }
 }
+
+/** The field of a JSONL record that holds its text, unless textField names another. */
+export const DEFAULT_TEXT_FIELD = 'text';
 
 /** The cleaning steps; each can be switched off on its own. */
 export interface CleanOptions {

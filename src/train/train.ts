@@ -24,7 +24,7 @@ import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkpointDirOf, firstNonFinite, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, processAlive, writeFileAtomic } from '../util/fs.js';
-import { checkCleanOptions, cleanRecord, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
+import { checkCleanOptions, cleanRecord, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, DEFAULT_TEXT_FIELD, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
 import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenByteLengths, tokenizerDifference, TOKENIZER_KINDS, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
@@ -715,7 +715,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
         const names = Object.entries(CLEAN_STEP_NAMES).filter(([, key]) => on[key]).map(([name]) => name);
         return names.length > 0 ? names.join(',') : 'none';
       };
-      const want = steps(opts.clean), have = steps(prior.clean);
+      const want = steps(opts.clean), have = steps(runClean(prior));
       if (want !== have) conflicts.push(`${optionName('clean')} ${want} (the run has ${have})`);
     }
     check(conflicts.length === 0, () => `${conflicts.join(', ')}: a resumed run keeps its model and training settings so that it continues exactly; drop ${conflicts.length > 1 ? `those ${optionWord(true)}` : `the ${optionWord()}`}, or start a new run with another ${optionName('out')}`);
@@ -759,7 +759,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   // Text in memory has no JSONL fields: the run's field goes with its data file.
   const textField = o.textField ?? (o.text !== undefined ? undefined : prior?.text_field) ?? undefined;
   // A resumed run reads its data cleaned as before unless told otherwise; bad bytes too.
-  const cleanOption = o.clean ?? prior?.clean ?? undefined;
+  const cleanOption = o.clean ?? (prior ? runClean(prior) : undefined);
   const invalidUtf8 = o.invalidUtf8 ?? prior?.invalid_utf8;
   const { tokenizer, train: trainStream, val: valStream, dataName, fromShards, shardsClean, documentSeparator, documents } = await loadTrainingData({
     data: dataPath, text: o.text, valData: valPath, textField, tokenizer: opts.tokenizer, bpeVocab: opts.bpeVocab, onMessage: o.onWarning ?? o.onMessage,
@@ -772,7 +772,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     o.onMessage?.(`continuing on ${o.data} (the run trained on ${prior.data ?? (prior.data_in_memory ? IN_MEMORY_NAME : 'the default corpus')} until now)`);
   }
   if (prior && o.text !== undefined && !prior.data_in_memory) o.onMessage?.(`continuing on ${IN_MEMORY_NAME} (the run trained on ${prior.data ?? 'the default corpus'} until now)`);
-  if (prior && o.textField !== undefined && o.textField !== prior.text_field) o.onMessage?.(`reading the field "${o.textField}" of JSONL records (the run read ${prior.text_field === null ? 'the default field' : `"${prior.text_field}"`} until now)`);
+  if (prior && o.textField !== undefined && o.textField !== (prior.text_field ?? DEFAULT_TEXT_FIELD)) o.onMessage?.(`reading the field "${o.textField}" of JSONL records (the run read ${prior.text_field === null ? 'the default field' : `"${prior.text_field}"`} until now)`);
   if (prior && o.valData !== undefined && resolve(o.valData) !== prior.val_data) o.onMessage?.(`validating on ${o.valData} (the run validated on ${prior.val_data ?? 'a split of its training data'} until now)`);
   // Other validation text makes other losses: the best so far was on the old, so the best starts afresh.
   const sameValidation = !prior || (
@@ -780,7 +780,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     && (prior.data_tokens === undefined || prior.data_tokens.val === valStream.length));
   // The same files as before with other token counts: a file changed under its path (its own
   // validation file when it has one, else the data, whose split both counts come from).
-  if (prior?.data_tokens && !inMemory && (dataPath ? resolve(dataPath) : null) === prior.data && (valPath ? resolve(valPath) : null) === prior.val_data) {
+  if (prior?.data_tokens && !inMemory && (dataPath ? resolve(dataPath) : null) === prior.data && (valPath ? resolve(valPath) : null) === prior.val_data
+    && (textField ?? DEFAULT_TEXT_FIELD) === (prior.text_field ?? DEFAULT_TEXT_FIELD)) {
     const was = prior.data_tokens, count = (n: number): string => n.toLocaleString('en-US');
     const changed = [
       ...(valPath
@@ -1248,6 +1249,15 @@ function checkShardsTokenizer(model: Tokenizer, shards: Tokenizer, dir: string, 
 }
 
 /** The document separator a trainer state records; a blank line in records from before it was recorded (or one not understood). */
+/**
+ * The cleaning a run's data went through: its record (parseTrainerState reads one from before the
+ * page-breaks step as without it), or, absent (runs before 2026-12-06 recorded none), the defaults
+ * of then, which had no page-breaks step.
+ */
+function runClean(state: TrainerState): Partial<CleanOptions> {
+  return state.clean ?? { pageBreaks: false };
+}
+
 function recordedSeparator(state: TrainerState): DocumentSeparator {
   return DOCUMENT_SEPARATORS.includes(state.document_separator as DocumentSeparator) ? state.document_separator! : BLANK_LINE_SEPARATOR;
 }
@@ -1269,7 +1279,7 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   const state = checkedTrainerState(saved.trainer, join(ckptDir, 'trainer_state.json'), 'data');
   check(!state.data_in_memory, () => `${ckptDir} trained on text given in memory, which its checkpoint does not hold; ${adviceFor('give --text "..." or --data PATH', 'score text with evaluateText or evaluateShards')}`);
   const data = await loadTrainingData({
-    data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: state.clean ?? undefined,
+    data: state.data ?? undefined, valData: state.val_data ?? undefined, textField: state.text_field ?? undefined, clean: runClean(state),
     documentSeparator: recordedSeparator(state), invalidUtf8: opts.invalidUtf8 ?? state.invalid_utf8,
   }, tokenizer);
   const T = model.config.context;

@@ -273,7 +273,9 @@ export const trainCommand: CommandSpec = {
       ].filter(Boolean).join('\n'));
       // A run cut short is not a success: 130 after Ctrl-C, 141 (as SIGPIPE) after its output closed.
       // (Ctrl-C during the final evaluation, after the last step, skips that evaluation: 130 too.)
-      return interrupts > 0 ? 130 : summary.interrupted && outputClosed ? 141 : 0;
+      // Output closed during the final evaluation skips it too: cut short as well.
+      const cutShort = summary.interrupted || (controller.signal.aborted && summary.finalValLoss === null);
+      return interrupts > 0 ? 130 : cutShort && outputClosed ? 141 : 0;
     } finally {
       bar.done();
       offClosed();
