@@ -29,6 +29,7 @@ import {
 } from '../src/index.js';
 import { evaluateLoss } from '../src/train/evaluate.js';
 import { legacyClean } from '../src/data/text.js';
+import { nextTurn } from '../src/util/runtime.js';
 import { activationValues } from '../src/model/model.js';
 import { DIVERGED_TRIES } from '../src/train/train.js';
 import { cpuBackendSupported, type CpuBackend } from '../src/backend/cpu/index.js';
@@ -331,7 +332,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
       if (o.sampleEvery > 0 && step % o.sampleEvery === 0 && step < o.steps) await sample(step);
       t0 += performance.now() - t;
       // Let this thread take messages (a stop) between steps: the cpu and reference backends compute synchronously.
-      await new Promise((r) => setTimeout(r, 0));
+      await nextTurn();
     }
     // The last validation loss and sample come after the last step taken, a stopped run's too.
     const last = s.losses.length;

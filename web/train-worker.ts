@@ -66,9 +66,6 @@ const scope = globalThis as unknown as {
 };
 const post = (message: FromTrainWorker, transfer: Transferable[] = []): void => scope.postMessage(message, transfer);
 
-/** Longest stretch of generation without taking messages (a stop): the cpu and reference backends compute synchronously. */
-const YIELD_MS = 25;
-
 /** The model here, once a run has ended or a checkpoint has loaded. */
 let current: LoadedModel | null = null;
 let training: AbortController | null = null;
@@ -127,16 +124,12 @@ async function generateText(req: GenerateRequest): Promise<void> {
   try {
     const prepared = preparePrompt(loaded, req.prompt);
     note = [prepared.note, checkPrompt(loaded, prepared.prompt, 'prompt')].filter(Boolean).join('; ');
-    let lastYield = performance.now();
+    // generate() lets the event loop turn every 25 ms, so a stop message is taken while it runs.
     for await (const t of generate(loaded, prepared.prompt, {
       maxTokens: req.maxTokens, temperature: req.temperature, topK: req.topK, topP: req.topP, seed: req.seed, signal: stop.signal,
     })) {
       if (t.endOfText) note = [note, 'the model ended the text (<|endoftext|>)'].filter(Boolean).join('; ');
       if (t.text) post({ type: 'token', text: t.text });
-      if (performance.now() - lastYield >= YIELD_MS) {
-        await new Promise((r) => setTimeout(r, 0));
-        lastYield = performance.now();
-      }
     }
     post({ type: 'generated', end: stop.signal.aborted ? 'stopped' : 'done', error: '', note });
   } catch (e) {

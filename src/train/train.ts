@@ -756,6 +756,8 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   const inMemory = o.text !== undefined || (Boolean(prior?.data_in_memory) && o.data === undefined);
   const dataPath = inMemory ? undefined : resumed ? (o.data ?? prior?.data ?? undefined) : o.data;
   const valPath = resumed ? (o.valData ?? prior?.val_data ?? undefined) : o.valData;
+  // The paths as trainer_state.json records them (and compares them with a resumed run's).
+  const dataRecorded = dataPath ? resolve(dataPath) : null, valRecorded = valPath ? resolve(valPath) : null;
   // Text in memory has no JSONL fields: the run's field goes with its data file.
   const textField = o.textField ?? (o.text !== undefined ? undefined : prior?.text_field) ?? undefined;
   // A resumed run reads its data cleaned as before unless told otherwise; bad bytes too.
@@ -776,19 +778,18 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   if (prior && o.valData !== undefined && resolve(o.valData) !== prior.val_data) o.onMessage?.(`validating on ${o.valData} (the run validated on ${prior.val_data ?? 'a split of its training data'} until now)`);
   // Other validation text makes other losses: the best so far was on the old, so the best starts afresh.
   const sameValidation = !prior || (
-    (valPath ? resolve(valPath) : null) === prior.val_data && (valPath !== undefined || (inMemory ? Boolean(prior.data_in_memory) : (dataPath ? resolve(dataPath) : null) === prior.data))
+    valRecorded === prior.val_data && (valPath !== undefined || (inMemory ? Boolean(prior.data_in_memory) : dataRecorded === prior.data))
     && (prior.data_tokens === undefined || prior.data_tokens.val === valStream.length));
   // The same files as before with other token counts: a file changed under its path (its own
   // validation file when it has one, else the data, whose split both counts come from).
-  if (prior?.data_tokens && !inMemory && (dataPath ? resolve(dataPath) : null) === prior.data && (valPath ? resolve(valPath) : null) === prior.val_data
+  if (prior?.data_tokens && !inMemory && dataRecorded === prior.data && valRecorded === prior.val_data
     && (textField ?? DEFAULT_TEXT_FIELD) === (prior.text_field ?? DEFAULT_TEXT_FIELD)) {
     const was = prior.data_tokens, count = (n: number): string => n.toLocaleString('en-US');
-    const changed = [
-      ...(valPath
-        ? (was.train !== trainStream.length ? [`${dataName} (${count(was.train)} train tokens then, ${count(trainStream.length)} now)`] : [])
-        : (was.train !== trainStream.length || was.val !== valStream.length ? [`${dataName} (${count(was.train)} train / ${count(was.val)} val tokens then, ${count(trainStream.length)} / ${count(valStream.length)} now)`] : [])),
-      ...(valPath && was.val !== valStream.length ? [`${valPath} (${count(was.val)} validation tokens then, ${count(valStream.length)} now)`] : []),
-    ];
+    const trainChanged = was.train !== trainStream.length, valChanged = was.val !== valStream.length;
+    const changed: string[] = [];
+    if (!valPath && (trainChanged || valChanged)) changed.push(`${dataName} (${count(was.train)} train / ${count(was.val)} val tokens then, ${count(trainStream.length)} / ${count(valStream.length)} now)`);
+    if (valPath && trainChanged) changed.push(`${dataName} (${count(was.train)} train tokens then, ${count(trainStream.length)} now)`);
+    if (valPath && valChanged) changed.push(`${valPath} (${count(was.val)} validation tokens then, ${count(valStream.length)} now)`);
     if (changed.length > 0) o.onMessage?.(`changed since the run began: ${changed.join('; ')}; the run goes on with the data as it is now, not as an uninterrupted run would have`);
   }
   if (prior && !sameValidation && prior.best_val_loss !== null) o.onMessage?.(`the validation data differs from the run's until now, so the best val loss (${prior.best_val_loss.toFixed(4)} on the old) starts afresh`);
@@ -881,7 +882,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       total_steps: totalSteps, tokens_seen: tokensSeen, elapsed: elapsedBefore + (performance.now() - t0) / 1000,
       sampler: sampler.state(), best_val_loss: bestVal,
       amp: { mode: amp.mode, scale: amp.scale, clean_steps: amp.cleanSteps },
-      data: dataPath ? resolve(dataPath) : null, ...(inMemory ? { data_in_memory: true } : {}), val_data: valPath ? resolve(valPath) : null, text_field: textField ?? null, clean: cleanRecord(clean),
+      data: dataRecorded, ...(inMemory ? { data_in_memory: true } : {}), val_data: valRecorded, text_field: textField ?? null, clean: cleanRecord(clean),
       document_separator: documentSeparator,
       ...(invalidUtf8 === 'replace' ? { invalid_utf8: 'replace' as const } : {}),
       data_tokens: { train: trainStream.length, val: valStream.length },
@@ -1248,7 +1249,6 @@ function checkShardsTokenizer(model: Tokenizer, shards: Tokenizer, dir: string, 
   );
 }
 
-/** The document separator a trainer state records; a blank line in records from before it was recorded (or one not understood). */
 /**
  * The cleaning a run's data went through: its record (parseTrainerState reads one from before the
  * page-breaks step as without it), or, absent (runs before 2026-12-06 recorded none), the defaults
@@ -1258,6 +1258,7 @@ function runClean(state: TrainerState): Partial<CleanOptions> {
   return state.clean ?? { pageBreaks: false };
 }
 
+/** The document separator a trainer state records; a blank line in records from before it was recorded (or one not understood). */
 function recordedSeparator(state: TrainerState): DocumentSeparator {
   return DOCUMENT_SEPARATORS.includes(state.document_separator as DocumentSeparator) ? state.document_separator! : BLANK_LINE_SEPARATOR;
 }

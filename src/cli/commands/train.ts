@@ -148,21 +148,19 @@ export const trainCommand: CommandSpec = {
     const quiet = Boolean(v.quiet);
     const bar = progressLine();
     const controller = new AbortController();
-    let interrupts = 0;
+    let stopAsked = false; // a first Ctrl-C (or SIGTERM) came
     let runDir = '';
     // Set once the event loop has turned after the first interrupt was told: a second Ctrl-C that
     // came in while a long step held the thread (both are handled together after it) is the same
     // press, not an answer to "Ctrl-C again to quit", which the user had not yet seen.
     let toldInterrupt = false;
     const onSigint = (): void => {
-      interrupts++;
-      if (interrupts === 1) {
+      if (!stopAsked) {
+        stopAsked = true;
         bar.print('interrupted: saving a checkpoint at the last finished step (Ctrl-C again to quit without saving)');
         controller.abort();
         setImmediate(() => { toldInterrupt = true; });
-      } else if (!toldInterrupt) {
-        interrupts = 1;
-      } else {
+      } else if (toldInterrupt) {
         removeTemporariesNow();
         // Said only where it is so: a run with no save yet (--save-every 0, or before the first) has none.
         const saved = runDir !== '' && existsSync(join(runDir, 'checkpoint', 'config.json'));
@@ -271,11 +269,10 @@ export const trainCommand: CommandSpec = {
         (await exists(plot)) ? `${row('loss plot')}${rel(plot)}` : '',
         summary.interrupted || summary.outOfTime ? `next: npx minigpt train --resume ${rel(summary.runDir)}   (continues exactly where it stopped)` : `next: npx minigpt sample --ckpt ${rel(summary.runDir)}${samplePromptFlag(summary)}`,
       ].filter(Boolean).join('\n'));
-      // A run cut short is not a success: 130 after Ctrl-C, 141 (as SIGPIPE) after its output closed.
-      // (Ctrl-C during the final evaluation, after the last step, skips that evaluation: 130 too.)
-      // Output closed during the final evaluation skips it too: cut short as well.
+      // A run cut short is not a success: 130 after Ctrl-C, 141 (as SIGPIPE) after its output
+      // closed. Either during the final evaluation, after the last step, skips it: cut short too.
       const cutShort = summary.interrupted || (controller.signal.aborted && summary.finalValLoss === null);
-      return interrupts > 0 ? 130 : cutShort && outputClosed ? 141 : 0;
+      return stopAsked ? 130 : cutShort && outputClosed ? 141 : 0;
     } finally {
       bar.done();
       offClosed();
