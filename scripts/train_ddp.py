@@ -270,4 +270,11 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
+    # Done, and the output is written: end here, without Python's shutdown. torch's C++ side still
+    # holds the gloo process group after destroy_process_group; destroyed in the shutdown, its
+    # worker thread can wait for the GIL the shutdown holds (the rank hangs) or abort the rank,
+    # and torchrun then kills the others and fails the job.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
