@@ -182,23 +182,27 @@ test('a checkpoint read while saves replace it is read whole: one save or the ot
   let saving = true, saves = 0;
   const saver = (async () => {
     while (saving) {
+      await saveCheckpoint(dir, { config, weights: (saves + 1) % 2 ? other : weights, tokenizer, training: trainer((saves + 1) % 2 ? 2 : 1) });
       saves++;
-      await saveCheckpoint(dir, { config, weights: saves % 2 ? other : weights, tokenizer, training: trainer(saves % 2 ? 2 : 1) });
       await new Promise((done) => setTimeout(done, 20)); // a training step between saves
     }
   })();
+  // At least 60 reads, and on until more than 10 saves have finished beside them: a save fsyncs,
+  // and on a loaded machine's disk 60 reads can end before 10 saves do. A minute at most.
+  const deadline = Date.now() + 60_000;
+  let reads = 0;
   try {
-    for (let i = 0; i < 60; i++) {
+    for (; reads < 60 || (saves <= 10 && Date.now() < deadline); reads++) {
       const ckpt = await loadCheckpoint(join(dir, '..'), { training: true });
       const step = ckpt.training!.step;
       // The weights belong with the step: the files came from one save.
-      assert.deepEqual(ckpt.weights, step === 2 ? other : weights, `read ${i}, step ${step}`);
+      assert.deepEqual(ckpt.weights, step === 2 ? other : weights, `read ${reads}, step ${step}`);
     }
   } finally {
     saving = false;
     await saver;
   }
-  assert.ok(saves > 10, `${saves} saves ran beside the reads`);
+  assert.ok(saves > 10, `${saves} saves finished beside ${reads} reads in a minute`);
 });
 
 test('optimizer moments holding NaN or Infinity are refused on resume, as weights are', async () => {
