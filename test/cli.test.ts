@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -269,6 +269,10 @@ test('two interrupts handled together (both came while a step held the thread) a
   const { child, seen, closed } = await startQuietRun(root, /step 20\//);
   // Stopped, the process takes both signals at once when it continues, as a long step would hold them.
   child.kill('SIGSTOP');
+  // kill() returns before the process has stopped; a SIGCONT that came first would cancel the stop.
+  // Where /proc tells (Linux), wait until it is stopped (state T).
+  const stat = `/proc/${child.pid}/stat`;
+  for (let i = 0; i < 200 && existsSync(stat) && readFileSync(stat, 'utf8').replace(/^.*\) /s, '')[0] !== 'T'; i++) await new Promise((r) => setTimeout(r, 10));
   child.kill('SIGINT');
   child.kill('SIGTERM');
   child.kill('SIGCONT');
