@@ -32,6 +32,6 @@ if [ -n "$urls" ]; then
 fi
 
 "$VENV/bin/pip" install --disable-pip-version-check "${index_args[@]}" \
-  "$TORCH_SPEC" 'transformers>=4.53' gguf safetensors numpy
+  "$TORCH_SPEC" 'transformers>=4.56' gguf safetensors numpy
 "$VENV/bin/python" -c "$CHECK"
 echo "setup-venv: $VENV ready"

@@ -13,11 +13,18 @@ gradients; --strategy fsdp shards parameters, gradients and optimizer state with
 
 Shards: llm.c's format, as `minigpt prepare` writes them: 256 little-endian int32 (magic
 20240520, version 1 = uint16 tokens / 2 = uint32, token count, zeros), then the tokens.
---data is a shards directory (train_*.bin, val_*.bin) or a glob of .bin files. Each rank draws
-its own random windows (seed + rank), like minigpt's sampler.
+--data is a shards directory (train_*.bin, val_*.bin) or a glob of .bin files (those named
+val_*.bin are the validation set). Each rank draws its own random windows (seed + rank), like
+minigpt's sampler. The learning rate follows minigpt's schedule (warmup, then cosine to --min-lr).
+
+Everything that can be checked before training is, before the process group starts: the model
+folder, --seq-len against its context, --out (a folder that holds files needs --force), the
+shards and their meta.json against the model's tokenizer. --out is written at the end (and every
+--save-every steps) through a temporary folder renamed over it; there is no resume.
 
 Logs one JSON object per line on rank 0: {"step", "loss", "lr", "tokens_per_s"} and, every
---eval-every steps and at the end when val shards exist, {"step", "val_loss"}.
+--eval-every steps and at the end when val shards exist, {"step", "val_loss"}; {"event": "saved"}
+after each save.
 """
 import argparse
 import glob
@@ -49,31 +56,47 @@ def read_shard(path):
     return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_INTS * 4, shape=(count,))
 
 
-def shard_paths(data, split):
+def shard_paths(data):
+    """(train, val) shard paths: a folder's train_*.bin and val_*.bin, or a glob's matches (val_*.bin among them are val)."""
     if os.path.isdir(data):
-        return sorted(glob.glob(os.path.join(data, f"{split}_*.bin")))
-    return sorted(glob.glob(data)) if split == "train" else []
+        return sorted(glob.glob(os.path.join(data, "train_*.bin"))), sorted(glob.glob(os.path.join(data, "val_*.bin")))
+    matches = sorted(glob.glob(data))
+    is_val = [os.path.basename(m).startswith("val_") for m in matches]
+    return [m for m, v in zip(matches, is_val) if not v], [m for m, v in zip(matches, is_val) if v]
+
+
+def usable_shards(paths, seq_len, what):
+    """The shards of `paths` long enough for one window of seq_len + 1 tokens; at least one must be."""
+    shards = [s for s in (read_shard(p) for p in paths) if len(s) >= seq_len + 1]
+    if not shards:
+        raise SystemExit(f"train_ddp.py: no {what} shard holds a window of {seq_len + 1} tokens (--seq-len {seq_len} + 1): {', '.join(paths)}")
+    return shards
 
 
 class Windows:
     """Random (seq_len + 1)-token windows from a set of shards."""
 
-    def __init__(self, paths, seq_len, seed):
-        self.shards = [s for s in (read_shard(p) for p in paths) if len(s) > seq_len + 1]
-        if not self.shards:
-            raise SystemExit(f"no shard has more than {seq_len + 1} tokens: {paths}")
-        sizes = np.array([len(s) - seq_len - 1 for s in self.shards], dtype=np.float64)
+    def __init__(self, shards, seq_len, seed, vocab):
+        self.shards = shards
+        sizes = np.array([len(s) - seq_len for s in self.shards], dtype=np.float64)
         self.weights = sizes / sizes.sum()
         self.seq_len = seq_len
+        self.vocab = vocab
         self.rng = np.random.default_rng(seed)
 
     def batch(self, batch):
         rows = []
         for _ in range(batch):
             s = self.shards[self.rng.choice(len(self.shards), p=self.weights)]
-            start = int(self.rng.integers(0, len(s) - self.seq_len - 1))
+            start = int(self.rng.integers(0, len(s) - self.seq_len))
             rows.append(np.asarray(s[start:start + self.seq_len + 1], dtype=np.int64))
-        w = torch.from_numpy(np.stack(rows))
+        w = np.stack(rows)
+        if w.max() >= self.vocab:
+            # Shards without meta.json are not checked up front: an id past the vocabulary would
+            # fail inside the embedding (a device-side assert on CUDA).
+            raise SystemExit(f"train_ddp.py: the shards hold token id {int(w.max())}, past the model's vocabulary ({self.vocab}): "
+                             "prepare them with the model's tokenizer")
+        w = torch.from_numpy(w)
         return w[:, :-1], w[:, 1:]
 
 
@@ -112,36 +135,78 @@ def check_shards_match_model(data, model_dir, vocab):
 
 
 def lr_at(step, args):
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
+    """minigpt's schedule (src/train/schedule.ts): `step` counts from 1; linear warmup to --lr, cosine to --min-lr at --steps."""
+    if step <= args.warmup:
+        return args.lr * step / args.warmup
+    if step >= args.steps:
+        return args.min_lr
     progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+    return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def check_setup(args):
+    """Every check that needs no process group and no model load, so a mistake ends the job at once,
+    not after the run (nothing is written before the end, or the first --save-every)."""
+    def fail(message):
+        raise SystemExit(f"train_ddp.py: {message}")
+
+    config_path = os.path.join(args.model, "config.json")
+    if not os.path.isfile(config_path):
+        fail(f"--model {args.model}: no config.json there (give a folder written by `minigpt export --format hf`)")
+    config = json.load(open(config_path, encoding="utf-8"))
+    vocab, context = int(config["vocab_size"]), int(config["max_position_embeddings"])
+    seq_len = args.seq_len or context
+    if seq_len > context:
+        fail(f"--seq-len {seq_len} is longer than the model's context ({context}, its max_position_embeddings): give at most {context}")
+    if args.amp == "bf16" and not torch.cuda.is_available():
+        fail("--amp bf16 needs CUDA; without a GPU the run is F32 (leave --amp out)")
+
+    out = os.path.abspath(args.out.rstrip("/") or "/")
+    if out == os.path.abspath(args.model.rstrip("/") or "/"):
+        fail("--out is the --model folder: give another one (the model the run starts from would be replaced)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        fail(f"--out {args.out} is a file, not a folder")
+    if os.path.isdir(out) and os.listdir(out) and not args.force:
+        fail(f"--out {args.out} already holds files: give --force to replace the folder, or another --out")
+
+    train_paths, val_paths = shard_paths(args.data)
+    if not train_paths:
+        where = f"{args.data} has no train_*.bin" if os.path.isdir(args.data) else f"--data {args.data} matches no shard (train_*.bin)"
+        fail(f"{where}: make shards with `minigpt prepare --data TEXT --tokenizer MODEL_RUN --out DIR`")
+    for folder in sorted({os.path.dirname(p) for p in train_paths + val_paths}):
+        check_shards_match_model(folder, args.model, vocab)
+    return seq_len, vocab, usable_shards(train_paths, seq_len, "train"), usable_shards(val_paths, seq_len, "val") if val_paths else None
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="HF model directory (minigpt export --format hf)")
-    p.add_argument("--data", required=True, help="shards directory (train_*.bin, val_*.bin) or a glob of .bin files")
-    p.add_argument("--out", required=True, help="output HF directory")
+    p.add_argument("--data", required=True, help="shards directory (train_*.bin, val_*.bin) or a glob of .bin files (val_*.bin among them are the validation set)")
+    p.add_argument("--out", required=True, help="output HF directory (written at the end and every --save-every steps)")
+    p.add_argument("--force", action="store_true", help="replace --out when it already holds files")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=8, help="sequences per process per step")
-    p.add_argument("--seq-len", type=int, default=None, help="default: the model's max_position_embeddings")
+    p.add_argument("--seq-len", type=int, default=None, help="default and at most: the model's max_position_embeddings")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--min-lr", type=float, default=None, help="default: lr / 10")
-    p.add_argument("--warmup", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=None, help="linear warmup steps (default: 50, or a tenth of --steps when that is fewer, as minigpt train)")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
     p.add_argument("--backend", choices=["auto", "nccl", "gloo"], default="auto")
-    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast on CUDA")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast (CUDA only)")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--eval-batches", type=int, default=8)
+    p.add_argument("--save-every", type=int, default=0, help="also write --out every N steps (0: only at the end)")
     p.add_argument("--dist-timeout", type=int, default=1800, help="seconds a collective may wait before failing")
     args = p.parse_args()
     if args.min_lr is None:
         args.min_lr = args.lr / 10
+    if args.warmup is None:
+        args.warmup = min(50, args.steps // 10)
+    seq_len, vocab, train_shards, val_shards = check_setup(args)
 
     from transformers import AutoModelForCausalLM
 
@@ -159,13 +224,13 @@ def main():
         torch.cuda.set_device(device)
     torch.manual_seed(args.seed)
     log = (lambda o: print(json.dumps(o), flush=True)) if rank == 0 else (lambda o: None)
+    fsdp = args.strategy == "fsdp" and distributed
 
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(device)
+    # Loaded on the CPU: fully_shard moves each layer to the GPU as it shards it, so with FSDP no
+    # GPU ever holds the whole model.
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     model.config.use_cache = False
-    seq_len = args.seq_len or model.config.max_position_embeddings
-    vocab = model.config.vocab_size
-
-    if args.strategy == "fsdp" and distributed:
+    if fsdp:
         from torch.distributed.fsdp import fully_shard
         for layer in model.model.layers:
             fully_shard(layer)
@@ -173,8 +238,10 @@ def main():
         train_model = model
     elif distributed:
         from torch.nn.parallel import DistributedDataParallel as DDP
+        model.to(device)
         train_model = DDP(model, device_ids=[local_rank] if cuda else None)
     else:
+        model.to(device)
         train_model = model
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -183,11 +250,10 @@ def main():
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
     )
-    check_shards_match_model(args.data, args.model, vocab)
-    train = Windows(shard_paths(args.data, "train"), seq_len, args.seed + rank)
-    val_paths = shard_paths(args.data, "val")
+    train = Windows(train_shards, seq_len, args.seed + rank, vocab)
+    val = Windows(val_shards, seq_len, 0, vocab) if val_shards else None
     log({"event": "start", "world_size": world, "backend": backend if distributed else None, "strategy": args.strategy if distributed else "single",
-         "device": str(device), "params": sum(p.numel() for p in model.parameters()), "seq_len": seq_len})
+         "device": str(device), "params": sum(p.numel() for p in model.parameters()), "seq_len": seq_len, "amp": args.amp, "warmup": args.warmup})
 
     def loss_of(x, y):
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and args.amp == "bf16"):
@@ -201,21 +267,28 @@ def main():
         return t.item() / world
 
     def evaluate():
-        if not val_paths:
+        if val is None:
             return None
-        windows = Windows(val_paths, seq_len, 10_000 + rank)
+        val.rng = np.random.default_rng(10_000 + rank)  # the same windows at every evaluation
         train_model.eval()
         total = 0.0
         with torch.no_grad():
             for _ in range(args.eval_batches):
-                x, y = windows.batch(args.batch)
+                x, y = val.batch(args.batch)
                 total += loss_of(x.to(device), y.to(device)).item()
         train_model.train()
         return mean_over_ranks(total / args.eval_batches)
 
+    def full_weights():
+        """The full weights on the CPU (rank 0), gathered from every rank with FSDP (a collective)."""
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+            return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {k: v.detach().to("cpu") for k, v in model.state_dict().items()} if rank == 0 else {}
+
     train_model.train()
     t0 = time.time()
-    for step in range(args.steps):
+    for step in range(1, args.steps + 1):
         lr = lr_at(step, args)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -227,54 +300,72 @@ def main():
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         # Logged steps count the updates done, from 1, as minigpt's metrics.jsonl does.
-        if (step + 1) % args.log_every == 0 or step == 0 or step == args.steps - 1:
+        if step % args.log_every == 0 or step == 1 or step == args.steps:
             mean = mean_over_ranks(loss.item())
             dt = time.time() - t0
-            log({"step": step + 1, "loss": mean, "lr": lr, "tokens_per_s": (step + 1) * args.batch * seq_len * world / max(dt, 1e-9)})
-        if args.eval_every and (step + 1) % args.eval_every == 0 and step != args.steps - 1:
+            log({"step": step, "loss": mean, "lr": lr, "tokens_per_s": step * args.batch * seq_len * world / max(dt, 1e-9)})
+        if args.eval_every and step % args.eval_every == 0 and step != args.steps:
             v = evaluate()
             if v is not None:
-                log({"step": step + 1, "val_loss": v})
+                log({"step": step, "val_loss": v})
+        if args.save_every and step % args.save_every == 0 and step != args.steps:
+            state = full_weights()
+            if rank == 0:
+                save(args, state, step)
     v = evaluate()
     if v is not None:
         log({"step": args.steps, "val_loss": v})
 
-    # Gather the full weights (a collective with FSDP), leave the process group, then rank 0
-    # saves: no collective waits on the (slow) save, so no rank can time out behind it.
-    if args.strategy == "fsdp" and distributed:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    else:
-        state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    # Gather the full weights, leave the process group, then rank 0 saves: no collective waits on
+    # the (slow) save, so no rank can time out behind it.
+    state = full_weights()
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
     if rank == 0:
-        tmp = args.out.rstrip("/") + f".tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.config.use_cache = True
-        if args.strategy == "fsdp" and distributed:
-            # The FSDP-wrapped module holds DTensors; save from a plain copy of the model.
-            plain = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-            plain.load_state_dict(state)
-            plain.save_pretrained(tmp, safe_serialization=True)
-        else:
-            model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-        for f in TOKENIZER_FILES:
-            src = os.path.join(args.model, f)
-            if os.path.exists(src) and (f != "generation_config.json" or not os.path.exists(os.path.join(tmp, f))):
-                shutil.copy(src, os.path.join(tmp, f))
-        shutil.rmtree(args.out, ignore_errors=True)
-        os.replace(tmp, args.out)
-        log({"event": "saved", "out": args.out})
+        save(args, state, args.steps)
 
+
+def save(args, state, step):
+    """Writes the weights into a plain copy of the model (on the CPU: tied embeddings stay one tensor)
+    with the input's tokenizer files, to a temporary folder renamed over --out."""
+    from transformers import AutoModelForCausalLM
+
+    out = args.out.rstrip("/")
+    tmp = out + f".tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    plain.load_state_dict(state)
+    plain.save_pretrained(tmp, safe_serialization=True)
+    for f in TOKENIZER_FILES:
+        src = os.path.join(args.model, f)
+        if os.path.exists(src) and (f != "generation_config.json" or not os.path.exists(os.path.join(tmp, f))):
+            shutil.copy(src, os.path.join(tmp, f))
+    # safetensors writes its file 0600 (a temporary file renamed): readable by others on a shared
+    # filesystem as the rest of the folder is, per the umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in os.listdir(tmp):
+        os.chmod(os.path.join(tmp, f), 0o666 & ~umask)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    print(json.dumps({"event": "saved", "out": args.out, "step": step}), flush=True)
 
 if __name__ == "__main__":
-    main()
-    # Done, and the output is written: end here, without Python's shutdown. torch's C++ side still
-    # holds the gloo process group after destroy_process_group; destroyed in the shutdown, its
-    # worker thread can wait for the GIL the shutdown holds (the rank hangs) or abort the rank,
-    # and torchrun then kills the others and fails the job.
+    # However it ends, end here, without Python's shutdown: torch's C++ side still holds the gloo
+    # process group after destroy_process_group; destroyed in the shutdown, its worker thread can
+    # wait for the GIL the shutdown holds (the rank hangs) or abort the rank, and torchrun then
+    # kills the others and fails the job.
+    try:
+        main()
+        code = 0
+    except KeyboardInterrupt:
+        print("\ntrain_ddp.py: interrupted; --out holds what the last save wrote, if one came (--save-every N saves as it goes)", file=sys.stderr)
+        code = 130
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(code)

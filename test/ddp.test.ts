@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -134,4 +134,73 @@ test('train_ddp.py refuses shards made with another BPE of the same size, and ta
   const differ = check(join(root, 'other'));
   assert.equal(differ.status, 1);
   assert.match(differ.stderr.trim(), /^the shards' BPE merges differ from the model's \(first at merge \d+ of 23 \/ 23\): prepare the shards with the model's tokenizer$/);
+});
+
+test('train_ddp.py checks its setup before training (--out, --seq-len, short or foreign shards), follows minigpt\'s learning-rate schedule, takes a glob\'s val_*.bin as validation, and a Ctrl-C is one line and exit 130', { skip: py.skip }, async () => {
+  const { learningRate } = await import('../src/train/schedule.js');
+  const { stat } = await import('node:fs/promises');
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-ddp-setup-'));
+  const text = 'the quick brown fox jumps over the lazy dog. '.repeat(40);
+  const tokenizer = buildCharTokenizer(text);
+  const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 16, n_heads: 2, n_layers: 1, context: 16 });
+  await exportHf({ config, weights: initialWeights(config, paramLayout(config), createRng(1)), tokenizer }, join(root, 'hf'));
+  const ids = tokenizer.encode(text);
+  await mkdir(join(root, 'shards'));
+  await writeFile(join(root, 'shards', 'train_000000.bin'), shard(ids.subarray(0, 1500)));
+  await writeFile(join(root, 'shards', 'val_000000.bin'), shard(ids.subarray(1500)));
+  await mkdir(join(root, 'short-val'));
+  await writeFile(join(root, 'short-val', 'train_000000.bin'), shard(ids.subarray(0, 1500)));
+  await writeFile(join(root, 'short-val', 'val_000000.bin'), shard(ids.subarray(1500, 1510)));
+  await mkdir(join(root, 'foreign'));
+  await writeFile(join(root, 'foreign', 'train_000000.bin'), shard(Array.from({ length: 500 }, (_, i) => i % 200)));
+  await mkdir(join(root, 'kept'));
+  await writeFile(join(root, 'kept', 'notes.txt'), 'mine');
+  const script = join(ROOT, 'scripts', 'train_ddp.py');
+  const run = (args: string[]) => spawnSync(py.python!, [script, '--model', join(root, 'hf'), '--batch', '2', '--eval-batches', '1', ...args], {
+    encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' },
+  });
+  const refused = (args: string[], message: RegExp) => {
+    const r = run(args);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr.trim(), message);
+    assert.equal(r.stdout, '', 'refused before training');
+  };
+  const data = ['--data', join(root, 'shards')];
+  refused([...data, '--out', join(root, 'kept')], /^train_ddp\.py: --out \S+kept already holds files: give --force to replace the folder, or another --out$/);
+  assert.equal(await readFile(join(root, 'kept', 'notes.txt'), 'utf8'), 'mine');
+  refused([...data, '--out', join(root, 'hf') + '/'], /^train_ddp\.py: --out is the --model folder/);
+  refused([...data, '--out', join(root, 'o'), '--seq-len', '17'], /^train_ddp\.py: --seq-len 17 is longer than the model's context \(16, its max_position_embeddings\): give at most 16$/);
+  refused(['--data', join(root, 'short-val'), '--out', join(root, 'o')], /^train_ddp\.py: no val shard holds a window of 17 tokens \(--seq-len 16 \+ 1\): \S+val_000000\.bin$/);
+  refused(['--data', join(root, 'nothing-*.bin'), '--out', join(root, 'o')], /^train_ddp\.py: --data \S+ matches no shard \(train_\*\.bin\)/);
+  const foreign = run(['--data', join(root, 'foreign'), '--out', join(root, 'o')]);
+  assert.equal(foreign.status, 1);
+  assert.match(foreign.stderr.trim().split('\n').pop()!, /^train_ddp\.py: the shards hold token id \d+, past the model's vocabulary \(\d+\): prepare them with the model's tokenizer$/);
+
+  // A glob of the folder: val_000000.bin is the validation set, not training data.
+  const lr = 0.01, minLr = 0.001, warmup = 2, steps = 5;
+  const ok = run(['--data', join(root, 'shards', '*.bin'), '--out', join(root, 'out'), '--steps', String(steps), '--warmup', String(warmup), '--lr', String(lr), '--log-every', '1']);
+  assert.equal(ok.status, 0, ok.stderr);
+  const lines = ok.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  const logged = lines.filter((l) => typeof l.lr === 'number');
+  assert.deepEqual(logged.map((l) => l.step), [1, 2, 3, 4, 5]);
+  for (const l of logged) assert.ok(Math.abs(l.lr - learningRate({ lr, minLr, warmupSteps: warmup, totalSteps: steps }, l.step)) < 1e-12, `step ${l.step}: lr ${l.lr}`);
+  assert.ok(lines.some((l) => typeof l.val_loss === 'number'), 'the glob\'s val shard is evaluated');
+  const mode = (await stat(join(root, 'out', 'model.safetensors'))).mode;
+  assert.equal(mode & 0o044, (await stat(join(root, 'out', 'config.json'))).mode & 0o044, 'model.safetensors is as readable as the rest');
+
+  // Ctrl-C mid-run: one line, exit 130, --out not written.
+  const p = spawn(py.python!, [script, '--model', join(root, 'hf'), ...data, '--out', join(root, 'stopped'), '--steps', '1000000', '--batch', '2', '--log-every', '1'], {
+    env: { ...process.env, OMP_NUM_THREADS: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '', err = '';
+  p.stderr.on('data', (d) => (err += d));
+  const exited = new Promise<number | null>((done) => p.on('exit', (code) => done(code)));
+  await new Promise<void>((started) => p.stdout.on('data', (d) => {
+    out += d;
+    if (out.includes('"step": 1,')) started();
+  }));
+  p.kill('SIGINT');
+  assert.equal(await exited, 130, err);
+  assert.match(err.trim().split('\n').pop()!, /^train_ddp\.py: interrupted; --out holds what the last save wrote, if one came/);
+  assert.ok(!existsSync(join(root, 'stopped')));
 });
