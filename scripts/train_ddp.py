@@ -14,13 +14,15 @@ gradients; --strategy fsdp shards parameters, gradients and optimizer state with
 Shards: llm.c's format, as `minigpt prepare` writes them: 256 little-endian int32 (magic
 20240520, version 1 = uint16 tokens / 2 = uint32, token count, zeros), then the tokens.
 --data is a shards directory (train_*.bin, val_*.bin) or a glob of .bin files (those named
-val_*.bin are the validation set). Each rank draws its own random windows (seed + rank), like
-minigpt's sampler. The learning rate follows minigpt's schedule (warmup, then cosine to --min-lr).
+val_*.bin, *_val_*.bin or *_val.bin are the validation set). Each rank draws its own random
+windows (seed + rank), like minigpt's sampler. The learning rate follows minigpt's schedule
+(warmup, then cosine to --min-lr).
 
-Everything that can be checked before training is, before the process group starts: the model
-folder, --seq-len against its context, --out (a folder that holds files needs --force), the
-shards and their meta.json against the model's tokenizer. --out is written at the end (and every
---save-every steps) through a temporary folder renamed over it; there is no resume.
+Checked before the process group starts, so a mistake ends the job at once in one line: the
+flags' values, the model folder, --seq-len against its context, --out (a folder that holds files
+needs --force; one that is or holds the model or the shards is refused), the shards and their
+meta.json against the model's tokenizer. --out is written at the end (and every --save-every
+steps) through a temporary folder beside it; there is no resume.
 
 Logs one JSON object per line on rank 0: {"step", "loss", "lr", "tokens_per_s"} and, every
 --eval-every steps and at the end when val shards exist, {"step", "val_loss"}; {"event": "saved"}
@@ -31,9 +33,11 @@ import glob
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
+import traceback
 
 import numpy as np
 import torch
@@ -45,31 +49,46 @@ HEADER_INTS = 256
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
 
 
+def fail(message):
+    """Ends the run with one line on stderr and exit 1."""
+    raise SystemExit(f"train_ddp.py: {message}")
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def read_shard(path):
     header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
     if header.size != HEADER_INTS or header[0] != MAGIC:
-        raise SystemExit(f"{path}: not a token shard (magic {header[0] if header.size else None}, expected {MAGIC})")
+        fail(f"{path}: not a token shard (magic {header[0] if header.size else None}, expected {MAGIC})")
     version, count = int(header[1]), int(header[2])
     if version not in (1, 2):
-        raise SystemExit(f"{path}: unknown shard version {version} (1 = uint16, 2 = uint32)")
+        fail(f"{path}: unknown shard version {version} (1 = uint16, 2 = uint32)")
     dtype = "<u2" if version == 1 else "<u4"
     return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_INTS * 4, shape=(count,))
 
 
+VAL_NAME = re.compile(r"(^|_)val(_|\.bin$)")
+
+
 def shard_paths(data):
-    """(train, val) shard paths: a folder's train_*.bin and val_*.bin, or a glob's matches (val_*.bin among them are val)."""
+    """(train, val) shard paths: a folder's train_*.bin and val_*.bin, or a glob's matches (those
+    named as validation shards, val_*.bin or llm.c's *_val_*.bin and *_val.bin, are val)."""
     if os.path.isdir(data):
         return sorted(glob.glob(os.path.join(data, "train_*.bin"))), sorted(glob.glob(os.path.join(data, "val_*.bin")))
-    matches = sorted(glob.glob(data))
-    is_val = [os.path.basename(m).startswith("val_") for m in matches]
-    return [m for m, v in zip(matches, is_val) if not v], [m for m, v in zip(matches, is_val) if v]
+    train, val = [], []
+    for path in sorted(glob.glob(data)):
+        (val if VAL_NAME.search(os.path.basename(path)) else train).append(path)
+    return train, val
 
 
 def usable_shards(paths, seq_len, what):
     """The shards of `paths` long enough for one window of seq_len + 1 tokens; at least one must be."""
     shards = [s for s in (read_shard(p) for p in paths) if len(s) >= seq_len + 1]
     if not shards:
-        raise SystemExit(f"train_ddp.py: no {what} shard holds a window of {seq_len + 1} tokens (--seq-len {seq_len} + 1): {', '.join(paths)}")
+        fail(f"no {what} shard holds a window of {seq_len + 1} tokens (--seq-len {seq_len} + 1): {', '.join(paths)}")
     return shards
 
 
@@ -94,8 +113,7 @@ class Windows:
         if w.max() >= self.vocab:
             # Shards without meta.json are not checked up front: an id past the vocabulary would
             # fail inside the embedding (a device-side assert on CUDA).
-            raise SystemExit(f"train_ddp.py: the shards hold token id {int(w.max())}, past the model's vocabulary ({self.vocab}): "
-                             "prepare them with the model's tokenizer")
+            fail(f"the shards hold token id {int(w.max())}, past the model's vocabulary ({self.vocab}): prepare them with the model's tokenizer")
         w = torch.from_numpy(w)
         return w[:, :-1], w[:, 1:]
 
@@ -105,23 +123,23 @@ def check_shards_match_model(data, model_dir, vocab):
     meta_path = os.path.join(data, "meta.json") if os.path.isdir(data) else None
     if not meta_path or not os.path.exists(meta_path):
         return
-    meta = json.load(open(meta_path, encoding="utf-8"))
+    meta = read_json(meta_path)
     if int(meta.get("vocab_size", 0)) > vocab:
-        raise SystemExit(f"{meta_path}: the shards' vocabulary ({meta['vocab_size']}) is larger than the model's ({vocab})")
+        fail(f"{meta_path}: the shards' vocabulary ({meta['vocab_size']}) is larger than the model's ({vocab})")
     tok = meta.get("tokenizer") or {}
     try:
-        hf_tok = json.load(open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8"))
-        hf_kind = json.load(open(os.path.join(model_dir, "tokenizer_config.json"), encoding="utf-8")).get("minigpt_tokenizer")
+        hf_tok = read_json(os.path.join(model_dir, "tokenizer.json"))
+        hf_kind = read_json(os.path.join(model_dir, "tokenizer_config.json")).get("minigpt_tokenizer")
     except FileNotFoundError:
         return
     kind = tok.get("type")
     if kind and hf_kind and kind != hf_kind:
-        raise SystemExit(f"the shards were made with a {kind} tokenizer, the model uses {hf_kind}: prepare the shards with the model's tokenizer")
+        fail(f"the shards were made with a {kind} tokenizer, the model uses {hf_kind}: prepare the shards with the model's tokenizer")
     if kind == "char":
         want = list(tok.get("vocab", [])) + ([tok["unk"]] if tok.get("unk") else [])
         have = [t for t, _ in sorted(hf_tok["model"]["vocab"].items(), key=lambda kv: kv[1])]
         if want != have:
-            raise SystemExit("the shards' character vocabulary differs from the model's: prepare the shards with the model's tokenizer")
+            fail("the shards' character vocabulary differs from the model's: prepare the shards with the model's tokenizer")
     if kind == "bpe":
         # minigpt's merges are "id id" pairs; the HF export's are the two pieces' byte-level strings.
         ids = hf_tok["model"]["vocab"]
@@ -130,7 +148,7 @@ def check_shards_match_model(data, model_dir, vocab):
         shard_merges = [str(m) for m in tok.get("merges", [])]
         if shard_merges != model_merges:
             differ = next((i for i, (a, b) in enumerate(zip(shard_merges, model_merges)) if a != b), min(len(shard_merges), len(model_merges)))
-            raise SystemExit(f"the shards' BPE merges differ from the model's (first at merge {differ} of {len(shard_merges)} / {len(model_merges)}): "
+            fail(f"the shards' BPE merges differ from the model's (first at merge {differ} of {len(shard_merges)} / {len(model_merges)}): "
                              "prepare the shards with the model's tokenizer")
 
 
@@ -147,33 +165,49 @@ def lr_at(step, args):
 def check_setup(args):
     """Every check that needs no process group and no model load, so a mistake ends the job at once,
     not after the run (nothing is written before the end, or the first --save-every)."""
-    def fail(message):
-        raise SystemExit(f"train_ddp.py: {message}")
+    for name, value, least in [("steps", args.steps, 0), ("batch", args.batch, 1), ("warmup", args.warmup, 0), ("log-every", args.log_every, 1),
+                               ("eval-every", args.eval_every, 0), ("eval-batches", args.eval_batches, 1), ("save-every", args.save_every, 0),
+                               ("dist-timeout", args.dist_timeout, 1)] + ([("seq-len", args.seq_len, 1)] if args.seq_len is not None else []):
+        if value < least:
+            fail(f"--{name} must be at least {least} (got {value})")
+    for name, value in [("lr", args.lr), ("min-lr", args.min_lr), ("weight-decay", args.weight_decay), ("grad-clip", args.grad_clip)]:
+        if not (math.isfinite(value) and value >= 0):
+            fail(f"--{name} must be a number of at least 0 (got {value})")
+    if args.lr == 0 or args.min_lr > args.lr:
+        fail(f"--lr must be above 0 and at least --min-lr (got --lr {args.lr}, --min-lr {args.min_lr})")
+    if args.amp == "bf16" and not torch.cuda.is_available():
+        fail("--amp bf16 needs CUDA; without a GPU the run is F32 (leave --amp out)")
 
     config_path = os.path.join(args.model, "config.json")
     if not os.path.isfile(config_path):
         fail(f"--model {args.model}: no config.json there (give a folder written by `minigpt export --format hf`)")
-    config = json.load(open(config_path, encoding="utf-8"))
+    config = read_json(config_path)
     vocab, context = int(config["vocab_size"]), int(config["max_position_embeddings"])
     seq_len = args.seq_len or context
     if seq_len > context:
         fail(f"--seq-len {seq_len} is longer than the model's context ({context}, its max_position_embeddings): give at most {context}")
-    if args.amp == "bf16" and not torch.cuda.is_available():
-        fail("--amp bf16 needs CUDA; without a GPU the run is F32 (leave --amp out)")
-
-    out = os.path.abspath(args.out.rstrip("/") or "/")
-    if out == os.path.abspath(args.model.rstrip("/") or "/"):
-        fail("--out is the --model folder: give another one (the model the run starts from would be replaced)")
-    if os.path.exists(out) and not os.path.isdir(out):
-        fail(f"--out {args.out} is a file, not a folder")
-    if os.path.isdir(out) and os.listdir(out) and not args.force:
-        fail(f"--out {args.out} already holds files: give --force to replace the folder, or another --out")
 
     train_paths, val_paths = shard_paths(args.data)
     if not train_paths:
         where = f"{args.data} has no train_*.bin" if os.path.isdir(args.data) else f"--data {args.data} matches no shard (train_*.bin)"
         fail(f"{where}: make shards with `minigpt prepare --data TEXT --tokenizer MODEL_RUN --out DIR`")
-    for folder in sorted({os.path.dirname(p) for p in train_paths + val_paths}):
+    shard_folders = sorted({os.path.dirname(p) or "." for p in train_paths + val_paths})
+
+    # --out is replaced whole at each save: it must not be, or hold, what the run reads. Compared
+    # resolved (symlinks, "..", ".").
+    out = os.path.realpath(args.out)
+    within_out = lambda path: os.path.commonpath([os.path.realpath(path), out]) == out
+    if within_out(args.model):
+        fail(f"--out {args.out} is or holds the --model folder: its saves would delete the model the run starts from; give another --out")
+    if any(within_out(folder) for folder in shard_folders):
+        fail(f"--out {args.out} is or holds the shards' folder: its saves would delete them; give another --out")
+    if os.path.exists(out) and not os.path.isdir(out):
+        fail(f"--out {args.out} is a file, not a folder")
+    if os.path.isdir(out) and os.listdir(out) and not args.force:
+        fail(f"--out {args.out} already holds files: give --force to replace the folder, or another --out")
+    args.out_path = out
+
+    for folder in shard_folders:
         check_shards_match_model(folder, args.model, vocab)
     return seq_len, vocab, usable_shards(train_paths, seq_len, "train"), usable_shards(val_paths, seq_len, "val") if val_paths else None
 
@@ -181,7 +215,7 @@ def check_setup(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="HF model directory (minigpt export --format hf)")
-    p.add_argument("--data", required=True, help="shards directory (train_*.bin, val_*.bin) or a glob of .bin files (val_*.bin among them are the validation set)")
+    p.add_argument("--data", required=True, help="shards directory (train_*.bin, val_*.bin) or a glob of .bin files (those named val_*.bin, *_val_*.bin or *_val.bin are the validation set)")
     p.add_argument("--out", required=True, help="output HF directory (written at the end and every --save-every steps)")
     p.add_argument("--force", action="store_true", help="replace --out when it already holds files")
     p.add_argument("--steps", type=int, default=1000)
@@ -206,7 +240,12 @@ def main():
         args.min_lr = args.lr / 10
     if args.warmup is None:
         args.warmup = min(50, args.steps // 10)
-    seq_len, vocab, train_shards, val_shards = check_setup(args)
+    try:
+        seq_len, vocab, train_shards, val_shards = check_setup(args)
+    except SystemExit:
+        if os.environ.get("RANK", "0") != "0":
+            raise SystemExit(1)  # every rank finds the same mistake: rank 0 says it, once
+        raise
 
     from transformers import AutoModelForCausalLM
 
@@ -328,11 +367,14 @@ def main():
 
 def save(args, state, step):
     """Writes the weights into a plain copy of the model (on the CPU: tied embeddings stay one tensor)
-    with the input's tokenizer files, to a temporary folder renamed over --out."""
+    with the input's tokenizer files, in a temporary folder beside --out; then the previous --out
+    is renamed aside, the new one renamed in, and the previous one deleted: an interrupted save
+    leaves one of the two whole."""
     from transformers import AutoModelForCausalLM
 
-    out = args.out.rstrip("/")
-    tmp = out + f".tmp-{os.getpid()}"
+    out = args.out_path
+    beside = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}")
+    tmp, old = f"{beside}.tmp-{os.getpid()}", f"{beside}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     plain = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     plain.load_state_dict(state)
@@ -341,14 +383,15 @@ def save(args, state, step):
         src = os.path.join(args.model, f)
         if os.path.exists(src) and (f != "generation_config.json" or not os.path.exists(os.path.join(tmp, f))):
             shutil.copy(src, os.path.join(tmp, f))
-    # safetensors writes its file 0600 (a temporary file renamed): readable by others on a shared
-    # filesystem as the rest of the folder is, per the umask.
-    umask = os.umask(0)
-    os.umask(umask)
+    # safetensors writes its file 0600 (a temporary file renamed): as readable as config.json,
+    # which save_pretrained wrote with the umask's mode.
+    mode = os.stat(os.path.join(tmp, "config.json")).st_mode & 0o777
     for f in os.listdir(tmp):
-        os.chmod(os.path.join(tmp, f), 0o666 & ~umask)
-    shutil.rmtree(out, ignore_errors=True)
+        os.chmod(os.path.join(tmp, f), mode)
+    if os.path.exists(out):
+        os.replace(out, old)
     os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
     print(json.dumps({"event": "saved", "out": args.out, "step": step}), flush=True)
 
 if __name__ == "__main__":
@@ -363,9 +406,14 @@ if __name__ == "__main__":
         print("\ntrain_ddp.py: interrupted; --out holds what the last save wrote, if one came (--save-every N saves as it goes)", file=sys.stderr)
         code = 130
     except SystemExit as e:
-        if isinstance(e.code, str):
+        if isinstance(e.code, int) or e.code is None:
+            code = e.code or 0
+        else:
             print(e.code, file=sys.stderr)
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

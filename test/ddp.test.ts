@@ -133,7 +133,7 @@ test('train_ddp.py refuses shards made with another BPE of the same size, and ta
   assert.equal(same.stdout.trim(), 'same');
   const differ = check(join(root, 'other'));
   assert.equal(differ.status, 1);
-  assert.match(differ.stderr.trim(), /^the shards' BPE merges differ from the model's \(first at merge \d+ of 23 \/ 23\): prepare the shards with the model's tokenizer$/);
+  assert.match(differ.stderr.trim(), /^train_ddp\.py: the shards' BPE merges differ from the model's \(first at merge \d+ of 23 \/ 23\): prepare the shards with the model's tokenizer$/);
 });
 
 test('train_ddp.py checks its setup before training (--out, --seq-len, short or foreign shards), follows minigpt\'s learning-rate schedule, takes a glob\'s val_*.bin as validation, and a Ctrl-C is one line and exit 130', { skip: py.skip }, async () => {
@@ -151,6 +151,9 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   await mkdir(join(root, 'short-val'));
   await writeFile(join(root, 'short-val', 'train_000000.bin'), shard(ids.subarray(0, 1500)));
   await writeFile(join(root, 'short-val', 'val_000000.bin'), shard(ids.subarray(1500, 1510)));
+  await mkdir(join(root, 'llmc')); // llm.c's own names for its shards
+  await writeFile(join(root, 'llmc', 'tiny_train.bin'), shard(ids.subarray(0, 1500)));
+  await writeFile(join(root, 'llmc', 'tiny_val.bin'), shard(ids.subarray(1500)));
   await mkdir(join(root, 'foreign'));
   await writeFile(join(root, 'foreign', 'train_000000.bin'), shard(Array.from({ length: 500 }, (_, i) => i % 200)));
   await mkdir(join(root, 'kept'));
@@ -168,7 +171,11 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   const data = ['--data', join(root, 'shards')];
   refused([...data, '--out', join(root, 'kept')], /^train_ddp\.py: --out \S+kept already holds files: give --force to replace the folder, or another --out$/);
   assert.equal(await readFile(join(root, 'kept', 'notes.txt'), 'utf8'), 'mine');
-  refused([...data, '--out', join(root, 'hf') + '/'], /^train_ddp\.py: --out is the --model folder/);
+  refused([...data, '--out', join(root, 'hf') + '/'], /^train_ddp\.py: --out \S+ is or holds the --model folder: its saves would delete the model the run starts from; give another --out$/);
+  refused([...data, '--out', root, '--force'], /^train_ddp\.py: --out \S+ is or holds the --model folder/);
+  refused([...data, '--out', join(root, 'hf', '..', 'shards'), '--force'], /^train_ddp\.py: --out \S+ is or holds the shards' folder: its saves would delete them; give another --out$/);
+  refused([...data, '--out', join(root, 'o'), '--eval-batches', '0'], /^train_ddp\.py: --eval-batches must be at least 1 \(got 0\)$/);
+  refused([...data, '--out', join(root, 'o'), '--lr', '1e-3', '--min-lr', '1'], /^train_ddp\.py: --lr must be above 0 and at least --min-lr \(got --lr 0\.001, --min-lr 1\.0\)$/);
   refused([...data, '--out', join(root, 'o'), '--seq-len', '17'], /^train_ddp\.py: --seq-len 17 is longer than the model's context \(16, its max_position_embeddings\): give at most 16$/);
   refused(['--data', join(root, 'short-val'), '--out', join(root, 'o')], /^train_ddp\.py: no val shard holds a window of 17 tokens \(--seq-len 16 \+ 1\): \S+val_000000\.bin$/);
   refused(['--data', join(root, 'nothing-*.bin'), '--out', join(root, 'o')], /^train_ddp\.py: --data \S+ matches no shard \(train_\*\.bin\)/);
@@ -176,9 +183,9 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   assert.equal(foreign.status, 1);
   assert.match(foreign.stderr.trim().split('\n').pop()!, /^train_ddp\.py: the shards hold token id \d+, past the model's vocabulary \(\d+\): prepare them with the model's tokenizer$/);
 
-  // A glob of the folder: val_000000.bin is the validation set, not training data.
+  // A glob of a folder of llm.c's shards: tiny_val.bin is the validation set, not training data.
   const lr = 0.01, minLr = 0.001, warmup = 2, steps = 5;
-  const ok = run(['--data', join(root, 'shards', '*.bin'), '--out', join(root, 'out'), '--steps', String(steps), '--warmup', String(warmup), '--lr', String(lr), '--log-every', '1']);
+  const ok = run(['--data', join(root, 'llmc', '*.bin'), '--out', join(root, 'out'), '--steps', String(steps), '--warmup', String(warmup), '--lr', String(lr), '--log-every', '1']);
   assert.equal(ok.status, 0, ok.stderr);
   const lines = ok.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
   const logged = lines.filter((l) => typeof l.lr === 'number');
@@ -195,12 +202,22 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   let out = '', err = '';
   p.stderr.on('data', (d) => (err += d));
   const exited = new Promise<number | null>((done) => p.on('exit', (code) => done(code)));
-  await new Promise<void>((started) => p.stdout.on('data', (d) => {
-    out += d;
-    if (out.includes('"step": 1,')) started();
-  }));
-  p.kill('SIGINT');
-  assert.equal(await exited, 130, err);
+  const stuck = setTimeout(() => p.kill('SIGKILL'), 120_000); // never the suite's hang
+  try {
+    const started = await Promise.race([
+      new Promise<boolean>((done) => p.stdout.on('data', (d) => {
+        out += d;
+        if (out.includes('"step": 1,')) done(true);
+      })),
+      exited.then(() => false),
+    ]);
+    assert.ok(started, `it ended before its first step: ${err}`);
+    p.kill('SIGINT');
+    assert.equal(await exited, 130, err);
+  } finally {
+    clearTimeout(stuck);
+    p.kill('SIGKILL');
+  }
   assert.match(err.trim().split('\n').pop()!, /^train_ddp\.py: interrupted; --out holds what the last save wrote, if one came/);
   assert.ok(!existsSync(join(root, 'stopped')));
 });
