@@ -11,6 +11,7 @@ import type { WebGpuBackend } from './backend/webgpu/index.js';
 import { initialWeights, paramLayout } from './model/params.js';
 import { createOptimizer, optimizerStep } from './train/optimizer.js';
 import { createRng } from './util/random.js';
+import { eventLoopTurns } from './util/runtime.js';
 
 export interface BenchConfig {
   name: string;
@@ -94,7 +95,11 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
   const half = o.amp === 'fp16' ? 'f16' : o.amp === 'bf16' ? 'bf16' : undefined;
   const syncEvery = Math.max(1, o.syncEvery ?? 1);
+  // Every 25 ms the event loop turns once (microseconds): Ctrl-C reaches the CLI's handler, which
+  // the cpu backend's synchronous steps and settled reads would hold off until the end.
+  const turn = eventLoopTurns();
   const step = async (n: number): Promise<void> => {
+    await turn();
     for (let i = 0; i < ids.length; i++) { ids[i] = rng.int(c.vocab_size); targets[i] = rng.int(c.vocab_size); }
     forward(model, ids, targets, B, T, { training: true, half });
     zeroGrads(model);
@@ -119,7 +124,10 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     cache.length = 0; // each round starts a new sequence in the same buffers
     await backend.read(forwardCached(model, cache, Array.from({ length: 16 }, (_, i) => i % c.vocab_size), 16));
     const s0 = performance.now();
-    for (let i = 0; i < sampleTokens; i++) await backend.read(forwardCached(model, cache, [i % c.vocab_size], 1));
+    for (let i = 0; i < sampleTokens; i++) {
+      await turn();
+      await backend.read(forwardCached(model, cache, [i % c.vocab_size], 1));
+    }
     sampleRates.push(sampleTokens / ((performance.now() - s0) / 1000));
   }
   sampleRates.sort((x, y) => x - y);

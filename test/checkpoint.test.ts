@@ -213,3 +213,23 @@ test('optimizer moments holding NaN or Infinity are refused on resume, as weight
   await assert.rejects(loadCheckpoint(dir, { training: true }), userError(/optimizer\.safetensors: tensor "adamw\.v" contains Infinity at index 7; the checkpoint is corrupt$/));
   assert.equal((await loadCheckpoint(dir)).weights.length, weights.length, 'sampling needs no moments');
 });
+
+test('writeFileAtomic follows a symlink and writes its target, never replacing the link (plot --out link.svg, /dev/stdout redirected to a file)', async () => {
+  const { writeFileAtomic } = await import('../src/util/fs.js');
+  const { lstat, readlink, symlink } = await import('node:fs/promises');
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-link-'));
+  await mkdir(join(dir, 'shared'));
+  await writeFile(join(dir, 'shared', 'real.svg'), 'old');
+  await symlink(join('shared', 'real.svg'), join(dir, 'link.svg'));
+  await writeFileAtomic(join(dir, 'link.svg'), 'new');
+  assert.ok((await lstat(join(dir, 'link.svg'))).isSymbolicLink(), 'the link is still a link');
+  assert.equal(await readlink(join(dir, 'link.svg')), join('shared', 'real.svg'));
+  assert.equal(await readFile(join(dir, 'shared', 'real.svg'), 'utf8'), 'new');
+  assert.deepEqual((await readdir(join(dir, 'shared'))).sort(), ['real.svg'], 'no temporary left beside the target');
+  // A link to a file not there yet: written through the link, which stays.
+  await symlink(join('shared', 'later.svg'), join(dir, 'later.svg'));
+  await writeFileAtomic(join(dir, 'later.svg'), 'made');
+  assert.ok((await lstat(join(dir, 'later.svg'))).isSymbolicLink());
+  assert.equal(await readFile(join(dir, 'shared', 'later.svg'), 'utf8'), 'made');
+  await rm(dir, { recursive: true });
+});

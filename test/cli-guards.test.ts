@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync, readFileSync, readdirSync, statSync, lstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -253,4 +253,33 @@ test('a run whose .lock is a folder, or whose checkpoint lost config.json: one l
   cpSync(trained, broken, { recursive: true });
   rmSync(join(broken, 'checkpoint', 'config.json'));
   assertRefused(run(['sample', '--ckpt', broken, '--prompt', 'a']), /no-config\/checkpoint has no config\.json; the checkpoint is incomplete$/);
+});
+
+test('Ctrl-C stops bench mid-measurement (its steps let the event loop turn), exit 130', async () => {
+  const { spawn } = await import('node:child_process');
+  const p = spawn(process.execPath, [CLI, 'bench', '--config', 'nanogpt-cpu', '--backend', 'cpu', '--threads', '1', '--steps', '1000000'], { cwd: root });
+  let stderr = '';
+  p.stderr.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((done) => p.on('exit', (code) => done(code)));
+  const stuck = setTimeout(() => p.kill('SIGKILL'), 60_000);
+  try {
+    await new Promise((r) => setTimeout(r, 2_000)); // into the timed steps (2 warmup steps take well under that)
+    p.kill('SIGINT');
+    assert.equal(await exited, 130, stderr);
+    assert.match(stderr, /minigpt: interrupted/);
+  } finally {
+    clearTimeout(stuck);
+    p.kill('SIGKILL');
+  }
+});
+
+test('plot --out /dev/stdout writes the picture to stdout, its report to stderr, and leaves /dev/stdout a link', () => {
+  const dir = join(root, 'plot-stdout');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'metrics.jsonl'), '{"step":1,"loss":3}\n{"step":2,"loss":2.5}\n');
+  const r = run(['plot', dir, '--out', '/dev/stdout']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^<svg [^]*<\/svg>\n?$/);
+  assert.match(r.stderr, /^wrote \/dev\/stdout \(plot-stdout: 2 records\)\n$/);
+  assert.ok(lstatSync('/dev/stdout').isSymbolicLink() || !lstatSync('/dev/stdout').isFile(), '/dev/stdout is not replaced by a file');
 });

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { cp, link, lstat, mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { cp, link, lstat, mkdir, open, readFile, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError } from '../errors.js';
 
@@ -105,15 +105,30 @@ export async function makeDirs(path: string): Promise<void> {
 /**
  * Writes a file so that it is whole or absent: a temporary sibling, fsynced, then renamed over
  * `path`; a failure (full disk...) leaves the old file untouched and removes the temporary one.
- * Its folder is created. Something that is not a regular file (/dev/stdout) is written directly.
+ * Its folder is created. A symlink is followed, never replaced: its target is written (a link
+ * into a shared folder). /dev/stdout and /dev/stderr are written through the process's own
+ * streams; other paths under /dev or /proc are appended to in place; anything else that is not
+ * a regular file (a named pipe) is written directly, and a link that leads nowhere yet through.
  * Errors a user can fix are MinigptErrors (see ioError).
  */
 export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
-  const info = await stat(path).catch(() => null);
-  const tmp = siblingPath(path, 'tmp');
+  const stream = isStreamPath(path);
+  const isLink = !stream && ((await lstat(path).catch(() => null))?.isSymbolicLink() ?? false);
+  const target = stream ? null : isLink ? await realpath(path).catch(() => null) : path;
+  const info = target === null ? null : await stat(target).catch(() => null);
+  const tmp = siblingPath(target ?? path, 'tmp');
   try {
-    if (info && !info.isFile()) {
-      const fh = await open(path, 'w');
+    const fd = stream ? standardStream(path) : undefined;
+    if (fd !== undefined) {
+      // Through the process's own stream: whatever it is (a file the shell redirected there
+      // keeps what came before; a socket, which cannot be opened by path).
+      const out = fd === 1 ? process.stdout : process.stderr;
+      await new Promise<void>((done, fail) => out.write(bytes, (e) => (e ? fail(e) : done())));
+      return;
+    }
+    if (target === null || (info && !info.isFile())) {
+      // Other paths under /dev and /proc are appended to, never truncated or renamed over.
+      const fh = await open(path, stream ? 'a' : 'w');
       try {
         await fh.writeFile(bytes);
       } finally {
@@ -121,16 +136,28 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array | string):
       }
       return;
     }
-    await makeDirs(dirname(path));
+    await makeDirs(dirname(target));
     await writeFileSynced(tmp, bytes);
-    await rename(tmp, path);
+    await rename(tmp, target);
   } catch (e) {
     await rm(tmp, { force: true }).catch(() => {});
     throw ioError(e, `write ${path}`);
   } finally {
     temporaries.delete(tmp);
   }
-  await removeStaleTemporaries(path);
+  await removeStaleTemporaries(target);
+}
+
+/** A path under /dev or /proc (/dev/stdout, /proc/self/fd/1): a stream of this process, written in place. */
+export function isStreamPath(path: string): boolean {
+  return /^\/(dev|proc)\//.test(resolve(path));
+}
+
+/** 1 or 2 when `path` names this process's stdout or stderr (/dev/stdout, /dev/fd/1, /proc/self/fd/2...). */
+function standardStream(path: string): 1 | 2 | undefined {
+  const m = /^\/(?:dev\/(stdout|stderr)|dev\/fd\/([12])|proc\/self\/fd\/([12]))$/.exec(resolve(path));
+  if (!m) return undefined;
+  return m[1] === 'stdout' || m[2] === '1' || m[3] === '1' ? 1 : 2;
 }
 
 /** `.NAME.tmp-PID-*` files beside `path` left by a process that is gone (killed while writing it). */
@@ -327,7 +354,8 @@ export async function checkOutputFile(
   path: string,
   opts: { flag?: string; what: string; force?: boolean; isOurs: (path: string) => Promise<boolean> },
 ): Promise<void> {
-  const info = await stat(path).catch(() => null);
+  // /dev/stdout is appended to (writeFileAtomic), whatever the shell sent it to.
+  const info = isStreamPath(path) ? null : await stat(path).catch(() => null);
   if (info === null) return;
   if (info.isDirectory()) throw new MinigptError(`${opts.flag ?? '--out'} ${path} is a folder; give a file name`);
   // A checkpoint's own file (its manifest.json checks it): replacing it would break the checkpoint, --force or not.

@@ -1,4 +1,4 @@
-import { checkOutputFile, looksLikeSvg, writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, looksLikeSvg, isStreamPath, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError } from '../../errors.js';
 import { BACKEND_FLAGS, flagName, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { findLearningRate } from '../../train/lr-find.js';
@@ -64,12 +64,14 @@ export const lrFindCommand: CommandSpec = {
       { label: `suggested ${result.suggestion.toExponential(1)}`, color: '#d62728', dashed: true, points: [[result.suggestion, Math.min(...result.curve.map((p) => p.smoothed))], [result.suggestion, Math.max(...result.curve.map((p) => p.smoothed))]] },
     ], { title: 'learning-rate range test', xLabel: 'learning rate', yLabel: 'loss', logX: true });
     await writeFileAtomic(v.out as string, svg);
+    // With the picture on stdout (--out /dev/stdout), the report goes to stderr.
+    const say = isStreamPath(v.out as string) ? console.error : console.log;
     if (v.json) {
-      console.log(JSON.stringify({ suggestion: result.suggestion, minimum: result.minimum, stopped_early: result.stoppedEarly, curve: result.curve }));
+      say(JSON.stringify({ suggestion: result.suggestion, minimum: result.minimum, stopped_early: result.stoppedEarly, curve: result.curve }));
     } else {
-      console.log(`suggested learning rate: ${result.suggestion.toExponential(2)} (where the loss fell fastest; use it or a little below with train --lr)`);
-      console.log(`the loss was lowest at lr ${result.minimum.toExponential(2)}, close to where training becomes unstable: too high to train with`);
-      console.log(`plot: ${v.out}`);
+      say(`suggested learning rate: ${result.suggestion.toExponential(2)} (where the loss fell fastest; use it or a little below with train --lr)`);
+      say(`the loss was lowest at lr ${result.minimum.toExponential(2)}, close to where training becomes unstable: too high to train with`);
+      say(`plot: ${v.out}`);
     }
   },
 };

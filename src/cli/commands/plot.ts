@@ -1,4 +1,4 @@
-import { checkOutputFile, exists, looksLikeSvg, writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, exists, looksLikeSvg, isStreamPath, writeFileAtomic } from '../../util/fs.js';
 import { isCheckpointDir } from '../../io/checkpoint.js';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { check } from '../../errors.js';
@@ -33,6 +33,7 @@ export const plotCommand: CommandSpec = {
     const clashing = series.filter((s) => series.some((o) => o.name === s.name && o.path !== s.path));
     for (const s of clashing) s.name = relative(process.cwd(), s.path) || s.name;
     await writeFileAtomic(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
-    console.log(`wrote ${v.out} (${series.map((s) => `${s.name}: ${s.records.length} records`).join(', ')})`);
+    // With the picture on stdout (--out /dev/stdout), the report goes to stderr.
+    (isStreamPath(v.out as string) ? console.error : console.log)(`wrote ${v.out} (${series.map((s) => `${s.name}: ${s.records.length} records`).join(', ')})`);
   },
 };
