@@ -192,6 +192,11 @@ test('lr-find prints a suggestion and writes its plot', async () => {
   const out = JSON.parse(r.stdout);
   assert.ok(out.suggestion > 1e-6 && out.suggestion < 1);
   assert.ok(out.curve.length >= 10);
+  // A sweep that ends at a low rate never diverges: it does not call its lowest point unstable.
+  const low = spawnSync(process.execPath, [CLI, 'lr-find', '--data', join(root, 'corpus.txt'), '--steps', '12', '--end', '1e-4', '--out', join(root, 'lr2.svg'), ...TRAIN_TINY.filter((a) => a !== '--sample-every' && a !== '0')], { encoding: 'utf8' });
+  assert.equal(low.status, 0, low.stderr);
+  assert.match(low.stdout, /^the loss was lowest at lr \S+; the sweep ended at 1e-4 before the loss diverged \(a higher --end shows where it does\)$/m);
+  assert.doesNotMatch(low.stdout, /unstable/);
 });
 
 test('Ctrl-C during training saves a checkpoint and exits cleanly', async () => {

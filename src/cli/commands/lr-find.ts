@@ -70,7 +70,9 @@ export const lrFindCommand: CommandSpec = {
       say(JSON.stringify({ suggestion: result.suggestion, minimum: result.minimum, stopped_early: result.stoppedEarly, curve: result.curve }));
     } else {
       say(`suggested learning rate: ${result.suggestion.toExponential(2)} (where the loss fell fastest; use it or a little below with train --lr)`);
-      say(`the loss was lowest at lr ${result.minimum.toExponential(2)}, close to where training becomes unstable: too high to train with`);
+      say(result.stoppedEarly
+        ? `the loss was lowest at lr ${result.minimum.toExponential(2)}, close to where training becomes unstable: too high to train with`
+        : `the loss was lowest at lr ${result.minimum.toExponential(2)}; the sweep ended at ${(v.end as number).toExponential(0)} before the loss diverged (a higher --end shows where it does)`);
       say(`plot: ${v.out}`);
     }
   },
