@@ -103,16 +103,22 @@ test('a Hugging Face model directory as --ckpt: the advice names the minigpt com
   assertRefused(run(['sample', '--ckpt', hf, '--prompt', 'a']), /looks like a Hugging Face model directory: convert it with minigpt import --from .*hf-as-ckpt --out DIR$/);
 });
 
-test('plot refuses to replace a file that is not an SVG; replaces an SVG, or anything with --force', () => {
+test('plot refuses to replace a file that is not a plot it drew (a user\'s own SVG too); replaces its own plots, earlier ones included, or anything with --force', () => {
   const keep = join(root, 'keep.txt');
   writeFileSync(keep, USER_TEXT);
   assertRefused(run(['plot', trained, '--out', keep]), /keep\.txt exists and is not a minigpt plot.*--force/);
   assert.equal(readFileSync(keep, 'utf8'), USER_TEXT);
+  const drawing = join(root, 'logo.svg'), LOGO = '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"><circle r="5"/></svg>\n';
+  writeFileSync(drawing, LOGO);
+  assertRefused(run(['plot', trained, '--out', drawing]), /logo\.svg exists and is not a minigpt plot.*--force/);
+  assert.equal(readFileSync(drawing, 'utf8'), LOGO);
 
+  // A plot drawn before plots were marked (data-minigpt="plot"): known by its opening tag.
   const svg = join(root, 'old.svg');
-  writeFileSync(svg, '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>\n');
+  writeFileSync(svg, '<svg xmlns="http://www.w3.org/2000/svg" width="760" height="440" viewBox="0 0 760 440" font-family="sans-serif" font-size="12">\n</svg>\n');
   assertOk(run(['plot', trained, '--out', svg]));
-  assert.match(readFileSync(svg, 'utf8'), /^<svg[\s\S]*<path /);
+  assert.match(readFileSync(svg, 'utf8'), /^<svg [^>]*data-minigpt="plot"[\s\S]*<path /);
+  assertOk(run(['plot', trained, '--out', svg]));
 
   assertOk(run(['plot', trained, '--out', keep, '--force']));
   assert.match(readFileSync(keep, 'utf8'), /^<svg/);
@@ -146,7 +152,7 @@ test('tokenizer train refuses to replace a file that is not a tokenizer; replace
   assert.deepEqual(snapshot(ckpt), before);
 });
 
-test('lr-find refuses to replace a file that is not an SVG; replaces an earlier lr-find plot, or anything with --force', () => {
+test('lr-find refuses to replace a file that is not a plot minigpt drew; replaces an earlier lr-find plot, or anything with --force', () => {
   const lr = (out: string, ...extra: string[]) => run(['lr-find', '--data', join(root, 'abc.txt'), '--steps', '10', ...TINY, '--out', out, ...extra]);
   const keep = join(root, 'keep3.txt');
   writeFileSync(keep, USER_TEXT);

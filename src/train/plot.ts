@@ -278,7 +278,7 @@ export function renderLineChart(lines: ChartLine[], opts: PlotOptions & { legend
   const sy = (y: number): number => H - m.bottom - ((y - yAxis.lo) / (yAxis.hi - yAxis.lo)) * plotH;
 
   const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="${FONT}">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" data-minigpt="plot" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="${FONT}">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
   ];
   if (opts.title) {

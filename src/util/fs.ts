@@ -333,11 +333,12 @@ export async function readHead(path: string, n: number): Promise<Uint8Array> {
   }
 }
 
-/** Whether the file starts like an SVG (`<svg` or `<?xml`, after an optional BOM and whitespace); reads only its first bytes. */
-export async function looksLikeSvg(path: string): Promise<boolean> {
+/** Whether the file is a plot minigpt drew (plot, lr-find, a run's loss.svg), by its opening tag; reads only its first bytes. */
+export async function isMinigptPlot(path: string): Promise<boolean> {
   try {
     const head = new TextDecoder().decode(await readHead(path, 256)).replace(/^\uFEFF/, '').trimStart();
-    return head.startsWith('<svg') || head.startsWith('<?xml');
+    // Marked since 2026-12-07; earlier plots are known by the renderer's exact opening tag.
+    return /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg" (data-minigpt="plot" )?width="\d+" height="\d+" viewBox="0 0 \d+ \d+" font-family="sans-serif" font-size="\d+">/.test(head);
   } catch {
     return false;
   }

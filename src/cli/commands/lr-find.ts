@@ -1,4 +1,4 @@
-import { checkOutputFile, looksLikeSvg, isStreamPath, writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, isMinigptPlot, isStreamPath, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError } from '../../errors.js';
 import { BACKEND_FLAGS, flagName, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { findLearningRate } from '../../train/lr-find.js';
@@ -26,7 +26,7 @@ export const lrFindCommand: CommandSpec = {
     steps: { type: 'int', min: 10, value: 'N', description: 'steps in the sweep (at least 10)', default: 100 },
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 1337 },
     out: { type: 'string', value: 'FILE', description: 'SVG plot of loss against lr', default: 'lr-find.svg' },
-    force: { type: 'boolean', description: 'replace --out even if it is not an SVG (an existing SVG is replaced anyway)' },
+    force: { type: 'boolean', description: 'replace --out even if it is not a plot minigpt drew (one it drew is replaced anyway)' },
     json: { type: 'boolean', description: 'print {"suggestion", "minimum", "stopped_early", "curve"} as JSON' },
     ...BACKEND_FLAGS,
     ...MODEL_FLAGS,
@@ -43,7 +43,7 @@ export const lrFindCommand: CommandSpec = {
     if (v['bpe-vocab'] !== undefined && (v.tokenizer !== 'bpe' || typeof v.ckpt === 'string')) {
       throw new MinigptError(typeof v.ckpt === 'string' ? '--bpe-vocab conflicts with --ckpt (the checkpoint has its tokenizer); drop --bpe-vocab' : '--bpe-vocab goes with --tokenizer bpe');
     }
-    await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: looksLikeSvg });
+    await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: isMinigptPlot });
     const ckpt = typeof v.ckpt === 'string' ? await loadCheckpoint(await findCheckpointDir(v.ckpt)) : null;
     const data = await loadTrainingData({ data: v.data as string | undefined, textField: v['text-field'] as string, tokenizer: v.tokenizer as 'char' | undefined, bpeVocab: v['bpe-vocab'] as number | undefined }, ckpt?.tokenizer);
     const config = ckpt?.config ?? resolveConfig({ ...modelConfigFromFlags(v), vocab_size: (v['vocab-size'] as number | undefined) ?? data.tokenizer.vocabSize }, { name: flagName });

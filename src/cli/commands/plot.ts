@@ -1,4 +1,4 @@
-import { checkOutputFile, exists, looksLikeSvg, isStreamPath, writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, exists, isMinigptPlot, isStreamPath, writeFileAtomic } from '../../util/fs.js';
 import { isCheckpointDir } from '../../io/checkpoint.js';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { check } from '../../errors.js';
@@ -14,12 +14,12 @@ export const plotCommand: CommandSpec = {
   flags: {
     out: { type: 'string', value: 'FILE', description: 'SVG to write', default: 'loss-comparison.svg' },
     title: { type: 'string', value: 'TEXT', description: 'chart title', allowEmpty: true },
-    force: { type: 'boolean', description: 'replace --out even if it is not an SVG (an existing SVG is replaced anyway)' },
+    force: { type: 'boolean', description: 'replace --out even if it is not a plot minigpt drew (one it drew is replaced anyway)' },
   },
   details: 'RUN is a run directory (runs/latest: the latest run; a run\'s checkpoint folder stands for its run).\n\nExample:\n  minigpt plot runs/run-a runs/run-b --out compare.svg',
   async run(v, runs) {
     check(runs.length > 0, 'name at least one run directory (e.g. minigpt plot runs/run-20261127-120000)');
-    await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: looksLikeSvg });
+    await checkOutputFile(v.out as string, { what: 'minigpt plot (SVG)', force: Boolean(v.force), isOurs: isMinigptPlot });
     const series: { name: string; path: string; records: MetricRecord[] }[] = [];
     for (const given of runs) {
       let run = await followLatest(given);
