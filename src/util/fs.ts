@@ -107,28 +107,26 @@ export async function makeDirs(path: string): Promise<void> {
  * `path`; a failure (full disk...) leaves the old file untouched and removes the temporary one.
  * Its folder is created. A symlink is followed, never replaced: its target is written (a link
  * into a shared folder). /dev/stdout and /dev/stderr are written through the process's own
- * streams; other paths under /dev or /proc are appended to in place; anything else that is not
- * a regular file (a named pipe) is written directly, and a link that leads nowhere yet through.
+ * streams; something else that is not a regular file (a named pipe) is written directly, and a
+ * link that leads nowhere yet, through the link.
  * Errors a user can fix are MinigptErrors (see ioError).
  */
 export async function writeFileAtomic(path: string, bytes: Uint8Array | string): Promise<void> {
-  const stream = isStreamPath(path);
-  const isLink = !stream && ((await lstat(path).catch(() => null))?.isSymbolicLink() ?? false);
-  const target = stream ? null : isLink ? await realpath(path).catch(() => null) : path;
+  const fd = standardStream(path);
+  if (fd !== undefined) {
+    // Through the process's own stream, whatever it is: a file the shell redirected there keeps
+    // what came before (renaming over it would lose that); a socket cannot be opened by path.
+    const out = fd === 1 ? process.stdout : process.stderr;
+    await new Promise<void>((done, fail) => out.write(bytes, (e) => (e ? fail(ioError(e, `write ${path}`)) : done())));
+    return;
+  }
+  const isLink = (await lstat(path).catch(() => null))?.isSymbolicLink() ?? false;
+  const target = isLink ? await realpath(path).catch(() => null) : path;
   const info = target === null ? null : await stat(target).catch(() => null);
   const tmp = siblingPath(target ?? path, 'tmp');
   try {
-    const fd = stream ? standardStream(path) : undefined;
-    if (fd !== undefined) {
-      // Through the process's own stream: whatever it is (a file the shell redirected there
-      // keeps what came before; a socket, which cannot be opened by path).
-      const out = fd === 1 ? process.stdout : process.stderr;
-      await new Promise<void>((done, fail) => out.write(bytes, (e) => (e ? fail(e) : done())));
-      return;
-    }
     if (target === null || (info && !info.isFile())) {
-      // Other paths under /dev and /proc are appended to, never truncated or renamed over.
-      const fh = await open(path, stream ? 'a' : 'w');
+      const fh = await open(path, 'w');
       try {
         await fh.writeFile(bytes);
       } finally {
@@ -148,13 +146,8 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array | string):
   await removeStaleTemporaries(target);
 }
 
-/** A path under /dev or /proc (/dev/stdout, /proc/self/fd/1): a stream of this process, written in place. */
-export function isStreamPath(path: string): boolean {
-  return /^\/(dev|proc)\//.test(resolve(path));
-}
-
 /** 1 or 2 when `path` names this process's stdout or stderr (/dev/stdout, /dev/fd/1, /proc/self/fd/2...). */
-function standardStream(path: string): 1 | 2 | undefined {
+export function standardStream(path: string): 1 | 2 | undefined {
   const m = /^\/(?:dev\/(stdout|stderr)|dev\/fd\/([12])|proc\/self\/fd\/([12]))$/.exec(resolve(path));
   if (!m) return undefined;
   return m[1] === 'stdout' || m[2] === '1' || m[3] === '1' ? 1 : 2;
@@ -355,8 +348,8 @@ export async function checkOutputFile(
   path: string,
   opts: { flag?: string; what: string; force?: boolean; isOurs: (path: string) => Promise<boolean> },
 ): Promise<void> {
-  // /dev/stdout is appended to (writeFileAtomic), whatever the shell sent it to.
-  const info = isStreamPath(path) ? null : await stat(path).catch(() => null);
+  // /dev/stdout is written through the process's stream (writeFileAtomic), whatever the shell sent it to.
+  const info = standardStream(path) !== undefined ? null : await stat(path).catch(() => null);
   if (info === null) return;
   if (info.isDirectory()) throw new MinigptError(`${opts.flag ?? '--out'} ${path} is a folder; give a file name`);
   // A checkpoint's own file (its manifest.json checks it): replacing it would break the checkpoint, --force or not.

@@ -1,4 +1,4 @@
-import { checkOutputFile, isMinigptPlot, isStreamPath, writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, isMinigptPlot, standardStream, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError } from '../../errors.js';
 import { BACKEND_FLAGS, flagName, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
 import { findLearningRate } from '../../train/lr-find.js';
@@ -65,7 +65,7 @@ export const lrFindCommand: CommandSpec = {
     ], { title: 'learning-rate range test', xLabel: 'learning rate', yLabel: 'loss', logX: true });
     await writeFileAtomic(v.out as string, svg);
     // With the picture on stdout (--out /dev/stdout), the report goes to stderr.
-    const say = isStreamPath(v.out as string) ? console.error : console.log;
+    const say = standardStream(v.out as string) !== undefined ? console.error : console.log;
     if (v.json) {
       say(JSON.stringify({ suggestion: result.suggestion, minimum: result.minimum, stopped_early: result.stoppedEarly, curve: result.curve }));
     } else {

@@ -1,4 +1,4 @@
-import { checkOutputFile, exists, isMinigptPlot, isStreamPath, writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, exists, isMinigptPlot, standardStream, writeFileAtomic } from '../../util/fs.js';
 import { isCheckpointDir } from '../../io/checkpoint.js';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { check } from '../../errors.js';
@@ -34,6 +34,6 @@ export const plotCommand: CommandSpec = {
     for (const s of clashing) s.name = relative(process.cwd(), s.path) || s.name;
     await writeFileAtomic(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
     // With the picture on stdout (--out /dev/stdout), the report goes to stderr.
-    (isStreamPath(v.out as string) ? console.error : console.log)(`wrote ${v.out} (${series.map((s) => `${s.name}: ${s.records.length} records`).join(', ')})`);
+    (standardStream(v.out as string) !== undefined ? console.error : console.log)(`wrote ${v.out} (${series.map((s) => `${s.name}: ${s.records.length} records`).join(', ')})`);
   },
 };
