@@ -93,11 +93,12 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
   if (!cpuBackendSupported()) throw new MinigptError('cpu backend: this runtime lacks WebAssembly SIMD or SharedArrayBuffer (a page must be cross-origin isolated: COOP same-origin, COEP require-corp; the reference backend runs without)');
   const cores = await hardwareThreads();
   // A page's main thread may not block in Atomics.wait, which the other threads' pool needs: one thread there unless asked.
-  const threads = Math.max(1, Math.floor(options.threads ?? (canBlock() ? cores : 1)));
+  const defaultThreads = canBlock() ? cores : 1;
+  const threads = Math.max(1, Math.floor(options.threads ?? defaultThreads));
   // Each thread is a worker with its own stack and a share of every kernel: past a few per core
   // they only slow each step (1000 made a 1 s run take minutes) and delay Ctrl-C.
   const maxThreads = Math.max(8, 4 * cores);
-  if (threads > maxThreads) throw new MinigptError(`${optionName('threads')} ${threads} is more than this machine can use: it has ${cores} hardware threads; give at most ${maxThreads} (the default is ${canBlock() ? cores : 1})`);
+  if (threads > maxThreads) throw new MinigptError(`${optionName('threads')} ${threads} is more than this machine can use: it has ${cores} hardware threads; give at most ${maxThreads} (the default is ${defaultThreads})`);
   const variant: WasmVariant = (options.relaxedSimd ?? true) && (await relaxedSimdSupported(true)) ? 'relaxed' : 'simd';
   const memory = createSharedMemory(256, MAX_PAGES);
   const pool: ThreadPool = await createThreadPool(await compileKernels(variant), memory, threads);

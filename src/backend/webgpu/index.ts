@@ -128,10 +128,6 @@ export async function webgpuHardwareAvailable(): Promise<boolean> {
   return p.adapter !== null && !p.software;
 }
 
-/**
- * The webgpu backend on a WebGPU adapter (high-performance preferred); a MinigptError when there
- * is none. createBackend('webgpu') calls it.
- */
 const WEBGPU_OPTION_NAMES: Record<keyof WebGpuOptions, true> = { kernels: true, matmul: true, matmulTile: true, splitK: true, attention: true, attentionTile: true };
 
 /** Checks createWebGpuBackend's options (names and values): a MinigptError for a bad one. */
@@ -147,6 +143,10 @@ export function checkWebGpuOptions(options: WebGpuOptions): void {
   checkWhole(options.attentionTile, 'webgpu attentionTile', 0);
 }
 
+/**
+ * The webgpu backend on a WebGPU adapter (high-performance preferred); a MinigptError when there
+ * is none. createBackend('webgpu') calls it.
+ */
 export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<WebGpuBackend> {
   checkWebGpuOptions(options);
   const probe = await probeGpu();
