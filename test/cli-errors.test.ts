@@ -376,6 +376,14 @@ test('what a broken or mismatched input really is, in one line: shards without m
   mkdirSync(join(dir, 'empty-run'));
   writeFileSync(join(dir, 'empty-run', 'metrics.jsonl'), '');
   assertOneLine(run(['plot', join(dir, 'empty-run'), '--out', join(dir, 'p.svg')]), /metrics\.jsonl has no loss records to plot/);
+  // A start line alone has nothing to draw; a broken line is skipped and said, and the report counts points.
+  writeFileSync(join(dir, 'empty-run', 'metrics.jsonl'), '{"step":0,"event":"start"}\n');
+  assertOneLine(run(['plot', join(dir, 'empty-run'), '--out', join(dir, 'p.svg')]), /metrics\.jsonl has no loss records to plot/);
+  writeFileSync(join(dir, 'empty-run', 'metrics.jsonl'), '{"step":0,"event":"start"}\n{"step":1,"loss":3}\n{"step":2,"lo\n{"step":2,"loss":2.5}\n{"step":2,"val_loss":2.7}\n');
+  const drawn = run(['plot', join(dir, 'empty-run'), '--out', join(dir, 'p.svg')]);
+  assert.equal(drawn.status, 0, drawn.stderr);
+  assert.equal(drawn.stderr.trim(), `note: skipped line 3 of ${join(dir, 'empty-run', 'metrics.jsonl')}: not a JSON record`);
+  assert.match(drawn.stdout, /empty-run: 2 train losses, 1 val loss\)/);
   const hf = join(dir, 'hf');
   assert.equal(run(['export', '--ckpt', ck, '--format', 'hf', '--out', hf]).status, 0);
   rmSync(join(hf, 'model.safetensors'));

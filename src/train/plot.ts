@@ -11,7 +11,7 @@
  * The browser page draws its chart with renderLineChart too, so this module imports nothing from
  * Node: readMetrics loads node:fs only when called.
  */
-import { MinigptError } from '../errors.js';
+import { MinigptError, check, checkOptionNames } from '../errors.js';
 import { importLazily, checkNodeOnly } from '../util/runtime.js';
 
 /** One line of metrics.jsonl: a logged train step (loss, lr) or an evaluation (val_loss; `final` marks the last one). */
@@ -30,13 +30,22 @@ export interface PlotSeries {
   records: MetricRecord[];
 }
 
+/** Options of readMetrics. */
+export interface ReadMetricsOptions {
+  /** Called with the 1-based number of each line that is not a JSON record (other than blank). */
+  onUnreadableLine?: (lineNumber: number) => void;
+}
+
 /**
  * The records of the metrics.jsonl file at `path` (the file, not the run folder), in file order;
- * blank lines, lines that do not parse (cut short by a crash) and lines without a numeric step are
- * skipped. Async: loads node:fs when called. Throws a MinigptError when the file cannot be read.
+ * blank lines, lines that do not parse (cut short by a crash; `onUnreadableLine` hears of them)
+ * and lines without a numeric step are skipped. Async: loads node:fs when called. Throws a
+ * MinigptError when the file cannot be read.
  */
-export async function readMetrics(path: string): Promise<MetricRecord[]> {
+export async function readMetrics(path: string, options: ReadMetricsOptions = {}): Promise<MetricRecord[]> {
   checkNodeOnly('readMetrics()');
+  checkOptionNames(options, ['onUnreadableLine'], 'readMetrics()');
+  check(options.onUnreadableLine === undefined || typeof options.onUnreadableLine === 'function', 'readMetrics() onUnreadableLine must be a function');
   const { readFile } = await importLazily<typeof import('node:fs/promises')>('node:fs/promises');
   let text: string;
   try {
@@ -45,13 +54,15 @@ export async function readMetrics(path: string): Promise<MetricRecord[]> {
     throw new MinigptError(`cannot read ${path}; is this a run directory (it should contain metrics.jsonl)?`);
   }
   const out: MetricRecord[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    if (!lines[i].trim()) continue;
     try {
-      const r = JSON.parse(line);
+      const r = JSON.parse(lines[i]);
       if (typeof r?.step === 'number') out.push(r);
     } catch {
       // A line cut short by a crash is skipped; every complete line still plots.
+      options.onUnreadableLine?.(i + 1);
     }
   }
   return out;

@@ -25,8 +25,12 @@ export const plotCommand: CommandSpec = {
       let run = await followLatest(given);
       // A run's checkpoint folder stands for its run, as it does for sample, eval and export.
       if (!(await exists(join(run, 'metrics.jsonl'))) && (await exists(join(run, '..', 'metrics.jsonl'))) && (await isCheckpointDir(run))) run = dirname(resolve(run));
-      const records = await readMetrics(join(run, 'metrics.jsonl'));
-      check(records.length > 0, () => `${join(run, 'metrics.jsonl')} has no loss records to plot (it is empty, or not a run's metrics)`);
+      const unreadable: number[] = [];
+      const records = await readMetrics(join(run, 'metrics.jsonl'), { onUnreadableLine: (n) => unreadable.push(n) });
+      if (unreadable.length > 0) {
+        console.error(`note: skipped ${unreadable.length === 1 ? 'line' : `${unreadable.length} lines, first`} ${unreadable[0]} of ${join(run, 'metrics.jsonl')}: not a JSON record`);
+      }
+      check(records.some((r) => typeof r.loss === 'number' || typeof r.val_loss === 'number'), () => `${join(run, 'metrics.jsonl')} has no loss records to plot (it is empty, or not a run's metrics)`);
       series.push({ name: basename(resolve(run)), path: resolve(run), records });
     }
     // Runs of one name in different folders (a/run, b/run) are told apart by their paths.
@@ -34,6 +38,14 @@ export const plotCommand: CommandSpec = {
     for (const s of clashing) s.name = relative(process.cwd(), s.path) || s.name;
     await writeFileAtomic(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
     // With the picture on stdout (--out /dev/stdout), the report goes to stderr.
-    (standardStream(v.out as string) !== undefined ? console.error : console.log)(`wrote ${v.out} (${series.map((s) => `${s.name}: ${s.records.length} records`).join(', ')})`);
+    (standardStream(v.out as string) !== undefined ? console.error : console.log)(`wrote ${v.out} (${series.map((s) => `${s.name}: ${pointCounts(s.records)}`).join(', ')})`);
   },
 };
+
+/** "12 train losses, 3 val losses": what a run's records put on the plot. */
+function pointCounts(records: MetricRecord[]): string {
+  const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 'es'}`;
+  const train = records.filter((r) => typeof r.loss === 'number' && r.skipped !== true).length;
+  const val = records.filter((r) => typeof r.val_loss === 'number').length;
+  return `${count(train, 'train loss')}, ${count(val, 'val loss')}`;
+}
