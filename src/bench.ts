@@ -71,6 +71,8 @@ export interface BenchOptions {
   syncEvery?: number;
   /** webgpu only: the attention kernels to measure (default: the backend's, auto). */
   attention?: 'auto' | 'rows' | 'split' | 'blocked';
+  /** Called as the measurement goes: which part (`done` of `total`), for a progress bar. */
+  onProgress?: (part: 'tuning kernels' | 'warm-up steps' | 'timed steps' | 'sampled tokens', done: number, total: number) => void;
 }
 
 const SAMPLE_ROUNDS = 5;
@@ -89,6 +91,8 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
   setWeights(model, initialWeights(c, model.layout, createRng(0)));
   const opt = createOptimizer(model);
   const B = bc.batch, T = c.context;
+  const progress = o.onProgress ?? (() => {});
+  progress('tuning kernels', 0, 1);
   await tuneKernels(model, B, T);
   const kernels = backend.name === 'webgpu' ? (backend as WebGpuBackend).attentionKernels(attentionShape(c, B, T)) : '';
   const rng = createRng(1);
@@ -107,11 +111,18 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     optimizerStep(model, opt, 1e-4);
     if ((n + 1) % syncEvery === 0) await meanLoss(model);
   };
-  for (let i = 0; i < (o.warmup ?? 2); i++) await step(i);
+  const warmup = o.warmup ?? 2;
+  for (let i = 0; i < warmup; i++) {
+    progress('warm-up steps', i, warmup);
+    await step(i);
+  }
   await backend.sync();
   const steps = o.steps ?? 10;
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) await step(i);
+  for (let i = 0; i < steps; i++) {
+    progress('timed steps', i, steps); // microseconds: a check and, on a terminal, one line
+    await step(i);
+  }
   await backend.sync();
   const seconds = (performance.now() - t0) / 1000;
 
@@ -125,6 +136,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResult> {
     await backend.read(forwardCached(model, cache, Array.from({ length: 16 }, (_, i) => i % c.vocab_size), 16));
     const s0 = performance.now();
     for (let i = 0; i < sampleTokens; i++) {
+      if (i % 16 === 0) progress('sampled tokens', round * sampleTokens + i, SAMPLE_ROUNDS * sampleTokens);
       await turn();
       await backend.read(forwardCached(model, cache, [i % c.vocab_size], 1));
     }

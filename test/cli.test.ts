@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel, computeLogits } from '../src/inference.js';
+import { runBench } from '../src/bench.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 // An empty working directory: no runs/latest to fall back on.
@@ -364,4 +365,14 @@ test('bench measures on the cpu backend and prints its JSON', () => {
   assert.equal(out.config, 'nanogpt-cpu');
   assert.equal(out.backend, 'cpu');
   assert.ok(out.tokensPerSecond > 0 && out.sampleTokensPerSecond > 0, r.stdout);
+});
+
+test('runBench reports each part of the measurement as it goes', async () => {
+  const seen: string[] = [];
+  const r = await runBench({ config: 'nanogpt-cpu', backend: 'cpu', threads: 1, steps: 3, onProgress: (part, done, total) => seen.push(`${part} ${done}/${total}`) });
+  assert.equal(r.steps, 3);
+  const parts = [...new Set(seen.map((s) => s.replace(/ \d+\/\d+$/, '')))];
+  assert.deepEqual(parts, ['tuning kernels', 'warm-up steps', 'timed steps', 'sampled tokens']);
+  assert.deepEqual(seen.filter((s) => s.startsWith('timed')), ['timed steps 0/3', 'timed steps 1/3', 'timed steps 2/3']);
+  assert.equal(seen.at(-1), 'sampled tokens 224/240');
 });

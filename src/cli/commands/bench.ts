@@ -1,7 +1,7 @@
 import { BACKEND_FLAGS, type CommandSpec } from '../args.js';
 import { BENCH_CONFIGS, runBench } from '../../bench.js';
 import { AMP_MODES } from '../../train/amp.js';
-import { formatRate } from '../progress.js';
+import { formatRate, progressLine } from '../progress.js';
 import type { BackendName } from '../../backend/index.js';
 
 export const benchCommand: CommandSpec = {
@@ -23,7 +23,13 @@ export const benchCommand: CommandSpec = {
     'bench/compare-torch.mjs runs the same configs in PyTorch and prints the ratios.',
   ].join('\n'),
   async run(v) {
-    const r = await runBench({ config: v.config as string, backend: v.backend as BackendName, threads: v.threads as number | undefined, steps: v.steps as number, amp: v.amp as 'off', syncEvery: v['sync-every'] as number, attention: v.attention as 'rows' | undefined });
+    // On a terminal, a line says which part is measuring (a software GPU adapter takes minutes).
+    const bar = process.stderr.isTTY ? progressLine() : undefined;
+    const r = await runBench({
+      config: v.config as string, backend: v.backend as BackendName, threads: v.threads as number | undefined, steps: v.steps as number,
+      amp: v.amp as 'off', syncEvery: v['sync-every'] as number, attention: v.attention as 'rows' | undefined,
+      onProgress: bar && ((part, done, total) => bar.update(done, total, part)),
+    }).finally(() => bar?.done());
     if (v.json) {
       console.log(JSON.stringify(r));
       return;
