@@ -40,6 +40,18 @@ test('the schedule warms up linearly, then decays by cosine to min lr', () => {
   assert.ok(Math.abs(learningRate(s, 60) - 0.55) < 1e-12);
   assert.equal(learningRate(s, 110), 0.1);
   assert.equal(learningRate(s, 500), 0.1);
+  // Without warmup the decay starts at once; step 0 (before the first) is the peak, not 0/0.
+  const flat = { ...s, warmupSteps: 0 };
+  assert.equal(learningRate(flat, 0), 1);
+  assert.ok(learningRate(flat, 1) < 1 && learningRate(flat, 1) > 0.99);
+});
+
+test('a warmup as long as the run is trained as asked, with a warning that the rate never decays', async () => {
+  const warnings: string[] = [];
+  const lrs: number[] = [];
+  await train(await opts({ steps: 4, warmup: 8, evalEvery: 0, onWarning: (m) => warnings.push(m), onStep: (s) => lrs.push(s.lr) }));
+  assert.deepEqual(lrs, [1, 2, 3, 4].map((i) => (1e-2 * i) / 8));
+  assert.deepEqual(warnings, ['the warmup (8 steps) is not shorter than the run (4 steps): the learning rate only rises, to 5.00e-3 at the last step, never reaching 0.01, and never decays']);
 });
 
 test('training lowers the loss and writes metrics.jsonl, loss.svg and a checkpoint', async () => {
@@ -355,6 +367,19 @@ test('lr-find sweeps exponentially, suggests a rate inside the sweep, and touche
   assert.ok(result.suggestion >= 1e-5 && result.suggestion <= 10);
   assert.ok(result.stoppedEarly, 'lr 10 diverges, so the sweep stops early');
   assert.equal(createHash('sha256').update(await readFile(ckptFile)).digest('hex'), before);
+});
+
+test('lr-find stops when the loss climbs back past where it started, though it never reaches 4x its best', async () => {
+  // A blown-up loss settles near ln(vocab) (~3.3 here), while the best is ~1.5: the 4x rule cannot fire.
+  const { buildCharTokenizer } = await import('../src/data/tokenizer.js');
+  const lines = Array.from({ length: 600 }, (_, i) => `the cat ${i % 7} sat on mat ${(i * 3) % 11}; dog ${(i * 5) % 13} ran.\n`).join('');
+  const tokenizer = buildCharTokenizer(lines);
+  const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 32, n_heads: 4, n_layers: 2, context: 32 });
+  const r = await findLearningRate({ config, train: memoryTokens(tokenizer.encode(lines)), batch: 8, backend: 'cpu', threads: 1 });
+  const start = r.curve[0].smoothed, last = r.curve.at(-1)!.smoothed, best = Math.min(...r.curve.map((p) => p.smoothed));
+  assert.ok(r.stoppedEarly && r.curve.length < 100, `${r.curve.length} steps`);
+  assert.ok(last > start && last < 4 * best && best < 0.9 * start, `start ${start}, best ${best}, last ${last}`);
+  assert.ok(r.suggestion < r.minimum);
 });
 
 test('lr-find with dropout draws a new mask each step, forward and backward alike', async () => {

@@ -4,8 +4,10 @@
  * dedicated Web Worker and posts every state change to the page: the cpu backend's calling thread
  * blocks in Atomics.wait, which a page's main thread may not, and a worker keeps the page
  * responsive on every backend. It uses the library's own pieces (the same model, backends,
- * optimizer, schedule, batch sampler and sampler as `minigpt train`); `train()` itself writes run
- * directories and checkpoints, so this runs the step loop the way src/bench.ts does.
+ * optimizer, schedule, batch sampler and sampler as `minigpt train`, though its batches and
+ * dropout masks come from seeds of its own, so a page run is not a `minigpt train` run step for
+ * step); `train()` itself writes run directories and checkpoints, so this runs the step loop the
+ * way src/bench.ts does.
  *
  * Backend (`auto`): webgpu when navigator.gpu gives a hardware adapter; else cpu (wasm SIMD kernels
  * on Web Workers over shared memory) when the runtime has WebAssembly SIMD, SharedArrayBuffer and

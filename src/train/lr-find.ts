@@ -33,7 +33,11 @@ export interface LrFindOptions {
   endLr?: number;
   /** Steps of the sweep, at least 10; default 100. */
   steps?: number;
-  /** Stop when the smoothed loss exceeds this multiple of the best one; default 4. */
+  /**
+   * Stop when the smoothed loss exceeds this multiple of the best one; default 4. The sweep also
+   * stops when the smoothed loss climbs back past where it started after falling at least 10%
+   * below it (a loss that settles near ln(vocabulary) never reaches 4x a low best).
+   */
   divergeFactor?: number;
   /** Weight of the past in the loss's moving average; default 0.9. */
   smoothing?: number;
@@ -133,7 +137,8 @@ async function sweep(o: LrFindOptions, backend: Backend, steps: number, startLr:
     curve.push(point);
     o.onStep?.(point, i + 1, steps);
     best = Math.min(best, smoothed);
-    if (i > 5 && smoothed > factor * best) { stoppedEarly = true; break; }
+    const start = curve[0].smoothed;
+    if (i > 5 && (smoothed > factor * best || (best < 0.9 * start && smoothed > start))) { stoppedEarly = true; break; }
   }
   check(curve.length >= 3, () => aborted ? `the sweep was stopped after ${curve.length} step${curve.length === 1 ? '' : 's'}, before the 3 a suggestion needs`
     : 'the loss diverged at once; the sweep found no usable learning rate (try a lower start)');

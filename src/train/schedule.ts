@@ -12,7 +12,7 @@ export interface LrSchedule {
 
 /** The learning rate of schedule `s` at `step`; `step` counts from 1 (the first optimizer step). */
 export function learningRate(s: LrSchedule, step: number): number {
-  if (step <= s.warmupSteps) return (s.lr * step) / s.warmupSteps;
+  if (s.warmupSteps > 0 && step <= s.warmupSteps) return (s.lr * step) / s.warmupSteps;
   if (step >= s.totalSteps) return s.minLr;
   const progress = (step - s.warmupSteps) / Math.max(1, s.totalSteps - s.warmupSteps);
   return s.minLr + 0.5 * (s.lr - s.minLr) * (1 + Math.cos(Math.PI * progress));

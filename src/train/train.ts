@@ -959,6 +959,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
 
     const ids = new Int32Array(B * T), targets = new Int32Array(B * T);
     const schedule = { lr: o.lr, minLr: o.minLr, warmupSteps: o.warmup, totalSteps };
+    if (o.warmup >= totalSteps) {
+      (o.onWarning ?? o.onMessage)?.(`the warmup (${o.warmup} steps) is not shorter than the run (${totalSteps} steps): the learning rate ${o.warmup > totalSteps ? `only rises, to ${learningRate(schedule, totalSteps).toExponential(2)} at the last step, never reaching ${o.lr}` : 'rises for the whole run'}, and never decays`);
+    }
     const t0 = performance.now();
     const startStep = step;
     let lastLoss = NaN, skipped = 0, interrupted = false, consecutiveBad = 0, checkedStep = step;
