@@ -248,6 +248,12 @@ test('Ctrl-C during an export leaves no half-written temporary file, says so, an
   assert.ok(existsSync(stale), 'the stale temporary stays until a write of the same name');
   assertOk(run(['export', '--ckpt', join(dir, 'm'), '--out', join(dir, 'm.gguf'), '--force']));
   assert.deepEqual(readdirSync(dir).filter((n) => n.includes('.tmp-')), []);
+  // A folder output's staging folders (an HF export killed mid-write, and one killed between its renames) go too.
+  mkdirSync(join(dir, '.m.hf.tmp-999999-abcd1234'));
+  writeFileSync(join(dir, '.m.hf.tmp-999999-abcd1234', 'model.safetensors'), 'half');
+  mkdirSync(join(dir, '.m.hf.old-999999-abcd1234'));
+  assertOk(run(['export', '--ckpt', join(dir, 'm'), '--format', 'hf', '--out', join(dir, 'm.hf')]));
+  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.')), []);
 });
 
 test('a run whose .lock is a folder, or whose checkpoint lost config.json: one line saying which, not an internal error', () => {

@@ -270,6 +270,28 @@ test('a second Ctrl-C says whether a checkpoint is left: with --save-every 0 non
   }
 });
 
+test('SIGHUP (the terminal closed) saves the run as Ctrl-C does; prepare on SIGHUP leaves no temporary folder', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
+  const { child, seen, closed } = await startQuietRun(root, /step 20\//);
+  child.kill('SIGHUP');
+  const { code, signal } = await closed;
+  assert.equal(signal, null, `killed by ${signal}: SIGHUP was not handled; stderr: ${seen.err}`);
+  assert.equal(code, 130, seen.err);
+  assert.match(seen.out, /stopped at step \d+ \(interrupted\); checkpoint saved/);
+  assert.ok(existsSync(join(root, 'run', 'checkpoint', 'config.json')));
+  const { spawn } = await import('node:child_process');
+  await writeFile(join(root, 'big.txt'), CORPUS.repeat(Math.ceil(4e6 / CORPUS.length)));
+  const prep = spawn(process.execPath, [CLI, 'prepare', '--data', join(root, 'big.txt'), '--tokenizer', 'gpt2', '--shard-tokens', '100000', '--out', join(root, 'shards')], { cwd: root });
+  let err = '';
+  prep.stderr.on('data', (d) => { err += d; });
+  // Once its temporary folder exists, it is mid-write.
+  for (let i = 0; i < 500 && !(await readdir(root)).some((n) => n.startsWith('.shards.tmp-')); i++) await new Promise((r) => setTimeout(r, 10));
+  prep.kill('SIGHUP');
+  const prepCode = await new Promise((resolve) => prep.on('close', (c, sig) => resolve(c ?? sig)));
+  assert.equal(prepCode, 129, err);
+  assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.')), [], 'no temporary left');
+});
+
 test('two interrupts handled together (both came while a step held the thread) are one press: the run saves, it does not quit without saving', async () => {
   const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
   const { child, seen, closed } = await startQuietRun(root, /step 20\//);

@@ -105,22 +105,24 @@ export function oneLine(message: string): string {
 }
 
 /**
- * Ctrl-C (or SIGTERM) in a command without its own handler (export, import, prepare, init...):
- * what it was still writing is deleted, not left as a hidden temporary file, and it says so.
+ * Ctrl-C (or SIGTERM, or SIGHUP: the terminal closed) in a command without its own handler
+ * (export, import, prepare, init...): what it was still writing is deleted, not left as a hidden
+ * temporary file, and it says so.
  * train, sample and web handle the signal themselves (they save, or stop one sample).
  */
-function quitOnSignal(signal: 'SIGINT' | 'SIGTERM'): void {
+function quitOnSignal(signal: 'SIGINT' | 'SIGTERM' | 'SIGHUP'): void {
   process.on(signal, () => {
     if (process.listenerCount(signal) > 1) return;
     removeTemporariesNow();
     process.stderr.write('\nminigpt: interrupted; nothing half-written was left\n');
-    process.exit(signal === 'SIGINT' ? 130 : 143);
+    process.exit(signal === 'SIGINT' ? 130 : signal === 'SIGHUP' ? 129 : 143);
   });
 }
 
 installOutputGuards();
 quitOnSignal('SIGINT');
 quitOnSignal('SIGTERM');
+quitOnSignal('SIGHUP');
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });

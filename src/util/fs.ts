@@ -153,12 +153,18 @@ export function standardStream(path: string): 1 | 2 | undefined {
   return m[1] === 'stdout' || m[2] === '1' || m[3] === '1' ? 1 : 2;
 }
 
-/** `.NAME.tmp-PID-*` files beside `path` left by a process that is gone (killed while writing it). */
-async function removeStaleTemporaries(path: string): Promise<void> {
-  const prefix = `.${basename(path)}.tmp-`;
+/**
+ * `.NAME.tmp-PID-*` files and folders beside `path` left by a process that is gone (killed while
+ * writing it), and with `andOld`, `.NAME.old-PID-*` ones (a replaced version, once a newer one is
+ * in place).
+ */
+async function removeStaleTemporaries(path: string, andOld = false): Promise<void> {
+  const prefixes = [`.${basename(path)}.tmp-`, ...(andOld ? [`.${basename(path)}.old-`] : [])];
   for (const name of await readdir(dirname(path)).catch(() => [] as string[])) {
     const pid = stagingOwner(name);
-    if (name.startsWith(prefix) && pid !== undefined && !processAlive(pid)) await rm(join(dirname(path), name), { force: true }).catch(() => {});
+    if (prefixes.some((p) => name.startsWith(p)) && pid !== undefined && !processAlive(pid)) {
+      await rm(join(dirname(path), name), { recursive: true, force: true }).catch(() => {});
+    }
   }
 }
 
@@ -258,6 +264,8 @@ export async function commitDir(tmp: string, dir: string): Promise<void> {
     temporaries.delete(tmp);
   }
   await rm(old, { recursive: true, force: true });
+  // What writes of `dir` killed earlier left (SIGKILL, a power cut) goes now that a whole one is in place.
+  await removeStaleTemporaries(dir, true);
 }
 
 /**

@@ -114,6 +114,8 @@ async function withConfigFile(v: FlagValues, argv: string[]): Promise<{ values: 
   return { values: out, set };
 }
 
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
 export const trainCommand: CommandSpec = {
   name: 'train',
   summary: 'train a model (with no flags: the default model on the embedded English corpus)',
@@ -148,7 +150,7 @@ export const trainCommand: CommandSpec = {
     const quiet = Boolean(v.quiet);
     const bar = progressLine();
     const controller = new AbortController();
-    let stopAsked = false; // a first Ctrl-C (or SIGTERM) came
+    let stopAsked = false; // a first Ctrl-C (or SIGTERM, or SIGHUP: the terminal closed) came
     let runDir = '';
     // Set once the event loop has turned after the first interrupt was told: a second Ctrl-C that
     // came in while a long step held the thread (both are handled together after it) is the same
@@ -170,8 +172,8 @@ export const trainCommand: CommandSpec = {
         process.exit(130);
       }
     };
-    process.on('SIGINT', onSigint);
-    process.on('SIGTERM', onSigint);
+    // SIGHUP (the terminal or SSH session closed) saves too: its default would lose the steps since the last save.
+    for (const signal of STOP_SIGNALS) process.on(signal, onSigint);
     // Output closed under us (`minigpt train | head`): stop as Ctrl-C does, saving the run.
     let outputClosed = false;
     const offClosed = onOutputClosed(() => { outputClosed = true; controller.abort(); });
@@ -276,8 +278,7 @@ export const trainCommand: CommandSpec = {
     } finally {
       bar.done();
       offClosed();
-      process.off('SIGINT', onSigint);
-      process.off('SIGTERM', onSigint);
+      for (const signal of STOP_SIGNALS) process.off(signal, onSigint);
     }
   },
 };
