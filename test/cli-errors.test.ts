@@ -424,3 +424,11 @@ test('settings the help promises: a resumed run refuses other cleaning, eval and
   const lr = run(['lr-find', '--data', shards, '--d-model', '16', '--n-heads', '2', '--n-layers', '1', '--context', '8', '--batch', '2', '--steps', '10', '--backend', 'reference', '--json', '--out', join(dir, 'lr.svg')]);
   assert.equal(lr.status, 0, lr.stderr);
 });
+
+test('under a virtual-memory limit the cpu backend cannot reserve its memory: one line saying so and what to do, no run folder', (t) => {
+  if (spawnSync('prlimit', ['--version']).status !== 0) return t.skip('no prlimit (util-linux) here');
+  const out = join(root, 'limited-run');
+  const r = spawnSync('prlimit', [`--as=${8 * 2 ** 30}`, process.execPath, CLI, 'train', '--out', out, ...TINY.map((a) => (a === 'reference' ? 'cpu' : a))], { encoding: 'utf8', cwd: root, timeout: 60_000 });
+  assertOneLine(r, /the cpu backend could not reserve its WebAssembly memory .*ulimit -v.*raise the limit, or use --backend reference/);
+  assert.ok(!readdirSync(root).includes('limited-run'));
+});

@@ -11,7 +11,7 @@
  * done, so `read` and `sync` have nothing to wait for.
  */
 import type { AdamWHyper, Backend, IntTensor, Tensor } from '../types.js';
-import { MinigptError, check, checkOptionNames, checkWhole, optionName, shownValue } from '../../errors.js';
+import { MinigptError, check, checkOptionNames, checkWhole, optionName, optionSetting, shownValue } from '../../errors.js';
 import { adamwGradScale, createReferenceBackend } from '../reference/index.js';
 import { compileKernels, cpuBackendSupported, createSharedMemory, relaxedSimdSupported, type WasmVariant } from './wasm-module.js';
 import { createThreadPool, type ThreadPool } from './pool.js';
@@ -100,7 +100,15 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
   const maxThreads = Math.max(8, 4 * cores);
   if (threads > maxThreads) throw new MinigptError(`${optionName('threads')} ${threads} is more than this machine can use: it has ${cores} hardware threads; give at most ${maxThreads} (the default is ${defaultThreads})`);
   const variant: WasmVariant = (options.relaxedSimd ?? true) && (await relaxedSimdSupported(true)) ? 'relaxed' : 'simd';
-  const memory = createSharedMemory(256, MAX_PAGES);
+  let memory: ReturnType<typeof createSharedMemory>;
+  try {
+    memory = createSharedMemory(256, MAX_PAGES);
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    // A wasm32 memory reserves its whole address range with guard pages (~10 GiB) up front, though
+    // it commits only what the model uses; a virtual-memory limit below that refuses any size.
+    throw new MinigptError(`the cpu backend could not reserve its WebAssembly memory (${e.message}): a wasm memory reserves ~10 GiB of address space up front, though it uses only what the model needs, so a virtual-memory limit (ulimit -v, prlimit --as) below that refuses it; raise the limit, or use ${optionSetting('backend', 'reference')} (much slower)`);
+  }
   const pool: ThreadPool = await createThreadPool(await compileKernels(variant), memory, threads);
   const wasm = pool.kernels;
   const ref = createReferenceBackend();
