@@ -432,3 +432,18 @@ test('under a virtual-memory limit the cpu backend cannot reserve its memory: on
   assertOneLine(r, /the cpu backend could not reserve its WebAssembly memory .*ulimit -v.*raise the limit, or use --backend reference/);
   assert.ok(!readdirSync(root).includes('limited-run'));
 });
+
+test('text past what one string holds (a 3 GiB file, sparse here) is one line pointing at prepare; so is a deleted current folder', () => {
+  const big = join(root, 'huge.txt');
+  writeFileSync(big, '');
+  spawnSync('truncate', ['-s', '3G', big]);
+  if (statSync(big).size !== 3 * 2 ** 30) return;
+  for (const args of [['train', '--data', big, '--out', join(root, 'huge-run'), ...TINY], ['tokenizer', 'train', '--data', big, '--vocab', '300', '--out', join(root, 'huge-tok.json')]]) {
+    assertOneLine(run(args), /huge\.txt: too large to load as text in memory .*minigpt prepare --data PATH --out DIR/);
+  }
+  rmSync(big);
+  const gone = join(root, 'gone');
+  mkdirSync(gone);
+  const r = spawnSync('sh', ['-c', `cd "${gone}" && rmdir "${gone}" && exec "${process.execPath}" "${CLI}" sample --ckpt run`], { encoding: 'utf8' });
+  assertOneLine(r, /the current folder no longer exists/);
+});

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, open, readFile, readdir, rm, truncate, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { appendFileSync, truncateSync } from 'node:fs';
 import { join } from 'node:path';
 import { MinigptError } from '../src/errors.js';
 import { BLANK_LINE_SEPARATOR, cleanText, loadDocuments, loadText } from '../src/data/text.js';
@@ -368,6 +369,30 @@ test('invalid UTF-8 is an error naming the file and the byte offset, even mid-st
       new RegExp(`invalid UTF-8 at byte ${good.length} \\(line 101, the file ends inside a character\\)`),
     );
     assert.deepEqual(await readdir(dir), ['bad.txt'], 'no output or temporary folder is left behind');
+  });
+});
+
+test('a file that shrinks or grows while prepare reads it is an error, not shards split by the old size', async () => {
+  await withTempDir(async (dir) => {
+    const file = join(dir, 'moving.txt');
+    for (const change of ['shrink', 'grow'] as const) {
+      await writeFile(file, 'the cat sat on the mat\n'.repeat(2000));
+      let changed = false;
+      await assertMinigptError(
+        prepareShards({
+          data: file, out: join(dir, 'out'), tokenizer: 'char', chunkBytes: 1024,
+          onProgress: (p) => {
+            if (changed || p.bytesRead === 0) return;
+            changed = true;
+            // Synchronous on purpose: the next read must see it.
+            if (change === 'shrink') truncateSync(file, 5000);
+            else appendFileSync(file, 'more text\n'.repeat(100));
+          },
+        }),
+        new RegExp(`^${escapeRegExp(file)} changed while it was being read \\(46,000 bytes at the start, ${change === 'shrink' ? '5,000' : '4\\d,\\d{3}'} read\\)`),
+      );
+      assert.deepEqual(await readdir(dir), ['moving.txt'], 'no output or temporary folder is left behind');
+    }
   });
 });
 

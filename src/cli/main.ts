@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { MinigptError, nameOptionsAsFlags } from '../errors.js';
 import { installOutputGuards } from './output.js';
 import { fsErrorForUser, removeTemporariesNow } from '../util/fs.js';
+import { tooLargeForText } from '../data/text.js';
 import { formatHelp, parseFlags, type CommandSpec } from './args.js';
 import { initCommand } from './commands/init.js';
 import { evalCommand } from './commands/eval.js';
@@ -82,7 +83,7 @@ export async function main(argv: string[]): Promise<number> {
     return typeof code === 'number' ? code : 0;
   } catch (caught) {
     // A file-system error nothing put into words (a symlink loop in a path...) is still the user's to fix.
-    const e = fsErrorForUser(caught) ?? caught;
+    const e = fsErrorForUser(caught) ?? textTooLarge(caught) ?? caught;
     if (e instanceof MinigptError) {
       process.stderr.write(`minigpt: error: ${oneLine(e.message)}\n`);
       if (debug) console.error((caught as Error).stack);
@@ -126,3 +127,9 @@ quitOnSignal('SIGHUP');
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
 });
+
+/** Text too large for one JavaScript string (many files together, past ~512 MiB): what to do instead. */
+function textTooLarge(e: unknown): MinigptError | null {
+  const tooLong = (e as NodeJS.ErrnoException)?.code === 'ERR_STRING_TOO_LONG' || (e instanceof RangeError && /Invalid string length/.test(e.message));
+  return tooLong ? new MinigptError(`the text is ${tooLargeForText()}`) : null;
+}

@@ -589,6 +589,8 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
         if (cleaner.stopped) break;
       }
       if (!cleaner.stopped) {
+        // The split into train and validation was placed by the sizes the files had at the start.
+        check(pos === file.size, () => `${file.path} changed while it was being read (${file.size.toLocaleString('en-US')} bytes at the start, ${pos.toLocaleString('en-US')} read); run again once nothing writes to it`);
         handle(decode(new Uint8Array(0), pos, true));
         jsonl?.end();
       }

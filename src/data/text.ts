@@ -5,7 +5,7 @@
  */
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
-import { MinigptError, check, checkOptionNames, optionSetting, shownValue } from '../errors.js';
+import { MinigptError, adviceFor, check, checkOptionNames, optionSetting, shownValue } from '../errors.js';
 import { checkNodeOnly } from '../util/runtime.js';
 
 export interface LoadTextOptions {
@@ -200,10 +200,18 @@ function rejectBinary(path: string, bytes: Uint8Array): void {
   );
 }
 
+/** Why a text past what one JavaScript string holds cannot be loaded, and what to do instead. */
+export function tooLargeForText(): string {
+  return `too large to load as text in memory (a JavaScript string holds at most ~512 MiB); ${adviceFor(
+    'prepare it into token shards (minigpt prepare --data PATH --out DIR, which reads in bounded memory) and train on DIR',
+    'prepare it into token shards with prepareShards() (bounded memory) and train on that folder')}`;
+}
+
 function decodeUtf8(path: string, bytes: Uint8Array, mode: 'error' | 'replace', replaced: ReplacedBytes[]): string {
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_STRING_TOO_LONG') throw fileSystemError(path, e);
     // The decoder does not say where it failed; find the offset ourselves (only on this slow path).
   }
   const scan = scanUtf8(bytes);
@@ -215,7 +223,11 @@ function decodeUtf8(path: string, bytes: Uint8Array, mode: 'error' | 'replace', 
     );
   }
   replaced.push({ file: path, count: scan.errorCount, firstOffset: scan.firstOffset });
-  return new TextDecoder('utf-8').decode(bytes);
+  try {
+    return new TextDecoder('utf-8').decode(bytes);
+  } catch (e) {
+    throw fileSystemError(path, e);
+  }
 }
 
 function lineNumberAt(bytes: Uint8Array, offset: number): number {
@@ -365,6 +377,9 @@ export function fileSystemError(path: string, err: unknown): Error {
       return new MinigptError(`${path}: permission denied; check the permissions of the file and its folders`);
     case 'EISDIR':
       return new MinigptError(`${path}: is a folder where a file was expected; check the path`);
+    case 'ERR_FS_FILE_TOO_LARGE':
+    case 'ERR_STRING_TOO_LONG':
+      return new MinigptError(`${path}: ${tooLargeForText()}`);
     default:
       // Anything else (EIO, EMFILE...) is not the user's data; keep the original error and stack.
       return err instanceof Error ? err : new Error(String(err));

@@ -73,6 +73,7 @@ export function fsErrorForUser(e: unknown): MinigptError | null {
   if (!(e instanceof Error) || typeof err.code !== 'string' || typeof err.syscall !== 'string') return null;
   const path = err.path ?? '';
   const what = `${err.syscall}${path ? ` ${path}` : ''}`;
+  if (err.syscall === 'uv_cwd') return new MinigptError('the current folder no longer exists (deleted or moved while in it); cd into a folder that exists and run the command again');
   if (err.code === 'ENOENT') return new MinigptError(`cannot ${what}: no such file or folder`);
   if (err.code === 'EEXIST' && err.syscall === 'mkdir') return new MinigptError(`cannot ${what}: a file is there, where a folder should be; check the path`);
   const mapped = ioError(e, what);
