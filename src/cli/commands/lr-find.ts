@@ -63,8 +63,8 @@ export const lrFindCommand: CommandSpec = {
       { label: 'smoothed', color: '#1f77b4', thick: true, points: result.curve.map((p) => [p.lr, p.smoothed]) },
       { label: `suggested ${result.suggestion.toExponential(1)}`, color: '#d62728', dashed: true, points: [[result.suggestion, Math.min(...result.curve.map((p) => p.smoothed))], [result.suggestion, Math.max(...result.curve.map((p) => p.smoothed))]] },
     ], { title: 'learning-rate range test', xLabel: 'learning rate', yLabel: 'loss', logX: true });
-    await writeFileAtomic(v.out as string, svg);
-    // With the picture on stdout (--out /dev/stdout), the report goes to stderr.
+    // With the picture on stdout (--out /dev/stdout), the report goes to stderr. The result comes
+    // before the plot is written: a plot that cannot be written (a full disk) keeps the suggestion.
     const say = standardStream(v.out as string) !== undefined ? console.error : console.log;
     if (v.json) {
       say(JSON.stringify({ suggestion: result.suggestion, minimum: result.minimum, stopped_early: result.stoppedEarly, curve: result.curve }));
@@ -73,7 +73,8 @@ export const lrFindCommand: CommandSpec = {
       say(result.stoppedEarly
         ? `the loss was lowest at lr ${result.minimum.toExponential(2)}, close to where training becomes unstable: too high to train with`
         : `the loss was lowest at lr ${result.minimum.toExponential(2)}; the sweep ended at ${(v.end as number).toExponential(0)} before the loss diverged (a higher --end shows where it does)`);
-      say(`plot: ${v.out}`);
     }
+    await writeFileAtomic(v.out as string, svg);
+    if (!v.json) say(`plot: ${v.out}`);
   },
 };
