@@ -9,6 +9,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadModel, computeLogits } from '../src/inference.js';
 import { runBench } from '../src/bench.js';
+import { processStartMark } from '../src/util/fs.js';
 
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'main.js');
 // An empty working directory: no runs/latest to fall back on.
@@ -151,6 +152,18 @@ test('one run folder per run: a default name taken already gets -2, and a run be
   const taken = resume();
   assert.equal(taken.status, 0, String(taken.stderr));
   assert.ok(!(await readdir(runDir)).includes('.lock'));
+  const mark = processStartMark(process.pid);
+  if (mark !== undefined) {
+    // With the start mark (Linux): the live pid's own mark refuses; another mark is a pid handed out
+    // again (a container restarted after a kill), and the lock is taken over.
+    await writeFile(join(runDir, '.lock'), `${process.pid}\n${mark}\n`);
+    const again = spawnSync(process.execPath, [CLI, 'train', '--resume', runDir, '--steps', '4', '--quiet'], { encoding: 'utf8', cwd: root });
+    assert.match(String(again.stderr), /is being trained by another process/);
+    await writeFile(join(runDir, '.lock'), `${process.pid}\n${mark.replace(/\d+$/, (t) => String(Number(t) + 1))}\n`);
+    const retaken = spawnSync(process.execPath, [CLI, 'train', '--resume', runDir, '--steps', '4', '--quiet'], { encoding: 'utf8', cwd: root });
+    assert.equal(retaken.status, 0, String(retaken.stderr));
+    assert.ok(!(await readdir(runDir)).includes('.lock'));
+  }
 });
 
 test('train -> sample -> eval --data -> plot, from the command line', async () => {

@@ -23,7 +23,7 @@ import { AMP_MODES, createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkpointDirOf, firstNonFinite, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
-import { exists, ioError, makeDirs, processAlive, writeFileAtomic } from '../util/fs.js';
+import { exists, ioError, makeDirs, processAlive, processStartMark, writeFileAtomic } from '../util/fs.js';
 import { checkCleanOptions, cleanRecord, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, DEFAULT_TEXT_FIELD, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
@@ -1164,30 +1164,40 @@ export function checkBatchFits(config: ModelConfig, B: number, T: number, traini
 /** A save refused because the weights or moments hold NaN or ±Infinity (a learning rate far too high). */
 class NonFiniteWeightsError extends MinigptError {}
 
-/** RUN/.lock: the pid of the process training the run, while it does. */
+/** RUN/.lock: the pid of the process training the run, while it does (and, on Linux, its start mark). */
 const RUN_LOCK = '.lock';
 
 /**
- * Takes the run folder's lock (RUN/.lock, holding this process's pid), or throws a MinigptError
- * naming the process that holds it. A lock whose process is gone (killed) is taken over. Returns
- * the function that releases it.
+ * Takes the run folder's lock (RUN/.lock, holding this process's pid and start mark), or throws a
+ * MinigptError naming the process that holds it. A lock whose process is gone (killed) is taken
+ * over, and so is one whose pid now belongs to another process (a container restarted after a
+ * kill hands out the same pids). Returns the function that releases it.
  */
 async function lockRunDir(dir: string): Promise<() => Promise<void>> {
   const path = join(dir, RUN_LOCK);
+  const own = `${process.pid}\n${processStartMark(process.pid) ?? ''}\n`;
   for (let tries = 0; ; tries++) {
     try {
-      await writeFile(path, `${process.pid}\n`, { flag: 'wx' });
+      await writeFile(path, own, { flag: 'wx' });
       return () => rm(path, { force: true });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 2) throw ioError(e, `lock the run directory ${dir}`);
     }
     check((await stat(path).catch(() => null))?.isDirectory() !== true, `${path} is a folder, where the run's lock file goes; remove it`);
-    const pid = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    if (Number.isSafeInteger(pid) && pid > 0 && processAlive(pid)) {
+    const held = await readFile(path, 'utf8').catch(() => '');
+    const [pidLine = '', mark = ''] = held.split('\n');
+    const pid = Number.parseInt(pidLine, 10);
+    // A lock from before start marks (or from elsewhere than Linux) has none: its pid alone decides,
+    // except that this process's locks carry its mark, so a markless one naming its pid is stale.
+    const sameProcess = (p: number): boolean => processAlive(p) &&
+      (mark === '' ? p !== process.pid || processStartMark(p) === undefined : processStartMark(p) === undefined || processStartMark(p) === mark);
+    if (Number.isSafeInteger(pid) && pid > 0 && sameProcess(pid)) {
       throw new MinigptError(pid === process.pid ? `${dir} is being trained by this process already; wait for that run to end, or choose another ${optionName('out')}`
         : `${dir} is being trained by another process (pid ${pid}); wait for it to end, or choose another ${optionName('out')} (if no minigpt runs as pid ${pid}, delete ${path})`);
     }
-    await rm(path, { force: true }); // left by a process that is gone
+    // Left by a process that is gone. Only the lock judged stale goes: one another process has
+    // just taken over (it read the same stale lock) stays, and the next try reports it.
+    if ((await readFile(path, 'utf8').catch(() => '')) === held) await rm(path, { force: true });
   }
 }
 

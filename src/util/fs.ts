@@ -3,7 +3,7 @@
  * user can fix become MinigptErrors, and directories are replaced atomically.
  */
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { cp, link, lstat, mkdir, open, readFile, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError } from '../errors.js';
@@ -210,6 +210,22 @@ export function processAlive(pid: number): boolean {
     return true;
   } catch (e) {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * What tells process `pid` from a later one given the same pid (a container restarted, pids
+ * wrapped): its boot and start time on Linux, from /proc; undefined elsewhere or when it is gone.
+ */
+export function processStartMark(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces and parentheses): state is field 3, starttime 22.
+    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return start ? `${boot}:${start}` : undefined;
+  } catch {
+    return undefined;
   }
 }
 
