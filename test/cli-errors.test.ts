@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, readFileSync, readdirSync, rmSync, cpSync, statSync, chmodSync, symlinkSync } from 'node:fs';
+import { openSync, closeSync, mkdtempSync, writeFileSync, mkdirSync, readFileSync, readdirSync, rmSync, cpSync, statSync, chmodSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -320,6 +320,12 @@ test('every command that writes meets a full disk with one clear line, and leave
     assertOneLine(run(args), /the disk is full; free some space, or write somewhere else/);
     assert.deepEqual(readdirSync(full!), [], args.join(' '));
   }
+  // Output redirected to a file on a full disk: an error, not a cut file and exit 0 (one write's short count was ignored).
+  const fd = openSync(join(full!, 'ids.txt'), 'w');
+  const r = spawnSync(process.execPath, [CLI, 'tokenizer', 'encode', '--tokenizer', 'gpt2', '--text', 'the cat '.repeat(8000)], { encoding: 'utf8', cwd: root, stdio: ['ignore', fd, 'pipe'] });
+  closeSync(fd);
+  assertOneLine(r, /^minigpt: error: cannot write output: the disk is full/);
+  rmSync(join(full!, 'ids.txt'));
 });
 
 test('tokenizer train --out /dev/full: one clear line', { skip: statSync('/dev/full', { throwIfNoEntry: false }) ? false : 'no /dev/full' }, () => {

@@ -6,6 +6,10 @@
  * the way `yes | head` does.
  */
 
+import { fstatSync, writeSync } from 'node:fs';
+import { MinigptError } from '../errors.js';
+import { ioError } from '../util/fs.js';
+
 type Guarded = NodeJS.WriteStream;
 
 const callbacks = new Set<() => void>();
@@ -47,11 +51,38 @@ function closed(stream: Guarded): void {
   if (!notified && stream === process.stdout) process.exit(0);
 }
 
+/**
+ * Node writes a stream redirected to a file with one writeSync per chunk and ignores a short
+ * count: on a full disk the rest of a large output (eval --json, tokenizer encode) was dropped
+ * with exit 0. This writes the rest, so the disk's ENOSPC reaches the stream's error handler.
+ */
+function writeWhole(stream: Guarded): void {
+  const fd = (stream as { fd?: unknown }).fd;
+  if (typeof fd !== 'number') return;
+  let isFile = false;
+  try {
+    isFile = fstatSync(fd).isFile();
+  } catch {
+    return;
+  }
+  if (!isFile) return;
+  (stream as unknown as { _write: (chunk: Uint8Array, encoding: string, cb: (e?: Error) => void) => void })._write = (chunk, _encoding, cb) => {
+    try {
+      for (let at = 0; at < chunk.length;) at += writeSync(fd, chunk, at);
+    } catch (e) {
+      cb(e as Error);
+      return;
+    }
+    cb();
+  };
+}
+
 /** Attaches the guards to process.stdout and process.stderr; call once, early (later calls do nothing). */
 export function installOutputGuards(): void {
   if (installed) return;
   installed = true;
   for (const stream of [process.stdout, process.stderr] as Guarded[]) {
+    writeWhole(stream);
     stream.on('error', (e: unknown) => {
       if (isClosedPipe(e)) {
         closed(stream);
@@ -59,7 +90,8 @@ export function installOutputGuards(): void {
       }
       // Any other write error on our own output: report it where we still can, once, and stop.
       if (stream !== process.stderr && !closedStreams.has(process.stderr)) {
-        process.stderr.write(`minigpt: error: cannot write output: ${(e as Error)?.message ?? String(e)}\n`);
+        const mapped = ioError(e, 'write output');
+        process.stderr.write(`minigpt: error: ${mapped instanceof MinigptError ? mapped.message : `cannot write output: ${(e as Error)?.message ?? String(e)}`}\n`);
       }
       closedStreams.add(stream);
       silence(stream);
