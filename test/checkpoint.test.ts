@@ -233,3 +233,24 @@ test('writeFileAtomic follows a symlink and writes its target, never replacing t
   assert.equal(await readFile(join(dir, 'shared', 'later.svg'), 'utf8'), 'made');
   await rm(dir, { recursive: true });
 });
+
+test('a checkpoint file past 2 GiB (readFile\'s limit) is read whole; one past what a buffer holds is a clear error', async (t) => {
+  const { readWholeFile, MAX_FILE_READ_BYTES } = await import('../src/util/fs.js');
+  const { open } = await import('node:fs/promises');
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-big-'));
+  const path = join(dir, 'sparse.bin');
+  const size = 2 ** 31 + 4096;
+  // Sparse: no disk used; the bytes at the very end tell a whole read from a cut one.
+  const fh = await open(path, 'w');
+  await fh.write(Uint8Array.of(1, 2, 3), 0, 3, size - 3);
+  await fh.close();
+  if ((await stat(path)).size !== size) return t.skip('no sparse files here');
+  const bytes = await readWholeFile(path);
+  assert.equal(bytes.length, size);
+  assert.deepEqual([...bytes.subarray(size - 4)], [0, 1, 2, 3]);
+  if (MAX_FILE_READ_BYTES > 2 ** 33) return rm(dir, { recursive: true }); // a runtime whose buffers hold far more
+  await truncate(path, MAX_FILE_READ_BYTES + 1);
+  await assert.rejects(readWholeFile(path), (e: unknown) => e instanceof MinigptError && /sparse\.bin is 4\.0 GiB, more than the 4 GiB one file can be read into here/.test(e.message));
+  await rm(dir, { recursive: true });
+});
+

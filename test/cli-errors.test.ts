@@ -52,6 +52,8 @@ const cases: [string[], RegExp][] = [
   [['export', '--ckpt', join(root, 'notackpt'), '--format', 'onnx', '--out', join(root, 'hf')], /--format must be one of/],
   [['import', '--from', join(root, 'notackpt'), '--out', join(root, 'imp')], /config\.json|not/],
   [['plot'], /at least one run directory/],
+  [['init', '--out', join(root, 'too-big'), '--chars', 'abc', '--d-model', '2048', '--n-layers', '24', '--n-heads', '16'], /1,209,\d{3},\d{3} parameters has weights of 4\.5 GiB, past the 4\.0 GiB one checkpoint file can be read back from: it could be saved but never loaded/],
+  [['train', '--data', join(root, 'ok.txt'), '--d-model', '2048', '--n-layers', '12', '--n-heads', '16', '--context', '8', '--out', join(root, 'too-big')], /AdamW moments of 4\.5 GiB, .*never resumed; use a smaller model \(at most ~536M parameters to train\)/],
   [['plot', join(root, 'notackpt')], /metrics\.jsonl/],
   [['bench', '--config', 'huge'], /--config must be one of/],
   [['bench', '--backend', 'reference', '--attention', 'split'], /--attention split measures the webgpu backend's attention kernels, not the reference backend's/],

@@ -18,7 +18,7 @@
  */
 import { createHash } from 'node:crypto';
 import { open, readFile, readdir, stat } from 'node:fs/promises';
-import { exists, ioError, recoverInterruptedReplace, writeDirFiles } from '../util/fs.js';
+import { MAX_FILE_READ_BYTES, exists, ioError, readWholeFile, recoverInterruptedReplace, writeDirFiles } from '../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, adviceFor, check, shownValue } from '../errors.js';
 import { configFromJson, type ModelConfig } from '../model/config.js';
@@ -175,7 +175,8 @@ async function sha256(bytes: Uint8Array | readonly Uint8Array[]): Promise<string
   const parts = bytes instanceof Uint8Array ? [bytes] : bytes;
   if (typeof process !== 'undefined' && process.versions?.node) {
     const hash = createHash('sha256');
-    for (const p of parts) hash.update(p);
+    // update takes at most 2 GiB at once
+    for (const p of parts) for (let at = 0; at < p.length; at += 2 ** 30) hash.update(p.subarray(at, at + 2 ** 30));
     return hash.digest('hex');
   }
   const subtle = globalThis.crypto?.subtle;
@@ -287,6 +288,19 @@ async function checkpointFileParts(ckpt: Checkpoint, opts: SaveOptions = {}): Pr
 export async function checkpointToZip(ckpt: Checkpoint, opts: SaveOptions & { folder?: string } = {}): Promise<Uint8Array> {
   checkCheckpointArg(ckpt, 'checkpointToZip');
   return zipFiles(await checkpointFiles(ckpt, opts), opts.folder ?? 'minigpt-model');
+}
+
+/**
+ * Refuses a model whose checkpoint files could not be read back (one file is read into one buffer,
+ * at most MAX_FILE_READ_BYTES): its F32 weights, and for `training` its AdamW moments (8 bytes a
+ * parameter), which resuming reads.
+ */
+export function checkCheckpointReadable(config: ModelConfig, training: boolean): void {
+  const params = paramLayout(config).size, perParam = training ? 8 : 4;
+  const gib = (n: number): string => (n / 2 ** 30).toFixed(1);
+  check(perParam * params + (1 << 20) <= MAX_FILE_READ_BYTES, () => `a model of ${params.toLocaleString('en-US')} parameters has ${training ? 'AdamW moments' : 'weights'} of ${gib(perParam * params)} GiB, ` +
+    `past the ${gib(MAX_FILE_READ_BYTES)} GiB one checkpoint file can be read back from: it could be saved but never ${training ? 'resumed' : 'loaded'}; ` +
+    `use a smaller model (at most ~${Math.floor((MAX_FILE_READ_BYTES - (1 << 20)) / perParam / 1e6)}M parameters${training ? ' to train' : ''})`);
 }
 
 /** How saveCheckpoint, checkpointFiles and checkpointToZip write a checkpoint. */
@@ -439,7 +453,7 @@ async function locateCheckpoint(dir: string): Promise<{ path: string; zip?: Uint
   if (info.isFile()) {
     check(dir.toLowerCase().endsWith('.zip') || (await fileStartsLikeZip(dir)), `${dir} is a file; a checkpoint is a directory (with config.json and model.safetensors) or a .zip of one`);
     try {
-      return { path: dir, zip: await readFile(dir) };
+      return { path: dir, zip: await readWholeFile(dir) };
     } catch (e) {
       throw ioError(e, `read ${dir}`);
     }
@@ -453,7 +467,7 @@ function dirSource(dir: string): CheckpointFiles {
   return {
     async read(name) {
       try {
-        return await readFile(join(dir, name));
+        return await readWholeFile(join(dir, name));
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
         throw ioError(e, `read ${join(dir, name)}`);

@@ -23,7 +23,7 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { MinigptError, check, checkOptionNames, optionSetting, adviceFor, shownValue } from '../errors.js';
-import { exists, writeDirFiles } from '../util/fs.js';
+import { exists, readWholeFile, writeDirFiles } from '../util/fs.js';
 import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
 import { charTokenizerFromVocab, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
@@ -657,8 +657,9 @@ export async function readHfTensors(dir: string): Promise<Map<string, NamedTenso
     const path = join(dir, f);
     let bytes: Uint8Array;
     try {
-      bytes = await readFile(path);
+      bytes = await readWholeFile(path);
     } catch (e) {
+      if (e instanceof MinigptError) throw e;
       throw new MinigptError(`cannot read ${path}: ${(e as Error).message}`);
     }
     for (const [name, t] of decodeSafetensors(bytes, path).tensors) {

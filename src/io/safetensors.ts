@@ -15,10 +15,11 @@
  * problem; nothing is allocated for tensor data until the whole header has been checked against
  * the real size of the input.
  */
-import { open, readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import { MinigptError } from '../errors.js';
 import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../util/half.js';
 import { checkNodeOnly } from '../util/runtime.js';
+import { readWholeFile } from '../util/fs.js';
 
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I32';
 
@@ -370,8 +371,9 @@ export async function readSafetensorsFile(path: string): Promise<SafetensorsCont
   checkNodeOnly('readSafetensorsFile()');
   let bytes: Uint8Array;
   try {
-    bytes = await readFile(path);
+    bytes = await readWholeFile(path);
   } catch (err) {
+    if (err instanceof MinigptError) throw err;
     throw new MinigptError(`cannot read ${path}: ${(err as Error).message}`);
   }
   return decodeSafetensors(bytes, path);

@@ -22,7 +22,7 @@ import { evaluateLoss } from './evaluate.js';
 import { AMP_MODES, createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
-import { checkpointDirOf, firstNonFinite, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
+import { checkCheckpointReadable, checkpointDirOf, firstNonFinite, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, processAlive, processStartMark, writeFileAtomic } from '../util/fs.js';
 import { checkCleanOptions, cleanRecord, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, DEFAULT_TEXT_FIELD, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
@@ -801,6 +801,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize }, { name: (k) => optionName(`model.${k}`) });
   check(config.vocab_size >= tokenizer.vocabSize, `${optionName('model.vocab_size')} ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`);
   const T = config.context, B = o.batch;
+  checkCheckpointReadable(config, true);
   checkBatchFits(config, B, T);
   check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller ${optionName('model.context')}`);
   check(valStream.length > 0 || !fromShards, () => `${o.data} has no validation shards (prepared with a validation fraction of 0); give ${optionName('valData')}, or prepare the data again with a validation fraction`);

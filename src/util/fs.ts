@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
 import { cp, link, lstat, mkdir, open, readFile, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError } from '../errors.js';
@@ -330,6 +331,34 @@ export async function writeDirFiles(
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
     throw ioError(e, `write ${what}`);
+  }
+}
+
+/** The most bytes one file is read into (one buffer: 4 GiB on 64-bit Node). */
+export const MAX_FILE_READ_BYTES: number = typeof bufferConstants?.MAX_LENGTH === 'number' ? bufferConstants.MAX_LENGTH : 2 ** 32;
+
+/**
+ * A whole file's bytes, like readFile, also past readFile's 2 GiB (read in 1 GiB pieces), up to
+ * MAX_FILE_READ_BYTES; a larger file is a MinigptError. Errors of open and read are readFile's.
+ */
+export async function readWholeFile(path: string): Promise<Uint8Array> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    if (size < 2 ** 31 - 1) return await fh.readFile();
+    if (size > MAX_FILE_READ_BYTES) {
+      throw new MinigptError(`${path} is ${(size / 2 ** 30).toFixed(1)} GiB, more than the ${(MAX_FILE_READ_BYTES / 2 ** 30).toFixed(0)} GiB one file can be read into here`);
+    }
+    const out = new Uint8Array(size);
+    let at = 0;
+    while (at < size) {
+      const { bytesRead } = await fh.read(out, at, Math.min(2 ** 30, size - at), at);
+      if (bytesRead === 0) break;
+      at += bytesRead;
+    }
+    return at === size ? out : out.subarray(0, at);
+  } finally {
+    await fh.close();
   }
 }
 

@@ -3,7 +3,7 @@ import { MODEL_FLAGS, flagName, modelConfigFromFlags, type CommandSpec } from '.
 import { resolveConfig } from '../../model/config.js';
 import { initialWeights, paramLayout, countParams } from '../../model/params.js';
 import { createRng } from '../../util/random.js';
-import { isCheckpointDir, recoverInterruptedSave, saveCheckpoint } from '../../io/checkpoint.js';
+import { checkCheckpointReadable, isCheckpointDir, recoverInterruptedSave, saveCheckpoint } from '../../io/checkpoint.js';
 import { isNonEmptyDir } from '../../util/fs.js';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -53,6 +53,7 @@ export const initCommand: CommandSpec = {
       throw new MinigptError(`--vocab-size ${vocab} is smaller than the ${tokenizer.vocabSize} tokens of the vocabulary`);
     }
     const config = resolveConfig({ ...partial, vocab_size: vocab }, { name: flagName });
+    checkCheckpointReadable(config, false);
     const weights = initialWeights(config, paramLayout(config), createRng(v.seed as number));
     await saveCheckpoint(v.out as string, { config, weights, tokenizer });
     console.log(`wrote untrained checkpoint ${v.out}: ${countParams(config).toLocaleString('en-US')} parameters, vocabulary of ${tokenizer.vocabSize} tokens`);
