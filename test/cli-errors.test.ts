@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { openSync, closeSync, mkdtempSync, writeFileSync, mkdirSync, readFileSync, readdirSync, rmSync, cpSync, statSync, chmodSync, symlinkSync } from 'node:fs';
+import { existsSync, renameSync, openSync, closeSync, mkdtempSync, writeFileSync, mkdirSync, readFileSync, readdirSync, rmSync, cpSync, statSync, chmodSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -458,4 +458,23 @@ test('text past what one string holds (a 3 GiB file, sparse here) is one line po
   mkdirSync(gone);
   const r = spawnSync('sh', ['-c', `cd "${gone}" && rmdir "${gone}" && exec "${process.execPath}" "${CLI}" sample --ckpt run`], { encoding: 'utf8' });
   assertOneLine(r, /the current folder no longer exists/);
+});
+
+test('a save cut between its renames in a folder now read-only is read where it was left; a run with only best/ says so and is not overwritten', (t) => {
+  const mnt = mountTmpfs('size=4m');
+  if (mnt === null) return t.skip('cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)');
+  const runDir = join(mnt, 'run');
+  const flags = TINY.filter((a, i) => a !== '--eval-every' && TINY[i - 1] !== '--eval-every');
+  assert.equal(run(['train', '--data', join(root, 'abc.txt'), '--out', runDir, '--steps', '4', '--eval-every', '2', '--keep-best', ...flags]).status, 0);
+  renameSync(join(runDir, 'checkpoint'), join(runDir, '.checkpoint.old-999999-abcd1234'));
+  spawnSync('mount', ['-o', 'remount,ro', mnt]);
+  const sampled = run(['sample', '--ckpt', runDir, '--prompt', 'ab', '--tokens', '3', '--backend', 'reference']);
+  assert.equal(sampled.status, 0, sampled.stderr);
+  assert.ok(readdirSync(runDir).includes('.checkpoint.old-999999-abcd1234'), 'read where it was: the folder is read-only');
+  spawnSync('mount', ['-o', 'remount,rw', mnt]);
+  // No checkpoint at all, only the best one (every save of the latest failed, a full disk).
+  rmSync(join(runDir, '.checkpoint.old-999999-abcd1234'), { recursive: true });
+  assertOneLine(run(['sample', '--ckpt', runDir, '--prompt', 'ab']), /the run .*run has no checkpoint yet \(it stopped before its first save\); its best checkpoint is .*run\/best$/);
+  assertOneLine(run(['train', '--data', join(root, 'abc.txt'), '--out', runDir, '--steps', '2', ...flags]), /run holds the best checkpoint of an earlier run \(.*best\), which a new run there would replace; continue from it with --resume .*best --out DIR/);
+  assert.ok(existsSync(join(runDir, 'best', 'config.json')));
 });

@@ -18,7 +18,7 @@
  */
 import { createHash } from 'node:crypto';
 import { open, readFile, readdir, stat } from 'node:fs/promises';
-import { MAX_FILE_READ_BYTES, exists, ioError, readWholeFile, recoverInterruptedReplace, writeDirFiles } from '../util/fs.js';
+import { MAX_FILE_READ_BYTES, exists, interruptedReplaceLeftover, ioError, readWholeFile, recoverInterruptedReplace, writeDirFiles } from '../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, adviceFor, check, shownValue } from '../errors.js';
 import { configFromJson, type ModelConfig } from '../model/config.js';
@@ -215,9 +215,17 @@ export async function hasTrainingState(dir: string): Promise<boolean> {
  * directory, after recovering an interrupted save of it; any other directory unchanged.
  */
 export async function checkpointDirOf(dir: string): Promise<string> {
-  const inner = join(dir, 'checkpoint');
-  await recoverInterruptedSave(inner).catch(() => {});
+  const inner = await recoveredCheckpointDir(join(dir, 'checkpoint'));
   return !(await exists(join(dir, FILES.config))) && (await exists(join(inner, FILES.config))) ? inner : dir;
+}
+
+/**
+ * `dir` after recovering an interrupted save of it; where that cannot rename it back (a read-only
+ * folder), the `.dir.old-*` folder the save left, to read it there.
+ */
+async function recoveredCheckpointDir(dir: string): Promise<string> {
+  await recoverInterruptedSave(dir).catch(() => {});
+  return (await interruptedReplaceLeftover(dir, isCheckpointDir).catch(() => null)) ?? dir;
 }
 
 /** What a config.json that is not ours is, for an error message. */
@@ -441,8 +449,7 @@ async function readTrainerState(dir: string): Promise<{ step: number; trainer: R
 
 /** loadCheckpoint's `dir` -> the checkpoint directory, or the path and bytes of a .zip. */
 async function locateCheckpoint(dir: string): Promise<{ path: string; zip?: Uint8Array }> {
-  dir = await checkpointDirOf(resolve(dir));
-  await recoverInterruptedSave(dir).catch(() => {});
+  dir = await recoveredCheckpointDir(await checkpointDirOf(resolve(dir)));
   let info;
   try {
     info = await stat(dir);

@@ -415,7 +415,8 @@ export async function findCheckpointDir(dir: string): Promise<string> {
     // A checkpoint folder that lost its config.json is broken, not missing.
     const inner = join(dir, 'checkpoint');
     check(!(await stat(inner).then((i) => i.isDirectory(), () => false)), `${inner} has no config.json; the checkpoint is incomplete`);
-    throw new MinigptError(`the run ${dir} has no checkpoint yet (it stopped before its first save)`);
+    const best = join(dir, 'best');
+    throw new MinigptError(`the run ${dir} has no checkpoint yet (it stopped before its first save)${(await isCheckpointDir(best)) ? `; its best checkpoint is ${best}` : ''}`);
   }
   return dir;
 }
@@ -745,6 +746,10 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
   }
   if (newDir && (await isCheckpointDir(ckptDir))) {
     throw new MinigptError(`${runDir} already holds a run; continue it with ${optionSetting('resume', runDir)}, or choose another ${optionName('out')}`);
+  }
+  // A run whose every save of its checkpoint failed (a full disk) may still have its best/.
+  if (newDir && (await isCheckpointDir(bestDir))) {
+    throw new MinigptError(`${runDir} holds the best checkpoint of an earlier run (${bestDir}), which a new run there would replace; continue from it with ${optionSetting('resume', bestDir)} ${optionSetting('out', 'DIR')}, or choose another ${optionName('out')}`);
   }
   if (newDir && !(await isRunDirOrAbsent(runDir))) {
     throw new MinigptError(`${runDir} exists and is not a minigpt run; choose another ${optionName('out')} (nothing of yours is written there)`);

@@ -231,6 +231,25 @@ export function processStartMark(pid: number): string | undefined {
 }
 
 /**
+ * Where `dir` is when a replacement (commitDir) was killed between its two renames: with no `dir`,
+ * the newest `.dir.old-*` sibling of a process that is gone, when `isWhole` says it is one; else
+ * null. recoverInterruptedReplace renames it back; a reader in a read-only folder reads it there.
+ */
+export async function interruptedReplaceLeftover(dir: string, isWhole: (path: string) => Promise<boolean>): Promise<string | null> {
+  if (await exists(dir)) return null;
+  const parent = dirname(dir), base = basename(dir);
+  const siblings = await readdir(parent).catch(() => [] as string[]);
+  const old = siblings.filter((n) => {
+    const pid = stagingOwner(n);
+    return n.startsWith(`.${base}.old-`) && !(pid !== undefined && processAlive(pid));
+  });
+  if (old.length === 0) return null;
+  const stats = await Promise.all(old.map(async (n) => ({ n, t: (await stat(join(parent, n))).mtimeMs })));
+  stats.sort((a, b) => b.t - a.t);
+  return (await isWhole(join(parent, stats[0]!.n))) ? join(parent, stats[0]!.n) : null;
+}
+
+/**
  * A replacement (commitDir) killed between its two renames leaves no `dir` but a `.dir.old-*`
  * sibling holding the previous one: put it back when `isWhole` says it is one. Leftover
  * `.dir.tmp-*` siblings are unfinished writes and are removed (only when no process that could
@@ -248,12 +267,8 @@ export async function recoverInterruptedReplace(dir: string, isWhole: (path: str
     const pid = stagingOwner(name);
     return pid !== undefined && processAlive(pid);
   };
-  const old = siblings.filter((n) => n.startsWith(`.${base}.old-`) && !alive(n));
-  if (!(await exists(dir)) && old.length > 0) {
-    const stats = await Promise.all(old.map(async (n) => ({ n, t: (await stat(join(parent, n))).mtimeMs })));
-    stats.sort((a, b) => b.t - a.t);
-    if (await isWhole(join(parent, stats[0]!.n))) await rename(join(parent, stats[0]!.n), dir);
-  }
+  const left = await interruptedReplaceLeftover(dir, isWhole);
+  if (left !== null) await rename(left, dir);
   for (const n of siblings) {
     if ((n.startsWith(`.${base}.tmp-`) || n.startsWith(`.${base}.old-`)) && !alive(n) && (await exists(join(parent, n)))) {
       if (await exists(dir)) await rm(join(parent, n), { recursive: true, force: true });
