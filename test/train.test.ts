@@ -46,6 +46,13 @@ test('the schedule warms up linearly, then decays by cosine to min lr', () => {
   assert.ok(learningRate(flat, 1) < 1 && learningRate(flat, 1) > 0.99);
 });
 
+test('a run folder deleted while training stops the run with one line saying so', async () => {
+  const { rm } = await import('node:fs/promises');
+  const o = await opts({ steps: 50, evalEvery: 0, logEvery: 1 });
+  await assert.rejects(train({ ...o, onStep: async (s) => { if (s.step === 3) await rm(o.out!, { recursive: true }); } }),
+    (e: unknown) => e instanceof MinigptError && /^the run folder .*run is gone \(deleted or moved while training\); the run stopped$/.test(e.message));
+});
+
 test('a warmup as long as the run is trained as asked, with a warning that the rate never decays', async () => {
   const warnings: string[] = [];
   const lrs: number[] = [];

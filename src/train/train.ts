@@ -868,7 +868,13 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     unlock = await lockRunDir(runDir);
     const metricsPath = join(runDir, 'metrics.jsonl');
     const log = (record: Record<string, unknown>): Promise<void> =>
-      appendFile(metricsPath, JSON.stringify(record) + '\n').catch((e) => { throw ioError(e, `write ${metricsPath}`); });
+      appendFile(metricsPath, JSON.stringify(record) + '\n').catch(async (e) => {
+        // The run cannot go on without its history: say what is left of it.
+        if (!(await exists(runDir))) throw new MinigptError(`the run folder ${runDir} is gone (deleted or moved while training); the run stopped`);
+        const error = ioError(e, `write ${metricsPath}`);
+        if (!(error instanceof MinigptError) || !(await isCheckpointDir(ckptDir))) throw error;
+        throw new MinigptError(`${error.message}; the run stopped, and its last saved checkpoint in ${ckptDir} is intact (resume from it with ${optionSetting('resume', runDir)})`);
+      });
     const replot = async (): Promise<void> => {
       const svg = renderLossPlot([{ name: basename(runDir), records: await readMetrics(metricsPath) }]);
       await writeFileAtomic(join(runDir, 'loss.svg'), svg);
