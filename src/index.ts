@@ -27,7 +27,7 @@ export {
 } from './train/train.js';
 export { findLearningRate, type LrFindOptions, type LrFindResult, type LrPoint } from './train/lr-find.js';
 export { generate, checkPrompt, preparePrompt, type SampleOptions, type GeneratedToken } from './generate.js';
-export { renderLossPlot, readMetrics, type PlotSeries, type PlotOptions, type MetricRecord } from './train/plot.js';
+export { renderLossPlot, readMetrics, type PlotSeries, type PlotOptions, type MetricRecord, type ReadMetricsOptions } from './train/plot.js';
 export { createKvCache, forwardCached, type KvCache } from './model/model.js';
 export { prepareShards, openShards, isShardDir, SHARDS_FORMAT, type PrepareOptions, type PrepareSummary, type OpenedShards, type ShardsMeta, type ShardDType, type PrepareProgress, type ShardSplitSummary } from './data/shards.js';
 export { exportHf, hfExportFiles, readHfModel, type HfExportOptions, type HfImportResult } from './io/hf.js';

@@ -442,9 +442,10 @@ const CHART_BOXES = `(() => {
 
 test('browser page: on a phone-wide screen the loss chart is drawn as wide as the screen, its text at full size', { skip, timeout: 60_000 }, async () => {
   await withTrainedPage(`${TINY.replace(`steps=${STEPS}`, 'steps=20').replace('&eval_every=4', '')}&backend=reference&sample_tokens=4`, async ({ page, errors }) => {
-    // Narrowed after the run: the chart is redrawn for the new width.
+    // Narrowed after the run: the chart is redrawn for the new width (its drawn width, the viewBox,
+    // not its box: the old drawing is scaled down at once, before the resize handler redraws it).
     await page.setViewportSize({ width: 375, height: 800 });
-    await page.waitForFunction("(document.querySelector('#plot svg')?.getBoundingClientRect().width ?? 999) <= 375", null, { timeout: 5_000 });
+    await page.waitForFunction("(document.querySelector('#plot svg')?.viewBox.baseVal.width ?? 999) <= 375", null, { timeout: 5_000 });
     const chart = await page.evaluate<{ width: number; ticks: { left: number; right: number; height: number }[]; pageWidth: number }>(CHART_BOXES);
     assert.deepEqual(errors, []);
     assert.equal(chart.pageWidth, 375, 'the page scrolls sideways at 375 px');

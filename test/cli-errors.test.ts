@@ -450,7 +450,7 @@ test('text past what one string holds (a 3 GiB file, sparse here) is one line po
   writeFileSync(big, '');
   spawnSync('truncate', ['-s', '3G', big]);
   if (statSync(big).size !== 3 * 2 ** 30) return;
-  for (const args of [['train', '--data', big, '--out', join(root, 'huge-run'), ...TINY], ['tokenizer', 'train', '--data', big, '--vocab', '300', '--out', join(root, 'huge-tok.json')]]) {
+  for (const args of [['train', '--data', big, '--out', join(root, 'too-large-run'), ...TINY], ['tokenizer', 'train', '--data', big, '--vocab', '300', '--out', join(root, 'huge-tok.json')]]) {
     assertOneLine(run(args), /huge\.txt: too large to load as text in memory .*minigpt prepare --data PATH --out DIR/);
   }
   rmSync(big);

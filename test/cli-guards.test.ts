@@ -292,6 +292,6 @@ test('plot --out /dev/stdout writes the picture to stdout, its report to stderr,
   const r = run(['plot', dir, '--out', '/dev/stdout']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^<svg [^]*<\/svg>\n?$/);
-  assert.match(r.stderr, /^wrote \/dev\/stdout \(plot-stdout: 2 records\)\n$/);
+  assert.match(r.stderr, /^wrote \/dev\/stdout \(plot-stdout: 2 train losses, 0 val losses\)\n$/);
   assert.ok(lstatSync('/dev/stdout').isSymbolicLink() || !lstatSync('/dev/stdout').isFile(), '/dev/stdout is not replaced by a file');
 });

@@ -386,7 +386,7 @@ test('plot tells runs of one name in different folders apart by their paths', as
   }
   const r = spawnSync(process.execPath, [CLI, 'plot', join('a', 'run'), join('b', 'run'), '--out', 'cmp.svg'], { encoding: 'utf8', cwd: root });
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /a\/run: 2 records, b\/run: 2 records/);
+  assert.match(r.stdout, /a\/run: 2 train losses, 0 val losses; b\/run: 2 train losses, 0 val losses\)/);
   const { readFile } = await import('node:fs/promises');
   const svg = await readFile(join(root, 'cmp.svg'), 'utf8');
   assert.match(svg, />a\/run</);

@@ -38,7 +38,7 @@ export const plotCommand: CommandSpec = {
     for (const s of clashing) s.name = relative(process.cwd(), s.path) || s.name;
     await writeFileAtomic(v.out as string, renderLossPlot(series, { title: v.title as string | undefined }));
     // With the picture on stdout (--out /dev/stdout), the report goes to stderr.
-    (standardStream(v.out as string) !== undefined ? console.error : console.log)(`wrote ${v.out} (${series.map((s) => `${s.name}: ${pointCounts(s.records)}`).join(', ')})`);
+    (standardStream(v.out as string) !== undefined ? console.error : console.log)(`wrote ${v.out} (${series.map((s) => `${s.name}: ${pointCounts(s.records)}`).join('; ')})`);
   },
 };
 
