@@ -16,9 +16,15 @@ export interface SampleOptions {
   maxTokens?: number;
   /** Divides the logits before sampling (default 0.8); 0 means greedy (always the most likely token). */
   temperature?: number;
-  /** Keep only the k most likely tokens (default 0: all). */
+  /**
+   * Keep only the k most likely tokens (default 0: all). Exactly k: of tokens with equal logits
+   * the lower ids rank first (transformers keeps every token tied with the k-th).
+   */
   topK?: number;
-  /** Keep the smallest set of tokens whose probability reaches p, after topK (default 1: all; in (0, 1]). */
+  /**
+   * Keep the smallest set of tokens whose probability reaches p, after topK (default 1: all; in
+   * (0, 1]); the token that crosses p is kept, as in transformers (of equal ones, the lower id).
+   */
   topP?: number;
   /** Seed of the random numbers sampling draws (default 0: every call without one draws the same numbers). */
   seed?: number;
@@ -31,14 +37,17 @@ export interface SampleOptions {
   /**
    * End when the model samples its tokenizer's <|endoftext|> (default true), as transformers and
    * llama.cpp end at their end-of-sequence token: the last token yielded is then that one, with
-   * `endOfText` set and no text. false: go on past it (its text, "<|endoftext|>", is yielded).
+   * `endOfText` set; its text is none of its own, only what earlier tokens left held back (the
+   * start of a stop text, an unfinished character as U+FFFD), so join every token's text. false:
+   * go on past it (its text, "<|endoftext|>", is yielded).
    * A char model never samples its <|endoftext|>, so this changes nothing for it.
    */
   stopAtEndOfText?: boolean;
   /**
-   * Text that ends generation where it appears in the generated text (not in the prompt), as
-   * transformers' stop_strings and llama.cpp's reverse prompts: the text before it is yielded, the
-   * stop text is not, and the last token is marked with `stop`. While the text generated so far
+   * Text that ends generation where it appears in the generated text, as llama.cpp's reverse
+   * prompts and transformers' stop_strings do, except that text which begins in the prompt does
+   * not count (transformers counts it) and the stop text is not yielded (transformers keeps it):
+   * the text before it is yielded and the last token is marked with `stop`. While the text generated so far
    * ends with the start of a stop text, that part is held back, so a token's text may come out with
    * a later token's (all of it by the last token).
    */

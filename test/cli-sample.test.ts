@@ -80,6 +80,10 @@ test('--stop TEXT ends the sample where the generated text reaches it, without w
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, `hello${generated.slice(0, at)}\n`);
   assert.equal(r.stderr, `minigpt: note: the text reached --stop after ${at + 2} tokens\n`);
+  // Given twice, either stops it (the first one given used to be dropped): the earlier one here.
+  const later = generated.slice(20, 22);
+  const both = sample(['--prompt', 'hello', '--tokens', '40', '--seed', '2', '--stop', stop, '--stop', later], '');
+  assert.equal(both.stdout, r.stdout);
   const empty = sample(['--prompt', 'hello', '--stop', ''], '');
   assert.equal(empty.status, 1);
   assert.match(empty.stderr, /^minigpt: error: --stop is empty; give it a value \(TEXT\), or leave the flag out\n$/);

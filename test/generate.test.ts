@@ -6,7 +6,7 @@ import { createReferenceBackend } from '../src/backend/reference/index.js';
 import { createModel, setWeights } from '../src/model/model.js';
 import { resolveConfig } from '../src/model/config.js';
 import { initialWeights } from '../src/model/params.js';
-import { createRng } from '../src/util/random.js';
+import { createRng, seedU32 } from '../src/util/random.js';
 import { buildCharTokenizer, makeTokenizer } from '../src/data/tokenizer.js';
 import { SAMPLE_ON_CPU_MAX_PARAMS, samplingBackendName, scoreText, computeLogits } from '../src/inference.js';
 import { cpuBackendSupported } from '../src/backend/index.js';
@@ -62,6 +62,12 @@ test('generation is reproducible by seed, streams text, and runs past the contex
   assert.equal(a.length, 20);
   assert.equal(await run(1), a);
   assert.notEqual(await run(2), a);
+  // Seeds past 2^32 are seeds of their own, not the low 32 bits again (2^32 + 1 was seed 1).
+  assert.notEqual(await run(2 ** 32 + 1), a);
+  assert.equal(await run(2 ** 32 + 1), await run(2 ** 32 + 1));
+  for (const seed of [0, 1, 12345, 2 ** 31, 2 ** 32 - 1]) assert.equal(seedU32(seed), seed, 'seeds below 2^32 keep their sequences');
+  assert.notEqual(seedU32(2 ** 32), 0);
+  assert.notEqual(seedU32(2 ** 33 + 7), seedU32(2 ** 32 + 7));
 });
 
 test('generate reuses its KV cache: a thousand samples allocate what one does (backends free nothing before destroy)', async () => {

@@ -46,6 +46,17 @@ test('the schedule warms up linearly, then decays by cosine to min lr', () => {
   assert.ok(learningRate(flat, 1) < 1 && learningRate(flat, 1) > 0.99);
 });
 
+test('a training seed past 2^32 is a seed of its own: not the weights, batches and masks of its low 32 bits', async () => {
+  const losses = async (seed: number): Promise<number[]> => {
+    const seen: number[] = [];
+    await train(await opts({ steps: 3, evalEvery: 0, seed, model: { ...TINY, dropout: 0.1 }, onStep: (s) => seen.push(s.loss) }));
+    return seen;
+  };
+  const low = await losses(1);
+  assert.deepEqual(await losses(1), low);
+  assert.notDeepEqual(await losses(2 ** 32 + 1), low);
+});
+
 test('a run folder deleted while training stops the run with one line saying so', async () => {
   const { rm } = await import('node:fs/promises');
   const o = await opts({ steps: 50, evalEvery: 0, logEvery: 1 });

@@ -32,6 +32,7 @@ import {
 import { evaluateLoss } from '../src/train/evaluate.js';
 import { legacyClean } from '../src/data/text.js';
 import { nextTurn } from '../src/util/runtime.js';
+import { seedU32 } from '../src/util/random.js';
 import { activationValues } from '../src/model/model.js';
 import { DIVERGED_TRIES } from '../src/train/train.js';
 import { cpuBackendSupported, type CpuBackend } from '../src/backend/cpu/index.js';
@@ -309,7 +310,7 @@ export async function runTraining(o: PageOptions, text: string, dataName: string
       if (hooks.signal?.aborted) { stopped = true; break; }
       zeroGrads(model);
       sampler.next(ids, targets);
-      const dropoutSeed = (Math.imul(o.seed, 0x9e3779b1) + step) >>> 0;
+      const dropoutSeed = (Math.imul(seedU32(o.seed), 0x9e3779b1) + step) >>> 0;
       forward(model, ids, targets, B, T, { training: true, dropoutSeed });
       backward(model, { training: true, dropoutSeed });
       const loss = await meanLoss(model);

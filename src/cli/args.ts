@@ -27,10 +27,12 @@ export interface FlagSpec {
   short?: string;
   /** A string flag that may be given as "" (a prompt, a title); any other is an error when empty (--data= would mean no file). */
   allowEmpty?: boolean;
+  /** A string flag that may be given more than once; its value is then the array of them (else the last one given counts). */
+  repeatable?: boolean;
 }
 
 export type FlagSpecs = Record<string, FlagSpec>;
-export type FlagValues = Record<string, string | number | boolean | undefined>;
+export type FlagValues = Record<string, string | number | boolean | string[] | undefined>;
 
 export interface CommandSpec {
   name: string;
@@ -69,9 +71,9 @@ export function convert(name: string, spec: FlagSpec, raw: string | boolean): st
 }
 
 export function parseFlags(argv: string[], flags: FlagSpecs, allowPositionals = false): { values: FlagValues; positionals: string[] } {
-  const options: Record<string, { type: 'string' | 'boolean'; short?: string }> = {};
+  const options: Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }> = {};
   for (const [name, spec] of Object.entries(flags)) {
-    options[name] = { type: spec.type === 'boolean' ? 'boolean' : 'string', ...(spec.short ? { short: spec.short } : {}) };
+    options[name] = { type: spec.type === 'boolean' ? 'boolean' : 'string', ...(spec.short ? { short: spec.short } : {}), ...(spec.repeatable ? { multiple: true } : {}) };
   }
   options.help = { type: 'boolean', short: 'h' };
   options.debug = { type: 'boolean' };
@@ -98,8 +100,8 @@ export function parseFlags(argv: string[], flags: FlagSpecs, allowPositionals = 
   }
   const values: FlagValues = {};
   for (const [name, spec] of Object.entries(flags)) {
-    const raw = (parsed.values as Record<string, string | boolean | undefined>)[name];
-    values[name] = raw === undefined ? spec.default : convert(name, spec, raw);
+    const raw = (parsed.values as Record<string, string | boolean | string[] | undefined>)[name];
+    values[name] = raw === undefined ? spec.default : Array.isArray(raw) ? raw.map((r) => convert(name, spec, r) as string) : convert(name, spec, raw);
   }
   values.help = parsed.values.help as boolean | undefined;
   values.debug = parsed.values.debug as boolean | undefined;
@@ -117,7 +119,7 @@ export function formatHelp(cmd: CommandSpec): string {
   const lines = [`${cmd.summary}`, '', `Usage: ${cmd.usage}`, '', 'Options:'];
   const rows: [string, string][] = Object.entries(cmd.flags).map(([name, s]) => {
     const left = `  ${s.short ? `-${s.short}, ` : ''}--${name}${s.type === 'boolean' ? '' : ` ${s.value ?? (s.type === 'string' ? 'S' : 'N')}`}`;
-    const extra = [s.choices ? `one of ${s.choices.join('|')}` : '', formatDefault(s)].filter(Boolean).join('; ');
+    const extra = [s.choices ? `one of ${s.choices.join('|')}` : '', formatDefault(s), s.repeatable ? 'may be given more than once' : ''].filter(Boolean).join('; ');
     // One parenthesis, not two: "temperature (0: greedy; default: 0.8)".
     const description = !extra ? s.description : s.description.endsWith(')') ? `${s.description.slice(0, -1)}; ${extra})` : `${s.description} (${extra})`;
     return [left, description];

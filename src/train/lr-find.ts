@@ -15,7 +15,7 @@ import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, tuneKe
 import { initialWeights } from '../model/params.js';
 import { createOptimizer, optimizerStepChecked } from './optimizer.js';
 import { createBatchSampler, type TokenStream } from '../data/batches.js';
-import { createRng } from '../util/random.js';
+import { createRng, seedU32 } from '../util/random.js';
 
 /** Settings of the learning-rate range test; each optional one names its default. */
 export interface LrFindOptions {
@@ -124,7 +124,7 @@ async function sweep(o: LrFindOptions, backend: Backend, steps: number, startLr:
     const lr = startLr * Math.pow(endLr / startLr, i / (steps - 1));
     sampler.next(ids, targets);
     // A fresh dropout mask each step, as training draws one (seed 0 would drop the same units throughout).
-    const dropoutSeed = hash32(((o.seed ?? 1337) + Math.imul(i, 0x9e3779b1)) >>> 0);
+    const dropoutSeed = hash32((seedU32(o.seed ?? 1337) + Math.imul(i, 0x9e3779b1)) >>> 0);
     forward(model, ids, targets, B, T, { training: true, dropoutSeed });
     zeroGrads(model);
     backward(model, { training: true, dropoutSeed });

@@ -20,7 +20,7 @@ import { createOptimizer, optimizerStep, undoSkippedStep } from './optimizer.js'
 import { learningRate } from './schedule.js';
 import { evaluateLoss } from './evaluate.js';
 import { AMP_MODES, createAmp, type AmpMode, type AmpState } from './amp.js';
-import { createRng, type RngState } from '../util/random.js';
+import { createRng, seedU32, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkCheckpointReadable, checkpointDirOf, firstNonFinite, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, processAlive, processStartMark, writeFileAtomic } from '../util/fs.js';
@@ -854,7 +854,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     } else {
       setWeights(model, initialWeights(config, model.layout, createRng(o.seed)));
     }
-    let sampler = createBatchSampler(trainStream, B, T, prior?.sampler ?? hash32(o.seed ^ 0x5eed));
+    let sampler = createBatchSampler(trainStream, B, T, prior?.sampler ?? hash32(seedU32(o.seed) ^ 0x5eed));
 
     if (o.out === undefined && !resumeDir) {
       // runs/run-DATE-TIME is this run's alone: another started in the same second gets a -2.
@@ -1031,7 +1031,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
           }
           sampler.next(ids, targets);
           // Seeds follow the attempt, as if the window's earlier steps had all been taken.
-          const dropoutSeed = hash32((o.seed + Math.imul(planned - 1, 0x9e3779b1) + micro) >>> 0);
+          const dropoutSeed = hash32((seedU32(o.seed) + Math.imul(planned - 1, 0x9e3779b1) + micro) >>> 0);
           forward(model, ids, targets, B, T, { training: true, dropoutSeed, half: amp.half });
           backward(model, { training: true, dropoutSeed, lossScale: amp.scale / o.accum, half: amp.half, accumulate: micro > 0 });
           accumulateMeanLoss(model, lossSlot[k], 1 / o.accum);

@@ -22,15 +22,28 @@ export interface RngState {
 }
 
 /**
- * A seeded generator (see Rng). A number seed (taken as a u32; any value, 0 included) always gives
- * the same sequence; a saved state() continues exactly where that generator left off.
+ * A whole-number seed as the u32 the generators start from: itself below 2^32 (negative ones taken
+ * mod 2^32); past it, its high bits are folded in, so 2^32 + 5 is not 5 again.
+ */
+export function seedU32(seed: number): number {
+  if (!(seed >= 4294967296)) return seed >>> 0;
+  let h = Math.floor(seed / 4294967296) >>> 0;
+  // murmur3's finalizer: the high part's bits spread over all 32.
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return ((seed >>> 0) ^ h ^ (h >>> 16)) >>> 0;
+}
+
+/**
+ * A seeded generator (see Rng). A number seed (any whole number, 0 included; see seedU32) always
+ * gives the same sequence; a saved state() continues exactly where that generator left off.
  */
 export function createRng(seed: number | RngState): Rng {
   let a: number, b: number, c: number, d: number;
   let spare: number | null = null;
   if (typeof seed === 'number') {
     // splitmix32 spreads any seed (0 included) over the four words.
-    let x = seed >>> 0;
+    let x = seedU32(seed);
     const mix = (): number => {
       x = (x + 0x9e3779b9) >>> 0;
       let z = x;

@@ -21,7 +21,7 @@ export const sampleCommand: CommandSpec = {
     seed: { type: 'int', min: 0, value: 'S', description: 'random seed', default: 0 },
     count: { type: 'int', min: 1, max: 10000, value: 'N', description: 'samples of the prompt, the model loaded once: sample n uses --seed + n; a line "---" between them', default: 1 },
     interactive: { type: 'boolean', description: 'read prompts from stdin, one per line, and answer each with a sample (the model is loaded once)' },
-    stop: { type: 'string', value: 'TEXT', description: 'end the sample where the generated text reaches TEXT, which is not written (in bash, --stop $\'\\n\\n\' stops at a blank line)' },
+    stop: { type: 'string', value: 'TEXT', repeatable: true, description: 'end the sample where the generated text reaches TEXT, which is not written (in bash, --stop $\'\\n\\n\' stops at a blank line)' },
     'ignore-eot': { type: 'boolean', description: 'go on when the model samples <|endoftext|> (default: stop there, as transformers and llama.cpp do)' },
     ...BACKEND_FLAGS,
   },
@@ -34,9 +34,8 @@ export const sampleCommand: CommandSpec = {
     const opts = {
       maxTokens: v.tokens as number, temperature: v.temperature as number, topK: v['top-k'] as number,
       topP: v['top-p'] as number, seed: v.seed as number, stopAtEndOfText: !v['ignore-eot'],
-      ...(typeof v.stop === 'string' ? { stop: v.stop } : {}),
+      ...(Array.isArray(v.stop) ? { stop: v.stop } : {}),
     };
-    check(opts.stop === undefined || opts.stop.length > 0, '--stop needs some text to stop at');
     // Sample n uses --seed + n: the last one must still be an exact whole number.
     check(opts.seed <= Number.MAX_SAFE_INTEGER - ((v.count as number) - 1), () => `--seed ${opts.seed} with --count ${v.count as number}: the last sample's seed (--seed + ${(v.count as number) - 1}) would pass ${Number.MAX_SAFE_INTEGER}; use a smaller --seed`);
     if (v.interactive) return interactive(loaded, opts);
