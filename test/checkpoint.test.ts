@@ -248,7 +248,6 @@ test('a checkpoint file past 2 GiB (readFile\'s limit) is read whole; one past w
   const bytes = await readWholeFile(path);
   assert.equal(bytes.length, size);
   assert.deepEqual([...bytes.subarray(size - 4)], [0, 1, 2, 3]);
-  if (MAX_FILE_READ_BYTES > 2 ** 33) return rm(dir, { recursive: true }); // a runtime whose buffers hold far more
   await truncate(path, MAX_FILE_READ_BYTES + 1);
   await assert.rejects(readWholeFile(path), (e: unknown) => e instanceof MinigptError && /sparse\.bin is 4\.0 GiB, more than the 4 GiB one file can be read into here/.test(e.message));
   await rm(dir, { recursive: true });

@@ -8,7 +8,7 @@
  * service worker (web/isolation.ts registers coi-serviceworker.js); `{ isolation: false }` serves
  * without the headers, as such a host does, for the tests of that path.
  */
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -38,6 +38,10 @@ export interface ServeOptions {
 export async function serveDir(dir: string, port = 0, host = '127.0.0.1', { isolation = true }: ServeOptions = {}): Promise<{ server: Server; url: string }> {
   const root = resolve(dir);
   const isolationHeaders = isolation ? ISOLATION_HEADERS : {};
+  // node:http is loaded here, not at the top: every command imports this module, and on Node 22
+  // importing node:http instantiates a WebAssembly HTTP parser, which under a virtual-memory limit
+  // (ulimit -v) crashed every command, --version included.
+  const { createServer } = await import('node:http');
   const server = createServer((req, res) => {
     void (async () => {
       let path: string;

@@ -4,7 +4,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
-import { constants as bufferConstants } from 'node:buffer';
 import { cp, link, lstat, mkdir, open, readFile, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError } from '../errors.js';
@@ -349,8 +348,11 @@ export async function writeDirFiles(
   }
 }
 
-/** The most bytes one file is read into (one buffer: 4 GiB on 64-bit Node). */
-export const MAX_FILE_READ_BYTES: number = typeof bufferConstants?.MAX_LENGTH === 'number' ? bufferConstants.MAX_LENGTH : 2 ** 32;
+/**
+ * The most bytes one file is read into: 4 GiB, one buffer's limit on Node 20 (later Nodes allow
+ * more, but a checkpoint must load on every supported Node, and the cpu backend holds 4 GiB).
+ */
+export const MAX_FILE_READ_BYTES = 2 ** 32;
 
 /**
  * A whole file's bytes, like readFile, also past readFile's 2 GiB (read in 1 GiB pieces), up to

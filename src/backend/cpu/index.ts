@@ -106,8 +106,9 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
   } catch (e) {
     if (!(e instanceof RangeError)) throw e;
     // A wasm32 memory reserves its whole address range with guard pages (~10 GiB) up front, though
-    // it commits only what the model uses; a virtual-memory limit below that refuses any size.
-    throw new MinigptError(`the cpu backend could not reserve its WebAssembly memory (${e.message}): a wasm memory reserves ~10 GiB of address space up front, though it uses only what the model needs, so a virtual-memory limit (ulimit -v, prlimit --as) below that refuses it; raise the limit, or use ${optionSetting('backend', 'reference')} (much slower)`);
+    // it commits only what the model uses; a virtual-memory limit below that refuses any size
+    // (Node 24 falls back to a smaller reservation).
+    throw new MinigptError(`the cpu backend could not reserve its WebAssembly memory (${e.message}): a wasm memory reserves far more address space than it uses (~10 GiB on Node 20 and 22), so a virtual-memory limit (ulimit -v, prlimit --as) below that refuses it; raise the limit, or use ${optionSetting('backend', 'reference')} (much slower)`);
   }
   const pool: ThreadPool = await createThreadPool(await compileKernels(variant), memory, threads);
   const wasm = pool.kernels;
