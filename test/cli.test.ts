@@ -293,12 +293,31 @@ test('SIGHUP (the terminal closed) saves the run as Ctrl-C does; prepare on SIGH
   assert.match(seen.out, /stopped at step \d+ \(interrupted\); checkpoint saved/);
   assert.ok(existsSync(join(root, 'run', 'checkpoint', 'config.json')));
   const { spawn } = await import('node:child_process');
-  await writeFile(join(root, 'big.txt'), CORPUS.repeat(Math.ceil(4e6 / CORPUS.length)));
+  // A terminal that really hangs up (its master side closed: `script` killed): writes to it fail
+  // with EIO, which must stop the run as a closed pipe does, not end the process before the save.
+  if (spawnSync('script', ['--version']).status === 0) {
+    const ttyRun = join(root, 'tty-run');
+    const cmd = `exec "${process.execPath}" "${CLI}" train --data "${join(root, 'corpus.txt')}" --steps 1000000 --log-every 1000000 --save-every 0 --eval-every 0 --out "${ttyRun}" ${TRAIN_TINY.join(' ')}`;
+    const term = spawn('script', ['-qfec', cmd, '/dev/null'], { cwd: root });
+    let shown = '';
+    term.stdout.on('data', (d) => { shown += d; });
+    for (let i = 0; i < 600 && !/\d+\/1000000/.test(shown); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.match(shown, /\d+\/1000000/, 'the run shows its progress on the terminal');
+    term.kill('SIGKILL');
+    for (let i = 0; i < 600 && existsSync(join(ttyRun, '.lock')); i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(existsSync(join(ttyRun, 'checkpoint', 'config.json')), 'the run saved when its terminal hung up');
+  }
+  // prepare: ~16 MB, so its temporary folder lives for seconds, long enough to be caught.
+  await writeFile(join(root, 'big.txt'), CORPUS.repeat(Math.ceil(16e6 / CORPUS.length)));
   const prep = spawn(process.execPath, [CLI, 'prepare', '--data', join(root, 'big.txt'), '--tokenizer', 'gpt2', '--shard-tokens', '100000', '--out', join(root, 'shards')], { cwd: root });
   let err = '';
   prep.stderr.on('data', (d) => { err += d; });
-  // Once its temporary folder exists, it is mid-write.
-  for (let i = 0; i < 500 && !(await readdir(root)).some((n) => n.startsWith('.shards.tmp-')); i++) await new Promise((r) => setTimeout(r, 10));
+  let caught = false;
+  for (let i = 0; i < 1000 && !caught && prep.exitCode === null; i++) {
+    caught = (await readdir(root)).some((n) => n.startsWith('.shards.tmp-'));
+    if (!caught) await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.ok(caught, `prepare was caught mid-write; stderr: ${err}`);
   prep.kill('SIGHUP');
   const prepCode = await new Promise((resolve) => prep.on('close', (c, sig) => resolve(c ?? sig)));
   assert.equal(prepCode, 129, err);

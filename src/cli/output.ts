@@ -17,9 +17,10 @@ const closedStreams = new Set<Guarded>();
 let installed = false;
 let notified = false;
 
-function isClosedPipe(e: unknown): boolean {
+/** A reader that went away: a closed pipe, or a terminal that hung up (its writes fail with EIO). */
+function isClosedOutput(stream: Guarded, e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
-  return code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED';
+  return code === 'EPIPE' || code === 'ERR_STREAM_DESTROYED' || (code === 'EIO' && Boolean(stream.isTTY));
 }
 
 /** Makes every later write to `stream` succeed without writing anything. */
@@ -84,7 +85,7 @@ export function installOutputGuards(): void {
   for (const stream of [process.stdout, process.stderr] as Guarded[]) {
     writeWhole(stream);
     stream.on('error', (e: unknown) => {
-      if (isClosedPipe(e)) {
+      if (isClosedOutput(stream, e)) {
         closed(stream);
         return;
       }
