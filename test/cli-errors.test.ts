@@ -477,7 +477,7 @@ test('a save cut between its renames in a folder now read-only is read where it 
   spawnSync('mount', ['-o', 'remount,rw', mnt]);
   // No checkpoint at all, only the best one (every save of the latest failed, a full disk).
   rmSync(join(runDir, '.checkpoint.old-999999-abcd1234'), { recursive: true });
-  assertOneLine(run(['sample', '--ckpt', runDir, '--prompt', 'ab']), /the run .*run has no checkpoint yet \(it stopped before its first save\); its best checkpoint is .*run\/best$/);
+  assertOneLine(run(['sample', '--ckpt', runDir, '--prompt', 'ab']), /the run .*run has no latest checkpoint \(none was saved, or every save failed\), but its best one is .*run\/best: use that \(to train on from it: --resume .*run\/best --out DIR\)$/);
   assertOneLine(run(['train', '--data', join(root, 'abc.txt'), '--out', runDir, '--steps', '2', ...flags]), /run holds the best checkpoint of an earlier run \(.*best\), which a new run there would replace; continue from it with --resume .*best --out DIR/);
   assert.ok(existsSync(join(runDir, 'best', 'config.json')));
 });

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, writeFile } from 'node:fs/promises';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -163,6 +163,15 @@ test('one run folder per run: a default name taken already gets -2, and a run be
     const retaken = spawnSync(process.execPath, [CLI, 'train', '--resume', runDir, '--steps', '4', '--quiet'], { encoding: 'utf8', cwd: root });
     assert.equal(retaken.status, 0, String(retaken.stderr));
     assert.ok(!(await readdir(runDir)).includes('.lock'));
+    // A lock from another pid namespace (another container): its pid means nothing here, so it
+    // holds while its process touches it, and is taken over once untouched for 5 minutes.
+    await writeFile(join(runDir, '.lock'), `1\n${mark}\npid:[1]\n`);
+    const other = spawnSync(process.execPath, [CLI, 'train', '--resume', runDir, '--steps', '5', '--quiet'], { encoding: 'utf8', cwd: root });
+    assert.match(String(other.stderr), /is being trained by a process in another pid namespace \(pid 1 there: another container\?\), which touched its lock \d+ s ago; .*a lock untouched for 5 minutes is taken over/);
+    const old = new Date(Date.now() - 6 * 60_000);
+    utimesSync(join(runDir, '.lock'), old, old);
+    const taken2 = spawnSync(process.execPath, [CLI, 'train', '--resume', runDir, '--steps', '5', '--quiet'], { encoding: 'utf8', cwd: root });
+    assert.equal(taken2.status, 0, String(taken2.stderr));
   }
 });
 

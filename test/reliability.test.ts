@@ -71,6 +71,11 @@ test('a save interrupted between its two renames is recovered on the next load',
   const back = await loadCheckpoint(dir);
   assert.deepEqual(back.weights, weights);
   assert.deepEqual((await readdir(root)).sort(), ['checkpoint']);
+  // Left by a process with this one's pid (a restarted container hands out the same pids): not
+  // this process's own staging, so it is recovered too.
+  await rename(dir, join(root, `.checkpoint.old-${process.pid}-abcd1234`));
+  assert.deepEqual((await loadCheckpoint(dir)).weights, weights);
+  assert.deepEqual((await readdir(root)).sort(), ['checkpoint']);
 });
 
 test('a prepare interrupted between its two renames leaves shards that training finds (put back from their hidden name)', async () => {

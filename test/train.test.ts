@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { train, metricsUpToStep, type TrainOptions } from '../src/train/train.js';
 import { loadCheckpoint } from '../src/io/checkpoint.js';
 import { createAmp, INITIAL_LOSS_SCALE } from '../src/train/amp.js';
@@ -59,9 +60,13 @@ test('a training seed past 2^32 is a seed of its own: not the weights, batches a
 
 test('a run folder deleted while training stops the run with one line saying so', async () => {
   const { rm } = await import('node:fs/promises');
-  const o = await opts({ steps: 50, evalEvery: 0, logEvery: 1 });
-  await assert.rejects(train({ ...o, onStep: async (s) => { if (s.step === 3) await rm(o.out!, { recursive: true }); } }),
-    (e: unknown) => e instanceof MinigptError && /^the run folder .*run is gone \(deleted or moved while training\); the run stopped$/.test(e.message));
+  // Noticed at the next log line, or at the next save when that comes first (a save recreated the folder).
+  for (const cadence of [{ logEvery: 1 }, { logEvery: 10, saveEvery: 5 }]) {
+    const o = await opts({ steps: 50, evalEvery: 0, ...cadence });
+    await assert.rejects(train({ ...o, onStep: async (s) => { if (s.step === 3) await rm(o.out!, { recursive: true }); } }),
+      (e: unknown) => e instanceof MinigptError && /^the run folder .*run is gone \(deleted or moved while training\); the run stopped$/.test(e.message));
+    assert.ok(!existsSync(o.out!), 'not made again');
+  }
 });
 
 test('a warmup as long as the run is trained as asked, with a warning that the rate never decays', async () => {

@@ -202,9 +202,9 @@ function rejectBinary(path: string, bytes: Uint8Array): void {
 
 /** Why a text past what one JavaScript string holds cannot be loaded, and what to do instead. */
 export function tooLargeForText(): string {
-  return `too large to load as text in memory (a JavaScript string holds at most ~512 MiB); ${adviceFor(
-    'prepare it into token shards (minigpt prepare --data PATH --out DIR, which reads in bounded memory) and train on DIR',
-    'prepare it into token shards with prepareShards() (bounded memory) and train on that folder')}`;
+  return `too large to load as text in memory (a JavaScript string holds at most ~512 MiB); split it, or ${adviceFor(
+    'prepare it into token shards (minigpt prepare --data PATH --out DIR, which reads in bounded memory), which train and eval read',
+    'prepare it into token shards with prepareShards() (bounded memory), which train() and evaluateShards() read')}`;
 }
 
 function decodeUtf8(path: string, bytes: Uint8Array, mode: 'error' | 'replace', replaced: ReplacedBytes[]): string {

@@ -7,7 +7,7 @@
  *   metrics.jsonl   one JSON object per logged step and per evaluation
  *   loss.svg        train and validation loss, redrawn at every evaluation
  */
-import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdir, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { totalmem } from 'node:os';
 import { MinigptError, adviceFor, check, checkAbortSignal, checkOptionNames, checkWhole, optionName, optionSetting, optionWord, shownValue } from '../errors.js';
@@ -23,7 +23,7 @@ import { AMP_MODES, createAmp, type AmpMode, type AmpState } from './amp.js';
 import { createRng, seedU32, type RngState } from '../util/random.js';
 import { hash32 } from '../backend/reference/index.js';
 import { checkCheckpointReadable, checkpointDirOf, firstNonFinite, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
-import { exists, ioError, makeDirs, processAlive, processStartMark, writeFileAtomic } from '../util/fs.js';
+import { exists, ioError, makeDirs, pidNamespace, processAlive, processStartMark, writeFileAtomic } from '../util/fs.js';
 import { checkCleanOptions, cleanRecord, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, DEFAULT_TEXT_FIELD, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
@@ -416,7 +416,10 @@ export async function findCheckpointDir(dir: string): Promise<string> {
     const inner = join(dir, 'checkpoint');
     check(!(await stat(inner).then((i) => i.isDirectory(), () => false)), `${inner} has no config.json; the checkpoint is incomplete`);
     const best = join(dir, 'best');
-    throw new MinigptError(`the run ${dir} has no checkpoint yet (it stopped before its first save)${(await isCheckpointDir(best)) ? `; its best checkpoint is ${best}` : ''}`);
+    if (await isCheckpointDir(best)) {
+      throw new MinigptError(`the run ${dir} has no latest checkpoint (none was saved, or every save failed), but its best one is ${best}: use that (to train on from it: ${optionSetting('resume', best)} ${optionSetting('out', 'DIR')})`);
+    }
+    throw new MinigptError(`the run ${dir} has no checkpoint yet (it stopped before its first save)`);
   }
   return dir;
 }
@@ -806,8 +809,9 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       : resolveConfig({ ...o.model, vocab_size: o.model?.vocab_size ?? tokenizer.vocabSize }, { name: (k) => optionName(`model.${k}`) });
   check(config.vocab_size >= tokenizer.vocabSize, `${optionName('model.vocab_size')} ${config.vocab_size} is smaller than the tokenizer's ${tokenizer.vocabSize} tokens`);
   const T = config.context, B = o.batch;
-  checkCheckpointReadable(config, true);
+  // Memory first: a model past it is refused with the smaller limit's advice.
   checkBatchFits(config, B, T);
+  checkCheckpointReadable(config, true);
   check(trainStream.length > T, `the training data has ${trainStream.length} tokens, fewer than one sequence of ${T + 1}; use more data or a smaller ${optionName('model.context')}`);
   check(valStream.length > 0 || !fromShards, () => `${o.data} has no validation shards (prepared with a validation fraction of 0); give ${optionName('valData')}, or prepare the data again with a validation fraction`);
   check(valStream.length > T, `the validation data has ${valStream.length} tokens, fewer than one sequence of ${T + 1}; use more data, ${optionName('valData')}, or a smaller ${optionName('model.context')}`);
@@ -867,10 +871,14 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     // One process trains a run at a time: two would write over each other's checkpoints and history.
     unlock = await lockRunDir(runDir);
     const metricsPath = join(runDir, 'metrics.jsonl');
+    // A run folder deleted or moved while training: stop, rather than write a new one in its place.
+    const checkRunDirThere = async (): Promise<void> => {
+      if (!(await exists(runDir))) throw new MinigptError(`the run folder ${runDir} is gone (deleted or moved while training); the run stopped`);
+    };
     const log = (record: Record<string, unknown>): Promise<void> =>
       appendFile(metricsPath, JSON.stringify(record) + '\n').catch(async (e) => {
         // The run cannot go on without its history: say what is left of it.
-        if (!(await exists(runDir))) throw new MinigptError(`the run folder ${runDir} is gone (deleted or moved while training); the run stopped`);
+        await checkRunDirThere();
         const error = ioError(e, `write ${metricsPath}`);
         if (!(error instanceof MinigptError) || !(await isCheckpointDir(ckptDir))) throw error;
         throw new MinigptError(`${error.message}; the run stopped, and its last saved checkpoint in ${ckptDir} is intact (resume from it with ${optionSetting('resume', runDir)})`);
@@ -905,6 +913,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
       },
     });
     const save = async (dir = ckptDir): Promise<void> => {
+      await checkRunDirThere();
       const [weights, m, v] = await Promise.all([readWeights(model), backend.read(opt.m), backend.read(opt.v)]);
       const previous = await isCheckpointDir(dir);
       // Weights that overflowed (a learning rate far too high) would make a checkpoint nothing can
@@ -1176,36 +1185,54 @@ export function checkBatchFits(config: ModelConfig, B: number, T: number, traini
 /** A save refused because the weights or moments hold NaN or ±Infinity (a learning rate far too high). */
 class NonFiniteWeightsError extends MinigptError {}
 
-/** RUN/.lock: the pid of the process training the run, while it does (and, on Linux, its start mark). */
+/** RUN/.lock: the pid of the process training the run, while it does (and, on Linux, its start mark and pid namespace). */
 const RUN_LOCK = '.lock';
+/** A training process touches its lock this often (ms), so one in another pid namespace can tell it is alive. */
+const LOCK_HEARTBEAT_MS = 30_000;
+/** A lock from another pid namespace (another container) untouched this long (ms) is a dead run's. */
+const LOCK_STALE_MS = 5 * 60_000;
 
 /**
- * Takes the run folder's lock (RUN/.lock, holding this process's pid and start mark), or throws a
- * MinigptError naming the process that holds it. A lock whose process is gone (killed) is taken
- * over, and so is one whose pid now belongs to another process (a container restarted after a
- * kill hands out the same pids). Returns the function that releases it.
+ * Takes the run folder's lock (RUN/.lock: this process's pid, start mark and pid namespace), or
+ * throws a MinigptError naming the process that holds it. A lock whose process is gone (killed) is
+ * taken over, and so is one whose pid now belongs to another process (a container restarted after
+ * a kill hands out the same pids). A lock from another pid namespace (another container on the
+ * machine, whose pids mean nothing here) counts as alive while its process touches it (every
+ * LOCK_HEARTBEAT_MS). Returns the function that releases it.
  */
 async function lockRunDir(dir: string): Promise<() => Promise<void>> {
   const path = join(dir, RUN_LOCK);
-  const own = `${process.pid}\n${processStartMark(process.pid) ?? ''}\n`;
+  const namespace = pidNamespace() ?? '';
+  const own = `${process.pid}\n${processStartMark(process.pid) ?? ''}\n${namespace}\n`;
   for (let tries = 0; ; tries++) {
     try {
       await writeFile(path, own, { flag: 'wx' });
-      return () => rm(path, { force: true });
+      const beat = setInterval(() => { const now = new Date(); utimes(path, now, now).catch(() => {}); }, LOCK_HEARTBEAT_MS);
+      beat.unref?.();
+      return () => { clearInterval(beat); return rm(path, { force: true }); };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || tries > 2) throw ioError(e, `lock the run directory ${dir}`);
     }
-    check((await stat(path).catch(() => null))?.isDirectory() !== true, `${path} is a folder, where the run's lock file goes; remove it`);
+    const info = await stat(path).catch(() => null);
+    check(info?.isDirectory() !== true, `${path} is a folder, where the run's lock file goes; remove it`);
     const held = await readFile(path, 'utf8').catch(() => '');
-    const [pidLine = '', mark = ''] = held.split('\n');
+    const [pidLine = '', mark = '', heldNamespace = ''] = held.split('\n');
     const pid = Number.parseInt(pidLine, 10);
-    // A lock from before start marks (or from elsewhere than Linux) has none: its pid alone decides,
-    // except that this process's locks carry its mark, so a markless one naming its pid is stale.
-    const sameProcess = (p: number): boolean => processAlive(p) &&
-      (mark === '' ? p !== process.pid || processStartMark(p) === undefined : processStartMark(p) === undefined || processStartMark(p) === mark);
-    if (Number.isSafeInteger(pid) && pid > 0 && sameProcess(pid)) {
-      throw new MinigptError(pid === process.pid ? `${dir} is being trained by this process already; wait for that run to end, or choose another ${optionName('out')}`
-        : `${dir} is being trained by another process (pid ${pid}); wait for it to end, or choose another ${optionName('out')} (if no minigpt runs as pid ${pid}, delete ${path})`);
+    if (heldNamespace !== '' && namespace !== '' && heldNamespace !== namespace) {
+      const age = Date.now() - (info?.mtimeMs ?? 0);
+      if (age < LOCK_STALE_MS) {
+        throw new MinigptError(`${dir} is being trained by a process in another pid namespace (pid ${pid} there: another container?), which touched its lock ${Math.round(age / 1000)} s ago; ` +
+          `wait for it to end, or choose another ${optionName('out')} (if no minigpt runs there, delete ${path}; a lock untouched for ${LOCK_STALE_MS / 60_000} minutes is taken over)`);
+      }
+    } else {
+      // A lock from before start marks (or from elsewhere than Linux) has none: its pid alone decides,
+      // except that this process's locks carry its mark, so a markless one naming its pid is stale.
+      const sameProcess = (p: number): boolean => processAlive(p) &&
+        (mark === '' ? p !== process.pid || processStartMark(p) === undefined : processStartMark(p) === undefined || processStartMark(p) === mark);
+      if (Number.isSafeInteger(pid) && pid > 0 && sameProcess(pid)) {
+        throw new MinigptError(pid === process.pid ? `${dir} is being trained by this process already; wait for that run to end, or choose another ${optionName('out')}`
+          : `${dir} is being trained by another process (pid ${pid}); wait for it to end, or choose another ${optionName('out')} (if no minigpt runs as pid ${pid}, delete ${path})`);
+      }
     }
     // Left by a process that is gone. Only the lock judged stale goes: one another process has
     // just taken over (it read the same stale lock) stays, and the next try reports it.

@@ -3,7 +3,7 @@
  * user can fix become MinigptErrors, and directories are replaced atomically.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { cp, link, lstat, mkdir, open, readFile, readdir, realpath, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError } from '../errors.js';
@@ -142,7 +142,7 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array | string):
     await rm(tmp, { force: true }).catch(() => {});
     throw ioError(e, `write ${path}`);
   } finally {
-    temporaries.delete(tmp);
+    stagingDone(tmp);
   }
   await removeStaleTemporaries(target);
 }
@@ -162,8 +162,7 @@ export function standardStream(path: string): 1 | 2 | undefined {
 async function removeStaleTemporaries(path: string, andOld = false): Promise<void> {
   const prefixes = [`.${basename(path)}.tmp-`, ...(andOld ? [`.${basename(path)}.old-`] : [])];
   for (const name of await readdir(dirname(path)).catch(() => [] as string[])) {
-    const pid = stagingOwner(name);
-    if (prefixes.some((p) => name.startsWith(p)) && pid !== undefined && !processAlive(pid)) {
+    if (prefixes.some((p) => name.startsWith(p)) && stagingOwner(name) !== undefined && !stagingInUse(dirname(path), name)) {
       await rm(join(dirname(path), name), { recursive: true, force: true }).catch(() => {});
     }
   }
@@ -173,7 +172,28 @@ async function removeStaleTemporaries(path: string, andOld = false): Promise<voi
 export function siblingPath(dir: string, tag: 'tmp' | 'old'): string {
   const path = join(dirname(dir), `.${basename(dir)}.${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
   if (tag === 'tmp') temporaries.add(path);
+  ownStaging.add(path);
   return path;
+}
+
+/** A staging path of this process's is done with: renamed into place or removed. */
+function stagingDone(path: string): void {
+  temporaries.delete(path);
+  ownStaging.delete(path);
+}
+
+/** Staging paths (`.NAME.tmp-*`, `.NAME.old-*`) this process made and is not done with. */
+const ownStaging = new Set<string>();
+
+/**
+ * Whether the process that staged `name` in `parent` may still be using it: it is alive, and if
+ * its pid is this process's own (a restarted container gives the same pids out again), this
+ * process made it.
+ */
+function stagingInUse(parent: string, name: string): boolean {
+  const pid = stagingOwner(name);
+  if (pid === undefined || !processAlive(pid)) return false;
+  return pid !== process.pid || ownStaging.has(join(parent, name));
 }
 
 /** The pid in a siblingPath name (`.NAME.tmp-PID-RANDOM`): the process that staged it. */
@@ -213,6 +233,15 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/** This process's pid namespace ("pid:[4026531836]", Linux), which its pids are numbers in; undefined elsewhere. */
+export function pidNamespace(): string | undefined {
+  try {
+    return readlinkSync('/proc/self/ns/pid');
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * What tells process `pid` from a later one given the same pid (a container restarted, pids
  * wrapped): its boot and start time on Linux, from /proc; undefined elsewhere or when it is gone.
@@ -238,10 +267,7 @@ export async function interruptedReplaceLeftover(dir: string, isWhole: (path: st
   if (await exists(dir)) return null;
   const parent = dirname(dir), base = basename(dir);
   const siblings = await readdir(parent).catch(() => [] as string[]);
-  const old = siblings.filter((n) => {
-    const pid = stagingOwner(n);
-    return n.startsWith(`.${base}.old-`) && !(pid !== undefined && processAlive(pid));
-  });
+  const old = siblings.filter((n) => n.startsWith(`.${base}.old-`) && !stagingInUse(parent, n));
   if (old.length === 0) return null;
   const stats = await Promise.all(old.map(async (n) => ({ n, t: (await stat(join(parent, n))).mtimeMs })));
   stats.sort((a, b) => b.t - a.t);
@@ -262,10 +288,7 @@ export async function recoverInterruptedReplace(dir: string, isWhole: (path: str
   } catch {
     return;
   }
-  const alive = (name: string): boolean => {
-    const pid = stagingOwner(name);
-    return pid !== undefined && processAlive(pid);
-  };
+  const alive = (name: string): boolean => stagingInUse(parent, name);
   const left = await interruptedReplaceLeftover(dir, isWhole);
   if (left !== null) await rename(left, dir);
   for (const n of siblings) {
@@ -293,9 +316,10 @@ export async function commitDir(tmp: string, dir: string): Promise<void> {
     if (!(await exists(dir)) && (await exists(old))) await rename(old, dir).catch(() => {});
     throw e;
   } finally {
-    temporaries.delete(tmp);
+    stagingDone(tmp);
   }
   await rm(old, { recursive: true, force: true });
+  stagingDone(old);
   // What writes of `dir` killed earlier left (SIGKILL, a power cut) goes now that a whole one is in place.
   await removeStaleTemporaries(dir, true);
 }

@@ -27,11 +27,17 @@ export interface RngState {
  */
 export function seedU32(seed: number): number {
   if (!(seed >= 4294967296)) return seed >>> 0;
-  let h = Math.floor(seed / 4294967296) >>> 0;
-  // murmur3's finalizer: the high part's bits spread over all 32.
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return ((seed >>> 0) ^ h ^ (h >>> 16)) >>> 0;
+  return ((seed >>> 0) ^ hash32(Math.floor(seed / 4294967296) >>> 0)) >>> 0;
+}
+
+/** A 32-bit integer hash (lowbias32); the same arithmetic runs in WGSL (dropout masks). */
+export function hash32(x: number): number {
+  x ^= x >>> 16;
+  x = Math.imul(x, 0x7feb352d);
+  x ^= x >>> 15;
+  x = Math.imul(x, 0x846ca68b);
+  x ^= x >>> 16;
+  return x >>> 0;
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, roundToBf16, roundToF16 } from '../../util/half.js';
 import type { AdamWHyper, AttentionShape, Backend, IntTensor, Tensor } from '../types.js';
+import { hash32 } from '../../util/random.js';
 
 type FloatArray = Float32Array | Float64Array;
 
@@ -29,15 +30,8 @@ export function referenceData(t: Tensor): FloatArray {
 const d = (t: Tensor): FloatArray => (t as RefTensor).data;
 const di = (t: IntTensor): Int32Array => (t as RefIntTensor).data;
 
-/** A 32-bit integer hash (lowbias32); the same arithmetic runs in WGSL. */
-export function hash32(x: number): number {
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
-}
+// hash32 (lowbias32) lives beside the seeded generator; the backends' dropout masks use it.
+export { hash32 };
 
 /** Whether dropout keeps element i: uniform u32 of (seed, i) at or above p·2^32. */
 export function dropoutKeeps(seed: number, i: number, p: number): boolean {

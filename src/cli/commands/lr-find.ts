@@ -1,3 +1,4 @@
+import { MAX_BPE_VOCAB } from '../../data/bpe.js';
 import { checkOutputFile, isMinigptPlot, standardStream, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError } from '../../errors.js';
 import { BACKEND_FLAGS, flagName, flagsOnCommandLine, MODEL_FLAGS, modelConfigFromFlags, type CommandSpec } from '../args.js';
@@ -18,7 +19,7 @@ export const lrFindCommand: CommandSpec = {
     data: { type: 'string', value: 'PATH', description: 'training text (default: the embedded English corpus)' },
     'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
     tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer (default: char; shards keep their own; ignored with --ckpt)' },
-    'bpe-vocab': { type: 'int', min: 257, value: 'N', description: `vocabulary size of a BPE tokenizer trained on the data (default: ${TRAIN_DEFAULTS.bpeVocab})` },
+    'bpe-vocab': { type: 'int', min: 257, max: MAX_BPE_VOCAB, value: 'N', description: `vocabulary size of a BPE tokenizer trained on the data (default: ${TRAIN_DEFAULTS.bpeVocab})` },
     ckpt: { type: 'string', value: 'DIR', description: 'start from this checkpoint\'s weights and shape (read only: it is never modified; model flags conflict with it)' },
     batch: { type: 'int', min: 1, value: 'N', description: 'sequences per step', default: 16 },
     start: { type: 'number', above: 0, value: 'LR', description: 'first learning rate', default: 1e-6 },

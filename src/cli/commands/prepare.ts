@@ -1,3 +1,4 @@
+import { MAX_BPE_VOCAB } from '../../data/bpe.js';
 import { check } from '../../errors.js';
 import { TEXT_FLAGS, cleanOptionsFromFlag, type CommandSpec } from '../args.js';
 import { formatDuration, formatRate } from '../progress.js';
@@ -19,7 +20,7 @@ export const prepareCommand: CommandSpec = {
   flags: {
     data: { type: 'string', value: 'PATH', description: 'text file, .jsonl file, or folder of them (read in sorted order)' },
     tokenizer: { type: 'string', value: 'KIND|FILE|DIR', description: 'tokenizer to build (char, bpe) or use (gpt2, a tokenizer JSON file, a checkpoint or run folder: its tokenizer, so the shards fit that model; or a shards folder: the tokenizer that made it)' },
-    'bpe-vocab': { type: 'int', min: 257, max: 1 << 21, value: 'N', description: 'bpe: vocabulary size to learn, required with bpe (learned from about the first 20M characters of the training part)' },
+    'bpe-vocab': { type: 'int', min: 257, max: MAX_BPE_VOCAB, value: 'N', description: 'bpe: vocabulary size to learn, required with bpe (learned from about the first 20M characters of the training part)' },
     'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in .jsonl records', default: 'text' },
     clean: TEXT_FLAGS.clean!,
     'invalid-utf8': TEXT_FLAGS['invalid-utf8']!,

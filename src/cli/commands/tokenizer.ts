@@ -1,3 +1,4 @@
+import { MAX_BPE_VOCAB } from '../../data/bpe.js';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isShardDir, openShards } from '../../data/shards.js';
@@ -33,7 +34,7 @@ export const tokenizerCommand: CommandSpec = {
   positionals: true,
   flags: {
     data: { type: 'string', value: 'PATH', description: 'train: text file, .jsonl file or folder to learn from' },
-    vocab: { type: 'int', min: 257, max: 1 << 21, value: 'N', description: 'train: tokens in all (256 bytes + merges + <|endoftext|>)' },
+    vocab: { type: 'int', min: 257, max: MAX_BPE_VOCAB, value: 'N', description: 'train: tokens in all (256 bytes + merges + <|endoftext|>)' },
     out: { type: 'string', value: 'FILE', description: 'train: where to write the tokenizer JSON' },
     force: { type: 'boolean', description: 'train: replace --out even if it is not a tokenizer file (an existing tokenizer is replaced anyway)' },
     'text-field': { type: 'string', value: 'NAME', description: 'train: field holding the text in .jsonl files', default: 'text' },
