@@ -172,17 +172,17 @@ async function removeStaleTemporaries(path: string, andOld = false): Promise<voi
 export function siblingPath(dir: string, tag: 'tmp' | 'old'): string {
   const path = join(dirname(dir), `.${basename(dir)}.${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
   if (tag === 'tmp') temporaries.add(path);
-  ownStaging.add(path);
+  ownStaging.add(resolve(path));
   return path;
 }
 
 /** A staging path of this process's is done with: renamed into place or removed. */
 function stagingDone(path: string): void {
   temporaries.delete(path);
-  ownStaging.delete(path);
+  ownStaging.delete(resolve(path));
 }
 
-/** Staging paths (`.NAME.tmp-*`, `.NAME.old-*`) this process made and is not done with. */
+/** Staging paths (`.NAME.tmp-*`, `.NAME.old-*`; absolute) this process made and is not done with. */
 const ownStaging = new Set<string>();
 
 /**
@@ -193,7 +193,7 @@ const ownStaging = new Set<string>();
 function stagingInUse(parent: string, name: string): boolean {
   const pid = stagingOwner(name);
   if (pid === undefined || !processAlive(pid)) return false;
-  return pid !== process.pid || ownStaging.has(join(parent, name));
+  return pid !== process.pid || ownStaging.has(resolve(parent, name));
 }
 
 /** The pid in a siblingPath name (`.NAME.tmp-PID-RANDOM`): the process that staged it. */
