@@ -1227,8 +1227,11 @@ async function lockRunDir(dir: string): Promise<() => Promise<void>> {
     } else {
       // A lock from before start marks (or from elsewhere than Linux) has none: its pid alone decides,
       // except that this process's locks carry its mark, so a markless one naming its pid is stale.
-      const sameProcess = (p: number): boolean => processAlive(p) &&
-        (mark === '' ? p !== process.pid || processStartMark(p) === undefined : processStartMark(p) === undefined || processStartMark(p) === mark);
+      const sameProcess = (p: number): boolean => {
+        if (!processAlive(p)) return false;
+        const current = processStartMark(p);
+        return current === undefined || (mark === '' ? p !== process.pid : current === mark);
+      };
       if (Number.isSafeInteger(pid) && pid > 0 && sameProcess(pid)) {
         throw new MinigptError(pid === process.pid ? `${dir} is being trained by this process already; wait for that run to end, or choose another ${optionName('out')}`
           : `${dir} is being trained by another process (pid ${pid}); wait for it to end, or choose another ${optionName('out')} (if no minigpt runs as pid ${pid}, delete ${path})`);

@@ -276,26 +276,14 @@ export async function interruptedReplaceLeftover(dir: string, isWhole: (path: st
 
 /**
  * A replacement (commitDir) killed between its two renames leaves no `dir` but a `.dir.old-*`
- * sibling holding the previous one: put it back when `isWhole` says it is one. Leftover
- * `.dir.tmp-*` siblings are unfinished writes and are removed (only when no process that could
- * own them is still running).
+ * sibling holding the previous one: put it back when `isWhole` says it is one. Once `dir` is
+ * there, leftover `.dir.tmp-*` / `.dir.old-*` siblings of processes that are gone are removed
+ * (removeStaleTemporaries, as after every commitDir).
  */
 export async function recoverInterruptedReplace(dir: string, isWhole: (path: string) => Promise<boolean>): Promise<void> {
-  const parent = dirname(dir), base = basename(dir);
-  let siblings: string[];
-  try {
-    siblings = await readdir(parent);
-  } catch {
-    return;
-  }
-  const alive = (name: string): boolean => stagingInUse(parent, name);
   const left = await interruptedReplaceLeftover(dir, isWhole);
   if (left !== null) await rename(left, dir);
-  for (const n of siblings) {
-    if ((n.startsWith(`.${base}.tmp-`) || n.startsWith(`.${base}.old-`)) && !alive(n) && (await exists(join(parent, n)))) {
-      if (await exists(dir)) await rm(join(parent, n), { recursive: true, force: true });
-    }
-  }
+  if (await exists(dir)) await removeStaleTemporaries(dir, true);
 }
 
 /**
