@@ -21,8 +21,13 @@ windows (seed + rank), like minigpt's sampler. The learning rate follows minigpt
 Checked before the process group starts, so a mistake ends the job at once in one line: the
 flags' values, the model folder, --seq-len against its context, --out (a folder that holds files
 needs --force; one that is or holds the model or the shards is refused), the shards and their
-meta.json against the model's tokenizer. --out is written at the end (and every --save-every
-steps) through a temporary folder beside it; there is no resume.
+meta.json against the model's tokenizer. --out is written at the end, every --save-every steps
+and when the run is stopped (Ctrl-C or SIGTERM: every rank finishes its step, then they save
+together and exit 130), through a temporary folder beside it. A save holds the HF model, the
+tokenizer files, AdamW's state (optimizer.pt) and the run's position (trainer_state.json):
+--resume continues it exactly where it stopped (the same updates and the same data windows as an
+uninterrupted run, on the same world size), and the same command with --resume starts from
+--model while --out holds no save yet, so a job that is requeued can always run it.
 
 Logs one JSON object per line on rank 0: {"step", "loss", "lr", "tokens_per_s"} and, every
 --eval-every steps and at the end when val shards exist, {"step", "val_loss"}; {"event": "saved"}
@@ -35,6 +40,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 import traceback
@@ -47,6 +53,11 @@ import torch.nn.functional as F
 MAGIC = 20240520
 HEADER_INTS = 256
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
+STATE_FILE, OPTIMIZER_FILE, STATE_FORMAT = "trainer_state.json", "optimizer.pt", "minigpt-train-ddp"
+# The flags that shape the run, with their defaults (None: derived, see fill_run_settings). A
+# resumed run takes the saved value of each one left out.
+RUN_DEFAULTS = {"steps": 1000, "batch": 8, "seq_len": None, "lr": 3e-4, "min_lr": None, "warmup": None,
+                "weight_decay": 0.1, "grad_clip": 1.0, "seed": 1337, "amp": "none"}
 
 
 def fail(message):
@@ -102,6 +113,13 @@ class Windows:
         self.seq_len = seq_len
         self.vocab = vocab
         self.rng = np.random.default_rng(seed)
+
+    def position(self):
+        """Where the window sequence stands (JSON-able): a resumed run goes on from here."""
+        return self.rng.bit_generator.state
+
+    def go_to(self, position):
+        self.rng.bit_generator.state = position
 
     def batch(self, batch):
         rows = []
@@ -162,9 +180,55 @@ def lr_at(step, args):
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def read_save(out):
+    """The run saved in --out (its trainer_state.json), or None when --out holds no save."""
+    path = os.path.join(out, STATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        saved = read_json(path)
+    except (OSError, ValueError) as e:
+        fail(f"{path} cannot be read ({e}): the save is damaged; give another --out, or --force without --resume to start over")
+    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT or not isinstance(saved.get("step"), int):
+        fail(f"{path} is not a train_ddp.py save (no \"format\": \"{STATE_FORMAT}\" and step)")
+    missing = [k for k in RUN_DEFAULTS if k not in saved]
+    if missing:
+        fail(f"{path} lacks {', '.join(missing)}: the save is damaged; give another --out")
+    for f in ["config.json", OPTIMIZER_FILE]:
+        if not os.path.isfile(os.path.join(out, f)):
+            fail(f"--out {out} holds {STATE_FILE} but no {f}: the save is incomplete; give another --out")
+    return saved
+
+
+def fill_run_settings(args, saved):
+    """Flags left out take the saved run's values when resuming, else their defaults. --min-lr and
+    --warmup are derived from --lr and --steps when those are given and they are not."""
+    given = {k: getattr(args, k) is not None for k in RUN_DEFAULTS}
+    for k, default in RUN_DEFAULTS.items():
+        if getattr(args, k) is None:
+            derived = (k == "min_lr" and given["lr"]) or (k == "warmup" and given["steps"])
+            setattr(args, k, saved[k] if saved and not derived else default)
+    if args.min_lr is None:
+        args.min_lr = args.lr / 10
+    if args.warmup is None:
+        args.warmup = min(50, args.steps // 10)
+    # Said in the start line: a run resumed with other settings goes on, but not as it would have.
+    args.changed = {k: [saved[k], getattr(args, k)] for k in RUN_DEFAULTS if saved and k in saved and saved[k] != getattr(args, k)}
+
+
 def check_setup(args):
     """Every check that needs no process group and no model load, so a mistake ends the job at once,
-    not after the run (nothing is written before the end, or the first --save-every)."""
+    not after the run (nothing is written before the end, the first --save-every or a stop)."""
+    out = os.path.realpath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        fail(f"--out {args.out} is a file, not a folder")
+    saved = read_save(out) if args.resume else None
+    if saved is None and not args.model:
+        fail("--model is needed: give the HF folder to start from" + (f" (--resume: --out {args.out} holds no save yet)" if args.resume else ""))
+    fill_run_settings(args, saved)
+    args.source = out if saved else args.model
+    args.start_step = saved["step"] if saved else 0
+    args.saved_positions = saved.get("data_positions") if saved else None
     for name, value, least in [("steps", args.steps, 0), ("batch", args.batch, 1), ("warmup", args.warmup, 0), ("log-every", args.log_every, 1),
                                ("eval-every", args.eval_every, 0), ("eval-batches", args.eval_batches, 1), ("save-every", args.save_every, 0),
                                ("dist-timeout", args.dist_timeout, 1)] + ([("seq-len", args.seq_len, 1)] if args.seq_len is not None else []):
@@ -178,7 +242,7 @@ def check_setup(args):
     if args.amp == "bf16" and not torch.cuda.is_available():
         fail("--amp bf16 needs CUDA; without a GPU the run is F32 (leave --amp out)")
 
-    config_path = os.path.join(args.model, "config.json")
+    config_path = os.path.join(args.source, "config.json")
     if not os.path.isfile(config_path):
         fail(f"--model {args.model}: no config.json there (give a folder written by `minigpt export --format hf`)")
     config = read_json(config_path)
@@ -195,57 +259,67 @@ def check_setup(args):
 
     # --out is replaced whole at each save: it must not be, or hold, what the run reads. Compared
     # resolved (symlinks, "..", ".").
-    out = os.path.realpath(args.out)
     within_out = lambda path: os.path.commonpath([os.path.realpath(path), out]) == out
-    if within_out(args.model):
+    if not saved and within_out(args.model):
         fail(f"--out {args.out} is or holds the --model folder: its saves would delete the model the run starts from; give another --out")
     if any(within_out(folder) for folder in shard_folders):
         fail(f"--out {args.out} is or holds the shards' folder: its saves would delete them; give another --out")
-    if os.path.exists(out) and not os.path.isdir(out):
-        fail(f"--out {args.out} is a file, not a folder")
-    if os.path.isdir(out) and os.listdir(out) and not args.force:
-        fail(f"--out {args.out} already holds files: give --force to replace the folder, or another --out")
+    if not saved and os.path.isdir(out) and os.listdir(out) and not args.force:
+        fail(f"--out {args.out} already holds files" + (" but no train_ddp.py save to resume" if args.resume else "")
+             + ": give --force to replace the folder, or another --out")
     args.out_path = out
 
     for folder in shard_folders:
-        check_shards_match_model(folder, args.model, vocab)
+        check_shards_match_model(folder, args.source, vocab)
+    # Read before the process group starts (rank 0 reads it, and hands it to the others then), so a
+    # damaged file ends the job here, not with the other ranks waiting for it.
+    args.saved_optimizer = None
+    if saved and os.environ.get("RANK", "0") == "0":
+        path = os.path.join(out, OPTIMIZER_FILE)
+        try:
+            args.saved_optimizer = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 (pickle and zip errors have no common base)
+            fail(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}): the save is damaged; give another --out")
     return seq_len, vocab, usable_shards(train_paths, seq_len, "train"), usable_shards(val_paths, seq_len, "val") if val_paths else None
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="HF model directory (minigpt export --format hf)")
+    p.add_argument("--model", help="HF model directory to start from (minigpt export --format hf); not needed to --resume a save")
     p.add_argument("--data", required=True, help="shards directory (train_*.bin, val_*.bin) or a glob of .bin files (those named val_*.bin, *_val_*.bin or *_val.bin are the validation set)")
-    p.add_argument("--out", required=True, help="output HF directory (written at the end and every --save-every steps)")
+    p.add_argument("--out", required=True, help="output HF directory (written at the end, every --save-every steps and when stopped)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out where it stopped (flags left out keep the run's values; a larger --steps trains on); while --out holds no save, start from --model")
     p.add_argument("--force", action="store_true", help="replace --out when it already holds files")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch", type=int, default=8, help="sequences per process per step")
-    p.add_argument("--seq-len", type=int, default=None, help="default and at most: the model's max_position_embeddings")
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--min-lr", type=float, default=None, help="default: lr / 10")
-    p.add_argument("--warmup", type=int, default=None, help="linear warmup steps (default: 50, or a tenth of --steps when that is fewer, as minigpt train)")
-    p.add_argument("--weight-decay", type=float, default=0.1)
-    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--steps", type=int, help="total optimizer steps (default: 1000)")
+    p.add_argument("--batch", type=int, help="sequences per process per step (default: 8)")
+    p.add_argument("--seq-len", type=int, help="default and at most: the model's max_position_embeddings")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-4)")
+    p.add_argument("--min-lr", type=float, help="default: lr / 10")
+    p.add_argument("--warmup", type=int, help="linear warmup steps (default: 50, or a tenth of --steps when that is fewer, as minigpt train)")
+    p.add_argument("--weight-decay", type=float, help="default: 0.1")
+    p.add_argument("--grad-clip", type=float, help="default: 1.0")
     p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
     p.add_argument("--backend", choices=["auto", "nccl", "gloo"], default="auto")
-    p.add_argument("--amp", choices=["none", "bf16"], default="none", help="bf16 autocast (CUDA only)")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast (CUDA only; default: none)")
+    p.add_argument("--seed", type=int, help="default: 1337")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=0)
     p.add_argument("--eval-batches", type=int, default=8)
-    p.add_argument("--save-every", type=int, default=0, help="also write --out every N steps (0: only at the end)")
+    p.add_argument("--save-every", type=int, default=0, help="also write --out every N steps (0: only at the end and when stopped)")
     p.add_argument("--dist-timeout", type=int, default=1800, help="seconds a collective may wait before failing")
     args = p.parse_args()
-    if args.min_lr is None:
-        args.min_lr = args.lr / 10
-    if args.warmup is None:
-        args.warmup = min(50, args.steps // 10)
+    first_rank = os.environ.get("RANK", "0") == "0"
     try:
         seq_len, vocab, train_shards, val_shards = check_setup(args)
     except SystemExit:
-        if os.environ.get("RANK", "0") != "0":
+        if not first_rank:
             raise SystemExit(1)  # every rank finds the same mistake: rank 0 says it, once
         raise
+    if args.start_step >= args.steps:
+        if first_rank:
+            print(f"train_ddp.py: the run in --out {args.out} is at step {args.start_step} of --steps {args.steps} already: nothing to train "
+                  "(give a larger --steps to go on)", file=sys.stderr)
+        return
 
     from transformers import AutoModelForCausalLM
 
@@ -256,6 +330,16 @@ def main():
         from datetime import timedelta
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=args.dist_timeout))
         rank, world, local_rank = dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+        # Small host-side agreements (stop requests, data positions) go over gloo: on NCCL they
+        # would make the host wait for the GPU every step.
+        control = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
+        starts = [None] * world
+        dist.all_gather_object(starts, args.start_step, group=control)
+        if len(set(starts)) > 1:
+            if rank == 0:
+                print(f"train_ddp.py: the ranks found different saves in --out (steps {sorted(set(starts))}): on several nodes --out must be one "
+                      "shared folder", file=sys.stderr)
+            raise SystemExit(1)
     else:
         rank, world, local_rank = 0, 1, 0
     device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
@@ -267,7 +351,7 @@ def main():
 
     # Loaded on the CPU: fully_shard moves each layer to the GPU as it shards it, so with FSDP no
     # GPU ever holds the whole model.
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(args.source, dtype=torch.float32)
     model.config.use_cache = False
     if fsdp:
         from torch.distributed.fsdp import fully_shard
@@ -283,6 +367,8 @@ def main():
         model.to(device)
         train_model = model
 
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_optimizer_state_dict
+
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -291,8 +377,25 @@ def main():
     )
     train = Windows(train_shards, seq_len, args.seed + rank, vocab)
     val = Windows(val_shards, seq_len, 0, vocab) if val_shards else None
+    windows = "fresh"
+    if args.start_step:
+        # The saved state is whole (parameter names, not ranks): it loads on any world size and strategy.
+        set_optimizer_state_dict(model, opt, args.saved_optimizer if rank == 0 else {},
+                                 options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=distributed))
+        args.saved_optimizer = None
+        for group, weight_decay in zip(opt.param_groups, [args.weight_decay, 0.0]):
+            group["weight_decay"] = weight_decay  # the loaded groups carry the saved run's
+        positions = args.saved_positions
+        if isinstance(positions, list) and len(positions) == world:
+            train.go_to(positions[rank])
+            windows = "continued"
+        else:
+            # Another world size: fresh windows, never the ones the run began with.
+            train.rng = np.random.default_rng([args.seed, rank, args.start_step])
+            windows = f"new: the save was made by {len(positions) if isinstance(positions, list) else 'an unknown number of'} processes, this run has {world}"
     log({"event": "start", "world_size": world, "backend": backend if distributed else None, "strategy": args.strategy if distributed else "single",
-         "device": str(device), "params": sum(p.numel() for p in model.parameters()), "seq_len": seq_len, "amp": args.amp, "warmup": args.warmup})
+         "device": str(device), "params": sum(p.numel() for p in model.parameters()), "seq_len": seq_len, "amp": args.amp, "warmup": args.warmup,
+         "steps": args.steps, **({"resumed_from": args.start_step, "data_windows": windows, "changed": args.changed} if args.start_step else {})})
 
     def loss_of(x, y):
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda and args.amp == "bf16"):
@@ -318,16 +421,40 @@ def main():
         train_model.train()
         return mean_over_ranks(total / args.eval_batches)
 
-    def full_weights():
-        """The full weights on the CPU (rank 0), gathered from every rank with FSDP (a collective)."""
-        if fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-            return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return {k: v.detach().to("cpu") for k, v in model.state_dict().items()} if rank == 0 else {}
+    def run_state(step):
+        """What a save holds, whole on the CPU at rank 0: weights and AdamW state (gathered from every
+        rank under FSDP) and every rank's data position. Collectives: every rank calls it."""
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        weights = get_model_state_dict(model, options=options) if fsdp else (
+            {k: v.detach().to("cpu") for k, v in model.state_dict().items()} if rank == 0 else {})
+        optimizer = get_optimizer_state_dict(model, opt, options=options) if fsdp or rank == 0 else {}
+        positions = [train.position()]
+        if distributed:
+            positions = [None] * world
+            dist.all_gather_object(positions, train.position(), group=control)
+        settings = {k: getattr(args, k) for k in RUN_DEFAULTS}
+        return weights, optimizer, {"format": STATE_FORMAT, "step": step, **settings, "seq_len": seq_len, "world_size": world,
+                                    "strategy": args.strategy if distributed else "single", "data_positions": positions}
+
+    # Ctrl-C or SIGTERM (a scheduler's preemption; torchrun passes both on to every rank, and kills
+    # them when they are not done after its shutdown timeout) asks for a stop: every rank finishes
+    # its step, they agree on it, save, and exit.
+    stop_signal = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
+
+    def stop_requested():
+        flag = torch.tensor([1 if stop_signal else 0])
+        if distributed:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=control)
+        return bool(flag.item())
 
     train_model.train()
     t0 = time.time()
-    for step in range(1, args.steps + 1):
+    step = args.start_step
+    stopped = False
+    while step < args.steps:
+        step += 1
         lr = lr_at(step, args)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -338,51 +465,73 @@ def main():
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
+        stopped = stop_requested() and step < args.steps  # a stop during the last step: the run is done
         # Logged steps count the updates done, from 1, as minigpt's metrics.jsonl does.
-        if step % args.log_every == 0 or step == 1 or step == args.steps:
+        if step % args.log_every == 0 or step == args.start_step + 1 or step == args.steps or stopped:
             mean = mean_over_ranks(loss.item())
             dt = time.time() - t0
-            log({"step": step, "loss": mean, "lr": lr, "tokens_per_s": step * args.batch * seq_len * world / max(dt, 1e-9)})
+            log({"step": step, "loss": mean, "lr": lr, "tokens_per_s": (step - args.start_step) * args.batch * seq_len * world / max(dt, 1e-9)})
+        if stopped:
+            break
         if args.eval_every and step % args.eval_every == 0 and step != args.steps:
             v = evaluate()
             if v is not None:
                 log({"step": step, "val_loss": v})
         if args.save_every and step % args.save_every == 0 and step != args.steps:
-            state = full_weights()
+            state = run_state(step)
             if rank == 0:
-                save(args, state, step)
-    v = evaluate()
-    if v is not None:
-        log({"step": args.steps, "val_loss": v})
+                save(args, *state)
+    if not stopped:
+        v = evaluate()
+        if v is not None:
+            log({"step": args.steps, "val_loss": v})
 
-    # Gather the full weights, leave the process group, then rank 0 saves: no collective waits on
-    # the (slow) save, so no rank can time out behind it.
-    state = full_weights()
+    # Gather the state, leave the process group, then rank 0 saves: no collective waits on the
+    # (slow) save, so no rank can time out behind it.
+    state = run_state(step)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
     if rank == 0:
-        save(args, state, args.steps)
+        save(args, *state)
+    if stopped and rank == 0:
+        print(f"train_ddp.py: stopped at step {step} of {args.steps}; --out {args.out} holds the run: the same command with --resume continues it",
+              file=sys.stderr)
+    # Exit from here: returning (or raising) would free this frame's DDP reducer, whose gloo process
+    # group joins its worker thread, which may be freeing a collective's tensors and wait for the
+    # GIL this thread holds: the rank hangs.
+    exit_now(130 if stopped else 0)
 
 
-def save(args, state, step):
+def exit_now(code):
+    """Ends the process without Python's shutdown (see the end of this file)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def save(args, weights, optimizer, trainer_state):
     """Writes the weights into a plain copy of the model (on the CPU: tied embeddings stay one tensor)
-    with the input's tokenizer files, in a temporary folder beside --out; then the previous --out
-    is renamed aside, the new one renamed in, and the previous one deleted: an interrupted save
-    leaves one of the two whole."""
+    with the tokenizer files, AdamW's state and the run's position, in a temporary folder beside
+    --out; then the previous --out is renamed aside, the new one renamed in, and the previous one
+    deleted: an interrupted save leaves one of the two whole."""
     from transformers import AutoModelForCausalLM
 
     out = args.out_path
     beside = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}")
     tmp, old = f"{beside}.tmp-{os.getpid()}", f"{beside}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    plain = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    plain.load_state_dict(state)
+    # args.source is --out itself in a resumed run: read here, before --out is replaced.
+    plain = AutoModelForCausalLM.from_pretrained(args.source, dtype=torch.float32)
+    plain.load_state_dict(weights)
     plain.save_pretrained(tmp, safe_serialization=True)
     for f in TOKENIZER_FILES:
-        src = os.path.join(args.model, f)
+        src = os.path.join(args.source, f)
         if os.path.exists(src) and (f != "generation_config.json" or not os.path.exists(os.path.join(tmp, f))):
             shutil.copy(src, os.path.join(tmp, f))
+    torch.save(optimizer, os.path.join(tmp, OPTIMIZER_FILE))
+    with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
+        json.dump(trainer_state, f)
     # safetensors writes its file 0600 (a temporary file renamed): as readable as config.json,
     # which save_pretrained wrote with the umask's mode.
     mode = os.stat(os.path.join(tmp, "config.json")).st_mode & 0o777
@@ -392,28 +541,30 @@ def save(args, state, step):
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
-    print(json.dumps({"event": "saved", "out": args.out, "step": step}), flush=True)
+    print(json.dumps({"event": "saved", "out": args.out, "step": trainer_state["step"]}), flush=True)
+
+def exit_code(e):
+    """The exit status for how main() ended (saying why on stderr where it has something to say)."""
+    if isinstance(e, KeyboardInterrupt):
+        print("\ntrain_ddp.py: interrupted before training began; --out is as it was", file=sys.stderr)
+        return 130
+    if isinstance(e, SystemExit):
+        if isinstance(e.code, int) or e.code is None:
+            return e.code or 0
+        print(e.code, file=sys.stderr)
+        return 1
+    traceback.print_exception(e)
+    return 1
+
 
 if __name__ == "__main__":
-    # However it ends, end here, without Python's shutdown: torch's C++ side still holds the gloo
-    # process group after destroy_process_group; destroyed in the shutdown, its worker thread can
-    # wait for the GIL the shutdown holds (the rank hangs) or abort the rank, and torchrun then
-    # kills the others and fails the job.
+    # However it ends, end here, without Python's shutdown, and while the exception (whose
+    # traceback holds main()'s frame) is alive: torch's C++ side still holds the gloo process
+    # group after destroy_process_group; freed in the shutdown or with main()'s frame, its worker
+    # thread can wait for the GIL this thread holds (the rank hangs) or abort the rank, and
+    # torchrun then kills the others and fails the job.
     try:
         main()
-        code = 0
-    except KeyboardInterrupt:
-        print("\ntrain_ddp.py: interrupted; --out holds what the last save wrote, if one came (--save-every N saves as it goes)", file=sys.stderr)
-        code = 130
-    except SystemExit as e:
-        if isinstance(e.code, int) or e.code is None:
-            code = e.code or 0
-        else:
-            print(e.code, file=sys.stderr)
-            code = 1
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    except BaseException as e:  # noqa: BLE001
+        exit_now(exit_code(e))
+    exit_now(0)

@@ -39,7 +39,9 @@ function shard(ids: ArrayLike<number>): Buffer {
   return Buffer.concat([Buffer.from(header.buffer), Buffer.from(Uint16Array.from(ids).buffer)]);
 }
 
-function torchrun(python: string, args: string[], timeoutMs = 240_000): Promise<{ code: number | null; out: string; err: string }> {
+/** Runs train_ddp.py under torchrun on 2 processes; `interruptWhen`: Ctrl-C (SIGINT to torchrun, which passes it on to its workers) once stdout matches it. */
+function torchrun(python: string, args: string[], opts: { timeoutMs?: number; interruptWhen?: RegExp } = {}): Promise<{ code: number | null; out: string; err: string }> {
+  const timeoutMs = opts.timeoutMs ?? 240_000;
   return new Promise((res) => {
     // torchrun is `python -m torch.distributed.run`; the venv's python finds it without PATH.
     // Its own process group, so a timeout ends the workers too (they hold the output pipes).
@@ -49,7 +51,14 @@ function torchrun(python: string, args: string[], timeoutMs = 240_000): Promise<
       detached: true,
     });
     let out = '', err = '';
-    p.stdout.on('data', (d) => (out += d));
+    let interrupted = false;
+    p.stdout.on('data', (d) => {
+      out += d;
+      if (opts.interruptWhen && !interrupted && opts.interruptWhen.test(out)) {
+        interrupted = true;
+        p.kill('SIGINT');
+      }
+    });
     p.stderr.on('data', (d) => (err += d));
     const timer = setTimeout(() => {
       err += `\n[test] timed out after ${timeoutMs / 1000} s; stopped`;
@@ -71,8 +80,9 @@ function torchrun(python: string, args: string[], timeoutMs = 240_000): Promise<
 
 const py = findPython(['torch', 'transformers', 'numpy']);
 
-test('torchrun (2 CPU processes, gloo) continues training an export on shards; the result imports (DDP and FSDP)', { skip: py.skip }, async () => {
-  const root = await mkdtemp(join(tmpdir(), 'minigpt-ddp-'));
+/** A small GQA model exported to ROOT/hf (and saved as a checkpoint in ROOT/before), and two train shards and a val shard of its text in ROOT/shards. */
+async function exportedModelAndShards(prefix: string) {
+  const root = await mkdtemp(join(tmpdir(), prefix));
   const text = 'the quick brown fox jumps over the lazy dog. '.repeat(100);
   const tokenizer = buildCharTokenizer(text);
   const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 32, n_heads: 4, n_kv_heads: 2, n_layers: 2, context: 32 });
@@ -84,7 +94,14 @@ test('torchrun (2 CPU processes, gloo) continues training an export on shards; t
   await writeFile(join(root, 'shards', 'train_000000.bin'), shard(ids.subarray(0, 3000)));
   await writeFile(join(root, 'shards', 'train_000001.bin'), shard(ids.subarray(3000, 4000)));
   await writeFile(join(root, 'shards', 'val_000000.bin'), shard(ids.subarray(4000)));
+  return { root, text };
+}
 
+/** train_ddp.py's JSON lines. */
+const jsonLines = (out: string) => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+
+test('torchrun (2 CPU processes, gloo) continues training an export on shards; the result imports (DDP and FSDP)', { skip: py.skip }, async () => {
+  const { root, text } = await exportedModelAndShards('minigpt-ddp-');
   const common = ['--model', join(root, 'hf'), '--data', join(root, 'shards'), '--batch', '4', '--lr', '1e-2', '--log-every', '1', '--eval-batches', '2', '--dist-timeout', '120'];
   const runs = [
     await torchrun(py.python!, [...common, '--out', join(root, 'out-ddp'), '--steps', '20', '--strategy', 'ddp']),
@@ -94,7 +111,7 @@ test('torchrun (2 CPU processes, gloo) continues training an export on shards; t
   for (const [i, strategy] of ['ddp', 'fsdp'].entries()) {
     const r = runs[i]!;
     assert.equal(r.code, 0, `${strategy}: train_ddp.py failed:\n${r.err.slice(-3000)}`);
-    const lines = r.out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    const lines = jsonLines(r.out);
     const start = lines.find((l) => l.event === 'start');
     assert.equal(start.world_size, 2);
     assert.equal(start.backend, 'gloo');
@@ -111,6 +128,69 @@ test('torchrun (2 CPU processes, gloo) continues training an export on shards; t
     console.log(`# ${strategy}: torchrun loss ${first.toFixed(3)} -> ${last.toFixed(3)}, val ${val.val_loss.toFixed(3)}; minigpt on the imported result: ${before.toFixed(3)} -> ${after.toFixed(3)}`);
     assert.ok(after < before * 0.8, `${strategy}: the imported model scores ${after}, the original ${before}`);
   }
+});
+
+test('train_ddp.py saves when stopped, and --resume continues exactly: a DDP run stopped by Ctrl-C and resumed ends with the weights of one run straight through; FSDP and another world size resume too', { skip: py.skip }, async () => {
+  const { root } = await exportedModelAndShards('minigpt-ddp-resume-');
+  const steps = 200;
+  const common = ['--model', join(root, 'hf'), '--data', join(root, 'shards'), '--batch', '4', '--lr', '1e-2', '--log-every', '1', '--eval-batches', '1', '--dist-timeout', '120'];
+  const straight = await torchrun(py.python!, [...common, '--out', join(root, 'straight'), '--steps', String(steps)]);
+  assert.equal(straight.code, 0, straight.err.slice(-3000));
+
+  // The same command with --resume, first while --out holds nothing: it starts from --model.
+  const again = [...common, '--out', join(root, 'resumed'), '--steps', String(steps), '--resume'];
+  const stopped = await torchrun(py.python!, again, { interruptWhen: /"step": 5,/ });
+  const stopLine = stopped.err.split('\n').find((l) => l.startsWith('train_ddp.py: stopped at step'));
+  assert.ok(stopLine, `no stop line (exit ${stopped.code}):\n${stopped.err.slice(-3000)}`);
+  const stoppedAt = Number(/step (\d+) of 200/.exec(stopLine)![1]);
+  assert.ok(stoppedAt >= 5 && stoppedAt < steps, stopLine);
+  assert.match(stopLine, /; --out \S+resumed holds the run: the same command with --resume continues it$/);
+  assert.ok(!jsonLines(stopped.out).some((l) => l.event === 'start' && 'resumed_from' in l), 'the first run starts from --model');
+  const saved = JSON.parse(await readFile(join(root, 'resumed', 'trainer_state.json'), 'utf8'));
+  assert.equal(saved.step, stoppedAt);
+  assert.equal(saved.world_size, 2);
+  assert.equal(saved.data_positions.length, 2);
+
+  const resumed = await torchrun(py.python!, again);
+  assert.equal(resumed.code, 0, resumed.err.slice(-3000));
+  const start = jsonLines(resumed.out).find((l) => l.event === 'start');
+  assert.equal(start.resumed_from, stoppedAt);
+  assert.equal(start.data_windows, 'continued');
+  assert.deepEqual(start.changed, {});
+  assert.equal(jsonLines(resumed.out).find((l) => typeof l.loss === 'number').step, stoppedAt + 1);
+  assert.ok((await readFile(join(root, 'resumed', 'model.safetensors'))).equals(await readFile(join(root, 'straight', 'model.safetensors'))),
+    `the run stopped at step ${stoppedAt} and resumed differs from the one run straight through`);
+  const [a, b] = await Promise.all(['straight', 'resumed'].map(async (d) => JSON.parse(await readFile(join(root, d, 'trainer_state.json'), 'utf8'))));
+  assert.deepEqual(b.data_positions, a.data_positions);
+
+  // Training on: a larger --steps, FSDP on the DDP save (the saved state is whole, by parameter
+  // name), then one process (another world size: fresh windows); the schedule stays the run's.
+  const fsdp = await torchrun(py.python!, [...again.filter((f) => f !== '--steps' && f !== String(steps)), '--steps', String(steps + 5), '--strategy', 'fsdp']);
+  assert.equal(fsdp.code, 0, fsdp.err.slice(-3000));
+  assert.deepEqual(jsonLines(fsdp.out).filter((l) => typeof l.loss === 'number').map((l) => l.step), [201, 202, 203, 204, 205]);
+  assert.deepEqual(jsonLines(fsdp.out).find((l) => l.event === 'start').changed, { steps: [steps, steps + 5] });
+  const single = spawnSync(py.python!, [join(ROOT, 'scripts', 'train_ddp.py'), '--data', join(root, 'shards'), '--out', join(root, 'resumed'), '--resume', '--steps', String(steps + 8), '--log-every', '1'],
+    { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  assert.equal(single.status, 0, single.stderr);
+  const singleStart = jsonLines(single.stdout).find((l) => l.event === 'start');
+  assert.equal(singleStart.resumed_from, steps + 5);
+  assert.equal(singleStart.data_windows, 'new: the save was made by 2 processes, this run has 1');
+  const logged = jsonLines(single.stdout).filter((l) => typeof l.loss === 'number');
+  assert.deepEqual(logged.map((l) => l.step), [206, 207, 208]);
+  const saves = JSON.parse(await readFile(join(root, 'resumed', 'trainer_state.json'), 'utf8'));
+  assert.deepEqual([saves.step, saves.steps, saves.batch, saves.lr, saves.world_size], [steps + 8, steps + 8, 4, 0.01, 1]);
+  assert.ok(Math.abs(logged[0].lr - 0.001 - 0.5 * (0.01 - 0.001) * (1 + Math.cos(Math.PI * (206 - 20) / (208 - 20)))) < 1e-12, `lr ${logged[0].lr}: --lr kept, warmup 20 kept`);
+
+  // Done already: the same command again says so and leaves --out as it is.
+  const done = spawnSync(py.python!, [join(ROOT, 'scripts', 'train_ddp.py'), '--data', join(root, 'shards'), '--out', join(root, 'resumed'), '--resume', '--steps', String(steps + 8)],
+    { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  assert.equal(done.status, 0, done.stderr);
+  assert.match(done.stderr.trim(), /^train_ddp\.py: the run in --out \S+ is at step 208 of --steps 208 already: nothing to train \(give a larger --steps to go on\)$/);
+  assert.equal(done.stdout, '');
+
+  // The imported result is minigpt's again.
+  await importCommand.run({ from: join(root, 'resumed'), out: join(root, 'imported') }, []);
+  assert.ok(existsSync(join(root, 'imported')));
 });
 
 test('train_ddp.py refuses shards made with another BPE of the same size, and takes the model\'s own', { skip: py.skip }, async () => {
@@ -136,7 +216,7 @@ test('train_ddp.py refuses shards made with another BPE of the same size, and ta
   assert.match(differ.stderr.trim(), /^train_ddp\.py: the shards' BPE merges differ from the model's \(first at merge \d+ of 23 \/ 23\): prepare the shards with the model's tokenizer$/);
 });
 
-test('train_ddp.py checks its setup before training (--out, --seq-len, short or foreign shards), follows minigpt\'s learning-rate schedule, takes a glob\'s val_*.bin as validation, and a Ctrl-C is one line and exit 130', { skip: py.skip }, async () => {
+test('train_ddp.py checks its setup before training (--out, --seq-len, short or foreign shards), follows minigpt\'s learning-rate schedule, takes a glob\'s val_*.bin as validation, and a SIGTERM saves the run (one line, exit 130); --resume refuses what is no save', { skip: py.skip }, async () => {
   const { learningRate } = await import('../src/train/schedule.js');
   const { stat } = await import('node:fs/promises');
   const root = await mkdtemp(join(tmpdir(), 'minigpt-ddp-setup-'));
@@ -195,7 +275,13 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   const mode = (await stat(join(root, 'out', 'model.safetensors'))).mode;
   assert.equal(mode & 0o044, (await stat(join(root, 'out', 'config.json'))).mode & 0o044, 'model.safetensors is as readable as the rest');
 
-  // Ctrl-C mid-run: one line, exit 130, --out not written.
+  // --resume: a folder of other files is no save; without a save, --model is needed.
+  refused([...data, '--out', join(root, 'kept'), '--resume'], /^train_ddp\.py: --out \S+kept already holds files but no train_ddp\.py save to resume: give --force to replace the folder, or another --out$/);
+  const noModel = spawnSync(py.python!, [script, ...data, '--out', join(root, 'o'), '--resume'], { encoding: 'utf8' });
+  assert.equal(noModel.status, 1);
+  assert.match(noModel.stderr.trim(), /^train_ddp\.py: --model is needed: give the HF folder to start from \(--resume: --out \S+ holds no save yet\)$/);
+
+  // SIGTERM (a scheduler's preemption) mid-run: the step ends, the run is saved, one line, exit 130.
   const p = spawn(py.python!, [script, '--model', join(root, 'hf'), ...data, '--out', join(root, 'stopped'), '--steps', '1000000', '--batch', '2', '--log-every', '1'], {
     env: { ...process.env, OMP_NUM_THREADS: '1' }, stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -212,12 +298,19 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
       exited.then(() => false),
     ]);
     assert.ok(started, `it ended before its first step: ${err}`);
-    p.kill('SIGINT');
+    p.kill('SIGTERM');
     assert.equal(await exited, 130, err);
   } finally {
     clearTimeout(stuck);
     p.kill('SIGKILL');
   }
-  assert.match(err.trim().split('\n').pop()!, /^train_ddp\.py: interrupted; --out holds what the last save wrote, if one came/);
-  assert.ok(!existsSync(join(root, 'stopped')));
+  const stoppedAt = jsonLines(out).filter((l) => typeof l.loss === 'number').pop().step;
+  assert.equal(err.trim().split('\n').pop()!, `train_ddp.py: stopped at step ${stoppedAt} of 1000000; --out ${join(root, 'stopped')} holds the run: the same command with --resume continues it`);
+  assert.equal(JSON.parse(await readFile(join(root, 'stopped', 'trainer_state.json'), 'utf8')).step, stoppedAt);
+
+  // A damaged save is refused before anything starts.
+  await writeFile(join(root, 'stopped', 'optimizer.pt'), 'not a pickle');
+  refused([...data, '--out', join(root, 'stopped'), '--resume'], /^train_ddp\.py: \S+optimizer\.pt cannot be read \(.+\): the save is damaged; give another --out$/);
+  await writeFile(join(root, 'stopped', 'trainer_state.json'), '{"step": 3');
+  refused([...data, '--out', join(root, 'stopped'), '--resume'], /^train_ddp\.py: \S+trainer_state\.json cannot be read \(.+\): the save is damaged; give another --out, or --force without --resume to start over$/);
 });
