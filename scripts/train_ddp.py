@@ -9,7 +9,8 @@ processes / GPUs with PyTorch, on minigpt's prepared token shards; writes an HF 
 Launched without torchrun it runs as one process. Process group backend: nccl when CUDA is
 available, else gloo (CPU). --strategy ddp (default) replicates the model and all-reduces
 gradients; --strategy fsdp shards parameters, gradients and optimizer state with FSDP2
-(torch.distributed.fsdp.fully_shard), for models that do not fit one device.
+(torch.distributed.fsdp.fully_shard), for models that do not fit one device. --accum N
+accumulates N micro-batches per step, reducing gradients across ranks once per step.
 
 Shards: llm.c's format, as `minigpt prepare` writes them: 256 little-endian int32 (magic
 20240520, version 1 = uint16 tokens / 2 = uint32, token count, zeros), then the tokens.
@@ -34,6 +35,7 @@ Logs one JSON object per line on rank 0: {"step", "loss", "lr", "tokens_per_s"} 
 after each save.
 """
 import argparse
+import contextlib
 import glob
 import json
 import math
@@ -56,7 +58,7 @@ TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 STATE_FILE, OPTIMIZER_FILE, STATE_FORMAT = "trainer_state.json", "optimizer.pt", "minigpt-train-ddp"
 # The flags that shape the run, with their defaults (None: derived, see fill_run_settings). A
 # resumed run takes the saved value of each one left out.
-RUN_DEFAULTS = {"steps": 1000, "batch": 8, "seq_len": None, "lr": 3e-4, "min_lr": None, "warmup": None,
+RUN_DEFAULTS = {"steps": 1000, "batch": 8, "accum": 1, "seq_len": None, "lr": 3e-4, "min_lr": None, "warmup": None,
                 "weight_decay": 0.1, "grad_clip": 1.0, "seed": 1337, "amp": "none"}
 
 
@@ -229,7 +231,7 @@ def check_setup(args):
     args.source = out if saved else args.model
     args.start_step = saved["step"] if saved else 0
     args.saved_positions = saved.get("data_positions") if saved else None
-    for name, value, least in [("steps", args.steps, 0), ("batch", args.batch, 1), ("warmup", args.warmup, 0), ("log-every", args.log_every, 1),
+    for name, value, least in [("steps", args.steps, 0), ("batch", args.batch, 1), ("accum", args.accum, 1), ("warmup", args.warmup, 0), ("log-every", args.log_every, 1),
                                ("eval-every", args.eval_every, 0), ("eval-batches", args.eval_batches, 1), ("save-every", args.save_every, 0),
                                ("dist-timeout", args.dist_timeout, 1)] + ([("seq-len", args.seq_len, 1)] if args.seq_len is not None else []):
         if value < least:
@@ -291,7 +293,8 @@ def main():
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out where it stopped (flags left out keep the run's values; a larger --steps trains on); while --out holds no save, start from --model")
     p.add_argument("--force", action="store_true", help="replace --out when it already holds files")
     p.add_argument("--steps", type=int, help="total optimizer steps (default: 1000)")
-    p.add_argument("--batch", type=int, help="sequences per process per step (default: 8)")
+    p.add_argument("--batch", type=int, help="sequences per process per micro-batch (default: 8)")
+    p.add_argument("--accum", type=int, help="micro-batches per optimizer step (gradient accumulation; default: 1): a step takes --batch x --accum x --seq-len x processes tokens")
     p.add_argument("--seq-len", type=int, help="default and at most: the model's max_position_embeddings")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 3e-4)")
     p.add_argument("--min-lr", type=float, help="default: lr / 10")
@@ -395,6 +398,7 @@ def main():
             windows = f"new: the save was made by {len(positions) if isinstance(positions, list) else 'an unknown number of'} processes, this run has {world}"
     log({"event": "start", "world_size": world, "backend": backend if distributed else None, "strategy": args.strategy if distributed else "single",
          "device": str(device), "params": sum(p.numel() for p in model.parameters()), "seq_len": seq_len, "amp": args.amp, "warmup": args.warmup,
+         "tokens_per_step": args.batch * args.accum * seq_len * world,
          "steps": args.steps, **({"resumed_from": args.start_step, "data_windows": windows, "changed": args.changed} if args.start_step else {})})
 
     def loss_of(x, y):
@@ -443,6 +447,13 @@ def main():
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
 
+    def gradient_sync(on):
+        """Whether the coming backward pass reduces gradients across ranks: only the last micro-batch's does."""
+        if fsdp:
+            model.set_requires_gradient_sync(on)
+            return contextlib.nullcontext()
+        return contextlib.nullcontext() if on or not distributed else train_model.no_sync()
+
     def stop_requested():
         flag = torch.tensor([1 if stop_signal else 0])
         if distributed:
@@ -458,10 +469,14 @@ def main():
         lr = lr_at(step, args)
         for g in opt.param_groups:
             g["lr"] = lr
-        x, y = train.batch(args.batch)
-        loss = loss_of(x.to(device), y.to(device))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = 0.0
+        for micro in range(args.accum):
+            x, y = train.batch(args.batch)
+            with gradient_sync(micro == args.accum - 1):
+                micro_loss = loss_of(x.to(device), y.to(device)) / args.accum
+                micro_loss.backward()
+            loss = loss + micro_loss.detach()
         if args.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
@@ -470,7 +485,7 @@ def main():
         if step % args.log_every == 0 or step == args.start_step + 1 or step == args.steps or stopped:
             mean = mean_over_ranks(loss.item())
             dt = time.time() - t0
-            log({"step": step, "loss": mean, "lr": lr, "tokens_per_s": (step - args.start_step) * args.batch * seq_len * world / max(dt, 1e-9)})
+            log({"step": step, "loss": mean, "lr": lr, "tokens_per_s": (step - args.start_step) * args.batch * args.accum * seq_len * world / max(dt, 1e-9)})
         if stopped:
             break
         if args.eval_every and step % args.eval_every == 0 and step != args.steps:

@@ -11,7 +11,7 @@ import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exportHf } from '../src/io/hf.js';
+import { exportHf, readHfTensors } from '../src/io/hf.js';
 import { resolveConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
@@ -104,8 +104,9 @@ test('torchrun (2 CPU processes, gloo) continues training an export on shards; t
   const { root, text } = await exportedModelAndShards('minigpt-ddp-');
   const common = ['--model', join(root, 'hf'), '--data', join(root, 'shards'), '--batch', '4', '--lr', '1e-2', '--log-every', '1', '--eval-batches', '2', '--dist-timeout', '120'];
   const runs = [
-    await torchrun(py.python!, [...common, '--out', join(root, 'out-ddp'), '--steps', '20', '--strategy', 'ddp']),
-    await torchrun(py.python!, [...common, '--out', join(root, 'out-fsdp'), '--steps', '10', '--strategy', 'fsdp']),
+    // Gradient accumulation: DDP's no_sync and FSDP's set_requires_gradient_sync on all but the last micro-batch.
+    await torchrun(py.python!, [...common, '--out', join(root, 'out-ddp'), '--steps', '20', '--strategy', 'ddp', '--accum', '2']),
+    await torchrun(py.python!, [...common, '--out', join(root, 'out-fsdp'), '--steps', '10', '--strategy', 'fsdp', '--accum', '2']),
   ];
   const before = (await scoreText(await loadModel(join(root, 'before'), { backend: 'reference' }), text.slice(0, 30))).loss;
   for (const [i, strategy] of ['ddp', 'fsdp'].entries()) {
@@ -116,6 +117,7 @@ test('torchrun (2 CPU processes, gloo) continues training an export on shards; t
     assert.equal(start.world_size, 2);
     assert.equal(start.backend, 'gloo');
     assert.equal(start.strategy, strategy);
+    assert.equal(start.tokens_per_step, 4 * 2 * 32 * 2);
     const losses = lines.filter((l) => typeof l.loss === 'number').map((l) => l.loss as number);
     const first = losses[0]!, last = losses[losses.length - 1]!;
     assert.ok(last < first * 0.8, `${strategy}: loss went ${first} -> ${last}`);
@@ -274,6 +276,16 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   assert.ok(lines.some((l) => typeof l.val_loss === 'number'), 'the glob\'s val shard is evaluated');
   const mode = (await stat(join(root, 'out', 'model.safetensors'))).mode;
   assert.equal(mode & 0o044, (await stat(join(root, 'out', 'config.json'))).mode & 0o044, 'model.safetensors is as readable as the rest');
+
+  // --accum 2 of 1 sequence draws the windows one --batch 2 draws, so it makes the same updates up to float rounding (and --accum 1 --batch 1 would be far off).
+  const accum = run(['--data', join(root, 'llmc', '*.bin'), '--out', join(root, 'out-accum'), '--steps', String(steps), '--warmup', String(warmup), '--lr', String(lr), '--log-every', '1', '--batch', '1', '--accum', '2']);
+  assert.equal(accum.status, 0, accum.stderr);
+  const accumLosses = jsonLines(accum.stdout).filter((l) => typeof l.loss === 'number').map((l) => l.loss as number);
+  logged.forEach((l, i) => assert.ok(Math.abs(l.loss - accumLosses[i]!) < 1e-5, `step ${l.step}: loss ${l.loss} with --batch 2, ${accumLosses[i]} with --batch 1 --accum 2`));
+  const [whole, accumulated] = await Promise.all([readHfTensors(join(root, 'out')), readHfTensors(join(root, 'out-accum'))]);
+  let largest = 0;
+  for (const [name, t] of whole) t.data.forEach((v, i) => (largest = Math.max(largest, Math.abs(v - accumulated.get(name)!.data[i]!))));
+  assert.ok(largest < 1e-4, `weights differ by up to ${largest}`);
 
   // --resume: a folder of other files is no save; without a save, --model is needed.
   refused([...data, '--out', join(root, 'kept'), '--resume'], /^train_ddp\.py: --out \S+kept already holds files but no train_ddp\.py save to resume: give --force to replace the folder, or another --out$/);
