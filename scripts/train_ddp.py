@@ -304,6 +304,7 @@ def main():
     p.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
     p.add_argument("--backend", choices=["auto", "nccl", "gloo"], default="auto")
     p.add_argument("--amp", choices=["none", "bf16"], help="bf16 autocast (CUDA only; default: none)")
+    p.add_argument("--compile", action="store_true", help="run the model under torch.compile (faster steps after a first one that compiles; needs a C compiler on CPU)")
     p.add_argument("--seed", type=int, help="default: 1337")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--eval-every", type=int, default=0)
@@ -369,6 +370,11 @@ def main():
     else:
         model.to(device)
         train_model = model
+    ddp_model = train_model if distributed and not fsdp else None
+    if args.compile:
+        # The model's own modules stay as they are (its state dict keeps its names); only the
+        # forward and backward passes run compiled.
+        train_model = torch.compile(train_model)
 
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_optimizer_state_dict
 
@@ -397,7 +403,7 @@ def main():
             train.rng = np.random.default_rng([args.seed, rank, args.start_step])
             windows = f"new: the save was made by {len(positions) if isinstance(positions, list) else 'an unknown number of'} processes, this run has {world}"
     log({"event": "start", "world_size": world, "backend": backend if distributed else None, "strategy": args.strategy if distributed else "single",
-         "device": str(device), "params": sum(p.numel() for p in model.parameters()), "seq_len": seq_len, "amp": args.amp, "warmup": args.warmup,
+         "device": str(device), "params": sum(p.numel() for p in model.parameters()), "seq_len": seq_len, "amp": args.amp, "compile": args.compile, "warmup": args.warmup,
          "tokens_per_step": args.batch * args.accum * seq_len * world,
          "steps": args.steps, **({"resumed_from": args.start_step, "data_windows": windows, "changed": args.changed} if args.start_step else {})})
 
@@ -452,7 +458,7 @@ def main():
         if fsdp:
             model.set_requires_gradient_sync(on)
             return contextlib.nullcontext()
-        return contextlib.nullcontext() if on or not distributed else train_model.no_sync()
+        return contextlib.nullcontext() if on or ddp_model is None else ddp_model.no_sync()
 
     def stop_requested():
         flag = torch.tensor([1 if stop_signal else 0])

@@ -287,6 +287,15 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   for (const [name, t] of whole) t.data.forEach((v, i) => (largest = Math.max(largest, Math.abs(v - accumulated.get(name)!.data[i]!))));
   assert.ok(largest < 1e-4, `weights differ by up to ${largest}`);
 
+  // --compile: the same steps under torch.compile (its first step compiles: tens of seconds here).
+  // No validation shard, so no second graph to compile for evaluation; the train windows are the same.
+  const compiled = run(['--data', join(root, 'llmc', 'tiny_train.bin'), '--out', join(root, 'out-compiled'), '--steps', '2', '--warmup', String(warmup), '--lr', String(lr), '--log-every', '1', '--compile']);
+  assert.equal(compiled.status, 0, compiled.stderr.slice(-3000));
+  assert.equal(jsonLines(compiled.stdout).find((l) => l.event === 'start').compile, true);
+  const compiledLosses = jsonLines(compiled.stdout).filter((l) => typeof l.loss === 'number').map((l) => l.loss as number);
+  assert.equal(compiledLosses.length, 2);
+  compiledLosses.forEach((loss, i) => assert.ok(Math.abs(loss - logged[i]!.loss) < 1e-4, `step ${i + 1}: loss ${loss} compiled, ${logged[i]!.loss} eager`));
+
   // --resume: a folder of other files is no save; without a save, --model is needed.
   refused([...data, '--out', join(root, 'kept'), '--resume'], /^train_ddp\.py: --out \S+kept already holds files but no train_ddp\.py save to resume: give --force to replace the folder, or another --out$/);
   const noModel = spawnSync(py.python!, [script, ...data, '--out', join(root, 'o'), '--resume'], { encoding: 'utf8' });
