@@ -23,8 +23,8 @@ Checked before the process group starts, so a mistake ends the job at once in on
 flags' values, the model folder, --seq-len against its context, --out (a folder that holds files
 needs --force; one that is or holds the model or the shards is refused), the shards and their
 meta.json against the model's tokenizer. --out is written at the end, every --save-every steps
-and when the run is stopped (Ctrl-C or SIGTERM: every rank finishes its step, then they save
-together and exit 130), through a temporary folder beside it. A save holds the HF model, the
+and when the run is stopped (Ctrl-C, SIGTERM, SIGHUP or SIGUSR1: every rank finishes its step,
+then they save together and exit 130), through a temporary folder beside it. A save holds the HF model, the
 tokenizer files, AdamW's state (optimizer.pt) and the run's position (trainer_state.json):
 --resume continues it exactly where it stopped (the same updates and the same data windows as an
 uninterrupted run, on the same world size), and the same command with --resume starts from
@@ -182,40 +182,119 @@ def lr_at(step, args):
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def read_save(out):
-    """The run saved in --out (its trainer_state.json), or None when --out holds no save."""
-    path = os.path.join(out, STATE_FILE)
+INT_SETTINGS = {"steps": 0, "batch": 1, "accum": 1, "seq_len": 1, "warmup": 0}  # the least each may be
+FLOAT_SETTINGS = ["lr", "min_lr", "weight_decay", "grad_clip"]
+
+
+def staging_folders(out):
+    """The folders a save stages beside --out (.OUT.tmp-PID-TIME: being written; .OUT.old-PID-TIME:
+    the previous save, renamed aside until the new one is in), left behind when a save was cut short."""
+    parent, base = os.path.dirname(out), os.path.basename(out)
+    pattern = re.compile(rf"^\.{re.escape(base)}\.(tmp|old)-\d+-\d+$")
+    try:
+        return sorted(os.path.join(parent, n) for n in os.listdir(parent) if pattern.match(n))
+    except OSError:
+        return []
+
+
+def read_save(folder, must_be_whole):
+    """The run saved in `folder` (its trainer_state.json, checked), or None when it holds none. A
+    damaged one ends the run in one line when `must_be_whole`, and is passed over otherwise (a
+    staging folder cut short while it was written)."""
+    path = os.path.join(folder, STATE_FILE)
     if not os.path.isfile(path):
         return None
+    problem = None
     try:
         saved = read_json(path)
     except (OSError, ValueError) as e:
-        fail(f"{path} cannot be read ({e}): the save is damaged; give another --out, or --force without --resume to start over")
-    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT or not isinstance(saved.get("step"), int):
-        fail(f"{path} is not a train_ddp.py save (no \"format\": \"{STATE_FORMAT}\" and step)")
-    missing = [k for k in RUN_DEFAULTS if k not in saved]
+        saved, problem = None, f"cannot be read ({e})"
+    if problem is None:
+        problem = save_problem(saved, folder)
+    if problem is None:
+        return saved
+    if must_be_whole:
+        fail(f"{path} {problem}: the save is damaged; give another --out, or --force without --resume to start over")
+    return None
+
+
+def save_problem(saved, folder):
+    """What is wrong with a trainer_state.json's contents and its folder, or None."""
+    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
+        return f"is not a train_ddp.py save (no \"format\": \"{STATE_FORMAT}\")"
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    for k, least in INT_SETTINGS.items():
+        if not (whole(saved.get(k)) and saved[k] >= least):
+            return f"has {k} {json.dumps(saved.get(k))}, not a whole number of at least {least}"
+    for k in FLOAT_SETTINGS:
+        if not (number(saved.get(k)) and saved[k] >= 0):
+            return f"has {k} {json.dumps(saved.get(k))}, not a number of at least 0"
+    if not whole(saved.get("seed")) or saved.get("amp") not in ("none", "bf16"):
+        return "has a seed that is not a whole number or an amp that is neither none nor bf16"
+    if not (whole(saved.get("step")) and 1 <= saved["step"] <= saved["steps"]):
+        return f"has step {json.dumps(saved.get('step'))}, not from 1 to its steps ({saved['steps']})"
+    positions = saved.get("data_positions")
+    if not isinstance(positions, list) or not positions:
+        return "has no data_positions"
+    for position in positions:
+        try:
+            np.random.default_rng().bit_generator.state = position
+        except (TypeError, ValueError, KeyError) as e:
+            return f"has a data position numpy cannot take ({type(e).__name__}: {e})"
+    has_weights = any(os.path.isfile(os.path.join(folder, f)) for f in ["model.safetensors", "model.safetensors.index.json"])
+    missing = [f for f in ["config.json", OPTIMIZER_FILE] if not os.path.isfile(os.path.join(folder, f))] + ([] if has_weights else ["model.safetensors"])
     if missing:
-        fail(f"{path} lacks {', '.join(missing)}: the save is damaged; give another --out")
-    for f in ["config.json", OPTIMIZER_FILE]:
-        if not os.path.isfile(os.path.join(out, f)):
-            fail(f"--out {out} holds {STATE_FILE} but no {f}: the save is incomplete; give another --out")
-    return saved
+        return f"is there but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not: the save is incomplete"
+    return None
+
+
+def find_save(out):
+    """The newest whole save of --out: --out itself, or, when a save was cut between its renames or
+    after its staging folder was written, a staging folder beside it (the later step wins; --out on
+    a tie). (folder, trainer_state) or (None, None)."""
+    found = []
+    saved = read_save(out, must_be_whole=True)
+    if saved:
+        found.append((saved["step"], 1, out, saved))
+    for folder in staging_folders(out):
+        saved = read_save(folder, must_be_whole=False)
+        if saved:
+            found.append((saved["step"], 0, folder, saved))
+    if not found:
+        return None, None
+    _, _, folder, saved = max(found, key=lambda f: (f[0], f[1]))
+    return folder, saved
+
+
+def weight_names(folder):
+    """The weights' names in an HF folder's safetensors (those of the model's parameters: tied
+    embeddings are saved once)."""
+    from safetensors import safe_open
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        return set(read_json(index)["weight_map"])
+    with safe_open(os.path.join(folder, "model.safetensors"), "pt") as f:
+        return set(f.keys())
+
+
+def first_rank():
+    """Rank 0, or a run without torchrun (before the process group exists)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def fill_run_settings(args, saved):
-    """Flags left out take the saved run's values when resuming, else their defaults. --min-lr and
-    --warmup are derived from --lr and --steps when those are given and they are not."""
-    given = {k: getattr(args, k) is not None for k in RUN_DEFAULTS}
+    """Flags left out take the saved run's values when resuming, else their defaults (--min-lr:
+    --lr / 10; --warmup: 50 or a tenth of --steps when that is fewer)."""
     for k, default in RUN_DEFAULTS.items():
         if getattr(args, k) is None:
-            derived = (k == "min_lr" and given["lr"]) or (k == "warmup" and given["steps"])
-            setattr(args, k, saved[k] if saved and not derived else default)
+            setattr(args, k, saved[k] if saved else default)
     if args.min_lr is None:
         args.min_lr = args.lr / 10
     if args.warmup is None:
         args.warmup = min(50, args.steps // 10)
     # Said in the start line: a run resumed with other settings goes on, but not as it would have.
-    args.changed = {k: [saved[k], getattr(args, k)] for k in RUN_DEFAULTS if saved and k in saved and saved[k] != getattr(args, k)}
+    args.changed = {k: [saved[k], getattr(args, k)] for k in RUN_DEFAULTS if saved and saved[k] != getattr(args, k)}
 
 
 def check_setup(args):
@@ -224,11 +303,18 @@ def check_setup(args):
     out = os.path.realpath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         fail(f"--out {args.out} is a file, not a folder")
-    saved = read_save(out) if args.resume else None
+    if args.resume:
+        save_dir, saved = find_save(out)
+    else:
+        save_dir, saved = None, None
+        cut_dir = find_save(out)[0] if not os.path.exists(out) and not args.force else None
+        if cut_dir:
+            fail(f"--out {args.out} is missing but its last save is in {cut_dir} (a save was cut short): give --resume to continue it, "
+                 "--force to start over, or another --out")
     if saved is None and not args.model:
         fail("--model is needed: give the HF folder to start from" + (f" (--resume: --out {args.out} holds no save yet)" if args.resume else ""))
     fill_run_settings(args, saved)
-    args.source = out if saved else args.model
+    args.source = save_dir if saved else args.model
     args.start_step = saved["step"] if saved else 0
     args.saved_positions = saved.get("data_positions") if saved else None
     for name, value, least in [("steps", args.steps, 0), ("batch", args.batch, 1), ("accum", args.accum, 1), ("warmup", args.warmup, 0), ("log-every", args.log_every, 1),
@@ -270,29 +356,55 @@ def check_setup(args):
         fail(f"--out {args.out} already holds files" + (" but no train_ddp.py save to resume" if args.resume else "")
              + ": give --force to replace the folder, or another --out")
     args.out_path = out
+    parent = os.path.dirname(out)
+    if first_rank() and not (os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK)):
+        fail(f"--out {args.out}: cannot write in {parent}" + ("" if os.path.isdir(parent) else " (no such folder)") + ", where saves are made")
 
     for folder in shard_folders:
         check_shards_match_model(folder, args.source, vocab)
     # Read before the process group starts (rank 0 reads it, and hands it to the others then), so a
     # damaged file ends the job here, not with the other ranks waiting for it.
     args.saved_optimizer = None
-    if saved and os.environ.get("RANK", "0") == "0":
-        path = os.path.join(out, OPTIMIZER_FILE)
+    if saved and first_rank():
+        path = os.path.join(save_dir, OPTIMIZER_FILE)
         try:
             args.saved_optimizer = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 (pickle and zip errors have no common base)
             fail(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}): the save is damaged; give another --out")
+        params = weight_names(save_dir)
+        state = args.saved_optimizer.get("state") if isinstance(args.saved_optimizer, dict) else None
+        groups = args.saved_optimizer.get("param_groups") if isinstance(args.saved_optimizer, dict) else None
+        if not isinstance(state, dict) or set(state) != params or not isinstance(groups, list) or len(groups) != 2:
+            held = len(state) if isinstance(state, dict) else 0
+            fail(f"{path} does not hold AdamW's state for this model's {len(params)} weights (it has {held}): the save is damaged; give another --out")
     return seq_len, vocab, usable_shards(train_paths, seq_len, "train"), usable_shards(val_paths, seq_len, "val") if val_paths else None
 
 
+# Ctrl-C, SIGTERM (a scheduler's preemption), SIGHUP (the terminal closed) or SIGUSR1 (what Slurm's
+# --signal sends ahead of the end of a job) ask for a stop. torchrun passes the first three on to
+# every rank (SIGUSR1 too when its --signals-to-handle names it) and kills the ranks that are not
+# done after its shutdown timeout. Before training, a stop ends the process at once (nothing to
+# save); during training every rank finishes its step, they agree on the stop, save and exit.
+STOP = {"training": False, "signals": []}
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+
+
+def on_stop_signal(signum, frame):
+    if not STOP["training"]:
+        raise KeyboardInterrupt
+    STOP["signals"].append(signum)
+
+
 def main():
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_stop_signal)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="HF model directory to start from (minigpt export --format hf); not needed to --resume a save")
     p.add_argument("--data", required=True, help="shards directory (train_*.bin, val_*.bin) or a glob of .bin files (those named val_*.bin, *_val_*.bin or *_val.bin are the validation set)")
     p.add_argument("--out", required=True, help="output HF directory (written at the end, every --save-every steps and when stopped)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out where it stopped (flags left out keep the run's values; a larger --steps trains on); while --out holds no save, start from --model")
     p.add_argument("--force", action="store_true", help="replace --out when it already holds files")
-    p.add_argument("--steps", type=int, help="total optimizer steps (default: 1000)")
+    p.add_argument("--steps", type=int, help="total optimizer steps (default: 1000; the run-shaping flags below default to the run's own values with --resume)")
     p.add_argument("--batch", type=int, help="sequences per process per micro-batch (default: 8)")
     p.add_argument("--accum", type=int, help="micro-batches per optimizer step (gradient accumulation; default: 1): a step takes --batch x --accum x --seq-len x processes tokens")
     p.add_argument("--seq-len", type=int, help="default and at most: the model's max_position_embeddings")
@@ -312,15 +424,14 @@ def main():
     p.add_argument("--save-every", type=int, default=0, help="also write --out every N steps (0: only at the end and when stopped)")
     p.add_argument("--dist-timeout", type=int, default=1800, help="seconds a collective may wait before failing")
     args = p.parse_args()
-    first_rank = os.environ.get("RANK", "0") == "0"
     try:
         seq_len, vocab, train_shards, val_shards = check_setup(args)
     except SystemExit:
-        if not first_rank:
+        if not first_rank():
             raise SystemExit(1)  # every rank finds the same mistake: rank 0 says it, once
         raise
     if args.start_step >= args.steps:
-        if first_rank:
+        if first_rank():
             print(f"train_ddp.py: the run in --out {args.out} is at step {args.start_step} of --steps {args.steps} already: nothing to train "
                   "(give a larger --steps to go on)", file=sys.stderr)
         return
@@ -395,13 +506,14 @@ def main():
         for group, weight_decay in zip(opt.param_groups, [args.weight_decay, 0.0]):
             group["weight_decay"] = weight_decay  # the loaded groups carry the saved run's
         positions = args.saved_positions
-        if isinstance(positions, list) and len(positions) == world:
+        if len(positions) == world and "seed" not in args.changed:
             train.go_to(positions[rank])
             windows = "continued"
         else:
-            # Another world size: fresh windows, never the ones the run began with.
+            # Fresh windows, never the ones the run began with.
             train.rng = np.random.default_rng([args.seed, rank, args.start_step])
-            windows = f"new: the save was made by {len(positions) if isinstance(positions, list) else 'an unknown number of'} processes, this run has {world}"
+            made_by = f"{len(positions)} process{'es' if len(positions) > 1 else ''}"
+            windows = "new: --seed changed" if "seed" in args.changed else f"new: the save was made by {made_by}, this run has {world}"
     log({"event": "start", "world_size": world, "backend": backend if distributed else None, "strategy": args.strategy if distributed else "single",
          "device": str(device), "params": sum(p.numel() for p in model.parameters()), "seq_len": seq_len, "amp": args.amp, "compile": args.compile, "warmup": args.warmup,
          "tokens_per_step": args.batch * args.accum * seq_len * world,
@@ -446,13 +558,6 @@ def main():
         return weights, optimizer, {"format": STATE_FORMAT, "step": step, **settings, "seq_len": seq_len, "world_size": world,
                                     "strategy": args.strategy if distributed else "single", "data_positions": positions}
 
-    # Ctrl-C or SIGTERM (a scheduler's preemption; torchrun passes both on to every rank, and kills
-    # them when they are not done after its shutdown timeout) asks for a stop: every rank finishes
-    # its step, they agree on it, save, and exit.
-    stop_signal = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop_signal.append(signum))
-
     def gradient_sync(on):
         """Whether the coming backward pass reduces gradients across ranks: only the last micro-batch's does."""
         if fsdp:
@@ -461,7 +566,7 @@ def main():
         return contextlib.nullcontext() if on or ddp_model is None else ddp_model.no_sync()
 
     def stop_requested():
-        flag = torch.tensor([1 if stop_signal else 0])
+        flag = torch.tensor([1 if STOP["signals"] else 0])
         if distributed:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=control)
         return bool(flag.item())
@@ -470,6 +575,7 @@ def main():
     t0 = time.time()
     step = args.start_step
     stopped = False
+    STOP["training"] = True
     while step < args.steps:
         step += 1
         lr = lr_at(step, args)
@@ -493,6 +599,7 @@ def main():
             dt = time.time() - t0
             log({"step": step, "loss": mean, "lr": lr, "tokens_per_s": (step - args.start_step) * args.batch * args.accum * seq_len * world / max(dt, 1e-9)})
         if stopped:
+            log({"event": "stopped", "step": step})
             break
         if args.eval_every and step % args.eval_every == 0 and step != args.steps:
             v = evaluate()
@@ -535,14 +642,16 @@ def save(args, weights, optimizer, trainer_state):
     """Writes the weights into a plain copy of the model (on the CPU: tied embeddings stay one tensor)
     with the tokenizer files, AdamW's state and the run's position, in a temporary folder beside
     --out; then the previous --out is renamed aside, the new one renamed in, and the previous one
-    deleted: an interrupted save leaves one of the two whole."""
+    deleted: an interrupted save leaves one of the two whole, and find_save finds the newer."""
     from transformers import AutoModelForCausalLM
 
     out = args.out_path
     beside = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}")
-    tmp, old = f"{beside}.tmp-{os.getpid()}", f"{beside}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    # args.source is --out itself in a resumed run: read here, before --out is replaced.
+    # Named by process and time: a restarted container reuses pids, and a cut save's folder of the
+    # same pid may be what this run resumed from.
+    stamp = f"{os.getpid()}-{time.time_ns()}"
+    tmp, old = f"{beside}.tmp-{stamp}", f"{beside}.old-{stamp}"
+    # args.source may be --out itself (a resumed run): read here, before --out is replaced.
     plain = AutoModelForCausalLM.from_pretrained(args.source, dtype=torch.float32)
     plain.load_state_dict(weights)
     plain.save_pretrained(tmp, safe_serialization=True)
@@ -562,12 +671,17 @@ def save(args, weights, optimizer, trainer_state):
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+    # --out holds this save whole now: what a cut save left beside it is older, or was never whole.
+    for folder in staging_folders(out):
+        shutil.rmtree(folder, ignore_errors=True)
+    args.source = out  # the model and tokenizer files the next save copies (a resumed run's source may be gone)
     print(json.dumps({"event": "saved", "out": args.out, "step": trainer_state["step"]}), flush=True)
 
 def exit_code(e):
     """The exit status for how main() ended (saying why on stderr where it has something to say)."""
     if isinstance(e, KeyboardInterrupt):
-        print("\ntrain_ddp.py: interrupted before training began; --out is as it was", file=sys.stderr)
+        if first_rank():
+            print("\ntrain_ddp.py: stopped before training began; --out is as it was", file=sys.stderr)
         return 130
     if isinstance(e, SystemExit):
         if isinstance(e.code, int) or e.code is None:

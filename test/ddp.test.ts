@@ -181,7 +181,7 @@ test('train_ddp.py saves when stopped, and --resume continues exactly: a DDP run
   assert.deepEqual(logged.map((l) => l.step), [206, 207, 208]);
   const saves = JSON.parse(await readFile(join(root, 'resumed', 'trainer_state.json'), 'utf8'));
   assert.deepEqual([saves.step, saves.steps, saves.batch, saves.lr, saves.world_size], [steps + 8, steps + 8, 4, 0.01, 1]);
-  assert.ok(Math.abs(logged[0].lr - 0.001 - 0.5 * (0.01 - 0.001) * (1 + Math.cos(Math.PI * (206 - 20) / (208 - 20)))) < 1e-12, `lr ${logged[0].lr}: --lr kept, warmup 20 kept`);
+  assert.ok(Math.abs(logged[0].lr - 0.001 - 0.5 * (0.01 - 0.001) * (1 + Math.cos(Math.PI * (206 - 20) / (208 - 20)))) < 1e-12, `lr ${logged[0].lr}: --lr and the warmup (20) kept`);
 
   // Done already: the same command again says so and leaves --out as it is.
   const done = spawnSync(py.python!, [join(ROOT, 'scripts', 'train_ddp.py'), '--data', join(root, 'shards'), '--out', join(root, 'resumed'), '--resume', '--steps', String(steps + 8)],
@@ -328,10 +328,40 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   const stoppedAt = jsonLines(out).filter((l) => typeof l.loss === 'number').pop().step;
   assert.equal(err.trim().split('\n').pop()!, `train_ddp.py: stopped at step ${stoppedAt} of 1000000; --out ${join(root, 'stopped')} holds the run: the same command with --resume continues it`);
   assert.equal(JSON.parse(await readFile(join(root, 'stopped', 'trainer_state.json'), 'utf8')).step, stoppedAt);
+  assert.deepEqual(jsonLines(out).find((l) => l.event === 'stopped'), { event: 'stopped', step: stoppedAt });
+
+  // Resumed with a smaller --steps and another --seed: the warmup stays the run's (50, not a tenth
+  // of the new total), the new seed draws new windows, and the start line says what changed.
+  const target = stoppedAt + 2;
+  const resumed = run([...data, '--out', join(root, 'stopped'), '--resume', '--steps', String(target), '--seed', '7']);
+  assert.equal(resumed.status, 0, resumed.stderr);
+  const start = jsonLines(resumed.stdout).find((l) => l.event === 'start');
+  assert.deepEqual([start.resumed_from, start.warmup, start.data_windows, start.changed], [stoppedAt, 50, 'new: --seed changed', { steps: [1000000, target], seed: [1337, 7] }]);
+
+  // A save cut between its renames (--out renamed aside, the new one not yet in): the run is not
+  // started over from --model; --resume continues the save that was renamed aside.
+  const aside = join(root, '.stopped.old-4242-1');
+  const { rename, readdir } = await import('node:fs/promises');
+  await rename(join(root, 'stopped'), aside);
+  refused([...data, '--out', join(root, 'stopped')], /^train_ddp\.py: --out \S+stopped is missing but its last save is in \S+\.stopped\.old-4242-1 \(a save was cut short\): give --resume to continue it, --force to start over, or another --out$/);
+  const recovered = run([...data, '--out', join(root, 'stopped'), '--resume', '--steps', String(target + 1)]);
+  assert.equal(recovered.status, 0, recovered.stderr);
+  assert.equal(jsonLines(recovered.stdout).find((l) => l.event === 'start').resumed_from, target);
+  assert.equal(JSON.parse(await readFile(join(root, 'stopped', 'trainer_state.json'), 'utf8')).step, target + 1);
+  assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.stopped.')), [], 'the save swept what the cut one left');
 
   // A damaged save is refused before anything starts.
+  const torchSave = (value: string, path: string) => spawnSync(py.python!, ['-c', `import sys, torch; torch.save(${value}, sys.argv[1])`, path]);
+  torchSave("{'state': {}, 'param_groups': []}", join(root, 'stopped', 'optimizer.pt'));
+  refused([...data, '--out', join(root, 'stopped'), '--resume'], /^train_ddp\.py: \S+optimizer\.pt does not hold AdamW's state for this model's \d+ weights \(it has 0\): the save is damaged; give another --out$/);
   await writeFile(join(root, 'stopped', 'optimizer.pt'), 'not a pickle');
   refused([...data, '--out', join(root, 'stopped'), '--resume'], /^train_ddp\.py: \S+optimizer\.pt cannot be read \(.+\): the save is damaged; give another --out$/);
+  const state = JSON.parse(await readFile(join(root, 'stopped', 'trainer_state.json'), 'utf8'));
+  await writeFile(join(root, 'stopped', 'trainer_state.json'), JSON.stringify({ ...state, batch: '4' }));
+  refused([...data, '--out', join(root, 'stopped'), '--resume'], /^train_ddp\.py: \S+trainer_state\.json has batch "4", not a whole number of at least 1: the save is damaged; give another --out, or --force without --resume to start over$/);
+  await writeFile(join(root, 'stopped', 'trainer_state.json'), JSON.stringify({ ...state, step: -3 }));
+  refused([...data, '--out', join(root, 'stopped'), '--resume'], /^train_ddp\.py: \S+trainer_state\.json has step -3, not from 1 to its steps \(\d+\): the save is damaged/);
   await writeFile(join(root, 'stopped', 'trainer_state.json'), '{"step": 3');
   refused([...data, '--out', join(root, 'stopped'), '--resume'], /^train_ddp\.py: \S+trainer_state\.json cannot be read \(.+\): the save is damaged; give another --out, or --force without --resume to start over$/);
+  refused([...data, '--out', join(root, 'no-such-folder', 'out')], /^train_ddp\.py: --out \S+out: cannot write in \S+no-such-folder \(no such folder\), where saves are made$/);
 });
