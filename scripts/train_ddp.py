@@ -430,12 +430,6 @@ def main():
         if not first_rank():
             raise SystemExit(1)  # every rank finds the same mistake: rank 0 says it, once
         raise
-    if args.start_step >= args.steps:
-        if first_rank():
-            print(f"train_ddp.py: the run in --out {args.out} is at step {args.start_step} of --steps {args.steps} already: nothing to train "
-                  "(give a larger --steps to go on)", file=sys.stderr)
-        return
-
     from transformers import AutoModelForCausalLM
 
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -463,6 +457,21 @@ def main():
     torch.manual_seed(args.seed)
     log = (lambda o: print(json.dumps(o), flush=True)) if rank == 0 else (lambda o: None)
     fsdp = args.strategy == "fsdp" and distributed
+
+    if args.start_step and args.source != args.out_path:
+        # The newest save is beside --out, where a cut save left it. Every rank is past its checks
+        # (the all-gather above): rank 0 puts it in place, and every rank reads it there.
+        if rank == 0:
+            put_in_place(args.source, args.out_path)
+            log({"event": "recovered", "from": args.source, "step": args.start_step})
+        if distributed:
+            dist.barrier(group=control)
+        args.source = args.out_path
+    if args.start_step >= args.steps:
+        if rank == 0:
+            print(f"train_ddp.py: the run in --out {args.out} is at step {args.start_step} of --steps {args.steps} already: nothing to train "
+                  "(give a larger --steps to go on)", file=sys.stderr)
+        exit_now(0)  # the process group's gloo threads: see the end of main()
 
     # Loaded on the CPU: fully_shard moves each layer to the GPU as it shards it, so with FSDP no
     # GPU ever holds the whole model.
@@ -638,6 +647,17 @@ def exit_now(code):
     os._exit(code)
 
 
+def put_in_place(folder, out):
+    """Makes `folder` (a whole save beside --out) --out: the --out there is renamed aside first,
+    then `folder` renamed in; what cut saves left beside it goes."""
+    old = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.old-{os.getpid()}-{time.time_ns()}")
+    if os.path.exists(out):
+        os.replace(out, old)
+    os.replace(folder, out)
+    for leftover in staging_folders(out):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def save(args, weights, optimizer, trainer_state):
     """Writes the weights into a plain copy of the model (on the CPU: tied embeddings stay one tensor)
     with the tokenizer files, AdamW's state and the run's position, in a temporary folder beside
@@ -650,7 +670,7 @@ def save(args, weights, optimizer, trainer_state):
     # Named by process and time: a restarted container reuses pids, and a cut save's folder of the
     # same pid may be what this run resumed from.
     stamp = f"{os.getpid()}-{time.time_ns()}"
-    tmp, old = f"{beside}.tmp-{stamp}", f"{beside}.old-{stamp}"
+    tmp = f"{beside}.tmp-{stamp}"
     # args.source may be --out itself (a resumed run): read here, before --out is replaced.
     plain = AutoModelForCausalLM.from_pretrained(args.source, dtype=torch.float32)
     plain.load_state_dict(weights)
@@ -667,14 +687,9 @@ def save(args, weights, optimizer, trainer_state):
     mode = os.stat(os.path.join(tmp, "config.json")).st_mode & 0o777
     for f in os.listdir(tmp):
         os.chmod(os.path.join(tmp, f), mode)
-    if os.path.exists(out):
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-    # --out holds this save whole now: what a cut save left beside it is older, or was never whole.
-    for folder in staging_folders(out):
-        shutil.rmtree(folder, ignore_errors=True)
-    args.source = out  # the model and tokenizer files the next save copies (a resumed run's source may be gone)
+    # --out holds this save whole then: the previous one, and what cut saves left, go.
+    put_in_place(tmp, out)
+    args.source = out  # later saves copy the config and tokenizer files from --out
     print(json.dumps({"event": "saved", "out": args.out, "step": trainer_state["step"]}), flush=True)
 
 def exit_code(e):

@@ -346,9 +346,17 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   refused([...data, '--out', join(root, 'stopped')], /^train_ddp\.py: --out \S+stopped is missing but its last save is in \S+\.stopped\.old-4242-1 \(a save was cut short\): give --resume to continue it, --force to start over, or another --out$/);
   const recovered = run([...data, '--out', join(root, 'stopped'), '--resume', '--steps', String(target + 1)]);
   assert.equal(recovered.status, 0, recovered.stderr);
+  assert.deepEqual(jsonLines(recovered.stdout).find((l) => l.event === 'recovered'), { event: 'recovered', from: aside, step: target });
   assert.equal(jsonLines(recovered.stdout).find((l) => l.event === 'start').resumed_from, target);
   assert.equal(JSON.parse(await readFile(join(root, 'stopped', 'trainer_state.json'), 'utf8')).step, target + 1);
-  assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.stopped.')), [], 'the save swept what the cut one left');
+  assert.deepEqual((await readdir(root)).filter((n) => n.startsWith('.stopped.')), [], 'what the cut save left is gone');
+  // Cut after its last step: nothing to train, and the save is back in place.
+  await rename(join(root, 'stopped'), aside);
+  const done = run([...data, '--out', join(root, 'stopped'), '--resume', '--steps', String(target + 1)]);
+  assert.equal(done.status, 0, done.stderr);
+  assert.match(done.stderr, /is at step \d+ of --steps \d+ already: nothing to train/);
+  assert.equal(JSON.parse(await readFile(join(root, 'stopped', 'trainer_state.json'), 'utf8')).step, target + 1);
+  assert.ok(!existsSync(aside));
 
   // A damaged save is refused before anything starts.
   const torchSave = (value: string, path: string) => spawnSync(py.python!, ['-c', `import sys, torch; torch.save(${value}, sys.argv[1])`, path]);
