@@ -32,7 +32,8 @@ uninterrupted run, on the same world size), and the same command with --resume s
 
 Logs one JSON object per line on rank 0: {"step", "loss", "lr", "tokens_per_s"} and, every
 --eval-every steps and at the end when val shards exist, {"step", "val_loss"}; {"event": "saved"}
-after each save.
+after each save. A save holds the run's step and val records as metrics.jsonl (`minigpt plot
+OUT` draws them).
 """
 import argparse
 import contextlib
@@ -55,7 +56,7 @@ import torch.nn.functional as F
 MAGIC = 20240520
 HEADER_INTS = 256
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
-STATE_FILE, OPTIMIZER_FILE, STATE_FORMAT = "trainer_state.json", "optimizer.pt", "minigpt-train-ddp"
+STATE_FILE, OPTIMIZER_FILE, STATE_FORMAT, METRICS_FILE = "trainer_state.json", "optimizer.pt", "minigpt-train-ddp", "metrics.jsonl"
 # The flags that shape the run, with their defaults (None: derived, see fill_run_settings). A
 # resumed run takes the saved value of each one left out.
 RUN_DEFAULTS = {"steps": 1000, "batch": 8, "accum": 1, "seq_len": None, "lr": 3e-4, "min_lr": None, "warmup": None,
@@ -467,6 +468,15 @@ def main():
         if distributed:
             dist.barrier(group=control)
         args.source = args.out_path
+    # The logged steps and evaluations of the whole run (rank 0), written into each save as
+    # metrics.jsonl, in the records minigpt's runs keep: `minigpt plot OUT` draws the run.
+    history = read_history(args.source, args.start_step) if args.start_step and rank == 0 else []
+
+    def record(o):
+        log(o)
+        if rank == 0:
+            history.append(o)
+
     if args.start_step >= args.steps:
         if rank == 0:
             print(f"train_ddp.py: the run in --out {args.out} is at step {args.start_step} of --steps {args.steps} already: nothing to train "
@@ -606,22 +616,22 @@ def main():
         if step % args.log_every == 0 or step == args.start_step + 1 or step == args.steps or stopped:
             mean = mean_over_ranks(loss.item())
             dt = time.time() - t0
-            log({"step": step, "loss": mean, "lr": lr, "tokens_per_s": (step - args.start_step) * args.batch * args.accum * seq_len * world / max(dt, 1e-9)})
+            record({"step": step, "loss": mean, "lr": lr, "tokens_per_s": (step - args.start_step) * args.batch * args.accum * seq_len * world / max(dt, 1e-9)})
         if stopped:
             log({"event": "stopped", "step": step})
             break
         if args.eval_every and step % args.eval_every == 0 and step != args.steps:
             v = evaluate()
             if v is not None:
-                log({"step": step, "val_loss": v})
+                record({"step": step, "val_loss": v})
         if args.save_every and step % args.save_every == 0 and step != args.steps:
             state = run_state(step)
             if rank == 0:
-                save(args, *state)
+                save(args, *state, history)
     if not stopped:
         v = evaluate()
         if v is not None:
-            log({"step": args.steps, "val_loss": v})
+            record({"step": args.steps, "val_loss": v})
 
     # Gather the state, leave the process group, then rank 0 saves: no collective waits on the
     # (slow) save, so no rank can time out behind it.
@@ -630,7 +640,7 @@ def main():
         dist.barrier()
         dist.destroy_process_group()
     if rank == 0:
-        save(args, *state)
+        save(args, *state, history)
     if stopped and rank == 0:
         print(f"train_ddp.py: stopped at step {step} of {args.steps}; --out {args.out} holds the run: the same command with --resume continues it",
               file=sys.stderr)
@@ -647,6 +657,23 @@ def exit_now(code):
     os._exit(code)
 
 
+def read_history(folder, step):
+    """The metric records a save holds, up to its step (a run saved by an older train_ddp.py has none)."""
+    records = []
+    try:
+        with open(os.path.join(folder, METRICS_FILE), encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= step:
+                    records.append(r)
+    except FileNotFoundError:
+        pass
+    return records
+
+
 def put_in_place(folder, out):
     """Makes `folder` (a whole save beside --out) --out: the --out there is renamed aside first,
     then `folder` renamed in; what cut saves left beside it goes."""
@@ -658,7 +685,7 @@ def put_in_place(folder, out):
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def save(args, weights, optimizer, trainer_state):
+def save(args, weights, optimizer, trainer_state, history):
     """Writes the weights into a plain copy of the model (on the CPU: tied embeddings stay one tensor)
     with the tokenizer files, AdamW's state and the run's position, in a temporary folder beside
     --out; then the previous --out is renamed aside, the new one renamed in, and the previous one
@@ -680,6 +707,8 @@ def save(args, weights, optimizer, trainer_state):
         if os.path.exists(src) and (f != "generation_config.json" or not os.path.exists(os.path.join(tmp, f))):
             shutil.copy(src, os.path.join(tmp, f))
     torch.save(optimizer, os.path.join(tmp, OPTIMIZER_FILE))
+    with open(os.path.join(tmp, METRICS_FILE), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in history)
     with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
         json.dump(trainer_state, f)
     # safetensors writes its file 0600 (a temporary file renamed): as readable as config.json,

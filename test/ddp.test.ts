@@ -183,6 +183,12 @@ test('train_ddp.py saves when stopped, and --resume continues exactly: a DDP run
   assert.deepEqual([saves.step, saves.steps, saves.batch, saves.lr, saves.world_size], [steps + 8, steps + 8, 4, 0.01, 1]);
   assert.ok(Math.abs(logged[0].lr - 0.001 - 0.5 * (0.01 - 0.001) * (1 + Math.cos(Math.PI * (206 - 20) / (208 - 20)))) < 1e-12, `lr ${logged[0].lr}: --lr and the warmup (20) kept`);
 
+  // The save's metrics.jsonl holds the whole run's records, each step once across the stop and the resumes: minigpt plot draws it.
+  const { readMetrics } = await import('../src/train/plot.js');
+  const history = await readMetrics(join(root, 'resumed', 'metrics.jsonl'));
+  assert.deepEqual(history.filter((r) => typeof r.loss === 'number').map((r) => r.step), Array.from({ length: steps + 8 }, (_, i) => i + 1));
+  assert.deepEqual(history.filter((r) => typeof r.val_loss === 'number').map((r) => r.step), [steps, steps + 5, steps + 8]);
+
   // Done already: the same command again says so and leaves --out as it is.
   const done = spawnSync(py.python!, [join(ROOT, 'scripts', 'train_ddp.py'), '--data', join(root, 'shards'), '--out', join(root, 'resumed'), '--resume', '--steps', String(steps + 8)],
     { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
