@@ -24,15 +24,16 @@ flags' values, the model folder, --seq-len against its context, --out (a folder 
 needs --force; one that is or holds the model or the shards is refused), the shards and their
 meta.json against the model's tokenizer. --out is written at the end, every --save-every steps
 and when the run is stopped (Ctrl-C, SIGTERM, SIGHUP or SIGUSR1: every rank finishes its step,
-then they save together and exit 130), through a temporary folder beside it. A save holds the HF model, the
-tokenizer files, AdamW's state (optimizer.pt) and the run's position (trainer_state.json):
+they gather the state, rank 0 saves it and exits 130), through a temporary folder beside it. A
+save holds the HF model, the tokenizer files, AdamW's state (optimizer.pt) and the run's position (trainer_state.json):
 --resume continues it exactly where it stopped (the same updates and the same data windows as an
 uninterrupted run, on the same world size), and the same command with --resume starts from
 --model while --out holds no save yet, so a job that is requeued can always run it.
 
-Logs one JSON object per line on rank 0: {"step", "loss", "lr", "tokens_per_s"} and, every
---eval-every steps and at the end when val shards exist, {"step", "val_loss"}; {"event": "saved"}
-after each save. A save holds the run's step and val records as metrics.jsonl (`minigpt plot
+Logs one JSON object per line on rank 0: {"event": "start", ...} (the setup, and what a resume
+continues and changed), {"step", "loss", "lr", "tokens_per_s"} and, every --eval-every steps and
+at the end when val shards exist, {"step", "val_loss"}; {"event": "saved"} after each save,
+{"event": "stopped"} on a stop and {"event": "recovered"} when a cut save was put back in place. A save holds the run's step and val records as metrics.jsonl (`minigpt plot
 OUT` draws them).
 """
 import argparse
@@ -183,8 +184,9 @@ def lr_at(step, args):
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-INT_SETTINGS = {"steps": 0, "batch": 1, "accum": 1, "seq_len": 1, "warmup": 0}  # the least each may be
-FLOAT_SETTINGS = ["lr", "min_lr", "weight_decay", "grad_clip"]
+INT_SETTINGS = {"steps": 1, "batch": 1, "accum": 1, "seq_len": 1, "warmup": 0, "seed": 0}  # the least each may be
+FLOAT_SETTINGS = ["lr", "min_lr", "weight_decay", "grad_clip"]  # each at least 0
+INT_FLAGS = {**INT_SETTINGS, "log_every": 1, "eval_every": 0, "eval_batches": 1, "save_every": 0, "dist_timeout": 1}
 
 
 def staging_folders(out):
@@ -231,8 +233,8 @@ def save_problem(saved, folder):
     for k in FLOAT_SETTINGS:
         if not (number(saved.get(k)) and saved[k] >= 0):
             return f"has {k} {json.dumps(saved.get(k))}, not a number of at least 0"
-    if not whole(saved.get("seed")) or saved.get("amp") not in ("none", "bf16"):
-        return "has a seed that is not a whole number or an amp that is neither none nor bf16"
+    if saved.get("amp") not in ("none", "bf16"):
+        return f"has amp {json.dumps(saved.get('amp'))}, neither none nor bf16"
     if not (whole(saved.get("step")) and 1 <= saved["step"] <= saved["steps"]):
         return f"has step {json.dumps(saved.get('step'))}, not from 1 to its steps ({saved['steps']})"
     positions = saved.get("data_positions")
@@ -286,12 +288,16 @@ def first_rank():
 
 def fill_run_settings(args, saved):
     """Flags left out take the saved run's values when resuming, else their defaults (--min-lr:
-    --lr / 10; --warmup: 50 or a tenth of --steps when that is fewer)."""
+    --lr / 10; --warmup: 50 or a tenth of --steps when that is fewer). A run whose --min-lr was
+    --lr / 10 keeps it so: a new --lr moves it too."""
+    lr_given, args.min_lr_given = args.lr is not None, args.min_lr is not None
+    derive_min_lr = not args.min_lr_given and (not saved or (lr_given and saved.get("min_lr_derived", False)))
     for k, default in RUN_DEFAULTS.items():
         if getattr(args, k) is None:
             setattr(args, k, saved[k] if saved else default)
-    if args.min_lr is None:
+    if derive_min_lr:
         args.min_lr = args.lr / 10
+    args.min_lr_derived = not args.min_lr_given and (derive_min_lr or bool(saved and saved.get("min_lr_derived", False)))
     if args.warmup is None:
         args.warmup = min(50, args.steps // 10)
     # Said in the start line: a run resumed with other settings goes on, but not as it would have.
@@ -318,16 +324,16 @@ def check_setup(args):
     args.source = save_dir if saved else args.model
     args.start_step = saved["step"] if saved else 0
     args.saved_positions = saved.get("data_positions") if saved else None
-    for name, value, least in [("steps", args.steps, 0), ("batch", args.batch, 1), ("accum", args.accum, 1), ("warmup", args.warmup, 0), ("log-every", args.log_every, 1),
-                               ("eval-every", args.eval_every, 0), ("eval-batches", args.eval_batches, 1), ("save-every", args.save_every, 0),
-                               ("dist-timeout", args.dist_timeout, 1)] + ([("seq-len", args.seq_len, 1)] if args.seq_len is not None else []):
-        if value < least:
-            fail(f"--{name} must be at least {least} (got {value})")
-    for name, value in [("lr", args.lr), ("min-lr", args.min_lr), ("weight-decay", args.weight_decay), ("grad-clip", args.grad_clip)]:
-        if not (math.isfinite(value) and value >= 0):
-            fail(f"--{name} must be a number of at least 0 (got {value})")
+    flag = lambda k: "--" + k.replace("_", "-")
+    for k, least in INT_FLAGS.items():
+        if getattr(args, k) is not None and getattr(args, k) < least:
+            fail(f"{flag(k)} must be at least {least} (got {getattr(args, k)})")
+    for k in FLOAT_SETTINGS:
+        if not (math.isfinite(getattr(args, k)) and getattr(args, k) >= 0):
+            fail(f"{flag(k)} must be a number of at least 0 (got {getattr(args, k)})")
     if args.lr == 0 or args.min_lr > args.lr:
-        fail(f"--lr must be above 0 and at least --min-lr (got --lr {args.lr}, --min-lr {args.min_lr})")
+        whose = " (the run's)" if saved and not args.min_lr_given else ""
+        fail(f"--lr must be above 0 and at least --min-lr (got --lr {args.lr}, --min-lr {args.min_lr}{whose})")
     if args.amp == "bf16" and not torch.cuda.is_available():
         fail("--amp bf16 needs CUDA; without a GPU the run is F32 (leave --amp out)")
 
@@ -378,7 +384,10 @@ def check_setup(args):
         if not isinstance(state, dict) or set(state) != params or not isinstance(groups, list) or len(groups) != 2:
             held = len(state) if isinstance(state, dict) else 0
             fail(f"{path} does not hold AdamW's state for this model's {len(params)} weights (it has {held}): the save is damaged; give another --out")
-    return seq_len, vocab, usable_shards(train_paths, seq_len, "train"), usable_shards(val_paths, seq_len, "val") if val_paths else None
+    shards = usable_shards(train_paths, seq_len, "train"), usable_shards(val_paths, seq_len, "val") if val_paths else None
+    if args.force and not args.resume and first_rank():
+        sweep_staging(out)  # the run --force replaces: a cut save of it must not be resumed later
+    return (seq_len, vocab) + shards
 
 
 # Ctrl-C, SIGTERM (a scheduler's preemption), SIGHUP (the terminal closed) or SIGUSR1 (what Slurm's
@@ -574,7 +583,7 @@ def main():
             positions = [None] * world
             dist.all_gather_object(positions, train.position(), group=control)
         settings = {k: getattr(args, k) for k in RUN_DEFAULTS}
-        return weights, optimizer, {"format": STATE_FORMAT, "step": step, **settings, "seq_len": seq_len, "world_size": world,
+        return weights, optimizer, {"format": STATE_FORMAT, "step": step, **settings, "seq_len": seq_len, "min_lr_derived": args.min_lr_derived, "world_size": world,
                                     "strategy": args.strategy if distributed else "single", "data_positions": positions}
 
     def gradient_sync(on):
@@ -647,7 +656,9 @@ def main():
     # Exit from here: returning (or raising) would free this frame's DDP reducer, whose gloo process
     # group joins its worker thread, which may be freeing a collective's tensors and wait for the
     # GIL this thread holds: the rank hangs.
-    exit_now(130 if stopped else 0)
+    # The other ranks are done once the state is gathered: they exit 0 (torchrun would take a 130
+    # as a failed rank and end rank 0 while it saves); rank 0 says the run was stopped.
+    exit_now(130 if stopped and rank == 0 else 0)
 
 
 def exit_now(code):
@@ -674,13 +685,38 @@ def read_history(folder, step):
     return records
 
 
+def staging_path(out, kind):
+    """A new staging folder's name beside --out (kind tmp or old; see staging_folders). Named by
+    process and time: a restarted container reuses pids, and a cut save's folder of the same pid
+    may be what this run resumed from."""
+    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.{kind}-{os.getpid()}-{time.time_ns()}")
+
+
+def sync_to_disk(path):
+    """fsync: a file, or a folder (its entries) and the files in it, so a crash of the machine
+    cannot leave a save that looks whole with a file cut short."""
+    if os.path.isdir(path):
+        for name in os.listdir(path):
+            if os.path.isfile(os.path.join(path, name)):
+                sync_to_disk(os.path.join(path, name))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def put_in_place(folder, out):
     """Makes `folder` (a whole save beside --out) --out: the --out there is renamed aside first,
     then `folder` renamed in; what cut saves left beside it goes."""
-    old = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.old-{os.getpid()}-{time.time_ns()}")
     if os.path.exists(out):
-        os.replace(out, old)
+        os.replace(out, staging_path(out, "old"))
     os.replace(folder, out)
+    sync_to_disk(os.path.dirname(out) or ".")
+    sweep_staging(out)
+
+
+def sweep_staging(out):
     for leftover in staging_folders(out):
         shutil.rmtree(leftover, ignore_errors=True)
 
@@ -693,11 +729,7 @@ def save(args, weights, optimizer, trainer_state, history):
     from transformers import AutoModelForCausalLM
 
     out = args.out_path
-    beside = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}")
-    # Named by process and time: a restarted container reuses pids, and a cut save's folder of the
-    # same pid may be what this run resumed from.
-    stamp = f"{os.getpid()}-{time.time_ns()}"
-    tmp = f"{beside}.tmp-{stamp}"
+    tmp = staging_path(out, "tmp")
     # args.source may be --out itself (a resumed run): read here, before --out is replaced.
     plain = AutoModelForCausalLM.from_pretrained(args.source, dtype=torch.float32)
     plain.load_state_dict(weights)
@@ -717,6 +749,7 @@ def save(args, weights, optimizer, trainer_state, history):
     for f in os.listdir(tmp):
         os.chmod(os.path.join(tmp, f), mode)
     # --out holds this save whole then: the previous one, and what cut saves left, go.
+    sync_to_disk(tmp)
     put_in_place(tmp, out)
     args.source = out  # later saves copy the config and tokenizer files from --out
     print(json.dumps({"event": "saved", "out": args.out, "step": trainer_state["step"]}), flush=True)
@@ -725,7 +758,7 @@ def exit_code(e):
     """The exit status for how main() ended (saying why on stderr where it has something to say)."""
     if isinstance(e, KeyboardInterrupt):
         if first_rank():
-            print("\ntrain_ddp.py: stopped before training began; --out is as it was", file=sys.stderr)
+            print("\ntrain_ddp.py: stopped before training began; nothing was trained or saved", file=sys.stderr)
         return 130
     if isinstance(e, SystemExit):
         if isinstance(e.code, int) or e.code is None:

@@ -97,6 +97,11 @@ async function exportedModelAndShards(prefix: string) {
   return { root, text };
 }
 
+/** train_ddp.py run as one process, without torchrun. */
+const trainDdp = (python: string, args: string[]) => spawnSync(python, [join(ROOT, 'scripts', 'train_ddp.py'), ...args], {
+  encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' },
+});
+
 /** train_ddp.py's JSON lines. */
 const jsonLines = (out: string) => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
 
@@ -136,7 +141,8 @@ test('train_ddp.py saves when stopped, and --resume continues exactly: a DDP run
   const { root } = await exportedModelAndShards('minigpt-ddp-resume-');
   const steps = 200;
   const common = ['--model', join(root, 'hf'), '--data', join(root, 'shards'), '--batch', '4', '--lr', '1e-2', '--log-every', '1', '--eval-batches', '1', '--dist-timeout', '120'];
-  const straight = await torchrun(py.python!, [...common, '--out', join(root, 'straight'), '--steps', String(steps)]);
+  // Periodic saves and evaluations in the run straight through: they change nothing in its training.
+  const straight = await torchrun(py.python!, [...common, '--out', join(root, 'straight'), '--steps', String(steps), '--save-every', '50', '--eval-every', '50']);
   assert.equal(straight.code, 0, straight.err.slice(-3000));
 
   // The same command with --resume, first while --out holds nothing: it starts from --model.
@@ -171,8 +177,7 @@ test('train_ddp.py saves when stopped, and --resume continues exactly: a DDP run
   assert.equal(fsdp.code, 0, fsdp.err.slice(-3000));
   assert.deepEqual(jsonLines(fsdp.out).filter((l) => typeof l.loss === 'number').map((l) => l.step), [201, 202, 203, 204, 205]);
   assert.deepEqual(jsonLines(fsdp.out).find((l) => l.event === 'start').changed, { steps: [steps, steps + 5] });
-  const single = spawnSync(py.python!, [join(ROOT, 'scripts', 'train_ddp.py'), '--data', join(root, 'shards'), '--out', join(root, 'resumed'), '--resume', '--steps', String(steps + 8), '--log-every', '1'],
-    { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  const single = trainDdp(py.python!, ['--data', join(root, 'shards'), '--out', join(root, 'resumed'), '--resume', '--steps', String(steps + 8), '--log-every', '1']);
   assert.equal(single.status, 0, single.stderr);
   const singleStart = jsonLines(single.stdout).find((l) => l.event === 'start');
   assert.equal(singleStart.resumed_from, steps + 5);
@@ -190,8 +195,7 @@ test('train_ddp.py saves when stopped, and --resume continues exactly: a DDP run
   assert.deepEqual(history.filter((r) => typeof r.val_loss === 'number').map((r) => r.step), [steps, steps + 5, steps + 8]);
 
   // Done already: the same command again says so and leaves --out as it is.
-  const done = spawnSync(py.python!, [join(ROOT, 'scripts', 'train_ddp.py'), '--data', join(root, 'shards'), '--out', join(root, 'resumed'), '--resume', '--steps', String(steps + 8)],
-    { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  const done = trainDdp(py.python!, ['--data', join(root, 'shards'), '--out', join(root, 'resumed'), '--resume', '--steps', String(steps + 8)]);
   assert.equal(done.status, 0, done.stderr);
   assert.match(done.stderr.trim(), /^train_ddp\.py: the run in --out \S+ is at step 208 of --steps 208 already: nothing to train \(give a larger --steps to go on\)$/);
   assert.equal(done.stdout, '');
@@ -247,9 +251,7 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   await mkdir(join(root, 'kept'));
   await writeFile(join(root, 'kept', 'notes.txt'), 'mine');
   const script = join(ROOT, 'scripts', 'train_ddp.py');
-  const run = (args: string[]) => spawnSync(py.python!, [script, '--model', join(root, 'hf'), '--batch', '2', '--eval-batches', '1', ...args], {
-    encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' },
-  });
+  const run = (args: string[]) => trainDdp(py.python!, ['--model', join(root, 'hf'), '--batch', '2', '--eval-batches', '1', ...args]);
   const refused = (args: string[], message: RegExp) => {
     const r = run(args);
     assert.equal(r.status, 1, r.stderr);
@@ -263,6 +265,7 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   refused([...data, '--out', root, '--force'], /^train_ddp\.py: --out \S+ is or holds the --model folder/);
   refused([...data, '--out', join(root, 'hf', '..', 'shards'), '--force'], /^train_ddp\.py: --out \S+ is or holds the shards' folder: its saves would delete them; give another --out$/);
   refused([...data, '--out', join(root, 'o'), '--eval-batches', '0'], /^train_ddp\.py: --eval-batches must be at least 1 \(got 0\)$/);
+  refused([...data, '--out', join(root, 'o'), '--steps', '0'], /^train_ddp\.py: --steps must be at least 1 \(got 0\)$/);
   refused([...data, '--out', join(root, 'o'), '--lr', '1e-3', '--min-lr', '1'], /^train_ddp\.py: --lr must be above 0 and at least --min-lr \(got --lr 0\.001, --min-lr 1\.0\)$/);
   refused([...data, '--out', join(root, 'o'), '--seq-len', '17'], /^train_ddp\.py: --seq-len 17 is longer than the model's context \(16, its max_position_embeddings\): give at most 16$/);
   refused(['--data', join(root, 'short-val'), '--out', join(root, 'o')], /^train_ddp\.py: no val shard holds a window of 17 tokens \(--seq-len 16 \+ 1\): \S+val_000000\.bin$/);
@@ -304,7 +307,7 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
 
   // --resume: a folder of other files is no save; without a save, --model is needed.
   refused([...data, '--out', join(root, 'kept'), '--resume'], /^train_ddp\.py: --out \S+kept already holds files but no train_ddp\.py save to resume: give --force to replace the folder, or another --out$/);
-  const noModel = spawnSync(py.python!, [script, ...data, '--out', join(root, 'o'), '--resume'], { encoding: 'utf8' });
+  const noModel = trainDdp(py.python!, [...data, '--out', join(root, 'o'), '--resume']);
   assert.equal(noModel.status, 1);
   assert.match(noModel.stderr.trim(), /^train_ddp\.py: --model is needed: give the HF folder to start from \(--resume: --out \S+ holds no save yet\)$/);
 
@@ -336,13 +339,15 @@ test('train_ddp.py checks its setup before training (--out, --seq-len, short or 
   assert.equal(JSON.parse(await readFile(join(root, 'stopped', 'trainer_state.json'), 'utf8')).step, stoppedAt);
   assert.deepEqual(jsonLines(out).find((l) => l.event === 'stopped'), { event: 'stopped', step: stoppedAt });
 
-  // Resumed with a smaller --steps and another --seed: the warmup stays the run's (50, not a tenth
-  // of the new total), the new seed draws new windows, and the start line says what changed.
+  // Resumed with a smaller --steps, another --lr and another --seed: the warmup stays the run's (50,
+  // not a tenth of the new total), --min-lr (the default, --lr / 10) follows the new --lr, the new
+  // seed draws new windows, and the start line says what changed.
   const target = stoppedAt + 2;
-  const resumed = run([...data, '--out', join(root, 'stopped'), '--resume', '--steps', String(target), '--seed', '7']);
+  const resumed = run([...data, '--out', join(root, 'stopped'), '--resume', '--steps', String(target), '--seed', '7', '--lr', '1e-3']);
   assert.equal(resumed.status, 0, resumed.stderr);
   const start = jsonLines(resumed.stdout).find((l) => l.event === 'start');
-  assert.deepEqual([start.resumed_from, start.warmup, start.data_windows, start.changed], [stoppedAt, 50, 'new: --seed changed', { steps: [1000000, target], seed: [1337, 7] }]);
+  assert.deepEqual([start.resumed_from, start.warmup, start.data_windows, start.changed],
+    [stoppedAt, 50, 'new: --seed changed', { steps: [1000000, target], lr: [3e-4, 1e-3], min_lr: [3e-4 / 10, 1e-3 / 10], seed: [1337, 7] }]);
 
   // A save cut between its renames (--out renamed aside, the new one not yet in): the run is not
   // started over from --model; --resume continues the save that was renamed aside.
