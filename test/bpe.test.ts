@@ -303,4 +303,10 @@ test('`minigpt tokenizer` trains, encodes and decodes', async (t) => {
   await writeFile(join(dir, 'broken.json'), '{"type": "bpe",');
   await assert.rejects(cli(['encode', '--tokenizer', join(dir, 'broken.json'), '--text', 'x']), /broken\.json: not valid JSON/);
   await assert.rejects(cli(['decode', '--tokenizer', 'gpt2', '--ids', '1 x']), /"x" is not a token id/);
+  await assert.rejects(cli(['decode', '--tokenizer', 'gpt2', '--ids', ',']), /--ids "," holds no token id/);
+  await assert.rejects(cli(['decode', '--tokenizer', 'gpt2', '--ids', '1 100000000000000000000000']), /token id 100000000000000000000000 is out of range; valid ids are 0 to 50256/);
+  // A JSONL file's field, as train reads it.
+  await writeFile(join(dir, 'body.jsonl'), '{"body": "Hello world"}\n');
+  await cli(['encode', '--tokenizer', 'gpt2', '--file', join(dir, 'body.jsonl'), '--text-field', 'body']);
+  assert.equal(lines.pop(), '[15496,995]');
 });

@@ -348,6 +348,18 @@ test('cleanText with every step off returns the text unchanged', () => {
   assert.equal(cleanText(messy, ALL_OFF), messy);
 });
 
+test('cleanText makes each unpaired surrogate U+FFFD whatever the steps, before removing controls (which would join two into a character); pairs stay', async () => {
+  assert.equal(cleanText('x\ud800y\udc00', ALL_OFF), 'x\ufffdy\ufffd');
+  assert.equal(cleanText('a\udb7e\u001c\ude0bb'), 'a\ufffd\ufffdb');
+  assert.equal(cleanText('\u{1F600}\ud83d\ude00', ALL_OFF), '\u{1F600}\u{1F600}');
+  // A JSONL record's "\ud800" reaches a char vocabulary as U+FFFD, which an HF tokenizer.json can hold.
+  const { cleanDocuments } = await import('../src/data/documents.js');
+  const { buildCharTokenizer, END_OF_TEXT } = await import('../src/data/tokenizer.js');
+  const [doc] = cleanDocuments(['lone \ud800 high'], END_OF_TEXT);
+  const vocab = buildCharTokenizer(doc!).toJSON() as unknown as { vocab: string[] };
+  assert.ok(vocab.vocab.includes('\ufffd') && !vocab.vocab.some((c) => /[\ud800-\udfff]/.test(c)), JSON.stringify(vocab.vocab));
+});
+
 test('cleanText nfc composes a base letter and combining accent into one character', () => {
   assert.equal(cleanText('Cafe\u0301', { ...ALL_OFF, nfc: true }), 'Caf\u00e9');
   assert.equal(cleanText('Cafe\u0301', { ...ALL_OFF }), 'Cafe\u0301');

@@ -7,6 +7,7 @@ import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { MinigptError, adviceFor, check, checkOptionNames, optionSetting, shownValue } from '../errors.js';
 import { checkNodeOnly } from '../util/runtime.js';
+import { toWellFormed } from './bpe.js';
 
 export interface LoadTextOptions {
   /** Field of each JSONL object that holds the text; default "text". */
@@ -454,11 +455,16 @@ export function checkCleanOptions(opts: unknown): void {
   for (const [k, v] of Object.entries(opts ?? {})) check(v === undefined || typeof v === 'boolean', () => `clean option ${k} must be true or false (got ${shownValue(v)})`);
 }
 
-/** Normalizes text before tokenization; see CleanOptions for the steps. */
+/**
+ * Normalizes text before tokenization; see CleanOptions for the steps. Whatever the steps (none
+ * too), each unpaired surrogate (a JSON string's "\ud800", a string in memory) first becomes U+FFFD,
+ * as writing the text as UTF-8 makes it: no tokenizer or export can hold one, and removing a
+ * control character between two must not join them into a character the text never had.
+ */
 export function cleanText(text: string, opts: Partial<CleanOptions> = {}): string {
   checkCleanOptions(opts);
   const o: CleanOptions = { ...DEFAULT_CLEAN, ...opts };
-  let out = text;
+  let out = toWellFormed(text);
   if (o.newlines) out = out.replace(/\r\n?/g, '\n');
   if (o.pageBreaks) out = out.replace(PAGE_BREAKS, '\n');
   if (o.controlChars) out = out.replace(CONTROL_CHARS, '');

@@ -16,7 +16,7 @@ import { loadCheckpoint } from '../../io/checkpoint.js';
 /** Which flags each subcommand takes; anything else given is a mistake worth naming. */
 const SUBCOMMAND_FLAGS: Record<string, readonly string[]> = {
   train: ['data', 'vocab', 'out', 'force', 'text-field', 'no-eot', 'invalid-utf8', 'clean'],
-  encode: ['tokenizer', 'text', 'file', 'allow-special', 'pieces', 'invalid-utf8'],
+  encode: ['tokenizer', 'text', 'file', 'allow-special', 'pieces', 'invalid-utf8', 'text-field'],
   decode: ['tokenizer', 'ids'],
 };
 
@@ -28,7 +28,7 @@ export const tokenizerCommand: CommandSpec = {
   summary: 'train a byte-level BPE tokenizer on your text, or encode/decode with a tokenizer',
   usage: [
     'minigpt tokenizer train --data PATH --vocab N --out FILE [--force] [--no-eot] [--text-field NAME] [--clean STEPS]',
-    '       minigpt tokenizer encode --tokenizer FILE|DIR|gpt2 (--text STRING | --file PATH) [--allow-special] [--pieces]',
+    '       minigpt tokenizer encode --tokenizer FILE|DIR|gpt2 (--text STRING | --file PATH) [--allow-special] [--pieces] [--text-field NAME]',
     '       minigpt tokenizer decode --tokenizer FILE|DIR|gpt2 --ids "ID ID ..."',
   ].join('\n'),
   positionals: true,
@@ -37,13 +37,13 @@ export const tokenizerCommand: CommandSpec = {
     vocab: { type: 'int', min: 257, max: MAX_BPE_VOCAB, value: 'N', description: 'train: tokens in all (256 bytes + merges + <|endoftext|>)' },
     out: { type: 'string', value: 'FILE', description: 'train: where to write the tokenizer JSON' },
     force: { type: 'boolean', description: 'train: replace --out even if it is not a tokenizer file (an existing tokenizer is replaced anyway)' },
-    'text-field': { type: 'string', value: 'NAME', description: 'train: field holding the text in .jsonl files', default: 'text' },
+    'text-field': { type: 'string', value: 'NAME', description: 'train/encode: field holding the text in .jsonl files', default: 'text' },
     'no-eot': { type: 'boolean', description: `train: no ${END_OF_TEXT} special token` },
     'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: 'train/encode: invalid UTF-8 in the file: stop with an error, or replace it and warn' },
     clean: { ...TEXT_FLAGS.clean!, description: `train: ${TEXT_FLAGS.clean!.description} (give the one training will use)` },
     tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint or run folder, a checkpoint .zip, a shards folder from prepare, or gpt2' },
     text: { type: 'string', value: 'STRING', description: 'encode: the text', allowEmpty: true },
-    file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text' },
+    file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text (a .jsonl file or a folder: its documents joined by a blank line); encoded as it is, without the cleaning sample and eval give a prompt' },
     'allow-special': { type: 'boolean', description: `encode: ${END_OF_TEXT} in the text becomes its special token (default: plain text)` },
     pieces: { type: 'boolean', description: 'encode: print each token with its text, one per line' },
     ids: { type: 'string', value: 'IDS', description: 'decode: token ids, separated by spaces or commas' },
@@ -113,7 +113,9 @@ async function train(v: FlagValues): Promise<void> {
 async function encode(v: FlagValues): Promise<void> {
   const tokenizer = await loadTokenizer(v.tokenizer);
   check((v.text === undefined) !== (v.file === undefined), 'give exactly one of --text STRING or --file PATH: the text to encode');
-  const text = v.text !== undefined ? (v.text as string) : await loadText(v.file as string, { invalidUtf8: v['invalid-utf8'] as 'error' | 'replace', onWarning: warn });
+  const text = v.text !== undefined
+    ? (v.text as string)
+    : await loadText(v.file as string, { textField: v['text-field'] as string, invalidUtf8: v['invalid-utf8'] as 'error' | 'replace', onWarning: warn });
   const ids = tokenizer.encode(text, v['allow-special'] ? { allowedSpecial: 'all' } : {});
   if (!v.pieces) {
     console.log(JSON.stringify(Array.from(ids)));
@@ -126,8 +128,11 @@ async function decode(v: FlagValues): Promise<void> {
   const tokenizer = await loadTokenizer(v.tokenizer);
   check(typeof v.ids === 'string', '--ids is required: the token ids to decode, e.g. --ids "15496 995"');
   const parts = v.ids.replace(/^\s*\[|\]\s*$/g, '').split(/[\s,]+/).filter((p) => p !== '');
+  check(parts.length > 0, () => `--ids ${JSON.stringify(v.ids)} holds no token id; give whole numbers separated by spaces or commas`);
   const ids = parts.map((p) => {
     check(/^\d+$/.test(p), `--ids: "${p}" is not a token id; give whole numbers separated by spaces or commas`);
+    // Past any vocabulary (2^21 at most), and past what Number shows digit for digit.
+    check(p.length <= 9, () => `--ids: token id ${p} is out of range; valid ids are 0 to ${tokenizer.vocabSize - 1}`);
     return Number(p);
   });
   console.log(tokenizer.decode(ids));
