@@ -204,6 +204,26 @@ test('a corpus on one line (no safe cut after the split point) still gets about 
   });
 });
 
+test('long lines and one big JSONL record: validation is about --val-fraction (not the 1-token newline at the end, not the whole record), and every kind still equals the in-memory encoding', async () => {
+  await withTempDir(async (dir) => {
+    const r = rng(23);
+    const words = ['alpha', 'beta,', 'gamma.', 'δέλτα', '日本', "it's"];
+    const line = () => Array.from({ length: 2_000 }, () => words[Math.floor(r() * words.length)]).join(' ');
+    // Ten ~13k-character lines, each ending in a newline: the split point falls inside the last one.
+    await writeFile(join(dir, 'books.txt'), Array.from({ length: 10 }, line).join('\n') + '\n');
+    await writeFile(join(dir, 'one.jsonl'), `${JSON.stringify({ text: Array.from({ length: 6 }, line).join('\n') })}\n`);
+    for (const data of ['books.txt', 'one.jsonl']) {
+      for (const tokenizer of ['char', 'gpt2'] as const) {
+        const { opened, out } = await roundTrip(dir, join(dir, data), { tokenizer, chunkBytes: 1000, valFraction: 0.1 });
+        const share = opened.val.length / (opened.train.length + opened.val.length);
+        assert.ok(share > 0.07 && share < 0.13, `${data}, ${tokenizer}: validation is ${(share * 100).toFixed(2)}% of the tokens`);
+        opened.close();
+        await rm(out, { recursive: true });
+      }
+    }
+  });
+});
+
 test('page breaks (form feed, vertical tab, NEL) round-trip through the streaming cleaner as the in-memory cleaning makes them, at any chunk size', async () => {
   await withTempDir(async (dir) => {
     const file = join(dir, 'pages.txt');

@@ -22,11 +22,16 @@
  * documents joined by a blank line and cleaned for char, each document cleaned on its own with
  * <|endoftext|> between them for gpt2 and bpe), for all three kinds. A document's end is a cut
  * too. Only a text with no safe cut for 16M characters (e.g. a 16M-character line) is cut
- * elsewhere, between two non-space characters (ASCII letters or digits when there are any); only
- * the byte-level kinds can then tokenize a word differently.
+ * elsewhere: before a single space between two non-space characters (where the GPT-2
+ * pre-tokenizer splits too, so the tokens are still the same), else between two ASCII letters or
+ * digits, else two non-space characters; only the byte-level kinds can then tokenize a word
+ * differently. The validation split point is cut the same way when no safe cut is near it.
  *
- * Validation split: the last `valFraction` of the input bytes, from the first safe cut at or
- * after that byte, is the validation part (in-memory training splits the last 10% of tokens).
+ * Validation split: the last `valFraction` of the input bytes is the validation part, from a safe
+ * cut within 4096 characters of that byte (the first after it, else the last before it), else
+ * from a cut there between two non-space characters as above (in-memory training splits the
+ * last 10% of tokens). A JSONL record that holds the split point is split at the same share of
+ * its text as the point's share of its line.
  */
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
@@ -205,7 +210,7 @@ const MARK = /\p{M}/u;
 /** Hangul jamo, which NFC composes with the character before them. */
 const isJamo = (c: number): boolean => (c >= 0x1100 && c <= 0x11ff) || (c >= 0xa960 && c <= 0xa97f) || (c >= 0xd7b0 && c <= 0xd7ff);
 
-/** How far before the split point a safe cut may start validation when none follows it. */
+/** How far from the split point a safe cut may start validation. */
 const NEAR_SPLIT_CHARS = 4096;
 
 class StreamCleaner {
@@ -311,24 +316,26 @@ class StreamCleaner {
   }
 
   /**
-   * A cut between two characters that cleaning leaves alone, searched from `from` toward `to`:
-   * two ASCII letters or digits if there are any, else two non-space, non-control characters.
+   * A cut that cleaning leaves alone, searched from `from` toward `to`: before a single space
+   * between two such characters if there is one (the GPT-2 pre-tokenizer splits there too, so
+   * every kind of tokenizer makes the same tokens), else between two ASCII letters or digits,
+   * else between two non-space, non-control characters.
    */
   private relaxedCut(s: string, from: number, to: number): number {
     const step = to >= from ? 1 : -1;
     const inRange = (p: number) => (step > 0 ? p <= to : p >= to);
-    const ok = (p: number, strict: boolean): boolean => {
+    const plainBefore = (x: number) => !isWhitespace(x) && !isControl(x) && !(x >= 0xd800 && x <= 0xdbff);
+    const plainAfter = (y: number) => !isWhitespace(y) && !isControl(y) && !isSurrogate(y) && !isJamo(y) && !MARK.test(String.fromCharCode(y));
+    const ok = (p: number, kind: 'space' | 'alnum' | 'plain'): boolean => {
       if (p <= 0 || p >= s.length) return false;
       const x = s.charCodeAt(p - 1);
       const y = s.charCodeAt(p);
-      if (strict) return isAsciiAlnum(x) && isAsciiAlnum(y);
-      return (
-        !isWhitespace(x) && !isControl(x) && !(x >= 0xd800 && x <= 0xdbff) &&
-        !isWhitespace(y) && !isControl(y) && !isSurrogate(y) && !isJamo(y) && !MARK.test(String.fromCharCode(y))
-      );
+      if (kind === 'space') return y === 0x20 && p + 1 < s.length && plainBefore(x) && plainAfter(s.charCodeAt(p + 1));
+      if (kind === 'alnum') return isAsciiAlnum(x) && isAsciiAlnum(y);
+      return plainBefore(x) && plainAfter(y);
     };
-    for (const strict of [true, false]) {
-      for (let p = from, n = 0; inRange(p) && n < 1 << 22; p += step, n++) if (ok(p, strict)) return p;
+    for (const kind of ['space', 'alnum', 'plain'] as const) {
+      for (let p = from, n = 0; inRange(p) && n < 1 << 22; p += step, n++) if (ok(p, kind)) return p;
     }
     // Only whitespace and controls: cut anywhere not inside CRLF or a surrogate pair.
     let p = Math.min(Math.max(from, 1), s.length - 1);
@@ -362,14 +369,18 @@ class StreamCleaner {
   private drain(final: boolean): void {
     const maxPending = this.maxPending;
     if (this.splitAt >= 0) {
+      // Validation starts at a safe cut within NEAR_SPLIT_CHARS of the split point: the first one
+      // after it, else the last one before it, else a relaxed cut at it. (Any safe cut after it, or
+      // before it, could lie a whole long line away: the newline ending a corpus of long lines left
+      // 1 token of validation, and a cut far before it once put 45% of a one-line corpus there.)
       let cut = this.firstSafeCut(this.pending, this.searched);
-      if (cut < 0 && (final || this.pending.length - this.splitAt >= maxPending)) {
-        // No safe cut after the split point: one shortly before it, else a relaxed cut at it. (The
-        // last safe cut anywhere before it, or the start of `pending`, could lie up to maxPending
-        // characters back: a long line put 45% of a one-line corpus into validation.)
+      if (cut - this.splitAt > NEAR_SPLIT_CHARS) cut = -1;
+      if (cut < 0 && (final || this.pending.length - this.splitAt > NEAR_SPLIT_CHARS)) {
         cut = this.lastSafeCut(this.pending.slice(0, this.splitAt + 1), Math.max(0, this.splitAt - NEAR_SPLIT_CHARS));
         if (cut < 0) {
-          cut = this.splitAt >= this.pending.length ? this.pending.length : this.relaxedCut(this.pending, this.splitAt, this.pending.length - 1);
+          cut = this.splitAt >= this.pending.length
+            ? this.pending.length
+            : this.relaxedCut(this.pending, this.splitAt, Math.min(this.pending.length - 1, this.splitAt + NEAR_SPLIT_CHARS));
         }
       }
       if (cut < 0) {
@@ -426,12 +437,24 @@ interface StreamOptions {
 class JsonlReader {
   private carry = '';
   private lineNo = 0;
+  /** Characters of the line being read when the split point came; -1: it has not come, or is placed. */
+  private splitInLine = -1;
   documents = 0;
   constructor(
     private readonly path: string,
     private readonly textField: string,
-    private readonly out: (document: string) => void,
+    /** A record's text; `splitAt`: where in it validation starts, when the split point falls in its line. */
+    private readonly out: (document: string, splitAt?: number) => void,
   ) {}
+
+  /**
+   * The split point is here, in the middle of the line being read (or at its start): it falls at
+   * the same share of the line's record text as of the line (a big record is split, not put in
+   * validation whole).
+   */
+  split(): void {
+    this.splitInLine = this.carry.length;
+  }
 
   text(s: string): void {
     const nl = s.lastIndexOf('\n');
@@ -453,9 +476,19 @@ class JsonlReader {
   private line(raw: string): void {
     this.lineNo++;
     const line = raw.trim();
-    if (line === '') return;
+    if (line === '') {
+      if (this.splitInLine >= 0) this.splitInLine = 0; // validation starts with the next record
+      return;
+    }
     const document = jsonlRecordText(line, `${this.path}:${this.lineNo}`, this.textField);
-    this.out(document);
+    if (this.splitInLine < 0) {
+      this.out(document);
+    } else {
+      let at = Math.round((document.length * this.splitInLine) / Math.max(1, raw.length));
+      if (at > 0 && at < document.length && isSurrogate(document.charCodeAt(at)) && document.charCodeAt(at) >= 0xdc00) at--;
+      this.splitInLine = -1;
+      this.out(document, at);
+    }
     this.documents++;
   }
 }
@@ -495,9 +528,15 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
     if (cleaner.stopped) break;
     if (file.size === 0) continue; // loadText skips empty files (no document, no separator)
     const jsonl = file.jsonl
-      ? new JsonlReader(file.path, opts.textField, (doc) => {
+      ? new JsonlReader(file.path, opts.textField, (doc, splitAt) => {
           cleaner.startDocument();
-          cleaner.push(doc);
+          if (splitAt === undefined) {
+            cleaner.push(doc);
+          } else {
+            cleaner.push(doc.slice(0, splitAt));
+            cleaner.markSplit();
+            cleaner.push(doc.slice(splitAt));
+          }
         })
       : null;
     if (!jsonl) cleaner.startDocument();
@@ -579,7 +618,8 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
         if (opts.splitByte > start && opts.splitByte <= start + bytesRead) {
           const k = opts.splitByte - start;
           handle(decode(chunk.subarray(0, k), pos));
-          cleaner.markSplit();
+          if (jsonl) jsonl.split();
+          else cleaner.markSplit();
           handle(decode(chunk.subarray(k), pos + k));
         } else {
           handle(decode(chunk, pos));
