@@ -46,6 +46,37 @@ test('--interactive answers each line with a sample, a new seed per prompt, and 
   assert.equal(plain.stdout, `${samples[0]}\n`);
 });
 
+test('--interactive with piped prompts stops at once when the reader closes the output or on SIGINT (exit 130), not after the lines already read', async () => {
+  const { spawn } = await import('node:child_process');
+  // Every other prompt cannot be encoded ('z'): each of those writes an error line to stderr, which counts the prompts handled.
+  const prompts = 'hello\nz\n'.repeat(10_000);
+  const run = (signal: boolean) => new Promise<{ code: number | null; handled: number }>((done) => {
+    const p = spawn(process.execPath, [CLI, 'sample', '--ckpt', ckpt, '--backend', 'reference', '--interactive', '--tokens', '8'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    p.stdout.on('data', (d) => {
+      out += d;
+      if (out.split('\n').length > 3) {
+        if (signal) p.kill('SIGINT');
+        else p.stdout.destroy(); // as `| head` does
+      }
+    });
+    p.stderr.on('data', (d) => (err += d));
+    p.stdin.on('error', () => {}); // it may stop reading before all prompts are written
+    p.stdin.end(prompts);
+    const stuck = setTimeout(() => p.kill('SIGKILL'), 60_000);
+    p.on('exit', (code) => {
+      clearTimeout(stuck);
+      done({ code, handled: err.split('\n').filter((l) => l.startsWith('minigpt: error:')).length });
+    });
+  });
+  // Closed output: exit 1, as the 'z' prompts it handled got no sample; SIGINT: 130.
+  for (const [signal, code] of [[false, 1], [true, 130]] as const) {
+    const r = await run(signal);
+    assert.equal(r.code, code);
+    assert.ok(r.handled < 1000, `${r.handled} prompts of 10000 handled after ${signal ? 'SIGINT' : 'the output closed'}`);
+  }
+});
+
 test('--interactive with --prompt is refused in one line', () => {
   const r = sample(['--interactive', '--prompt', 'hi'], '');
   assert.equal(r.status, 1);

@@ -5,6 +5,7 @@ import { SAMPLE_ON_CPU_MAX_PARAMS, loadModel, type LoadedModel } from '../../inf
 import { checkPrompt, generate, preparePrompt, type SampleOptions } from '../../generate.js';
 import { findCheckpointDir, latestRun } from '../../train/train.js';
 import { onOutputClosed } from '../output.js';
+import { eventLoopTurns } from '../../util/runtime.js';
 import type { BackendName } from '../../backend/index.js';
 
 export const sampleCommand: CommandSpec = {
@@ -25,7 +26,7 @@ export const sampleCommand: CommandSpec = {
     'ignore-eot': { type: 'boolean', description: 'go on when the model samples <|endoftext|> (default: stop there, as transformers and llama.cpp do)' },
     ...BACKEND_FLAGS,
   },
-  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, and from transformers, whose\ngenerate runs on past the model's context).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); the n-th prompt that gets a sample (from 0) uses --seed + n. Ctrl-C stops the sample being written; Ctrl-D ends.\nA prompt it cannot encode is an error line and the session goes on; piped, the exit status is then 1.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --prompt "ROMEO:" --stop $'\\n\\n' --tokens 500      # one speech\n  minigpt sample --interactive --tokens 100`,
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, and from transformers, whose\ngenerate runs on past the model's context).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); the n-th prompt that gets a sample (from 0) uses --seed + n. In a terminal, Ctrl-C stops the sample being\nwritten (at the prompt it ends the session) and Ctrl-D ends; with piped prompts, Ctrl-C ends the session (exit 130).\nA prompt it cannot encode is an error line and the session goes on; piped, the exit status is then 1.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --prompt "ROMEO:" --stop $'\\n\\n' --tokens 500      # one speech\n  minigpt sample --interactive --tokens 100`,
   async run(v) {
     check(!(v.interactive && flagsOnCommandLine().has('prompt')), '--prompt goes without --interactive (type the prompts at the > instead)');
     check(!(v.interactive && flagsOnCommandLine().has('count')), '--count goes without --interactive (each prompt you type gets one sample; type it again for another)');
@@ -109,19 +110,24 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
 
 /**
  * `--interactive`: one prompt per line from stdin, each answered with a sample, the model loaded
- * once. Prompt n samples with seed + n, so the same prompt twice gives two samples. Ctrl-C stops
- * the sample being written; at the prompt, Ctrl-C or Ctrl-D (end of input) ends the session. A
+ * once. Prompt n samples with seed + n, so the same prompt twice gives two samples. In a
+ * terminal, Ctrl-C stops the sample being written; at the prompt, Ctrl-C or Ctrl-D (end of input)
+ * ends the session. With piped prompts, Ctrl-C (SIGINT) ends the session (exit 130), as does a
+ * reader that closes the output (exit 0): the lines readline has already read are not sampled. A
  * prompt the tokenizer cannot encode is reported and the session goes on.
  */
 async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<number> {
   const terminal = Boolean(process.stdin.isTTY && process.stdout.isTTY);
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal, prompt: '> ' });
   let current: AbortController | null = null;
-  let interruptedAtPrompt = false;
+  let interrupted = false;
+  let ended = false; // no more prompts, even those readline has read already
   const onInterrupt = (): void => {
-    if (current) current.abort();
-    else {
-      interruptedAtPrompt = true;
+    const sampling = current !== null;
+    current?.abort();
+    if (!sampling || !terminal) {
+      interrupted = true;
+      ended = true;
       rl.close();
     }
   };
@@ -129,6 +135,7 @@ async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<nu
   rl.on('SIGINT', onInterrupt);
   process.on('SIGINT', onInterrupt);
   const offClosed = onOutputClosed(() => {
+    ended = true;
     current?.abort();
     rl.close();
   });
@@ -138,7 +145,12 @@ async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<nu
   }
   let n = 0, failed = 0;
   try {
+    const turn = eventLoopTurns();
     for await (const line of rl) {
+      // Lines readline has read come as promises that resolve at once: the event loop must turn
+      // for a SIGINT or a closed output to be heard between short samples.
+      await turn();
+      if (ended) break;
       try {
         const prompt = promptNoting(loaded, line, 'the prompt');
         current = new AbortController();
@@ -158,9 +170,9 @@ async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<nu
     process.off('SIGINT', onInterrupt);
     rl.close();
   }
-  if (terminal && !interruptedAtPrompt) process.stdout.write('\n');
+  if (terminal && !interrupted) process.stdout.write('\n');
   // Piped prompts: a script learns from the exit status that some got no sample.
-  return interruptedAtPrompt ? 130 : failed > 0 && !terminal ? 1 : 0;
+  return interrupted ? 130 : failed > 0 && !terminal ? 1 : 0;
 }
 
 function describeModel(loaded: LoadedModel): string {
