@@ -376,11 +376,12 @@ test('paths that cannot work and memory past the cpu backend\'s limit: one line 
     /^minigpt: error: --batch 1000000000 of 16-token sequences needs ~[\d.]+ GiB for this model, more than this machine's [\d.]+ GiB; use a smaller --batch \(--accum keeps the tokens per step\)$/);
 });
 
-test('what a broken or mismatched input really is, in one line: shards without meta.json, an empty metrics.jsonl, --clean on shards, a weight_map that leaves its folder', () => {
+test('what a broken or mismatched input really is, in one line: shards without meta.json, an empty metrics.jsonl, --clean or --text-field on shards, a weight_map that leaves its folder', () => {
   const dir = mkdtempSync(join(root, 'named-'));
   const shards = join(dir, 'shards');
   assert.equal(run(['prepare', '--data', join(root, 'abc.txt'), '--tokenizer', 'char', '--out', shards]).status, 0);
   assertOneLine(run(['train', '--data', shards, '--clean', 'lowercase', '--out', join(dir, 'run'), ...TINY]), /--clean has no effect on .*shards: prepared shards were cleaned when prepared/);
+  assertOneLine(run(['train', '--data', shards, '--text-field', 'body', '--out', join(dir, 'run'), ...TINY]), /--text-field has no effect on .*shards: prepared shards were read when prepared \(prepare --text-field\); drop the flag, or give it with --val-data$/);
   writeFileSync(join(dir, 'snow.txt'), 'the cat \u2603 sat\n');
   assertOneLine(run(['prepare', '--data', join(dir, 'snow.txt'), '--tokenizer', ck, '--out', join(dir, 'snow-shards')]), /snow\.txt: character "\u2603" \(U\+2603\) is not in the tokenizer's vocabulary \(its \d+ characters\); the given tokenizer has no token for it/);
   rmSync(join(shards, 'meta.json'));

@@ -224,6 +224,17 @@ test('long lines and one big JSONL record: validation is about --val-fraction (n
   });
 });
 
+test('a --val-data text beside shards is cleaned as the shards were (lowercase shards: an uppercase validation text is lowercased)', async () => {
+  const { loadTrainingData } = await import('../src/train/train.js');
+  await withTempDir(async (dir) => {
+    await writeFile(join(dir, 'corpus.txt'), generateCorpus(3, 400).toLowerCase());
+    await writeFile(join(dir, 'val.txt'), 'THE QUICK BROWN FOX\r\n');
+    await prepareShards({ data: join(dir, 'corpus.txt'), out: join(dir, 'shards'), tokenizer: 'char', clean: { lowercase: true } });
+    const loaded = await loadTrainingData({ data: join(dir, 'shards'), valData: join(dir, 'val.txt') });
+    assert.deepEqual(readAll(loaded.val), loaded.tokenizer.encode('the quick brown fox\n'));
+  });
+});
+
 test('page breaks (form feed, vertical tab, NEL) round-trip through the streaming cleaner as the in-memory cleaning makes them, at any chunk size', async () => {
   await withTempDir(async (dir) => {
     const file = join(dir, 'pages.txt');
@@ -433,6 +444,15 @@ test('invalid UTF-8 replaced (--invalid-utf8 replace): the same text and count a
     }
     // Per line: é 1, C0 AF 2, ED A0 80 3, 80 1, F0 9F 98 1 (the literal U+FFFD is not one); 30 lines.
     assert.match(fromLoadText[0]!, /replaced 240 invalid UTF-8 sequences with U\+FFFD \(first at byte 19\)/);
+ 
+    // The only bad bytes end the file (a character cut short there): the offset is where it begins.
+    const cut = join(dir, 'cut.txt');
+    await writeFile(cut, Buffer.concat([Buffer.from('ends in '), Buffer.from([0xe2, 0x82])]));
+    const atEnd: string[] = [], streamed: string[] = [];
+    await loadText(cut, { invalidUtf8: 'replace', onWarning: (m) => atEnd.push(m) });
+    await prepareShards({ data: cut, out: join(dir, 'cut'), tokenizer: 'char', valFraction: 0, invalidUtf8: 'replace', onWarning: (m) => streamed.push(m) });
+    assert.deepEqual(streamed, atEnd);
+    assert.match(atEnd[0]!, /\(first at byte 8\)/);
   });
 });
 

@@ -578,7 +578,8 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
         const count = out - literal;
         if (count > 0) {
           if (!replacedHere) {
-            replacedHere = { file: file.path, count: 0, firstOffset: last ? at : firstBadByte(bytes, at) };
+            // At the end: the unfinished character, which began in the bytes kept in `tail`.
+            replacedHere = { file: file.path, count: 0, firstOffset: firstBadByte(last ? new Uint8Array(0) : bytes, at) };
             opts.replaced?.push(replacedHere);
           }
           replacedHere.count += count;

@@ -578,7 +578,9 @@ export async function loadTrainingData(
     // --val-data is joined as the shards' documents were (shards prepared before meta.json
     // recorded it joined them by a blank line); a resumed run passes the separator it recorded.
     const separator = o.documentSeparator ?? shards.meta.document_separator ?? BLANK_LINE_SEPARATOR;
-    const val = o.valData ? memoryTokens(encodeAll(tokenizer, (await loadCleanDocuments(o.valData, separator, o)).documents, o.valData, existing ? tokenizerWhose : 'the shards\'')) : shards.val;
+    // Cleaned as the shards' text was (train refuses --clean with shards).
+    const valClean = { ...o, clean: shards.meta.clean ?? o.clean };
+    const val = o.valData ? memoryTokens(encodeAll(tokenizer, (await loadCleanDocuments(o.valData, separator, valClean)).documents, o.valData, existing ? tokenizerWhose : 'the shards\'')) : shards.val;
     return {
       tokenizer, train: shards.train, val, dataName: `${basename(o.data)} (shards)`, fromShards: true, ...(shards.meta.clean ? { shardsClean: shards.meta.clean } : {}),
       documentSeparator: separator,

@@ -201,9 +201,12 @@ export const trainCommand: CommandSpec = {
       if (typeof v.resume !== 'string' && typeof v['init-from'] !== 'string') resolveConfig({ ...model, vocab_size: model.vocab_size ?? 1 }, { name: flagName });
       const lr = (v.lr as number | undefined) ?? TRAIN_DEFAULTS.lr, minLr = v['min-lr'] as number | undefined;
       check(minLr === undefined || (v.lr === undefined && typeof v.resume === 'string') || minLr <= lr, () => `--min-lr ${minLr} must be at most --lr (${lr})`);
-      // Shards were cleaned when prepared: a --clean here would change nothing.
-      if (set.has('clean') && typeof v.data === 'string' && (await isShardDir(v.data))) {
-        throw new MinigptError(`--clean has no effect on ${v.data}: prepared shards were cleaned when prepared (prepare --clean); drop the flag, or prepare the data again with it`);
+      // Shards were read, cleaned and encoded when prepared: a --clean here would change nothing, nor
+      // would --text-field or --invalid-utf8, unless a --val-data text is read with them.
+      if (typeof v.data === 'string' && (set.has('clean') || set.has('text-field') || set.has('invalid-utf8')) && (await isShardDir(v.data))) {
+        check(!set.has('clean'), () => `--clean has no effect on ${v.data}: prepared shards were cleaned when prepared (prepare --clean); drop the flag, or prepare the data again with it`);
+        const readFlag = ['text-field', 'invalid-utf8'].find((f) => set.has(f));
+        check(readFlag === undefined || typeof v['val-data'] === 'string', () => `--${readFlag} has no effect on ${v.data}: prepared shards were read when prepared (prepare --${readFlag}); drop the flag, or give it with --val-data`);
       }
       const summary = await train({
         data: v.data as string | undefined,
