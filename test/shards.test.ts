@@ -212,6 +212,20 @@ test('long lines and one big JSONL record: validation is about --val-fraction (n
     // Ten ~13k-character lines, each ending in a newline: the split point falls inside the last one.
     await writeFile(join(dir, 'books.txt'), Array.from({ length: 10 }, line).join('\n') + '\n');
     await writeFile(join(dir, 'one.jsonl'), `${JSON.stringify({ text: Array.from({ length: 6 }, line).join('\n') })}\n`);
+    // The split point in the blank lines that end a JSONL file, with a text file after it.
+    await mkdir(join(dir, 'mixed'));
+    await writeFile(join(dir, 'mixed', 'a.jsonl'), `${JSON.stringify({ text: line() })}\n${'\n'.repeat(3000)}`);
+    await writeFile(join(dir, 'mixed', 'b.txt'), 'the text after it\n'.repeat(30));
+    const mixed = await roundTrip(dir, join(dir, 'mixed'), { tokenizer: 'char', chunkBytes: 1000, valFraction: 0.1 });
+    assert.ok(mixed.opened.val.length > 0, 'validation is not lost');
+    mixed.opened.close();
+    await rm(mixed.out, { recursive: true });
+    // One line where a cut between letters would lowercase a final sigma differently, and a
+    // whitespace-only stretch around the split point: the tokens stay exact.
+    await writeFile(join(dir, 'sigma.txt'), 'ΑΣ.Β'.repeat(5000));
+    await roundTrip(dir, join(dir, 'sigma.txt'), { tokenizer: 'char', clean: { lowercase: true }, chunkBytes: 1000, valFraction: 0.1 }).then(({ opened, out }) => (opened.close(), rm(out, { recursive: true })));
+    await writeFile(join(dir, 'blank.txt'), `a${'\n'.repeat(12_000)}b`);
+    await roundTrip(dir, join(dir, 'blank.txt'), { tokenizer: 'char', chunkBytes: 1000, valFraction: 0.1 }).then(({ opened, out }) => (opened.close(), rm(out, { recursive: true })));
     for (const data of ['books.txt', 'one.jsonl']) {
       for (const tokenizer of ['char', 'gpt2'] as const) {
         const { opened, out } = await roundTrip(dir, join(dir, data), { tokenizer, chunkBytes: 1000, valFraction: 0.1 });

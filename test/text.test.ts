@@ -343,7 +343,7 @@ test('DEFAULT_CLEAN turns every step on except lowercasing', () => {
   assert.deepEqual({ ...DEFAULT_CLEAN }, { nfc: true, newlines: true, pageBreaks: true, controlChars: true, collapseBlankLines: true, lowercase: false });
 });
 
-test('cleanText with every step off returns the text unchanged', () => {
+test('cleanText with every step off returns well-formed text unchanged', () => {
   const messy = 'Cafe\u0301\r\n\u0007\n\n\n\nEND';
   assert.equal(cleanText(messy, ALL_OFF), messy);
 });

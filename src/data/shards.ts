@@ -22,16 +22,17 @@
  * documents joined by a blank line and cleaned for char, each document cleaned on its own with
  * <|endoftext|> between them for gpt2 and bpe), for all three kinds. A document's end is a cut
  * too. Only a text with no safe cut for 16M characters (e.g. a 16M-character line) is cut
- * elsewhere: before a single space between two non-space characters (where the GPT-2
- * pre-tokenizer splits too, so the tokens are still the same), else between two ASCII letters or
- * digits, else two non-space characters; only the byte-level kinds can then tokenize a word
- * differently. The validation split point is cut the same way when no safe cut is near it.
+ * elsewhere (relaxedCut): at the first place before a single space, else between two ASCII
+ * letters or digits, else between two non-space characters, where cutting changes neither the
+ * cleaning nor the GPT-2 pre-tokens of the 64 characters each side (so the tokens stay exact);
+ * failing one, at the first such place, where a byte-level tokenizer can tokenize a word
+ * differently.
  *
  * Validation split: the last `valFraction` of the input bytes is the validation part, from a safe
- * cut within 4096 characters of that byte (the first after it, else the last before it), else
- * from a cut there between two non-space characters as above (in-memory training splits the
- * last 10% of tokens). A JSONL record that holds the split point is split at the same share of
- * its text as the point's share of its line.
+ * cut within half the validation part's size of that byte (the first after it, else the last
+ * before it), else from an exact relaxed cut near it, else from the nearest safe cut however far
+ * (always exact; in-memory training splits the last 10% of tokens). A JSONL record that holds the
+ * split point is split at the same share of its text as the point's share of its line.
  */
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
@@ -53,6 +54,7 @@ import {
   type TokenizerKind,
 } from './tokenizer.js';
 import { checkNodeOnly } from '../util/runtime.js';
+import { gpt2Pretokens } from './bpe.js';
 
 export const SHARDS_FORMAT = 'minigpt-shards';
 export const SHARDS_VERSION = 1;
@@ -205,17 +207,19 @@ function isControl(c: number): boolean {
   return c <= 0x1f || (c >= 0x7f && c <= 0x9f);
 }
 const isSurrogate = (c: number): boolean => c >= 0xd800 && c <= 0xdfff;
+const isHighSurrogate = (c: number): boolean => c >= 0xd800 && c <= 0xdbff;
+const isLowSurrogate = (c: number): boolean => c >= 0xdc00 && c <= 0xdfff;
+/** The text each side of a relaxed cut that exactCut compares, and how many places it tries. */
+const EXACT_WINDOW = 64;
+const EXACT_CHECKS = 10_000;
 const isAsciiAlnum = (c: number): boolean => (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
 const MARK = /\p{M}/u;
 /** Hangul jamo, which NFC composes with the character before them. */
 const isJamo = (c: number): boolean => (c >= 0x1100 && c <= 0x11ff) || (c >= 0xa960 && c <= 0xa97f) || (c >= 0xd7b0 && c <= 0xd7ff);
 
-/** How far from the split point a safe cut may start validation. */
-const NEAR_SPLIT_CHARS = 4096;
-
 class StreamCleaner {
   private pending = '';
-  /** Where validation begins in `pending` (from the first safe cut at or after it); -1 when not yet or already. */
+  /** The split point in `pending` (validation starts at a cut near it, see drain); -1 when not yet or already. */
   private splitAt = -1;
   /** `pending` before this index has no safe cut (after the split point, when one is set). */
   private searched = 0;
@@ -231,6 +235,10 @@ class StreamCleaner {
   constructor(
     private readonly chunkChars: number,
     private readonly maxPending: number,
+    /** How far from the split point validation may start (characters): half the validation part. */
+    private readonly splitReach: number,
+    /** Whether the text is tokenized by bytes after GPT-2's pre-tokenizer (gpt2, bpe), or by characters. */
+    private readonly byteLevel: boolean,
     private readonly clean: CleanOptions,
     private readonly sink: PieceSink,
     private readonly separatorSink?: SeparatorSink,
@@ -270,7 +278,7 @@ class StreamCleaner {
     if (this.pending.length >= this.chunkChars) this.drain(false);
   }
 
-  /** Everything pushed from now on (from the next safe cut) is validation text. */
+  /** Everything pushed from now on is validation text (from a cut near here, see drain). */
   markSplit(): void {
     // Right after a cut (a document boundary), validation starts here.
     if (this.part === 'train' && this.splitAt < 0 && this.pending === '' && this.emitted) {
@@ -316,15 +324,16 @@ class StreamCleaner {
   }
 
   /**
-   * A cut that cleaning leaves alone, searched from `from` toward `to`: before a single space
-   * between two such characters if there is one (the GPT-2 pre-tokenizer splits there too, so
-   * every kind of tokenizer makes the same tokens), else between two ASCII letters or digits,
-   * else between two non-space, non-control characters.
+   * A cut searched from `from` toward `to`: before a single space between two non-space
+   * characters if there is one, else between two ASCII letters or digits, else between two
+   * non-space, non-control characters: the first such place where the cut changes nothing
+   * (exactCut), among the first EXACT_CHECKS; else the first such place (`exact` false); -1 when
+   * there is none (only whitespace and controls).
    */
-  private relaxedCut(s: string, from: number, to: number): number {
+  private relaxedCut(s: string, from: number, to: number): { cut: number; exact: boolean } {
     const step = to >= from ? 1 : -1;
     const inRange = (p: number) => (step > 0 ? p <= to : p >= to);
-    const plainBefore = (x: number) => !isWhitespace(x) && !isControl(x) && !(x >= 0xd800 && x <= 0xdbff);
+    const plainBefore = (x: number) => !isWhitespace(x) && !isControl(x) && !isHighSurrogate(x);
     const plainAfter = (y: number) => !isWhitespace(y) && !isControl(y) && !isSurrogate(y) && !isJamo(y) && !MARK.test(String.fromCharCode(y));
     const ok = (p: number, kind: 'space' | 'alnum' | 'plain'): boolean => {
       if (p <= 0 || p >= s.length) return false;
@@ -334,13 +343,32 @@ class StreamCleaner {
       if (kind === 'alnum') return isAsciiAlnum(x) && isAsciiAlnum(y);
       return plainBefore(x) && plainAfter(y);
     };
+    let first = -1, checks = 0;
     for (const kind of ['space', 'alnum', 'plain'] as const) {
-      for (let p = from, n = 0; inRange(p) && n < 1 << 22; p += step, n++) if (ok(p, kind)) return p;
+      for (let p = from, n = 0; inRange(p) && n < 1 << 22; p += step, n++) {
+        if (!ok(p, kind)) continue;
+        if (first < 0) first = p;
+        if (checks++ < EXACT_CHECKS && this.exactCut(s, p)) return { cut: p, exact: true };
+      }
     }
-    // Only whitespace and controls: cut anywhere not inside CRLF or a surrogate pair.
-    let p = Math.min(Math.max(from, 1), s.length - 1);
-    while (p > 1 && (s.charCodeAt(p - 1) === 0x0d || (s.charCodeAt(p) >= 0xdc00 && s.charCodeAt(p) <= 0xdfff))) p--;
-    return p;
+    return { cut: first, exact: false };
+  }
+
+  /**
+   * Whether cutting `s` at `p` leaves the text around it (EXACT_WINDOW characters each side)
+   * cleaned as it is whole and, for a byte-level tokenizer, split into the same GPT-2 pre-tokens:
+   * then the tokenizer makes the same tokens of the two parts as of the whole (a Greek final sigma
+   * lowercased, a blank-line run, or for byte-level kinds a word split by the cut would not).
+   */
+  private exactCut(s: string, p: number): boolean {
+    const left = cleanText(s.slice(Math.max(0, p - EXACT_WINDOW), p), this.clean);
+    const right = cleanText(s.slice(p, p + EXACT_WINDOW), this.clean);
+    const whole = cleanText(s.slice(Math.max(0, p - EXACT_WINDOW), p + EXACT_WINDOW), this.clean);
+    if (whole !== left + right) return false;
+    if (!this.byteLevel) return true;
+    const parts = [...gpt2Pretokens(left), ...gpt2Pretokens(right)];
+    const pieces = gpt2Pretokens(whole);
+    return parts.length === pieces.length && parts.every((t, i) => t === pieces[i]);
   }
 
   private emit(text: string, part: Part): void {
@@ -369,19 +397,23 @@ class StreamCleaner {
   private drain(final: boolean): void {
     const maxPending = this.maxPending;
     if (this.splitAt >= 0) {
-      // Validation starts at a safe cut within NEAR_SPLIT_CHARS of the split point: the first one
-      // after it, else the last one before it, else a relaxed cut at it. (Any safe cut after it, or
-      // before it, could lie a whole long line away: the newline ending a corpus of long lines left
-      // 1 token of validation, and a cut far before it once put 45% of a one-line corpus there.)
+      // Validation starts at a safe cut within splitReach (half the validation part) of the split
+      // point: the first one after it, else the last one before it (the start of `pending` is one),
+      // else a relaxed cut at it. (A safe cut further off could lie a whole long line away: the
+      // newline ending a corpus of long lines left 1 token of validation, and the start of a long
+      // line once put 45% of a one-line corpus there.)
+      const reach = this.splitReach;
       let cut = this.firstSafeCut(this.pending, this.searched);
-      if (cut - this.splitAt > NEAR_SPLIT_CHARS) cut = -1;
-      if (cut < 0 && (final || this.pending.length - this.splitAt > NEAR_SPLIT_CHARS)) {
-        cut = this.lastSafeCut(this.pending.slice(0, this.splitAt + 1), Math.max(0, this.splitAt - NEAR_SPLIT_CHARS));
-        if (cut < 0) {
-          cut = this.splitAt >= this.pending.length
-            ? this.pending.length
-            : this.relaxedCut(this.pending, this.splitAt, Math.min(this.pending.length - 1, this.splitAt + NEAR_SPLIT_CHARS));
-        }
+      if (cut - this.splitAt > reach) cut = -1;
+      if (cut < 0 && (final || this.pending.length - this.splitAt > reach)) {
+        cut = this.lastSafeCut(this.pending.slice(0, this.splitAt + 1), Math.max(0, this.splitAt - reach));
+        if (cut < 0 && this.splitAt <= reach) cut = 0;
+        if (cut < 0 && this.splitAt >= this.pending.length) cut = this.pending.length;
+        // A relaxed cut near the split point, exact if one is; in a stretch of only whitespace and
+        // controls, none: the nearest safe cut however far (exact, the split off its fraction).
+        if (cut < 0) cut = this.relaxedCut(this.pending, this.splitAt, Math.min(this.pending.length - 1, this.splitAt + reach)).cut;
+        if (cut < 0) cut = this.firstSafeCut(this.pending, this.splitAt);
+        if (cut < 0) cut = Math.max(0, this.lastSafeCut(this.pending.slice(0, this.splitAt + 1), 0));
       }
       if (cut < 0) {
         this.searched = Math.max(this.splitAt, this.pending.length - 1);
@@ -408,7 +440,14 @@ class StreamCleaner {
     }
     if (this.pending.length < this.chunkChars) return;
     let cut = this.lastSafeCut(this.pending, this.searched);
-    if (cut <= 0 && this.pending.length >= maxPending) cut = this.relaxedCut(this.pending, this.pending.length - 1, 1);
+    if (cut <= 0 && this.pending.length >= maxPending) {
+      cut = this.relaxedCut(this.pending, this.pending.length - 1, 1).cut;
+      if (cut < 0) {
+        // Only whitespace and controls: cut anywhere not inside CRLF or a surrogate pair.
+        cut = this.pending.length - 1;
+        while (cut > 1 && (this.pending.charCodeAt(cut - 1) === 0x0d || isLowSurrogate(this.pending.charCodeAt(cut)))) cut--;
+      }
+    }
     if (cut > 0) this.cutAndEmit(cut, this.part);
     else this.searched = this.pending.length;
   }
@@ -428,6 +467,10 @@ interface StreamOptions {
   maxPendingChars: number;
   /** Global input byte at which validation starts; Infinity for none. */
   splitByte: number;
+  /** Bytes from splitByte to the end: how far from the split point validation may start is half of it. */
+  valBytes: number;
+  /** A byte-level tokenizer (gpt2, bpe) reads the text: a relaxed cut must keep its pre-tokens too. */
+  byteLevel: boolean;
   /** 'replace': invalid UTF-8 becomes U+FFFD, recorded per file in `replaced`; else an error. */
   invalidUtf8: 'error' | 'replace';
   replaced?: ReplacedBytes[];
@@ -445,6 +488,8 @@ class JsonlReader {
     private readonly textField: string,
     /** A record's text; `splitAt`: where in it validation starts, when the split point falls in its line. */
     private readonly out: (document: string, splitAt?: number) => void,
+    /** The split point falls between records (in a blank line): validation starts with the next one. */
+    private readonly markSplit: () => void,
   ) {}
 
   /**
@@ -477,7 +522,11 @@ class JsonlReader {
     this.lineNo++;
     const line = raw.trim();
     if (line === '') {
-      if (this.splitInLine >= 0) this.splitInLine = 0; // validation starts with the next record
+      if (this.splitInLine >= 0) {
+        // Validation starts with the next record, in this file or the next.
+        this.splitInLine = -1;
+        this.markSplit();
+      }
       return;
     }
     const document = jsonlRecordText(line, `${this.path}:${this.lineNo}`, this.textField);
@@ -485,7 +534,7 @@ class JsonlReader {
       this.out(document);
     } else {
       let at = Math.round((document.length * this.splitInLine) / Math.max(1, raw.length));
-      if (at > 0 && at < document.length && isSurrogate(document.charCodeAt(at)) && document.charCodeAt(at) >= 0xdc00) at--;
+      if (at > 0 && at < document.length && isLowSurrogate(document.charCodeAt(at))) at--;
       this.splitInLine = -1;
       this.out(document, at);
     }
@@ -520,7 +569,9 @@ function lineOfByte(path: string, offset: number): number {
 async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: PieceSink, separatorSink?: SeparatorSink): Promise<void> {
   const chunkChars = Math.max(64, opts.chunkBytes);
   check(opts.separator === BLANK_LINE_SEPARATOR || separatorSink !== undefined, 'streamCorpus: <|endoftext|> separation needs a separator sink');
-  const cleaner = new StreamCleaner(chunkChars, Math.max(2 * chunkChars, opts.maxPendingChars), opts.clean, sink, opts.separator === BLANK_LINE_SEPARATOR ? undefined : separatorSink);
+  const maxPending = Math.max(2 * chunkChars, opts.maxPendingChars);
+  const splitReach = Math.min(maxPending, Math.max(64, Math.floor(opts.valBytes / 2)));
+  const cleaner = new StreamCleaner(chunkChars, maxPending, splitReach, opts.byteLevel, opts.clean, sink, opts.separator === BLANK_LINE_SEPARATOR ? undefined : separatorSink);
   const buffer = new Uint8Array(opts.chunkBytes);
   let globalOffset = 0;
   if (opts.splitByte <= 0) cleaner.markSplit();
@@ -537,7 +588,7 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
             cleaner.markSplit();
             cleaner.push(doc.slice(splitAt));
           }
-        })
+        }, () => cleaner.markSplit())
       : null;
     if (!jsonl) cleaner.startDocument();
     const handle = (text: string) => (jsonl ? jsonl.text(text) : cleaner.push(text));
@@ -798,7 +849,8 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
   const files = await listInputs(opts.data);
   const bytesTotal = files.reduce((s, f) => s + f.size, 0);
   const splitByte = valFraction > 0 ? Math.floor(bytesTotal * (1 - valFraction)) : Infinity;
-  const base: Omit<StreamOptions, 'splitByte' | 'onBytes' | 'separator'> = {
+  const base: Omit<StreamOptions, 'splitByte' | 'onBytes' | 'separator' | 'byteLevel'> = {
+    valBytes: valFraction > 0 ? bytesTotal - splitByte : 0,
     textField: opts.textField ?? 'text',
     clean,
     chunkBytes,
@@ -816,7 +868,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
   } else if (opts.tokenizer === 'char') {
     const seen = new Uint8Array(0x110000);
     let any = false;
-    await streamCorpus(files, { ...base, separator: documentSeparatorOfKind('char'), splitByte: Infinity, onBytes: progress('scan', () => 0) }, (text) => {
+    await streamCorpus(files, { ...base, separator: documentSeparatorOfKind('char'), splitByte: Infinity, byteLevel: false, onBytes: progress('scan', () => 0) }, (text) => {
       for (let i = 0; i < text.length; i++) {
         let c = text.charCodeAt(i);
         if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
@@ -843,7 +895,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     const pieces: string[] = [];
     let size = 0;
     // The documents joined by <|endoftext|>, as train() learns a BPE (its special token splits them apart).
-    await streamCorpus(files, { ...base, separator: documentSeparatorOfKind('bpe'), splitByte, onBytes: progress('scan', () => 0) }, (text, part) => {
+    await streamCorpus(files, { ...base, separator: documentSeparatorOfKind('bpe'), splitByte, byteLevel: true, onBytes: progress('scan', () => 0) }, (text, part) => {
       if (part === 'val') return false;
       pieces.push(text);
       size += text.length;
@@ -880,7 +932,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     // The encode pass reads every byte once, so it is the one that reports replaced bytes.
     const replaced: ReplacedBytes[] = [];
     const separatorId = tokenizer.specialTokens?.[END_OF_TEXT];
-    await streamCorpus(files, { ...base, separator, splitByte, onBytes: progress('encode', tokens), replaced }, (text, part) => {
+    await streamCorpus(files, { ...base, separator, splitByte, byteLevel: tokenizer.kind !== 'char', onBytes: progress('encode', tokens), replaced }, (text, part) => {
       if (!any && text.trim() !== '') any = true;
       let ids: Int32Array;
       try {

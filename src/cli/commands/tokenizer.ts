@@ -132,7 +132,7 @@ async function decode(v: FlagValues): Promise<void> {
   const ids = parts.map((p) => {
     check(/^\d+$/.test(p), `--ids: "${p}" is not a token id; give whole numbers separated by spaces or commas`);
     // Past any vocabulary (2^21 at most), and past what Number shows digit for digit.
-    check(p.length <= 9, () => `--ids: token id ${p} is out of range; valid ids are 0 to ${tokenizer.vocabSize - 1}`);
+    check(p.replace(/^0+(?=\d)/, '').length <= 9, () => `--ids: token id ${p} is out of range; valid ids are 0 to ${tokenizer.vocabSize - 1}`);
     return Number(p);
   });
   console.log(tokenizer.decode(ids));
