@@ -30,9 +30,10 @@
  *
  * Validation split: the last `valFraction` of the input bytes is the validation part, from a safe
  * cut within half the validation part's size of that byte (the first after it, else the last
- * before it), else from an exact relaxed cut near it, else from the nearest safe cut however far
- * (always exact; in-memory training splits the last 10% of tokens). A JSONL record that holds the
- * split point is split at the same share of its text as the point's share of its line.
+ * before it), else from a relaxed cut near it (exact where one is), else, with only whitespace
+ * near it, from the nearest safe cut however far (in-memory training splits the last 10% of
+ * tokens). A JSONL record that holds the split point is split at the same share of its text as
+ * the point's share of its line.
  */
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { open, readFile, readdir, rm, stat } from 'node:fs/promises';
@@ -327,10 +328,10 @@ class StreamCleaner {
    * A cut searched from `from` toward `to`: before a single space between two non-space
    * characters if there is one, else between two ASCII letters or digits, else between two
    * non-space, non-control characters: the first such place where the cut changes nothing
-   * (exactCut), among the first EXACT_CHECKS; else the first such place (`exact` false); -1 when
-   * there is none (only whitespace and controls).
+   * (exactCut), among the first EXACT_CHECKS; else the first such place; -1 when there is none
+   * (only whitespace and controls).
    */
-  private relaxedCut(s: string, from: number, to: number): { cut: number; exact: boolean } {
+  private relaxedCut(s: string, from: number, to: number): number {
     const step = to >= from ? 1 : -1;
     const inRange = (p: number) => (step > 0 ? p <= to : p >= to);
     const plainBefore = (x: number) => !isWhitespace(x) && !isControl(x) && !isHighSurrogate(x);
@@ -348,10 +349,10 @@ class StreamCleaner {
       for (let p = from, n = 0; inRange(p) && n < 1 << 22; p += step, n++) {
         if (!ok(p, kind)) continue;
         if (first < 0) first = p;
-        if (checks++ < EXACT_CHECKS && this.exactCut(s, p)) return { cut: p, exact: true };
+        if (checks++ < EXACT_CHECKS && this.exactCut(s, p)) return p;
       }
     }
-    return { cut: first, exact: false };
+    return first;
   }
 
   /**
@@ -411,7 +412,7 @@ class StreamCleaner {
         if (cut < 0 && this.splitAt >= this.pending.length) cut = this.pending.length;
         // A relaxed cut near the split point, exact if one is; in a stretch of only whitespace and
         // controls, none: the nearest safe cut however far (exact, the split off its fraction).
-        if (cut < 0) cut = this.relaxedCut(this.pending, this.splitAt, Math.min(this.pending.length - 1, this.splitAt + reach)).cut;
+        if (cut < 0) cut = this.relaxedCut(this.pending, this.splitAt, Math.min(this.pending.length - 1, this.splitAt + reach));
         if (cut < 0) cut = this.firstSafeCut(this.pending, this.splitAt);
         if (cut < 0) cut = Math.max(0, this.lastSafeCut(this.pending.slice(0, this.splitAt + 1), 0));
       }
@@ -441,7 +442,7 @@ class StreamCleaner {
     if (this.pending.length < this.chunkChars) return;
     let cut = this.lastSafeCut(this.pending, this.searched);
     if (cut <= 0 && this.pending.length >= maxPending) {
-      cut = this.relaxedCut(this.pending, this.pending.length - 1, 1).cut;
+      cut = this.relaxedCut(this.pending, this.pending.length - 1, 1);
       if (cut < 0) {
         // Only whitespace and controls: cut anywhere not inside CRLF or a surrogate pair.
         cut = this.pending.length - 1;
