@@ -14,7 +14,7 @@ import type { ModelConfig } from './config.js';
 import { headDim, qkvDim, validateConfig } from './config.js';
 import { check } from '../errors.js';
 import { paramLayout, type ParamLayout } from './params.js';
-import { hash32 } from '../backend/reference/index.js';
+import { hash32 } from '../util/random.js';
 
 export interface LayerTensors {
   qkv: Tensor;

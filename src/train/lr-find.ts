@@ -6,7 +6,6 @@
  */
 import type { Backend } from '../backend/types.js';
 import { createBackend, type BackendName } from '../backend/index.js';
-import { hash32 } from '../backend/reference/index.js';
 import { checkBatchFits } from './train.js';
 import { eventLoopTurns } from '../util/runtime.js';
 import { check, checkOptionNames, checkWhole, shownValue } from '../errors.js';
@@ -15,7 +14,7 @@ import { createModel, setWeights, forward, backward, zeroGrads, meanLoss, tuneKe
 import { initialWeights } from '../model/params.js';
 import { createOptimizer, optimizerStepChecked } from './optimizer.js';
 import { createBatchSampler, type TokenStream } from '../data/batches.js';
-import { createRng, seedU32 } from '../util/random.js';
+import { createRng, hash32, seedU32 } from '../util/random.js';
 
 /** Settings of the learning-rate range test; each optional one names its default. */
 export interface LrFindOptions {

@@ -20,8 +20,7 @@ import { createOptimizer, optimizerStep, undoSkippedStep } from './optimizer.js'
 import { learningRate } from './schedule.js';
 import { evaluateLoss } from './evaluate.js';
 import { AMP_MODES, createAmp, type AmpMode, type AmpState } from './amp.js';
-import { createRng, seedU32, type RngState } from '../util/random.js';
-import { hash32 } from '../backend/reference/index.js';
+import { createRng, hash32, seedU32, type RngState } from '../util/random.js';
 import { checkCheckpointReadable, checkpointDirOf, firstNonFinite, loadCheckpoint, loadTrainerState, saveCheckpoint, isCheckpointDir, hasTrainingState } from '../io/checkpoint.js';
 import { exists, ioError, makeDirs, pidNamespace, processAlive, processStartMark, writeFileAtomic } from '../util/fs.js';
 import { checkCleanOptions, cleanRecord, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, DEFAULT_TEXT_FIELD, type CleanOptions } from '../data/text.js';

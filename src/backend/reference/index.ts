@@ -30,8 +30,6 @@ export function referenceData(t: Tensor): FloatArray {
 const d = (t: Tensor): FloatArray => (t as RefTensor).data;
 const di = (t: IntTensor): Int32Array => (t as RefIntTensor).data;
 
-// hash32 (lowbias32) lives beside the seeded generator; the backends' dropout masks use it.
-export { hash32 };
 
 /** Whether dropout keeps element i: uniform u32 of (seed, i) at or above p·2^32. */
 export function dropoutKeeps(seed: number, i: number, p: number): boolean {

@@ -23,7 +23,7 @@
  *   partials and attention's row sums; kernels run in order, so uses never overlap.
  */
 import { MinigptError, check, checkOptionNames, checkWhole, shownValue } from '../../errors.js';
-import { hash32 } from '../reference/index.js';
+import { hash32 } from '../../util/random.js';
 import type { AdamWHyper, AttentionShape, Backend, IntTensor, Tensor } from '../types.js';
 import { hardwareGpuPossible, probeGpu, requestAdapter } from './gpu.js';
 import { KERNELS, WORKGROUP, shaderSource, type KernelName, type KernelSpec } from './kernels.js';
