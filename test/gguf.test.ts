@@ -19,6 +19,7 @@ import { resolveConfig, type ModelConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
 import { buildCharTokenizer, makeTokenizer, type Tokenizer } from '../src/data/tokenizer.js';
+import { HF_BPE_FIXTURE, hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
 import { gpt2Tokenizer } from '../src/data/gpt2.js';
 import { createBackend } from '../src/backend/index.js';
 import { createModel, setWeights } from '../src/model/model.js';
@@ -106,6 +107,7 @@ test('llama.cpp\'s gguf reader reads metadata and tensors back equal', { skip: p
   for (const [kind, ckpt, dtype] of [
     ['char', checkpoint(charTok(), { vocab_size: 64 + 10 }), 'F32'],
     ['bpe', checkpoint(bpeTok(), { tie_embeddings: true }), 'F16'],
+    ['hf-bpe', checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true }), 'F32'],
   ] as const) {
     const hf = join(root, `${kind}-hf`), file = join(root, `${kind}.gguf`), out = join(root, `${kind}.json`);
     await exportHf(ckpt, hf);
@@ -179,12 +181,14 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
     ['char-tiny', checkpoint(buildCharTokenizer('ab c\n')), 'F32'],
     ['bpe', checkpoint(bpeTok(), { tie_embeddings: true, rope_theta: 500 }), 'F32'],
     ['gpt2', checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1 }), 'F32'],
+    // Imported from Hugging Face: special tokens first, digits one by one (llama.cpp's "smollm" pre-tokenizer).
+    ['hf-bpe-smollm', checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true }), 'F32'],
   ];
   const jobs = [];
   for (const [kind, ckpt, dtype] of cases) {
     const gguf = join(root, `${kind}.gguf`);
     await exportGguf(ckpt, gguf, { dtype, onWarning: () => {} });
-    const texts = kind === 'char-tiny' ? ['ab c', 'c\nba  b'] : [TEXT, 'the lazy dog'];
+    const texts = kind === 'char-tiny' ? ['ab c', 'c\nba  b'] : kind.startsWith('hf-bpe') ? [TEXT, ...HF_BPE_FIXTURE['smollm-style'].texts.filter((t) => t !== '' && !t.includes('<|'))] : [TEXT, 'the lazy dog'];
     const ids = Array.from(ckpt.tokenizer.encode(texts[0]!)).slice(0, 24);
     jobs.push({ gguf, texts, ids, vocab: ckpt.config.vocab_size, contextSize: ckpt.config.context });
   }
@@ -211,7 +215,10 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
     if (eot !== undefined) {
       // What llama.cpp needs to stop only where the model ends the text: no ordinary token is end-of-generation.
       assert.equal(out.special.eos, eot, `${kind}: llama.cpp's EOS`);
-      assert.deepEqual(out.special.eog, [eot], `${kind}: llama.cpp's end-of-generation tokens`);
+      // llama.cpp also ends at special tokens it knows by their text (SmolLM's <|im_end|>), as for the model itself.
+      const specials = Object.values(ckpt.tokenizer.specialTokens ?? {});
+      if (kind.startsWith('hf-bpe')) assert.ok(out.special.eog.includes(eot) && out.special.eog.every((id: number) => specials.includes(id)), `${kind}: llama.cpp's end-of-generation tokens ${out.special.eog}`);
+      else assert.deepEqual(out.special.eog, [eot], `${kind}: llama.cpp's end-of-generation tokens`);
     } else if (kind === 'char-old') {
       assert.deepEqual(out.special.eog, [11], `${kind}: the character the export warns about`);
     }

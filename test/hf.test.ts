@@ -28,6 +28,7 @@ import { MinigptError } from '../src/errors.js';
 import { roundToBf16 } from '../src/util/half.js';
 import { importCommand } from '../src/cli/commands/import.js';
 import { exportCommand } from '../src/cli/commands/export.js';
+import { hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const tmp = (): Promise<string> => mkdtemp(join(tmpdir(), 'minigpt-hf-'));
@@ -80,12 +81,14 @@ async function roundTrip(ckpt: Checkpoint, dtype: 'F32' | 'F16' | 'BF16'): Promi
   for (const f of files) assert.ok((await readFile(join(a, f))).equals(await readFile(join(b, f))), `${f} differs after export -> import -> export (${ckpt.tokenizer.kind}, ${dtype})`);
 }
 
-test('export -> import -> export is byte-stable (char, gpt2, bpe; F32, F16, BF16; tied, GELU)', async () => {
+test('export -> import -> export is byte-stable (char, gpt2, bpe, hf-bpe; F32, F16, BF16; tied, GELU)', async () => {
   await roundTrip(checkpoint(charTok()), 'F32');
   await roundTrip(checkpoint(oldCharTok()), 'F32');
   await roundTrip(checkpoint(charTok(), { tie_embeddings: true, vocab_size: 120 }), 'BF16');
   await roundTrip(checkpoint(bpeTok(), { mlp: 'gelu' }), 'F16');
   await roundTrip(checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1 }), 'F32');
+  await roundTrip(checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true }), 'BF16');
+  await roundTrip(checkpoint(hfBpeFixtureTokenizer('gpt2-style'), { vocab_size: 640 }), 'F32');
 });
 
 test('import gives back the checkpoint: config, weights and tokenizer', async () => {
@@ -245,6 +248,9 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     ['bpe-gelu (Arcee)', checkpoint(bpeTok(), { mlp: 'gelu' }, 5)],
     // Trained on lowercased text: the normalizer cleans as minigpt cleans a prompt.
     ['gpt2-lowercase', { ...checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_layers: 1 }), recorded: { clean: { lowercase: true } } }],
+    // Imported from Hugging Face tokenizers: special tokens first and digits one by one (SmolLM), or ignore_merges.
+    ['hf-bpe-smollm', checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true })],
+    ['hf-bpe-gpt2', checkpoint(hfBpeFixtureTokenizer('gpt2-style'))],
   ];
   const jobs: { dir: string; texts: string[]; ids: number[][]; decode: number[][]; resave: string }[] = [];
   const root = await tmp();
@@ -254,6 +260,7 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     const tok = ckpt.tokenizer;
     const texts = kind === 'char' ? [...TEXTS, 'unknown \u2713 char', 'special <|endoftext|> token'] : kind === 'char-old' ? TEXTS
       : kind === 'gpt2-lowercase' ? [...TEXTS, 'HELLO\r\nWorld\rÉTÉ', 'cafe\u0301 CAFÉ', 'bell\u0007 del\u007f nel\u0085 tab\t', 'Page one.\fPage two.\u000bnext\n\f\f\nend', 'a\n\n \n\t\n\nb\n\n\nc']
+      : kind.startsWith('hf-bpe') ? [...TEXTS, 'special <|endoftext|> token', 'page  12  of   300 zqxj', '<|im_start|>user<|im_end|>'.slice(0, kind === 'hf-bpe-smollm' ? undefined : 0)]
       : [...TEXTS, 'special <|endoftext|> token'];
     const clean = recordedClean(ckpt);
     const ours = texts.map((t) => Array.from(tok.encode(clean ? cleanText(t, clean) : t, tok.specialTokens ? { allowedSpecial: 'all' } : {})));

@@ -42,8 +42,14 @@ export function gpt2Pretokens(text: string): string[] {
 // ---------------------------------------------------------------------------------------------
 // The merge engine
 
-/** An open-addressing hash map from a pair of token ids to the id of the token they merge into. */
+/**
+ * An open-addressing hash map from a pair of token ids to the rank of their merge. The rank is
+ * also the id of the token the merge makes, unless `mergedIds` (rank -> id) says otherwise (a
+ * tokenizer.json's BPE ranks merges by their place in its list, whatever ids its tokens have).
+ */
 export class PairTable {
+  /** Rank -> id of the merged token; null when every rank is that id. */
+  mergedIds: Int32Array | null = null;
   private keysA: Int32Array;
   private keysB: Int32Array;
   private vals: Int32Array;
@@ -72,7 +78,7 @@ export class PairTable {
     return i;
   }
 
-  /** The merged id, or -1 when the pair does not merge. */
+  /** The merge's rank, or -1 when the pair does not merge. */
   get(a: number, b: number): number {
     const i = this.slot(a, b);
     return this.keysA[i] === -1 ? -1 : this.vals[i]!;
@@ -104,7 +110,7 @@ const SCAN_LIMIT = 64;
 
 /**
  * Merges `ids` (one token per byte to begin with) in place of the lowest-ranked adjacent pair,
- * the leftmost on a tie, until no adjacent pair merges; a merged token's id is its rank.
+ * the leftmost on a tie, until no adjacent pair merges (into the id table.mergedIds gives, else the rank).
  * `strategy` is for tests; both give the same result.
  */
 export function mergePiece(ids: number[], table: PairTable, strategy?: 'scan' | 'heap'): number[] {
@@ -114,6 +120,7 @@ export function mergePiece(ids: number[], table: PairTable, strategy?: 'scan' | 
 }
 
 function mergeByScanning(ids: number[], table: PairTable): number[] {
+  const mergedIds = table.mergedIds;
   const ranks: number[] = new Array(ids.length - 1);
   for (let i = 0; i < ids.length - 1; i++) {
     const r = table.get(ids[i]!, ids[i + 1]!);
@@ -129,15 +136,16 @@ function mergeByScanning(ids: number[], table: PairTable): number[] {
       }
     }
     if (at < 0) return ids;
-    ids[at] = best;
+    const made = mergedIds === null ? best : mergedIds[best]!;
+    ids[at] = made;
     ids.splice(at + 1, 1);
     ranks.splice(at, 1);
     if (at > 0) {
-      const r = table.get(ids[at - 1]!, best);
+      const r = table.get(ids[at - 1]!, made);
       ranks[at - 1] = r < 0 ? NO_MERGE : r;
     }
     if (at < ranks.length) {
-      const r = table.get(best, ids[at + 1]!);
+      const r = table.get(made, ids[at + 1]!);
       ranks[at] = r < 0 ? NO_MERGE : r;
     }
   }
@@ -147,6 +155,7 @@ const POS_SCALE = 2 ** 32;
 
 /** The same merges for long pieces: a linked list of parts and a min-heap of (rank, position). */
 function mergeWithHeap(ids: number[], table: PairTable): number[] {
+  const mergedIds = table.mergedIds;
   const n = ids.length;
   const tok = Int32Array.from(ids);
   const next = new Int32Array(n);
@@ -195,18 +204,19 @@ function mergeWithHeap(ids: number[], table: PairTable): number[] {
     if (tok[pos]! < 0) continue;
     const right = next[pos]!;
     if (right < 0 || table.get(tok[pos]!, tok[right]!) !== rank) continue; // stale
-    tok[pos] = rank;
+    const made = mergedIds === null ? rank : mergedIds[rank]!;
+    tok[pos] = made;
     tok[right] = -1;
     const after = next[right]!;
     next[pos] = after;
     if (after >= 0) prev[after] = pos;
     const before = prev[pos]!;
     if (before >= 0) {
-      const r = table.get(tok[before]!, rank);
+      const r = table.get(tok[before]!, made);
       if (r >= 0) push(r * POS_SCALE + before);
     }
     if (after >= 0) {
-      const r = table.get(rank, tok[after]!);
+      const r = table.get(made, tok[after]!);
       if (r >= 0) push(r * POS_SCALE + pos);
     }
   }
@@ -223,12 +233,17 @@ export interface ByteLevelModel {
   kind: TokenizerKind;
   /** Ids of the tokens that are one byte, by byte value. */
   byteToId: Int32Array;
-  /** The bytes of each ordinary (non-special) token, by id; ids 0..tokenBytes.length-1. */
+  /**
+   * The bytes of each token by id, from 0: the ordinary ones, and any special token whose id lies
+   * among them (its text's bytes; hf-bpe vocabularies may put special tokens anywhere).
+   */
   tokenBytes: readonly Uint8Array[];
-  /** Which adjacent pairs merge, into which token (whose id is also the merge's rank). */
+  /** Which adjacent pairs merge (PairTable: their rank, and the token they make). */
   pairs: PairTable;
-  /** Special tokens by their text; ids follow the ordinary tokens. */
+  /** Special tokens by their text; ids after tokenBytes, or among them (see tokenBytes). */
   special: ReadonlyMap<string, number>;
+  /** How text is split into pre-tokens before merging; default the GPT-2 regex (gpt2Pretokens). */
+  pretokenizer?: Pretokenizer;
   /**
    * tiktoken looks a whole pre-token up before merging (gpt2): bytes as a Latin-1 string -> id.
    * The trained tokenizer leaves it out, so it encodes exactly as it was trained.
@@ -237,8 +252,22 @@ export interface ByteLevelModel {
   toJSON(): TokenizerJson;
 }
 
+/** Calls `onPiece` with each pre-token of `text`, in order; the pieces join back to `text`. */
+export type Pretokenizer = (text: string, onPiece: (piece: string) => void) => void;
+
+/** The GPT-2 pre-tokenizer as a Pretokenizer. */
+export function makeGpt2Pretokenizer(): Pretokenizer {
+  const splitter = new RegExp(GPT2_SPLIT_PATTERN, 'gu');
+  return (text, onPiece) => {
+    splitter.lastIndex = 0;
+    for (let m = splitter.exec(text); m !== null; m = splitter.exec(text)) onPiece(m[0]);
+  };
+}
+
 /** Extra members of a byte-level tokenizer. */
 export interface ByteLevelTokenizer extends Tokenizer {
+  /** The pre-tokens of `text` (well-formed, without special tokens), as encode splits it before merging. */
+  pretokenize(text: string): string[];
   /** Encodes special-token text as ordinary text (never as a special id); tiktoken's encode_ordinary. */
   encodeOrdinary(text: string): Int32Array;
   readonly specialTokens: Readonly<Record<string, number>>;
@@ -321,7 +350,8 @@ export function splitAtSpecialTokens(text: string, re: RegExp, special: Readonly
 export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenizer {
   const { byteToId, tokenBytes, pairs, special, wholePieces } = model;
   const ordinaryCount = tokenBytes.length;
-  const vocabSize = ordinaryCount + special.size;
+  let vocabSize = ordinaryCount;
+  for (const id of special.values()) vocabSize = Math.max(vocabSize, id + 1);
   const specialBytes = new Map<number, Uint8Array>();
   const utf8 = new TextEncoder();
   for (const [text, id] of special) specialBytes.set(id, utf8.encode(text));
@@ -330,7 +360,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
   if (wholePieces) for (const key of wholePieces.keys()) longestWhole = Math.max(longestWhole, key.length);
 
   const cache = new Map<string, Int32Array | number>();
-  const splitter = new RegExp(GPT2_SPLIT_PATTERN, 'gu');
+  const pretokenizer = model.pretokenizer ?? makeGpt2Pretokenizer();
 
   const encodePiece = (piece: string): Int32Array | number => {
     const bytes = utf8.encode(piece);
@@ -346,9 +376,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
 
   /** Appends the ids of well-formed text that holds no special tokens to encode. */
   const encodeInto = (text: string, out: IdBuffer): void => {
-    splitter.lastIndex = 0;
-    for (let m = splitter.exec(text); m !== null; m = splitter.exec(text)) {
-      const piece = m[0];
+    pretokenizer(text, (piece) => {
       let ids = cache.get(piece);
       if (ids === undefined) {
         ids = encodePiece(piece);
@@ -359,7 +387,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
       }
       if (typeof ids === 'number') out.push(ids);
       else out.pushAll(ids);
-    }
+    });
   };
 
   const encodeOrdinary = (text: string): Int32Array => {
@@ -410,6 +438,11 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
     vocabSize,
     encode,
     encodeOrdinary,
+    pretokenize: (text) => {
+      const pieces: string[] = [];
+      pretokenizer(text, (piece) => pieces.push(piece));
+      return pieces;
+    },
     decode,
     specialTokens,
     tokenBytes: (id) => bytesOf(id, null).slice(),

@@ -17,14 +17,15 @@
  * CRLF) that follows a character that is neither whitespace nor a control character. Every
  * cleaning step is local across such a cut (no CRLF, blank-line run, NFC composition or
  * lowercasing context spans it) and so is the GPT-2 pre-tokenizer (a pre-token never runs from
- * such a character into the line break), so the shards hold exactly the tokens train() makes of
- * the data in memory (encodeDocuments(tokenizer, cleanDocuments(loadDocuments(data), separator)):
- * documents joined by a blank line and cleaned for char, each document cleaned on its own with
- * <|endoftext|> between them for gpt2 and bpe), for all three kinds. A document's end is a cut
+ * such a character into the line break; hf-bpe's digits-first split cuts next to every digit
+ * anyway), so the shards hold exactly the tokens train() makes of the data in memory
+ * (encodeDocuments(tokenizer, cleanDocuments(loadDocuments(data), separator)): documents joined
+ * by a blank line and cleaned for char, each document cleaned on its own with <|endoftext|>
+ * between them for the byte-level kinds that have it), for every kind. A document's end is a cut
  * too. Only a text with no safe cut for 16M characters (e.g. a 16M-character line) is cut
  * elsewhere (relaxedCut): at the first place before a single space, else between two ASCII
  * letters or digits, else between two non-space characters, where cutting changes neither the
- * cleaning nor the GPT-2 pre-tokens of the 64 characters each side (so the tokens stay exact);
+ * cleaning nor the tokenizer's pre-tokens of the 64 characters each side (so the tokens stay exact);
  * failing one, at the first such place, where a byte-level tokenizer can tokenize a word
  * differently.
  *
@@ -55,7 +56,10 @@ import {
   type TokenizerKind,
 } from './tokenizer.js';
 import { checkNodeOnly } from '../util/runtime.js';
-import { gpt2Pretokens } from './bpe.js';
+import { gpt2Pretokens, type ByteLevelTokenizer } from './bpe.js';
+
+/** Splits text into a byte-level tokenizer's pre-tokens. */
+type Pretokens = (text: string) => string[];
 
 export const SHARDS_FORMAT = 'minigpt-shards';
 export const SHARDS_VERSION = 1;
@@ -238,8 +242,8 @@ class StreamCleaner {
     private readonly maxPending: number,
     /** How far from the split point validation may start (characters): half the validation part. */
     private readonly splitReach: number,
-    /** Whether the text is tokenized by bytes after GPT-2's pre-tokenizer (gpt2, bpe), or by characters. */
-    private readonly byteLevel: boolean,
+    /** The byte-level tokenizer's pre-tokenizer (gpt2, bpe, hf-bpe); null when the text is tokenized by characters. */
+    private readonly pretokens: Pretokens | null,
     private readonly clean: CleanOptions,
     private readonly sink: PieceSink,
     private readonly separatorSink?: SeparatorSink,
@@ -357,7 +361,7 @@ class StreamCleaner {
 
   /**
    * Whether cutting `s` at `p` leaves the text around it (EXACT_WINDOW characters each side)
-   * cleaned as it is whole and, for a byte-level tokenizer, split into the same GPT-2 pre-tokens:
+   * cleaned as it is whole and, for a byte-level tokenizer, split into the same pre-tokens:
    * then the tokenizer makes the same tokens of the two parts as of the whole (a Greek final sigma
    * lowercased, a blank-line run, or for byte-level kinds a word split by the cut would not).
    */
@@ -366,9 +370,9 @@ class StreamCleaner {
     const right = cleanText(s.slice(p, p + EXACT_WINDOW), this.clean);
     const whole = cleanText(s.slice(Math.max(0, p - EXACT_WINDOW), p + EXACT_WINDOW), this.clean);
     if (whole !== left + right) return false;
-    if (!this.byteLevel) return true;
-    const parts = [...gpt2Pretokens(left), ...gpt2Pretokens(right)];
-    const pieces = gpt2Pretokens(whole);
+    if (this.pretokens === null) return true;
+    const parts = [...this.pretokens(left), ...this.pretokens(right)];
+    const pieces = this.pretokens(whole);
     return parts.length === pieces.length && parts.every((t, i) => t === pieces[i]);
   }
 
@@ -470,8 +474,8 @@ interface StreamOptions {
   splitByte: number;
   /** Bytes from splitByte to the end: how far from the split point validation may start is half of it. */
   valBytes: number;
-  /** A byte-level tokenizer (gpt2, bpe) reads the text: a relaxed cut must keep its pre-tokens too. */
-  byteLevel: boolean;
+  /** The pre-tokenizer of the byte-level tokenizer that reads the text (a relaxed cut must keep its pre-tokens too); null for char. */
+  pretokens: Pretokens | null;
   /** 'replace': invalid UTF-8 becomes U+FFFD, recorded per file in `replaced`; else an error. */
   invalidUtf8: 'error' | 'replace';
   replaced?: ReplacedBytes[];
@@ -572,7 +576,7 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
   check(opts.separator === BLANK_LINE_SEPARATOR || separatorSink !== undefined, 'streamCorpus: <|endoftext|> separation needs a separator sink');
   const maxPending = Math.max(2 * chunkChars, opts.maxPendingChars);
   const splitReach = Math.min(maxPending, Math.max(64, Math.floor(opts.valBytes / 2)));
-  const cleaner = new StreamCleaner(chunkChars, maxPending, splitReach, opts.byteLevel, opts.clean, sink, opts.separator === BLANK_LINE_SEPARATOR ? undefined : separatorSink);
+  const cleaner = new StreamCleaner(chunkChars, maxPending, splitReach, opts.pretokens, opts.clean, sink, opts.separator === BLANK_LINE_SEPARATOR ? undefined : separatorSink);
   const buffer = new Uint8Array(opts.chunkBytes);
   let globalOffset = 0;
   if (opts.splitByte <= 0) cleaner.markSplit();
@@ -850,7 +854,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
   const files = await listInputs(opts.data);
   const bytesTotal = files.reduce((s, f) => s + f.size, 0);
   const splitByte = valFraction > 0 ? Math.floor(bytesTotal * (1 - valFraction)) : Infinity;
-  const base: Omit<StreamOptions, 'splitByte' | 'onBytes' | 'separator' | 'byteLevel'> = {
+  const base: Omit<StreamOptions, 'splitByte' | 'onBytes' | 'separator' | 'pretokens'> = {
     valBytes: valFraction > 0 ? bytesTotal - splitByte : 0,
     textField: opts.textField ?? 'text',
     clean,
@@ -869,7 +873,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
   } else if (opts.tokenizer === 'char') {
     const seen = new Uint8Array(0x110000);
     let any = false;
-    await streamCorpus(files, { ...base, separator: documentSeparatorOfKind('char'), splitByte: Infinity, byteLevel: false, onBytes: progress('scan', () => 0) }, (text) => {
+    await streamCorpus(files, { ...base, separator: documentSeparatorOfKind('char'), splitByte: Infinity, pretokens: null, onBytes: progress('scan', () => 0) }, (text) => {
       for (let i = 0; i < text.length; i++) {
         let c = text.charCodeAt(i);
         if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
@@ -896,7 +900,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     const pieces: string[] = [];
     let size = 0;
     // The documents joined by <|endoftext|>, as train() learns a BPE (its special token splits them apart).
-    await streamCorpus(files, { ...base, separator: documentSeparatorOfKind('bpe'), splitByte, byteLevel: true, onBytes: progress('scan', () => 0) }, (text, part) => {
+    await streamCorpus(files, { ...base, separator: documentSeparatorOfKind('bpe'), splitByte, pretokens: gpt2Pretokens, onBytes: progress('scan', () => 0) }, (text, part) => {
       if (part === 'val') return false;
       pieces.push(text);
       size += text.length;
@@ -933,7 +937,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     // The encode pass reads every byte once, so it is the one that reports replaced bytes.
     const replaced: ReplacedBytes[] = [];
     const separatorId = tokenizer.specialTokens?.[END_OF_TEXT];
-    await streamCorpus(files, { ...base, separator, splitByte, byteLevel: tokenizer.kind !== 'char', onBytes: progress('encode', tokens), replaced }, (text, part) => {
+    await streamCorpus(files, { ...base, separator, splitByte, pretokens: tokenizer.kind === 'char' ? null : (tokenizer as ByteLevelTokenizer).pretokenize, onBytes: progress('encode', tokens), replaced }, (text, part) => {
       if (!any && text.trim() !== '') any = true;
       let ids: Int32Array;
       try {

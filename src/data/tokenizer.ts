@@ -8,11 +8,13 @@
 import { MinigptError, check, checkOptionNames, shownValue } from '../errors.js';
 import { END_OF_TEXT, bpeTokenizerFromJsonFields, checkDecodeInput, checkEncodeInput, specialTokenSplitter, splitAtSpecialTokens, toWellFormed, trainBpe, type BpeTrainOptions } from './bpe.js';
 import { gpt2Tokenizer, gpt2TokenizerFromJsonFields } from './gpt2.js';
+import { hfBpeTokenizerFromJsonFields } from './hf-bpe.js';
 
 export { END_OF_TEXT } from './bpe.js';
 
-export type TokenizerKind = 'char' | 'gpt2' | 'bpe';
-/** Every TokenizerKind. */
+/** hf-bpe: a byte-level BPE imported from a Hugging Face tokenizer.json (hf-bpe.ts); never made for training. */
+export type TokenizerKind = 'char' | 'gpt2' | 'bpe' | 'hf-bpe';
+/** The kinds a training run can make (every TokenizerKind but hf-bpe, which only comes with an imported model). */
 export const TOKENIZER_KINDS: readonly TokenizerKind[] = ['char', 'gpt2', 'bpe'];
 
 /** A tokenizer as plain JSON; `type` says which kind reads the rest. */
@@ -141,7 +143,7 @@ export function tokenizerFromJson(json: unknown, source: string): Tokenizer {
   const type = fields['type'];
   check(
     typeof type === 'string',
-    `${source}: tokenizer has no "type" string; expected "type": "char", "gpt2" or "bpe"`,
+    `${source}: tokenizer has no "type" string; expected "type": "char", "gpt2", "bpe" or "hf-bpe"`,
   );
   switch (type) {
     case 'char':
@@ -150,9 +152,11 @@ export function tokenizerFromJson(json: unknown, source: string): Tokenizer {
       return gpt2TokenizerFromJsonFields(fields, source);
     case 'bpe':
       return bpeTokenizerFromJsonFields(fields, source);
+    case 'hf-bpe':
+      return hfBpeTokenizerFromJsonFields(fields, source);
     default:
       throw new MinigptError(
-        `${source}: unknown tokenizer type ${JSON.stringify(type)}; expected "char", "gpt2" or "bpe"`,
+        `${source}: unknown tokenizer type ${JSON.stringify(type)}; expected "char", "gpt2", "bpe" or "hf-bpe"`,
       );
   }
 }
@@ -188,6 +192,7 @@ export function makeTokenizer(kind: TokenizerKind, text: string, opts: MakeToken
         ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       });
     default:
+      check(kind !== 'hf-bpe', 'an hf-bpe tokenizer comes only with an imported model or a Hugging Face tokenizer.json; give that instead of the kind');
       throw new MinigptError(`unknown tokenizer kind ${JSON.stringify(kind)}; expected "char", "gpt2" or "bpe"`);
   }
 }

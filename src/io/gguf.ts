@@ -14,8 +14,10 @@
  * k_proj are permuted within each head, row 2i+h <- row h·hd/2 + i, so both compute the same
  * attention scores. Norm weights are always F32 (as the converter writes them).
  *
- * The tokenizer is tokenizer.ggml.model "gpt2" (byte-level BPE, pre-tokenizer "gpt-2"):
- *   gpt2 / bpe: byte-level token strings and merges, as in tokenizer.json (hf.ts)
+ * The tokenizer is tokenizer.ggml.model "gpt2" (byte-level BPE, pre-tokenizer "gpt-2", or
+ * "smollm" for hf-bpe's digits-first split):
+ *   gpt2 / bpe / hf-bpe: byte-level token strings and merges, as in tokenizer.json (hf.ts);
+ *         special tokens are CONTROL tokens wherever their ids are
  *   char: each character is the token whose text is its UTF-8 bytes (byte-level strings);
  *         a character of k bytes is assembled by k-1 merges (prefix + next byte), which never
  *         cross a character boundary (the right side is always a continuation byte), so
@@ -40,7 +42,9 @@ import { paramLayout } from '../model/params.js';
 import type { Tokenizer } from '../data/tokenizer.js';
 import { encodeF16 } from '../util/half.js';
 import { checkCheckpointArg, recordedClean, type Checkpoint } from './checkpoint.js';
-import { byteLevelVocab, bytesToByteLevel } from './hf.js';
+import { byteLevelVocab } from './hf.js';
+import { bytesToByteLevel } from '../data/byte-level.js';
+import type { HfBpeTokenizerJson } from '../data/hf-bpe.js';
 import { checkNodeOnly } from '../util/runtime.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
@@ -252,15 +256,11 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
     }
   } else {
     const v = byteLevelVocab(tokenizer);
-    for (const t of v.tokens) {
+    const specialIds = new Set(v.special.map(([, id]) => id));
+    v.tokens.forEach((t, id) => {
       tokens.push(t);
-      types.push(GgufTokenType.NORMAL);
-    }
-    for (const [text, id] of v.special) {
-      check(id === tokens.length, 'internal: special token ids must follow the ordinary tokens');
-      tokens.push(text);
-      types.push(GgufTokenType.CONTROL);
-    }
+      types.push(specialIds.has(id) ? GgufTokenType.CONTROL : GgufTokenType.NORMAL);
+    });
     merges = v.merges.map(([a, b]) => `${a} ${b}`);
     const eot = tokenizer.specialTokens?.['<|endoftext|>'];
     if (eot !== undefined) {
@@ -275,7 +275,8 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
   }
   const out = new Map<string, GgufValue>([
     ['tokenizer.ggml.model', str('gpt2')],
-    ['tokenizer.ggml.pre', str('gpt-2')],
+    // llama.cpp's name for the pre-tokenizer: "smollm" isolates each digit, then splits as GPT-2.
+    ['tokenizer.ggml.pre', str(tokenizer.kind === 'hf-bpe' && (tokenizer.toJSON() as HfBpeTokenizerJson).pretokenizer === 'gpt2-digits' ? 'smollm' : 'gpt-2')],
     ['tokenizer.ggml.tokens', { type: GgufType.ARRAY, itemType: GgufType.STRING, value: tokens }],
     ['tokenizer.ggml.token_type', { type: GgufType.ARRAY, itemType: GgufType.INT32, value: Int32Array.from(types) }],
     ['tokenizer.ggml.merges', { type: GgufType.ARRAY, itemType: GgufType.STRING, value: merges }],

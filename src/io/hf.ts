@@ -29,92 +29,62 @@ import { paramLayout } from '../model/params.js';
 import { charTokenizerFromVocab, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
 import { GPT2_VOCAB_SIZE, gpt2Tokenizer } from '../data/gpt2.js';
 import { GPT2_SPLIT_PATTERN, type ByteLevelTokenizer } from '../data/bpe.js';
+import { byteLevelToBytes, bytesToByteLevel } from '../data/byte-level.js';
+import type { HfBpeTokenizerJson, HfPretokenizer } from '../data/hf-bpe.js';
 import { CHECKPOINT_FORMAT, checkCheckpointArg, flatWeights, namedWeights, recordedClean, type Checkpoint, type WeightDType } from './checkpoint.js';
 import { DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js';
 import { checkNodeOnly } from '../util/runtime.js';
 
 // ---------------------------------------------------------------------------------------------
-// Byte-level unicode (GPT-2's bytes_to_unicode)
-
-let byteToCharTable: string[] | null = null;
-let charToByteTable: Map<string, number> | null = null;
-
-/** GPT-2's printable stand-in for each byte: the character byte-level BPE vocabularies use. */
-export function byteToUnicode(): readonly string[] {
-  if (byteToCharTable) return byteToCharTable;
-  const table: string[] = new Array(256);
-  const direct = (b: number): boolean => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-  let n = 0;
-  for (let b = 0; b < 256; b++) table[b] = String.fromCharCode(direct(b) ? b : 256 + n++);
-  byteToCharTable = table;
-  charToByteTable = new Map(table.map((c, b) => [c, b]));
-  return table;
-}
-
-/** Token bytes -> the byte-level string naming them in tokenizer.json / GGUF. */
-export function bytesToByteLevel(bytes: Uint8Array): string {
-  const table = byteToUnicode();
-  let s = '';
-  for (const b of bytes) s += table[b];
-  return s;
-}
-
-/** The inverse of bytesToByteLevel, or null when `s` holds a character that stands for no byte. */
-export function byteLevelToBytes(s: string): Uint8Array | null {
-  byteToUnicode();
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) {
-    const b = charToByteTable!.get(s[i]!);
-    if (b === undefined) return null;
-    out[i] = b;
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Tokenizer <-> tokenizer.json
 
-/** What a tokenizer looks like as a byte-level BPE: ordinary tokens, merges in rank order, specials. */
+/** What a tokenizer looks like as a byte-level BPE: its tokens, merges in rank order, specials. */
 export interface ByteLevelVocab {
-  /** Byte-level string of each ordinary token, by id. */
+  /** The byte-level string of each token, by id; a special token's is its text. */
   tokens: string[];
   /** Merges in priority order, as [left, right] byte-level strings. */
   merges: [string, string][];
-  /** Special tokens (text, id), ids after the ordinary ones. */
+  /** Special tokens (text, id), by id. */
   special: [string, number][];
 }
 
 let gpt2VocabCache: ByteLevelVocab | null = null;
 
 /**
- * The byte-level BPE form of a gpt2 or bpe tokenizer.
+ * The byte-level BPE form of a gpt2, bpe or hf-bpe tokenizer.
  *
  * gpt2: tiktoken has ranks, not merges. Like transformers' TikTokenConverter, every split of a
  * token into two tokens is a merge, ordered by the rank of the token it makes: that is exactly
  * tiktoken's rule (merge the adjacent pair whose joined bytes have the lowest rank), and with
  * `ignore_merges` (whole pre-token looked up first) the HF tokenizer gives tiktoken's ids.
- * bpe: its own merges, in order; merge i makes id 256 + i.
+ * bpe: its own merges, in order; merge i makes id 256 + i. hf-bpe: what its tokenizer.json had.
  */
 export function byteLevelVocab(tokenizer: Tokenizer): ByteLevelVocab {
-  check(tokenizer.kind === 'gpt2' || tokenizer.kind === 'bpe', `a ${tokenizer.kind} tokenizer is not byte-level BPE`);
+  check(tokenizer.kind === 'gpt2' || tokenizer.kind === 'bpe' || tokenizer.kind === 'hf-bpe', `a ${tokenizer.kind} tokenizer is not byte-level BPE`);
   if (tokenizer.kind === 'gpt2' && gpt2VocabCache) return gpt2VocabCache;
   const bl = tokenizer as ByteLevelTokenizer;
   const special = Object.entries(bl.specialTokens).sort((a, b) => a[1] - b[1]);
-  const ordinary = bl.vocabSize - special.length;
-  const tokens: string[] = new Array(ordinary);
-  for (let id = 0; id < ordinary; id++) tokens[id] = bytesToByteLevel(bl.tokenBytes(id));
+  if (tokenizer.kind === 'hf-bpe') {
+    const json = tokenizer.toJSON() as HfBpeTokenizerJson;
+    return { tokens: json.vocab, merges: json.merges.map((m) => m.split(' ') as [string, string]), special };
+  }
+  const specialIds = new Set(special.map(([, id]) => id));
+  const tokens: string[] = new Array(bl.vocabSize);
+  for (const [text, id] of special) tokens[id] = text;
   const idOf = new Map<string, number>();
-  tokens.forEach((t, id) => {
+  for (let id = 0; id < bl.vocabSize; id++) {
+    if (specialIds.has(id)) continue;
+    const t = tokens[id] = bytesToByteLevel(bl.tokenBytes(id));
     const other = idOf.get(t);
     check(other === undefined, () => `tokens ${other} and ${id} of this tokenizer have the same bytes; a tokenizer.json vocabulary cannot hold both`);
     idOf.set(t, id);
-  });
+  }
+  for (const [text, id] of special) check(!idOf.has(text), () => `special token ${JSON.stringify(text)} (id ${id}) is also the byte-level string of token ${idOf.get(text)}; a tokenizer.json vocabulary cannot hold both`);
   let merges: [string, string][];
   if (tokenizer.kind === 'gpt2') {
     const found: [number, number, number][] = [];
-    for (let id = 0; id < ordinary; id++) {
-      const t = tokens[id]!;
+    for (const [t, id] of idOf) {
       for (let k = 1; k < t.length; k++) {
         const l = idOf.get(t.slice(0, k)), r = idOf.get(t.slice(k));
         if (l !== undefined && r !== undefined) found.push([id, l, r]);
@@ -170,9 +140,10 @@ export function hfSpecialTokens(tokenizer: Tokenizer): HfSpecialTokens {
  * tokenizer.json (HF `tokenizers`) for our tokenizer, as text.
  *
  * Byte-level kinds: the GPT-2 pre-token regex (spelled with \p{White_Space} as tiktoken's Rust
- * regex means it) as a Split, then ByteLevel without its own regex; a BPE model over byte-level
- * strings; ByteLevel decoder. Special tokens are added tokens (HF always recognises their text,
- * as our encode does with allowedSpecial: 'all').
+ * regex means it) as a Split (after a Digits step for hf-bpe's "gpt2-digits"), then ByteLevel
+ * without its own regex; a BPE model over byte-level strings, special tokens included in its
+ * vocabulary; ByteLevel decoder. Special tokens are added tokens (HF always recognises their
+ * text, as our encode does with allowedSpecial: 'all').
  * char: a Split that isolates every code point, a WordLevel model over the characters (the unk
  * character, if any, is its unk_token; otherwise an unknown character is an error, as here) and
  * a Fuse decoder, so ids are exactly ours; its special tokens ("<|endoftext|>") are added tokens
@@ -208,9 +179,11 @@ export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptio
     ].join('\n') + '\n';
   }
   const v = byteLevelVocab(tokenizer);
+  const hfBpe = tokenizer.kind === 'hf-bpe' ? tokenizer.toJSON() as HfBpeTokenizerJson : null;
   const pre = {
     type: 'Sequence',
     pretokenizers: [
+      ...(hfBpe?.pretokenizer === 'gpt2-digits' ? [{ type: 'Digits', individual_digits: true }] : []),
       { type: 'Split', pattern: { Regex: GPT2_SPLIT_PATTERN }, behavior: 'Isolated', invert: false },
       { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
     ],
@@ -229,7 +202,7 @@ export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptio
     `    "end_of_word_suffix": null,`,
     `    "fuse_unk": false,`,
     `    "byte_fallback": false,`,
-    `    "ignore_merges": ${tokenizer.kind === 'gpt2'},`,
+    `    "ignore_merges": ${hfBpe ? hfBpe.ignoreMerges : tokenizer.kind === 'gpt2'},`,
     `    "vocab": ${orderedObject(v.tokens.map((t, i) => [t, i]), '    ')},`,
     `    "merges": [\n${v.merges.map((m) => `      ${JSON.stringify(m)}`).join(',\n')}\n    ]`,
     `  }`,
@@ -313,25 +286,33 @@ function isObject(x: unknown): x is Json {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
-function preTokenizerIsOurs(pre: unknown): 'split-bytelevel' | 'bytelevel' | null {
+/** Which of hf-bpe's pre-tokenizers a tokenizer.json's pre_tokenizer is, or null for none of them. */
+function hfPretokenizerOf(pre: unknown): HfPretokenizer | null {
   if (!isObject(pre)) return null;
-  if (pre.type === 'ByteLevel' && pre.use_regex !== false && pre.add_prefix_space !== true) return 'bytelevel';
-  if (pre.type !== 'Sequence' || !Array.isArray(pre.pretokenizers) || pre.pretokenizers.length !== 2) return null;
-  const [split, bl] = pre.pretokenizers as unknown[];
-  if (!isObject(split) || !isObject(bl)) return null;
-  const pattern = split.pattern as Json | undefined;
-  const gpt2Regex = pattern?.Regex === GPT2_SPLIT_PATTERN || pattern?.Regex === String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`;
-  if (split.type === 'Split' && gpt2Regex && split.behavior === 'Isolated' && !split.invert && bl.type === 'ByteLevel' && bl.use_regex === false && bl.add_prefix_space !== true) {
-    return 'split-bytelevel';
+  const steps = pre.type === 'Sequence' && Array.isArray(pre.pretokenizers) ? pre.pretokenizers as unknown[] : [pre];
+  const first = steps[0];
+  const digits = isObject(first) && first.type === 'Digits';
+  if (digits && first.individual_digits !== true) return null;
+  const rest = digits ? steps.slice(1) : steps;
+  const byteLevel = (x: unknown, ownRegex: boolean): boolean =>
+    isObject(x) && x.type === 'ByteLevel' && (ownRegex ? x.use_regex !== false : x.use_regex === false) && x.add_prefix_space !== true;
+  let gpt2 = false;
+  if (rest.length === 1) gpt2 = byteLevel(rest[0], true);
+  else if (rest.length === 2 && isObject(rest[0])) {
+    const split = rest[0];
+    const pattern = split.pattern as Json | undefined;
+    const gpt2Regex = pattern?.Regex === GPT2_SPLIT_PATTERN || pattern?.Regex === String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`;
+    gpt2 = split.type === 'Split' && gpt2Regex && split.behavior === 'Isolated' && !split.invert && byteLevel(rest[1], false);
   }
-  return null;
+  return gpt2 ? (digits ? 'gpt2-digits' : 'gpt2') : null;
 }
 
 /**
  * The tokenizer a tokenizer.json stands for, when one of ours represents it exactly: our char
  * export (WordLevel over single characters, split per character), GPT-2's vocabulary (-> gpt2),
- * or a byte-level BPE laid out like our trained ones (bytes 0-255 in order, merge i -> 256 + i,
- * special tokens after; -> bpe). Anything else is a MinigptError naming what differs.
+ * a byte-level BPE laid out like our trained ones (bytes 0-255 in order, merge i -> 256 + i,
+ * special tokens after; -> bpe), or any other byte-level BPE whose pre-tokenizer is GPT-2's,
+ * alone or after digits one by one (-> hf-bpe). Anything else is a MinigptError naming what differs.
  */
 export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   check(isObject(json) && isObject(json.model), `${source} is not a Hugging Face tokenizer.json (no "model" object)`);
@@ -374,58 +355,85 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   }
 
   check(model.type === 'BPE', `${source}: tokenizer model ${JSON.stringify(model.type)} is not supported; minigpt imports byte-level BPE (GPT-2 style) and its own character tokenizer`);
-  check(preTokenizerIsOurs(json.pre_tokenizer) !== null,
-    `${source}: the pre-tokenizer is not GPT-2's byte-level one (${JSON.stringify(json.pre_tokenizer).slice(0, 120)}); minigpt's byte-level tokenizers split text with the GPT-2 regex, so this tokenizer cannot be reproduced exactly`);
+  const pretokenizer = hfPretokenizerOf(json.pre_tokenizer);
+  check(pretokenizer !== null,
+    `${source}: the pre-tokenizer is not GPT-2's byte-level one, nor digits one by one and then GPT-2's (${JSON.stringify(json.pre_tokenizer).slice(0, 120)}); minigpt's byte-level tokenizers split text with the GPT-2 regex, so this tokenizer cannot be reproduced exactly`);
   check(!model.byte_fallback && !model.continuing_subword_prefix && !model.end_of_word_suffix && model.dropout == null,
     `${source}: BPE options (byte_fallback, continuing_subword_prefix, end_of_word_suffix or dropout) that minigpt's byte-level BPE does not have`);
-  const vocabEntries = Object.entries(model.vocab as Record<string, number>).sort((a, b) => a[1] - b[1]);
+  const decoder = json.decoder as Json | null | undefined;
+  check(decoder === null || decoder === undefined || (isObject(decoder) && decoder.type === 'ByteLevel'),
+    () => `${source}: the decoder is ${isObject(decoder) ? String(decoder.type) : JSON.stringify(decoder)}, not ByteLevel; minigpt's byte-level tokenizers decode tokens to their bytes, so this tokenizer cannot be reproduced exactly`);
+  check(isObject(model.vocab), `${source}: the BPE model has no "vocab" object`);
+
+  // Every id's text: the vocabulary's, and the added tokens' (all special; some vocabularies hold them too).
+  const textOf = new Map<number, string>();
+  for (const [piece, id] of Object.entries(model.vocab as Record<string, unknown>)) {
+    check(typeof id === 'number' && Number.isInteger(id) && id >= 0, () => `${source}: vocabulary entry ${JSON.stringify(piece)} has id ${JSON.stringify(id)}, not a whole number`);
+    check(!textOf.has(id), () => `${source}: id ${id} is both ${JSON.stringify(textOf.get(id))} and ${JSON.stringify(piece)} in the vocabulary`);
+    textOf.set(id, piece);
+  }
   const special = new Map<number, string>();
   for (const t of added) {
     check(t.special === true, `${source}: added token ${JSON.stringify(t.content)} is not special; minigpt's byte-level tokenizers only have special added tokens`);
-    special.set(t.id as number, t.content as string);
+    const id = t.id as number, text = t.content as string;
+    check(typeof text === 'string' && Number.isInteger(id) && id >= 0, () => `${source}: added token ${JSON.stringify(t)} has no text or id`);
+    check(!textOf.has(id) || textOf.get(id) === text, () => `${source}: added token ${JSON.stringify(text)} has id ${id}, which the vocabulary gives ${JSON.stringify(textOf.get(id))}`);
+    textOf.set(id, text);
+    special.set(id, text);
   }
-  const ordinary = vocabEntries.filter(([, id]) => !special.has(id));
-  const tokenBytes: Uint8Array[] = [];
-  ordinary.forEach(([piece, id], i) => {
-    check(id === i, `${source}: vocabulary ids must be 0..${ordinary.length - 1} for ordinary tokens, special tokens after (found id ${id} at position ${i})`);
-    const bytes = byteLevelToBytes(piece);
-    check(bytes !== null, `${source}: vocabulary entry ${JSON.stringify(piece)} is not a byte-level string; only byte-level BPE is supported`);
-    tokenBytes.push(bytes);
+  const vocab: string[] = new Array(textOf.size);
+  for (const [id, text] of textOf) {
+    check(id < textOf.size, () => `${source}: the ids of its ${textOf.size} tokens must be 0 to ${textOf.size - 1} without gaps (found id ${id})`);
+    vocab[id] = text;
+  }
+  const mergesRaw = model.merges;
+  check(Array.isArray(mergesRaw), `${source}: the BPE model has no "merges" list`);
+  const merges = mergesRaw.map((m, i) => {
+    const pair = typeof m === 'string' ? m.split(' ') : m;
+    check(Array.isArray(pair) && pair.length === 2 && pair.every((x) => typeof x === 'string'), () => `${source}: merges[${i}] ${JSON.stringify(m)} is not a pair of tokens`);
+    return `${pair[0]} ${pair[1]}`;
   });
   const specialSorted = [...special].sort((a, b) => a[0] - b[0]);
-  specialSorted.forEach(([id], i) => check(id === ordinary.length + i, `${source}: special token ids must follow the ordinary tokens (id ${id})`));
+  const ordinaryCount = vocab.length - special.size;
+  const specialsLast = specialSorted.every(([id], i) => id === ordinaryCount + i);
 
-  // GPT-2's vocabulary?
-  if (ordinary.length === GPT2_VOCAB_SIZE - 1 && specialSorted.length === 1 && specialSorted[0]![1] === '<|endoftext|>') {
-    const gpt2 = gpt2Tokenizer();
-    let same = true;
-    for (let id = 0; id < ordinary.length && same; id++) {
-      const a = gpt2.tokenBytes(id), b = tokenBytes[id]!;
-      same = a.length === b.length && a.every((x, i) => x === b[i]);
+  if (pretokenizer === 'gpt2' && specialsLast) {
+    const tokenBytes = vocab.slice(0, ordinaryCount).map(byteLevelToBytes);
+    // GPT-2's vocabulary?
+    if (ordinaryCount === GPT2_VOCAB_SIZE - 1 && specialSorted.length === 1 && specialSorted[0]![1] === '<|endoftext|>') {
+      const gpt2 = gpt2Tokenizer();
+      let same = true;
+      for (let id = 0; id < ordinaryCount && same; id++) {
+        const a = gpt2.tokenBytes(id), b = tokenBytes[id];
+        same = b !== null && b !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
+      }
+      if (same) return gpt2;
     }
-    if (same) return gpt2;
+    // Laid out like our trained BPE: bytes 0-255 in order, merge i makes id 256 + i?
+    const idOf = new Map(vocab.slice(0, ordinaryCount).map((piece, id) => [piece, id]));
+    const ours = ordinaryCount >= 256 && merges.length === ordinaryCount - 256
+      && tokenBytes.slice(0, 256).every((t, b) => t !== null && t.length === 1 && t[0] === b)
+      && merges.every((m, i) => {
+        const [l, r] = m.split(' ') as [string, string];
+        return idOf.has(l) && idOf.has(r) && idOf.get(l + r) === 256 + i;
+      });
+    if (ours && !model.ignore_merges) {
+      return tokenizerFromJson({
+        type: 'bpe',
+        pretokenizer: 'gpt2',
+        merges: merges.map((m) => m.split(' ').map((piece) => idOf.get(piece)).join(' ')),
+        special: Object.fromEntries(specialSorted.map(([id, text]) => [text, id])),
+      }, source);
+    }
   }
-  // Laid out like our trained BPE?
-  for (let b = 0; b < 256; b++) {
-    const t = tokenBytes[b];
-    check(t && t.length === 1 && t[0] === b,
-      `${source}: this byte-level BPE is neither GPT-2's vocabulary nor laid out like minigpt's trained BPE (ids 0-255 the bytes in order, then one token per merge), so it cannot be imported exactly`);
-  }
-  const idOf = new Map(ordinary.map(([piece, id]) => [piece, id]));
-  const mergesRaw = model.merges as unknown[];
-  check(Array.isArray(mergesRaw) && mergesRaw.length === ordinary.length - 256,
-    `${source}: a minigpt-style BPE has one merge per token above 255 (${ordinary.length - 256}), this one has ${Array.isArray(mergesRaw) ? mergesRaw.length : 'no'} merges`);
-  const merges = mergesRaw.map((m, i) => {
-    const [l, r] = (typeof m === 'string' ? m.split(' ') : (m as string[])) as [string, string];
-    const a = idOf.get(l), b = idOf.get(r), made = idOf.get(l + r);
-    check(a !== undefined && b !== undefined && made === 256 + i,
-      `${source}: merge ${i} (${JSON.stringify(m)}) does not make token ${256 + i}; the merges are not in minigpt's order (merge i makes id 256 + i)`);
-    return `${a} ${b}`;
-  });
-  return tokenizerFromJson(
-    { type: 'bpe', pretokenizer: 'gpt2', merges, special: Object.fromEntries(specialSorted.map(([id, text]) => [text, id])) },
-    source,
-  );
+  return tokenizerFromJson({
+    type: 'hf-bpe',
+    pretokenizer,
+    vocab,
+    merges,
+    special: Object.fromEntries(specialSorted.map(([id, text]) => [text, id])),
+    ignoreMerges: model.ignore_merges === true,
+  }, source);
 }
 
 // ---------------------------------------------------------------------------------------------

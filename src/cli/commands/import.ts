@@ -17,10 +17,13 @@ export const importCommand: CommandSpec = {
   details: [
     'Reads LlamaForCausalLM (and ArceeForCausalLM with a GELU MLP) in F32, F16 or BF16, single-file or sharded.',
     'The tokenizer comes from tokenizer.json: GPT-2\'s vocabulary becomes "gpt2", a minigpt-style byte-level BPE "bpe",',
-    'minigpt\'s character export "char". Biases, rope scaling, other architectures and tokenizers are refused.',
+    'minigpt\'s character export "char", any other byte-level BPE split as GPT-2 splits (digits one by one first, as',
+    'SmolLM\'s, or not) "hf-bpe" with the file\'s ids. Biases, rope scaling, other architectures and tokenizers',
+    '(SentencePiece-style with byte fallback, Llama 3\'s split, a template that adds a BOS token) are refused.',
     '',
     'Examples:',
     '  minigpt import --from ddp-out/final --out runs/imported',
+    '  minigpt import --from SmolLM-135M --out runs/smollm      # a folder downloaded from the Hugging Face Hub',
     '  minigpt sample --ckpt runs/imported --prompt "Once upon a time"',
   ].join('\n'),
   async run(v) {

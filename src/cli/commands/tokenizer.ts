@@ -12,6 +12,7 @@ import { trainBpe } from '../../data/bpe.js';
 import { gpt2Tokenizer } from '../../data/gpt2.js';
 import { findCheckpointDir } from '../../train/train.js';
 import { loadCheckpoint } from '../../io/checkpoint.js';
+import { tokenizerFromHfJson } from '../../io/hf.js';
 
 /** Which flags each subcommand takes; anything else given is a mistake worth naming. */
 const SUBCOMMAND_FLAGS: Record<string, readonly string[]> = {
@@ -41,7 +42,7 @@ export const tokenizerCommand: CommandSpec = {
     'no-eot': { type: 'boolean', description: `train: no ${END_OF_TEXT} special token` },
     'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: 'train/encode: invalid UTF-8 in the file: stop with an error, or replace it and warn' },
     clean: { ...TEXT_FLAGS.clean!, description: `train: ${TEXT_FLAGS.clean!.description} (give the one training will use)` },
-    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file, a checkpoint or run folder, a checkpoint .zip, a shards folder from prepare, or gpt2' },
+    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file (minigpt\'s, or a Hugging Face tokenizer.json), a checkpoint or run folder, a checkpoint .zip, a shards folder from prepare, or gpt2' },
     text: { type: 'string', value: 'STRING', description: 'encode: the text', allowEmpty: true },
     file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text (a .jsonl file or a folder: its documents joined by a blank line); encoded as it is, without the cleaning sample and eval give a prompt' },
     'allow-special': { type: 'boolean', description: `encode: ${END_OF_TEXT} in the text becomes its special token (default: plain text)` },
@@ -202,6 +203,13 @@ export async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
     json = JSON.parse(raw);
   } catch (err) {
     throw new MinigptError(`${path}: not valid JSON (${(err as Error).message}); give a file written by \`minigpt tokenizer train\``);
+  }
+  // A Hugging Face tokenizer.json (a "model" object, no "type"): read as import reads it.
+  const fields = typeof json === 'object' && json !== null && !Array.isArray(json) ? json as Record<string, unknown> : null;
+  if (fields && !('type' in fields) && typeof fields['model'] === 'object' && fields['model'] !== null) {
+    check(fields['normalizer'] === null || fields['normalizer'] === undefined,
+      `${path} is a Hugging Face tokenizer.json with a normalizer, whose cleaning a tokenizer file alone does not carry into training; import the model it belongs to (minigpt import), or use a tokenizer.json without one`);
+    return tokenizerFromHfJson(json, path);
   }
   return tokenizerFromJson(json, path);
 }

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Writes byte-level BPE tokenizers made by Hugging Face `tokenizers`, and the ids it gives (dev-only).
+
+Two tokenizers, trained on a synthetic corpus made here (so the run is repeatable and offline),
+laid out as real Hugging Face models have them and unlike minigpt's own BPE:
+  smollm-style  digits one by one, then GPT-2's ByteLevel regex; special tokens first (ids 0-2),
+                as SmolLM's tokenizer has them
+  gpt2-style    GPT-2's ByteLevel regex; ignore_merges on (a pre-token that is a whole token is
+                taken as it is, as Llama 3's tokenizer does) and a token only that makes; special
+                tokens added after training
+
+Usage:
+  make-hf-tokenizers.py fixture OUT.json      both tokenizer.json texts, the test strings and
+                                              tokenizers' ids for them (test/fixtures/hf-bpe.json)
+  make-hf-tokenizers.py encode TOKENIZER.json TEXTS.json OUT.json
+                                              tokenizers' ids (special tokens split out, no
+                                              template) for each text: test/hf-bpe.test.ts
+                                              fuzzes minigpt against it when the venv is there
+"""
+import json
+import random
+import sys
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+WORDS = ("the of and to in is was he for it with as his on be at by had are but from or have an they which one "
+         "you were her all she there would their we him been has when who will more no if out so said what up its "
+         "about into than them can only other new some could time these two may then do first any my now such like "
+         "our over man me even most made after also did many before must through back years where much your way "
+         "well down should because each just those people Mr how too little state good very make world still own "
+         "see men work long get here between both life being under never day same another know while last might "
+         "naïve café Straße über résumé Ελληνικά русский 日本語 中文 한국어 العربية עברית हिन्दी").split()
+PUNCT = list(".,;:!?'\"()[]{}-–—…/\\@#$%^&*_+=<>|~`")
+NUMBERS = ["0", "7", "42", "365", "2024", "3.14159", "1,000,000", "٣٤٥", "½", "Ⅻ", "²", "𝟙𝟚"]
+SPACES = [" ", " ", " ", "  ", "\t", "\n", "\n\n", "\r\n", "\u00a0", "\u2028", "\u0085", "\u3000"]
+CONTRACTIONS = ["'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'T", "'RE"]
+EMOJI = ["🙂", "👍🏽", "🇫🇷", "👨‍👩‍👧", "❤️"]
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def corpus(rng: random.Random, n: int) -> list:
+    lines = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(4, 30)):
+            r = rng.random()
+            if r < 0.7:
+                w = rng.choice(WORDS)
+                parts.append(w.capitalize() if rng.random() < 0.1 else w)
+            elif r < 0.8:
+                parts.append(rng.choice(NUMBERS))
+            elif r < 0.9:
+                parts.append(rng.choice(PUNCT))
+            elif r < 0.95:
+                parts.append(rng.choice(CONTRACTIONS))
+            else:
+                parts.append(rng.choice(EMOJI))
+            parts.append(" " if rng.random() < 0.85 else rng.choice(SPACES))
+        # Indented lines, as code has them: the vocabulary learns runs of spaces.
+        indent = " " * rng.choice([0, 0, 2, 4, 8])
+        lines.append(indent + "".join(parts))
+    return lines
+
+
+def smollm_style(lines: list) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(lines, trainer)
+    return tok
+
+
+def gpt2_style(lines: list) -> Tokenizer:
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(lines, trainer)
+    # A token no merge makes (Llama 3's vocabulary, converted from tiktoken, has such): only
+    # ignore_merges' whole-word lookup produces it.
+    spec = json.loads(tok.to_str())
+    spec["model"]["vocab"]["Ġzqxj"] = len(spec["model"]["vocab"])
+    tok = Tokenizer.from_str(json.dumps(spec))
+    tok.add_special_tokens(["<|endoftext|>"])
+    return tok
+
+
+def test_strings(rng: random.Random) -> list:
+    fixed = [
+        "", "Hello world", "Hello, world! It's 2024 and we're here.", "12345 67890", "3.14159 and 1,000,000",
+        "٣٤٥ ½ Ⅻ x² 𝟙𝟚", "naïve café Straße", "日本語のテキスト", "emoji 🙂👍🏽🇫🇷👨‍👩‍👧",
+        "tabs\tand\nnewlines\r\nand  spaces   ", "nbsp\u00a0here\u2028line\u0085next\u3000wide", "\ufeffbom",
+        "I'll he'S they'RE we've", "<|endoftext|>between<|im_start|>x<|im_end|>", "a" * 200,
+        "x" + "0123456789" * 20, "  leading and trailing  ", "\n\n\n", "the the the the the",
+        # Runs of spaces before a digit: where splitting digits first changes GPT-2's pre-tokens.
+        "a  1 b   22 c    333", "one zqxj two zqx zqxjj", "x\t\t3 end.  4\n\n  7", "page  12  of   300",
+    ]
+    return fixed + corpus(rng, 40)
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "fixture":
+        rng = random.Random(1234)
+        lines = corpus(rng, 3000)
+        texts = test_strings(random.Random(99))
+        out = {}
+        for name, make in (("smollm-style", smollm_style), ("gpt2-style", gpt2_style)):
+            tok = make(lines)
+            out[name] = {
+                "tokenizer": json.loads(tok.to_str()),
+                "texts": texts,
+                "ids": [tok.encode(t, add_special_tokens=False).ids for t in texts],
+            }
+        with open(sys.argv[2], "w", encoding="utf-8") as f:
+            json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
+            f.write("\n")
+    elif len(sys.argv) == 5 and sys.argv[1] == "encode":
+        tok = Tokenizer.from_file(sys.argv[2])
+        with open(sys.argv[3], encoding="utf-8") as f:
+            texts = json.load(f)
+        ids = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+        with open(sys.argv[4], "w", encoding="utf-8") as f:
+            json.dump(ids, f)
+    else:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

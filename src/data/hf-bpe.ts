@@ -1,0 +1,160 @@
+/**
+ * The `hf-bpe` tokenizer: a byte-level BPE that came from a Hugging Face tokenizer.json (`minigpt
+ * import`) and is neither GPT-2's vocabulary nor laid out like minigpt's trained BPE: SmolLM's,
+ * for one, whose special tokens come first and whose digits are split one by one. The ids, the
+ * merges and their order, and the special tokens are the file's; encoding is the `tokenizers`
+ * library's BPE: pre-tokens, then in each the adjacent pair whose merge comes first in the list is
+ * joined (the leftmost on a tie) until none merges; with `ignoreMerges` a pre-token that is a
+ * whole token is that token.
+ *
+ * JSON: { "type": "hf-bpe", "pretokenizer": "gpt2" | "gpt2-digits", "vocab": [byte-level string
+ * of each id], "merges": ["left right", ...] (byte-level strings, first merge first), "special":
+ * { text: id }, "ignoreMerges": boolean }. A special token's vocab entry is its text.
+ *
+ * Pre-tokenizers: "gpt2" is GPT-2's regex (tokenizers' ByteLevel pre-tokenizer with its regex);
+ * "gpt2-digits" first isolates every digit (\p{N}: tokenizers' Digits with individual_digits),
+ * then applies GPT-2's regex to the rest (SmolLM). Both keep prepare's chunking exact: a digit is
+ * never a line break's neighbour across a safe cut (shards.ts).
+ */
+import { check } from '../errors.js';
+import { MAX_BPE_VOCAB, PairTable, describeValue, makeByteLevelTokenizer, makeGpt2Pretokenizer, toWellFormed, type ByteLevelTokenizer, type Pretokenizer } from './bpe.js';
+import { byteLevelToBytes } from './byte-level.js';
+import type { TokenizerJson } from './tokenizer.js';
+
+/** How an hf-bpe tokenizer splits text before merging (see the file comment). */
+export type HfPretokenizer = 'gpt2' | 'gpt2-digits';
+export const HF_PRETOKENIZERS: readonly HfPretokenizer[] = ['gpt2', 'gpt2-digits'];
+
+export interface HfBpeTokenizerJson extends TokenizerJson {
+  type: 'hf-bpe';
+  pretokenizer: HfPretokenizer;
+  /** The byte-level string of each id (a special token's: its text). */
+  vocab: string[];
+  /** "left right" byte-level strings, in the order the merges apply. */
+  merges: string[];
+  /** Special tokens: text -> id. */
+  special: Record<string, number>;
+  /** Whether a pre-token that is a whole token is taken as it is, unmerged (tokenizers' ignore_merges). */
+  ignoreMerges: boolean;
+}
+
+const FIELDS = ['type', 'pretokenizer', 'vocab', 'merges', 'special', 'ignoreMerges'];
+
+/** Digits one by one, then GPT-2's regex on the text between them. */
+function makeDigitsGpt2Pretokenizer(): Pretokenizer {
+  const gpt2 = makeGpt2Pretokenizer();
+  const digit = /\p{N}/gu;
+  return (text, onPiece) => {
+    let start = 0;
+    digit.lastIndex = 0;
+    for (let m = digit.exec(text); m !== null; m = digit.exec(text)) {
+      if (m.index > start) gpt2(text.slice(start, m.index), onPiece);
+      onPiece(m[0]);
+      start = m.index + m[0].length;
+    }
+    if (start < text.length) gpt2(start === 0 ? text : text.slice(start), onPiece);
+  };
+}
+
+const latin1 = (bytes: Uint8Array): string => String.fromCharCode.apply(null, bytes as unknown as number[]);
+
+/** Reads (and checks all of) an hf-bpe tokenizer's JSON; `source` names it in errors. */
+export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, source: string): ByteLevelTokenizer {
+  const what = `${source}: hf-bpe tokenizer`;
+  for (const name of Object.keys(fields)) {
+    check(FIELDS.includes(name), () => `${what} has an unknown field ${JSON.stringify(name)}; expected only ${FIELDS.map((f) => `"${f}"`).join(', ')}`);
+  }
+  const pre = fields['pretokenizer'];
+  check(HF_PRETOKENIZERS.includes(pre as HfPretokenizer), () => `${what} "pretokenizer" must be ${HF_PRETOKENIZERS.map((p) => `"${p}"`).join(' or ')}, got ${describeValue(pre)}`);
+  const ignoreMerges = fields['ignoreMerges'];
+  check(typeof ignoreMerges === 'boolean', () => `${what} "ignoreMerges" must be true or false, got ${describeValue(ignoreMerges)}`);
+
+  const vocab = fields['vocab'];
+  check(Array.isArray(vocab) && vocab.length > 0, () => `${what} "vocab" must be a non-empty array of byte-level strings, got ${describeValue(vocab)}`);
+  check(vocab.length <= MAX_BPE_VOCAB, () => `${what} has ${vocab.length} tokens; at most ${MAX_BPE_VOCAB} are supported`);
+  const idOf = new Map<string, number>();
+  vocab.forEach((entry: unknown, id) => {
+    check(typeof entry === 'string' && entry.length > 0, () => `${what} vocab[${id}] must be a non-empty string, got ${describeValue(entry)}`);
+    const earlier = idOf.get(entry);
+    check(earlier === undefined, () => `${what} vocab[${id}] ${JSON.stringify(entry)} repeats vocab[${earlier}]`);
+    idOf.set(entry, id);
+  });
+
+  const specialField = fields['special'];
+  check(typeof specialField === 'object' && specialField !== null && !Array.isArray(specialField),
+    () => `${what} "special" must be an object of special token text -> id ({} for none), got ${describeValue(specialField)}`);
+  const special = new Map<string, number>();
+  for (const [text, id] of Object.entries(specialField as Record<string, unknown>)) {
+    check(toWellFormed(text) === text && text.length > 0, () => `${what} special token ${JSON.stringify(text)} is empty or holds an unpaired surrogate`);
+    check(typeof id === 'number' && Number.isInteger(id) && vocab[id] === text,
+      () => `${what} special token ${JSON.stringify(text)} has id ${typeof id === 'number' ? id : describeValue(id)}, where the vocabulary holds ${typeof id === 'number' && typeof vocab[id] === 'string' ? JSON.stringify(vocab[id]) : 'nothing'}; a special token's vocab entry is its text`);
+    special.set(text, id);
+  }
+  const specialIds = new Set(special.values());
+
+  const utf8 = new TextEncoder();
+  const tokenBytes: Uint8Array[] = new Array(vocab.length);
+  const byteToId = new Int32Array(256).fill(-1);
+  vocab.forEach((entry: string, id) => {
+    if (specialIds.has(id)) {
+      tokenBytes[id] = utf8.encode(entry);
+      return;
+    }
+    const bytes = byteLevelToBytes(entry);
+    check(bytes !== null, () => `${what} vocab[${id}] ${JSON.stringify(entry)} is not a byte-level string (GPT-2's alphabet for bytes), nor a special token`);
+    tokenBytes[id] = bytes;
+    if (bytes.length === 1) byteToId[bytes[0]!] = id;
+  });
+  const missing = byteToId.indexOf(-1);
+  check(missing < 0, () => `${what} has no token for byte ${missing} (0x${missing.toString(16).padStart(2, '0')}); a byte-level BPE needs one for each of the 256 bytes, or some text could not be encoded`);
+
+  const mergesField = fields['merges'];
+  check(Array.isArray(mergesField), () => `${what} "merges" must be an array of "left right" strings, got ${describeValue(mergesField)}`);
+  const pairs = new PairTable(mergesField.length);
+  const mergedIds = new Int32Array(mergesField.length);
+  const ordinaryId = (piece: string | undefined): number | undefined => {
+    const id = piece === undefined ? undefined : idOf.get(piece);
+    return id === undefined || specialIds.has(id) ? undefined : id;
+  };
+  mergesField.forEach((entry: unknown, rank) => {
+    const parts = typeof entry === 'string' ? entry.split(' ') : [];
+    const a = parts.length === 2 ? ordinaryId(parts[0]) : undefined;
+    const b = parts.length === 2 ? ordinaryId(parts[1]) : undefined;
+    const made = a !== undefined && b !== undefined ? ordinaryId(parts[0]! + parts[1]!) : undefined;
+    check(made !== undefined,
+      () => `${what} merges[${rank}] ${describeValue(entry)} must be two tokens of the vocabulary, separated by a space, whose joined text is a token too`);
+    // As tokenizers builds its merge map: a pair listed twice keeps its later place.
+    pairs.set(a!, b!, rank);
+    mergedIds[rank] = made;
+  });
+  pairs.mergedIds = mergedIds;
+
+  let wholePieces: Map<string, number> | undefined;
+  if (ignoreMerges) {
+    // tokenizers looks the pre-token's byte-level string up in the whole vocabulary, special tokens included.
+    wholePieces = new Map();
+    vocab.forEach((entry: string, id) => {
+      const bytes = specialIds.has(id) ? byteLevelToBytes(entry) : tokenBytes[id]!;
+      if (bytes) wholePieces!.set(latin1(bytes), id);
+    });
+  }
+
+  const json: HfBpeTokenizerJson = {
+    type: 'hf-bpe',
+    pretokenizer: pre as HfPretokenizer,
+    vocab: [...vocab as string[]],
+    merges: [...mergesField as string[]],
+    special: Object.fromEntries([...special].sort((x, y) => x[1] - y[1])),
+    ignoreMerges,
+  };
+  return makeByteLevelTokenizer({
+    kind: 'hf-bpe',
+    byteToId,
+    tokenBytes,
+    pairs,
+    special,
+    ...(wholePieces ? { wholePieces } : {}),
+    pretokenizer: pre === 'gpt2-digits' ? makeDigitsGpt2Pretokenizer() : makeGpt2Pretokenizer(),
+    toJSON: (): HfBpeTokenizerJson => ({ ...json, vocab: [...json.vocab], merges: [...json.merges], special: { ...json.special } }),
+  });
+}

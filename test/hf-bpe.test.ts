@@ -1,0 +1,144 @@
+/**
+ * hf-bpe: byte-level BPE tokenizers as Hugging Face models have them (special tokens first, digits
+ * one by one, ids in any order, ignore_merges), read from tokenizer.json. The committed fixture
+ * (scripts/make-hf-tokenizers.py) holds two tokenizers the `tokenizers` library trained and the
+ * ids it gives; with the Python venv, random text is checked against the library itself too.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { hfTokenizerJson, tokenizerFromHfJson } from '../src/io/hf.js';
+import { createStreamingDecoder, tokenizerFromJson, type Tokenizer } from '../src/data/tokenizer.js';
+import { MinigptError } from '../src/errors.js';
+import { createRng } from '../src/util/random.js';
+import { HF_BPE_FIXTURE, hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const FIXTURE = HF_BPE_FIXTURE;
+const NAMES = Object.keys(FIXTURE) as (keyof typeof FIXTURE)[];
+const fixtureTokenizer = hfBpeFixtureTokenizer;
+
+test('hf-bpe gives the tokenizers library\'s ids and decodes them back (both fixture tokenizers)', () => {
+  assert.deepEqual(NAMES, ['smollm-style', 'gpt2-style']);
+  for (const name of NAMES) {
+    const tok = fixtureTokenizer(name);
+    assert.equal(tok.kind, 'hf-bpe', name);
+    const { texts, ids } = FIXTURE[name]!;
+    for (let i = 0; i < texts.length; i++) {
+      const ours = Array.from(tok.encode(texts[i]!, { allowedSpecial: 'all' }));
+      assert.deepEqual(ours, ids[i], `${name}: ids of ${JSON.stringify(texts[i]!.slice(0, 60))}`);
+      assert.equal(tok.decode(ours), texts[i], `${name}: decode`);
+    }
+  }
+});
+
+test('hf-bpe survives its own JSON and an HF export -> import round trip; streams multibyte tokens whole', () => {
+  for (const name of NAMES) {
+    const tok = fixtureTokenizer(name);
+    const json = tok.toJSON();
+    const again = tokenizerFromJson(JSON.parse(JSON.stringify(json)), 'again');
+    assert.deepEqual(again.toJSON(), json, `${name}: JSON round trip`);
+    const exported = JSON.parse(hfTokenizerJson(tok));
+    const back = tokenizerFromHfJson(exported, 'exported');
+    assert.equal(back.kind, 'hf-bpe');
+    assert.deepEqual(back.toJSON(), json, `${name}: tokenizer.json round trip`);
+    assert.equal(hfTokenizerJson(back), hfTokenizerJson(tok), `${name}: the export is byte-stable`);
+    // Special tokens keep their ids, wherever they are (smollm-style: 0-2).
+    for (const [text, id] of Object.entries(tok.specialTokens ?? {})) {
+      assert.deepEqual(Array.from(tok.encode(text, { allowedSpecial: 'all' })), [id]);
+      assert.notDeepEqual(Array.from(tok.encode(text)), [id], 'special text is ordinary text by default');
+    }
+    const text = 'emoji 🙂👍🏽 naïve 日本語 <|endoftext|> 12 345';
+    const ids = tok.encode(text);
+    const stream = createStreamingDecoder(tok);
+    let out = '';
+    for (const id of ids) out += stream.push(id);
+    assert.equal(out + stream.flush(), text, `${name}: streamed decode`);
+  }
+  assert.equal(FIXTURE['smollm-style']!.tokenizer['added_tokens'] instanceof Array, true);
+  assert.deepEqual(fixtureTokenizer('smollm-style').specialTokens, { '<|endoftext|>': 0, '<|im_start|>': 1, '<|im_end|>': 2 });
+});
+
+test('hf-bpe refuses broken JSON and unsupported tokenizer.json with one-line reasons', () => {
+  const base = fixtureTokenizer('smollm-style').toJSON() as unknown as Record<string, unknown>;
+  const vocab = base['vocab'] as string[];
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['unknown field', { ...base, extra: 1 }, /unknown field "extra"/],
+    ['pretokenizer', { ...base, pretokenizer: 'llama3' }, /"pretokenizer" must be "gpt2" or "gpt2-digits"/],
+    ['missing byte', { ...base, vocab: vocab.map((v) => (v === 'Ġ' ? 'ĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠ' : v)) }, /has no token for byte 32 \(0x20\)/],
+    ['duplicate', { ...base, vocab: [...vocab.slice(0, -1), vocab[5]] }, /repeats vocab\[5\]/],
+    ['merge', { ...base, merges: ['Ġ zzzz'] }, /merges\[0\] string "Ġ zzzz" must be two tokens of the vocabulary/],
+    ['special id', { ...base, special: { '<|endoftext|>': 5 } }, /special token "<\|endoftext\|>" has id 5, where the vocabulary holds/],
+    ['not byte-level', { ...base, special: {}, }, /vocab\[0\] "<\|endoftext\|>" is not a byte-level string/],
+  ];
+  // "<" "|" are byte-level characters, so "<|endoftext|>" decodes as bytes: make an entry that does not.
+  cases[cases.length - 1]![1] = { ...base, special: {}, vocab: ['<|endoftext|>\u2603', ...vocab.slice(1)] };
+  cases[cases.length - 1]![2] = /vocab\[0\] "<\|endoftext\|>☃" is not a byte-level string/;
+  for (const [name, json, re] of cases) {
+    assert.throws(() => tokenizerFromJson(json, 'tok.json'), (e: unknown) => e instanceof MinigptError && re.test(e.message) && !e.message.includes('\n'), name);
+  }
+  const hf = FIXTURE['smollm-style']!.tokenizer;
+  const llama3 = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+  const hfCases: [string, Record<string, unknown>, RegExp][] = [
+    ['llama3 split', { ...hf, pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: llama3 }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] } },
+      /the pre-tokenizer is not GPT-2's byte-level one, nor digits one by one and then GPT-2's/],
+    ['digit runs', { ...hf, pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: false }, { type: 'ByteLevel', use_regex: true }] } }, /the pre-tokenizer is not GPT-2's/],
+    ['prefix space', { ...hf, pre_tokenizer: { type: 'ByteLevel', add_prefix_space: true, use_regex: true } }, /the pre-tokenizer is not GPT-2's/],
+    ['decoder', { ...hf, decoder: { type: 'Metaspace' } }, /the decoder is Metaspace, not ByteLevel/],
+    ['byte fallback', { ...hf, model: { ...(hf['model'] as object), byte_fallback: true } }, /BPE options \(byte_fallback/],
+    ['gap', { ...hf, added_tokens: [{ id: 9999, content: '<x>', special: true }] }, /must be 0 to \d+ without gaps \(found id 9999\)/],
+    ['clash', { ...hf, added_tokens: [{ id: 5, content: '<x>', special: true }] }, /added token "<x>" has id 5, which the vocabulary gives/],
+  ];
+  for (const [name, json, re] of hfCases) {
+    assert.throws(() => tokenizerFromHfJson(json, 'tokenizer.json'), (e: unknown) => e instanceof MinigptError && re.test(e.message) && !e.message.includes('\n'), name);
+  }
+});
+
+/** The Python with the tokenizers library, or a reason to skip. */
+function findTokenizersPython(): { python?: string; skip?: string } {
+  const python = process.env.MINIGPT_PYTHON ?? join(ROOT, '.venv', 'bin', 'python');
+  if (!existsSync(python)) return { skip: `no Python venv at ${python} (run scripts/setup-venv.sh or set MINIGPT_PYTHON)` };
+  const r = spawnSync(python, ['-c', 'import tokenizers'], { encoding: 'utf8' });
+  if (r.status !== 0) return { skip: `${python} lacks tokenizers` };
+  return { python };
+}
+const py = findTokenizersPython();
+
+/** Random text from pieces where pre-tokenizers and merges disagree easily. */
+function randomTexts(count: number, seed: number): string[] {
+  const rng = createRng(seed);
+  const pieces = ['the', ' the', 'The', 'ing', ' and', 'a', 'zqxj', ' zqxj', '0', '12', '345', '٣', '½', 'Ⅻ', '²', '𝟙', ' ', '  ', '   ', '\t', '\n', '\n\n', '\r\n',
+    '\u00a0', '\u2028', '\u0085', '\u3000', '\ufeff', "'s", "'S", "'ll", "'", '.', ',', '!?', '...', '—', '(', ')', '"', 'é', 'e\u0301', 'ß', '日本', '語', '한', '🙂', '👍🏽', '🇫🇷',
+    '<|endoftext|>', '<|im_start|>', '<|', '|>', 'x', 'Straße', 'naïve', 'café', '\u0000', '\u001b'];
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const n = 1 + rng.int(40);
+    let s = '';
+    for (let k = 0; k < n; k++) s += pieces[rng.int(pieces.length)]!;
+    out.push(s);
+  }
+  return out;
+}
+
+test('hf-bpe against the tokenizers library on 400 random texts, its tokenizer.json and minigpt\'s export of it', { skip: py.skip }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-hf-bpe-'));
+  const texts = randomTexts(400, 11);
+  await writeFile(join(dir, 'texts.json'), JSON.stringify(texts));
+  for (const name of NAMES) {
+    const tok = fixtureTokenizer(name);
+    const ours = texts.map((t) => Array.from(tok.encode(t, { allowedSpecial: 'all' })));
+    for (const [label, json] of [['original', JSON.stringify(FIXTURE[name]!.tokenizer)], ['export', hfTokenizerJson(tok)]] as const) {
+      await writeFile(join(dir, 'tokenizer.json'), json);
+      const run = spawnSync(py.python!, [join(ROOT, 'scripts', 'make-hf-tokenizers.py'), 'encode', join(dir, 'tokenizer.json'), join(dir, 'texts.json'), join(dir, 'ids.json')], { encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+      const theirs = JSON.parse(await readFile(join(dir, 'ids.json'), 'utf8')) as number[][];
+      for (let i = 0; i < texts.length; i++) assert.deepEqual(ours[i], theirs[i], `${name} (${label}): ids of ${JSON.stringify(texts[i])}`);
+    }
+    console.log(`# ${name}: ids equal to the tokenizers library's on ${texts.length} random texts (its file and minigpt's export)`);
+  }
+});
