@@ -52,11 +52,17 @@ export interface SampleOptions {
    * a later token's (all of it by the last token).
    */
   stop?: string | readonly string[];
+  /**
+   * The prompt's special-token text ("<|im_start|>", "<|endoftext|>") becomes those tokens, as
+   * transformers' tokenizers encode it (default false: it is ordinary text, so typed text cannot
+   * inject a special token). For prompts in a chat model's format.
+   */
+  allowSpecial?: boolean;
 }
 
 /** Every option generate takes (the Record type keeps it complete). */
 const SAMPLE_OPTION_NAMES: Record<keyof SampleOptions, true> = {
-  maxTokens: true, temperature: true, topK: true, topP: true, seed: true, signal: true, stopAtEndOfText: true, stop: true,
+  maxTokens: true, temperature: true, topK: true, topP: true, seed: true, signal: true, stopAtEndOfText: true, stop: true, allowSpecial: true,
 };
 
 /** One token generate yields. */
@@ -153,8 +159,8 @@ export function preparePrompt(loaded: LoadedModel, prompt: string, what = 'the p
  * one-line error naming `what` and the character it lacks) and to some tokens. Returns a note for
  * a prompt longer than the context ('' for any other): `minigpt sample` and the page show it.
  */
-export function checkPrompt(loaded: LoadedModel, prompt: string, what: string): string {
-  const ids = encodeUserText(loaded.tokenizer, prompt, what, 'the model knows only the characters it was trained on; leave it out of the prompt');
+export function checkPrompt(loaded: LoadedModel, prompt: string, what: string, allowSpecial = false): string {
+  const ids = encodeUserText(loaded.tokenizer, prompt, what, 'the model knows only the characters it was trained on; leave it out of the prompt', allowSpecial ? { allowedSpecial: 'all' } : {});
   check(prompt.length === 0 || ids.length > 0, 'the prompt encodes to no tokens');
   const context = loaded.model.config.context;
   return ids.length > context ? `the prompt has ${ids.length} tokens; the model sees only its last ${context} (its context)` : '';
@@ -181,6 +187,7 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   checkAbortSignal(opts.signal);
   check(opts.stopAtEndOfText === undefined || typeof opts.stopAtEndOfText === 'boolean', () => `stopAtEndOfText must be true or false (got ${shownValue(opts.stopAtEndOfText)})`);
   check(opts.stop === undefined || typeof opts.stop === 'string' || Array.isArray(opts.stop), () => `stop must be a string or an array of strings (got ${shownValue(opts.stop)})`);
+  check(opts.allowSpecial === undefined || typeof opts.allowSpecial === 'boolean', () => `allowSpecial must be true or false (got ${shownValue(opts.allowSpecial)})`);
   const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : [...opts.stop];
   check(stops.every((t) => typeof t === 'string' && t.length > 0), 'a stop text must be a non-empty string');
   // With no prompt, start from the end-of-text token where the tokenizer has one (a document start).
@@ -189,7 +196,7 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   // token after it would be noise; they start from id 0 (usually "\n", the lowest character), as
   // they always have.
   const eot = tokenizer.kind === 'char' ? undefined : tokenizer.specialTokens?.['<|endoftext|>'];
-  const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt)) : [eot ?? 0];
+  const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt, opts.allowSpecial ? { allowedSpecial: 'all' } : {})) : [eot ?? 0];
   const history = ids.slice(-c.context);
   const rng = createRng(opts.seed ?? 0);
   // A cache is sized for the whole context (its logits alone context × vocab floats) and backends

@@ -140,6 +140,21 @@ test('a sample ends where the model ends the text, with a note on stderr; --igno
   assert.equal(onward.stderr, '');
 });
 
+test('--allow-special makes the prompt\'s <|endoftext|> text the token (it counts as one), else it is ordinary text', async () => {
+  const m = endOfTextModel();
+  const zip = join(root, 'special.zip');
+  writeFileSync(zip, await checkpointToZip({ config: m.config, weights: m.weights, tokenizer: m.tokenizer }));
+  const prompt = '<|endoftext|>'.repeat(17) + 'p';
+  const run = (args: string[]) => spawnSync(process.execPath, [CLI, 'sample', '--ckpt', zip, '--backend', 'reference', '--prompt', prompt, '--tokens', '2', '--temperature', '0', ...args], { encoding: 'utf8', timeout: 60_000 });
+  const special = run(['--allow-special']);
+  assert.equal(special.status, 0, special.stderr);
+  assert.match(special.stderr, /^minigpt: note: the prompt has 18 tokens; the model sees only its last 16 \(its context\)\n/);
+  assert.equal(special.stdout, `${prompt}a\n`);
+  const plain = run([]);
+  assert.equal(plain.status, 0, plain.stderr);
+  assert.match(plain.stderr, /^minigpt: note: the prompt has \d{3} tokens/);
+});
+
 test('a model trained on lowercased text gets lowercased prompts and texts (sample, eval), with a note; the suggested sample command encodes', () => {
   const text = join(root, 'shouty.txt');
   writeFileSync(text, 'ROMEO: The Cat sat on the Mat. '.repeat(60));

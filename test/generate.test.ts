@@ -1,7 +1,7 @@
 /** Sampling rules and streamed generation. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { sampleToken, generate } from '../src/generate.js';
+import { checkPrompt, sampleToken, generate } from '../src/generate.js';
 import { createReferenceBackend } from '../src/backend/reference/index.js';
 import { createModel, setWeights } from '../src/model/model.js';
 import { resolveConfig } from '../src/model/config.js';
@@ -401,4 +401,25 @@ test('the streaming decoder says when a character\'s first bytes wait for the re
   assert.equal(text, 'a é 😀 字b');
   assert.equal(decoder.pending(), false);
   assert.equal(createStreamingDecoder(buildCharTokenizer('ab')).pending(), false);
+});
+
+test('allowSpecial: the prompt\'s special-token text becomes those tokens (as an empty prompt starts from <|endoftext|>), else it is text', async () => {
+  const tokenizer = makeTokenizer('bpe', 'the cat sat on the mat. the dog sat on the log.', { vocabSize: 270 });
+  const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: 16, n_heads: 2, n_layers: 2, context: 16 });
+  const model = createModel(createReferenceBackend(), config);
+  setWeights(model, initialWeights(config, paramLayout(config), createRng(5)));
+  const loaded = { model, tokenizer };
+  const ids = async (prompt: string, opts: object): Promise<number[]> => {
+    const out: number[] = [];
+    for await (const t of generate(loaded, prompt, { maxTokens: 8, temperature: 0, stopAtEndOfText: false, ...opts })) out.push(t.id);
+    return out;
+  };
+  const fromNothing = await ids('', {});
+  assert.deepEqual(await ids('<|endoftext|>', { allowSpecial: true }), fromNothing);
+  assert.notDeepEqual(await ids('<|endoftext|>', {}), fromNothing, 'the text "<|endoftext|>" is seven ordinary tokens');
+  // checkPrompt counts the prompt's tokens the same way.
+  const eots = '<|endoftext|>'.repeat(17);
+  assert.equal(checkPrompt(loaded, eots, 'p', true), 'the prompt has 17 tokens; the model sees only its last 16 (its context)');
+  assert.match(checkPrompt(loaded, eots, 'p'), /^the prompt has \d{3} tokens/);
+  await assert.rejects(async () => { for await (const _ of generate(loaded, 'x', { allowSpecial: 'yes' as never })) { /* nothing */ } }, /allowSpecial must be true or false \(got "yes"\)/);
 });

@@ -13,8 +13,9 @@
  *
  * Pre-tokenizers: "gpt2" is GPT-2's regex (tokenizers' ByteLevel pre-tokenizer with its regex);
  * "gpt2-digits" first isolates every digit (\p{N}: tokenizers' Digits with individual_digits),
- * then applies GPT-2's regex to the rest (SmolLM). Both keep prepare's chunking exact: a digit is
- * never a line break's neighbour across a safe cut (shards.ts).
+ * then applies GPT-2's regex to the rest (SmolLM). Both keep prepare's chunking exact: its safe
+ * cuts (before a line break that follows a visible character, shards.ts) are pre-token boundaries
+ * of GPT-2's regex, and isolating digits only adds boundaries, the same ones either side of a cut.
  */
 import { check } from '../errors.js';
 import { MAX_BPE_VOCAB, PairTable, describeValue, makeByteLevelTokenizer, makeGpt2Pretokenizer, toWellFormed, type ByteLevelTokenizer, type Pretokenizer } from './bpe.js';

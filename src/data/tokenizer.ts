@@ -465,9 +465,9 @@ export class UnknownCharacterError extends MinigptError {
  * is reported as `what: <the character and where>; advice`, since rebuilding the tokenizer is
  * not the fix there.
  */
-export function encodeUserText(tokenizer: Tokenizer, text: string, what: string, advice: string): Int32Array {
+export function encodeUserText(tokenizer: Tokenizer, text: string, what: string, advice: string, opts: EncodeOptions = {}): Int32Array {
   try {
-    return tokenizer.encode(text);
+    return tokenizer.encode(text, opts);
   } catch (e) {
     if (e instanceof UnknownCharacterError) throw new MinigptError(`${what}: ${e.problem}; ${advice}`);
     throw e;

@@ -24,6 +24,7 @@ export const sampleCommand: CommandSpec = {
     interactive: { type: 'boolean', description: 'read prompts from stdin, one per line, and answer each with a sample (the model is loaded once)' },
     stop: { type: 'string', value: 'TEXT', repeatable: true, description: 'end the sample where the generated text reaches TEXT, which is not written (in bash, --stop $\'\\n\\n\' stops at a blank line)' },
     'ignore-eot': { type: 'boolean', description: 'go on when the model samples <|endoftext|> (default: stop there, as transformers and llama.cpp do)' },
+    'allow-special': { type: 'boolean', description: 'special tokens\' text in the prompt (<|endoftext|>, a chat model\'s <|im_start|>) becomes those tokens, as transformers encodes it (default: plain text)' },
     ...BACKEND_FLAGS,
   },
   details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, a GPT-2 imported from transformers)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, and from transformers, whose\ngenerate runs on past the model's context).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); the n-th prompt that gets a sample (from 0) uses --seed + n. In a terminal, Ctrl-C stops the sample being\nwritten (at the prompt it ends the session) and Ctrl-D ends; with piped prompts, Ctrl-C ends the session (exit 130).\nA prompt it cannot encode is an error line and the session goes on; piped, the exit status is then 1.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --prompt "ROMEO:" --stop $'\\n\\n' --tokens 500      # one speech\n  minigpt sample --interactive --tokens 100`,
@@ -34,13 +35,13 @@ export const sampleCommand: CommandSpec = {
     const loaded = await loadModel(dir, { backend: v.backend as BackendName, threads: v.threads as number | undefined, forSampling: true });
     const opts = {
       maxTokens: v.tokens as number, temperature: v.temperature as number, topK: v['top-k'] as number,
-      topP: v['top-p'] as number, seed: v.seed as number, stopAtEndOfText: !v['ignore-eot'],
+      topP: v['top-p'] as number, seed: v.seed as number, stopAtEndOfText: !v['ignore-eot'], allowSpecial: Boolean(v['allow-special']),
       ...(Array.isArray(v.stop) ? { stop: v.stop } : {}),
     };
     // Sample n uses --seed + n: the last one must still be an exact whole number.
     check(opts.seed <= Number.MAX_SAFE_INTEGER - ((v.count as number) - 1), () => `--seed ${opts.seed} with --count ${v.count as number}: the last sample's seed (--seed + ${(v.count as number) - 1}) would pass ${Number.MAX_SAFE_INTEGER}; use a smaller --seed`);
     if (v.interactive) return interactive(loaded, opts);
-    const prompt = promptNoting(loaded, v.prompt as string, '--prompt');
+    const prompt = promptNoting(loaded, v.prompt as string, '--prompt', opts.allowSpecial);
     const controller = new AbortController();
     // Ctrl-C stops generation after the current token (exit 130); a second one exits at once.
     let interrupted = false;
@@ -69,9 +70,9 @@ export const sampleCommand: CommandSpec = {
  * The prompt to generate from: cleaned as the training text was (preparePrompt), then checked
  * (checkPrompt); their notes (lowercased, longer than the context) on stderr.
  */
-function promptNoting(loaded: LoadedModel, typed: string, what: string): string {
+function promptNoting(loaded: LoadedModel, typed: string, what: string, allowSpecial: boolean): string {
   const { prompt, note } = preparePrompt(loaded, typed);
-  for (const n of [note, checkPrompt(loaded, prompt, what)]) if (n) process.stderr.write(`minigpt: note: ${n}\n`);
+  for (const n of [note, checkPrompt(loaded, prompt, what, allowSpecial)]) if (n) process.stderr.write(`minigpt: note: ${n}\n`);
   return prompt;
 }
 
@@ -152,7 +153,7 @@ async function interactive(loaded: LoadedModel, opts: SampleOptions): Promise<nu
       await turn();
       if (ended) break;
       try {
-        const prompt = promptNoting(loaded, line, 'the prompt');
+        const prompt = promptNoting(loaded, line, 'the prompt', opts.allowSpecial ?? false);
         current = new AbortController();
         await streamSample(loaded, prompt, { ...opts, seed: ((opts.seed ?? 0) + n) % (Number.MAX_SAFE_INTEGER + 1), signal: current.signal });
         n++;
