@@ -172,6 +172,15 @@ def check_shards_match_model(data, model_dir, vocab):
             differ = next((i for i, (a, b) in enumerate(zip(shard_merges, model_merges)) if a != b), min(len(shard_merges), len(model_merges)))
             fail(f"the shards' BPE merges differ from the model's (first at merge {differ} of {len(shard_merges)} / {len(model_merges)}): "
                              "prepare the shards with the model's tokenizer")
+    if kind == "hf-bpe":
+        # Imported from a tokenizer.json: the same byte-level strings by id, the same merges in order.
+        by_id = {i: t for t, i in hf_tok["model"]["vocab"].items()}
+        for t in hf_tok.get("added_tokens", []):
+            by_id[t["id"]] = t["content"]
+        have = [by_id.get(i) for i in range(len(by_id))]
+        merges = [" ".join(m) if isinstance(m, list) else m for m in hf_tok["model"].get("merges", [])]
+        if list(tok.get("vocab", [])) != have or list(tok.get("merges", [])) != merges:
+            fail("the shards' tokenizer differs from the model's (its vocabulary or merges): prepare the shards with the model's tokenizer")
 
 
 def lr_at(step, args):

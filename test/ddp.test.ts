@@ -228,6 +228,28 @@ test('train_ddp.py refuses shards made with another BPE of the same size, and ta
   assert.match(differ.stderr.trim(), /^train_ddp\.py: the shards' BPE merges differ from the model's \(first at merge \d+ of 23 \/ 23\): prepare the shards with the model's tokenizer$/);
 });
 
+test('train_ddp.py takes shards made with an imported (hf-bpe) tokenizer for its model, and refuses another\'s', { skip: py.skip }, async () => {
+  const { prepareShards } = await import('../src/data/shards.js');
+  const { hfBpeFixtureTokenizer } = await import('./support/hf-bpe-fixture.js');
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-ddp-hfbpe-'));
+  const [own, other] = [hfBpeFixtureTokenizer('smollm-style'), hfBpeFixtureTokenizer('gpt2-style')];
+  const config = resolveConfig({ vocab_size: 704, d_model: 16, n_heads: 2, n_layers: 1, context: 16 });
+  await exportHf({ config, weights: initialWeights(config, paramLayout(config), createRng(1)), tokenizer: own }, join(root, 'hf'));
+  await writeFile(join(root, 'a.txt'), 'the quick brown fox jumps over the lazy dog 12 times. '.repeat(40));
+  for (const [name, tokenizer] of [['own', own], ['other', other]] as const) {
+    await prepareShards({ data: join(root, 'a.txt'), out: join(root, name), tokenizer });
+  }
+  const check = (shards: string) => spawnSync(py.python!, ['-c',
+    'import sys; sys.path.insert(0, sys.argv[1]); import train_ddp; train_ddp.check_shards_match_model(sys.argv[2], sys.argv[3], 704); print("same")',
+    join(ROOT, 'scripts'), shards, join(root, 'hf')], { encoding: 'utf8' });
+  const same = check(join(root, 'own'));
+  assert.equal(same.status, 0, same.stderr);
+  assert.equal(same.stdout.trim(), 'same');
+  const differ = check(join(root, 'other'));
+  assert.equal(differ.status, 1);
+  assert.match(differ.stderr.trim(), /^train_ddp\.py: the shards' tokenizer differs from the model's \(its vocabulary or merges\): prepare the shards with the model's tokenizer$/);
+});
+
 test('train_ddp.py checks its setup before training (--out, --seq-len, short or foreign shards), follows minigpt\'s learning-rate schedule, takes a glob\'s val_*.bin as validation, and a SIGTERM saves the run (one line, exit 130); --resume refuses what is no save', { skip: py.skip }, async () => {
   const { learningRate } = await import('../src/train/schedule.js');
   const { stat } = await import('node:fs/promises');
