@@ -8,11 +8,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hfTokenizerJson, tokenizerFromHfJson } from '../src/io/hf.js';
+import { ggufTokenizerMetadata } from '../src/io/gguf.js';
 import { createStreamingDecoder, tokenizerFromJson, type Tokenizer } from '../src/data/tokenizer.js';
 import { MinigptError } from '../src/errors.js';
 import { createRng } from '../src/util/random.js';
@@ -91,13 +92,20 @@ test('hf-bpe refuses broken JSON and unsupported tokenizer.json with one-line re
     ['prefix space', { ...hf, pre_tokenizer: { type: 'ByteLevel', add_prefix_space: true, use_regex: true } }, /the pre-tokenizer is not GPT-2's/],
     ['decoder', { ...hf, decoder: { type: 'Metaspace' } }, /the decoder is Metaspace, not ByteLevel/],
     ['byte fallback', { ...hf, model: { ...(hf['model'] as object), byte_fallback: true } }, /BPE options \(byte_fallback/],
-    ['gap', { ...hf, added_tokens: [{ id: 9999, content: '<x>', special: true }] }, /must be 0 to \d+ without gaps \(found id 9999\)/],
-    ['clash', { ...hf, added_tokens: [{ id: 5, content: '<x>', special: true }] }, /added token "<x>" has id 5, which the vocabulary gives/],
+    ['gap', withoutVocabId(hf, 300), /must be 0 to 698 without gaps \(found id 699\)/],
+    // The library numbers <|endoftext|> after the 600 entries left: 600, which "Ġzqxj" has.
+    ['clash', withoutVocabId(FIXTURE['gpt2-style'].tokenizer, 300), /added token "<\|endoftext\|>" gets id 600 from the tokenizers library, which the vocabulary gives "Ġzqxj"/],
   ];
   for (const [name, json, re] of hfCases) {
     assert.throws(() => tokenizerFromHfJson(json, 'tokenizer.json'), (e: unknown) => e instanceof MinigptError && re.test(e.message) && !e.message.includes('\n'), name);
   }
 });
+
+/** A tokenizer.json without the vocabulary entry of `id`. */
+function withoutVocabId(json: Record<string, unknown>, id: number): Record<string, unknown> {
+  const model = json['model'] as { vocab: Record<string, number> };
+  return { ...json, model: { ...model, vocab: Object.fromEntries(Object.entries(model.vocab).filter(([, i]) => i !== id)) } };
+}
 
 /** The Python with the tokenizers library, or a reason to skip. */
 function findTokenizersPython(): { python?: string; skip?: string } {
@@ -125,14 +133,22 @@ function randomTexts(count: number, seed: number): string[] {
   return out;
 }
 
-test('hf-bpe against the tokenizers library on 400 random texts, its tokenizer.json and minigpt\'s export of it', { skip: py.skip }, async () => {
+test('hf-bpe against the tokenizers library on 400 random texts, its tokenizer.json and minigpt\'s export of it (4 tokenizers)', { skip: py.skip }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'minigpt-hf-bpe-'));
   const texts = randomTexts(400, 11);
   await writeFile(join(dir, 'texts.json'), JSON.stringify(texts));
-  for (const name of NAMES) {
-    const tok = fixtureTokenizer(name);
+  // The fixtures, and two with added tokens outside the vocabulary (renumbered by the library; one a whole word's text).
+  const files: [string, Record<string, unknown>][] = [
+    ...NAMES.map((name): [string, Record<string, unknown>] => [name, FIXTURE[name].tokenizer]),
+    ['gpt2-style + <sep>', editedGpt2Style((j) => { delete j.model.vocab['Ġzqxj']; j.added_tokens.push(addedToken(600, '<sep>')); })],
+    ['gpt2-style + Ġzork', editedGpt2Style((j) => j.added_tokens.push(addedToken(602, 'Ġzork')))],
+  ];
+  texts.push(' zork zqxj<sep>', 'Ġzork');
+  await writeFile(join(dir, 'texts.json'), JSON.stringify(texts));
+  for (const [name, file] of files) {
+    const tok = tokenizerFromHfJson(file, name);
     const ours = texts.map((t) => Array.from(tok.encode(t, { allowedSpecial: 'all' })));
-    for (const [label, json] of [['original', JSON.stringify(FIXTURE[name]!.tokenizer)], ['export', hfTokenizerJson(tok)]] as const) {
+    for (const [label, json] of [['original', JSON.stringify(file)], ['export', hfTokenizerJson(tok)]] as const) {
       await writeFile(join(dir, 'tokenizer.json'), json);
       const run = spawnSync(py.python!, [join(ROOT, 'scripts', 'make-hf-tokenizers.py'), 'encode', join(dir, 'tokenizer.json'), join(dir, 'texts.json'), join(dir, 'ids.json')], { encoding: 'utf8' });
       assert.equal(run.status, 0, run.stderr);
@@ -140,5 +156,69 @@ test('hf-bpe against the tokenizers library on 400 random texts, its tokenizer.j
       for (let i = 0; i < texts.length; i++) assert.deepEqual(ours[i], theirs[i], `${name} (${label}): ids of ${JSON.stringify(texts[i])}`);
     }
     console.log(`# ${name}: ids equal to the tokenizers library's on ${texts.length} random texts (its file and minigpt's export)`);
+  }
+});
+
+/** The gpt2-style fixture's tokenizer.json, edited. */
+function editedGpt2Style(edit: (json: { model: { vocab: Record<string, number> }; added_tokens: Record<string, unknown>[] } & Record<string, unknown>) => void): Record<string, unknown> {
+  const json = structuredClone(FIXTURE['gpt2-style'].tokenizer) as Parameters<typeof edit>[0];
+  edit(json);
+  return json;
+}
+const addedToken = (id: number, content: string, extra: object = {}) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true, ...extra });
+
+test('added tokens get the ids the tokenizers library gives them (not the file\'s "id"), and only those in the BPE vocabulary are whole words', () => {
+  // <sep> listed with id 600 after <|endoftext|> (601): the library numbers tokens outside the
+  // vocabulary after it in list order, so <|endoftext|> is 600 and <sep> 601.
+  const renumbered = editedGpt2Style((j) => {
+    delete j.model.vocab['Ġzqxj'];
+    j.added_tokens.push(addedToken(600, '<sep>'));
+  });
+  const tok = tokenizerFromHfJson(renumbered, 'renumbered.json');
+  assert.deepEqual(tok.specialTokens, { '<|endoftext|>': 600, '<sep>': 601 });
+  // A special token only added_tokens holds is no whole word for ignore_merges, even when its text is one.
+  const zork = editedGpt2Style((j) => j.added_tokens.push(addedToken(602, 'Ġzork')));
+  const z = tokenizerFromHfJson(zork, 'zork.json');
+  assert.equal(z.specialTokens?.['Ġzork'], 602);
+  assert.deepEqual((z.toJSON() as unknown as { addedOnly: number[] }).addedOnly, [601, 602]);
+  assert.ok(!Array.from(z.encode(' zork')).includes(602), 'ordinary text never becomes an added-only special token');
+  assert.deepEqual(Array.from(z.encode(' zqxj')), [600], 'a vocabulary token still is a whole word');
+  // The export keeps it out of model.vocab, so transformers does the same; the round trip is stable.
+  const exported = JSON.parse(hfTokenizerJson(z));
+  assert.equal('Ġzork' in exported.model.vocab, false);
+  assert.deepEqual(tokenizerFromHfJson(exported, 'exported').toJSON(), z.toJSON());
+  // lstrip, rstrip and single_word change where the library finds a special token: refused.
+  for (const flag of ['lstrip', 'rstrip', 'single_word']) {
+    const flagged = editedGpt2Style((j) => { j.added_tokens[0] = { ...j.added_tokens[0], [flag]: true }; });
+    assert.throws(() => tokenizerFromHfJson(flagged, 'f.json'), (e: unknown) => e instanceof MinigptError && /special token "<\|endoftext\|>" has lstrip, rstrip or single_word set/.test(e.message), flag);
+  }
+  // A post-processor that is a Sequence of ones adding nothing adds nothing.
+  const seq = editedGpt2Style((j) => { j.post_processor = { type: 'Sequence', processors: [{ type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: true }] }; });
+  assert.equal(tokenizerFromHfJson(seq, 'seq.json').kind, 'hf-bpe');
+});
+
+test('the GGUF export warns when some tokens come only from ignore_merges\' whole-word lookup (llama.cpp splits their text otherwise)', () => {
+  const warned = (name: keyof typeof FIXTURE): string[] => {
+    const warnings: string[] = [];
+    ggufTokenizerMetadata(fixtureTokenizer(name), 704, (m) => warnings.push(m));
+    return warnings;
+  };
+  assert.deepEqual(warned('smollm-style'), []);
+  assert.deepEqual(warned('gpt2-style'), ['1 of this tokenizer\'s tokens (such as " zqxj") come only from its whole-word lookup (ignore_merges), which llama.cpp does not do for this pre-tokenizer: llama.cpp splits text holding them into other tokens than minigpt and transformers do']);
+});
+
+test('--tokenizer takes a Hugging Face tokenizer.json, or the model folder holding it', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-hf-tok-'));
+  const model = join(dir, 'SmolLM-like');
+  await mkdir(model);
+  await writeFile(join(model, 'tokenizer.json'), JSON.stringify(FIXTURE['smollm-style'].tokenizer));
+  await writeFile(join(model, 'config.json'), '{"model_type": "llama"}');
+  const cli = join(ROOT, 'dist', 'src', 'cli', 'main.js');
+  const text = 'page  12  of   300';
+  const want = JSON.stringify(Array.from(fixtureTokenizer('smollm-style').encode(text)));
+  for (const spec of [model, join(model, 'tokenizer.json')]) {
+    const r = spawnSync(process.execPath, [cli, 'tokenizer', 'encode', '--tokenizer', spec, '--text', text], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), want, spec);
   }
 });

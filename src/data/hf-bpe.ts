@@ -9,7 +9,9 @@
  *
  * JSON: { "type": "hf-bpe", "pretokenizer": "gpt2" | "gpt2-digits", "vocab": [byte-level string
  * of each id], "merges": ["left right", ...] (byte-level strings, first merge first), "special":
- * { text: id }, "ignoreMerges": boolean }. A special token's vocab entry is its text.
+ * { text: id }, "ignoreMerges": boolean, "addedOnly"?: [id, ...] }. A special token's vocab entry
+ * is its text; addedOnly lists the special tokens the file's BPE vocabulary lacked (added_tokens
+ * alone held them), which its whole-word lookup (ignoreMerges) therefore never finds.
  *
  * Pre-tokenizers: "gpt2" is GPT-2's regex (tokenizers' ByteLevel pre-tokenizer with its regex);
  * "gpt2-digits" first isolates every digit (\p{N}: tokenizers' Digits with individual_digits),
@@ -37,9 +39,11 @@ export interface HfBpeTokenizerJson extends TokenizerJson {
   special: Record<string, number>;
   /** Whether a pre-token that is a whole token is taken as it is, unmerged (tokenizers' ignore_merges). */
   ignoreMerges: boolean;
+  /** Ids of special tokens outside the BPE model's own vocabulary (see the file comment); absent for none. */
+  addedOnly?: number[];
 }
 
-const FIELDS = ['type', 'pretokenizer', 'vocab', 'merges', 'special', 'ignoreMerges'];
+const FIELDS = ['type', 'pretokenizer', 'vocab', 'merges', 'special', 'ignoreMerges', 'addedOnly'];
 
 /** Digits one by one, then GPT-2's regex on the text between them. */
 function makeDigitsGpt2Pretokenizer(): Pretokenizer {
@@ -92,6 +96,10 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     special.set(text, id);
   }
   const specialIds = new Set(special.values());
+  const addedOnlyField = fields['addedOnly'];
+  check(addedOnlyField === undefined || (Array.isArray(addedOnlyField) && addedOnlyField.every((id, i) => specialIds.has(id) && (i === 0 || id > addedOnlyField[i - 1]))),
+    () => `${what} "addedOnly" must list special token ids in increasing order, got ${describeValue(addedOnlyField)}`);
+  const addedOnly = new Set((addedOnlyField ?? []) as number[]);
 
   const utf8 = new TextEncoder();
   const tokenBytes: Uint8Array[] = new Array(vocab.length);
@@ -132,9 +140,11 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
 
   let wholePieces: Map<string, number> | undefined;
   if (ignoreMerges) {
-    // tokenizers looks the pre-token's byte-level string up in the whole vocabulary, special tokens included.
+    // tokenizers looks the pre-token's byte-level string up in the BPE model's vocabulary: the
+    // special tokens it holds too, not those only added_tokens held.
     wholePieces = new Map();
     vocab.forEach((entry: string, id) => {
+      if (addedOnly.has(id)) return;
       const bytes = specialIds.has(id) ? byteLevelToBytes(entry) : tokenBytes[id]!;
       if (bytes) wholePieces!.set(latin1(bytes), id);
     });
@@ -147,6 +157,7 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     merges: [...mergesField as string[]],
     special: Object.fromEntries([...special].sort((x, y) => x[1] - y[1])),
     ignoreMerges,
+    ...(addedOnly.size > 0 ? { addedOnly: [...addedOnly] } : {}),
   };
   return makeByteLevelTokenizer({
     kind: 'hf-bpe',
@@ -156,6 +167,33 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     special,
     ...(wholePieces ? { wholePieces } : {}),
     pretokenizer: pre === 'gpt2-digits' ? makeDigitsGpt2Pretokenizer() : makeGpt2Pretokenizer(),
-    toJSON: (): HfBpeTokenizerJson => ({ ...json, vocab: [...json.vocab], merges: [...json.merges], special: { ...json.special } }),
+    toJSON: (): HfBpeTokenizerJson => ({ ...json, vocab: [...json.vocab], merges: [...json.merges], special: { ...json.special }, ...(json.addedOnly ? { addedOnly: [...json.addedOnly] } : {}) }),
   });
+}
+
+/**
+ * With ignoreMerges: the tokens only the whole-word lookup produces (text that is one pre-token and
+ * a token, whose bytes the merges make into other tokens). Tools without that lookup (llama.cpp's
+ * "gpt-2" pre-tokenizer) split such text differently. Their text, by id.
+ */
+export function tokensOnlyWholeWordsReach(json: HfBpeTokenizerJson): string[] {
+  if (!json.ignoreMerges) return [];
+  const merging = hfBpeTokenizerFromJsonFields({ ...json, ignoreMerges: false }, 'hf-bpe tokenizer');
+  const special = new Set(Object.values(json.special));
+  const strict = new TextDecoder('utf-8', { fatal: true });
+  const found: string[] = [];
+  for (let id = 0; id < json.vocab.length; id++) {
+    if (special.has(id)) continue;
+    let text: string;
+    try {
+      text = strict.decode(merging.tokenBytes(id));
+    } catch {
+      continue; // part of a character: never a whole pre-token
+    }
+    const pieces = merging.pretokenize(text);
+    if (pieces.length !== 1) continue;
+    const ids = merging.encodeOrdinary(text);
+    if (ids.length !== 1 || ids[0] !== id) found.push(text);
+  }
+  return found;
 }

@@ -44,7 +44,7 @@ import { encodeF16 } from '../util/half.js';
 import { checkCheckpointArg, recordedClean, type Checkpoint } from './checkpoint.js';
 import { byteLevelVocab } from './hf.js';
 import { bytesToByteLevel } from '../data/byte-level.js';
-import type { HfBpeTokenizerJson } from '../data/hf-bpe.js';
+import { tokensOnlyWholeWordsReach, type HfBpeTokenizerJson } from '../data/hf-bpe.js';
 import { checkNodeOnly } from '../util/runtime.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
@@ -212,7 +212,8 @@ export const LLAMA_CPP_DEFAULT_GPT2_EOS = 11;
 
 /**
  * The tokenizer.ggml.* metadata for our tokenizer, padded to `vocabSize` tokens. `onWarning` hears
- * of a char tokenizer without "<|endoftext|>" (llama.cpp would end generation at a character).
+ * of a char tokenizer without "<|endoftext|>" (llama.cpp would end generation at a character), and
+ * of an hf-bpe tokenizer with tokens only ignore_merges reaches (llama.cpp tokenizes their text otherwise).
  */
 export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, onWarning?: (message: string) => void): Map<string, GgufValue> {
   const tokens: string[] = [];
@@ -262,6 +263,15 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
       types.push(specialIds.has(id) ? GgufTokenType.CONTROL : GgufTokenType.NORMAL);
     });
     merges = v.merges.map(([a, b]) => `${a} ${b}`);
+    if (tokenizer.kind === 'hf-bpe') {
+      const whole = tokensOnlyWholeWordsReach(tokenizer.toJSON() as HfBpeTokenizerJson);
+      if (whole.length > 0) {
+        onWarning?.(
+          `${whole.length} of this tokenizer's tokens (such as ${JSON.stringify(whole[0])}) come only from its whole-word lookup (ignore_merges), which llama.cpp does not do ` +
+            'for this pre-tokenizer: llama.cpp splits text holding them into other tokens than minigpt and transformers do',
+        );
+      }
+    }
     const eot = tokenizer.specialTokens?.['<|endoftext|>'];
     if (eot !== undefined) {
       md.set('tokenizer.ggml.bos_token_id', u32(eot));

@@ -180,6 +180,8 @@ export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptio
   }
   const v = byteLevelVocab(tokenizer);
   const hfBpe = tokenizer.kind === 'hf-bpe' ? tokenizer.toJSON() as HfBpeTokenizerJson : null;
+  // Special tokens the BPE model's own vocabulary lacked stay out of it (a whole-word lookup must not find them).
+  const addedOnly = new Set(hfBpe?.addedOnly ?? []);
   const pre = {
     type: 'Sequence',
     pretokenizers: [
@@ -203,7 +205,7 @@ export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptio
     `    "fuse_unk": false,`,
     `    "byte_fallback": false,`,
     `    "ignore_merges": ${hfBpe ? hfBpe.ignoreMerges : tokenizer.kind === 'gpt2'},`,
-    `    "vocab": ${orderedObject(v.tokens.map((t, i) => [t, i]), '    ')},`,
+    `    "vocab": ${orderedObject(v.tokens.map((t, i): [string, number] => [t, i]).filter(([, id]) => !addedOnly.has(id)), '    ')},`,
     `    "merges": [\n${v.merges.map((m) => `      ${JSON.stringify(m)}`).join(',\n')}\n    ]`,
     `  }`,
     '}',
@@ -320,7 +322,8 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   const post = json.post_processor as Json | null | undefined;
   // transformers re-saves a tokenizer without one as a template that adds nothing.
   const addsNothing = (p: Json): boolean => p.type === 'ByteLevel' || (p.type === 'TemplateProcessing' && Array.isArray(p.single)
-    && p.single.every((piece) => isObject(piece) && !('SpecialToken' in piece)) && (!isObject(p.special_tokens) || Object.keys(p.special_tokens).length === 0));
+    && p.single.every((piece) => isObject(piece) && !('SpecialToken' in piece)) && (!isObject(p.special_tokens) || Object.keys(p.special_tokens).length === 0))
+    || (p.type === 'Sequence' && Array.isArray(p.processors) && p.processors.every((q) => isObject(q) && addsNothing(q)));
   check(post === null || post === undefined || (isObject(post) && addsNothing(post)),
     () => `${source} has a ${isObject(post) ? String(post.type) : 'non-standard'} post-processor, which adds tokens (such as a BOS token) to what it encodes; minigpt's tokenizers add none, so it cannot be imported exactly`);
   const added = Array.isArray(json.added_tokens) ? (json.added_tokens as Json[]) : [];
@@ -367,17 +370,34 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
 
   // Every id's text: the vocabulary's, and the added tokens' (all special; some vocabularies hold them too).
   const textOf = new Map<number, string>();
+  const vocabIdOf = new Map<string, number>();
   for (const [piece, id] of Object.entries(model.vocab as Record<string, unknown>)) {
     check(typeof id === 'number' && Number.isInteger(id) && id >= 0, () => `${source}: vocabulary entry ${JSON.stringify(piece)} has id ${JSON.stringify(id)}, not a whole number`);
     check(!textOf.has(id), () => `${source}: id ${id} is both ${JSON.stringify(textOf.get(id))} and ${JSON.stringify(piece)} in the vocabulary`);
     textOf.set(id, piece);
+    vocabIdOf.set(piece, id);
   }
+  // The ids the tokenizers library gives added tokens (it does not read their "id"): the
+  // vocabulary's for a token it holds, else the next after the vocabulary and every added token
+  // before it, in list order. A repeated one is skipped.
   const special = new Map<number, string>();
+  const addedOnly: number[] = [];
+  let lastAdded = -1;
   for (const t of added) {
     check(t.special === true, `${source}: added token ${JSON.stringify(t.content)} is not special; minigpt's byte-level tokenizers only have special added tokens`);
-    const id = t.id as number, text = t.content as string;
-    check(typeof text === 'string' && Number.isInteger(id) && id >= 0, () => `${source}: added token ${JSON.stringify(t)} has no text or id`);
-    check(!textOf.has(id) || textOf.get(id) === text, () => `${source}: added token ${JSON.stringify(text)} has id ${id}, which the vocabulary gives ${JSON.stringify(textOf.get(id))}`);
+    const text = t.content as string;
+    check(typeof text === 'string' && text !== '', () => `${source}: added token ${JSON.stringify(t)} has no text`);
+    check(!t.lstrip && !t.rstrip && !t.single_word,
+      () => `${source}: special token ${JSON.stringify(text)} has lstrip, rstrip or single_word set, which change where the tokenizers library finds it; minigpt finds a special token's exact text only`);
+    if ([...special.values()].includes(text)) continue;
+    let id = vocabIdOf.get(text);
+    if (id === undefined) {
+      id = lastAdded >= vocabIdOf.size ? lastAdded + 1 : vocabIdOf.size;
+      const given = id;
+      check(!textOf.has(given), () => `${source}: added token ${JSON.stringify(text)} gets id ${given} from the tokenizers library, which the vocabulary gives ${JSON.stringify(textOf.get(given))}`);
+      addedOnly.push(id);
+    }
+    lastAdded = Math.max(lastAdded, id);
     textOf.set(id, text);
     special.set(id, text);
   }
@@ -433,6 +453,7 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
     merges,
     special: Object.fromEntries(specialSorted.map(([id, text]) => [text, id])),
     ignoreMerges: model.ignore_merges === true,
+    ...(addedOnly.length > 0 ? { addedOnly: addedOnly.sort((a, b) => a - b) } : {}),
   }, source);
 }
 
