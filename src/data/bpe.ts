@@ -361,6 +361,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
 
   const cache = new Map<string, Int32Array | number>();
   const pretokenizer = model.pretokenizer ?? makeGpt2Pretokenizer();
+  const gpt2Splitter = model.pretokenizer ? null : new RegExp(GPT2_SPLIT_PATTERN, 'gu');
 
   const encodePiece = (piece: string): Int32Array | number => {
     const bytes = utf8.encode(piece);
@@ -375,19 +376,26 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
   };
 
   /** Appends the ids of well-formed text that holds no special tokens to encode. */
-  const encodeInto = (text: string, out: IdBuffer): void => {
-    pretokenizer(text, (piece) => {
-      let ids = cache.get(piece);
-      if (ids === undefined) {
-        ids = encodePiece(piece);
-        if (piece.length <= CACHEABLE_PIECE) {
-          if (cache.size >= CACHE_LIMIT) cache.clear();
-          cache.set(piece, ids);
-        }
+  const addPiece = (piece: string, out: IdBuffer): void => {
+    let ids = cache.get(piece);
+    if (ids === undefined) {
+      ids = encodePiece(piece);
+      if (piece.length <= CACHEABLE_PIECE) {
+        if (cache.size >= CACHE_LIMIT) cache.clear();
+        cache.set(piece, ids);
       }
-      if (typeof ids === 'number') out.push(ids);
-      else out.pushAll(ids);
-    });
+    }
+    if (typeof ids === 'number') out.push(ids);
+    else out.pushAll(ids);
+  };
+  const encodeInto = (text: string, out: IdBuffer): void => {
+    if (gpt2Splitter === null) {
+      pretokenizer(text, (piece) => addPiece(piece, out));
+      return;
+    }
+    // GPT-2's regex in place (gpt2, bpe): no callback per pre-token on the common path.
+    gpt2Splitter.lastIndex = 0;
+    for (let m = gpt2Splitter.exec(text); m !== null; m = gpt2Splitter.exec(text)) addPiece(m[0], out);
   };
 
   const encodeOrdinary = (text: string): Int32Array => {
