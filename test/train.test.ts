@@ -376,6 +376,38 @@ test('a batch that cannot fit in memory is refused before anything is allocated:
   assert.deepEqual(await evaluateText(loaded.model, loaded.tokenizer, CORPUS.slice(0, 2000), { batch: huge }), few);
 });
 
+test('eval\'s default batch shrinks to what a backend\'s memory holds (the same scores); a batch asked for is taken as asked', async () => {
+  const o = await opts({ steps: 2 });
+  await train(o);
+  const { loadModel } = await import('../src/inference.js');
+  const { evaluateText } = await import('../src/train/train.js');
+  const { createModel, setWeights, activationValues } = await import('../src/model/model.js');
+  const { headDim } = await import('../src/model/config.js');
+  const { countParams } = await import('../src/model/params.js');
+  const { createReferenceBackend } = await import('../src/backend/reference/index.js');
+  const loaded = await loadModel(o.out!, { backend: 'reference' });
+  const c = loaded.model.config;
+  // A backend whose memory holds the weights and the activations of two windows, not of eight.
+  const limit = Math.ceil((4 * (activationValues(c, 2, c.context) + 2 * countParams(c) + c.context * headDim(c)) + 8 * 2 * c.context) / 0.9);
+  const weights = (await loadCheckpoint(join(o.out!, 'checkpoint'))).weights;
+  const smallModel = () => {
+    const ref = createReferenceBackend();
+    let used = 0;
+    const model = createModel({ ...ref, memoryLimit: limit, alloc: (n: number) => {
+      used += 4 * n;
+      if (used > limit) throw new MinigptError(`memory full (${used} of ${limit} bytes)`);
+      return ref.alloc(n);
+    } }, c);
+    setWeights(model, weights);
+    return model;
+  };
+  const text = CORPUS.slice(0, 4000);
+  const fits = await evaluateText(smallModel(), loaded.tokenizer, text);
+  assert.deepEqual(fits, await evaluateText(loaded.model, loaded.tokenizer, text, { batch: 8 }));
+  assert.ok(fits.tokens >= 8 * c.context, 'enough windows for a batch of 8');
+  await assert.rejects(evaluateText(smallModel(), loaded.tokenizer, text, { batch: 8 }), /memory full/);
+});
+
 test('lr-find sweeps exponentially, suggests a rate inside the sweep, and touches no checkpoint', async () => {
   const o = await opts({ steps: 5 });
   await train(o);

@@ -57,6 +57,8 @@ export interface Backend {
   readonly name: string;
 
   // --- memory ---
+  /** The most bytes its tensors can hold in all, where the backend has such a bound (cpu: one wasm32 memory, 4 GiB). */
+  readonly memoryLimit?: number;
   /** A zero-filled float tensor of `size` elements. */
   alloc(size: number): Tensor;
   /** True where the device stores f16 natively (webgpu with shader-f16): then allocHalf works. */

@@ -13,7 +13,7 @@ import { totalmem } from 'node:os';
 import { MinigptError, adviceFor, check, checkAbortSignal, checkOptionNames, checkWhole, optionName, optionSetting, optionWord, shownValue } from '../errors.js';
 import type { Backend } from '../backend/types.js';
 import { BACKEND_NAMES, createBackend, type BackendName } from '../backend/index.js';
-import { resolveConfig, type ModelConfig } from '../model/config.js';
+import { headDim, resolveConfig, type ModelConfig } from '../model/config.js';
 import { initialWeights, countParams } from '../model/params.js';
 import { activationValues, createModel, setWeights, readWeights, forward, backward, zeroGrads, accumulateMeanLoss, tuneKernels, type Model } from '../model/model.js';
 import { createOptimizer, optimizerStep, undoSkippedStep } from './optimizer.js';
@@ -1371,9 +1371,19 @@ export interface EvalRunDataOptions {
   invalidUtf8?: 'error' | 'replace';
 }
 
-/** The batch an evaluation runs: `batch` (default 8), but no more than there are windows to score, and one that fits in memory. */
+/**
+ * The batch an evaluation runs: `batch` (default 8), but no more than there are windows to score,
+ * and one that fits in memory. The default also shrinks to what the backend's memory holds (a
+ * long-context model on the cpu backend: one 2048-token window of a 49k vocabulary's logits is
+ * 0.4 GB); the scores are the same whatever the batch.
+ */
 function evalBatch(model: Model, batch: number | undefined, length: number, T: number, maxWindows: number): number {
-  const B = Math.max(1, Math.min(batch ?? 8, evalOffsets(length, T, maxWindows).length));
+  let B = Math.max(1, Math.min(batch ?? 8, evalOffsets(length, T, maxWindows).length));
+  const limit = model.backend.memoryLimit;
+  // What the model allocates: weights and gradients (createModel), the RoPE table, the activations, ids and targets.
+  const c = model.config;
+  const bytes = (b: number): number => 4 * (activationValues(c, b, T) + 2 * countParams(c) + c.context * headDim(c)) + 8 * b * T;
+  if (batch === undefined && limit !== undefined) while (B > 1 && bytes(B) > 0.9 * limit) B--;
   checkBatchFits(model.config, B, T, false);
   return B;
 }

@@ -164,6 +164,7 @@ export async function createCpuBackend(options: CpuOptions = {}): Promise<CpuBac
   const backend: CpuBackend = {
     ...ref,
     name: 'cpu',
+    memoryLimit: MAX_PAGES * PAGE - HEAP_BASE,
     threads,
     variant,
     attention: options.attention ?? 'blocked',

@@ -21,7 +21,7 @@ export const evalCommand: CommandSpec = {
     'text-field': TEXT_FLAGS['text-field']!,
     'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: `${TEXT_FLAGS['invalid-utf8']!.description} (a run's own data: as the run read it, unless given)` },
     all: { type: 'boolean', description: 'with --data: evaluate all of it, not only the validation split (in whole windows of the context: fewer than a context of tokens at the end are left out; "tokens" says how many were scored)' },
-    batch: { type: 'int', min: 1, value: 'N', description: 'sequences per forward pass (not with --text)', default: 8 },
+    batch: { type: 'int', min: 1, value: 'N', description: 'sequences per forward pass (not with --text; left out: 8, or fewer where the backend\'s memory holds fewer)', default: 8 },
     json: { type: 'boolean', description: 'print JSON: {"ids", "logprobs", "loss", "bits_per_byte"} for --text, {"val_loss", "perplexity", "bits_per_byte", "tokens", "split": "val"|"all"} for --data (and "data" without either)' },
     ...BACKEND_FLAGS,
   },
@@ -46,11 +46,13 @@ export const evalCommand: CommandSpec = {
     check(v.text === undefined || v.data === undefined, 'give one of --text "..." or --data PATH, not both');
     check(!v.all || v.data !== undefined, '--all goes with --data PATH');
     check(!(typeof v.text === 'string' && flagsOnCommandLine().has('batch')), '--batch goes with --data (or no data flag), not with --text: a text is scored as one sequence');
+    // Left out, the library's default (8) shrinks to what the backend's memory holds.
+    const batch = flagsOnCommandLine().has('batch') ? v.batch as number : undefined;
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const loaded = await loadModel(dir, { backend: v.backend as BackendName, threads: v.threads as number | undefined });
     if (v.text === undefined && v.data === undefined) {
       // The run's own validation data: the number its final evaluation printed.
-      const r = await evaluateRunData(loaded.model, loaded.tokenizer, dir, { batch: v.batch as number, invalidUtf8: flagsOnCommandLine().has('invalid-utf8') ? v['invalid-utf8'] as 'error' | 'replace' : undefined });
+      const r = await evaluateRunData(loaded.model, loaded.tokenizer, dir, { batch, invalidUtf8: flagsOnCommandLine().has('invalid-utf8') ? v['invalid-utf8'] as 'error' | 'replace' : undefined });
       const out = { val_loss: r.loss, perplexity: Math.exp(r.loss), bits_per_byte: r.bitsPerByte, tokens: r.tokens, split: 'val', data: r.dataName };
       if (v.json) console.log(JSON.stringify(out));
       else console.log(`validation split of the run's data (${r.dataName}): loss ${r.loss.toFixed(4)}, perplexity ${out.perplexity.toFixed(2)}${perByte(r.bitsPerByte)} over ${r.tokens.toLocaleString('en-US')} tokens`);
@@ -67,7 +69,7 @@ export const evalCommand: CommandSpec = {
       return;
     }
     const data = v.data as string;
-    const opts = { all: Boolean(v.all), batch: v.batch as number };
+    const opts = { all: Boolean(v.all), batch };
     const result = (await isShardDir(data))
       ? await evaluateShards(loaded.model, loaded.tokenizer, data, opts)
       : await evaluateText(loaded.model, loaded.tokenizer, cleanDocuments(await loadDocuments(data, {
