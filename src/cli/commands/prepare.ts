@@ -19,7 +19,7 @@ export const prepareCommand: CommandSpec = {
   usage: 'minigpt prepare --data PATH (--tokenizer char|gpt2|FILE|DIR | --tokenizer bpe --bpe-vocab N) [--text-field NAME] [--clean STEPS] [--invalid-utf8 error|replace] [--shard-tokens N] [--val-fraction F] --out DIR',
   flags: {
     data: { type: 'string', value: 'PATH', description: 'text file, .jsonl file, or folder of them (read in sorted order)' },
-    tokenizer: { type: 'string', value: 'KIND|FILE|DIR', description: 'tokenizer to build (char, bpe) or use (gpt2, a tokenizer JSON file (minigpt\'s, or a Hugging Face tokenizer.json), a checkpoint or run folder: its tokenizer, so the shards fit that model; or a shards folder: the tokenizer that made it)' },
+    tokenizer: { type: 'string', value: 'KIND|FILE|DIR', description: 'tokenizer to build (char, bpe) or use (gpt2, a tokenizer JSON file (minigpt\'s, or a Hugging Face tokenizer.json), a checkpoint or run folder or a Hugging Face model folder: its tokenizer, so the shards fit that model; or a shards folder: the tokenizer that made it)' },
     'bpe-vocab': { type: 'int', min: 257, max: MAX_BPE_VOCAB, value: 'N', description: 'bpe: vocabulary size to learn, required with bpe (learned from about the first 20M characters of the training part)' },
     'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in .jsonl records', default: 'text' },
     clean: TEXT_FLAGS.clean!,

@@ -2,7 +2,7 @@ import { MAX_BPE_VOCAB } from '../../data/bpe.js';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isShardDir, openShards } from '../../data/shards.js';
-import { checkOutputFile, ioError, writeFileAtomic } from '../../util/fs.js';
+import { checkOutputFile, exists, ioError, writeFileAtomic } from '../../util/fs.js';
 import { MinigptError, check } from '../../errors.js';
 import { TEXT_FLAGS, cleanOptionsFromFlag, type CommandSpec, type FlagValues } from '../args.js';
 import { BLANK_LINE_SEPARATOR, loadDocuments, loadText } from '../../data/text.js';
@@ -42,7 +42,7 @@ export const tokenizerCommand: CommandSpec = {
     'no-eot': { type: 'boolean', description: `train: no ${END_OF_TEXT} special token` },
     'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: 'train/encode: invalid UTF-8 in the file: stop with an error, or replace it and warn' },
     clean: { ...TEXT_FLAGS.clean!, description: `train: ${TEXT_FLAGS.clean!.description} (give the one training will use)` },
-    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file (minigpt\'s, or a Hugging Face tokenizer.json), a checkpoint or run folder, a checkpoint .zip, a shards folder from prepare, or gpt2' },
+    tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file (minigpt\'s, or a Hugging Face tokenizer.json), a checkpoint or run folder, a Hugging Face model folder, a checkpoint .zip, a shards folder from prepare, or gpt2' },
     text: { type: 'string', value: 'STRING', description: 'encode: the text', allowEmpty: true },
     file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text (a .jsonl file or a folder: its documents joined by a blank line); encoded as it is, without the cleaning sample and eval give a prompt' },
     'allow-special': { type: 'boolean', description: `encode: ${END_OF_TEXT} in the text becomes its special token (default: plain text)` },
@@ -191,7 +191,9 @@ export async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
     shards.close();
     return shards.tokenizer;
   }
-  const path = info.isDirectory() ? join(await findCheckpointDir(spec), CHECKPOINT_TOKENIZER_FILE) : spec;
+  // A folder: a checkpoint or run, or a Hugging Face model folder (its tokenizer.json, no checkpoint's).
+  const hfModelTokenizer = info.isDirectory() && !(await exists(join(spec, CHECKPOINT_TOKENIZER_FILE))) && (await exists(join(spec, 'tokenizer.json')));
+  const path = hfModelTokenizer ? join(spec, 'tokenizer.json') : info.isDirectory() ? join(await findCheckpointDir(spec), CHECKPOINT_TOKENIZER_FILE) : spec;
   let raw: string;
   try {
     raw = await readFile(path, 'utf8');

@@ -47,7 +47,7 @@ const TRAIN_FLAGS = {
   ...TEXT_FLAGS,
   'invalid-utf8': { ...TEXT_FLAGS['invalid-utf8']!, description: `${TEXT_FLAGS['invalid-utf8']!.description} (a resumed run reads its data as it did unless given)` },
   // No `default` here: with --resume, a tokenizer flag that was not given must not conflict with the run's.
-  tokenizer: { type: 'string', value: 'char|gpt2|bpe|FILE', description: `tokenizer: built from the data (char; bpe: trained on it), GPT-2's, a file from \`minigpt tokenizer train\`, a Hugging Face tokenizer.json, or a checkpoint folder (default: ${TRAIN_DEFAULTS.tokenizer}; shards, a resumed run and --init-from keep their own)` },
+  tokenizer: { type: 'string', value: 'char|gpt2|bpe|FILE', description: `tokenizer: built from the data (char; bpe: trained on it), GPT-2's, a file from \`minigpt tokenizer train\`, a Hugging Face tokenizer.json or model folder, or a checkpoint folder (default: ${TRAIN_DEFAULTS.tokenizer}; shards, a resumed run and --init-from keep their own)` },
   'bpe-vocab': { type: 'int', min: 257, max: MAX_BPE_VOCAB, value: 'N', description: `vocabulary size of a trained BPE tokenizer (default: ${TRAIN_DEFAULTS.bpeVocab})` },
   batch: { type: 'int', min: 1, value: 'N', description: 'sequences per micro-batch', default: TRAIN_DEFAULTS.batch },
   accum: { type: 'int', min: 1, value: 'N', description: 'micro-batches per optimizer step (gradient accumulation)', default: TRAIN_DEFAULTS.accum },
