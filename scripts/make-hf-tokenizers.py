@@ -99,7 +99,9 @@ def test_strings(rng: random.Random) -> list:
         "I'll he'S they'RE we've", "<|endoftext|>between<|im_start|>x<|im_end|>", "a" * 200,
         "x" + "0123456789" * 20, "  leading and trailing  ", "\n\n\n", "the the the the the",
         # Runs of spaces before a digit: where splitting digits first changes GPT-2's pre-tokens.
-        "a  1 b   22 c    333", "one zqxj two zqx zqxjj", "x\t\t3 end.  4\n\n  7", "page  12  of   300",
+        "a  1 b   22 c    333", "one zqxj two zqx zqxjj",
+        # Pre-tokens over 64 bytes: merged with a heap, not by scanning.
+        "the" * 40, " " * 100 + "x", "—" * 40, "naïve" * 20, "x\t\t3 end.  4\n\n  7", "page  12  of   300",
     ]
     return fixed + corpus(rng, 40)
 

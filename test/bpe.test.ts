@@ -259,6 +259,45 @@ test('the scan and heap merge strategies agree on random merge tables', () => {
   }
 });
 
+test('with mergedIds (a merge\'s rank is not the id it makes, as in tokenizer.json), scan and heap both merge as the plain rule says', () => {
+  const rng = createRng(12);
+  // The plain rule: join the adjacent pair whose merge ranks first, the leftmost on a tie; again until none merges.
+  const naive = (ids: number[], table: PairTable): number[] => {
+    for (;;) {
+      let best = -1, at = -1;
+      for (let i = 0; i + 1 < ids.length; i++) {
+        const r = table.get(ids[i]!, ids[i + 1]!);
+        if (r >= 0 && (best < 0 || r < best)) { best = r; at = i; }
+      }
+      if (at < 0) return ids;
+      ids.splice(at, 2, table.mergedIds![best]!);
+    }
+  };
+  for (let trial = 0; trial < 20; trial++) {
+    const alphabet = 2 + rng.int(5);
+    const table = new PairTable();
+    const made: number[] = [];
+    const known = Array.from({ length: alphabet }, (_, i) => 500 + i);
+    for (let rank = 0; made.length < 40 && rank < 200; rank++) {
+      const a = known[rng.int(known.length)]!, b = known[rng.int(known.length)]!;
+      if (table.get(a, b) >= 0) continue;
+      // Ids unrelated to ranks: some below the alphabet's, some far above.
+      const id = rng.next() < 0.5 ? made.length : 10_000 + rng.int(90_000);
+      if (known.includes(id)) continue;
+      table.set(a, b, made.length);
+      made.push(id);
+      known.push(id);
+    }
+    table.mergedIds = Int32Array.from(made);
+    for (let k = 0; k < 20; k++) {
+      const ids = Array.from({ length: 1 + rng.int(300) }, () => 500 + rng.int(alphabet));
+      const want = naive([...ids], table);
+      assert.deepEqual(mergePiece([...ids], table, 'heap'), want);
+      assert.deepEqual(mergePiece([...ids], table, 'scan'), want);
+    }
+  }
+});
+
 test('bpe streams partial characters whole', () => {
   const tok = trainBpe(TEXT, { vocabSize: 400 });
   const text = 'the king 😀 über 世界 \ud800!';

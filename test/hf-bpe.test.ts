@@ -122,7 +122,9 @@ function randomTexts(count: number, seed: number): string[] {
   const rng = createRng(seed);
   const pieces = ['the', ' the', 'The', 'ing', ' and', 'a', 'zqxj', ' zqxj', '0', '12', '345', '٣', '½', 'Ⅻ', '²', '𝟙', ' ', '  ', '   ', '\t', '\n', '\n\n', '\r\n',
     '\u00a0', '\u2028', '\u0085', '\u3000', '\ufeff', "'s", "'S", "'ll", "'", '.', ',', '!?', '...', '—', '(', ')', '"', 'é', 'e\u0301', 'ß', '日本', '語', '한', '🙂', '👍🏽', '🇫🇷',
-    '<|endoftext|>', '<|im_start|>', '<|', '|>', 'x', 'Straße', 'naïve', 'café', '\u0000', '\u001b'];
+    '<|endoftext|>', '<|im_start|>', '<|', '|>', 'x', 'Straße', 'naïve', 'café', '\u0000', '\u001b',
+    // Pre-tokens over 64 bytes (merged with a heap).
+    'the'.repeat(30), ' '.repeat(70), 'ing'.repeat(25)];
   const out: string[] = [];
   for (let i = 0; i < count; i++) {
     const n = 1 + rng.int(40);
