@@ -60,25 +60,26 @@ export interface Tokenizer {
   /**
    * The token ids of `text`. Special-token text is encoded as ordinary text unless
    * `opts.allowedSpecial` names it. A char tokenizer without an unknown-character token throws
-   * UnknownCharacterError for a character not in its vocabulary; gpt2 and bpe encode any text.
+   * UnknownCharacterError for a character not in its vocabulary; the byte-level kinds (gpt2, bpe,
+   * hf-bpe) encode any text.
    */
   encode(text: string, opts?: EncodeOptions): Int32Array;
   /**
    * The text of `ids`, special tokens as their text. An id outside 0 to vocabSize - 1 is a
-   * MinigptError; for gpt2 and bpe, bytes that do not form whole UTF-8 characters become U+FFFD.
+   * MinigptError; for the byte-level kinds, bytes that do not form whole UTF-8 characters become U+FFFD.
    */
   decode(ids: ArrayLike<number>): string;
   /**
    * Decodes one id, for tokenizers whose every token is whole characters (char). Byte-level
-   * tokenizers (gpt2, bpe) leave it out, as a token may be part of a character: stream with
+   * tokenizers (gpt2, bpe, hf-bpe) leave it out, as a token may be part of a character: stream with
    * createStreamingDecoder, which works for every tokenizer.
    */
   decodeToken?(id: number): string;
-  /** The UTF-8 bytes of one token, for byte-level tokenizers (gpt2, bpe). */
+  /** The UTF-8 bytes of one token, for byte-level tokenizers (gpt2, bpe, hf-bpe). */
   tokenBytes?(id: number): Uint8Array;
   /**
    * Special tokens, text -> id (gpt2 and bpe: "<|endoftext|>"; char: "<|endoftext|>" when built
-   * for training); absent or empty when there are none.
+   * for training; hf-bpe: its tokenizer.json's); absent or empty when there are none.
    */
   readonly specialTokens?: Readonly<Record<string, number>>;
   /** The tokenizer as plain JSON, which tokenizerFromJson reads back (a checkpoint's tokenizer.minigpt.json). */

@@ -147,7 +147,7 @@ export function hfSpecialTokens(tokenizer: Tokenizer): HfSpecialTokens {
  * char: a Split that isolates every code point, a WordLevel model over the characters (the unk
  * character, if any, is its unk_token; otherwise an unknown character is an error, as here) and
  * a Fuse decoder, so ids are exactly ours; its special tokens ("<|endoftext|>") are added tokens
- * after them, as for the byte-level kinds.
+ * after them (outside the WordLevel vocabulary).
  * The normalizer does the cleaning `clean` names (recordedClean: how the model's text was
  * cleaned), so transformers cleans text as minigpt cleans a prompt; none without it.
  */

@@ -3,7 +3,7 @@ import { check } from '../../errors.js';
 import { TEXT_FLAGS, cleanOptionsFromFlag, type CommandSpec } from '../args.js';
 import { formatDuration, formatRate } from '../progress.js';
 import { DEFAULT_SHARD_TOKENS, prepareShards, type PrepareProgress } from '../../data/shards.js';
-import type { Tokenizer, TokenizerKind } from '../../data/tokenizer.js';
+import { TOKENIZER_KINDS, type Tokenizer, type TokenizerKind } from '../../data/tokenizer.js';
 import { loadTokenizer } from './tokenizer.js';
 
 const MB = 1024 * 1024;
@@ -34,8 +34,8 @@ export const prepareCommand: CommandSpec = {
     'Text is cleaned as training cleans it (--clean; a run on the shards records it, so sampling cleans',
     'prompts the same way), and the shards hold the tokens of the whole text: it is',
     'read in 1 MB chunks cut where tokenization splits anyway, so memory stays bounded. Documents (a',
-    'folder\'s files, JSONL records) are separated as training separates them: <|endoftext|> for gpt2 and bpe,',
-    'a blank line for char.',
+    'folder\'s files, JSONL records) are separated as training separates them: <|endoftext|> where a byte-level',
+    'tokenizer has it (gpt2, bpe, most imported ones), else a blank line (char).',
     '',
     'Examples:',
     '  minigpt prepare --data books/ --tokenizer char --out data/books-char',
@@ -43,9 +43,9 @@ export const prepareCommand: CommandSpec = {
   ].join('\n'),
   async run(v) {
     check(typeof v.data === 'string', '--data PATH is required: the text to tokenize');
-    check(typeof v.tokenizer === 'string', '--tokenizer char|gpt2|bpe is required (or a tokenizer file, or a checkpoint folder)');
+    check(typeof v.tokenizer === 'string', '--tokenizer char|gpt2|bpe is required (or a tokenizer file, a Hugging Face tokenizer.json, or a checkpoint folder)');
     check(typeof v.out === 'string', '--out DIR is required: where to write the shards');
-    const named = ['char', 'gpt2', 'bpe'].includes(v.tokenizer);
+    const named = (TOKENIZER_KINDS as readonly string[]).includes(v.tokenizer);
     const tokenizer: TokenizerKind | Tokenizer = named ? (v.tokenizer as TokenizerKind) : await loadTokenizer(v.tokenizer);
     const kind: TokenizerKind = typeof tokenizer === 'string' ? tokenizer : tokenizer.kind;
     check(v.tokenizer === 'bpe' || v['bpe-vocab'] === undefined, '--bpe-vocab is only for --tokenizer bpe');

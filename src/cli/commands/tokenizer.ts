@@ -45,7 +45,7 @@ export const tokenizerCommand: CommandSpec = {
     tokenizer: { type: 'string', value: 'FILE|DIR|gpt2', description: 'encode/decode: a tokenizer JSON file (minigpt\'s, or a Hugging Face tokenizer.json), a checkpoint or run folder, a Hugging Face model folder, a checkpoint .zip, a shards folder from prepare, or gpt2' },
     text: { type: 'string', value: 'STRING', description: 'encode: the text', allowEmpty: true },
     file: { type: 'string', value: 'PATH', description: 'encode: a file holding the text (a .jsonl file or a folder: its documents joined by a blank line); encoded as it is, without the cleaning sample and eval give a prompt' },
-    'allow-special': { type: 'boolean', description: `encode: ${END_OF_TEXT} in the text becomes its special token (default: plain text)` },
+    'allow-special': { type: 'boolean', description: `encode: special tokens' text (${END_OF_TEXT}, an imported tokenizer's others) becomes those tokens (default: plain text)` },
     pieces: { type: 'boolean', description: 'encode: print each token with its text, one per line' },
     ids: { type: 'string', value: 'IDS', description: 'decode: token ids, separated by spaces or commas' },
   },
@@ -177,13 +177,13 @@ const warn = (m: string): void => console.error(`minigpt: warning: ${m}`);
 
 /** `gpt2`, a tokenizer JSON file, a checkpoint or run folder, or a checkpoint .zip. */
 export async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
-  check(typeof spec === 'string', '--tokenizer is required: a tokenizer JSON file, a checkpoint folder, or gpt2');
+  check(typeof spec === 'string', '--tokenizer is required: a tokenizer JSON file (minigpt\'s or a Hugging Face tokenizer.json), a checkpoint folder, or gpt2');
   if (spec === 'gpt2') return gpt2Tokenizer();
   const info = await stat(spec).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return null;
     throw ioError(e, `read --tokenizer ${spec}`);
   });
-  check(info !== null, `--tokenizer ${spec}: no such file or folder; give a tokenizer JSON file, a checkpoint folder, or gpt2`);
+  check(info !== null, `--tokenizer ${spec}: no such file or folder; give a tokenizer JSON file (minigpt's or a Hugging Face tokenizer.json), a checkpoint folder, or gpt2`);
   if (info.isFile() && spec.toLowerCase().endsWith('.zip')) return (await loadCheckpoint(spec)).tokenizer;
   // Shards from prepare record the tokenizer that made them.
   if (info.isDirectory() && (await isShardDir(spec))) {

@@ -142,8 +142,8 @@ export const trainCommand: CommandSpec = {
     'worse than it was): sample or eval it with --ckpt RUN/best, continue from it with --resume RUN/best --out DIR.',
     '',
     'Documents (the files of a --data folder, the records of a JSONL file) are each cleaned and joined with',
-    '<|endoftext|> between them for the gpt2 and bpe tokenizers (the model learns where a document ends, and',
-    'sampling stops there), with a blank line for char.',
+    '<|endoftext|> between them where a byte-level tokenizer has it (gpt2, bpe, most imported ones: the model',
+    'learns where a document ends, and sampling stops there), else with a blank line (char).',
   ].join('\n'),
   async run(flags) {
     const argv = process.argv.slice(3);
