@@ -376,19 +376,18 @@ test('a batch that cannot fit in memory is refused before anything is allocated:
   assert.deepEqual(await evaluateText(loaded.model, loaded.tokenizer, CORPUS.slice(0, 2000), { batch: huge }), few);
 });
 
-test('eval\'s default batch shrinks to what a backend\'s memory holds (the same scores); a batch asked for is taken as asked', async () => {
+test('eval\'s default batch shrinks to what a backend holds, in all and per tensor (the same scores); a batch asked for is taken as asked', async () => {
   const o = await opts({ steps: 2 });
   await train(o);
   const { loadModel } = await import('../src/inference.js');
   const { evaluateText } = await import('../src/train/train.js');
-  const { createModel, setWeights, activationValues } = await import('../src/model/model.js');
-  const { headDim } = await import('../src/model/config.js');
-  const { countParams } = await import('../src/model/params.js');
+  const { createModel, setWeights } = await import('../src/model/model.js');
+  const { modelBytes } = await import('../src/train/train.js');
   const { createReferenceBackend } = await import('../src/backend/reference/index.js');
   const loaded = await loadModel(o.out!, { backend: 'reference' });
   const c = loaded.model.config;
   // A backend whose memory holds the weights and the activations of two windows, not of eight.
-  const limit = Math.ceil((4 * (activationValues(c, 2, c.context) + 2 * countParams(c) + c.context * headDim(c)) + 8 * 2 * c.context) / 0.9);
+  const limit = Math.ceil(modelBytes(c, 2, c.context, false) / 0.9);
   const weights = (await loadCheckpoint(join(o.out!, 'checkpoint'))).weights;
   const smallModel = () => {
     const ref = createReferenceBackend();
@@ -406,6 +405,21 @@ test('eval\'s default batch shrinks to what a backend\'s memory holds (the same 
   assert.deepEqual(fits, await evaluateText(loaded.model, loaded.tokenizer, text, { batch: 8 }));
   assert.ok(fits.tokens >= 8 * c.context, 'enough windows for a batch of 8');
   await assert.rejects(evaluateText(smallModel(), loaded.tokenizer, text, { batch: 8 }), /memory full/);
+  // A bound on one tensor (a GPU's largest buffer): the widest activation (this tiny model's: the
+  // MLP's gate|up) of two windows fits, of eight not. (Its weights are one tensor bigger than
+  // that; the bound spares them here.)
+  const maxTensorBytes = 4 * 2 * c.context * Math.max(c.vocab_size, 2 * c.intermediate_size, 3 * c.d_model);
+  const narrowModel = () => {
+    const ref = createReferenceBackend();
+    const model = createModel({ ...ref, maxTensorBytes, alloc: (n: number) => {
+      if (4 * n > maxTensorBytes && n !== weights.length) throw new MinigptError(`tensor too big (${4 * n} of ${maxTensorBytes} bytes)`);
+      return ref.alloc(n);
+    } }, c);
+    setWeights(model, weights);
+    return model;
+  };
+  assert.deepEqual(await evaluateText(narrowModel(), loaded.tokenizer, text), fits);
+  await assert.rejects(evaluateText(narrowModel(), loaded.tokenizer, text, { batch: 8 }), /tensor too big/);
 });
 
 test('lr-find sweeps exponentially, suggests a rate inside the sweep, and touches no checkpoint', async () => {

@@ -59,6 +59,8 @@ export interface Backend {
   // --- memory ---
   /** The most bytes its tensors can hold in all, where the backend has such a bound (cpu: one wasm32 memory, 4 GiB). */
   readonly memoryLimit?: number;
+  /** The most bytes one tensor can hold, where the backend has such a bound (webgpu: the adapter's largest storage binding). */
+  readonly maxTensorBytes?: number;
   /** A zero-filled float tensor of `size` elements. */
   alloc(size: number): Tensor;
   /** True where the device stores f16 natively (webgpu with shader-f16): then allocHalf works. */

@@ -13,7 +13,7 @@ import { totalmem } from 'node:os';
 import { MinigptError, adviceFor, check, checkAbortSignal, checkOptionNames, checkWhole, optionName, optionSetting, optionWord, shownValue } from '../errors.js';
 import type { Backend } from '../backend/types.js';
 import { BACKEND_NAMES, createBackend, type BackendName } from '../backend/index.js';
-import { headDim, resolveConfig, type ModelConfig } from '../model/config.js';
+import { headDim, qkvDim, resolveConfig, type ModelConfig } from '../model/config.js';
 import { initialWeights, countParams } from '../model/params.js';
 import { activationValues, createModel, setWeights, readWeights, forward, backward, zeroGrads, accumulateMeanLoss, tuneKernels, type Model } from '../model/model.js';
 import { createOptimizer, optimizerStep, undoSkippedStep } from './optimizer.js';
@@ -547,7 +547,7 @@ export interface TrainingData {
  * Loads and cleans the text (the default corpus without `data`), builds the tokenizer (or uses
  * `tokenizer` given), encodes, and splits off validation (the last 10%, or `valData`).
  * Documents (a folder's files, JSONL records) are separated by <|endoftext|> where the tokenizer
- * has it (gpt2, bpe), else by a blank line; `documentSeparator` overrides that (a run resumed reads
+ * has it (gpt2, bpe, an hf-bpe that has it; never char), else by a blank line; `documentSeparator` overrides that (a run resumed reads
  * its data as it did). A directory written by `minigpt prepare` is read from its shards, never loaded whole;
  * a `valData` beside shards is joined as the shards' documents were (their meta.json's separator).
  */
@@ -1172,12 +1172,21 @@ async function claimNewDir(dir: string): Promise<string> {
 }
 
 /**
+ * The bytes a model of `config` takes on a backend at a batch of B sequences of T tokens: its
+ * activations, ids and targets, the RoPE table, weights and gradients (createModel), and with
+ * `optimizer` AdamW's two moments.
+ */
+export function modelBytes(config: ModelConfig, B: number, T: number, optimizer: boolean): number {
+  return 4 * (activationValues(config, B, T) + (optimizer ? 4 : 2) * countParams(config) + config.context * headDim(config)) + 8 * B * T;
+}
+
+/**
  * Refuses, before anything is allocated, a batch whose activations and the model's weights,
  * gradients and AdamW moments could not fit in this machine's memory: a --batch typed with a few
  * zeros too many ran for minutes into swap, or died inside a typed array.
  */
 export function checkBatchFits(config: ModelConfig, B: number, T: number, training = true): void {
-  const bytes = 4 * (activationValues(config, B, T) + 4 * countParams(config)) + 8 * B * T;
+  const bytes = modelBytes(config, B, T, true);
   const total = totalmem();
   check(!(bytes > total), () => `${optionName('batch')} ${B} of ${T}-token sequences needs ~${(bytes / 2 ** 30).toFixed(1)} GiB for this model, more than this machine's ${(total / 2 ** 30).toFixed(1)} GiB; ` +
     `use a smaller ${optionName('batch')}${training ? ` (${optionName('accum')} keeps the tokens per step)` : ''}`);
@@ -1373,17 +1382,18 @@ export interface EvalRunDataOptions {
 
 /**
  * The batch an evaluation runs: `batch` (default 8), but no more than there are windows to score,
- * and one that fits in memory. The default also shrinks to what the backend's memory holds (a
- * long-context model on the cpu backend: one 2048-token window of a 49k vocabulary's logits is
- * 0.4 GB); the scores are the same whatever the batch.
+ * and one that fits in memory. The default also shrinks to what the backend holds (a long-context
+ * model: one 2048-token window of a 49k vocabulary's logits is 0.4 GB, past the cpu backend's
+ * 4 GiB at a batch of 8, and past a GPU's largest buffer); the scores are the same whatever the batch.
  */
 function evalBatch(model: Model, batch: number | undefined, length: number, T: number, maxWindows: number): number {
   let B = Math.max(1, Math.min(batch ?? 8, evalOffsets(length, T, maxWindows).length));
-  const limit = model.backend.memoryLimit;
-  // What the model allocates: weights and gradients (createModel), the RoPE table, the activations, ids and targets.
-  const c = model.config;
-  const bytes = (b: number): number => 4 * (activationValues(c, b, T) + 2 * countParams(c) + c.context * headDim(c)) + 8 * b * T;
-  if (batch === undefined && limit !== undefined) while (B > 1 && bytes(B) > 0.9 * limit) B--;
+  const c = model.config, { memoryLimit, maxTensorBytes } = model.backend;
+  // The widest activation per token: the logits, the MLP's input or q|k|v.
+  const widest = Math.max(c.vocab_size, c.mlp === 'swiglu' ? 2 * c.intermediate_size : c.intermediate_size, qkvDim(c));
+  const fits = (b: number): boolean => (memoryLimit === undefined || modelBytes(c, b, T, false) <= 0.9 * memoryLimit)
+    && (maxTensorBytes === undefined || 4 * b * T * widest <= maxTensorBytes);
+  if (batch === undefined) while (B > 1 && !fits(B)) B--;
   checkBatchFits(model.config, B, T, false);
   return B;
 }

@@ -459,6 +459,7 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
 
   const backend: WebGpuBackend = {
     name: 'webgpu',
+    maxTensorBytes: lim.maxStorageBufferBindingSize,
     kernels,
     matmul,
     attention: attentionKind,
