@@ -1,11 +1,13 @@
 /**
- * Byte-level BPE: the engine shared by the `bpe` tokenizer (trained here, on the user's text)
- * and the `gpt2` tokenizer (gpt2.ts, fixed ranks), and the trainer.
+ * Byte-level BPE: the engine shared by the `bpe` tokenizer (trained here, on the user's text),
+ * the `gpt2` tokenizer (gpt2.ts, fixed ranks) and `hf-bpe` (hf-bpe.ts, from a tokenizer.json),
+ * and the trainer.
  *
  * Text is first made well-formed UTF-16 (each lone surrogate becomes U+FFFD, as tiktoken does),
- * split into pre-tokens by the GPT-2 regex, and each pre-token's UTF-8 bytes are merged by
- * repeatedly joining the adjacent pair with the lowest rank (the leftmost on a tie). A token's
- * rank is its id. So every string, whatever it holds, has an encoding, and
+ * split into pre-tokens (by the GPT-2 regex; hf-bpe may isolate digits first), and each
+ * pre-token's UTF-8 bytes are merged by repeatedly joining the adjacent pair with the lowest rank
+ * (the leftmost on a tie). For gpt2 and bpe a token's rank is its id; hf-bpe ranks merges by their
+ * place in its list (PairTable.mergedIds). So every string, whatever it holds, has an encoding, and
  * decode(encode(x)) === x for every well-formed x (and x with lone surrogates replaced).
  *
  * The trained tokenizer has ids 0-255 for the bytes, 256 + i for merge i, then the special
@@ -84,13 +86,13 @@ export class PairTable {
     return this.keysA[i] === -1 ? -1 : this.vals[i]!;
   }
 
-  set(a: number, b: number, merged: number): void {
+  set(a: number, b: number, rank: number): void {
     if ((this.count + 1) * 2 > this.keysA.length) this.grow();
     const i = this.slot(a, b);
     if (this.keysA[i] === -1) this.count++;
     this.keysA[i] = a;
     this.keysB[i] = b;
-    this.vals[i] = merged;
+    this.vals[i] = rank;
   }
 
   private grow(): void {
@@ -245,11 +247,17 @@ export interface ByteLevelModel {
   /** How text is split into pre-tokens before merging; default the GPT-2 regex (gpt2Pretokens). */
   pretokenizer?: Pretokenizer;
   /**
-   * tiktoken looks a whole pre-token up before merging (gpt2): bytes as a Latin-1 string -> id.
-   * The trained tokenizer leaves it out, so it encodes exactly as it was trained.
+   * tiktoken looks a whole pre-token up before merging (gpt2; hf-bpe with ignoreMerges, as the
+   * tokenizers library does): bytes as a Latin-1 string -> id. The trained tokenizer leaves it
+   * out, so it encodes exactly as it was trained.
    */
   wholePieces?: ReadonlyMap<string, number>;
   toJSON(): TokenizerJson;
+}
+
+/** Bytes as a string of the characters U+0000-U+00FF (wholePieces' keys). */
+export function latin1(bytes: Uint8Array): string {
+  return String.fromCharCode.apply(null, bytes as unknown as number[]);
 }
 
 /** Calls `onPiece` with each pre-token of `text`, in order; the pieces join back to `text`. */
@@ -366,7 +374,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
   const encodePiece = (piece: string): Int32Array | number => {
     const bytes = utf8.encode(piece);
     if (wholePieces && bytes.length <= longestWhole) {
-      const id = wholePieces.get(String.fromCharCode.apply(null, bytes as unknown as number[]));
+      const id = wholePieces.get(latin1(bytes));
       if (id !== undefined) return id;
     }
     const ids: number[] = new Array(bytes.length);

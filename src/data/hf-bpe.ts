@@ -20,7 +20,7 @@
  * of GPT-2's regex, and isolating digits only adds boundaries, the same ones either side of a cut.
  */
 import { check } from '../errors.js';
-import { MAX_BPE_VOCAB, PairTable, describeValue, makeByteLevelTokenizer, makeGpt2Pretokenizer, toWellFormed, type ByteLevelTokenizer, type Pretokenizer } from './bpe.js';
+import { MAX_BPE_VOCAB, PairTable, describeValue, latin1, makeByteLevelTokenizer, makeGpt2Pretokenizer, toWellFormed, type ByteLevelTokenizer, type Pretokenizer } from './bpe.js';
 import { byteLevelToBytes } from './byte-level.js';
 import type { TokenizerJson } from './tokenizer.js';
 
@@ -60,8 +60,6 @@ function makeDigitsGpt2Pretokenizer(): Pretokenizer {
     if (start < text.length) gpt2(start === 0 ? text : text.slice(start), onPiece);
   };
 }
-
-const latin1 = (bytes: Uint8Array): string => String.fromCharCode.apply(null, bytes as unknown as number[]);
 
 /** Reads (and checks all of) an hf-bpe tokenizer's JSON; `source` names it in errors. */
 export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, source: string): ByteLevelTokenizer {

@@ -8,6 +8,7 @@ import { renderLineChart } from '../../train/plot.js';
 import { resolveConfig } from '../../model/config.js';
 import { countParams } from '../../model/params.js';
 import { loadCheckpoint } from '../../io/checkpoint.js';
+import { TOKENIZER_KINDS } from '../../data/tokenizer.js';
 import { progressLine } from '../progress.js';
 import type { BackendName } from '../../backend/index.js';
 
@@ -18,7 +19,7 @@ export const lrFindCommand: CommandSpec = {
   flags: {
     data: { type: 'string', value: 'PATH', description: 'training text (default: the embedded English corpus)' },
     'text-field': { type: 'string', value: 'NAME', description: 'field holding the text in JSONL records', default: 'text' },
-    tokenizer: { type: 'string', choices: ['char', 'gpt2', 'bpe'], description: 'tokenizer (default: char; shards keep their own; ignored with --ckpt)' },
+    tokenizer: { type: 'string', choices: TOKENIZER_KINDS, description: 'tokenizer (default: char; shards keep their own; ignored with --ckpt)' },
     'bpe-vocab': { type: 'int', min: 257, max: MAX_BPE_VOCAB, value: 'N', description: `vocabulary size of a BPE tokenizer trained on the data (default: ${TRAIN_DEFAULTS.bpeVocab})` },
     ckpt: { type: 'string', value: 'DIR', description: 'start from this checkpoint\'s weights and shape (read only: it is never modified; model flags conflict with it)' },
     batch: { type: 'int', min: 1, value: 'N', description: 'sequences per step', default: 16 },
