@@ -15,6 +15,7 @@ export {
 } from './data/tokenizer.js';
 export { trainBpe, END_OF_TEXT, type BpeTrainOptions, type ByteLevelTokenizer } from './data/bpe.js';
 export { gpt2Tokenizer } from './data/gpt2.js';
+export { type HfBpeTokenizerJson, type HfPretokenizer } from './data/hf-bpe.js';
 export { loadText, loadDocuments, cleanText, splitTrainVal, BLANK_LINE_SEPARATOR, type CleanOptions, type LoadTextOptions } from './data/text.js';
 export { cleanDocuments, encodeDocuments, documentSeparatorOf, type DocumentSeparator } from './data/documents.js';
 export { loadModel, computeLogits, scoreText, type LoadedModel, type LoadModelOptions, type TextScore } from './inference.js';

@@ -937,7 +937,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     // The encode pass reads every byte once, so it is the one that reports replaced bytes.
     const replaced: ReplacedBytes[] = [];
     const separatorId = tokenizer.specialTokens?.[END_OF_TEXT];
-    await streamCorpus(files, { ...base, separator, splitByte, pretokens: tokenizer.kind === 'char' ? null : (tokenizer as ByteLevelTokenizer).pretokenize, onBytes: progress('encode', tokens), replaced }, (text, part) => {
+    await streamCorpus(files, { ...base, separator, splitByte, pretokens: tokenizer.kind === 'char' ? null : (tokenizer as Partial<ByteLevelTokenizer>).pretokenize ?? gpt2Pretokens, onBytes: progress('encode', tokens), replaced }, (text, part) => {
       if (!any && text.trim() !== '') any = true;
       let ids: Int32Array;
       try {
