@@ -173,14 +173,19 @@ def check_shards_match_model(data, model_dir, vocab):
             fail(f"the shards' BPE merges differ from the model's (first at merge {differ} of {len(shard_merges)} / {len(model_merges)}): "
                              "prepare the shards with the model's tokenizer")
     if kind == "hf-bpe":
-        # Imported from a tokenizer.json: the same byte-level strings by id, the same merges in order.
+        # Imported from a tokenizer.json: the same byte-level strings by id, merges in the same
+        # order, special tokens, digit splitting and whole-word lookup.
         by_id = {i: t for t, i in hf_tok["model"]["vocab"].items()}
         for t in hf_tok.get("added_tokens", []):
             by_id[t["id"]] = t["content"]
         have = [by_id.get(i) for i in range(len(by_id))]
         merges = [" ".join(m) if isinstance(m, list) else m for m in hf_tok["model"].get("merges", [])]
-        if list(tok.get("vocab", [])) != have or list(tok.get("merges", [])) != merges:
-            fail("the shards' tokenizer differs from the model's (its vocabulary or merges): prepare the shards with the model's tokenizer")
+        special = {t["content"]: t["id"] for t in hf_tok.get("added_tokens", [])}
+        digits = '"Digits"' in json.dumps(hf_tok.get("pre_tokenizer"))
+        same = (list(tok.get("vocab", [])) == have and list(tok.get("merges", [])) == merges and tok.get("special") == special
+                and (tok.get("pretokenizer") == "gpt2-digits") == digits and bool(tok.get("ignoreMerges")) == bool(hf_tok["model"].get("ignore_merges")))
+        if not same:
+            fail("the shards' tokenizer differs from the model's (its vocabulary, merges, special tokens or pre-tokenizer): prepare the shards with the model's tokenizer")
 
 
 def lr_at(step, args):
