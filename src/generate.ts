@@ -6,7 +6,7 @@ import { check, checkAbortSignal, checkOptionNames, adviceFor, shownValue } from
 import { createKvCache, forwardCached, type KvCache, type Model } from './model/model.js';
 import { checkLoaded, type LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
-import { createStreamingDecoder, encodeUserText } from './data/tokenizer.js';
+import { createStreamingDecoder, encodeUserText, endOfTextToken, startOfTextToken } from './data/tokenizer.js';
 import { cleanText } from './data/text.js';
 import { eventLoopTurns } from './util/runtime.js';
 
@@ -35,7 +35,8 @@ export interface SampleOptions {
    */
   signal?: AbortSignal;
   /**
-   * End when the model samples its tokenizer's <|endoftext|> (default true), as transformers and
+   * End when the model samples its tokenizer's <|endoftext|> (an imported model's own end-of-text
+   * token where it names another: endOfTextToken; default true), as transformers and
    * llama.cpp end at their end-of-sequence token: the last token yielded is then that one, with
    * `endOfText` set; its text is none of its own, only what earlier tokens left held back (the
    * start of a stop text, an unfinished character as U+FFFD), so join every token's text. false:
@@ -190,13 +191,13 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   check(opts.allowSpecial === undefined || typeof opts.allowSpecial === 'boolean', () => `allowSpecial must be true or false (got ${shownValue(opts.allowSpecial)})`);
   const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : [...opts.stop];
   check(stops.every((t) => typeof t === 'string' && t.length > 0), 'a stop text must be a non-empty string');
-  // With no prompt, start from the end-of-text token where the tokenizer has one (a document start).
-  // Not for char models: their "<|endoftext|>" exists only as llama.cpp's end-of-generation token
+  // With no prompt, start from the start-of-text token (the end-of-text token, or an imported
+  // model's BOS) where the tokenizer has one (a document start). Not for char models: their "<|endoftext|>" exists only as llama.cpp's end-of-generation token
   // and never occurs in their training text, so as input its embedding is untrained and the first
   // token after it would be noise; they start from id 0 (usually "\n", the lowest character), as
   // they always have.
-  const eot = tokenizer.kind === 'char' ? undefined : tokenizer.specialTokens?.['<|endoftext|>'];
-  const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt, opts.allowSpecial ? { allowedSpecial: 'all' } : {})) : [eot ?? 0];
+  const start = tokenizer.kind === 'char' ? undefined : startOfTextToken(tokenizer)?.[1];
+  const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt, opts.allowSpecial ? { allowedSpecial: 'all' } : {})) : [start ?? 0];
   const history = ids.slice(-c.context);
   const rng = createRng(opts.seed ?? 0);
   // A cache is sized for the whole context (its logits alone context × vocab floats) and backends
@@ -215,7 +216,7 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
     // print "<|endoftext|>" amid the characters. It samples characters only, as before it had one.
     if (tokenizer.kind === 'char' && tokenizer.specialTokens) V = Math.min(V, ...Object.values(tokenizer.specialTokens));
     // A char model's <|endoftext|> is past V (above): it never ends a sample here.
-    const stopId = opts.stopAtEndOfText === false ? undefined : tokenizer.specialTokens?.['<|endoftext|>'];
+    const stopId = opts.stopAtEndOfText === false ? undefined : endOfTextToken(tokenizer)?.[1];
     const order = new Int32Array(V), probs = new Float64Array(V);
     const decoder = createStreamingDecoder(tokenizer);
     const sampling = { temperature, topK, topP };

@@ -140,6 +140,19 @@ test('a sample ends where the model ends the text, with a note on stderr; --igno
   assert.equal(onward.stderr, '');
 });
 
+test('an imported chat model\'s sample ends at its own end-of-text token, and the note names it', async () => {
+  const { tokenizerFromJson } = await import('../src/data/tokenizer.js');
+  const { hfBpeFixtureTokenizer } = await import('./support/hf-bpe-fixture.js');
+  const chat = tokenizerFromJson({ ...hfBpeFixtureTokenizer('smollm-style').toJSON(), eos: '<|im_end|>' }, 'chat');
+  const m = endOfTextModel(chat);
+  const zip = join(root, 'chat.zip');
+  writeFileSync(zip, await checkpointToZip({ config: m.config, weights: m.weights, tokenizer: m.tokenizer }));
+  const r = spawnSync(process.execPath, [CLI, 'sample', '--ckpt', zip, '--backend', 'reference', '--prompt', 'p', '--tokens', '4', '--temperature', '0'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, 'pa\n');
+  assert.equal(r.stderr, 'minigpt: note: the model ended the text (<|im_end|>) after 1 token; --ignore-eot goes on past it\n');
+});
+
 test('--allow-special makes the prompt\'s <|endoftext|> text the token (it counts as one), else it is ordinary text', async () => {
   const m = endOfTextModel();
   const zip = join(root, 'special.zip');

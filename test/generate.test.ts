@@ -7,7 +7,8 @@ import { createModel, setWeights } from '../src/model/model.js';
 import { resolveConfig } from '../src/model/config.js';
 import { initialWeights } from '../src/model/params.js';
 import { createRng, seedU32 } from '../src/util/random.js';
-import { buildCharTokenizer, makeTokenizer } from '../src/data/tokenizer.js';
+import { buildCharTokenizer, endOfTextToken, makeTokenizer, startOfTextToken, tokenizerFromJson } from '../src/data/tokenizer.js';
+import { hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
 import { SAMPLE_ON_CPU_MAX_PARAMS, samplingBackendName, scoreText, computeLogits } from '../src/inference.js';
 import { cpuBackendSupported } from '../src/backend/index.js';
 import { paramLayout } from '../src/model/params.js';
@@ -239,6 +240,30 @@ test('generation ends where the model samples <|endoftext|>, unless told to go o
   assert.deepEqual(onward.map((t) => t.id), [a, eot, eot, eot, eot]);
   assert.equal(onward.map((t) => t.text).join(''), 'a<|endoftext|><|endoftext|><|endoftext|><|endoftext|>');
   assert.ok(onward.every((t) => !t.endOfText));
+});
+
+test('an imported model whose end-of-text token is another (a chat model\'s <|im_end|>) ends there, and starts an empty prompt from its own BOS', async () => {
+  const base = hfBpeFixtureTokenizer('smollm-style');
+  const chat = tokenizerFromJson({ ...base.toJSON(), eos: '<|im_end|>', bos: '<|im_start|>' }, 'chat');
+  assert.deepEqual(endOfTextToken(chat), ['<|im_end|>', 2]);
+  assert.deepEqual(startOfTextToken(chat), ['<|im_start|>', 1]);
+  assert.deepEqual([endOfTextToken(base), startOfTextToken(base)], [['<|endoftext|>', 0], ['<|endoftext|>', 0]]);
+  const { config, weights, tokenizer, a, eot } = endOfTextModel(chat);
+  assert.equal(eot, 2);
+  const model = createModel(createReferenceBackend(), config);
+  setWeights(model, weights);
+  const out: { id: number; text: string; endOfText?: true }[] = [];
+  for await (const t of generate({ model, tokenizer }, 'p', { maxTokens: 5, temperature: 0 })) out.push(t);
+  assert.deepEqual(out, [{ id: a, text: 'a' }, { id: 2, text: '', endOfText: true }]);
+  // From nothing it starts from <|im_start|>, which this model (made to) continue as it does "p".
+  const embed = paramLayout(config).specs.find((sp) => sp.name === 'model.embed_tokens.weight')!.offset, C = config.d_model;
+  weights[embed + 1 * C] = 0;
+  weights[embed + 1 * C + 1] = 1;
+  setWeights(model, weights);
+  const first: number[] = [];
+  for await (const t of generate({ model, tokenizer }, '', { maxTokens: 3, temperature: 0, stopAtEndOfText: false })) first.push(t.id);
+  assert.deepEqual(first, [a, 2, 2]);
+  assert.throws(() => tokenizerFromJson({ ...base.toJSON(), eos: '<nope>' }, 't.json'), /"eos" must be the text of one of its special tokens, got string "<nope>"/);
 });
 
 test('generate and scoreText say what is wrong with what they were given, not a TypeError from deep inside', async () => {

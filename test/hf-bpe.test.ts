@@ -206,6 +206,10 @@ test('the GGUF export warns when some tokens come only from ignore_merges\' whol
     return warnings;
   };
   assert.deepEqual(warned('smollm-style'), []);
+  // An imported chat model's own end-of-text and start-of-text tokens are llama.cpp's EOS and BOS.
+  const chat = tokenizerFromJson({ ...fixtureTokenizer('smollm-style').toJSON(), eos: '<|im_end|>', bos: '<|im_start|>' }, 'chat');
+  const md = ggufTokenizerMetadata(chat, 704);
+  assert.deepEqual([md.get('tokenizer.ggml.eos_token_id')?.value, md.get('tokenizer.ggml.bos_token_id')?.value], [2, 1]);
   assert.deepEqual(warned('gpt2-style'), ['1 of this tokenizer\'s tokens (such as " zqxj") come only from its whole-word lookup (ignore_merges), which llama.cpp does not do for this pre-tokenizer: llama.cpp splits text holding them into other tokens than minigpt and transformers do']);
 });
 

@@ -19,7 +19,7 @@ import { cleanText, DEFAULT_CLEAN } from '../src/data/text.js';
 import { resolveConfig, type ModelConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
-import { buildCharTokenizer, makeTokenizer, type Tokenizer } from '../src/data/tokenizer.js';
+import { buildCharTokenizer, makeTokenizer, tokenizerFromJson, type Tokenizer } from '../src/data/tokenizer.js';
 import { gpt2Tokenizer } from '../src/data/gpt2.js';
 import { createBackend } from '../src/backend/index.js';
 import { createModel, setWeights } from '../src/model/model.js';
@@ -67,6 +67,8 @@ function checkpoint(tokenizer: Tokenizer, extra: Partial<ModelConfig> = {}, seed
 const charTok = (): Tokenizer => makeTokenizer('char', TEXTS.join(''), { unk: '\u2400' });
 /** As checkpoints from before char tokenizers had <|endoftext|>. */
 const oldCharTok = (): Tokenizer => buildCharTokenizer(TEXTS.join(''));
+/** An imported chat model's: ends a text with <|im_end|>, starts one from <|im_start|>. */
+const chatTok = (): Tokenizer => tokenizerFromJson({ ...hfBpeFixtureTokenizer('smollm-style').toJSON(), eos: '<|im_end|>', bos: '<|im_start|>' }, 'chat');
 const bpeTok = (): Tokenizer => makeTokenizer('bpe', TEXTS.join(' ').repeat(3) + ' the quick brown fox jumps over the lazy dog', { vocabSize: 400 });
 
 async function roundTrip(ckpt: Checkpoint, dtype: 'F32' | 'F16' | 'BF16'): Promise<void> {
@@ -89,6 +91,26 @@ test('export -> import -> export is byte-stable (char, gpt2, bpe, hf-bpe; F32, F
   await roundTrip(checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1 }), 'F32');
   await roundTrip(checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true }), 'BF16');
   await roundTrip(checkpoint(hfBpeFixtureTokenizer('gpt2-style'), { vocab_size: 640 }), 'F32');
+  await roundTrip(checkpoint(chatTok(), { tie_embeddings: true }), 'F32');
+});
+
+test('an imported model keeps its own end-of-text and start-of-text tokens (generation_config.json\'s, else config.json\'s; the first of a list)', async () => {
+  const ckpt = checkpoint(chatTok());
+  const dir = join(await tmp(), 'chat');
+  await exportHf(ckpt, dir);
+  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'));
+  assert.deepEqual([config.eos_token_id, config.bos_token_id], [2, 1]);
+  assert.deepEqual((await readHfModel(dir)).checkpoint.tokenizer.toJSON(), ckpt.tokenizer.toJSON());
+  // transformers' generate reads generation_config.json: its list wins over config.json.
+  const gen = JSON.parse(await readFile(join(dir, 'generation_config.json'), 'utf8'));
+  await writeFile(join(dir, 'generation_config.json'), JSON.stringify({ ...gen, eos_token_id: [0, 2], bos_token_id: 0 }));
+  const back = (await readHfModel(dir)).checkpoint.tokenizer;
+  assert.deepEqual([back.eos, back.bos], [undefined, undefined], '<|endoftext|> is the default: nothing recorded');
+  // No generation_config.json: config.json's; an id that is no special token is left out.
+  await writeFile(join(dir, 'generation_config.json'), '{}');
+  await writeFile(join(dir, 'config.json'), JSON.stringify({ ...config, eos_token_id: 2, bos_token_id: 77 }));
+  const plain = (await readHfModel(dir)).checkpoint.tokenizer;
+  assert.deepEqual([plain.eos, plain.bos], ['<|im_end|>', undefined]);
 });
 
 test('import gives back the checkpoint: config, weights and tokenizer', async () => {

@@ -9,9 +9,11 @@
  *
  * JSON: { "type": "hf-bpe", "pretokenizer": "gpt2" | "gpt2-digits", "vocab": [byte-level string
  * of each id], "merges": ["left right", ...] (byte-level strings, first merge first), "special":
- * { text: id }, "ignoreMerges": boolean, "addedOnly"?: [id, ...] }. A special token's vocab entry
- * is its text; addedOnly lists the special tokens the file's BPE vocabulary lacked (added_tokens
- * alone held them), which its whole-word lookup (ignoreMerges) therefore never finds.
+ * { text: id }, "ignoreMerges": boolean, "addedOnly"?: [id, ...], "eos"?: text, "bos"?: text }. A
+ * special token's vocab entry is its text; addedOnly lists the special tokens the file's BPE
+ * vocabulary lacked (added_tokens alone held them), which its whole-word lookup (ignoreMerges)
+ * therefore never finds; eos and bos name the special tokens the model ends and starts a text
+ * with (its config's eos_token_id and bos_token_id), where those are not "<|endoftext|>".
  *
  * Pre-tokenizers: "gpt2" is GPT-2's regex (tokenizers' ByteLevel pre-tokenizer with its regex);
  * "gpt2-digits" first isolates every digit (\p{N}: tokenizers' Digits with individual_digits),
@@ -41,9 +43,13 @@ export interface HfBpeTokenizerJson extends TokenizerJson {
   ignoreMerges: boolean;
   /** Ids of special tokens outside the BPE model's own vocabulary (see the file comment); absent for none. */
   addedOnly?: number[];
+  /** The special token that ends a text, where it is not "<|endoftext|>" (Tokenizer.eos). */
+  eos?: string;
+  /** The special token a text starts from, where it is not the end-of-text token (Tokenizer.bos). */
+  bos?: string;
 }
 
-const FIELDS = ['type', 'pretokenizer', 'vocab', 'merges', 'special', 'ignoreMerges', 'addedOnly'];
+const FIELDS = ['type', 'pretokenizer', 'vocab', 'merges', 'special', 'ignoreMerges', 'addedOnly', 'eos', 'bos'];
 
 /** Digits one by one, then GPT-2's regex on the text between them. */
 function makeDigitsGpt2Pretokenizer(): Pretokenizer {
@@ -98,6 +104,11 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   check(addedOnlyField === undefined || (Array.isArray(addedOnlyField) && addedOnlyField.every((id, i) => specialIds.has(id) && (i === 0 || id > addedOnlyField[i - 1]))),
     () => `${what} "addedOnly" must list special token ids in increasing order, got ${describeValue(addedOnlyField)}`);
   const addedOnly = new Set((addedOnlyField ?? []) as number[]);
+  for (const name of ['eos', 'bos'] as const) {
+    const v = fields[name];
+    check(v === undefined || (typeof v === 'string' && special.has(v)), () => `${what} "${name}" must be the text of one of its special tokens, got ${describeValue(v)}`);
+  }
+  const eos = fields['eos'] as string | undefined, bos = fields['bos'] as string | undefined;
 
   const utf8 = new TextEncoder();
   const tokenBytes: Uint8Array[] = new Array(vocab.length);
@@ -156,8 +167,10 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     special: Object.fromEntries([...special].sort((x, y) => x[1] - y[1])),
     ignoreMerges,
     ...(addedOnly.size > 0 ? { addedOnly: [...addedOnly] } : {}),
+    ...(eos !== undefined ? { eos } : {}),
+    ...(bos !== undefined ? { bos } : {}),
   };
-  return makeByteLevelTokenizer({
+  const tokenizer = makeByteLevelTokenizer({
     kind: 'hf-bpe',
     byteToId,
     tokenBytes,
@@ -167,6 +180,7 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     pretokenizer: pre === 'gpt2-digits' ? makeDigitsGpt2Pretokenizer() : makeGpt2Pretokenizer(),
     toJSON: (): HfBpeTokenizerJson => ({ ...json, vocab: [...json.vocab], merges: [...json.merges], special: { ...json.special }, ...(json.addedOnly ? { addedOnly: [...json.addedOnly] } : {}) }),
   });
+  return { ...tokenizer, ...(eos !== undefined ? { eos } : {}), ...(bos !== undefined ? { bos } : {}) };
 }
 
 /**

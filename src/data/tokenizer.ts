@@ -82,8 +82,33 @@ export interface Tokenizer {
    * for training; hf-bpe: its tokenizer.json's); absent or empty when there are none.
    */
   readonly specialTokens?: Readonly<Record<string, number>>;
+  /**
+   * hf-bpe: the special token an imported model ends a text with (its eos_token_id), where that is
+   * not "<|endoftext|>"; see endOfTextToken.
+   */
+  readonly eos?: string;
+  /** hf-bpe: the special token an imported model starts a text from (its bos_token_id), where that is not its end-of-text token. */
+  readonly bos?: string;
   /** The tokenizer as plain JSON, which tokenizerFromJson reads back (a checkpoint's tokenizer.minigpt.json). */
   toJSON(): TokenizerJson;
+}
+
+/**
+ * The special token that ends a text, [text, id]: generation stops where the model samples it and
+ * exports name it EOS. An imported model's own (Tokenizer.eos, such as a chat model's
+ * "<|im_end|>"), else "<|endoftext|>" where the tokenizer has it. (A char model never samples
+ * its <|endoftext|>: see generate.)
+ */
+export function endOfTextToken(t: Tokenizer): [string, number] | undefined {
+  const text = t.eos ?? END_OF_TEXT;
+  const id = t.specialTokens?.[text];
+  return id === undefined ? undefined : [text, id];
+}
+
+/** The special token a text starts from, [text, id] (an empty prompt; exports' BOS): an imported model's own (Tokenizer.bos), else the end-of-text token. */
+export function startOfTextToken(t: Tokenizer): [string, number] | undefined {
+  const id = t.bos === undefined ? undefined : t.specialTokens?.[t.bos];
+  return id === undefined ? endOfTextToken(t) : [t.bos!, id];
 }
 
 export interface CharTokenizerOptions {

@@ -39,7 +39,7 @@ import { MinigptError, check, checkOptionNames, optionSetting, adviceFor } from 
 import { exists, readHead, writeFileAtomic } from '../util/fs.js';
 import { headDim, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
-import type { Tokenizer } from '../data/tokenizer.js';
+import { endOfTextToken, startOfTextToken, type Tokenizer } from '../data/tokenizer.js';
 import { encodeF16 } from '../util/half.js';
 import { checkCheckpointArg, recordedClean, type Checkpoint } from './checkpoint.js';
 import { byteLevelVocab } from './hf.js';
@@ -272,11 +272,9 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
         );
       }
     }
-    const eot = tokenizer.specialTokens?.['<|endoftext|>'];
-    if (eot !== undefined) {
-      md.set('tokenizer.ggml.bos_token_id', u32(eot));
-      md.set('tokenizer.ggml.eos_token_id', u32(eot));
-    }
+    const eos = endOfTextToken(tokenizer), bos = startOfTextToken(tokenizer);
+    if (bos) md.set('tokenizer.ggml.bos_token_id', u32(bos[1]));
+    if (eos) md.set('tokenizer.ggml.eos_token_id', u32(eos[1]));
   }
   check(tokens.length <= vocabSize, `the tokenizer has ${tokens.length} tokens, more than the model's vocab_size ${vocabSize}`);
   for (let i = tokens.length; i < vocabSize; i++) {

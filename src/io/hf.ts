@@ -26,7 +26,7 @@ import { MinigptError, check, checkOptionNames, optionSetting, adviceFor, shownV
 import { exists, readWholeFile, writeDirFiles } from '../util/fs.js';
 import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
-import { charTokenizerFromVocab, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
+import { charTokenizerFromVocab, endOfTextToken, startOfTextToken, tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
 import { GPT2_VOCAB_SIZE, gpt2Tokenizer } from '../data/gpt2.js';
 import { GPT2_SPLIT_PATTERN, type ByteLevelTokenizer } from '../data/bpe.js';
 import { byteLevelToBytes, bytesToByteLevel } from '../data/byte-level.js';
@@ -122,13 +122,10 @@ export interface HfSpecialTokens {
 }
 
 export function hfSpecialTokens(tokenizer: Tokenizer): HfSpecialTokens {
-  const specials = tokenizer.specialTokens ?? {};
-  const eot = specials['<|endoftext|>'];
   const out: HfSpecialTokens = {};
-  if (eot !== undefined) {
-    out.bos = ['<|endoftext|>', eot];
-    out.eos = ['<|endoftext|>', eot];
-  }
+  const eos = endOfTextToken(tokenizer), bos = startOfTextToken(tokenizer);
+  if (eos) out.eos = eos;
+  if (bos) out.bos = bos;
   if (tokenizer.kind === 'char') {
     const unk = (tokenizer.toJSON() as unknown as { unk: string | null }).unk;
     if (unk !== null) out.unk = unk;
@@ -699,6 +696,37 @@ export async function readHfTensors(dir: string): Promise<Map<string, NamedTenso
   return out;
 }
 
+/**
+ * The model's own eos_token_id and bos_token_id: generation_config.json's (what transformers'
+ * generate uses), else config.json's; the first of a list.
+ */
+async function readModelEndTokenIds(dir: string, configPath: string): Promise<{ eos?: number; bos?: number }> {
+  const first = (v: unknown): number | undefined => (typeof v === 'number' ? v : Array.isArray(v) && typeof v[0] === 'number' ? v[0] : undefined);
+  const genPath = join(dir, 'generation_config.json');
+  const gen = (await exists(genPath)) ? (await readJsonFile(genPath, '')) as Json : {};
+  const config = (await readJsonFile(configPath, '')) as Json;
+  const pick = (key: string): number | undefined => first(isObject(gen) ? gen[key] : undefined) ?? first(config[key]);
+  const eos = pick('eos_token_id'), bos = pick('bos_token_id');
+  return { ...(eos !== undefined ? { eos } : {}), ...(bos !== undefined ? { bos } : {}) };
+}
+
+/**
+ * An imported hf-bpe tokenizer with the model's end-of-text and start-of-text tokens recorded
+ * where they differ from what minigpt takes by default (<|endoftext|> for both): a chat model's
+ * "<|im_end|>". Ids that are no special token of the tokenizer are left out; other kinds as they are.
+ */
+function withModelEndTokens(tokenizer: Tokenizer, ids: { eos?: number; bos?: number }): Tokenizer {
+  if (tokenizer.kind !== 'hf-bpe') return tokenizer;
+  const textOf = new Map(Object.entries(tokenizer.specialTokens ?? {}).map(([text, id]) => [id, text]));
+  const json = tokenizer.toJSON() as HfBpeTokenizerJson;
+  const eos = ids.eos === undefined ? undefined : textOf.get(ids.eos);
+  if (eos !== undefined && eos !== endOfTextToken(tokenizer)?.[0]) json.eos = eos;
+  const withEos = json.eos === undefined ? tokenizer : tokenizerFromJson(json, 'the imported tokenizer');
+  const bos = ids.bos === undefined ? undefined : textOf.get(ids.bos);
+  if (bos === undefined || bos === startOfTextToken(withEos)?.[0]) return withEos;
+  return tokenizerFromJson({ ...json, bos }, 'the imported tokenizer');
+}
+
 /** What readHfModel returns. */
 export interface HfImportResult {
   /** The model as a minigpt checkpoint in memory (no training state). */
@@ -717,7 +745,7 @@ export async function readHfModel(dir: string): Promise<HfImportResult> {
   const tokPath = join(dir, 'tokenizer.json');
   check(await exists(tokPath), `${tokPath} is missing; minigpt imports the tokenizer from tokenizer.json (a fast tokenizer); sentencepiece-only models are not supported`);
   const tokJson = await readJsonFile(tokPath, '');
-  const tokenizer = tokenizerFromHfJson(tokJson, tokPath);
+  const tokenizer = withModelEndTokens(tokenizerFromHfJson(tokJson, tokPath), await readModelEndTokenIds(dir, configPath));
   const clean = cleanFromHfNormalizer((tokJson as Json).normalizer, tokPath);
   check(tokenizer.vocabSize <= config.vocab_size, `${tokPath} has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocab_size}`);
 

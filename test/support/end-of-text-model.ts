@@ -1,14 +1,14 @@
 /**
  * A tiny model with a BPE tokenizer whose greedy continuation of "p" is "a" and then
- * <|endoftext|>, forever: for tests of generation ending at the end-of-text token.
+ * <|endoftext|> (the tokenizer's end-of-text token: endOfTextToken), forever: for tests of
+ * generation ending at the end-of-text token. `tokenizer` replaces the BPE.
  */
 import { resolveConfig, type ModelConfig } from '../../src/model/config.js';
 import { paramLayout } from '../../src/model/params.js';
-import { makeTokenizer, type Tokenizer } from '../../src/data/tokenizer.js';
+import { endOfTextToken, makeTokenizer, type Tokenizer } from '../../src/data/tokenizer.js';
 
-export function endOfTextModel(): { config: ModelConfig; weights: Float32Array; tokenizer: Tokenizer; a: number; eot: number } {
-  const tokenizer = makeTokenizer('bpe', 'ab ab ab abc abc', { vocabSize: 260 });
-  const eot = tokenizer.specialTokens!['<|endoftext|>']!;
+export function endOfTextModel(tokenizer: Tokenizer = makeTokenizer('bpe', 'ab ab ab abc abc', { vocabSize: 260 })): { config: ModelConfig; weights: Float32Array; tokenizer: Tokenizer; a: number; eot: number } {
+  const eot = endOfTextToken(tokenizer)![1];
   const [p, a] = [...tokenizer.encode('p'), ...tokenizer.encode('a')] as [number, number];
   const C = 16;
   const config = resolveConfig({ vocab_size: tokenizer.vocabSize, d_model: C, n_heads: 2, n_layers: 1, context: 16 });

@@ -7,6 +7,7 @@ import { findCheckpointDir, latestRun } from '../../train/train.js';
 import { onOutputClosed } from '../output.js';
 import { eventLoopTurns } from '../../util/runtime.js';
 import type { BackendName } from '../../backend/index.js';
+import { endOfTextToken } from '../../data/tokenizer.js';
 
 export const sampleCommand: CommandSpec = {
   name: 'sample',
@@ -27,7 +28,7 @@ export const sampleCommand: CommandSpec = {
     'allow-special': { type: 'boolean', description: 'special tokens\' text in the prompt (<|endoftext|>, a chat model\'s <|im_start|>) becomes those tokens, as transformers encodes it (default: plain text)' },
     ...BACKEND_FLAGS,
   },
-  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, an imported model whose tokenizer has it)\nends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, and from transformers, whose\ngenerate runs on past the model's context).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); the n-th prompt that gets a sample (from 0) uses --seed + n. In a terminal, Ctrl-C stops the sample being\nwritten (at the prompt it ends the session) and Ctrl-D ends; with piped prompts, Ctrl-C ends the session (exit 130).\nA prompt it cannot encode is an error line and the session goes on; piped, the exit status is then 1.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --prompt "ROMEO:" --stop $'\\n\\n' --tokens 500      # one speech\n  minigpt sample --interactive --tokens 100`,
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, an imported model whose tokenizer has it;\nan imported model's own end-of-text token where its config names another) ends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, and from transformers, whose\ngenerate runs on past the model's context).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); the n-th prompt that gets a sample (from 0) uses --seed + n. In a terminal, Ctrl-C stops the sample being\nwritten (at the prompt it ends the session) and Ctrl-D ends; with piped prompts, Ctrl-C ends the session (exit 130).\nA prompt it cannot encode is an error line and the session goes on; piped, the exit status is then 1.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --prompt "ROMEO:" --stop $'\\n\\n' --tokens 500      # one speech\n  minigpt sample --interactive --tokens 100`,
   async run(v) {
     check(!(v.interactive && flagsOnCommandLine().has('prompt')), '--prompt goes without --interactive (type the prompts at the > instead)');
     check(!(v.interactive && flagsOnCommandLine().has('count')), '--count goes without --interactive (each prompt you type gets one sample; type it again for another)');
@@ -106,7 +107,7 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
     process.stdout.write('\n');
   }
   if (stoppedAfter >= 0) process.stderr.write(`minigpt: note: the text reached --stop after ${stoppedAfter} token${stoppedAfter === 1 ? '' : 's'}\n`);
-  if (endedAfter >= 0) process.stderr.write(`minigpt: note: the model ended the text (<|endoftext|>) after ${endedAfter} token${endedAfter === 1 ? '' : 's'}; --ignore-eot goes on past it\n`);
+  if (endedAfter >= 0) process.stderr.write(`minigpt: note: the model ended the text (${endOfTextToken(loaded.tokenizer)?.[0]}) after ${endedAfter} token${endedAfter === 1 ? '' : 's'}; --ignore-eot goes on past it\n`);
 }
 
 /**
