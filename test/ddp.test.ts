@@ -205,6 +205,13 @@ test('train_ddp.py saves when stopped, and --resume continues exactly: a DDP run
   assert.ok(existsSync(join(root, 'imported')));
 });
 
+/** train_ddp.py's check that the shards were made with the model's tokenizer (prints "same" when they were). */
+function checkShardsMatchModel(shards: string, hfDir: string, vocab: number) {
+  return spawnSync(py.python!, ['-c',
+    `import sys; sys.path.insert(0, sys.argv[1]); import train_ddp; train_ddp.check_shards_match_model(sys.argv[2], sys.argv[3], ${vocab}); print("same")`,
+    join(ROOT, 'scripts'), shards, hfDir], { encoding: 'utf8' });
+}
+
 test('train_ddp.py refuses shards made with another BPE of the same size, and takes the model\'s own', { skip: py.skip }, async () => {
   const { trainBpe } = await import('../src/data/bpe.js');
   const { prepareShards } = await import('../src/data/shards.js');
@@ -217,9 +224,7 @@ test('train_ddp.py refuses shards made with another BPE of the same size, and ta
   for (const [name, tokenizer] of [['own', own], ['other', other]] as const) {
     await prepareShards({ data: join(root, 'a.txt'), out: join(root, name), tokenizer });
   }
-  const check = (shards: string) => spawnSync(py.python!, ['-c',
-    'import sys; sys.path.insert(0, sys.argv[1]); import train_ddp; train_ddp.check_shards_match_model(sys.argv[2], sys.argv[3], 280); print("same")',
-    join(ROOT, 'scripts'), shards, join(root, 'hf')], { encoding: 'utf8' });
+  const check = (shards: string) => checkShardsMatchModel(shards, join(root, 'hf'), 280);
   const same = check(join(root, 'own'));
   assert.equal(same.status, 0, same.stderr);
   assert.equal(same.stdout.trim(), 'same');
@@ -242,9 +247,7 @@ test('train_ddp.py takes shards made with an imported (hf-bpe) tokenizer for its
   for (const [name, tokenizer] of [['own', own], ['other', other], ['undigited', undigited]] as const) {
     await prepareShards({ data: join(root, 'a.txt'), out: join(root, name), tokenizer });
   }
-  const check = (shards: string) => spawnSync(py.python!, ['-c',
-    'import sys; sys.path.insert(0, sys.argv[1]); import train_ddp; train_ddp.check_shards_match_model(sys.argv[2], sys.argv[3], 704); print("same")',
-    join(ROOT, 'scripts'), shards, join(root, 'hf')], { encoding: 'utf8' });
+  const check = (shards: string) => checkShardsMatchModel(shards, join(root, 'hf'), 704);
   const same = check(join(root, 'own'));
   assert.equal(same.status, 0, same.stderr);
   assert.equal(same.stdout.trim(), 'same');
