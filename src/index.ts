@@ -10,7 +10,7 @@ export { saveCheckpoint, loadCheckpoint, recordedClean, checkpointFiles, checkpo
 export { zipFiles, unzipFiles, zipFileNames } from './io/zip.js';
 export { encodeSafetensors, decodeSafetensors, readSafetensorsFile, writeSafetensorsFile, type NamedTensor, type SafetensorsContents, type SafetensorsDType } from './io/safetensors.js';
 export {
-  buildCharTokenizer, tokenizerFromJson, makeTokenizer, createStreamingDecoder, type Tokenizer, type EncodeOptions,
+  buildCharTokenizer, tokenizerFromJson, makeTokenizer, createStreamingDecoder, endOfTextToken, startOfTextToken, type Tokenizer, type EncodeOptions,
   type CharTokenizerOptions, type TokenizerKind, type MakeTokenizerOptions, type StreamingDecoder, type TokenizerJson,
 } from './data/tokenizer.js';
 export { trainBpe, END_OF_TEXT, type BpeTrainOptions, type ByteLevelTokenizer } from './data/bpe.js';
