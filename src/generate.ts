@@ -192,10 +192,10 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   const stops = opts.stop === undefined ? [] : typeof opts.stop === 'string' ? [opts.stop] : [...opts.stop];
   check(stops.every((t) => typeof t === 'string' && t.length > 0), 'a stop text must be a non-empty string');
   // With no prompt, start from the start-of-text token (the end-of-text token, or an imported
-  // model's BOS) where the tokenizer has one (a document start). Not for char models: their "<|endoftext|>" exists only as llama.cpp's end-of-generation token
-  // and never occurs in their training text, so as input its embedding is untrained and the first
-  // token after it would be noise; they start from id 0 (usually "\n", the lowest character), as
-  // they always have.
+  // model's BOS) where the tokenizer has one (a document start). Not for char models: their
+  // "<|endoftext|>" exists only as llama.cpp's end-of-generation token and never occurs in their
+  // training text, so as input its embedding is untrained and the first token after it would be
+  // noise; they start from id 0 (usually "\n", the lowest character), as they always have.
   const start = tokenizer.kind === 'char' ? undefined : startOfTextToken(tokenizer)?.[1];
   const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt, opts.allowSpecial ? { allowedSpecial: 'all' } : {})) : [start ?? 0];
   const history = ids.slice(-c.context);

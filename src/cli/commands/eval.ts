@@ -46,7 +46,7 @@ export const evalCommand: CommandSpec = {
     check(v.text === undefined || v.data === undefined, 'give one of --text "..." or --data PATH, not both');
     check(!v.all || v.data !== undefined, '--all goes with --data PATH');
     check(!(typeof v.text === 'string' && flagsOnCommandLine().has('batch')), '--batch goes with --data (or no data flag), not with --text: a text is scored as one sequence');
-    // Left out, the library's default (8) shrinks to what the backend's memory holds.
+    // Left out, the library's default (8) shrinks to what the backend holds.
     const batch = flagsOnCommandLine().has('batch') ? v.batch as number : undefined;
     const dir = await findCheckpointDir(typeof v.ckpt === 'string' ? v.ckpt : await latestRun());
     const loaded = await loadModel(dir, { backend: v.backend as BackendName, threads: v.threads as number | undefined });
