@@ -378,6 +378,7 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   // vocabulary's for a token it holds, else the next after the vocabulary and every added token
   // before it, in list order. A repeated one is skipped.
   const special = new Map<number, string>();
+  const addedTexts = new Set<string>();
   const addedOnly: number[] = [];
   let lastAdded = -1;
   for (const t of added) {
@@ -386,7 +387,8 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
     check(typeof text === 'string' && text !== '', () => `${source}: added token ${JSON.stringify(t)} has no text`);
     check(!t.lstrip && !t.rstrip && !t.single_word,
       () => `${source}: special token ${JSON.stringify(text)} has lstrip, rstrip or single_word set, which change where the tokenizers library finds it; minigpt finds a special token's exact text only`);
-    if ([...special.values()].includes(text)) continue;
+    if (addedTexts.has(text)) continue;
+    addedTexts.add(text);
     let id = vocabIdOf.get(text);
     if (id === undefined) {
       id = lastAdded >= vocabIdOf.size ? lastAdded + 1 : vocabIdOf.size;
@@ -700,11 +702,10 @@ export async function readHfTensors(dir: string): Promise<Map<string, NamedTenso
  * The model's own eos_token_id and bos_token_id: generation_config.json's (what transformers'
  * generate uses), else config.json's; the first of a list.
  */
-async function readModelEndTokenIds(dir: string, configPath: string): Promise<{ eos?: number; bos?: number }> {
+async function readModelEndTokenIds(dir: string, config: Json): Promise<{ eos?: number; bos?: number }> {
   const first = (v: unknown): number | undefined => (typeof v === 'number' ? v : Array.isArray(v) && typeof v[0] === 'number' ? v[0] : undefined);
   const genPath = join(dir, 'generation_config.json');
   const gen = (await exists(genPath)) ? (await readJsonFile(genPath, '')) as Json : {};
-  const config = (await readJsonFile(configPath, '')) as Json;
   const pick = (key: string): number | undefined => first(isObject(gen) ? gen[key] : undefined) ?? first(config[key]);
   const eos = pick('eos_token_id'), bos = pick('bos_token_id');
   return { ...(eos !== undefined ? { eos } : {}), ...(bos !== undefined ? { bos } : {}) };
@@ -718,13 +719,13 @@ async function readModelEndTokenIds(dir: string, configPath: string): Promise<{ 
 function withModelEndTokens(tokenizer: Tokenizer, ids: { eos?: number; bos?: number }): Tokenizer {
   if (tokenizer.kind !== 'hf-bpe') return tokenizer;
   const textOf = new Map(Object.entries(tokenizer.specialTokens ?? {}).map(([text, id]) => [id, text]));
-  const json = tokenizer.toJSON() as HfBpeTokenizerJson;
-  const eos = ids.eos === undefined ? undefined : textOf.get(ids.eos);
-  if (eos !== undefined && eos !== endOfTextToken(tokenizer)?.[0]) json.eos = eos;
-  const withEos = json.eos === undefined ? tokenizer : tokenizerFromJson(json, 'the imported tokenizer');
-  const bos = ids.bos === undefined ? undefined : textOf.get(ids.bos);
-  if (bos === undefined || bos === startOfTextToken(withEos)?.[0]) return withEos;
-  return tokenizerFromJson({ ...json, bos }, 'the imported tokenizer');
+  const given = (id: number | undefined): string | undefined => (id === undefined ? undefined : textOf.get(id));
+  // Recorded only where they differ from the default: eos from <|endoftext|>, bos from the end-of-text token.
+  const defaultEos = endOfTextToken(tokenizer)?.[0];
+  const eos = given(ids.eos) !== defaultEos ? given(ids.eos) : undefined;
+  const bos = given(ids.bos) !== (eos ?? defaultEos) ? given(ids.bos) : undefined;
+  if (eos === undefined && bos === undefined) return tokenizer;
+  return tokenizerFromJson({ ...tokenizer.toJSON(), ...(eos !== undefined ? { eos } : {}), ...(bos !== undefined ? { bos } : {}) }, 'the imported tokenizer');
 }
 
 /** What readHfModel returns. */
@@ -741,11 +742,12 @@ export async function readHfModel(dir: string): Promise<HfImportResult> {
   dir = resolve(dir);
   check(await exists(dir), `${dir} does not exist`);
   const configPath = join(dir, 'config.json');
-  const config = configFromHf(await readJsonFile(configPath, 'a Hugging Face model directory has config.json'), configPath);
+  const configJson = await readJsonFile(configPath, 'a Hugging Face model directory has config.json');
+  const config = configFromHf(configJson, configPath);
   const tokPath = join(dir, 'tokenizer.json');
   check(await exists(tokPath), `${tokPath} is missing; minigpt imports the tokenizer from tokenizer.json (a fast tokenizer); sentencepiece-only models are not supported`);
   const tokJson = await readJsonFile(tokPath, '');
-  const tokenizer = withModelEndTokens(tokenizerFromHfJson(tokJson, tokPath), await readModelEndTokenIds(dir, configPath));
+  const tokenizer = withModelEndTokens(tokenizerFromHfJson(tokJson, tokPath), await readModelEndTokenIds(dir, configJson as Json));
   const clean = cleanFromHfNormalizer((tokJson as Json).normalizer, tokPath);
   check(tokenizer.vocabSize <= config.vocab_size, `${tokPath} has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocab_size}`);
 
