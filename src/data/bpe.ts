@@ -368,8 +368,8 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
   if (wholePieces) for (const key of wholePieces.keys()) longestWhole = Math.max(longestWhole, key.length);
 
   const cache = new Map<string, Int32Array | number>();
-  const pretokenizer = model.pretokenizer ?? makeGpt2Pretokenizer();
-  const gpt2Splitter = model.pretokenizer ? null : new RegExp(GPT2_SPLIT_PATTERN, 'gu');
+  const pretokenizer = model.pretokenizer ?? null;
+  const gpt2Splitter = new RegExp(GPT2_SPLIT_PATTERN, 'gu');
 
   const encodePiece = (piece: string): Int32Array | number => {
     const bytes = utf8.encode(piece);
@@ -397,7 +397,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
     else out.pushAll(ids);
   };
   const encodeInto = (text: string, out: IdBuffer): void => {
-    if (gpt2Splitter === null) {
+    if (pretokenizer) {
       pretokenizer(text, (piece) => addPiece(piece, out));
       return;
     }
@@ -455,6 +455,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
     encode,
     encodeOrdinary,
     pretokenize: (text) => {
+      if (!pretokenizer) return gpt2Pretokens(text);
       const pieces: string[] = [];
       pretokenizer(text, (piece) => pieces.push(piece));
       return pieces;

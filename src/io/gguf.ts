@@ -220,6 +220,7 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
   const types: number[] = [];
   let merges: string[];
   const md = new Map<string, GgufValue>();
+  const hfBpe = tokenizer.kind === 'hf-bpe' ? tokenizer.toJSON() as HfBpeTokenizerJson : null;
   if (tokenizer.kind === 'char') {
     const { vocab, unk, special } = tokenizer.toJSON() as unknown as { vocab: string[]; unk: string | null; special?: Record<string, number> };
     const pieces = unk === null ? vocab : [...vocab, unk];
@@ -263,8 +264,8 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
       types.push(specialIds.has(id) ? GgufTokenType.CONTROL : GgufTokenType.NORMAL);
     });
     merges = v.merges.map(([a, b]) => `${a} ${b}`);
-    if (tokenizer.kind === 'hf-bpe') {
-      const whole = tokensOnlyWholeWordsReach(tokenizer.toJSON() as HfBpeTokenizerJson);
+    if (hfBpe) {
+      const whole = tokensOnlyWholeWordsReach(hfBpe);
       if (whole.length > 0) {
         onWarning?.(
           `${whole.length} of this tokenizer's tokens (such as ${JSON.stringify(whole[0])}) come only from its whole-word lookup (ignore_merges), which llama.cpp does not do ` +
@@ -284,7 +285,7 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
   const out = new Map<string, GgufValue>([
     ['tokenizer.ggml.model', str('gpt2')],
     // llama.cpp's name for the pre-tokenizer: "smollm" isolates each digit, then splits as GPT-2.
-    ['tokenizer.ggml.pre', str(tokenizer.kind === 'hf-bpe' && (tokenizer.toJSON() as HfBpeTokenizerJson).pretokenizer === 'gpt2-digits' ? 'smollm' : 'gpt-2')],
+    ['tokenizer.ggml.pre', str(hfBpe?.pretokenizer === 'gpt2-digits' ? 'smollm' : 'gpt-2')],
     ['tokenizer.ggml.tokens', { type: GgufType.ARRAY, itemType: GgufType.STRING, value: tokens }],
     ['tokenizer.ggml.token_type', { type: GgufType.ARRAY, itemType: GgufType.INT32, value: Int32Array.from(types) }],
     ['tokenizer.ggml.merges', { type: GgufType.ARRAY, itemType: GgufType.STRING, value: merges }],
