@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes byte-level BPE tokenizers made by Hugging Face `tokenizers`, and the ids it gives (dev-only).
+"""Writes BPE tokenizers made by Hugging Face `tokenizers`, and the ids it gives (dev-only).
 
 Two tokenizers, trained on a synthetic corpus made here (so the run is repeatable and offline),
 laid out as real Hugging Face models have them and unlike minigpt's own BPE:
@@ -9,9 +9,20 @@ laid out as real Hugging Face models have them and unlike minigpt's own BPE:
                 taken as it is, as Llama 3's tokenizer does) and a token only that makes; special
                 tokens added after training
 
+Three SentencePiece-style ones (sp-bpe), trained the same way, their vocabularies laid out as
+Llama 2's ("<unk>", "<s>", "</s>", the 256 byte tokens "<0x00>".."<0xFF>", then the pieces), few
+characters of their own so that byte fallback and the unknown token are met often:
+  llama-style      Llama 2's legacy layout: normalizer Prepend("▁") + Replace(" ", "▁"), byte
+                   fallback, a post-processor that starts every text with "<s>"
+  metaspace-first  a Metaspace pre-tokenizer, prepend_scheme "first", split off, byte fallback
+  metaspace-unk    a Metaspace pre-tokenizer, prepend_scheme "always", split on, no byte fallback:
+                   the unknown token, runs of unknown characters fused into one
+
 Usage:
-  make-hf-tokenizers.py fixture OUT.json      both tokenizer.json texts, the test strings and
-                                              tokenizers' ids for them (test/fixtures/hf-bpe.json)
+  make-hf-tokenizers.py fixture OUT.json      both byte-level tokenizer.json texts, the test strings
+                                              and tokenizers' ids for them (test/fixtures/hf-bpe.json)
+  make-hf-tokenizers.py sp-fixture OUT.json   the same for the SentencePiece-style ones
+                                              (test/fixtures/sp-bpe.json)
   make-hf-tokenizers.py encode TOKENIZER.json TEXTS.json OUT.json
                                               tokenizers' ids (special tokens split out, no
                                               template) for each text: test/hf-bpe.test.ts
@@ -21,7 +32,7 @@ import json
 import random
 import sys
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 WORDS = ("the of and to in is was he for it with as his on be at by had are but from or have an they which one "
          "you were her all she there would their we him been has when who will more no if out so said what up its "
@@ -91,6 +102,43 @@ def gpt2_style(lines: list) -> Tokenizer:
     return tok
 
 
+SP = "\u2581"
+
+
+def sp_pieces(lines: list, vocab_size: int) -> tuple:
+    """Pieces and merges a BPE learns on words cut before each "▁" (as SentencePiece's BPE sees them)."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend(SP), normalizers.Replace(" ", SP)])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SP, prepend_scheme="never", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, limit_alphabet=70, show_progress=False)
+    tok.train_from_iterator(lines, trainer)
+    spec = json.loads(tok.to_str())
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab["<0x%02X>" % b] = len(vocab)
+    for piece, _ in sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(piece, len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
+    return vocab, merges
+
+
+def sp_style(lines: list, layout: str) -> Tokenizer:
+    vocab, merges = sp_pieces(lines, 700)
+    fallback = layout != "metaspace-unk"
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=fallback, fuse_unk=True))
+    if layout == "llama-style":
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend(SP), normalizers.Replace(" ", SP)])
+        tok.decoder = decoders.Sequence([decoders.Replace(SP, " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    else:
+        scheme, split = ("first", False) if layout == "metaspace-first" else ("always", True)
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SP, prepend_scheme=scheme, split=split)
+        tok.decoder = decoders.Metaspace(replacement=SP, prepend_scheme=scheme, split=split)
+    tok.add_special_tokens(["<unk>", "<s>", "</s>"])
+    if layout == "llama-style":
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B:1", special_tokens=[("<s>", 1)])
+    return tok
+
+
 def test_strings(rng: random.Random) -> list:
     fixed = [
         "", "Hello world", "Hello, world! It's 2024 and we're here.", "12345 67890", "3.14159 and 1,000,000",
@@ -102,6 +150,9 @@ def test_strings(rng: random.Random) -> list:
         "a  1 b   22 c    333", "one zqxj two zqx zqxjj",
         # Pre-tokens over 64 bytes: merged with a heap, not by scanning.
         "the" * 40, " " * 100 + "x", "—" * 40, "naïve" * 20, "x\t\t3 end.  4\n\n  7", "page  12  of   300",
+        # SentencePiece-style: spaces around special tokens, "▁" typed, runs of unknown characters.
+        "<s>", "</s>text", "a<s>b", "a<s> b", " <s> ", "text</s>", "▁already ▁▁marked", "ZQXJ zqxj ZZZ",
+        "éèê üöä ß",
     ]
     return fixed + corpus(rng, 40)
 
@@ -118,6 +169,21 @@ def main() -> None:
                 "tokenizer": json.loads(tok.to_str()),
                 "texts": texts,
                 "ids": [tok.encode(t, add_special_tokens=False).ids for t in texts],
+            }
+        with open(sys.argv[2], "w", encoding="utf-8") as f:
+            json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
+            f.write("\n")
+    elif len(sys.argv) == 3 and sys.argv[1] == "sp-fixture":
+        lines = corpus(random.Random(1234), 3000)
+        texts = test_strings(random.Random(99))
+        out = {}
+        for name in ("llama-style", "metaspace-first", "metaspace-unk"):
+            tok = sp_style(lines, name)
+            out[name] = {
+                "tokenizer": json.loads(tok.to_str()),
+                "texts": texts,
+                "ids": [tok.encode(t, add_special_tokens=False).ids for t in texts],
+                "withStart": [tok.encode(t).ids for t in texts[:3]],
             }
         with open(sys.argv[2], "w", encoding="utf-8") as f:
             json.dump(out, f, ensure_ascii=False, separators=(",", ":"))

@@ -6,7 +6,7 @@ import { check, checkAbortSignal, checkOptionNames, adviceFor, shownValue } from
 import { createKvCache, forwardCached, type KvCache, type Model } from './model/model.js';
 import { checkLoaded, type LoadedModel } from './inference.js';
 import { createRng } from './util/random.js';
-import { createStreamingDecoder, encodeUserText, endOfTextToken, startOfTextToken } from './data/tokenizer.js';
+import { createStreamingDecoder, encodeUserText, endOfTextToken, startOfTextToken, textStartIds } from './data/tokenizer.js';
 import { cleanText } from './data/text.js';
 import { eventLoopTurns } from './util/runtime.js';
 
@@ -163,8 +163,8 @@ export function preparePrompt(loaded: LoadedModel, prompt: string, what = 'the p
 export function checkPrompt(loaded: LoadedModel, prompt: string, what: string, allowSpecial = false): string {
   const ids = encodeUserText(loaded.tokenizer, prompt, what, 'the model knows only the characters it was trained on; leave it out of the prompt', allowSpecial ? { allowedSpecial: 'all' } : {});
   check(prompt.length === 0 || ids.length > 0, 'the prompt encodes to no tokens');
-  const context = loaded.model.config.context;
-  return ids.length > context ? `the prompt has ${ids.length} tokens; the model sees only its last ${context} (its context)` : '';
+  const context = loaded.model.config.context, count = ids.length + textStartIds(loaded.tokenizer).length;
+  return count > context ? `the prompt has ${count} tokens; the model sees only its last ${context} (its context)` : '';
 }
 
 /**
@@ -196,8 +196,10 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   // "<|endoftext|>" exists only as llama.cpp's end-of-generation token and never occurs in their
   // training text, so as input its embedding is untrained and the first token after it would be
   // noise; they start from id 0 (usually "\n", the lowest character), as they always have.
+  // A tokenizer that starts every text with a token (sp-bpe: Llama's "<s>") starts every prompt with it.
   const start = tokenizer.kind === 'char' ? undefined : startOfTextToken(tokenizer)?.[1];
-  const ids = prompt.length > 0 ? Array.from(tokenizer.encode(prompt, opts.allowSpecial ? { allowedSpecial: 'all' } : {})) : [start ?? 0];
+  const textStart = textStartIds(tokenizer);
+  const ids = prompt.length > 0 ? [...textStart, ...tokenizer.encode(prompt, opts.allowSpecial ? { allowedSpecial: 'all' } : {})] : textStart.length > 0 ? textStart : [start ?? 0];
   const history = ids.slice(-c.context);
   const rng = createRng(opts.seed ?? 0);
   // A cache is sized for the whole context (its logits alone context × vocab floats) and backends

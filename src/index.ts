@@ -10,14 +10,15 @@ export { saveCheckpoint, loadCheckpoint, recordedClean, checkpointFiles, checkpo
 export { zipFiles, unzipFiles, zipFileNames } from './io/zip.js';
 export { encodeSafetensors, decodeSafetensors, readSafetensorsFile, writeSafetensorsFile, type NamedTensor, type SafetensorsContents, type SafetensorsDType } from './io/safetensors.js';
 export {
-  buildCharTokenizer, tokenizerFromJson, makeTokenizer, createStreamingDecoder, endOfTextToken, startOfTextToken, type Tokenizer, type EncodeOptions,
+  buildCharTokenizer, tokenizerFromJson, makeTokenizer, createStreamingDecoder, endOfTextToken, startOfTextToken, textStartIds, type Tokenizer, type EncodeOptions,
   type CharTokenizerOptions, type TokenizerKind, type MakeTokenizerOptions, type StreamingDecoder, type TokenizerJson,
 } from './data/tokenizer.js';
 export { trainBpe, END_OF_TEXT, type BpeTrainOptions, type ByteLevelTokenizer } from './data/bpe.js';
 export { gpt2Tokenizer } from './data/gpt2.js';
 export { type HfBpeTokenizerJson, type HfPretokenizer } from './data/hf-bpe.js';
+export { type SpBpeTokenizerJson, type SpBpeTokenizer, type SpSpaces } from './data/sp-bpe.js';
 export { loadText, loadDocuments, cleanText, splitTrainVal, BLANK_LINE_SEPARATOR, type CleanOptions, type LoadTextOptions } from './data/text.js';
-export { cleanDocuments, encodeDocuments, documentSeparatorOf, type DocumentSeparator } from './data/documents.js';
+export { cleanDocuments, encodeDocuments, documentSeparatorOf, START_OF_TEXT_SEPARATOR, type DocumentSeparator } from './data/documents.js';
 export { loadModel, computeLogits, scoreText, type LoadedModel, type LoadModelOptions, type TextScore } from './inference.js';
 export { createRng, type Rng, type RngState } from './util/random.js';
 export { learningRate, type LrSchedule } from './train/schedule.js';

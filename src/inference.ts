@@ -6,7 +6,7 @@ import { loadCheckpoint, recordedClean, type Checkpoint } from './io/checkpoint.
 import { createModel, forward, setWeights, type Model } from './model/model.js';
 import { paramLayout } from './model/params.js';
 import type { ModelConfig } from './model/config.js';
-import { bitsPerByte, tokenByteLengths, type Tokenizer } from './data/tokenizer.js';
+import { bitsPerByte, textStartIds, tokenByteLengths, type Tokenizer } from './data/tokenizer.js';
 import type { CleanOptions } from './data/text.js';
 import { checkNodeOnly } from './util/runtime.js';
 
@@ -99,7 +99,7 @@ export async function computeLogits(model: Model, ids: ArrayLike<number>): Promi
 
 /** What scoreText returns: how likely the model finds each token of the text. */
 export interface TextScore {
-  /** The text's token ids (special-token text encoded as ordinary text). */
+  /** The text's token ids (special-token text encoded as ordinary text), after the start-of-text token where the tokenizer starts every text with one (sp-bpe). */
   ids: number[];
   /** logprobs[i] = log p(ids[i+1] | ids[0..i]): one fewer than ids. */
   logprobs: number[];
@@ -117,7 +117,8 @@ export interface TextScore {
 export async function scoreText(loaded: LoadedModel, text: string): Promise<TextScore> {
   checkLoaded(loaded, 'scoreText');
   check(typeof text === 'string', () => `scoreText needs the text as a string (got ${typeof text})`);
-  const ids = Array.from(loaded.tokenizer.encode(text));
+  // A tokenizer that starts every text with a token (sp-bpe: Llama's "<s>") has it before the text, as in training.
+  const ids = [...textStartIds(loaded.tokenizer), ...loaded.tokenizer.encode(text)];
   check(ids.length >= 2, `the text is ${ids.length} token${ids.length === 1 ? '' : 's'} long; scoring needs at least 2`);
   const { model } = loaded;
   checkIds(model, ids, true);

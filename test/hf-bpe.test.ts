@@ -91,7 +91,8 @@ test('hf-bpe refuses broken JSON and unsupported tokenizer.json with one-line re
     ['digit runs', { ...hf, pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: false }, { type: 'ByteLevel', use_regex: true }] } }, /the pre-tokenizer is not GPT-2's/],
     ['prefix space', { ...hf, pre_tokenizer: { type: 'ByteLevel', add_prefix_space: true, use_regex: true } }, /the pre-tokenizer is not GPT-2's/],
     ['decoder', { ...hf, decoder: { type: 'Metaspace' } }, /the decoder is Metaspace, not ByteLevel/],
-    ['byte fallback', { ...hf, model: { ...(hf['model'] as object), byte_fallback: true } }, /BPE options \(byte_fallback/],
+    // Byte fallback is SentencePiece's (sp-bpe), whose layout this is not.
+    ['byte fallback', { ...hf, model: { ...(hf['model'] as object), byte_fallback: true } }, /a SentencePiece-style BPE .* are neither Llama 2's legacy layout \(Prepend and Replace\) nor a Metaspace pre-tokenizer/],
     ['gap', withoutVocabId(hf, 300), /must be 0 to 698 without gaps \(found id 699\)/],
     // The library numbers <|endoftext|> after the 600 entries left: 600, which "Ġzqxj" has.
     ['clash', withoutVocabId(FIXTURE['gpt2-style'].tokenizer, 300), /added token "<\|endoftext\|>" gets id 600 from the tokenizers library, which the vocabulary gives "Ġzqxj"/],

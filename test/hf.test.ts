@@ -19,7 +19,7 @@ import { cleanText, DEFAULT_CLEAN } from '../src/data/text.js';
 import { resolveConfig, type ModelConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
-import { buildCharTokenizer, makeTokenizer, tokenizerFromJson, type Tokenizer } from '../src/data/tokenizer.js';
+import { buildCharTokenizer, makeTokenizer, textStartIds, tokenizerFromJson, type Tokenizer } from '../src/data/tokenizer.js';
 import { gpt2Tokenizer } from '../src/data/gpt2.js';
 import { createBackend } from '../src/backend/index.js';
 import { createModel, setWeights } from '../src/model/model.js';
@@ -29,6 +29,7 @@ import { roundToBf16 } from '../src/util/half.js';
 import { importCommand } from '../src/cli/commands/import.js';
 import { exportCommand } from '../src/cli/commands/export.js';
 import { hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
+import { spBpeFixtureTokenizer } from './support/sp-bpe-fixture.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const tmp = (): Promise<string> => mkdtemp(join(tmpdir(), 'minigpt-hf-'));
@@ -83,7 +84,7 @@ async function roundTrip(ckpt: Checkpoint, dtype: 'F32' | 'F16' | 'BF16'): Promi
   for (const f of files) assert.ok((await readFile(join(a, f))).equals(await readFile(join(b, f))), `${f} differs after export -> import -> export (${ckpt.tokenizer.kind}, ${dtype})`);
 }
 
-test('export -> import -> export is byte-stable (char, gpt2, bpe, hf-bpe; F32, F16, BF16; tied, GELU)', async () => {
+test('export -> import -> export is byte-stable (char, gpt2, bpe, hf-bpe, sp-bpe; F32, F16, BF16; tied, GELU)', async () => {
   await roundTrip(checkpoint(charTok()), 'F32');
   await roundTrip(checkpoint(oldCharTok()), 'F32');
   await roundTrip(checkpoint(charTok(), { tie_embeddings: true, vocab_size: 120 }), 'BF16');
@@ -92,6 +93,9 @@ test('export -> import -> export is byte-stable (char, gpt2, bpe, hf-bpe; F32, F
   await roundTrip(checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true }), 'BF16');
   await roundTrip(checkpoint(hfBpeFixtureTokenizer('gpt2-style'), { vocab_size: 640 }), 'F32');
   await roundTrip(checkpoint(chatTok(), { tie_embeddings: true }), 'F32');
+  for (const name of ['llama-style', 'metaspace-first', 'metaspace-unk'] as const) await roundTrip(checkpoint(spBpeFixtureTokenizer(name)), 'F32');
+  // Trained here on cleaned text: the cleaning steps go before the space steps, and come back.
+  await roundTrip({ ...checkpoint(spBpeFixtureTokenizer('llama-style')), recorded: { clean: { lowercase: true } } }, 'BF16');
 });
 
 test('an imported model keeps its own end-of-text and start-of-text tokens (generation_config.json\'s, else config.json\'s; the first of a list)', async () => {
@@ -273,6 +277,9 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     // Imported from Hugging Face tokenizers: special tokens first and digits one by one (SmolLM), or ignore_merges.
     ['hf-bpe-smollm', checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true })],
     ['hf-bpe-gpt2', checkpoint(hfBpeFixtureTokenizer('gpt2-style'))],
+    // SentencePiece-style (Llama 2's layout, "<s>" before every text; Metaspace without byte fallback).
+    ['sp-bpe-llama', { ...checkpoint(spBpeFixtureTokenizer('llama-style')), recorded: { clean: { lowercase: true } } }],
+    ['sp-bpe-metaspace-unk', checkpoint(spBpeFixtureTokenizer('metaspace-unk'))],
   ];
   const jobs: { dir: string; texts: string[]; ids: number[][]; decode: number[][]; resave: string }[] = [];
   const root = await tmp();
@@ -283,9 +290,11 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     const texts = kind === 'char' ? [...TEXTS, 'unknown \u2713 char', 'special <|endoftext|> token'] : kind === 'char-old' ? TEXTS
       : kind === 'gpt2-lowercase' ? [...TEXTS, 'HELLO\r\nWorld\rÉTÉ', 'cafe\u0301 CAFÉ', 'bell\u0007 del\u007f nel\u0085 tab\t', 'Page one.\fPage two.\u000bnext\n\f\f\nend', 'a\n\n \n\t\n\nb\n\n\nc']
       : kind.startsWith('hf-bpe') ? [...TEXTS, 'special <|endoftext|> token', 'page  12  of   300 zqxj', '<|im_start|>user<|im_end|>'.slice(0, kind === 'hf-bpe-smollm' ? undefined : 0)]
+      : kind.startsWith('sp-bpe') ? [...TEXTS, 'a<s>b</s> c', ' \u2581marked ZQXJ']
       : [...TEXTS, 'special <|endoftext|> token'];
     const clean = recordedClean(ckpt);
-    const ours = texts.map((t) => Array.from(tok.encode(clean ? cleanText(t, clean) : t, tok.specialTokens ? { allowedSpecial: 'all' } : {})));
+    // transformers adds what the post-processor adds (sp-bpe's "<s>"), as textStartIds.
+    const ours = texts.map((t) => [...textStartIds(tok), ...tok.encode(clean ? cleanText(t, clean) : t, tok.specialTokens ? { allowedSpecial: 'all' } : {})]);
     const ids = ours.slice(0, 3).map((x) => x.slice(0, ckpt.config.context));
     jobs.push({ dir, texts, ids, decode: ours, resave: `${dir}-resaved` });
   }

@@ -212,7 +212,7 @@ const MALFORMED: Array<[description: string, json: unknown, message: RegExp]> = 
   ['a string', 'char', /got string "char"/],
   ['no type', { vocab: ['a'] }, /^t\.json: tokenizer has no "type" string/],
   ['a numeric type', { type: 3, vocab: ['a'] }, /has no "type" string/],
-  ['an unknown type', { type: 'wordpiece' }, /^t\.json: unknown tokenizer type "wordpiece"; expected "char", "gpt2", "bpe" or "hf-bpe"/],
+  ['an unknown type', { type: 'wordpiece' }, /^t\.json: unknown tokenizer type "wordpiece"; expected "char", "gpt2", "bpe", "hf-bpe" or "sp-bpe"/],
   ['no vocab', { type: 'char' }, /^t\.json: char tokenizer "vocab" must be an array of single characters, got nothing/],
   ['a string vocab', { type: 'char', vocab: 'abc' }, /"vocab" must be an array of single characters, got string "abc"/],
   ['an empty vocab', { type: 'char', vocab: [] }, /"vocab" is empty/],

@@ -916,6 +916,8 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     throw new MinigptError(`unknown tokenizer kind ${JSON.stringify(opts.tokenizer)}; expected "char", "gpt2" or "bpe"`);
   }
 
+  // Streamed pieces are encoded one by one, and an sp-bpe tokenizer adds a "▁" at the start of each.
+  check(tokenizer.kind !== 'sp-bpe', `${opts.data}: prepare does not take an sp-bpe (SentencePiece-style) tokenizer yet; train on the data directly (${adviceFor('--data', 'data')}), which encodes it in memory`);
   const separator = documentSeparatorOf(tokenizer);
   const dtype: ShardDType = opts.dtype ?? (tokenizer.vocabSize <= 65536 ? 'uint16' : 'uint32');
   check(

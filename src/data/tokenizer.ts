@@ -9,12 +9,16 @@ import { MinigptError, check, checkOptionNames, shownValue } from '../errors.js'
 import { END_OF_TEXT, bpeTokenizerFromJsonFields, checkDecodeInput, checkEncodeInput, specialTokenSplitter, splitAtSpecialTokens, toWellFormed, trainBpe, type BpeTrainOptions } from './bpe.js';
 import { gpt2Tokenizer, gpt2TokenizerFromJsonFields } from './gpt2.js';
 import { hfBpeTokenizerFromJsonFields } from './hf-bpe.js';
+import { spBpeTokenizerFromJsonFields } from './sp-bpe.js';
 
 export { END_OF_TEXT } from './bpe.js';
 
-/** hf-bpe: a byte-level BPE imported from a Hugging Face tokenizer.json (hf-bpe.ts); never made for training. */
-export type TokenizerKind = 'char' | 'gpt2' | 'bpe' | 'hf-bpe';
-/** The kinds a training run can make (every TokenizerKind but hf-bpe, which only comes with an imported model). */
+/**
+ * hf-bpe: a byte-level BPE imported from a Hugging Face tokenizer.json (hf-bpe.ts); sp-bpe: a
+ * SentencePiece-style BPE imported the same way (sp-bpe.ts); neither is made for training.
+ */
+export type TokenizerKind = 'char' | 'gpt2' | 'bpe' | 'hf-bpe' | 'sp-bpe';
+/** The kinds a training run can make (every TokenizerKind but hf-bpe and sp-bpe, which only come with an imported model or a tokenizer.json). */
 export const TOKENIZER_KINDS: readonly TokenizerKind[] = ['char', 'gpt2', 'bpe'];
 
 /** A tokenizer as plain JSON; `type` says which kind reads the rest. */
@@ -61,7 +65,7 @@ export interface Tokenizer {
    * The token ids of `text`. Special-token text is encoded as ordinary text unless
    * `opts.allowedSpecial` names it. A char tokenizer without an unknown-character token throws
    * UnknownCharacterError for a character not in its vocabulary; the byte-level kinds (gpt2, bpe,
-   * hf-bpe) encode any text.
+   * hf-bpe) and sp-bpe encode any text (sp-bpe without byte fallback: its unknown token for a character it lacks).
    */
   encode(text: string, opts?: EncodeOptions): Int32Array;
   /**
@@ -71,24 +75,29 @@ export interface Tokenizer {
   decode(ids: ArrayLike<number>): string;
   /**
    * Decodes one id, for tokenizers whose every token is whole characters (char). Byte-level
-   * tokenizers (gpt2, bpe, hf-bpe) leave it out, as a token may be part of a character: stream with
+   * tokenizers (gpt2, bpe, hf-bpe, sp-bpe) leave it out, as a token may be part of a character: stream with
    * createStreamingDecoder, which works for every tokenizer.
    */
   decodeToken?(id: number): string;
-  /** The UTF-8 bytes of one token, for byte-level tokenizers (gpt2, bpe, hf-bpe). */
+  /** The UTF-8 bytes of one token, for byte-level tokenizers (gpt2, bpe, hf-bpe) and sp-bpe (a space as a space, a byte token its byte). */
   tokenBytes?(id: number): Uint8Array;
   /**
    * Special tokens, text -> id (gpt2 and bpe: "<|endoftext|>"; char: "<|endoftext|>" when built
-   * for training; hf-bpe: its tokenizer.json's); absent or empty when there are none.
+   * for training; hf-bpe, sp-bpe: its tokenizer.json's); absent or empty when there are none.
    */
   readonly specialTokens?: Readonly<Record<string, number>>;
   /**
-   * hf-bpe: the special token an imported model ends a text with (its eos_token_id), where that is
+   * hf-bpe, sp-bpe: the special token an imported model ends a text with (its eos_token_id), where that is
    * not "<|endoftext|>"; see endOfTextToken.
    */
   readonly eos?: string;
-  /** hf-bpe: the special token an imported model starts a text from (its bos_token_id), where that is not its end-of-text token. */
+  /** hf-bpe, sp-bpe: the special token an imported model starts a text from (its bos_token_id), where that is not its end-of-text token. */
   readonly bos?: string;
+  /**
+   * sp-bpe: the special token every text starts with (Llama's "<s>"): generate, scoreText and
+   * training put it before a prompt, a scored text and each document (textStartIds); encode does not.
+   */
+  readonly addBos?: string;
   /** The tokenizer as plain JSON, which tokenizerFromJson reads back (a checkpoint's tokenizer.minigpt.json). */
   toJSON(): TokenizerJson;
 }
@@ -109,6 +118,12 @@ export function endOfTextToken(t: Tokenizer): [string, number] | undefined {
 export function startOfTextToken(t: Tokenizer): [string, number] | undefined {
   const id = t.bos === undefined ? undefined : t.specialTokens?.[t.bos];
   return id === undefined ? endOfTextToken(t) : [t.bos!, id];
+}
+
+/** The ids a text starts with before its own: [the addBos token's id] for a tokenizer that adds one (sp-bpe), else none. */
+export function textStartIds(t: Tokenizer): number[] {
+  const id = t.addBos === undefined ? undefined : t.specialTokens?.[t.addBos];
+  return id === undefined ? [] : [id];
 }
 
 export interface CharTokenizerOptions {
@@ -169,7 +184,7 @@ export function tokenizerFromJson(json: unknown, source: string): Tokenizer {
   const type = fields['type'];
   check(
     typeof type === 'string',
-    `${source}: tokenizer has no "type" string; expected "type": "char", "gpt2", "bpe" or "hf-bpe"`,
+    `${source}: tokenizer has no "type" string; expected "type": "char", "gpt2", "bpe", "hf-bpe" or "sp-bpe"`,
   );
   switch (type) {
     case 'char':
@@ -180,9 +195,11 @@ export function tokenizerFromJson(json: unknown, source: string): Tokenizer {
       return bpeTokenizerFromJsonFields(fields, source);
     case 'hf-bpe':
       return hfBpeTokenizerFromJsonFields(fields, source);
+    case 'sp-bpe':
+      return spBpeTokenizerFromJsonFields(fields, source);
     default:
       throw new MinigptError(
-        `${source}: unknown tokenizer type ${JSON.stringify(type)}; expected "char", "gpt2", "bpe" or "hf-bpe"`,
+        `${source}: unknown tokenizer type ${JSON.stringify(type)}; expected "char", "gpt2", "bpe", "hf-bpe" or "sp-bpe"`,
       );
   }
 }
@@ -218,7 +235,7 @@ export function makeTokenizer(kind: TokenizerKind, text: string, opts: MakeToken
         ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
       });
     default:
-      check(kind !== 'hf-bpe', 'an hf-bpe tokenizer comes only with an imported model or a Hugging Face tokenizer.json; give that instead of the kind');
+      check(kind !== 'hf-bpe' && kind !== 'sp-bpe', () => `an ${kind} tokenizer comes only with an imported model or a Hugging Face tokenizer.json; give that instead of the kind`);
       throw new MinigptError(`unknown tokenizer kind ${JSON.stringify(kind)}; expected "char", "gpt2" or "bpe"`);
   }
 }

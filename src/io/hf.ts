@@ -31,6 +31,7 @@ import { GPT2_VOCAB_SIZE, gpt2Tokenizer } from '../data/gpt2.js';
 import { GPT2_SPLIT_PATTERN, type ByteLevelTokenizer } from '../data/bpe.js';
 import { byteLevelToBytes, bytesToByteLevel } from '../data/byte-level.js';
 import type { HfBpeTokenizerJson, HfPretokenizer } from '../data/hf-bpe.js';
+import { SP_SPACE, type SpBpeTokenizerJson, type SpSpaces } from '../data/sp-bpe.js';
 import { CHECKPOINT_FORMAT, checkCheckpointArg, flatWeights, namedWeights, recordedClean, type Checkpoint, type WeightDType } from './checkpoint.js';
 import { DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js';
@@ -126,9 +127,9 @@ export function hfSpecialTokens(tokenizer: Tokenizer): HfSpecialTokens {
   const eos = endOfTextToken(tokenizer), bos = startOfTextToken(tokenizer);
   if (eos) out.eos = eos;
   if (bos) out.bos = bos;
-  if (tokenizer.kind === 'char') {
-    const unk = (tokenizer.toJSON() as unknown as { unk: string | null }).unk;
-    if (unk !== null) out.unk = unk;
+  if (tokenizer.kind === 'char' || tokenizer.kind === 'sp-bpe') {
+    const unk = (tokenizer.toJSON() as unknown as { unk?: string | null }).unk;
+    if (unk !== null && unk !== undefined) out.unk = unk;
   }
   return out;
 }
@@ -175,6 +176,7 @@ export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptio
       '}',
     ].join('\n') + '\n';
   }
+  if (tokenizer.kind === 'sp-bpe') return spHfTokenizerJson(tokenizer.toJSON() as SpBpeTokenizerJson, clean);
   const v = byteLevelVocab(tokenizer);
   const hfBpe = tokenizer.kind === 'hf-bpe' ? tokenizer.toJSON() as HfBpeTokenizerJson : null;
   // Special tokens the BPE model's own vocabulary lacked stay out of it (a whole-word lookup must not find them).
@@ -209,6 +211,54 @@ export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptio
   ].join('\n') + '\n';
 }
 
+/**
+ * tokenizer.json of an sp-bpe tokenizer, laid out as the file it came from (spLayoutOf reads it
+ * back): the legacy normalizer Prepend("▁") + Replace(" ", "▁") after the cleaning steps, or a
+ * Metaspace pre-tokenizer and decoder; a BPE model with byte fallback and the unknown token, every
+ * token (special ones too) in its vocabulary; the "<s> $A" template where the tokenizer adds one.
+ */
+function spHfTokenizerJson(json: SpBpeTokenizerJson, clean?: Partial<CleanOptions>): string {
+  const cleaning = (hfNormalizer(clean)?.normalizers as Json[] | undefined) ?? [];
+  const legacy = json.spaces === 'prepend';
+  const spaceSteps = legacy ? [{ type: 'Prepend', prepend: SP_SPACE }, { type: 'Replace', pattern: { String: ' ' }, content: SP_SPACE }] : [];
+  const steps = [...cleaning, ...spaceSteps];
+  const metaspace = { type: 'Metaspace', replacement: SP_SPACE, prepend_scheme: json.spaces, split: json.split };
+  const bos = json.addBos;
+  const post = bos === undefined ? null : {
+    type: 'TemplateProcessing',
+    single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+    pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+    special_tokens: { [bos]: { id: bos, ids: [json.special[bos]], tokens: [bos] } },
+  };
+  const decoder = legacy
+    ? { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: SP_SPACE }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] }
+    : metaspace;
+  return [
+    '{',
+    `  "version": "1.0",`,
+    `  "truncation": null,`,
+    `  "padding": null,`,
+    `  "added_tokens": ${JSON.stringify(Object.entries(json.special).map(([text, id]) => addedToken(id, text)))},`,
+    `  "normalizer": ${JSON.stringify(steps.length === 0 ? null : { type: 'Sequence', normalizers: steps })},`,
+    `  "pre_tokenizer": ${JSON.stringify(legacy ? null : metaspace)},`,
+    `  "post_processor": ${JSON.stringify(post)},`,
+    `  "decoder": ${JSON.stringify(decoder)},`,
+    `  "model": {`,
+    `    "type": "BPE",`,
+    `    "dropout": null,`,
+    `    "unk_token": ${JSON.stringify(json.unk ?? null)},`,
+    `    "continuing_subword_prefix": null,`,
+    `    "end_of_word_suffix": null,`,
+    `    "fuse_unk": ${json.fuseUnk},`,
+    `    "byte_fallback": ${json.byteFallback},`,
+    `    "ignore_merges": false,`,
+    `    "vocab": ${orderedObject(json.vocab.map((t, i): [string, number] => [t, i]), '    ')},`,
+    `    "merges": [\n${json.merges.map((m) => `      ${JSON.stringify(m.split(' '))}`).join(',\n')}\n    ]`,
+    `  }`,
+    '}',
+  ].join('\n') + '\n';
+}
+
 /** tokenizer_config.json and special_tokens_map.json for our tokenizer. */
 export function hfTokenizerConfigs(tokenizer: Tokenizer, context: number): { config: Record<string, unknown>; specialMap: Record<string, unknown> } {
   const s = hfSpecialTokens(tokenizer);
@@ -224,7 +274,7 @@ export function hfTokenizerConfigs(tokenizer: Tokenizer, context: number): { con
   }
   const config: Record<string, unknown> = {
     tokenizer_class: 'PreTrainedTokenizerFast',
-    add_bos_token: false,
+    add_bos_token: tokenizer.addBos !== undefined,
     add_eos_token: false,
     add_prefix_space: false,
     clean_up_tokenization_spaces: false,
@@ -307,15 +357,164 @@ function hfPretokenizerOf(pre: unknown): HfPretokenizer | null {
 }
 
 /**
+ * A BPE tokenizer.json's tokens by id (the added tokens, all special, among them), its merges as
+ * "left right" strings, its special tokens by id, and the ids of those only added_tokens held.
+ */
+function hfBpeVocab(model: Json, added: Json[], source: string): { vocab: string[]; merges: string[]; special: Map<number, string>; addedOnly: number[] } {
+  check(isObject(model.vocab), `${source}: the BPE model has no "vocab" object`);
+  // Every id's text: the vocabulary's, and the added tokens' (all special; some vocabularies hold them too).
+  const textOf = new Map<number, string>();
+  const vocabIdOf = new Map<string, number>();
+  for (const [piece, id] of Object.entries(model.vocab as Record<string, unknown>)) {
+    check(typeof id === 'number' && Number.isInteger(id) && id >= 0, () => `${source}: vocabulary entry ${JSON.stringify(piece)} has id ${JSON.stringify(id)}, not a whole number`);
+    check(!textOf.has(id), () => `${source}: id ${id} is both ${JSON.stringify(textOf.get(id))} and ${JSON.stringify(piece)} in the vocabulary`);
+    textOf.set(id, piece);
+    vocabIdOf.set(piece, id);
+  }
+  // The ids the tokenizers library gives added tokens (it does not read their "id"): the
+  // vocabulary's for a token it holds, else the next after the vocabulary and every added token
+  // before it, in list order. A repeated one is skipped.
+  const special = new Map<number, string>();
+  const addedTexts = new Set<string>();
+  const addedOnly: number[] = [];
+  let lastAdded = -1;
+  for (const t of added) {
+    check(t.special === true, `${source}: added token ${JSON.stringify(t.content)} is not special; minigpt's BPE tokenizers only have special added tokens`);
+    const text = t.content as string;
+    check(typeof text === 'string' && text !== '', () => `${source}: added token ${JSON.stringify(t)} has no text`);
+    check(!t.lstrip && !t.rstrip && !t.single_word,
+      () => `${source}: special token ${JSON.stringify(text)} has lstrip, rstrip or single_word set, which change where the tokenizers library finds it; minigpt finds a special token's exact text only`);
+    if (addedTexts.has(text)) continue;
+    addedTexts.add(text);
+    let id = vocabIdOf.get(text);
+    if (id === undefined) {
+      id = lastAdded >= vocabIdOf.size ? lastAdded + 1 : vocabIdOf.size;
+      const given = id;
+      check(!textOf.has(given), () => `${source}: added token ${JSON.stringify(text)} gets id ${given} from the tokenizers library, which the vocabulary gives ${JSON.stringify(textOf.get(given))}`);
+      addedOnly.push(id);
+    }
+    lastAdded = Math.max(lastAdded, id);
+    textOf.set(id, text);
+    special.set(id, text);
+  }
+  const vocab: string[] = new Array(textOf.size);
+  for (const [id, text] of textOf) {
+    check(id < textOf.size, () => `${source}: the ids of its ${textOf.size} tokens must be 0 to ${textOf.size - 1} without gaps (found id ${id})`);
+    vocab[id] = text;
+  }
+  const mergesRaw = model.merges;
+  check(Array.isArray(mergesRaw), `${source}: the BPE model has no "merges" list`);
+  const merges = mergesRaw.map((m, i) => {
+    const pair = typeof m === 'string' ? m.split(' ') : m;
+    check(Array.isArray(pair) && pair.length === 2 && pair.every((x) => typeof x === 'string'), () => `${source}: merges[${i}] ${JSON.stringify(m)} is not a pair of tokens`);
+    return `${pair[0]} ${pair[1]}`;
+  });
+  return { vocab, merges, special, addedOnly };
+}
+
+/** How a SentencePiece-style tokenizer.json adds "▁" (sp-bpe's spaces and split), and the normalizer steps before (cleaning, as minigpt's exports write it). */
+interface SpLayout { spaces: SpSpaces; split: boolean; cleaning: unknown[] }
+
+/**
+ * The SentencePiece-style layout of a BPE tokenizer.json (Llama 2's: byte fallback, "▁" for a
+ * space), or null when it is not one. Two layouts are read: the legacy normalizer Prepend("▁") +
+ * Replace(" ", "▁") with no pre-tokenizer, and the Metaspace pre-tokenizer ("▁", prepend_scheme
+ * "always" or "first") with no normalizer. One that looks SentencePiece-style but is neither is a
+ * MinigptError.
+ */
+function spLayoutOf(json: Json): SpLayout | null {
+  const model = json.model as Json;
+  const normalizer = json.normalizer, pre = json.pre_tokenizer;
+  const steps = (x: unknown, key: string): unknown[] => (isObject(x) && x.type === 'Sequence' && Array.isArray(x[key]) ? x[key] as unknown[] : x === null || x === undefined ? [] : [x]);
+  const normSteps = steps(normalizer, 'normalizers'), preSteps = steps(pre, 'pretokenizers');
+  const isPrepend = (n: unknown): boolean => isObject(n) && n.type === 'Prepend' && n.prepend === SP_SPACE;
+  const isSpaceReplace = (n: unknown): boolean => isObject(n) && n.type === 'Replace' && isObject(n.pattern) && n.pattern.String === ' ' && n.content === SP_SPACE;
+  const isMetaspace = (p: unknown): p is Json => isObject(p) && p.type === 'Metaspace';
+  const looksSp = model.byte_fallback === true || normSteps.some((n) => isPrepend(n) || isSpaceReplace(n)) || preSteps.some(isMetaspace);
+  if (!looksSp) return null;
+  const source = 'tokenizer.json';
+  const n = normSteps.length;
+  if (n >= 2 && isPrepend(normSteps[n - 2]) && isSpaceReplace(normSteps[n - 1]) && preSteps.length === 0) {
+    return { spaces: 'prepend', split: false, cleaning: normSteps.slice(0, -2) };
+  }
+  const meta = preSteps[0];
+  if (!normSteps.some((x) => isPrepend(x) || isSpaceReplace(x)) && preSteps.length === 1 && isMetaspace(meta) && meta.replacement === SP_SPACE) {
+    const scheme = meta.prepend_scheme ?? (meta.add_prefix_space === false ? 'never' : 'always');
+    check(scheme === 'always' || scheme === 'first', () => `${source}: the Metaspace pre-tokenizer's prepend_scheme is ${JSON.stringify(scheme)}; minigpt's sp-bpe tokenizer adds the leading "${SP_SPACE}" as "always" or "first" only`);
+    return { spaces: scheme as SpSpaces, split: meta.split !== false, cleaning: normSteps };
+  }
+  throw new MinigptError(`${source}: a SentencePiece-style BPE (byte fallback or "${SP_SPACE}" for spaces) whose normalizer and pre-tokenizer (${JSON.stringify(normalizer ?? null).slice(0, 80)}; ${JSON.stringify(pre ?? null).slice(0, 80)}) are neither Llama 2's legacy layout (Prepend and Replace) nor a Metaspace pre-tokenizer; minigpt cannot reproduce it exactly`);
+}
+
+/** Whether a tokenizer.json's normalizer cleans text (a SentencePiece-style one's space steps are not cleaning). */
+export function hfNormalizerCleans(json: unknown): boolean {
+  if (!isObject(json)) return false;
+  const sp = isObject(json.model) && json.model.type === 'BPE' ? spLayoutOf(json) : null;
+  return sp !== null ? sp.cleaning.length > 0 : json.normalizer !== null && json.normalizer !== undefined;
+}
+
+/** An sp-bpe tokenizer from a SentencePiece-style tokenizer.json (spLayoutOf says it is one). */
+function spBpeFromHfJson(json: Json, model: Json, added: Json[], layout: SpLayout, source: string): Tokenizer {
+  check(!model.continuing_subword_prefix && !model.end_of_word_suffix && model.dropout == null && !model.ignore_merges,
+    `${source}: BPE options (continuing_subword_prefix, end_of_word_suffix, dropout or ignore_merges) that minigpt's sp-bpe tokenizer does not have`);
+  const decoder = json.decoder as Json | null | undefined;
+  const decoderSteps = isObject(decoder) && decoder.type === 'Sequence' && Array.isArray(decoder.decoders) ? decoder.decoders as unknown[] : [decoder];
+  const knownDecoder = (d: unknown): boolean => isObject(d) && (d.type === 'ByteFallback' || d.type === 'Fuse' || d.type === 'Metaspace'
+    || (d.type === 'Replace' && isObject(d.pattern) && d.pattern.String === SP_SPACE && d.content === ' ')
+    || (d.type === 'Strip' && d.content === ' ' && d.start === 1 && d.stop === 0));
+  check(decoderSteps.every(knownDecoder),
+    () => `${source}: the decoder (${JSON.stringify(decoder ?? null).slice(0, 120)}) is not SentencePiece's ("${SP_SPACE}" to a space, byte fallback, one leading space dropped); minigpt's sp-bpe tokenizer decodes that way only`);
+  const { vocab, merges, special } = hfBpeVocab(model, added, source);
+  const specialId = new Map([...special].map(([id, text]) => [text, id]));
+  const unk = typeof model.unk_token === 'string' ? model.unk_token : undefined;
+  if (unk !== undefined && !specialId.has(unk)) {
+    // An unknown token only the vocabulary holds: minigpt takes it as a special token (never matched in text).
+    const id = vocab.indexOf(unk);
+    check(id >= 0, () => `${source}: the unknown token ${JSON.stringify(unk)} is not in the vocabulary`);
+    special.set(id, unk);
+  }
+  // The post-processor: nothing, or a template "<s> $A" that starts every text with a special token.
+  const post = json.post_processor as Json | null | undefined;
+  let addBos: string | undefined;
+  if (isObject(post)) {
+    const single = Array.isArray(post.single) ? post.single as unknown[] : [];
+    const pieces = single.map((p) => (isObject(p) && isObject(p.SpecialToken) ? `special:${String(p.SpecialToken.id)}` : isObject(p) && isObject(p.Sequence) && p.Sequence.id === 'A' ? 'A' : '?'));
+    const bosText = pieces.length === 2 && pieces[1] === 'A' && pieces[0]!.startsWith('special:') ? pieces[0]!.slice('special:'.length) : undefined;
+    const templateIds = bosText !== undefined && isObject(post.special_tokens) && isObject(post.special_tokens[bosText]) ? (post.special_tokens[bosText] as Json).ids : undefined;
+    check(post.type === 'TemplateProcessing' && (pieces.join(' ') === 'A' || (bosText !== undefined && specialId.has(bosText)
+      && Array.isArray(templateIds) && templateIds.length === 1 && templateIds[0] === specialId.get(bosText))),
+      () => `${source}: the post-processor (${JSON.stringify(post).slice(0, 120)}) is not a template that adds nothing or one start-of-text token before the text ("<s> $A"); minigpt cannot reproduce it exactly`);
+    addBos = bosText;
+  }
+  return tokenizerFromJson({
+    type: 'sp-bpe',
+    vocab,
+    merges,
+    special: Object.fromEntries([...special].sort((a, b) => a[0] - b[0]).map(([id, text]) => [text, id])),
+    ...(unk !== undefined ? { unk } : {}),
+    byteFallback: model.byte_fallback === true,
+    fuseUnk: model.fuse_unk === true,
+    spaces: layout.spaces,
+    split: layout.split,
+    ...(addBos !== undefined ? { addBos } : {}),
+  }, source);
+}
+
+/**
  * The tokenizer a tokenizer.json stands for, when one of ours represents it exactly: our char
  * export (WordLevel over single characters, split per character), GPT-2's vocabulary (-> gpt2),
  * a byte-level BPE laid out like our trained ones (bytes 0-255 in order, merge i -> 256 + i,
  * special tokens after; -> bpe), or any other byte-level BPE whose pre-tokenizer is GPT-2's,
- * alone or after digits one by one (-> hf-bpe). Anything else is a MinigptError naming what differs.
+ * alone or after digits one by one (-> hf-bpe), or a SentencePiece-style BPE with byte fallback as Llama
+ * 2's (-> sp-bpe). Anything else is a MinigptError naming what differs.
  */
 export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   check(isObject(json) && isObject(json.model), `${source} is not a Hugging Face tokenizer.json (no "model" object)`);
   const model = json.model as Json;
+  const added = Array.isArray(json.added_tokens) ? (json.added_tokens as Json[]) : [];
+  // SentencePiece-style BPE (Llama 2): its post-processor may add a BOS token, which it records.
+  const sp = model.type === 'BPE' ? spLayoutOf(json) : null;
+  if (sp !== null) return spBpeFromHfJson(json, model, added, sp, source);
   const post = json.post_processor as Json | null | undefined;
   // transformers re-saves a tokenizer without one as a template that adds nothing.
   const addsNothing = (p: Json): boolean => p.type === 'ByteLevel' || (p.type === 'TemplateProcessing' && Array.isArray(p.single)
@@ -323,7 +522,6 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
     || (p.type === 'Sequence' && Array.isArray(p.processors) && p.processors.every((q) => isObject(q) && addsNothing(q)));
   check(post === null || post === undefined || (isObject(post) && addsNothing(post)),
     () => `${source} has a ${isObject(post) ? String(post.type) : 'non-standard'} post-processor, which adds tokens (such as a BOS token) to what it encodes; minigpt's tokenizers add none, so it cannot be imported exactly`);
-  const added = Array.isArray(json.added_tokens) ? (json.added_tokens as Json[]) : [];
 
   if (model.type === 'WordLevel') {
     const pre = json.pre_tokenizer as Json | null;
@@ -354,7 +552,7 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
     return hasUnk ? charTokenizerFromVocab(pieces.slice(0, -1), last!, specialNames) : charTokenizerFromVocab(pieces, null, specialNames);
   }
 
-  check(model.type === 'BPE', `${source}: tokenizer model ${JSON.stringify(model.type)} is not supported; minigpt imports byte-level BPE (GPT-2 style) and its own character tokenizer`);
+  check(model.type === 'BPE', `${source}: tokenizer model ${JSON.stringify(model.type)} is not supported; minigpt imports BPE (byte-level as GPT-2's, or SentencePiece-style as Llama 2's) and its own character tokenizer`);
   const pretokenizer = hfPretokenizerOf(json.pre_tokenizer);
   check(pretokenizer !== null,
     `${source}: the pre-tokenizer is not GPT-2's byte-level one, nor digits one by one and then GPT-2's (${JSON.stringify(json.pre_tokenizer).slice(0, 120)}); minigpt's byte-level tokenizers split text with the GPT-2 regex, so this tokenizer cannot be reproduced exactly`);
@@ -363,55 +561,8 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   const decoder = json.decoder as Json | null | undefined;
   check(decoder === null || decoder === undefined || (isObject(decoder) && decoder.type === 'ByteLevel'),
     () => `${source}: the decoder is ${isObject(decoder) ? String(decoder.type) : JSON.stringify(decoder)}, not ByteLevel; minigpt's byte-level tokenizers decode tokens to their bytes, so this tokenizer cannot be reproduced exactly`);
-  check(isObject(model.vocab), `${source}: the BPE model has no "vocab" object`);
 
-  // Every id's text: the vocabulary's, and the added tokens' (all special; some vocabularies hold them too).
-  const textOf = new Map<number, string>();
-  const vocabIdOf = new Map<string, number>();
-  for (const [piece, id] of Object.entries(model.vocab as Record<string, unknown>)) {
-    check(typeof id === 'number' && Number.isInteger(id) && id >= 0, () => `${source}: vocabulary entry ${JSON.stringify(piece)} has id ${JSON.stringify(id)}, not a whole number`);
-    check(!textOf.has(id), () => `${source}: id ${id} is both ${JSON.stringify(textOf.get(id))} and ${JSON.stringify(piece)} in the vocabulary`);
-    textOf.set(id, piece);
-    vocabIdOf.set(piece, id);
-  }
-  // The ids the tokenizers library gives added tokens (it does not read their "id"): the
-  // vocabulary's for a token it holds, else the next after the vocabulary and every added token
-  // before it, in list order. A repeated one is skipped.
-  const special = new Map<number, string>();
-  const addedTexts = new Set<string>();
-  const addedOnly: number[] = [];
-  let lastAdded = -1;
-  for (const t of added) {
-    check(t.special === true, `${source}: added token ${JSON.stringify(t.content)} is not special; minigpt's byte-level tokenizers only have special added tokens`);
-    const text = t.content as string;
-    check(typeof text === 'string' && text !== '', () => `${source}: added token ${JSON.stringify(t)} has no text`);
-    check(!t.lstrip && !t.rstrip && !t.single_word,
-      () => `${source}: special token ${JSON.stringify(text)} has lstrip, rstrip or single_word set, which change where the tokenizers library finds it; minigpt finds a special token's exact text only`);
-    if (addedTexts.has(text)) continue;
-    addedTexts.add(text);
-    let id = vocabIdOf.get(text);
-    if (id === undefined) {
-      id = lastAdded >= vocabIdOf.size ? lastAdded + 1 : vocabIdOf.size;
-      const given = id;
-      check(!textOf.has(given), () => `${source}: added token ${JSON.stringify(text)} gets id ${given} from the tokenizers library, which the vocabulary gives ${JSON.stringify(textOf.get(given))}`);
-      addedOnly.push(id);
-    }
-    lastAdded = Math.max(lastAdded, id);
-    textOf.set(id, text);
-    special.set(id, text);
-  }
-  const vocab: string[] = new Array(textOf.size);
-  for (const [id, text] of textOf) {
-    check(id < textOf.size, () => `${source}: the ids of its ${textOf.size} tokens must be 0 to ${textOf.size - 1} without gaps (found id ${id})`);
-    vocab[id] = text;
-  }
-  const mergesRaw = model.merges;
-  check(Array.isArray(mergesRaw), `${source}: the BPE model has no "merges" list`);
-  const merges = mergesRaw.map((m, i) => {
-    const pair = typeof m === 'string' ? m.split(' ') : m;
-    check(Array.isArray(pair) && pair.length === 2 && pair.every((x) => typeof x === 'string'), () => `${source}: merges[${i}] ${JSON.stringify(m)} is not a pair of tokens`);
-    return `${pair[0]} ${pair[1]}`;
-  });
+  const { vocab, merges, special, addedOnly } = hfBpeVocab(model, added, source);
   const specialSorted = [...special].sort((a, b) => a[0] - b[0]);
   const ordinaryCount = vocab.length - special.size;
   const specialsLast = specialSorted.every(([id], i) => id === ordinaryCount + i);
@@ -712,12 +863,12 @@ async function readModelEndTokenIds(dir: string, config: Json): Promise<{ eos?: 
 }
 
 /**
- * An imported hf-bpe tokenizer with the model's end-of-text and start-of-text tokens recorded
+ * An imported hf-bpe or sp-bpe tokenizer with the model's end-of-text and start-of-text tokens recorded
  * where they differ from what minigpt takes by default (<|endoftext|> for both): a chat model's
  * "<|im_end|>". Ids that are no special token of the tokenizer are left out; other kinds as they are.
  */
 function withModelEndTokens(tokenizer: Tokenizer, ids: { eos?: number; bos?: number }): Tokenizer {
-  if (tokenizer.kind !== 'hf-bpe') return tokenizer;
+  if (tokenizer.kind !== 'hf-bpe' && tokenizer.kind !== 'sp-bpe') return tokenizer;
   const textOf = new Map(Object.entries(tokenizer.specialTokens ?? {}).map(([text, id]) => [id, text]));
   const given = (id: number | undefined): string | undefined => (id === undefined ? undefined : textOf.get(id));
   // Recorded only where they differ from the default: eos from <|endoftext|>, bos from the end-of-text token.
@@ -748,7 +899,10 @@ export async function readHfModel(dir: string): Promise<HfImportResult> {
   check(await exists(tokPath), `${tokPath} is missing; minigpt imports the tokenizer from tokenizer.json (a fast tokenizer); sentencepiece-only models are not supported`);
   const tokJson = await readJsonFile(tokPath, '');
   const tokenizer = withModelEndTokens(tokenizerFromHfJson(tokJson, tokPath), await readModelEndTokenIds(dir, configJson as Json));
-  const clean = cleanFromHfNormalizer((tokJson as Json).normalizer, tokPath);
+  // An sp-bpe tokenizer's normalizer ends with its space handling (spLayoutOf); what comes before is cleaning.
+  const sp = tokenizer.kind === 'sp-bpe' ? spLayoutOf(tokJson as Json) : null;
+  const normalizer = sp === null ? (tokJson as Json).normalizer : sp.cleaning.length === 0 ? null : { type: 'Sequence', normalizers: sp.cleaning };
+  const clean = cleanFromHfNormalizer(normalizer, tokPath);
   check(tokenizer.vocabSize <= config.vocab_size, `${tokPath} has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocab_size}`);
 
   const raw = await readHfTensors(dir);

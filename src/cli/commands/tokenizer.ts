@@ -12,7 +12,7 @@ import { trainBpe } from '../../data/bpe.js';
 import { gpt2Tokenizer } from '../../data/gpt2.js';
 import { findCheckpointDir } from '../../train/train.js';
 import { loadCheckpoint } from '../../io/checkpoint.js';
-import { tokenizerFromHfJson } from '../../io/hf.js';
+import { tokenizerFromHfJson, hfNormalizerCleans } from '../../io/hf.js';
 
 /** Which flags each subcommand takes; anything else given is a mistake worth naming. */
 const SUBCOMMAND_FLAGS: Record<string, readonly string[]> = {
@@ -209,9 +209,10 @@ export async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
   // A Hugging Face tokenizer.json (a "model" object, no "type"): read as import reads it.
   const fields = typeof json === 'object' && json !== null && !Array.isArray(json) ? json as Record<string, unknown> : null;
   if (fields && !('type' in fields) && typeof fields['model'] === 'object' && fields['model'] !== null) {
-    check(fields['normalizer'] === null || fields['normalizer'] === undefined,
+    const tokenizer = tokenizerFromHfJson(json, path);
+    check(!hfNormalizerCleans(json),
       `${path} is a Hugging Face tokenizer.json with a normalizer, whose cleaning a tokenizer file alone does not carry into training; import the model it belongs to (minigpt import), or use a tokenizer.json without one`);
-    return tokenizerFromHfJson(json, path);
+    return tokenizer;
   }
   return tokenizerFromJson(json, path);
 }

@@ -1,0 +1,307 @@
+/**
+ * The `sp-bpe` tokenizer: a SentencePiece-style BPE imported from a Hugging Face tokenizer.json
+ * (`minigpt import`): Llama 2's, TinyLlama's, Mistral's and the llama2.c TinyStories models'.
+ * Unlike the byte-level kinds, its tokens are Unicode text in which "▁" (U+2581) stands for a
+ * space, a character missing from the vocabulary becomes its UTF-8 bytes as the tokens
+ * "<0x00>".."<0xFF>" (byte fallback) or the unknown token, and a text starts with a space ("▁")
+ * added before it. Encoding is the `tokenizers` library's:
+ *
+ *   1. Special-token text that encode is allowed to match splits the text (EncodeOptions); each
+ *      stretch between is encoded on its own.
+ *   2. Spaces become "▁", and a "▁" is added in front (`spaces`):
+ *        "prepend"  the legacy layout (normalizer Prepend("▁") + Replace(" ", "▁")): every
+ *                   non-empty stretch gets one, even one that starts with a space;
+ *        "always"   Metaspace with prepend_scheme "always": a stretch that does not start with "▁";
+ *        "first"    Metaspace with prepend_scheme "first": the same, for the text's first stretch only.
+ *      With `split` (Metaspace's split) the stretch is cut into words before each "▁".
+ *   3. Each word is a sequence of characters (the vocabulary's id of each; else its bytes' tokens
+ *      with byteFallback, else the unknown token, one for a run of them with fuseUnk), merged as
+ *      BPE does: the adjacent pair whose merge comes first in the list is joined (the leftmost on a
+ *      tie) until none merges.
+ *
+ * Where a text starts, the model expects its start-of-text token (`addBos`, from the file's
+ * TemplateProcessing post-processor, "<s> $A"): textStartIds gives it to the callers that begin a
+ * text (generate, scoreText, training documents); encode itself never adds it, like tokenizers'
+ * encode with add_special_tokens=False.
+ *
+ * Decoding: "▁" becomes a space, byte tokens their byte, special tokens their text; one space at
+ * the very start is dropped (the decoders' Strip or Metaspace), so decode(encode(x)) === x for
+ * well-formed x without characters the vocabulary lacks (with byteFallback: any x) whose
+ * spaces the layout keeps (see `spaces`). tokenBytes, which streams output, keeps every space.
+ *
+ * JSON: { "type": "sp-bpe", "vocab": [piece of each id], "merges": ["left right", ...],
+ * "special": { text: id }, "unk"?: text, "byteFallback": boolean, "fuseUnk": boolean,
+ * "spaces": "prepend" | "always" | "first", "split": boolean, "addBos"?: text, "eos"?: text,
+ * "bos"?: text }. A special token's vocab entry is its text; unk, addBos, eos and bos name special
+ * tokens.
+ */
+import { MinigptError, check, shownValue } from '../errors.js';
+import { MAX_BPE_VOCAB, PairTable, checkDecodeInput, checkEncodeInput, describeValue, mergePiece, specialTokenSplitter, splitAtSpecialTokens, toWellFormed } from './bpe.js';
+import type { EncodeOptions, Tokenizer, TokenizerJson } from './tokenizer.js';
+
+/** Where a "▁" is added in front of text (see the file comment). */
+export type SpSpaces = 'prepend' | 'always' | 'first';
+export const SP_SPACES: readonly SpSpaces[] = ['prepend', 'always', 'first'];
+
+/** SentencePiece's space. */
+export const SP_SPACE = '\u2581';
+
+export interface SpBpeTokenizerJson extends TokenizerJson {
+  type: 'sp-bpe';
+  /** The piece of each id ("▁" for a space; a byte token "<0xAB>"; a special token its text). */
+  vocab: string[];
+  /** "left right" pieces, in the order the merges apply. */
+  merges: string[];
+  /** Special tokens: text -> id. */
+  special: Record<string, number>;
+  /** The unknown token (one of the special tokens); absent for none. */
+  unk?: string;
+  /** Whether a character missing from the vocabulary becomes its bytes' tokens "<0x00>".."<0xFF>". */
+  byteFallback: boolean;
+  /** Whether a run of unknown characters is one unknown token. */
+  fuseUnk: boolean;
+  spaces: SpSpaces;
+  /** Whether text is cut into words before each "▁" before merging (Metaspace's split). */
+  split: boolean;
+  /** The special token a text starts with (the post-processor's "<s> $A"); absent for none. */
+  addBos?: string;
+  /** The special token that ends a text, where it is not "<|endoftext|>" (Tokenizer.eos). */
+  eos?: string;
+  /** The special token a text starts from (Tokenizer.bos). */
+  bos?: string;
+}
+
+/** An sp-bpe tokenizer's extra members. */
+export interface SpBpeTokenizer extends Tokenizer {
+  readonly kind: 'sp-bpe';
+  readonly specialTokens: Readonly<Record<string, number>>;
+  tokenBytes(id: number): Uint8Array;
+  /** The special token every text starts with, where the tokenizer adds one (textStartIds). */
+  readonly addBos?: string;
+  toJSON(): SpBpeTokenizerJson;
+}
+
+const FIELDS = ['type', 'vocab', 'merges', 'special', 'unk', 'byteFallback', 'fuseUnk', 'spaces', 'split', 'addBos', 'eos', 'bos'];
+
+/** The piece of a byte-fallback token, as the tokenizers library names it: "<0x0A>". */
+export function byteTokenPiece(byte: number): string {
+  return `<0x${byte.toString(16).toUpperCase().padStart(2, '0')}>`;
+}
+
+const WORD_CACHE_LIMIT = 100_000;
+const CACHEABLE_WORD = 64;
+
+/** Reads (and checks all of) an sp-bpe tokenizer's JSON; `source` names it in errors. */
+export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, source: string): SpBpeTokenizer {
+  const what = `${source}: sp-bpe tokenizer`;
+  for (const name of Object.keys(fields)) {
+    check(FIELDS.includes(name), () => `${what} has an unknown field ${JSON.stringify(name)}; expected only ${FIELDS.map((f) => `"${f}"`).join(', ')}`);
+  }
+  for (const name of ['byteFallback', 'fuseUnk', 'split'] as const) {
+    check(typeof fields[name] === 'boolean', () => `${what} "${name}" must be true or false, got ${describeValue(fields[name])}`);
+  }
+  const byteFallback = fields['byteFallback'] as boolean, fuseUnk = fields['fuseUnk'] as boolean, split = fields['split'] as boolean;
+  const spaces = fields['spaces'];
+  check(SP_SPACES.includes(spaces as SpSpaces), () => `${what} "spaces" must be ${SP_SPACES.map((s) => `"${s}"`).join(', ')}, got ${describeValue(spaces)}`);
+
+  const vocab = fields['vocab'];
+  check(Array.isArray(vocab) && vocab.length > 0, () => `${what} "vocab" must be a non-empty array of pieces, got ${describeValue(vocab)}`);
+  check(vocab.length <= MAX_BPE_VOCAB, () => `${what} has ${vocab.length} tokens; at most ${MAX_BPE_VOCAB} are supported`);
+  const idOf = new Map<string, number>();
+  vocab.forEach((entry: unknown, id) => {
+    check(typeof entry === 'string' && entry.length > 0 && toWellFormed(entry) === entry, () => `${what} vocab[${id}] must be a non-empty well-formed string, got ${describeValue(entry)}`);
+    const earlier = idOf.get(entry);
+    check(earlier === undefined, () => `${what} vocab[${id}] ${JSON.stringify(entry)} repeats vocab[${earlier}]`);
+    idOf.set(entry, id);
+  });
+
+  const specialField = fields['special'];
+  check(typeof specialField === 'object' && specialField !== null && !Array.isArray(specialField),
+    () => `${what} "special" must be an object of special token text -> id ({} for none), got ${describeValue(specialField)}`);
+  const special = new Map<string, number>();
+  for (const [text, id] of Object.entries(specialField as Record<string, unknown>)) {
+    check(typeof id === 'number' && Number.isInteger(id) && vocab[id] === text,
+      () => `${what} special token ${JSON.stringify(text)} has id ${typeof id === 'number' ? id : describeValue(id)}, where the vocabulary holds ${typeof id === 'number' && typeof vocab[id] === 'string' ? JSON.stringify(vocab[id]) : 'nothing'}; a special token's vocab entry is its text`);
+    special.set(text, id);
+  }
+  for (const name of ['unk', 'addBos', 'eos', 'bos'] as const) {
+    const v = fields[name];
+    check(v === undefined || (typeof v === 'string' && special.has(v)), () => `${what} "${name}" must be the text of one of its special tokens, got ${describeValue(v)}`);
+  }
+  const unk = fields['unk'] as string | undefined, addBos = fields['addBos'] as string | undefined;
+  const eos = fields['eos'] as string | undefined, bos = fields['bos'] as string | undefined;
+  const unkId = unk === undefined ? -1 : special.get(unk)!;
+  const specialIds = new Set(special.values());
+
+  // Byte tokens: byteIds[b] is "<0xBB>"'s id (-1 where missing).
+  const byteIds = new Int32Array(256).fill(-1);
+  for (let b = 0; b < 256; b++) {
+    const id = idOf.get(byteTokenPiece(b));
+    if (id !== undefined && !specialIds.has(id)) byteIds[b] = id;
+  }
+  if (byteFallback) {
+    const missing = byteIds.indexOf(-1);
+    check(missing < 0, () => `${what} falls back to bytes but has no token ${byteTokenPiece(missing)}; byte fallback needs all 256 byte tokens`);
+  } else {
+    check(unk !== undefined, () => `${what} has neither byte fallback nor an unknown token, so some text could not be encoded`);
+  }
+
+  const mergesField = fields['merges'];
+  check(Array.isArray(mergesField), () => `${what} "merges" must be an array of "left right" strings, got ${describeValue(mergesField)}`);
+  const pairs = new PairTable(mergesField.length);
+  const mergedIds = new Int32Array(mergesField.length);
+  const ordinaryId = (piece: string | undefined): number | undefined => {
+    const id = piece === undefined ? undefined : idOf.get(piece);
+    return id === undefined || specialIds.has(id) ? undefined : id;
+  };
+  mergesField.forEach((entry: unknown, rank) => {
+    const parts = typeof entry === 'string' ? entry.split(' ') : [];
+    const a = parts.length === 2 ? ordinaryId(parts[0]) : undefined;
+    const b = parts.length === 2 ? ordinaryId(parts[1]) : undefined;
+    const made = a !== undefined && b !== undefined ? ordinaryId(parts[0]! + parts[1]!) : undefined;
+    check(made !== undefined,
+      () => `${what} merges[${rank}] ${describeValue(entry)} must be two tokens of the vocabulary, separated by a space, whose joined text is a token too`);
+    pairs.set(a!, b!, rank); // a pair listed twice keeps its later place, as tokenizers builds its merge map
+    mergedIds[rank] = made;
+  });
+  pairs.mergedIds = mergedIds;
+
+  // The token of each character the vocabulary holds as a piece (special tokens are not characters).
+  const charIds = new Map<number, number>();
+  vocab.forEach((entry: string, id) => {
+    if (specialIds.has(id)) return;
+    const cp = entry.codePointAt(0)!;
+    if (entry.length === (cp > 0xffff ? 2 : 1)) charIds.set(cp, id);
+  });
+
+  const utf8 = new TextEncoder();
+  const charBytes = new Uint8Array(4);
+  /** The BPE of one word (a string of well-formed text with its spaces as "▁"). */
+  const encodeWord = (word: string): number[] => {
+    const ids: number[] = [];
+    let unknownRun = false;
+    for (let i = 0; i < word.length; i++) {
+      const cp = word.codePointAt(i)!;
+      if (cp > 0xffff) i++;
+      const id = charIds.get(cp);
+      if (id !== undefined) {
+        ids.push(id);
+        unknownRun = false;
+      } else if (byteFallback) {
+        const n = utf8.encodeInto(String.fromCodePoint(cp), charBytes).written;
+        for (let k = 0; k < n; k++) ids.push(byteIds[charBytes[k]!]!);
+        unknownRun = false;
+      } else {
+        if (!(fuseUnk && unknownRun)) ids.push(unkId);
+        unknownRun = true;
+      }
+    }
+    return mergePiece(ids, pairs);
+  };
+  const cache = new Map<string, number[]>();
+  const encodeCachedWord = (word: string, out: number[]): void => {
+    let ids = cache.get(word);
+    if (ids === undefined) {
+      ids = encodeWord(word);
+      if (word.length <= CACHEABLE_WORD) {
+        if (cache.size >= WORD_CACHE_LIMIT) cache.clear();
+        cache.set(word, ids);
+      }
+    }
+    for (const id of ids) out.push(id);
+  };
+
+  /** Appends the ids of one stretch of text (no special tokens in it); `atStart`: it begins the text. */
+  const encodeStretch = (text: string, atStart: boolean, out: number[]): void => {
+    if (text === '') return;
+    let s = text.replaceAll(' ', SP_SPACE);
+    if (spaces === 'prepend' || ((spaces === 'always' || atStart) && !s.startsWith(SP_SPACE))) s = SP_SPACE + s;
+    if (!split) {
+      for (const id of encodeWord(s)) out.push(id);
+      return;
+    }
+    let start = 0;
+    for (let i = s.indexOf(SP_SPACE, 1); i >= 0; i = s.indexOf(SP_SPACE, i + 1)) {
+      encodeCachedWord(s.slice(start, i), out);
+      start = i;
+    }
+    encodeCachedWord(start === 0 ? s : s.slice(start), out);
+  };
+
+  const allowedSplitter = specialTokenSplitter(special, 'sp-bpe');
+  const encode = (text: string, opts: EncodeOptions = {}): Int32Array => {
+    checkEncodeInput(text);
+    const well = toWellFormed(text);
+    const re = allowedSplitter(opts.allowedSpecial);
+    const out: number[] = [];
+    if (re === null) {
+      encodeStretch(well, true, out);
+    } else {
+      let first = true;
+      splitAtSpecialTokens(well, re, special, (part) => {
+        encodeStretch(part, first, out);
+        first = false;
+      }, (id) => {
+        out.push(id);
+        first = false;
+      });
+    }
+    return Int32Array.from(out);
+  };
+
+  // Each token's bytes: a piece's text with "▁" as a space, a byte token's byte, a special token's text.
+  const tokenBytes: Uint8Array[] = vocab.map((entry: string, id) => {
+    if (specialIds.has(id)) return utf8.encode(entry);
+    const byte = byteIds.indexOf(id);
+    if (byte >= 0) return Uint8Array.of(byte);
+    return utf8.encode(entry.replaceAll(SP_SPACE, ' '));
+  });
+  const vocabSize = vocab.length;
+  const bytesOf = (id: number, position: number | null): Uint8Array => {
+    if (Number.isInteger(id) && id >= 0 && id < vocabSize) return tokenBytes[id]!;
+    const where = position === null ? '' : ` at position ${position}`;
+    throw new MinigptError(`token id ${shownValue(id)}${where} is out of range for this sp-bpe tokenizer; valid ids are 0 to ${vocabSize - 1}`);
+  };
+  const utf8Decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+  const decode = (ids: ArrayLike<number>): string => {
+    checkDecodeInput(ids);
+    let total = 0;
+    for (let i = 0; i < ids.length; i++) total += bytesOf(ids[i]!, i).length;
+    const buf = new Uint8Array(total);
+    let at = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const bytes = bytesOf(ids[i]!, i);
+      buf.set(bytes, at);
+      at += bytes.length;
+    }
+    const text = utf8Decoder.decode(buf);
+    return text.startsWith(' ') ? text.slice(1) : text;
+  };
+
+  const json: SpBpeTokenizerJson = {
+    type: 'sp-bpe',
+    vocab: [...vocab as string[]],
+    merges: [...mergesField as string[]],
+    special: Object.fromEntries([...special].sort((x, y) => x[1] - y[1])),
+    ...(unk !== undefined ? { unk } : {}),
+    byteFallback,
+    fuseUnk,
+    spaces: spaces as SpSpaces,
+    split,
+    ...(addBos !== undefined ? { addBos } : {}),
+    ...(eos !== undefined ? { eos } : {}),
+    ...(bos !== undefined ? { bos } : {}),
+  };
+  return {
+    kind: 'sp-bpe',
+    vocabSize,
+    encode,
+    decode,
+    specialTokens: Object.freeze(Object.fromEntries(special)),
+    tokenBytes: (id) => bytesOf(id, null).slice(),
+    ...(addBos !== undefined ? { addBos } : {}),
+    ...(eos !== undefined ? { eos } : {}),
+    ...(bos !== undefined ? { bos } : {}),
+    toJSON: () => ({ ...json, vocab: [...json.vocab], merges: [...json.merges], special: { ...json.special } }),
+  };
+}

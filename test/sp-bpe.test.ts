@@ -1,0 +1,198 @@
+/**
+ * sp-bpe: SentencePiece-style BPE tokenizers as Llama 2, TinyLlama and Mistral have them ("▁" for a
+ * space, a "▁" added in front, byte fallback or the unknown token, "<s>" before every text), read
+ * from tokenizer.json. The committed fixture (scripts/make-hf-tokenizers.py sp-fixture) holds three
+ * tokenizers the `tokenizers` library made and the ids it gives; with the Python venv, random text
+ * is checked against the library itself too.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { hfTokenizerJson, tokenizerFromHfJson } from '../src/io/hf.js';
+import { createStreamingDecoder, textStartIds, tokenizerFromJson } from '../src/data/tokenizer.js';
+import { documentSeparatorOf, encodeDocuments } from '../src/data/documents.js';
+import { MinigptError } from '../src/errors.js';
+import { createRng } from '../src/util/random.js';
+import { resolveConfig } from '../src/model/config.js';
+import { initialWeights, paramLayout } from '../src/model/params.js';
+import { createModel, setWeights } from '../src/model/model.js';
+import { createReferenceBackend } from '../src/backend/reference/index.js';
+import { computeLogits, scoreText } from '../src/inference.js';
+import { generate } from '../src/generate.js';
+import { SP_BPE_FIXTURE, spBpeFixtureTokenizer } from './support/sp-bpe-fixture.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const NAMES = Object.keys(SP_BPE_FIXTURE) as (keyof typeof SP_BPE_FIXTURE)[];
+const oneLine = (re: RegExp) => (e: unknown): boolean => e instanceof MinigptError && re.test(e.message) && !e.message.includes('\n');
+
+test('sp-bpe gives the tokenizers library\'s ids, with and without its "<s>", and decodes them back (three fixture tokenizers)', () => {
+  assert.deepEqual(NAMES, ['llama-style', 'metaspace-first', 'metaspace-unk']);
+  for (const name of NAMES) {
+    const tok = spBpeFixtureTokenizer(name);
+    assert.equal(tok.kind, 'sp-bpe', name);
+    const { texts, ids, withStart } = SP_BPE_FIXTURE[name]!;
+    for (let i = 0; i < texts.length; i++) {
+      const ours = Array.from(tok.encode(texts[i]!, { allowedSpecial: 'all' }));
+      assert.deepEqual(ours, ids[i], `${name}: ids of ${JSON.stringify(texts[i]!.slice(0, 60))}`);
+      // Byte fallback loses nothing; the unknown token does. A leading space is the layout's to keep or drop.
+      if (name !== 'metaspace-unk' && !/^ |<s>|<\/s>/.test(texts[i]!) && !texts[i]!.includes('\u2581')) assert.equal(tok.decode(ours), texts[i], `${name}: decode`);
+    }
+    for (let i = 0; i < withStart.length; i++) assert.deepEqual([...textStartIds(tok), ...tok.encode(texts[i]!)], withStart[i], `${name}: with the post-processor`);
+  }
+  const llama = spBpeFixtureTokenizer('llama-style');
+  assert.equal(llama.addBos, '<s>');
+  assert.deepEqual(textStartIds(llama), [1]);
+  assert.deepEqual(textStartIds(spBpeFixtureTokenizer('metaspace-first')), []);
+  // Characters the vocabulary lacks: their bytes' tokens (fallback), else one <unk> for a run of them.
+  assert.deepEqual(Array.from(llama.encode('日')).slice(1), [3 + 0xe6, 3 + 0x97, 3 + 0xa5]);
+  const unk = spBpeFixtureTokenizer('metaspace-unk');
+  assert.deepEqual(Array.from(unk.encode('日本語')).filter((id) => id === 0).length, 1);
+  assert.equal(unk.decode(unk.encode('a 日本語 b')), 'a <unk> b');
+});
+
+test('sp-bpe survives its own JSON and an HF export -> import round trip; streams byte tokens whole; special tokens only when allowed', () => {
+  for (const name of NAMES) {
+    const tok = spBpeFixtureTokenizer(name);
+    const json = tok.toJSON();
+    assert.deepEqual(tokenizerFromJson(JSON.parse(JSON.stringify(json)), 'again').toJSON(), json, `${name}: JSON round trip`);
+    const back = tokenizerFromHfJson(JSON.parse(hfTokenizerJson(tok)), 'exported');
+    assert.deepEqual(back.toJSON(), json, `${name}: tokenizer.json round trip`);
+    assert.equal(hfTokenizerJson(back), hfTokenizerJson(tok), `${name}: the export is byte-stable`);
+    for (const [text, id] of Object.entries(tok.specialTokens ?? {})) {
+      assert.deepEqual(Array.from(tok.encode(text, { allowedSpecial: 'all' })), [id]);
+      assert.notDeepEqual(Array.from(tok.encode(text)), [id], 'special text is ordinary text by default');
+    }
+    if (name === 'metaspace-unk') continue;
+    const text = 'emoji 🙂👍🏽 naïve 日本語 12 345';
+    const ids = tok.encode(text);
+    const stream = createStreamingDecoder(tok);
+    let out = '';
+    for (const id of ids) out += stream.push(id);
+    // The stream keeps the "▁" added in front as a space; decode drops it.
+    assert.equal(out + stream.flush(), ` ${text}`, `${name}: streamed decode`);
+    assert.equal(tok.decode(ids), text);
+  }
+});
+
+test('sp-bpe refuses broken JSON and tokenizer.json it cannot reproduce, with one-line reasons', () => {
+  const base = spBpeFixtureTokenizer('llama-style').toJSON() as unknown as Record<string, unknown>;
+  const vocab = base['vocab'] as string[];
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['unknown field', { ...base, extra: 1 }, /unknown field "extra"/],
+    ['spaces', { ...base, spaces: 'never' }, /"spaces" must be "prepend", "always", "first"/],
+    ['missing byte token', { ...base, vocab: vocab.map((v) => (v === '<0x41>' ? '<0x41>x' : v)) }, /falls back to bytes but has no token <0x41>/],
+    ['no fallback, no unk', { ...base, byteFallback: false, unk: undefined }, /neither byte fallback nor an unknown token/],
+    ['merge', { ...base, merges: ['▁ zzzz'] }, /merges\[0\] string "▁ zzzz" must be two tokens of the vocabulary/],
+    ['addBos', { ...base, addBos: '<bos>' }, /"addBos" must be the text of one of its special tokens, got string "<bos>"/],
+    ['special id', { ...base, special: { '<s>': 5 } }, /special token "<s>" has id 5/],
+  ];
+  for (const [name, json, re] of cases) assert.throws(() => tokenizerFromJson(JSON.parse(JSON.stringify(json)), 'tok.json'), oneLine(re), name);
+
+  const hf = SP_BPE_FIXTURE['llama-style'].tokenizer;
+  const meta = SP_BPE_FIXTURE['metaspace-first'].tokenizer;
+  const model = hf['model'] as Record<string, unknown>;
+  const hfCases: [string, Record<string, unknown>, RegExp][] = [
+    ['prepend never', { ...meta, pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'never', split: false } }, /prepend_scheme is "never"/],
+    ['other normalizer', { ...hf, normalizer: { type: 'Sequence', normalizers: [{ type: 'Replace', pattern: { String: ' ' }, content: '▁' }] } }, /neither Llama 2's legacy layout \(Prepend and Replace\) nor a Metaspace pre-tokenizer/],
+    ['BOS and EOS', { ...hf, post_processor: { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '</s>', type_id: 0 } }], pair: [], special_tokens: {} } },
+      /the post-processor .* is not a template that adds nothing or one start-of-text token/],
+    ['decoder', { ...hf, decoder: { type: 'ByteLevel' } }, /the decoder .* is not SentencePiece's/],
+    ['ignore_merges', { ...hf, model: { ...model, ignore_merges: true } }, /BPE options .* that minigpt's sp-bpe tokenizer does not have/],
+    ['missing byte token', { ...hf, model: { ...model, vocab: Object.fromEntries(Object.entries(model['vocab'] as Record<string, number>).map(([k, v]) => [k === '<0x41>' ? '<0x41>x' : k, v])) } }, /has no token <0x41>/],
+  ];
+  for (const [name, json, re] of hfCases) assert.throws(() => tokenizerFromHfJson(json, 'tokenizer.json'), oneLine(re), name);
+});
+
+test('"<s>" starts every training document, every prompt and every scored text; prepare refuses sp-bpe in one line', async () => {
+  const tok = spBpeFixtureTokenizer('llama-style');
+  assert.equal(documentSeparatorOf(tok), 'start-of-text');
+  assert.equal(documentSeparatorOf(spBpeFixtureTokenizer('metaspace-first')), '\n\n', 'no "<s>" and no <|endoftext|>: a blank line');
+  const docs = ['The first one.', 'And the second.'];
+  assert.deepEqual(Array.from(encodeDocuments(tok, docs)), [1, ...tok.encode(docs[0]!), 1, ...tok.encode(docs[1]!)]);
+  assert.deepEqual(Array.from(encodeDocuments(tok, [docs[0]!])), [1, ...tok.encode(docs[0]!)]);
+
+  const { loadTrainingData } = await import('../src/train/train.js');
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-sp-'));
+  await writeFile(join(dir, 'docs.jsonl'), docs.map((text) => JSON.stringify({ text })).join('\n'));
+  const data = await loadTrainingData({ data: join(dir, 'docs.jsonl'), tokenizer: tok, valData: join(dir, 'docs.jsonl') });
+  assert.equal(data.documentSeparator, 'start-of-text');
+  const read = (s: { length: number; read(at: number, into: Int32Array): void }): number[] => { const b = new Int32Array(s.length); s.read(0, b); return Array.from(b); };
+  assert.deepEqual(read(data.train), Array.from(encodeDocuments(tok, docs)));
+
+  const { prepareShards } = await import('../src/data/shards.js');
+  await assert.rejects(prepareShards({ data: join(dir, 'docs.jsonl'), out: join(dir, 'shards'), tokenizer: tok }), oneLine(/prepare does not take an sp-bpe \(SentencePiece-style\) tokenizer yet/));
+
+  const config = resolveConfig({ vocab_size: tok.vocabSize, d_model: 32, n_heads: 4, n_layers: 2, context: 64 });
+  const model = createModel(createReferenceBackend(), config);
+  // Attention outputs far larger than init's, so that what comes before the last token shows in what follows it.
+  const weights = initialWeights(config, paramLayout(config), createRng(3));
+  for (const spec of paramLayout(config).specs) if (spec.name.endsWith('o_proj.weight')) for (let i = 0; i < spec.shape[0]! * spec.shape[1]!; i++) weights[spec.offset + i]! *= 100;
+  setWeights(model, weights);
+  const score = await scoreText({ model, tokenizer: tok }, 'Hello');
+  const prompt = 'a'; // one token: without "<s>" it attends to itself alone
+  assert.deepEqual(score.ids, [1, ...tok.encode('Hello')]);
+  // Greedy: the first token generated after a prompt is the argmax after "<s>" + the prompt (which this model makes differ from the one without "<s>").
+  const argmaxAfter = async (ids: number[]): Promise<number> => {
+    const logits = await computeLogits(model, ids);
+    const V = config.vocab_size, last = logits.subarray((ids.length - 1) * V, ids.length * V);
+    let best = 0;
+    for (let i = 1; i < tok.vocabSize; i++) if (last[i]! > last[best]!) best = i;
+    return best;
+  };
+  const withBos = await argmaxAfter([1, ...tok.encode(prompt)]);
+  assert.notEqual(withBos, await argmaxAfter(Array.from(tok.encode(prompt))), 'the test model tells the two apart');
+  const first = await generate({ model, tokenizer: tok }, prompt, { maxTokens: 1, temperature: 0 }).next();
+  assert.equal(first.value && first.value.id, withBos);
+  const fromNothing = await generate({ model, tokenizer: tok }, '', { maxTokens: 1, temperature: 0 }).next();
+  assert.equal(fromNothing.value && fromNothing.value.id, await argmaxAfter([1]));
+});
+
+/** The Python with the tokenizers library, or a reason to skip. */
+function findTokenizersPython(): { python?: string; skip?: string } {
+  const python = process.env.MINIGPT_PYTHON ?? join(ROOT, '.venv', 'bin', 'python');
+  if (!existsSync(python)) return { skip: `no Python venv at ${python} (run scripts/setup-venv.sh or set MINIGPT_PYTHON)` };
+  const r = spawnSync(python, ['-c', 'import tokenizers'], { encoding: 'utf8' });
+  if (r.status !== 0) return { skip: `${python} lacks tokenizers` };
+  return { python };
+}
+const py = findTokenizersPython();
+
+/** Random text from pieces where spaces, special tokens, byte fallback and unknown characters meet. */
+function randomTexts(count: number, seed: number): string[] {
+  const rng = createRng(seed);
+  const pieces = ['the', ' the', 'The', 'ing', ' and', 'a', 'zqxj', 'ZQXJ', ' ', '  ', '   ', '\t', '\n', '\n\n', '\r\n', '\u2581', '\u2581\u2581', ' \u2581',
+    '\u00a0', '\u3000', '\ufeff', "'s", '.', ',', '!?', '—', 'é', 'e\u0301', 'ß', '日本', '語', '한', '🙂', '👍🏽', '0', '12', '\u0000', '\u001b',
+    '<s>', '</s>', '<unk>', '<0x41>', '<', 's>', 'x', 'naïve', 'the'.repeat(30), ' '.repeat(70)];
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const n = 1 + rng.int(30);
+    let s = '';
+    for (let k = 0; k < n; k++) s += pieces[rng.int(pieces.length)]!;
+    out.push(s);
+  }
+  return out;
+}
+
+test('sp-bpe against the tokenizers library on 400 random texts, its tokenizer.json and minigpt\'s export of it (3 tokenizers)', { skip: py.skip }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-sp-bpe-'));
+  const texts = randomTexts(400, 23);
+  await writeFile(join(dir, 'texts.json'), JSON.stringify(texts));
+  for (const name of NAMES) {
+    const file = SP_BPE_FIXTURE[name].tokenizer;
+    const tok = tokenizerFromHfJson(file, name);
+    const ours = texts.map((t) => Array.from(tok.encode(t, { allowedSpecial: 'all' })));
+    for (const [label, json] of [['original', JSON.stringify(file)], ['export', hfTokenizerJson(tok)]] as const) {
+      await writeFile(join(dir, 'tokenizer.json'), json);
+      const run = spawnSync(py.python!, [join(ROOT, 'scripts', 'make-hf-tokenizers.py'), 'encode', join(dir, 'tokenizer.json'), join(dir, 'texts.json'), join(dir, 'ids.json')], { encoding: 'utf8' });
+      assert.equal(run.status, 0, run.stderr);
+      const theirs = JSON.parse(await readFile(join(dir, 'ids.json'), 'utf8')) as number[][];
+      for (let i = 0; i < texts.length; i++) assert.deepEqual(ours[i], theirs[i], `${name} (${label}): ids of ${JSON.stringify(texts[i])}`);
+    }
+    console.log(`# ${name}: ids equal to the tokenizers library's on ${texts.length} random texts (its file and minigpt's export)`);
+  }
+});
