@@ -41,7 +41,8 @@ export interface SampleOptions {
    * `endOfText` set; its text is none of its own, only what earlier tokens left held back (the
    * start of a stop text, an unfinished character as U+FFFD), so join every token's text. false:
    * go on past it (its text, "<|endoftext|>", is yielded).
-   * A char model never samples its <|endoftext|>, so this changes nothing for it.
+   * A char model never samples its <|endoftext|>, so this changes nothing for it. A tokenizer that
+   * starts every text with a token (sp-bpe's "<s>", textStartIds) ends at that token too.
    */
   stopAtEndOfText?: boolean;
   /**
@@ -218,7 +219,9 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
     // print "<|endoftext|>" amid the characters. It samples characters only, as before it had one.
     if (tokenizer.kind === 'char' && tokenizer.specialTokens) V = Math.min(V, ...Object.values(tokenizer.specialTokens));
     // A char model's <|endoftext|> is past V (above): it never ends a sample here.
-    const stopId = opts.stopAtEndOfText === false ? undefined : endOfTextToken(tokenizer)?.[1];
+    // A tokenizer that starts every text with a token (sp-bpe's "<s>") ends one there too: a model
+    // trained on documents that each start with it (llama2.c's stories) writes it where a text ends.
+    const stopIds = opts.stopAtEndOfText === false ? [] : [endOfTextToken(tokenizer)?.[1], ...textStart].filter((id) => id !== undefined);
     const order = new Int32Array(V), probs = new Float64Array(V);
     const decoder = createStreamingDecoder(tokenizer);
     const sampling = { temperature, topK, topP };
@@ -269,7 +272,7 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
       const logits = await model.backend.read(forwardCached(model, cache, pending, pending.length));
       const last = logits.subarray((pending.length - 1) * c.vocab_size, (pending.length - 1) * c.vocab_size + V);
       const id = sampleToken(last, sampling, rng.next(), order, probs);
-      if (id === stopId) {
+      if (stopIds.includes(id)) {
         // Text held back (a character's first bytes, a stop text's start) is the text's end.
         yield { id, text: release(decoder.flush(), true).text, endOfText: true };
         return;

@@ -12,7 +12,7 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { encodeGguf, exportGguf, ggufFromCheckpoint, permuteForGgufRope, GGUF_MAGIC, GgufTokenType, type GgufValue } from '../src/io/gguf.js';
+import { encodeGguf, exportGguf, ggufFromCheckpoint, ggufTokenizerMetadata, permuteForGgufRope, GGUF_MAGIC, GgufTokenType, type GgufValue } from '../src/io/gguf.js';
 import { exportHf } from '../src/io/hf.js';
 import type { Checkpoint } from '../src/io/checkpoint.js';
 import { resolveConfig, type ModelConfig } from '../src/model/config.js';
@@ -20,6 +20,7 @@ import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
 import { buildCharTokenizer, makeTokenizer, type Tokenizer } from '../src/data/tokenizer.js';
 import { HF_BPE_FIXTURE, hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
+import { SP_BPE_FIXTURE, spBpeFixtureTokenizer } from './support/sp-bpe-fixture.js';
 import { gpt2Tokenizer } from '../src/data/gpt2.js';
 import { createBackend } from '../src/backend/index.js';
 import { createModel, setWeights } from '../src/model/model.js';
@@ -27,6 +28,7 @@ import { computeLogits } from '../src/inference.js';
 import { MinigptError } from '../src/errors.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const value = (md: Map<string, GgufValue>, key: string): unknown => md.get(key)?.value;
 const tmp = (): Promise<string> => mkdtemp(join(tmpdir(), 'minigpt-gguf-'));
 
 function findPython(modules: string[]): { python?: string; skip?: string } {
@@ -68,7 +70,6 @@ test('GGUF header, alignment and the q/k permutation', () => {
 });
 
 test('a char tokenizer\'s <|endoftext|> is a CONTROL token and BOS/EOS; without one the export warns about id 11', () => {
-  const value = (md: Map<string, GgufValue>, key: string): unknown => md.get(key)?.value;
   const tok = charTok();
   const eot = tok.specialTokens!['<|endoftext|>']!;
   assert.equal(eot, tok.vocabSize - 1);
@@ -183,12 +184,15 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
     ['gpt2', checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1 }), 'F32'],
     // Imported from Hugging Face: special tokens first, digits one by one (llama.cpp's "smollm" pre-tokenizer).
     ['hf-bpe-smollm', checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true }), 'F32'],
+    // SentencePiece-style (Llama 2's layout): llama.cpp's "llama" vocabulary, scores from the merge order.
+    ['sp-bpe-llama', checkpoint(spBpeFixtureTokenizer('llama-style')), 'F32'],
   ];
   const jobs = [];
   for (const [kind, ckpt, dtype] of cases) {
     const gguf = join(root, `${kind}.gguf`);
     await exportGguf(ckpt, gguf, { dtype, onWarning: () => {} });
-    const texts = kind === 'char-tiny' ? ['ab c', 'c\nba  b'] : kind.startsWith('hf-bpe') ? [TEXT, ...HF_BPE_FIXTURE['smollm-style'].texts.filter((t) => t !== '' && !t.includes('<|'))] : [TEXT, 'the lazy dog'];
+    const texts = kind === 'char-tiny' ? ['ab c', 'c\nba  b'] : kind.startsWith('hf-bpe') ? [TEXT, ...HF_BPE_FIXTURE['smollm-style'].texts.filter((t) => t !== '' && !t.includes('<|'))]
+      : kind.startsWith('sp-bpe') ? [TEXT, ...SP_BPE_FIXTURE['llama-style'].texts.filter((t) => t !== '' && !/<\/?s>/.test(t))] : [TEXT, 'the lazy dog'];
     const ids = Array.from(ckpt.tokenizer.encode(texts[0]!)).slice(0, 24);
     jobs.push({ gguf, texts, ids, vocab: ckpt.config.vocab_size, contextSize: ckpt.config.context });
   }
@@ -219,10 +223,32 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
       const specials = Object.values(ckpt.tokenizer.specialTokens ?? {});
       if (kind.startsWith('hf-bpe')) assert.ok(out.special.eog.includes(eot) && out.special.eog.every((id: number) => specials.includes(id)), `${kind}: llama.cpp's end-of-generation tokens ${out.special.eog}`);
       else assert.deepEqual(out.special.eog, [eot], `${kind}: llama.cpp's end-of-generation tokens`);
+    } else if (kind.startsWith('sp-bpe')) {
+      assert.equal(out.special.bos, 1, `${kind}: llama.cpp's BOS is "<s>"`);
     } else if (kind === 'char-old') {
       assert.deepEqual(out.special.eog, [11], `${kind}: the character the export warns about`);
     }
   }
+});
+
+test('an sp-bpe tokenizer is llama.cpp\'s "llama" vocabulary: byte, unknown and control types, scores in merge order; Metaspace warns, no byte fallback is refused', () => {
+  const tok = spBpeFixtureTokenizer('llama-style');
+  const md = ggufTokenizerMetadata(tok, 1024, () => assert.fail('no warning for the legacy layout'));
+  assert.equal(value(md, 'tokenizer.ggml.model'), 'llama');
+  const tokens = value(md, 'tokenizer.ggml.tokens') as string[], types = Array.from(value(md, 'tokenizer.ggml.token_type') as Int32Array);
+  const scores = value(md, 'tokenizer.ggml.scores') as Float32Array;
+  assert.equal(tokens.length, 1024);
+  assert.deepEqual([types[0], types[1], types[2], types[3], types[3 + 255], types[tokens.indexOf('\u2581t')], types[1023]], [2, 3, 3, 6, 6, 1, 5]);
+  assert.deepEqual([value(md, 'tokenizer.ggml.bos_token_id'), value(md, 'tokenizer.ggml.unknown_token_id'), value(md, 'tokenizer.ggml.add_bos_token'), value(md, 'tokenizer.ggml.add_space_prefix')], [1, 0, true, true]);
+  // The first merge's piece scores highest, the second's next; pieces no merge makes score 0.
+  const merges = (tok.toJSON() as unknown as { merges: string[] }).merges;
+  const piece = (m: string): number => tokens.indexOf(m.replace(' ', ''));
+  assert.ok(scores[piece(merges[0]!)]! > scores[piece(merges[1]!)]! && scores[piece(merges[1]!)]! < 0);
+  assert.equal(scores[3 + 0x41], 0);
+  const warnings: string[] = [];
+  ggufTokenizerMetadata(spBpeFixtureTokenizer('metaspace-first'), 1024, (m) => warnings.push(m));
+  assert.match(warnings.join(''), /^llama\.cpp puts "\u2581" before every text, also one that starts with a space/);
+  assert.throws(() => ggufTokenizerMetadata(spBpeFixtureTokenizer('metaspace-unk'), 1024), /this sp-bpe tokenizer has an unknown token instead/);
 });
 
 test('an export dtype the format has no such type for is an error, not a silent F32 or a TypeError', async () => {

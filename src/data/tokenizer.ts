@@ -114,10 +114,15 @@ export function endOfTextToken(t: Tokenizer): [string, number] | undefined {
   return id === undefined ? undefined : [text, id];
 }
 
-/** The special token a text starts from, [text, id] (an empty prompt; exports' BOS): an imported model's own (Tokenizer.bos), else the end-of-text token. */
+/**
+ * The special token a text starts from, [text, id] (an empty prompt; exports' BOS): an imported
+ * model's own (Tokenizer.bos), else the one the tokenizer starts every text with (Tokenizer.addBos),
+ * else the end-of-text token.
+ */
 export function startOfTextToken(t: Tokenizer): [string, number] | undefined {
-  const id = t.bos === undefined ? undefined : t.specialTokens?.[t.bos];
-  return id === undefined ? endOfTextToken(t) : [t.bos!, id];
+  const text = t.bos ?? t.addBos;
+  const id = text === undefined ? undefined : t.specialTokens?.[text];
+  return id === undefined ? endOfTextToken(t) : [text!, id];
 }
 
 /** The ids a text starts with before its own: [the addBos token's id] for a tokenizer that adds one (sp-bpe), else none. */

@@ -45,6 +45,7 @@ import { checkCheckpointArg, recordedClean, type Checkpoint } from './checkpoint
 import { byteLevelVocab } from './hf.js';
 import { bytesToByteLevel } from '../data/byte-level.js';
 import { tokensOnlyWholeWordsReach, type HfBpeTokenizerJson } from '../data/hf-bpe.js';
+import { SP_SPACE, type SpBpeTokenizerJson } from '../data/sp-bpe.js';
 import { checkNodeOnly } from '../util/runtime.js';
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
@@ -212,10 +213,12 @@ export const LLAMA_CPP_DEFAULT_GPT2_EOS = 11;
 
 /**
  * The tokenizer.ggml.* metadata for our tokenizer, padded to `vocabSize` tokens. `onWarning` hears
- * of a char tokenizer without "<|endoftext|>" (llama.cpp would end generation at a character), and
- * of an hf-bpe tokenizer with tokens only ignore_merges reaches (llama.cpp tokenizes their text otherwise).
+ * of a char tokenizer without "<|endoftext|>" (llama.cpp would end generation at a character),
+ * of an hf-bpe tokenizer with tokens only ignore_merges reaches (llama.cpp tokenizes their text
+ * otherwise), and of an sp-bpe tokenizer whose leading "▁" llama.cpp adds otherwise (Metaspace).
  */
 export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, onWarning?: (message: string) => void): Map<string, GgufValue> {
+  if (tokenizer.kind === 'sp-bpe') return spGgufTokenizerMetadata(tokenizer.toJSON() as SpBpeTokenizerJson, tokenizer, vocabSize, onWarning);
   const tokens: string[] = [];
   const types: number[] = [];
   let merges: string[];
@@ -294,6 +297,55 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
     ['tokenizer.ggml.add_eos_token', bool(false)],
   ]);
   return out;
+}
+
+/**
+ * An sp-bpe tokenizer as llama.cpp's "llama" (SentencePiece) vocabulary: its pieces, a BYTE type
+ * for "<0x00>".."<0xFF>", and scores that make llama.cpp's merge order the BPE's: llama.cpp joins
+ * the adjacent pair whose joined piece scores highest (the leftmost on a tie), so a piece scores
+ * minus the rank of the first merge that makes it. That is exactly the BPE where every split of a
+ * piece into two pieces is a merge ranked by the piece it makes, as tokenizer.json files converted
+ * from SentencePiece models (Llama 2's) have their merges; llama.cpp adds the leading "▁" itself
+ * (add_space_prefix) and "<s>" where the tokenizer does.
+ */
+function spGgufTokenizerMetadata(json: SpBpeTokenizerJson, tokenizer: Tokenizer, vocabSize: number, onWarning?: (message: string) => void): Map<string, GgufValue> {
+  check(json.byteFallback, 'llama.cpp\'s SentencePiece vocabulary falls back to bytes for a character it lacks; this sp-bpe tokenizer has an unknown token instead, so llama.cpp could not tokenize such text as minigpt does');
+  if (json.spaces !== 'prepend') {
+    onWarning?.(`llama.cpp puts "${SP_SPACE}" before every text, also one that starts with a space, where this tokenizer (a Metaspace pre-tokenizer) does not: llama.cpp tokenizes text that starts with a space differently from minigpt and transformers`);
+  }
+  const idOf = new Map(json.vocab.map((piece, id) => [piece, id]));
+  const scores = new Float32Array(vocabSize);
+  const made = new Set<number>();
+  json.merges.forEach((m, rank) => {
+    const id = idOf.get(m.replace(' ', ''))!;
+    if (made.has(id)) return;
+    made.add(id);
+    scores[id] = -rank - 1;
+  });
+  const specialIds = new Set(Object.values(json.special));
+  const byteToken = /^<0x[0-9A-F]{2}>$/;
+  const types = new Int32Array(vocabSize).fill(GgufTokenType.UNUSED);
+  const tokens = json.vocab.slice();
+  json.vocab.forEach((piece, id) => {
+    types[id] = id === (json.unk === undefined ? -1 : json.special[json.unk]) ? GgufTokenType.UNKNOWN
+      : specialIds.has(id) ? GgufTokenType.CONTROL : byteToken.test(piece) ? GgufTokenType.BYTE : GgufTokenType.NORMAL;
+  });
+  check(tokens.length <= vocabSize, `the tokenizer has ${tokens.length} tokens, more than the model's vocab_size ${vocabSize}`);
+  for (let i = tokens.length; i < vocabSize; i++) tokens.push(`[PAD${i}]`);
+  const md = new Map<string, GgufValue>([
+    ['tokenizer.ggml.model', str('llama')],
+    ['tokenizer.ggml.tokens', { type: GgufType.ARRAY, itemType: GgufType.STRING, value: tokens }],
+    ['tokenizer.ggml.scores', { type: GgufType.ARRAY, itemType: GgufType.FLOAT32, value: scores }],
+    ['tokenizer.ggml.token_type', { type: GgufType.ARRAY, itemType: GgufType.INT32, value: types }],
+  ]);
+  const eos = endOfTextToken(tokenizer), bos = startOfTextToken(tokenizer);
+  if (bos) md.set('tokenizer.ggml.bos_token_id', u32(bos[1]));
+  if (eos) md.set('tokenizer.ggml.eos_token_id', u32(eos[1]));
+  if (json.unk !== undefined) md.set('tokenizer.ggml.unknown_token_id', u32(json.special[json.unk]!));
+  md.set('tokenizer.ggml.add_bos_token', bool(json.addBos !== undefined));
+  md.set('tokenizer.ggml.add_eos_token', bool(false));
+  md.set('tokenizer.ggml.add_space_prefix', bool(true));
+  return md;
 }
 
 /** Options of ggufFromCheckpoint and exportGguf. */

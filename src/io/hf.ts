@@ -871,10 +871,11 @@ function withModelEndTokens(tokenizer: Tokenizer, ids: { eos?: number; bos?: num
   if (tokenizer.kind !== 'hf-bpe' && tokenizer.kind !== 'sp-bpe') return tokenizer;
   const textOf = new Map(Object.entries(tokenizer.specialTokens ?? {}).map(([text, id]) => [id, text]));
   const given = (id: number | undefined): string | undefined => (id === undefined ? undefined : textOf.get(id));
-  // Recorded only where they differ from the default: eos from <|endoftext|>, bos from the end-of-text token.
+  // Recorded only where they differ from the default: eos from <|endoftext|>, bos from the token
+  // every text starts with (sp-bpe's addBos), else the end-of-text token (startOfTextToken).
   const defaultEos = endOfTextToken(tokenizer)?.[0];
   const eos = given(ids.eos) !== defaultEos ? given(ids.eos) : undefined;
-  const bos = given(ids.bos) !== (eos ?? defaultEos) ? given(ids.bos) : undefined;
+  const bos = given(ids.bos) !== (tokenizer.addBos ?? eos ?? defaultEos) ? given(ids.bos) : undefined;
   if (eos === undefined && bos === undefined) return tokenizer;
   return tokenizerFromJson({ ...tokenizer.toJSON(), ...(eos !== undefined ? { eos } : {}), ...(bos !== undefined ? { bos } : {}) }, 'the imported tokenizer');
 }
