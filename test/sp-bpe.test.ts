@@ -196,3 +196,56 @@ test('sp-bpe against the tokenizers library on 400 random texts, its tokenizer.j
     console.log(`# ${name}: ids equal to the tokenizers library's on ${texts.length} random texts (its file and minigpt's export)`);
   }
 });
+
+test('a Llama 2-shaped Hugging Face folder imports, samples, scores, fine-tunes and exports from the CLI, "<s>" first and "</s>" as its end', async () => {
+  const { exportHf } = await import('../src/io/hf.js');
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-sp-cli-'));
+  const tok = spBpeFixtureTokenizer('llama-style');
+  const config = resolveConfig({ vocab_size: 1024, d_model: 32, n_heads: 4, n_kv_heads: 2, n_layers: 2, context: 64 });
+  const hf = join(dir, 'llama-shaped');
+  await exportHf({ config, weights: initialWeights(config, paramLayout(config), createRng(2)), tokenizer: tok }, hf);
+  // As Llama 2's config.json has them.
+  const configJson = JSON.parse(await readFile(join(hf, 'config.json'), 'utf8'));
+  await writeFile(join(hf, 'config.json'), JSON.stringify({ ...configJson, bos_token_id: 1, eos_token_id: 2 }));
+  const cli = (...args: string[]): string => {
+    const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'src', 'cli', 'main.js'), ...args], { encoding: 'utf8' });
+    assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const ckpt = join(dir, 'imported');
+  assert.match(cli('import', '--from', hf, '--out', ckpt), /sp-bpe tokenizer/);
+  const saved = JSON.parse(await readFile(join(ckpt, 'tokenizer.minigpt.json'), 'utf8'));
+  assert.deepEqual([saved.type, saved.addBos, saved.eos, saved.bos], ['sp-bpe', '<s>', '</s>', undefined]);
+  const scored = JSON.parse(cli('eval', '--ckpt', ckpt, '--text', 'Once upon a time', '--json'));
+  assert.deepEqual(scored.ids, [1, ...tok.encode('Once upon a time')]);
+  assert.ok(cli('sample', '--ckpt', ckpt, '--prompt', 'Once upon', '--tokens', '8').startsWith('Once upon'));
+  assert.equal(cli('tokenizer', 'encode', '--tokenizer', hf, '--text', 'Once upon').trim(), JSON.stringify(Array.from(tok.encode('Once upon'))));
+  await writeFile(join(dir, 'stories.jsonl'), Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: i % 2 ? 'The dog ran home.' : 'Once upon a time there was a cat.' })).join('\n'));
+  cli('train', '--init-from', ckpt, '--data', join(dir, 'stories.jsonl'), '--steps', '2', '--batch', '2', '--context', '32', '--eval-every', '0', '--out', join(dir, 'tuned'), '--quiet');
+  cli('export', '--ckpt', join(dir, 'tuned'), '--format', 'hf', '--out', join(dir, 'out'));
+  const exported = JSON.parse(await readFile(join(dir, 'out', 'config.json'), 'utf8'));
+  assert.deepEqual([exported.bos_token_id, exported.eos_token_id], [1, 2]);
+});
+
+test('generation ends where the model writes "<s>" (a new text starts), as llama2.c\'s does, and where it writes its "</s>"', async () => {
+  const base = spBpeFixtureTokenizer('llama-style');
+  for (const [tok, end] of [[base, 1], [tokenizerFromJson({ ...base.toJSON(), eos: '</s>' }, 'with eos'), 2]] as const) {
+    const C = 8;
+    const config = resolveConfig({ vocab_size: tok.vocabSize, d_model: C, n_heads: 2, n_layers: 1, context: 16 });
+    const layout = paramLayout(config);
+    const at = (name: string): number => layout.specs.find((s) => s.name === name)!.offset;
+    // Every token's residual stream is dimension 0, which the head reads as `end`.
+    const weights = new Float32Array(layout.size);
+    for (let id = 0; id < config.vocab_size; id++) weights[at('model.embed_tokens.weight') + id * C] = 1;
+    weights.fill(1, at('model.norm.weight'), at('model.norm.weight') + C);
+    weights[at('lm_head.weight') + end * C] = 10;
+    const model = createModel(createReferenceBackend(), config);
+    setWeights(model, weights);
+    const out: { id: number; endOfText?: true }[] = [];
+    for await (const t of generate({ model, tokenizer: tok }, 'Hi', { maxTokens: 4, temperature: 0 })) out.push({ id: t.id, ...(t.endOfText ? { endOfText: t.endOfText } : {}) });
+    assert.deepEqual(out, [{ id: end, endOfText: true }], `ends at ${end}`);
+    const onward: number[] = [];
+    for await (const t of generate({ model, tokenizer: tok }, 'Hi', { maxTokens: 3, temperature: 0, stopAtEndOfText: false })) onward.push(t.id);
+    assert.deepEqual(onward, [end, end, end]);
+  }
+});
