@@ -13,7 +13,8 @@ Three SentencePiece-style ones (sp-bpe), trained the same way, their vocabularie
 Llama 2's ("<unk>", "<s>", "</s>", the 256 byte tokens "<0x00>".."<0xFF>", then the pieces), few
 characters of their own so that byte fallback and the unknown token are met often:
   llama-style      Llama 2's legacy layout: normalizer Prepend("▁") + Replace(" ", "▁"), byte
-                   fallback, a post-processor that starts every text with "<s>"
+                   fallback, a post-processor that starts every text with "<s>", no piece holding a
+                   line break (a byte token, as in Llama 2's vocabulary)
   metaspace-first  a Metaspace pre-tokenizer, prepend_scheme "first", split off, byte fallback
   metaspace-unk    a Metaspace pre-tokenizer, prepend_scheme "always", split on, no byte fallback:
                    the unknown token, runs of unknown characters fused into one
@@ -105,8 +106,9 @@ def gpt2_style(lines: list) -> Tokenizer:
 SP = "\u2581"
 
 
-def sp_pieces(lines: list, vocab_size: int) -> tuple:
-    """Pieces and merges a BPE learns on words cut before each "▁" (as SentencePiece's BPE sees them)."""
+def sp_pieces(lines: list, vocab_size: int, line_breaks: bool) -> tuple:
+    """Pieces and merges a BPE learns on words cut before each "▁" (as SentencePiece's BPE sees
+    them); without `line_breaks`, none holds a line break (Llama 2's vocabulary has "<0x0A>" for one)."""
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.Sequence([normalizers.Prepend(SP), normalizers.Replace(" ", SP)])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SP, prepend_scheme="never", split=True)
@@ -116,14 +118,16 @@ def sp_pieces(lines: list, vocab_size: int) -> tuple:
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     for b in range(256):
         vocab["<0x%02X>" % b] = len(vocab)
+    kept = lambda piece: line_breaks or ("\n" not in piece and "\r" not in piece)
     for piece, _ in sorted(spec["model"]["vocab"].items(), key=lambda kv: kv[1]):
-        vocab.setdefault(piece, len(vocab))
+        if kept(piece):
+            vocab.setdefault(piece, len(vocab))
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
-    return vocab, merges
+    return vocab, [m for m in merges if kept(m[0]) and kept(m[1])]
 
 
 def sp_style(lines: list, layout: str) -> Tokenizer:
-    vocab, merges = sp_pieces(lines, 700)
+    vocab, merges = sp_pieces(lines, 700, line_breaks=layout != "llama-style")
     fallback = layout != "metaspace-unk"
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=fallback, fuse_unk=True))
     if layout == "llama-style":

@@ -172,9 +172,10 @@ def check_shards_match_model(data, model_dir, vocab):
             differ = next((i for i, (a, b) in enumerate(zip(shard_merges, model_merges)) if a != b), min(len(shard_merges), len(model_merges)))
             fail(f"the shards' BPE merges differ from the model's (first at merge {differ} of {len(shard_merges)} / {len(model_merges)}): "
                              "prepare the shards with the model's tokenizer")
-    if kind == "hf-bpe":
-        # Imported from a tokenizer.json: the same byte-level strings by id, merges in the same
-        # order, special tokens, digit splitting and whole-word lookup.
+    if kind in ("hf-bpe", "sp-bpe"):
+        # Imported from a tokenizer.json: the same pieces (byte-level strings for hf-bpe) by id,
+        # merges in the same order, special tokens, and hf-bpe's digit splitting and whole-word
+        # lookup, or sp-bpe's byte fallback and start-of-text token.
         by_id = {i: t for t, i in hf_tok["model"]["vocab"].items()}
         for t in hf_tok.get("added_tokens", []):
             by_id[t["id"]] = t["content"]
@@ -182,10 +183,14 @@ def check_shards_match_model(data, model_dir, vocab):
         merges = [" ".join(m) if isinstance(m, list) else m for m in hf_tok["model"].get("merges", [])]
         special = {t["content"]: t["id"] for t in hf_tok.get("added_tokens", [])}
         digits = '"Digits"' in json.dumps(hf_tok.get("pre_tokenizer"))
-        same = (list(tok.get("vocab", [])) == have and list(tok.get("merges", [])) == merges and tok.get("special") == special
-                and (tok.get("pretokenizer") == "gpt2-digits") == digits and bool(tok.get("ignoreMerges")) == bool(hf_tok["model"].get("ignore_merges")))
+        same = list(tok.get("vocab", [])) == have and list(tok.get("merges", [])) == merges and tok.get("special") == special
+        if kind == "hf-bpe":
+            same = same and (tok.get("pretokenizer") == "gpt2-digits") == digits and bool(tok.get("ignoreMerges")) == bool(hf_tok["model"].get("ignore_merges"))
+        else:
+            adds_start = bool(hf_tok.get("post_processor")) and "SpecialToken" in json.dumps(hf_tok["post_processor"].get("single", []))
+            same = same and bool(tok.get("byteFallback")) == bool(hf_tok["model"].get("byte_fallback")) and bool(tok.get("addBos")) == adds_start
         if not same:
-            fail("the shards' tokenizer differs from the model's (its vocabulary, merges, special tokens or pre-tokenizer): prepare the shards with the model's tokenizer")
+            fail("the shards' tokenizer differs from the model's (its vocabulary, merges, special tokens, pre-tokenizer or start-of-text token): prepare the shards with the model's tokenizer")
 
 
 def lr_at(step, args):

@@ -254,8 +254,30 @@ test('train_ddp.py takes shards made with an imported (hf-bpe) tokenizer for its
   for (const name of ['other', 'undigited']) {
     const differ = check(join(root, name));
     assert.equal(differ.status, 1, name);
-    assert.match(differ.stderr.trim(), /^train_ddp\.py: the shards' tokenizer differs from the model's \(its vocabulary, merges, special tokens or pre-tokenizer\): prepare the shards with the model's tokenizer$/, name);
+    assert.match(differ.stderr.trim(), SHARDS_TOKENIZER_DIFFERS, name);
   }
+});
+
+const SHARDS_TOKENIZER_DIFFERS = /^train_ddp\.py: the shards' tokenizer differs from the model's \(its vocabulary, merges, special tokens, pre-tokenizer or start-of-text token\): prepare the shards with the model's tokenizer$/;
+
+test('train_ddp.py takes shards made with an imported sp-bpe (Llama 2-style) tokenizer for its model, and refuses them without its "<s>"', { skip: py.skip }, async () => {
+  const { prepareShards } = await import('../src/data/shards.js');
+  const { spBpeFixtureTokenizer } = await import('./support/sp-bpe-fixture.js');
+  const { tokenizerFromJson } = await import('../src/data/tokenizer.js');
+  const root = await mkdtemp(join(tmpdir(), 'minigpt-ddp-spbpe-'));
+  const own = spBpeFixtureTokenizer('llama-style');
+  const { addBos: _, ...json } = own.toJSON();
+  const noStart = tokenizerFromJson(json, 'no <s>');
+  const config = resolveConfig({ vocab_size: 1024, d_model: 16, n_heads: 2, n_layers: 1, context: 16 });
+  await exportHf({ config, weights: initialWeights(config, paramLayout(config), createRng(1)), tokenizer: own }, join(root, 'hf'));
+  await writeFile(join(root, 'a.txt'), 'the quick brown fox jumps over the lazy dog 12 times.\n'.repeat(40));
+  for (const [name, tokenizer] of [['own', own], ['no-start', noStart]] as const) await prepareShards({ data: join(root, 'a.txt'), out: join(root, name), tokenizer });
+  const same = checkShardsMatchModel(join(root, 'own'), join(root, 'hf'), 1024);
+  assert.equal(same.status, 0, same.stderr);
+  assert.equal(same.stdout.trim(), 'same');
+  const differ = checkShardsMatchModel(join(root, 'no-start'), join(root, 'hf'), 1024);
+  assert.equal(differ.status, 1);
+  assert.match(differ.stderr.trim(), SHARDS_TOKENIZER_DIFFERS);
 });
 
 test('train_ddp.py checks its setup before training (--out, --seq-len, short or foreign shards), follows minigpt\'s learning-rate schedule, takes a glob\'s val_*.bin as validation, and a SIGTERM saves the run (one line, exit 130); --resume refuses what is no save', { skip: py.skip }, async () => {

@@ -20,6 +20,7 @@ import {
   type PrepareProgress,
 } from '../src/data/shards.js';
 import { prepareCommand } from '../src/cli/commands/prepare.js';
+import { spBpeFixtureTokenizer } from './support/sp-bpe-fixture.js';
 
 async function withTempDir<T>(body: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), 'minigpt-shards-'));
@@ -395,6 +396,33 @@ test('documents: gpt2 and bpe shards put <|endoftext|> between documents (as tra
     assert.equal(opened.meta.document_separator, '\n\n');
     assert.ok(cleaned.includes('first record\n\nsecond <|endoftext|> record'), 'char: documents joined by a blank line (runs of blank lines collapse)');
     opened.close();
+  });
+});
+
+test('sp-bpe (Llama 2\'s layout): "<s>" before each document, the "▁" in front only at a document\'s start, the same tokens as in memory at any chunk size; a vocabulary with line-break pieces is refused', async () => {
+  await withTempDir(async (dir) => {
+    const data = join(dir, 'data');
+    await mkdir(data);
+    await writeFile(join(data, 'a.txt'), generateCorpus(21, 80) + '\n\n\n');
+    await writeFile(join(data, 'b.jsonl'), [
+      JSON.stringify({ text: 'first record\r\nwith CRLF\r\n' }),
+      JSON.stringify({ text: '\u0001\u0002' }),
+      JSON.stringify({ text: '  second <s> record, 日本語 🙂\n  indented\n' }),
+      JSON.stringify({ text: generateCorpus(22, 40) }),
+    ].join('\n'));
+    await writeFile(join(data, 'c.txt'), 'last file\n');
+    const tok = spBpeFixtureTokenizer('llama-style');
+    for (const [chunkBytes, valFraction] of [[64, 0.1], [300, 0.3], [4096, 0], [97, 0.5]] as const) {
+      const sub = join(dir, `sp-${chunkBytes}`);
+      await mkdir(sub);
+      const { opened, expected } = await roundTrip(sub, data, { tokenizer: tok, chunkBytes, valFraction });
+      assert.equal(opened.meta.document_separator, 'start-of-text');
+      assert.equal(expected[0], 1);
+      assert.equal(expected.filter((id) => id === 1).length, 5, 'one "<s>" before each of the five documents with text');
+      opened.close();
+    }
+    await assert.rejects(prepareShards({ data, out: join(dir, 'refused'), tokenizer: spBpeFixtureTokenizer('metaspace-first') }),
+      (e: unknown) => e instanceof MinigptError && /this sp-bpe tokenizer's vocabulary has line breaks as pieces/.test(e.message));
   });
 });
 

@@ -108,7 +108,7 @@ test('sp-bpe refuses broken JSON and tokenizer.json it cannot reproduce, with on
   for (const [name, json, re] of hfCases) assert.throws(() => tokenizerFromHfJson(json, 'tokenizer.json'), oneLine(re), name);
 });
 
-test('"<s>" starts every training document, every prompt and every scored text; prepare refuses sp-bpe in one line', async () => {
+test('"<s>" starts every training document, every prompt and every scored text', async () => {
   const tok = spBpeFixtureTokenizer('llama-style');
   assert.equal(documentSeparatorOf(tok), 'start-of-text');
   assert.equal(documentSeparatorOf(spBpeFixtureTokenizer('metaspace-first')), '\n\n', 'no "<s>" and no <|endoftext|>: a blank line');
@@ -124,8 +124,6 @@ test('"<s>" starts every training document, every prompt and every scored text; 
   const read = (s: { length: number; read(at: number, into: Int32Array): void }): number[] => { const b = new Int32Array(s.length); s.read(0, b); return Array.from(b); };
   assert.deepEqual(read(data.train), Array.from(encodeDocuments(tok, docs)));
 
-  const { prepareShards } = await import('../src/data/shards.js');
-  await assert.rejects(prepareShards({ data: join(dir, 'docs.jsonl'), out: join(dir, 'shards'), tokenizer: tok }), oneLine(/prepare does not take an sp-bpe \(SentencePiece-style\) tokenizer yet/));
 
   const config = resolveConfig({ vocab_size: tok.vocabSize, d_model: 32, n_heads: 4, n_layers: 2, context: 64 });
   const model = createModel(createReferenceBackend(), config);

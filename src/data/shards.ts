@@ -21,7 +21,9 @@
  * anyway), so the shards hold exactly the tokens train() makes of the data in memory
  * (encodeDocuments(tokenizer, cleanDocuments(loadDocuments(data), separator)): documents joined
  * by a blank line and cleaned for char, each document cleaned on its own with <|endoftext|>
- * between them for the byte-level kinds that have it), for every kind. A document's end is a cut
+ * between them for the byte-level kinds that have it; for sp-bpe with a start-of-text token, that token
+ * before each document and the "▁" in front only at a document's start, exact where its line breaks
+ * are byte tokens no merge joins, as in Llama 2's vocabulary), for every kind. A document's end is a cut
  * too. Only a text with no safe cut for 16M characters (e.g. a 16M-character line) is cut
  * elsewhere (relaxedCut): at the first place before a single space, else between two ASCII
  * letters or digits, else between two non-space characters, where cutting changes neither the
@@ -43,7 +45,8 @@ import { dirname, extname, join, resolve } from 'node:path';
 import { MinigptError, adviceFor, check, checkOptionNames, optionSetting, shownValue } from '../errors.js';
 import { commitDir, ioError, makeDirs, recoverInterruptedReplace, siblingPath, writeFileSynced } from '../util/fs.js';
 import type { TokenStream } from './batches.js';
-import { DOCUMENT_SEPARATORS, documentSeparatorOf, documentSeparatorOfKind, type DocumentSeparator } from './documents.js';
+import { DOCUMENT_SEPARATORS, START_OF_TEXT_SEPARATOR, documentSeparatorOf, documentSeparatorOfKind, type DocumentSeparator } from './documents.js';
+import type { SpBpeTokenizer } from './sp-bpe.js';
 import { BLANK_LINE_SEPARATOR, DEFAULT_CLEAN, checkCleanOptions, cleanText, legacyClean, describeJsonValue, describeReplacements, fileSystemError, findTextFiles, jsonlRecordText, noTextFilesError, scanUtf8, statOrThrow, type CleanOptions, type ReplacedBytes } from './text.js';
 import {
   END_OF_TEXT,
@@ -51,6 +54,7 @@ import {
   makeTokenizer,
   tokenizerFromJson,
   UnknownCharacterError,
+  textStartIds,
   type Tokenizer,
   type TokenizerJson,
   type TokenizerKind,
@@ -197,8 +201,8 @@ async function listInputs(path: string): Promise<InputFile[]> {
 // Streaming cleaner: cuts text at safe points, cleans each piece, hands it on
 
 type Part = 'train' | 'val';
-/** Receives cleaned pieces in order; returning false stops the reading. */
-type PieceSink = (text: string, part: Part) => boolean | void;
+/** Receives cleaned pieces in order (`startsText`: the first of a document, or of the whole text with blank-line separation); returning false stops the reading. */
+type PieceSink = (text: string, part: Part, startsText: boolean) => boolean | void;
 /** Receives the separator between two documents (with <|endoftext|> separation); false stops the stream, as for PieceSink. */
 type SeparatorSink = (part: Part) => boolean | void;
 
@@ -387,8 +391,9 @@ class StreamCleaner {
         return;
       }
     }
+    const startsText = !this.documentHasText;
     this.documentHasText = true;
-    if (this.sink(cleaned, part) === false) this.stopped = true;
+    if (this.sink(cleaned, part, startsText) === false) this.stopped = true;
   }
 
   private cutAndEmit(cut: number, part: Part): void {
@@ -916,8 +921,10 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     throw new MinigptError(`unknown tokenizer kind ${JSON.stringify(opts.tokenizer)}; expected "char", "gpt2" or "bpe"`);
   }
 
-  // Streamed pieces are encoded one by one, and an sp-bpe tokenizer adds a "▁" at the start of each.
-  check(tokenizer.kind !== 'sp-bpe', `${opts.data}: prepare does not take an sp-bpe (SentencePiece-style) tokenizer yet; train on the data directly (${adviceFor('--data', 'data')}), which encodes it in memory`);
+  // Pieces are cut before line breaks and encoded one by one: exact for an sp-bpe tokenizer whose
+  // line breaks are byte tokens no merge joins (Llama 2's), its later pieces continuing the first.
+  const sp = tokenizer.kind === 'sp-bpe' ? tokenizer as SpBpeTokenizer : null;
+  check(sp === null || sp.lineBreaksCutExactly, () => `${opts.data}: this sp-bpe tokenizer's vocabulary has line breaks as pieces (or merges byte tokens), so prepare cannot cut the text at line breaks and keep its tokens exact; train on the data directly (${adviceFor('--data', 'data')}), which encodes it whole`);
   const separator = documentSeparatorOf(tokenizer);
   const dtype: ShardDType = opts.dtype ?? (tokenizer.vocabSize <= 65536 ? 'uint16' : 'uint32');
   check(
@@ -939,11 +946,19 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     // The encode pass reads every byte once, so it is the one that reports replaced bytes.
     const replaced: ReplacedBytes[] = [];
     const separatorId = tokenizer.specialTokens?.[END_OF_TEXT];
-    await streamCorpus(files, { ...base, separator, splitByte, pretokens: tokenizer.kind === 'char' ? null : (tokenizer as Partial<ByteLevelTokenizer>).pretokenize ?? gpt2Pretokens, onBytes: progress('encode', tokens), replaced }, (text, part) => {
+    const textStart = Int32Array.from(textStartIds(tokenizer));
+    // sp-bpe has no pre-tokenizer; GPT-2's word boundaries stand in for where a relaxed cut keeps its tokens.
+    await streamCorpus(files, { ...base, separator, splitByte, pretokens: tokenizer.kind === 'char' ? null : (tokenizer as Partial<ByteLevelTokenizer>).pretokenize ?? gpt2Pretokens, onBytes: progress('encode', tokens), replaced }, (text, part, startsText) => {
       if (!any && text.trim() !== '') any = true;
       let ids: Int32Array;
       try {
-        ids = tokenizer.encode(text);
+        if (sp) {
+          // Each document starts with the start-of-text token (textStartIds); the "▁" in front goes to a text's first piece only.
+          if (startsText && separator === START_OF_TEXT_SEPARATOR) writers[part].write(textStart);
+          ids = sp.encodeOrdinary(text, startsText);
+        } else {
+          ids = tokenizer.encode(text);
+        }
       } catch (e) {
         // The position inside a streamed piece means nothing to the user: name the data and the character.
         if (e instanceof UnknownCharacterError && typeof opts.tokenizer === 'object') {
@@ -952,7 +967,10 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
         throw e;
       }
       writers[part].write(ids);
-    }, (part) => writers[part].write(Int32Array.of(separatorId!)));
+    }, (part) => {
+      // Between documents: <|endoftext|>; with the start-of-text token, that is written before each document's first piece.
+      if (separator === END_OF_TEXT) writers[part].write(Int32Array.of(separatorId!));
+    });
     if (replaced.length > 0) opts.onWarning?.(describeReplacements(replaced));
     check(any, noText);
     opts.onProgress?.({ phase: 'encode', bytesRead: bytesTotal, bytesTotal, tokens: tokens() });

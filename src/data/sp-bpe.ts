@@ -78,6 +78,17 @@ export interface SpBpeTokenizer extends Tokenizer {
   tokenBytes(id: number): Uint8Array;
   /** The special token every text starts with, where the tokenizer adds one (textStartIds). */
   readonly addBos?: string;
+  /**
+   * Encodes special-token text as ordinary text. `atStart` false: the text continues one already
+   * encoded (prepare's pieces of a document), so no "▁" is added in front of it.
+   */
+  encodeOrdinary(text: string, atStart?: boolean): Int32Array;
+  /**
+   * Whether a text cut just before a line break encodes as the two parts do (the second continuing
+   * the first): line breaks are byte tokens (not pieces) and no merge joins a byte token, as in
+   * Llama 2's vocabulary. prepare cuts text there.
+   */
+  readonly lineBreaksCutExactly: boolean;
   toJSON(): SpBpeTokenizerJson;
 }
 
@@ -211,11 +222,14 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     for (const id of ids) out.push(id);
   };
 
-  /** Appends the ids of one stretch of text (no special tokens in it); `atStart`: it begins the text. */
-  const encodeStretch = (text: string, atStart: boolean, out: number[]): void => {
+  /**
+   * Appends the ids of one stretch of text (no special tokens in it). `first`: it begins the text;
+   * `continues`: it continues text already encoded (no "▁" in front whatever the layout).
+   */
+  const encodeStretch = (text: string, first: boolean, out: number[], continues = false): void => {
     if (text === '') return;
     let s = text.replaceAll(' ', SP_SPACE);
-    if (spaces === 'prepend' || ((spaces === 'always' || atStart) && !s.startsWith(SP_SPACE))) s = SP_SPACE + s;
+    if (!continues && (spaces === 'prepend' || ((spaces === 'always' || first) && !s.startsWith(SP_SPACE)))) s = SP_SPACE + s;
     if (!split) {
       for (const id of encodeWord(s)) out.push(id);
       return;
@@ -228,24 +242,33 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     encodeCachedWord(start === 0 ? s : s.slice(start), out);
   };
 
+  const encodeOrdinary = (text: string, atStart = true): Int32Array => {
+    const out: number[] = [];
+    encodeStretch(toWellFormed(text), true, out, !atStart);
+    return Int32Array.from(out);
+  };
+  const byteIdSet = new Set(byteIds);
+  let mergesJoinBytes = false;
+  for (let rank = 0; rank < mergedIds.length && !mergesJoinBytes; rank++) {
+    const [a, b] = (mergesField[rank] as string).split(' ') as [string, string];
+    mergesJoinBytes = byteIdSet.has(idOf.get(a)!) || byteIdSet.has(idOf.get(b)!);
+  }
+  const lineBreaksCutExactly = byteFallback && !charIds.has(0x0a) && !charIds.has(0x0d) && !mergesJoinBytes;
+
   const allowedSplitter = specialTokenSplitter(special, 'sp-bpe');
   const encode = (text: string, opts: EncodeOptions = {}): Int32Array => {
     checkEncodeInput(text);
-    const well = toWellFormed(text);
     const re = allowedSplitter(opts.allowedSpecial);
+    if (re === null) return encodeOrdinary(text);
     const out: number[] = [];
-    if (re === null) {
-      encodeStretch(well, true, out);
-    } else {
-      let first = true;
-      splitAtSpecialTokens(well, re, special, (part) => {
-        encodeStretch(part, first, out);
-        first = false;
-      }, (id) => {
-        out.push(id);
-        first = false;
-      });
-    }
+    let first = true;
+    splitAtSpecialTokens(toWellFormed(text), re, special, (part) => {
+      encodeStretch(part, first, out);
+      first = false;
+    }, (id) => {
+      out.push(id);
+      first = false;
+    });
     return Int32Array.from(out);
   };
 
@@ -296,6 +319,8 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     kind: 'sp-bpe',
     vocabSize,
     encode,
+    encodeOrdinary,
+    lineBreaksCutExactly,
     decode,
     specialTokens: Object.freeze(Object.fromEntries(special)),
     tokenBytes: (id) => bytesOf(id, null).slice(),
