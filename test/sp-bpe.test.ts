@@ -55,6 +55,22 @@ test('sp-bpe gives the tokenizers library\'s ids, with and without its "<s>", an
   assert.equal(unk.decode(unk.encode('a 日本語 b')), 'a <unk> b');
 });
 
+/** The llama-style tokenizer.json with a piece "e▁" whose merge comes first: a piece that crosses a word's end, so text is merged whole, not word by word. */
+function withPieceAcrossWords(): Record<string, unknown> {
+  const json = structuredClone(SP_BPE_FIXTURE['llama-style'].tokenizer) as { model: { vocab: Record<string, number>; merges: unknown[] }; added_tokens: unknown[] } & Record<string, unknown>;
+  json.model.vocab['e\u2581'] = Object.keys(json.model.vocab).length;
+  json.model.merges.unshift(['e', '\u2581']);
+  return json;
+}
+
+test('a vocabulary with a piece across a word\'s end ("e▁") is merged over the whole text, not word by word', () => {
+  const tok = tokenizerFromHfJson(withPieceAcrossWords(), 'across.json');
+  const across = tok.vocabSize - 1;
+  assert.equal((tok.toJSON() as unknown as { vocab: string[] }).vocab[across], 'e\u2581');
+  assert.ok(Array.from(tok.encode('the cat')).includes(across), 'the first merge joins "e" and the next word\'s "▁"');
+  assert.ok(!Array.from(spBpeFixtureTokenizer('llama-style').encode('the cat')).includes(across));
+});
+
 test('sp-bpe survives its own JSON and an HF export -> import round trip; streams byte tokens whole; special tokens only when allowed', () => {
   for (const name of NAMES) {
     const tok = spBpeFixtureTokenizer(name);
@@ -176,12 +192,12 @@ function randomTexts(count: number, seed: number): string[] {
   return out;
 }
 
-test('sp-bpe against the tokenizers library on 400 random texts, its tokenizer.json and minigpt\'s export of it (3 tokenizers)', { skip: py.skip }, async () => {
+test('sp-bpe against the tokenizers library on 400 random texts, its tokenizer.json and minigpt\'s export of it (4 tokenizers)', { skip: py.skip }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'minigpt-sp-bpe-'));
   const texts = randomTexts(400, 23);
   await writeFile(join(dir, 'texts.json'), JSON.stringify(texts));
-  for (const name of NAMES) {
-    const file = SP_BPE_FIXTURE[name].tokenizer;
+  const files: [string, Record<string, unknown>][] = [...NAMES.map((name): [string, Record<string, unknown>] => [name, SP_BPE_FIXTURE[name].tokenizer]), ['llama-style + "e▁"', withPieceAcrossWords()]];
+  for (const [name, file] of files) {
     const tok = tokenizerFromHfJson(file, name);
     const ours = texts.map((t) => Array.from(tok.encode(t, { allowedSpecial: 'all' })));
     for (const [label, json] of [['original', JSON.stringify(file)], ['export', hfTokenizerJson(tok)]] as const) {

@@ -185,6 +185,10 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     if (entry.length === (cp > 0xffff ? 2 : 1)) charIds.set(cp, id);
   });
 
+  // Whether every piece's "▁"s come first in it (SentencePiece's pieces for whitespace-split
+  // training: "▁the", "▁▁▁▁"), so a text's BPE is that of its words (see encodeStretch).
+  const piecesStayInWords = vocab.every((entry: string, id) => specialIds.has(id) || !/[^\u2581]\u2581/.test(entry));
+
   const utf8 = new TextEncoder();
   const charBytes = new Uint8Array(4);
   /** The BPE of one word (a string of well-formed text with its spaces as "▁"). */
@@ -230,12 +234,17 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     if (text === '') return;
     let s = text.replaceAll(' ', SP_SPACE);
     if (!continues && (spaces === 'prepend' || ((spaces === 'always' || first) && !s.startsWith(SP_SPACE)))) s = SP_SPACE + s;
-    if (!split) {
+    if (!split && !piecesStayInWords) {
       for (const id of encodeWord(s)) out.push(id);
       return;
     }
+    // Words: split cuts before every "▁"; without split, cutting before a "▁" that follows another
+    // character changes nothing where no piece holds such a "▁" (piecesStayInWords): no merge can
+    // join across the cut, and merges on either side do not depend on each other. Words repeat, so
+    // their ids are cached.
     let start = 0;
     for (let i = s.indexOf(SP_SPACE, 1); i >= 0; i = s.indexOf(SP_SPACE, i + 1)) {
+      if (!split && s[i - 1] === SP_SPACE) continue;
       encodeCachedWord(s.slice(start, i), out);
       start = i;
     }
