@@ -1,26 +1,42 @@
-// A pretrained model from the Hugging Face Hub, as a user brings one in: a folder of SmolLM-135M's
-// shape (134.5M parameters, 30 layers, d576, 9 heads / 3 kv heads, vocabulary 49152, context 2048,
-// tied embeddings, BF16 safetensors, a SmolLM-style tokenizer.json) with random weights, then
-// `minigpt import`, `sample` (32 tokens), `eval --data` (defaults) and a short fine-tune at context
-// 128, each a CLI process: wall time and peak RSS.
-//   npm run build && node bench/import-model.mjs [DIR]
+// A pretrained model from the Hugging Face Hub, as a user brings one in: a folder of the shape of
+// one (random weights, BF16 safetensors, a tokenizer.json of its kind the tokenizers library
+// trained, from the test fixtures), then `minigpt import`, `sample` (32 tokens), `eval --data`
+// (defaults) and a short fine-tune at context 128, each a CLI process: wall time and peak RSS.
+//   --shape smollm     SmolLM-135M (default): 134.5M parameters, 30 layers, d576, 9 heads / 3 kv
+//                      heads, vocabulary 49152, context 2048, tied embeddings, a SmolLM-style
+//                      byte-level BPE (hf-bpe)
+//   --shape stories15M llama2.c's stories15M: 15M parameters, 6 layers, d288, 6 heads, hidden 768,
+//                      vocabulary 32000, context 256, a Llama 2-style SentencePiece BPE (sp-bpe)
+//   npm run build && node bench/import-model.mjs [--shape NAME] [DIR]
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { createRng, exportHf, initialWeights, paramLayout, resolveConfig, tokenizerFromHfJson } from '../dist/src/index.js';
 
+const { values, positionals } = parseArgs({ options: { shape: { type: 'string', default: 'smollm' } }, allowPositionals: true });
+const SHAPES = {
+  smollm: {
+    name: 'SmolLM-135M-shaped', fixture: ['hf-bpe.json', 'smollm-style'], prompt: 'The 12 people',
+    config: { vocab_size: 49152, d_model: 576, n_heads: 9, n_kv_heads: 3, n_layers: 30, intermediate_size: 1536, context: 2048, tie_embeddings: true },
+  },
+  stories15M: {
+    name: 'stories15M-shaped', fixture: ['sp-bpe.json', 'llama-style'], prompt: 'Once upon a time',
+    config: { vocab_size: 32000, d_model: 288, n_heads: 6, n_kv_heads: 6, n_layers: 6, intermediate_size: 768, context: 256 },
+  },
+};
+const shape = SHAPES[values.shape];
+if (!shape) throw new Error(`--shape must be ${Object.keys(SHAPES).join(' or ')}`);
+
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const dir = process.argv[2] ?? (await mkdtemp(join(tmpdir(), 'minigpt-import-')));
-// The tokenizer: a SmolLM-style one (special tokens first, digits one by one) the tokenizers library trained.
-const fixture = JSON.parse(readFileSync(join(root, 'test', 'fixtures', 'hf-bpe.json'), 'utf8'))['smollm-style'];
-const tokenizer = tokenizerFromHfJson(fixture.tokenizer, 'hf-bpe.json');
-const config = resolveConfig({
-  vocab_size: 49152, d_model: 576, n_heads: 9, n_kv_heads: 3, n_layers: 30, intermediate_size: 1536, context: 2048, tie_embeddings: true,
-});
-const hf = join(dir, 'SmolLM-135M-shaped');
+const dir = positionals[0] ?? (await mkdtemp(join(tmpdir(), 'minigpt-import-')));
+const fixture = JSON.parse(readFileSync(join(root, 'test', 'fixtures', shape.fixture[0]), 'utf8'))[shape.fixture[1]];
+const tokenizer = tokenizerFromHfJson(fixture.tokenizer, shape.fixture[0]);
+const config = resolveConfig(shape.config);
+const hf = join(dir, shape.name);
 await exportHf({ config, weights: initialWeights(config, paramLayout(config), createRng(0)), tokenizer }, hf, { dtype: 'BF16' });
 writeFileSync(join(dir, 'data.txt'), fixture.texts.join('\n').repeat(10));
 
@@ -38,7 +54,7 @@ const run = (what, args) => {
 };
 const ckpt = join(dir, 'imported');
 run('import (BF16 -> F32 checkpoint)', ['import', '--from', hf, '--out', ckpt]);
-run('sample --tokens 32', ['sample', '--ckpt', ckpt, '--prompt', 'The 12 people', '--tokens', '32']);
+run('sample --tokens 32', ['sample', '--ckpt', ckpt, '--prompt', shape.prompt, '--tokens', '32']);
 run('eval --data (validation split, default batch)', ['eval', '--ckpt', ckpt, '--data', join(dir, 'data.txt')]);
 run('train --init-from --context 128, 5 steps', ['train', '--init-from', ckpt, '--data', join(dir, 'data.txt'), '--context', '128', '--batch', '4', '--steps', '5', '--eval-every', '0', '--out', join(dir, 'tuned'), '--quiet']);
-if (!process.argv[2]) await rm(dir, { recursive: true, force: true });
+if (!positionals[0]) await rm(dir, { recursive: true, force: true });

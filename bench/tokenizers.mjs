@@ -1,12 +1,16 @@
 #!/usr/bin/env node
 /**
  * Tokenizer speed on tinyshakespeare (../shared/data/tinyshakespeare.txt, or the path given):
- * BPE training time, and encode/decode throughput for char, gpt2 and bpe. Not a test: timings
- * depend on the machine. Build first:
+ * BPE training time, and encode/decode throughput for char, gpt2 and bpe, and for the imported
+ * kinds hf-bpe and sp-bpe (the test fixtures' tokenizer.json files: SmolLM-style and Llama 2-style)
+ * against the Hugging Face `tokenizers` library (Rust) encoding the same file with the same
+ * tokenizer.json, when the dev venv is there. Not a test: timings depend on the machine. Build first:
  *
  *   npx tsc -p . && node bench/tokenizers.mjs [TEXT_FILE] [--vocab 4096]
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -14,6 +18,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { buildCharTokenizer } = await import(join(root, 'dist/src/data/tokenizer.js'));
 const { gpt2Tokenizer } = await import(join(root, 'dist/src/data/gpt2.js'));
 const { trainBpe } = await import(join(root, 'dist/src/data/bpe.js'));
+const { tokenizerFromHfJson } = await import(join(root, 'dist/src/io/hf.js'));
 
 const args = process.argv.slice(2);
 const vocabAt = args.indexOf('--vocab');
@@ -60,6 +65,7 @@ function measure(name, build) {
     'encode warm MB/s': (mb / warm.t).toFixed(1),
     'decode Mtok/s': (ids.length / dec.t / 1e6).toFixed(1),
   });
+  Object.defineProperty(rows[rows.length - 1], 'warmSeconds', { value: warm.t, enumerable: false });
 }
 
 measure('char', () => buildCharTokenizer(text));
@@ -71,5 +77,39 @@ measure(`bpe ${vocab}`, () => {
   trainSeconds = (performance.now() - start) / 1000;
   return tok;
 });
+// Imported kinds, each beside the tokenizers library on the same tokenizer.json (best of 3 warm encodes, one thread).
+const python = process.env.MINIGPT_PYTHON ?? join(root, '.venv', 'bin', 'python');
+const tmp = mkdtempSync(join(tmpdir(), 'minigpt-tok-bench-'));
+const library = [];
+for (const [file, name, kind] of [['hf-bpe.json', 'smollm-style', 'hf-bpe'], ['sp-bpe.json', 'llama-style', 'sp-bpe']]) {
+  const json = JSON.parse(readFileSync(join(root, 'test', 'fixtures', file), 'utf8'))[name].tokenizer;
+  measure(`${kind} (${name} fixture)`, () => tokenizerFromHfJson(json, file));
+  if (!existsSync(python)) continue;
+  const tokPath = join(tmp, `${kind}.json`);
+  writeFileSync(tokPath, JSON.stringify(json));
+  const script = `import sys, time
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[1]); text = open(sys.argv[2], encoding="utf-8").read()
+lines = text.split("\\n")
+ids = tok.encode(text, add_special_tokens=False).ids
+def best(f):
+    times = []
+    for _ in range(3):
+        t = time.perf_counter(); f(); times.append(time.perf_counter() - t)
+    return min(times)
+whole = best(lambda: tok.encode(text, add_special_tokens=False))
+per_line = best(lambda: tok.encode_batch(lines, add_special_tokens=False))
+print(len(ids), whole, per_line)`;
+  const r = spawnSync(python, ['-c', script, tokPath, path], { encoding: 'utf8', env: { ...process.env, RAYON_NUM_THREADS: '1', TOKENIZERS_PARALLELISM: 'false' } });
+  if (r.status !== 0) { console.log(`tokenizers library: ${r.stderr.trim().split('\n').pop()}`); continue; }
+  const [count, whole, perLine] = r.stdout.trim().split(' ').map(Number);
+  const ours = rows[rows.length - 1];
+  const same = count === ours.tokens ? 'same token count' : `DIFFERENT token count (${count})`;
+  const tok = tokenizerFromHfJson(json, file), lines = text.split('\n');
+  const oursPerLine = best(3, () => { for (const line of lines) tok.encode(line); }).t;
+  library.push(`${kind} (${same}): the whole text at once ${(whole / ours.warmSeconds).toFixed(1)}x the tokenizers library's speed ` +
+    `(${(count / whole / 1e6).toFixed(2)} Mtok/s there); line by line (its encode_batch, one thread) ${(perLine / oursPerLine).toFixed(1)}x (${(perLine * 1000).toFixed(0)} ms there, ${(oursPerLine * 1000).toFixed(0)} ms here)`);
+}
 console.table(rows);
 console.log(`bpe training to ${vocab} tokens: ${trainSeconds.toFixed(2)} s (one core)`);
+for (const line of library) console.log(line);
