@@ -17,6 +17,7 @@ import { ggufTokenizerMetadata } from '../src/io/gguf.js';
 import { createStreamingDecoder, tokenizerFromJson, type Tokenizer } from '../src/data/tokenizer.js';
 import { MinigptError } from '../src/errors.js';
 import { createRng } from '../src/util/random.js';
+import { libraryIds, tokenizersPython } from './support/tokenizers-library.js';
 import { HF_BPE_FIXTURE, hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -108,15 +109,7 @@ function withoutVocabId(json: Record<string, unknown>, id: number): Record<strin
   return { ...json, model: { ...model, vocab: Object.fromEntries(Object.entries(model.vocab).filter(([, i]) => i !== id)) } };
 }
 
-/** The Python with the tokenizers library, or a reason to skip. */
-function findTokenizersPython(): { python?: string; skip?: string } {
-  const python = process.env.MINIGPT_PYTHON ?? join(ROOT, '.venv', 'bin', 'python');
-  if (!existsSync(python)) return { skip: `no Python venv at ${python} (run scripts/setup-venv.sh or set MINIGPT_PYTHON)` };
-  const r = spawnSync(python, ['-c', 'import tokenizers'], { encoding: 'utf8' });
-  if (r.status !== 0) return { skip: `${python} lacks tokenizers` };
-  return { python };
-}
-const py = findTokenizersPython();
+const py = tokenizersPython;
 
 /** Random text from pieces where pre-tokenizers and merges disagree easily. */
 function randomTexts(count: number, seed: number): string[] {
@@ -152,10 +145,7 @@ test('hf-bpe against the tokenizers library on 400 random texts, its tokenizer.j
     const tok = tokenizerFromHfJson(file, name);
     const ours = texts.map((t) => Array.from(tok.encode(t, { allowedSpecial: 'all' })));
     for (const [label, json] of [['original', JSON.stringify(file)], ['export', hfTokenizerJson(tok)]] as const) {
-      await writeFile(join(dir, 'tokenizer.json'), json);
-      const run = spawnSync(py.python!, [join(ROOT, 'scripts', 'make-hf-tokenizers.py'), 'encode', join(dir, 'tokenizer.json'), join(dir, 'texts.json'), join(dir, 'ids.json')], { encoding: 'utf8' });
-      assert.equal(run.status, 0, run.stderr);
-      const theirs = JSON.parse(await readFile(join(dir, 'ids.json'), 'utf8')) as number[][];
+      const theirs = await libraryIds(dir, json, texts);
       for (let i = 0; i < texts.length; i++) assert.deepEqual(ours[i], theirs[i], `${name} (${label}): ids of ${JSON.stringify(texts[i])}`);
     }
     console.log(`# ${name}: ids equal to the tokenizers library's on ${texts.length} random texts (its file and minigpt's export)`);

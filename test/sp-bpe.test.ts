@@ -18,6 +18,7 @@ import { createStreamingDecoder, textStartIds, tokenizerFromJson } from '../src/
 import { documentSeparatorOf, encodeDocuments } from '../src/data/documents.js';
 import { MinigptError } from '../src/errors.js';
 import { createRng } from '../src/util/random.js';
+import { libraryIds, tokenizersPython } from './support/tokenizers-library.js';
 import { resolveConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createModel, setWeights } from '../src/model/model.js';
@@ -166,15 +167,7 @@ test('"<s>" starts every training document, every prompt and every scored text',
   assert.equal(fromNothing.value && fromNothing.value.id, await argmaxAfter([1]));
 });
 
-/** The Python with the tokenizers library, or a reason to skip. */
-function findTokenizersPython(): { python?: string; skip?: string } {
-  const python = process.env.MINIGPT_PYTHON ?? join(ROOT, '.venv', 'bin', 'python');
-  if (!existsSync(python)) return { skip: `no Python venv at ${python} (run scripts/setup-venv.sh or set MINIGPT_PYTHON)` };
-  const r = spawnSync(python, ['-c', 'import tokenizers'], { encoding: 'utf8' });
-  if (r.status !== 0) return { skip: `${python} lacks tokenizers` };
-  return { python };
-}
-const py = findTokenizersPython();
+const py = tokenizersPython;
 
 /** Random text from pieces where spaces, special tokens, byte fallback and unknown characters meet. */
 function randomTexts(count: number, seed: number): string[] {
@@ -201,10 +194,7 @@ test('sp-bpe against the tokenizers library on 400 random texts, its tokenizer.j
     const tok = tokenizerFromHfJson(file, name);
     const ours = texts.map((t) => Array.from(tok.encode(t, { allowedSpecial: 'all' })));
     for (const [label, json] of [['original', JSON.stringify(file)], ['export', hfTokenizerJson(tok)]] as const) {
-      await writeFile(join(dir, 'tokenizer.json'), json);
-      const run = spawnSync(py.python!, [join(ROOT, 'scripts', 'make-hf-tokenizers.py'), 'encode', join(dir, 'tokenizer.json'), join(dir, 'texts.json'), join(dir, 'ids.json')], { encoding: 'utf8' });
-      assert.equal(run.status, 0, run.stderr);
-      const theirs = JSON.parse(await readFile(join(dir, 'ids.json'), 'utf8')) as number[][];
+      const theirs = await libraryIds(dir, json, texts);
       for (let i = 0; i < texts.length; i++) assert.deepEqual(ours[i], theirs[i], `${name} (${label}): ids of ${JSON.stringify(texts[i])}`);
     }
     console.log(`# ${name}: ids equal to the tokenizers library's on ${texts.length} random texts (its file and minigpt's export)`);

@@ -355,6 +355,87 @@ export function splitAtSpecialTokens(text: string, re: RegExp, special: Readonly
   onText(text.slice(start));
 }
 
+/**
+ * The pieces by id and the special tokens of a kind read from a tokenizer.json (hf-bpe, sp-bpe),
+ * from its JSON fields "vocab" (a non-empty well-formed string per id, none twice) and "special"
+ * (text -> id, where the vocab entry is the text); checked, errors naming `what`.
+ */
+export function readPieces(fields: Record<string, unknown>, what: string): { vocab: string[]; idOf: Map<string, number>; special: Map<string, number>; specialIds: Set<number> } {
+  const vocab = fields['vocab'];
+  check(Array.isArray(vocab) && vocab.length > 0, () => `${what} "vocab" must be a non-empty array of strings, got ${describeValue(vocab)}`);
+  check(vocab.length <= MAX_BPE_VOCAB, () => `${what} has ${vocab.length} tokens; at most ${MAX_BPE_VOCAB} are supported`);
+  const idOf = new Map<string, number>();
+  vocab.forEach((entry: unknown, id) => {
+    check(typeof entry === 'string' && entry.length > 0 && toWellFormed(entry) === entry, () => `${what} vocab[${id}] must be a non-empty well-formed string, got ${describeValue(entry)}`);
+    const earlier = idOf.get(entry);
+    check(earlier === undefined, () => `${what} vocab[${id}] ${JSON.stringify(entry)} repeats vocab[${earlier}]`);
+    idOf.set(entry, id);
+  });
+  const specialField = fields['special'];
+  check(typeof specialField === 'object' && specialField !== null && !Array.isArray(specialField),
+    () => `${what} "special" must be an object of special token text -> id ({} for none), got ${describeValue(specialField)}`);
+  const special = new Map<string, number>();
+  for (const [text, id] of Object.entries(specialField as Record<string, unknown>)) {
+    check(typeof id === 'number' && Number.isInteger(id) && vocab[id] === text,
+      () => `${what} special token ${JSON.stringify(text)} has id ${typeof id === 'number' ? id : describeValue(id)}, where the vocabulary holds ${typeof id === 'number' && typeof vocab[id] === 'string' ? JSON.stringify(vocab[id]) : 'nothing'}; a special token's vocab entry is its text`);
+    special.set(text, id);
+  }
+  return { vocab: vocab as string[], idOf, special, specialIds: new Set(special.values()) };
+}
+
+/** Checks that each field of `names` is absent or the text of one of the special tokens. */
+export function checkSpecialTokenFields(fields: Record<string, unknown>, names: readonly string[], special: ReadonlyMap<string, number>, what: string): void {
+  for (const name of names) {
+    const v = fields[name];
+    check(v === undefined || (typeof v === 'string' && special.has(v)), () => `${what} "${name}" must be the text of one of its special tokens, got ${describeValue(v)}`);
+  }
+}
+
+/**
+ * A tokenizer.json's merges ("left right" pieces, the first applied first) as a PairTable whose
+ * mergedIds give the piece each makes; special tokens are never merged. A pair listed twice keeps
+ * its later place, as the tokenizers library builds its merge map.
+ */
+export function readPieceMerges(merges: unknown, idOf: ReadonlyMap<string, number>, specialIds: ReadonlySet<number>, what: string): PairTable {
+  check(Array.isArray(merges), () => `${what} "merges" must be an array of "left right" strings, got ${describeValue(merges)}`);
+  const pairs = new PairTable(merges.length);
+  const mergedIds = new Int32Array(merges.length);
+  const ordinaryId = (piece: string | undefined): number | undefined => {
+    const id = piece === undefined ? undefined : idOf.get(piece);
+    return id === undefined || specialIds.has(id) ? undefined : id;
+  };
+  merges.forEach((entry: unknown, rank) => {
+    const parts = typeof entry === 'string' ? entry.split(' ') : [];
+    const a = parts.length === 2 ? ordinaryId(parts[0]) : undefined;
+    const b = parts.length === 2 ? ordinaryId(parts[1]) : undefined;
+    const made = a !== undefined && b !== undefined ? ordinaryId(parts[0]! + parts[1]!) : undefined;
+    check(made !== undefined,
+      () => `${what} merges[${rank}] ${describeValue(entry)} must be two tokens of the vocabulary, separated by a space, whose joined text is a token too`);
+    pairs.set(a!, b!, rank);
+    mergedIds[rank] = made;
+  });
+  pairs.mergedIds = mergedIds;
+  return pairs;
+}
+
+// ignoreBOM: a leading U+FEFF is text like any other, not a byte-order mark to drop.
+const utf8Decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
+
+/** The text of `ids` from each token's bytes (`bytesOf` checks the id), bytes that form no whole UTF-8 character as U+FFFD. */
+export function decodeTokenBytes(ids: ArrayLike<number>, bytesOf: (id: number, position: number) => Uint8Array): string {
+  checkDecodeInput(ids);
+  let total = 0;
+  for (let i = 0; i < ids.length; i++) total += bytesOf(ids[i]!, i).length;
+  const buf = new Uint8Array(total);
+  let at = 0;
+  for (let i = 0; i < ids.length; i++) {
+    const bytes = bytesOf(ids[i]!, i);
+    buf.set(bytes, at);
+    at += bytes.length;
+  }
+  return utf8Decoder.decode(buf);
+}
+
 export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenizer {
   const { byteToId, tokenBytes, pairs, special, wholePieces } = model;
   const ordinaryCount = tokenBytes.length;
@@ -433,21 +514,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
     );
   };
 
-  // ignoreBOM: a leading U+FEFF is text like any other, not a byte-order mark to drop.
-  const utf8Decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
-  const decode = (ids: ArrayLike<number>): string => {
-    checkDecodeInput(ids);
-    let total = 0;
-    for (let i = 0; i < ids.length; i++) total += bytesOf(ids[i]!, i).length;
-    const buf = new Uint8Array(total);
-    let at = 0;
-    for (let i = 0; i < ids.length; i++) {
-      const bytes = bytesOf(ids[i]!, i);
-      buf.set(bytes, at);
-      at += bytes.length;
-    }
-    return utf8Decoder.decode(buf);
-  };
+  const decode = (ids: ArrayLike<number>): string => decodeTokenBytes(ids, bytesOf);
 
   return {
     kind: model.kind,

@@ -22,7 +22,7 @@
  * of GPT-2's regex, and isolating digits only adds boundaries, the same ones either side of a cut.
  */
 import { check } from '../errors.js';
-import { MAX_BPE_VOCAB, PairTable, describeValue, latin1, makeByteLevelTokenizer, makeGpt2Pretokenizer, toWellFormed, type ByteLevelTokenizer, type Pretokenizer } from './bpe.js';
+import { checkSpecialTokenFields, describeValue, latin1, makeByteLevelTokenizer, makeGpt2Pretokenizer, readPieceMerges, readPieces, type ByteLevelTokenizer, type Pretokenizer } from './bpe.js';
 import { byteLevelToBytes } from './byte-level.js';
 import type { TokenizerJson } from './tokenizer.js';
 
@@ -78,42 +78,18 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   const ignoreMerges = fields['ignoreMerges'];
   check(typeof ignoreMerges === 'boolean', () => `${what} "ignoreMerges" must be true or false, got ${describeValue(ignoreMerges)}`);
 
-  const vocab = fields['vocab'];
-  check(Array.isArray(vocab) && vocab.length > 0, () => `${what} "vocab" must be a non-empty array of byte-level strings, got ${describeValue(vocab)}`);
-  check(vocab.length <= MAX_BPE_VOCAB, () => `${what} has ${vocab.length} tokens; at most ${MAX_BPE_VOCAB} are supported`);
-  const idOf = new Map<string, number>();
-  vocab.forEach((entry: unknown, id) => {
-    check(typeof entry === 'string' && entry.length > 0, () => `${what} vocab[${id}] must be a non-empty string, got ${describeValue(entry)}`);
-    const earlier = idOf.get(entry);
-    check(earlier === undefined, () => `${what} vocab[${id}] ${JSON.stringify(entry)} repeats vocab[${earlier}]`);
-    idOf.set(entry, id);
-  });
-
-  const specialField = fields['special'];
-  check(typeof specialField === 'object' && specialField !== null && !Array.isArray(specialField),
-    () => `${what} "special" must be an object of special token text -> id ({} for none), got ${describeValue(specialField)}`);
-  const special = new Map<string, number>();
-  for (const [text, id] of Object.entries(specialField as Record<string, unknown>)) {
-    check(toWellFormed(text) === text && text.length > 0, () => `${what} special token ${JSON.stringify(text)} is empty or holds an unpaired surrogate`);
-    check(typeof id === 'number' && Number.isInteger(id) && vocab[id] === text,
-      () => `${what} special token ${JSON.stringify(text)} has id ${typeof id === 'number' ? id : describeValue(id)}, where the vocabulary holds ${typeof id === 'number' && typeof vocab[id] === 'string' ? JSON.stringify(vocab[id]) : 'nothing'}; a special token's vocab entry is its text`);
-    special.set(text, id);
-  }
-  const specialIds = new Set(special.values());
+  const { vocab, idOf, special, specialIds } = readPieces(fields, what);
   const addedOnlyField = fields['addedOnly'];
   check(addedOnlyField === undefined || (Array.isArray(addedOnlyField) && addedOnlyField.every((id, i) => specialIds.has(id) && (i === 0 || id > addedOnlyField[i - 1]))),
     () => `${what} "addedOnly" must list special token ids in increasing order, got ${describeValue(addedOnlyField)}`);
   const addedOnly = new Set((addedOnlyField ?? []) as number[]);
-  for (const name of ['eos', 'bos'] as const) {
-    const v = fields[name];
-    check(v === undefined || (typeof v === 'string' && special.has(v)), () => `${what} "${name}" must be the text of one of its special tokens, got ${describeValue(v)}`);
-  }
+  checkSpecialTokenFields(fields, ['eos', 'bos'], special, what);
   const eos = fields['eos'] as string | undefined, bos = fields['bos'] as string | undefined;
 
   const utf8 = new TextEncoder();
   const tokenBytes: Uint8Array[] = new Array(vocab.length);
   const byteToId = new Int32Array(256).fill(-1);
-  vocab.forEach((entry: string, id) => {
+  vocab.forEach((entry, id) => {
     if (specialIds.has(id)) {
       tokenBytes[id] = utf8.encode(entry);
       return;
@@ -126,33 +102,15 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   const missing = byteToId.indexOf(-1);
   check(missing < 0, () => `${what} has no token for byte ${missing} (0x${missing.toString(16).padStart(2, '0')}); a byte-level BPE needs one for each of the 256 bytes, or some text could not be encoded`);
 
-  const mergesField = fields['merges'];
-  check(Array.isArray(mergesField), () => `${what} "merges" must be an array of "left right" strings, got ${describeValue(mergesField)}`);
-  const pairs = new PairTable(mergesField.length);
-  const mergedIds = new Int32Array(mergesField.length);
-  const ordinaryId = (piece: string | undefined): number | undefined => {
-    const id = piece === undefined ? undefined : idOf.get(piece);
-    return id === undefined || specialIds.has(id) ? undefined : id;
-  };
-  mergesField.forEach((entry: unknown, rank) => {
-    const parts = typeof entry === 'string' ? entry.split(' ') : [];
-    const a = parts.length === 2 ? ordinaryId(parts[0]) : undefined;
-    const b = parts.length === 2 ? ordinaryId(parts[1]) : undefined;
-    const made = a !== undefined && b !== undefined ? ordinaryId(parts[0]! + parts[1]!) : undefined;
-    check(made !== undefined,
-      () => `${what} merges[${rank}] ${describeValue(entry)} must be two tokens of the vocabulary, separated by a space, whose joined text is a token too`);
-    // As tokenizers builds its merge map: a pair listed twice keeps its later place.
-    pairs.set(a!, b!, rank);
-    mergedIds[rank] = made;
-  });
-  pairs.mergedIds = mergedIds;
+  const mergesField = fields['merges'] as string[];
+  const pairs = readPieceMerges(mergesField, idOf, specialIds, what);
 
   let wholePieces: Map<string, number> | undefined;
   if (ignoreMerges) {
     // tokenizers looks the pre-token's byte-level string up in the BPE model's vocabulary: the
     // special tokens it holds too, not those only added_tokens held.
     wholePieces = new Map();
-    vocab.forEach((entry: string, id) => {
+    vocab.forEach((entry, id) => {
       if (addedOnly.has(id)) return;
       const bytes = specialIds.has(id) ? byteLevelToBytes(entry) : tokenBytes[id]!;
       if (bytes) wholePieces!.set(latin1(bytes), id);
@@ -162,8 +120,8 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   const json: HfBpeTokenizerJson = {
     type: 'hf-bpe',
     pretokenizer: pre as HfPretokenizer,
-    vocab: [...vocab as string[]],
-    merges: [...mergesField as string[]],
+    vocab: [...vocab],
+    merges: [...mergesField],
     special: Object.fromEntries([...special].sort((x, y) => x[1] - y[1])),
     ignoreMerges,
     ...(addedOnly.size > 0 ? { addedOnly: [...addedOnly] } : {}),

@@ -36,7 +36,7 @@
  * tokens.
  */
 import { MinigptError, check, shownValue } from '../errors.js';
-import { MAX_BPE_VOCAB, PairTable, checkDecodeInput, checkEncodeInput, describeValue, mergePiece, specialTokenSplitter, splitAtSpecialTokens, toWellFormed } from './bpe.js';
+import { checkEncodeInput, checkSpecialTokenFields, decodeTokenBytes, describeValue, mergePiece, readPieceMerges, readPieces, specialTokenSplitter, splitAtSpecialTokens, toWellFormed } from './bpe.js';
 import type { EncodeOptions, Tokenizer, TokenizerJson } from './tokenizer.js';
 
 /** Where a "▁" is added in front of text (see the file comment). */
@@ -115,34 +115,11 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   const spaces = fields['spaces'];
   check(SP_SPACES.includes(spaces as SpSpaces), () => `${what} "spaces" must be ${SP_SPACES.map((s) => `"${s}"`).join(', ')}, got ${describeValue(spaces)}`);
 
-  const vocab = fields['vocab'];
-  check(Array.isArray(vocab) && vocab.length > 0, () => `${what} "vocab" must be a non-empty array of pieces, got ${describeValue(vocab)}`);
-  check(vocab.length <= MAX_BPE_VOCAB, () => `${what} has ${vocab.length} tokens; at most ${MAX_BPE_VOCAB} are supported`);
-  const idOf = new Map<string, number>();
-  vocab.forEach((entry: unknown, id) => {
-    check(typeof entry === 'string' && entry.length > 0 && toWellFormed(entry) === entry, () => `${what} vocab[${id}] must be a non-empty well-formed string, got ${describeValue(entry)}`);
-    const earlier = idOf.get(entry);
-    check(earlier === undefined, () => `${what} vocab[${id}] ${JSON.stringify(entry)} repeats vocab[${earlier}]`);
-    idOf.set(entry, id);
-  });
-
-  const specialField = fields['special'];
-  check(typeof specialField === 'object' && specialField !== null && !Array.isArray(specialField),
-    () => `${what} "special" must be an object of special token text -> id ({} for none), got ${describeValue(specialField)}`);
-  const special = new Map<string, number>();
-  for (const [text, id] of Object.entries(specialField as Record<string, unknown>)) {
-    check(typeof id === 'number' && Number.isInteger(id) && vocab[id] === text,
-      () => `${what} special token ${JSON.stringify(text)} has id ${typeof id === 'number' ? id : describeValue(id)}, where the vocabulary holds ${typeof id === 'number' && typeof vocab[id] === 'string' ? JSON.stringify(vocab[id]) : 'nothing'}; a special token's vocab entry is its text`);
-    special.set(text, id);
-  }
-  for (const name of ['unk', 'addBos', 'eos', 'bos'] as const) {
-    const v = fields[name];
-    check(v === undefined || (typeof v === 'string' && special.has(v)), () => `${what} "${name}" must be the text of one of its special tokens, got ${describeValue(v)}`);
-  }
+  const { vocab, idOf, special, specialIds } = readPieces(fields, what);
+  checkSpecialTokenFields(fields, ['unk', 'addBos', 'eos', 'bos'], special, what);
   const unk = fields['unk'] as string | undefined, addBos = fields['addBos'] as string | undefined;
   const eos = fields['eos'] as string | undefined, bos = fields['bos'] as string | undefined;
   const unkId = unk === undefined ? -1 : special.get(unk)!;
-  const specialIds = new Set(special.values());
 
   // Byte tokens: byteIds[b] is "<0xBB>"'s id (-1 where missing).
   const byteIds = new Int32Array(256).fill(-1);
@@ -157,29 +134,12 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     check(unk !== undefined, () => `${what} has neither byte fallback nor an unknown token, so some text could not be encoded`);
   }
 
-  const mergesField = fields['merges'];
-  check(Array.isArray(mergesField), () => `${what} "merges" must be an array of "left right" strings, got ${describeValue(mergesField)}`);
-  const pairs = new PairTable(mergesField.length);
-  const mergedIds = new Int32Array(mergesField.length);
-  const ordinaryId = (piece: string | undefined): number | undefined => {
-    const id = piece === undefined ? undefined : idOf.get(piece);
-    return id === undefined || specialIds.has(id) ? undefined : id;
-  };
-  mergesField.forEach((entry: unknown, rank) => {
-    const parts = typeof entry === 'string' ? entry.split(' ') : [];
-    const a = parts.length === 2 ? ordinaryId(parts[0]) : undefined;
-    const b = parts.length === 2 ? ordinaryId(parts[1]) : undefined;
-    const made = a !== undefined && b !== undefined ? ordinaryId(parts[0]! + parts[1]!) : undefined;
-    check(made !== undefined,
-      () => `${what} merges[${rank}] ${describeValue(entry)} must be two tokens of the vocabulary, separated by a space, whose joined text is a token too`);
-    pairs.set(a!, b!, rank); // a pair listed twice keeps its later place, as tokenizers builds its merge map
-    mergedIds[rank] = made;
-  });
-  pairs.mergedIds = mergedIds;
+  const mergesField = fields['merges'] as string[];
+  const pairs = readPieceMerges(mergesField, idOf, specialIds, what);
 
   // The token of each character the vocabulary holds as a piece (special tokens are not characters).
   const charIds = new Map<number, number>();
-  vocab.forEach((entry: string, id) => {
+  vocab.forEach((entry, id) => {
     if (specialIds.has(id)) return;
     const cp = entry.codePointAt(0)!;
     if (entry.length === (cp > 0xffff ? 2 : 1)) charIds.set(cp, id);
@@ -187,7 +147,7 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
 
   // Whether every piece's "▁"s come first in it (SentencePiece's pieces for whitespace-split
   // training: "▁the", "▁▁▁▁"), so a text's BPE is that of its words (see encodeStretch).
-  const piecesStayInWords = vocab.every((entry: string, id) => specialIds.has(id) || !/[^\u2581]\u2581/.test(entry));
+  const piecesStayInWords = vocab.every((entry, id) => specialIds.has(id) || !/[^\u2581]\u2581/.test(entry));
 
   const utf8 = new TextEncoder();
   const charBytes = new Uint8Array(4);
@@ -257,11 +217,7 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     return Int32Array.from(out);
   };
   const byteIdSet = new Set(byteIds);
-  let mergesJoinBytes = false;
-  for (let rank = 0; rank < mergedIds.length && !mergesJoinBytes; rank++) {
-    const [a, b] = (mergesField[rank] as string).split(' ') as [string, string];
-    mergesJoinBytes = byteIdSet.has(idOf.get(a)!) || byteIdSet.has(idOf.get(b)!);
-  }
+  const mergesJoinBytes = mergesField.some((m) => m.split(' ').some((piece) => byteIdSet.has(idOf.get(piece)!)));
   const lineBreaksCutExactly = byteFallback && !charIds.has(0x0a) && !charIds.has(0x0d) && !mergesJoinBytes;
 
   const allowedSplitter = specialTokenSplitter(special, 'sp-bpe');
@@ -282,7 +238,7 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   };
 
   // Each token's bytes: a piece's text with "▁" as a space, a byte token's byte, a special token's text.
-  const tokenBytes: Uint8Array[] = vocab.map((entry: string, id) => {
+  const tokenBytes: Uint8Array[] = vocab.map((entry, id) => {
     if (specialIds.has(id)) return utf8.encode(entry);
     const byte = byteIds.indexOf(id);
     if (byte >= 0) return Uint8Array.of(byte);
@@ -294,26 +250,15 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     const where = position === null ? '' : ` at position ${position}`;
     throw new MinigptError(`token id ${shownValue(id)}${where} is out of range for this sp-bpe tokenizer; valid ids are 0 to ${vocabSize - 1}`);
   };
-  const utf8Decoder = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
   const decode = (ids: ArrayLike<number>): string => {
-    checkDecodeInput(ids);
-    let total = 0;
-    for (let i = 0; i < ids.length; i++) total += bytesOf(ids[i]!, i).length;
-    const buf = new Uint8Array(total);
-    let at = 0;
-    for (let i = 0; i < ids.length; i++) {
-      const bytes = bytesOf(ids[i]!, i);
-      buf.set(bytes, at);
-      at += bytes.length;
-    }
-    const text = utf8Decoder.decode(buf);
+    const text = decodeTokenBytes(ids, bytesOf);
     return text.startsWith(' ') ? text.slice(1) : text;
   };
 
   const json: SpBpeTokenizerJson = {
     type: 'sp-bpe',
-    vocab: [...vocab as string[]],
-    merges: [...mergesField as string[]],
+    vocab: [...vocab],
+    merges: [...mergesField],
     special: Object.fromEntries([...special].sort((x, y) => x[1] - y[1])),
     ...(unk !== undefined ? { unk } : {}),
     byteFallback,
