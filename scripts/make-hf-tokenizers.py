@@ -14,7 +14,8 @@ Llama 2's ("<unk>", "<s>", "</s>", the 256 byte tokens "<0x00>".."<0xFF>", then 
 characters of their own so that byte fallback and the unknown token are met often:
   llama-style      Llama 2's legacy layout: normalizer Prepend("▁") + Replace(" ", "▁"), byte
                    fallback, a post-processor that starts every text with "<s>", no piece holding a
-                   line break (a byte token, as in Llama 2's vocabulary)
+                   line break (a byte token, as in Llama 2's vocabulary), merges as transformers'
+                   converter lists them (every split of a piece)
   metaspace-first  a Metaspace pre-tokenizer, prepend_scheme "first", split off, byte fallback
   metaspace-unk    a Metaspace pre-tokenizer, prepend_scheme "always", split on, no byte fallback:
                    the unknown token, runs of unknown characters fused into one
@@ -126,8 +127,24 @@ def sp_pieces(lines: list, vocab_size: int, line_breaks: bool) -> tuple:
     return vocab, [m for m in merges if kept(m[0]) and kept(m[1])]
 
 
+def converter_merges(vocab: dict) -> list:
+    """The merges as transformers' converter writes them for a SentencePiece model (Llama 2's
+    tokenizer.json): every split of a piece into two pieces, ordered by the piece they make, then
+    by the two pieces' ids (what llama.cpp's SentencePiece tokenizer merges too)."""
+    pieces = {p: i for p, i in vocab.items() if i >= 3 + 256}
+    found = []
+    for piece, pid in pieces.items():
+        for k in range(1, len(piece)):
+            left, right = piece[:k], piece[k:]
+            if left in pieces and right in pieces:
+                found.append((pid, pieces[left], pieces[right], left, right))
+    return [(left, right) for _, _, _, left, right in sorted(found)]
+
+
 def sp_style(lines: list, layout: str) -> Tokenizer:
     vocab, merges = sp_pieces(lines, 700, line_breaks=layout != "llama-style")
+    if layout == "llama-style":
+        merges = converter_merges(vocab)
     fallback = layout != "metaspace-unk"
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=fallback, fuse_unk=True))
     if layout == "llama-style":
@@ -143,6 +160,13 @@ def sp_style(lines: list, layout: str) -> Tokenizer:
     return tok
 
 
+# SentencePiece-style: spaces around special tokens, "\u2581" typed, runs of unknown characters.
+SP_STRINGS = [
+    "<s>", "</s>text", "a<s>b", "a<s> b", " <s> ", "text</s>", "▁already ▁▁marked", "ZQXJ zqxj ZZZ",
+    "éèê üöä ß",
+]
+
+
 def test_strings(rng: random.Random) -> list:
     fixed = [
         "", "Hello world", "Hello, world! It's 2024 and we're here.", "12345 67890", "3.14159 and 1,000,000",
@@ -154,9 +178,6 @@ def test_strings(rng: random.Random) -> list:
         "a  1 b   22 c    333", "one zqxj two zqx zqxjj",
         # Pre-tokens over 64 bytes: merged with a heap, not by scanning.
         "the" * 40, " " * 100 + "x", "—" * 40, "naïve" * 20, "x\t\t3 end.  4\n\n  7", "page  12  of   300",
-        # SentencePiece-style: spaces around special tokens, "▁" typed, runs of unknown characters.
-        "<s>", "</s>text", "a<s>b", "a<s> b", " <s> ", "text</s>", "▁already ▁▁marked", "ZQXJ zqxj ZZZ",
-        "éèê üöä ß",
     ]
     return fixed + corpus(rng, 40)
 
@@ -179,7 +200,7 @@ def main() -> None:
             f.write("\n")
     elif len(sys.argv) == 3 and sys.argv[1] == "sp-fixture":
         lines = corpus(random.Random(1234), 3000)
-        texts = test_strings(random.Random(99))
+        texts = test_strings(random.Random(99)) + SP_STRINGS
         out = {}
         for name in ("llama-style", "metaspace-first", "metaspace-unk"):
             tok = sp_style(lines, name)

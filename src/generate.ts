@@ -224,6 +224,7 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
     const stopIds = opts.stopAtEndOfText === false ? [] : [endOfTextToken(tokenizer)?.[1], ...textStart].filter((id) => id !== undefined);
     const order = new Int32Array(V), probs = new Float64Array(V);
     const decoder = createStreamingDecoder(tokenizer);
+    let atTextStart = prompt.length === 0 && tokenizer.kind === 'sp-bpe';
     const sampling = { temperature, topK, topP };
 
     // With stop texts: the text generated so far, and how much of it has been yielded.
@@ -283,7 +284,14 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
       // The last token brings whatever is held back: the generated text joined is decode(ids), an
       // unfinished character as U+FFFD, as transformers' streamer ends.
       const final = n === maxTokens - 1 || aborted;
-      const piece = release(decoder.push(id) + (final ? decoder.flush() : ''), final);
+      let text = decoder.push(id) + (final ? decoder.flush() : '');
+      if (atTextStart && text !== '') {
+        // An sp-bpe token carries the "▁" added in front of a text: from an empty prompt, the text's
+        // first token prints without it, as its decode drops it.
+        if (text.startsWith(' ')) text = text.slice(1);
+        atTextStart = false;
+      }
+      const piece = release(text, final);
       if (piece.stop !== undefined) {
         yield { id, text: piece.text, stop: piece.stop };
         return;

@@ -7,6 +7,7 @@ import { createModel, forward, setWeights, type Model } from './model/model.js';
 import { paramLayout } from './model/params.js';
 import type { ModelConfig } from './model/config.js';
 import { bitsPerByte, textStartIds, tokenByteLengths, type Tokenizer } from './data/tokenizer.js';
+import type { SpBpeTokenizer } from './data/sp-bpe.js';
 import type { CleanOptions } from './data/text.js';
 import { checkNodeOnly } from './util/runtime.js';
 
@@ -137,5 +138,7 @@ export async function scoreText(loaded: LoadedModel, text: string): Promise<Text
   const byteLengths = tokenByteLengths(loaded.tokenizer);
   let bytes = 0;
   for (let i = 1; i < ids.length; i++) bytes += byteLengths[ids[i]!] ?? 0;
+  // After "<s>", an sp-bpe tokenizer's first scored token holds the "▁" it adds in front: a byte the text does not have.
+  if (ids[0] !== undefined && textStartIds(loaded.tokenizer).includes(ids[0]) && (loaded.tokenizer as SpBpeTokenizer).addsSpace(text)) bytes -= 1;
   return { ids, logprobs, loss, bitsPerByte: bitsPerByte(loss, logprobs.length, bytes) };
 }

@@ -280,6 +280,8 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     // SentencePiece-style (Llama 2's layout, "<s>" before every text; Metaspace without byte fallback).
     ['sp-bpe-llama', { ...checkpoint(spBpeFixtureTokenizer('llama-style')), recorded: { clean: { lowercase: true } } }],
     ['sp-bpe-metaspace-unk', checkpoint(spBpeFixtureTokenizer('metaspace-unk'))],
+    // Byte fallback with a Metaspace layout: the export's decoder must turn byte tokens back into bytes.
+    ['sp-bpe-metaspace-first', checkpoint(spBpeFixtureTokenizer('metaspace-first'))],
   ];
   const jobs: { dir: string; texts: string[]; ids: number[][]; decode: number[][]; resave: string }[] = [];
   const root = await tmp();

@@ -422,7 +422,7 @@ test('sp-bpe (Llama 2\'s layout): "<s>" before each document, the "▁" in front
       opened.close();
     }
     await assert.rejects(prepareShards({ data, out: join(dir, 'refused'), tokenizer: spBpeFixtureTokenizer('metaspace-first') }),
-      (e: unknown) => e instanceof MinigptError && /this sp-bpe tokenizer's vocabulary has line breaks as pieces/.test(e.message));
+      (e: unknown) => e instanceof MinigptError && /this sp-bpe tokenizer's line breaks are not byte tokens that no merge joins \(it has no byte fallback, line breaks as pieces, or merges of byte tokens\)/.test(e.message));
   });
 });
 

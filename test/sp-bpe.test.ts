@@ -14,14 +14,14 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hfTokenizerJson, tokenizerFromHfJson } from '../src/io/hf.js';
-import { createStreamingDecoder, textStartIds, tokenizerFromJson } from '../src/data/tokenizer.js';
+import { createStreamingDecoder, textStartIds, tokenizerFromJson, type Tokenizer } from '../src/data/tokenizer.js';
 import { documentSeparatorOf, encodeDocuments } from '../src/data/documents.js';
 import { MinigptError } from '../src/errors.js';
 import { createRng } from '../src/util/random.js';
 import { libraryIds, tokenizersPython } from './support/tokenizers-library.js';
 import { resolveConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
-import { createModel, setWeights } from '../src/model/model.js';
+import { createModel, setWeights, type Model } from '../src/model/model.js';
 import { createReferenceBackend } from '../src/backend/reference/index.js';
 import { computeLogits, scoreText } from '../src/inference.js';
 import { generate } from '../src/generate.js';
@@ -69,7 +69,22 @@ test('a vocabulary with a piece across a word\'s end ("e▁") is merged over the
   const across = tok.vocabSize - 1;
   assert.equal((tok.toJSON() as unknown as { vocab: string[] }).vocab[across], 'e\u2581');
   assert.ok(Array.from(tok.encode('the cat')).includes(across), 'the first merge joins "e" and the next word\'s "▁"');
-  assert.ok(!Array.from(spBpeFixtureTokenizer('llama-style').encode('the cat')).includes(across));
+  assert.equal(tok.decode(tok.encode('the cat')), 'the cat');
+});
+
+test('prepare\'s line-break cuts are exact only where line breaks are byte tokens no merge joins', () => {
+  const base = spBpeFixtureTokenizer('llama-style').toJSON() as unknown as { vocab: string[]; merges: string[] };
+  const exact = (edit: (json: { vocab: string[]; merges: string[] }) => void): boolean => {
+    const json = structuredClone(base);
+    edit(json);
+    return (tokenizerFromJson(json, 'edited') as unknown as { lineBreaksCutExactly: boolean }).lineBreaksCutExactly;
+  };
+  assert.equal(exact(() => {}), true);
+  assert.equal(exact((j) => { j.vocab.push('\r'); }), false, 'a carriage return piece');
+  assert.equal(exact((j) => { j.vocab.push('\n'); }), false, 'a line feed piece');
+  assert.equal(exact((j) => { j.vocab.push('<0x0A>a'); j.merges.push('<0x0A> a'); }), false, 'a merge that joins a byte token');
+  assert.equal(spBpeFixtureTokenizer('metaspace-unk').toJSON().byteFallback, false);
+  assert.equal((spBpeFixtureTokenizer('metaspace-unk') as unknown as { lineBreaksCutExactly: boolean }).lineBreaksCutExactly, false, 'no byte fallback');
 });
 
 test('sp-bpe survives its own JSON and an HF export -> import round trip; streams byte tokens whole; special tokens only when allowed', () => {
@@ -122,7 +137,39 @@ test('sp-bpe refuses broken JSON and tokenizer.json it cannot reproduce, with on
     ['ignore_merges', { ...hf, model: { ...model, ignore_merges: true } }, /BPE options .* that minigpt's sp-bpe tokenizer does not have/],
     ['missing byte token', { ...hf, model: { ...model, vocab: Object.fromEntries(Object.entries(model['vocab'] as Record<string, number>).map(([k, v]) => [k === '<0x41>' ? '<0x41>x' : k, v])) } }, /has no token <0x41>/],
   ];
+  const specialNormalized = structuredClone(hf) as { added_tokens: Record<string, unknown>[] };
+  specialNormalized.added_tokens[1]!['normalized'] = true;
+  hfCases.push(['special token matched after normalizing', specialNormalized, /special token "<s>" is found in the normalized text \("normalized": true\)/]);
+  hfCases.push(['null added token', { ...hf, added_tokens: [null] }, /added_tokens holds null, not a token object/]);
+  hfCases.push(['Unigram', { ...hf, model: { type: 'Unigram', vocab: [] } }, /tokenizer model "Unigram" is not supported/]);
   for (const [name, json, re] of hfCases) assert.throws(() => tokenizerFromHfJson(json, 'tokenizer.json'), oneLine(re), name);
+});
+
+test('tokenizer.json variants the library takes: an unknown token only the vocabulary holds, a merge that would make a special token, unknown runs fused across words', () => {
+  // <unk> not among the added tokens: an ordinary piece, never matched as special-token text.
+  const unkJson = structuredClone(SP_BPE_FIXTURE['metaspace-unk'].tokenizer) as { added_tokens: { content: string }[] };
+  unkJson.added_tokens = unkJson.added_tokens.filter((t) => t.content !== '<unk>');
+  const unk = tokenizerFromHfJson(unkJson, 'unk.json');
+  assert.equal(unk.specialTokens?.['<unk>'], undefined);
+  assert.deepEqual(Array.from(unk.encode('\u65e5\u672c', { allowedSpecial: 'all' })).slice(-1), [0], 'an unknown character is still <unk>');
+  assert.notDeepEqual(Array.from(unk.encode('<unk>', { allowedSpecial: 'all' })), [0]);
+  // "<s" ">" where "<s>" is a special token: left out (special tokens are split out before merging in the library).
+  const withMerge = structuredClone(SP_BPE_FIXTURE['llama-style'].tokenizer) as { model: { vocab: Record<string, number>; merges: string[][] } };
+  for (const piece of ['<', 's', '>', '<s']) withMerge.model.vocab[piece] ??= Object.keys(withMerge.model.vocab).length;
+  withMerge.model.merges.unshift(['<', 's'], ['<s', '>']);
+  const merged = tokenizerFromHfJson(withMerge, 'merge.json');
+  assert.ok(!Array.from(merged.encode('<s>')).includes(1), 'ordinary text never becomes "<s>"');
+  assert.ok(Array.from(merged.encode('<s>')).includes(withMerge.model.vocab['<s']!), 'the merge before it still applies');
+  // No "▁" piece, no byte fallback, unknown runs fused: " Z Z" is one <unk> (a cut before each word would make two).
+  const tiny = {
+    model: { type: 'BPE', vocab: { '<unk>': 0, '<s>': 1, '</s>': 2, a: 3, b: 4, ab: 5 }, merges: [['a', 'b']], unk_token: '<unk>', fuse_unk: true, byte_fallback: false },
+    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' }, { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' }] },
+    pre_tokenizer: null, post_processor: null, added_tokens: [],
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+  };
+  const fused = tokenizerFromHfJson(tiny, 'tiny.json');
+  assert.deepEqual(Array.from(fused.encode('Z Z')), [0]);
+  assert.deepEqual(Array.from(fused.encode('ab Z ab')), [0, 5, 0, 5]);
 });
 
 test('"<s>" starts every training document, every prompt and every scored text', async () => {
@@ -149,6 +196,8 @@ test('"<s>" starts every training document, every prompt and every scored text',
   for (const spec of paramLayout(config).specs) if (spec.name.endsWith('o_proj.weight')) for (let i = 0; i < spec.shape[0]! * spec.shape[1]!; i++) weights[spec.offset + i]! *= 100;
   setWeights(model, weights);
   const score = await scoreText({ model, tokenizer: tok }, 'Hello');
+  // Bits per byte over the text's 5 bytes, not the 6 of its tokens (the "▁" added in front).
+  assert.ok(Math.abs(score.bitsPerByte! - (score.loss * score.logprobs.length) / (5 * Math.LN2)) < 1e-9, `bits per byte ${score.bitsPerByte}`);
   const prompt = 'a'; // one token: without "<s>" it attends to itself alone
   assert.deepEqual(score.ids, [1, ...tok.encode('Hello')]);
   // Greedy: the first token generated after a prompt is the argmax after "<s>" + the prompt (which this model makes differ from the one without "<s>").
@@ -163,6 +212,13 @@ test('"<s>" starts every training document, every prompt and every scored text',
   assert.notEqual(withBos, await argmaxAfter(Array.from(tok.encode(prompt))), 'the test model tells the two apart');
   const first = await generate({ model, tokenizer: tok }, prompt, { maxTokens: 1, temperature: 0 }).next();
   assert.equal(first.value && first.value.id, withBos);
+  // The context note counts "<s>": a prompt of exactly `context` tokens is one over.
+  const { checkPrompt } = await import('../src/generate.js');
+  let long = '';
+  while (tok.encode(long).length < config.context) long += 'a ';
+  while (tok.encode(long).length > config.context) long = long.slice(0, -1);
+  assert.equal(tok.encode(long).length, config.context);
+  assert.match(checkPrompt({ model, tokenizer: tok }, long, 'the prompt'), new RegExp(`^the prompt has ${config.context + 1} tokens; the model sees only its last ${config.context}`));
   const fromNothing = await generate({ model, tokenizer: tok }, '', { maxTokens: 1, temperature: 0 }).next();
   assert.equal(fromNothing.value && fromNothing.value.id, await argmaxAfter([1]));
 });
@@ -226,25 +282,47 @@ test('a Llama 2-shaped Hugging Face folder imports, samples, scores, fine-tunes 
   assert.equal(cli('tokenizer', 'encode', '--tokenizer', hf, '--text', 'Once upon').trim(), JSON.stringify(Array.from(tok.encode('Once upon'))));
   await writeFile(join(dir, 'stories.jsonl'), Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: i % 2 ? 'The dog ran home.' : 'Once upon a time there was a cat.' })).join('\n'));
   cli('train', '--init-from', ckpt, '--data', join(dir, 'stories.jsonl'), '--steps', '2', '--batch', '2', '--context', '32', '--eval-every', '0', '--out', join(dir, 'tuned'), '--quiet');
+  // Shards prepared with the Hugging Face folder's tokenizer.json fit the model imported from it (its eos is recorded only there).
+  cli('prepare', '--data', join(dir, 'stories.jsonl'), '--tokenizer', hf, '--out', join(dir, 'shards'));
+  cli('train', '--init-from', ckpt, '--data', join(dir, 'shards'), '--steps', '1', '--batch', '2', '--context', '32', '--eval-every', '0', '--out', join(dir, 'tuned-shards'), '--quiet');
   cli('export', '--ckpt', join(dir, 'tuned'), '--format', 'hf', '--out', join(dir, 'out'));
   const exported = JSON.parse(await readFile(join(dir, 'out', 'config.json'), 'utf8'));
   assert.deepEqual([exported.bos_token_id, exported.eos_token_id], [1, 2]);
 });
 
+/** A model that always predicts `next`: every token's residual stream is dimension 0, which the head reads as `next`. */
+function alwaysPredicting(tok: Tokenizer, next: number): Model {
+  const C = 8;
+  const config = resolveConfig({ vocab_size: tok.vocabSize, d_model: C, n_heads: 2, n_layers: 1, context: 16 });
+  const layout = paramLayout(config);
+  const at = (name: string): number => layout.specs.find((s) => s.name === name)!.offset;
+  const weights = new Float32Array(layout.size);
+  for (let id = 0; id < config.vocab_size; id++) weights[at('model.embed_tokens.weight') + id * C] = 1;
+  weights.fill(1, at('model.norm.weight'), at('model.norm.weight') + C);
+  weights[at('lm_head.weight') + next * C] = 10;
+  const model = createModel(createReferenceBackend(), config);
+  setWeights(model, weights);
+  return model;
+}
+
+test('from an empty prompt the first token prints without the "▁" added in front of a text; after a prompt it keeps it', async () => {
+  const tok = spBpeFixtureTokenizer('llama-style');
+  const the = tok.encode('the')[0]!;
+  assert.equal(tok.decode([1, the]), '<s> the');
+  const model = alwaysPredicting(tok, the);
+  const texts = async (prompt: string): Promise<string[]> => {
+    const out: string[] = [];
+    for await (const t of generate({ model, tokenizer: tok }, prompt, { maxTokens: 3, temperature: 0 })) out.push(t.text);
+    return out;
+  };
+  assert.deepEqual(await texts(''), ['the', ' the', ' the']);
+  assert.deepEqual(await texts('Once'), [' the', ' the', ' the']);
+});
+
 test('generation ends where the model writes "<s>" (a new text starts), as llama2.c\'s does, and where it writes its "</s>"', async () => {
   const base = spBpeFixtureTokenizer('llama-style');
   for (const [tok, end] of [[base, 1], [tokenizerFromJson({ ...base.toJSON(), eos: '</s>' }, 'with eos'), 2]] as const) {
-    const C = 8;
-    const config = resolveConfig({ vocab_size: tok.vocabSize, d_model: C, n_heads: 2, n_layers: 1, context: 16 });
-    const layout = paramLayout(config);
-    const at = (name: string): number => layout.specs.find((s) => s.name === name)!.offset;
-    // Every token's residual stream is dimension 0, which the head reads as `end`.
-    const weights = new Float32Array(layout.size);
-    for (let id = 0; id < config.vocab_size; id++) weights[at('model.embed_tokens.weight') + id * C] = 1;
-    weights.fill(1, at('model.norm.weight'), at('model.norm.weight') + C);
-    weights[at('lm_head.weight') + end * C] = 10;
-    const model = createModel(createReferenceBackend(), config);
-    setWeights(model, weights);
+    const model = alwaysPredicting(tok, end);
     const out: { id: number; endOfText?: true }[] = [];
     for await (const t of generate({ model, tokenizer: tok }, 'Hi', { maxTokens: 4, temperature: 0 })) out.push({ id: t.id, ...(t.endOfText ? { endOfText: t.endOfText } : {}) });
     assert.deepEqual(out, [{ id: end, endOfText: true }], `ends at ${end}`);

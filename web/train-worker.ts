@@ -17,7 +17,7 @@
  * `notIsolated`: why the page is not cross-origin isolated ('' when it is), for the backend note.
  */
 import {
-  MinigptError, checkPrompt, checkpointToZip, endOfTextToken, preparePrompt, encodeGguf, generate, ggufFromCheckpoint, hfExportFiles, readWeights, zipFiles,
+  MinigptError, checkPrompt, checkpointToZip, preparePrompt, encodeGguf, generate, ggufFromCheckpoint, hfExportFiles, readWeights, zipFiles,
   type Checkpoint, type CleanOptions, type LoadedModel,
 } from '../src/index.js';
 import { errorText, loadCheckpointModel, runTraining, type PageBackend, type PageOptions, type PageState } from './run.js';
@@ -128,7 +128,7 @@ async function generateText(req: GenerateRequest): Promise<void> {
     for await (const t of generate(loaded, prepared.prompt, {
       maxTokens: req.maxTokens, temperature: req.temperature, topK: req.topK, topP: req.topP, seed: req.seed, signal: stop.signal,
     })) {
-      if (t.endOfText) note = [note, `the model ended the text (${endOfTextToken(loaded.tokenizer)?.[0]})`].filter(Boolean).join('; ');
+      if (t.endOfText) note = [note, `the model ended the text (${loaded.tokenizer.decode([t.id])})`].filter(Boolean).join('; ');
       if (t.text) post({ type: 'token', text: t.text });
     }
     post({ type: 'generated', end: stop.signal.aborted ? 'stopped' : 'done', error: '', note });

@@ -393,8 +393,10 @@ export function checkSpecialTokenFields(fields: Record<string, unknown>, names: 
 
 /**
  * A tokenizer.json's merges ("left right" pieces, the first applied first) as a PairTable whose
- * mergedIds give the piece each makes; special tokens are never merged. A pair listed twice keeps
- * its later place, as the tokenizers library builds its merge map.
+ * mergedIds give the piece each makes; special tokens are never merged, nor made: a merge whose
+ * joined text is a special token's ("<s" ">" where "<s>" is one) is left out, as it never applies in
+ * the tokenizers library (special tokens are split out of the text first). A pair listed twice
+ * keeps its later place, as the library builds its merge map.
  */
 export function readPieceMerges(merges: unknown, idOf: ReadonlyMap<string, number>, specialIds: ReadonlySet<number>, what: string): PairTable {
   check(Array.isArray(merges), () => `${what} "merges" must be an array of "left right" strings, got ${describeValue(merges)}`);
@@ -408,11 +410,12 @@ export function readPieceMerges(merges: unknown, idOf: ReadonlyMap<string, numbe
     const parts = typeof entry === 'string' ? entry.split(' ') : [];
     const a = parts.length === 2 ? ordinaryId(parts[0]) : undefined;
     const b = parts.length === 2 ? ordinaryId(parts[1]) : undefined;
-    const made = a !== undefined && b !== undefined ? ordinaryId(parts[0]! + parts[1]!) : undefined;
-    check(made !== undefined,
+    const joined = a !== undefined && b !== undefined ? idOf.get(parts[0]! + parts[1]!) : undefined;
+    check(joined !== undefined,
       () => `${what} merges[${rank}] ${describeValue(entry)} must be two tokens of the vocabulary, separated by a space, whose joined text is a token too`);
+    if (specialIds.has(joined)) return;
     pairs.set(a!, b!, rank);
-    mergedIds[rank] = made;
+    mergedIds[rank] = joined;
   });
   pairs.mergedIds = mergedIds;
   return pairs;

@@ -35,16 +35,16 @@ export function documentSeparatorOfKind(kind: TokenizerKind): DocumentSeparator 
   return kind === 'char' ? BLANK_LINE_SEPARATOR : END_OF_TEXT;
 }
 
-/** A separator for messages: "<|endoftext|>", "a blank line" or "the start-of-text token before each". */
+/** A separator for messages ("separated by ..."): "<|endoftext|>", "a blank line" or "a start-of-text token before each". */
 export function describeSeparator(separator: DocumentSeparator): string {
-  return separator === END_OF_TEXT ? END_OF_TEXT : separator === START_OF_TEXT_SEPARATOR ? 'the start-of-text token before each' : 'a blank line';
+  return separator === END_OF_TEXT ? END_OF_TEXT : separator === START_OF_TEXT_SEPARATOR ? 'a start-of-text token before each' : 'a blank line';
 }
 
 /**
  * The documents cleaned as training reads them. With a blank line: one text, the documents
  * joined and then cleaned (cleanText(loadText(...)), so a blank-line run across a join collapses).
- * With <|endoftext|>: each document cleaned on its own; those left empty are dropped (no two
- * separators in a row).
+ * With <|endoftext|> or the start-of-text token: each document cleaned on its own; those left empty
+ * are dropped (no two separators in a row, no document of only "<s>").
  */
 export function cleanDocuments(documents: readonly string[], separator: DocumentSeparator, clean?: Partial<CleanOptions>): string[] {
   if (separator === BLANK_LINE_SEPARATOR) return [cleanText(documents.join(BLANK_LINE_SEPARATOR), clean)];

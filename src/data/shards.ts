@@ -203,7 +203,7 @@ async function listInputs(path: string): Promise<InputFile[]> {
 type Part = 'train' | 'val';
 /** Receives cleaned pieces in order (`startsText`: the first of a document, or of the whole text with blank-line separation); returning false stops the reading. */
 type PieceSink = (text: string, part: Part, startsText: boolean) => boolean | void;
-/** Receives the separator between two documents (with <|endoftext|> separation); false stops the stream, as for PieceSink. */
+/** Receives the separator between two documents (with token separation: <|endoftext|>, or the start-of-text token, which the piece sink writes); false stops the stream, as for PieceSink. */
 type SeparatorSink = (part: Part) => boolean | void;
 
 function isWhitespace(c: number): boolean {
@@ -471,7 +471,7 @@ const BINARY_SNIFF_BYTES = 8192;
 interface StreamOptions {
   textField: string;
   clean: CleanOptions;
-  /** How documents are separated (see documents.ts); with END_OF_TEXT, streamCorpus's separatorSink receives each separator. */
+  /** How documents are separated (see documents.ts); but for a blank line, streamCorpus's separatorSink receives each separator. */
   separator: DocumentSeparator;
   chunkBytes: number;
   maxPendingChars: number;
@@ -578,7 +578,7 @@ function lineOfByte(path: string, offset: number): number {
  */
 async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: PieceSink, separatorSink?: SeparatorSink): Promise<void> {
   const chunkChars = Math.max(64, opts.chunkBytes);
-  check(opts.separator === BLANK_LINE_SEPARATOR || separatorSink !== undefined, 'streamCorpus: <|endoftext|> separation needs a separator sink');
+  check(opts.separator === BLANK_LINE_SEPARATOR || separatorSink !== undefined, 'streamCorpus: token separation needs a separator sink');
   const maxPending = Math.max(2 * chunkChars, opts.maxPendingChars);
   const splitReach = Math.min(maxPending, Math.max(64, Math.floor(opts.valBytes / 2)));
   const cleaner = new StreamCleaner(chunkChars, maxPending, splitReach, opts.pretokens, opts.clean, sink, opts.separator === BLANK_LINE_SEPARATOR ? undefined : separatorSink);
@@ -924,7 +924,7 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
   // Pieces are cut before line breaks and encoded one by one: exact for an sp-bpe tokenizer whose
   // line breaks are byte tokens no merge joins (Llama 2's), its later pieces continuing the first.
   const sp = tokenizer.kind === 'sp-bpe' ? tokenizer as SpBpeTokenizer : null;
-  check(sp === null || sp.lineBreaksCutExactly, () => `${opts.data}: this sp-bpe tokenizer's vocabulary has line breaks as pieces (or merges byte tokens), so prepare cannot cut the text at line breaks and keep its tokens exact; train on the data directly (${adviceFor('--data', 'data')}), which encodes it whole`);
+  check(sp === null || sp.lineBreaksCutExactly, () => `${opts.data}: this sp-bpe tokenizer's line breaks are not byte tokens that no merge joins (it has no byte fallback, line breaks as pieces, or merges of byte tokens), so prepare cannot cut the text at line breaks and keep its tokens exact; train on the data directly (${adviceFor('--data', 'data')}), which encodes it whole`);
   const separator = documentSeparatorOf(tokenizer);
   const dtype: ShardDType = opts.dtype ?? (tokenizer.vocabSize <= 65536 ? 'uint16' : 'uint32');
   check(
@@ -1117,7 +1117,7 @@ function validateMeta(json: unknown, metaPath: string): ShardsMeta {
     if (!Number.isSafeInteger(s.tokens) || (s.tokens as number) < 0) throw bad(`"${part}.tokens" must be a whole number, got ${JSON.stringify(s.tokens)}`);
   }
   if (m.document_separator !== undefined && !DOCUMENT_SEPARATORS.includes(m.document_separator as DocumentSeparator)) {
-    throw bad(`"document_separator" must be ${DOCUMENT_SEPARATORS.map((d) => JSON.stringify(d)).join(' or ')}, got ${JSON.stringify(m.document_separator)}`);
+    throw bad(`"document_separator" must be one of ${DOCUMENT_SEPARATORS.map((d) => JSON.stringify(d)).join(', ')}, got ${JSON.stringify(m.document_separator)}`);
   }
   check((m.train as ShardSplitSummary).shards.length > 0, `${metaPath}: has no training shards; ${reprepare()}`);
   return m as unknown as ShardsMeta;

@@ -32,8 +32,8 @@
  * JSON: { "type": "sp-bpe", "vocab": [piece of each id], "merges": ["left right", ...],
  * "special": { text: id }, "unk"?: text, "byteFallback": boolean, "fuseUnk": boolean,
  * "spaces": "prepend" | "always" | "first", "split": boolean, "addBos"?: text, "eos"?: text,
- * "bos"?: text }. A special token's vocab entry is its text; unk, addBos, eos and bos name special
- * tokens.
+ * "bos"?: text }. A special token's vocab entry is its text; addBos, eos and bos name special
+ * tokens, unk a piece of the vocabulary (a special token or not, as the file had it).
  */
 import { MinigptError, check, shownValue } from '../errors.js';
 import { checkEncodeInput, checkSpecialTokenFields, decodeTokenBytes, describeValue, mergePiece, readPieceMerges, readPieces, specialTokenSplitter, splitAtSpecialTokens, toWellFormed } from './bpe.js';
@@ -54,7 +54,7 @@ export interface SpBpeTokenizerJson extends TokenizerJson {
   merges: string[];
   /** Special tokens: text -> id. */
   special: Record<string, number>;
-  /** The unknown token (one of the special tokens); absent for none. */
+  /** The unknown token's piece (special or not); absent for none. */
   unk?: string;
   /** Whether a character missing from the vocabulary becomes its bytes' tokens "<0x00>".."<0xFF>". */
   byteFallback: boolean;
@@ -89,6 +89,8 @@ export interface SpBpeTokenizer extends Tokenizer {
    * Llama 2's vocabulary. prepare cuts text there.
    */
   readonly lineBreaksCutExactly: boolean;
+  /** Whether encoding `text` (at a text's start) adds a "▁" in front of it, a space the text does not have. */
+  addsSpace(text: string): boolean;
   toJSON(): SpBpeTokenizerJson;
 }
 
@@ -116,10 +118,12 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   check(SP_SPACES.includes(spaces as SpSpaces), () => `${what} "spaces" must be ${SP_SPACES.map((s) => `"${s}"`).join(', ')}, got ${describeValue(spaces)}`);
 
   const { vocab, idOf, special, specialIds } = readPieces(fields, what);
-  checkSpecialTokenFields(fields, ['unk', 'addBos', 'eos', 'bos'], special, what);
-  const unk = fields['unk'] as string | undefined, addBos = fields['addBos'] as string | undefined;
+  checkSpecialTokenFields(fields, ['addBos', 'eos', 'bos'], special, what);
+  const unk = fields['unk'];
+  check(unk === undefined || (typeof unk === 'string' && idOf.has(unk)), () => `${what} "unk" must be a piece of its vocabulary, got ${describeValue(unk)}`);
+  const addBos = fields['addBos'] as string | undefined;
   const eos = fields['eos'] as string | undefined, bos = fields['bos'] as string | undefined;
-  const unkId = unk === undefined ? -1 : special.get(unk)!;
+  const unkId = unk === undefined ? -1 : idOf.get(unk as string)!;
 
   // Byte tokens: byteIds[b] is "<0xBB>"'s id (-1 where missing).
   const byteIds = new Int32Array(256).fill(-1);
@@ -147,7 +151,10 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
 
   // Whether every piece's "▁"s come first in it (SentencePiece's pieces for whitespace-split
   // training: "▁the", "▁▁▁▁"), so a text's BPE is that of its words (see encodeStretch).
-  const piecesStayInWords = vocab.every((entry, id) => specialIds.has(id) || !/[^\u2581]\u2581/.test(entry));
+  // (A run of unknown characters fused into one token must not be cut either: it cannot hold a "▁"
+  // where "▁" is a piece or falls back to bytes.)
+  const piecesStayInWords = vocab.every((entry, id) => specialIds.has(id) || !/[^\u2581]\u2581/.test(entry))
+    && (byteFallback || !fuseUnk || idOf.has(SP_SPACE));
 
   const utf8 = new TextEncoder();
   const charBytes = new Uint8Array(4);
@@ -220,6 +227,8 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   const mergesJoinBytes = mergesField.some((m) => m.split(' ').some((piece) => byteIdSet.has(idOf.get(piece)!)));
   const lineBreaksCutExactly = byteFallback && !charIds.has(0x0a) && !charIds.has(0x0d) && !mergesJoinBytes;
 
+  const addsSpace = (text: string): boolean => text !== '' && (spaces === 'prepend' || !(text.startsWith(' ') || text.startsWith(SP_SPACE)));
+
   const allowedSplitter = specialTokenSplitter(special, 'sp-bpe');
   const encode = (text: string, opts: EncodeOptions = {}): Int32Array => {
     checkEncodeInput(text);
@@ -260,7 +269,7 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     vocab: [...vocab],
     merges: [...mergesField],
     special: Object.fromEntries([...special].sort((x, y) => x[1] - y[1])),
-    ...(unk !== undefined ? { unk } : {}),
+    ...(unk !== undefined ? { unk: unk as string } : {}),
     byteFallback,
     fuseUnk,
     spaces: spaces as SpSpaces,
@@ -275,6 +284,7 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     encode,
     encodeOrdinary,
     lineBreaksCutExactly,
+    addsSpace,
     decode,
     specialTokens: Object.freeze(Object.fromEntries(special)),
     tokenBytes: (id) => bytesOf(id, null).slice(),

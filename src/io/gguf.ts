@@ -324,6 +324,25 @@ function spGgufTokenizerMetadata(json: SpBpeTokenizerJson, tokenizer: Tokenizer,
   });
   const specialIds = new Set(Object.values(json.special));
   const byteToken = /^<0x[0-9A-F]{2}>$/;
+  // llama.cpp joins any two adjacent pieces that make a piece; the BPE only those its merges list.
+  // Where a piece has a split into two pieces that is no merge, or no merge makes it, llama.cpp may
+  // tokenize some text differently (never for files converted from SentencePiece, which list every split).
+  const mergeSet = new Set(json.merges);
+  const ordinary = (piece: string): boolean => idOf.has(piece) && !specialIds.has(idOf.get(piece)!) && !byteToken.test(piece);
+  const unlisted = json.vocab.filter((piece, id) => {
+    if (!ordinary(piece)) return false;
+    const chars = [...piece];
+    if (chars.length < 2) return false;
+    if (!made.has(id)) return true;
+    for (let k = 1; k < chars.length; k++) {
+      const left = chars.slice(0, k).join(''), right = chars.slice(k).join('');
+      if (ordinary(left) && ordinary(right) && !mergeSet.has(`${left} ${right}`)) return true;
+    }
+    return false;
+  });
+  if (unlisted.length > 0) {
+    onWarning?.(`${unlisted.length} of this tokenizer's pieces (such as ${JSON.stringify(unlisted[0])}) are made of two pieces its merges do not join, or by no merge: llama.cpp, which joins any two pieces that make a piece, may tokenize text holding them differently from minigpt and transformers`);
+  }
   const types = new Int32Array(vocabSize).fill(GgufTokenType.UNUSED);
   const tokens = json.vocab.slice();
   json.vocab.forEach((piece, id) => {

@@ -214,7 +214,8 @@ export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptio
 /**
  * tokenizer.json of an sp-bpe tokenizer, laid out as the file it came from (spLayoutOf reads it
  * back): the legacy normalizer Prepend("▁") + Replace(" ", "▁") after the cleaning steps, or a
- * Metaspace pre-tokenizer and decoder; a BPE model with byte fallback and the unknown token, every
+ * Metaspace pre-tokenizer; the decoder transformers' converter writes (▁ to a space, byte fallback,
+ * one leading space dropped), as minigpt decodes; a BPE model with byte fallback and the unknown token, every
  * token (special ones too) in its vocabulary; the "<s> $A" template where the tokenizer adds one.
  */
 function spHfTokenizerJson(json: SpBpeTokenizerJson, clean?: Partial<CleanOptions>): string {
@@ -230,9 +231,8 @@ function spHfTokenizerJson(json: SpBpeTokenizerJson, clean?: Partial<CleanOption
     pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
     special_tokens: { [bos]: { id: bos, ids: [json.special[bos]], tokens: [bos] } },
   };
-  const decoder = legacy
-    ? { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: SP_SPACE }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] }
-    : metaspace;
+  // minigpt's decode, for every layout: a Metaspace decoder alone would print byte tokens as "<0x0A>".
+  const decoder = { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: SP_SPACE }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] };
   return [
     '{',
     `  "version": "1.0",`,
@@ -360,7 +360,7 @@ function hfPretokenizerOf(pre: unknown): HfPretokenizer | null {
  * A BPE tokenizer.json's tokens by id (the added tokens, all special, among them), its merges as
  * "left right" strings, its special tokens by id, and the ids of those only added_tokens held.
  */
-function hfBpeVocab(model: Json, added: Json[], source: string): { vocab: string[]; merges: string[]; special: Map<number, string>; addedOnly: number[] } {
+function hfBpeVocab(model: Json, added: Json[], hasNormalizer: boolean, source: string): { vocab: string[]; merges: string[]; special: Map<number, string>; addedOnly: number[] } {
   check(isObject(model.vocab), `${source}: the BPE model has no "vocab" object`);
   // Every id's text: the vocabulary's, and the added tokens' (all special; some vocabularies hold them too).
   const textOf = new Map<number, string>();
@@ -379,11 +379,14 @@ function hfBpeVocab(model: Json, added: Json[], source: string): { vocab: string
   const addedOnly: number[] = [];
   let lastAdded = -1;
   for (const t of added) {
+    check(isObject(t), () => `${source}: added_tokens holds ${JSON.stringify(t)}, not a token object`);
     check(t.special === true, `${source}: added token ${JSON.stringify(t.content)} is not special; minigpt's BPE tokenizers only have special added tokens`);
     const text = t.content as string;
     check(typeof text === 'string' && text !== '', () => `${source}: added token ${JSON.stringify(t)} has no text`);
     check(!t.lstrip && !t.rstrip && !t.single_word,
       () => `${source}: special token ${JSON.stringify(text)} has lstrip, rstrip or single_word set, which change where the tokenizers library finds it; minigpt finds a special token's exact text only`);
+    check(!(t.normalized === true && hasNormalizer),
+      () => `${source}: special token ${JSON.stringify(text)} is found in the normalized text ("normalized": true), which changes where the tokenizers library finds it; minigpt finds a special token's exact text only`);
     if (addedTexts.has(text)) continue;
     addedTexts.add(text);
     let id = vocabIdOf.get(text);
@@ -422,7 +425,7 @@ interface SpLayout { spaces: SpSpaces; split: boolean; cleaning: unknown[] }
  * "always" or "first") with no normalizer. One that looks SentencePiece-style but is neither is a
  * MinigptError.
  */
-function spLayoutOf(json: Json): SpLayout | null {
+function spLayoutOf(json: Json, source: string): SpLayout | null {
   const model = json.model as Json;
   const normalizer = json.normalizer, pre = json.pre_tokenizer;
   const steps = (x: unknown, key: string): unknown[] => (isObject(x) && x.type === 'Sequence' && Array.isArray(x[key]) ? x[key] as unknown[] : x === null || x === undefined ? [] : [x]);
@@ -432,7 +435,6 @@ function spLayoutOf(json: Json): SpLayout | null {
   const isMetaspace = (p: unknown): p is Json => isObject(p) && p.type === 'Metaspace';
   const looksSp = model.byte_fallback === true || normSteps.some((n) => isPrepend(n) || isSpaceReplace(n)) || preSteps.some(isMetaspace);
   if (!looksSp) return null;
-  const source = 'tokenizer.json';
   const n = normSteps.length;
   if (n >= 2 && isPrepend(normSteps[n - 2]) && isSpaceReplace(normSteps[n - 1]) && preSteps.length === 0) {
     return { spaces: 'prepend', split: false, cleaning: normSteps.slice(0, -2) };
@@ -447,9 +449,9 @@ function spLayoutOf(json: Json): SpLayout | null {
 }
 
 /** Whether a tokenizer.json's normalizer cleans text (a SentencePiece-style one's space steps are not cleaning). */
-export function hfNormalizerCleans(json: unknown): boolean {
+export function hfNormalizerCleans(json: unknown, source: string): boolean {
   if (!isObject(json)) return false;
-  const sp = isObject(json.model) && json.model.type === 'BPE' ? spLayoutOf(json) : null;
+  const sp = isObject(json.model) && json.model.type === 'BPE' ? spLayoutOf(json, source) : null;
   return sp !== null ? sp.cleaning.length > 0 : json.normalizer !== null && json.normalizer !== undefined;
 }
 
@@ -464,15 +466,10 @@ function spBpeFromHfJson(json: Json, model: Json, added: Json[], layout: SpLayou
     || (d.type === 'Strip' && d.content === ' ' && d.start === 1 && d.stop === 0));
   check(decoderSteps.every(knownDecoder),
     () => `${source}: the decoder (${JSON.stringify(decoder ?? null).slice(0, 120)}) is not SentencePiece's ("${SP_SPACE}" to a space, byte fallback, one leading space dropped); minigpt's sp-bpe tokenizer decodes that way only`);
-  const { vocab, merges, special } = hfBpeVocab(model, added, source);
+  const { vocab, merges, special } = hfBpeVocab(model, added, json.normalizer !== null && json.normalizer !== undefined, source);
   const specialId = new Map([...special].map(([id, text]) => [text, id]));
   const unk = typeof model.unk_token === 'string' ? model.unk_token : undefined;
-  if (unk !== undefined && !specialId.has(unk)) {
-    // An unknown token only the vocabulary holds: minigpt takes it as a special token (never matched in text).
-    const id = vocab.indexOf(unk);
-    check(id >= 0, () => `${source}: the unknown token ${JSON.stringify(unk)} is not in the vocabulary`);
-    special.set(id, unk);
-  }
+  check(unk === undefined || vocab.includes(unk), () => `${source}: the unknown token ${JSON.stringify(unk)} is not in the vocabulary`);
   // The post-processor: nothing, or a template "<s> $A" that starts every text with a special token.
   const post = json.post_processor as Json | null | undefined;
   let addBos: string | undefined;
@@ -512,8 +509,9 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   check(isObject(json) && isObject(json.model), `${source} is not a Hugging Face tokenizer.json (no "model" object)`);
   const model = json.model as Json;
   const added = Array.isArray(json.added_tokens) ? (json.added_tokens as Json[]) : [];
+  check(model.type === 'BPE' || model.type === 'WordLevel', `${source}: tokenizer model ${JSON.stringify(model.type)} is not supported; minigpt imports BPE (byte-level as GPT-2's, or SentencePiece-style as Llama 2's) and its own character tokenizer`);
   // SentencePiece-style BPE (Llama 2): its post-processor may add a BOS token, which it records.
-  const sp = model.type === 'BPE' ? spLayoutOf(json) : null;
+  const sp = model.type === 'BPE' ? spLayoutOf(json, source) : null;
   if (sp !== null) return spBpeFromHfJson(json, model, added, sp, source);
   const post = json.post_processor as Json | null | undefined;
   // transformers re-saves a tokenizer without one as a template that adds nothing.
@@ -552,7 +550,6 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
     return hasUnk ? charTokenizerFromVocab(pieces.slice(0, -1), last!, specialNames) : charTokenizerFromVocab(pieces, null, specialNames);
   }
 
-  check(model.type === 'BPE', `${source}: tokenizer model ${JSON.stringify(model.type)} is not supported; minigpt imports BPE (byte-level as GPT-2's, or SentencePiece-style as Llama 2's) and its own character tokenizer`);
   const pretokenizer = hfPretokenizerOf(json.pre_tokenizer);
   check(pretokenizer !== null,
     `${source}: the pre-tokenizer is not GPT-2's byte-level one, nor digits one by one and then GPT-2's (${JSON.stringify(json.pre_tokenizer).slice(0, 120)}); minigpt's byte-level tokenizers split text with the GPT-2 regex, so this tokenizer cannot be reproduced exactly`);
@@ -562,7 +559,7 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   check(decoder === null || decoder === undefined || (isObject(decoder) && decoder.type === 'ByteLevel'),
     () => `${source}: the decoder is ${isObject(decoder) ? String(decoder.type) : JSON.stringify(decoder)}, not ByteLevel; minigpt's byte-level tokenizers decode tokens to their bytes, so this tokenizer cannot be reproduced exactly`);
 
-  const { vocab, merges, special, addedOnly } = hfBpeVocab(model, added, source);
+  const { vocab, merges, special, addedOnly } = hfBpeVocab(model, added, json.normalizer !== null && json.normalizer !== undefined, source);
   const specialSorted = [...special].sort((a, b) => a[0] - b[0]);
   const ordinaryCount = vocab.length - special.size;
   const specialsLast = specialSorted.every(([id], i) => id === ordinaryCount + i);
@@ -901,7 +898,7 @@ export async function readHfModel(dir: string): Promise<HfImportResult> {
   const tokJson = await readJsonFile(tokPath, '');
   const tokenizer = withModelEndTokens(tokenizerFromHfJson(tokJson, tokPath), await readModelEndTokenIds(dir, configJson as Json));
   // An sp-bpe tokenizer's normalizer ends with its space handling (spLayoutOf); what comes before is cleaning.
-  const sp = tokenizer.kind === 'sp-bpe' ? spLayoutOf(tokJson as Json) : null;
+  const sp = tokenizer.kind === 'sp-bpe' ? spLayoutOf(tokJson as Json, tokPath) : null;
   const normalizer = sp === null ? (tokJson as Json).normalizer : sp.cleaning.length === 0 ? null : { type: 'Sequence', normalizers: sp.cleaning };
   const clean = cleanFromHfNormalizer(normalizer, tokPath);
   check(tokenizer.vocabSize <= config.vocab_size, `${tokPath} has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocab_size}`);

@@ -1415,8 +1415,8 @@ export interface EvalResult {
 
 /**
  * The model's mean loss on text (the validation split, or all of it): `minigpt eval --data`. An
- * array is documents, cleaned by cleanDocuments for documentSeparatorOf(tokenizer), encoded with
- * <|endoftext|> between them as training encodes them.
+ * array is documents, cleaned by cleanDocuments for documentSeparatorOf(tokenizer) and encoded as
+ * training encodes them (encodeDocuments: <|endoftext|> between them, or the start-of-text token before each).
  */
 export async function evaluateText(model: Model, tokenizer: Tokenizer, text: string | readonly string[], opts: EvalTextOptions = {}): Promise<EvalResult> {
   checkEvalOptions(opts, ['all', 'batch', 'source'], 'evaluateText');

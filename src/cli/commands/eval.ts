@@ -36,6 +36,8 @@ export const evalCommand: CommandSpec = {
     '(<|endoftext|> stands for none): unlike the loss per token, it compares models with different tokenizers.',
     'Text given with --text or --data is cleaned as the run\'s training text was (--clean lowercase: lowercased),',
     'and the documents of a --data folder or JSONL file are joined as training joins them (<|endoftext|> where the tokenizer has it).',
+    'A tokenizer that starts every text with a token (an imported Llama 2-style one: <s>) has it first in --text\'s ids and',
+    'before each document, as in training; it is not scored, and the "▁" it adds in front of a text counts no byte.',
     '',
     'Examples:',
     '  minigpt eval                                    # the latest run, on its own validation data',

@@ -19,7 +19,8 @@ export const exportCommand: CommandSpec = {
   details: [
     'hf: config.json (LlamaForCausalLM; ArceeForCausalLM for --mlp gelu), model.safetensors, generation_config.json,',
     '    tokenizer.json, tokenizer_config.json, special_tokens_map.json: AutoModelForCausalLM and AutoTokenizer load it.',
-    'gguf: GGUF v3, llama architecture, tokenizer.ggml.model "gpt2"; llama.cpp and node-llama-cpp load it.',
+    'gguf: GGUF v3, llama architecture, tokenizer.ggml.model "gpt2" ("llama" for an imported SentencePiece-style',
+    '    tokenizer); llama.cpp and node-llama-cpp load it.',
     '',
     'Examples:',
     '  minigpt export --out my-model-hf                  # the latest run, as a transformers directory',

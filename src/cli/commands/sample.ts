@@ -7,7 +7,6 @@ import { findCheckpointDir, latestRun } from '../../train/train.js';
 import { onOutputClosed } from '../output.js';
 import { eventLoopTurns } from '../../util/runtime.js';
 import type { BackendName } from '../../backend/index.js';
-import { endOfTextToken } from '../../data/tokenizer.js';
 
 export const sampleCommand: CommandSpec = {
   name: 'sample',
@@ -24,11 +23,11 @@ export const sampleCommand: CommandSpec = {
     count: { type: 'int', min: 1, max: 10000, value: 'N', description: 'samples of the prompt, the model loaded once: sample n uses --seed + n; a line "---" between them', default: 1 },
     interactive: { type: 'boolean', description: 'read prompts from stdin, one per line, and answer each with a sample (the model is loaded once)' },
     stop: { type: 'string', value: 'TEXT', repeatable: true, description: 'end the sample where the generated text reaches TEXT, which is not written (in bash, --stop $\'\\n\\n\' stops at a blank line)' },
-    'ignore-eot': { type: 'boolean', description: 'go on when the model samples <|endoftext|> (default: stop there, as transformers and llama.cpp do)' },
+    'ignore-eot': { type: 'boolean', description: 'go on when the model samples <|endoftext|> (or its own end-of-text token; default: stop there, as transformers and llama.cpp do)' },
     'allow-special': { type: 'boolean', description: 'special tokens\' text in the prompt (<|endoftext|>, a chat model\'s <|im_start|>) becomes those tokens, as transformers encodes it (default: plain text)' },
     ...BACKEND_FLAGS,
   },
-  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, an imported model whose tokenizer has it;\nan imported model's own end-of-text token where its config names another) ends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, and from transformers, whose\ngenerate runs on past the model's context).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); the n-th prompt that gets a sample (from 0) uses --seed + n. In a terminal, Ctrl-C stops the sample being\nwritten (at the prompt it ends the session) and Ctrl-D ends; with piped prompts, Ctrl-C ends the session (exit 130).\nA prompt it cannot encode is an error line and the session goes on; piped, the exit status is then 1.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --prompt "ROMEO:" --stop $'\\n\\n' --tokens 500      # one speech\n  minigpt sample --interactive --tokens 100`,
+  details: `With --backend auto, a model of up to ${SAMPLE_ON_CPU_MAX_PARAMS / 1e6}M parameters samples on the cpu backend: one token at a time, it is\nfaster there than on a GPU, where every token waits for a readback.\n\nA model whose tokenizer has <|endoftext|> (GPT-2, a trained BPE, an imported model whose tokenizer has it;\nan imported model's own end-of-text token where its config names another) ends a sample when it samples that token, with a note on stderr; --ignore-eot writes it and goes on.\nChar models never sample it. A tokenizer that starts every text with a token (an imported Llama 2-style one: <s>) puts it\nbefore the prompt, and a sample ends where the model writes it too (a new text starts), as llama2.c's does.\n\nThe prompt is cleaned as the run's training text was: a run trained with --clean lowercase gets a\nlowercased prompt (a note says so).\n\nA prompt longer than the context is conditioned on its last context tokens. --tokens may go past\nthe context: when it fills up, generation restarts the KV cache from the last half-context of\ntokens (so long outputs differ from a one-token sliding window, and from transformers, whose\ngenerate runs on past the model's context).\n\n--interactive reads one prompt per line (from the terminal, or piped: one sample per line of a\nfile); the n-th prompt that gets a sample (from 0) uses --seed + n. In a terminal, Ctrl-C stops the sample being\nwritten (at the prompt it ends the session) and Ctrl-D ends; with piped prompts, Ctrl-C ends the session (exit 130).\nA prompt it cannot encode is an error line and the session goes on; piped, the exit status is then 1.\n\nExamples:\n  minigpt sample --ckpt runs/run-20261127-120000 --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40\n  minigpt sample --prompt "The " --count 5 --tokens 60\n  minigpt sample --prompt "ROMEO:" --stop $'\\n\\n' --tokens 500      # one speech\n  minigpt sample --interactive --tokens 100`,
   async run(v) {
     check(!(v.interactive && flagsOnCommandLine().has('prompt')), '--prompt goes without --interactive (type the prompts at the > instead)');
     check(!(v.interactive && flagsOnCommandLine().has('count')), '--count goes without --interactive (each prompt you type gets one sample; type it again for another)');
@@ -83,7 +82,7 @@ function promptNoting(loaded: LoadedModel, typed: string, what: string, allowSpe
  */
 async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOptions): Promise<void> {
   process.stdout.write(prompt);
-  let endedAfter = -1, stoppedAfter = -1;
+  let endedAfter = -1, stoppedAfter = -1, endToken = '';
   try {
     // generate() lets the event loop turn every 25 ms, so Ctrl-C, keys and pipe errors are heard
     // within moments; an abort ends the iterator at its next token, or with one more that brings
@@ -94,6 +93,7 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
         // Its text is what was held back (a possible --stop start, a character's first bytes).
         process.stdout.write(t.text);
         endedAfter = n;
+        endToken = loaded.tokenizer.decode([t.id]); // its end-of-text token, or the "<s>" that starts another text
         break;
       }
       n++;
@@ -107,7 +107,7 @@ async function streamSample(loaded: LoadedModel, prompt: string, opts: SampleOpt
     process.stdout.write('\n');
   }
   if (stoppedAfter >= 0) process.stderr.write(`minigpt: note: the text reached --stop after ${stoppedAfter} token${stoppedAfter === 1 ? '' : 's'}\n`);
-  if (endedAfter >= 0) process.stderr.write(`minigpt: note: the model ended the text (${endOfTextToken(loaded.tokenizer)?.[0]}) after ${endedAfter} token${endedAfter === 1 ? '' : 's'}; --ignore-eot goes on past it\n`);
+  if (endedAfter >= 0) process.stderr.write(`minigpt: note: the model ended the text (${endToken}) after ${endedAfter} token${endedAfter === 1 ? '' : 's'}; --ignore-eot goes on past it\n`);
 }
 
 /**

@@ -210,7 +210,7 @@ export async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
   const fields = typeof json === 'object' && json !== null && !Array.isArray(json) ? json as Record<string, unknown> : null;
   if (fields && !('type' in fields) && typeof fields['model'] === 'object' && fields['model'] !== null) {
     const tokenizer = tokenizerFromHfJson(json, path);
-    check(!hfNormalizerCleans(json),
+    check(!hfNormalizerCleans(json, path),
       `${path} is a Hugging Face tokenizer.json with a normalizer, whose cleaning a tokenizer file alone does not carry into training; import the model it belongs to (minigpt import), or use a tokenizer.json without one`);
     return tokenizer;
   }

@@ -143,7 +143,8 @@ export const trainCommand: CommandSpec = {
     '',
     'Documents (the files of a --data folder, the records of a JSONL file) are each cleaned and joined with',
     '<|endoftext|> between them where a byte-level tokenizer has it (gpt2, bpe, most imported ones: the model',
-    'learns where a document ends, and sampling stops there), else with a blank line (char).',
+    'learns where a document ends, and sampling stops there), else with a blank line (char); with a tokenizer that',
+    'starts every text with a token (an imported Llama 2-style one), that token (<s>) starts each document instead.',
   ].join('\n'),
   async run(flags) {
     const argv = process.argv.slice(3);
