@@ -6,8 +6,7 @@ import { loadCheckpoint, recordedClean, type Checkpoint } from './io/checkpoint.
 import { createModel, forward, setWeights, type Model } from './model/model.js';
 import { paramLayout } from './model/params.js';
 import type { ModelConfig } from './model/config.js';
-import { bitsPerByte, textStartIds, tokenByteLengths, type Tokenizer } from './data/tokenizer.js';
-import type { SpBpeTokenizer } from './data/sp-bpe.js';
+import { bitsPerByte, targetBytes, textByteCounts, textStartIds, type Tokenizer } from './data/tokenizer.js';
 import type { CleanOptions } from './data/text.js';
 import { checkNodeOnly } from './util/runtime.js';
 
@@ -135,10 +134,8 @@ export async function scoreText(loaded: LoadedModel, text: string): Promise<Text
     start = Math.max(0, Math.min(end - Math.floor(C / 2), targets - C));
   }
   const loss = -logprobs.reduce((a, b) => a + b, 0) / logprobs.length;
-  const byteLengths = tokenByteLengths(loaded.tokenizer);
+  const byteCounts = textByteCounts(loaded.tokenizer);
   let bytes = 0;
-  for (let i = 1; i < ids.length; i++) bytes += byteLengths[ids[i]!] ?? 0;
-  // After "<s>", an sp-bpe tokenizer's first scored token holds the "▁" it adds in front: a byte the text does not have.
-  if (ids[0] !== undefined && textStartIds(loaded.tokenizer).includes(ids[0]) && (loaded.tokenizer as SpBpeTokenizer).addsSpace(text)) bytes -= 1;
+  for (let i = 1; i < ids.length; i++) bytes += targetBytes(byteCounts, ids[i - 1]!, ids[i]!);
   return { ids, logprobs, loss, bitsPerByte: bitsPerByte(loss, logprobs.length, bytes) };
 }

@@ -301,10 +301,12 @@ test('evaluateLoss counts the bytes of the targets it scores (for bits per byte)
   const ids = Int32Array.from({ length: 61 }, (_, i) => (i * 7) % tok.vocabSize);
   const byteLengths = Uint32Array.from({ length: tok.vocabSize }, (_, id) => id + 1);
   const T = 4, B = 3; // 15 windows of 4: a last batch of 3 is full; of 5 windows, padded
-  for (const maxWindows of [Infinity, 5]) {
-    const r = await evaluateLoss(model, memoryTokens(ids), B, T, maxWindows, byteLengths);
+  // A target right after token 3 counts `afterStart` (as after sp-bpe's "<s>"); with startId -1, none does.
+  const afterStart = byteLengths.map((n) => n + 100);
+  for (const [maxWindows, startId] of [[Infinity, -1], [5, -1], [Infinity, 3], [5, 3]] as const) {
+    const r = await evaluateLoss(model, memoryTokens(ids), B, T, maxWindows, { lengths: byteLengths, startId, afterStart });
     let expected = 0;
-    for (const off of evalOffsets(ids.length, T, maxWindows)) for (let i = 1; i <= T; i++) expected += byteLengths[ids[off + i]!]!;
+    for (const off of evalOffsets(ids.length, T, maxWindows)) for (let i = 1; i <= T; i++) expected += (ids[off + i - 1] === startId ? afterStart : byteLengths)[ids[off + i]!]!;
     assert.equal(r.bytes, expected);
     assert.equal(r.tokens, evalOffsets(ids.length, T, maxWindows).length * T);
   }

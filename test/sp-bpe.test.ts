@@ -8,7 +8,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -18,7 +17,7 @@ import { createStreamingDecoder, textStartIds, tokenizerFromJson, type Tokenizer
 import { documentSeparatorOf, encodeDocuments } from '../src/data/documents.js';
 import { MinigptError } from '../src/errors.js';
 import { createRng } from '../src/util/random.js';
-import { libraryIds, tokenizersPython } from './support/tokenizers-library.js';
+import { assertLibraryIds, randomJoins, tokenizersPython } from './support/tokenizers-library.js';
 import { resolveConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createModel, setWeights, type Model } from '../src/model/model.js';
@@ -56,6 +55,15 @@ test('sp-bpe gives the tokenizers library\'s ids, with and without its "<s>", an
   assert.equal(unk.decode(unk.encode('a 日本語 b')), 'a <unk> b');
 });
 
+/** The llama-style tokenizer.json with Code Llama's kind of special token, "▁<PRE>", which merges make from " <PRE>" (its text has a space, so the library does not split it out first). */
+function withPreToken(): Record<string, unknown> {
+  const json = structuredClone(SP_BPE_FIXTURE['llama-style'].tokenizer) as { model: { vocab: Record<string, number>; merges: string[][] }; added_tokens: Record<string, unknown>[] };
+  for (const piece of ['<', '>', 'P', 'R', 'E', 'PR', 'PRE', '\u2581<', '\u2581<PRE', '\u2581<PRE>']) json.model.vocab[piece] ??= Object.keys(json.model.vocab).length;
+  json.model.merges.unshift(['\u2581', '<'], ['P', 'R'], ['PR', 'E'], ['\u2581<', 'PRE'], ['\u2581<PRE', '>']);
+  json.added_tokens.push({ id: json.model.vocab['\u2581<PRE>'], content: '\u2581<PRE>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  return json;
+}
+
 /** The llama-style tokenizer.json with a piece "e▁" whose merge comes first: a piece that crosses a word's end, so text is merged whole, not word by word. */
 function withPieceAcrossWords(): Record<string, unknown> {
   const json = structuredClone(SP_BPE_FIXTURE['llama-style'].tokenizer) as { model: { vocab: Record<string, number>; merges: unknown[] }; added_tokens: unknown[] } & Record<string, unknown>;
@@ -63,6 +71,15 @@ function withPieceAcrossWords(): Record<string, unknown> {
   json.model.merges.unshift(['e', '\u2581']);
   return json;
 }
+
+test('a special token whose text has a space ("▁<PRE>") is made by merges from ordinary text, as the library makes it; "<s>" never is', () => {
+  const json = withPreToken() as { model: { vocab: Record<string, number> } };
+  const tok = tokenizerFromHfJson(json, 'pre.json');
+  const pre = json.model.vocab['\u2581<PRE>']!;
+  assert.equal(tok.specialTokens?.['\u2581<PRE>'], pre);
+  assert.ok(Array.from(tok.encode('x <PRE>')).includes(pre));
+  assert.equal(tok.decode([pre]), '<PRE>', 'decoded as the library\'s decoder reads it: "▁" a space, dropped at the start');
+});
 
 test('a vocabulary with a piece across a word\'s end ("e▁") is merged over the whole text, not word by word', () => {
   const tok = tokenizerFromHfJson(withPieceAcrossWords(), 'across.json');
@@ -145,7 +162,7 @@ test('sp-bpe refuses broken JSON and tokenizer.json it cannot reproduce, with on
   for (const [name, json, re] of hfCases) assert.throws(() => tokenizerFromHfJson(json, 'tokenizer.json'), oneLine(re), name);
 });
 
-test('tokenizer.json variants the library takes: an unknown token only the vocabulary holds, a merge that would make a special token, unknown runs fused across words', () => {
+test('tokenizer.json variants the library takes: an unknown token only the vocabulary holds, a merge that would make a special token, unknown runs fused across words', async () => {
   // <unk> not among the added tokens: an ordinary piece, never matched as special-token text.
   const unkJson = structuredClone(SP_BPE_FIXTURE['metaspace-unk'].tokenizer) as { added_tokens: { content: string }[] };
   unkJson.added_tokens = unkJson.added_tokens.filter((t) => t.content !== '<unk>');
@@ -153,6 +170,17 @@ test('tokenizer.json variants the library takes: an unknown token only the vocab
   assert.equal(unk.specialTokens?.['<unk>'], undefined);
   assert.deepEqual(Array.from(unk.encode('\u65e5\u672c', { allowedSpecial: 'all' })).slice(-1), [0], 'an unknown character is still <unk>');
   assert.notDeepEqual(Array.from(unk.encode('<unk>', { allowedSpecial: 'all' })), [0]);
+  // Exports keep it ordinary: transformers would make a piece tokenizer_config.json names as unk_token special.
+  const { hfTokenizerConfigs } = await import('../src/io/hf.js');
+  assert.equal(hfTokenizerConfigs(unk, 64).config['unk_token'], undefined);
+  assert.equal(hfTokenizerConfigs(spBpeFixtureTokenizer('metaspace-unk'), 64).config['unk_token'], '<unk>');
+  const { ggufTokenizerMetadata } = await import('../src/io/gguf.js');
+  const llamaNoUnk = structuredClone(SP_BPE_FIXTURE['llama-style'].tokenizer) as { added_tokens: { content: string }[] };
+  llamaNoUnk.added_tokens = llamaNoUnk.added_tokens.filter((t) => t.content !== '<unk>');
+  const warnings: string[] = [];
+  const md = ggufTokenizerMetadata(tokenizerFromHfJson(llamaNoUnk, 'no-unk.json'), 1024, (m) => warnings.push(m));
+  assert.deepEqual([md.get('tokenizer.ggml.unknown_token_id')?.value, (md.get('tokenizer.ggml.token_type')?.value as Int32Array)[0]], [0, 2], 'llama.cpp\'s unknown token, typed UNKNOWN');
+  assert.deepEqual(warnings, []);
   // "<s" ">" where "<s>" is a special token: left out (special tokens are split out before merging in the library).
   const withMerge = structuredClone(SP_BPE_FIXTURE['llama-style'].tokenizer) as { model: { vocab: Record<string, number>; merges: string[][] } };
   for (const piece of ['<', 's', '>', '<s']) withMerge.model.vocab[piece] ??= Object.keys(withMerge.model.vocab).length;
@@ -198,6 +226,11 @@ test('"<s>" starts every training document, every prompt and every scored text',
   const score = await scoreText({ model, tokenizer: tok }, 'Hello');
   // Bits per byte over the text's 5 bytes, not the 6 of its tokens (the "▁" added in front).
   assert.ok(Math.abs(score.bitsPerByte! - (score.loss * score.logprobs.length) / (5 * Math.LN2)) < 1e-9, `bits per byte ${score.bitsPerByte}`);
+  // The same over documents (eval --data): each document's added "▁" is no byte of it.
+  const { evaluateText } = await import('../src/train/train.js');
+  const evaluated = await evaluateText(model, tok, docs, { all: true });
+  const docBytes = docs.reduce((n, d) => n + new TextEncoder().encode(d).length, 0);
+  assert.ok(Math.abs(evaluated.bitsPerByte! - (evaluated.loss * evaluated.tokens) / (docBytes * Math.LN2)) < 1e-9, `bits per byte ${evaluated.bitsPerByte} over ${docBytes} bytes`);
   const prompt = 'a'; // one token: without "<s>" it attends to itself alone
   assert.deepEqual(score.ids, [1, ...tok.encode('Hello')]);
   // Greedy: the first token generated after a prompt is the argmax after "<s>" + the prompt (which this model makes differ from the one without "<s>").
@@ -227,34 +260,17 @@ const py = tokenizersPython;
 
 /** Random text from pieces where spaces, special tokens, byte fallback and unknown characters meet. */
 function randomTexts(count: number, seed: number): string[] {
-  const rng = createRng(seed);
   const pieces = ['the', ' the', 'The', 'ing', ' and', 'a', 'zqxj', 'ZQXJ', ' ', '  ', '   ', '\t', '\n', '\n\n', '\r\n', '\u2581', '\u2581\u2581', ' \u2581',
     '\u00a0', '\u3000', '\ufeff', "'s", '.', ',', '!?', '—', 'é', 'e\u0301', 'ß', '日本', '語', '한', '🙂', '👍🏽', '0', '12', '\u0000', '\u001b',
-    '<s>', '</s>', '<unk>', '<0x41>', '<', 's>', 'x', 'naïve', 'the'.repeat(30), ' '.repeat(70)];
-  const out: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const n = 1 + rng.int(30);
-    let s = '';
-    for (let k = 0; k < n; k++) s += pieces[rng.int(pieces.length)]!;
-    out.push(s);
-  }
-  return out;
+    '<s>', '</s>', '<unk>', '<0x41>', '<', 's>', 'x', 'naïve', ' <PRE>', '<PRE>', 'the'.repeat(30), ' '.repeat(70)];
+  return randomJoins(pieces, count, 30, seed);
 }
 
-test('sp-bpe against the tokenizers library on 400 random texts, its tokenizer.json and minigpt\'s export of it (4 tokenizers)', { skip: py.skip }, async () => {
+test('sp-bpe against the tokenizers library on 400 random texts, its tokenizer.json and minigpt\'s export of it (5 tokenizers)', { skip: py.skip }, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'minigpt-sp-bpe-'));
   const texts = randomTexts(400, 23);
-  await writeFile(join(dir, 'texts.json'), JSON.stringify(texts));
-  const files: [string, Record<string, unknown>][] = [...NAMES.map((name): [string, Record<string, unknown>] => [name, SP_BPE_FIXTURE[name].tokenizer]), ['llama-style + "e▁"', withPieceAcrossWords()]];
-  for (const [name, file] of files) {
-    const tok = tokenizerFromHfJson(file, name);
-    const ours = texts.map((t) => Array.from(tok.encode(t, { allowedSpecial: 'all' })));
-    for (const [label, json] of [['original', JSON.stringify(file)], ['export', hfTokenizerJson(tok)]] as const) {
-      const theirs = await libraryIds(dir, json, texts);
-      for (let i = 0; i < texts.length; i++) assert.deepEqual(ours[i], theirs[i], `${name} (${label}): ids of ${JSON.stringify(texts[i])}`);
-    }
-    console.log(`# ${name}: ids equal to the tokenizers library's on ${texts.length} random texts (its file and minigpt's export)`);
-  }
+  const files: [string, Record<string, unknown>][] = [...NAMES.map((name): [string, Record<string, unknown>] => [name, SP_BPE_FIXTURE[name].tokenizer]), ['llama-style + "e▁"', withPieceAcrossWords()], ['llama-style + "▁<PRE>"', withPreToken()]];
+  await assertLibraryIds(dir, files, texts);
 });
 
 test('a Llama 2-shaped Hugging Face folder imports, samples, scores, fine-tunes and exports from the CLI, "<s>" first and "</s>" as its end', async () => {

@@ -393,27 +393,29 @@ export function checkSpecialTokenFields(fields: Record<string, unknown>, names: 
 
 /**
  * A tokenizer.json's merges ("left right" pieces, the first applied first) as a PairTable whose
- * mergedIds give the piece each makes; special tokens are never merged, nor made: a merge whose
- * joined text is a special token's ("<s" ">" where "<s>" is one) is left out, as it never applies in
- * the tokenizers library (special tokens are split out of the text first). A pair listed twice
- * keeps its later place, as the library builds its merge map.
+ * mergedIds give the piece each makes. `outsideText` are special tokens whose piece is spelled as
+ * their text ("<s>"): the tokenizers library splits that text out before merging, so no merge
+ * joins them, and a merge that makes one ("<s" ">") never applies there and is left out (minigpt
+ * encodes special-token text as text unless asked). Other special tokens ("▁<PRE>", whose text
+ * has a space) are pieces like any other. A pair listed twice keeps its later place, as the
+ * library builds its merge map.
  */
-export function readPieceMerges(merges: unknown, idOf: ReadonlyMap<string, number>, specialIds: ReadonlySet<number>, what: string): PairTable {
+export function readPieceMerges(merges: unknown, idOf: ReadonlyMap<string, number>, outsideText: ReadonlySet<number>, what: string): PairTable {
   check(Array.isArray(merges), () => `${what} "merges" must be an array of "left right" strings, got ${describeValue(merges)}`);
   const pairs = new PairTable(merges.length);
   const mergedIds = new Int32Array(merges.length);
-  const ordinaryId = (piece: string | undefined): number | undefined => {
+  const mergeable = (piece: string | undefined): number | undefined => {
     const id = piece === undefined ? undefined : idOf.get(piece);
-    return id === undefined || specialIds.has(id) ? undefined : id;
+    return id === undefined || outsideText.has(id) ? undefined : id;
   };
   merges.forEach((entry: unknown, rank) => {
     const parts = typeof entry === 'string' ? entry.split(' ') : [];
-    const a = parts.length === 2 ? ordinaryId(parts[0]) : undefined;
-    const b = parts.length === 2 ? ordinaryId(parts[1]) : undefined;
+    const a = parts.length === 2 ? mergeable(parts[0]) : undefined;
+    const b = parts.length === 2 ? mergeable(parts[1]) : undefined;
     const joined = a !== undefined && b !== undefined ? idOf.get(parts[0]! + parts[1]!) : undefined;
     check(joined !== undefined,
-      () => `${what} merges[${rank}] ${describeValue(entry)} must be two tokens of the vocabulary, separated by a space, whose joined text is a token too`);
-    if (specialIds.has(joined)) return;
+      () => `${what} merges[${rank}] ${describeValue(entry)} must be two tokens of the vocabulary (special tokens spelled as their text never merge), separated by a space, whose joined text is a token too`);
+    if (outsideText.has(joined)) return;
     pairs.set(a!, b!, rank);
     mergedIds[rank] = joined;
   });

@@ -103,7 +103,13 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   check(missing < 0, () => `${what} has no token for byte ${missing} (0x${missing.toString(16).padStart(2, '0')}); a byte-level BPE needs one for each of the 256 bytes, or some text could not be encoded`);
 
   const mergesField = fields['merges'] as string[];
-  const pairs = readPieceMerges(mergesField, idOf, specialIds, what);
+  // A special token whose vocab entry is a byte-level string of other text (" zq" as "Ġzq") is one the BPE can make.
+  const utf8Text = new TextDecoder('utf-8', { fatal: false });
+  const spelledAsText = (text: string): boolean => {
+    const bytes = byteLevelToBytes(text);
+    return bytes === null || utf8Text.decode(bytes) === text;
+  };
+  const pairs = readPieceMerges(mergesField, idOf, new Set([...specialIds].filter((id) => spelledAsText(vocab[id]!))), what);
 
   let wholePieces: Map<string, number> | undefined;
   if (ignoreMerges) {

@@ -89,8 +89,7 @@ export interface SpBpeTokenizer extends Tokenizer {
    * Llama 2's vocabulary. prepare cuts text there.
    */
   readonly lineBreaksCutExactly: boolean;
-  /** Whether encoding `text` (at a text's start) adds a "▁" in front of it, a space the text does not have. */
-  addsSpace(text: string): boolean;
+
   toJSON(): SpBpeTokenizerJson;
 }
 
@@ -139,12 +138,14 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   }
 
   const mergesField = fields['merges'] as string[];
-  const pairs = readPieceMerges(mergesField, idOf, specialIds, what);
+  // A special token whose piece holds "▁" ("▁<PRE>": text " <PRE>") is one the BPE can make; one spelled as its text ("<s>") is not.
+  const outsideText = new Set([...specialIds].filter((id) => !vocab[id]!.includes(SP_SPACE)));
+  const pairs = readPieceMerges(mergesField, idOf, outsideText, what);
 
-  // The token of each character the vocabulary holds as a piece (special tokens are not characters).
+  // The token of each character the vocabulary holds as a piece (special tokens spelled as their text are not characters).
   const charIds = new Map<number, number>();
   vocab.forEach((entry, id) => {
-    if (specialIds.has(id)) return;
+    if (outsideText.has(id)) return;
     const cp = entry.codePointAt(0)!;
     if (entry.length === (cp > 0xffff ? 2 : 1)) charIds.set(cp, id);
   });
@@ -153,8 +154,8 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   // training: "▁the", "▁▁▁▁"), so a text's BPE is that of its words (see encodeStretch).
   // (A run of unknown characters fused into one token must not be cut either: it cannot hold a "▁"
   // where "▁" is a piece or falls back to bytes.)
-  const piecesStayInWords = vocab.every((entry, id) => specialIds.has(id) || !/[^\u2581]\u2581/.test(entry))
-    && (byteFallback || !fuseUnk || idOf.has(SP_SPACE));
+  const piecesStayInWords = vocab.every((entry, id) => outsideText.has(id) || !/[^\u2581]\u2581/.test(entry))
+    && (byteFallback || !fuseUnk || charIds.has(0x2581));
 
   const utf8 = new TextEncoder();
   const charBytes = new Uint8Array(4);
@@ -227,8 +228,6 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   const mergesJoinBytes = mergesField.some((m) => m.split(' ').some((piece) => byteIdSet.has(idOf.get(piece)!)));
   const lineBreaksCutExactly = byteFallback && !charIds.has(0x0a) && !charIds.has(0x0d) && !mergesJoinBytes;
 
-  const addsSpace = (text: string): boolean => text !== '' && (spaces === 'prepend' || !(text.startsWith(' ') || text.startsWith(SP_SPACE)));
-
   const allowedSplitter = specialTokenSplitter(special, 'sp-bpe');
   const encode = (text: string, opts: EncodeOptions = {}): Int32Array => {
     checkEncodeInput(text);
@@ -246,9 +245,10 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     return Int32Array.from(out);
   };
 
-  // Each token's bytes: a piece's text with "▁" as a space, a byte token's byte, a special token's text.
+  // Each token's bytes: a piece's text with "▁" as a space (a special token's that holds "▁" too, as
+  // the library's decoder reads it), a byte token's byte, another special token's text.
   const tokenBytes: Uint8Array[] = vocab.map((entry, id) => {
-    if (specialIds.has(id)) return utf8.encode(entry);
+    if (outsideText.has(id)) return utf8.encode(entry);
     const byte = byteIds.indexOf(id);
     if (byte >= 0) return Uint8Array.of(byte);
     return utf8.encode(entry.replaceAll(SP_SPACE, ' '));
@@ -284,7 +284,6 @@ export function spBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     encode,
     encodeOrdinary,
     lineBreaksCutExactly,
-    addsSpace,
     decode,
     specialTokens: Object.freeze(Object.fromEntries(special)),
     tokenBytes: (id) => bytesOf(id, null).slice(),

@@ -555,6 +555,33 @@ export function tokenByteLengths(tokenizer: Tokenizer): Uint32Array {
   return lengths;
 }
 
+/**
+ * The UTF-8 bytes of text a target token stands for: `lengths` (tokenByteLengths), and `afterStart`
+ * for a token right after the start-of-text token `startId` where the tokenizer adds a "▁" in front
+ * of each text (sp-bpe with addBos): one fewer where the token begins with that space, which the
+ * text does not have. (For a Metaspace layout, a text that itself begins with a space gets no "▁"
+ * added; its first space is then not counted either.)
+ */
+export interface TextByteCounts {
+  lengths: Uint32Array;
+  startId: number;
+  afterStart: Uint32Array | null;
+}
+
+export function textByteCounts(tokenizer: Tokenizer): TextByteCounts {
+  const lengths = tokenByteLengths(tokenizer);
+  const [startId] = textStartIds(tokenizer);
+  if (startId === undefined || tokenizer.kind !== 'sp-bpe' || !tokenizer.tokenBytes) return { lengths, startId: -1, afterStart: null };
+  const afterStart = lengths.slice();
+  for (let id = 0; id < afterStart.length; id++) if (afterStart[id]! > 0 && tokenizer.tokenBytes(id)[0] === 0x20) afterStart[id]!--;
+  return { lengths, startId, afterStart };
+}
+
+/** The bytes `counts` gives target `target` after input token `input`. */
+export function targetBytes(counts: TextByteCounts, input: number, target: number): number {
+  return ((input === counts.startId ? counts.afterStart : null) ?? counts.lengths)[target] ?? 0;
+}
+
 /** Bits per byte of a loss (nats, mean over `tokens`) over text of `bytes` UTF-8 bytes; null when there are none. */
 export function bitsPerByte(loss: number, tokens: number, bytes: number): number | null {
   return bytes > 0 ? (loss * tokens) / (bytes * Math.LN2) : null;

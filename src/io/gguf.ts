@@ -323,12 +323,13 @@ function spGgufTokenizerMetadata(json: SpBpeTokenizerJson, tokenizer: Tokenizer,
     scores[id] = -rank - 1;
   });
   const specialIds = new Set(Object.values(json.special));
+  const unkId = json.unk === undefined ? -1 : idOf.get(json.unk)!; // a special token, or a piece only the vocabulary holds
   const byteToken = /^<0x[0-9A-F]{2}>$/;
   // llama.cpp joins any two adjacent pieces that make a piece; the BPE only those its merges list.
   // Where a piece has a split into two pieces that is no merge, or no merge makes it, llama.cpp may
   // tokenize some text differently (never for files converted from SentencePiece, which list every split).
   const mergeSet = new Set(json.merges);
-  const ordinary = (piece: string): boolean => idOf.has(piece) && !specialIds.has(idOf.get(piece)!) && !byteToken.test(piece);
+  const ordinary = (piece: string): boolean => idOf.has(piece) && !specialIds.has(idOf.get(piece)!) && idOf.get(piece) !== unkId && !byteToken.test(piece);
   const unlisted = json.vocab.filter((piece, id) => {
     if (!ordinary(piece)) return false;
     const chars = [...piece];
@@ -346,7 +347,7 @@ function spGgufTokenizerMetadata(json: SpBpeTokenizerJson, tokenizer: Tokenizer,
   const types = new Int32Array(vocabSize).fill(GgufTokenType.UNUSED);
   const tokens = json.vocab.slice();
   json.vocab.forEach((piece, id) => {
-    types[id] = id === (json.unk === undefined ? -1 : json.special[json.unk]) ? GgufTokenType.UNKNOWN
+    types[id] = id === unkId ? GgufTokenType.UNKNOWN
       : specialIds.has(id) ? GgufTokenType.CONTROL : byteToken.test(piece) ? GgufTokenType.BYTE : GgufTokenType.NORMAL;
   });
   check(tokens.length <= vocabSize, `the tokenizer has ${tokens.length} tokens, more than the model's vocab_size ${vocabSize}`);
@@ -360,7 +361,7 @@ function spGgufTokenizerMetadata(json: SpBpeTokenizerJson, tokenizer: Tokenizer,
   const eos = endOfTextToken(tokenizer), bos = startOfTextToken(tokenizer);
   if (bos) md.set('tokenizer.ggml.bos_token_id', u32(bos[1]));
   if (eos) md.set('tokenizer.ggml.eos_token_id', u32(eos[1]));
-  if (json.unk !== undefined) md.set('tokenizer.ggml.unknown_token_id', u32(json.special[json.unk]!));
+  if (unkId >= 0) md.set('tokenizer.ggml.unknown_token_id', u32(unkId));
   md.set('tokenizer.ggml.add_bos_token', bool(json.addBos !== undefined));
   md.set('tokenizer.ggml.add_eos_token', bool(false));
   md.set('tokenizer.ggml.add_space_prefix', bool(true));

@@ -129,7 +129,8 @@ export function hfSpecialTokens(tokenizer: Tokenizer): HfSpecialTokens {
   if (bos) out.bos = bos;
   if (tokenizer.kind === 'char' || tokenizer.kind === 'sp-bpe') {
     const unk = (tokenizer.toJSON() as unknown as { unk?: string | null }).unk;
-    if (unk !== null && unk !== undefined) out.unk = unk;
+    // sp-bpe: only a special unknown token (transformers would make a piece named there special).
+    if (unk !== null && unk !== undefined && (tokenizer.kind === 'char' || tokenizer.specialTokens?.[unk] !== undefined)) out.unk = unk;
   }
   return out;
 }

@@ -4,15 +4,16 @@ import { forward } from '../model/model.js';
 import { evalOffsets, type TokenStream } from '../data/batches.js';
 import { check } from '../errors.js';
 import { eventLoopTurns } from '../util/runtime.js';
+import { targetBytes, type TextByteCounts } from '../data/tokenizer.js';
 
 /**
  * Evaluates up to `maxWindows` windows of T tokens, B at a time (the same B as training keeps
  * the activation buffers). A last, partial batch is padded by repeating windows and the
- * padding's losses are ignored. With `byteLengths` (tokenByteLengths), `bytes` is the UTF-8
+ * padding's losses are ignored. With `byteCounts` (textByteCounts), `bytes` is the UTF-8
  * bytes of the scored targets' text (0 without it). An aborted `signal` ends it early: `aborted`,
  * with the loss of the windows scored so far.
  */
-export async function evaluateLoss(model: Model, stream: TokenStream, B: number, T: number, maxWindows = Infinity, byteLengths?: Uint32Array, signal?: AbortSignal): Promise<{ loss: number; tokens: number; bytes: number; aborted: boolean }> {
+export async function evaluateLoss(model: Model, stream: TokenStream, B: number, T: number, maxWindows = Infinity, byteCounts?: TextByteCounts, signal?: AbortSignal): Promise<{ loss: number; tokens: number; bytes: number; aborted: boolean }> {
   const offsets = evalOffsets(stream.length, T, maxWindows);
   check(offsets.length > 0, `the evaluation data has ${stream.length} tokens, fewer than one window of ${T + 1}`);
   const ids = new Int32Array(B * T), targets = new Int32Array(B * T), window = new Int32Array(T + 1);
@@ -31,7 +32,7 @@ export async function evaluateLoss(model: Model, stream: TokenStream, B: number,
     const acts = forward(model, ids, targets, B, T);
     const losses = await model.backend.read(acts.losses);
     for (let i = 0; i < valid * T; i++) sum += losses[i];
-    if (byteLengths) for (let i = 0; i < valid * T; i++) bytes += byteLengths[targets[i]!] ?? 0;
+    if (byteCounts) for (let i = 0; i < valid * T; i++) bytes += targetBytes(byteCounts, ids[i]!, targets[i]!);
     count += valid * T;
   }
   return { loss: sum / count, tokens: count, bytes, aborted: false };

@@ -26,7 +26,7 @@ import { exists, ioError, makeDirs, pidNamespace, processAlive, processStartMark
 import { checkCleanOptions, cleanRecord, cleanText, loadDocuments, splitTrainVal, BLANK_LINE_SEPARATOR, CLEAN_STEP_NAMES, DEFAULT_CLEAN, DEFAULT_TEXT_FIELD, type CleanOptions } from '../data/text.js';
 import { cleanDocuments, documentSeparatorOf, documentSeparatorOfKind, encodeDocuments, joinDocuments, DOCUMENT_SEPARATORS, type DocumentSeparator } from '../data/documents.js';
 import { loadDefaultCorpus, DEFAULT_CORPUS_NAME } from '../data/corpus.js';
-import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, tokenByteLengths, tokenizerDifference, TOKENIZER_KINDS, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
+import { bitsPerByte, describeTokenizer, encodeUserText, makeTokenizer, sameTokenizer, textByteCounts, tokenizerDifference, TOKENIZER_KINDS, type Tokenizer, type TokenizerKind } from '../data/tokenizer.js';
 import { createBatchSampler, evalOffsets, memoryTokens, type TokenStream } from '../data/batches.js';
 import { isShardDir, openShards } from '../data/shards.js';
 import { renderLossPlot, readMetrics } from './plot.js';
@@ -937,7 +937,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     };
     // The best checkpoint so far (keepBest): this run's, or one an earlier session of it kept.
     let best: { step: number; valLoss: number } | null = null;
-    const byteLengths = tokenByteLengths(tokenizer);
+    const byteCounts = textByteCounts(tokenizer);
     // "Best" compares like with like: the periodic evaluations' windows (the same every time). The
     // final evaluation covers more windows, another sample of the split, so the final weights are
     // scored on the periodic windows too (once, unless the step's periodic evaluation did) for it;
@@ -946,7 +946,7 @@ export async function train(opts: TrainOptions = {}): Promise<TrainSummary> {
     let periodic: { step: number; loss: number } | null = null;
     /** The validation loss now, logged and reported; null when an interrupt cut it short (nothing is logged then). */
     const evaluate = async (final = false, windows = final ? FINAL_EVAL_WINDOWS : o.evalWindows): Promise<number | null> => {
-      const { loss, tokens, bytes, aborted } = await evaluateLoss(model, valStream, B, T, windows, byteLengths, o.signal);
+      const { loss, tokens, bytes, aborted } = await evaluateLoss(model, valStream, B, T, windows, byteCounts, o.signal);
       if (aborted) return null;
       if (!final) periodic = { step, loss };
       // With no periodic evaluation in the run there is nothing to compare: the final one is the best.
@@ -1350,7 +1350,7 @@ export async function evaluateRunData(model: Model, tokenizer: Tokenizer, ckptDi
   }, tokenizer);
   const T = model.config.context;
   check(data.val.length > T, `the run's validation data has ${data.val.length} tokens, fewer than one window of ${T + 1}`);
-  const r = await evaluateLoss(model, data.val, evalBatch(model, opts.batch, data.val.length, T, FINAL_EVAL_WINDOWS), T, FINAL_EVAL_WINDOWS, tokenByteLengths(tokenizer));
+  const r = await evaluateLoss(model, data.val, evalBatch(model, opts.batch, data.val.length, T, FINAL_EVAL_WINDOWS), T, FINAL_EVAL_WINDOWS, textByteCounts(tokenizer));
   return { loss: r.loss, tokens: r.tokens, bitsPerByte: bitsPerByte(r.loss, r.tokens, r.bytes), dataName: data.dataName };
 }
 
@@ -1427,7 +1427,7 @@ export async function evaluateText(model: Model, tokenizer: Tokenizer, text: str
   const stream = memoryTokens(opts.all ? tokens : splitTrainVal(tokens, 0.1).val);
   const T = Math.min(model.config.context, stream.length - 1);
   check(T >= 1, `${opts.source ?? 'the data'} has too few tokens to evaluate${opts.all ? '' : ` in its validation split (the last 10%); pass ${optionSetting('all', true)} to use all of it`}`);
-  const r = await evaluateLoss(model, stream, evalBatch(model, opts.batch, stream.length, T, Infinity), T, Infinity, tokenByteLengths(tokenizer));
+  const r = await evaluateLoss(model, stream, evalBatch(model, opts.batch, stream.length, T, Infinity), T, Infinity, textByteCounts(tokenizer));
   return { loss: r.loss, tokens: r.tokens, bitsPerByte: bitsPerByte(r.loss, r.tokens, r.bytes) };
 }
 
@@ -1442,12 +1442,12 @@ export async function evaluateShards(model: Model, tokenizer: Tokenizer, dir: st
   const shards = await openShards(dir);
   try {
     checkShardsTokenizer(tokenizer, shards.tokenizer, dir);
-    const byteLengths = tokenByteLengths(tokenizer);
+    const byteCounts = textByteCounts(tokenizer);
     let sum = 0, count = 0, bytes = 0;
     for (const stream of opts.all ? [shards.train, shards.val] : [shards.val]) {
       if (stream.length < 2) continue;
       const T = Math.min(model.config.context, stream.length - 1);
-      const r = await evaluateLoss(model, stream, evalBatch(model, opts.batch, stream.length, T, Infinity), T, Infinity, byteLengths);
+      const r = await evaluateLoss(model, stream, evalBatch(model, opts.batch, stream.length, T, Infinity), T, Infinity, byteCounts);
       sum += r.loss * r.tokens;
       count += r.tokens;
       bytes += r.bytes;

@@ -1,9 +1,12 @@
 /** The Hugging Face `tokenizers` library (the dev venv's Python), as the oracle for imported tokenizers. */
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { hfTokenizerJson, tokenizerFromHfJson } from '../../src/io/hf.js';
+import { createRng } from '../../src/util/random.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -24,4 +27,30 @@ export async function libraryIds(dir: string, tokenizerJson: string, texts: read
   const run = spawnSync(tokenizersPython.python!, [join(ROOT, 'scripts', 'make-hf-tokenizers.py'), 'encode', join(dir, 'tokenizer.json'), join(dir, 'texts.json'), join(dir, 'ids.json')], { encoding: 'utf8' });
   if (run.status !== 0) throw new Error(run.stderr);
   return JSON.parse(await readFile(join(dir, 'ids.json'), 'utf8')) as number[][];
+}
+
+/** `count` texts, each 1 to `most` of `pieces` joined at random (seeded). */
+export function randomJoins(pieces: readonly string[], count: number, most: number, seed: number): string[] {
+  const rng = createRng(seed);
+  const out: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const n = 1 + rng.int(most);
+    let s = '';
+    for (let k = 0; k < n; k++) s += pieces[rng.int(pieces.length)]!;
+    out.push(s);
+  }
+  return out;
+}
+
+/** Asserts minigpt's ids for `texts` (special-token text as special tokens) equal the library's, on each tokenizer.json file and on minigpt's export of it. */
+export async function assertLibraryIds(dir: string, files: readonly [string, Record<string, unknown>][], texts: readonly string[]): Promise<void> {
+  for (const [name, file] of files) {
+    const tok = tokenizerFromHfJson(file, name);
+    const ours = texts.map((t) => Array.from(tok.encode(t, { allowedSpecial: 'all' })));
+    for (const [label, json] of [['original', JSON.stringify(file)], ['export', hfTokenizerJson(tok)]] as const) {
+      const theirs = await libraryIds(dir, json, texts);
+      for (let i = 0; i < texts.length; i++) assert.deepEqual(ours[i], theirs[i], `${name} (${label}): ids of ${JSON.stringify(texts[i])}`);
+    }
+    console.log(`# ${name}: ids equal to the tokenizers library's on ${texts.length} random texts (its file and minigpt's export)`);
+  }
 }
