@@ -118,8 +118,10 @@ export async function scoreText(loaded: LoadedModel, text: string): Promise<Text
   checkLoaded(loaded, 'scoreText');
   check(typeof text === 'string', () => `scoreText needs the text as a string (got ${typeof text})`);
   // A tokenizer that starts every text with a token (sp-bpe: Llama's "<s>") has it before the text, as in training.
-  const ids = [...textStartIds(loaded.tokenizer), ...loaded.tokenizer.encode(text)];
-  check(ids.length >= 2, `the text is ${ids.length} token${ids.length === 1 ? '' : 's'} long; scoring needs at least 2`);
+  const start = textStartIds(loaded.tokenizer);
+  const ids = [...start, ...loaded.tokenizer.encode(text)];
+  const own = ids.length - start.length, need = 2 - start.length;
+  check(own >= need, `the text is ${own} token${own === 1 ? '' : 's'} long; scoring needs at least ${need}${start.length > 0 ? ' after the start-of-text token' : ''}`);
   const { model } = loaded;
   checkIds(model, ids, true);
   const C = model.config.context, targets = ids.length - 1;

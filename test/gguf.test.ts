@@ -225,6 +225,8 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
       else assert.deepEqual(out.special.eog, [eot], `${kind}: llama.cpp's end-of-generation tokens`);
     } else if (kind.startsWith('sp-bpe')) {
       assert.equal(out.special.bos, 1, `${kind}: llama.cpp's BOS is "<s>"`);
+      // Generation ends at "</s>" and, as minigpt's does, where the model starts another text ("<s>").
+      assert.deepEqual(out.special.eog, [1, 2], `${kind}: llama.cpp's end-of-generation tokens`);
     } else if (kind === 'char-old') {
       assert.deepEqual(out.special.eog, [11], `${kind}: the character the export warns about`);
     }

@@ -233,6 +233,7 @@ test('"<s>" starts every training document, every prompt and every scored text',
   assert.ok(Math.abs(evaluated.bitsPerByte! - (evaluated.loss * evaluated.tokens) / (docBytes * Math.LN2)) < 1e-9, `bits per byte ${evaluated.bitsPerByte} over ${docBytes} bytes`);
   const prompt = 'a'; // one token: without "<s>" it attends to itself alone
   assert.deepEqual(score.ids, [1, ...tok.encode('Hello')]);
+  await assert.rejects(scoreText({ model, tokenizer: tok }, ''), oneLine(/^the text is 0 tokens long; scoring needs at least 1 after the start-of-text token$/));
   // Greedy: the first token generated after a prompt is the argmax after "<s>" + the prompt (which this model makes differ from the one without "<s>").
   const argmaxAfter = async (ids: number[]): Promise<number> => {
     const logits = await computeLogits(model, ids);

@@ -362,6 +362,9 @@ function spGgufTokenizerMetadata(json: SpBpeTokenizerJson, tokenizer: Tokenizer,
   if (bos) md.set('tokenizer.ggml.bos_token_id', u32(bos[1]));
   if (eos) md.set('tokenizer.ggml.eos_token_id', u32(eos[1]));
   if (unkId >= 0) md.set('tokenizer.ggml.unknown_token_id', u32(unkId));
+  // minigpt's generation ends where the model writes the token every text starts with (a new text,
+  // as llama2.c's models end a story); llama.cpp ends at its end-of-turn token too.
+  if (json.addBos !== undefined) md.set('tokenizer.ggml.eot_token_id', u32(json.special[json.addBos]!));
   md.set('tokenizer.ggml.add_bos_token', bool(json.addBos !== undefined));
   md.set('tokenizer.ggml.add_eos_token', bool(false));
   md.set('tokenizer.ggml.add_space_prefix', bool(true));
