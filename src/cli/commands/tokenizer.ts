@@ -52,7 +52,9 @@ export const tokenizerCommand: CommandSpec = {
   details: [
     'The BPE tokenizer splits text as GPT-2 does, then merges bytes; any text can be encoded.',
     'Train on text with it: minigpt train --tokenizer FILE (or minigpt prepare --tokenizer FILE for shards);',
-    'gpt2 is the fixed 50257-token GPT-2 vocabulary.',
+    'gpt2 is the fixed 50257-token GPT-2 vocabulary. encode prints the text\'s own ids: a tokenizer that starts every',
+    'text with a token (an imported Llama 2-style one: <s>, which transformers\' encode adds) shows it only when',
+    'the text holds it (with --allow-special).',
     '',
     'Examples:',
     '  minigpt tokenizer train --data shakespeare.txt --vocab 4096 --out shakespeare.tok.json',
