@@ -151,31 +151,22 @@ export function hfSpecialTokens(tokenizer: Tokenizer): HfSpecialTokens {
  * cleaned), so transformers cleans text as minigpt cleans a prompt; none without it.
  */
 export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptions>): string {
-  const head = (added: Record<string, unknown>[]): string[] => [
-    `  "version": "1.0",`,
-    `  "truncation": null,`,
-    `  "padding": null,`,
-    `  "added_tokens": ${JSON.stringify(added)},`,
-    `  "normalizer": ${JSON.stringify(hfNormalizer(clean))},`,
-  ];
   if (tokenizer.kind === 'char') {
     const { vocab, unk, special } = tokenizer.toJSON() as unknown as { vocab: string[]; unk: string | null; special?: Record<string, number> };
     const pieces = unk === null ? vocab : [...vocab, unk];
-    const added = Object.entries(special ?? {}).sort((a, b) => a[1] - b[1]).map(([text, id]) => addedToken(id, text));
-    return [
-      '{',
-      ...head(added),
-      `  "pre_tokenizer": ${JSON.stringify({ type: 'Split', pattern: { Regex: String.raw`[\s\S]` }, behavior: 'Isolated', invert: false })},`,
-      `  "post_processor": null,`,
-      `  "decoder": ${JSON.stringify({ type: 'Fuse' })},`,
-      `  "model": {`,
-      `    "type": "WordLevel",`,
-      `    "vocab": ${orderedObject(pieces.map((p, i) => [p, i]), '    ')},`,
-      // Without an unk character, the unk token is text no split can produce: unknown characters fail.
-      `    "unk_token": ${JSON.stringify(unk ?? '<unk>')}`,
-      `  }`,
-      '}',
-    ].join('\n') + '\n';
+    return tokenizerJsonText({
+      added: Object.entries(special ?? {}).sort((a, b) => a[1] - b[1]).map(([text, id]) => addedToken(id, text)),
+      normalizer: hfNormalizer(clean),
+      pre: { type: 'Split', pattern: { Regex: String.raw`[\s\S]` }, behavior: 'Isolated', invert: false },
+      post: null,
+      decoder: { type: 'Fuse' },
+      model: [
+        `    "type": "WordLevel",`,
+        `    "vocab": ${orderedObject(pieces.map((p, i) => [p, i]), '    ')},`,
+        // Without an unk character, the unk token is text no split can produce: unknown characters fail.
+        `    "unk_token": ${JSON.stringify(unk ?? '<unk>')}`,
+      ],
+    });
   }
   if (tokenizer.kind === 'sp-bpe') return spHfTokenizerJson(tokenizer.toJSON() as SpBpeTokenizerJson, clean);
   const v = byteLevelVocab(tokenizer);
@@ -190,26 +181,53 @@ export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptio
       { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
     ],
   };
+  return tokenizerJsonText({
+    added: v.special.map(([text, id]) => addedToken(id, text)),
+    normalizer: hfNormalizer(clean),
+    pre,
+    post: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
+    decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
+    model: bpeModelLines({
+      unk: null, fuseUnk: false, byteFallback: false, ignoreMerges: hfBpe ? hfBpe.ignoreMerges : tokenizer.kind === 'gpt2',
+      vocab: v.tokens.map((t, i): [string, number] => [t, i]).filter(([, id]) => !addedOnly.has(id)),
+      merges: v.merges,
+    }),
+  });
+}
+
+/** tokenizer.json's text, its fields in the tokenizers library's order; `model` the lines inside its "model" object. */
+function tokenizerJsonText(f: { added: Record<string, unknown>[]; normalizer: unknown; pre: unknown; post: unknown; decoder: unknown; model: string[] }): string {
   return [
     '{',
-    ...head(v.special.map(([text, id]) => addedToken(id, text))),
-    `  "pre_tokenizer": ${JSON.stringify(pre)},`,
-    `  "post_processor": ${JSON.stringify({ type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false })},`,
-    `  "decoder": ${JSON.stringify({ type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false })},`,
+    `  "version": "1.0",`,
+    `  "truncation": null,`,
+    `  "padding": null,`,
+    `  "added_tokens": ${JSON.stringify(f.added)},`,
+    `  "normalizer": ${JSON.stringify(f.normalizer)},`,
+    `  "pre_tokenizer": ${JSON.stringify(f.pre)},`,
+    `  "post_processor": ${JSON.stringify(f.post)},`,
+    `  "decoder": ${JSON.stringify(f.decoder)},`,
     `  "model": {`,
-    `    "type": "BPE",`,
-    `    "dropout": null,`,
-    `    "unk_token": null,`,
-    `    "continuing_subword_prefix": null,`,
-    `    "end_of_word_suffix": null,`,
-    `    "fuse_unk": false,`,
-    `    "byte_fallback": false,`,
-    `    "ignore_merges": ${hfBpe ? hfBpe.ignoreMerges : tokenizer.kind === 'gpt2'},`,
-    `    "vocab": ${orderedObject(v.tokens.map((t, i): [string, number] => [t, i]).filter(([, id]) => !addedOnly.has(id)), '    ')},`,
-    `    "merges": [\n${v.merges.map((m) => `      ${JSON.stringify(m)}`).join(',\n')}\n    ]`,
+    ...f.model,
     `  }`,
     '}',
   ].join('\n') + '\n';
+}
+
+/** The lines of a BPE "model" object: its options, the vocabulary in id order, one merge per line. */
+function bpeModelLines(m: { unk: string | null; fuseUnk: boolean; byteFallback: boolean; ignoreMerges: boolean; vocab: [string, number][]; merges: [string, string][] }): string[] {
+  return [
+    `    "type": "BPE",`,
+    `    "dropout": null,`,
+    `    "unk_token": ${JSON.stringify(m.unk)},`,
+    `    "continuing_subword_prefix": null,`,
+    `    "end_of_word_suffix": null,`,
+    `    "fuse_unk": ${m.fuseUnk},`,
+    `    "byte_fallback": ${m.byteFallback},`,
+    `    "ignore_merges": ${m.ignoreMerges},`,
+    `    "vocab": ${orderedObject(m.vocab, '    ')},`,
+    `    "merges": [\n${m.merges.map((pair) => `      ${JSON.stringify(pair)}`).join(',\n')}\n    ]`,
+  ];
 }
 
 /**
@@ -224,40 +242,25 @@ function spHfTokenizerJson(json: SpBpeTokenizerJson, clean?: Partial<CleanOption
   const legacy = json.spaces === 'prepend';
   const spaceSteps = legacy ? [{ type: 'Prepend', prepend: SP_SPACE }, { type: 'Replace', pattern: { String: ' ' }, content: SP_SPACE }] : [];
   const steps = [...cleaning, ...spaceSteps];
-  const metaspace = { type: 'Metaspace', replacement: SP_SPACE, prepend_scheme: json.spaces, split: json.split };
   const bos = json.addBos;
-  const post = bos === undefined ? null : {
-    type: 'TemplateProcessing',
-    single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-    pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
-    special_tokens: { [bos]: { id: bos, ids: [json.special[bos]], tokens: [bos] } },
-  };
-  // minigpt's decode, for every layout: a Metaspace decoder alone would print byte tokens as "<0x0A>".
-  const decoder = { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: SP_SPACE }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] };
-  return [
-    '{',
-    `  "version": "1.0",`,
-    `  "truncation": null,`,
-    `  "padding": null,`,
-    `  "added_tokens": ${JSON.stringify(Object.entries(json.special).map(([text, id]) => addedToken(id, text)))},`,
-    `  "normalizer": ${JSON.stringify(steps.length === 0 ? null : { type: 'Sequence', normalizers: steps })},`,
-    `  "pre_tokenizer": ${JSON.stringify(legacy ? null : metaspace)},`,
-    `  "post_processor": ${JSON.stringify(post)},`,
-    `  "decoder": ${JSON.stringify(decoder)},`,
-    `  "model": {`,
-    `    "type": "BPE",`,
-    `    "dropout": null,`,
-    `    "unk_token": ${JSON.stringify(json.unk ?? null)},`,
-    `    "continuing_subword_prefix": null,`,
-    `    "end_of_word_suffix": null,`,
-    `    "fuse_unk": ${json.fuseUnk},`,
-    `    "byte_fallback": ${json.byteFallback},`,
-    `    "ignore_merges": false,`,
-    `    "vocab": ${orderedObject(json.vocab.map((t, i): [string, number] => [t, i]), '    ')},`,
-    `    "merges": [\n${json.merges.map((m) => `      ${JSON.stringify(m.split(' '))}`).join(',\n')}\n    ]`,
-    `  }`,
-    '}',
-  ].join('\n') + '\n';
+  return tokenizerJsonText({
+    added: Object.entries(json.special).map(([text, id]) => addedToken(id, text)),
+    normalizer: steps.length === 0 ? null : { type: 'Sequence', normalizers: steps },
+    pre: legacy ? null : { type: 'Metaspace', replacement: SP_SPACE, prepend_scheme: json.spaces, split: json.split },
+    post: bos === undefined ? null : {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: bos, type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { [bos]: { id: bos, ids: [json.special[bos]], tokens: [bos] } },
+    },
+    // minigpt's decode, for every layout: a Metaspace decoder alone would print byte tokens as "<0x0A>".
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: SP_SPACE }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+    model: bpeModelLines({
+      unk: json.unk ?? null, fuseUnk: json.fuseUnk, byteFallback: json.byteFallback, ignoreMerges: false,
+      vocab: json.vocab.map((t, i): [string, number] => [t, i]),
+      merges: json.merges.map((m) => m.split(' ') as [string, string]),
+    }),
+  });
 }
 
 /** tokenizer_config.json and special_tokens_map.json for our tokenizer. */
@@ -449,11 +452,15 @@ function spLayoutOf(json: Json, source: string): SpLayout | null {
   throw new MinigptError(`${source}: a SentencePiece-style BPE (byte fallback or "${SP_SPACE}" for spaces) whose normalizer and pre-tokenizer (${JSON.stringify(normalizer ?? null).slice(0, 80)}; ${JSON.stringify(pre ?? null).slice(0, 80)}) are neither Llama 2's legacy layout (Prepend and Replace) nor a Metaspace pre-tokenizer; minigpt cannot reproduce it exactly`);
 }
 
-/** Whether a tokenizer.json's normalizer cleans text (a SentencePiece-style one's space steps are not cleaning). */
-export function hfNormalizerCleans(json: unknown, source: string): boolean {
-  if (!isObject(json)) return false;
+/**
+ * The part of a tokenizer.json's normalizer that cleans text (cleanFromHfNormalizer reads it), or
+ * null for none: all of it, but for a SentencePiece-style one whose space steps are its tokenizer's.
+ */
+export function hfCleaningNormalizer(json: unknown, source: string): unknown {
+  if (!isObject(json)) return null;
   const sp = isObject(json.model) && json.model.type === 'BPE' ? spLayoutOf(json, source) : null;
-  return sp !== null ? sp.cleaning.length > 0 : json.normalizer !== null && json.normalizer !== undefined;
+  if (sp === null) return json.normalizer ?? null;
+  return sp.cleaning.length === 0 ? null : { type: 'Sequence', normalizers: sp.cleaning };
 }
 
 /** An sp-bpe tokenizer from a SentencePiece-style tokenizer.json (spLayoutOf says it is one). */
@@ -898,10 +905,7 @@ export async function readHfModel(dir: string): Promise<HfImportResult> {
   check(await exists(tokPath), `${tokPath} is missing; minigpt imports the tokenizer from tokenizer.json (a fast tokenizer); sentencepiece-only models are not supported`);
   const tokJson = await readJsonFile(tokPath, '');
   const tokenizer = withModelEndTokens(tokenizerFromHfJson(tokJson, tokPath), await readModelEndTokenIds(dir, configJson as Json));
-  // An sp-bpe tokenizer's normalizer ends with its space handling (spLayoutOf); what comes before is cleaning.
-  const sp = tokenizer.kind === 'sp-bpe' ? spLayoutOf(tokJson as Json, tokPath) : null;
-  const normalizer = sp === null ? (tokJson as Json).normalizer : sp.cleaning.length === 0 ? null : { type: 'Sequence', normalizers: sp.cleaning };
-  const clean = cleanFromHfNormalizer(normalizer, tokPath);
+  const clean = cleanFromHfNormalizer(hfCleaningNormalizer(tokJson, tokPath), tokPath);
   check(tokenizer.vocabSize <= config.vocab_size, `${tokPath} has ${tokenizer.vocabSize} tokens but config.json's vocab_size is ${config.vocab_size}`);
 
   const raw = await readHfTensors(dir);

@@ -546,8 +546,9 @@ export interface TrainingData {
 /**
  * Loads and cleans the text (the default corpus without `data`), builds the tokenizer (or uses
  * `tokenizer` given), encodes, and splits off validation (the last 10%, or `valData`).
- * Documents (a folder's files, JSONL records) are separated by <|endoftext|> where the tokenizer
- * has it (gpt2, bpe, an hf-bpe that has it; never char), else by a blank line; `documentSeparator` overrides that (a run resumed reads
+ * Documents (a folder's files, JSONL records) are separated as documentSeparatorOf says (each
+ * starting with the start-of-text token for sp-bpe, else <|endoftext|> between them where the
+ * tokenizer has it and is not char, else a blank line); `documentSeparator` overrides that (a run resumed reads
  * its data as it did). A directory written by `minigpt prepare` is read from its shards, never loaded whole;
  * a `valData` beside shards is joined as the shards' documents were (their meta.json's separator).
  */

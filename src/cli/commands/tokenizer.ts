@@ -12,7 +12,7 @@ import { trainBpe } from '../../data/bpe.js';
 import { gpt2Tokenizer } from '../../data/gpt2.js';
 import { findCheckpointDir } from '../../train/train.js';
 import { loadCheckpoint } from '../../io/checkpoint.js';
-import { tokenizerFromHfJson, hfNormalizerCleans } from '../../io/hf.js';
+import { hfCleaningNormalizer, tokenizerFromHfJson } from '../../io/hf.js';
 
 /** Which flags each subcommand takes; anything else given is a mistake worth naming. */
 const SUBCOMMAND_FLAGS: Record<string, readonly string[]> = {
@@ -212,7 +212,7 @@ export async function loadTokenizer(spec: unknown): Promise<Tokenizer> {
   const fields = typeof json === 'object' && json !== null && !Array.isArray(json) ? json as Record<string, unknown> : null;
   if (fields && !('type' in fields) && typeof fields['model'] === 'object' && fields['model'] !== null) {
     const tokenizer = tokenizerFromHfJson(json, path);
-    check(!hfNormalizerCleans(json, path),
+    check(hfCleaningNormalizer(json, path) === null,
       `${path} is a Hugging Face tokenizer.json with a normalizer, whose cleaning a tokenizer file alone does not carry into training; import the model it belongs to (minigpt import), or use a tokenizer.json without one`);
     return tokenizer;
   }
