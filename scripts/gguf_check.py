@@ -64,6 +64,12 @@ def main() -> None:
             b + "ffn_up.weight": hf[p + "mlp.up_proj.weight"],
             b + "ffn_down.weight": hf[p + "mlp.down_proj.weight"],
         })
+        if p + "self_attn.q_proj.bias" in hf:  # Qwen2's q, k and v biases; convert_hf_to_gguf permutes q's and k's too
+            expected.update({
+                b + "attn_q.bias": permute(hf[p + "self_attn.q_proj.bias"], H, H),
+                b + "attn_k.bias": permute(hf[p + "self_attn.k_proj.bias"], H, KV),
+                b + "attn_v.bias": hf[p + "self_attn.v_proj.bias"],
+            })
     mismatches, tensors, worst = [], {}, 0.0
     for t in reader.tensors:
         data = np.array(t.data).astype(np.float32)

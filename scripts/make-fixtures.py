@@ -31,6 +31,7 @@ CASES = {
     'model-gelu-tied':   (4, dict(mlp='gelu', intermediate_size=64, n_kv_heads=4, tie_embeddings=True)),
     'model-gqa':         (5, dict(mlp='swiglu', intermediate_size=24, n_kv_heads=2, tie_embeddings=False)),
     'model-mqa':         (6, dict(mlp='swiglu', intermediate_size=24, n_kv_heads=1, tie_embeddings=True)),
+    'model-qkv-bias':    (7, dict(mlp='swiglu', intermediate_size=24, n_kv_heads=2, tie_embeddings=True, qkv_bias=True)),
 }
 
 
@@ -45,6 +46,10 @@ def param_shapes(c):
         shapes[p + 'self_attn.q_proj.weight'] = [c['n_heads'] * hd, C]
         shapes[p + 'self_attn.k_proj.weight'] = [c['n_kv_heads'] * hd, C]
         shapes[p + 'self_attn.v_proj.weight'] = [c['n_kv_heads'] * hd, C]
+        if c.get('qkv_bias'):
+            shapes[p + 'self_attn.q_proj.bias'] = [c['n_heads'] * hd]
+            shapes[p + 'self_attn.k_proj.bias'] = [c['n_kv_heads'] * hd]
+            shapes[p + 'self_attn.v_proj.bias'] = [c['n_kv_heads'] * hd]
         shapes[p + 'self_attn.o_proj.weight'] = [C, c['n_heads'] * hd]
         shapes[p + 'post_attention_layernorm.weight'] = [C]
         if c['mlp'] == 'swiglu':
@@ -62,7 +67,9 @@ def make_inputs(c, seed):
     params = {}
     for name, shape in param_shapes(c).items():
         # Drawn in float32 then widened, so the stored F32 weights are exactly the ones used.
-        if len(shape) == 1:
+        if name.endswith('.bias'):
+            w = 0.3 * torch.randn(shape, dtype=torch.float32)
+        elif len(shape) == 1:
             w = 1 + 0.1 * torch.randn(shape, dtype=torch.float32)
         else:
             w = torch.randn(shape, dtype=torch.float32) * (1.0 if 'embed_tokens' in name else 0.3)
@@ -123,9 +130,12 @@ def forward(P, ids, c, attention=attention_reference):
     for l in range(c['n_layers']):
         p = f'model.layers.{l}.'
         h = rms_norm(x, P[p + 'input_layernorm.weight'], eps)
-        q = (h @ P[p + 'self_attn.q_proj.weight'].T).view(B, T, H, hd).transpose(1, 2)
-        k = (h @ P[p + 'self_attn.k_proj.weight'].T).view(B, T, KVH, hd).transpose(1, 2)
-        v = (h @ P[p + 'self_attn.v_proj.weight'].T).view(B, T, KVH, hd).transpose(1, 2)
+        def proj(n):
+            y = h @ P[p + f'self_attn.{n}_proj.weight'].T
+            return y + P[p + f'self_attn.{n}_proj.bias'] if c.get('qkv_bias') else y
+        q = proj('q').view(B, T, H, hd).transpose(1, 2)
+        k = proj('k').view(B, T, KVH, hd).transpose(1, 2)
+        v = proj('v').view(B, T, KVH, hd).transpose(1, 2)
         a = attention(q, k, v, c).transpose(1, 2).reshape(B, T, H * hd)
         x = x + a @ P[p + 'self_attn.o_proj.weight'].T
         h = rms_norm(x, P[p + 'post_attention_layernorm.weight'], eps)
@@ -179,6 +189,8 @@ def make_case(name, seed, overrides):
     keys = ['vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n_layers', 'context', 'mlp',
             'intermediate_size', 'rms_norm_eps', 'rope_theta', 'tie_embeddings', 'batch', 'seq',
             'lr', 'beta1', 'beta2', 'eps', 'weight_decay', 'max_norm']
+    if c.get('qkv_bias'):
+        keys.append('qkv_bias')
     meta = {'config': json.dumps({k: c[k] for k in keys}),
             'generator': 'scripts/make-fixtures.py', 'torch': torch.__version__}
     return out, meta, loss.item(), grad_norm, err

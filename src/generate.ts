@@ -203,11 +203,13 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
   const ids = prompt.length > 0 ? [...textStart, ...tokenizer.encode(prompt, opts.allowSpecial ? { allowedSpecial: 'all' } : {})] : textStart.length > 0 ? textStart : [start ?? 0];
   const history = ids.slice(-c.context);
   const rng = createRng(opts.seed ?? 0);
-  // A cache is sized for the whole context (its logits alone context × vocab floats) and backends
-  // free nothing before destroy(): each model keeps its caches for the next generate.
+  // A cache holds keys and values for the whole context, and backends free nothing before
+  // destroy(): each model keeps its caches for the next generate. A prompt goes in in pieces of
+  // at most PROMPT_CHUNK tokens, so the working buffers stay small for a long context and a large
+  // vocabulary (Qwen2's 32768 x 151936 logits would be 20 GB).
   const idle = idleCaches.get(model) ?? [];
   idleCaches.set(model, idle);
-  const cache = idle.pop() ?? createKvCache(model, 1);
+  const cache = idle.pop() ?? createKvCache(model, 1, { chunk: PROMPT_CHUNK });
   cache.length = 0;
   try {
     // Only ids the tokenizer has: a vocab_size padded past the tokenizer (50304 for GPT-2's 50257)
@@ -270,8 +272,11 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
         cache.length = 0;
         pending = history.slice(-Math.max(1, Math.floor(c.context / 2)));
       }
-      const logits = await model.backend.read(forwardCached(model, cache, pending, pending.length));
-      const last = logits.subarray((pending.length - 1) * c.vocab_size, (pending.length - 1) * c.vocab_size + V);
+      let logits = null;
+      for (let at = 0; at < pending.length; at += cache.chunk) logits = forwardCached(model, cache, pending.slice(at, at + cache.chunk), Math.min(cache.chunk, pending.length - at));
+      // Only the last position's logits are needed: read back that row alone.
+      const lastRow = (pending.length - 1) % cache.chunk;
+      const last = await model.backend.read(model.backend.view(logits!, lastRow * c.vocab_size, V));
       const id = sampleToken(last, sampling, rng.next(), order, probs);
       if (stopIds.includes(id)) {
         // Text held back (a character's first bytes, a stop text's start) is the text's end.
@@ -306,3 +311,5 @@ export async function* generate(loaded: LoadedModel, prompt: string, opts: Sampl
 
 /** KV caches of each model that no generate is using now (one per generate running at once, at most). */
 const idleCaches = new WeakMap<Model, KvCache[]>();
+/** The most prompt tokens generate runs through the model in one call (see createKvCache's chunk). */
+const PROMPT_CHUNK = 256;

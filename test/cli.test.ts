@@ -46,13 +46,13 @@ test('init takes its vocabulary from --data and the model flags shape the model'
   const root = await mkdtemp(join(tmpdir(), 'minigpt-cli-'));
   await writeFile(join(root, 'corpus.txt'), 'the cat sat on the mat\n');
   const dir = join(root, 'ck');
-  const r = run('init', '--out', dir, '--data', join(root, 'corpus.txt'), '--d-model', '24', '--n-heads', '3', '--n-kv-heads', '1', '--n-layers', '1', '--mlp', 'gelu', '--tie-embeddings', '--init', 'xavier-normal');
+  const r = run('init', '--out', dir, '--data', join(root, 'corpus.txt'), '--d-model', '24', '--n-heads', '3', '--n-kv-heads', '1', '--n-layers', '1', '--mlp', 'gelu', '--tie-embeddings', '--qkv-bias', '--init', 'xavier-normal');
   assert.equal(r.code, 0, r.err);
   const { model, tokenizer } = await loadModel(dir);
   assert.equal(tokenizer.vocabSize, 12); // 11 characters and <|endoftext|>
   assert.deepEqual(
-    [model.config.vocab_size, model.config.d_model, model.config.n_heads, model.config.n_kv_heads, model.config.n_layers, model.config.mlp, model.config.intermediate_size, model.config.tie_embeddings, model.config.init],
-    [12, 24, 3, 1, 1, 'gelu', 96, true, 'xavier-normal'],
+    [model.config.vocab_size, model.config.d_model, model.config.n_heads, model.config.n_kv_heads, model.config.n_layers, model.config.mlp, model.config.intermediate_size, model.config.tie_embeddings, model.config.qkv_bias, model.config.init],
+    [12, 24, 3, 1, 1, 'gelu', 96, true, true, 'xavier-normal'],
   );
 });
 
@@ -108,7 +108,7 @@ test('an error that quotes a file or a path with newlines or control characters 
 test('--help lists every flag of the command', () => {
   const r = run('init', '--help');
   assert.equal(r.code, 0);
-  for (const flag of ['--out', '--data', '--chars', '--seed', '--vocab-size', '--d-model', '--n-heads', '--n-kv-heads', '--n-layers', '--context', '--mlp', '--intermediate-size', '--rms-norm-eps', '--rope-theta', '--tie-embeddings', '--dropout', '--init']) {
+  for (const flag of ['--out', '--data', '--chars', '--seed', '--vocab-size', '--d-model', '--n-heads', '--n-kv-heads', '--n-layers', '--context', '--mlp', '--intermediate-size', '--rms-norm-eps', '--rope-theta', '--tie-embeddings', '--qkv-bias', '--dropout', '--init']) {
     assert.ok(r.out.includes(flag), `init --help mentions ${flag}`);
   }
   assert.match(run('--help').out, /eval/);

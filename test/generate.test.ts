@@ -107,6 +107,31 @@ test('generate reuses its KV cache: a thousand samples allocate what one does (b
   assert.equal(sb, first);
 });
 
+test('a prompt longer than generate\'s prompt chunk (256 tokens) goes in in pieces: greedy tokens are the full forward\'s argmax', async () => {
+  const tok = buildCharTokenizer('abcdefgh ');
+  const c = resolveConfig({ vocab_size: tok.vocabSize, d_model: 16, n_heads: 2, n_layers: 2, context: 640, qkv_bias: true });
+  const backend = createReferenceBackend();
+  const model = createModel(backend, c);
+  const w = initialWeights(c, model.layout, createRng(3));
+  for (const s of model.layout.specs) if (s.kind === 'bias') for (let i = 0; i < s.shape[0]!; i++) w[s.offset + i] = Math.sin(i);
+  setWeights(model, w);
+  const rng = createRng(4);
+  const prompt = Array.from({ length: 600 }, () => 'abcdefgh '[rng.int(9)]).join('');
+  const got: number[] = [];
+  for await (const t of generate({ model, tokenizer: tok }, prompt, { maxTokens: 4, temperature: 0 })) got.push(t.id);
+  const ids = Array.from(tok.encode(prompt));
+  const want: number[] = [];
+  for (let n = 0; n < 4; n++) {
+    const logits = await computeLogits(model, ids);
+    const row = logits.subarray((ids.length - 1) * c.vocab_size, ids.length * c.vocab_size);
+    let best = 0;
+    for (let v = 1; v < tok.vocabSize; v++) if (row[v]! > row[best]!) best = v;
+    want.push(best);
+    ids.push(best);
+  }
+  assert.deepEqual(got, want);
+});
+
 test('top-k and top-p take the most likely ids (ties: the lower id first) as a full sort would, from a large vocabulary', () => {
   const V = 5000, rng = createRng(11);
   const big = Float32Array.from({ length: V }, () => Math.round(rng.next() * 40) / 4);

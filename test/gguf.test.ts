@@ -46,6 +46,8 @@ function checkpoint(tokenizer: Tokenizer, extra: Partial<ModelConfig> = {}, seed
   const layout = paramLayout(config);
   const weights = initialWeights(config, layout, createRng(seed));
   for (const s of layout.specs) if (s.kind === 'norm') for (let i = 0; i < s.shape[0]!; i++) weights[s.offset + i] = 1 + 0.1 * Math.cos(i + s.offset);
+  // Biases start at 0; these are not, so a bias llama.cpp dropped or did not permute would show in the logits.
+  for (const s of layout.specs) if (s.kind === 'bias') for (let i = 0; i < s.shape[0]!; i++) weights[s.offset + i] = 0.8 * Math.sin(3 * i + s.offset);
   return { config, weights, tokenizer };
 }
 
@@ -108,6 +110,7 @@ test('llama.cpp\'s gguf reader reads metadata and tensors back equal', { skip: p
   for (const [kind, ckpt, dtype] of [
     ['char', checkpoint(charTok(), { vocab_size: 64 + 10 }), 'F32'],
     ['bpe', checkpoint(bpeTok(), { tie_embeddings: true }), 'F16'],
+    ['bpe-qkv-bias', checkpoint(bpeTok(), { qkv_bias: true }), 'F16'],
     ['hf-bpe', checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true }), 'F32'],
   ] as const) {
     const hf = join(root, `${kind}-hf`), file = join(root, `${kind}.gguf`), out = join(root, `${kind}.json`);
@@ -181,6 +184,8 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
     // Five tokens: llama.cpp's default BOS/EOS ids for a gpt2-style vocabulary (11) do not exist.
     ['char-tiny', checkpoint(buildCharTokenizer('ab c\n')), 'F32'],
     ['bpe', checkpoint(bpeTok(), { tie_embeddings: true, rope_theta: 500 }), 'F32'],
+    // Qwen2's q, k and v biases: llama.cpp's llama architecture adds them (q's and k's permuted for its RoPE).
+    ['bpe-qkv-bias', checkpoint(bpeTok(), { qkv_bias: true }), 'F16'],
     ['gpt2', checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1 }), 'F32'],
     // Imported from Hugging Face: special tokens first, digits one by one (llama.cpp's "smollm" pre-tokenizer).
     ['hf-bpe-smollm', checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true }), 'F32'],

@@ -61,6 +61,8 @@ function checkpoint(tokenizer: Tokenizer, extra: Partial<ModelConfig> = {}, seed
   // Norm weights away from 1 so a wrong norm mapping would show.
   const layout = paramLayout(config);
   for (const s of layout.specs) if (s.kind === 'norm') for (let i = 0; i < s.shape[0]!; i++) weights[s.offset + i] = 1 + 0.1 * Math.sin(i + s.offset);
+  // Biases away from 0 (their init), for the same reason.
+  for (const s of layout.specs) if (s.kind === 'bias') for (let i = 0; i < s.shape[0]!; i++) weights[s.offset + i] = 0.5 * Math.cos(2 * i + s.offset);
   return { config, weights, tokenizer };
 }
 
@@ -262,6 +264,11 @@ test('import refuses what minigpt cannot run, with one-line reasons', async () =
   }
 });
 
+test('a model with q, k and v biases exports as Qwen2 only with a Qwen2 tokenizer (transformers tokenizes every Qwen2 model with its own), and never with a GELU MLP', () => {
+  assert.throws(() => hfExportFiles(checkpoint(bpeTok(), { qkv_bias: true })), /exports as Qwen2ForCausalLM, and transformers tokenizes every Qwen2 model with Qwen2's own tokenizer .*not this bpe tokenizer/);
+  assert.throws(() => hfExportFiles(checkpoint(bpeTok(), { qkv_bias: true, mlp: 'gelu' })), /a GELU-MLP model with q, k and v biases has no Hugging Face architecture/);
+});
+
 const py = findPython(['torch', 'transformers']);
 
 test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCausalLM our logits (1e-4)', { skip: py.skip }, async () => {
@@ -311,7 +318,7 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     const { texts, ids, decode: ours } = jobs[k]!;
     const out = outs[k];
     const tok = ckpt.tokenizer;
-    assert.equal(out.model_class, ckpt.config.mlp === 'swiglu' ? 'LlamaForCausalLM' : 'ArceeForCausalLM');
+    assert.equal(out.model_class, ckpt.config.qkv_bias ? 'Qwen2ForCausalLM' : ckpt.config.mlp === 'swiglu' ? 'LlamaForCausalLM' : 'ArceeForCausalLM');
     for (let i = 0; i < texts.length; i++) assert.deepEqual(out.encodings[i], ours[i], `${kind}: HF ids for ${JSON.stringify(texts[i])}`);
     for (let i = 0; i < texts.length; i++) assert.equal(out.decoded[i], tok.decode(ours[i]!), `${kind}: HF decode`);
     const m = createModel(backend, ckpt.config);

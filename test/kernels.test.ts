@@ -29,6 +29,28 @@ test('matmul: dinp and dweight match finite differences; dweight accumulates', (
   });
 });
 
+test('bias: dbias matches finite differences and accumulates; the forward adds to every row', () => {
+  const be = f64Backend();
+  const N = 4, OC = 5;
+  const base = randomTensor(be, N * OC, rng), bias = randomTensor(be, OC, rng);
+  const out = be.alloc(N * OC);
+  gradcheck({
+    be, inputs: { bias },
+    forward: () => (be.copy(out, base), be.addBiasForward(out, bias, N, OC), out),
+    backward: (dout) => {
+      const dbias = be.alloc(OC);
+      be.addBiasBackward(dbias, dout, N, OC);
+      const once = values(dbias);
+      be.addBiasBackward(dbias, dout, N, OC);
+      values(dbias).forEach((v, i) => assert.ok(Math.abs(v - 2 * once[i]) < 1e-12, 'dbias must accumulate'));
+      be.write(dbias, once);
+      return { bias: dbias };
+    },
+  });
+  const b = values(bias), x = values(base), o = values(out);
+  o.forEach((v, i) => assert.ok(Math.abs(v - (x[i] + b[i % OC])) < 1e-12, `out[${i}] is the input plus the bias`));
+});
+
 test('rmsnorm: dinp and dweight match finite differences; both accumulate', () => {
   const be = f64Backend();
   const N = 4, C = 6;

@@ -228,7 +228,7 @@ test('training steps allocate nothing: heap and RSS flat between step 10 and ste
 
 test('KV-cached generation gives the same logits as the full forward, for prefill and token by token', async () => {
   const { createKvCache, forwardCached } = await import('../src/model/model.js');
-  for (const c of [tiny({ context: 12 }), tiny({ d_model: 16, n_heads: 4, n_kv_heads: 2, mlp: 'gelu', intermediate_size: 20, context: 12 })]) {
+  for (const c of [tiny({ context: 12 }), tiny({ d_model: 16, n_heads: 4, n_kv_heads: 2, mlp: 'gelu', intermediate_size: 20, context: 12 }), tiny({ n_kv_heads: 2, qkv_bias: true, context: 12 })]) {
     const be = createReferenceBackend();
     const model = createModel(be, c);
     setWeights(model, randomWeights(c, 8));
@@ -249,6 +249,29 @@ test('KV-cached generation gives the same logits as the full forward, for prefil
     assert.ok(err < 1e-5, `max difference ${err}`);
     assert.equal(cache.length, T);
   }
+});
+
+test('a KV cache with a small chunk takes a prompt in pieces: the same logits as the full forward', async () => {
+  const { createKvCache, forwardCached } = await import('../src/model/model.js');
+  const c = tiny({ n_kv_heads: 1, qkv_bias: true, context: 12 });
+  const be = createReferenceBackend();
+  const model = createModel(be, c);
+  setWeights(model, randomWeights(c, 9));
+  const T = 11, V = c.vocab_size, rng = createRng(5);
+  const ids = Array.from({ length: T }, () => rng.int(V));
+  const full = await be.read(forward(model, ids, null, 1, T).logits);
+  const cache = createKvCache(model, 1, { chunk: 3 });
+  assert.equal(cache.chunk, 3);
+  assert.throws(() => forwardCached(model, cache, ids.slice(0, 4), 4), /4 new tokens, more than the cache's chunk of 3/);
+  let err = 0;
+  for (let t0 = 0; t0 < T; t0 += 3) {
+    const n = Math.min(3, T - t0);
+    const got = await be.read(forwardCached(model, cache, ids.slice(t0, t0 + n), n));
+    for (let i = 0; i < n * V; i++) err = Math.max(err, Math.abs(got[i]! - full[t0 * V + i]!));
+  }
+  assert.ok(err < 1e-5, `max difference ${err}`);
+  assert.equal(cache.length, T);
+  assert.equal(createKvCache(model, 1, { chunk: 100 }).chunk, c.context, 'a chunk is at most the context');
 });
 
 test('rng.fillNormal draws exactly what normal() * std draws, spare value and state included', () => {

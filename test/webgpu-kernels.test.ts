@@ -147,8 +147,14 @@ test('webgpu elementwise kernels, reductions, roundHalf and the optimizer match 
   });
 });
 
-test('webgpu embedding, rmsnorm, swiglu, gelu and cross-entropy match the reference', { skip }, async () => {
+test('webgpu embedding, bias, rmsnorm, swiglu, gelu and cross-entropy match the reference', { skip }, async () => {
   for (const [N, C] of [[1, 1], [5, 7], [67, 130], [3, 600]]) {
+    await same(`bias N=${N} OC=${C}`, ({ be, rand }) => {
+      const out = rand(N * C), bias = rand(C), dout = rand(N * C), dbias = rand(C); // out and dbias accumulate
+      be.addBiasForward(out, bias, N, C);
+      be.addBiasBackward(dbias, dout, N, C);
+      return [out, dbias];
+    });
     await same(`embedding N=${N} C=${C}`, ({ be, rand, ints }) => {
       const table = rand(11 * C), ids = ints(N, 11), out = rand(N * C), dtable = rand(11 * C), dout = rand(N * C);
       be.embeddingForward(out, ids, table, N, C);

@@ -101,7 +101,7 @@ const TRAIN_KEYS: Record<string, keyof Omit<PageOptions, 'backend' | 'model'>> =
   sample_tokens: 'sampleTokens', sample_every: 'sampleEvery', eval_every: 'evalEvery', threads: 'threads',
 };
 const MODEL_KEYS = new Set(['vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n_layers', 'context', 'mlp', 'intermediate_size',
-  'rms_norm_eps', 'rope_theta', 'tie_embeddings', 'dropout', 'init']);
+  'rms_norm_eps', 'rope_theta', 'tie_embeddings', 'qkv_bias', 'dropout', 'init']);
 const BACKENDS: readonly PageBackend[] = ['auto', 'webgpu', 'cpu', 'reference'];
 
 /** Where a run's text comes from: the default corpus, text pasted into the page, or a .txt file chosen there. */

@@ -112,6 +112,11 @@ export interface Backend {
   /** dinp[N,C] = dout @ weight (overwrite; skipped when dinp is null), dweight[OC,C] += dout^T @ inp. */
   matmulBackward(dinp: Tensor | null, dweight: Tensor, dout: Tensor, inp: Tensor, weight: Tensor, N: number, C: number, OC: number): void;
 
+  /** out[N,OC] += bias[OC] on every row (Qwen2's q|k|v bias). */
+  addBiasForward(out: Tensor, bias: Tensor, N: number, OC: number): void;
+  /** dbias[OC] += sum over the N rows of dout[N,OC]. */
+  addBiasBackward(dbias: Tensor, dout: Tensor, N: number, OC: number): void;
+
   /** out[N,C] = inp / sqrt(mean(inp^2) + eps) * weight; rstd[N] keeps 1/sqrt(...) for the backward. */
   rmsnormForward(out: Tensor, rstd: Tensor, inp: Tensor, weight: Tensor, N: number, C: number, eps: number): void;
   /** dinp += ..., dweight += ... (inp is the residual stream, whose gradient is a sum). */

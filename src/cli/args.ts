@@ -167,6 +167,7 @@ export const MODEL_FLAGS: FlagSpecs = {
   'rms-norm-eps': { type: 'number', above: 0, value: 'X', description: 'RMSNorm epsilon', default: 1e-5 },
   'rope-theta': { type: 'number', above: 1, value: 'X', description: 'RoPE base', default: 10000 },
   'tie-embeddings': { type: 'boolean', description: 'share the embedding and LM-head weights' },
+  'qkv-bias': { type: 'boolean', description: 'add a bias to the q, k and v projections (as Qwen2)' },
   dropout: { type: 'number', min: 0, value: 'P', description: 'dropout on embeddings and residual branches while training', default: 0 },
   init: { type: 'string', choices: INIT_STRATEGIES, description: 'weight init', default: 'gpt2' },
 };
@@ -188,6 +189,7 @@ export function modelConfigFromFlags(v: FlagValues): Partial<ModelConfig> {
     rms_norm_eps: v['rms-norm-eps'] as number,
     rope_theta: v['rope-theta'] as number,
     tie_embeddings: v['tie-embeddings'] === undefined ? undefined : Boolean(v['tie-embeddings']),
+    qkv_bias: v['qkv-bias'] === undefined ? undefined : Boolean(v['qkv-bias']),
     dropout: v.dropout as number,
     init: v.init as ModelConfig['init'],
   };

@@ -420,8 +420,8 @@ export function ggufFromCheckpoint(ckpt: Checkpoint, opts: GgufExportOptions = {
     const s = byName.get(hfName)!;
     const n = s.shape.reduce((a, b) => a * b, 1);
     let data = ckpt.weights.subarray(s.offset, s.offset + n);
-    if (transform) data = transform(data, s.shape[0]!, s.shape[1]!);
-    return { name, shape: s.shape, type: s.kind === 'norm' ? GgmlType.F32 : matrixType, data };
+    if (transform) data = transform(data, s.shape[0]!, s.shape[1] ?? 1);
+    return { name, shape: s.shape, type: s.kind === 'matrix' ? matrixType : GgmlType.F32, data };
   };
   const tensors: GgufTensor[] = [tensor('model.embed_tokens.weight', 'token_embd.weight')];
   for (let l = 0; l < c.n_layers; l++) {
@@ -431,6 +431,13 @@ export function ggufFromCheckpoint(ckpt: Checkpoint, opts: GgufExportOptions = {
       tensor(`${p}self_attn.q_proj.weight`, `${b}attn_q.weight`, (w, r, k) => permuteForGgufRope(w, r, k, c.n_heads)),
       tensor(`${p}self_attn.k_proj.weight`, `${b}attn_k.weight`, (w, r, k) => permuteForGgufRope(w, r, k, c.n_kv_heads)),
       tensor(`${p}self_attn.v_proj.weight`, `${b}attn_v.weight`),
+      // llama.cpp's llama architecture adds q, k and v biases where the file has them; q's and k's
+      // rows are permuted as their weights' are (one column).
+      ...(c.qkv_bias ? [
+        tensor(`${p}self_attn.q_proj.bias`, `${b}attn_q.bias`, (w, r) => permuteForGgufRope(w, r, 1, c.n_heads)),
+        tensor(`${p}self_attn.k_proj.bias`, `${b}attn_k.bias`, (w, r) => permuteForGgufRope(w, r, 1, c.n_kv_heads)),
+        tensor(`${p}self_attn.v_proj.bias`, `${b}attn_v.bias`),
+      ] : []),
       tensor(`${p}self_attn.o_proj.weight`, `${b}attn_output.weight`),
       tensor(`${p}post_attention_layernorm.weight`, `${b}ffn_norm.weight`),
       tensor(`${p}mlp.gate_proj.weight`, `${b}ffn_gate.weight`),

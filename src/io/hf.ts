@@ -5,16 +5,18 @@
  * load unchanged:
  *   config.json              LlamaForCausalLM (SwiGLU models) or ArceeForCausalLM (GELU-MLP
  *                            models: Arcee is LLaMA with a non-gated up/down MLP and a
- *                            configurable activation, here "gelu_pytorch_tanh")
+ *                            configurable activation, here "gelu_pytorch_tanh"); Qwen2ForCausalLM
+ *                            for SwiGLU models with q, k and v biases (Qwen2 is LLaMA plus those)
  *   model.safetensors        the same Hugging Face names as our checkpoint, metadata {"format":"pt"}
  *   generation_config.json
  *   tokenizer.json           HF `tokenizers` format (see hfTokenizerFiles)
  *   tokenizer_config.json    PreTrainedTokenizerFast, no BOS added
  *   special_tokens_map.json
  *
- * Import reads a LLaMA (or Arcee) checkpoint, single-file or sharded safetensors in F32, F16 or
- * BF16, and a tokenizer.json that one of our tokenizer kinds represents exactly. Everything
- * else (biases, rope scaling, other architectures and tokenizers) is a MinigptError saying so.
+ * Import reads a LLaMA, Arcee or Qwen2 checkpoint, single-file or sharded safetensors in F32, F16
+ * or BF16, and a tokenizer.json that one of our tokenizer kinds represents exactly. Everything
+ * else (other biases, rope scaling, sliding-window attention, other architectures and
+ * tokenizers) is a MinigptError saying so.
  *
  * export -> import -> export is byte-stable: every file is a function of the checkpoint, and
  * the fields of our config that HF has no name for (init, dropout) travel in config.json under
@@ -621,6 +623,41 @@ const TORCH_DTYPE: Record<WeightDType, string> = { F32: 'float32', F16: 'float16
 export function hfConfig(config: ModelConfig, tokenizer: Tokenizer, dtype: WeightDType = 'F32'): Json {
   const s = hfSpecialTokens(tokenizer);
   const llama = config.mlp === 'swiglu';
+  if (config.qkv_bias) {
+    check(llama, () => `a GELU-MLP model with q, k and v biases has no Hugging Face architecture (Arcee's attention_bias adds o_proj's too, Qwen2's MLP is SwiGLU); train it with --mlp swiglu to export it`);
+    // transformers (5) tokenizes every Qwen2 model with Qwen2's own pipeline (NFC, Qwen2's split,
+    // byte-level BPE), whatever tokenizer.json says: only such a tokenizer gives the same ids there.
+    const tj = tokenizer.toJSON() as { pretokenizer?: string; ignoreMerges?: boolean };
+    check(tokenizer.kind === 'hf-bpe' && tj.pretokenizer === 'qwen2' && tj.ignoreMerges === false,
+      () => `a model with q, k and v biases exports as Qwen2ForCausalLM, and transformers tokenizes every Qwen2 model with Qwen2's own tokenizer (its split, NFC), not this ${tokenizer.kind} tokenizer: the ids would differ there; export it to GGUF instead, or train it with a Qwen2 tokenizer (--tokenizer QWEN_DIR/tokenizer.json)`);
+    // Qwen2ForCausalLM: LLaMA with q, k and v biases; every layer full attention.
+    return {
+      architectures: ['Qwen2ForCausalLM'],
+      model_type: 'qwen2',
+      attention_dropout: 0.0,
+      bos_token_id: s.bos ? s.bos[1] : null,
+      eos_token_id: s.eos ? s.eos[1] : null,
+      hidden_act: 'silu',
+      hidden_size: config.d_model,
+      initializer_range: 0.02,
+      intermediate_size: config.intermediate_size,
+      max_position_embeddings: config.context,
+      max_window_layers: config.n_layers,
+      num_attention_heads: config.n_heads,
+      num_hidden_layers: config.n_layers,
+      num_key_value_heads: config.n_kv_heads,
+      rms_norm_eps: config.rms_norm_eps,
+      rope_scaling: null,
+      rope_theta: config.rope_theta,
+      sliding_window: null,
+      tie_word_embeddings: config.tie_embeddings,
+      torch_dtype: TORCH_DTYPE[dtype],
+      use_cache: true,
+      use_sliding_window: false,
+      vocab_size: config.vocab_size,
+      minigpt: { init: config.init, dropout: config.dropout },
+    };
+  }
   return {
     architectures: [llama ? 'LlamaForCausalLM' : 'ArceeForCausalLM'],
     model_type: llama ? 'llama' : 'arcee',
@@ -663,17 +700,26 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
   const arch = Array.isArray(json.architectures) ? (json.architectures as string[]).join(', ') : '';
   const type = json.model_type;
   check(json.format !== CHECKPOINT_FORMAT, () => `${source} is a minigpt checkpoint's config, not a Hugging Face model's: use the checkpoint as it is (${adviceFor('--ckpt, --init-from', 'loadModel, loadCheckpoint, initFrom')}), no import needed`);
-  check(type === 'llama' || type === 'arcee',
-    `${source}: model_type ${JSON.stringify(type)}${arch ? ` (${arch})` : ''} is not supported; minigpt imports LLaMA-architecture models (model_type "llama", or "arcee" for a non-gated MLP)`);
+  check(type === 'llama' || type === 'arcee' || type === 'qwen2',
+    `${source}: model_type ${JSON.stringify(type)}${arch ? ` (${arch})` : ''} is not supported; minigpt imports LLaMA-architecture models (model_type "llama", "arcee" for a non-gated MLP, or "qwen2" for q, k and v biases)`);
   // transformers builds the class architectures names: a head other than the causal LM one is another model.
-  const causal = type === 'llama' ? 'LlamaForCausalLM' : 'ArceeForCausalLM';
+  const causal = type === 'llama' ? 'LlamaForCausalLM' : type === 'qwen2' ? 'Qwen2ForCausalLM' : 'ArceeForCausalLM';
   check(!Array.isArray(json.architectures) || json.architectures.length === 0 || json.architectures.includes(causal),
     () => `${source}: architectures ${arch} is not ${causal}; minigpt imports causal language models of model_type ${JSON.stringify(type)}`);
   const act = json.hidden_act ?? 'silu';
-  if (type === 'llama') check(act === 'silu', `${source}: hidden_act ${JSON.stringify(act)}; minigpt's SwiGLU MLP uses silu`);
+  if (type !== 'arcee') check(act === 'silu', `${source}: hidden_act ${JSON.stringify(act)}; minigpt's SwiGLU MLP uses silu`);
   else check(act === 'gelu_pytorch_tanh' || act === 'gelu_new', `${source}: Arcee hidden_act ${JSON.stringify(act)}; minigpt's non-gated MLP is GELU (tanh), "gelu_pytorch_tanh"`);
-  check(!json.attention_bias, `${source}: attention_bias is true; minigpt's models have no biases`);
-  check(!json.mlp_bias, `${source}: mlp_bias is true; minigpt's models have no biases`);
+  if (type === 'qwen2') {
+    // Qwen2 attends over a sliding window in the layers from max_window_layers on where
+    // use_sliding_window is set: the same as full attention only if the window spans the context.
+    const window = json.sliding_window, context = json.max_position_embeddings;
+    check(!json.use_sliding_window || (typeof window === 'number' && typeof context === 'number' && window >= context),
+      () => `${source}: use_sliding_window is true (a window of ${shownValue(window)} tokens); minigpt's attention sees the whole context, so it cannot run this model exactly`);
+    check(json.layer_types === undefined || json.layer_types === null || (Array.isArray(json.layer_types) && json.layer_types.every((t) => t === 'full_attention')),
+      () => `${source}: layer_types ${JSON.stringify(json.layer_types).slice(0, 80)} has layers other than "full_attention"; minigpt's attention sees the whole context`);
+  }
+  check(!json.attention_bias, `${source}: attention_bias is true (a bias on q, k, v and o_proj); minigpt's models have no o_proj bias`);
+  check(!json.mlp_bias, `${source}: mlp_bias is true; minigpt's models have no MLP biases`);
   check(json.pretraining_tp === undefined || json.pretraining_tp === 1, `${source}: pretraining_tp ${json.pretraining_tp} is not supported (only 1)`);
   let ropeTheta = json.rope_theta as number | undefined;
   for (const key of ['rope_scaling', 'rope_parameters']) {
@@ -701,11 +747,12 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
       n_kv_heads: (json.num_key_value_heads as number | undefined) ?? H,
       n_layers: num(json, 'num_hidden_layers', source),
       context: num(json, 'max_position_embeddings', source),
-      mlp: type === 'llama' ? 'swiglu' : 'gelu',
+      mlp: type === 'arcee' ? 'gelu' : 'swiglu',
       intermediate_size: num(json, 'intermediate_size', source),
       rms_norm_eps: num(json, 'rms_norm_eps', source),
       rope_theta: ropeTheta,
       tie_embeddings: Boolean(json.tie_word_embeddings),
+      qkv_bias: type === 'qwen2',
       dropout,
       init,
     });
@@ -913,7 +960,8 @@ export async function readHfModel(dir: string): Promise<HfImportResult> {
   const dtypes = new Set<string>();
   for (const [name, t] of raw) {
     if (name.endsWith('.rotary_emb.inv_freq')) continue; // old transformers saved this buffer; it is recomputed
-    check(!name.endsWith('.bias'), `${dir}: tensor ${name} is a bias; minigpt's models have no biases`);
+    check(!name.endsWith('.bias') || (config.qkv_bias && /\.self_attn\.[qkv]_proj\.bias$/.test(name)),
+      () => `${dir}: tensor ${name} is a bias; minigpt's models have none but Qwen2's q, k and v biases`);
     if (name === 'lm_head.weight' && config.tie_embeddings) {
       const e = raw.get('model.embed_tokens.weight');
       const same = e && e.data.length === t.data.length && e.data.every((x, i) => x === t.data[i]);

@@ -31,6 +31,8 @@ export interface ModelConfig {
   rope_theta: number;
   /** lm_head shares embed_tokens' weights (no lm_head.weight of its own). */
   tie_embeddings: boolean;
+  /** The q, k and v projections add a bias (Qwen2's attention; o_proj and the MLP have none). */
+  qkv_bias: boolean;
   /** Dropout on the embedding output and each residual branch, during training only. */
   dropout: number;
   /** How fresh weights are drawn (initialWeights). */
@@ -47,6 +49,7 @@ export const DEFAULT_CONFIG: Omit<ModelConfig, 'vocab_size' | 'n_kv_heads' | 'in
   rms_norm_eps: 1e-5,
   rope_theta: 10000,
   tie_embeddings: false,
+  qkv_bias: false,
   dropout: 0,
   init: 'gpt2',
 };
@@ -86,8 +89,11 @@ export function resolveConfig(partial: Partial<ModelConfig> & { vocab_size: numb
 /** The fields of a ModelConfig. */
 export const CONFIG_KEYS: readonly (keyof ModelConfig)[] = [
   'vocab_size', 'd_model', 'n_heads', 'n_kv_heads', 'n_layers', 'context', 'mlp', 'intermediate_size',
-  'rms_norm_eps', 'rope_theta', 'tie_embeddings', 'dropout', 'init',
+  'rms_norm_eps', 'rope_theta', 'tie_embeddings', 'qkv_bias', 'dropout', 'init',
 ];
+
+/** Fields a config.json written before they existed lacks, with the value that file meant. */
+const LATER_KEYS: Partial<ModelConfig> = { qkv_bias: false };
 
 /**
  * A field a config does not have is an error, not ignored: from plain JavaScript, { dmodel: 16 }
@@ -122,7 +128,7 @@ export function validateConfig(c: ModelConfig, name: SettingName = configName): 
     positiveInt(name(k), c[k]);
   }
   const hd = c.d_model / c.n_heads;
-  const perLayer = c.d_model * (c.n_heads + 2 * c.n_kv_heads) * hd + c.d_model * c.d_model + (c.mlp === 'swiglu' ? 3 : 2) * c.d_model * c.intermediate_size;
+  const perLayer = (c.d_model + (c.qkv_bias ? 1 : 0)) * (c.n_heads + 2 * c.n_kv_heads) * hd + c.d_model * c.d_model + (c.mlp === 'swiglu' ? 3 : 2) * c.d_model * c.intermediate_size;
   const params = c.vocab_size * c.d_model * (c.tie_embeddings ? 1 : 2) + c.n_layers * perLayer;
   check(params <= MAX_PARAMS, `this config has about ${params.toExponential(2)} parameters, more than the ${MAX_PARAMS} this toolkit can hold; use a smaller ${name('d_model')}, ${name('n_layers')} or ${name('vocab_size')}`);
   check(c.d_model % c.n_heads === 0, `${name('n_heads')} (${c.n_heads}) must divide ${name('d_model')} (${c.d_model})`);
@@ -134,17 +140,19 @@ export function validateConfig(c: ModelConfig, name: SettingName = configName): 
   check(typeof c.rope_theta === 'number' && c.rope_theta > 1, `${name('rope_theta')} must be greater than 1 (got ${c.rope_theta})`);
   check(typeof c.dropout === 'number' && c.dropout >= 0 && c.dropout < 1, `${name('dropout')} must be in [0, 1) (got ${c.dropout})`);
   check(typeof c.tie_embeddings === 'boolean', `${name('tie_embeddings')} must be true or false (got ${shownValue(c.tie_embeddings)})`);
+  check(typeof c.qkv_bias === 'boolean', `${name('qkv_bias')} must be true or false (got ${shownValue(c.qkv_bias)})`);
 }
 
-/** Reads a config.json object strictly: unknown or missing fields are errors, not silent defaults. */
+/** Reads a config.json object strictly: missing fields are errors, not silent defaults (but for
+ * LATER_KEYS, which files written before them lack). */
 export function configFromJson(json: unknown, source: string): ModelConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new MinigptError(`${source}: expected a JSON object with the model config`);
   }
   const o = json as Record<string, unknown>;
   const keys = CONFIG_KEYS;
-  for (const k of keys) check(k in o, `${source}: missing "${k}"`);
-  const config = Object.fromEntries(keys.map((k) => [k, o[k]])) as unknown as ModelConfig;
+  for (const k of keys) check(k in o || k in LATER_KEYS, `${source}: missing "${k}"`);
+  const config = Object.fromEntries(keys.map((k) => [k, k in o ? o[k] : LATER_KEYS[k]])) as unknown as ModelConfig;
   try {
     validateConfig(config);
   } catch (e) {

@@ -18,6 +18,8 @@ import { hash32 } from '../util/random.js';
 
 export interface LayerTensors {
   qkv: Tensor;
+  /** The q|k|v bias (config.qkv_bias), else null. */
+  qkvBias: Tensor | null;
   o: Tensor;
   mlpIn: Tensor;
   down: Tensor;
@@ -107,6 +109,7 @@ function paramViews(backend: Backend, all: Tensor, layout: ParamLayout, c: Model
     norm: v(layout.norm, C),
     layers: layout.layers.map((l) => ({
       qkv: v(l.qkv, qkvDim(c) * C),
+      qkvBias: l.qkvBias >= 0 ? v(l.qkvBias, qkvDim(c)) : null,
       o: v(l.o, C * c.n_heads * hd),
       mlpIn: v(l.mlpIn, mlpRows * C),
       down: v(l.down, C * F),
@@ -293,6 +296,7 @@ export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike
     be.rmsnormForward(a.ln1[l], a.ln1Rstd[l], a.residual[2 * l], lw.ln1, N, C, c.rms_norm_eps);
     r(a.ln1[l]);
     be.matmulForward(a.qkv[l], a.ln1[l], lw.qkv, N, C, QKV);
+    if (lw.qkvBias) be.addBiasForward(a.qkv[l], lw.qkvBias, N, QKV);
     be.rope(a.qkv[l], model.ropeTable, B, T, c.n_heads + c.n_kv_heads, hd, QKV, 0, false);
     r(a.qkv[l]);
     be.attentionForward(a.att[l], a.lse[l], a.qkv[l], shape);
@@ -404,12 +408,13 @@ function backwardInto(model: Model, g: ParamTensors, opts: ForwardOptions & { lo
     r(a.dln);
     be.rmsnormBackward(a.dresidual, lg.ln2, a.dln, a.residual[2 * l + 1], lw.ln2, a.ln2Rstd[l], N, C);
     r(a.dresidual);
-    // attention branch: residual[2l+1] = residual[2l] + o(attention(rope(qkv(ln1(residual[2l])))))
+    // attention branch: residual[2l+1] = residual[2l] + o(attention(rope(qkv(ln1(residual[2l])) + qkvBias)))
     be.matmulBackward(a.datt, lg.o, throughDropout(1 + 2 * l), a.att[l], lw.o, N, HD, C);
     r(a.datt);
     be.attentionBackward(a.dqkv, a.datt, a.qkv[l], a.att[l], a.lse[l], shape);
     r(a.dqkv);
     be.rope(a.dqkv, model.ropeTable, B, T, c.n_heads + c.n_kv_heads, hd, QKV, 0, true);
+    if (lg.qkvBias) be.addBiasBackward(lg.qkvBias, a.dqkv, N, QKV);
     be.matmulBackward(a.dln, lg.qkv, a.dqkv, a.ln1[l], lw.qkv, N, C, QKV);
     r(a.dln);
     be.rmsnormBackward(a.dresidual, lg.ln1, a.dln, a.residual[2 * l], lw.ln1, a.ln1Rstd[l], N, C);
@@ -444,24 +449,29 @@ export interface KvCache {
   B: number;
   /** Positions already in the cache. */
   length: number;
+  /** The most new tokens per sequence one forwardCached call takes (its working buffers' rows per sequence). */
+  chunk: number;
   /** Per layer [B, context, 2·KVH·hd]. */
   layers: Tensor[];
-  // Working buffers sized for B·context rows; a call with Tn new tokens uses the first B·Tn.
+  // Working buffers sized for B·chunk rows; a call with Tn new tokens uses the first B·Tn.
   x: Tensor; ln: Tensor; rstd: Tensor; qkv: Tensor; att: Tensor; mlpIn: Tensor; mlpAct: Tensor; branch: Tensor; logits: Tensor;
   ids: IntTensor;
 }
 
 /**
  * An empty KV cache (length 0) for generating B sequences at once with forwardCached. Allocates
- * once, sized for the whole context: per layer B·context·2·n_kv_heads·headDim floats, plus working
- * buffers (logits alone B·context·vocab_size). Set `length` to 0 to start new sequences in it.
+ * once: per layer B·context·2·n_kv_heads·headDim floats for the whole context, plus working
+ * buffers for `chunk` new tokens per sequence in one call (logits alone B·chunk·vocab_size;
+ * default and most: the context). Set `length` to 0 to start new sequences in it.
  */
-export function createKvCache(model: Model, B: number): KvCache {
+export function createKvCache(model: Model, B: number, opts: { chunk?: number } = {}): KvCache {
   const { backend: be, config: c } = model;
-  const rows = B * c.context, F = c.intermediate_size;
+  const chunk = Math.min(c.context, opts.chunk ?? c.context);
+  check(Number.isInteger(chunk) && chunk >= 1, () => `createKvCache: chunk must be a whole number of at least 1 (got ${opts.chunk})`);
+  const rows = B * chunk, F = c.intermediate_size;
   return {
-    B, length: 0,
-    layers: Array.from({ length: c.n_layers }, () => be.alloc(rows * 2 * c.n_kv_heads * headDim(c))),
+    B, length: 0, chunk,
+    layers: Array.from({ length: c.n_layers }, () => be.alloc(B * c.context * 2 * c.n_kv_heads * headDim(c))),
     x: be.alloc(rows * c.d_model), ln: be.alloc(rows * c.d_model), rstd: be.alloc(rows),
     qkv: be.alloc(rows * qkvDim(c)), att: be.alloc(rows * c.n_heads * headDim(c)),
     mlpIn: be.alloc(rows * (c.mlp === 'swiglu' ? 2 * F : F)), mlpAct: be.alloc(rows * F),
@@ -478,6 +488,7 @@ export function forwardCached(model: Model, cache: KvCache, ids: ArrayLike<numbe
   const B = cache.B, N = B * Tn, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
   const pos0 = cache.length;
   if (pos0 + Tn > c.context) throw new Error(`generation past the context: ${pos0} + ${Tn} > ${c.context}`);
+  if (Tn > cache.chunk) throw new Error(`forwardCached: ${Tn} new tokens, more than the cache's chunk of ${cache.chunk} (feed them in pieces)`);
   // The views of the working buffers and the attention shape for this Tn, made once per Tn and
   // kept on the cache (generation calls this once per token with Tn = 1).
   type Views = { x: Tensor; ln: Tensor; rstd: Tensor; qkv: Tensor; att: Tensor; mlpIn: Tensor; mlpAct: Tensor; branch: Tensor; logits: Tensor; shape: AttentionShape };
@@ -501,6 +512,7 @@ export function forwardCached(model: Model, cache: KvCache, ids: ArrayLike<numbe
     const lw = w.layers[l];
     be.rmsnormForward(ln, rstd, x, lw.ln1, N, C, c.rms_norm_eps);
     be.matmulForward(qkv, ln, lw.qkv, N, C, QKV);
+    if (lw.qkvBias) be.addBiasForward(qkv, lw.qkvBias, N, QKV);
     be.rope(qkv, model.ropeTable, B, Tn, c.n_heads + c.n_kv_heads, hd, QKV, pos0, false);
     be.kvCacheWrite(cache.layers[l], qkv, shape, c.context, pos0);
     be.attentionCached(att, qkv, cache.layers[l], shape, c.context, pos0);

@@ -3,7 +3,7 @@
  * name. Weights are [out, in]. Fused projections (q|k|v, gate|up) are stacked along `out`, so
  * each Hugging Face tensor is a contiguous span: export needs no copy and no permutation.
  *
- * Matrices come first and norm weights last, so weight decay (matrices only) is one span.
+ * Matrices come first and biases and norm weights last, so weight decay (matrices only) is one span.
  */
 import type { ModelConfig } from './config.js';
 import { headDim } from './config.js';
@@ -15,10 +15,10 @@ export interface ParamSpec {
   name: string;
   /** Index of its first element in the flat parameter buffer. */
   offset: number;
-  /** [out, in] for a matrix, [C] for a norm weight. */
+  /** [out, in] for a matrix, [C] for a norm weight, [out] for a bias. */
   shape: number[];
-  /** 'matrix' gets weight decay; 'norm' (an RMSNorm weight) does not. */
-  kind: 'matrix' | 'norm';
+  /** 'matrix' gets weight decay; 'norm' (an RMSNorm weight) and 'bias' do not. */
+  kind: 'matrix' | 'norm' | 'bias';
   /** o_proj and down_proj write into the residual stream (the gpt2 init scales them down). */
   residualProjection: boolean;
 }
@@ -26,6 +26,8 @@ export interface ParamSpec {
 export interface LayerOffsets {
   /** [(H + 2·KVH)·hd, C]: q_proj rows, then k_proj, then v_proj. */
   qkv: number;
+  /** [(H + 2·KVH)·hd]: q_proj's bias, then k_proj's, then v_proj's; -1 without qkv_bias. */
+  qkvBias: number;
   /** [C, H·hd]. */
   o: number;
   /** SwiGLU: [2F, C], gate_proj rows then up_proj. GELU: up_proj [F, C]. */
@@ -44,7 +46,7 @@ export interface ParamLayout {
   specs: ParamSpec[];
   /** Elements in the buffer: the parameter count. */
   size: number;
-  /** Parameters [0, decaySize) get weight decay; the rest (norms) do not. */
+  /** Parameters [0, decaySize) get weight decay; the rest (biases, norms) do not. */
   decaySize: number;
   /** Offset of embed_tokens [V, C]. */
   embed: number;
@@ -85,10 +87,16 @@ export function paramLayout(c: ModelConfig): ParamLayout {
       mlpIn = add(`${p}mlp.up_proj.weight`, [F, C], 'matrix');
     }
     const down = add(`${p}mlp.down_proj.weight`, [C, F], 'matrix', true);
-    layers.push({ qkv, o, mlpIn, down, ln1: -1, ln2: -1 });
+    layers.push({ qkv, qkvBias: -1, o, mlpIn, down, ln1: -1, ln2: -1 });
   }
   const lmHead = c.tie_embeddings ? embed : add('lm_head.weight', [V, C], 'matrix');
   const decaySize = offset;
+  for (let l = 0; l < c.n_layers && c.qkv_bias; l++) {
+    const p = `model.layers.${l}.self_attn.`;
+    layers[l].qkvBias = add(`${p}q_proj.bias`, [qDim], 'bias');
+    add(`${p}k_proj.bias`, [kvDim], 'bias');
+    add(`${p}v_proj.bias`, [kvDim], 'bias');
+  }
   for (let l = 0; l < c.n_layers; l++) {
     layers[l].ln1 = add(`model.layers.${l}.input_layernorm.weight`, [C], 'norm');
     layers[l].ln2 = add(`model.layers.${l}.post_attention_layernorm.weight`, [C], 'norm');
@@ -104,7 +112,7 @@ export function countParams(c: ModelConfig): number {
 
 /**
  * Fresh weights for `c.init`, as a host array laid out like the parameter buffer. Norm weights
- * start at 1. Other strategies follow torch.nn.init on each weight's [out, in] shape
+ * start at 1, biases at 0. Other strategies follow torch.nn.init on each weight's [out, in] shape
  * (fan_in = in, fan_out = out); `gpt2` is N(0, 0.02) with residual projections scaled by
  * 1/sqrt(2·n_layers), as in GPT-2 and nanoGPT.
  */
@@ -117,6 +125,7 @@ export function initialWeights(c: ModelConfig, layout: ParamLayout, rng: Rng): F
       view.fill(1);
       continue;
     }
+    if (s.kind === 'bias') continue;
     const [fanOut, fanIn] = s.shape;
     switch (c.init) {
       case 'xavier-uniform': {

@@ -36,7 +36,7 @@ export function loadFixtures(): Fixture[] {
       const config = resolveConfig({
         vocab_size: m.vocab_size, d_model: m.d_model, n_heads: m.n_heads, n_kv_heads: m.n_kv_heads,
         n_layers: m.n_layers, context: m.context, mlp: m.mlp, intermediate_size: m.intermediate_size,
-        rms_norm_eps: m.rms_norm_eps, rope_theta: m.rope_theta, tie_embeddings: m.tie_embeddings,
+        rms_norm_eps: m.rms_norm_eps, rope_theta: m.rope_theta, tie_embeddings: m.tie_embeddings, qkv_bias: m.qkv_bias ?? false,
       });
       return { name: f.replace('.safetensors', ''), config, B: m.batch, T: m.seq, hyper: m, tensors };
     });

@@ -132,6 +132,17 @@ export function createReferenceBackend(options: ReferenceOptions = {}): Backend 
       }
     },
 
+    addBiasForward(out, bias, N, OC) {
+      const o = d(out), b = d(bias);
+      for (let n = 0; n < N; n++) for (let oc = 0; oc < OC; oc++) o[n * OC + oc] += b[oc];
+    },
+    addBiasBackward(dbias, dout, N, OC) {
+      const db = d(dbias), g = d(dout), sum = scratchOf(OC);
+      sum.fill(0, 0, OC);
+      for (let n = 0; n < N; n++) for (let oc = 0; oc < OC; oc++) sum[oc] += g[n * OC + oc];
+      for (let oc = 0; oc < OC; oc++) db[oc] += sum[oc];
+    },
+
     matmulForward(out, inp, weight, N, C, OC) {
       const o = d(out), x = d(inp), w = d(weight);
       for (let n = 0; n < N; n++) {

@@ -683,6 +683,13 @@ export async function createWebGpuBackend(options: WebGpuOptions = {}): Promise<
       run('embeddingBackward', [dtable, dout], [ids], C * NB, [N, C, NB]);
     },
 
+    addBiasForward(out, bias, N, OC) {
+      if (N > 0 && OC > 0) run('addBiasForward', [out, bias], [], N * OC, [OC]);
+    },
+    addBiasBackward(dbias, dout, N, OC) {
+      if (N > 0 && OC > 0) run('addBiasBackward', [dbias, dout], [], OC, [N, OC]);
+    },
+
     matmulForward(out, inp, weight, N, C, OC) {
       if (useTiles && N <= 4 && options.matmulTile === undefined) {
         if (N > 0 && OC > 0) run('gemvSmall', [out, inp, weight], [], N * OC, [N, OC, C], rowsGrid(Math.ceil(OC / 8)));

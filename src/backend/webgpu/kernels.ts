@@ -148,6 +148,15 @@ export const KERNELS: Record<string, KernelSpec> = {
   for (var n = 0u; n < P.N; n++) { s += dout[n * P.OC + oc] * inp[n * P.C + c]; }
   dw[i] += s;`,
   },
+  addBiasForward: { tensors: ['out', 'bias'], params: ['OC'], body: 'out[i] = out[i] + bias[i % P.OC];' },
+  /** One invocation per column, its rows in order (deterministic); a bias is a few thousand columns. */
+  addBiasBackward: {
+    tensors: ['db', 'dout'], params: ['N', 'OC'],
+    body: `
+  var s = 0.0;
+  for (var n = 0u; n < P.N; n++) { s += dout[n * P.OC + i]; }
+  db[i] += s;`,
+  },
   rmsnormForward: {
     tensors: ['out', 'rstd', 'inp', 'w'], params: ['C', 'eps:f32'],
     body: `
