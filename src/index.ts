@@ -32,7 +32,7 @@ export { generate, checkPrompt, preparePrompt, type SampleOptions, type Generate
 export { renderLossPlot, readMetrics, type PlotSeries, type PlotOptions, type MetricRecord, type ReadMetricsOptions } from './train/plot.js';
 export { createKvCache, forwardCached, type KvCache } from './model/model.js';
 export { prepareShards, openShards, isShardDir, SHARDS_FORMAT, type PrepareOptions, type PrepareSummary, type OpenedShards, type ShardsMeta, type ShardDType, type PrepareProgress, type ShardSplitSummary } from './data/shards.js';
-export { exportHf, hfExportFiles, readHfModel, tokenizerFromHfJson, type HfExportOptions, type HfImportResult } from './io/hf.js';
+export { exportHf, hfExportFiles, readHfModel, tokenizerFromHfJson, type HfExportOptions, type HfImportOptions, type HfImportResult } from './io/hf.js';
 export { exportGguf, ggufFromCheckpoint, encodeGguf, type GgufExportOptions, type GgufContents, type GgufValue, type GgufTensor, GgufType, GgmlType } from './io/gguf.js';
 export { type AmpMode } from './train/amp.js';
 export { type ReferenceOptions } from './backend/reference/index.js';

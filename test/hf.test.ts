@@ -132,6 +132,15 @@ test('import gives back the checkpoint: config, weights and tokenizer', async ()
   assert.deepEqual(cfg.architectures, ['LlamaForCausalLM']);
   assert.equal(cfg.num_key_value_heads, 2);
   assert.equal(cfg.eos_token_id, ckpt.tokenizer.specialTokens!['<|endoftext|>']);
+
+  // A shorter context: the same weights, positions up to it only (import --context).
+  const short = (await readHfModel(dir, { context: 16 })).checkpoint;
+  assert.deepEqual(short.config, { ...ckpt.config, context: 16 });
+  assert.deepEqual(short.weights, ckpt.weights);
+  for (const context of [0, 65, 2.5]) await assert.rejects(readHfModel(dir, { context }), /context must be a whole number from 1 to the model's 64 \(its max_position_embeddings/);
+  const out = join(await tmp(), 'ck');
+  await importCommand.run({ from: dir, out, context: 32 }, []);
+  assert.equal(JSON.parse(await readFile(join(out, 'config.json'), 'utf8')).context, 32);
 });
 
 test('the text cleaning a model was trained with goes into tokenizer.json\'s normalizer and comes back on import', async () => {

@@ -24,7 +24,7 @@
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { MinigptError, check, checkOptionNames, optionSetting, adviceFor, shownValue } from '../errors.js';
+import { MinigptError, check, checkOptionNames, optionName, optionSetting, adviceFor, shownValue } from '../errors.js';
 import { exists, readWholeFile, writeDirFiles } from '../util/fs.js';
 import { INIT_STRATEGIES, headDim, resolveConfig, type InitStrategy, type ModelConfig } from '../model/config.js';
 import { paramLayout } from '../model/params.js';
@@ -940,14 +940,27 @@ export interface HfImportResult {
   dtype: WeightDType;
 }
 
+/** How readHfModel reads a model. */
+export interface HfImportOptions {
+  /** Use at most this many positions (default: the model's max_position_embeddings). The weights
+   * do not depend on it; evaluation windows, training batches and the KV cache are sized by it. */
+  context?: number;
+}
+
 /** Reads an HF LLaMA model directory as a minigpt checkpoint (in memory). */
-export async function readHfModel(dir: string): Promise<HfImportResult> {
+export async function readHfModel(dir: string, opts: HfImportOptions = {}): Promise<HfImportResult> {
   checkNodeOnly('readHfModel()');
+  checkOptionNames(opts, ['context'], 'readHfModel');
   dir = resolve(dir);
   check(await exists(dir), `${dir} does not exist`);
   const configPath = join(dir, 'config.json');
   const configJson = await readJsonFile(configPath, 'a Hugging Face model directory has config.json');
-  const config = configFromHf(configJson, configPath);
+  let config = configFromHf(configJson, configPath);
+  if (opts.context !== undefined) {
+    check(Number.isInteger(opts.context) && opts.context >= 1 && opts.context <= config.context,
+      () => `${optionName('context')} must be a whole number from 1 to the model's ${config.context} (its max_position_embeddings; got ${shownValue(opts.context)})`);
+    config = { ...config, context: opts.context };
+  }
   const tokPath = join(dir, 'tokenizer.json');
   check(await exists(tokPath), `${tokPath} is missing; minigpt imports the tokenizer from tokenizer.json (a fast tokenizer); sentencepiece-only models are not supported`);
   const tokJson = await readJsonFile(tokPath, '');

@@ -8,10 +8,11 @@ import { readHfModel } from '../../io/hf.js';
 export const importCommand: CommandSpec = {
   name: 'import',
   summary: 'read a Hugging Face LLaMA model directory (safetensors) into a minigpt checkpoint',
-  usage: 'minigpt import --from HF_DIR --out DIR [--force]',
+  usage: 'minigpt import --from HF_DIR --out DIR [--context N] [--force]',
   flags: {
     from: { type: 'string', value: 'HF_DIR', description: 'Hugging Face model directory: config.json, tokenizer.json, model.safetensors (or shards + index)' },
     out: { type: 'string', value: 'DIR', description: 'checkpoint directory to write' },
+    context: { type: 'int', min: 1, value: 'N', description: 'use at most N positions (default: the model\'s max_position_embeddings; a long one, as Qwen2\'s 32768, sizes evaluation windows and training batches)' },
     force: { type: 'boolean', description: 'replace --out if it already holds a checkpoint (its weights and training state are lost)' },
   },
   details: [
@@ -28,6 +29,7 @@ export const importCommand: CommandSpec = {
     '  minigpt import --from ddp-out/final --out runs/imported',
     '  minigpt import --from SmolLM-135M --out runs/smollm      # a folder downloaded from the Hugging Face Hub',
     '  minigpt import --from stories15M --out runs/stories      # llama2.c\'s 15M TinyStories model in HF format',
+    '  minigpt import --from Qwen2-0.5B --out runs/qwen --context 2048   # Qwen2\'s 32768 positions are more than needed here',
     '  minigpt sample --ckpt runs/imported --prompt "Once upon a time"',
   ].join('\n'),
   async run(v) {
@@ -38,9 +40,9 @@ export const importCommand: CommandSpec = {
     check(from !== null, `--from ${v.from} does not exist; --from must be ${want}`);
     check(from.isDirectory(), `--from ${v.from} is a file; --from must be ${want}`);
     await checkCheckpointOut(v.out, Boolean(v.force));
-    const { checkpoint, dtype } = await readHfModel(v.from);
+    const { checkpoint, dtype } = await readHfModel(v.from, v.context === undefined ? {} : { context: v.context as number });
     await saveCheckpoint(v.out, checkpoint, { dtype });
     const c = checkpoint.config;
-    console.log(`imported ${v.from} -> ${v.out}: ${c.n_layers} layer${c.n_layers === 1 ? '' : 's'}, d_model ${c.d_model}, ${c.n_heads} heads (${c.n_kv_heads} kv), vocab ${c.vocab_size}, ${checkpoint.tokenizer.kind} tokenizer, ${dtype} weights`);
+    console.log(`imported ${v.from} -> ${v.out}: ${c.n_layers} layer${c.n_layers === 1 ? '' : 's'}, d_model ${c.d_model}, ${c.n_heads} heads (${c.n_kv_heads} kv), vocab ${c.vocab_size}, context ${c.context}, ${checkpoint.tokenizer.kind} tokenizer, ${dtype} weights`);
   },
 };
