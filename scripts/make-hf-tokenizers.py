@@ -29,12 +29,15 @@ Usage:
                                               tokenizers' ids (special tokens split out, no
                                               template) for each text: test/hf-bpe.test.ts
                                               fuzzes minigpt against it when the venv is there
+  make-hf-tokenizers.py pretokenize TOKENIZER.json TEXTS.json OUT.json
+                                              its pre-tokenizer's pieces of each text (no
+                                              normalizer, no special tokens; byte-level strings)
 """
 import json
 import random
 import sys
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 WORDS = ("the of and to in is was he for it with as his on be at by had are but from or have an they which one "
          "you were her all she there would their we him been has when who will more no if out so said what up its "
@@ -102,6 +105,54 @@ def gpt2_style(lines: list) -> Tokenizer:
     tok = Tokenizer.from_str(json.dumps(spec))
     tok.add_special_tokens(["<|endoftext|>"])
     return tok
+
+
+QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"""
+               r"""\s+(?!\S)|\s+""")
+LLAMA3_SPLIT = QWEN2_SPLIT.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
+
+
+def split_style(lines: list, layout: str) -> Tokenizer:
+    """Qwen2's layout ("qwen2-style") or Llama 3's ("llama3-style"), see the module docstring."""
+    qwen = layout == "qwen2-style"
+    tok = Tokenizer(models.BPE(ignore_merges=not qwen))
+    if qwen:
+        tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT if qwen else LLAMA3_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=not qwen, use_regex=False),
+    ])
+    tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
+    trainer = trainers.BpeTrainer(vocab_size=800, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    # Lines joined in pairs by punctuation and a line break, which these regexes join into one pre-token.
+    texts = [lines[i].rstrip() + ".!?:;,"[i % 6] + ("\r\n" if i % 3 == 0 else "\n") + lines[i + 1] for i in range(0, len(lines) - 1, 2)]
+    tok.train_from_iterator(texts, trainer)
+    spec = json.loads(tok.to_str())
+    spec["decoder"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+    if qwen:
+        spec["model"]["continuing_subword_prefix"] = ""
+        spec["model"]["end_of_word_suffix"] = ""
+    else:
+        spec["model"]["vocab"]["Ġzqxj"] = len(spec["model"]["vocab"])
+    tok = Tokenizer.from_str(json.dumps(spec))
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"] if qwen else ["<|begin_of_text|>", "<|end_of_text|>"])
+    return tok
+
+
+# Hard strings for the Qwen2 and Llama 3 regexes: contractions in any case (and "ſ", which
+# Oniguruma's case folding takes for "s"), punctuation before line breaks, CR and LF runs,
+# trailing whitespace, digits of other scripts, mixed scripts, astral characters.
+SPLIT_STRINGS = [
+    "It's IT'S it'S we'RE they'Ve I'M you'LL he'D", "'ſ 'ſt x'ſt x'ſ It'ſs Kelvin x'Kx x'kx", "don't''s '''",
+    "end.\nnext", "end.\r\nnext", "end!?\n\n\nnext", "a.\r\n\r\n  b", "x;\r\r\n", "..\n..\n", " .\n",
+    "line\n  indented\n\tTab", "trailing  ", "trailing \n", "trailing\n  ", "  \n  \n  x", "\r\n\r\n",
+    "1234567 12 123 1234 ٣٤٥٦ १२३४ ๑๒๓๔๕ ½¾ Ⅻ² 𝟙𝟚𝟛𝟜", "x2024y 3.14159 1,000,000", "a1b22c333d4444",
+    "$hello #tag @user (paren) [x] {y}", "\u00a0word\u3000word\u2028word\u0085word", "\ufeffbom",
+    "mixed日本語text한국어русскийעברית", "e\u0301 cafe\u0301 A\u030a \u1100\u1161", "emoji🙂text 👍🏽👍🏽 🇫🇷🇫🇷",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𐐀𐐁", "-->\n<!--", "tab\t\tx", "  ", "\n", ".", "'", "zqxj Zqxj  zqxj",
+    "<|im_start|>user\nHi!<|im_end|>\n", "<|begin_of_text|>x<|end_of_text|>",
+]
 
 
 SP = "\u2581"
@@ -198,6 +249,20 @@ def main() -> None:
         with open(sys.argv[2], "w", encoding="utf-8") as f:
             json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
             f.write("\n")
+    elif len(sys.argv) == 3 and sys.argv[1] == "split-fixture":
+        lines = corpus(random.Random(1234), 3000)
+        texts = test_strings(random.Random(99)) + SPLIT_STRINGS
+        out = {}
+        for name in ("qwen2-style", "llama3-style"):
+            tok = split_style(lines, name)
+            out[name] = {
+                "tokenizer": json.loads(tok.to_str()),
+                "texts": texts,
+                "ids": [tok.encode(t, add_special_tokens=False).ids for t in texts],
+            }
+        with open(sys.argv[2], "w", encoding="utf-8") as f:
+            json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
+            f.write("\n")
     elif len(sys.argv) == 3 and sys.argv[1] == "sp-fixture":
         lines = corpus(random.Random(1234), 3000)
         texts = test_strings(random.Random(99)) + SP_STRINGS
@@ -220,6 +285,12 @@ def main() -> None:
         ids = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
         with open(sys.argv[4], "w", encoding="utf-8") as f:
             json.dump(ids, f)
+    elif len(sys.argv) == 5 and sys.argv[1] == "pretokenize":
+        tok = Tokenizer.from_file(sys.argv[2])
+        with open(sys.argv[3], encoding="utf-8") as f:
+            texts = json.load(f)
+        with open(sys.argv[4], "w", encoding="utf-8") as f:
+            json.dump([[p for p, _ in tok.pre_tokenizer.pre_tokenize_str(t)] for t in texts], f)
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

@@ -11,12 +11,20 @@ import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { hfTokenizerJson, tokenizerFromHfJson } from '../src/io/hf.js';
+import { cleanFromHfNormalizer, exportHf, hfCleaningNormalizer, hfTokenizerJson, readHfModel, tokenizerFromHfJson } from '../src/io/hf.js';
+import { recordedClean } from '../src/io/checkpoint.js';
+import { cleanText } from '../src/data/text.js';
+import type { ByteLevelTokenizer } from '../src/data/bpe.js';
+import type { HfBpeTokenizerJson } from '../src/data/hf-bpe.js';
+import { resolveConfig } from '../src/model/config.js';
+import { initialWeights, paramLayout } from '../src/model/params.js';
+import { createRng } from '../src/util/random.js';
 import { ggufTokenizerMetadata } from '../src/io/gguf.js';
 import { createStreamingDecoder, tokenizerFromJson, type Tokenizer } from '../src/data/tokenizer.js';
 import { MinigptError } from '../src/errors.js';
-import { assertLibraryIds, randomJoins, tokenizersPython } from './support/tokenizers-library.js';
-import { HF_BPE_FIXTURE, hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
+import { assertLibraryIds, libraryPretokens, randomJoins, tokenizersPython } from './support/tokenizers-library.js';
+import { bytesToByteLevel } from '../src/data/byte-level.js';
+import { HF_BPE_FIXTURE, HF_BPE_SPLIT_FIXTURE, hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const FIXTURE = HF_BPE_FIXTURE;
@@ -69,7 +77,7 @@ test('hf-bpe refuses broken JSON and unsupported tokenizer.json with one-line re
   const vocab = base['vocab'] as string[];
   const cases: [string, Record<string, unknown>, RegExp][] = [
     ['unknown field', { ...base, extra: 1 }, /unknown field "extra"/],
-    ['pretokenizer', { ...base, pretokenizer: 'llama3' }, /"pretokenizer" must be "gpt2" or "gpt2-digits"/],
+    ['pretokenizer', { ...base, pretokenizer: 'llama4' }, /"pretokenizer" must be "gpt2", "gpt2-digits", "qwen2" or "llama3", got string "llama4"/],
     ['missing byte', { ...base, vocab: vocab.map((v) => (v === 'Ġ' ? 'ĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠĠ' : v)) }, /has no token for byte 32 \(0x20\)/],
     ['duplicate', { ...base, vocab: [...vocab.slice(0, -1), vocab[5]] }, /repeats vocab\[5\]/],
     ['merge', { ...base, merges: ['Ġ zzzz'] }, /merges\[0\] string "Ġ zzzz" must be two tokens of the vocabulary/],
@@ -83,10 +91,11 @@ test('hf-bpe refuses broken JSON and unsupported tokenizer.json with one-line re
     assert.throws(() => tokenizerFromJson(json, 'tok.json'), (e: unknown) => e instanceof MinigptError && re.test(e.message) && !e.message.includes('\n'), name);
   }
   const hf = FIXTURE['smollm-style']!.tokenizer;
-  const llama3 = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+  // Llama 3's split with digits in runs of up to two: no regex minigpt has.
+  const llama3 = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
   const hfCases: [string, Record<string, unknown>, RegExp][] = [
-    ['llama3 split', { ...hf, pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: llama3 }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] } },
-      /the pre-tokenizer is not GPT-2's byte-level one, nor digits one by one and then GPT-2's/],
+    ['other split', { ...hf, pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: llama3 }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] } },
+      /the pre-tokenizer is not GPT-2's byte-level one, nor digits one by one and then GPT-2's, nor Qwen2's or Llama 3's split/],
     ['digit runs', { ...hf, pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: false }, { type: 'ByteLevel', use_regex: true }] } }, /the pre-tokenizer is not GPT-2's/],
     ['prefix space', { ...hf, pre_tokenizer: { type: 'ByteLevel', add_prefix_space: true, use_regex: true } }, /the pre-tokenizer is not GPT-2's/],
     ['decoder', { ...hf, decoder: { type: 'Metaspace' } }, /the decoder is Metaspace, not ByteLevel/],
@@ -208,4 +217,105 @@ test('--tokenizer takes a Hugging Face tokenizer.json, or the model folder holdi
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout.trim(), want, spec);
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Qwen2's and Llama 3's split (test/fixtures/hf-bpe-split.json)
+
+const SPLIT = HF_BPE_SPLIT_FIXTURE;
+const SPLIT_NAMES = Object.keys(SPLIT) as (keyof typeof SPLIT)[];
+/** The cleaning a fixture's normalizer stands for (qwen2-style: NFC), as import records it. */
+const splitClean = (name: keyof typeof SPLIT) => cleanFromHfNormalizer(hfCleaningNormalizer(SPLIT[name].tokenizer, name), name);
+
+test('hf-bpe with Qwen2\'s and Llama 3\'s split gives the tokenizers library\'s ids (after the NFC normalizer, as minigpt cleans) and decodes them back', () => {
+  assert.deepEqual(SPLIT_NAMES, ['qwen2-style', 'llama3-style']);
+  assert.deepEqual(splitClean('qwen2-style'), { nfc: true, newlines: false, pageBreaks: false, controlChars: false, collapseBlankLines: false, lowercase: false });
+  assert.equal(splitClean('llama3-style'), undefined);
+  for (const name of SPLIT_NAMES) {
+    const tok = fixtureTokenizer(name);
+    assert.equal(tok.kind, 'hf-bpe', name);
+    assert.equal((tok.toJSON() as HfBpeTokenizerJson).pretokenizer, name === 'qwen2-style' ? 'qwen2' : 'llama3');
+    const clean = splitClean(name);
+    const { texts, ids } = SPLIT[name]!;
+    for (let i = 0; i < texts.length; i++) {
+      const text = clean ? cleanText(texts[i]!, clean) : texts[i]!;
+      const ours = Array.from(tok.encode(text, { allowedSpecial: 'all' }));
+      assert.deepEqual(ours, ids[i], `${name}: ids of ${JSON.stringify(texts[i]!.slice(0, 60))}`);
+      assert.equal(tok.decode(ours), text, `${name}: decode`);
+    }
+  }
+  // The regexes' own rules, seen in the pre-tokens.
+  const qwen = fixtureTokenizer('qwen2-style') as ByteLevelTokenizer, llama = fixtureTokenizer('llama3-style') as ByteLevelTokenizer;
+  assert.deepEqual(qwen.pretokenize("end.\r\n\r\nIt'S x'ſt x1234"), ['end', '.\r\n\r\n', 'It', "'S", ' x', "'\u017f", 't', ' x', '1', '2', '3', '4']);
+  assert.deepEqual(llama.pretokenize('1234567 ٣٤٥٦ a  \n  b  '), ['123', '456', '7', ' ', '٣٤٥', '٦', ' a', '  \n', ' ', ' b', '  ']);
+  // The NFC normalizer: the library composes "e" + U+0301, which the tokenizer alone does not.
+  const i = SPLIT['qwen2-style'].texts.indexOf('e\u0301 cafe\u0301 A\u030a \u1100\u1161');
+  assert.notDeepEqual(Array.from(qwen.encode(SPLIT['qwen2-style'].texts[i]!)), SPLIT['qwen2-style'].ids[i], 'the text needs its normalizer');
+});
+
+test('hf-bpe with Qwen2\'s and Llama 3\'s split: JSON and tokenizer.json round trips, the export spelled as the files spell the regex', () => {
+  for (const name of SPLIT_NAMES) {
+    const tok = fixtureTokenizer(name);
+    const json = tok.toJSON();
+    assert.deepEqual(tokenizerFromJson(JSON.parse(JSON.stringify(json)), 'again').toJSON(), json, `${name}: JSON round trip`);
+    const text = hfTokenizerJson(tok, splitClean(name));
+    const exported = JSON.parse(text);
+    const file = SPLIT[name].tokenizer as Record<string, { pretokenizers: { pattern?: unknown }[] }>;
+    assert.deepEqual(exported.pre_tokenizer.pretokenizers[0].pattern, file['pre_tokenizer']!.pretokenizers[0]!.pattern, `${name}: the Split regex`);
+    assert.deepEqual(exported.normalizer, name === 'qwen2-style' ? { type: 'Sequence', normalizers: [{ type: 'NFC' }] } : null);
+    const back = tokenizerFromHfJson(exported, 'exported');
+    assert.deepEqual(back.toJSON(), json, `${name}: tokenizer.json round trip`);
+    assert.equal(hfTokenizerJson(back, splitClean(name)), text, `${name}: the export is byte-stable`);
+    assert.deepEqual(cleanFromHfNormalizer(hfCleaningNormalizer(exported, 'exported'), 'exported'), splitClean(name), `${name}: the cleaning comes back`);
+  }
+  // Llama 3's own file puts <|begin_of_text|> before every text: refused, naming it.
+  const llama3 = SPLIT['llama3-style'].tokenizer;
+  const template = { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<|begin_of_text|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [], special_tokens: { '<|begin_of_text|>': { id: '<|begin_of_text|>', ids: [801], tokens: ['<|begin_of_text|>'] } } };
+  const refusals: [string, Record<string, unknown>, RegExp][] = [
+    ['template', { ...llama3, post_processor: { type: 'Sequence', processors: [{ type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true }, template] } },
+      /has a Sequence post-processor, which adds tokens \(such as a BOS token\) to what it encodes \(this one: "<\|begin_of_text\|>"\); minigpt's byte-level and character tokenizers add none/],
+    // Digits one by one before Qwen2's split: a layout no model has, refused rather than guessed.
+    ['digits first', { ...llama3, pre_tokenizer: { type: 'Sequence', pretokenizers: [{ type: 'Digits', individual_digits: true }, ...(llama3['pre_tokenizer'] as { pretokenizers: unknown[] }).pretokenizers] } },
+      /the pre-tokenizer is not GPT-2's byte-level one/],
+    ['prefix space', { ...llama3, pre_tokenizer: { type: 'Sequence', pretokenizers: [(llama3['pre_tokenizer'] as { pretokenizers: unknown[] }).pretokenizers[0], { type: 'ByteLevel', add_prefix_space: true, use_regex: false }] } },
+      /the pre-tokenizer is not GPT-2's byte-level one/],
+  ];
+  for (const [name, json, re] of refusals) {
+    assert.throws(() => tokenizerFromHfJson(json, 'tokenizer.json'), (e: unknown) => e instanceof MinigptError && re.test(e.message) && !e.message.includes('\n'), name);
+  }
+});
+
+test('an HF model folder with a Qwen2-style tokenizer.json imports: hf-bpe "qwen2", its NFC normalizer recorded as the cleaning a prompt gets', async () => {
+  const tok = fixtureTokenizer('qwen2-style');
+  const config = resolveConfig({ vocab_size: tok.vocabSize, d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1, context: 32 });
+  const dir = join(await mkdtemp(join(tmpdir(), 'minigpt-qwen2-')), 'hf');
+  await exportHf({ config, weights: initialWeights(config, paramLayout(config), createRng(1)), tokenizer: tok }, dir);
+  // The library's file as it is: a lone NFC normalizer, not the Sequence minigpt writes.
+  await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(SPLIT['qwen2-style'].tokenizer));
+  const { checkpoint } = await readHfModel(dir);
+  assert.deepEqual(checkpoint.tokenizer.toJSON(), tok.toJSON());
+  assert.deepEqual(recordedClean(checkpoint), splitClean('qwen2-style'));
+});
+
+/** Random text from pieces where Qwen2's and Llama 3's regexes are easily got wrong. */
+function splitRandomTexts(count: number, seed: number): string[] {
+  const pieces = ["'", "'s", "x'", 's', 'S', '\u017f', "'\u017f", "'\u212a", 't', 're', 'RE', 'Re', 've', 'm', 'll', 'LL', 'd', 'D', '\u212a', 'the', ' the', 'The', 'a', ' ', '  ', '\t', '\n', '\n\n', '\r\n', '\r', '\r\r\n',
+    '\u00a0', '\u2028', '\u2029', '\u0085', '\u3000', '\ufeff', '\u000b', '\u000c', '\u200b', '0', '12', '345', '6789', '٣', '٤٥', '१२', '๓', '½', 'Ⅻ', '²', '𝟙', '𝟚', '〇',
+    '.', ',', '!?', '...', '—', '(', ')', '"', '$', '#', '-', '_', 'é', 'e\u0301', '\u0301', 'A\u030a', '\u1100\u1161', 'ß', '日本', '語', '한', 'Σ', 'ǅ', 'ʰ', 'ﬆ', '🙂', '👍🏽', '🇫🇷', '𝔘', '𐐀',
+    '\u200d', '\u0000', '\u001b', 'zqxj', ' zqxj', '<|im_start|>', '<|endoftext|>', '<|begin_of_text|>', '<|', '|>', 'x', 'Straße',
+    'the'.repeat(30), ' '.repeat(70), '.'.repeat(70)];
+  return randomJoins(pieces, count, 40, seed);
+}
+
+test('hf-bpe with Qwen2\'s and Llama 3\'s split against the tokenizers library on 600 random texts: pre-tokens, and ids on its tokenizer.json and minigpt\'s export of it', { skip: py.skip }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'minigpt-hf-split-'));
+  const texts = splitRandomTexts(600, 23);
+  // The pre-tokens themselves: two splits can give the same ids where no merge joins across them.
+  const utf8 = new TextEncoder();
+  for (const name of SPLIT_NAMES) {
+    const tok = fixtureTokenizer(name) as ByteLevelTokenizer;
+    const theirs = await libraryPretokens(dir, JSON.stringify(SPLIT[name].tokenizer), texts);
+    texts.forEach((t, i) => assert.deepEqual(tok.pretokenize(t).map((p) => bytesToByteLevel(utf8.encode(p))), theirs[i], `${name}: pre-tokens of ${JSON.stringify(t)}`));
+  }
+  await assertLibraryIds(dir, SPLIT_NAMES.map((name): [string, Record<string, unknown>] => [name, SPLIT[name].tokenizer]), texts);
 });

@@ -246,6 +246,8 @@ export interface ByteLevelModel {
   special: ReadonlyMap<string, number>;
   /** How text is split into pre-tokens before merging; default the GPT-2 regex (gpt2Pretokens). */
   pretokenizer?: Pretokenizer;
+  /** Where prepare may cut text for this pre-tokenizer (ByteLevelTokenizer.safeCuts); default "line-end". */
+  safeCuts?: SafeCuts;
   /**
    * tiktoken looks a whole pre-token up before merging (gpt2; hf-bpe with ignoreMerges, as the
    * tokenizers library does): bytes as a Latin-1 string -> id. The trained tokenizer leaves it
@@ -272,8 +274,18 @@ export function makeGpt2Pretokenizer(): Pretokenizer {
   };
 }
 
+/**
+ * Where `minigpt prepare` may cut text into chunks so that every cut is a pre-token boundary
+ * (shards.ts): "line-end", just before a line break (LF, or the CR of CRLF) that follows a visible
+ * character (GPT-2's regex); "line-start", just before a visible character that follows a LF
+ * (Qwen2's and Llama 3's regexes, whose punctuation takes the line breaks after it).
+ */
+export type SafeCuts = 'line-end' | 'line-start';
+
 /** Extra members of a byte-level tokenizer. */
 export interface ByteLevelTokenizer extends Tokenizer {
+  /** Where prepare may cut text (SafeCuts); absent: "line-end". */
+  readonly safeCuts?: SafeCuts;
   /** The pre-tokens of `text` (well-formed, without special tokens), as encode splits it before merging. */
   pretokenize(text: string): string[];
   /** Encodes special-token text as ordinary text (never as a special id); tiktoken's encode_ordinary. */
@@ -526,6 +538,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
     vocabSize,
     encode,
     encodeOrdinary,
+    ...(model.safeCuts && model.safeCuts !== 'line-end' ? { safeCuts: model.safeCuts } : {}),
     pretokenize: (text) => {
       if (!pretokenizer) return gpt2Pretokens(text);
       const pieces: string[] = [];

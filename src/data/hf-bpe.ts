@@ -7,7 +7,7 @@
  * joined (the leftmost on a tie) until none merges; with `ignoreMerges` a pre-token that is a
  * whole token is that token.
  *
- * JSON: { "type": "hf-bpe", "pretokenizer": "gpt2" | "gpt2-digits", "vocab": [byte-level string
+ * JSON: { "type": "hf-bpe", "pretokenizer": "gpt2" | "gpt2-digits" | "qwen2" | "llama3", "vocab": [byte-level string
  * of each id], "merges": ["left right", ...] (byte-level strings, first merge first), "special":
  * { text: id }, "ignoreMerges": boolean, "addedOnly"?: [id, ...], "eos"?: text, "bos"?: text }. A
  * special token's vocab entry is its text; addedOnly lists the special tokens the file's BPE
@@ -20,6 +20,13 @@
  * then applies GPT-2's regex to the rest (SmolLM). Both keep prepare's chunking exact: its safe
  * cuts (before a line break that follows a visible character, shards.ts) are pre-token boundaries
  * of GPT-2's regex, and isolating digits only adds boundaries, the same ones either side of a cut.
+ * "qwen2" and "llama3" are the regexes of Qwen2's and Llama 3's tokenizer.json (a Split before a
+ * ByteLevel without its own regex; QWEN2_SPLIT_PATTERN, LLAMA3_SPLIT_PATTERN): a letter run takes
+ * one character before it that is no line break, letter or digit; digits go one by one (qwen2) or
+ * in runs of up to three (llama3); punctuation takes the line breaks after it. That last rule puts
+ * a line break in the same pre-token as the punctuation before it, so prepare cuts these texts
+ * elsewhere: before a visible character that follows a line feed (safeCuts "line-start"), where no
+ * alternative of the regex runs across (none matches a line break followed by a visible character).
  */
 import { check } from '../errors.js';
 import { checkSpecialTokenFields, describeValue, latin1, makeByteLevelTokenizer, makeGpt2Pretokenizer, readPieceMerges, readPieces, type ByteLevelTokenizer, type Pretokenizer } from './bpe.js';
@@ -27,8 +34,54 @@ import { byteLevelToBytes } from './byte-level.js';
 import type { TokenizerJson } from './tokenizer.js';
 
 /** How an hf-bpe tokenizer splits text before merging (see the file comment). */
-export type HfPretokenizer = 'gpt2' | 'gpt2-digits';
-export const HF_PRETOKENIZERS: readonly HfPretokenizer[] = ['gpt2', 'gpt2-digits'];
+export type HfPretokenizer = 'gpt2' | 'gpt2-digits' | 'qwen2' | 'llama3';
+export const HF_PRETOKENIZERS: readonly HfPretokenizer[] = ['gpt2', 'gpt2-digits', 'qwen2', 'llama3'];
+
+/** Qwen2's pre-token regex, spelled as its tokenizer.json spells it (Oniguruma's syntax, which the tokenizers library runs). */
+export const QWEN2_SPLIT_PATTERN = String.raw`(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`;
+/** Llama 3's: Qwen2's with digits in runs of up to three. */
+export const LLAMA3_SPLIT_PATTERN = QWEN2_SPLIT_PATTERN.replace(String.raw`|\p{N}|`, String.raw`|\p{N}{1,3}|`);
+
+/**
+ * A Qwen2-style regex as JavaScript runs it the way the tokenizers library (Oniguruma) runs the
+ * file's: `(?i:...)` (which Node 20's RegExp lacks) spelled out case by case; Oniguruma folds case
+ * with Unicode's rules, and among the characters only "ſ" (U+017F, long s) folds to one of these
+ * letters (checked against the library over every code point); Oniguruma's \s is Unicode's
+ * White_Space (JavaScript's \s has U+FEFF and lacks U+0085).
+ */
+function jsSplitPattern(digits: string): string {
+  const ws = String.raw`\p{White_Space}`;
+  return [
+    String.raw`'(?:[sS\u017F]|[tT]|[rR][eE]|[vV][eE]|[mM]|[lL][lL]|[dD])`,
+    String.raw`[^\r\n\p{L}\p{N}]?\p{L}+`,
+    digits,
+    String.raw` ?[^${ws}\p{L}\p{N}]+[\r\n]*`,
+    String.raw`${ws}*[\r\n]+`,
+    String.raw`${ws}+(?!\P{White_Space})`,
+    String.raw`${ws}+`,
+  ].join('|');
+}
+/** QWEN2_SPLIT_PATTERN and LLAMA3_SPLIT_PATTERN for JavaScript's RegExp (flags "gu"). */
+export const QWEN2_JS_PATTERN = jsSplitPattern(String.raw`\p{N}`);
+export const LLAMA3_JS_PATTERN = jsSplitPattern(String.raw`\p{N}{1,3}`);
+
+/** The pre-tokenizer that splits text by `pattern` (a JavaScript regex source, flags "gu"). */
+function makeRegexPretokenizer(pattern: string): Pretokenizer {
+  const splitter = new RegExp(pattern, 'gu');
+  return (text, onPiece) => {
+    splitter.lastIndex = 0;
+    for (let m = splitter.exec(text); m !== null; m = splitter.exec(text)) onPiece(m[0]);
+  };
+}
+
+function makePretokenizer(pre: HfPretokenizer): Pretokenizer {
+  switch (pre) {
+    case 'gpt2': return makeGpt2Pretokenizer();
+    case 'gpt2-digits': return makeDigitsGpt2Pretokenizer();
+    case 'qwen2': return makeRegexPretokenizer(QWEN2_JS_PATTERN);
+    case 'llama3': return makeRegexPretokenizer(LLAMA3_JS_PATTERN);
+  }
+}
 
 export interface HfBpeTokenizerJson extends TokenizerJson {
   type: 'hf-bpe';
@@ -74,7 +127,7 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     check(FIELDS.includes(name), () => `${what} has an unknown field ${JSON.stringify(name)}; expected only ${FIELDS.map((f) => `"${f}"`).join(', ')}`);
   }
   const pre = fields['pretokenizer'];
-  check(HF_PRETOKENIZERS.includes(pre as HfPretokenizer), () => `${what} "pretokenizer" must be ${HF_PRETOKENIZERS.map((p) => `"${p}"`).join(' or ')}, got ${describeValue(pre)}`);
+  check(HF_PRETOKENIZERS.includes(pre as HfPretokenizer), () => `${what} "pretokenizer" must be ${HF_PRETOKENIZERS.map((p) => `"${p}"`).join(', ').replace(/, ([^,]*)$/, ' or $1')}, got ${describeValue(pre)}`);
   const ignoreMerges = fields['ignoreMerges'];
   check(typeof ignoreMerges === 'boolean', () => `${what} "ignoreMerges" must be true or false, got ${describeValue(ignoreMerges)}`);
 
@@ -141,7 +194,8 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     pairs,
     special,
     ...(wholePieces ? { wholePieces } : {}),
-    pretokenizer: pre === 'gpt2-digits' ? makeDigitsGpt2Pretokenizer() : makeGpt2Pretokenizer(),
+    pretokenizer: makePretokenizer(pre as HfPretokenizer),
+    ...(pre === 'qwen2' || pre === 'llama3' ? { safeCuts: 'line-start' as const } : {}),
     toJSON: (): HfBpeTokenizerJson => ({ ...json, vocab: [...json.vocab], merges: [...json.merges], special: { ...json.special }, ...(json.addedOnly ? { addedOnly: [...json.addedOnly] } : {}) }),
   });
   return { ...tokenizer, ...(eos !== undefined ? { eos } : {}), ...(bos !== undefined ? { bos } : {}) };

@@ -32,7 +32,7 @@ import { charTokenizerFromVocab, endOfTextToken, startOfTextToken, tokenizerFrom
 import { GPT2_VOCAB_SIZE, gpt2Tokenizer } from '../data/gpt2.js';
 import { GPT2_SPLIT_PATTERN, type ByteLevelTokenizer } from '../data/bpe.js';
 import { byteLevelToBytes, bytesToByteLevel } from '../data/byte-level.js';
-import type { HfBpeTokenizerJson, HfPretokenizer } from '../data/hf-bpe.js';
+import { LLAMA3_SPLIT_PATTERN, QWEN2_SPLIT_PATTERN, type HfBpeTokenizerJson, type HfPretokenizer } from '../data/hf-bpe.js';
 import { SP_SPACE, type SpBpeTokenizerJson, type SpSpaces } from '../data/sp-bpe.js';
 import { CHECKPOINT_FORMAT, checkCheckpointArg, flatWeights, namedWeights, recordedClean, type Checkpoint, type WeightDType } from './checkpoint.js';
 import { DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
@@ -141,7 +141,8 @@ export function hfSpecialTokens(tokenizer: Tokenizer): HfSpecialTokens {
  * tokenizer.json (HF `tokenizers`) for our tokenizer, as text.
  *
  * Byte-level kinds: the GPT-2 pre-token regex (spelled with \p{White_Space} as tiktoken's Rust
- * regex means it) as a Split (after a Digits step for hf-bpe's "gpt2-digits"), then ByteLevel
+ * regex means it) as a Split (after a Digits step for hf-bpe's "gpt2-digits"; hf-bpe's "qwen2" and
+ * "llama3": their own regex, as Qwen2's and Llama 3's files spell it), then ByteLevel
  * without its own regex; a BPE model over byte-level strings, special tokens included in its
  * vocabulary; ByteLevel decoder. Special tokens are added tokens (HF always recognises their
  * text, as our encode does with allowedSpecial: 'all').
@@ -179,7 +180,7 @@ export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptio
     type: 'Sequence',
     pretokenizers: [
       ...(hfBpe?.pretokenizer === 'gpt2-digits' ? [{ type: 'Digits', individual_digits: true }] : []),
-      { type: 'Split', pattern: { Regex: GPT2_SPLIT_PATTERN }, behavior: 'Isolated', invert: false },
+      { type: 'Split', pattern: { Regex: hfBpe ? HF_SPLIT_PATTERNS[hfBpe.pretokenizer] : GPT2_SPLIT_PATTERN }, behavior: 'Isolated', invert: false },
       { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
     ],
   };
@@ -341,7 +342,16 @@ function isObject(x: unknown): x is Json {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
-/** Which of hf-bpe's pre-tokenizers a tokenizer.json's pre_tokenizer is, or null for none of them. */
+/** The Split regex each hf-bpe pre-tokenizer is written with (after a Digits step for gpt2-digits). */
+const HF_SPLIT_PATTERNS: Record<HfPretokenizer, string> = {
+  'gpt2': GPT2_SPLIT_PATTERN, 'gpt2-digits': GPT2_SPLIT_PATTERN, 'qwen2': QWEN2_SPLIT_PATTERN, 'llama3': LLAMA3_SPLIT_PATTERN,
+};
+
+/**
+ * Which of hf-bpe's pre-tokenizers a tokenizer.json's pre_tokenizer is, or null for none of them:
+ * GPT-2's ByteLevel regex, alone or as a Split before a ByteLevel without its own regex, each
+ * optionally after digits one by one; or Qwen2's or Llama 3's regex as such a Split.
+ */
 function hfPretokenizerOf(pre: unknown): HfPretokenizer | null {
   if (!isObject(pre)) return null;
   const steps = pre.type === 'Sequence' && Array.isArray(pre.pretokenizers) ? pre.pretokenizers as unknown[] : [pre];
@@ -357,7 +367,10 @@ function hfPretokenizerOf(pre: unknown): HfPretokenizer | null {
     const split = rest[0];
     const pattern = split.pattern as Json | undefined;
     const gpt2Regex = pattern?.Regex === GPT2_SPLIT_PATTERN || pattern?.Regex === String.raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`;
-    gpt2 = split.type === 'Split' && gpt2Regex && split.behavior === 'Isolated' && !split.invert && byteLevel(rest[1], false);
+    const isolated = split.type === 'Split' && split.behavior === 'Isolated' && !split.invert && byteLevel(rest[1], false);
+    gpt2 = isolated && gpt2Regex;
+    if (isolated && !digits && pattern?.Regex === QWEN2_SPLIT_PATTERN) return 'qwen2';
+    if (isolated && !digits && pattern?.Regex === LLAMA3_SPLIT_PATTERN) return 'llama3';
   }
   return gpt2 ? (digits ? 'gpt2-digits' : 'gpt2') : null;
 }
@@ -512,8 +525,10 @@ function spBpeFromHfJson(json: Json, model: Json, added: Json[], layout: SpLayou
  * export (WordLevel over single characters, split per character), GPT-2's vocabulary (-> gpt2),
  * a byte-level BPE laid out like our trained ones (bytes 0-255 in order, merge i -> 256 + i,
  * special tokens after; -> bpe), or any other byte-level BPE whose pre-tokenizer is GPT-2's,
- * alone or after digits one by one (-> hf-bpe), or a SentencePiece-style BPE with byte fallback as Llama
- * 2's (-> sp-bpe). Anything else is a MinigptError naming what differs.
+ * alone or after digits one by one, or Qwen2's or Llama 3's split (-> hf-bpe), or a SentencePiece-style
+ * BPE with byte fallback as Llama 2's (-> sp-bpe). Anything else is a MinigptError naming what differs
+ * (Llama 3's own file: its post-processor puts <|begin_of_text|> before every text, which byte-level
+ * kinds do not do).
  */
 export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   check(isObject(json) && isObject(json.model), `${source} is not a Hugging Face tokenizer.json (no "model" object)`);
@@ -528,8 +543,10 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   const addsNothing = (p: Json): boolean => p.type === 'ByteLevel' || (p.type === 'TemplateProcessing' && Array.isArray(p.single)
     && p.single.every((piece) => isObject(piece) && !('SpecialToken' in piece)) && (!isObject(p.special_tokens) || Object.keys(p.special_tokens).length === 0))
     || (p.type === 'Sequence' && Array.isArray(p.processors) && p.processors.every((q) => isObject(q) && addsNothing(q)));
+  const addedBy = (p: unknown): string[] => !isObject(p) ? [] : p.type === 'Sequence' && Array.isArray(p.processors) ? p.processors.flatMap(addedBy)
+    : Array.isArray(p.single) ? p.single.flatMap((piece) => (isObject(piece) && isObject(piece.SpecialToken) ? [String(piece.SpecialToken.id)] : [])) : [];
   check(post === null || post === undefined || (isObject(post) && addsNothing(post)),
-    () => `${source} has a ${isObject(post) ? String(post.type) : 'non-standard'} post-processor, which adds tokens (such as a BOS token) to what it encodes; minigpt's tokenizers add none, so it cannot be imported exactly`);
+    () => `${source} has a ${isObject(post) ? String(post.type) : 'non-standard'} post-processor, which adds tokens (such as a BOS token) to what it encodes${addedBy(post).length > 0 ? ` (this one: ${addedBy(post).map((t) => JSON.stringify(t)).join(', ')})` : ''}; minigpt's byte-level and character tokenizers add none, so it cannot be imported exactly`);
 
   if (model.type === 'WordLevel') {
     const pre = json.pre_tokenizer as Json | null;
@@ -562,7 +579,7 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
 
   const pretokenizer = hfPretokenizerOf(json.pre_tokenizer);
   check(pretokenizer !== null,
-    `${source}: the pre-tokenizer is not GPT-2's byte-level one, nor digits one by one and then GPT-2's (${JSON.stringify(json.pre_tokenizer).slice(0, 120)}); minigpt's byte-level tokenizers split text with the GPT-2 regex, so this tokenizer cannot be reproduced exactly`);
+    `${source}: the pre-tokenizer is not GPT-2's byte-level one, nor digits one by one and then GPT-2's, nor Qwen2's or Llama 3's split (${JSON.stringify(json.pre_tokenizer).slice(0, 120)}); minigpt's byte-level tokenizers split text with those regexes only, so this tokenizer cannot be reproduced exactly`);
   check(!model.byte_fallback && !model.continuing_subword_prefix && !model.end_of_word_suffix && model.dropout == null,
     `${source}: BPE options (byte_fallback, continuing_subword_prefix, end_of_word_suffix or dropout) that minigpt's byte-level BPE does not have`);
   const decoder = json.decoder as Json | null | undefined;

@@ -5,7 +5,8 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { hfTokenizerJson, tokenizerFromHfJson } from '../../src/io/hf.js';
+import { cleanFromHfNormalizer, hfCleaningNormalizer, hfTokenizerJson, tokenizerFromHfJson } from '../../src/io/hf.js';
+import { cleanText } from '../../src/data/text.js';
 import { createRng } from '../../src/util/random.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -29,6 +30,15 @@ export async function libraryIds(dir: string, tokenizerJson: string, texts: read
   return JSON.parse(await readFile(join(dir, 'ids.json'), 'utf8')) as number[][];
 }
 
+/** The pieces the library's pre-tokenizer makes of each text (byte-level strings; no normalizer, no special tokens), from the tokenizer.json text given; files go in `dir`. */
+export async function libraryPretokens(dir: string, tokenizerJson: string, texts: readonly string[]): Promise<string[][]> {
+  await writeFile(join(dir, 'tokenizer.json'), tokenizerJson);
+  await writeFile(join(dir, 'texts.json'), JSON.stringify(texts));
+  const run = spawnSync(tokenizersPython.python!, [join(ROOT, 'scripts', 'make-hf-tokenizers.py'), 'pretokenize', join(dir, 'tokenizer.json'), join(dir, 'texts.json'), join(dir, 'pieces.json')], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(run.stderr);
+  return JSON.parse(await readFile(join(dir, 'pieces.json'), 'utf8')) as string[][];
+}
+
 /** `count` texts, each 1 to `most` of `pieces` joined at random (seeded). */
 export function randomJoins(pieces: readonly string[], count: number, most: number, seed: number): string[] {
   const rng = createRng(seed);
@@ -42,12 +52,17 @@ export function randomJoins(pieces: readonly string[], count: number, most: numb
   return out;
 }
 
-/** Asserts minigpt's ids for `texts` (special-token text as special tokens) equal the library's, on each tokenizer.json file and on minigpt's export of it. */
+/**
+ * Asserts minigpt's ids for `texts` (special-token text as special tokens) equal the library's, on
+ * each tokenizer.json file and on minigpt's export of it. A file's normalizer is minigpt's cleaning
+ * (cleanFromHfNormalizer: what import records, and sampling applies to a prompt), done before encoding.
+ */
 export async function assertLibraryIds(dir: string, files: readonly [string, Record<string, unknown>][], texts: readonly string[]): Promise<void> {
   for (const [name, file] of files) {
     const tok = tokenizerFromHfJson(file, name);
-    const ours = texts.map((t) => Array.from(tok.encode(t, { allowedSpecial: 'all' })));
-    for (const [label, json] of [['original', JSON.stringify(file)], ['export', hfTokenizerJson(tok)]] as const) {
+    const clean = cleanFromHfNormalizer(hfCleaningNormalizer(file, name), name);
+    const ours = texts.map((t) => Array.from(tok.encode(clean ? cleanText(t, clean) : t, { allowedSpecial: 'all' })));
+    for (const [label, json] of [['original', JSON.stringify(file)], ['export', hfTokenizerJson(tok, clean)]] as const) {
       const theirs = await libraryIds(dir, json, texts);
       for (let i = 0; i < texts.length; i++) assert.deepEqual(ours[i], theirs[i], `${name} (${label}): ids of ${JSON.stringify(texts[i])}`);
     }
