@@ -21,6 +21,8 @@ import {
 } from '../src/data/shards.js';
 import { prepareCommand } from '../src/cli/commands/prepare.js';
 import { spBpeFixtureTokenizer } from './support/sp-bpe-fixture.js';
+import { hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
+import type { ByteLevelTokenizer } from '../src/data/bpe.js';
 
 async function withTempDir<T>(body: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), 'minigpt-shards-'));
@@ -423,6 +425,82 @@ test('sp-bpe (Llama 2\'s layout): "<s>" before each document, the "▁" in front
     }
     await assert.rejects(prepareShards({ data, out: join(dir, 'refused'), tokenizer: spBpeFixtureTokenizer('metaspace-first') }),
       (e: unknown) => e instanceof MinigptError && /this sp-bpe tokenizer's line breaks are not byte tokens that no merge joins \(it has no byte fallback, line breaks as pieces, or merges of byte tokens\)/.test(e.message));
+  });
+});
+
+/**
+ * Text where Qwen2's and Llama 3's regexes join what GPT-2's splits: punctuation right before line
+ * breaks (LF, CRLF, lone CR, runs of them), lines that start with punctuation, a space or a digit,
+ * trailing whitespace, digit runs of every length and script, contractions.
+ */
+function punctuatedCorpus(seed: number, lines: number): string {
+  const r = rng(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const words = ['the', 'Quick', 'fox', "it's", "WE'RE", 'über', 'cafe\u0301', '中文', '😀', 'Σίσυφος', '1234567', '42', '٣٤٥٦', '3.14', 'x2y', '—', '"q"', '(a)', 'ſ'];
+  const ends = ['', '.', '!?', '...', ':', ';', ',', '—', '"', ')', ' .', '  ', ' ', '\t', '--'];
+  const starts = ['', '', '', '- ', '# ', '  ', '\t', '...', '1. ', '"', '>> ', '日'];
+  const eols = ['\n', '\n', '\n', '\r\n', '\n\n', '\r\n\r\n', '\r', '\n  \n', '\n\n\n\n'];
+  let out = '';
+  for (let i = 0; i < lines; i++) {
+    const n = Math.floor(r() * 8);
+    out += pick(starts) + Array.from({ length: n }, () => pick(words)).join(' ') + pick(ends) + pick(eols);
+  }
+  return out;
+}
+
+test('prepare\'s safe cuts are pre-token boundaries: after a line feed before a visible character for Qwen2\'s and Llama 3\'s regex, before a line break after one for GPT-2\'s', () => {
+  const r = rng(5);
+  const alphabet = ['a', 'Z', '1', '٣', '.', '!', "'", 's', 'ſ', ' ', '  ', '\t', '\n', '\r', '\r\n', '\u00a0', '\u0085', '\u2028', 'é', '\u0301', '😀', '日', '\u0007'];
+  const visible = (c: string | undefined) => c !== undefined && !/[\p{White_Space}\p{Cc}]/u.test(c);
+  const cases: [string, ByteLevelTokenizer, (t: string, p: number) => boolean][] = [
+    ['qwen2', hfBpeFixtureTokenizer('qwen2-style') as ByteLevelTokenizer, (t, p) => t[p - 1] === '\n' && visible(t[p])],
+    ['llama3', hfBpeFixtureTokenizer('llama3-style') as ByteLevelTokenizer, (t, p) => t[p - 1] === '\n' && visible(t[p])],
+    ['gpt2', hfBpeFixtureTokenizer('gpt2-style') as ByteLevelTokenizer, (t, p) => (t[p] === '\n' || (t[p] === '\r' && t[p + 1] === '\n')) && visible(t[p - 1])],
+    ['gpt2-digits', hfBpeFixtureTokenizer('smollm-style') as ByteLevelTokenizer, (t, p) => (t[p] === '\n' || (t[p] === '\r' && t[p + 1] === '\n')) && visible(t[p - 1])],
+  ];
+  for (const [name, tok, safe] of cases) {
+    let cuts = 0;
+    for (let i = 0; i < 3000; i++) {
+      let t = '';
+      for (let n = 2 + Math.floor(r() * 14); n > 0; n--) t += alphabet[Math.floor(r() * alphabet.length)];
+      const whole = tok.pretokenize(t);
+      for (let p = 1; p < t.length; p++) {
+        if (!safe(t, p)) continue;
+        cuts++;
+        assert.deepEqual([...tok.pretokenize(t.slice(0, p)), ...tok.pretokenize(t.slice(p))], whole, `${name}: a cut at ${p} of ${JSON.stringify(t)}`);
+      }
+    }
+    assert.ok(cuts > 1000, `${name}: ${cuts} cuts checked`);
+  }
+  // And the other rule is not safe for the other regexes.
+  const qwen = hfBpeFixtureTokenizer('qwen2-style') as ByteLevelTokenizer, gpt2 = hfBpeFixtureTokenizer('gpt2-style') as ByteLevelTokenizer;
+  assert.deepEqual(qwen.pretokenize('a.\nb'), ['a', '.\n', 'b']);
+  assert.deepEqual(gpt2.pretokenize('a \nb'), ['a', ' ', '\n', 'b']);
+  assert.deepEqual(gpt2.pretokenize('a \n'), ['a', ' \n']);
+});
+
+test('hf-bpe with Qwen2\'s and Llama 3\'s split (punctuation joins the line breaks after it): shards equal the in-memory encoding at any chunk size, cut after a line feed', async () => {
+  await withTempDir(async (dir) => {
+    const data = join(dir, 'data');
+    await mkdir(data);
+    await writeFile(join(data, 'a.txt'), punctuatedCorpus(31, 400));
+    await writeFile(join(data, 'b.jsonl'), [
+      JSON.stringify({ text: 'record one.\r\n\r\nNext!\n' }),
+      JSON.stringify({ text: punctuatedCorpus(32, 100) }),
+    ].join('\n'));
+    await writeFile(join(data, 'c.txt'), 'end.\n');
+    for (const name of ['qwen2-style', 'llama3-style'] as const) {
+      const tok = hfBpeFixtureTokenizer(name);
+      // The cut rule prepare's other kinds use is not safe here: "end." and "\n" are one pre-token.
+      assert.deepEqual((tok as ByteLevelTokenizer).pretokenize('end.\nNext'), ['end', '.\n', 'Next']);
+      for (const [chunkBytes, valFraction, clean] of [[64, 0.1, {}], [97, 0.3, { newlines: false }], [300, 0.5, {}], [4096, 0.1, { newlines: false, collapseBlankLines: false }], [113, 0, { nfc: false }]] as const) {
+        const sub = join(dir, `${name}-${chunkBytes}`);
+        await mkdir(sub);
+        const { opened } = await roundTrip(sub, data, { tokenizer: tok, chunkBytes, valFraction, clean });
+        assert.equal(opened.tokenizer.toJSON().type, 'hf-bpe');
+        opened.close();
+      }
+    }
   });
 });
 

@@ -18,7 +18,15 @@
  * cleaning step is local across such a cut (no CRLF, blank-line run, NFC composition or
  * lowercasing context spans it) and so is the GPT-2 pre-tokenizer (a pre-token never runs from
  * such a character into the line break; hf-bpe's digits-first split cuts next to every digit
- * anyway), so the shards hold exactly the tokens train() makes of the data in memory
+ * anyway). Qwen2's and Llama 3's regexes (hf-bpe "qwen2", "llama3") put punctuation and the line
+ * breaks after it in one pre-token, so for them (ByteLevelTokenizer.safeCuts "line-start") the
+ * safe cut is just after a LF that a character neither whitespace nor control follows: no
+ * alternative of their regex matches a line break and then such a character (the letter run's
+ * leading character is no line break; punctuation takes only line breaks after it; the
+ * whitespace ones end before it), the whitespace before the LF is one pre-token with it
+ * (\s*[\r\n]+ comes before \s+(?!\S)) whatever follows, and the cleaning steps stay local (no CRLF
+ * or blank-line run goes on past a visible character, NFC composes nothing with a LF, a final
+ * sigma looks no further than a LF). Either way the shards hold exactly the tokens train() makes of the data in memory
  * (encodeDocuments(tokenizer, cleanDocuments(loadDocuments(data), separator)): documents joined
  * by a blank line and cleaned for char, each document cleaned on its own with <|endoftext|>
  * between them for the byte-level kinds that have it; for sp-bpe with a start-of-text token, that token
@@ -60,7 +68,7 @@ import {
   type TokenizerKind,
 } from './tokenizer.js';
 import { checkNodeOnly } from '../util/runtime.js';
-import { gpt2Pretokens, type ByteLevelTokenizer } from './bpe.js';
+import { gpt2Pretokens, type ByteLevelTokenizer, type SafeCuts } from './bpe.js';
 
 /** Splits text into a byte-level tokenizer's pre-tokens. */
 type Pretokens = (text: string) => string[];
@@ -248,6 +256,8 @@ class StreamCleaner {
     private readonly splitReach: number,
     /** The byte-level tokenizer's pre-tokenizer (gpt2, bpe, hf-bpe); null when the text is tokenized by characters. */
     private readonly pretokens: Pretokens | null,
+    /** Where the safe cuts are (SafeCuts, see the file comment). */
+    private readonly safeCuts: SafeCuts,
     private readonly clean: CleanOptions,
     private readonly sink: PieceSink,
     private readonly separatorSink?: SeparatorSink,
@@ -306,9 +316,14 @@ class StreamCleaner {
 
   /**
    * The safe cut at the newline at `nl`: just before it (or before its CR), when the character
-   * before that is neither whitespace nor a control character; -1 when there is none.
+   * before that is neither whitespace nor a control character; for "line-start" cuts, just after
+   * it, when the character after it (in `s`) is neither; -1 when there is none.
    */
   private cutAtNewline(s: string, nl: number): number {
+    if (this.safeCuts === 'line-start') {
+      const y = nl + 1 < s.length ? s.charCodeAt(nl + 1) : 0;
+      return isWhitespace(y) || isControl(y) ? -1 : nl + 1;
+    }
     let p = nl;
     if (p > 0 && s.charCodeAt(p - 1) === 0x0d) p--;
     if (p <= 0) return -1;
@@ -316,8 +331,13 @@ class StreamCleaner {
     return isWhitespace(x) || isControl(x) ? -1 : p;
   }
 
+  /** Where the search for a newline's cut starts when `pending` before `searched` has no safe cut: a "line-start" cut comes after its newline, which may have ended `pending` then. */
+  private firstNewlineToSearch(searched: number): number {
+    return this.safeCuts === 'line-start' ? Math.max(0, searched - 1) : searched;
+  }
+
   private lastSafeCut(s: string, stopAt: number): number {
-    for (let nl = s.lastIndexOf('\n'); nl >= Math.max(1, stopAt); nl = s.lastIndexOf('\n', nl - 1)) {
+    for (let nl = s.lastIndexOf('\n'); nl >= Math.max(this.safeCuts === 'line-start' ? 0 : 1, this.firstNewlineToSearch(stopAt)); nl = s.lastIndexOf('\n', nl - 1)) {
       const cut = this.cutAtNewline(s, nl);
       if (cut > 0) return cut;
     }
@@ -325,7 +345,7 @@ class StreamCleaner {
   }
 
   private firstSafeCut(s: string, from: number): number {
-    for (let nl = s.indexOf('\n', from); nl >= 0; nl = s.indexOf('\n', nl + 1)) {
+    for (let nl = s.indexOf('\n', this.firstNewlineToSearch(from)); nl >= 0; nl = s.indexOf('\n', nl + 1)) {
       const cut = this.cutAtNewline(s, nl);
       if (cut > 0 && cut >= this.splitAt) return cut;
     }
@@ -481,6 +501,8 @@ interface StreamOptions {
   valBytes: number;
   /** The pre-tokenizer of the byte-level tokenizer that reads the text (a relaxed cut must keep its pre-tokens too); null for char. */
   pretokens: Pretokens | null;
+  /** Where its safe cuts are; default "line-end" (see the file comment). */
+  safeCuts?: SafeCuts;
   /** 'replace': invalid UTF-8 becomes U+FFFD, recorded per file in `replaced`; else an error. */
   invalidUtf8: 'error' | 'replace';
   replaced?: ReplacedBytes[];
@@ -581,7 +603,7 @@ async function streamCorpus(files: InputFile[], opts: StreamOptions, sink: Piece
   check(opts.separator === BLANK_LINE_SEPARATOR || separatorSink !== undefined, 'streamCorpus: token separation needs a separator sink');
   const maxPending = Math.max(2 * chunkChars, opts.maxPendingChars);
   const splitReach = Math.min(maxPending, Math.max(64, Math.floor(opts.valBytes / 2)));
-  const cleaner = new StreamCleaner(chunkChars, maxPending, splitReach, opts.pretokens, opts.clean, sink, opts.separator === BLANK_LINE_SEPARATOR ? undefined : separatorSink);
+  const cleaner = new StreamCleaner(chunkChars, maxPending, splitReach, opts.pretokens, opts.safeCuts ?? 'line-end', opts.clean, sink, opts.separator === BLANK_LINE_SEPARATOR ? undefined : separatorSink);
   const buffer = new Uint8Array(opts.chunkBytes);
   let globalOffset = 0;
   if (opts.splitByte <= 0) cleaner.markSplit();
@@ -948,7 +970,8 @@ export async function prepareShards(opts: PrepareOptions): Promise<PrepareSummar
     const separatorId = tokenizer.specialTokens?.[END_OF_TEXT];
     const textStart = Int32Array.from(textStartIds(tokenizer));
     // sp-bpe has no pre-tokenizer; GPT-2's word boundaries stand in for where a relaxed cut keeps its tokens.
-    await streamCorpus(files, { ...base, separator, splitByte, pretokens: tokenizer.kind === 'char' ? null : (tokenizer as Partial<ByteLevelTokenizer>).pretokenize ?? gpt2Pretokens, onBytes: progress('encode', tokens), replaced }, (text, part, startsText) => {
+    const byteLevel = tokenizer as Partial<ByteLevelTokenizer>;
+    await streamCorpus(files, { ...base, separator, splitByte, pretokens: tokenizer.kind === 'char' ? null : byteLevel.pretokenize ?? gpt2Pretokens, safeCuts: byteLevel.safeCuts ?? 'line-end', onBytes: progress('encode', tokens), replaced }, (text, part, startsText) => {
       if (!any && text.trim() !== '') any = true;
       let ids: Int32Array;
       try {
