@@ -18,8 +18,8 @@ import type { Checkpoint } from '../src/io/checkpoint.js';
 import { resolveConfig, type ModelConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
-import { buildCharTokenizer, makeTokenizer, type Tokenizer } from '../src/data/tokenizer.js';
-import { HF_BPE_FIXTURE, hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
+import { buildCharTokenizer, makeTokenizer, tokenizerFromJson, type Tokenizer } from '../src/data/tokenizer.js';
+import { HF_BPE_FIXTURE, HF_BPE_SPLIT_FIXTURE, hfBpeFixtureTokenizer } from './support/hf-bpe-fixture.js';
 import { SP_BPE_FIXTURE, spBpeFixtureTokenizer } from './support/sp-bpe-fixture.js';
 import { gpt2Tokenizer } from '../src/data/gpt2.js';
 import { createBackend } from '../src/backend/index.js';
@@ -189,6 +189,9 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
     ['gpt2', checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 1 }), 'F32'],
     // Imported from Hugging Face: special tokens first, digits one by one (llama.cpp's "smollm" pre-tokenizer).
     ['hf-bpe-smollm', checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true }), 'F32'],
+    // Qwen2's and Llama 3's split (llama.cpp's "qwen2" and "llama-bpe"; Llama 3's with a token only ignore_merges reaches).
+    ['hf-bpe-qwen2', checkpoint(hfBpeFixtureTokenizer('qwen2-style')), 'F32'],
+    ['hf-bpe-llama3', checkpoint(tokenizerFromJson({ ...hfBpeFixtureTokenizer('llama3-style').toJSON(), eos: '<|end_of_text|>', bos: '<|begin_of_text|>' }, 'llama3')), 'F32'],
     // SentencePiece-style (Llama 2's layout): llama.cpp's "llama" vocabulary, scores from the merge order.
     ['sp-bpe-llama', checkpoint(spBpeFixtureTokenizer('llama-style')), 'F32'],
   ];
@@ -196,7 +199,8 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
   for (const [kind, ckpt, dtype] of cases) {
     const gguf = join(root, `${kind}.gguf`);
     await exportGguf(ckpt, gguf, { dtype, onWarning: () => {} });
-    const texts = kind === 'char-tiny' ? ['ab c', 'c\nba  b'] : kind.startsWith('hf-bpe') ? [TEXT, ...HF_BPE_FIXTURE['smollm-style'].texts.filter((t) => t !== '' && !t.includes('<|'))]
+    const texts = kind === 'char-tiny' ? ['ab c', 'c\nba  b'] : kind === 'hf-bpe-qwen2' || kind === 'hf-bpe-llama3' ? [TEXT, ...HF_BPE_SPLIT_FIXTURE['qwen2-style'].texts.filter((t) => t !== '' && !t.includes('<|'))]
+      : kind.startsWith('hf-bpe') ? [TEXT, ...HF_BPE_FIXTURE['smollm-style'].texts.filter((t) => t !== '' && !t.includes('<|'))]
       : kind.startsWith('sp-bpe') ? [TEXT, ...SP_BPE_FIXTURE['llama-style'].texts.filter((t) => t !== '' && !/<\/?s>/.test(t))] : [TEXT, 'the lazy dog'];
     const ids = Array.from(ckpt.tokenizer.encode(texts[0]!)).slice(0, 24);
     jobs.push({ gguf, texts, ids, vocab: ckpt.config.vocab_size, contextSize: ckpt.config.context });
@@ -228,6 +232,11 @@ test('node-llama-cpp (llama.cpp) loads the GGUF (a 5-token vocabulary too): our 
       const specials = Object.values(ckpt.tokenizer.specialTokens ?? {});
       if (kind.startsWith('hf-bpe')) assert.ok(out.special.eog.includes(eot) && out.special.eog.every((id: number) => specials.includes(id)), `${kind}: llama.cpp's end-of-generation tokens ${out.special.eog}`);
       else assert.deepEqual(out.special.eog, [eot], `${kind}: llama.cpp's end-of-generation tokens`);
+    } else if (kind === 'hf-bpe-llama3') {
+      // An imported Llama 3's own end-of-text and start-of-text tokens (its config's ids).
+      assert.deepEqual([out.special.bos, out.special.eos], [801, 802], `${kind}: llama.cpp's BOS and EOS`);
+      assert.ok(out.special.eog.includes(802) && out.special.eog.every((id: number) => id >= 801), `${kind}: llama.cpp's end-of-generation tokens ${out.special.eog}`);
+      assert.ok(job.texts.includes('zqxj Zqxj  zqxj') && Array.from(ckpt.tokenizer.encode(' zqxj')).join() === '800', 'a token only the whole-word lookup reaches, which llama-bpe does too');
     } else if (kind.startsWith('sp-bpe')) {
       assert.equal(out.special.bos, 1, `${kind}: llama.cpp's BOS is "<s>"`);
       // Generation ends at "</s>" and, as minigpt's does, where the model starts another text ("<s>").

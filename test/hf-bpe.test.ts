@@ -15,7 +15,7 @@ import { cleanFromHfNormalizer, exportHf, hfCleaningNormalizer, hfTokenizerJson,
 import { recordedClean } from '../src/io/checkpoint.js';
 import { cleanText } from '../src/data/text.js';
 import type { ByteLevelTokenizer } from '../src/data/bpe.js';
-import type { HfBpeTokenizerJson } from '../src/data/hf-bpe.js';
+import { tokensOnlyWholeWordsReach, type HfBpeTokenizerJson } from '../src/data/hf-bpe.js';
 import { resolveConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
@@ -190,9 +190,9 @@ test('added tokens get the ids the tokenizers library gives them (not the file\'
 });
 
 test('the GGUF export warns when some tokens come only from ignore_merges\' whole-word lookup (llama.cpp splits their text otherwise)', () => {
-  const warned = (name: keyof typeof FIXTURE): string[] => {
+  const warned = (name: Parameters<typeof fixtureTokenizer>[0]): string[] => {
     const warnings: string[] = [];
-    ggufTokenizerMetadata(fixtureTokenizer(name), 704, (m) => warnings.push(m));
+    ggufTokenizerMetadata(fixtureTokenizer(name), 803, (m) => warnings.push(m));
     return warnings;
   };
   assert.deepEqual(warned('smollm-style'), []);
@@ -201,6 +201,11 @@ test('the GGUF export warns when some tokens come only from ignore_merges\' whol
   const md = ggufTokenizerMetadata(chat, 704);
   assert.deepEqual([md.get('tokenizer.ggml.eos_token_id')?.value, md.get('tokenizer.ggml.bos_token_id')?.value], [2, 1]);
   assert.deepEqual(warned('gpt2-style'), ['1 of this tokenizer\'s tokens (such as " zqxj") come only from its whole-word lookup (ignore_merges), which llama.cpp does not do for this pre-tokenizer: llama.cpp splits text holding them into other tokens than minigpt and transformers do']);
+  // Llama 3's split is llama.cpp's "llama-bpe", which looks whole words up too: no warning; Qwen2's is "qwen2".
+  assert.deepEqual(tokensOnlyWholeWordsReach(fixtureTokenizer('llama3-style').toJSON() as HfBpeTokenizerJson), [' zqxj']);
+  assert.deepEqual(warned('llama3-style'), []);
+  const pre = (name: 'qwen2-style' | 'llama3-style' | 'gpt2-style' | 'smollm-style') => ggufTokenizerMetadata(fixtureTokenizer(name), 803).get('tokenizer.ggml.pre')?.value;
+  assert.deepEqual([pre('qwen2-style'), pre('llama3-style'), pre('gpt2-style'), pre('smollm-style')], ['qwen2', 'llama-bpe', 'gpt-2', 'smollm']);
 });
 
 test('--tokenizer takes a Hugging Face tokenizer.json, or the model folder holding it', async () => {

@@ -14,8 +14,8 @@
  * k_proj are permuted within each head, row 2i+h <- row h·hd/2 + i, so both compute the same
  * attention scores. Norm weights are always F32 (as the converter writes them).
  *
- * The tokenizer is tokenizer.ggml.model "gpt2" (byte-level BPE, pre-tokenizer "gpt-2", or
- * "smollm" for hf-bpe's digits-first split):
+ * The tokenizer is tokenizer.ggml.model "gpt2" (byte-level BPE, pre-tokenizer "gpt-2"; for
+ * hf-bpe's digits-first split "smollm", for Qwen2's split "qwen2", for Llama 3's "llama-bpe"):
  *   gpt2 / bpe / hf-bpe: byte-level token strings and merges, as in tokenizer.json (hf.ts);
  *         special tokens are CONTROL tokens wherever their ids are
  *   char: each character is the token whose text is its UTF-8 bytes (byte-level strings);
@@ -44,7 +44,7 @@ import { encodeF16 } from '../util/half.js';
 import { checkCheckpointArg, recordedClean, type Checkpoint } from './checkpoint.js';
 import { byteLevelVocab } from './hf.js';
 import { bytesToByteLevel } from '../data/byte-level.js';
-import { tokensOnlyWholeWordsReach, type HfBpeTokenizerJson } from '../data/hf-bpe.js';
+import { tokensOnlyWholeWordsReach, type HfBpeTokenizerJson, type HfPretokenizer } from '../data/hf-bpe.js';
 import { SP_SPACE, type SpBpeTokenizerJson } from '../data/sp-bpe.js';
 import { checkNodeOnly } from '../util/runtime.js';
 
@@ -208,6 +208,13 @@ export function permuteForGgufRope(w: Float32Array, rows: number, cols: number, 
   return out;
 }
 
+/**
+ * llama.cpp's name for each pre-tokenizer (tokenizer.ggml.pre): "smollm" isolates each digit,
+ * then splits as GPT-2; "qwen2" and "llama-bpe" are Qwen2's and Llama 3's regexes ("llama-bpe"
+ * with the whole-word lookup of ignore_merges, as Llama 3's tokenizer.json has it).
+ */
+const GGUF_PRETOKENIZERS: Record<HfPretokenizer, string> = { 'gpt2': 'gpt-2', 'gpt2-digits': 'smollm', 'qwen2': 'qwen2', 'llama3': 'llama-bpe' };
+
 /** llama.cpp's BOS/EOS id for a "gpt2" vocabulary whose GGUF names none. */
 export const LLAMA_CPP_DEFAULT_GPT2_EOS = 11;
 
@@ -267,7 +274,8 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
       types.push(specialIds.has(id) ? GgufTokenType.CONTROL : GgufTokenType.NORMAL);
     });
     merges = v.merges.map(([a, b]) => `${a} ${b}`);
-    if (hfBpe) {
+    // Of the pre-tokenizers here, llama.cpp looks whole words up (ignore_merges) for "llama-bpe" only.
+    if (hfBpe && hfBpe.pretokenizer !== 'llama3') {
       const whole = tokensOnlyWholeWordsReach(hfBpe);
       if (whole.length > 0) {
         onWarning?.(
@@ -287,8 +295,7 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
   }
   const out = new Map<string, GgufValue>([
     ['tokenizer.ggml.model', str('gpt2')],
-    // llama.cpp's name for the pre-tokenizer: "smollm" isolates each digit, then splits as GPT-2.
-    ['tokenizer.ggml.pre', str(hfBpe?.pretokenizer === 'gpt2-digits' ? 'smollm' : 'gpt-2')],
+    ['tokenizer.ggml.pre', str(GGUF_PRETOKENIZERS[hfBpe?.pretokenizer ?? 'gpt2'])],
     ['tokenizer.ggml.tokens', { type: GgufType.ARRAY, itemType: GgufType.STRING, value: tokens }],
     ['tokenizer.ggml.token_type', { type: GgufType.ARRAY, itemType: GgufType.INT32, value: Int32Array.from(types) }],
     ['tokenizer.ggml.merges', { type: GgufType.ARRAY, itemType: GgufType.STRING, value: merges }],
