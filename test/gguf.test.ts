@@ -110,7 +110,7 @@ test('llama.cpp\'s gguf reader reads metadata and tensors back equal', { skip: p
   for (const [kind, ckpt, dtype] of [
     ['char', checkpoint(charTok(), { vocab_size: 64 + 10 }), 'F32'],
     ['bpe', checkpoint(bpeTok(), { tie_embeddings: true }), 'F16'],
-    ['bpe-qkv-bias', checkpoint(bpeTok(), { qkv_bias: true }), 'F16'],
+    ['qwen2-qkv-bias', checkpoint(hfBpeFixtureTokenizer('qwen2-style'), { qkv_bias: true, tie_embeddings: true }), 'F16'],
     ['hf-bpe', checkpoint(hfBpeFixtureTokenizer('smollm-style'), { tie_embeddings: true }), 'F32'],
   ] as const) {
     const hf = join(root, `${kind}-hf`), file = join(root, `${kind}.gguf`), out = join(root, `${kind}.json`);
