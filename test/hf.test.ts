@@ -86,8 +86,15 @@ async function roundTrip(ckpt: Checkpoint, dtype: 'F32' | 'F16' | 'BF16'): Promi
   for (const f of files) assert.ok((await readFile(join(a, f))).equals(await readFile(join(b, f))), `${f} differs after export -> import -> export (${ckpt.tokenizer.kind}, ${dtype})`);
 }
 
-test('export -> import -> export is byte-stable (char, gpt2, bpe, hf-bpe, sp-bpe; F32, F16, BF16; tied, GELU)', async () => {
+/** A Qwen2-shaped model as `minigpt import` makes one: q, k and v biases, Qwen2's split, its NFC normalizer as the recorded cleaning. */
+const qwen2 = (seed = 1): Checkpoint => ({
+  ...checkpoint(hfBpeFixtureTokenizer('qwen2-style'), { qkv_bias: true, tie_embeddings: true }, seed),
+  recorded: { clean: { nfc: true, newlines: false, pageBreaks: false, controlChars: false, collapseBlankLines: false, lowercase: false } },
+});
+
+test('export -> import -> export is byte-stable (char, gpt2, bpe, hf-bpe, sp-bpe; F32, F16, BF16; tied, GELU, Qwen2)', async () => {
   await roundTrip(checkpoint(charTok()), 'F32');
+  await roundTrip(qwen2(), 'BF16');
   await roundTrip(checkpoint(oldCharTok()), 'F32');
   await roundTrip(checkpoint(charTok(), { tie_embeddings: true, vocab_size: 120 }), 'BF16');
   await roundTrip(checkpoint(bpeTok(), { mlp: 'gelu' }), 'F16');
@@ -273,8 +280,31 @@ test('import refuses what minigpt cannot run, with one-line reasons', async () =
   }
 });
 
-test('a model with q, k and v biases exports as Qwen2 only with a Qwen2 tokenizer (transformers tokenizes every Qwen2 model with its own), and never with a GELU MLP', () => {
+test('Qwen2: import refuses sliding-window attention and other biases; the export needs a Qwen2 tokenizer (transformers tokenizes every Qwen2 model with its own) and a SwiGLU MLP', async () => {
+  const ckpt = qwen2();
+  const files = hfExportFiles(ckpt);
+  const cfg = JSON.parse(new TextDecoder().decode(files.get('config.json')));
+  assert.equal(cfg.model_type, 'qwen2');
+  assert.deepEqual(cfg.architectures, ['Qwen2ForCausalLM']);
+  const { writeDirAtomic } = await import('../src/io/hf.js');
+  const cases: [string, (c: Record<string, unknown>) => void, RegExp][] = [
+    ['window', (c) => { c.use_sliding_window = true; c.sliding_window = 16; }, /use_sliding_window is true \(a window of 16 tokens\)/],
+    ['layer types', (c) => (c.layer_types = ['full_attention', 'sliding_attention']), /layer_types .* has layers other than "full_attention"/],
+    ['llama biases', (c) => { c.model_type = 'llama'; c.architectures = ['LlamaForCausalLM']; }, /tensor model\.layers\.0\.self_attn\.q_proj\.bias is a bias; minigpt's models have none but Qwen2's/],
+  ];
+  for (const [name, edit, re] of cases) {
+    const dir = join(await tmp(), name.replace(/\W/g, '_'));
+    const c = structuredClone(cfg);
+    edit(c);
+    await writeDirAtomic(dir, new Map([...files, ['config.json', new TextEncoder().encode(JSON.stringify(c))]]));
+    await assert.rejects(readHfModel(dir), (e: unknown) => e instanceof MinigptError && re.test(e.message) && !e.message.includes('\n'), name);
+  }
+  // A window as long as the context is full attention: it imports.
+  const wide = join(await tmp(), 'wide');
+  await writeDirAtomic(wide, new Map([...files, ['config.json', new TextEncoder().encode(JSON.stringify({ ...cfg, use_sliding_window: true, sliding_window: ckpt.config.context }))]]));
+  assert.deepEqual((await readHfModel(wide)).checkpoint.config, ckpt.config);
   assert.throws(() => hfExportFiles(checkpoint(bpeTok(), { qkv_bias: true })), /exports as Qwen2ForCausalLM, and transformers tokenizes every Qwen2 model with Qwen2's own tokenizer .*not this bpe tokenizer/);
+  assert.throws(() => hfExportFiles(checkpoint(hfBpeFixtureTokenizer('llama3-style'), { qkv_bias: true })), /not this hf-bpe tokenizer/);
   assert.throws(() => hfExportFiles(checkpoint(bpeTok(), { qkv_bias: true, mlp: 'gelu' })), /a GELU-MLP model with q, k and v biases has no Hugging Face architecture/);
 });
 
@@ -288,6 +318,8 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     ['gpt2', checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_kv_heads: 1, n_layers: 2, tie_embeddings: true })],
     ['bpe', checkpoint(bpeTok(), { rope_theta: 500 })],
     ['bpe-gelu (Arcee)', checkpoint(bpeTok(), { mlp: 'gelu' }, 5)],
+    // q, k and v biases: Qwen2ForCausalLM, which transformers tokenizes with Qwen2's own tokenizer.
+    ['hf-bpe-qwen2 (Qwen2)', qwen2(6)],
     // Trained on lowercased text: the normalizer cleans as minigpt cleans a prompt.
     ['gpt2-lowercase', { ...checkpoint(gpt2Tokenizer(), { d_model: 16, n_heads: 2, n_layers: 1 }), recorded: { clean: { lowercase: true } } }],
     // Imported from Hugging Face tokenizers: special tokens first and digits one by one (SmolLM), or ignore_merges.
