@@ -9,6 +9,12 @@ laid out as real Hugging Face models have them and unlike minigpt's own BPE:
                 taken as it is, as Llama 3's tokenizer does) and a token only that makes; special
                 tokens added after training
 
+Two with Qwen2's and Llama 3's split (hf-bpe; make-hf-tokenizers.py split-fixture writes
+test/fixtures/hf-bpe-split.json):
+  qwen2-style   Qwen2's Split regex before a ByteLevel without its own, NFC normalizer; added
+                tokens that are not special after the special ones ("<tool_call>", as Qwen2.5's)
+  llama3-style  Llama 3's Split regex (digits in threes), ignore_merges and a token only that makes
+
 Three SentencePiece-style ones (sp-bpe), trained the same way, their vocabularies laid out as
 Llama 2's ("<unk>", "<s>", "</s>", the 256 byte tokens "<0x00>".."<0xFF>", then the pieces), few
 characters of their own so that byte fallback and the unknown token are met often:
@@ -37,7 +43,7 @@ import json
 import random
 import sys
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 WORDS = ("the of and to in is was he for it with as his on be at by had are but from or have an they which one "
          "you were her all she there would their we him been has when who will more no if out so said what up its "
@@ -137,6 +143,9 @@ def split_style(lines: list, layout: str) -> Tokenizer:
         spec["model"]["vocab"]["Ġzqxj"] = len(spec["model"]["vocab"])
     tok = Tokenizer.from_str(json.dumps(spec))
     tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"] if qwen else ["<|begin_of_text|>", "<|end_of_text|>"])
+    if qwen:
+        # Added tokens that are not special, as Qwen2.5 has: the library finds them in any text.
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ("<tool_call>", "</tool_call>", "<|fim_prefix|>")])
     return tok
 
 
@@ -152,6 +161,8 @@ SPLIT_STRINGS = [
     "mixed日本語text한국어русскийעברית", "e\u0301 cafe\u0301 A\u030a \u1100\u1161", "emoji🙂text 👍🏽👍🏽 🇫🇷🇫🇷",
     "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𐐀𐐁", "-->\n<!--", "tab\t\tx", "  ", "\n", ".", "'", "zqxj Zqxj  zqxj",
     "<|im_start|>user\nHi!<|im_end|>\n", "<|begin_of_text|>x<|end_of_text|>",
+    '<tool_call>{"name": "f"}</tool_call>', "x<tool_call>y <tool_call", "<|fim_prefix|>def f():\n",
+    "<tool_call></tool_call><tool_call>", "<|im_start|><tool_call><|im_end|>", "</tool_call>\n\n<tool_call>",
 ]
 
 

@@ -192,7 +192,7 @@ test('added tokens get the ids the tokenizers library gives them (not the file\'
 test('the GGUF export warns when some tokens come only from ignore_merges\' whole-word lookup (llama.cpp splits their text otherwise)', () => {
   const warned = (name: Parameters<typeof fixtureTokenizer>[0]): string[] => {
     const warnings: string[] = [];
-    ggufTokenizerMetadata(fixtureTokenizer(name), 803, (m) => warnings.push(m));
+    ggufTokenizerMetadata(fixtureTokenizer(name), 806, (m) => warnings.push(m));
     return warnings;
   };
   assert.deepEqual(warned('smollm-style'), []);
@@ -204,7 +204,7 @@ test('the GGUF export warns when some tokens come only from ignore_merges\' whol
   // Llama 3's split is llama.cpp's "llama-bpe", which looks whole words up too: no warning; Qwen2's is "qwen2".
   assert.deepEqual(tokensOnlyWholeWordsReach(fixtureTokenizer('llama3-style').toJSON() as HfBpeTokenizerJson), [' zqxj']);
   assert.deepEqual(warned('llama3-style'), []);
-  const pre = (name: 'qwen2-style' | 'llama3-style' | 'gpt2-style' | 'smollm-style') => ggufTokenizerMetadata(fixtureTokenizer(name), 803).get('tokenizer.ggml.pre')?.value;
+  const pre = (name: 'qwen2-style' | 'llama3-style' | 'gpt2-style' | 'smollm-style') => ggufTokenizerMetadata(fixtureTokenizer(name), 806).get('tokenizer.ggml.pre')?.value;
   assert.deepEqual([pre('qwen2-style'), pre('llama3-style'), pre('gpt2-style'), pre('smollm-style')], ['qwen2', 'llama-bpe', 'gpt-2', 'smollm']);
 });
 
@@ -323,4 +323,23 @@ test('hf-bpe with Qwen2\'s and Llama 3\'s split against the tokenizers library o
     texts.forEach((t, i) => assert.deepEqual(tok.pretokenize(t).map((p) => bytesToByteLevel(utf8.encode(p))), theirs[i], `${name}: pre-tokens of ${JSON.stringify(t)}`));
   }
   await assertLibraryIds(dir, SPLIT_NAMES.map((name): [string, Record<string, unknown>] => [name, SPLIT[name].tokenizer]), texts);
+});
+
+test('added tokens that are not special (Qwen2.5\'s "<tool_call>") are found in any text, kept through JSON, and refused where they could not be exact', () => {
+  const tok = fixtureTokenizer('qwen2-style') as ByteLevelTokenizer;
+  const json = tok.toJSON() as HfBpeTokenizerJson;
+  assert.deepEqual(json.plainAdded, { '<tool_call>': 803, '</tool_call>': 804, '<|fim_prefix|>': 805 });
+  assert.equal(tok.specialTokens['<tool_call>'], undefined, 'not a special token');
+  // Found without allowedSpecial, and by encodeOrdinary (prepare's path) too; special tokens are not.
+  for (const ids of [tok.encode('a<tool_call>b'), tok.encodeOrdinary('a<tool_call>b')]) assert.ok(Array.from(ids).includes(803));
+  assert.ok(!Array.from(tok.encodeOrdinary('<|im_end|>')).includes(802));
+  assert.equal(tok.decode(tok.encode('x</tool_call>\n<|fim_prefix|>y')), 'x</tool_call>\n<|fim_prefix|>y');
+  assert.deepEqual(tokenizerFromJson(json, 'again').toJSON(), json);
+  const bad = (edit: (j: HfBpeTokenizerJson) => void, re: RegExp): void => {
+    const j = structuredClone(json);
+    edit(j);
+    assert.throws(() => tokenizerFromJson(j, 't.json'), (e: unknown) => e instanceof MinigptError && re.test(e.message));
+  };
+  bad((j) => { j.vocab[805] = '<a\n>'; j.plainAdded = { '<tool_call>': 803, '</tool_call>': 804, '<a\n>': 805 }; }, /plain added token "<a\\n>" holds a line break/);
+  bad((j) => { j.plainAdded = { '<|im_end|>': 802 }; }, /plain added token "<\|im_end\|>" has id 802, which is not a vocab entry of that text outside the special tokens/);
 });

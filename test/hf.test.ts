@@ -339,7 +339,9 @@ test('transformers loads the export: AutoTokenizer gives our ids, AutoModelForCa
     const tok = ckpt.tokenizer;
     const texts = kind === 'char' ? [...TEXTS, 'unknown \u2713 char', 'special <|endoftext|> token'] : kind === 'char-old' ? TEXTS
       : kind === 'gpt2-lowercase' ? [...TEXTS, 'HELLO\r\nWorld\rÉTÉ', 'cafe\u0301 CAFÉ', 'bell\u0007 del\u007f nel\u0085 tab\t', 'Page one.\fPage two.\u000bnext\n\f\f\nend', 'a\n\n \n\t\n\nb\n\n\nc']
-      : kind.startsWith('hf-bpe') ? [...TEXTS, 'special <|endoftext|> token', 'page  12  of   300 zqxj', '<|im_start|>user<|im_end|>'.slice(0, kind === 'hf-bpe-smollm' ? undefined : 0)]
+      : kind.startsWith('hf-bpe') ? [...TEXTS, 'special <|endoftext|> token', 'page  12  of   300 zqxj', '<|im_start|>user<|im_end|>'.slice(0, kind === 'hf-bpe-gpt2' ? 0 : undefined),
+        // Added tokens that are not special (Qwen2.5's): found in any text.
+        ...(kind.startsWith('hf-bpe-qwen2') ? ['<tool_call>{"a": 1}</tool_call> x<tool_call', '<|im_start|><|fim_prefix|>def<|im_end|>'] : [])]
       : kind.startsWith('sp-bpe') ? [...TEXTS, 'a<s>b</s> c', ' \u2581marked ZQXJ']
       : [...TEXTS, 'special <|endoftext|> token'];
     const clean = recordedClean(ckpt);

@@ -254,6 +254,12 @@ export interface ByteLevelModel {
    * out, so it encodes exactly as it was trained.
    */
   wholePieces?: ReadonlyMap<string, number>;
+  /**
+   * Added tokens that are not special (Qwen2.5's "<tool_call>"), by their text: the tokenizers
+   * library finds them in any text before splitting it, as encode and encodeOrdinary do here.
+   * Their ids lie among tokenBytes (their text's bytes).
+   */
+  plainAdded?: ReadonlyMap<string, number>;
   toJSON(): TokenizerJson;
 }
 
@@ -494,7 +500,14 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
     if (typeof ids === 'number') out.push(ids);
     else out.pushAll(ids);
   };
+  // Plain added tokens are split out first, longest first (as special tokens are).
+  const plainAdded = model.plainAdded && model.plainAdded.size > 0 ? model.plainAdded : null;
+  const plainSplitter = plainAdded ? specialTokenSplitter(plainAdded, model.kind)('all') : null;
   const encodeInto = (text: string, out: IdBuffer): void => {
+    if (plainSplitter) splitAtSpecialTokens(text, plainSplitter, plainAdded!, (part) => encodeText(part, out), (id) => out.push(id));
+    else encodeText(text, out);
+  };
+  const encodeText = (text: string, out: IdBuffer): void => {
     if (pretokenizer) {
       pretokenizer(text, (piece) => addPiece(piece, out));
       return;

@@ -9,8 +9,11 @@
  *
  * JSON: { "type": "hf-bpe", "pretokenizer": "gpt2" | "gpt2-digits" | "qwen2" | "llama3", "vocab": [byte-level string
  * of each id], "merges": ["left right", ...] (byte-level strings, first merge first), "special":
- * { text: id }, "ignoreMerges": boolean, "addedOnly"?: [id, ...], "eos"?: text, "bos"?: text }. A
- * special token's vocab entry is its text; addedOnly lists the special tokens the file's BPE
+ * { text: id }, "ignoreMerges": boolean, "plainAdded"?: { text: id }, "addedOnly"?: [id, ...], "eos"?:
+ * text, "bos"?: text }. A special token's vocab entry is its text; plainAdded are the added tokens
+ * that are not special (Qwen2.5's "<tool_call>"), whose vocab entry is their text too: the library
+ * finds them in any text, before splitting it, so encode and encodeOrdinary do too (special tokens
+ * only where encode is asked to); addedOnly lists the added tokens the file's BPE
  * vocabulary lacked (added_tokens alone held them), which its whole-word lookup (ignoreMerges)
  * therefore never finds; eos and bos name the special tokens the model ends and starts a text
  * with (its config's eos_token_id and bos_token_id), where those are not "<|endoftext|>".
@@ -94,7 +97,9 @@ export interface HfBpeTokenizerJson extends TokenizerJson {
   special: Record<string, number>;
   /** Whether a pre-token that is a whole token is taken as it is, unmerged (tokenizers' ignore_merges). */
   ignoreMerges: boolean;
-  /** Ids of special tokens outside the BPE model's own vocabulary (see the file comment); absent for none. */
+  /** Added tokens that are not special, text -> id (see the file comment); absent for none. */
+  plainAdded?: Record<string, number>;
+  /** Ids of added tokens outside the BPE model's own vocabulary (see the file comment); absent for none. */
   addedOnly?: number[];
   /** The special token that ends a text, where it is not "<|endoftext|>" (Tokenizer.eos). */
   eos?: string;
@@ -102,7 +107,7 @@ export interface HfBpeTokenizerJson extends TokenizerJson {
   bos?: string;
 }
 
-const FIELDS = ['type', 'pretokenizer', 'vocab', 'merges', 'special', 'ignoreMerges', 'addedOnly', 'eos', 'bos'];
+const FIELDS = ['type', 'pretokenizer', 'vocab', 'merges', 'special', 'ignoreMerges', 'plainAdded', 'addedOnly', 'eos', 'bos'];
 
 /** Digits one by one, then GPT-2's regex on the text between them. */
 function makeDigitsGpt2Pretokenizer(): Pretokenizer {
@@ -132,9 +137,21 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   check(typeof ignoreMerges === 'boolean', () => `${what} "ignoreMerges" must be true or false, got ${describeValue(ignoreMerges)}`);
 
   const { vocab, idOf, special, specialIds } = readPieces(fields, what);
+  const plainField = fields['plainAdded'];
+  check(plainField === undefined || (typeof plainField === 'object' && plainField !== null && !Array.isArray(plainField)),
+    () => `${what} "plainAdded" must be an object of added token text -> id, got ${describeValue(plainField)}`);
+  const plainAdded = new Map<string, number>();
+  for (const [text, id] of Object.entries((plainField ?? {}) as Record<string, unknown>)) {
+    check(typeof id === 'number' && Number.isInteger(id) && vocab[id] === text && !specialIds.has(id),
+      () => `${what} plain added token ${JSON.stringify(text)} has id ${typeof id === 'number' ? id : describeValue(id)}, which is not a vocab entry of that text outside the special tokens`);
+    // prepare cuts text at line breaks (shards.ts): a token holding one could span a cut.
+    check(!/[\r\n]/.test(text), () => `${what} plain added token ${JSON.stringify(text)} holds a line break; minigpt's hf-bpe takes plain added tokens without them`);
+    plainAdded.set(text, id);
+  }
+  const plainIds = new Set(plainAdded.values());
   const addedOnlyField = fields['addedOnly'];
-  check(addedOnlyField === undefined || (Array.isArray(addedOnlyField) && addedOnlyField.every((id, i) => specialIds.has(id) && (i === 0 || id > addedOnlyField[i - 1]))),
-    () => `${what} "addedOnly" must list special token ids in increasing order, got ${describeValue(addedOnlyField)}`);
+  check(addedOnlyField === undefined || (Array.isArray(addedOnlyField) && addedOnlyField.every((id, i) => (specialIds.has(id) || plainIds.has(id)) && (i === 0 || id > addedOnlyField[i - 1]))),
+    () => `${what} "addedOnly" must list added token ids (special or plain) in increasing order, got ${describeValue(addedOnlyField)}`);
   const addedOnly = new Set((addedOnlyField ?? []) as number[]);
   checkSpecialTokenFields(fields, ['eos', 'bos'], special, what);
   const eos = fields['eos'] as string | undefined, bos = fields['bos'] as string | undefined;
@@ -143,7 +160,7 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
   const tokenBytes: Uint8Array[] = new Array(vocab.length);
   const byteToId = new Int32Array(256).fill(-1);
   vocab.forEach((entry, id) => {
-    if (specialIds.has(id)) {
+    if (specialIds.has(id) || plainIds.has(id)) {
       tokenBytes[id] = utf8.encode(entry);
       return;
     }
@@ -162,7 +179,7 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     const bytes = byteLevelToBytes(text);
     return bytes === null || utf8Text.decode(bytes) === text;
   };
-  const pairs = readPieceMerges(mergesField, idOf, new Set([...specialIds].filter((id) => spelledAsText(vocab[id]!))), what);
+  const pairs = readPieceMerges(mergesField, idOf, new Set([...specialIds, ...plainIds].filter((id) => spelledAsText(vocab[id]!))), what);
 
   let wholePieces: Map<string, number> | undefined;
   if (ignoreMerges) {
@@ -171,7 +188,7 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     wholePieces = new Map();
     vocab.forEach((entry, id) => {
       if (addedOnly.has(id)) return;
-      const bytes = specialIds.has(id) ? byteLevelToBytes(entry) : tokenBytes[id]!;
+      const bytes = specialIds.has(id) || plainIds.has(id) ? byteLevelToBytes(entry) : tokenBytes[id]!;
       if (bytes) wholePieces!.set(latin1(bytes), id);
     });
   }
@@ -183,6 +200,7 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     merges: [...mergesField],
     special: Object.fromEntries([...special].sort((x, y) => x[1] - y[1])),
     ignoreMerges,
+    ...(plainAdded.size > 0 ? { plainAdded: Object.fromEntries([...plainAdded].sort((x, y) => x[1] - y[1])) } : {}),
     ...(addedOnly.size > 0 ? { addedOnly: [...addedOnly] } : {}),
     ...(eos !== undefined ? { eos } : {}),
     ...(bos !== undefined ? { bos } : {}),
@@ -194,9 +212,11 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
     pairs,
     special,
     ...(wholePieces ? { wholePieces } : {}),
+    ...(plainAdded.size > 0 ? { plainAdded } : {}),
     pretokenizer: makePretokenizer(pre as HfPretokenizer),
     ...(pre === 'qwen2' || pre === 'llama3' ? { safeCuts: 'line-start' as const } : {}),
-    toJSON: (): HfBpeTokenizerJson => ({ ...json, vocab: [...json.vocab], merges: [...json.merges], special: { ...json.special }, ...(json.addedOnly ? { addedOnly: [...json.addedOnly] } : {}) }),
+    toJSON: (): HfBpeTokenizerJson => ({ ...json, vocab: [...json.vocab], merges: [...json.merges], special: { ...json.special },
+      ...(json.plainAdded ? { plainAdded: { ...json.plainAdded } } : {}), ...(json.addedOnly ? { addedOnly: [...json.addedOnly] } : {}) }),
   });
   return { ...tokenizer, ...(eos !== undefined ? { eos } : {}), ...(bos !== undefined ? { bos } : {}) };
 }
@@ -209,7 +229,7 @@ export function hfBpeTokenizerFromJsonFields(fields: Record<string, unknown>, so
 export function tokensOnlyWholeWordsReach(json: HfBpeTokenizerJson): string[] {
   if (!json.ignoreMerges) return [];
   const merging = hfBpeTokenizerFromJsonFields({ ...json, ignoreMerges: false }, 'hf-bpe tokenizer');
-  const special = new Set(Object.values(json.special));
+  const special = new Set([...Object.values(json.special), ...Object.values(json.plainAdded ?? {})]);
   const strict = new TextDecoder('utf-8', { fatal: true });
   const found: string[] = [];
   for (let id = 0; id < json.vocab.length; id++) {

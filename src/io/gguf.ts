@@ -269,9 +269,11 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
   } else {
     const v = byteLevelVocab(tokenizer);
     const specialIds = new Set(v.special.map(([, id]) => id));
+    // Added tokens that are not special: llama.cpp finds USER_DEFINED tokens in any text, as the tokenizers library does.
+    const plainIds = new Set(Object.values(hfBpe?.plainAdded ?? {}));
     v.tokens.forEach((t, id) => {
       tokens.push(t);
-      types.push(specialIds.has(id) ? GgufTokenType.CONTROL : GgufTokenType.NORMAL);
+      types.push(specialIds.has(id) ? GgufTokenType.CONTROL : plainIds.has(id) ? GgufTokenType.USER_DEFINED : GgufTokenType.NORMAL);
     });
     merges = v.merges.map(([a, b]) => `${a} ${b}`);
     // Of the pre-tokenizers here, llama.cpp looks whole words up (ignore_merges) for "llama-bpe" only.

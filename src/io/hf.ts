@@ -113,8 +113,14 @@ function orderedObject(pairs: [string, unknown][], indent: string): string {
   return `{\n${pairs.map(([k, v]) => `${indent}  ${JSON.stringify(k)}: ${JSON.stringify(v)}`).join(',\n')}\n${indent}}`;
 }
 
-function addedToken(id: number, content: string): Record<string, unknown> {
-  return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
+function addedToken(id: number, content: string, special = true): Record<string, unknown> {
+  return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special };
+}
+
+/** An hf-bpe tokenizer's added tokens that are not special (HfBpeTokenizerJson.plainAdded), [text, id] by id. */
+function plainAddedTokens(tokenizer: Tokenizer): [string, number][] {
+  if (tokenizer.kind !== 'hf-bpe') return [];
+  return Object.entries((tokenizer.toJSON() as HfBpeTokenizerJson).plainAdded ?? {}).sort((a, b) => a[1] - b[1]);
 }
 
 /** Where the special tokens of a tokenizer go in config.json and the tokenizer configs. */
@@ -184,8 +190,9 @@ export function hfTokenizerJson(tokenizer: Tokenizer, clean?: Partial<CleanOptio
       { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false },
     ],
   };
+  const added = [...v.special.map(([text, id]) => addedToken(id, text)), ...plainAddedTokens(tokenizer).map(([text, id]) => addedToken(id, text, false))];
   return tokenizerJsonText({
-    added: v.special.map(([text, id]) => addedToken(id, text)),
+    added: added.sort((a, b) => (a.id as number) - (b.id as number)),
     normalizer: hfNormalizer(clean),
     pre,
     post: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: false },
@@ -275,8 +282,10 @@ export function hfTokenizerConfigs(tokenizer: Tokenizer, context: number): { con
   if (s.unk) specialMap.unk_token = s.unk;
   const addedDecoder: Record<string, unknown> = {};
   // The id is the key here; transformers warns about an "id" field inside the entry.
-  for (const [text, id] of Object.entries(tokenizer.specialTokens ?? {})) {
-    const { id: _id, ...entry } = addedToken(id, text);
+  const added: [string, number, boolean][] = [...Object.entries(tokenizer.specialTokens ?? {}).map(([text, id]): [string, number, boolean] => [text, id, true]),
+    ...plainAddedTokens(tokenizer).map(([text, id]): [string, number, boolean] => [text, id, false])];
+  for (const [text, id, special] of added.sort((a, b) => a[1] - b[1])) {
+    const { id: _id, ...entry } = addedToken(id, text, special);
     addedDecoder[String(id)] = entry;
   }
   const config: Record<string, unknown> = {
@@ -379,7 +388,7 @@ function hfPretokenizerOf(pre: unknown): HfPretokenizer | null {
  * A BPE tokenizer.json's tokens by id (the added tokens, all special, among them), its merges as
  * "left right" strings, its special tokens by id, and the ids of those only added_tokens held.
  */
-function hfBpeVocab(model: Json, added: Json[], hasNormalizer: boolean, source: string): { vocab: string[]; merges: string[]; special: Map<number, string>; addedOnly: number[] } {
+function hfBpeVocab(model: Json, added: Json[], hasNormalizer: boolean, source: string, allowPlain = false): { vocab: string[]; merges: string[]; special: Map<number, string>; plain: Map<number, string>; addedOnly: number[] } {
   check(isObject(model.vocab), `${source}: the BPE model has no "vocab" object`);
   // Every id's text: the vocabulary's, and the added tokens' (all special; some vocabularies hold them too).
   const textOf = new Map<number, string>();
@@ -393,19 +402,21 @@ function hfBpeVocab(model: Json, added: Json[], hasNormalizer: boolean, source: 
   // The ids the tokenizers library gives added tokens (it does not read their "id"): the
   // vocabulary's for a token it holds, else the next after the vocabulary and every added token
   // before it, in list order. A repeated one is skipped.
-  const special = new Map<number, string>();
+  const special = new Map<number, string>(), plain = new Map<number, string>();
   const addedTexts = new Set<string>();
   const addedOnly: number[] = [];
   let lastAdded = -1;
   for (const t of added) {
     check(isObject(t), () => `${source}: added_tokens holds ${JSON.stringify(t)}, not a token object`);
-    check(t.special === true, `${source}: added token ${JSON.stringify(t.content)} is not special; minigpt's BPE tokenizers only have special added tokens`);
+    const isSpecial = t.special === true;
+    check(isSpecial || allowPlain, `${source}: added token ${JSON.stringify(t.content)} is not special; minigpt's SentencePiece-style BPE only has special added tokens`);
     const text = t.content as string;
     check(typeof text === 'string' && text !== '', () => `${source}: added token ${JSON.stringify(t)} has no text`);
+    const kind = isSpecial ? 'special token' : 'added token';
     check(!t.lstrip && !t.rstrip && !t.single_word,
-      () => `${source}: special token ${JSON.stringify(text)} has lstrip, rstrip or single_word set, which change where the tokenizers library finds it; minigpt finds a special token's exact text only`);
+      () => `${source}: ${kind} ${JSON.stringify(text)} has lstrip, rstrip or single_word set, which change where the tokenizers library finds it; minigpt finds an added token's exact text only`);
     check(!(t.normalized === true && hasNormalizer),
-      () => `${source}: special token ${JSON.stringify(text)} is found in the normalized text ("normalized": true), which changes where the tokenizers library finds it; minigpt finds a special token's exact text only`);
+      () => `${source}: ${kind} ${JSON.stringify(text)} is found in the normalized text ("normalized": true), which changes where the tokenizers library finds it; minigpt finds an added token's exact text only`);
     if (addedTexts.has(text)) continue;
     addedTexts.add(text);
     let id = vocabIdOf.get(text);
@@ -417,7 +428,7 @@ function hfBpeVocab(model: Json, added: Json[], hasNormalizer: boolean, source: 
     }
     lastAdded = Math.max(lastAdded, id);
     textOf.set(id, text);
-    special.set(id, text);
+    (isSpecial ? special : plain).set(id, text);
   }
   const vocab: string[] = new Array(textOf.size);
   for (const [id, text] of textOf) {
@@ -431,7 +442,7 @@ function hfBpeVocab(model: Json, added: Json[], hasNormalizer: boolean, source: 
     check(Array.isArray(pair) && pair.length === 2 && pair.every((x) => typeof x === 'string'), () => `${source}: merges[${i}] ${JSON.stringify(m)} is not a pair of tokens`);
     return `${pair[0]} ${pair[1]}`;
   });
-  return { vocab, merges, special, addedOnly };
+  return { vocab, merges, special, plain, addedOnly };
 }
 
 /** How a SentencePiece-style tokenizer.json adds "▁" (sp-bpe's spaces and split), and the normalizer steps before (cleaning, as minigpt's exports write it). */
@@ -586,12 +597,12 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
   check(decoder === null || decoder === undefined || (isObject(decoder) && decoder.type === 'ByteLevel'),
     () => `${source}: the decoder is ${isObject(decoder) ? String(decoder.type) : JSON.stringify(decoder)}, not ByteLevel; minigpt's byte-level tokenizers decode tokens to their bytes, so this tokenizer cannot be reproduced exactly`);
 
-  const { vocab, merges, special, addedOnly } = hfBpeVocab(model, added, json.normalizer !== null && json.normalizer !== undefined, source);
+  const { vocab, merges, special, plain, addedOnly } = hfBpeVocab(model, added, json.normalizer !== null && json.normalizer !== undefined, source, true);
   const specialSorted = [...special].sort((a, b) => a[0] - b[0]);
   const ordinaryCount = vocab.length - special.size;
   const specialsLast = specialSorted.every(([id], i) => id === ordinaryCount + i);
 
-  if (pretokenizer === 'gpt2' && specialsLast) {
+  if (pretokenizer === 'gpt2' && specialsLast && plain.size === 0) {
     const tokenBytes = vocab.slice(0, ordinaryCount).map(byteLevelToBytes);
     // GPT-2's vocabulary?
     if (ordinaryCount === GPT2_VOCAB_SIZE - 1 && specialSorted.length === 1 && specialSorted[0]![1] === '<|endoftext|>') {
@@ -627,6 +638,7 @@ export function tokenizerFromHfJson(json: unknown, source: string): Tokenizer {
     merges,
     special: Object.fromEntries(specialSorted.map(([id, text]) => [text, id])),
     ignoreMerges: model.ignore_merges === true,
+    ...(plain.size > 0 ? { plainAdded: Object.fromEntries([...plain].sort((a, b) => a[0] - b[0]).map(([id, text]) => [text, id])) } : {}),
     ...(addedOnly.length > 0 ? { addedOnly: addedOnly.sort((a, b) => a - b) } : {}),
   }, source);
 }
