@@ -7,6 +7,11 @@
 //                      byte-level BPE (hf-bpe)
 //   --shape stories15M llama2.c's stories15M: 15M parameters, 6 layers, d288, 6 heads, hidden 768,
 //                      vocabulary 32000, context 256, a Llama 2-style SentencePiece BPE (sp-bpe)
+//   --shape qwen2.5-0.5b Qwen2.5-0.5B: 494M parameters, 24 layers, d896, 14 heads / 2 kv heads,
+//                      hidden 4864, vocabulary 151936, context 32768 (imported with --context 1024),
+//                      tied embeddings, q/k/v biases, a Qwen2-style byte-level BPE (hf-bpe); eval
+//                      with --batch 1 (a batch of 1024 x 151936 logits is 622 MB); no fine-tune (weights, gradients and AdamW's moments: 8 GB, past the cpu
+//                      backend's 4 GiB)
 //   npm run build && node bench/import-model.mjs [--shape NAME] [DIR]
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -27,6 +32,10 @@ const SHAPES = {
     name: 'stories15M-shaped', fixture: ['sp-bpe.json', 'llama-style'], prompt: 'Once upon a time',
     config: { vocab_size: 32000, d_model: 288, n_heads: 6, n_kv_heads: 6, n_layers: 6, intermediate_size: 768, context: 256 },
   },
+  'qwen2.5-0.5b': {
+    name: 'Qwen2.5-0.5B-shaped', fixture: ['hf-bpe-split.json', 'qwen2-style'], prompt: 'The 12 people', importContext: 1024, dataRepeat: 15, noFinetune: true, evalBatch: 1,
+    config: { vocab_size: 151936, d_model: 896, n_heads: 14, n_kv_heads: 2, n_layers: 24, intermediate_size: 4864, context: 32768, tie_embeddings: true, qkv_bias: true },
+  },
 };
 const shape = SHAPES[values.shape];
 if (!shape) throw new Error(`--shape must be ${Object.keys(SHAPES).join(' or ')}`);
@@ -38,7 +47,7 @@ const tokenizer = tokenizerFromHfJson(fixture.tokenizer, shape.fixture[0]);
 const config = resolveConfig(shape.config);
 const hf = join(dir, shape.name);
 await exportHf({ config, weights: initialWeights(config, paramLayout(config), createRng(0)), tokenizer }, hf, { dtype: 'BF16' });
-writeFileSync(join(dir, 'data.txt'), fixture.texts.join('\n').repeat(10));
+writeFileSync(join(dir, 'data.txt'), fixture.texts.join('\n').repeat(shape.dataRepeat ?? 10));
 
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
 // Each step is a CLI process, preloaded with a hook that writes its peak RSS on exit.
@@ -53,8 +62,10 @@ const run = (what, args) => {
   console.log(`${what.padEnd(48)} ${s.toFixed(1).padStart(6)} s   peak RSS ${(rss / 1024).toFixed(0).padStart(5)} MB`);
 };
 const ckpt = join(dir, 'imported');
-run('import (BF16 -> F32 checkpoint)', ['import', '--from', hf, '--out', ckpt]);
+const context = shape.importContext ? ['--context', String(shape.importContext)] : [];
+run(`import (BF16 -> F32 checkpoint)${context.length ? ` ${context.join(' ')}` : ''}`, ['import', '--from', hf, '--out', ckpt, ...context]);
 run('sample --tokens 32', ['sample', '--ckpt', ckpt, '--prompt', shape.prompt, '--tokens', '32']);
-run('eval --data (validation split, default batch)', ['eval', '--ckpt', ckpt, '--data', join(dir, 'data.txt')]);
-run('train --init-from --context 128, 5 steps', ['train', '--init-from', ckpt, '--data', join(dir, 'data.txt'), '--context', '128', '--batch', '4', '--steps', '5', '--eval-every', '0', '--out', join(dir, 'tuned'), '--quiet']);
+const evalBatch = shape.evalBatch ? ['--batch', String(shape.evalBatch)] : [];
+run(`eval --data (validation split, ${evalBatch.length ? evalBatch.join(' ') : 'default batch'})`, ['eval', '--ckpt', ckpt, '--data', join(dir, 'data.txt'), ...evalBatch]);
+if (!shape.noFinetune) run('train --init-from --context 128, 5 steps', ['train', '--init-from', ckpt, '--data', join(dir, 'data.txt'), '--context', '128', '--batch', '4', '--steps', '5', '--eval-every', '0', '--out', join(dir, 'tuned'), '--quiet']);
 if (!positionals[0]) await rm(dir, { recursive: true, force: true });

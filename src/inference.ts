@@ -93,7 +93,7 @@ function checkIds(model: Model, ids: ArrayLike<number>, anyLength = false): void
 /** Logits [T, V] (row-major) of one sequence of T token ids. */
 export async function computeLogits(model: Model, ids: ArrayLike<number>): Promise<Float32Array> {
   checkIds(model, ids);
-  const acts = forward(model, ids, null, 1, ids.length);
+  const acts = forward(model, ids, null, 1, ids.length, { forwardOnly: true });
   return model.backend.read(acts.logits);
 }
 
@@ -129,7 +129,7 @@ export async function scoreText(loaded: LoadedModel, text: string): Promise<Text
   // Window inputs [start, end) predict targets start+1 .. end; logprobs[p] belongs to target p+1.
   for (let start = 0, scored = 0; scored < targets;) {
     const end = Math.min(start + C, targets);
-    forward(model, ids.slice(start, end), ids.slice(start + 1, end + 1), 1, end - start);
+    forward(model, ids.slice(start, end), ids.slice(start + 1, end + 1), 1, end - start, { forwardOnly: true });
     const losses = await model.backend.read(model.acts!.losses);
     for (let p = scored; p < end; p++) logprobs[p] = -losses[p - start];
     scored = end;

@@ -114,7 +114,32 @@ test('activationValues counts what activationsFor allocates (the memory check be
     be.allocInt = (n) => { values += n; return allocInt(n); };
     activationsFor(model, 3, 7);
     assert.equal(activationValues(c, 3, 7), values, JSON.stringify(over));
+    const alone = createModel(be, c);
+    values = 0;
+    activationsFor(alone, 3, 7, false, true);
+    assert.equal(activationValues(c, 3, 7, true), values, `forward only, ${JSON.stringify(over)}`);
   }
+});
+
+test('forwardOnly: one layer\'s buffers serve every layer, logits and losses are the full forward\'s, a backward after it is refused, and training buffers serve it', async () => {
+  const c = tiny({ n_layers: 3, qkv_bias: true, n_kv_heads: 1 });
+  const be = createReferenceBackend();
+  const ids = [1, 2, 3, 4, 5, 6], targets = [2, 3, 4, 5, 6, 7];
+  const full = createModel(be, c), alone = createModel(be, c);
+  setWeights(full, randomWeights(c, 4));
+  setWeights(alone, randomWeights(c, 4));
+  const want = await be.read(forward(full, ids, targets, 2, 3).logits);
+  const a = forward(alone, ids, targets, 2, 3, { forwardOnly: true });
+  assert.ok(a.forwardOnly && a.qkv[0] === a.qkv[2] && a.residual[0] === a.residual[6]);
+  assert.deepEqual(await be.read(a.logits), want);
+  assert.equal(await meanLoss(alone), await meanLoss(full));
+  assert.throws(() => backward(alone), /backward after a forward with forwardOnly/);
+  // A training forward then gets buffers of its own, and a forward alone reuses those.
+  const t = forward(alone, ids, targets, 2, 3);
+  assert.ok(!t.forwardOnly && t.qkv[0] !== t.qkv[2]);
+  assert.equal(forward(alone, ids, targets, 2, 3, { forwardOnly: true }), t);
+  zeroGrads(alone);
+  backward(alone);
 });
 
 test('dropout is off outside training and changes the loss in training', async () => {

@@ -73,6 +73,9 @@ export interface Activations {
   /** The tensors stored as f16 (mixed precision on a device with f16 storage): what the forward
    * and backward would round to f16 anyway, so their roundHalf is skipped. Empty otherwise. */
   halfStored: Set<Tensor>;
+  /** Made for forwards alone (ForwardOptions.forwardOnly): every layer shares one layer's buffers,
+   * so no backward can run on them. */
+  forwardOnly: boolean;
 }
 
 /** A model on a backend: its parameter and gradient buffers and its activation buffers. Make one with createModel. */
@@ -83,8 +86,9 @@ export interface Model {
   layout: ParamLayout;
   /** Views of the FP32 weights, all in one flat buffer. */
   params: ParamTensors;
-  /** Gradients, laid out like params; backward adds to them. */
-  grads: ParamTensors;
+  /** Gradients, laid out like params; backward adds to them. Allocated on first use, so a model
+   * that only runs forward (sampling, evaluation) holds its weights alone. */
+  readonly grads: ParamTensors;
   /** [context, headDim]: cos in the first half of each row, sin in the second. */
   ropeTable: Tensor;
   /** The activation buffers of the last (B, T) run; null before the first forward. */
@@ -139,10 +143,16 @@ export function createModel(backend: Backend, config: ModelConfig): Model {
   validateConfig(config);
   const layout = paramLayout(config);
   const params = paramViews(backend, backend.alloc(layout.size), layout, config);
-  const grads = paramViews(backend, backend.alloc(layout.size), layout, config);
+  let grads: ParamTensors | null = null;
   const table = backend.alloc(config.context * headDim(config));
   backend.write(table, ropeTable(config));
-  return { config, backend, layout, params, grads, ropeTable: table, acts: null, halfParams: null, halfParamsStored: false, halfMicroGrads: null };
+  return {
+    config, backend, layout, params, ropeTable: table, acts: null, halfParams: null, halfParamsStored: false, halfMicroGrads: null,
+    get grads() {
+      grads ??= paramViews(backend, backend.alloc(layout.size), layout, config);
+      return grads;
+    },
+  };
 }
 
 /**
@@ -167,11 +177,14 @@ function f16Alloc(be: Backend): ((size: number) => Tensor) | null {
   return be.halfStorage && be.allocHalf ? (size) => be.allocHalf!(size) : null;
 }
 
-/** How many 4-byte values activationsFor allocates for a batch of B sequences of T tokens (f32 storage). */
-export function activationValues(c: ModelConfig, B: number, T: number): number {
-  const N = B * T, C = c.d_model, L = c.n_layers, F = c.intermediate_size, QKV = qkvDim(c), HD = c.n_heads * headDim(c);
+/** How many 4-byte values activationsFor allocates for a batch of B sequences of T tokens (f32
+ * storage); with `forwardOnly`, as forwards alone need them (one layer's buffers for all). */
+export function activationValues(c: ModelConfig, B: number, T: number, forwardOnly = false): number {
+  const N = B * T, C = c.d_model, L = forwardOnly ? 1 : c.n_layers, F = c.intermediate_size, QKV = qkvDim(c), HD = c.n_heads * headDim(c);
   const mlpIn = c.mlp === 'swiglu' ? 2 * F : F;
-  const perLayer = N * (2 * C + C + 1 + QKV + HD + C + 1 + mlpIn + F) + B * c.n_heads * T;
+  // Each layer's two residual buffers (forwards alone: the one residual buffer, counted below).
+  const residuals = forwardOnly ? 0 : 2 * C;
+  const perLayer = N * (residuals + C + 1 + QKV + HD + C + 1 + mlpIn + F) + B * c.n_heads * T;
   return N * (2 + 6 * C + 1 + c.vocab_size + 1 + QKV + HD + mlpIn + F) + L * perLayer;
 }
 
@@ -181,8 +194,9 @@ export function activationValues(c: ModelConfig, B: number, T: number): number {
  * gradients that mixed precision rounds to f16 are allocated as f16: half the memory and
  * bandwidth; norms' rstd, attention's lse, the losses and the pre-residual branch stay f32.
  */
-export function activationsFor(model: Model, B: number, T: number, f16 = false): Activations {
-  if (model.acts && model.acts.B === B && model.acts.T === T) return model.acts;
+export function activationsFor(model: Model, B: number, T: number, f16 = false, forwardOnly = false): Activations {
+  // Buffers made for a backward serve a forward alone too (a periodic evaluation in training).
+  if (model.acts && model.acts.B === B && model.acts.T === T && (forwardOnly || !model.acts.forwardOnly)) return model.acts;
   const { backend: be, config: c } = model;
   const halfStored = new Set<Tensor>();
   const allocF16 = f16 ? f16Alloc(be) : null;
@@ -192,12 +206,13 @@ export function activationsFor(model: Model, B: number, T: number, f16 = false):
     halfStored.add(t);
     return t;
   };
-  const manyHalf = (n: number, size: number): Tensor[] => Array.from({ length: n }, () => h(size));
+  // Forwards alone: each layer reads only what the layer before left, so one set of buffers serves all.
+  const manyHalf = (n: number, size: number): Tensor[] => forwardOnly ? new Array<Tensor>(n).fill(h(size)) : Array.from({ length: n }, () => h(size));
   check(T <= c.context, () => `sequence length ${T} exceeds the model's context ${c.context}`);
   const N = B * T, C = c.d_model, L = c.n_layers, V = c.vocab_size, F = c.intermediate_size;
   const QKV = qkvDim(c), HD = c.n_heads * headDim(c);
   const mlpInDim = c.mlp === 'swiglu' ? 2 * F : F;
-  const many = (n: number, size: number): Tensor[] => Array.from({ length: n }, () => be.alloc(size));
+  const many = (n: number, size: number): Tensor[] => forwardOnly ? new Array<Tensor>(n).fill(be.alloc(size)) : Array.from({ length: n }, () => be.alloc(size));
   model.acts = {
     B, T,
     ids: be.allocInt(N),
@@ -225,6 +240,7 @@ export function activationsFor(model: Model, B: number, T: number, f16 = false):
     dmlpIn: h(N * mlpInDim),
     dmlpAct: h(N * F),
     halfStored,
+    forwardOnly,
   };
   return model.acts;
 }
@@ -236,6 +252,9 @@ export interface ForwardOptions {
   dropoutSeed?: number;
   /** Mixed precision: weights, activations and gradients rounded to this format. */
   half?: 'f16' | 'bf16';
+  /** No backward follows (sampling, evaluation): unless the model has buffers for this (B, T)
+   * already, every layer shares one layer's activation buffers (n_layers times less memory). */
+  forwardOnly?: boolean;
 }
 
 /** The FP32 master weights rounded to `format`, refreshed at every forward. */
@@ -275,7 +294,7 @@ function siteSeed(stepSeed: number, site: number): number {
 export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike<number> | null, B: number, T: number, opts: ForwardOptions = {}): Activations {
   const { backend: be, config: c } = model;
   const w = opts.half ? halfWeights(model, opts.half) : model.params;
-  const a = activationsFor(model, B, T, opts.half === 'f16');
+  const a = activationsFor(model, B, T, opts.half === 'f16', opts.forwardOnly === true);
   const half = opts.half;
   const r = (t: Tensor): void => { if (half && !a.halfStored.has(t)) be.roundHalf(t, half); };
   const N = B * T, C = c.d_model, F = c.intermediate_size, hd = headDim(c), QKV = qkvDim(c), HD = c.n_heads * hd;
@@ -348,6 +367,7 @@ export function forward(model: Model, ids: ArrayLike<number>, targets: ArrayLike
 export function backward(model: Model, opts: ForwardOptions & { lossScale?: number; accumulate?: boolean } = {}): void {
   const a = model.acts;
   if (!a) throw new Error('backward called before forward');
+  if (a.forwardOnly) throw new Error('backward after a forward with forwardOnly: its activations were not kept');
   const half = opts.half;
   if (half && !model.halfParams) throw new Error('backward with half precision needs a forward with it');
   if (half && opts.accumulate) {

@@ -29,7 +29,7 @@ export async function evaluateLoss(model: Model, stream: TokenStream, B: number,
       ids.set(window.subarray(0, T), b * T);
       targets.set(window.subarray(1), b * T);
     }
-    const acts = forward(model, ids, targets, B, T);
+    const acts = forward(model, ids, targets, B, T, { forwardOnly: true });
     const losses = await model.backend.read(acts.losses);
     for (let i = 0; i < valid * T; i++) sum += losses[i];
     if (byteCounts) for (let i = 0; i < valid * T; i++) bytes += targetBytes(byteCounts, ids[i]!, targets[i]!);

@@ -90,7 +90,7 @@ export async function findLearningRate(o: LrFindOptions): Promise<LrFindResult> 
   checkWhole(o.batch, 'batch', 1);
   checkWhole(o.threads, 'threads', 1);
   checkWhole(o.seed, 'seed', 0);
-  checkBatchFits(o.config, o.batch ?? 16, o.config.context, false);
+  checkBatchFits(o.config, o.batch ?? 16, o.config.context, true, false);
   const backend = typeof o.backend === 'object' ? o.backend : await createBackend(o.backend ?? 'auto', { threads: o.threads });
   try {
     return await sweep(o, backend, steps, startLr, endLr);

@@ -1174,23 +1174,24 @@ async function claimNewDir(dir: string): Promise<string> {
 
 /**
  * The bytes a model of `config` takes on a backend at a batch of B sequences of T tokens: its
- * activations, ids and targets, the RoPE table, weights and gradients (createModel), and with
- * `optimizer` AdamW's two moments.
+ * activations, ids and targets, the RoPE table and weights, and for `training` gradients and
+ * AdamW's two moments; for an evaluation, the activations forwards alone need (forwardOnly).
  */
-export function modelBytes(config: ModelConfig, B: number, T: number, optimizer: boolean): number {
-  return 4 * (activationValues(config, B, T) + (optimizer ? 4 : 2) * countParams(config) + config.context * headDim(config)) + 8 * B * T;
+export function modelBytes(config: ModelConfig, B: number, T: number, training: boolean): number {
+  return 4 * (activationValues(config, B, T, !training) + (training ? 4 : 1) * countParams(config) + config.context * headDim(config)) + 8 * B * T;
 }
 
 /**
- * Refuses, before anything is allocated, a batch whose activations and the model's weights,
- * gradients and AdamW moments could not fit in this machine's memory: a --batch typed with a few
- * zeros too many ran for minutes into swap, or died inside a typed array.
+ * Refuses, before anything is allocated, a batch whose activations and the model's weights (and
+ * for `training` gradients and AdamW moments) could not fit in this machine's memory: a --batch
+ * typed with a few zeros too many ran for minutes into swap, or died inside a typed array.
+ * `accum`: the advice names --accum (train has it; lr-find and eval do not).
  */
-export function checkBatchFits(config: ModelConfig, B: number, T: number, training = true): void {
-  const bytes = modelBytes(config, B, T, true);
+export function checkBatchFits(config: ModelConfig, B: number, T: number, training = true, accum = training): void {
+  const bytes = modelBytes(config, B, T, training);
   const total = totalmem();
   check(!(bytes > total), () => `${optionName('batch')} ${B} of ${T}-token sequences needs ~${(bytes / 2 ** 30).toFixed(1)} GiB for this model, more than this machine's ${(total / 2 ** 30).toFixed(1)} GiB; ` +
-    `use a smaller ${optionName('batch')}${training ? ` (${optionName('accum')} keeps the tokens per step)` : ''}`);
+    `use a smaller ${optionName('batch')}${accum ? ` (${optionName('accum')} keeps the tokens per step)` : ''}`);
 }
 
 /** A save refused because the weights or moments hold NaN or ±Infinity (a learning rate far too high). */
