@@ -9,7 +9,7 @@ import { resolveConfig, type ModelConfig } from '../src/model/config.js';
 import { initialWeights, paramLayout } from '../src/model/params.js';
 import { createRng } from '../src/util/random.js';
 import { buildCharTokenizer } from '../src/data/tokenizer.js';
-import { decodeSafetensors } from '../src/io/safetensors.js';
+import { decodeSafetensors, encodeSafetensors } from '../src/io/safetensors.js';
 import { MinigptError } from '../src/errors.js';
 import { roundToBf16, roundToF16 } from '../src/util/half.js';
 
@@ -168,7 +168,15 @@ test('loading our own file keeps the weights in its bytes (no copy); any other l
   const copy = flatWeights(config, shuffled, 'shuffled');
   assert.deepEqual(copy, weights);
   assert.notEqual(copy.buffer, bytes.buffer);
-  // A non-finite value is refused on either path.
+  // BF16 tensors decode straight into the flat buffer: the values of each tensor rounded to bf16.
+  const bf16Bytes = encodeSafetensors(new Map([...tensors].map(([name, t]) => [name, { dtype: 'BF16' as const, shape: t.shape, data: t.data as Float32Array }])));
+  const halves = decodeSafetensors(bf16Bytes, 'bf16').tensors;
+  assert.deepEqual(flatWeights(config, halves, 'bf16'), roundToBf16(weights, new Float32Array(weights.length)));
+  const untouched = new Map([...halves].map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, readInto: t.readInto!.bind(t), get data(): Float32Array { throw new Error(`${name} decoded on its own`); } }]));
+  assert.deepEqual(flatWeights(config, untouched, 'bf16'), roundToBf16(weights, new Float32Array(weights.length)));
+  // A non-finite value is refused on every path.
+  const bad = encodeSafetensors(new Map([...tensors].map(([name, t]) => [name, { dtype: 'BF16' as const, shape: t.shape, data: name === 'model.norm.weight' ? Float32Array.from(t.data, (v, i) => (i === 2 ? Infinity : v)) : t.data as Float32Array }])));
+  assert.throws(() => flatWeights(config, decodeSafetensors(bad, 'bad').tensors, 'bad'), /tensor "model.norm.weight" contains Infinity at index 2; the checkpoint is corrupt/);
   (tensors.get('model.norm.weight')!.data as Float32Array)[1] = NaN;
   assert.throws(() => flatWeights(config, tensors, 'model.safetensors'), /tensor "model.norm.weight" contains NaN at index 1; the checkpoint is corrupt/);
   await rm(dir, { recursive: true });

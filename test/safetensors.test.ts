@@ -100,6 +100,18 @@ test('F16 and BF16 tensors are stored rounded to nearest even and read back as t
   assert.deepEqual([...tensors.get('h')!.data], values.map((v) => f16BitsToF32(f32ToF16Bits(v))));
   assert.deepEqual([...tensors.get('h')!.data], [0.0999755859375, Infinity, 1, 2 ** -24]);
   assert.deepEqual([...tensors.get('b')!.data], values.map((v) => bf16BitsToF32(f32ToBf16Bits(v))));
+  // readInto decodes the same values into a given array (before and after data was decoded), and checks its length.
+  for (const name of ['h', 'b']) {
+    const t = decodeSafetensors(bytes).tensors.get(name)!;
+    const out = new Float32Array(6).fill(7);
+    t.readInto!(out.subarray(1, 5));
+    assert.deepEqual([...out], [7, ...tensors.get(name)!.data, 7]);
+    const again = new Float32Array(4);
+    tensors.get(name)!.readInto!(again);
+    assert.deepEqual([...again], [...tensors.get(name)!.data]);
+    assert.throws(() => t.readInto!(new Float32Array(3)), /readInto: 3 values for a tensor of 4/);
+  }
+  assert.equal(decodeSafetensors(encodeSafetensors({ f: { dtype: 'F32', shape: [1], data: new Float32Array([1]) } })).tensors.get('f')!.readInto, undefined, 'F32 data is a view already');
 });
 
 test('tensors in a Map are laid out in its order, even integer-like names a record would hoist', () => {

@@ -135,19 +135,26 @@ export function flatWeights(config: ModelConfig, tensors: Map<string, NamedTenso
       `${source}: tensor "${s.name}" has shape [${t.shape}], config.json says [${s.shape}]; config.json and the weights are from different models (was config.json edited?)`,
     );
   }
-  for (const s of layout.specs) {
-    const data = tensors.get(s.name)!.data as Float32Array;
-    const bad = firstNonFinite(data);
-    if (bad >= 0) throw new MinigptError(`${source}: tensor "${s.name}" contains ${data[bad]} at index ${bad}; the checkpoint is corrupt`);
-  }
   // Our own files lay the F32 tensors out in the layout's order, back to back: the flat buffer is
   // then a view of the file's bytes. A copy would cost a fresh allocation as large as the model
   // (2-3 s of page faults for 650 MB here).
-  const inPlace = contiguousView(layout.specs.map((s) => ({ offset: s.offset, data: tensors.get(s.name)!.data })), layout.size);
-  if (inPlace) return inPlace;
-  // Every tensor matched its shape, so the buffer is no larger than the file's data.
-  const weights = new Float32Array(layout.size);
-  for (const s of layout.specs) weights.set(tensors.get(s.name)!.data as Float32Array, s.offset);
+  const halves = layout.specs.some((s) => tensors.get(s.name)!.readInto);
+  let weights = halves ? null : contiguousView(layout.specs.map((s) => ({ offset: s.offset, data: tensors.get(s.name)!.data })), layout.size);
+  if (!weights) {
+    // Every tensor matched its shape, so the buffer is no larger than the file's data. F16 and
+    // BF16 tensors decode straight into it, never held decoded beside it.
+    weights = new Float32Array(layout.size);
+    for (const s of layout.specs) {
+      const t = tensors.get(s.name)!, out = weights.subarray(s.offset, s.offset + s.shape.reduce((a, b) => a * b, 1));
+      if (t.readInto) t.readInto(out);
+      else out.set(t.data as Float32Array);
+    }
+  }
+  for (const s of layout.specs) {
+    const data = weights.subarray(s.offset, s.offset + s.shape.reduce((a, b) => a * b, 1));
+    const bad = firstNonFinite(data);
+    if (bad >= 0) throw new MinigptError(`${source}: tensor "${s.name}" contains ${data[bad]} at index ${bad}; the checkpoint is corrupt`);
+  }
   return weights;
 }
 

@@ -16,7 +16,7 @@
  * the real size of the input.
  */
 import { open } from 'node:fs/promises';
-import { MinigptError } from '../errors.js';
+import { MinigptError, check } from '../errors.js';
 import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from '../util/half.js';
 import { checkNodeOnly } from '../util/runtime.js';
 import { readWholeFile } from '../util/fs.js';
@@ -30,7 +30,13 @@ export interface NamedTensor {
   /** Dimensions, outermost first; their product is data.length. */
   shape: number[];
   /** Row-major values: Int32Array for I32, Float32Array for the others. */
-  data: Float32Array | Int32Array;
+  readonly data: Float32Array | Int32Array;
+  /**
+   * F16 and BF16 tensors read from a file: decodes the values into `out` (data.length long)
+   * without an array of their own; `data` decodes them on first use. A model's loader fills its
+   * one flat buffer this way, instead of holding every tensor decoded beside it.
+   */
+  readInto?(out: Float32Array): void;
 }
 
 /** A decoded safetensors file, as decodeSafetensors and readSafetensorsFile return it. */
@@ -257,11 +263,25 @@ export function decodeSafetensors(bytes: Uint8Array, source = 'safetensors file'
 
   const tensors = new Map<string, NamedTensor>();
   for (const entry of entries) {
-    tensors.set(entry.name, {
-      dtype: entry.dtype,
-      shape: entry.shape,
-      data: readTensorData(entry.dtype, bytes.subarray(dataStart + entry.begin, dataStart + entry.end)),
-    });
+    const { dtype, shape } = entry;
+    const raw = bytes.subarray(dataStart + entry.begin, dataStart + entry.end);
+    if (dtype === 'F16' || dtype === 'BF16') {
+      let decoded: Float32Array | null = null;
+      tensors.set(entry.name, {
+        dtype, shape,
+        get data() {
+          decoded ??= readTensorData(dtype, raw) as Float32Array;
+          return decoded;
+        },
+        readInto(out: Float32Array) {
+          check(out.length === raw.length / 2, () => `readInto: ${out.length} values for a tensor of ${raw.length / 2}`);
+          if (decoded) out.set(decoded);
+          else readHalfData(dtype, raw, out);
+        },
+      });
+    } else {
+      tensors.set(entry.name, { dtype, shape, data: readTensorData(dtype, raw) });
+    }
   }
   return { tensors, metadata };
 }
@@ -343,18 +363,21 @@ function checkLayout(entries: TensorEntry[], dataBytes: number, fail: (problem: 
 }
 
 /** `raw` holds exactly the tensor's little-endian bytes. */
-function readTensorData(dtype: SafetensorsDType, raw: Uint8Array): Float32Array | Int32Array {
-  if (dtype === 'F16' || dtype === 'BF16') {
-    const count = raw.length / 2;
-    let bits: Uint16Array;
-    if (PLATFORM_IS_LITTLE_ENDIAN && raw.byteOffset % 2 === 0) bits = new Uint16Array(raw.buffer, raw.byteOffset, count);
-    else {
-      bits = new Uint16Array(count);
-      const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-      for (let i = 0; i < count; i++) bits[i] = view.getUint16(2 * i, true);
-    }
-    return dtype === 'F16' ? decodeF16(bits) : decodeBf16(bits);
+/** F16 or BF16 bytes decoded into `out` (a new array without it). */
+function readHalfData(dtype: 'F16' | 'BF16', raw: Uint8Array, out?: Float32Array): Float32Array {
+  const count = raw.length / 2;
+  let bits: Uint16Array;
+  if (PLATFORM_IS_LITTLE_ENDIAN && raw.byteOffset % 2 === 0) bits = new Uint16Array(raw.buffer, raw.byteOffset, count);
+  else {
+    bits = new Uint16Array(count);
+    const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    for (let i = 0; i < count; i++) bits[i] = view.getUint16(2 * i, true);
   }
+  return dtype === 'F16' ? decodeF16(bits, out) : decodeBf16(bits, out);
+}
+
+function readTensorData(dtype: SafetensorsDType, raw: Uint8Array): Float32Array | Int32Array {
+  if (dtype === 'F16' || dtype === 'BF16') return readHalfData(dtype, raw);
   const count = raw.length / 4;
   if (PLATFORM_IS_LITTLE_ENDIAN && raw.byteOffset % 4 === 0) {
     return dtype === 'F32' ? new Float32Array(raw.buffer, raw.byteOffset, count) : new Int32Array(raw.buffer, raw.byteOffset, count);
