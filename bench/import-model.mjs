@@ -63,7 +63,7 @@ const run = (what, args) => {
 };
 const ckpt = join(dir, 'imported');
 const context = shape.importContext ? ['--context', String(shape.importContext)] : [];
-run(`import (BF16 -> F32 checkpoint)${context.length ? ` ${context.join(' ')}` : ''}`, ['import', '--from', hf, '--out', ckpt, ...context]);
+run(`import (BF16 checkpoint)${context.length ? ` ${context.join(' ')}` : ''}`, ['import', '--from', hf, '--out', ckpt, ...context]);
 run('sample --tokens 32', ['sample', '--ckpt', ckpt, '--prompt', shape.prompt, '--tokens', '32']);
 const evalBatch = shape.evalBatch ? ['--batch', String(shape.evalBatch)] : [];
 run(`eval --data (validation split, ${evalBatch.length ? evalBatch.join(' ') : 'default batch'})`, ['eval', '--ckpt', ckpt, '--data', join(dir, 'data.txt'), ...evalBatch]);

@@ -13,7 +13,7 @@ export {
   buildCharTokenizer, tokenizerFromJson, makeTokenizer, createStreamingDecoder, endOfTextToken, startOfTextToken, textStartIds, type Tokenizer, type EncodeOptions,
   type CharTokenizerOptions, type TokenizerKind, type MakeTokenizerOptions, type StreamingDecoder, type TokenizerJson,
 } from './data/tokenizer.js';
-export { trainBpe, END_OF_TEXT, type BpeTrainOptions, type ByteLevelTokenizer } from './data/bpe.js';
+export { trainBpe, END_OF_TEXT, type BpeTrainOptions, type ByteLevelTokenizer, type SafeCuts } from './data/bpe.js';
 export { gpt2Tokenizer } from './data/gpt2.js';
 export { type HfBpeTokenizerJson, type HfPretokenizer } from './data/hf-bpe.js';
 export { type SpBpeTokenizerJson, type SpBpeTokenizer, type SpSpaces } from './data/sp-bpe.js';
