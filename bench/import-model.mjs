@@ -9,8 +9,8 @@
 //                      vocabulary 32000, context 256, a Llama 2-style SentencePiece BPE (sp-bpe)
 //   --shape qwen2.5-0.5b Qwen2.5-0.5B: 494M parameters, 24 layers, d896, 14 heads / 2 kv heads,
 //                      hidden 4864, vocabulary 151936, context 32768 (imported with --context 1024),
-//                      tied embeddings, q/k/v biases, a Qwen2-style byte-level BPE (hf-bpe); eval
-//                      with --batch 1 (a batch of 1024 x 151936 logits is 622 MB); no fine-tune (weights, gradients and AdamW's moments: 8 GB, past the cpu
+//                      tied embeddings, q/k/v biases, a Qwen2-style byte-level BPE (hf-bpe); no
+//                      fine-tune (weights, gradients and AdamW's moments: 8 GB, past the cpu
 //                      backend's 4 GiB)
 //   npm run build && node bench/import-model.mjs [--shape NAME] [DIR]
 import { spawnSync } from 'node:child_process';
@@ -33,7 +33,7 @@ const SHAPES = {
     config: { vocab_size: 32000, d_model: 288, n_heads: 6, n_kv_heads: 6, n_layers: 6, intermediate_size: 768, context: 256 },
   },
   'qwen2.5-0.5b': {
-    name: 'Qwen2.5-0.5B-shaped', fixture: ['hf-bpe-split.json', 'qwen2-style'], prompt: 'The 12 people', importContext: 1024, dataRepeat: 15, noFinetune: true, evalBatch: 1,
+    name: 'Qwen2.5-0.5B-shaped', fixture: ['hf-bpe-split.json', 'qwen2-style'], prompt: 'The 12 people', importContext: 1024, dataRepeat: 15, noFinetune: true,
     config: { vocab_size: 151936, d_model: 896, n_heads: 14, n_kv_heads: 2, n_layers: 24, intermediate_size: 4864, context: 32768, tie_embeddings: true, qkv_bias: true },
   },
 };
