@@ -244,51 +244,36 @@ def test_strings(rng: random.Random) -> list:
     return fixed + corpus(rng, 40)
 
 
+def write_fixture(path: str, tokenizers: dict, texts: list, with_start: bool = False) -> None:
+    """Each tokenizer's tokenizer.json, the texts and its ids for them (special tokens split out, no
+    template; with_start: also the ids with the template, for the first three texts), as one JSON file."""
+    out = {}
+    for name, tok in tokenizers.items():
+        out[name] = {
+            "tokenizer": json.loads(tok.to_str()),
+            "texts": texts,
+            "ids": [tok.encode(t, add_special_tokens=False).ids for t in texts],
+        }
+        if with_start:
+            out[name]["withStart"] = [tok.encode(t).ids for t in texts[:3]]
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
+        f.write("\n")
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "fixture":
-        rng = random.Random(1234)
-        lines = corpus(rng, 3000)
-        texts = test_strings(random.Random(99))
-        out = {}
-        for name, make in (("smollm-style", smollm_style), ("gpt2-style", gpt2_style)):
-            tok = make(lines)
-            out[name] = {
-                "tokenizer": json.loads(tok.to_str()),
-                "texts": texts,
-                "ids": [tok.encode(t, add_special_tokens=False).ids for t in texts],
-            }
-        with open(sys.argv[2], "w", encoding="utf-8") as f:
-            json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
-            f.write("\n")
+        lines = corpus(random.Random(1234), 3000)
+        write_fixture(sys.argv[2], {name: make(lines) for name, make in (("smollm-style", smollm_style), ("gpt2-style", gpt2_style))},
+                      test_strings(random.Random(99)))
     elif len(sys.argv) == 3 and sys.argv[1] == "split-fixture":
         lines = corpus(random.Random(1234), 3000)
-        texts = test_strings(random.Random(99)) + SPLIT_STRINGS
-        out = {}
-        for name in ("qwen2-style", "llama3-style"):
-            tok = split_style(lines, name)
-            out[name] = {
-                "tokenizer": json.loads(tok.to_str()),
-                "texts": texts,
-                "ids": [tok.encode(t, add_special_tokens=False).ids for t in texts],
-            }
-        with open(sys.argv[2], "w", encoding="utf-8") as f:
-            json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
-            f.write("\n")
+        write_fixture(sys.argv[2], {name: split_style(lines, name) for name in ("qwen2-style", "llama3-style")},
+                      test_strings(random.Random(99)) + SPLIT_STRINGS)
     elif len(sys.argv) == 3 and sys.argv[1] == "sp-fixture":
         lines = corpus(random.Random(1234), 3000)
-        texts = test_strings(random.Random(99)) + SP_STRINGS
-        out = {}
-        for name in ("llama-style", "metaspace-first", "metaspace-unk"):
-            tok = sp_style(lines, name)
-            out[name] = {
-                "tokenizer": json.loads(tok.to_str()),
-                "texts": texts,
-                "ids": [tok.encode(t, add_special_tokens=False).ids for t in texts],
-                "withStart": [tok.encode(t).ids for t in texts[:3]],
-            }
-        with open(sys.argv[2], "w", encoding="utf-8") as f:
-            json.dump(out, f, ensure_ascii=False, separators=(",", ":"))
-            f.write("\n")
+        write_fixture(sys.argv[2], {name: sp_style(lines, name) for name in ("llama-style", "metaspace-first", "metaspace-unk")},
+                      test_strings(random.Random(99)) + SP_STRINGS, with_start=True)
     elif len(sys.argv) == 5 and sys.argv[1] == "encode":
         tok = Tokenizer.from_file(sys.argv[2])
         with open(sys.argv[3], encoding="utf-8") as f:
