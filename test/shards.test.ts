@@ -501,6 +501,15 @@ test('hf-bpe with Qwen2\'s and Llama 3\'s split (punctuation joins the line brea
         opened.close();
       }
     }
+    // One long line of plain added tokens (Qwen2.5's <tool_call>) and no safe cut: the relaxed cut
+    // at the validation split must not land inside one.
+    const line = join(dir, 'line');
+    await mkdir(join(line, 'data'), { recursive: true });
+    await writeFile(join(line, 'data', 'a.txt'), '<tool_call>ab</tool_call>'.repeat(2000));
+    const qwen = hfBpeFixtureTokenizer('qwen2-style') as ByteLevelTokenizer;
+    assert.deepEqual(qwen.pretokenize('x<tool_call>y'), ['x', '<tool_call>', 'y']);
+    const { opened } = await roundTrip(line, join(line, 'data'), { tokenizer: qwen, chunkBytes: 4096, valFraction: 0.1, clean: { nfc: false } });
+    opened.close();
   });
 });
 

@@ -292,7 +292,8 @@ export type SafeCuts = 'line-end' | 'line-start';
 export interface ByteLevelTokenizer extends Tokenizer {
   /** Where prepare may cut text (SafeCuts); absent: "line-end". */
   readonly safeCuts?: SafeCuts;
-  /** The pre-tokens of `text` (well-formed, without special tokens), as encode splits it before merging. */
+  /** The pre-tokens of `text` (well-formed, without special tokens), as encode splits it before
+   * merging; a plain added token (hf-bpe's plainAdded) is a piece of its own. */
   pretokenize(text: string): string[];
   /** Encodes special-token text as ordinary text (never as a special id); tiktoken's encode_ordinary. */
   encodeOrdinary(text: string): Int32Array;
@@ -503,6 +504,7 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
   // Plain added tokens are split out first, longest first (as special tokens are).
   const plainAdded = model.plainAdded && model.plainAdded.size > 0 ? model.plainAdded : null;
   const plainSplitter = plainAdded ? specialTokenSplitter(plainAdded, model.kind)('all') : null;
+  const plainText = new Map([...(plainAdded ?? [])].map(([text, id]) => [id, text]));
   const encodeInto = (text: string, out: IdBuffer): void => {
     if (plainSplitter) splitAtSpecialTokens(text, plainSplitter, plainAdded!, (part) => encodeText(part, out), (id) => out.push(id));
     else encodeText(text, out);
@@ -553,9 +555,16 @@ export function makeByteLevelTokenizer(model: ByteLevelModel): ByteLevelTokenize
     encodeOrdinary,
     ...(model.safeCuts && model.safeCuts !== 'line-end' ? { safeCuts: model.safeCuts } : {}),
     pretokenize: (text) => {
-      if (!pretokenizer) return gpt2Pretokens(text);
+      const split = (part: string): string[] => {
+        if (!pretokenizer) return gpt2Pretokens(part);
+        const pieces: string[] = [];
+        pretokenizer(part, (piece) => pieces.push(piece));
+        return pieces;
+      };
+      if (!plainSplitter) return split(text);
+      // A plain added token is one piece, as encode finds it (prepare must not cut inside one).
       const pieces: string[] = [];
-      pretokenizer(text, (piece) => pieces.push(piece));
+      splitAtSpecialTokens(text, plainSplitter, plainAdded!, (part) => { if (part !== '') pieces.push(...split(part)); }, (id) => pieces.push(plainText.get(id)!));
       return pieces;
     },
     decode,
