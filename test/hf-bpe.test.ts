@@ -204,6 +204,11 @@ test('the GGUF export warns when some tokens come only from ignore_merges\' whol
   // Llama 3's split is llama.cpp's "llama-bpe", which looks whole words up too: no warning; Qwen2's is "qwen2".
   assert.deepEqual(tokensOnlyWholeWordsReach(fixtureTokenizer('llama3-style').toJSON() as HfBpeTokenizerJson), [' zqxj']);
   assert.deepEqual(warned('llama3-style'), []);
+  // ... unless the tokenizer itself does not (ignore_merges false): then llama.cpp gives " zqxj" one token where it gives several.
+  const noLookup = tokenizerFromJson({ ...fixtureTokenizer('llama3-style').toJSON(), ignoreMerges: false }, 'no-lookup');
+  const warnings: string[] = [];
+  ggufTokenizerMetadata(noLookup, 806, (m) => warnings.push(m));
+  assert.deepEqual(warnings, ['1 of this tokenizer\'s tokens (such as " zqxj") are whole words its merges never make, and llama.cpp\'s "llama-bpe" pre-tokenizer looks whole words up (ignore_merges) where this tokenizer does not: llama.cpp gives those words one token where minigpt and transformers give several']);
   const pre = (name: 'qwen2-style' | 'llama3-style' | 'gpt2-style' | 'smollm-style') => ggufTokenizerMetadata(fixtureTokenizer(name), 806).get('tokenizer.ggml.pre')?.value;
   assert.deepEqual([pre('qwen2-style'), pre('llama3-style'), pre('gpt2-style'), pre('smollm-style')], ['qwen2', 'llama-bpe', 'gpt-2', 'smollm']);
 });

@@ -285,6 +285,15 @@ export function ggufTokenizerMetadata(tokenizer: Tokenizer, vocabSize: number, o
             'for this pre-tokenizer: llama.cpp splits text holding them into other tokens than minigpt and transformers do',
         );
       }
+    } else if (hfBpe && !hfBpe.ignoreMerges) {
+      // The other way round: llama.cpp's "llama-bpe" always looks whole words up, this tokenizer does not.
+      const whole = tokensOnlyWholeWordsReach({ ...hfBpe, ignoreMerges: true });
+      if (whole.length > 0) {
+        onWarning?.(
+          `${whole.length} of this tokenizer's tokens (such as ${JSON.stringify(whole[0])}) are whole words its merges never make, and llama.cpp's "llama-bpe" ` +
+            'pre-tokenizer looks whole words up (ignore_merges) where this tokenizer does not: llama.cpp gives those words one token where minigpt and transformers give several',
+        );
+      }
     }
     const eos = endOfTextToken(tokenizer), bos = startOfTextToken(tokenizer);
     if (bos) md.set('tokenizer.ggml.bos_token_id', u32(bos[1]));
