@@ -306,6 +306,16 @@ test('Qwen2: import refuses sliding-window attention and other biases; the expor
   assert.throws(() => hfExportFiles(checkpoint(bpeTok(), { qkv_bias: true })), /exports as Qwen2ForCausalLM, and transformers tokenizes every Qwen2 model with Qwen2's own tokenizer .*not this bpe tokenizer/);
   assert.throws(() => hfExportFiles(checkpoint(hfBpeFixtureTokenizer('llama3-style'), { qkv_bias: true })), /not this hf-bpe tokenizer/);
   assert.throws(() => hfExportFiles(checkpoint(bpeTok(), { qkv_bias: true, mlp: 'gelu' })), /a GELU-MLP model with q, k and v biases has no Hugging Face architecture/);
+  // transformers normalizes a Qwen2 model's text with NFC alone: other cleaning is a warning.
+  const warnings = (recorded: Checkpoint['recorded']): string[] => {
+    const got: string[] = [];
+    hfExportFiles({ ...ckpt, recorded }, { onWarning: (m) => got.push(m) });
+    return got;
+  };
+  assert.deepEqual(warnings(ckpt.recorded), []);
+  assert.deepEqual(warnings({ clean: {} }), ['transformers tokenizes a Qwen2 model\'s text with NFC alone, and this model\'s text was cleaned with newlines, page-breaks, control-chars, blank-lines: clean prompts for it as minigpt does (text those steps change gets other ids in transformers than here)']);
+  assert.match(warnings({ clean: { lowercase: true, newlines: false, pageBreaks: false, controlChars: false, collapseBlankLines: false } })[0]!, /cleaned with lowercase:/);
+  assert.match(warnings(undefined)[0]!, /cleaned without NFC:/);
 });
 
 const py = findPython(['torch', 'transformers']);

@@ -35,7 +35,7 @@ import { byteLevelToBytes, bytesToByteLevel } from '../data/byte-level.js';
 import { LLAMA3_SPLIT_PATTERN, QWEN2_SPLIT_PATTERN, type HfBpeTokenizerJson, type HfPretokenizer } from '../data/hf-bpe.js';
 import { SP_SPACE, type SpBpeTokenizerJson, type SpSpaces } from '../data/sp-bpe.js';
 import { CHECKPOINT_FORMAT, checkCheckpointArg, flatWeights, namedWeights, recordedClean, type Checkpoint, type WeightDType } from './checkpoint.js';
-import { DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
+import { CLEAN_STEP_NAMES, DEFAULT_CLEAN, type CleanOptions } from '../data/text.js';
 import { decodeSafetensors, encodeSafetensors, type NamedTensor } from './safetensors.js';
 import { checkNodeOnly } from '../util/runtime.js';
 
@@ -801,6 +801,23 @@ export interface HfExportOptions {
   dtype?: WeightDType;
   /** exportHf: replace an earlier export in the folder (default false: a folder that is not empty is refused). */
   overwrite?: boolean;
+  /** Hears of what transformers will do otherwise than minigpt (a Qwen2 model trained on text cleaned otherwise than NFC alone); one line each. */
+  onWarning?: (message: string) => void;
+}
+
+/**
+ * transformers normalizes a Qwen2 model's text with NFC alone, whatever tokenizer.json says: where
+ * the model was trained on text cleaned otherwise (minigpt's default cleaning of line endings,
+ * page breaks, control characters and blank lines; lowercase; no NFC), such text gets other ids
+ * there than minigpt gives its cleaned prompts.
+ */
+function warnQwen2Cleaning(ckpt: Checkpoint, onWarning: ((message: string) => void) | undefined): void {
+  const recorded = recordedClean(ckpt);
+  const clean: CleanOptions = recorded ? { ...DEFAULT_CLEAN, ...recorded } : { nfc: false, newlines: false, pageBreaks: false, controlChars: false, collapseBlankLines: false, lowercase: false };
+  const names = (Object.entries(CLEAN_STEP_NAMES) as [string, keyof CleanOptions][]).filter(([, key]) => key !== 'nfc' && clean[key]).map(([name]) => name);
+  if (names.length === 0 && clean.nfc) return;
+  onWarning?.(`transformers tokenizes a Qwen2 model's text with NFC alone, and this model's text was cleaned ${names.length > 0 ? `with ${names.join(', ')}` : 'without NFC'}: ` +
+    `clean prompts for it as minigpt does (text those steps change gets other ids in transformers than here)`);
 }
 
 /** The files of the HF export, name -> bytes (what exportHf writes). */
@@ -814,6 +831,7 @@ export function hfExportFiles(ckpt: Checkpoint, opts: HfExportOptions = {}): Map
   const json = (o: unknown): Uint8Array => text(JSON.stringify(o, null, 2) + '\n');
   const files = new Map<string, Uint8Array>();
   const cfg = hfConfig(config, tokenizer, dtype);
+  if (config.qkv_bias) warnQwen2Cleaning(ckpt, opts.onWarning);
   files.set('config.json', json(cfg));
   // No max_length: with one set, every generate(max_new_tokens=...) in transformers warns that both are.
   // Sampling as `minigpt sample` does by default: temperature 0.8, every token (transformers' own default top_k is 50).
@@ -869,7 +887,7 @@ export async function writeDirAtomic(dir: string, files: Map<string, Uint8Array>
 export async function exportHf(ckpt: Checkpoint, outDir: string, opts: HfExportOptions = {}): Promise<void> {
   checkNodeOnly('exportHf()');
   checkCheckpointArg(ckpt, 'exportHf');
-  checkOptionNames(opts, ['dtype', 'overwrite'], 'exportHf');
+  checkOptionNames(opts, ['dtype', 'overwrite', 'onWarning'], 'exportHf');
   await writeDirAtomic(outDir, hfExportFiles(ckpt, opts), opts);
 }
 

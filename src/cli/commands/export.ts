@@ -18,7 +18,8 @@ export const exportCommand: CommandSpec = {
   },
   details: [
     'hf: config.json (LlamaForCausalLM; ArceeForCausalLM for --mlp gelu; Qwen2ForCausalLM for --qkv-bias, which needs',
-    '    a Qwen2 tokenizer: transformers gives Qwen2 models its own), model.safetensors, generation_config.json,',
+    '    a Qwen2 tokenizer: transformers gives Qwen2 models its own, which cleans text with NFC alone; other cleaning',
+    '    the model was trained with is a warning), model.safetensors, generation_config.json,',
     '    tokenizer.json, tokenizer_config.json, special_tokens_map.json: AutoModelForCausalLM and AutoTokenizer load it.',
     'gguf: GGUF v3, llama architecture (with q, k and v biases for --qkv-bias), tokenizer.ggml.model "gpt2" ("llama"',
     '    for an imported SentencePiece-style tokenizer); llama.cpp and node-llama-cpp load it.',
@@ -39,7 +40,7 @@ export const exportCommand: CommandSpec = {
       check(dtype !== 'BF16', '--dtype BF16 is not written to GGUF here; use F32 or F16');
       await exportGguf(ckpt, v.out, { dtype, overwrite: Boolean(v.force), onWarning: (m) => console.error(`minigpt: warning: ${m}`) });
     } else {
-      await exportHf(ckpt, v.out, { dtype, overwrite: Boolean(v.force) });
+      await exportHf(ckpt, v.out, { dtype, overwrite: Boolean(v.force), onWarning: (m) => console.error(`minigpt: warning: ${m}`) });
     }
     console.log(`exported ${dir} -> ${v.out} (${format}, ${dtype})`);
   },
