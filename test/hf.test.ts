@@ -299,6 +299,10 @@ test('Qwen2: import refuses sliding-window attention and other biases; the expor
     await writeDirAtomic(dir, new Map([...files, ['config.json', new TextEncoder().encode(JSON.stringify(c))]]));
     await assert.rejects(readHfModel(dir), (e: unknown) => e instanceof MinigptError && re.test(e.message) && !e.message.includes('\n'), name);
   }
+  // A context no longer than the window is full attention: it imports.
+  const windowed = join(await tmp(), 'windowed');
+  await writeDirAtomic(windowed, new Map([...files, ['config.json', new TextEncoder().encode(JSON.stringify({ ...cfg, use_sliding_window: true, sliding_window: 16 }))]]));
+  assert.equal((await readHfModel(windowed, { context: 16 })).checkpoint.config.context, 16);
   // A window as long as the context is full attention: it imports.
   const wide = join(await tmp(), 'wide');
   await writeDirAtomic(wide, new Map([...files, ['config.json', new TextEncoder().encode(JSON.stringify({ ...cfg, use_sliding_window: true, sliding_window: ckpt.config.context }))]]));

@@ -233,3 +233,17 @@ test('train on text held in memory: learns as from a file, resumes exactly with 
   await refuses(train(base({ data: undefined, text: ['  ', '\n'], out: join(root, 'empty') })), /the text given in memory has no text left after cleaning/);
   void data;
 });
+
+test('evaluating on the cpu backend a model whose one window cannot fit its 4 GiB is a one-line refusal that names the context', async () => {
+  const { createModel } = await import('../src/model/model.js');
+  const tokenizer = buildCharTokenizer('ab ');
+  // 8192 positions x 151936 logits: 5 GB for one window.
+  const config = resolveConfig({ vocab_size: 151936, d_model: 8, n_heads: 2, n_layers: 1, context: 8192, intermediate_size: 8, tie_embeddings: true });
+  const backend = await createBackend('cpu', { threads: 1 });
+  try {
+    const model = createModel(backend, config);
+    await refuses(evaluateText(model, tokenizer, 'ab '.repeat(4000), { all: true }), /^evaluating windows of 8192 tokens needs ~\d+\.\d GiB on the cpu backend, more than the 4 GiB it holds; a model with a shorter context evaluates in shorter windows \(readHfModel's context option\)$/);
+  } finally {
+    backend.destroy();
+  }
+});

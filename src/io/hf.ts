@@ -724,7 +724,7 @@ function num(o: Json, key: string, source: string): number {
 }
 
 /** Our ModelConfig from a transformers config.json, or a MinigptError saying what we cannot run. */
-export function configFromHf(json: unknown, source: string): ModelConfig {
+export function configFromHf(json: unknown, source: string, context?: number): ModelConfig {
   check(isObject(json), `${source} is not a JSON object`);
   const arch = Array.isArray(json.architectures) ? (json.architectures as string[]).join(', ') : '';
   const type = json.model_type;
@@ -740,10 +740,11 @@ export function configFromHf(json: unknown, source: string): ModelConfig {
   else check(act === 'gelu_pytorch_tanh' || act === 'gelu_new', `${source}: Arcee hidden_act ${JSON.stringify(act)}; minigpt's non-gated MLP is GELU (tanh), "gelu_pytorch_tanh"`);
   if (type === 'qwen2') {
     // Qwen2 attends over a sliding window in the layers from max_window_layers on where
-    // use_sliding_window is set: the same as full attention only if the window spans the context.
-    const window = json.sliding_window, context = json.max_position_embeddings;
-    check(!json.use_sliding_window || (typeof window === 'number' && typeof context === 'number' && window >= context),
-      () => `${source}: use_sliding_window is true (a window of ${shownValue(window)} tokens); minigpt's attention sees the whole context, so it cannot run this model exactly`);
+    // use_sliding_window is set: the same as full attention only if the window spans the context
+    // (`context`: the one the import keeps, else max_position_embeddings).
+    const window = json.sliding_window, used = context ?? json.max_position_embeddings;
+    check(!json.use_sliding_window || (typeof window === 'number' && typeof used === 'number' && window >= used),
+      () => `${source}: use_sliding_window is true (a window of ${shownValue(window)} tokens); minigpt's attention sees the whole context, so it runs this model exactly only at a context no longer than the window (${optionName('context')})`);
     check(json.layer_types === undefined || json.layer_types === null || (Array.isArray(json.layer_types) && json.layer_types.every((t) => t === 'full_attention')),
       () => `${source}: layer_types ${JSON.stringify(json.layer_types).slice(0, 80)} has layers other than "full_attention"; minigpt's attention sees the whole context`);
   }
@@ -1002,7 +1003,7 @@ export async function readHfModel(dir: string, opts: HfImportOptions = {}): Prom
   check(await exists(dir), `${dir} does not exist`);
   const configPath = join(dir, 'config.json');
   const configJson = await readJsonFile(configPath, 'a Hugging Face model directory has config.json');
-  let config = configFromHf(configJson, configPath);
+  let config = configFromHf(configJson, configPath, opts.context);
   if (opts.context !== undefined) {
     check(Number.isInteger(opts.context) && opts.context >= 1 && opts.context <= config.context,
       () => `${optionName('context')} must be a whole number from 1 to the model's ${config.context} (its max_position_embeddings; got ${shownValue(opts.context)})`);

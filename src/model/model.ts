@@ -253,7 +253,7 @@ export interface ForwardOptions {
   /** Mixed precision: weights, activations and gradients rounded to this format. */
   half?: 'f16' | 'bf16';
   /** No backward follows (sampling, evaluation): unless the model has buffers for this (B, T)
-   * already, every layer shares one layer's activation buffers (n_layers times less memory). */
+   * already, every layer shares one layer's activation buffers (about n_layers times less memory). */
   forwardOnly?: boolean;
 }
 

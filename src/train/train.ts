@@ -1396,6 +1396,9 @@ function evalBatch(model: Model, batch: number | undefined, length: number, T: n
   const fits = (b: number): boolean => (memoryLimit === undefined || modelBytes(c, b, T, false) <= 0.9 * memoryLimit)
     && (maxTensorBytes === undefined || 4 * b * T * widest <= maxTensorBytes);
   if (batch === undefined) while (B > 1 && !fits(B)) B--;
+  check(memoryLimit === undefined || modelBytes(c, 1, T, false) <= memoryLimit,
+    () => `evaluating windows of ${T} tokens needs ~${(modelBytes(c, 1, T, false) / 2 ** 30).toFixed(1)} GiB on the ${model.backend.name} backend, more than the ${(memoryLimit! / 2 ** 30).toFixed(0)} GiB it holds; ` +
+      `a model with a shorter context evaluates in shorter windows (${adviceFor('minigpt import --context N', 'readHfModel\'s context option')})`);
   checkBatchFits(model.config, B, T, false);
   return B;
 }
