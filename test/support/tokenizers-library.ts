@@ -21,22 +21,23 @@ function findTokenizersPython(): { python?: string; skip?: string } {
 }
 export const tokenizersPython = findTokenizersPython();
 
-/** The library's ids for each text (special tokens split out, no post-processor), from the tokenizer.json text given; files go in `dir`. */
-export async function libraryIds(dir: string, tokenizerJson: string, texts: readonly string[]): Promise<number[][]> {
+/** What make-hf-tokenizers.py's `mode` (encode, pretokenize) gives for each text with the tokenizer.json text given; files go in `dir`. */
+async function runLibrary<T>(mode: 'encode' | 'pretokenize', dir: string, tokenizerJson: string, texts: readonly string[]): Promise<T[]> {
   await writeFile(join(dir, 'tokenizer.json'), tokenizerJson);
   await writeFile(join(dir, 'texts.json'), JSON.stringify(texts));
-  const run = spawnSync(tokenizersPython.python!, [join(ROOT, 'scripts', 'make-hf-tokenizers.py'), 'encode', join(dir, 'tokenizer.json'), join(dir, 'texts.json'), join(dir, 'ids.json')], { encoding: 'utf8' });
+  const run = spawnSync(tokenizersPython.python!, [join(ROOT, 'scripts', 'make-hf-tokenizers.py'), mode, join(dir, 'tokenizer.json'), join(dir, 'texts.json'), join(dir, 'out.json')], { encoding: 'utf8' });
   if (run.status !== 0) throw new Error(run.stderr);
-  return JSON.parse(await readFile(join(dir, 'ids.json'), 'utf8')) as number[][];
+  return JSON.parse(await readFile(join(dir, 'out.json'), 'utf8')) as T[];
+}
+
+/** The library's ids for each text (special tokens split out, no post-processor), from the tokenizer.json text given; files go in `dir`. */
+export function libraryIds(dir: string, tokenizerJson: string, texts: readonly string[]): Promise<number[][]> {
+  return runLibrary<number[]>('encode', dir, tokenizerJson, texts);
 }
 
 /** The pieces the library's pre-tokenizer makes of each text (byte-level strings; no normalizer, no special tokens), from the tokenizer.json text given; files go in `dir`. */
-export async function libraryPretokens(dir: string, tokenizerJson: string, texts: readonly string[]): Promise<string[][]> {
-  await writeFile(join(dir, 'tokenizer.json'), tokenizerJson);
-  await writeFile(join(dir, 'texts.json'), JSON.stringify(texts));
-  const run = spawnSync(tokenizersPython.python!, [join(ROOT, 'scripts', 'make-hf-tokenizers.py'), 'pretokenize', join(dir, 'tokenizer.json'), join(dir, 'texts.json'), join(dir, 'pieces.json')], { encoding: 'utf8' });
-  if (run.status !== 0) throw new Error(run.stderr);
-  return JSON.parse(await readFile(join(dir, 'pieces.json'), 'utf8')) as string[][];
+export function libraryPretokens(dir: string, tokenizerJson: string, texts: readonly string[]): Promise<string[][]> {
+  return runLibrary<string[]>('pretokenize', dir, tokenizerJson, texts);
 }
 
 /** `count` texts, each 1 to `most` of `pieces` joined at random (seeded). */
