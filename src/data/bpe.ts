@@ -271,13 +271,18 @@ export function latin1(bytes: Uint8Array): string {
 /** Calls `onPiece` with each pre-token of `text`, in order; the pieces join back to `text`. */
 export type Pretokenizer = (text: string, onPiece: (piece: string) => void) => void;
 
-/** The GPT-2 pre-tokenizer as a Pretokenizer. */
-export function makeGpt2Pretokenizer(): Pretokenizer {
-  const splitter = new RegExp(GPT2_SPLIT_PATTERN, 'gu');
+/** The pre-tokenizer whose pieces are the matches of `pattern` (a JavaScript regex source, flags "gu"). */
+export function makeRegexPretokenizer(pattern: string): Pretokenizer {
+  const splitter = new RegExp(pattern, 'gu');
   return (text, onPiece) => {
     splitter.lastIndex = 0;
     for (let m = splitter.exec(text); m !== null; m = splitter.exec(text)) onPiece(m[0]);
   };
+}
+
+/** The GPT-2 pre-tokenizer as a Pretokenizer. */
+export function makeGpt2Pretokenizer(): Pretokenizer {
+  return makeRegexPretokenizer(GPT2_SPLIT_PATTERN);
 }
 
 /**

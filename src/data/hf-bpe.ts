@@ -32,7 +32,7 @@
  * alternative of the regex runs across (none matches a line break followed by a visible character).
  */
 import { check } from '../errors.js';
-import { checkSpecialTokenFields, describeValue, latin1, makeByteLevelTokenizer, makeGpt2Pretokenizer, readPieceMerges, readPieces, type ByteLevelTokenizer, type Pretokenizer } from './bpe.js';
+import { checkSpecialTokenFields, describeValue, latin1, makeByteLevelTokenizer, makeGpt2Pretokenizer, makeRegexPretokenizer, readPieceMerges, readPieces, type ByteLevelTokenizer, type Pretokenizer } from './bpe.js';
 import { byteLevelToBytes } from './byte-level.js';
 import type { TokenizerJson } from './tokenizer.js';
 
@@ -67,15 +67,6 @@ function jsSplitPattern(digits: string): string {
 /** QWEN2_SPLIT_PATTERN and LLAMA3_SPLIT_PATTERN for JavaScript's RegExp (flags "gu"). */
 export const QWEN2_JS_PATTERN = jsSplitPattern(String.raw`\p{N}`);
 export const LLAMA3_JS_PATTERN = jsSplitPattern(String.raw`\p{N}{1,3}`);
-
-/** The pre-tokenizer that splits text by `pattern` (a JavaScript regex source, flags "gu"). */
-function makeRegexPretokenizer(pattern: string): Pretokenizer {
-  const splitter = new RegExp(pattern, 'gu');
-  return (text, onPiece) => {
-    splitter.lastIndex = 0;
-    for (let m = splitter.exec(text); m !== null; m = splitter.exec(text)) onPiece(m[0]);
-  };
-}
 
 function makePretokenizer(pre: HfPretokenizer): Pretokenizer {
   switch (pre) {
