@@ -22,7 +22,7 @@ import { MAX_FILE_READ_BYTES, exists, interruptedReplaceLeftover, ioError, readW
 import { basename, dirname, join, resolve } from 'node:path';
 import { MinigptError, adviceFor, check, shownValue } from '../errors.js';
 import { configFromJson, type ModelConfig } from '../model/config.js';
-import { paramLayout } from '../model/params.js';
+import { paramLayout, type ParamSpec } from '../model/params.js';
 import { decodeSafetensors, encodeSafetensorsParts, joinParts, type NamedTensor } from './safetensors.js';
 import { tokenizerFromJson, type Tokenizer } from '../data/tokenizer.js';
 import { cleanRecord, legacyClean, type CleanOptions } from '../data/text.js';
@@ -140,18 +140,19 @@ export function flatWeights(config: ModelConfig, tensors: Map<string, NamedTenso
   // (2-3 s of page faults for 650 MB here).
   const halves = layout.specs.some((s) => tensors.get(s.name)!.readInto);
   let weights = halves ? null : contiguousView(layout.specs.map((s) => ({ offset: s.offset, data: tensors.get(s.name)!.data })), layout.size);
+  const span = (w: Float32Array, s: ParamSpec): Float32Array => w.subarray(s.offset, s.offset + s.shape.reduce((a, b) => a * b, 1));
   if (!weights) {
     // Every tensor matched its shape, so the buffer is no larger than the file's data. F16 and
     // BF16 tensors decode straight into it, never held decoded beside it.
     weights = new Float32Array(layout.size);
     for (const s of layout.specs) {
-      const t = tensors.get(s.name)!, out = weights.subarray(s.offset, s.offset + s.shape.reduce((a, b) => a * b, 1));
-      if (t.readInto) t.readInto(out);
-      else out.set(t.data as Float32Array);
+      const t = tensors.get(s.name)!;
+      if (t.readInto) t.readInto(span(weights, s));
+      else span(weights, s).set(t.data as Float32Array);
     }
   }
   for (const s of layout.specs) {
-    const data = weights.subarray(s.offset, s.offset + s.shape.reduce((a, b) => a * b, 1));
+    const data = span(weights, s);
     const bad = firstNonFinite(data);
     if (bad >= 0) throw new MinigptError(`${source}: tensor "${s.name}" contains ${data[bad]} at index ${bad}; the checkpoint is corrupt`);
   }

@@ -207,12 +207,13 @@ export function activationsFor(model: Model, B: number, T: number, f16 = false, 
     return t;
   };
   // Forwards alone: each layer reads only what the layer before left, so one set of buffers serves all.
-  const manyHalf = (n: number, size: number): Tensor[] => forwardOnly ? new Array<Tensor>(n).fill(h(size)) : Array.from({ length: n }, () => h(size));
+  const perLayer = (n: number, make: () => Tensor): Tensor[] => forwardOnly ? new Array<Tensor>(n).fill(make()) : Array.from({ length: n }, make);
+  const manyHalf = (n: number, size: number): Tensor[] => perLayer(n, () => h(size));
   check(T <= c.context, () => `sequence length ${T} exceeds the model's context ${c.context}`);
   const N = B * T, C = c.d_model, L = c.n_layers, V = c.vocab_size, F = c.intermediate_size;
   const QKV = qkvDim(c), HD = c.n_heads * headDim(c);
   const mlpInDim = c.mlp === 'swiglu' ? 2 * F : F;
-  const many = (n: number, size: number): Tensor[] => forwardOnly ? new Array<Tensor>(n).fill(be.alloc(size)) : Array.from({ length: n }, () => be.alloc(size));
+  const many = (n: number, size: number): Tensor[] => perLayer(n, () => be.alloc(size));
   model.acts = {
     B, T,
     ids: be.allocInt(N),
